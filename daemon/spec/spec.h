@@ -1,0 +1,52 @@
+// spec/spec.h — parsing and validating job specs: the one validator shared by
+// accum-worker and accumd, so a spec is judged the same in a file and in an RPC.
+//
+// A spec is accum.v1.JobSpec as canonical protobuf JSON (snake_case or
+// lowerCamelCase names). Unknown fields are rejected by name. Every error is an
+// INVALID_ARGUMENT whose message names the field (`batch.seq_len`) and what was
+// expected.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "proto/accum.pb.h"
+
+namespace accum::spec {
+
+struct ModelConfig {
+  int n_layer = 0;
+  int n_head = 0;
+  int d_model = 0;
+  int vocab_size = 0;
+  int max_seq_len = 0;
+};
+
+// Parses JSON text into a JobSpec (no validation). Accepts a single string where
+// a list of paths is expected (data.train, data.val).
+absl::StatusOr<accum::v1::JobSpec> parse_spec_json(const std::string& json);
+// Canonical JSON of a spec (snake_case, defaults included), one line or indented.
+std::string spec_to_json(const accum::v1::JobSpec& spec, bool pretty = false);
+
+// Resolves every relative path in the spec against `base_dir`.
+void resolve_paths(accum::v1::JobSpec* spec, const std::string& base_dir);
+// Range-checks every field, expands model presets into explicit sizes and fills
+// defaults (see accum.proto). Checks that need the world size are in
+// grad_accum_steps(). Idempotent.
+absl::Status validate_and_fill(accum::v1::JobSpec* spec);
+// Reads, parses, resolves (against the file's folder) and validates a spec file.
+absl::StatusOr<accum::v1::JobSpec> load_spec_file(const std::string& path);
+
+// K = tokens_per_update / (B*T*world) — or grad_accum_steps when given. A
+// remainder is INVALID_ARGUMENT naming the three numbers.
+absl::StatusOr<int> grad_accum_steps(const accum::v1::JobSpec& spec, int world_size);
+// World sizes in [1, max_world] for which grad_accum_steps() succeeds.
+std::string valid_world_sizes(const accum::v1::JobSpec& spec, int max_world = 64);
+
+ModelConfig model_config(const accum::v1::JobSpec& spec);  // REQUIRES: validated spec
+// Parameters of a GPT-2 of this shape (tied head).
+int64_t parameter_count(const ModelConfig& config);
+
+}  // namespace accum::spec

@@ -1,0 +1,65 @@
+// io/checkpoint_dir.h — the checkpoint directory contract (DESIGN.md "Checkpoints").
+//
+//   <dir>/step_00000100/{model.safetensors, optimizer*.safetensors, state.json, manifest.json}
+//   <dir>/latest          (text file naming the newest complete step directory)
+//
+// A checkpoint is written into <dir>/.tmp-step_XXXXXXXX-<pid>/, every file fsynced,
+// manifest.json (every file with size and sha256) written and fsynced last, the
+// directory renamed into place and the parent fsynced, then `latest` replaced
+// atomically (write temp + fsync + rename). A directory without a matching
+// manifest is never complete; readers refuse it and name the wrong file.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace accum::io {
+
+std::string step_dir_name(int64_t step);  // "step_00000100"
+
+// Builds one checkpoint. Usage: begin(), write files into path(), commit().
+// Destroying an uncommitted writer removes its temporary directory.
+class CheckpointWriter {
+ public:
+  CheckpointWriter(std::string root_dir, int64_t step);
+  ~CheckpointWriter();
+  CheckpointWriter(const CheckpointWriter&) = delete;
+  CheckpointWriter& operator=(const CheckpointWriter&) = delete;
+
+  absl::Status begin();           // creates root and the temporary directory
+  const std::string& path() const;  // the temporary directory to write files into
+  // Hashes every file, writes manifest.json, fsyncs, renames to step_XXXXXXXX
+  // (replacing an older directory of the same step only after the new one is
+  // complete), updates `latest`. Returns the final directory.
+  absl::StatusOr<std::string> commit();
+
+ private:
+  std::string root_, tmp_, final_;
+  int64_t step_;
+  bool committed_ = false;
+};
+
+// Verifies a step directory against its manifest (missing manifest, missing file,
+// size or sha256 mismatch, extra file in the manifest missing on disk) — the error
+// names the file.
+absl::Status verify_checkpoint(const std::string& step_dir);
+// Resolves "latest" (reads <root>/latest, falls back to the newest verified step
+// directory) or a path (absolute, or relative to root's parent as given). Verifies it.
+absl::StatusOr<std::string> resolve_checkpoint(const std::string& root_dir,
+                                               const std::string& resume_from);
+// Complete checkpoints under root, oldest first, as (step, path).
+std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& root_dir);
+// Keeps the newest `keep_last` complete checkpoints (0 keeps all); removes stale temp dirs.
+absl::Status apply_retention(const std::string& root_dir, int keep_last);
+
+// Small helpers shared by checkpoint code.
+absl::StatusOr<std::string> sha256_file(const std::string& path);
+absl::Status write_file_durable(const std::string& path, const std::string& contents);  // + fsync
+absl::Status fsync_dir(const std::string& dir);
+absl::StatusOr<std::string> read_file(const std::string& path);
+
+}  // namespace accum::io

@@ -1,0 +1,2 @@
+// accum-worker entry point (being written).
+int main() { return 0; }

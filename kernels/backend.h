@@ -1,0 +1,139 @@
+// kernels/backend.h — the one narrow op interface every compute back end implements.
+//
+// The GPT-2 model (daemon/worker/model) is written once against this interface;
+// the back end is chosen from the job spec (`device`) through make_backend().
+//
+// Conventions every back end keeps (the CPU back end is the oracle of the others):
+//  * Pointers are device pointers obtained from alloc(); `act` buffers hold
+//    activation elements of act_bytes() each (fp32 on the CPU, bf16 on CUDA).
+//  * Parameters live as an fp32 master copy. Forward ops read the working copy
+//    (`const void* weight`, act dtype): on the CPU that is the master itself,
+//    on CUDA a bf16 copy refreshed by adamw_update / copy_master_to_working.
+//  * Parameter gradients are fp32 (`float*`). Statistics (mean, rstd, losses) are fp32.
+//  * EVERY backward ADDS into EVERY gradient output (`+=`), activation gradients
+//    included. Accumulating K micro-batches therefore costs no copies; the
+//    caller zeroes gradient buffers when it wants a fresh sum.
+//  * Shapes: B batch, T time, C channels, NH heads, V vocab, N = B*T rows.
+//  * Ops are asynchronous with respect to the host where the device allows;
+//    synchronize() waits. Errors in a back end are fatal and name file:line.
+//
+// Thread safety: a Backend is used by one thread (the trainer's) at a time.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace accum::kernels {
+
+enum class DeviceKind { kCpu, kCuda };
+
+// Layout of a linear layer's weight. Hugging Face GPT-2 Conv1D weights are
+// (C, OC) "in-out"; the LM head tied to the token embedding is (V, C) "out-in".
+enum class WeightLayout { kInOut, kOutIn };
+
+struct AdamWParams {
+  float lr = 0;
+  float beta1 = 0.9f;
+  float beta2 = 0.95f;
+  float eps = 1e-8f;
+  float weight_decay = 0;  // decoupled: p -= lr * wd * p
+  float grad_scale = 1;    // g = grads * grad_scale (loss normalization x clipping)
+  int step = 1;            // 1-based optimizer step t for bias correction
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+  virtual DeviceKind kind() const = 0;
+  // Bytes of one activation element: 4 (fp32) or 2 (bf16).
+  virtual size_t act_bytes() const = 0;
+  // True when parameters need a separate working copy (act dtype != fp32).
+  bool has_working_copy() const { return act_bytes() != sizeof(float); }
+
+  // ---- memory ------------------------------------------------------------
+  // Returns zero-filled device memory; throws std::bad_alloc when out of memory.
+  virtual void* alloc(size_t bytes) = 0;
+  virtual void release(void* ptr) = 0;
+  virtual void upload(void* dst, const void* host_src, size_t bytes) = 0;
+  virtual void download(void* host_dst, const void* src, size_t bytes) = 0;
+  virtual void fill_zero(void* dst, size_t bytes) = 0;
+  virtual void synchronize() = 0;
+  // Copies n fp32 values between device buffers (both fp32).
+  virtual void copy_f32(float* dst, const float* src, size_t n) = 0;
+  // working(n, act dtype) = master(n, fp32). No-op target on fp32 back ends is allowed
+  // (working == master); the model only calls it when has_working_copy().
+  virtual void copy_master_to_working(void* working, const float* master, size_t n) = 0;
+  // Converts n act-dtype values to fp32 (for losses/logits read-back and tests).
+  virtual void act_to_f32(float* dst, const void* src, size_t n) = 0;
+  virtual void f32_to_act(void* dst, const float* src, size_t n) = 0;
+
+  // ---- ops (forward) -----------------------------------------------------
+  // out(B,T,C) = wte[tokens[b,t], :] + wpe[t, :]
+  virtual void encoder_forward(void* out, const int32_t* tokens, const void* wte, const void* wpe,
+                               int B, int T, int C) = 0;
+  // out(N,C) = (inp - mean) * rstd * weight + bias; mean, rstd (N) saved; eps 1e-5
+  virtual void layernorm_forward(void* out, float* mean, float* rstd, const void* inp,
+                                 const void* weight, const void* bias, int N, int C) = 0;
+  // out(N,OC) = inp(N,C) @ W + bias, W (C,OC) for kInOut or W^T with W (OC,C) for kOutIn.
+  // bias may be null.
+  virtual void matmul_forward(void* out, const void* inp, const void* weight, const void* bias,
+                              int N, int C, int OC, WeightLayout layout) = 0;
+  // Causal multi-head attention. qkv(B,T,3C) = [q | k | v], head h uses channels
+  // h*hs..(h+1)*hs with hs = C/NH; out(B,T,C). `saved` holds what the backward
+  // needs (attention_saved_bytes of it; the CPU keeps probabilities, CUDA keeps
+  // log-sum-exp only). Scale 1/sqrt(hs).
+  virtual size_t attention_saved_bytes(int B, int T, int NH) const = 0;
+  virtual void attention_forward(void* out, void* saved, const void* qkv, int B, int T, int C,
+                                 int NH) = 0;
+  // out = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+  virtual void gelu_forward(void* out, const void* inp, size_t n) = 0;
+  // out = a + b
+  virtual void residual_forward(void* out, const void* a, const void* b, size_t n) = 0;
+
+  // ---- ops (backward: every output is +=) ---------------------------------
+  // dwte[tokens[b,t]] += dout[b,t]; dwpe[t] += dout[b,t]
+  virtual void encoder_backward(float* dwte, float* dwpe, const void* dout,
+                                const int32_t* tokens, int B, int T, int C) = 0;
+  virtual void layernorm_backward(void* dinp, float* dweight, float* dbias, const void* dout,
+                                  const void* inp, const void* weight, const float* mean,
+                                  const float* rstd, int N, int C) = 0;
+  // dinp += dout @ W^T; dweight += (kInOut) inp^T @ dout | (kOutIn) dout^T @ inp;
+  // dbias += sum_rows dout (dbias may be null).
+  virtual void matmul_backward(void* dinp, float* dweight, float* dbias, const void* dout,
+                               const void* inp, const void* weight, int N, int C, int OC,
+                               WeightLayout layout) = 0;
+  virtual void attention_backward(void* dqkv, const void* dout, const void* qkv, const void* out,
+                                  const void* saved, int B, int T, int C, int NH) = 0;
+  virtual void gelu_backward(void* dinp, const void* inp, const void* dout, size_t n) = 0;
+
+  // ---- loss ----------------------------------------------------------------
+  // Fused softmax + cross-entropy over logits(N,V) with targets(N) and an optional
+  // per-target mask(N) (0 = not counted; null = all counted).
+  //   losses[i] = mask_i ? -log softmax(logits_i)[targets_i] : 0          (fp32)
+  //   if dlogits != null: dlogits[i] = mask_i ? dloss * (softmax(logits_i) - onehot) : 0
+  //   (written, not added: logits are recomputed every micro-batch; dlogits may alias logits)
+  virtual void crossentropy_forward_backward(float* losses, void* dlogits, const void* logits,
+                                             const int32_t* targets, const uint8_t* mask,
+                                             float dloss, int N, int V) = 0;
+
+  // ---- optimizer -------------------------------------------------------------
+  // Sum of squares of n fp32 gradients, in a fixed (reproducible) order.
+  virtual double sum_squares(const float* grads, size_t n) = 0;
+  // PyTorch AdamW on n values (decoupled decay, bias-corrected):
+  //   g = grads*grad_scale; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2
+  //   p -= lr * (wd * p + (m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps))
+  // and working (if non-null) = act(p).
+  virtual void adamw_update(float* master, void* working, const float* grads, float* m, float* v,
+                            size_t n, const AdamWParams& params) = 0;
+};
+
+// Creates the back end for `kind` (CUDA: device `local_rank` of this node).
+// Throws std::runtime_error naming the back end when it is not built or no device exists.
+std::unique_ptr<Backend> make_backend(DeviceKind kind, int local_rank = 0);
+// Whether make_backend(kind) can succeed on this build and machine; `why` says why not.
+bool backend_available(DeviceKind kind, std::string* why);
+
+}  // namespace accum::kernels
