@@ -48,8 +48,16 @@ class TokenStream {
   int64_t size() const;  // total tokens
   // Number of B*T chunks (floor((size-1)/(B*T))); 0 means the stream is too short.
   int64_t chunk_count(int64_t chunk_tokens) const;
-  // Fills `out` with the chunk at global chunk index `chunk` per the order contract.
+  // OK when the stream holds at least B*T+1 tokens (one micro-batch); otherwise
+  // INVALID_ARGUMENT naming the files, the token count and B*T+1.
+  absl::Status check_length(int B, int T) const;
+  // Fills `out` with the chunk at global chunk index `chunk` per the order contract:
+  // inputs[b*T+t] = tok[o + b*T + t], targets[b*T+t] = tok[o + b*T + t + 1],
+  // mask[b*T+t] = sidecar byte of the target's position != 0.
+  // REQUIRES: chunk >= 0 and chunk_count(B*T) > 0 (check_length(B, T) is OK).
   void read_chunk(int64_t chunk, int B, int T, bool shuffle, uint64_t seed, MicroBatch* out) const;
+  // The stream offset o of the chunk's first token (same contract as read_chunk).
+  int64_t chunk_offset(int64_t chunk, int64_t chunk_tokens, bool shuffle, uint64_t seed) const;
   const std::vector<std::string>& files() const;
 
  private:

@@ -1,0 +1,85 @@
+// io/mapped_file.h — a read-only memory map of a whole file (RAII).
+//
+// Header-only on purpose: the data loader and the safetensors reader both map
+// files, and the data library does not link the io library. An empty file maps
+// to {nullptr, 0} (mmap refuses length 0). Errors name the file and the errno.
+//
+// Thread safety: the mapping is immutable; reads from several threads are fine.
+#pragma once
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+
+namespace accum::io {
+
+class MappedFile {
+ public:
+  // Maps `path` read-only. NOT_FOUND when the file is missing, FAILED_PRECONDITION
+  // when it is not a regular file, INTERNAL for other system errors.
+  static absl::StatusOr<std::unique_ptr<MappedFile>> open(const std::string& path) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      int err = errno;
+      std::string what = absl::StrCat(path, ": cannot open: ", std::strerror(err));
+      if (err == ENOENT) return absl::NotFoundError(what);
+      return absl::PermissionDeniedError(what);
+    }
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) {
+      int err = errno;
+      ::close(fd);
+      return absl::InternalError(absl::StrCat(path, ": fstat failed: ", std::strerror(err)));
+    }
+    if (!S_ISREG(st.st_mode)) {
+      ::close(fd);
+      return absl::FailedPreconditionError(absl::StrCat(path, ": not a regular file"));
+    }
+    auto file = std::unique_ptr<MappedFile>(new MappedFile());
+    file->size_ = static_cast<size_t>(st.st_size);
+    if (file->size_ > 0) {
+      void* base = ::mmap(nullptr, file->size_, PROT_READ, MAP_PRIVATE, fd, 0);
+      if (base == MAP_FAILED) {
+        int err = errno;
+        ::close(fd);
+        return absl::InternalError(absl::StrCat(path, ": mmap failed: ", std::strerror(err)));
+      }
+      file->data_ = static_cast<const uint8_t*>(base);
+    }
+    ::close(fd);  // the mapping stays valid after close
+    return file;
+  }
+
+  ~MappedFile() {
+    if (data_ != nullptr) ::munmap(const_cast<uint8_t*>(data_), size_);
+  }
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  const uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+
+  // Access-pattern hint to the kernel (MADV_SEQUENTIAL, MADV_NORMAL, ...); best effort.
+  void advise(int advice) const {
+    if (data_ != nullptr) ::madvise(const_cast<uint8_t*>(data_), size_, advice);
+  }
+
+ private:
+  MappedFile() = default;
+  const uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+}  // namespace accum::io
