@@ -1,2 +1,105 @@
-// accum-worker entry point (being written).
-int main() { return 0; }
+// accum-worker — one rank of a training job: `accum-worker --spec job.json`, alone or
+// under mpirun/srun. Exit codes: 0 success (also after SIGTERM: the current optimizer
+// step is finished and checkpointed), 2 bad spec/data/checkpoint, 1 runtime failure.
+#include <spdlog/spdlog.h>
+
+#include <csignal>
+#include <cstring>
+#include <iostream>
+#include <string>
+
+#include "daemon/spec/spec.h"
+#include "daemon/worker/comm/communicator.h"
+#include "daemon/worker/link/control_link.h"
+#include "daemon/worker/train/trainer.h"
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: accum-worker --spec JOB.json [--print-spec]\n"
+    "  Trains the GPT-2 described by JOB.json (accum.v1.JobSpec as JSON) with exact gradient\n"
+    "  accumulation. Run it alone, or as N ranks under `mpirun -np N accum-worker --spec ...`.\n"
+    "  --print-spec   validate the spec, print it with every default filled in, and exit\n";
+
+void on_signal(int) { accum::train::request_stop(); }
+
+int fail(accum::comm::Communicator* comm, int code, const std::string& message) {
+  std::cerr << "accum-worker: error: " << message << std::endl;
+  if (comm != nullptr && comm->world_size() > 1) accum::comm::abort_job(comm, message);
+  accum::comm::finalize_communicators();
+  return code;
+}
+
+bool is_input_error(const absl::Status& status) {
+  return absl::IsInvalidArgument(status) || absl::IsNotFound(status) ||
+         absl::IsFailedPrecondition(status) || absl::IsDataLoss(status) ||
+         absl::IsOutOfRange(status);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string spec_path;
+  bool print_spec = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--spec" && i + 1 < argc) {
+      spec_path = argv[++i];
+    } else if (arg.rfind("--spec=", 0) == 0) {
+      spec_path = arg.substr(7);
+    } else if (arg == "--print-spec") {
+      print_spec = true;
+    } else if (arg == "-h" || arg == "--help") {
+      std::cout << kUsage;
+      return 0;
+    } else {
+      std::cerr << "accum-worker: unknown argument \"" << arg << "\"\n" << kUsage;
+      return 2;
+    }
+  }
+  if (spec_path.empty()) {
+    std::cerr << "accum-worker: missing --spec JOB.json\n" << kUsage;
+    return 2;
+  }
+  spdlog::set_pattern("[%H:%M:%S.%e] [%n] %v");
+  auto spec = accum::spec::load_spec_file(spec_path);
+  if (!spec.ok()) return fail(nullptr, 2, std::string(spec.status().message()));
+  if (print_spec) {
+    std::cout << accum::spec::spec_to_json(*spec, /*pretty=*/true) << std::endl;
+    return 0;
+  }
+
+  std::unique_ptr<accum::comm::Communicator> comm;
+  try {
+    using accum::comm::CommBackend;
+    CommBackend backend = CommBackend::kSingle;
+    if (accum::comm::launched_under_mpi()) {
+      backend = spec->device() == accum::v1::CUDA ? CommBackend::kNccl : CommBackend::kMpi;
+    }
+    comm = accum::comm::make_communicator(backend);
+    comm->set_default_timeout(std::chrono::milliseconds(
+        static_cast<int64_t>(spec->distributed().timeout_s() * 1000)));
+  } catch (const std::exception& e) {
+    return fail(nullptr, 1, e.what());
+  }
+  std::signal(SIGTERM, on_signal);
+  std::signal(SIGINT, on_signal);
+  if (comm->rank() != 0) spdlog::set_level(spdlog::level::warn);
+
+  std::unique_ptr<accum::link::ControlLink> link =
+      comm->rank() == 0 ? accum::link::make_link_from_env() : accum::link::make_null_link();
+  absl::StatusOr<accum::train::TrainResult> result;
+  try {
+    result = accum::train::run_training(*spec, comm.get(), link.get());
+  } catch (const std::exception& e) {
+    link->close();
+    return fail(comm.get(), 1, e.what());
+  }
+  link->close();
+  if (!result.ok()) {
+    return fail(comm.get(), is_input_error(result.status()) ? 2 : 1,
+                std::string(result.status().message()));
+  }
+  accum::comm::finalize_communicators();
+  return 0;
+}

@@ -1,0 +1,403 @@
+// model/gpt2.cpp — GPT-2 forward/backward over the op interface (llm.c's structure:
+// one residual-gradient buffer flows back through the blocks; every op adds).
+#include "daemon/worker/model/gpt2.h"
+
+#include <cmath>
+#include <memory>
+#include <stdexcept>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace accum::model {
+namespace {
+
+using kernels::WeightLayout;
+
+// Per-block parameter slots, in canonical order within the block.
+enum Slot {
+  kLn1W, kLn1B, kAttnW, kAttnB, kAttnProjW, kAttnProjB,
+  kLn2W, kLn2B, kFcW, kFcB, kFcProjW, kFcProjB, kSlotCount
+};
+
+// splitmix64 → uniform (0,1) → Box-Muller: platform-independent, unlike std::normal_distribution.
+class NormalRng {
+ public:
+  explicit NormalRng(uint64_t seed) : state_(seed) {}
+  double uniform() {
+    uint64_t z = (state_ += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (static_cast<double>(z >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+  }
+  float normal(float stddev) {
+    if (has_spare_) {
+      has_spare_ = false;
+      return static_cast<float>(spare_ * stddev);
+    }
+    const double u1 = uniform(), u2 = uniform();
+    const double radius = std::sqrt(-2.0 * std::log(u1));
+    spare_ = radius * std::sin(2.0 * M_PI * u2);
+    has_spare_ = true;
+    return static_cast<float>(radius * std::cos(2.0 * M_PI * u2) * stddev);
+  }
+
+ private:
+  uint64_t state_;
+  double spare_ = 0;
+  bool has_spare_ = false;
+};
+
+std::string shape_string(const std::vector<int64_t>& shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
+
+}  // namespace
+
+std::vector<ParamTensor> gpt2_parameter_table(const spec::ModelConfig& config) {
+  const int64_t C = config.d_model;
+  std::vector<ParamTensor> table;
+  size_t offset = 0;
+  auto add = [&](std::string name, std::vector<int64_t> shape) {
+    ParamTensor tensor;
+    tensor.name = "transformer." + name;
+    tensor.numel = 1;
+    for (int64_t dim : shape) tensor.numel *= static_cast<size_t>(dim);
+    tensor.weight_decay = shape.size() >= 2;
+    tensor.shape = std::move(shape);
+    tensor.offset = offset;
+    offset += tensor.numel;
+    table.push_back(std::move(tensor));
+  };
+  add("wte.weight", {config.vocab_size, C});
+  add("wpe.weight", {config.max_seq_len, C});
+  for (int l = 0; l < config.n_layer; ++l) {
+    const std::string p = absl::StrCat("h.", l, ".");
+    add(p + "ln_1.weight", {C});
+    add(p + "ln_1.bias", {C});
+    add(p + "attn.c_attn.weight", {C, 3 * C});
+    add(p + "attn.c_attn.bias", {3 * C});
+    add(p + "attn.c_proj.weight", {C, C});
+    add(p + "attn.c_proj.bias", {C});
+    add(p + "ln_2.weight", {C});
+    add(p + "ln_2.bias", {C});
+    add(p + "mlp.c_fc.weight", {C, 4 * C});
+    add(p + "mlp.c_fc.bias", {4 * C});
+    add(p + "mlp.c_proj.weight", {4 * C, C});
+    add(p + "mlp.c_proj.bias", {C});
+  }
+  add("ln_f.weight", {C});
+  add("ln_f.bias", {C});
+  return table;
+}
+
+// Activations of one block for one micro-batch (act dtype unless noted).
+struct Gpt2::Layer {
+  size_t param[kSlotCount];  // offsets of the block's tensors in the flat buffer
+  void* ln1;                 // (B,T,C)
+  float* ln1_mean;           // (B,T) fp32
+  float* ln1_rstd;
+  void* qkv;                 // (B,T,3C)
+  void* atty;                // (B,T,C)
+  void* att_saved;           // back-end specific
+  void* attproj;             // (B,T,C)
+  void* residual2;           // (B,T,C)
+  void* ln2;
+  float* ln2_mean;
+  float* ln2_rstd;
+  void* fch;                 // (B,T,4C)
+  void* fch_gelu;            // (B,T,4C)
+  void* fcproj;              // (B,T,C)
+  void* residual3;           // (B,T,C)
+};
+
+// Whole-model activations and backward scratch.
+struct Gpt2::Acts {
+  int32_t* inputs;    // (B,T)
+  int32_t* targets;   // (B,T)
+  uint8_t* mask;      // (B,T)
+  void* encoded;      // (B,T,C)
+  void* lnf;          // (B,T,C)
+  float* lnf_mean;
+  float* lnf_rstd;
+  void* logits;       // (B,T,V), replaced by dlogits in forward(for_backward)
+  float* losses;      // (B,T) fp32
+  // backward scratch (act dtype), zeroed before each use since ops add
+  void* dresidual;    // (B,T,C)
+  void* dln;          // (B,T,C)
+  void* datty;        // (B,T,C)
+  void* dqkv;         // (B,T,3C)
+  void* dfch;         // (B,T,4C)
+  void* dfch_gelu;    // (B,T,4C)
+  size_t ln_f_offset;
+  size_t wte_offset, wpe_offset;
+};
+
+Gpt2::Gpt2(kernels::Backend* backend, const spec::ModelConfig& config, int B, int T)
+    : backend_(backend), config_(config), B_(B), T_(T) {
+  if (T > config.max_seq_len) {
+    throw std::invalid_argument(absl::StrCat("seq_len ", T, " exceeds max_seq_len ",
+                                             config.max_seq_len));
+  }
+  tensors_ = gpt2_parameter_table(config);
+  num_params_ = tensors_.back().offset + tensors_.back().numel;
+  master_ = f32_alloc(num_params_);
+  grads_ = f32_alloc(num_params_);
+  working_ = backend_->has_working_copy() ? act_alloc(num_params_) : master_;
+
+  const size_t N = static_cast<size_t>(B) * T, C = config.d_model, V = config.vocab_size;
+  const size_t before = activation_bytes_;
+  acts_ = new Acts();
+  acts_->inputs = static_cast<int32_t*>(backend_->alloc(N * sizeof(int32_t)));
+  acts_->targets = static_cast<int32_t*>(backend_->alloc(N * sizeof(int32_t)));
+  acts_->mask = static_cast<uint8_t*>(backend_->alloc(N));
+  allocations_.insert(allocations_.end(), {acts_->inputs, acts_->targets, acts_->mask});
+  acts_->encoded = act_alloc(N * C);
+  layers_.resize(config.n_layer);
+  size_t t = 2;  // tensors_[0] = wte, [1] = wpe
+  for (int l = 0; l < config.n_layer; ++l) {
+    Layer& layer = layers_[l];
+    for (int s = 0; s < kSlotCount; ++s) layer.param[s] = tensors_[t++].offset;
+    layer.ln1 = act_alloc(N * C);
+    layer.ln1_mean = f32_alloc(N);
+    layer.ln1_rstd = f32_alloc(N);
+    layer.qkv = act_alloc(N * 3 * C);
+    layer.atty = act_alloc(N * C);
+    const size_t saved = backend_->attention_saved_bytes(B, T, config.n_head);
+    layer.att_saved = backend_->alloc(saved);
+    allocations_.push_back(layer.att_saved);
+    activation_bytes_ += saved;
+    layer.attproj = act_alloc(N * C);
+    layer.residual2 = act_alloc(N * C);
+    layer.ln2 = act_alloc(N * C);
+    layer.ln2_mean = f32_alloc(N);
+    layer.ln2_rstd = f32_alloc(N);
+    layer.fch = act_alloc(N * 4 * C);
+    layer.fch_gelu = act_alloc(N * 4 * C);
+    layer.fcproj = act_alloc(N * C);
+    layer.residual3 = act_alloc(N * C);
+  }
+  acts_->ln_f_offset = tensors_[t].offset;
+  acts_->wte_offset = tensors_[0].offset;
+  acts_->wpe_offset = tensors_[1].offset;
+  acts_->lnf = act_alloc(N * C);
+  acts_->lnf_mean = f32_alloc(N);
+  acts_->lnf_rstd = f32_alloc(N);
+  acts_->logits = act_alloc(N * V);
+  acts_->losses = f32_alloc(N);
+  acts_->dresidual = act_alloc(N * C);
+  acts_->dln = act_alloc(N * C);
+  acts_->datty = act_alloc(N * C);
+  acts_->dqkv = act_alloc(N * 3 * C);
+  acts_->dfch = act_alloc(N * 4 * C);
+  acts_->dfch_gelu = act_alloc(N * 4 * C);
+  activation_bytes_ -= before;
+}
+
+Gpt2::~Gpt2() {
+  for (void* ptr : allocations_) backend_->release(ptr);
+  delete acts_;
+}
+
+void* Gpt2::act_alloc(size_t elements) {
+  const size_t bytes = elements * backend_->act_bytes();
+  void* ptr = backend_->alloc(bytes);
+  allocations_.push_back(ptr);
+  activation_bytes_ += bytes;
+  return ptr;
+}
+
+float* Gpt2::f32_alloc(size_t elements) {
+  void* ptr = backend_->alloc(elements * sizeof(float));
+  allocations_.push_back(ptr);
+  activation_bytes_ += elements * sizeof(float);
+  return static_cast<float*>(ptr);
+}
+
+void* Gpt2::working(size_t offset) const {
+  return static_cast<char*>(working_) + offset * backend_->act_bytes();
+}
+
+void Gpt2::init_random(uint64_t seed) {
+  std::vector<float> host(num_params_, 0.0f);
+  NormalRng rng(seed);
+  const float residual_std = 0.02f / std::sqrt(2.0f * config_.n_layer);
+  for (const ParamTensor& tensor : tensors_) {
+    float* dst = host.data() + tensor.offset;
+    const bool is_ln_gain = tensor.name.find("ln_") != std::string::npos &&
+                            tensor.name.ends_with(".weight");
+    if (is_ln_gain) {
+      std::fill(dst, dst + tensor.numel, 1.0f);
+    } else if (tensor.shape.size() >= 2) {
+      const bool residual_proj = tensor.name.ends_with("c_proj.weight");
+      const float stddev = residual_proj ? residual_std : 0.02f;
+      for (size_t i = 0; i < tensor.numel; ++i) dst[i] = rng.normal(stddev);
+    }  // biases stay zero
+  }
+  upload_params(host);
+}
+
+absl::Status Gpt2::load_hf(const io::SafetensorsFile& file, const std::string& source) {
+  std::vector<float> host(num_params_, 0.0f);
+  std::vector<bool> seen(tensors_.size(), false);
+  for (const auto& [raw_name, tensor] : file.tensors) {
+    std::string name = raw_name;
+    if (name == "lm_head.weight" || name.ends_with(".attn.bias") ||
+        name.ends_with(".attn.masked_bias")) {
+      continue;  // tied head and causal-mask buffers
+    }
+    if (!name.starts_with("transformer.")) name = "transformer." + name;
+    size_t index = 0;
+    while (index < tensors_.size() && tensors_[index].name != name) ++index;
+    if (index == tensors_.size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          source, ": unexpected tensor \"", raw_name, "\" for a GPT-2 with n_layer ",
+          config_.n_layer, " (expected Hugging Face GPT2LMHeadModel names)"));
+    }
+    const ParamTensor& want = tensors_[index];
+    if (tensor.shape != want.shape) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": tensor ", raw_name, " has shape ",
+                                                     shape_string(tensor.shape), ", expected ",
+                                                     shape_string(want.shape)));
+    }
+    std::copy(tensor.data.begin(), tensor.data.end(), host.begin() + want.offset);
+    seen[index] = true;
+  }
+  for (size_t i = 0; i < tensors_.size(); ++i) {
+    if (!seen[i]) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, ": missing tensor ", tensors_[i].name, " of shape ",
+                       shape_string(tensors_[i].shape)));
+    }
+  }
+  upload_params(host);
+  return absl::OkStatus();
+}
+
+std::vector<float> Gpt2::download_params() {
+  std::vector<float> host(num_params_);
+  backend_->download(host.data(), master_, num_params_ * sizeof(float));
+  return host;
+}
+
+void Gpt2::upload_params(const std::vector<float>& host) {
+  backend_->upload(master_, host.data(), num_params_ * sizeof(float));
+  sync_working_copy();
+}
+
+void Gpt2::sync_working_copy() {
+  if (backend_->has_working_copy()) backend_->copy_master_to_working(working_, master_, num_params_);
+}
+
+void Gpt2::zero_grads() { backend_->fill_zero(grads_, num_params_ * sizeof(float)); }
+
+void Gpt2::layer_forward(int l, const void* residual) {
+  const int C = config_.d_model, NH = config_.n_head, N = B_ * T_;
+  Layer& a = layers_[l];
+  auto* be = backend_;
+  be->layernorm_forward(a.ln1, a.ln1_mean, a.ln1_rstd, residual, working(a.param[kLn1W]),
+                        working(a.param[kLn1B]), N, C);
+  be->matmul_forward(a.qkv, a.ln1, working(a.param[kAttnW]), working(a.param[kAttnB]), N, C,
+                     3 * C, WeightLayout::kInOut);
+  be->attention_forward(a.atty, a.att_saved, a.qkv, B_, T_, C, NH);
+  be->matmul_forward(a.attproj, a.atty, working(a.param[kAttnProjW]),
+                     working(a.param[kAttnProjB]), N, C, C, WeightLayout::kInOut);
+  be->residual_forward(a.residual2, residual, a.attproj, size_t(N) * C);
+  be->layernorm_forward(a.ln2, a.ln2_mean, a.ln2_rstd, a.residual2, working(a.param[kLn2W]),
+                        working(a.param[kLn2B]), N, C);
+  be->matmul_forward(a.fch, a.ln2, working(a.param[kFcW]), working(a.param[kFcB]), N, C, 4 * C,
+                     WeightLayout::kInOut);
+  be->gelu_forward(a.fch_gelu, a.fch, size_t(N) * 4 * C);
+  be->matmul_forward(a.fcproj, a.fch_gelu, working(a.param[kFcProjW]), working(a.param[kFcProjB]),
+                     N, 4 * C, C, WeightLayout::kInOut);
+  be->residual_forward(a.residual3, a.residual2, a.fcproj, size_t(N) * C);
+}
+
+double Gpt2::forward(const int32_t* inputs, const int32_t* targets, const uint8_t* mask,
+                     bool for_backward) {
+  const int C = config_.d_model, V = config_.vocab_size, N = B_ * T_;
+  auto* be = backend_;
+  be->upload(acts_->inputs, inputs, N * sizeof(int32_t));
+  be->upload(acts_->targets, targets, N * sizeof(int32_t));
+  be->upload(acts_->mask, mask, N);
+  be->encoder_forward(acts_->encoded, acts_->inputs, working(acts_->wte_offset),
+                      working(acts_->wpe_offset), B_, T_, C);
+  const void* residual = acts_->encoded;
+  for (int l = 0; l < config_.n_layer; ++l) {
+    layer_forward(l, residual);
+    residual = layers_[l].residual3;
+  }
+  be->layernorm_forward(acts_->lnf, acts_->lnf_mean, acts_->lnf_rstd, residual,
+                        working(acts_->ln_f_offset), working(acts_->ln_f_offset + C), N, C);
+  be->matmul_forward(acts_->logits, acts_->lnf, working(acts_->wte_offset), nullptr, N, C, V,
+                     WeightLayout::kOutIn);
+  // dloss = 1: the gradient of the SUM of counted losses (normalized after the reduction).
+  be->crossentropy_forward_backward(acts_->losses, for_backward ? acts_->logits : nullptr,
+                                    acts_->logits, acts_->targets, acts_->mask, 1.0f, N, V);
+  std::vector<float> losses(N);
+  be->download(losses.data(), acts_->losses, N * sizeof(float));
+  double sum = 0;
+  for (float loss : losses) sum += loss;
+  return sum;
+}
+
+void Gpt2::layer_backward(int l, const void* residual) {
+  const int C = config_.d_model, NH = config_.n_head, N = B_ * T_;
+  const size_t NC = size_t(N) * C;
+  const size_t act = backend_->act_bytes();
+  Layer& a = layers_[l];
+  auto* be = backend_;
+  float* g = grads_;
+  // dresidual holds d(residual3); residual3 = residual2 + fcproj.
+  be->fill_zero(acts_->dfch_gelu, NC * 4 * act);
+  be->matmul_backward(acts_->dfch_gelu, g + a.param[kFcProjW], g + a.param[kFcProjB],
+                      acts_->dresidual, a.fch_gelu, working(a.param[kFcProjW]), N, 4 * C, C,
+                      WeightLayout::kInOut);
+  be->fill_zero(acts_->dfch, NC * 4 * act);
+  be->gelu_backward(acts_->dfch, a.fch, acts_->dfch_gelu, NC * 4);
+  be->fill_zero(acts_->dln, NC * act);
+  be->matmul_backward(acts_->dln, g + a.param[kFcW], g + a.param[kFcB], acts_->dfch, a.ln2,
+                      working(a.param[kFcW]), N, C, 4 * C, WeightLayout::kInOut);
+  be->layernorm_backward(acts_->dresidual, g + a.param[kLn2W], g + a.param[kLn2B], acts_->dln,
+                         a.residual2, working(a.param[kLn2W]), a.ln2_mean, a.ln2_rstd, N, C);
+  // dresidual now holds d(residual2); residual2 = residual + attproj.
+  be->fill_zero(acts_->datty, NC * act);
+  be->matmul_backward(acts_->datty, g + a.param[kAttnProjW], g + a.param[kAttnProjB],
+                      acts_->dresidual, a.atty, working(a.param[kAttnProjW]), N, C, C,
+                      WeightLayout::kInOut);
+  be->fill_zero(acts_->dqkv, NC * 3 * act);
+  be->attention_backward(acts_->dqkv, acts_->datty, a.qkv, a.atty, a.att_saved, B_, T_, C, NH);
+  be->fill_zero(acts_->dln, NC * act);
+  be->matmul_backward(acts_->dln, g + a.param[kAttnW], g + a.param[kAttnB], acts_->dqkv, a.ln1,
+                      working(a.param[kAttnW]), N, C, 3 * C, WeightLayout::kInOut);
+  be->layernorm_backward(acts_->dresidual, g + a.param[kLn1W], g + a.param[kLn1B], acts_->dln,
+                         residual, working(a.param[kLn1W]), a.ln1_mean, a.ln1_rstd, N, C);
+  // dresidual now holds d(residual in) for the block below.
+}
+
+void Gpt2::backward(const std::function<void(size_t)>& on_ready) {
+  const int C = config_.d_model, V = config_.vocab_size, N = B_ * T_, L = config_.n_layer;
+  const size_t act = backend_->act_bytes();
+  auto* be = backend_;
+  float* g = grads_;
+  // logits now hold dlogits (written by the fused classifier in forward()).
+  be->fill_zero(acts_->dln, size_t(N) * C * act);
+  be->matmul_backward(acts_->dln, g + acts_->wte_offset, nullptr, acts_->logits, acts_->lnf,
+                      working(acts_->wte_offset), N, C, V, WeightLayout::kOutIn);
+  be->fill_zero(acts_->dresidual, size_t(N) * C * act);
+  const void* last = L > 0 ? layers_[L - 1].residual3 : acts_->encoded;
+  be->layernorm_backward(acts_->dresidual, g + acts_->ln_f_offset, g + acts_->ln_f_offset + C,
+                         acts_->dln, last, working(acts_->ln_f_offset), acts_->lnf_mean,
+                         acts_->lnf_rstd, N, C);
+  if (on_ready) on_ready(acts_->ln_f_offset);
+  for (int l = L - 1; l >= 0; --l) {
+    layer_backward(l, l == 0 ? acts_->encoded : layers_[l - 1].residual3);
+    if (on_ready) on_ready(layers_[l].param[0]);
+  }
+  be->encoder_backward(g + acts_->wte_offset, g + acts_->wpe_offset, acts_->dresidual,
+                       acts_->inputs, B_, T_, C);
+  if (on_ready) on_ready(0);
+}
+
+}  // namespace accum::model

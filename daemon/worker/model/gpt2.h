@@ -1,0 +1,105 @@
+// model/gpt2.h — GPT-2 written once against kernels::Backend.
+//
+// Design choices (DESIGN.md "Model"):
+//  * Parameters live in ONE flat fp32 buffer in a canonical, layer-major order
+//    (wte, wpe, h.0.*, …, h.{L-1}.*, ln_f.*) with Hugging Face GPT2LMHeadModel names
+//    and shapes (Conv1D weights are (in, out)). The gradient buffer has the same
+//    layout, so the communicator reduces contiguous ranges and the backward can
+//    announce "everything from offset X on is final" as it walks back through the layers.
+//  * The backward ADDS into the gradient buffer (every kernel is +=): K micro-batches
+//    accumulate by simply calling forward/backward K times.
+//  * The loss is a SUM over counted targets (dloss = 1 per target); the trainer
+//    divides once by the global number of counted targets after the reduction.
+//  * Activations are allocated once for (B, T) and reused, so memory does not grow with K.
+//
+// Thread safety: not thread-safe; owned and driven by the trainer's thread.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "daemon/spec/spec.h"
+#include "daemon/worker/io/safetensors.h"
+#include "kernels/backend.h"
+
+namespace accum::model {
+
+struct ParamTensor {
+  std::string name;  // Hugging Face name with the "transformer." prefix
+  std::vector<int64_t> shape;
+  size_t offset = 0;  // in elements, into the flat buffer
+  size_t numel = 0;
+  bool weight_decay = false;  // tensors with two or more dimensions
+};
+
+// The canonical parameter table for a configuration (no allocation).
+std::vector<ParamTensor> gpt2_parameter_table(const spec::ModelConfig& config);
+
+class Gpt2 {
+ public:
+  // Allocates parameters, gradients and activations for micro-batches of (B, T)
+  // on `backend`, which must outlive the model. Parameters start at zero.
+  Gpt2(kernels::Backend* backend, const spec::ModelConfig& config, int B, int T);
+  ~Gpt2();
+  Gpt2(const Gpt2&) = delete;
+  Gpt2& operator=(const Gpt2&) = delete;
+
+  const spec::ModelConfig& config() const { return config_; }
+  const std::vector<ParamTensor>& tensors() const { return tensors_; }
+  size_t num_params() const { return num_params_; }
+  float* params() { return master_; }  // fp32 master weights (device)
+  float* grads() { return grads_; }    // fp32 gradient accumulation buffer (device)
+  void* working_copy() { return working_; }  // act-dtype weights the forward reads (== params() on fp32)
+  // Bytes of activation memory for one micro-batch (for the memory report).
+  size_t activation_bytes() const { return activation_bytes_; }
+
+  // N(0, 0.02) weights, residual projections scaled by 1/sqrt(2*n_layer), zero biases,
+  // unit LayerNorm gains; deterministic in `seed`.
+  void init_random(uint64_t seed);
+  // Loads Hugging Face GPT-2 weights (with or without "transformer."; attn.bias
+  // buffers and the tied lm_head ignored). Errors name the tensor and both shapes.
+  absl::Status load_hf(const io::SafetensorsFile& file, const std::string& source);
+  // Host copies of every tensor in canonical order (for checkpoints / export).
+  std::vector<float> download_params();
+  void upload_params(const std::vector<float>& host);
+  // After the master weights changed outside adamw_update: refresh the working copy.
+  void sync_working_copy();
+
+  void zero_grads();
+  // Forward of one micro-batch (host arrays of B*T). Returns the SUM of the
+  // per-target losses over counted targets. When `for_backward`, dlogits are kept
+  // for backward().
+  double forward(const int32_t* inputs, const int32_t* targets, const uint8_t* mask,
+                 bool for_backward);
+  // Backward of the last forward: adds d(sum loss)/d(param) into grads().
+  // `on_ready(offset)` is called whenever every gradient at or after `offset` is final.
+  void backward(const std::function<void(size_t)>& on_ready = {});
+
+ private:
+  struct Layer;
+  void* working(size_t offset) const;  // act-dtype pointer to a parameter
+  void* act_alloc(size_t elements);
+  float* f32_alloc(size_t elements);
+  void layer_forward(int l, const void* residual_in);
+  void layer_backward(int l, const void* residual_in);
+
+  kernels::Backend* backend_;
+  spec::ModelConfig config_;
+  int B_, T_;
+  std::vector<ParamTensor> tensors_;
+  size_t num_params_ = 0;
+  float* master_ = nullptr;
+  float* grads_ = nullptr;
+  void* working_ = nullptr;  // == master_ on fp32 back ends
+  std::vector<void*> allocations_;
+  size_t activation_bytes_ = 0;
+
+  struct Acts;
+  std::vector<Layer> layers_;
+  Acts* acts_ = nullptr;
+};
+
+}  // namespace accum::model

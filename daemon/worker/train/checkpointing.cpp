@@ -1,0 +1,218 @@
+#include "daemon/worker/train/checkpointing.h"
+
+#include <google/protobuf/util/json_util.h>
+#include <google/protobuf/util/message_differencer.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "daemon/spec/spec.h"
+#include "daemon/worker/io/checkpoint_dir.h"
+#include "daemon/worker/io/safetensors.h"
+
+namespace accum::train {
+namespace {
+
+namespace fs = std::filesystem;
+using accum::v1::CheckpointState;
+
+std::string ranges_to_string(const std::vector<comm::Range>& ranges) {
+  std::string out;
+  for (const auto& [begin, end] : ranges) absl::StrAppend(&out, out.empty() ? "" : ",", begin, ":", end);
+  return out;
+}
+
+absl::StatusOr<std::vector<comm::Range>> ranges_from_string(const std::string& text,
+                                                            const std::string& file) {
+  std::vector<comm::Range> ranges;
+  for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipEmpty())) {
+    std::vector<absl::string_view> ends = absl::StrSplit(part, ':');
+    uint64_t begin = 0, end = 0;
+    if (ends.size() != 2 || !absl::SimpleAtoi(ends[0], &begin) || !absl::SimpleAtoi(ends[1], &end) ||
+        end < begin) {
+      return absl::DataLossError(absl::StrCat(file, ": bad \"ranges\" metadata \"", text, "\""));
+    }
+    ranges.emplace_back(begin, end);
+  }
+  return ranges;
+}
+
+std::string optimizer_file_name(int rank, int world, bool sharded) {
+  if (!sharded) return "optimizer.safetensors";
+  return absl::StrFormat("optimizer-rank%05d-of-%05d.safetensors", rank, world);
+}
+
+// 1.0 when ok, 0.0 when not: all ranks learn whether every rank succeeded.
+bool all_ok(comm::Communicator* comm, bool ok) {
+  double flag = ok ? 0.0 : 1.0;
+  comm->all_reduce(&flag, 1, {comm::ReduceOp::kSum, comm::DataType::kFloat64});
+  return flag == 0.0;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> save_checkpoint(comm::Communicator* comm, model::Gpt2* model,
+                                            const AdamW& optimizer, const CheckpointState& state,
+                                            const std::string& root_dir, int keep_last) {
+  const int rank = comm->rank(), world = comm->world_size();
+  const bool sharded = state.zero_stage() > 0 && world > 1;
+  // Rank 0 creates the temporary directory; everyone learns its name from rank 0's pid.
+  io::CheckpointWriter writer(root_dir, state.step());
+  absl::Status status = absl::OkStatus();
+  double pid = 0;
+  if (rank == 0) {
+    status = writer.begin();
+    pid = static_cast<double>(getpid());
+  }
+  comm->broadcast(&pid, 1, comm::DataType::kFloat64, 0);
+  if (!all_ok(comm, status.ok())) {
+    return status.ok() ? absl::InternalError("checkpoint: another rank failed to begin") : status;
+  }
+  const std::string tmp_dir =
+      rank == 0 ? writer.path()
+                : absl::StrFormat("%s/.tmp-%s-%d", root_dir, io::step_dir_name(state.step()),
+                                  static_cast<int>(pid));
+
+  CheckpointState full_state = state;
+  for (int r = 0; r < (sharded ? world : 1); ++r) {
+    full_state.add_optimizer_files(optimizer_file_name(r, world, sharded));
+  }
+  if (rank == 0) {
+    std::vector<float> params = model->download_params();
+    std::vector<io::TensorView> views;
+    for (const auto& tensor : model->tensors()) {
+      views.push_back({tensor.name, tensor.shape, params.data() + tensor.offset});
+    }
+    status = io::write_safetensors(tmp_dir + "/model.safetensors", views,
+                                   {{"format", "pt"}, {"producer", "accumd"}});
+    if (status.ok()) {
+      std::string json;
+      google::protobuf::util::JsonPrintOptions options;
+      options.preserve_proto_field_names = true;
+      options.add_whitespace = true;
+      (void)google::protobuf::util::MessageToJsonString(full_state, &json, options);
+      status = io::write_file_durable(tmp_dir + "/state.json", json);
+    }
+  }
+  if (status.ok() && (sharded || rank == 0)) {
+    std::vector<float> m, v;
+    optimizer.download(&m, &v);
+    const int64_t count = static_cast<int64_t>(m.size());
+    status = io::write_safetensors(
+        tmp_dir + "/" + optimizer_file_name(rank, world, sharded),
+        {{"exp_avg", {count}, m.data()}, {"exp_avg_sq", {count}, v.data()}},
+        {{"ranges", ranges_to_string(optimizer.owned())},
+         {"step", absl::StrCat(state.step())},
+         {"num_params", absl::StrCat(model->num_params())}});
+  }
+  if (!all_ok(comm, status.ok())) {
+    return status.ok() ? absl::InternalError("checkpoint: another rank failed to write its files")
+                       : status;
+  }
+  absl::StatusOr<std::string> final_dir = std::string();
+  if (rank == 0) {
+    final_dir = writer.commit();
+    if (final_dir.ok()) status = io::apply_retention(root_dir, keep_last);
+    if (!final_dir.ok()) status = final_dir.status();
+  }
+  if (!all_ok(comm, status.ok())) {
+    return status.ok() ? absl::InternalError("checkpoint: rank 0 failed to commit") : status;
+  }
+  return fs::path(root_dir) / io::step_dir_name(state.step());
+}
+
+absl::Status check_resume_compatible(const accum::v1::JobSpec& saved,
+                                     const accum::v1::JobSpec& current) {
+  using google::protobuf::util::MessageDifferencer;
+  auto differs = [](const google::protobuf::Message& a, const google::protobuf::Message& b) {
+    return !MessageDifferencer::Equals(a, b);
+  };
+  if (differs(saved.model(), current.model())) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "checkpoint was written for model ", saved.model().ShortDebugString(), " but the spec has ",
+        current.model().ShortDebugString()));
+  }
+  if (saved.batch().micro_batch_size() != current.batch().micro_batch_size() ||
+      saved.batch().seq_len() != current.batch().seq_len()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "checkpoint was written with batch.micro_batch_size ", saved.batch().micro_batch_size(),
+        " and batch.seq_len ", saved.batch().seq_len(), "; the spec has ",
+        current.batch().micro_batch_size(), " and ", current.batch().seq_len()));
+  }
+  if (saved.seed() != current.seed() || saved.data().shuffle() != current.data().shuffle()) {
+    return absl::FailedPreconditionError(
+        "checkpoint was written with a different seed or data.shuffle; the data order would change");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<LoadedCheckpoint> load_checkpoint(const std::string& step_dir,
+                                                 const accum::v1::JobSpec& spec,
+                                                 model::Gpt2* model, AdamW* optimizer) {
+  if (auto status = io::verify_checkpoint(step_dir); !status.ok()) return status;
+  LoadedCheckpoint loaded;
+  loaded.path = step_dir;
+  auto state_json = io::read_file(step_dir + "/state.json");
+  if (!state_json.ok()) return state_json.status();
+  google::protobuf::util::JsonParseOptions parse_options;
+  parse_options.ignore_unknown_fields = false;
+  if (auto s = google::protobuf::util::JsonStringToMessage(*state_json, &loaded.state, parse_options);
+      !s.ok()) {
+    return absl::DataLossError(
+        absl::StrCat(step_dir, "/state.json: not a valid checkpoint state: ", s.message().as_string()));
+  }
+  const CheckpointState& state = loaded.state;
+  if (state.num_params() != static_cast<int64_t>(model->num_params())) {
+    return absl::FailedPreconditionError(absl::StrCat(step_dir, "/state.json: checkpoint has ",
+                                                      state.num_params(), " parameters, the model ",
+                                                      model->num_params()));
+  }
+  if (auto s = check_resume_compatible(state.spec(), spec); !s.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat(step_dir, ": ", s.message()));
+  }
+  auto weights = io::read_safetensors(step_dir + "/model.safetensors");
+  if (!weights.ok()) return weights.status();
+  if (auto s = model->load_hf(*weights, step_dir + "/model.safetensors"); !s.ok()) return s;
+
+  // Gather the flat moments from every optimizer file, then keep this rank's ranges.
+  const size_t n = model->num_params();
+  std::vector<float> full_m(n, 0.0f), full_v(n, 0.0f);
+  std::vector<bool> covered(n, false);
+  for (const std::string& name : state.optimizer_files()) {
+    const std::string path = step_dir + "/" + name;
+    auto file = io::read_safetensors(path);
+    if (!file.ok()) return file.status();
+    auto ranges = ranges_from_string(file->metadata["ranges"], path);
+    if (!ranges.ok()) return ranges.status();
+    const auto& m = file->tensors["exp_avg"].data;
+    const auto& v = file->tensors["exp_avg_sq"].data;
+    size_t cursor = 0;
+    for (const auto& [begin, end] : *ranges) {
+      if (end > n || cursor + (end - begin) > m.size() || m.size() != v.size()) {
+        return absl::DataLossError(absl::StrCat(path, ": optimizer ranges do not match its tensors"));
+      }
+      std::copy(m.begin() + cursor, m.begin() + cursor + (end - begin), full_m.begin() + begin);
+      std::copy(v.begin() + cursor, v.begin() + cursor + (end - begin), full_v.begin() + begin);
+      std::fill(covered.begin() + begin, covered.begin() + end, true);
+      cursor += end - begin;
+    }
+  }
+  std::vector<float> m, v;
+  for (const auto& [begin, end] : optimizer->owned()) {
+    for (size_t i = begin; i < end; ++i) {
+      if (!covered[i]) {
+        return absl::DataLossError(absl::StrCat(step_dir, ": optimizer state misses parameter ", i));
+      }
+    }
+    m.insert(m.end(), full_m.begin() + begin, full_m.begin() + end);
+    v.insert(v.end(), full_v.begin() + begin, full_v.begin() + end);
+  }
+  optimizer->upload(m, v);
+  return loaded;
+}
+
+}  // namespace accum::train

@@ -1,0 +1,116 @@
+#include "daemon/worker/train/metrics.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace accum::train {
+namespace {
+
+std::string number(double value) {
+  if (!std::isfinite(value)) return "null";
+  return absl::StrFormat("%.9g", value);
+}
+
+// Keeps the lines of steps <= resume_step, so a resumed run does not repeat steps.
+void truncate_after(const std::string& path, int64_t resume_step) {
+  std::ifstream in(path);
+  if (!in) return;
+  std::vector<std::string> kept;
+  std::string line;
+  while (std::getline(in, line)) {
+    const auto pos = line.find("\"step\":");
+    if (pos == std::string::npos) continue;
+    const long long step = std::atoll(line.c_str() + pos + 7);
+    if (step <= resume_step) kept.push_back(line);
+  }
+  in.close();
+  std::ofstream out(path, std::ios::trunc);
+  for (const auto& keep : kept) out << keep << '\n';
+}
+
+}  // namespace
+
+std::string metrics_json(const accum::v1::StepMetrics& m) {
+  std::string out = absl::StrCat("{\"step\":", m.step(), ",\"loss\":", number(m.loss()),
+                                 ",\"lr\":", number(m.lr()), ",\"grad_norm\":",
+                                 number(m.grad_norm()), ",\"tokens\":", m.tokens(),
+                                 ",\"tokens_per_s\":", number(m.tokens_per_s()),
+                                 ",\"step_ms\":", number(m.step_ms()));
+  if (m.has_val_loss()) absl::StrAppend(&out, ",\"val_loss\":", number(m.val_loss()));
+  absl::StrAppend(&out, ",\"grad_accum_steps\":", m.grad_accum_steps(),
+                  ",\"world_size\":", m.world_size(), ",\"collectives\":", m.collectives(),
+                  ",\"bytes_reduced\":", m.bytes_reduced(),
+                  ",\"comm_exposed_ms\":", number(m.comm_exposed_ms()), "}");
+  return out;
+}
+
+absl::Status MetricsSink::open(const std::string& path, int64_t resume_step, int log_every) {
+  tty_ = isatty(STDOUT_FILENO) == 1;
+  log_every_ = log_every > 0 ? log_every : 1;
+  if (path.empty()) return absl::OkStatus();
+  if (resume_step > 0) {
+    truncate_after(path, resume_step);
+  }
+  file_ = std::fopen(path.c_str(), resume_step > 0 ? "a" : "w");
+  if (file_ == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot open metrics_path ", path, ": ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+MetricsSink::~MetricsSink() {
+  if (file_) std::fclose(file_);
+}
+
+void MetricsSink::write(const accum::v1::StepMetrics& m) {
+  if (file_) {
+    std::fputs((metrics_json(m) + "\n").c_str(), file_);
+    std::fflush(file_);
+  }
+  const double remaining_s =
+      m.tokens_per_s() > 0 ? (m.max_steps() - m.step()) * m.step_ms() / 1000.0 : 0.0;
+  std::string val = m.has_val_loss() ? absl::StrFormat(" val %.4f", m.val_loss()) : "";
+  if (tty_) {
+    const int width = 24;
+    const int filled = static_cast<int>(width * m.step() / std::max<int64_t>(1, m.max_steps()));
+    std::string bar(filled, '#');
+    bar.resize(width, '.');
+    std::fprintf(stdout, "\r[%s] %lld/%lld loss %.4f%s lr %.2e %.0f tok/s ETA %.0fs   ",
+                 bar.c_str(), static_cast<long long>(m.step()),
+                 static_cast<long long>(m.max_steps()), m.loss(), val.c_str(), m.lr(),
+                 m.tokens_per_s(), remaining_s);
+    std::fflush(stdout);
+    bar_drawn_ = true;
+  } else if (m.step() % log_every_ == 0 || m.step() == m.max_steps() || m.has_val_loss()) {
+    std::fprintf(stdout, "step %lld/%lld loss %.4f%s lr %.3e grad_norm %.3f %.0f tok/s %.1f ms\n",
+                 static_cast<long long>(m.step()), static_cast<long long>(m.max_steps()), m.loss(),
+                 val.c_str(), m.lr(), m.grad_norm(), m.tokens_per_s(), m.step_ms());
+    std::fflush(stdout);
+  }
+}
+
+void MetricsSink::message(const std::string& line) {
+  if (bar_drawn_) std::fputs("\n", stdout);
+  bar_drawn_ = false;
+  std::fprintf(stdout, "%s\n", line.c_str());
+  std::fflush(stdout);
+}
+
+void MetricsSink::finish() {
+  if (bar_drawn_) std::fputs("\n", stdout);
+  bar_drawn_ = false;
+  std::fflush(stdout);
+}
+
+}  // namespace accum::train

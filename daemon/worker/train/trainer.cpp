@@ -1,0 +1,374 @@
+#include "daemon/worker/train/trainer.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <optional>
+#include <utility>
+#include <cmath>
+#include <csignal>
+#include <filesystem>
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "daemon/spec/spec.h"
+#include "daemon/worker/comm/grad_reducer.h"
+#include "daemon/worker/data/token_stream.h"
+#include "daemon/worker/io/checkpoint_dir.h"
+#include "daemon/worker/io/safetensors.h"
+#include "daemon/worker/model/gpt2.h"
+#include "daemon/worker/train/checkpointing.h"
+#include "daemon/worker/train/lr_schedule.h"
+#include "daemon/worker/train/metrics.h"
+#include "daemon/worker/train/optimizer.h"
+#include "kernels/backend.h"
+
+namespace accum::train {
+namespace {
+
+std::atomic<bool> g_stop_requested{false};
+
+using Clock = std::chrono::steady_clock;
+double ms_since(Clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
+// What every rank agrees on after an optimizer step's single scalar exchange.
+struct StepAgreement {
+  double loss_sum = 0;
+  double counted = 0;
+  bool stop = false;
+  accum::v1::WorkerCommand::Kind command = accum::v1::WorkerCommand::NONE;
+  uint64_t request_id = 0;
+};
+
+StepAgreement exchange_scalars(comm::Communicator* comm, double loss_sum, double counted,
+                               bool stop_local, const link::Command& command) {
+  // [loss, counted, stop votes, command kind (rank 0), request id (rank 0)]
+  double values[5] = {loss_sum, counted, stop_local ? 1.0 : 0.0, 0, 0};
+  if (comm->rank() == 0) {
+    values[3] = static_cast<double>(command.kind);
+    values[4] = static_cast<double>(command.request_id);
+  }
+  comm->all_reduce(values, 5, {comm::ReduceOp::kSum, comm::DataType::kFloat64});
+  StepAgreement agreement;
+  agreement.loss_sum = values[0];
+  agreement.counted = values[1];
+  agreement.stop = values[2] > 0;
+  agreement.command = static_cast<accum::v1::WorkerCommand::Kind>(static_cast<int>(values[3]));
+  agreement.request_id = static_cast<uint64_t>(values[4]);
+  return agreement;
+}
+
+class Trainer {
+ public:
+  Trainer(const accum::v1::JobSpec& spec, comm::Communicator* comm, link::ControlLink* link)
+      : spec_(spec), comm_(comm), link_(link) {}
+
+  absl::StatusOr<TrainResult> run();
+
+ private:
+  absl::Status setup();
+  absl::Status restore_or_init();
+  std::pair<double, double> accumulate_window(int64_t step);
+  std::optional<double> evaluate();
+  absl::StatusOr<std::string> checkpoint(int64_t step, double last_loss);
+  bool is_rank0() const { return comm_->rank() == 0; }
+
+  accum::v1::JobSpec spec_;
+  comm::Communicator* comm_;
+  link::ControlLink* link_;
+  int world_ = 1, K_ = 1, B_ = 1, T_ = 1;
+  int64_t tokens_per_update_ = 0;
+  int64_t start_step_ = 0;
+  std::unique_ptr<kernels::Backend> backend_;
+  std::unique_ptr<model::Gpt2> model_;
+  std::unique_ptr<data::TokenStream> train_data_, val_data_;
+  std::unique_ptr<comm::GradReducer> reducer_;
+  std::unique_ptr<AdamW> optimizer_;
+  MetricsSink metrics_;
+  data::MicroBatch batch_;
+  StepAgreement last_;
+  double last_grad_norm_ = 0;
+};
+
+absl::Status Trainer::setup() {
+  world_ = comm_->world_size();
+  B_ = spec_.batch().micro_batch_size();
+  T_ = spec_.batch().seq_len();
+  const auto& model_spec = spec_.model();
+  const int vocab = model_spec.vocab_size();
+  auto train = data::TokenStream::open({spec_.data().train().begin(), spec_.data().train().end()},
+                                       spec_.data().format(), vocab, spec_.data().use_mask());
+  if (!train.ok()) return train.status();
+  train_data_ = std::move(*train);
+  if (train_data_->chunk_count(int64_t{B_} * T_) < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "data.train has ", train_data_->size(), " tokens; a micro-batch needs at least B*T+1 = ",
+        int64_t{B_} * T_ + 1));
+  }
+  if (spec_.data().val_size() > 0) {
+    auto val = data::TokenStream::open({spec_.data().val().begin(), spec_.data().val().end()},
+                                       spec_.data().format(), vocab, spec_.data().use_mask());
+    if (!val.ok()) return val.status();
+    val_data_ = std::move(*val);
+    if (val_data_->chunk_count(int64_t{B_} * T_) < 1) {
+      return absl::InvalidArgumentError(absl::StrCat("data.val has ", val_data_->size(),
+                                                     " tokens; needs at least B*T+1 = ",
+                                                     int64_t{B_} * T_ + 1));
+    }
+  }
+  const auto device = spec_.device() == accum::v1::CUDA ? kernels::DeviceKind::kCuda
+                                                        : kernels::DeviceKind::kCpu;
+  try {
+    backend_ = kernels::make_backend(device, comm_->local_rank());
+    model_ = std::make_unique<model::Gpt2>(backend_.get(), spec::model_config(spec_), B_, T_);
+  } catch (const std::exception& e) {
+    return absl::ResourceExhaustedError(absl::StrCat("cannot set up the model: ", e.what()));
+  }
+  comm::GradReducerOptions options;
+  options.bucket_bytes = static_cast<size_t>(spec_.distributed().bucket_mb() * (1 << 20));
+  options.zero_stage = spec_.distributed().zero_stage();
+  options.overlap = !spec_.distributed().no_overlap();
+  reducer_ = std::make_unique<comm::GradReducer>(comm_, model_->grads(), model_->num_params(),
+                                                 options);
+  std::vector<comm::Range> owned;
+  for (auto [begin, end] : reducer_->owned_ranges()) {
+    end = std::min(end, model_->num_params());
+    if (begin < end) owned.emplace_back(begin, end);
+  }
+  optimizer_ = std::make_unique<AdamW>(backend_.get(), model_->tensors(), owned);
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::restore_or_init() {
+  const auto& ckpt = spec_.checkpoint();
+  std::string resume_path;
+  if (!ckpt.resume_from().empty()) {
+    auto resolved = io::resolve_checkpoint(ckpt.dir(), ckpt.resume_from());
+    const bool none_yet = ckpt.resume_from() == "latest" && io::list_checkpoints(ckpt.dir()).empty();
+    if (resolved.ok()) {
+      resume_path = *resolved;
+    } else if (!none_yet) {
+      return resolved.status();
+    }
+  }
+  auto accum_steps = spec::grad_accum_steps(spec_, world_);
+  if (resume_path.empty()) {
+    if (!accum_steps.ok()) return accum_steps.status();
+    K_ = *accum_steps;
+    tokens_per_update_ = int64_t{K_} * B_ * T_ * world_;
+    if (!spec_.init_from().empty()) {
+      auto weights = io::read_safetensors(spec_.init_from());
+      if (!weights.ok()) return weights.status();
+      if (auto s = model_->load_hf(*weights, spec_.init_from()); !s.ok()) return s;
+    } else {
+      model_->init_random(spec_.seed());
+    }
+    return absl::OkStatus();
+  }
+  auto loaded = load_checkpoint(resume_path, spec_, model_.get(), optimizer_.get());
+  if (!loaded.ok()) return loaded.status();
+  const auto& state = loaded->state;
+  // Elastic resume: the effective batch (tokens_per_update) is the checkpoint's; K follows N.
+  tokens_per_update_ = state.tokens_per_update();
+  const int64_t per_window = int64_t{B_} * T_ * world_;
+  if (tokens_per_update_ % per_window != 0) {
+    accum::v1::JobSpec probe = spec_;
+    probe.mutable_batch()->set_grad_accum_steps(0);
+    probe.mutable_batch()->set_tokens_per_update(tokens_per_update_);
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot resume ", resume_path, " on ", world_, " ranks: tokens_per_update ",
+        tokens_per_update_, " is not divisible by micro_batch_size*seq_len*world = ", per_window,
+        "; rank counts that work: ", spec::valid_world_sizes(probe)));
+  }
+  K_ = static_cast<int>(tokens_per_update_ / per_window);
+  start_step_ = state.step();
+  if (is_rank0()) {
+    spdlog::info("resumed from {} at step {} (written by {} ranks x K={}; now {} ranks x K={})",
+                 resume_path, start_step_, state.world_size(), state.grad_accum_steps(), world_,
+                 K_);
+  }
+  return absl::OkStatus();
+}
+
+// Runs the K micro-batches of optimizer step `step`: gradients are summed into the
+// fp32 buffer and reduced once, during the last backward. Returns this rank's
+// (loss sum, counted targets).
+std::pair<double, double> Trainer::accumulate_window(int64_t step) {
+  model_->zero_grads();
+  comm_->set_step(step + 1);
+  double loss_sum = 0, counted = 0;
+  const int64_t first_chunk = step * int64_t{K_} * world_;
+  for (int micro = 0; micro < K_; ++micro) {
+    const int64_t chunk = first_chunk + int64_t{micro} * world_ + comm_->rank();
+    train_data_->read_chunk(chunk, B_, T_, spec_.data().shuffle(), spec_.seed(), &batch_);
+    loss_sum += model_->forward(batch_.inputs.data(), batch_.targets.data(), batch_.mask.data(),
+                                /*for_backward=*/true);
+    counted += static_cast<double>(batch_.counted);
+    if (micro == K_ - 1) {
+      // Only the last micro-batch communicates: buckets launch as the backward finishes them.
+      reducer_->begin_window();
+      model_->backward([this](size_t offset) { reducer_->mark_ready_from(offset); });
+      reducer_->finish();
+    } else {
+      model_->backward();
+    }
+    if (is_rank0()) link_->heartbeat(step, micro);
+  }
+  return {loss_sum, counted};
+}
+
+std::optional<double> Trainer::evaluate() {
+  if (!val_data_) return std::nullopt;
+  double sums[2] = {0, 0};
+  for (int i = 0; i < spec_.eval().batches(); ++i) {
+    const int64_t chunk = int64_t{i} * world_ + comm_->rank();
+    val_data_->read_chunk(chunk, B_, T_, /*shuffle=*/false, spec_.seed(), &batch_);
+    sums[0] += model_->forward(batch_.inputs.data(), batch_.targets.data(), batch_.mask.data(),
+                               /*for_backward=*/false);
+    sums[1] += static_cast<double>(batch_.counted);
+  }
+  comm_->all_reduce(sums, 2, {comm::ReduceOp::kSum, comm::DataType::kFloat64});
+  return sums[1] > 0 ? sums[0] / sums[1] : 0.0;
+}
+
+absl::StatusOr<std::string> Trainer::checkpoint(int64_t step, double last_loss) {
+  accum::v1::CheckpointState state;
+  state.set_format_version(1);
+  state.set_step(step);
+  state.set_tokens_per_update(tokens_per_update_);
+  state.set_world_size(world_);
+  state.set_grad_accum_steps(K_);
+  state.set_chunk_tokens(int64_t{B_} * T_);
+  state.set_next_chunk(step * int64_t{K_} * world_);
+  state.set_seed(spec_.seed());
+  state.set_zero_stage(spec_.distributed().zero_stage());
+  state.set_num_params(static_cast<int64_t>(model_->num_params()));
+  *state.mutable_spec() = spec_;
+  state.set_last_loss(last_loss);
+  return save_checkpoint(comm_, model_.get(), *optimizer_, state, spec_.checkpoint().dir(),
+                         spec_.checkpoint().keep_last());
+}
+
+absl::StatusOr<TrainResult> Trainer::run() {
+  if (auto s = setup(); !s.ok()) return s;
+  if (auto s = restore_or_init(); !s.ok()) return s;
+  if (is_rank0()) {
+    if (auto s = metrics_.open(spec_.metrics_path(), start_step_, spec_.log_every_steps()); !s.ok())
+      return s;
+    const auto config = spec::model_config(spec_);
+    metrics_.message(absl::StrFormat(
+        "accum-worker: %s | %s back end | %d ranks x K=%d x B=%d x T=%d = %d tokens/update | "
+        "%.2fM params | steps %d..%d",
+        spec_.name(), backend_->name(), world_, K_, B_, T_, tokens_per_update_,
+        spec::parameter_count(config) / 1e6, start_step_ + 1, spec_.max_steps()));
+    accum::v1::WorkerHello hello;
+    hello.set_world_size(world_);
+    hello.set_start_step(start_step_);
+    link_->hello(hello);
+  }
+  TrainResult result;
+  result.final_step = start_step_;
+  const int64_t max_steps = spec_.max_steps();
+  const int every = spec_.checkpoint().every_steps();
+  for (int64_t step = start_step_; step < max_steps; ++step) {
+    const auto started = Clock::now();
+    comm_->counters() = {};
+    const auto [window_loss, window_counted] = accumulate_window(step);
+    const comm::CommCounters gradient_counters = comm_->counters();
+    const link::Command command = is_rank0() ? link_->poll_command() : link::Command{};
+    const StepAgreement agreed = exchange_scalars(comm_, window_loss, window_counted,
+                                                  g_stop_requested.load(), command);
+    // ---- normalize, clip, update --------------------------------------------------------
+    const double scale = agreed.counted > 0 ? 1.0 / agreed.counted : 0.0;
+    double sum_squares = optimizer_->owned_sum_squares(model_->grads());
+    if (spec_.distributed().zero_stage() > 0 && world_ > 1) {
+      comm_->all_reduce(&sum_squares, 1, {comm::ReduceOp::kSum, comm::DataType::kFloat64});
+    }
+    const double grad_norm = std::sqrt(sum_squares) * scale;
+    double clip = 1.0;
+    const double max_norm = spec_.optimizer().grad_clip();
+    if (max_norm > 0 && grad_norm > max_norm) clip = max_norm / (grad_norm + 1e-6);
+    const double lr = learning_rate(spec_.optimizer(), step, max_steps);
+    kernels::AdamWParams params;
+    params.lr = static_cast<float>(lr);
+    params.beta1 = static_cast<float>(spec_.optimizer().beta1());
+    params.beta2 = static_cast<float>(spec_.optimizer().beta2());
+    params.eps = static_cast<float>(spec_.optimizer().eps());
+    params.grad_scale = static_cast<float>(scale * clip);
+    params.step = static_cast<int>(step + 1);
+    const bool sharded = spec_.distributed().zero_stage() > 0 && world_ > 1;
+    optimizer_->step(model_->params(),
+                     backend_->has_working_copy() && !sharded ? model_->working_copy() : nullptr,
+                     model_->grads(), params, static_cast<float>(spec_.optimizer().weight_decay()));
+    if (sharded) {
+      reducer_->all_gather_params(model_->params());
+      model_->sync_working_copy();
+    }
+    backend_->synchronize();
+    const int64_t done = step + 1;
+    result.final_step = done;
+    result.final_loss = agreed.counted > 0 ? agreed.loss_sum / agreed.counted : 0.0;
+    // ---- evaluate, report ----------------------------------------------------------------
+    std::optional<double> val_loss;
+    if (spec_.eval().every_steps() > 0 && (done % spec_.eval().every_steps() == 0 || done == max_steps)) {
+      val_loss = evaluate();
+    }
+    const double step_ms = ms_since(started);
+    if (is_rank0()) {
+      accum::v1::StepMetrics m;
+      m.set_step(done);
+      m.set_loss(result.final_loss);
+      m.set_lr(lr);
+      m.set_grad_norm(grad_norm);
+      m.set_tokens(static_cast<int64_t>(agreed.counted));
+      m.set_tokens_per_s(static_cast<double>(tokens_per_update_) / (step_ms / 1000.0));
+      m.set_step_ms(step_ms);
+      if (val_loss) m.set_val_loss(*val_loss);
+      m.set_grad_accum_steps(K_);
+      m.set_world_size(world_);
+      m.set_collectives(gradient_counters.gradient_collectives);
+      m.set_bytes_reduced(gradient_counters.bytes_reduced);
+      m.set_comm_exposed_ms(gradient_counters.exposed_ms);
+      m.set_max_steps(max_steps);
+      metrics_.write(m);
+      link_->report_metrics(m);
+    }
+    // ---- checkpoint / stop at this boundary, on every rank alike ---------------------------
+    const bool stop = agreed.stop || agreed.command == accum::v1::WorkerCommand::STOP;
+    const bool requested = agreed.command == accum::v1::WorkerCommand::CHECKPOINT;
+    const bool scheduled = every > 0 && done % every == 0;
+    if (stop || requested || scheduled || done == max_steps) {
+      auto path = checkpoint(done, result.final_loss);
+      if (!path.ok()) return path.status();
+      result.last_checkpoint = *path;
+      if (is_rank0()) {
+        link_->report_checkpoint(done, *path, requested || agreed.command == accum::v1::WorkerCommand::STOP
+                                                  ? agreed.request_id : 0);
+        metrics_.message(absl::StrCat("checkpoint ", *path));
+      }
+    }
+    if (stop && done < max_steps) {
+      result.stopped_early = true;
+      if (is_rank0()) metrics_.message(absl::StrCat("stopped at step ", done, " (checkpointed)"));
+      break;
+    }
+  }
+  if (is_rank0()) metrics_.finish();
+  return result;
+}
+
+}  // namespace
+
+void request_stop() { g_stop_requested.store(true); }
+
+absl::StatusOr<TrainResult> run_training(const accum::v1::JobSpec& spec, comm::Communicator* comm,
+                                         link::ControlLink* link) {
+  Trainer trainer(spec, comm, link);
+  return trainer.run();
+}
+
+}  // namespace accum::train
