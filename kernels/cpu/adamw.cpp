@@ -30,19 +30,32 @@ struct AdamWFactors {
   F eps, grad_scale;
 };
 
+// Runs in sub-blocks of kSub values: the sqrt of libm may set errno, which keeps
+// GCC from vectorizing any loop that calls it, so only the sqrt loop is scalar and
+// the two arithmetic loops around it vectorize (the sub-block stays in L1).
 template <typename F>
 ACCUM_CPU_CLONES void adamw_range(F* params, const F* grads, F* m, F* v, size_t begin, size_t end,
                                   const AdamWFactors<F>& f) {
+  constexpr size_t kSub = 256;
+  F v_sqrt[kSub];
+  for (size_t sub = begin; sub < end; sub += kSub) {
+    const size_t count = std::min(kSub, end - sub);
+    F* ps = params + sub;
+    const F* gs = grads + sub;
+    F* ms = m + sub;
+    F* vs = v + sub;
 #pragma omp simd
-  for (size_t i = begin; i < end; ++i) {
-    const F g = grads[i] * f.grad_scale;
-    const F p = params[i] * f.decay;
-    const F m_new = m[i] * f.beta1 + f.one_minus_beta1 * g;
-    const F v_new = v[i] * f.beta2 + (f.one_minus_beta2 * g) * g;
-    const F denom = std::sqrt(v_new) / f.bias_corr2_sqrt + f.eps;
-    m[i] = m_new;
-    v[i] = v_new;
-    params[i] = p + ((-f.step_size) * m_new) / denom;
+    for (size_t i = 0; i < count; ++i) {
+      const F g = gs[i] * f.grad_scale;
+      ms[i] = ms[i] * f.beta1 + f.one_minus_beta1 * g;
+      vs[i] = vs[i] * f.beta2 + (f.one_minus_beta2 * g) * g;
+    }
+    for (size_t i = 0; i < count; ++i) v_sqrt[i] = std::sqrt(vs[i]);
+#pragma omp simd
+    for (size_t i = 0; i < count; ++i) {
+      const F denom = v_sqrt[i] / f.bias_corr2_sqrt + f.eps;
+      ps[i] = ps[i] * f.decay + ((-f.step_size) * ms[i]) / denom;
+    }
   }
 }
 

@@ -9,55 +9,106 @@
 //
 // The forward writes bias rows first and lets GEMM add onto them (beta = 1) when
 // there is a bias; the backward GEMMs use beta = 1 to add straight into the
-// gradients, so no temporaries exist. dbias is parallel over column chunks that
-// walk the rows in order (deterministic). OpenBLAS threads the GEMMs itself.
+// gradients, so no temporaries exist.
+//
+// Threading: OpenMP threads split each GEMM (rows of out/dinp, output channels of
+// dW/dbias) and call OpenBLAS single-threaded, so the process has one thread pool:
+// OpenBLAS's pthread pool never competes with OpenMP's for the cores. The whole
+// backward is one parallel region. dbias walks the rows in order (deterministic).
+#include <omp.h>
+
 #include <algorithm>
 #include <cstring>
 
 #include "kernels/cpu/blas.h"
 #include "kernels/cpu/ops.h"
-#include "kernels/cpu/simd_math.h"
 
 namespace accum::kernels::cpu {
+
+namespace {
+
+// The share [begin, end) of `total` for thread `thread` of `threads`, in whole
+// multiples of kAlign (GEMM micro-kernels like round panel edges).
+struct Range {
+  int begin, end;
+};
+Range thread_share(int total, int thread, int threads) {
+  constexpr int kAlign = 16;
+  const int units = (total + kAlign - 1) / kAlign;
+  const int begin = std::min(total, units * thread / threads * kAlign);
+  const int end = std::min(total, units * (thread + 1) / threads * kAlign);
+  return {begin, end};
+}
+
+// Whether a GEMM of m*n*k multiply-adds is worth splitting over threads.
+bool worth_splitting(size_t m, size_t n, size_t k) { return m * n * k >= (size_t(1) << 18); }
+
+}  // namespace
 
 template <typename F>
 void matmul_forward(F* out, const F* inp, const F* weight, const F* bias, int N, int C, int OC,
                     WeightLayout layout) {
-  if (bias != nullptr) {
-#pragma omp parallel for schedule(static) if (worth_parallel(size_t(N) * OC, 1 << 15))
-    for (int row = 0; row < N; ++row) {
-      std::memcpy(out + size_t(row) * OC, bias, sizeof(F) * OC);
-    }
-  }
   const F beta = bias != nullptr ? F(1) : F(0);
-  if (layout == WeightLayout::kInOut) {
-    gemm(false, false, N, OC, C, F(1), inp, C, weight, OC, beta, out, OC);
-  } else {
-    gemm(false, true, N, OC, C, F(1), inp, C, weight, C, beta, out, OC);
+  BlasSingleThread blas_single_thread;
+#pragma omp parallel if (worth_splitting(N, C, OC))
+  {
+    const Range rows = thread_share(N, omp_get_thread_num(), omp_get_num_threads());
+    if (rows.begin < rows.end) {
+      F* out_rows = out + size_t(rows.begin) * OC;
+      const F* inp_rows = inp + size_t(rows.begin) * C;
+      const int count = rows.end - rows.begin;
+      if (bias != nullptr) {
+        for (int row = 0; row < count; ++row) {
+          std::memcpy(out_rows + size_t(row) * OC, bias, sizeof(F) * OC);
+        }
+      }
+      if (layout == WeightLayout::kInOut) {
+        gemm(false, false, count, OC, C, F(1), inp_rows, C, weight, OC, beta, out_rows, OC);
+      } else {
+        gemm(false, true, count, OC, C, F(1), inp_rows, C, weight, C, beta, out_rows, OC);
+      }
+    }
   }
 }
 
 template <typename F>
 void matmul_backward(F* dinp, F* dweight, F* dbias, const F* dout, const F* inp, const F* weight,
                      int N, int C, int OC, WeightLayout layout) {
-  if (layout == WeightLayout::kInOut) {
-    if (dinp != nullptr) gemm(false, true, N, C, OC, F(1), dout, OC, weight, OC, F(1), dinp, C);
-    gemm(true, false, C, OC, N, F(1), inp, C, dout, OC, F(1), dweight, OC);
-  } else {
-    if (dinp != nullptr) gemm(false, false, N, C, OC, F(1), dout, OC, weight, C, F(1), dinp, C);
-    gemm(true, false, OC, C, N, F(1), dout, OC, inp, C, F(1), dweight, C);
-  }
-  if (dbias == nullptr) return;
-  constexpr int kCols = 64;
-  const int col_tasks = (OC + kCols - 1) / kCols;
-#pragma omp parallel for schedule(static) if (worth_parallel(size_t(N) * OC, 1 << 15))
-  for (int task = 0; task < col_tasks; ++task) {
-    const int c0 = task * kCols;
-    const int c1 = std::min(OC, c0 + kCols);
-    for (int row = 0; row < N; ++row) {
-      const F* d = dout + size_t(row) * OC;
+  BlasSingleThread blas_single_thread;
+#pragma omp parallel if (worth_splitting(N, C, OC))
+  {
+    const int thread = omp_get_thread_num();
+    const int threads = omp_get_num_threads();
+    // dinp rows [r0, r1): dinp += dout @ W^T, all of W.
+    const Range rows = thread_share(N, thread, threads);
+    if (dinp != nullptr && rows.begin < rows.end) {
+      const int count = rows.end - rows.begin;
+      const F* dout_rows = dout + size_t(rows.begin) * OC;
+      F* dinp_rows = dinp + size_t(rows.begin) * C;
+      if (layout == WeightLayout::kInOut) {
+        gemm(false, true, count, C, OC, F(1), dout_rows, OC, weight, OC, F(1), dinp_rows, C);
+      } else {
+        gemm(false, false, count, C, OC, F(1), dout_rows, OC, weight, C, F(1), dinp_rows, C);
+      }
+    }
+    // dW and dbias for output channels [o0, o1), summed over all rows.
+    const Range outs = thread_share(OC, thread, threads);
+    if (outs.begin < outs.end) {
+      const int count = outs.end - outs.begin;
+      if (layout == WeightLayout::kInOut) {  // dW(C,OC)[:, o0:o1] += inp^T @ dout[:, o0:o1]
+        gemm(true, false, C, count, N, F(1), inp, C, dout + outs.begin, OC, F(1),
+             dweight + outs.begin, OC);
+      } else {  // dW(OC,C)[o0:o1, :] += dout[:, o0:o1]^T @ inp
+        gemm(true, false, count, C, N, F(1), dout + outs.begin, OC, inp, C, F(1),
+             dweight + size_t(outs.begin) * C, C);
+      }
+      if (dbias != nullptr) {
+        for (int row = 0; row < N; ++row) {
+          const F* d = dout + size_t(row) * OC;
 #pragma omp simd
-      for (int c = c0; c < c1; ++c) dbias[c] += d[c];
+          for (int c = outs.begin; c < outs.end; ++c) dbias[c] += d[c];
+        }
+      }
     }
   }
 }
