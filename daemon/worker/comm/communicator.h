@@ -8,7 +8,13 @@
 // (host memory for single-process and MPI; GPU memory for NCCL).
 //
 // Thread safety: a Communicator is driven by one thread (the trainer's); back ends
-// may progress work on threads of their own.
+// may progress work on threads of their own. A Work handle may outlive its
+// Communicator; the buffers it names must stay live until it completes.
+//
+// Failure model: a collective that does not finish within its timeout throws
+// CommError from Work::wait(); the job cannot continue past that (the ranks are out
+// of step), so the caller ends it with abort_job(), which makes mpirun return
+// non-zero on every rank.
 #pragma once
 
 #include <chrono>
@@ -33,7 +39,9 @@ struct CollectiveOptions {
 struct CommCounters {
   int64_t collectives = 0;          // every collective issued
   int64_t gradient_collectives = 0;  // collectives on the gradient buffer / parameters
-  int64_t bytes_reduced = 0;         // payload bytes of gradient collectives
+  int64_t bytes_reduced = 0;         // payload bytes of gradient reductions (all-reduce,
+                                     // reduce-scatter): the gradient size once per step
+  int64_t bytes_gathered = 0;        // payload bytes of parameter all-gathers (ZeRO-1)
   double exposed_ms = 0;             // time the trainer spent blocked in wait()
 };
 
@@ -61,10 +69,14 @@ class Communicator {
   virtual int world_size() const = 0;
   virtual int local_rank() const = 0;  // rank among the processes on this node
 
+  // Every *_async method counts one collective in counters().collectives, and throws
+  // CommError at once when the call is invalid (dtype, count) or the back end failed.
+
   // In place: buf(count) = op over ranks of buf.
   virtual std::unique_ptr<Work> all_reduce_async(void* buf, size_t count,
                                                  const CollectiveOptions& opts) = 0;
   // recv(count) = op over ranks of send[rank*count .. (rank+1)*count).
+  // In place when recv == send + rank*count (then the rest of send is undefined after).
   virtual std::unique_ptr<Work> reduce_scatter_async(const void* send, void* recv, size_t count,
                                                      const CollectiveOptions& opts) = 0;
   // recv(count*world) = concat over ranks of send(count). send may alias recv + rank*count.
@@ -72,7 +84,21 @@ class Communicator {
                                                  DataType dtype) = 0;
   virtual std::unique_ptr<Work> broadcast_async(void* buf, size_t count, DataType dtype,
                                                 int root) = 0;
+  // Blocks until every rank arrives; throws CommError after default_timeout().
   virtual void barrier() = 0;
+
+  // Memory of this back end's device (host for single-process and MPI, GPU for NCCL),
+  // used for staging buffers. alloc_buffer returns zeroed memory the caller releases
+  // with free_buffer; copy_buffer is ordered after collectives already issued and
+  // complete on return.
+  virtual void* alloc_buffer(size_t bytes);
+  virtual void free_buffer(void* buffer);
+  virtual void copy_buffer(void* dst, const void* src, size_t bytes);
+  virtual void zero_buffer(void* buffer, size_t bytes);
+  // NCCL: collectives and buffer copies first wait for the work already queued on
+  // this cudaStream_t (the compute stream that writes the gradients); without it, on
+  // the legacy default stream. Host back ends ignore it.
+  virtual void set_compute_stream(void* cuda_stream) { (void)cuda_stream; }
 
   // Blocking twins: issue, then wait(default_timeout()).
   void all_reduce(void* buf, size_t count, const CollectiveOptions& opts = {});
@@ -101,7 +127,13 @@ enum class CommBackend { kSingle, kMpi, kNccl };
 std::unique_ptr<Communicator> make_communicator(CommBackend backend);
 // Whether this process was started by mpirun/srun (world size > 1 possible).
 bool launched_under_mpi();
-// Finalizes MPI if this process initialized it (call once before exit).
+// Finalizes MPI if this process initialized it (call once before exit, after every
+// Communicator is destroyed).
 void finalize_communicators();
+// Ends the whole job after an unrecoverable communication failure: logs `why` with
+// the rank and optimizer step, then MPI_Abort(MPI_COMM_WORLD, 1) when MPI is running
+// (mpirun then stops every rank and returns non-zero), else exits with status 1.
+// `comm` may be null.
+[[noreturn]] void abort_job(Communicator* comm, const std::string& why);
 
 }  // namespace accum::comm

@@ -45,16 +45,22 @@ class GradReducer {
   void begin_window();
   // Gradients [offset, n) are final: launch every bucket lying entirely inside.
   void mark_ready_from(size_t offset);
-  // Launches what is left, waits for every bucket (timeout from the communicator).
+  // Launches what is left, waits for every bucket (one deadline of the communicator's
+  // default_timeout() for all of them; CommError past it). Time blocked here adds to
+  // counters().exposed_ms; each bucket adds 1 to gradient_collectives and its payload
+  // bytes to bytes_reduced.
   // Stage 0: grads hold the sum over ranks. ZeRO-1: grads hold the sum over ranks
   // on owned_ranges() (elsewhere undefined).
   void finish();
   // Ranges of the flat buffer whose reduced values this rank owns (stage 0: [0, n)).
   const std::vector<Range>& owned_ranges() const;
   // ZeRO-1: all-gathers `params` (n fp32, owned ranges updated by this rank) so every
-  // rank holds every parameter. Stage 0: no-op.
+  // rank holds every parameter. Stage 0: no-op. Counts gradient_collectives,
+  // bytes_gathered and exposed_ms like finish().
   void all_gather_params(float* params);
   size_t bucket_count() const;
+  // [begin, end) of every bucket, in issue order (the end of the buffer first).
+  std::vector<Range> bucket_ranges() const;
 
  private:
   struct Impl;
