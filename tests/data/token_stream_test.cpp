@@ -238,9 +238,9 @@ TEST(ExpandPaths, GlobIsSortedAndSkipsMaskSidecars) {
   testing::write_text(dir.file("shard_000.bin.mask"), "1111");
   auto files = expand_paths({dir.file("shard_*")});
   ASSERT_TRUE(files.ok()) << files.status();
-  EXPECT_EQ(*files, (std::vector<std::string>{dir.file("shard_000.bin"), dir.file("shard_001.bin"),
-                                              dir.file("shard_002.bin"),
-                                              dir.file("shard_010.bin")}));
+  EXPECT_EQ(*files,
+            (std::vector<std::string>{dir.file("shard_000.bin"), dir.file("shard_001.bin"),
+                                      dir.file("shard_002.bin"), dir.file("shard_010.bin")}));
 }
 
 TEST(ExpandPaths, ListKeepsItsOrderAndPlainPathsPassThrough) {
@@ -250,8 +250,8 @@ TEST(ExpandPaths, ListKeepsItsOrderAndPlainPathsPassThrough) {
   testing::write_text(dir.file("a2.txt"), "a");
   auto files = expand_paths({dir.file("b.txt"), dir.file("a?.txt")});
   ASSERT_TRUE(files.ok()) << files.status();
-  EXPECT_EQ(*files, (std::vector<std::string>{dir.file("b.txt"), dir.file("a1.txt"),
-                                              dir.file("a2.txt")}));
+  EXPECT_EQ(*files,
+            (std::vector<std::string>{dir.file("b.txt"), dir.file("a1.txt"), dir.file("a2.txt")}));
   // The stream concatenates in that order.
   auto stream = open_ok({dir.file("b.txt"), dir.file("a?.txt")}, accum::v1::TEXT_BYTES, 256);
   ASSERT_NE(stream, nullptr);

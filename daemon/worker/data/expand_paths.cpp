@@ -36,11 +36,10 @@ absl::StatusOr<std::vector<std::string>> expand_paths(const std::vector<std::str
     }
     ::globfree(&matches);
     if (rc != 0 && rc != GLOB_NOMATCH)
-      return absl::InternalError(absl::StrCat("data path pattern '", pattern,
-                                              "': glob failed (code ", rc, ")"));
+      return absl::InternalError(
+          absl::StrCat("data path pattern '", pattern, "': glob failed (code ", rc, ")"));
     if (found.empty())
-      return absl::NotFoundError(
-          absl::StrCat("data path pattern '", pattern, "' matches no file"));
+      return absl::NotFoundError(absl::StrCat("data path pattern '", pattern, "' matches no file"));
     std::sort(found.begin(), found.end());
     files.insert(files.end(), found.begin(), found.end());
   }

@@ -59,9 +59,9 @@ absl::Status check_llmc_header(ShardFile* shard) {
   } else if (magic == kLlmcMagicU32) {
     shard->token_bytes = 4;
   } else {
-    return data_error(path, absl::StrCat("bad magic ", magic, " at byte offset 0; expected ",
-                                         kLlmcMagicU16, " (uint16 tokens) or ", kLlmcMagicU32,
-                                         " (uint32 tokens)"));
+    return data_error(
+        path, absl::StrCat("bad magic ", magic, " at byte offset 0; expected ", kLlmcMagicU16,
+                           " (uint16 tokens) or ", kLlmcMagicU32, " (uint32 tokens)"));
   }
   const int32_t version = header_word(file, 1);
   if (version != 1)
@@ -72,10 +72,12 @@ absl::Status check_llmc_header(ShardFile* shard) {
     return data_error(path, absl::StrCat("negative token count ", count, " at byte offset 8"));
   const int64_t expected = kLlmcHeaderBytes + int64_t{count} * shard->token_bytes;
   if (size != expected)
-    return data_error(path, absl::StrCat("file has ", size, " bytes but its header (byte offset 8) "
-                                         "says ", count, " tokens of ", shard->token_bytes,
-                                         " bytes: expected ", kLlmcHeaderBytes, " + ", count,
-                                         " * ", shard->token_bytes, " = ", expected, " bytes"));
+    return data_error(path, absl::StrCat("file has ", size,
+                                         " bytes but its header (byte offset 8) "
+                                         "says ",
+                                         count, " tokens of ", shard->token_bytes,
+                                         " bytes: expected ", kLlmcHeaderBytes, " + ", count, " * ",
+                                         shard->token_bytes, " = ", expected, " bytes"));
   shard->header_bytes = kLlmcHeaderBytes;
   shard->count = count;
   return absl::OkStatus();
@@ -109,14 +111,14 @@ absl::Status open_mask(ShardFile* shard) {
   if (!mask.ok()) {
     if (absl::IsNotFound(mask.status()))
       return absl::NotFoundError(absl::StrCat("mask sidecar ", mask_path, " for data file ",
-                                              shard->path, " does not exist (data.use_mask is on)"));
+                                              shard->path,
+                                              " does not exist (data.use_mask is on)"));
     return mask.status();
   }
   if (static_cast<int64_t>((*mask)->size()) != shard->count)
-    return absl::InvalidArgumentError(
-        absl::StrCat("mask sidecar ", mask_path, " has ", (*mask)->size(),
-                     " bytes; expected one byte per token of ", shard->path, " (", shard->count,
-                     " tokens)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "mask sidecar ", mask_path, " has ", (*mask)->size(),
+        " bytes; expected one byte per token of ", shard->path, " (", shard->count, " tokens)"));
   shard->mask_file = std::move(*mask);
   return absl::OkStatus();
 }
@@ -131,8 +133,7 @@ absl::StatusOr<std::unique_ptr<ShardFile>> open_shard(const std::string& path, D
   if (!file.ok()) {
     if (absl::IsNotFound(file.status()))
       return absl::NotFoundError(absl::StrCat("data file ", path, " does not exist"));
-    return absl::Status(file.status().code(),
-                        absl::StrCat("data file ", file.status().message()));
+    return absl::Status(file.status().code(), absl::StrCat("data file ", file.status().message()));
   }
   shard->file = std::move(*file);
   shard->file->advise(MADV_SEQUENTIAL);  // the validation pass reads it front to back
@@ -155,7 +156,8 @@ absl::StatusOr<std::unique_ptr<ShardFile>> open_shard(const std::string& path, D
     case accum::v1::NANOGPT_BIN:
       if (size % 2 != 0)
         return data_error(path, absl::StrCat("nanoGPT .bin holds uint16 tokens, so its size must "
-                                             "be even, but it is ", size, " bytes"));
+                                             "be even, but it is ",
+                                             size, " bytes"));
       shard->token_bytes = 2;
       shard->count = size / 2;
       break;

@@ -34,9 +34,9 @@ constexpr int64_t kLlmcHeaderBytes = 256 * sizeof(int32_t);
 struct ShardFile {
   std::string path;
   accum::v1::DataFormat format = accum::v1::AUTO;  // the format actually used (never AUTO)
-  int token_bytes = 0;                            // 1, 2 or 4
-  int64_t header_bytes = 0;                       // byte offset of token 0
-  int64_t count = 0;                              // tokens in this file
+  int token_bytes = 0;                             // 1, 2 or 4
+  int64_t header_bytes = 0;                        // byte offset of token 0
+  int64_t count = 0;                               // tokens in this file
   std::unique_ptr<io::MappedFile> file;
   std::unique_ptr<io::MappedFile> mask_file;  // null without use_mask
 
@@ -60,7 +60,7 @@ struct ShardFile {
 
 // Opens and validates one file. REQUIRES: vocab_size > 0.
 absl::StatusOr<std::unique_ptr<ShardFile>> open_shard(const std::string& path,
-                                                      accum::v1::DataFormat format,
-                                                      int vocab_size, bool use_mask);
+                                                      accum::v1::DataFormat format, int vocab_size,
+                                                      bool use_mask);
 
 }  // namespace accum::data

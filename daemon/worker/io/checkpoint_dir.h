@@ -11,7 +11,10 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -20,6 +23,8 @@
 namespace accum::io {
 
 std::string step_dir_name(int64_t step);  // "step_00000100"
+// Inverse of step_dir_name: "step_" followed by at least 8 digits; nullopt otherwise.
+std::optional<int64_t> parse_step_dir_name(std::string_view name);
 
 // Builds one checkpoint. Usage: begin(), write files into path(), commit().
 // Destroying an uncommitted writer removes its temporary directory.
@@ -30,7 +35,7 @@ class CheckpointWriter {
   CheckpointWriter(const CheckpointWriter&) = delete;
   CheckpointWriter& operator=(const CheckpointWriter&) = delete;
 
-  absl::Status begin();           // creates root and the temporary directory
+  absl::Status begin();             // creates root and the temporary directory
   const std::string& path() const;  // the temporary directory to write files into
   // Hashes every file, writes manifest.json, fsyncs, renames to step_XXXXXXXX
   // (replacing an older directory of the same step only after the new one is
@@ -51,9 +56,14 @@ absl::Status verify_checkpoint(const std::string& step_dir);
 // directory) or a path (absolute, or relative to root's parent as given). Verifies it.
 absl::StatusOr<std::string> resolve_checkpoint(const std::string& root_dir,
                                                const std::string& resume_from);
-// Complete checkpoints under root, oldest first, as (step, path).
+// Complete checkpoints under root, oldest first, as (step, path). "Complete" here
+// is the cheap check (manifest parses, every listed file exists with its size);
+// verify_checkpoint() also compares the sha256 of every file.
 std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& root_dir);
-// Keeps the newest `keep_last` complete checkpoints (0 keeps all); removes stale temp dirs.
+// Keeps the newest `keep_last` complete checkpoints (0 keeps all) plus the one
+// `latest` names; removes stale temp entries (".tmp-*-<pid>" of pids no longer
+// alive on this host). Deleted directories are first renamed to a temp name, so
+// a half-deleted one never looks like a checkpoint.
 absl::Status apply_retention(const std::string& root_dir, int keep_last);
 
 // Small helpers shared by checkpoint code.

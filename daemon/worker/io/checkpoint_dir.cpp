@@ -1,0 +1,334 @@
+// io/checkpoint_dir.cpp — atomic checkpoint directories, their verification,
+// resolution ("latest" or a path) and keep-last-N retention.
+//
+// Crash safety rests on three facts: (1) a step directory only ever appears by
+// rename of a fully written, fsynced temporary directory whose manifest.json was
+// written last; (2) `latest` is replaced by rename of a fsynced temp file, so it
+// always names a directory that was complete when it was written; (3) every
+// temporary name starts with ".tmp-" and ends with "-<pid>", so leftovers of a
+// dead writer are recognizable and removed by apply_retention(). Replacing an
+// existing step directory uses renameat2(RENAME_EXCHANGE) (one atomic swap);
+// on file systems without it, the old directory is renamed aside first.
+#include "daemon/worker/io/checkpoint_dir.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <system_error>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "daemon/worker/io/json.h"
+
+namespace accum::io {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr char kManifest[] = "manifest.json";
+constexpr char kLatest[] = "latest";
+constexpr char kTmpPrefix[] = ".tmp-";
+
+std::string join(const std::string& dir, const std::string& name) {
+  return (fs::path(dir) / name).string();
+}
+
+absl::Status rename_error(const std::string& from, const std::string& to, int err) {
+  return absl::InternalError(
+      absl::StrCat("rename ", from, " -> ", to, " failed: ", std::strerror(err)));
+}
+
+// Renames `dir` to a temp name first (so it stops looking like a checkpoint at
+// once), then deletes it.
+void remove_dir_safely(const std::string& root, const std::string& dir) {
+  std::string doomed = join(
+      root, absl::StrCat(kTmpPrefix, "del-", fs::path(dir).filename().string(), "-", ::getpid()));
+  std::error_code ec;
+  if (::rename(dir.c_str(), doomed.c_str()) != 0) doomed = dir;
+  fs::remove_all(doomed, ec);
+}
+
+// The pid a temp name ends with ("...-<pid>"), or -1.
+int64_t temp_owner_pid(const std::string& name) {
+  if (name.rfind(kTmpPrefix, 0) != 0) return -1;
+  size_t dash = name.rfind('-');
+  if (dash == std::string::npos || dash + 1 >= name.size()) return -1;
+  int64_t pid = 0;
+  for (size_t i = dash + 1; i < name.size(); ++i) {
+    if (name[i] < '0' || name[i] > '9') return -1;
+    pid = pid * 10 + (name[i] - '0');
+    if (pid > (1 << 30)) return -1;
+  }
+  return pid;
+}
+
+bool process_alive(int64_t pid) {
+  if (pid <= 0) return false;
+  return ::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM;
+}
+
+// Checks a step directory against its manifest; with `hashes` also the sha256
+// of every file (expensive: reads every byte).
+absl::Status check_checkpoint(const std::string& step_dir, bool hashes) {
+  std::error_code ec;
+  if (!fs::is_directory(step_dir, ec))
+    return absl::NotFoundError(absl::StrCat("checkpoint ", step_dir, " does not exist"));
+  const std::string manifest_path = join(step_dir, kManifest);
+  auto text = read_file(manifest_path);
+  if (!text.ok())
+    return absl::DataLossError(absl::StrCat("checkpoint ", step_dir, " is incomplete: ", kManifest,
+                                            " is missing or unreadable (", text.status().message(),
+                                            ")"));
+  auto bad_manifest = [&](absl::string_view what) {
+    return absl::DataLossError(absl::StrCat("checkpoint ", step_dir, ": ", kManifest, " ", what));
+  };
+  auto manifest = parse_json(*text);
+  if (!manifest.ok())
+    return bad_manifest(absl::StrCat("is not valid JSON: ", manifest.status().message()));
+  const Json* step = manifest->find("step");
+  const Json* files = manifest->find("files");
+  if (step == nullptr || !step->is_int()) return bad_manifest("has no integer \"step\"");
+  if (files == nullptr || !files->is_array()) return bad_manifest("has no array \"files\"");
+  std::optional<int64_t> dir_step = parse_step_dir_name(fs::path(step_dir).filename().string());
+  if (dir_step && *dir_step != step->as_int())
+    return bad_manifest(
+        absl::StrCat("says step ", step->as_int(), " but the directory is step ", *dir_step));
+  for (const Json& entry : files->as_array()) {
+    const Json* name = entry.find("name");
+    const Json* size = entry.find("size");
+    const Json* sha = entry.find("sha256");
+    if (name == nullptr || !name->is_string() || size == nullptr || !size->is_int() ||
+        sha == nullptr || !sha->is_string())
+      return bad_manifest(
+          "has a file entry without string \"name\", integer \"size\" and "
+          "string \"sha256\"");
+    const std::string& file = name->as_string();
+    if (file.empty() || file.find('/') != std::string::npos || file == "." || file == "..")
+      return bad_manifest(absl::StrCat("lists an invalid file name '", file, "'"));
+    const std::string path = join(step_dir, file);
+    uintmax_t actual_size = fs::file_size(path, ec);
+    if (ec)
+      return absl::DataLossError(absl::StrCat("checkpoint ", step_dir, ": file ", file,
+                                              " (listed in ", kManifest, ") is missing"));
+    if (static_cast<int64_t>(actual_size) != size->as_int())
+      return absl::DataLossError(absl::StrCat("checkpoint ", step_dir, ": file ", file, " has ",
+                                              actual_size, " bytes; ", kManifest, " says ",
+                                              size->as_int()));
+    if (!hashes) continue;
+    auto digest = sha256_file(path);
+    if (!digest.ok()) return digest.status();
+    if (*digest != sha->as_string())
+      return absl::DataLossError(absl::StrCat("checkpoint ", step_dir, ": file ", file,
+                                              " has sha256 ", *digest, "; ", kManifest, " says ",
+                                              sha->as_string()));
+  }
+  return absl::OkStatus();
+}
+
+// Publishes `contents` as root/name atomically: temp file, fsync, rename, fsync dir.
+absl::Status replace_file_atomically(const std::string& root, const std::string& name,
+                                     const std::string& contents) {
+  const std::string tmp = join(root, absl::StrCat(kTmpPrefix, name, "-", ::getpid()));
+  const std::string target = join(root, name);
+  if (absl::Status s = write_file_durable(tmp, contents); !s.ok()) return s;
+  if (::rename(tmp.c_str(), target.c_str()) != 0) return rename_error(tmp, target, errno);
+  return fsync_dir(root);
+}
+
+}  // namespace
+
+std::string step_dir_name(int64_t step) { return absl::StrFormat("step_%08d", step); }
+
+std::optional<int64_t> parse_step_dir_name(std::string_view name) {
+  constexpr std::string_view kPrefix = "step_";
+  if (name.substr(0, kPrefix.size()) != kPrefix) return std::nullopt;
+  std::string_view digits = name.substr(kPrefix.size());
+  if (digits.size() < 8 || digits.size() > 18) return std::nullopt;
+  int64_t step = 0;
+  for (char c : digits) {
+    if (c < '0' || c > '9') return std::nullopt;
+    step = step * 10 + (c - '0');
+  }
+  return step;
+}
+
+CheckpointWriter::CheckpointWriter(std::string root_dir, int64_t step)
+    : root_(std::move(root_dir)),
+      tmp_(join(root_, absl::StrCat(kTmpPrefix, step_dir_name(step), "-", ::getpid()))),
+      final_(join(root_, step_dir_name(step))),
+      step_(step) {}
+
+CheckpointWriter::~CheckpointWriter() {
+  if (committed_) return;
+  std::error_code ec;
+  fs::remove_all(tmp_, ec);  // best effort: a leftover is removed later by apply_retention
+}
+
+absl::Status CheckpointWriter::begin() {
+  if (step_ < 0)
+    return absl::InvalidArgumentError(absl::StrCat("checkpoint step must be >= 0, got ", step_));
+  std::error_code ec;
+  fs::create_directories(root_, ec);
+  if (ec)
+    return absl::InternalError(
+        absl::StrCat("cannot create checkpoint directory ", root_, ": ", ec.message()));
+  fs::remove_all(tmp_, ec);  // a leftover of an earlier attempt by this same pid
+  if (!fs::create_directory(tmp_, ec) || ec)
+    return absl::InternalError(absl::StrCat("cannot create ", tmp_, ": ", ec.message()));
+  committed_ = false;
+  return absl::OkStatus();
+}
+
+const std::string& CheckpointWriter::path() const { return tmp_; }
+
+absl::StatusOr<std::string> CheckpointWriter::commit() {
+  if (committed_) return absl::FailedPreconditionError(absl::StrCat(final_, " already committed"));
+  std::error_code ec;
+  if (!fs::is_directory(tmp_, ec))
+    return absl::FailedPreconditionError(
+        absl::StrCat("commit without begin(): ", tmp_, " does not exist"));
+  std::vector<std::string> names;
+  for (const fs::directory_entry& entry : fs::directory_iterator(tmp_, ec)) {
+    std::string name = entry.path().filename().string();
+    if (name == kManifest) continue;
+    if (!entry.is_regular_file())
+      return absl::InvalidArgumentError(
+          absl::StrCat("checkpoint ", tmp_, ": ", name, " is not a regular file"));
+    names.push_back(name);
+  }
+  if (ec) return absl::InternalError(absl::StrCat("cannot list ", tmp_, ": ", ec.message()));
+  std::sort(names.begin(), names.end());
+
+  // manifest.json = {"step": s, "files": [{"name", "size", "sha256"}, ...]}
+  Json files = Json::array();
+  for (const std::string& name : names) {
+    const std::string path = join(tmp_, name);
+    auto contents_fsync = [&]() -> absl::Status {  // the writer may not have fsynced
+      int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) return absl::InternalError(absl::StrCat(path, ": open failed"));
+      int rc = ::fsync(fd);
+      ::close(fd);
+      if (rc != 0) return absl::InternalError(absl::StrCat(path, ": fsync failed"));
+      return absl::OkStatus();
+    };
+    if (absl::Status s = contents_fsync(); !s.ok()) return s;
+    auto digest = sha256_file(path);
+    if (!digest.ok()) return digest.status();
+    Json entry = Json::object();
+    entry.set("name", name);
+    entry.set("size", static_cast<int64_t>(fs::file_size(path)));
+    entry.set("sha256", *digest);
+    files.push_back(std::move(entry));
+  }
+  Json manifest = Json::object();
+  manifest.set("step", step_);
+  manifest.set("files", std::move(files));
+  if (absl::Status s = write_file_durable(join(tmp_, kManifest), manifest.dump(2) + "\n"); !s.ok())
+    return s;
+  if (absl::Status s = fsync_dir(tmp_); !s.ok()) return s;
+
+  if (!fs::exists(final_, ec)) {
+    if (::rename(tmp_.c_str(), final_.c_str()) != 0) return rename_error(tmp_, final_, errno);
+  } else if (::renameat2(AT_FDCWD, tmp_.c_str(), AT_FDCWD, final_.c_str(), RENAME_EXCHANGE) == 0) {
+    fs::remove_all(tmp_, ec);  // tmp_ now holds the old directory
+  } else {
+    // No atomic exchange here: move the old one aside, the new one in, drop the old.
+    const std::string aside =
+        join(root_, absl::StrCat(kTmpPrefix, "old-", step_dir_name(step_), "-", ::getpid()));
+    if (::rename(final_.c_str(), aside.c_str()) != 0) return rename_error(final_, aside, errno);
+    if (::rename(tmp_.c_str(), final_.c_str()) != 0) return rename_error(tmp_, final_, errno);
+    fs::remove_all(aside, ec);
+  }
+  committed_ = true;
+  if (absl::Status s = fsync_dir(root_); !s.ok()) return s;
+  if (absl::Status s = replace_file_atomically(root_, kLatest, step_dir_name(step_) + "\n");
+      !s.ok())
+    return s;
+  return final_;
+}
+
+absl::Status verify_checkpoint(const std::string& step_dir) {
+  return check_checkpoint(step_dir, /*hashes=*/true);
+}
+
+std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& root_dir) {
+  std::vector<std::pair<int64_t, std::string>> result;
+  std::error_code ec;
+  for (const fs::directory_entry& entry : fs::directory_iterator(root_dir, ec)) {
+    std::optional<int64_t> step = parse_step_dir_name(entry.path().filename().string());
+    if (!step || !entry.is_directory()) continue;
+    if (check_checkpoint(entry.path().string(), /*hashes=*/false).ok())
+      result.emplace_back(*step, entry.path().string());
+  }
+  std::sort(result.begin(), result.end());
+  return result;
+}
+
+absl::StatusOr<std::string> resolve_checkpoint(const std::string& root_dir,
+                                               const std::string& resume_from) {
+  if (resume_from.empty())
+    return absl::InvalidArgumentError(
+        "checkpoint.resume_from is empty; expected \"latest\" or a "
+        "checkpoint directory");
+  if (resume_from != "latest") {
+    std::string path = resume_from;
+    std::error_code ec;
+    if (fs::path(path).is_relative() && !fs::exists(path, ec)) path = join(root_dir, resume_from);
+    if (absl::Status s = verify_checkpoint(path); !s.ok()) return s;
+    return path;
+  }
+  std::string latest_problem;
+  auto latest = read_file(join(root_dir, kLatest));
+  if (latest.ok()) {
+    std::string name(absl::StripAsciiWhitespace(*latest));
+    if (name.empty() || name.find('/') != std::string::npos) {
+      latest_problem = absl::StrCat(join(root_dir, kLatest), " names '", name, "'");
+    } else {
+      absl::Status s = verify_checkpoint(join(root_dir, name));
+      if (s.ok()) return join(root_dir, name);
+      latest_problem = std::string(s.message());
+    }
+  }
+  // Fall back to the newest checkpoint that verifies.
+  auto all = list_checkpoints(root_dir);
+  for (auto it = all.rbegin(); it != all.rend(); ++it)
+    if (verify_checkpoint(it->second).ok()) return it->second;
+  return absl::NotFoundError(absl::StrCat(
+      "no complete checkpoint under ", root_dir,
+      latest_problem.empty() ? std::string() : absl::StrCat(" (latest: ", latest_problem, ")")));
+}
+
+absl::Status apply_retention(const std::string& root_dir, int keep_last) {
+  if (keep_last < 0)
+    return absl::InvalidArgumentError(
+        absl::StrCat("checkpoint.keep_last must be >= 0, got ", keep_last));
+  std::error_code ec;
+  // Leftovers of writers that died: ".tmp-...-<pid>" whose pid is gone.
+  std::vector<fs::path> stale;
+  for (const fs::directory_entry& entry : fs::directory_iterator(root_dir, ec)) {
+    int64_t pid = temp_owner_pid(entry.path().filename().string());
+    if (pid > 0 && !process_alive(pid)) stale.push_back(entry.path());
+  }
+  if (ec) return absl::InternalError(absl::StrCat("cannot list ", root_dir, ": ", ec.message()));
+  for (const fs::path& path : stale) fs::remove_all(path, ec);
+  if (keep_last == 0) return absl::OkStatus();
+
+  std::string latest_name;
+  if (auto latest = read_file(join(root_dir, kLatest)); latest.ok())
+    latest_name = std::string(absl::StripAsciiWhitespace(*latest));
+  auto all = list_checkpoints(root_dir);
+  const size_t keep = static_cast<size_t>(keep_last);
+  for (size_t i = 0; i + keep < all.size(); ++i) {  // all[i] is older than the newest `keep`
+    if (fs::path(all[i].second).filename() == latest_name) continue;
+    remove_dir_safely(root_dir, all[i].second);
+  }
+  return fsync_dir(root_dir);
+}
+
+}  // namespace accum::io

@@ -1,0 +1,277 @@
+// io/safetensors.cpp — safetensors writer (F32) and validating reader (F32, F16,
+// BF16 -> fp32).
+//
+// File layout: u64 little-endian N | N bytes of JSON header | data. The header
+// maps each tensor name to {"dtype", "shape", "data_offsets": [begin, end)} with
+// offsets relative to the start of the data; "__metadata__" maps strings to
+// strings. We pad the header with spaces so the data starts 8-byte aligned (as
+// the reference implementation does). The reader checks everything a corrupt or
+// hostile file could get wrong before touching the data: header length, JSON,
+// dtype, shape, offsets inside the file, bytes == prod(shape) * dtype size, and
+// that the tensors tile the data section exactly (contiguous, no gaps, no
+// overlap). Host byte order must be little-endian (x86-64, aarch64).
+#include "daemon/worker/io/safetensors.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <cstring>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "daemon/worker/io/json.h"
+#include "daemon/worker/io/mapped_file.h"
+
+namespace accum::io {
+namespace {
+
+static_assert(std::endian::native == std::endian::little, "safetensors I/O assumes little-endian");
+
+constexpr uint64_t kMaxHeaderBytes = 100ull << 20;  // same limit as the reference reader
+
+absl::Status write_all(int fd, const void* data, size_t bytes, const std::string& path) {
+  const char* p = static_cast<const char*>(data);
+  while (bytes > 0) {
+    ssize_t n = ::write(fd, p, std::min<size_t>(bytes, 1u << 30));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return absl::InternalError(absl::StrCat(path, ": write failed: ", std::strerror(errno)));
+    }
+    p += n;
+    bytes -= static_cast<size_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+// IEEE 754 binary16 -> binary32, exact (subnormals, inf and NaN included).
+float half_to_float(uint16_t h) {
+  uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
+  uint32_t exponent = (h >> 10) & 0x1F;
+  uint32_t mantissa = h & 0x3FF;
+  uint32_t bits;
+  if (exponent == 0x1F) {  // inf / NaN
+    bits = sign | 0x7F800000u | (mantissa << 13);
+  } else if (exponent != 0) {  // normal: rebias 15 -> 127
+    bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
+  } else if (mantissa == 0) {  // signed zero
+    bits = sign;
+  } else {  // subnormal: value = mantissa * 2^-24, normalize
+    int shift = 0;
+    while ((mantissa & 0x400) == 0) {
+      mantissa <<= 1;
+      ++shift;
+    }
+    mantissa &= 0x3FF;
+    bits = sign | (static_cast<uint32_t>(113 - shift) << 23) | (mantissa << 13);
+  }
+  return std::bit_cast<float>(bits);
+}
+
+struct TensorEntry {
+  std::string name;
+  int dtype_bytes = 0;
+  std::string dtype;
+  std::vector<int64_t> shape;
+  uint64_t begin = 0, end = 0;
+};
+
+absl::Status header_error(const std::string& path, absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat("safetensors file ", path, ": ", what));
+}
+
+absl::StatusOr<TensorEntry> parse_entry(const std::string& path, const std::string& name,
+                                        const Json& info) {
+  auto bad = [&](absl::string_view what) {
+    return header_error(path, absl::StrCat("tensor '", name, "': ", what));
+  };
+  if (!info.is_object()) return bad("header entry is not an object");
+  TensorEntry entry;
+  entry.name = name;
+  const Json* dtype = info.find("dtype");
+  if (dtype == nullptr || !dtype->is_string()) return bad("missing string field \"dtype\"");
+  entry.dtype = dtype->as_string();
+  if (entry.dtype == "F32") {
+    entry.dtype_bytes = 4;
+  } else if (entry.dtype == "F16" || entry.dtype == "BF16") {
+    entry.dtype_bytes = 2;
+  } else {
+    return bad(absl::StrCat("unsupported dtype '", entry.dtype, "' (expected F32, F16 or BF16)"));
+  }
+  const Json* shape = info.find("shape");
+  if (shape == nullptr || !shape->is_array()) return bad("missing array field \"shape\"");
+  uint64_t elements = 1;
+  for (const Json& dim : shape->as_array()) {
+    if (!dim.is_int() || dim.as_int() < 0) return bad("shape entries must be integers >= 0");
+    entry.shape.push_back(dim.as_int());
+    if (__builtin_mul_overflow(elements, static_cast<uint64_t>(dim.as_int()), &elements))
+      return bad("shape product overflows");
+  }
+  const Json* offsets = info.find("data_offsets");
+  if (offsets == nullptr || !offsets->is_array() || offsets->as_array().size() != 2 ||
+      !offsets->as_array()[0].is_int() || !offsets->as_array()[1].is_int())
+    return bad("\"data_offsets\" must be an array of two integers");
+  int64_t begin = offsets->as_array()[0].as_int(), end = offsets->as_array()[1].as_int();
+  if (begin < 0 || end < begin)
+    return bad(absl::StrCat("data_offsets [", begin, ", ", end, "] are not an increasing range"));
+  entry.begin = static_cast<uint64_t>(begin);
+  entry.end = static_cast<uint64_t>(end);
+  uint64_t expected_bytes = 0;
+  if (__builtin_mul_overflow(elements, static_cast<uint64_t>(entry.dtype_bytes), &expected_bytes))
+    return bad("byte size overflows");
+  if (entry.end - entry.begin != expected_bytes)
+    return bad(absl::StrCat("data_offsets [", begin, ", ", end, "] span ", entry.end - entry.begin,
+                            " bytes but shape x ", entry.dtype, " needs ", expected_bytes));
+  return entry;
+}
+
+void convert_to_float(const TensorEntry& entry, const uint8_t* src, std::vector<float>* out) {
+  size_t count = (entry.end - entry.begin) / entry.dtype_bytes;
+  out->resize(count);
+  if (entry.dtype == "F32") {
+    if (count > 0) std::memcpy(out->data(), src, count * 4);
+    return;
+  }
+  const bool bf16 = entry.dtype == "BF16";
+  for (size_t i = 0; i < count; ++i) {
+    uint16_t raw;
+    std::memcpy(&raw, src + 2 * i, 2);
+    (*out)[i] = bf16 ? std::bit_cast<float>(static_cast<uint32_t>(raw) << 16) : half_to_float(raw);
+  }
+}
+
+}  // namespace
+
+absl::Status write_safetensors(const std::string& path, const std::vector<TensorView>& tensors,
+                               const std::map<std::string, std::string>& metadata) {
+  Json header = Json::object();
+  if (!metadata.empty()) {
+    Json meta = Json::object();
+    for (const auto& [key, value] : metadata) meta.set(key, value);
+    header.set("__metadata__", std::move(meta));
+  }
+  std::set<std::string> names;
+  uint64_t offset = 0;
+  std::vector<uint64_t> bytes_of(tensors.size());
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const TensorView& t = tensors[i];
+    if (t.name.empty() || t.name == "__metadata__")
+      return absl::InvalidArgumentError(absl::StrCat(path, ": invalid tensor name '", t.name, "'"));
+    if (!names.insert(t.name).second)
+      return absl::InvalidArgumentError(absl::StrCat(path, ": duplicate tensor '", t.name, "'"));
+    Json shape = Json::array();
+    uint64_t elements = 1;
+    for (int64_t dim : t.shape) {
+      if (dim < 0)
+        return absl::InvalidArgumentError(
+            absl::StrCat(path, ": tensor '", t.name, "' has a negative dimension ", dim));
+      elements *= static_cast<uint64_t>(dim);
+      shape.push_back(dim);
+    }
+    if (elements > 0 && t.data == nullptr)
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": tensor '", t.name, "' has no data pointer"));
+    bytes_of[i] = elements * sizeof(float);
+    Json info = Json::object();
+    info.set("dtype", "F32");
+    info.set("shape", std::move(shape));
+    info.set("data_offsets", Json(Json::Array{Json(offset), Json(offset + bytes_of[i])}));
+    header.set(t.name, std::move(info));
+    offset += bytes_of[i];
+  }
+  std::string header_text = header.dump();
+  header_text.append((8 - header_text.size() % 8) % 8, ' ');  // data starts 8-byte aligned
+  uint64_t header_len = header_text.size();
+
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0)
+    return absl::InternalError(absl::StrCat(path, ": cannot create: ", std::strerror(errno)));
+  absl::Status status = write_all(fd, &header_len, sizeof(header_len), path);
+  if (status.ok()) status = write_all(fd, header_text.data(), header_text.size(), path);
+  for (size_t i = 0; status.ok() && i < tensors.size(); ++i)
+    if (bytes_of[i] > 0) status = write_all(fd, tensors[i].data, bytes_of[i], path);
+  if (status.ok() && ::fsync(fd) != 0)
+    status = absl::InternalError(absl::StrCat(path, ": fsync failed: ", std::strerror(errno)));
+  if (::close(fd) != 0 && status.ok())
+    status = absl::InternalError(absl::StrCat(path, ": close failed: ", std::strerror(errno)));
+  return status;
+}
+
+absl::StatusOr<SafetensorsFile> read_safetensors(const std::string& path) {
+  auto mapped = MappedFile::open(path);
+  if (!mapped.ok()) return mapped.status();
+  const uint8_t* base = (*mapped)->data();
+  const uint64_t file_size = (*mapped)->size();
+  if (file_size < 8)
+    return header_error(path, absl::StrCat("file has ", file_size,
+                                           " bytes; expected at least the 8-byte header length"));
+  uint64_t header_len;
+  std::memcpy(&header_len, base, 8);
+  if (header_len > kMaxHeaderBytes || header_len > file_size - 8)
+    return header_error(path, absl::StrCat("header length ", header_len, " exceeds the file (",
+                                           file_size, " bytes)"));
+  std::string_view header_text(reinterpret_cast<const char*>(base + 8), header_len);
+  auto header = parse_json(header_text);
+  if (!header.ok())
+    return header_error(path,
+                        absl::StrCat("header is not valid JSON: ", header.status().message()));
+  if (!header->is_object()) return header_error(path, "header is not a JSON object");
+
+  SafetensorsFile result;
+  std::vector<TensorEntry> entries;
+  for (const auto& [name, info] : header->as_object()) {
+    if (name == "__metadata__") {
+      if (!info.is_object()) return header_error(path, "\"__metadata__\" is not an object");
+      for (const auto& [key, value] : info.as_object()) {
+        if (!value.is_string())
+          return header_error(
+              path, absl::StrCat("\"__metadata__\" value of '", key, "' is not a string"));
+        result.metadata[key] = value.as_string();
+      }
+      continue;
+    }
+    auto entry = parse_entry(path, name, info);
+    if (!entry.ok()) return entry.status();
+    entries.push_back(std::move(*entry));
+  }
+
+  // The tensors must tile [0, data_size) exactly: sorted by begin, each starts
+  // where the previous one ended.
+  const uint64_t data_size = file_size - 8 - header_len;
+  std::vector<const TensorEntry*> by_offset;
+  for (const TensorEntry& e : entries) by_offset.push_back(&e);
+  std::stable_sort(by_offset.begin(), by_offset.end(),
+                   [](const TensorEntry* a, const TensorEntry* b) { return a->begin < b->begin; });
+  uint64_t expected_begin = 0;
+  const TensorEntry* previous = nullptr;
+  for (const TensorEntry* e : by_offset) {
+    if (e->end > data_size)
+      return header_error(
+          path, absl::StrCat("tensor '", e->name, "': data_offsets [", e->begin, ", ", e->end,
+                             "] run past the data section (", data_size, " bytes)"));
+    if (e->begin != expected_begin)
+      return header_error(
+          path, absl::StrCat("tensor '", e->name, "' starts at data byte ", e->begin,
+                             previous ? absl::StrCat(" but tensor '", previous->name, "' ends at ")
+                                      : std::string(" but the first tensor must start at "),
+                             expected_begin, " (tensors must be contiguous)"));
+    expected_begin = e->end;
+    previous = e;
+  }
+  if (expected_begin != data_size)
+    return header_error(path, absl::StrCat("tensors cover ", expected_begin,
+                                           " bytes of a data section of ", data_size, " bytes"));
+
+  const uint8_t* data = base + 8 + header_len;
+  for (const TensorEntry& e : entries) {
+    Tensor tensor;
+    tensor.shape = e.shape;
+    convert_to_float(e, data + e.begin, &tensor.data);
+    result.tensors.emplace(e.name, std::move(tensor));
+  }
+  return result;
+}
+
+}  // namespace accum::io

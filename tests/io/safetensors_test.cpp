@@ -1,0 +1,215 @@
+// tests/io/safetensors_test.cpp — write/read round trip, the byte layout of the
+// format, F16/BF16 reading, and refusal of corrupt headers naming the file and
+// the tensor.
+#include "daemon/worker/io/safetensors.h"
+
+#include <gtest/gtest.h>
+
+#include <bit>
+#include <cstring>
+#include <filesystem>
+
+#include "daemon/worker/io/checkpoint_dir.h"
+#include "tests/io/temp_dir.h"
+
+namespace accum::io {
+namespace {
+
+using testing::TempDir;
+
+// Builds a safetensors file by hand: header JSON text + raw data bytes.
+std::string raw_file(const std::string& header, const std::string& data) {
+  uint64_t n = header.size();
+  std::string bytes(reinterpret_cast<const char*>(&n), 8);
+  return bytes + header + data;
+}
+
+std::string read_error(const std::string& path) {
+  auto file = read_safetensors(path);
+  EXPECT_FALSE(file.ok()) << "accepted a corrupt file";
+  return file.ok() ? std::string() : std::string(file.status().message());
+}
+
+#define EXPECT_MENTIONS(message, text) \
+  EXPECT_NE((message).find(text), std::string::npos) << "message: " << (message)
+
+TEST(Safetensors, RoundTripKeepsNamesShapesDataAndMetadata) {
+  TempDir dir;
+  std::vector<float> wte(6 * 4), bias(3), scalar{3.25f};
+  for (size_t i = 0; i < wte.size(); ++i) wte[i] = 0.01f * static_cast<float>(i) - 0.1f;
+  bias = {1e-30f, -2.0f, 7.5f};
+  const std::string path = dir.file("model.safetensors");
+  ASSERT_TRUE(write_safetensors(path,
+                                {{"transformer.wte.weight", {6, 4}, wte.data()},
+                                 {"transformer.h.0.ln_1.bias", {3}, bias.data()},
+                                 {"scalar", {}, scalar.data()},
+                                 {"empty", {0, 5}, nullptr}},
+                                {{"format", "pt"}, {"step", "100"}})
+                  .ok());
+  auto file = read_safetensors(path);
+  ASSERT_TRUE(file.ok()) << file.status();
+  ASSERT_EQ(file->tensors.size(), 4u);
+  const Tensor& t = file->tensors.at("transformer.wte.weight");
+  EXPECT_EQ(t.shape, (std::vector<int64_t>{6, 4}));
+  EXPECT_EQ(t.data, wte);  // bit-exact
+  EXPECT_EQ(file->tensors.at("transformer.h.0.ln_1.bias").data, bias);
+  EXPECT_TRUE(file->tensors.at("scalar").shape.empty());
+  EXPECT_EQ(file->tensors.at("scalar").data, scalar);
+  EXPECT_EQ(file->tensors.at("empty").shape, (std::vector<int64_t>{0, 5}));
+  EXPECT_TRUE(file->tensors.at("empty").data.empty());
+  EXPECT_EQ(file->metadata.at("format"), "pt");
+  EXPECT_EQ(file->metadata.at("step"), "100");
+}
+
+TEST(Safetensors, LayoutIsLittleEndianLengthThenSpacePaddedHeaderThenData) {
+  TempDir dir;
+  const std::string path = dir.file("x.safetensors");
+  float values[2] = {1.0f, -1.0f};
+  ASSERT_TRUE(write_safetensors(path, {{"a", {2}, values}}).ok());
+  auto bytes = read_file(path);
+  ASSERT_TRUE(bytes.ok());
+  uint64_t n;
+  std::memcpy(&n, bytes->data(), 8);
+  EXPECT_EQ(n % 8, 0u);
+  ASSERT_EQ(bytes->size(), 8 + n + 8);
+  std::string header = bytes->substr(8, n);
+  const std::string json = "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}";
+  EXPECT_EQ(header.substr(0, json.size()), json);
+  EXPECT_EQ(header.substr(json.size()), std::string(n - json.size(), ' '))
+      << "padding must be spaces: [" << header << "]";
+  float stored[2];
+  std::memcpy(stored, bytes->data() + 8 + n, 8);
+  EXPECT_EQ(stored[0], 1.0f);
+  EXPECT_EQ(stored[1], -1.0f);
+}
+
+TEST(Safetensors, ReadsBf16AndF16AsFloat) {
+  TempDir dir;
+  // bf16: the top 16 bits of the fp32 pattern. 1.5f = 0x3FC00000, -2.25f = 0xC0100000.
+  uint16_t bf16[3] = {0x3FC0, 0xC010, 0x0000};
+  // f16: 1.0 = 0x3C00, -0.5 = 0xB800, 65504 = 0x7BFF (max), 2^-24 = 0x0001 (subnormal), inf.
+  uint16_t f16[5] = {0x3C00, 0xB800, 0x7BFF, 0x0001, 0x7C00};
+  std::string data(reinterpret_cast<const char*>(bf16), 6);
+  data += std::string(reinterpret_cast<const char*>(f16), 10);
+  const std::string header = R"({"h":{"dtype":"BF16","shape":[3],"data_offsets":[0,6]},)"
+                             R"("f":{"dtype":"F16","shape":[5],"data_offsets":[6,16]}})";
+  testing::write_text_file(dir.file("half.safetensors"), raw_file(header, data));
+  auto file = read_safetensors(dir.file("half.safetensors"));
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ(file->tensors.at("h").data, (std::vector<float>{1.5f, -2.25f, 0.0f}));
+  const std::vector<float>& f = file->tensors.at("f").data;
+  EXPECT_EQ(f[0], 1.0f);
+  EXPECT_EQ(f[1], -0.5f);
+  EXPECT_EQ(f[2], 65504.0f);
+  EXPECT_EQ(f[3], std::ldexp(1.0f, -24));
+  EXPECT_TRUE(std::isinf(f[4]));
+}
+
+class SafetensorsCorrupt : public ::testing::Test {
+ protected:
+  std::string write(const std::string& header, const std::string& data) {
+    testing::write_text_file(path_, raw_file(header, data));
+    return path_;
+  }
+  TempDir dir_;
+  std::string path_ = dir_.file("bad.safetensors");
+};
+
+TEST_F(SafetensorsCorrupt, ShortFileIsNamed) {
+  testing::write_text_file(path_, "abc");
+  std::string message = read_error(path_);
+  EXPECT_MENTIONS(message, path_);
+  EXPECT_MENTIONS(message, "3 bytes");
+}
+
+TEST_F(SafetensorsCorrupt, HeaderLengthPastEndIsNamed) {
+  std::string bytes = raw_file("{}", "");
+  uint64_t too_long = 4096;
+  std::memcpy(bytes.data(), &too_long, 8);
+  testing::write_text_file(path_, bytes);
+  std::string message = read_error(path_);
+  EXPECT_MENTIONS(message, path_);
+  EXPECT_MENTIONS(message, "header length 4096");
+}
+
+TEST_F(SafetensorsCorrupt, InvalidJsonIsNamed) {
+  std::string message = read_error(write(R"({"a": {"dtype": "F32",)", ""));
+  EXPECT_MENTIONS(message, path_);
+  EXPECT_MENTIONS(message, "not valid JSON");
+}
+
+TEST_F(SafetensorsCorrupt, OffsetsPastDataAreNamedWithTheTensor) {
+  std::string message = read_error(
+      write(R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", std::string(8, '\0')));
+  EXPECT_MENTIONS(message, path_);
+  EXPECT_MENTIONS(message, "tensor 'w'");
+  EXPECT_MENTIONS(message, "run past the data section (8 bytes)");
+}
+
+TEST_F(SafetensorsCorrupt, ShapeNotMatchingByteLengthIsNamed) {
+  std::string message = read_error(
+      write(R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,16]}})", std::string(16, '\0')));
+  EXPECT_MENTIONS(message, "tensor 'w'");
+  EXPECT_MENTIONS(message, "span 16 bytes but shape x F32 needs 12");
+}
+
+TEST_F(SafetensorsCorrupt, GapBetweenTensorsIsNamed) {
+  std::string message =
+      read_error(write(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
+                       R"("b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}})",
+                       std::string(12, '\0')));
+  EXPECT_MENTIONS(message, path_);
+  EXPECT_MENTIONS(message, "tensor 'b' starts at data byte 8 but tensor 'a' ends at 4");
+}
+
+TEST_F(SafetensorsCorrupt, OverlappingTensorsAreRefused) {
+  std::string message =
+      read_error(write(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                       R"("b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
+                       std::string(12, '\0')));
+  EXPECT_MENTIONS(message, "tensor 'b' starts at data byte 4 but tensor 'a' ends at 8");
+}
+
+TEST_F(SafetensorsCorrupt, TrailingBytesNotCoveredAreRefused) {
+  std::string message = read_error(
+      write(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", std::string(6, '\0')));
+  EXPECT_MENTIONS(message, "tensors cover 4 bytes of a data section of 6 bytes");
+}
+
+TEST_F(SafetensorsCorrupt, UnsupportedDtypeIsNamedWithTheTensor) {
+  std::string message = read_error(
+      write(R"({"ids":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}})", std::string(8, '\0')));
+  EXPECT_MENTIONS(message, path_);
+  EXPECT_MENTIONS(message, "tensor 'ids'");
+  EXPECT_MENTIONS(message, "unsupported dtype 'I64'");
+}
+
+TEST_F(SafetensorsCorrupt, MissingFieldsAndBadMetadataAreNamed) {
+  EXPECT_MENTIONS(read_error(write(R"({"w":{"dtype":"F32","data_offsets":[0,0]}})", "")),
+                  "tensor 'w': missing array field \"shape\"");
+  EXPECT_MENTIONS(
+      read_error(write(R"({"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,0]}})", "")),
+      "shape entries must be integers >= 0");
+  EXPECT_MENTIONS(read_error(write(R"({"__metadata__":{"k":1}})", "")),
+                  "\"__metadata__\" value of 'k' is not a string");
+  EXPECT_MENTIONS(read_error(write(R"([1,2])", "")), "header is not a JSON object");
+}
+
+TEST(Safetensors, MissingFileIsNotFound) {
+  TempDir dir;
+  auto file = read_safetensors(dir.file("nope.safetensors"));
+  ASSERT_FALSE(file.ok());
+  EXPECT_TRUE(absl::IsNotFound(file.status()));
+  EXPECT_MENTIONS(std::string(file.status().message()), dir.file("nope.safetensors"));
+}
+
+TEST(Safetensors, WriterRefusesDuplicateNames) {
+  TempDir dir;
+  float x = 1;
+  absl::Status s = write_safetensors(dir.file("d.safetensors"), {{"a", {1}, &x}, {"a", {1}, &x}});
+  ASSERT_FALSE(s.ok());
+  EXPECT_MENTIONS(std::string(s.message()), "duplicate tensor 'a'");
+}
+
+}  // namespace
+}  // namespace accum::io
