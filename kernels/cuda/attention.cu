@@ -1,0 +1,311 @@
+// kernels/cuda/attention.cu — fused causal multi-head attention, flash-attention style
+// (CPU twin: kernels/cpu/attention.cpp). The T x T score matrix is never stored.
+//
+// Shapes: qkv (B,T,3C) = [q | k | v], head h uses channels h*hs..(h+1)*hs, hs = C/NH;
+// out (B,T,C); saved = lse (B,NH,T) fp32, the log-sum-exp of each query row.
+//
+//   forward, per (b,h), query i (online softmax over key tiles j <= i):
+//     s_ij = (q_i . k_j) / sqrt(hs);  m_i = max_j s_ij;  l_i = sum_j exp(s_ij - m_i)
+//     out_i = sum_j exp(s_ij - m_i) v_j / l_i;  lse_i = m_i + log l_i
+//   backward (every output +=), with P_ij = exp(s_ij - lse_i) recomputed from lse:
+//     D_i   = dout_i . out_i
+//     dv_j += sum_{i>=j} P_ij dout_i
+//     dS_ij = P_ij (dout_i . v_j - D_i)
+//     dq_i += sum_{j<=i} dS_ij k_j / sqrt(hs);  dk_j += sum_{i>=j} dS_ij q_i / sqrt(hs)
+//
+// Determinism: dK/dV are summed by the thread that owns key j and dQ by the thread that
+// owns query i (a separate kernel), each over a fixed order: no atomics anywhere.
+// Arithmetic is fp32 on CUDA cores: one thread per query (forward, dQ) or key (dK/dV)
+// with its row in registers and the other operand streamed through shared-memory tiles
+// of kTile rows (broadcast reads). Head sizes 8..128 in powers of two are instantiated.
+// A tensor-core (mma) version is the known next step for speed; this one is the simple,
+// checkable baseline.
+#include <string>
+
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/ops.h"
+
+namespace accum::kernels::cuda {
+namespace {
+
+constexpr int kTile = 64;  // queries (or keys) per block == threads per block
+
+// Copies rows [row0, row0 + kTile) of one head's HS channels into a shared tile, zero past T.
+// `src` points at channel 0 of this head at time 0; rows are `row_stride` elements apart.
+template <int HS>
+__device__ inline void load_tile(bf16 (*tile)[HS], const bf16* src, size_t row_stride, int row0,
+                                 int T) {
+  constexpr int kChunks = HS / 8;
+  for (int c = threadIdx.x; c < kTile * kChunks; c += blockDim.x) {
+    const int r = c / kChunks, d = (c % kChunks) * 8;
+    Packed128<bf16> value;
+    if (row0 + r < T) {
+      value = load128(src + static_cast<size_t>(row0 + r) * row_stride + d);
+    } else {
+      for (int k = 0; k < 8; ++k) value[k] = to_bf16(0.f);
+    }
+    store128(&tile[r][d], value);
+  }
+}
+
+template <int HS>
+__device__ inline void load_row(float (&dst)[HS], const bf16* src, float scale) {
+  for (int d = 0; d < HS; d += 8) {
+    Packed128<bf16> value = load128(src + d);
+    for (int k = 0; k < 8; ++k) dst[d + k] = to_f32(value[k]) * scale;
+  }
+}
+
+// dst[d] = bf16(dst[d] + add[d] * scale), 8 channels per 16-byte access.
+template <int HS>
+__device__ inline void add_row(bf16* dst, const float (&add)[HS], float scale) {
+  for (int d = 0; d < HS; d += 8) {
+    Packed128<bf16> value = load128(dst + d);
+    for (int k = 0; k < 8; ++k) value[k] = to_bf16(to_f32(value[k]) + add[d + k] * scale);
+    store128(dst + d, value);
+  }
+}
+
+template <int HS>
+__global__ void __launch_bounds__(kTile)
+    attention_forward_kernel(bf16* out, float* lse, const bf16* qkv, int T, int C, int NH,
+                             float scale) {
+  __shared__ alignas(16) bf16 k_tile[kTile][HS];
+  __shared__ alignas(16) bf16 v_tile[kTile][HS];
+  const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
+  const int q_tile = blockIdx.x;
+  const int i = q_tile * kTile + threadIdx.x;
+  const size_t row_stride = 3 * static_cast<size_t>(C);
+  const bf16* q_base = qkv + static_cast<size_t>(b) * T * row_stride + h * HS;
+  const bf16* k_base = q_base + C;
+  const bf16* v_base = q_base + 2 * C;
+  const bool valid = i < T;
+
+  float q[HS], o[HS];
+  for (int d = 0; d < HS; ++d) o[d] = 0.f;
+  if (valid) load_row<HS>(q, q_base + static_cast<size_t>(i) * row_stride, scale);
+  float m = -INFINITY, l = 0.f;
+
+  for (int kt = 0; kt <= q_tile; ++kt) {
+    __syncthreads();  // the previous tile is no longer read
+    load_tile<HS>(k_tile, k_base, row_stride, kt * kTile, T);
+    load_tile<HS>(v_tile, v_base, row_stride, kt * kTile, T);
+    __syncthreads();
+    if (!valid) continue;
+    const int key_count = min(kTile, i - kt * kTile + 1);  // causal: keys j <= i
+    for (int j = 0; j < key_count; ++j) {
+      float s = 0.f;
+      for (int d = 0; d < HS; ++d) s += q[d] * to_f32(k_tile[j][d]);
+      if (s > m) {  // new running max: rescale what was summed so far
+        const float correction = expf(m - s);
+        l *= correction;
+        for (int d = 0; d < HS; ++d) o[d] *= correction;
+        m = s;
+      }
+      const float p = expf(s - m);
+      l += p;
+      for (int d = 0; d < HS; ++d) o[d] += p * to_f32(v_tile[j][d]);
+    }
+  }
+  if (!valid) return;
+  bf16* out_row = out + (static_cast<size_t>(b) * T + i) * C + h * HS;
+  const float inv_l = 1.f / l;
+  for (int d = 0; d < HS; d += 8) {
+    Packed128<bf16> value;
+    for (int k = 0; k < 8; ++k) value[k] = to_bf16(o[d + k] * inv_l);
+    store128(out_row + d, value);
+  }
+  lse[static_cast<size_t>(bh) * T + i] = m + logf(l);
+}
+
+// D_i = dout_i . out_i, one thread per (b,h,i).
+template <int HS>
+__global__ void attention_backward_delta_kernel(float* delta, const bf16* dout, const bf16* out,
+                                                int B, int T, int C, int NH) {
+  const size_t idx = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= static_cast<size_t>(B) * NH * T) return;
+  const int i = static_cast<int>(idx % T);
+  const int bh = static_cast<int>(idx / T), b = bh / NH, h = bh % NH;
+  const size_t offset = (static_cast<size_t>(b) * T + i) * C + h * HS;
+  float sum = 0.f;
+  for (int d = 0; d < HS; d += 8) {
+    Packed128<bf16> x = load128(dout + offset + d), y = load128(out + offset + d);
+    for (int k = 0; k < 8; ++k) sum += to_f32(x[k]) * to_f32(y[k]);
+  }
+  delta[idx] = sum;
+}
+
+// One thread per key j: dk_j, dv_j over query tiles qt >= j's tile.
+template <int HS>
+__global__ void __launch_bounds__(kTile)
+    attention_backward_dkdv_kernel(bf16* dqkv, const bf16* dout, const bf16* qkv,
+                                   const float* lse, const float* delta, int T, int C, int NH,
+                                   float scale) {
+  __shared__ alignas(16) bf16 q_tile[kTile][HS];
+  __shared__ alignas(16) bf16 do_tile[kTile][HS];
+  __shared__ float lse_tile[kTile], delta_tile[kTile];
+  const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
+  const int k_tile_index = blockIdx.x;
+  const int j = k_tile_index * kTile + threadIdx.x;
+  const size_t row_stride = 3 * static_cast<size_t>(C);
+  const bf16* q_base = qkv + static_cast<size_t>(b) * T * row_stride + h * HS;
+  const bf16* do_base = dout + static_cast<size_t>(b) * T * C + h * HS;
+  const float* lse_row = lse + static_cast<size_t>(bh) * T;
+  const float* delta_row = delta + static_cast<size_t>(bh) * T;
+  const bool valid = j < T;
+
+  float k[HS], v[HS], dk[HS], dv[HS];
+  for (int d = 0; d < HS; ++d) dk[d] = dv[d] = 0.f;
+  if (valid) {
+    load_row<HS>(k, q_base + static_cast<size_t>(j) * row_stride + C, 1.f);
+    load_row<HS>(v, q_base + static_cast<size_t>(j) * row_stride + 2 * C, 1.f);
+  }
+  const int num_tiles = ceil_div(T, kTile);
+  for (int qt = k_tile_index; qt < num_tiles; ++qt) {
+    __syncthreads();
+    load_tile<HS>(q_tile, q_base, row_stride, qt * kTile, T);
+    load_tile<HS>(do_tile, do_base, C, qt * kTile, T);
+    const int row = qt * kTile + threadIdx.x;
+    lse_tile[threadIdx.x] = row < T ? lse_row[row] : 0.f;
+    delta_tile[threadIdx.x] = row < T ? delta_row[row] : 0.f;
+    __syncthreads();
+    if (!valid) continue;
+    const int first = max(0, j - qt * kTile);             // causal: queries i >= j
+    const int last = min(kTile, T - qt * kTile);          // queries i < T
+    for (int r = first; r < last; ++r) {
+      float s = 0.f, dp = 0.f;
+      for (int d = 0; d < HS; ++d) {
+        s += to_f32(q_tile[r][d]) * k[d];
+        dp += to_f32(do_tile[r][d]) * v[d];
+      }
+      const float p = expf(s * scale - lse_tile[r]);
+      const float ds = p * (dp - delta_tile[r]);
+      for (int d = 0; d < HS; ++d) {
+        dv[d] += p * to_f32(do_tile[r][d]);
+        dk[d] += ds * to_f32(q_tile[r][d]);
+      }
+    }
+  }
+  if (!valid) return;
+  bf16* dqkv_row = dqkv + (static_cast<size_t>(b) * T + j) * row_stride + h * HS;
+  add_row<HS>(dqkv_row + C, dk, scale);
+  add_row<HS>(dqkv_row + 2 * C, dv, 1.f);
+}
+
+// One thread per query i: dq_i over key tiles kt <= i's tile.
+template <int HS>
+__global__ void __launch_bounds__(kTile)
+    attention_backward_dq_kernel(bf16* dqkv, const bf16* dout, const bf16* qkv, const float* lse,
+                                 const float* delta, int T, int C, int NH, float scale) {
+  __shared__ alignas(16) bf16 k_tile[kTile][HS];
+  __shared__ alignas(16) bf16 v_tile[kTile][HS];
+  const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
+  const int q_tile = blockIdx.x;
+  const int i = q_tile * kTile + threadIdx.x;
+  const size_t row_stride = 3 * static_cast<size_t>(C);
+  const bf16* q_base = qkv + static_cast<size_t>(b) * T * row_stride + h * HS;
+  const bool valid = i < T;
+
+  float q[HS], dO[HS], dq[HS];
+  for (int d = 0; d < HS; ++d) dq[d] = 0.f;
+  float lse_i = 0.f, delta_i = 0.f;
+  if (valid) {
+    load_row<HS>(q, q_base + static_cast<size_t>(i) * row_stride, 1.f);
+    load_row<HS>(dO, dout + (static_cast<size_t>(b) * T + i) * C + h * HS, 1.f);
+    lse_i = lse[static_cast<size_t>(bh) * T + i];
+    delta_i = delta[static_cast<size_t>(bh) * T + i];
+  }
+  for (int kt = 0; kt <= q_tile; ++kt) {
+    __syncthreads();
+    load_tile<HS>(k_tile, q_base + C, row_stride, kt * kTile, T);
+    load_tile<HS>(v_tile, q_base + 2 * C, row_stride, kt * kTile, T);
+    __syncthreads();
+    if (!valid) continue;
+    const int key_count = min(kTile, i - kt * kTile + 1);
+    for (int c = 0; c < key_count; ++c) {
+      float s = 0.f, dp = 0.f;
+      for (int d = 0; d < HS; ++d) {
+        s += q[d] * to_f32(k_tile[c][d]);
+        dp += dO[d] * to_f32(v_tile[c][d]);
+      }
+      const float p = expf(s * scale - lse_i);
+      const float ds = p * (dp - delta_i);
+      for (int d = 0; d < HS; ++d) dq[d] += ds * to_f32(k_tile[c][d]);
+    }
+  }
+  if (!valid) return;
+  add_row<HS>(dqkv + (static_cast<size_t>(b) * T + i) * row_stride + h * HS, dq, scale);
+}
+
+void check_attention_args(const char* op, const void* a, const void* b, const void* c, int C,
+                          int NH) {
+  if (NH <= 0 || C % NH != 0) {
+    cuda_fatal(op, ("C=" + std::to_string(C) + " is not divisible by NH=" + std::to_string(NH))
+                       .c_str(),
+               __FILE__, __LINE__);
+  }
+  const int hs = C / NH;
+  if (hs != 8 && hs != 16 && hs != 32 && hs != 64 && hs != 128) {
+    cuda_fatal(op, ("head size " + std::to_string(hs) +
+                    " is not supported (expected 8, 16, 32, 64 or 128)")
+                       .c_str(),
+               __FILE__, __LINE__);
+  }
+  if (!aligned16(a) || !aligned16(b) || !aligned16(c)) {
+    cuda_fatal(op, "attention buffers must be 16-byte aligned", __FILE__, __LINE__);
+  }
+}
+
+// Calls body(std::integral_constant<int, HS>) for the runtime head size.
+template <typename Body>
+void dispatch_head_size(int hs, Body body) {
+  switch (hs) {
+    case 8: body(std::integral_constant<int, 8>{}); break;
+    case 16: body(std::integral_constant<int, 16>{}); break;
+    case 32: body(std::integral_constant<int, 32>{}); break;
+    case 64: body(std::integral_constant<int, 64>{}); break;
+    default: body(std::integral_constant<int, 128>{}); break;  // validated before
+  }
+}
+
+}  // namespace
+
+void attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int T, int C, int NH,
+                       cudaStream_t stream) {
+  check_attention_args("attention_forward", out, qkv, qkv, C, NH);
+  const int hs = C / NH;
+  const float scale = 1.f / sqrtf(static_cast<float>(hs));
+  const dim3 grid(ceil_div(T, kTile), B * NH);
+  dispatch_head_size(hs, [&](auto head_size) {
+    attention_forward_kernel<decltype(head_size)::value>
+        <<<grid, kTile, 0, stream>>>(out, lse, qkv, T, C, NH, scale);
+  });
+  CUDA_CHECK_LAUNCH("attention_forward_kernel");
+}
+
+void attention_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out,
+                        const float* lse, int B, int T, int C, int NH, DeviceScratch& scratch,
+                        cudaStream_t stream) {
+  check_attention_args("attention_backward", dqkv, dout, qkv, C, NH);
+  const int hs = C / NH;
+  const float scale = 1.f / sqrtf(static_cast<float>(hs));
+  const size_t rows = static_cast<size_t>(B) * NH * T;
+  auto* delta = static_cast<float*>(scratch.get(ScratchSlot::kRowStats, sizeof(float) * rows));
+  const dim3 grid(ceil_div(T, kTile), B * NH);
+  dispatch_head_size(hs, [&](auto head_size) {
+    constexpr int HS = decltype(head_size)::value;
+    const unsigned delta_grid = static_cast<unsigned>(ceil_div(rows, static_cast<size_t>(256)));
+    attention_backward_delta_kernel<HS><<<delta_grid, 256, 0, stream>>>(delta, dout, out, B, T,
+                                                                        C, NH);
+    CUDA_CHECK_LAUNCH("attention_backward_delta_kernel");
+    attention_backward_dkdv_kernel<HS>
+        <<<grid, kTile, 0, stream>>>(dqkv, dout, qkv, lse, delta, T, C, NH, scale);
+    CUDA_CHECK_LAUNCH("attention_backward_dkdv_kernel");
+    attention_backward_dq_kernel<HS>
+        <<<grid, kTile, 0, stream>>>(dqkv, dout, qkv, lse, delta, T, C, NH, scale);
+    CUDA_CHECK_LAUNCH("attention_backward_dq_kernel");
+  });
+}
+
+}  // namespace accum::kernels::cuda

@@ -1,0 +1,211 @@
+// kernels/cuda/cuda_backend.cpp — the CUDA implementation of kernels/backend.h.
+//
+// Precision: activations and the forward's working copy of the weights are bf16;
+// master weights, parameter gradients, Adam moments and statistics are fp32.
+// All work is queued on one non-blocking stream owned by the back end; upload(),
+// download(), sum_squares() and synchronize() wait for it, everything else is async.
+// Errors throw std::runtime_error naming the call and file:line (cuda_check.h);
+// alloc() reports out-of-memory as std::bad_alloc so the trainer can explain it.
+// Thread safety: one trainer thread per back end (as backend.h says).
+#include "kernels/cuda/cuda_backend.h"
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <new>
+#include <string>
+
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/matmul.h"
+#include "kernels/cuda/ops.h"
+#include "kernels/cuda/scratch.h"
+
+namespace accum::kernels {
+namespace {
+
+namespace cu = accum::kernels::cuda;
+using cu::bf16;
+
+inline bf16* act(void* p) { return static_cast<bf16*>(p); }
+inline const bf16* act(const void* p) { return static_cast<const bf16*>(p); }
+
+// Owns the stream; declared first in CudaBackend so it outlives everything using it.
+class Stream {
+ public:
+  explicit Stream(int device) {
+    CUDA_CHECK(cudaSetDevice(device));
+    CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  }
+  ~Stream() {
+    cudaStreamSynchronize(stream_);  // destructor: nothing to report to
+    cudaStreamDestroy(stream_);
+  }
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  cudaStream_t get() const { return stream_; }
+
+ private:
+  cudaStream_t stream_ = nullptr;
+};
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(int device)
+      : stream_(device), scratch_(stream_.get()), matmul_(stream_.get()) {}
+
+  const char* name() const override { return "cuda"; }
+  DeviceKind kind() const override { return DeviceKind::kCuda; }
+  size_t act_bytes() const override { return sizeof(bf16); }
+
+  // ---- memory ----
+  void* alloc(size_t bytes) override {
+    if (bytes == 0) return nullptr;
+    void* ptr = nullptr;
+    const cudaError_t err = cudaMalloc(&ptr, bytes);
+    if (err == cudaErrorMemoryAllocation) {
+      (void)cudaGetLastError();  // clear the sticky-free error so later calls work
+      throw std::bad_alloc();
+    }
+    CUDA_CHECK(err);
+    CUDA_CHECK(cudaMemsetAsync(ptr, 0, bytes, s()));
+    return ptr;
+  }
+  void release(void* ptr) override {
+    if (ptr != nullptr) CUDA_CHECK(cudaFree(ptr));
+  }
+  void upload(void* dst, const void* host_src, size_t bytes) override {
+    CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, s()));
+    CUDA_CHECK(cudaStreamSynchronize(s()));
+  }
+  void download(void* host_dst, const void* src, size_t bytes) override {
+    CUDA_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, s()));
+    CUDA_CHECK(cudaStreamSynchronize(s()));
+  }
+  void fill_zero(void* dst, size_t bytes) override {
+    CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, s()));
+  }
+  void synchronize() override { CUDA_CHECK(cudaStreamSynchronize(s())); }
+  void copy_f32(float* dst, const float* src, size_t n) override {
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice, s()));
+  }
+  void copy_master_to_working(void* working, const float* master, size_t n) override {
+    cu::f32_to_bf16(act(working), master, n, s());
+  }
+  void act_to_f32(float* dst, const void* src, size_t n) override {
+    cu::bf16_to_f32(dst, act(src), n, s());
+  }
+  void f32_to_act(void* dst, const float* src, size_t n) override {
+    cu::f32_to_bf16(act(dst), src, n, s());
+  }
+
+  // ---- forward ----
+  void encoder_forward(void* out, const int32_t* tokens, const void* wte, const void* wpe, int B,
+                       int T, int C) override {
+    cu::encoder_forward(act(out), tokens, act(wte), act(wpe), B, T, C, s());
+  }
+  void layernorm_forward(void* out, float* mean, float* rstd, const void* inp, const void* weight,
+                         const void* bias, int N, int C) override {
+    cu::layernorm_forward(act(out), mean, rstd, act(inp), act(weight), act(bias), N, C, s());
+  }
+  void matmul_forward(void* out, const void* inp, const void* weight, const void* bias, int N,
+                      int C, int OC, WeightLayout layout) override {
+    matmul_.forward(act(out), act(inp), act(weight), act(bias), N, C, OC, layout);
+  }
+  size_t attention_saved_bytes(int B, int T, int NH) const override {
+    return sizeof(float) * static_cast<size_t>(B) * NH * T;  // log-sum-exp per query row
+  }
+  void attention_forward(void* out, void* saved, const void* qkv, int B, int T, int C,
+                         int NH) override {
+    cu::attention_forward(act(out), static_cast<float*>(saved), act(qkv), B, T, C, NH, s());
+  }
+  void gelu_forward(void* out, const void* inp, size_t n) override {
+    cu::gelu_forward(act(out), act(inp), n, s());
+  }
+  void residual_forward(void* out, const void* a, const void* b, size_t n) override {
+    cu::residual_forward(act(out), act(a), act(b), n, s());
+  }
+
+  // ---- backward ----
+  void encoder_backward(float* dwte, float* dwpe, const void* dout, const int32_t* tokens, int B,
+                        int T, int C) override {
+    cu::encoder_backward(dwte, dwpe, act(dout), tokens, B, T, C, scratch_, s());
+  }
+  void layernorm_backward(void* dinp, float* dweight, float* dbias, const void* dout,
+                          const void* inp, const void* weight, const float* mean,
+                          const float* rstd, int N, int C) override {
+    cu::layernorm_backward(act(dinp), dweight, dbias, act(dout), act(inp), act(weight), mean, rstd,
+                           N, C, scratch_, s());
+  }
+  void matmul_backward(void* dinp, float* dweight, float* dbias, const void* dout,
+                       const void* inp, const void* weight, int N, int C, int OC,
+                       WeightLayout layout) override {
+    matmul_.backward(act(dinp), dweight, dbias, act(dout), act(inp), act(weight), N, C, OC, layout,
+                     scratch_);
+  }
+  void attention_backward(void* dqkv, const void* dout, const void* qkv, const void* out,
+                          const void* saved, int B, int T, int C, int NH) override {
+    cu::attention_backward(act(dqkv), act(dout), act(qkv), act(out),
+                           static_cast<const float*>(saved), B, T, C, NH, scratch_, s());
+  }
+  void gelu_backward(void* dinp, const void* inp, const void* dout, size_t n) override {
+    cu::gelu_backward(act(dinp), act(inp), act(dout), n, s());
+  }
+
+  // ---- loss ----
+  void crossentropy_forward_backward(float* losses, void* dlogits, const void* logits,
+                                     const int32_t* targets, const uint8_t* mask, float dloss,
+                                     int N, int V) override {
+    cu::crossentropy_forward_backward(losses, act(dlogits), act(logits), targets, mask, dloss, N,
+                                      V, s());
+  }
+
+  // ---- optimizer ----
+  double sum_squares(const float* grads, size_t n) override {
+    return cu::sum_squares(grads, n, scratch_, s());
+  }
+  void adamw_update(float* master, void* working, const float* grads, float* m, float* v,
+                    size_t n, const AdamWParams& p) override {
+    const double beta1_correction = 1.0 - std::pow(static_cast<double>(p.beta1), p.step);
+    const double beta2_correction = 1.0 - std::pow(static_cast<double>(p.beta2), p.step);
+    cu::adamw_update(master, act(working), grads, m, v, n, p.lr, p.beta1, p.beta2, p.eps,
+                     p.weight_decay, p.grad_scale, static_cast<float>(beta1_correction),
+                     static_cast<float>(beta2_correction), s());
+  }
+
+ private:
+  cudaStream_t s() const { return stream_.get(); }
+
+  Stream stream_;
+  cu::DeviceScratch scratch_;
+  cu::Matmul matmul_;
+};
+
+}  // namespace
+
+bool cuda_device_available(std::string* why) {
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();
+    if (why) *why = std::string("no CUDA device visible (cudaGetDeviceCount: ") +
+                    cudaGetErrorString(err) + ")";
+    return false;
+  }
+  if (count == 0) {
+    if (why) *why = "no CUDA device visible (cudaGetDeviceCount returned 0)";
+    return false;
+  }
+  return true;
+}
+
+std::unique_ptr<Backend> make_cuda_backend(int local_rank) {
+  int count = 0;
+  CUDA_CHECK(cudaGetDeviceCount(&count));
+  if (count <= 0) {
+    cu::cuda_fatal("make_cuda_backend", "no CUDA device visible", __FILE__, __LINE__);
+  }
+  const int device = (local_rank < 0 ? 0 : local_rank) % count;
+  return std::make_unique<CudaBackend>(device);
+}
+
+}  // namespace accum::kernels

@@ -1,0 +1,148 @@
+// kernels/cuda/layernorm.cu — LayerNorm over the last dimension (CPU twin:
+// kernels/cpu/layernorm.cpp). bf16 in/out, statistics and all arithmetic in fp32, eps 1e-5.
+//
+//   forward (N rows of C):
+//     mean = sum(x)/C;  var = sum((x-mean)^2)/C;  rstd = 1/sqrt(var + eps)
+//     norm = (x - mean) * rstd;  out = norm * weight + bias;  mean, rstd (N) saved
+//   backward (every output +=):
+//     dnorm = weight * dout
+//     dinp += (dnorm - mean(dnorm) - norm * mean(dnorm * norm)) * rstd
+//              term 1   term 2          term 3
+//     dweight += sum_rows dout * norm;  dbias += sum_rows dout     (deterministic, no atomics)
+//
+// One warp per row; the row is read in 16-byte Packed128 chunks when C % 8 == 0.
+#include "kernels/cuda/column_reduce.cuh"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/ops.h"
+
+namespace accum::kernels::cuda {
+namespace {
+
+constexpr float kEps = 1e-5f;
+constexpr int kRowsPerBlock = 8;  // 8 warps
+
+// Calls f(c, x_c) for every channel of the row this lane covers, 8 at a time if vectorized.
+template <bool kVector, typename F>
+__device__ inline void for_lane_channels(const bf16* row, int C, F f) {
+  const int lane = threadIdx.x % kWarpSize;
+  if constexpr (kVector) {
+    for (int c = lane * 8; c < C; c += kWarpSize * 8) {
+      Packed128<bf16> x = load128(row + c);
+      for (int k = 0; k < 8; ++k) f(c + k, to_f32(x[k]));
+    }
+  } else {
+    for (int c = lane; c < C; c += kWarpSize) f(c, to_f32(row[c]));
+  }
+}
+
+template <bool kVector>
+__global__ void layernorm_forward_kernel(bf16* out, float* mean, float* rstd, const bf16* inp,
+                                         const bf16* weight, const bf16* bias, int N, int C) {
+  const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / kWarpSize;
+  if (row >= N) return;
+  const bf16* x = inp + static_cast<size_t>(row) * C;
+  float sum = 0.f;
+  for_lane_channels<kVector>(x, C, [&](int, float v) { sum += v; });
+  const float m = warp_sum(sum) / C;
+  float sq = 0.f;
+  for_lane_channels<kVector>(x, C, [&](int, float v) { sq += (v - m) * (v - m); });
+  const float s = rsqrtf(warp_sum(sq) / C + kEps);
+  bf16* y = out + static_cast<size_t>(row) * C;
+  const int lane = threadIdx.x % kWarpSize;
+  if constexpr (kVector) {
+    for (int c = lane * 8; c < C; c += kWarpSize * 8) {
+      Packed128<bf16> xv = load128(x + c), wv = load128(weight + c), bv = load128(bias + c);
+      Packed128<bf16> yv;
+      for (int k = 0; k < 8; ++k) {
+        yv[k] = to_bf16((to_f32(xv[k]) - m) * s * to_f32(wv[k]) + to_f32(bv[k]));
+      }
+      store128(y + c, yv);
+    }
+  } else {
+    for (int c = lane; c < C; c += kWarpSize) {
+      y[c] = to_bf16((to_f32(x[c]) - m) * s * to_f32(weight[c]) + to_f32(bias[c]));
+    }
+  }
+  if (lane == 0) {
+    mean[row] = m;
+    rstd[row] = s;
+  }
+}
+
+// dinp only; the parameter gradients go through column_reduce_add.
+__global__ void layernorm_backward_dinp_kernel(bf16* dinp, const bf16* dout, const bf16* inp,
+                                               const bf16* weight, const float* mean,
+                                               const float* rstd, int N, int C) {
+  const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / kWarpSize;
+  if (row >= N) return;
+  const int lane = threadIdx.x % kWarpSize;
+  const size_t base = static_cast<size_t>(row) * C;
+  const float m = mean[row], s = rstd[row];
+  float dnorm_sum = 0.f, dnorm_norm_sum = 0.f;
+  for (int c = lane; c < C; c += kWarpSize) {
+    const float norm = (to_f32(inp[base + c]) - m) * s;
+    const float dnorm = to_f32(weight[c]) * to_f32(dout[base + c]);
+    dnorm_sum += dnorm;
+    dnorm_norm_sum += dnorm * norm;
+  }
+  const float dnorm_mean = warp_sum(dnorm_sum) / C;
+  const float dnorm_norm_mean = warp_sum(dnorm_norm_sum) / C;
+  for (int c = lane; c < C; c += kWarpSize) {
+    const float norm = (to_f32(inp[base + c]) - m) * s;
+    const float dnorm = to_f32(weight[c]) * to_f32(dout[base + c]);
+    float dval = dnorm;            // term 1
+    dval -= dnorm_mean;            // term 2
+    dval -= norm * dnorm_norm_mean;  // term 3
+    dval *= s;
+    dinp[base + c] = to_bf16(to_f32(dinp[base + c]) + dval);
+  }
+}
+
+// value_0 = dout * norm (dweight), value_1 = dout (dbias).
+struct LayerNormParamGrad {
+  const bf16* dout;
+  const bf16* inp;
+  const float* mean;
+  const float* rstd;
+  int C;
+  __device__ void operator()(int row, int col, float (&acc)[2]) const {
+    const size_t i = static_cast<size_t>(row) * C + col;
+    const float d = to_f32(dout[i]);
+    acc[0] += d * (to_f32(inp[i]) - mean[row]) * rstd[row];
+    acc[1] += d;
+  }
+};
+
+}  // namespace
+
+void layernorm_forward(bf16* out, float* mean, float* rstd, const bf16* inp, const bf16* weight,
+                       const bf16* bias, int N, int C, cudaStream_t stream) {
+  const int grid = ceil_div(N, kRowsPerBlock);
+  const int block = kRowsPerBlock * kWarpSize;
+  const bool vector = C % 8 == 0 && aligned16(out) && aligned16(inp) && aligned16(weight) &&
+                      aligned16(bias);
+  if (vector) {
+    layernorm_forward_kernel<true>
+        <<<grid, block, 0, stream>>>(out, mean, rstd, inp, weight, bias, N, C);
+  } else {
+    layernorm_forward_kernel<false>
+        <<<grid, block, 0, stream>>>(out, mean, rstd, inp, weight, bias, N, C);
+  }
+  CUDA_CHECK_LAUNCH("layernorm_forward_kernel");
+}
+
+void layernorm_backward(bf16* dinp, float* dweight, float* dbias, const bf16* dout,
+                        const bf16* inp, const bf16* weight, const float* mean, const float* rstd,
+                        int N, int C, DeviceScratch& scratch, cudaStream_t stream) {
+  const int grid = ceil_div(N, kRowsPerBlock);
+  const int block = kRowsPerBlock * kWarpSize;
+  layernorm_backward_dinp_kernel<<<grid, block, 0, stream>>>(dinp, dout, inp, weight, mean, rstd,
+                                                             N, C);
+  CUDA_CHECK_LAUNCH("layernorm_backward_dinp_kernel");
+  ColumnOutputs<2> outputs{{dweight, dbias}};
+  column_reduce_add<2>(outputs, N, C, LayerNormParamGrad{dout, inp, mean, rstd, C}, scratch,
+                       stream);
+}
+
+}  // namespace accum::kernels::cuda

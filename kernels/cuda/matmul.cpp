@@ -1,0 +1,151 @@
+// kernels/cuda/matmul.cpp — cuBLASLt plans and the forward/backward GEMMs (see matmul.h).
+#include "kernels/cuda/matmul.h"
+
+#include <string>
+
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/ops.h"
+
+namespace accum::kernels::cuda {
+namespace {
+
+constexpr size_t kWorkspaceBytes = 32u << 20;  // 32 MiB: enough for Hopper's split-K kernels
+
+// Largest power of two (<= 256) dividing the address: tells cuBLASLt what it may assume.
+int alignment_of(const void* p) {
+  const auto address = reinterpret_cast<uintptr_t>(p);
+  int alignment = 256;
+  while (alignment > 2 && (address % alignment) != 0) alignment /= 2;
+  return alignment;
+}
+
+}  // namespace
+
+struct Matmul::Plan {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
+  cublasLtMatmulPreference_t preference = nullptr;
+  cublasLtMatmulHeuristicResult_t heuristic{};
+  ~Plan() {
+    // Destructor: failures cannot be reported and do not matter at teardown.
+    if (preference) cublasLtMatmulPreferenceDestroy(preference);
+    if (d) cublasLtMatrixLayoutDestroy(d);
+    if (b) cublasLtMatrixLayoutDestroy(b);
+    if (a) cublasLtMatrixLayoutDestroy(a);
+    if (desc) cublasLtMatmulDescDestroy(desc);
+  }
+};
+
+Matmul::Matmul(cudaStream_t stream) : stream_(stream) {
+  CUBLAS_CHECK(cublasLtCreate(&handle_));
+  CUDA_CHECK(cudaMalloc(&workspace_, kWorkspaceBytes));
+  workspace_bytes_ = kWorkspaceBytes;
+}
+
+Matmul::~Matmul() {
+  plans_.clear();
+  if (workspace_) cudaFree(workspace_);
+  if (handle_) cublasLtDestroy(handle_);
+}
+
+void Matmul::gemm(void* d, bool d_is_f32, const void* a, bool trans_a, long lda, const void* b,
+                  bool trans_b, long ldb, long m, long n, long k, float beta, const void* bias) {
+  const int align_a = alignment_of(a), align_b = alignment_of(b), align_d = alignment_of(d);
+  const Key key{m, n, k, lda, ldb, trans_a, trans_b, d_is_f32, bias != nullptr, beta != 0.f,
+                align_a, align_b, align_d};
+  auto found = plans_.find(key);
+  if (found == plans_.end()) {
+    auto plan = std::make_unique<Plan>();
+    const cudaDataType d_type = d_is_f32 ? CUDA_R_32F : CUDA_R_16BF;
+    CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    const cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_a,
+                                                sizeof(op_a)));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b,
+                                                sizeof(op_b)));
+    if (bias != nullptr) {
+      const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+      const int32_t bias_type = CUDA_R_16BF;
+      CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE,
+                                                  &epilogue, sizeof(epilogue)));
+      CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
+          plan->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type)));
+    }
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->a, CUDA_R_16BF, trans_a ? k : m,
+                                            trans_a ? m : k, lda));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->b, CUDA_R_16BF, trans_b ? n : k,
+                                            trans_b ? k : n, ldb));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->d, d_type, m, n, m));  // C == D in place
+    CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&plan->preference));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        plan->preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes_,
+        sizeof(workspace_bytes_)));
+    const uint32_t alignments[3] = {static_cast<uint32_t>(align_a),
+                                    static_cast<uint32_t>(align_b),
+                                    static_cast<uint32_t>(align_d)};
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        plan->preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &alignments[0],
+        sizeof(uint32_t)));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        plan->preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &alignments[1],
+        sizeof(uint32_t)));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        plan->preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &alignments[2],
+        sizeof(uint32_t)));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        plan->preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &alignments[2],
+        sizeof(uint32_t)));
+    int returned = 0;
+    CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle_, plan->desc, plan->a, plan->b, plan->d,
+                                                plan->d, plan->preference, 1, &plan->heuristic,
+                                                &returned));
+    if (returned == 0) {
+      const std::string shape = "m=" + std::to_string(m) + " n=" + std::to_string(n) +
+                                " k=" + std::to_string(k) + (d_is_f32 ? " D=fp32" : " D=bf16");
+      cuda_fatal("cublasLtMatmulAlgoGetHeuristic", ("no algorithm for " + shape).c_str(),
+                 __FILE__, __LINE__);
+    }
+    found = plans_.emplace(key, std::move(plan)).first;
+  }
+  Plan& plan = *found->second;
+  if (bias != nullptr) {
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                &bias, sizeof(bias)));
+  }
+  const float alpha = 1.f;
+  CUBLAS_CHECK(cublasLtMatmul(handle_, plan.desc, &alpha, a, plan.a, b, plan.b, &beta, d, plan.d,
+                              d, plan.d, &plan.heuristic.algo, workspace_, workspace_bytes_,
+                              stream_));
+}
+
+void Matmul::forward(__nv_bfloat16* out, const __nv_bfloat16* inp, const __nv_bfloat16* weight,
+                     const __nv_bfloat16* bias, int N, int C, int OC, WeightLayout layout) {
+  // out^T(OC,N) = op(W)(OC,C) x inp^T(C,N); W as stored is (OC,C) col-major for kInOut
+  // (ld OC) and (C,OC) col-major for kOutIn (ld C, transposed).
+  const bool in_out = layout == WeightLayout::kInOut;
+  gemm(out, false, weight, !in_out, in_out ? OC : C, inp, false, C, OC, N, C, 0.f, bias);
+}
+
+void Matmul::backward(__nv_bfloat16* dinp, float* dweight, float* dbias,
+                      const __nv_bfloat16* dout, const __nv_bfloat16* inp,
+                      const __nv_bfloat16* weight, int N, int C, int OC, WeightLayout layout,
+                      DeviceScratch& scratch) {
+  const bool in_out = layout == WeightLayout::kInOut;
+  if (dinp != nullptr) {
+    // dinp^T(C,N) += op(W)(C,OC) x dout^T(OC,N)
+    gemm(dinp, false, weight, in_out, in_out ? OC : C, dout, false, OC, C, N, OC, 1.f, nullptr);
+  }
+  if (dweight != nullptr) {
+    if (in_out) {
+      // dW (C,OC) row-major = (OC,C) col-major: dW^T += dout^T(OC,N) x inp(N,C)
+      gemm(dweight, true, dout, false, OC, inp, true, C, OC, C, N, 1.f, nullptr);
+    } else {
+      // dW (OC,C) row-major = (C,OC) col-major: dW^T += inp^T(C,N) x dout(N,OC)
+      gemm(dweight, true, inp, false, C, dout, true, OC, C, OC, N, 1.f, nullptr);
+    }
+  }
+  if (dbias != nullptr) column_sum_add(dbias, dout, N, OC, scratch, stream_);
+}
+
+}  // namespace accum::kernels::cuda

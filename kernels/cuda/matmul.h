@@ -1,0 +1,61 @@
+// kernels/cuda/matmul.h — linear layers on cuBLASLt (CPU twin: kernels/cpu/matmul.cpp).
+//
+//   forward:  out(N,OC) = inp(N,C) @ W + bias      W (C,OC) kInOut | W^T with W (OC,C) kOutIn
+//   backward: dinp(N,C)   += dout @ W^T (kInOut) | dout @ W (kOutIn)       bf16, beta = 1
+//             dweight     += inp^T @ dout (C,OC) | dout^T @ inp (OC,C)      fp32, beta = 1
+//             dbias(OC)   += sum_rows dout                                  fp32, column_sum
+//
+// bf16 A/B, fp32 accumulation (CUBLAS_COMPUTE_32F); the forward adds the bias in the
+// epilogue; the weight gradient is written by cuBLASLt straight into the fp32 gradient
+// buffer with beta = 1, so K micro-batches accumulate in fp32, never in bf16.
+// Row-major (R, S) data is column-major (S, R): every product is computed transposed,
+// e.g. out^T(OC,N) = op(W)(OC,C) x inp^T(C,N).
+//
+// Thread safety: none; one Matmul per back end. Plans (descriptors + the heuristic's
+// algorithm) are cached per shape, so the heuristic runs once per distinct GEMM and the
+// same shape always runs the same algorithm (reproducible bits).
+#pragma once
+
+#include <cublasLt.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <map>
+#include <memory>
+#include <tuple>
+
+#include "kernels/backend.h"
+#include "kernels/cuda/scratch.h"
+
+namespace accum::kernels::cuda {
+
+class Matmul {
+ public:
+  explicit Matmul(cudaStream_t stream);
+  ~Matmul();
+  Matmul(const Matmul&) = delete;
+  Matmul& operator=(const Matmul&) = delete;
+
+  void forward(__nv_bfloat16* out, const __nv_bfloat16* inp, const __nv_bfloat16* weight,
+               const __nv_bfloat16* bias, int N, int C, int OC, WeightLayout layout);
+  // dinp / dweight / dbias may each be null (that gradient is not wanted).
+  void backward(__nv_bfloat16* dinp, float* dweight, float* dbias, const __nv_bfloat16* dout,
+                const __nv_bfloat16* inp, const __nv_bfloat16* weight, int N, int C, int OC,
+                WeightLayout layout, DeviceScratch& scratch);
+
+ private:
+  struct Plan;
+  // Column-major D(m,n) = op(A) op(B) + beta * D (+ bias(m) broadcast over columns).
+  // A is stored (m,k) or, if trans_a, (k,m); likewise B (k,n) or (n,k).
+  void gemm(void* d, bool d_is_f32, const void* a, bool trans_a, long lda, const void* b,
+            bool trans_b, long ldb, long m, long n, long k, float beta, const void* bias);
+
+  using Key = std::tuple<long, long, long, long, long, bool, bool, bool, bool, bool, int, int, int>;
+  cudaStream_t stream_;
+  cublasLtHandle_t handle_ = nullptr;
+  void* workspace_ = nullptr;
+  size_t workspace_bytes_ = 0;
+  std::map<Key, std::unique_ptr<Plan>> plans_;
+};
+
+}  // namespace accum::kernels::cuda

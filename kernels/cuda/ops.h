@@ -1,0 +1,68 @@
+// kernels/cuda/ops.h — host launchers of the CUDA ops, one .cu file per op with the same
+// name as its CPU twin (kernels/cpu/<op>.cpp) and the formula/shapes in its header comment.
+// Every launcher is asynchronous on `stream` and checks its launch (file:line).
+// Layout and precision rules are those of kernels/backend.h: activations bf16,
+// parameter gradients / statistics / optimizer state fp32, every backward `+=`.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/cuda/scratch.h"
+
+namespace accum::kernels::cuda {
+
+using bf16 = __nv_bfloat16;
+
+// ---- encoder.cu ----
+void encoder_forward(bf16* out, const int32_t* tokens, const bf16* wte, const bf16* wpe, int B,
+                     int T, int C, cudaStream_t stream);
+// Synchronizes `stream` once to bucket the tokens on the host (deterministic dwte sums).
+void encoder_backward(float* dwte, float* dwpe, const bf16* dout, const int32_t* tokens, int B,
+                      int T, int C, DeviceScratch& scratch, cudaStream_t stream);
+
+// ---- layernorm.cu ----
+void layernorm_forward(bf16* out, float* mean, float* rstd, const bf16* inp, const bf16* weight,
+                       const bf16* bias, int N, int C, cudaStream_t stream);
+void layernorm_backward(bf16* dinp, float* dweight, float* dbias, const bf16* dout,
+                        const bf16* inp, const bf16* weight, const float* mean, const float* rstd,
+                        int N, int C, DeviceScratch& scratch, cudaStream_t stream);
+
+// ---- column_sum.cu ---- out[c] += sum_rows in[r, c], deterministic two-stage reduction.
+void column_sum_add(float* out, const bf16* in, int rows, int cols, DeviceScratch& scratch,
+                    cudaStream_t stream);
+
+// ---- attention.cu ---- saved = lse (B, NH, T) fp32.
+void attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int T, int C, int NH,
+                       cudaStream_t stream);
+void attention_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out,
+                        const float* lse, int B, int T, int C, int NH, DeviceScratch& scratch,
+                        cudaStream_t stream);
+
+// ---- gelu.cu / residual.cu ----
+void gelu_forward(bf16* out, const bf16* inp, size_t n, cudaStream_t stream);
+void gelu_backward(bf16* dinp, const bf16* inp, const bf16* dout, size_t n, cudaStream_t stream);
+void residual_forward(bf16* out, const bf16* a, const bf16* b, size_t n, cudaStream_t stream);
+
+// ---- classifier.cu ----
+void crossentropy_forward_backward(float* losses, bf16* dlogits, const bf16* logits,
+                                   const int32_t* targets, const uint8_t* mask, float dloss,
+                                   int N, int V, cudaStream_t stream);
+
+// ---- adamw.cu ---- bias corrections computed by the caller in double.
+void adamw_update(float* master, bf16* working, const float* grads, float* m, float* v, size_t n,
+                  float lr, float beta1, float beta2, float eps, float weight_decay,
+                  float grad_scale, float beta1_correction, float beta2_correction,
+                  cudaStream_t stream);
+
+// ---- sum_squares.cu ---- fixed grid, fixed order; returns after synchronizing `stream`.
+double sum_squares(const float* grads, size_t n, DeviceScratch& scratch, cudaStream_t stream);
+
+// ---- convert.cu ----
+void f32_to_bf16(bf16* dst, const float* src, size_t n, cudaStream_t stream);
+void bf16_to_f32(float* dst, const bf16* src, size_t n, cudaStream_t stream);
+
+}  // namespace accum::kernels::cuda

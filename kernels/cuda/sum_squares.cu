@@ -1,0 +1,56 @@
+// kernels/cuda/sum_squares.cu — global squared L2 norm of the fp32 gradients (CPU twin:
+// kernels/cpu/sum_squares.cpp), for clipping and the grad_norm metric.
+//
+//   result = sum_i grads[i]^2          (double accumulation)
+//
+// Reproducible by construction: a FIXED grid (kBlocks x kThreads, independent of the
+// device) where thread j sums elements j, j + stride, ... in order; each block reduces with
+// a fixed shuffle tree into partial[block]; one block then adds the partials in the same
+// tree. No atomics, so the same gradients give the same bits on every run.
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/ops.h"
+
+namespace accum::kernels::cuda {
+namespace {
+
+constexpr int kBlocks = 512;
+constexpr int kThreads = 512;
+
+__global__ void sum_squares_partial_kernel(double* partial, const float* x, size_t n) {
+  __shared__ double shared[kWarpSize];
+  const size_t stride = static_cast<size_t>(kBlocks) * kThreads;
+  double acc = 0.0;
+  for (size_t i = static_cast<size_t>(blockIdx.x) * kThreads + threadIdx.x; i < n; i += stride) {
+    const double value = x[i];
+    acc += value * value;
+  }
+  const double total = block_sum(acc, shared);
+  if (threadIdx.x == 0) partial[blockIdx.x] = total;
+}
+
+__global__ void sum_squares_final_kernel(double* result, const double* partial) {
+  __shared__ double shared[kWarpSize];
+  const double total = block_sum(partial[threadIdx.x], shared);  // kBlocks == kThreads
+  if (threadIdx.x == 0) *result = total;
+}
+
+static_assert(kBlocks == kThreads, "the final kernel reads one partial per thread");
+
+}  // namespace
+
+double sum_squares(const float* grads, size_t n, DeviceScratch& scratch, cudaStream_t stream) {
+  auto* partial =
+      static_cast<double*>(scratch.get(ScratchSlot::kPartials, sizeof(double) * (kBlocks + 1)));
+  sum_squares_partial_kernel<<<kBlocks, kThreads, 0, stream>>>(partial, grads, n);
+  CUDA_CHECK_LAUNCH("sum_squares_partial_kernel");
+  sum_squares_final_kernel<<<1, kThreads, 0, stream>>>(partial + kBlocks, partial);
+  CUDA_CHECK_LAUNCH("sum_squares_final_kernel");
+  double result = 0.0;
+  CUDA_CHECK(cudaMemcpyAsync(&result, partial + kBlocks, sizeof(double), cudaMemcpyDeviceToHost,
+                             stream));
+  CUDA_CHECK(cudaStreamSynchronize(stream));
+  return result;
+}
+
+}  // namespace accum::kernels::cuda

@@ -1,0 +1,144 @@
+// tests/gpu/cuda_attention_loss_test.cpp — fused causal attention, the fused classifier,
+// AdamW and the gradient norm on CUDA against the CPU oracle (see op_harness.h).
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "tests/gpu/op_harness.h"
+
+namespace accum::kernels::gpu_testing {
+namespace {
+
+void attention_case(int B, int T, int C, int NH) {
+  const size_t qkv_n = size_t(B) * T * 3 * C, out_n = size_t(B) * T * C;
+  const auto qkv = random_bf16_values(qkv_n, 60);
+  const auto dout = random_bf16_values(out_n, 61);
+  check_against_cpu(
+      [&](Backend& be, int backward_calls) {
+        Buffer qkv_b = upload_act(be, qkv), dout_b = upload_act(be, dout);
+        Buffer out = poisoned_act(be, out_n);
+        Buffer saved(be, be.attention_saved_bytes(B, T, NH));
+        poison(be, saved);
+        Buffer dqkv(be, qkv_n * be.act_bytes());
+        be.attention_forward(out.get(), saved.get(), qkv_b.get(), B, T, C, NH);
+        for (int call = 0; call < backward_calls; ++call) {
+          be.attention_backward(dqkv.get(), dout_b.get(), qkv_b.get(), out.get(), saved.get(), B,
+                                T, C, NH);
+        }
+        return Outputs{{"out", download_act(be, out.get(), out_n)},
+                       {"dqkv", download_act(be, dqkv.get(), qkv_n)}};
+      },
+      kBf16Tolerance, {"dqkv"});
+}
+
+TEST(CudaOps, AttentionHeadSize64) {
+  ACCUM_REQUIRE_CUDA();
+  attention_case(2, 100, 128, 2);  // T = 100: one full and one ragged 64-row tile
+}
+
+TEST(CudaOps, AttentionHeadSize32ManyTiles) {
+  ACCUM_REQUIRE_CUDA();
+  attention_case(1, 200, 128, 4);
+}
+
+TEST(CudaOps, AttentionHeadSize16Short) {
+  ACCUM_REQUIRE_CUDA();
+  attention_case(3, 7, 32, 2);
+}
+
+TEST(CudaOps, AttentionHeadSize128) {
+  ACCUM_REQUIRE_CUDA();
+  attention_case(1, 70, 256, 2);
+}
+
+// alias_logits: dlogits written over the logits buffer, as the model does.
+void crossentropy_case(int N, int V, bool with_mask, bool with_dlogits, bool alias_logits) {
+  const auto logits = random_bf16_values(size_t(N) * V, 70, 2.f);
+  const auto targets = random_ints(N, V, 71);
+  std::vector<uint8_t> mask(N, 1);
+  for (int i = 0; i < N; i += 3) mask[i] = 0;
+  const float dloss = 1.f / 7.f;
+  check_against_cpu(
+      [&](Backend& be, int) {
+        Buffer logits_b = upload_act(be, logits), targets_b = upload_ints(be, targets);
+        Buffer mask_b(be, N);
+        be.upload(mask_b.get(), mask.data(), N);
+        Buffer losses = poisoned_f32(be, N);
+        Buffer dlogits = poisoned_act(be, logits.size());
+        void* dlogits_ptr = with_dlogits ? (alias_logits ? logits_b.get() : dlogits.get()) : nullptr;
+        be.crossentropy_forward_backward(losses.f32(), dlogits_ptr, logits_b.get(),
+                                         static_cast<const int32_t*>(targets_b.get()),
+                                         with_mask ? static_cast<const uint8_t*>(mask_b.get())
+                                                   : nullptr,
+                                         dloss, N, V);
+        Outputs outputs{{"losses", download_f32(be, losses.get(), N)}};
+        if (with_dlogits) outputs["dlogits"] = download_act(be, dlogits_ptr, logits.size());
+        return outputs;
+      },
+      kBf16Tolerance);
+}
+
+TEST(CudaOps, CrossEntropyMaskedOddVocab) {
+  ACCUM_REQUIRE_CUDA();
+  crossentropy_case(9, 1001, true, true, false);
+}
+
+TEST(CudaOps, CrossEntropyInPlaceOverLogits) {
+  ACCUM_REQUIRE_CUDA();
+  crossentropy_case(5, 2048, true, true, true);
+}
+
+TEST(CudaOps, CrossEntropyLossOnlyUnmasked) {
+  ACCUM_REQUIRE_CUDA();
+  crossentropy_case(6, 513, false, false, false);
+}
+
+TEST(CudaOps, AdamWTwoSteps) {
+  ACCUM_REQUIRE_CUDA();
+  const size_t n = 1001;
+  const auto master0 = random_bf16_values(n, 80, 0.1f);
+  const auto grads = random_bf16_values(n, 81, 0.01f);
+  check_against_cpu(
+      [&](Backend& be, int) {
+        Buffer master = upload_f32(be, master0), g = upload_f32(be, grads);
+        Buffer m(be, n * sizeof(float)), v(be, n * sizeof(float));
+        Buffer working = poisoned_act(be, n);
+        void* working_ptr = be.has_working_copy() ? working.get() : nullptr;
+        AdamWParams params;
+        params.lr = 1e-3f;
+        params.weight_decay = 0.1f;
+        params.grad_scale = 0.5f;
+        for (int step = 1; step <= 2; ++step) {
+          params.step = step;
+          be.adamw_update(master.f32(), working_ptr, g.f32(), m.f32(), v.f32(), n, params);
+        }
+        Outputs outputs{{"master", download_f32(be, master.get(), n)},
+                        {"m", download_f32(be, m.get(), n)},
+                        {"v", download_f32(be, v.get(), n)}};
+        std::vector<float> delta = outputs["master"];
+        for (size_t i = 0; i < n; ++i) delta[i] -= master0[i];
+        outputs["master_delta"] = delta;
+        outputs["working"] = working_ptr ? download_act(be, working_ptr, n) : outputs["master"];
+        return outputs;
+      },
+      kF32Tolerance, {}, {{"working", kBf16Tolerance}});
+}
+
+TEST(CudaOps, SumSquaresMatchesCpuAndIsReproducible) {
+  ACCUM_REQUIRE_CUDA();
+  Backends backends;
+  const size_t n = (size_t(1) << 21) + 3;  // more than one pass of the fixed grid, with a tail
+  const auto grads = random_bf16_values(n, 90, 0.01f);
+  Buffer cpu_grads = upload_f32(*backends.cpu, grads);
+  Buffer gpu_grads = upload_f32(*backends.gpu, grads);
+  const double want = backends.cpu->sum_squares(cpu_grads.f32(), n);
+  const double got = backends.gpu->sum_squares(gpu_grads.f32(), n);
+  const double again = backends.gpu->sum_squares(gpu_grads.f32(), n);
+  ASSERT_GT(want, 0.0);
+  EXPECT_LE(std::abs(got - want) / want, kF32Tolerance) << "got " << got << " want " << want;
+  EXPECT_EQ(std::memcmp(&got, &again, sizeof(double)), 0) << "two runs differ: " << got << " vs "
+                                                           << again;
+}
+
+}  // namespace
+}  // namespace accum::kernels::gpu_testing

@@ -1,0 +1,184 @@
+// tests/gpu/cuda_ops_test.cpp — encoder, LayerNorm, matmul (cuBLASLt), GELU, residual and
+// dtype conversion on CUDA against the CPU oracle (see op_harness.h for what is asserted).
+// Shapes are deliberately ragged (rows not multiples of tiles, C both a multiple of 8 for
+// the 16-byte vector path and not, element counts with a tail) so every code path runs.
+#include <gtest/gtest.h>
+
+#include "tests/gpu/op_harness.h"
+
+namespace accum::kernels::gpu_testing {
+namespace {
+
+void encoder_case(int B, int T, int C, int V) {
+  const auto tokens = random_ints(size_t(B) * T, V, 1);  // V < B*T: tokens repeat
+  const auto wte = random_bf16_values(size_t(V) * C, 2, 0.5f);
+  const auto wpe = random_bf16_values(size_t(T) * C, 3, 0.5f);
+  const auto dout = random_bf16_values(size_t(B) * T * C, 4);
+  check_against_cpu(
+      [&](Backend& be, int backward_calls) {
+        Buffer tok = upload_ints(be, tokens), wte_b = upload_act(be, wte),
+               wpe_b = upload_act(be, wpe), dout_b = upload_act(be, dout);
+        Buffer out = poisoned_act(be, size_t(B) * T * C);
+        Buffer dwte(be, wte.size() * sizeof(float)), dwpe(be, wpe.size() * sizeof(float));
+        be.encoder_forward(out.get(), static_cast<const int32_t*>(tok.get()), wte_b.get(),
+                           wpe_b.get(), B, T, C);
+        for (int call = 0; call < backward_calls; ++call) {
+          be.encoder_backward(dwte.f32(), dwpe.f32(), dout_b.get(),
+                              static_cast<const int32_t*>(tok.get()), B, T, C);
+        }
+        return Outputs{{"out", download_act(be, out.get(), size_t(B) * T * C)},
+                       {"dwte", download_f32(be, dwte.get(), wte.size())},
+                       {"dwpe", download_f32(be, dwpe.get(), wpe.size())}};
+      },
+      kBf16Tolerance, {"dwte", "dwpe"});
+}
+
+TEST(CudaOps, EncoderVectorized) {
+  ACCUM_REQUIRE_CUDA();
+  encoder_case(3, 37, 64, 50);
+}
+
+TEST(CudaOps, EncoderScalarChannels) {
+  ACCUM_REQUIRE_CUDA();
+  encoder_case(2, 19, 36, 11);
+}
+
+void layernorm_case(int N, int C) {
+  const auto inp = random_bf16_values(size_t(N) * C, 10, 2.f, 0.3f);
+  const auto weight = random_bf16_values(C, 11, 0.2f, 1.f);
+  const auto bias = random_bf16_values(C, 12, 0.2f);
+  const auto dout = random_bf16_values(size_t(N) * C, 13);
+  check_against_cpu(
+      [&](Backend& be, int backward_calls) {
+        Buffer inp_b = upload_act(be, inp), w = upload_act(be, weight), b = upload_act(be, bias),
+               dout_b = upload_act(be, dout);
+        Buffer out = poisoned_act(be, inp.size());
+        Buffer mean = poisoned_f32(be, N), rstd = poisoned_f32(be, N);
+        Buffer dinp(be, inp.size() * be.act_bytes());
+        Buffer dweight(be, C * sizeof(float)), dbias(be, C * sizeof(float));
+        be.layernorm_forward(out.get(), mean.f32(), rstd.f32(), inp_b.get(), w.get(), b.get(), N,
+                             C);
+        for (int call = 0; call < backward_calls; ++call) {
+          be.layernorm_backward(dinp.get(), dweight.f32(), dbias.f32(), dout_b.get(), inp_b.get(),
+                                w.get(), mean.f32(), rstd.f32(), N, C);
+        }
+        return Outputs{{"out", download_act(be, out.get(), inp.size())},
+                       {"mean", download_f32(be, mean.get(), N)},
+                       {"rstd", download_f32(be, rstd.get(), N)},
+                       {"dinp", download_act(be, dinp.get(), inp.size())},
+                       {"dweight", download_f32(be, dweight.get(), C)},
+                       {"dbias", download_f32(be, dbias.get(), C)}};
+      },
+      kBf16Tolerance, {"dinp", "dweight", "dbias"});
+}
+
+TEST(CudaOps, LayerNormVectorized) {
+  ACCUM_REQUIRE_CUDA();
+  layernorm_case(131, 96);  // 131 rows: ragged warp blocks and reduction chunks
+}
+
+TEST(CudaOps, LayerNormScalarChannels) {
+  ACCUM_REQUIRE_CUDA();
+  layernorm_case(67, 50);
+}
+
+void matmul_case(int N, int C, int OC, WeightLayout layout, bool with_bias) {
+  const auto inp = random_bf16_values(size_t(N) * C, 20);
+  const auto weight = random_bf16_values(size_t(C) * OC, 21, 0.1f);
+  const auto bias = random_bf16_values(OC, 22, 0.5f);
+  const auto dout = random_bf16_values(size_t(N) * OC, 23);
+  std::set<std::string> accumulated = {"dinp", "dweight"};
+  if (with_bias) accumulated.insert("dbias");
+  check_against_cpu(
+      [&](Backend& be, int backward_calls) {
+        Buffer inp_b = upload_act(be, inp), w = upload_act(be, weight), b = upload_act(be, bias),
+               dout_b = upload_act(be, dout);
+        Buffer out = poisoned_act(be, size_t(N) * OC);
+        Buffer dinp(be, inp.size() * be.act_bytes());
+        Buffer dweight(be, weight.size() * sizeof(float)), dbias(be, OC * sizeof(float));
+        be.matmul_forward(out.get(), inp_b.get(), w.get(), with_bias ? b.get() : nullptr, N, C,
+                          OC, layout);
+        for (int call = 0; call < backward_calls; ++call) {
+          be.matmul_backward(dinp.get(), dweight.f32(), with_bias ? dbias.f32() : nullptr,
+                             dout_b.get(), inp_b.get(), w.get(), N, C, OC, layout);
+        }
+        Outputs outputs{{"out", download_act(be, out.get(), size_t(N) * OC)},
+                        {"dinp", download_act(be, dinp.get(), inp.size())},
+                        {"dweight", download_f32(be, dweight.get(), weight.size())}};
+        if (with_bias) outputs["dbias"] = download_f32(be, dbias.get(), OC);
+        return outputs;
+      },
+      kBf16Tolerance, accumulated);
+}
+
+TEST(CudaOps, MatmulInOutWithBias) {
+  ACCUM_REQUIRE_CUDA();
+  matmul_case(70, 96, 136, WeightLayout::kInOut, true);
+}
+
+TEST(CudaOps, MatmulOutInWithoutBias) {
+  ACCUM_REQUIRE_CUDA();
+  matmul_case(70, 96, 200, WeightLayout::kOutIn, false);  // the tied LM head's layout
+}
+
+TEST(CudaOps, MatmulOutInWithBias) {
+  ACCUM_REQUIRE_CUDA();
+  matmul_case(33, 64, 48, WeightLayout::kOutIn, true);
+}
+
+TEST(CudaOps, Gelu) {
+  ACCUM_REQUIRE_CUDA();
+  const size_t n = 1003;  // not a multiple of 8: the scalar tail runs too
+  const auto inp = random_bf16_values(n, 30, 2.f);
+  const auto dout = random_bf16_values(n, 31);
+  check_against_cpu(
+      [&](Backend& be, int backward_calls) {
+        Buffer inp_b = upload_act(be, inp), dout_b = upload_act(be, dout);
+        Buffer out = poisoned_act(be, n), dinp(be, n * be.act_bytes());
+        be.gelu_forward(out.get(), inp_b.get(), n);
+        for (int call = 0; call < backward_calls; ++call) {
+          be.gelu_backward(dinp.get(), inp_b.get(), dout_b.get(), n);
+        }
+        return Outputs{{"out", download_act(be, out.get(), n)},
+                       {"dinp", download_act(be, dinp.get(), n)}};
+      },
+      kBf16Tolerance, {"dinp"});
+}
+
+TEST(CudaOps, Residual) {
+  ACCUM_REQUIRE_CUDA();
+  const size_t n = 1003;
+  const auto a = random_bf16_values(n, 40), b = random_bf16_values(n, 41);
+  check_against_cpu(
+      [&](Backend& be, int) {
+        Buffer a_b = upload_act(be, a), b_b = upload_act(be, b), out = poisoned_act(be, n);
+        be.residual_forward(out.get(), a_b.get(), b_b.get(), n);
+        return Outputs{{"out", download_act(be, out.get(), n)}};
+      },
+      kBf16Tolerance);
+}
+
+TEST(CudaOps, ConversionsRoundToNearestEven) {
+  ACCUM_REQUIRE_CUDA();
+  Backends backends;
+  Backend& gpu = *backends.gpu;
+  ASSERT_EQ(gpu.act_bytes(), 2u);
+  const size_t n = 1001;
+  std::vector<float> values(n);
+  std::mt19937_64 rng(50);
+  std::normal_distribution<float> dist(0.f, 3.f);
+  for (auto& value : values) value = dist(rng);  // NOT pre-rounded
+  Buffer src = upload_f32(gpu, values);
+  Buffer working = poisoned_act(gpu, n);
+  gpu.copy_master_to_working(working.get(), src.f32(), n);
+  const auto back = download_act(gpu, working.get(), n);
+  for (size_t i = 0; i < n; ++i) {
+    ASSERT_EQ(back[i], round_bf16(values[i])) << "element " << i << " of " << values[i];
+  }
+  Buffer copy = poisoned_f32(gpu, n);
+  gpu.copy_f32(copy.f32(), src.f32(), n);
+  EXPECT_TRUE(bit_identical(download_f32(gpu, copy.get(), n), values));
+}
+
+}  // namespace
+}  // namespace accum::kernels::gpu_testing
