@@ -108,6 +108,18 @@ TEST(DataErrors, TokenAboveVocabNamesFileIndexOffsetAndValue) {
   EXPECT_MENTIONS(message, "vocab_size is 50257");
 }
 
+TEST(DataErrors, TokenAboveVocabInsideAFullScanBlockIsFound) {
+  TempDir dir;
+  for (int bad_index : {0, 4095, 4096, 8191, 12287, 12299}) {
+    auto tokens = iota_tokens(0, 12300);
+    for (auto& t : tokens) t %= 1000;
+    tokens[bad_index] = 1000;
+    testing::write_nanogpt(dir.file("n.bin"), tokens);
+    std::string message = open_error({dir.file("n.bin")}, accum::v1::AUTO, 1000);
+    EXPECT_MENTIONS(message, "token 1000 at token index " + std::to_string(bad_index) + " ");
+  }
+}
+
 TEST(DataErrors, Uint32TokenAboveVocabIsNamed) {
   TempDir dir;
   auto tokens = iota_tokens(0, 20);

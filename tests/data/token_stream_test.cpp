@@ -259,6 +259,14 @@ TEST(ExpandPaths, ListKeepsItsOrderAndPlainPathsPassThrough) {
   EXPECT_EQ(stream->files(), *files);
 }
 
+TEST(ExpandPaths, LiteralNameWithGlobCharactersIsKept) {
+  TempDir dir;
+  testing::write_text(dir.file("corpus[1].txt"), "x");
+  auto files = expand_paths({dir.file("corpus[1].txt")});
+  ASSERT_TRUE(files.ok()) << files.status();
+  EXPECT_EQ(*files, std::vector<std::string>{dir.file("corpus[1].txt")});
+}
+
 TEST(ExpandPaths, PatternMatchingNothingIsNamed) {
   TempDir dir;
   auto files = expand_paths({dir.file("nothing_*.bin")});

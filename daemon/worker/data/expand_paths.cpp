@@ -4,9 +4,10 @@
 // Each pattern's matches are sorted bytewise (not by locale) so the stream, and
 // with it the token order, is the same on every machine. A plain path is kept
 // as is (open() reports a missing file by name); a pattern that matches nothing
-// is an error naming it. Glob matches ending in ".mask" are skipped: they are
-// the loss-mask sidecars of the data files, not data.
+// is an error naming it, unless a file has that literal name. Glob matches ending in ".mask" are
+// skipped: they are the loss-mask sidecars of the data files, not data.
 #include <glob.h>
+#include <unistd.h>
 
 #include <algorithm>
 
@@ -38,6 +39,10 @@ absl::StatusOr<std::vector<std::string>> expand_paths(const std::vector<std::str
     if (rc != 0 && rc != GLOB_NOMATCH)
       return absl::InternalError(
           absl::StrCat("data path pattern '", pattern, "': glob failed (code ", rc, ")"));
+    if (found.empty() && ::access(pattern.c_str(), F_OK) == 0) {
+      files.push_back(pattern);  // a file whose name merely contains [, ? or *
+      continue;
+    }
     if (found.empty())
       return absl::NotFoundError(absl::StrCat("data path pattern '", pattern, "' matches no file"));
     std::sort(found.begin(), found.end());

@@ -28,21 +28,24 @@ bool has_llmc_magic(const io::MappedFile& file) {
   return magic == kLlmcMagicU16 || magic == kLlmcMagicU32;
 }
 
-// Index of the first token >= limit, or -1. Scans in blocks whose max is a
-// branch-free reduction the compiler vectorizes; only a failing block is
-// rescanned element by element.
+// Index of the first token >= limit, or -1. Full blocks have a constant trip
+// count, so the max reduction vectorizes even at -O2 (GCC's "very cheap" cost
+// model); only a failing block, and the tail, are scanned element by element.
 template <typename Token>
 int64_t first_token_at_least(const uint8_t* bytes, int64_t count, uint32_t limit) {
   const Token* tokens = reinterpret_cast<const Token*>(bytes);  // mmap'd, suitably aligned
-  constexpr int64_t kBlock = 8192;
-  for (int64_t start = 0; start < count; start += kBlock) {
-    const int64_t end = std::min(count, start + kBlock);
+  constexpr int64_t kBlock = 4096;
+  int64_t start = 0;
+  for (; start + kBlock <= count; start += kBlock) {
+    const Token* block = tokens + start;
     Token block_max = 0;
-    for (int64_t i = start; i < end; ++i) block_max = std::max(block_max, tokens[i]);
+    for (int64_t i = 0; i < kBlock; ++i) block_max = block[i] > block_max ? block[i] : block_max;
     if (block_max < limit) continue;
-    for (int64_t i = start; i < end; ++i)
-      if (tokens[i] >= limit) return i;
+    for (int64_t i = 0; i < kBlock; ++i)
+      if (block[i] >= limit) return start + i;
   }
+  for (int64_t i = start; i < count; ++i)
+    if (tokens[i] >= limit) return i;
   return -1;
 }
 
@@ -123,7 +126,36 @@ absl::Status open_mask(ShardFile* shard) {
   return absl::OkStatus();
 }
 
+template <typename Token>
+void widen(const uint8_t* bytes, int64_t n, int32_t* out) {
+  for (int64_t i = 0; i < n; ++i) {
+    Token t;
+    std::memcpy(&t, bytes + i * sizeof(Token), sizeof(Token));
+    out[i] = static_cast<int32_t>(t);
+  }
+}
+
 }  // namespace
+
+void ShardFile::copy_tokens(int64_t first, int64_t n, int32_t* out) const {
+  const uint8_t* bytes = file->data() + header_bytes + first * token_bytes;
+  if (token_bytes == 1) {
+    widen<uint8_t>(bytes, n, out);
+  } else if (token_bytes == 2) {
+    widen<uint16_t>(bytes, n, out);
+  } else {
+    widen<uint32_t>(bytes, n, out);
+  }
+}
+
+void ShardFile::copy_counted(int64_t first, int64_t n, uint8_t* out) const {
+  if (mask_file == nullptr) {
+    std::memset(out, 1, static_cast<size_t>(n));
+    return;
+  }
+  const uint8_t* mask = mask_file->data() + first;
+  for (int64_t i = 0; i < n; ++i) out[i] = mask[i] != 0 ? 1 : 0;
+}
 
 absl::StatusOr<std::unique_ptr<ShardFile>> open_shard(const std::string& path, DataFormat format,
                                                       int vocab_size, bool use_mask) {

@@ -56,6 +56,11 @@ struct ShardFile {
   // Whether the target at token position i is counted (mask byte != 0; always
   // true without a sidecar). REQUIRES: 0 <= i < count.
   bool counted(int64_t i) const { return mask_file == nullptr || mask_file->data()[i] != 0; }
+
+  // Bulk forms of token() and counted() for [first, first + n), widened to int32
+  // and 0/1. REQUIRES: 0 <= first, first + n <= count.
+  void copy_tokens(int64_t first, int64_t n, int32_t* out) const;
+  void copy_counted(int64_t first, int64_t n, uint8_t* out) const;
 };
 
 // Opens and validates one file. REQUIRES: vocab_size > 0.

@@ -112,29 +112,25 @@ void TokenStream::read_chunk(int64_t chunk, int B, int T, bool shuffle, uint64_t
   if (chunk_count(chunk_tokens) <= 0 || chunk < 0) return;  // REQUIRES violated: empty batch
 
   const int64_t offset = chunk_offset(chunk, chunk_tokens, shuffle, seed);
-  // Walk the B*T+1 positions file by file: position offset+j feeds inputs[j]
-  // (j < B*T) and targets[j-1] (j >= 1).
-  int64_t pos = offset;
-  const int64_t end = offset + chunk_tokens + 1;
-  size_t f = impl_->file_of(pos);
-  int64_t counted = 0;
-  while (pos < end) {
+  // Gather the B*T+1 positions [offset, offset + B*T] file by file; position
+  // offset+j feeds inputs[j] (j < B*T) and targets[j-1] / mask[j-1] (j >= 1).
+  const int64_t span = chunk_tokens + 1;
+  std::vector<int32_t> tokens(static_cast<size_t>(span));
+  std::vector<uint8_t> counted_flags(static_cast<size_t>(span));
+  int64_t done = 0;
+  for (size_t f = impl_->file_of(offset); done < span; ++f) {
     const ShardFile& shard = *impl_->shards[f];
-    const int64_t local_end = std::min(end, impl_->starts[f + 1]);
-    for (; pos < local_end; ++pos) {
-      const int64_t local = pos - impl_->starts[f];
-      const int32_t token = static_cast<int32_t>(shard.token(local));
-      const int64_t j = pos - offset;
-      if (j < chunk_tokens) out->inputs[j] = token;
-      if (j >= 1) {
-        out->targets[j - 1] = token;
-        const bool is_counted = shard.counted(local);
-        out->mask[j - 1] = is_counted ? 1 : 0;
-        counted += is_counted ? 1 : 0;
-      }
-    }
-    ++f;
+    const int64_t local = offset + done - impl_->starts[f];
+    const int64_t n = std::min(span - done, shard.count - local);
+    shard.copy_tokens(local, n, tokens.data() + done);
+    shard.copy_counted(local, n, counted_flags.data() + done);
+    done += n;
   }
+  std::copy(tokens.begin(), tokens.end() - 1, out->inputs.begin());
+  std::copy(tokens.begin() + 1, tokens.end(), out->targets.begin());
+  std::copy(counted_flags.begin() + 1, counted_flags.end(), out->mask.begin());
+  int64_t counted = 0;
+  for (uint8_t flag : out->mask) counted += flag;
   out->counted = counted;
 }
 
