@@ -27,7 +27,10 @@ std::string step_dir_name(int64_t step);  // "step_00000100"
 std::optional<int64_t> parse_step_dir_name(std::string_view name);
 
 // Builds one checkpoint. Usage: begin(), write files into path(), commit().
-// Destroying an uncommitted writer removes its temporary directory.
+// Destroying an uncommitted writer removes its temporary directory. `latest` is
+// set to the committed step (the newest written, which after a resume from an
+// older step may be lower than other step directories).
+// Thread safety: none; one writer per step directory at a time.
 class CheckpointWriter {
  public:
   CheckpointWriter(std::string root_dir, int64_t step);
@@ -52,8 +55,11 @@ class CheckpointWriter {
 // size or sha256 mismatch, extra file in the manifest missing on disk) — the error
 // names the file.
 absl::Status verify_checkpoint(const std::string& step_dir);
-// Resolves "latest" (reads <root>/latest, falls back to the newest verified step
-// directory) or a path (absolute, or relative to root's parent as given). Verifies it.
+// Resolves "latest" (reads <root>/latest; when it is missing or names a checkpoint
+// that fails verification, falls back to the newest step directory that verifies;
+// NOT_FOUND when none does) or a path (absolute; a relative one is taken as given
+// when it exists, else under root, so "step_00000100" works). Verifies it fully
+// (sha256 of every file) and returns the step directory.
 absl::StatusOr<std::string> resolve_checkpoint(const std::string& root_dir,
                                                const std::string& resume_from);
 // Complete checkpoints under root, oldest first, as (step, path). "Complete" here
