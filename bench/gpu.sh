@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# bench/gpu.sh — one command for a GPU host: build the CUDA back end standalone, run the
+# gpu tests, benchmark GPT-2 124M (T=1024, bf16) against PyTorch, write the results.
+#
+# Needs only: CUDA (nvcc, cuBLAS), CMake >= 3.18, a C++20 host compiler, and for the
+# reference PyTorch with CUDA. No protobuf/gRPC/MPI/OpenBLAS/spdlog/GoogleTest needed
+# (bench/gpu/CMakeLists.txt falls back to naive_blas/ and minigtest/ when absent).
+#
+# Environment knobs (all optional):
+#   ACCUM_GPU_BUILD=DIR       build directory (default: <repo>/build-gpu)
+#   ACCUM_CUDA_ARCHS="90"     architectures (default: the visible GPU's, else "80;90")
+#   ACCUM_BENCH_BATCH=8       micro-batch B;  ACCUM_BENCH_STEPS=20 timed steps
+#   ACCUM_BENCH_K="1 8 64"    grad_accum values for the K-scaling run ("" skips it)
+#   ACCUM_SKIP_TORCH=1        skip the PyTorch reference;  PYTHON=python3  interpreter
+#   ACCUM_PEAK_TFLOPS=989     peak dense bf16 TFLOP/s for MFU when the card is not known
+# Output: bench/out/gpu-<date>/ (logs, JSON) and summary.md, appended to bench/RESULTS.md.
+# Exit status: non-zero if the build or any gpu test failed, or the benchmark did not learn.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BUILD="${ACCUM_GPU_BUILD:-$ROOT/build-gpu}"
+STAMP="$(date +%Y%m%d-%H%M%S)"
+OUT="$ROOT/bench/out/gpu-$STAMP"
+BATCH="${ACCUM_BENCH_BATCH:-8}"
+STEPS="${ACCUM_BENCH_STEPS:-20}"
+K_VALUES="${ACCUM_BENCH_K-1 8 64}"
+PYTHON="${PYTHON:-python3}"
+COMMAND="bench/gpu.sh (ACCUM_BENCH_BATCH=$BATCH ACCUM_BENCH_STEPS=$STEPS)"
+mkdir -p "$OUT"
+status=0
+
+log() { printf '\n== %s\n' "$*" | tee -a "$OUT/gpu.log"; }
+die() { printf 'gpu.sh: %s\n' "$*" | tee -a "$OUT/gpu.log" >&2; exit 1; }
+
+# ---- toolchain ----
+if [[ -z "${CUDACXX:-}" ]]; then
+  if command -v nvcc >/dev/null 2>&1; then CUDACXX="$(command -v nvcc)"
+  elif [[ -x /usr/local/cuda/bin/nvcc ]]; then CUDACXX=/usr/local/cuda/bin/nvcc
+  else die "nvcc not found: install CUDA or set CUDACXX=/path/to/nvcc"; fi
+fi
+export CUDACXX
+command -v cmake >/dev/null 2>&1 || die "cmake not found (pip install cmake works too)"
+
+CARD="unknown GPU"
+if command -v nvidia-smi >/dev/null 2>&1; then
+  CARD="$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n1)"
+  if [[ -z "${ACCUM_CUDA_ARCHS:-}" ]]; then
+    cap="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n1 | tr -d '. ')"
+    [[ "$cap" =~ ^[0-9]+$ ]] && ACCUM_CUDA_ARCHS="$cap"
+  fi
+  nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
+else
+  echo "gpu.sh: nvidia-smi not found; the tests will report SKIPPED if no GPU is visible" | tee -a "$OUT/gpu.log"
+fi
+ACCUM_CUDA_ARCHS="${ACCUM_CUDA_ARCHS:-80;90}"
+GENERATOR=()
+command -v ninja >/dev/null 2>&1 && GENERATOR=(-G Ninja)
+JOBS="$(nproc 2>/dev/null || echo 4)"
+
+# ---- build ----
+log "configure ($CARD, archs $ACCUM_CUDA_ARCHS) in $BUILD"
+cmake -S "$ROOT/bench/gpu" -B "$BUILD" "${GENERATOR[@]}" -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_CUDA_COMPILER="$CUDACXX" -DACCUM_CUDA_ARCHS="$ACCUM_CUDA_ARCHS" \
+  -DCMAKE_CUDA_ARCHITECTURES="$ACCUM_CUDA_ARCHS" 2>&1 | tee "$OUT/configure.log"
+[[ ${PIPESTATUS[0]} -eq 0 ]] || die "configure failed (see $OUT/configure.log)"
+log "build (-j$JOBS)"
+build_start=$(date +%s)
+cmake --build "$BUILD" -j "$JOBS" 2>&1 | tee "$OUT/build.log"
+[[ ${PIPESTATUS[0]} -eq 0 ]] || die "build failed (see $OUT/build.log)"
+echo "build took $(( $(date +%s) - build_start )) s" | tee -a "$OUT/gpu.log"
+
+# ---- gpu tests ----
+log "gpu tests"
+"$BUILD/bin/gpu_test" 2>&1 | tee "$OUT/gpu_test.log"
+test_rc=${PIPESTATUS[0]}
+passed=$(grep -c '^\[       OK \]' "$OUT/gpu_test.log")
+failed=$(grep -c '^\[  FAILED  \] [A-Za-z]' "$OUT/gpu_test.log")
+skipped=$(grep -c '^\[  SKIPPED \] [A-Za-z]' "$OUT/gpu_test.log")
+TESTS="$passed passed, $failed failed, $skipped skipped (exit $test_rc)"
+echo "gpu tests: $TESTS" | tee -a "$OUT/gpu.log"
+[[ $test_rc -eq 0 && $failed -eq 0 ]] || status=1
+if [[ $skipped -gt 0 && $passed -eq 0 ]]; then
+  grep -m1 -A1 'Skipped' "$OUT/gpu_test.log" || true
+  die "no GPU visible to the tests: nothing to benchmark"
+fi
+
+# ---- benchmark: accum CUDA back end ----
+log "accum-cuda GPT-2 124M, B=$BATCH T=1024"
+"$BUILD/bin/gpt2_bench" --batch "$BATCH" --seq 1024 --steps "$STEPS" --warmup 5 \
+  --out "$OUT/accum.json" 2> "$OUT/accum_bench.log"
+bench_rc=$?
+tail -n 3 "$OUT/accum_bench.log"
+[[ $bench_rc -eq 0 ]] || { echo "gpt2_bench exit $bench_rc (see $OUT/accum_bench.log)"; status=1; }
+
+SCALING=()
+for k in $K_VALUES; do
+  log "accum-cuda K=$k"
+  "$BUILD/bin/gpt2_bench" --batch "$BATCH" --seq 1024 --grad-accum "$k" --steps 3 --warmup 1 \
+    --out "$OUT/accum_k$k.json" 2> "$OUT/accum_k$k.log" && SCALING+=("$OUT/accum_k$k.json")
+done
+
+# ---- benchmark: PyTorch reference ----
+RESULTS=()
+[[ -s "$OUT/accum.json" ]] && RESULTS+=("$OUT/accum.json")
+if [[ "${ACCUM_SKIP_TORCH:-0}" != 1 ]] && command -v "$PYTHON" >/dev/null 2>&1 &&
+   "$PYTHON" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+  log "PyTorch (torch.compile + SDPA + fused AdamW), B=$BATCH T=1024"
+  "$PYTHON" "$ROOT/bench/gpu/torch_gpt2.py" --batch "$BATCH" --seq 1024 --steps "$STEPS" \
+    --warmup 5 --out "$OUT/torch.json" 2> "$OUT/torch_bench.log"
+  torch_rc=$?
+  tail -n 3 "$OUT/torch_bench.log"
+  if [[ $torch_rc -eq 0 ]]; then RESULTS+=("$OUT/torch.json")
+  else echo "torch_gpt2.py exit $torch_rc (see $OUT/torch_bench.log)"; fi
+else
+  echo "PyTorch with CUDA not available to $PYTHON: reference skipped" | tee -a "$OUT/gpu.log"
+fi
+
+# ---- summary ----
+if [[ ${#RESULTS[@]} -gt 0 ]] && [[ "${RESULTS[0]}" == "$OUT/accum.json" ]]; then
+  "$PYTHON" "$ROOT/bench/gpu/summarize.py" --card "$CARD" --command "$COMMAND" --tests "$TESTS" \
+    --out "$OUT/summary.md" "${RESULTS[@]}" --scaling "${SCALING[@]}"
+  if [[ -s "$OUT/summary.md" ]]; then
+    { echo; cat "$OUT/summary.md"; } >> "$ROOT/bench/RESULTS.md"
+    echo "results: $OUT/summary.md (appended to bench/RESULTS.md)"
+  fi
+else
+  echo "no benchmark result to summarize (see $OUT)"; status=1
+fi
+exit $status

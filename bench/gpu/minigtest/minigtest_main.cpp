@@ -1,0 +1,98 @@
+// bench/gpu/minigtest/minigtest_main.cpp — runs every registered TEST in registration
+// order, GoogleTest-style output; --gtest_filter=PATTERN (with '*' wildcards, ':'-separated)
+// selects tests. Exit status 1 when any test failed.
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <iostream>
+#include <string>
+#include <utility>
+
+#include "gtest/gtest.h"
+
+namespace minigtest {
+namespace {
+
+struct RunState {
+  bool failed = false;
+  bool skipped = false;
+};
+RunState& run_state() {
+  static RunState state;
+  return state;
+}
+
+bool wildcard_match(const char* pattern, const char* text) {
+  if (*pattern == '\0') return *text == '\0';
+  if (*pattern == '*') return wildcard_match(pattern + 1, text) || (*text && wildcard_match(pattern, text + 1));
+  return *text && (*pattern == '?' || *pattern == *text) && wildcard_match(pattern + 1, text + 1);
+}
+
+bool selected(const std::string& filter, const std::string& full_name) {
+  if (filter.empty()) return true;
+  size_t start = 0;
+  while (start <= filter.size()) {
+    const size_t end = filter.find(':', start);
+    const std::string one = filter.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    if (wildcard_match(one.c_str(), full_name.c_str())) return true;
+    if (end == std::string::npos) break;
+    start = end + 1;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::vector<TestCase>& registry() {
+  static std::vector<TestCase> tests;
+  return tests;
+}
+
+Reporter::Reporter(Kind kind, const char* file, int line, std::string what)
+    : kind_(kind), where_(std::string(file) + ":" + std::to_string(line)), what_(std::move(what)) {}
+
+Reporter::~Reporter() {
+  if (kind_ == Kind::kSkip) {
+    run_state().skipped = true;
+    std::cout << where_ << ": Skipped\n" << message_.str() << "\n";
+  } else {
+    run_state().failed = true;
+    std::cout << where_ << ": Failure\n" << what_ << message_.str() << "\n";
+  }
+}
+
+}  // namespace minigtest
+
+int main(int argc, char** argv) {
+  std::string filter;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strncmp(argv[i], "--gtest_filter=", 15) == 0) filter = argv[i] + 15;
+  }
+  int passed = 0, failed = 0, skipped = 0;
+  for (const auto& test : minigtest::registry()) {
+    const std::string full = test.suite + "." + test.name;
+    if (!minigtest::selected(filter, full)) continue;
+    std::cout << "[ RUN      ] " << full << std::endl;
+    minigtest::run_state() = {};
+    try {
+      test.body();
+    } catch (const std::exception& e) {
+      std::cout << "unexpected exception: " << e.what() << "\n";
+      minigtest::run_state().failed = true;
+    }
+    if (minigtest::run_state().failed) {
+      std::cout << "[  FAILED  ] " << full << std::endl;
+      ++failed;
+    } else if (minigtest::run_state().skipped) {
+      std::cout << "[  SKIPPED ] " << full << std::endl;
+      ++skipped;
+    } else {
+      std::cout << "[       OK ] " << full << std::endl;
+      ++passed;
+    }
+  }
+  std::cout << "[  PASSED  ] " << passed << " tests.\n";
+  if (skipped) std::cout << "[  SKIPPED ] " << skipped << " tests.\n";
+  if (failed) std::cout << "[  FAILED  ] " << failed << " tests.\n";
+  return failed ? 1 : 0;
+}

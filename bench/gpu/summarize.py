@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""bench/gpu/summarize.py — turns gpt2_bench / torch_gpt2 JSON results into the markdown
+table that bench/gpu.sh writes (and appends to bench/RESULTS.md).
+
+usage: summarize.py --card NAME --command CMD --tests LINE --out FILE ours.json [torch.json]
+       [--scaling k1.json k8.json ...]
+MFU = tokens_per_s * flops_per_token / peak dense bf16 FLOP/s of the card (table below,
+or ACCUM_PEAK_TFLOPS from the environment).
+"""
+import argparse
+import datetime
+import json
+import os
+
+# Dense bf16 tensor-core peaks (TFLOP/s, without sparsity), most specific names first.
+PEAKS = [("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), ("H200", 989.4),
+         ("GH200", 989.4), ("B200", 2250.0), ("A100", 312.0), ("L40S", 362.0), ("L4", 121.0),
+         ("A10", 125.0), ("RTX 4090", 165.2)]
+
+
+def peak_tflops(card):
+    if os.environ.get("ACCUM_PEAK_TFLOPS"):
+        return float(os.environ["ACCUM_PEAK_TFLOPS"])
+    for name, tflops in PEAKS:
+        if name in card:
+            return tflops
+    return None
+
+
+def load(path):
+    with open(path) as f:
+        return json.loads(f.read().strip().splitlines()[-1])
+
+
+def mfu(result, peak):
+    if peak is None:
+        return "n/a (unknown peak; set ACCUM_PEAK_TFLOPS)"
+    return f"{100.0 * result['tokens_per_s'] * result['flops_per_token'] / (peak * 1e12):.1f}%"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--card", required=True)
+    ap.add_argument("--command", required=True)
+    ap.add_argument("--tests", default="")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--scaling", nargs="*", default=[])
+    ap.add_argument("results", nargs="+")
+    args = ap.parse_args()
+    peak = peak_tflops(args.card)
+    ours = load(args.results[0])
+    theirs = load(args.results[1]) if len(args.results) > 1 else None
+
+    lines = [f"### GPU benchmark — {args.card}, {datetime.date.today().isoformat()}", "",
+             f"Command: `{args.command}`", ""]
+    if args.tests:
+        lines += [f"gpu tests: {args.tests}", ""]
+    lines += [f"GPT-2 ({ours['params'] / 1e6:.1f}M params, L={ours['n_layer']} C={ours['d_model']}"
+              f" V={ours['vocab']}), micro-batch B={ours['batch']}, T={ours['seq']}, "
+              f"K={ours['grad_accum']}; peak bf16 {peak if peak else '?'} TFLOP/s", "",
+              "| implementation | step ms | tokens/s | MFU | loss first → last |",
+              "|---|---|---|---|---|"]
+    for r in [ours] + ([theirs] if theirs else []):
+        lines.append(f"| {r['impl']} | {r['step_ms']:.1f} | {r['tokens_per_s']:.0f} | {mfu(r, peak)}"
+                     f" | {r['first_loss']:.3f} → {r['last_loss']:.3f} |")
+    if theirs:
+        lines += ["", f"tokens/s ratio accum-cuda / PyTorch: "
+                      f"**{ours['tokens_per_s'] / theirs['tokens_per_s']:.3f}x** (goal >= 1.1x)"]
+    else:
+        lines += ["", "PyTorch reference: not run (no torch with CUDA on this host)."]
+    if args.scaling:
+        runs = [load(p) for p in args.scaling]
+        runs.sort(key=lambda r: r["grad_accum"])
+        lo, hi = runs[0], runs[-1]
+        if hi["grad_accum"] > lo["grad_accum"]:
+            # micro-step time from the slope; the rest of a step (clip + AdamW) is fixed.
+            micro_ms = (hi["step_ms"] - lo["step_ms"]) / (hi["grad_accum"] - lo["grad_accum"])
+            fixed_ms = lo["step_ms"] - lo["grad_accum"] * micro_ms
+            lines += ["", f"Optimizer-step time vs K at fixed micro-batch: micro-step {micro_ms:.2f} ms "
+                          f"(slope), per-step fixed cost (clip + AdamW) {fixed_ms:.2f} ms; "
+                          "overhead = step / (K x micro-step) - 1:",
+                      "", "| K | step ms | K x micro-step ms | overhead |", "|---|---|---|---|"]
+            for r in runs:
+                ideal = r["grad_accum"] * micro_ms
+                lines.append(f"| {r['grad_accum']} | {r['step_ms']:.1f} | {ideal:.1f} | "
+                             f"{100 * (r['step_ms'] / ideal - 1):+.2f}% |")
+    lines.append("")
+    text = "\n".join(lines)
+    with open(args.out, "w") as f:
+        f.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
