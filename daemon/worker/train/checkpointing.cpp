@@ -1,7 +1,6 @@
 #include "daemon/worker/train/checkpointing.h"
 
 #include <google/protobuf/util/json_util.h>
-#include <google/protobuf/util/message_differencer.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -127,14 +126,19 @@ absl::StatusOr<std::string> save_checkpoint(comm::Communicator* comm, model::Gpt
 
 absl::Status check_resume_compatible(const accum::v1::JobSpec& saved,
                                      const accum::v1::JobSpec& current) {
-  using google::protobuf::util::MessageDifferencer;
-  auto differs = [](const google::protobuf::Message& a, const google::protobuf::Message& b) {
-    return !MessageDifferencer::Equals(a, b);
-  };
-  if (differs(saved.model(), current.model())) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "checkpoint was written for model ", saved.model().ShortDebugString(), " but the spec has ",
-        current.model().ShortDebugString()));
+  // Field by field, so the message names what differs.
+  const auto* descriptor = saved.model().GetDescriptor();
+  const auto* reflection = saved.model().GetReflection();
+  for (int i = 0; i < descriptor->field_count(); ++i) {
+    const auto* field = descriptor->field(i);
+    if (field->name() == "preset") continue;  // presets are expanded into the sizes
+    if (field->cpp_type() != google::protobuf::FieldDescriptor::CPPTYPE_INT32) continue;
+    const int32_t a = reflection->GetInt32(saved.model(), field);
+    const int32_t b = reflection->GetInt32(current.model(), field);
+    if (a != b) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "model.", field->name(), ": the checkpoint was written with ", a, ", the spec has ", b));
+    }
   }
   if (saved.batch().micro_batch_size() != current.batch().micro_batch_size() ||
       saved.batch().seq_len() != current.batch().seq_len()) {
@@ -166,13 +170,13 @@ absl::StatusOr<LoadedCheckpoint> load_checkpoint(const std::string& step_dir,
         absl::StrCat(step_dir, "/state.json: not a valid checkpoint state: ", s.message().as_string()));
   }
   const CheckpointState& state = loaded.state;
+  if (auto s = check_resume_compatible(state.spec(), spec); !s.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat(step_dir, ": ", s.message()));
+  }
   if (state.num_params() != static_cast<int64_t>(model->num_params())) {
     return absl::FailedPreconditionError(absl::StrCat(step_dir, "/state.json: checkpoint has ",
                                                       state.num_params(), " parameters, the model ",
                                                       model->num_params()));
-  }
-  if (auto s = check_resume_compatible(state.spec(), spec); !s.ok()) {
-    return absl::FailedPreconditionError(absl::StrCat(step_dir, ": ", s.message()));
   }
   auto weights = io::read_safetensors(step_dir + "/model.safetensors");
   if (!weights.ok()) return weights.status();

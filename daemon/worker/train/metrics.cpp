@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -16,9 +17,12 @@
 namespace accum::train {
 namespace {
 
+// Shortest text that reads back to the same double: metrics lines compare exactly.
 std::string number(double value) {
   if (!std::isfinite(value)) return "null";
-  return absl::StrFormat("%.9g", value);
+  char buffer[32];
+  auto [end, ec] = std::to_chars(buffer, buffer + sizeof(buffer), value);
+  return ec == std::errc() ? std::string(buffer, end) : absl::StrFormat("%.17g", value);
 }
 
 // Keeps the lines of steps <= resume_step, so a resumed run does not repeat steps.

@@ -1,0 +1,185 @@
+// Bad input reaches the user as a clear error and a non-zero exit, and loses
+// nothing: one test per error path of the worker's edge (spec, data, checkpoints).
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <filesystem>
+
+#include "daemon/worker/io/checkpoint_dir.h"
+#include "tests/worker/worker_test_util.h"
+
+namespace accum::testing {
+namespace {
+
+class WorkerErrorsTest : public ::testing::Test {
+ protected:
+  void SetUp() override { write_file(dir_ / "corpus.txt", make_corpus(20000)); }
+
+  RunResult run_spec(const std::string& json) {
+    write_file(dir_ / "job.json", json);
+    return run({worker_binary(), "--spec", dir_ / "job.json"});
+  }
+  RunResult run_with(const std::map<std::string, std::string>& overrides) {
+    return run_spec(tiny_spec_json(overrides));
+  }
+
+  TempDir dir_;
+};
+
+// Each case: a bad value and the words the message must contain.
+struct SpecCase {
+  std::string field, value;
+  std::vector<std::string> expected;
+};
+
+TEST_F(WorkerErrorsTest, EverySpecFieldIsRangeChecked) {
+  const std::vector<SpecCase> cases = {
+      {"model.n_layer", "0", {"model.n_layer", "got 0"}},
+      {"model.n_head", "-1", {"model.n_head"}},
+      {"model.d_model", "0", {"model.d_model"}},
+      {"model.vocab_size", "100", {"model.vocab_size", "TEXT_BYTES"}},
+      {"model.preset", "\"gpt3\"", {"model.preset", "gpt3", "gpt2-124m"}},
+      {"batch.micro_batch_size", "0", {"batch.micro_batch_size"}},
+      {"batch.grad_accum_steps", "-3", {"batch"}},
+      {"optimizer.lr", "-0.1", {"optimizer.lr"}},
+      {"optimizer.min_lr", "1.0", {"optimizer.min_lr"}},
+      {"optimizer.beta1", "1.0", {"optimizer.beta1", "[0, 1)"}},
+      {"optimizer.beta2", "1.5", {"optimizer.beta2"}},
+      {"optimizer.eps", "0", {"optimizer.eps"}},
+      {"optimizer.weight_decay", "-1", {"optimizer.weight_decay"}},
+      {"optimizer.grad_clip", "-1", {"optimizer.grad_clip"}},
+      {"optimizer.warmup_steps", "-5", {"optimizer.warmup_steps"}},
+      {"optimizer.schedule", "\"linear\"", {"optimizer.schedule", "cosine", "constant"}},
+      {"max_steps", "0", {"max_steps", ">= 1"}},
+      {"checkpoint.keep_last", "-1", {"checkpoint.keep_last"}},
+      {"checkpoint.every_steps", "-2", {"checkpoint.every_steps"}},
+      {"distributed.zero_stage", "3", {"distributed.zero_stage", "0 or 1"}},
+      {"distributed.timeout_s", "-1", {"distributed.timeout_s"}},
+      {"precision", "\"BF16\"", {"precision", "CUDA"}},
+      {"eval.every_steps", "5", {"data.val"}},
+  };
+  for (const auto& test_case : cases) {
+    auto result = run_with({{test_case.field, test_case.value}});
+    EXPECT_EQ(result.exit_code, 2) << test_case.field << ": " << result.output;
+    for (const auto& word : test_case.expected) {
+      EXPECT_NE(result.output.find(word), std::string::npos)
+          << test_case.field << " message lacks \"" << word << "\": " << result.output;
+    }
+  }
+}
+
+TEST_F(WorkerErrorsTest, UnknownFieldIsRejectedByName) {
+  auto result = run_with({{"optimizer.learning_rate", "0.1"}});
+  EXPECT_EQ(result.exit_code, 2);
+  EXPECT_NE(result.output.find("learning_rate"), std::string::npos) << result.output;
+}
+
+TEST_F(WorkerErrorsTest, MalformedJsonNamesTheFile) {
+  auto result = run_spec("{\"name\": ");
+  EXPECT_EQ(result.exit_code, 2);
+  EXPECT_NE(result.output.find("job.json"), std::string::npos) << result.output;
+}
+
+TEST_F(WorkerErrorsTest, IndivisibleTokensPerUpdateNamesTheThreeNumbers) {
+  auto result = run_with({{"batch.tokens_per_update", "100"}});  // B*T = 2*16 = 32
+  EXPECT_EQ(result.exit_code, 2);
+  for (const char* word : {"tokens_per_update 100", "2*16*1", "32"}) {
+    EXPECT_NE(result.output.find(word), std::string::npos) << word << ": " << result.output;
+  }
+}
+
+TEST_F(WorkerErrorsTest, HeadsMustDivideModelWidth) {
+  auto result = run_with({{"model.n_head", "3"}});
+  EXPECT_EQ(result.exit_code, 2);
+  EXPECT_NE(result.output.find("n_head 3 does not divide d_model 32"), std::string::npos)
+      << result.output;
+}
+
+TEST_F(WorkerErrorsTest, SeqLenAboveModelContextIsRefused) {
+  auto result = run_with({{"batch.seq_len", "64"}});
+  EXPECT_EQ(result.exit_code, 2);
+  EXPECT_NE(result.output.find("seq_len 64 exceeds model.max_seq_len 16"), std::string::npos)
+      << result.output;
+}
+
+TEST_F(WorkerErrorsTest, MissingDataFileIsNamed) {
+  auto result = run_with({{"data.train", "\"nowhere.txt\""}});
+  EXPECT_EQ(result.exit_code, 2);
+  EXPECT_NE(result.output.find("nowhere.txt"), std::string::npos) << result.output;
+}
+
+TEST_F(WorkerErrorsTest, TooShortDataSaysHowManyTokensAreNeeded) {
+  write_file(dir_ / "short.txt", "tiny");
+  auto result = run_with({{"data.train", "\"short.txt\""}});
+  EXPECT_EQ(result.exit_code, 2);
+  EXPECT_NE(result.output.find("33"), std::string::npos) << result.output;  // B*T+1
+}
+
+TEST_F(WorkerErrorsTest, CorruptShardIsNamedWithFileAndReason) {
+  // An llm.c shard whose magic is wrong.
+  std::string shard(1024 + 2 * 100, '\0');
+  int32_t header[3] = {12345, 1, 100};
+  std::memcpy(shard.data(), header, sizeof(header));
+  write_file(dir_ / "bad_magic.bin", shard);
+  auto result = run_with({{"data.train", "\"bad_magic.bin\""}, {"data.format", "\"LLMC\""}});
+  EXPECT_EQ(result.exit_code, 2);
+  EXPECT_NE(result.output.find("bad_magic.bin"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("12345"), std::string::npos) << result.output;
+
+  // A shard whose size does not match its header's token count.
+  header[0] = 20240520;
+  header[2] = 500;
+  std::memcpy(shard.data(), header, sizeof(header));
+  write_file(dir_ / "short_shard.bin", shard);
+  result = run_with({{"data.train", "\"short_shard.bin\""}, {"data.format", "\"LLMC\""}});
+  EXPECT_EQ(result.exit_code, 2);
+  EXPECT_NE(result.output.find("short_shard.bin"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("500"), std::string::npos) << result.output;
+}
+
+TEST_F(WorkerErrorsTest, TokenAboveVocabIsNamedWithOffset) {
+  std::vector<uint16_t> tokens(200, 7);
+  tokens[123] = 300;  // vocab_size is 256
+  write_file(dir_ / "tokens.bin",
+             std::string(reinterpret_cast<const char*>(tokens.data()), tokens.size() * 2));
+  auto result = run_with({{"data.train", "\"tokens.bin\""}, {"data.format", "\"NANOGPT_BIN\""}});
+  EXPECT_EQ(result.exit_code, 2);
+  for (const char* word : {"tokens.bin", "300", "123", "256"}) {
+    EXPECT_NE(result.output.find(word), std::string::npos) << word << ": " << result.output;
+  }
+}
+
+TEST_F(WorkerErrorsTest, CorruptCheckpointIsRefusedNamingTheFile) {
+  ASSERT_EQ(run_with({{"max_steps", "2"}}).exit_code, 0);
+  const std::string model = dir_ / "ckpt/step_00000002/model.safetensors";
+  std::string bytes = read_file(model);
+  bytes[bytes.size() - 5] ^= 0x5a;
+  write_file(model, bytes);
+  auto result = run_with({{"max_steps", "4"}, {"checkpoint.resume_from", "\"latest\""}});
+  EXPECT_NE(result.exit_code, 0);
+  EXPECT_NE(result.output.find("model.safetensors"), std::string::npos) << result.output;
+}
+
+TEST_F(WorkerErrorsTest, MismatchedResumeIsRefusedAndTheGoodCheckpointSurvives) {
+  ASSERT_EQ(run_with({{"max_steps", "2"}}).exit_code, 0);
+  const std::string model = dir_ / "ckpt/step_00000002/model.safetensors";
+  const std::string before = read_file(model);
+  const std::string latest_before = read_file(dir_ / "ckpt/latest");
+  auto result = run_with({{"max_steps", "4"}, {"model.n_layer", "3"},
+                          {"checkpoint.resume_from", "\"latest\""}});
+  EXPECT_EQ(result.exit_code, 2);
+  EXPECT_NE(result.output.find("n_layer"), std::string::npos) << result.output;
+  EXPECT_EQ(read_file(model), before);
+  EXPECT_EQ(read_file(dir_ / "ckpt/latest"), latest_before);
+  EXPECT_TRUE(io::verify_checkpoint(dir_ / "ckpt/step_00000002").ok());
+}
+
+TEST_F(WorkerErrorsTest, MissingSpecFileAndBadArgumentsExitNonZero) {
+  EXPECT_EQ(run({worker_binary(), "--spec", dir_ / "absent.json"}).exit_code, 2);
+  auto result = run({worker_binary(), "--bogus"});
+  EXPECT_EQ(result.exit_code, 2);
+  EXPECT_NE(result.output.find("--bogus"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace accum::testing

@@ -1,0 +1,170 @@
+// Whole-model tests on the CPU back end: the GPT-2 gradient against finite
+// differences, and the two accumulation contracts — K micro-batches equal one big
+// batch, and token-weighted normalization stays exact under masks.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <numeric>
+#include <random>
+
+#include "daemon/worker/model/gpt2.h"
+#include "kernels/backend.h"
+
+namespace accum::model {
+namespace {
+
+spec::ModelConfig tiny_config() { return spec::ModelConfig{2, 2, 16, 32, 8}; }
+
+std::vector<float> download(kernels::Backend* backend, const float* ptr, size_t n) {
+  std::vector<float> host(n);
+  backend->download(host.data(), ptr, n * sizeof(float));
+  return host;
+}
+
+double rel_l2(const std::vector<double>& a, const std::vector<double>& b) {
+  double diff = 0, norm = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    diff += (a[i] - b[i]) * (a[i] - b[i]);
+    norm += b[i] * b[i];
+  }
+  return std::sqrt(diff / norm);
+}
+
+struct Batch {
+  std::vector<int32_t> inputs, targets;
+  std::vector<uint8_t> mask;
+  int64_t counted() const { return std::accumulate(mask.begin(), mask.end(), int64_t{0}); }
+};
+
+Batch random_batch(int rows, int T, int V, uint32_t seed) {
+  std::mt19937 rng(seed);
+  Batch batch;
+  for (int i = 0; i < rows * T; ++i) {
+    batch.inputs.push_back(static_cast<int32_t>(rng() % V));
+    batch.targets.push_back(static_cast<int32_t>(rng() % V));
+    batch.mask.push_back(1);
+  }
+  return batch;
+}
+
+// Rows [row, row+rows) of a (R, T) batch.
+Batch slice(const Batch& batch, int row, int rows, int T) {
+  Batch out;
+  const size_t begin = static_cast<size_t>(row) * T, end = begin + static_cast<size_t>(rows) * T;
+  out.inputs.assign(batch.inputs.begin() + begin, batch.inputs.begin() + end);
+  out.targets.assign(batch.targets.begin() + begin, batch.targets.begin() + end);
+  out.mask.assign(batch.mask.begin() + begin, batch.mask.begin() + end);
+  return out;
+}
+
+TEST(Gpt2Test, ParameterTableMatchesHuggingFaceNamesAndCount) {
+  const spec::ModelConfig config{12, 12, 768, 50257, 1024};
+  const auto table = gpt2_parameter_table(config);
+  EXPECT_EQ(table.front().name, "transformer.wte.weight");
+  EXPECT_EQ(table[4].name, "transformer.h.0.attn.c_attn.weight");
+  EXPECT_EQ(table[4].shape, (std::vector<int64_t>{768, 2304}));
+  EXPECT_EQ(table.back().name, "transformer.ln_f.bias");
+  const size_t total = table.back().offset + table.back().numel;
+  EXPECT_EQ(total, 124439808u);  // GPT-2 small with the tied head, as Hugging Face counts it
+  EXPECT_EQ(static_cast<int64_t>(total), spec::parameter_count(config));
+}
+
+TEST(Gpt2Test, WholeModelGradientMatchesFiniteDifferences) {
+  auto backend = kernels::make_backend(kernels::DeviceKind::kCpu);
+  const auto config = tiny_config();
+  const int B = 2, T = 8;
+  Gpt2 model(backend.get(), config, B, T);
+  model.init_random(3);
+  // Larger weights than N(0, 0.02) so every path carries a measurable gradient.
+  std::vector<float> params = model.download_params();
+  std::mt19937 rng(11);
+  std::normal_distribution<float> noise(0.0f, 0.3f);
+  for (auto& p : params) p += noise(rng);
+  model.upload_params(params);
+  Batch batch = random_batch(B, T, config.vocab_size, 5);
+  batch.mask[3] = 0;  // a masked target must not contribute
+
+  model.zero_grads();
+  model.forward(batch.inputs.data(), batch.targets.data(), batch.mask.data(), true);
+  model.backward();
+  const std::vector<float> grads = download(backend.get(), model.grads(), model.num_params());
+
+  auto loss_at = [&](const std::vector<float>& p) {
+    model.upload_params(p);
+    return model.forward(batch.inputs.data(), batch.targets.data(), batch.mask.data(), false);
+  };
+  // Every tensor, a few elements each: central differences in fp32 with h = 1e-2.
+  std::vector<double> analytic, numeric;
+  for (const ParamTensor& tensor : model.tensors()) {
+    for (size_t k = 0; k < 3; ++k) {
+      const size_t i = tensor.offset + (k * 7919) % tensor.numel;
+      std::vector<float> plus = params, minus = params;
+      const float h = 1e-2f;
+      plus[i] += h;
+      minus[i] -= h;
+      numeric.push_back((loss_at(plus) - loss_at(minus)) / (2.0 * h));
+      analytic.push_back(grads[i]);
+    }
+  }
+  EXPECT_LT(rel_l2(analytic, numeric), 2e-3);
+  for (size_t j = 0; j < analytic.size(); ++j) {
+    EXPECT_NEAR(analytic[j], numeric[j], 2e-3 + 2e-2 * std::fabs(numeric[j])) << "sample " << j;
+  }
+}
+
+// Gradient of sum(loss over counted targets) / counted for a batch run as `micro`
+// micro-batches of `rows_per_micro` rows each, accumulated in the model's buffer.
+std::vector<double> accumulated_gradient(kernels::Backend* backend, const Batch& batch, int micro,
+                                         int rows_per_micro, int T, bool per_micro_average) {
+  Gpt2 model(backend, tiny_config(), rows_per_micro, T);
+  model.init_random(9);
+  model.zero_grads();
+  std::vector<double> result(model.num_params(), 0.0);
+  int64_t counted = 0;
+  for (int i = 0; i < micro; ++i) {
+    Batch part = slice(batch, i * rows_per_micro, rows_per_micro, T);
+    if (per_micro_average) model.zero_grads();
+    model.forward(part.inputs.data(), part.targets.data(), part.mask.data(), true);
+    model.backward();
+    counted += part.counted();
+    if (per_micro_average) {  // the common `loss / grad_accum_steps` recipe
+      auto g = download(backend, model.grads(), model.num_params());
+      for (size_t j = 0; j < g.size(); ++j) result[j] += g[j] / part.counted() / micro;
+    }
+  }
+  if (!per_micro_average) {
+    auto g = download(backend, model.grads(), model.num_params());
+    for (size_t j = 0; j < g.size(); ++j) result[j] = g[j] / static_cast<double>(counted);
+  }
+  return result;
+}
+
+TEST(AccumulationTest, EightMicroBatchesOfOneEqualOneBatchOfEight) {
+  auto backend = kernels::make_backend(kernels::DeviceKind::kCpu);
+  const int T = 8;
+  const Batch batch = random_batch(8, T, tiny_config().vocab_size, 21);
+  const auto accumulated = accumulated_gradient(backend.get(), batch, 8, 1, T, false);
+  const auto big = accumulated_gradient(backend.get(), batch, 1, 8, T, false);
+  EXPECT_LE(rel_l2(accumulated, big), 1e-6);
+}
+
+TEST(AccumulationTest, TokenWeightedNormalizationIsExactUnderMasks) {
+  auto backend = kernels::make_backend(kernels::DeviceKind::kCpu);
+  const int T = 8;
+  Batch batch = random_batch(4, T, tiny_config().vocab_size, 33);
+  // Micro-batches count 8, 2, 5 and 1 targets: prompts, padding, document ends.
+  const int keep[4] = {8, 2, 5, 1};
+  for (int row = 0; row < 4; ++row) {
+    for (int t = 0; t < T; ++t) batch.mask[row * T + t] = t < keep[row] ? 1 : 0;
+  }
+  const auto accumulated = accumulated_gradient(backend.get(), batch, 4, 1, T, false);
+  const auto big = accumulated_gradient(backend.get(), batch, 1, 4, T, false);
+  EXPECT_LE(rel_l2(accumulated, big), 1e-6);
+  // Averaging each micro-batch and then over micro-batches weights the single counted
+  // target of the last micro-batch 8x more than those of the first: not the big batch.
+  const auto per_micro = accumulated_gradient(backend.get(), batch, 4, 1, T, true);
+  EXPECT_GT(rel_l2(per_micro, big), 0.05);
+}
+
+}  // namespace
+}  // namespace accum::model

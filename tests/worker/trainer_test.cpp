@@ -1,0 +1,157 @@
+// End-to-end tests of the real accum-worker process on the CPU back end:
+// accumulation equivalence over whole optimizer steps, bit-identical resume,
+// preemption by SIGTERM, the learning-rate schedule and the metrics contract.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <thread>
+
+#include "daemon/worker/io/checkpoint_dir.h"
+#include "tests/worker/worker_test_util.h"
+
+namespace accum::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+class TrainerTest : public ::testing::Test {
+ protected:
+  void SetUp() override { write_file(dir_ / "corpus.txt", make_corpus(60000)); }
+
+  // Writes `name`.json with the overrides and runs the worker on it.
+  RunResult train(const std::string& name, const std::map<std::string, std::string>& overrides) {
+    write_file(dir_ / (name + ".json"), tiny_spec_json(overrides));
+    return run({worker_binary(), "--spec", dir_ / (name + ".json")});
+  }
+
+  TempDir dir_;
+};
+
+TEST_F(TrainerTest, LossFallsAndMetricsFollowTheContract) {
+  auto result = train("job", {{"max_steps", "12"}, {"optimizer.lr", "0.01"}});
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const auto metrics = read_metrics(dir_ / "metrics.jsonl");
+  ASSERT_EQ(metrics.size(), 12u);
+  for (size_t i = 0; i < metrics.size(); ++i) {
+    EXPECT_EQ(metrics[i].step, static_cast<int64_t>(i + 1));  // optimizer steps, from 1
+    EXPECT_EQ(metrics[i].tokens, 128);                        // the global batch
+    for (const char* key : {"\"loss\":", "\"lr\":", "\"grad_norm\":", "\"tokens_per_s\":",
+                            "\"step_ms\":"}) {
+      EXPECT_NE(metrics[i].raw.find(key), std::string::npos) << key;
+    }
+  }
+  EXPECT_LT(metrics.back().loss, metrics.front().loss - 0.5);
+  // Warmup lr*(s+1)/warmup, then cosine from lr to min_lr over the remaining steps.
+  EXPECT_NEAR(metrics[0].lr, 0.01 * 1 / 2, 1e-12);
+  EXPECT_NEAR(metrics[1].lr, 0.01, 1e-12);
+  const double progress = (5.0 - 2) / (12 - 2);  // step index 5
+  EXPECT_NEAR(metrics[5].lr, 0.0003 + 0.5 * (1 + std::cos(M_PI * progress)) * (0.01 - 0.0003),
+              1e-12);
+  EXPECT_TRUE(io::verify_checkpoint(dir_ / "ckpt/step_00000012").ok());
+}
+
+TEST_F(TrainerTest, EightMicroBatchesOfOneTrainLikeOneBatchOfEight) {
+  // K=8 x B=1 and K=1 x B=8 read the same 8 sequences per optimizer step.
+  auto a = train("accumulated", {{"batch.micro_batch_size", "1"},
+                                 {"batch.tokens_per_update", ""}, {"batch.grad_accum_steps", "8"},
+                                 {"max_steps", "5"}, {"checkpoint.dir", "\"ckpt_a\""},
+                                 {"metrics_path", "\"a.jsonl\""}});
+  ASSERT_EQ(a.exit_code, 0) << a.output;
+  auto b = train("big", {{"batch.micro_batch_size", "8"}, {"batch.tokens_per_update", ""},
+                         {"batch.grad_accum_steps", "1"}, {"max_steps", "5"},
+                         {"checkpoint.dir", "\"ckpt_b\""}, {"metrics_path", "\"b.jsonl\""}});
+  ASSERT_EQ(b.exit_code, 0) << b.output;
+  const auto ma = read_metrics(dir_ / "a.jsonl"), mb = read_metrics(dir_ / "b.jsonl");
+  ASSERT_EQ(ma.size(), 5u);
+  ASSERT_EQ(mb.size(), 5u);
+  for (size_t i = 0; i < 5; ++i) {
+    EXPECT_NEAR(ma[i].loss, mb[i].loss, 1e-5 * mb[i].loss) << "step " << i + 1;
+    EXPECT_NEAR(ma[i].grad_norm, mb[i].grad_norm, 1e-5 * mb[i].grad_norm) << "step " << i + 1;
+  }
+  const auto wa = read_weights(dir_ / "ckpt_a/step_00000005/model.safetensors");
+  const auto wb = read_weights(dir_ / "ckpt_b/step_00000005/model.safetensors");
+  EXPECT_LE(relative_l2(wa, wb), 1e-5);
+}
+
+TEST_F(TrainerTest, ResumeIsBitIdentical) {
+  auto straight = train("straight", {{"max_steps", "8"}, {"checkpoint.dir", "\"ckpt_s\""},
+                                     {"metrics_path", "\"s.jsonl\""}, {"data.shuffle", "true"}});
+  ASSERT_EQ(straight.exit_code, 0) << straight.output;
+  auto first = train("first", {{"max_steps", "3"}, {"checkpoint.dir", "\"ckpt_r\""},
+                               {"metrics_path", "\"r.jsonl\""}, {"data.shuffle", "true"}});
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  // The resumed run names the full max_steps: the cosine schedule is the same one.
+  auto second = train("second", {{"max_steps", "8"}, {"checkpoint.dir", "\"ckpt_r\""},
+                                 {"metrics_path", "\"r.jsonl\""}, {"data.shuffle", "true"},
+                                 {"checkpoint.resume_from", "\"latest\""}});
+  ASSERT_EQ(second.exit_code, 0) << second.output;
+  EXPECT_NE(second.output.find("resumed from"), std::string::npos) << second.output;
+  const auto s = read_metrics(dir_ / "s.jsonl"), r = read_metrics(dir_ / "r.jsonl");
+  ASSERT_EQ(s.size(), 8u);
+  ASSERT_EQ(r.size(), 8u);
+  for (size_t i = 0; i < 8; ++i) {
+    EXPECT_EQ(s[i].loss, r[i].loss) << "step " << i + 1;
+    EXPECT_EQ(s[i].grad_norm, r[i].grad_norm) << "step " << i + 1;
+    EXPECT_EQ(s[i].lr, r[i].lr) << "step " << i + 1;
+  }
+  EXPECT_EQ(read_file(dir_ / "ckpt_s/step_00000008/model.safetensors"),
+            read_file(dir_ / "ckpt_r/step_00000008/model.safetensors"));
+  EXPECT_EQ(read_file(dir_ / "ckpt_s/step_00000008/optimizer.safetensors"),
+            read_file(dir_ / "ckpt_r/step_00000008/optimizer.safetensors"));
+}
+
+TEST_F(TrainerTest, SigtermFinishesTheStepCheckpointsAndResumes) {
+  const auto overrides = std::map<std::string, std::string>{
+      {"max_steps", "400"}, {"model.n_layer", "3"}, {"model.d_model", "64"},
+      {"optimizer.schedule", "\"constant\""}, {"optimizer.warmup_steps", "0"}};
+  write_file(dir_ / "long.json", tiny_spec_json(overrides));
+  pid_t pid = spawn({worker_binary(), "--spec", dir_ / "long.json"}, dir_ / "long.log");
+  // Wait for a few optimizer steps, then preempt.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (read_metrics(dir_ / "metrics.jsonl").size() < 3 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_EQ(kill(pid, SIGTERM), 0);
+  ASSERT_EQ(wait_exit(pid, 120), 0) << read_file(dir_ / "long.log");
+  const auto before = read_metrics(dir_ / "metrics.jsonl");
+  ASSERT_GE(before.size(), 3u);
+  ASSERT_LT(before.size(), 400u) << "the job finished before SIGTERM arrived";
+  const int64_t stopped_at = before.back().step;
+  const auto checkpoints = io::list_checkpoints(dir_ / "ckpt");
+  ASSERT_FALSE(checkpoints.empty());
+  EXPECT_EQ(checkpoints.back().first, stopped_at);  // the step it finished, complete
+  EXPECT_TRUE(io::verify_checkpoint(checkpoints.back().second).ok());
+
+  // Resume to a few steps past the stop: the curve continues where it stopped.
+  auto resumed = overrides;
+  resumed["checkpoint.resume_from"] = "\"latest\"";
+  resumed["max_steps"] = std::to_string(stopped_at + 2);
+  write_file(dir_ / "resume.json", tiny_spec_json(resumed));
+  auto result = run({worker_binary(), "--spec", dir_ / "resume.json"});
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const auto after = read_metrics(dir_ / "metrics.jsonl");
+  ASSERT_EQ(after.size(), static_cast<size_t>(stopped_at + 2));
+  for (int64_t i = 0; i < stopped_at; ++i) EXPECT_EQ(after[i].loss, before[i].loss);
+  EXPECT_EQ(after.back().step, stopped_at + 2);
+}
+
+TEST_F(TrainerTest, InitFromLoadsExportedWeights) {
+  auto first = train("first", {{"max_steps", "2"}, {"checkpoint.dir", "\"ckpt_a\""}});
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  // A checkpoint's model.safetensors is a Hugging Face GPT-2 state dict: it loads back.
+  auto second = train("second", {{"max_steps", "1"}, {"checkpoint.dir", "\"ckpt_b\""},
+                                 {"optimizer.lr", "1e-9"}, {"optimizer.min_lr", "0"},
+                                 {"optimizer.schedule", "\"constant\""},
+                                 {"optimizer.warmup_steps", "0"}, {"optimizer.weight_decay", "0"},
+                                 {"init_from", "\"ckpt_a/step_00000002/model.safetensors\""}});
+  ASSERT_EQ(second.exit_code, 0) << second.output;
+  const auto a = read_weights(dir_ / "ckpt_a/step_00000002/model.safetensors");
+  const auto b = read_weights(dir_ / "ckpt_b/step_00000001/model.safetensors");
+  EXPECT_LT(relative_l2(b, a), 1e-6);
+}
+
+}  // namespace
+}  // namespace accum::testing

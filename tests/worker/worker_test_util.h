@@ -1,0 +1,60 @@
+// tests/worker/worker_test_util.h — helpers for tests that run the real accum-worker:
+// temporary job folders, spec files, process runs with captured output, metrics parsing.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace accum::testing {
+
+// A fresh directory under /tmp, removed on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+std::string build_dir();                 // $ACCUM_BUILD_DIR (set by ctest)
+std::string worker_binary();             // <build>/bin/accum-worker
+void write_file(const std::string& path, const std::string& contents);
+std::string read_file(const std::string& path);
+// Deterministic "text" with enough structure for a byte-level model to learn.
+std::string make_corpus(size_t bytes, uint64_t seed = 7);
+
+struct RunResult {
+  int exit_code = -1;  // 128+signal when killed
+  std::string output;  // stdout and stderr together
+};
+// Runs argv to completion (killed after timeout_s), capturing output.
+RunResult run(const std::vector<std::string>& argv, int timeout_s = 300);
+// Starts argv in the background with output to `log_path`; returns the pid.
+pid_t spawn(const std::vector<std::string>& argv, const std::string& log_path);
+// Waits for pid; returns its exit code (128+signal when killed).
+int wait_exit(pid_t pid, int timeout_s);
+
+// A small byte-level job spec (JSON) in `dir` training on corpus.txt, with overrides
+// applied as "path.to.field" -> raw JSON value.
+std::string tiny_spec_json(const std::map<std::string, std::string>& overrides = {});
+
+struct MetricsLine {
+  int64_t step = 0;
+  double loss = 0, lr = 0, grad_norm = 0;
+  int64_t tokens = 0, collectives = 0, bytes_reduced = 0;
+  std::string raw;
+};
+std::vector<MetricsLine> read_metrics(const std::string& path);
+
+// All fp32 values of a safetensors file, tensor by tensor in name order.
+std::vector<float> read_weights(const std::string& path);
+double relative_l2(const std::vector<float>& a, const std::vector<float>& b);
+
+}  // namespace accum::testing
