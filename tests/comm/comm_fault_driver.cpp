@@ -37,10 +37,14 @@ Args parse(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     const char* value = argv[i + 1];
-    if (flag == "--mode") args.mode = value;
-    else if (flag == "--victim") args.victim = std::atoi(value);
-    else if (flag == "--timeout-ms") args.timeout_ms = std::atol(value);
-    else if (flag == "--step") args.step = std::atol(value);
+    if (flag == "--mode")
+      args.mode = value;
+    else if (flag == "--victim")
+      args.victim = std::atoi(value);
+    else if (flag == "--timeout-ms")
+      args.timeout_ms = std::atol(value);
+    else if (flag == "--step")
+      args.step = std::atol(value);
     else {
       spdlog::error("unknown flag {} (expected --mode, --victim, --timeout-ms, --step)", flag);
       std::exit(2);

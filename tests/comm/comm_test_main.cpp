@@ -24,8 +24,9 @@ class RankFailurePrinter final : public ::testing::EmptyTestEventListener {
     if (!result.failed()) return;
     const auto* test = ::testing::UnitTest::GetInstance()->current_test_info();
     std::cerr << "[rank " << rank_ << "] FAILED " << (test ? test->test_suite_name() : "") << "."
-              << (test ? test->name() : "") << " at " << (result.file_name() ? result.file_name() : "?")
-              << ":" << result.line_number() << ": " << result.summary() << std::endl;
+              << (test ? test->name() : "") << " at "
+              << (result.file_name() ? result.file_name() : "?") << ":" << result.line_number()
+              << ": " << result.summary() << std::endl;
   }
 
  private:

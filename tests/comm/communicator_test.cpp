@@ -1,6 +1,8 @@
 // tests/comm/communicator_test.cpp — the collectives of every host back end
 // (single-process and MPI) against values computed from the rank and world size, so
 // the same test checks 1, 2 and 4 ranks.
+#include "daemon/worker/comm/communicator.h"
+
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -9,7 +11,6 @@
 #include <thread>
 #include <vector>
 
-#include "daemon/worker/comm/communicator.h"
 #include "tests/comm/comm_test_support.h"
 
 namespace accum::comm {
@@ -91,7 +92,8 @@ TEST_P(CommTest, ReduceScatterInPlaceLeavesResultInOwnSlice) {
 TEST_P(CommTest, AllGatherConcatenatesRanksInOrder) {
   const size_t count = 11;
   std::vector<float> send(count);
-  for (size_t i = 0; i < count; ++i) send[i] = static_cast<float>(rank_ * 1000 + static_cast<int>(i));
+  for (size_t i = 0; i < count; ++i)
+    send[i] = static_cast<float>(rank_ * 1000 + static_cast<int>(i));
   std::vector<float> recv(count * world_, -1.0f);
   comm_->all_gather(send.data(), recv.data(), count);
   for (int r = 0; r < world_; ++r) {

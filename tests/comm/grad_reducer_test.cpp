@@ -25,7 +25,9 @@ using commtest::pattern_sum;
 const size_t kSizes[] = {1, 7, 1001, 12345};
 const size_t kBucketBytes[] = {4, 12, 40, 4096, 25u << 20};
 // Thousands of one-element buckets only cost time (each is a collective): cap them.
-bool too_many_buckets(size_t n, size_t bucket_bytes) { return n / std::max<size_t>(1, bucket_bytes / 4) > 1100; }
+bool too_many_buckets(size_t n, size_t bucket_bytes) {
+  return n / std::max<size_t>(1, bucket_bytes / 4) > 1100;
+}
 
 size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
 
@@ -156,8 +158,7 @@ TEST_P(GradReducerTest, EveryWindowReducesEveryBucketExactlyOnce) {
     reducer.begin_window();
     simulate_backward(&reducer, n, 7);
     reducer.finish();
-    EXPECT_EQ(comm_->counters().gradient_collectives,
-              static_cast<int64_t>(reducer.bucket_count()));
+    EXPECT_EQ(comm_->counters().gradient_collectives, static_cast<int64_t>(reducer.bucket_count()));
     EXPECT_EQ(comm_->counters().bytes_reduced, static_cast<int64_t>(n * sizeof(float)));
     EXPECT_GE(comm_->counters().exposed_ms, 0.0);
     for (size_t i = 0; i < n; ++i) ASSERT_EQ(grads[i], pattern_sum(world_, i)) << i;
@@ -170,8 +171,7 @@ TEST_P(GradReducerTest, CallsOutsideAWindowAreRefused) {
   EXPECT_THROW(reducer.mark_ready_from(0), std::logic_error);
   EXPECT_THROW(reducer.finish(), std::logic_error);
   EXPECT_EQ(comm_->counters().collectives, 0);
-  EXPECT_THROW(GradReducer(comm_, grads.data(), grads.size(), {4, 2, true}),
-               std::invalid_argument);
+  EXPECT_THROW(GradReducer(comm_, grads.data(), grads.size(), {4, 2, true}), std::invalid_argument);
 }
 
 TEST_P(GradReducerTest, Zero1OwnedRangesPartitionTheBufferAcrossRanks) {

@@ -47,23 +47,28 @@ TEST(NcclTest, AllReduceAndZero1OnGpuBuffers) {
   std::vector<float> host(n);
   for (size_t i = 0; i < n; ++i) host[i] = commtest::pattern(rank, i);
   float* device = static_cast<float*>(comm->alloc_buffer(n * sizeof(float)));
-  ASSERT_EQ(cudaMemcpy(device, host.data(), n * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(device, host.data(), n * sizeof(float), cudaMemcpyHostToDevice),
+            cudaSuccess);
   comm->all_reduce(device, n);
   std::vector<float> result(n);
-  ASSERT_EQ(cudaMemcpy(result.data(), device, n * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(result.data(), device, n * sizeof(float), cudaMemcpyDeviceToHost),
+            cudaSuccess);
   for (size_t i = 0; i < n; ++i) ASSERT_EQ(result[i], commtest::pattern_sum(world, i)) << i;
 
   // ZeRO-1 through GradReducer: reduce-scatter, then all-gather the owned slices.
-  ASSERT_EQ(cudaMemcpy(device, host.data(), n * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(device, host.data(), n * sizeof(float), cudaMemcpyHostToDevice),
+            cudaSuccess);
   {
     GradReducer reducer(comm.get(), device, n, {400, 1, true});
     reducer.begin_window();
     reducer.mark_ready_from(n / 2);
     reducer.finish();
     reducer.all_gather_params(device);  // owned slices hold the sums: gather them
-    EXPECT_EQ(comm->counters().gradient_collectives, 2 * static_cast<int64_t>(reducer.bucket_count()));
+    EXPECT_EQ(comm->counters().gradient_collectives,
+              2 * static_cast<int64_t>(reducer.bucket_count()));
   }
-  ASSERT_EQ(cudaMemcpy(result.data(), device, n * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(result.data(), device, n * sizeof(float), cudaMemcpyDeviceToHost),
+            cudaSuccess);
   for (size_t i = 0; i < n; ++i) ASSERT_EQ(result[i], commtest::pattern_sum(world, i)) << i;
   comm->free_buffer(device);
 #endif

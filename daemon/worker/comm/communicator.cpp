@@ -139,8 +139,8 @@ void finalize_communicators() { finalize_mpi_if_owned(); }
 
 void abort_job(Communicator* comm, const std::string& why) {
   if (comm != nullptr) {
-    comm_logger()->critical("rank {} of {} aborting the job at optimizer step {}: {}",
-                            comm->rank(), comm->world_size(), comm->step(), why);
+    comm_logger()->critical("rank {} of {} aborting the job at optimizer step {}: {}", comm->rank(),
+                            comm->world_size(), comm->step(), why);
   } else {
     comm_logger()->critical("aborting the job: {}", why);
   }

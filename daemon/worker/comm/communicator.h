@@ -37,7 +37,7 @@ struct CollectiveOptions {
 
 // Counters the trainer reports per optimizer step (reset by the trainer).
 struct CommCounters {
-  int64_t collectives = 0;          // every collective issued
+  int64_t collectives = 0;           // every collective issued
   int64_t gradient_collectives = 0;  // collectives on the gradient buffer / parameters
   int64_t bytes_reduced = 0;         // payload bytes of gradient reductions (all-reduce,
                                      // reduce-scatter): the gradient size once per step
@@ -102,7 +102,8 @@ class Communicator {
 
   // Blocking twins: issue, then wait(default_timeout()).
   void all_reduce(void* buf, size_t count, const CollectiveOptions& opts = {});
-  void reduce_scatter(const void* send, void* recv, size_t count, const CollectiveOptions& opts = {});
+  void reduce_scatter(const void* send, void* recv, size_t count,
+                      const CollectiveOptions& opts = {});
   void all_gather(const void* send, void* recv, size_t count, DataType dtype = DataType::kFloat32);
   void broadcast(void* buf, size_t count, DataType dtype, int root);
 

@@ -25,9 +25,9 @@ namespace {
 struct Bucket {
   size_t begin = 0;
   size_t end = 0;
-  size_t chunk = 0;       // ZeRO-1: elements per rank (padded bucket / N)
-  bool staged = false;    // ZeRO-1: padded through the staging buffer
-  Range owned{0, 0};      // ZeRO-1: this rank's slice, clipped to [begin, end)
+  size_t chunk = 0;     // ZeRO-1: elements per rank (padded bucket / N)
+  bool staged = false;  // ZeRO-1: padded through the staging buffer
+  Range owned{0, 0};    // ZeRO-1: this rank's slice, clipped to [begin, end)
   size_t length() const { return end - begin; }
 };
 
@@ -43,9 +43,9 @@ struct GradReducer::Impl {
   float* grads;
   size_t n;
   GradReducerOptions options;
-  std::vector<Bucket> buckets;       // in issue order (end of the buffer first)
-  std::vector<Range> owned;          // ascending
-  float* staging = nullptr;          // ZeRO-1, P elements of the staged bucket
+  std::vector<Bucket> buckets;                   // in issue order (end of the buffer first)
+  std::vector<Range> owned;                      // ascending
+  float* staging = nullptr;                      // ZeRO-1, P elements of the staged bucket
   std::vector<std::unique_ptr<Work>> in_flight;  // index i: buckets[i]
   bool window_open = false;
 

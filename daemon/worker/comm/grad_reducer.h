@@ -26,7 +26,7 @@ namespace accum::comm {
 
 struct GradReducerOptions {
   size_t bucket_bytes = 25u << 20;
-  int zero_stage = 0;  // 0 or 1
+  int zero_stage = 0;   // 0 or 1
   bool overlap = true;  // false: launch every bucket in finish()
 };
 

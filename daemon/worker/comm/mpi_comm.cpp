@@ -7,11 +7,16 @@
 // it throw CommError instead of blocking forever (MPI has no portable way to cancel a
 // collective, so the request is left in flight and the caller must end the job).
 //
+// Thread levels: progress comes from the engine's thread when MPI grants at least
+// MPI_THREAD_SERIALIZED (calls then serialized by MpiCallGuard below MULTIPLE), else
+// from the caller's is_completed()/wait().
+//
 // kAvg is a sum followed by a division by the world size on the host, done by the
 // progress engine before the Work completes.
 #include <mpi.h>
 
 #include <climits>
+#include <cstdlib>
 #include <cstring>
 
 #include "daemon/worker/comm/backends.h"
@@ -82,7 +87,12 @@ class MpiCommunicator final : public Communicator {
               "MPI_Comm_split_type(MPI_COMM_TYPE_SHARED)");
     MPI_Comm_rank(node_comm, &local_rank_);
     MPI_Comm_free(&node_comm);
-    engine_ = std::make_shared<MpiProgressEngine>(level >= MPI_THREAD_SERIALIZED);
+    // ACCUM_MPI_PROGRESS=caller forces the path taken under MPI_THREAD_FUNNELED or
+    // lower (no communication thread; is_completed/wait drive progress), for tests.
+    const char* progress = std::getenv("ACCUM_MPI_PROGRESS");
+    const bool caller_progress = progress != nullptr && std::string(progress) == "caller";
+    engine_ =
+        std::make_shared<MpiProgressEngine>(level >= MPI_THREAD_SERIALIZED && !caller_progress);
   }
 
   ~MpiCommunicator() override {
@@ -129,8 +139,8 @@ class MpiCommunicator final : public Communicator {
       // In place, MPI reads the whole of send and leaves this rank's result at its start.
       return in_place ? MPI_Ireduce_scatter_block(MPI_IN_PLACE, send_bytes, mpi_count, type,
                                                   MPI_SUM, comm_, request)
-                      : MPI_Ireduce_scatter_block(send_bytes, recv, mpi_count, type, MPI_SUM,
-                                                  comm_, request);
+                      : MPI_Ireduce_scatter_block(send_bytes, recv, mpi_count, type, MPI_SUM, comm_,
+                                                  request);
     };
     op.finish = [=, this] {
       if (in_place && rank_ != 0) std::memmove(own_slice, send_bytes, bytes);
@@ -148,10 +158,10 @@ class MpiCommunicator final : public Communicator {
     const MPI_Datatype type = mpi_datatype(dtype);
     MpiOperation op;
     op.start = [=, this](MPI_Request* request) {
-      return in_place ? MPI_Iallgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, recv, mpi_count, type,
-                                       comm_, request)
-                      : MPI_Iallgather(send, mpi_count, type, recv, mpi_count, type, comm_,
-                                       request);
+      return in_place
+                 ? MPI_Iallgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, recv, mpi_count, type, comm_,
+                                  request)
+                 : MPI_Iallgather(send, mpi_count, type, recv, mpi_count, type, comm_, request);
     };
     return submit(std::move(op), info);
   }
@@ -191,9 +201,9 @@ class MpiCommunicator final : public Communicator {
 
   static int checked_count(const WorkInfo& info, size_t count) {
     if (count > static_cast<size_t>(INT_MAX)) {
-      throw CommError(failure_message(
-          info, "count " + std::to_string(count) + " exceeds MPI's int limit " +
-                    std::to_string(INT_MAX) + " (split the buffer into buckets)"));
+      throw CommError(
+          failure_message(info, "count " + std::to_string(count) + " exceeds MPI's int limit " +
+                                    std::to_string(INT_MAX) + " (split the buffer into buckets)"));
     }
     return static_cast<int>(count);
   }

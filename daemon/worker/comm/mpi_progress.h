@@ -32,8 +32,8 @@ namespace accum::comm {
 struct MpiWorkState {
   std::mutex mutex;
   std::condition_variable done_cv;
-  bool done = false;   // GUARDED_BY(mutex)
-  std::string error;   // GUARDED_BY(mutex); non-empty: the collective failed
+  bool done = false;  // GUARDED_BY(mutex)
+  std::string error;  // GUARDED_BY(mutex); non-empty: the collective failed
 };
 
 struct MpiOperation {
@@ -77,10 +77,10 @@ class MpiProgressEngine {
   const bool use_thread_;
   std::mutex queue_mutex_;
   std::condition_variable wake_;
-  std::deque<MpiOperation> queued_;  // GUARDED_BY(queue_mutex_)
-  bool stopping_ = false;            // GUARDED_BY(queue_mutex_)
-  std::mutex progress_mutex_;        // one thread at a time in progress_once()
-  std::vector<InFlight> in_flight_;  // GUARDED_BY(progress_mutex_)
+  std::deque<MpiOperation> queued_;         // GUARDED_BY(queue_mutex_)
+  bool stopping_ = false;                   // GUARDED_BY(queue_mutex_)
+  std::mutex progress_mutex_;               // one thread at a time in progress_once()
+  std::vector<InFlight> in_flight_;         // GUARDED_BY(progress_mutex_)
   std::atomic<size_t> in_flight_count_{0};  // in_flight_.size(), readable without the lock
   std::atomic<bool> abandoned_{false};
   std::thread thread_;

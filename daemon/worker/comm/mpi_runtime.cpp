@@ -23,8 +23,8 @@ std::mutex& call_mutex() {
   static std::mutex mutex;
   return mutex;
 }
-bool g_we_initialized = false;             // GUARDED_BY(init_mutex())
-std::atomic<int> g_thread_level{-1};       // -1: not known yet
+bool g_we_initialized = false;        // GUARDED_BY(init_mutex())
+std::atomic<int> g_thread_level{-1};  // -1: not known yet
 
 }  // namespace
 
@@ -37,8 +37,7 @@ int ensure_mpi_initialized() {
   MPI_Initialized(&initialized);
   int provided = MPI_THREAD_SINGLE;
   if (!initialized) {
-    check_mpi(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided),
-              "MPI_Init_thread");
+    check_mpi(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided), "MPI_Init_thread");
     g_we_initialized = true;
     if (provided < MPI_THREAD_MULTIPLE) {
       comm_logger()->warn(

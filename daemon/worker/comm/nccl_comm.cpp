@@ -83,7 +83,8 @@ void wait_for_event(NcclShared* shared, cudaEvent_t event, const WorkInfo& info,
     ncclCommGetAsyncError(shared->comm, &async_error);
     if (async_error != ncclSuccess && async_error != ncclInProgress) {
       shared->abort();
-      throw CommError(failure_message(info, std::string("NCCL: ") + ncclGetErrorString(async_error)));
+      throw CommError(
+          failure_message(info, std::string("NCCL: ") + ncclGetErrorString(async_error)));
     }
     if (std::chrono::steady_clock::now() >= deadline) {
       shared->abort();
@@ -123,9 +124,9 @@ class NcclCommunicator final : public Communicator {
       MPI_Comm_rank(mpi_comm_, &rank_);
       MPI_Comm_size(mpi_comm_, &world_size_);
       MPI_Comm node_comm;
-      check_mpi(MPI_Comm_split_type(mpi_comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL,
-                                    &node_comm),
-                "MPI_Comm_split_type(MPI_COMM_TYPE_SHARED)");
+      check_mpi(
+          MPI_Comm_split_type(mpi_comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node_comm),
+          "MPI_Comm_split_type(MPI_COMM_TYPE_SHARED)");
       MPI_Comm_rank(node_comm, &local_rank_);
       MPI_Comm_free(&node_comm);
     }
@@ -177,8 +178,8 @@ class NcclCommunicator final : public Communicator {
     const WorkInfo info = make_work_info(*this, "all_reduce", count, opts.dtype);
     const ncclRedOp_t op = reduce_op(info, opts);
     before_issue(info);
-    ACCUM_NCCL_CHECK(ncclAllReduce(buf, buf, count, nccl_datatype(opts.dtype), op, shared_->comm,
-                                   stream_));
+    ACCUM_NCCL_CHECK(
+        ncclAllReduce(buf, buf, count, nccl_datatype(opts.dtype), op, shared_->comm, stream_));
     return after_issue(info);
   }
 
@@ -266,8 +267,8 @@ class NcclCommunicator final : public Communicator {
       throw CommError(failure_message(info, "the NCCL communicator was aborted earlier"));
     }
     ACCUM_CUDA_CHECK(cudaSetDevice(shared_->device));
-    ACCUM_CUDA_CHECK(cudaEventRecord(inputs_ready_,
-                                     compute_stream_ != nullptr ? compute_stream_ : cudaStreamLegacy));
+    ACCUM_CUDA_CHECK(cudaEventRecord(
+        inputs_ready_, compute_stream_ != nullptr ? compute_stream_ : cudaStreamLegacy));
     ACCUM_CUDA_CHECK(cudaStreamWaitEvent(stream_, inputs_ready_, 0));
   }
   void before_issue(const WorkInfo& info) {

@@ -49,7 +49,8 @@ class SingleCommunicator final : public Communicator {
  private:
   static void check_op(const CollectiveOptions& opts, const char* collective) {
     if (opts.op == ReduceOp::kAvg && opts.dtype == DataType::kInt64) {
-      throw CommError(std::string(collective) + ": ReduceOp::kAvg needs float32 or float64, got int64");
+      throw CommError(std::string(collective) +
+                      ": ReduceOp::kAvg needs float32 or float64, got int64");
     }
   }
 };
