@@ -1,0 +1,115 @@
+// accumctl — command-line client for accumd.
+//
+//   accumctl [--server HOST:PORT] [--token-file F] [--output json] VERB ...
+// Global flags may come before or after the verb. Exit codes: connection.h.
+#include <cstdlib>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "client/commands.h"
+#include "client/connection.h"
+
+namespace {
+
+using namespace accum::ctl;
+
+constexpr const char* kHelp = R"(usage: accumctl [--server HOST:PORT] [--token-file F] [--tls-ca F] [--output json] VERB
+
+verbs:
+  submit SPEC.json            queue a job (relative paths resolve against the spec's folder); prints its id
+  list [--state STATE]        all jobs (or those in STATE)
+  status ID                   state, progress, restarts and the transition history of a job
+  watch ID                    follow a job to its end: a live progress bar (plain lines when not a terminal)
+  cancel ID [--force]         graceful: checkpoint then stop; --force kills at once
+  checkpoint ID               checkpoint at the next optimizer step; waits until it is complete
+  checkpoints ID              the job's complete checkpoints
+  logs ID [-f] [--rank R] [--tail N]   the job's per-rank logs (-f follows until the job ends)
+
+flags:
+  --server HOST:PORT   accumd's address (default $ACCUMD_SERVER or 127.0.0.1:7070)
+  --token-file F       bearer token (default $ACCUMD_TOKEN_FILE)
+  --tls-ca F           verify accumd's TLS certificate with this CA (turns TLS on)
+  --output json        print replies as JSON (one object per line)
+
+exit codes:
+  0 success (watch: the job SUCCEEDED)    5 invalid argument (bad spec: the message names the field)
+  1 the watched job FAILED or was CANCELLED  6 unknown job id
+  2 usage error                           7 the job's state does not allow it
+  3 accumd unreachable                    8 resource exhausted (slots, queue, request size)
+  4 authentication failed (token)         9 any other error
+)";
+
+[[noreturn]] void usage(const std::string& message) {
+  std::cerr << "accumctl: " << message << "\n(accumctl --help for usage)\n";
+  std::exit(kUsage);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ConnectionOptions options;
+  if (const char* server = std::getenv("ACCUMD_SERVER")) options.server = server;
+  if (const char* token = std::getenv("ACCUMD_TOKEN_FILE")) options.token_file = token;
+  std::vector<std::string> words;
+  bool force = false, follow = false;
+  int rank = -1, tail = 0;
+  std::string state;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) usage(arg + ": missing value");
+      return argv[++i];
+    };
+    if (arg == "-h" || arg == "--help") {
+      std::cout << kHelp;
+      return kOk;
+    } else if (arg == "--server") {
+      options.server = value();
+    } else if (arg == "--token-file") {
+      options.token_file = value();
+    } else if (arg == "--tls-ca") {
+      options.tls_ca = value();
+    } else if (arg == "--output") {
+      const std::string format = value();
+      if (format != "json" && format != "text") usage("--output " + format + ": expected json or text");
+      options.json = format == "json";
+    } else if (arg == "--force") {
+      force = true;
+    } else if (arg == "-f" || arg == "--follow") {
+      follow = true;
+    } else if (arg == "--rank") {
+      if (!absl::SimpleAtoi(value(), &rank) || rank < 0) usage("--rank: expected a rank >= 0");
+    } else if (arg == "--tail") {
+      if (!absl::SimpleAtoi(value(), &tail) || tail < 0) usage("--tail: expected a count >= 0");
+    } else if (arg == "--state") {
+      state = value();
+    } else if (arg.size() > 1 && arg[0] == '-') {
+      usage("unknown flag " + arg);
+    } else {
+      words.push_back(arg);
+    }
+  }
+  if (words.empty()) usage("missing verb");
+  const std::string verb = words[0];
+  auto need_argument = [&](const char* what) -> const std::string& {
+    if (words.size() != 2) usage(verb + ": expected exactly one " + what);
+    return words[1];
+  };
+  std::string error;
+  auto connection = Connection::open(options, &error);
+  if (!connection) usage(error);
+  if (verb == "submit") return submit_job(*connection, need_argument("SPEC.json"));
+  if (verb == "list") {
+    if (words.size() != 1) usage("list takes no arguments (use --state STATE)");
+    return list_jobs(*connection, state);
+  }
+  if (verb == "status") return show_job(*connection, need_argument("job id"));
+  if (verb == "watch") return watch_job(*connection, need_argument("job id"));
+  if (verb == "cancel") return cancel_job(*connection, need_argument("job id"), force);
+  if (verb == "checkpoint") return checkpoint_job(*connection, need_argument("job id"));
+  if (verb == "checkpoints") return list_checkpoints(*connection, need_argument("job id"));
+  if (verb == "logs") return stream_logs(*connection, need_argument("job id"), follow, rank, tail);
+  usage("unknown verb '" + verb + "'");
+}

@@ -1,0 +1,270 @@
+// client/commands.cpp — one function per accumctl verb.
+#include "client/commands.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "absl/strings/str_format.h"
+#include "client/progress_bar.h"
+#include "daemon/spec/spec.h"
+#include "google/protobuf/util/json_util.h"
+
+namespace accum::ctl {
+namespace {
+
+using accum::v1::JobState;
+
+std::string to_json(const google::protobuf::Message& message) {
+  std::string json;
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(message, &json, options);
+  return json;
+}
+
+std::string state_text(JobState state) { return accum::v1::JobState_Name(state); }
+
+std::string time_text(int64_t unix_ms) {
+  const std::time_t seconds = unix_ms / 1000;
+  char buffer[32];
+  std::strftime(buffer, sizeof(buffer), "%Y-%m-%d %H:%M:%S", std::localtime(&seconds));
+  return buffer;
+}
+
+void print_status(const accum::v1::JobStatus& job) {
+  std::cout << "id:        " << job.id() << "\n"
+            << "name:      " << job.name() << "\n"
+            << "state:     " << state_text(job.state()) << "\n"
+            << "progress:  step " << job.last_metrics().step() << "/" << job.spec().max_steps();
+  if (job.last_metrics().step() > 0) {
+    std::cout << absl::StrFormat("  loss %.4f  %.0f tok/s", job.last_metrics().loss(),
+                                 job.last_metrics().tokens_per_s());
+  }
+  std::cout << "\n"
+            << "ranks:     " << std::max(1, job.spec().world_size()) << "\n"
+            << "restarts:  " << job.restarts() << "\n"
+            << "checkpoint: step " << job.latest_checkpoint_step() << "\n"
+            << "job dir:   " << job.job_dir() << "\n";
+  if (!job.message().empty()) std::cout << "message:   " << job.message() << "\n";
+  std::cout << "history:\n";
+  for (const auto& transition : job.transitions()) {
+    std::cout << "  " << time_text(transition.time_unix_ms()) << "  " << std::left
+              << absl::StrFormat("%-11s", state_text(transition.state())) << " "
+              << transition.reason();
+    if (!transition.message().empty()) {
+      std::string message = transition.message();
+      std::replace(message.begin(), message.end(), '\n', ' ');
+      std::cout << ": " << message;
+    }
+    std::cout << "\n";
+  }
+}
+
+}  // namespace
+
+int submit_job(Connection& connection, const std::string& spec_path) {
+  std::ifstream file(spec_path);
+  if (!file) {
+    std::cerr << "accumctl: submit: cannot read spec file " << spec_path << "\n";
+    return kUsage;
+  }
+  std::stringstream text;
+  text << file.rdbuf();
+  auto spec = accum::spec::parse_spec_json(text.str());
+  if (!spec.ok()) {
+    std::cerr << "accumctl: submit: " << spec_path << ": " << spec.status().message() << "\n";
+    return kInvalidArgument;
+  }
+  accum::v1::SubmitJobRequest request;
+  *request.mutable_spec() = *spec;
+  request.set_spec_dir(std::filesystem::absolute(spec_path).parent_path().string());
+  accum::v1::SubmitJobResponse response;
+  auto context = connection.context();
+  const auto status = connection.stub().SubmitJob(context.get(), request, &response);
+  if (!status.ok()) return connection.report(status, "submit " + spec_path);
+  if (connection.options().json) {
+    std::cout << to_json(response.job()) << "\n";
+  } else {
+    std::cout << response.job().id() << "\n";
+  }
+  return kOk;
+}
+
+int list_jobs(Connection& connection, const std::string& state_filter) {
+  accum::v1::ListJobsRequest request;
+  if (!state_filter.empty()) {
+    JobState state;
+    if (!accum::v1::JobState_Parse(state_filter, &state)) {
+      std::cerr << "accumctl: list --state " << state_filter
+                << ": expected QUEUED, STARTING, RUNNING, RESTARTING, CANCELLING, SUCCEEDED, "
+                   "FAILED or CANCELLED\n";
+      return kUsage;
+    }
+    request.add_states(state);
+  }
+  request.set_page_size(500);
+  if (!connection.options().json) {
+    std::cout << absl::StrFormat("%-12s %-20s %-11s %11s %10s %8s\n", "ID", "NAME", "STATE",
+                                 "STEP", "LOSS", "RESTARTS");
+  }
+  do {
+    accum::v1::ListJobsResponse response;
+    auto context = connection.context();
+    const auto status = connection.stub().ListJobs(context.get(), request, &response);
+    if (!status.ok()) return connection.report(status, "list");
+    for (const auto& job : response.jobs()) {
+      if (connection.options().json) {
+        std::cout << to_json(job) << "\n";
+        continue;
+      }
+      std::cout << absl::StrFormat(
+          "%-12s %-20s %-11s %11s %10s %8d\n", job.id(), job.name().substr(0, 20),
+          state_text(job.state()),
+          absl::StrFormat("%d/%d", job.last_metrics().step(), job.spec().max_steps()),
+          job.last_metrics().step() > 0 ? absl::StrFormat("%.4f", job.last_metrics().loss()) : "-",
+          job.restarts());
+    }
+    request.set_page_token(response.next_page_token());
+  } while (!request.page_token().empty());
+  return kOk;
+}
+
+int show_job(Connection& connection, const std::string& id) {
+  accum::v1::GetJobRequest request;
+  request.set_id(id);
+  accum::v1::JobStatus job;
+  auto context = connection.context();
+  const auto status = connection.stub().GetJob(context.get(), request, &job);
+  if (!status.ok()) return connection.report(status, "status " + id);
+  if (connection.options().json) {
+    std::cout << to_json(job) << "\n";
+  } else {
+    print_status(job);
+  }
+  return kOk;
+}
+
+int watch_job(Connection& connection, const std::string& id) {
+  accum::v1::WatchJobRequest request;
+  request.set_id(id);
+  auto context = connection.context(0);
+  auto reader = connection.stub().WatchJob(context.get(), request);
+  const bool tty = isatty(STDOUT_FILENO) && !connection.options().json;
+  accum::v1::JobEvent event;
+  JobState state = accum::v1::JOB_STATE_UNSPECIFIED;
+  int64_t max_steps = 0;
+  bool bar_shown = false;
+  while (reader->Read(&event)) {
+    if (connection.options().json) {
+      std::cout << to_json(event) << std::endl;
+    }
+    if (event.has_status()) {
+      const auto& job = event.status();
+      state = job.state();
+      max_steps = job.spec().max_steps();
+      if (connection.options().json) continue;
+      if (bar_shown) std::cout << "\n";
+      bar_shown = false;
+      std::string message = job.message();
+      std::replace(message.begin(), message.end(), '\n', ' ');
+      std::cout << job.id() << " " << state_text(state) << (message.empty() ? "" : ": ") << message
+                << std::endl;
+    } else if (event.has_metrics() && !connection.options().json) {
+      if (event.metrics().max_steps() > 0) max_steps = event.metrics().max_steps();
+      if (tty) {
+        std::cout << "\r\033[K" << format_progress_bar(event.metrics(), max_steps, state_text(state))
+                  << std::flush;
+        bar_shown = true;
+      } else {
+        std::cout << format_step_line(event.metrics(), max_steps) << std::endl;
+      }
+    }
+  }
+  if (bar_shown) std::cout << "\n";
+  const auto status = reader->Finish();
+  if (!status.ok()) return connection.report(status, "watch " + id);
+  if (state == accum::v1::SUCCEEDED) return kOk;
+  if (state == accum::v1::FAILED || state == accum::v1::CANCELLED) return kJobNotSucceeded;
+  std::cerr << "accumctl: watch " << id << ": the stream ended while the job was "
+            << state_text(state) << "\n";
+  return kUnreachable;
+}
+
+int cancel_job(Connection& connection, const std::string& id, bool force) {
+  accum::v1::CancelJobRequest request;
+  request.set_id(id);
+  request.set_force(force);
+  accum::v1::JobStatus job;
+  auto context = connection.context();
+  const auto status = connection.stub().CancelJob(context.get(), request, &job);
+  if (!status.ok()) return connection.report(status, "cancel " + id);
+  if (connection.options().json) {
+    std::cout << to_json(job) << "\n";
+  } else {
+    std::cout << job.id() << " " << state_text(job.state()) << ": " << job.message() << "\n";
+  }
+  return kOk;
+}
+
+int checkpoint_job(Connection& connection, const std::string& id) {
+  accum::v1::CheckpointJobRequest request;
+  request.set_id(id);
+  accum::v1::CheckpointInfo info;
+  auto context = connection.context(600);
+  const auto status = connection.stub().CheckpointJob(context.get(), request, &info);
+  if (!status.ok()) return connection.report(status, "checkpoint " + id);
+  if (connection.options().json) {
+    std::cout << to_json(info) << "\n";
+  } else {
+    std::cout << "checkpoint at step " << info.step() << ": " << info.path() << " ("
+              << info.bytes() << " bytes)\n";
+  }
+  return kOk;
+}
+
+int list_checkpoints(Connection& connection, const std::string& id) {
+  accum::v1::ListCheckpointsRequest request;
+  request.set_id(id);
+  accum::v1::ListCheckpointsResponse response;
+  auto context = connection.context();
+  const auto status = connection.stub().ListCheckpoints(context.get(), request, &response);
+  if (!status.ok()) return connection.report(status, "checkpoints " + id);
+  if (connection.options().json) {
+    std::cout << to_json(response) << "\n";
+    return kOk;
+  }
+  std::cout << absl::StrFormat("%8s  %12s  %-19s  %s\n", "STEP", "BYTES", "TIME", "PATH");
+  for (const auto& info : response.checkpoints()) {
+    std::cout << absl::StrFormat("%8d  %12d  %-19s  %s\n", info.step(), info.bytes(),
+                                 time_text(info.time_unix_ms()), info.path());
+  }
+  return kOk;
+}
+
+int stream_logs(Connection& connection, const std::string& id, bool follow, int rank, int tail) {
+  accum::v1::StreamLogsRequest request;
+  request.set_id(id);
+  request.set_follow(follow);
+  request.set_rank(rank);
+  request.set_tail(tail);
+  auto context = connection.context(follow ? 0 : 60);
+  auto reader = connection.stub().StreamLogs(context.get(), request);
+  accum::v1::LogLine line;
+  while (reader->Read(&line)) {
+    if (connection.options().json) {
+      std::cout << to_json(line) << "\n";
+    } else {
+      std::cout << "[rank " << line.rank() << "] " << line.line() << "\n";
+    }
+  }
+  std::cout.flush();
+  const auto status = reader->Finish();
+  if (!status.ok()) return connection.report(status, "logs " + id);
+  return kOk;
+}
+
+}  // namespace accum::ctl

@@ -1,0 +1,21 @@
+// client/commands.h — accumctl's verbs. Each returns a process exit code
+// (connection.h) and prints either text for people or, with --output json, the
+// reply as canonical protobuf JSON (one object per line for streams).
+#pragma once
+
+#include <string>
+
+#include "client/connection.h"
+
+namespace accum::ctl {
+
+int submit_job(Connection& connection, const std::string& spec_path);
+int list_jobs(Connection& connection, const std::string& state_filter);
+int show_job(Connection& connection, const std::string& id);
+int watch_job(Connection& connection, const std::string& id);
+int cancel_job(Connection& connection, const std::string& id, bool force);
+int checkpoint_job(Connection& connection, const std::string& id);
+int list_checkpoints(Connection& connection, const std::string& id);
+int stream_logs(Connection& connection, const std::string& id, bool follow, int rank, int tail);
+
+}  // namespace accum::ctl

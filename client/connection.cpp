@@ -1,0 +1,96 @@
+// client/connection.cpp — channel set-up and error reporting.
+#include "client/connection.h"
+
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+namespace accum::ctl {
+namespace {
+
+bool read_file(const std::string& path, std::string* contents) {
+  std::ifstream file(path);
+  if (!file) return false;
+  std::stringstream buffer;
+  buffer << file.rdbuf();
+  *contents = buffer.str();
+  return true;
+}
+
+std::string trim(const std::string& text) {
+  const auto first = text.find_first_not_of(" \t\r\n");
+  if (first == std::string::npos) return "";
+  return text.substr(first, text.find_last_not_of(" \t\r\n") - first + 1);
+}
+
+}  // namespace
+
+std::unique_ptr<Connection> Connection::open(const ConnectionOptions& options, std::string* error) {
+  auto connection = std::unique_ptr<Connection>(new Connection());
+  connection->options_ = options;
+  if (!options.token_file.empty()) {
+    std::string token;
+    if (!read_file(options.token_file, &token) || trim(token).empty()) {
+      *error = "--token-file " + options.token_file + ": cannot read a token from it";
+      return nullptr;
+    }
+    connection->token_ = trim(token);
+  }
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  if (!options.tls_ca.empty()) {
+    grpc::SslCredentialsOptions ssl;
+    if (!read_file(options.tls_ca, &ssl.pem_root_certs)) {
+      *error = "--tls-ca " + options.tls_ca + ": cannot read";
+      return nullptr;
+    }
+    credentials = grpc::SslCredentials(ssl);
+  }
+  connection->stub_ =
+      accum::v1::Control::NewStub(grpc::CreateChannel(options.server, credentials));
+  return connection;
+}
+
+std::unique_ptr<grpc::ClientContext> Connection::context(int deadline_s) const {
+  auto context = std::make_unique<grpc::ClientContext>();
+  if (!token_.empty()) context->AddMetadata("authorization", "Bearer " + token_);
+  if (deadline_s > 0) {
+    context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(deadline_s));
+  }
+  return context;
+}
+
+int Connection::report(const grpc::Status& status, const std::string& what) const {
+  const std::string& message = status.error_message();
+  switch (status.error_code()) {
+    case grpc::StatusCode::UNAVAILABLE:
+      std::cerr << "accumctl: cannot reach accumd at " << options_.server << " (" << message
+                << "); is it running? (--server HOST:PORT)\n";
+      return kUnreachable;
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      std::cerr << "accumctl: " << what << ": accumd at " << options_.server
+                << " did not answer in time\n";
+      return kUnreachable;
+    case grpc::StatusCode::UNAUTHENTICATED:
+      std::cerr << "accumctl: accumd refused the credentials: " << message
+                << (token_.empty() ? " (no --token-file given)" : " (check --token-file)") << "\n";
+      return kUnauthenticated;
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      std::cerr << "accumctl: " << what << ": invalid: " << message << "\n";
+      return kInvalidArgument;
+    case grpc::StatusCode::NOT_FOUND:
+      std::cerr << "accumctl: " << what << ": " << message << "\n";
+      return kNotFound;
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      std::cerr << "accumctl: " << what << ": " << message << "\n";
+      return kFailedPrecondition;
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      std::cerr << "accumctl: " << what << ": " << message << "\n";
+      return kResourceExhausted;
+    default:
+      std::cerr << "accumctl: " << what << ": " << message << " (gRPC code "
+                << static_cast<int>(status.error_code()) << ")\n";
+      return kOtherError;
+  }
+}
+
+}  // namespace accum::ctl

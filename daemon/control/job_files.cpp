@@ -1,0 +1,199 @@
+// control/job_files.cpp — checkpoint listing, log discovery and tails.
+#include "daemon/control/job_files.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "daemon/control/launcher.h"
+
+namespace accum::control {
+namespace fs = std::filesystem;
+
+std::vector<accum::v1::CheckpointInfo> list_job_checkpoints(const std::string& checkpoint_dir) {
+  std::vector<accum::v1::CheckpointInfo> result;
+  std::error_code error;
+  for (const auto& entry : fs::directory_iterator(checkpoint_dir, error)) {
+    const std::string name = entry.path().filename().string();
+    int64_t step = 0;
+    if (name.rfind("step_", 0) != 0 || !absl::SimpleAtoi(name.substr(5), &step)) continue;
+    if (!fs::exists(entry.path() / "manifest.json", error)) continue;  // incomplete
+    accum::v1::CheckpointInfo info;
+    info.set_step(step);
+    info.set_path(entry.path().string());
+    int64_t bytes = 0;
+    for (const auto& file : fs::directory_iterator(entry.path(), error)) {
+      if (file.is_regular_file(error)) bytes += static_cast<int64_t>(file.file_size(error));
+    }
+    info.set_bytes(bytes);
+    struct stat st {};
+    if (stat((entry.path() / "manifest.json").c_str(), &st) == 0) {
+      info.set_time_unix_ms(static_cast<int64_t>(st.st_mtim.tv_sec) * 1000 +
+                            st.st_mtim.tv_nsec / 1000000);
+    }
+    result.push_back(std::move(info));
+  }
+  std::sort(result.begin(), result.end(),
+            [](const auto& a, const auto& b) { return a.step() < b.step(); });
+  return result;
+}
+
+int remove_partial_checkpoints(const std::string& checkpoint_dir) {
+  int removed = 0;
+  std::error_code error;
+  std::vector<fs::path> partial;
+  for (const auto& entry : fs::directory_iterator(checkpoint_dir, error)) {
+    if (entry.path().filename().string().rfind(".tmp", 0) == 0) partial.push_back(entry.path());
+  }
+  for (const auto& path : partial) {
+    if (fs::remove_all(path, error) > 0) ++removed;
+  }
+  return removed;
+}
+
+std::map<int, std::vector<std::string>> rank_log_files(const std::string& job_dir) {
+  std::map<int, std::vector<std::string>> files;
+  std::vector<std::pair<int, fs::path>> attempts;
+  std::error_code error;
+  for (const auto& entry : fs::directory_iterator(job_dir + "/logs", error)) {
+    int attempt = 0;
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("attempt-", 0) == 0 && absl::SimpleAtoi(name.substr(8), &attempt)) {
+      attempts.emplace_back(attempt, entry.path());
+    }
+  }
+  std::sort(attempts.begin(), attempts.end());
+  for (const auto& [attempt, dir] : attempts) {
+    std::vector<std::pair<int, fs::path>> ranks;
+    for (const auto& entry : fs::directory_iterator(dir / "1", error)) {
+      int rank = 0;
+      const std::string name = entry.path().filename().string();
+      if (name.rfind("rank.", 0) == 0 && absl::SimpleAtoi(name.substr(5), &rank)) {
+        ranks.emplace_back(rank, entry.path());
+      }
+    }
+    for (const auto& [rank, rank_dir] : ranks) {
+      for (const char* stream : {"stdout", "stderr"}) {
+        if (fs::exists(rank_dir / stream, error)) files[rank].push_back((rank_dir / stream).string());
+      }
+    }
+  }
+  return files;
+}
+
+std::vector<std::string> tail_lines(const std::string& path, int count) {
+  std::ifstream file(path);
+  std::deque<std::string> lines;
+  for (std::string line; std::getline(file, line);) {
+    lines.push_back(std::move(line));
+    if (count > 0 && static_cast<int>(lines.size()) > count) lines.pop_front();
+  }
+  return {lines.begin(), lines.end()};
+}
+
+FailureSummary summarize_failure(const std::string& job_dir, int attempt, int lines) {
+  FailureSummary summary;
+  const std::string dir = attempt_log_dir(job_dir, attempt);
+  const auto launcher_lines = tail_lines(dir + "/launcher.log", 0);
+  // mpirun names the culprit as "Process name: [[1234,1],1]" (non-zero exit) or
+  // "process rank 1 with PID ..." (signal).
+  static const std::regex kProcessName(R"(Process name: \[\[\d+,\d+\],(\d+)\])");
+  static const std::regex kProcessRank(R"(process rank (\d+) with PID)");
+  for (const auto& line : launcher_lines) {
+    std::smatch match;
+    if (std::regex_search(line, match, kProcessName) || std::regex_search(line, match, kProcessRank)) {
+      summary.rank = std::stoi(match[1]);
+      break;
+    }
+  }
+  std::vector<std::string> collected;
+  const auto ranks = rank_log_files(job_dir);
+  const int rank = summary.rank >= 0 ? summary.rank : 0;
+  const std::string prefix = dir + "/";
+  if (auto it = ranks.find(rank); it != ranks.end()) {
+    for (const auto& file : it->second) {
+      if (file.rfind(prefix, 0) != 0) continue;  // only this attempt
+      for (auto& line : tail_lines(file, lines)) {
+        if (!line.empty()) collected.push_back(absl::StrCat("[rank ", rank, "] ", line));
+      }
+    }
+  }
+  if (collected.empty()) {
+    for (auto& line : tail_lines(dir + "/launcher.log", lines)) {
+      if (!line.empty()) collected.push_back("[mpirun] " + line);
+    }
+  }
+  if (static_cast<int>(collected.size()) > lines) {
+    collected.erase(collected.begin(), collected.end() - lines);
+  }
+  summary.last_lines = absl::StrJoin(collected, "\n");
+  return summary;
+}
+
+namespace {
+
+// Reads complete lines appended to `path` since `*offset` and advances it.
+std::vector<std::string> read_new_lines(const std::string& path, int64_t* offset) {
+  std::ifstream file(path, std::ios::binary);
+  std::vector<std::string> lines;
+  if (!file) return lines;
+  file.seekg(*offset);
+  std::string chunk((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  size_t start = 0;
+  for (size_t end = chunk.find('\n'); end != std::string::npos; end = chunk.find('\n', start)) {
+    lines.push_back(chunk.substr(start, end - start));
+    start = end + 1;
+  }
+  *offset += static_cast<int64_t>(start);  // a partial last line waits for its newline
+  return lines;
+}
+
+}  // namespace
+
+void stream_job_logs(const std::string& job_dir, int rank, int tail, bool follow,
+                     const std::function<bool(int rank, const std::string& line)>& emit,
+                     const std::function<bool()>& should_stop) {
+  std::map<std::string, int64_t> offsets;  // file -> bytes already emitted
+  // First pass: the tail of each rank across all its files.
+  for (const auto& [file_rank, files] : rank_log_files(job_dir)) {
+    if (rank >= 0 && file_rank != rank) continue;
+    std::deque<std::string> lines;
+    for (const auto& file : files) {
+      for (auto& line : read_new_lines(file, &offsets[file])) {
+        lines.push_back(std::move(line));
+        if (tail > 0 && static_cast<int>(lines.size()) > tail) lines.pop_front();
+      }
+    }
+    for (const auto& line : lines) {
+      if (!emit(file_rank, line)) return;
+    }
+  }
+  if (!follow) return;
+  bool last_pass = false;
+  while (true) {
+    for (const auto& [file_rank, files] : rank_log_files(job_dir)) {
+      if (rank >= 0 && file_rank != rank) continue;
+      for (const auto& file : files) {
+        for (const auto& line : read_new_lines(file, &offsets[file])) {
+          if (!emit(file_rank, line)) return;
+        }
+      }
+    }
+    if (last_pass) return;
+    if (should_stop()) {
+      last_pass = true;
+      continue;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+}
+
+}  // namespace accum::control

@@ -1,0 +1,440 @@
+// control/job_manager.cpp — JobManager's API: submit, query, cancel,
+// checkpoint, watch, and the worker link's events. The supervisor loop is in
+// job_supervision.cpp.
+#include "daemon/control/job_manager.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "daemon/control/job_files.h"
+#include "daemon/control/job_state.h"
+#include "daemon/spec/spec.h"
+#include "spdlog/spdlog.h"
+
+namespace accum::control {
+namespace fs = std::filesystem;
+using accum::v1::JobEvent;
+using accum::v1::JobStatus;
+using accum::v1::WorkerCommand;
+
+namespace {
+
+constexpr size_t kMaxHistory = 100000;  // metrics kept in memory per job for watchers
+constexpr size_t kMaxIdLength = 64;
+
+absl::Status check_id(const std::string& id) {
+  if (id.empty()) return absl::InvalidArgumentError("id: empty; expected a job id like job-000001");
+  if (id.size() > kMaxIdLength) {
+    return absl::InvalidArgumentError(absl::StrCat("id: ", id.size(), " bytes; at most 64"));
+  }
+  return absl::OkStatus();
+}
+
+// Writes a file so that it is either absent or complete (temp + fsync + rename).
+absl::Status write_file_atomic(const std::string& path, const std::string& contents) {
+  const std::string temp = path + ".tmp";
+  {
+    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
+    out << contents;
+    out.flush();
+    if (!out) return absl::UnavailableError(absl::StrCat("cannot write ", temp));
+  }
+  if (FILE* file = std::fopen(temp.c_str(), "r")) {
+    fsync(fileno(file));
+    std::fclose(file);
+  }
+  std::error_code error;
+  fs::rename(temp, path, error);
+  if (error) return absl::UnavailableError(absl::StrCat("cannot rename ", temp, ": ", error.message()));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+JobManager::JobManager(ManagerConfig config, std::unique_ptr<JobStore> store)
+    : config_(std::move(config)), store_(std::move(store)) {}
+
+JobManager::~JobManager() { shutdown(); }
+
+absl::StatusOr<std::unique_ptr<JobManager>> JobManager::create(ManagerConfig config) {
+  std::error_code error;
+  fs::create_directories(config.state_dir + "/jobs", error);
+  if (error) {
+    return absl::UnavailableError(
+        absl::StrCat("--state-dir ", config.state_dir, ": cannot create: ", error.message()));
+  }
+  config.state_dir = fs::canonical(config.state_dir).string();
+  auto store = JobStore::open(config.state_dir + "/accumd.db");
+  if (!store.ok()) return store.status();
+  std::unique_ptr<JobManager> manager(new JobManager(std::move(config), *std::move(store)));
+  if (auto status = manager->reconcile(); !status.ok()) return status;
+  return manager;
+}
+
+void JobManager::start() {
+  supervisor_ = std::thread([this] { supervise_loop(); });
+}
+
+void JobManager::shutdown() {
+  if (stopping_.exchange(true)) return;
+  checkpoint_done_.notify_all();
+  if (supervisor_.joinable()) supervisor_.join();
+  hub_.close_all();
+}
+
+int JobManager::max_restarts(const JobRecord& record) const {
+  const int spec_value = record.spec.max_restarts();
+  if (spec_value < 0) return 0;
+  return spec_value == 0 ? config_.default_max_restarts : spec_value;
+}
+
+absl::StatusOr<JobStatus> JobManager::submit(accum::v1::JobSpec spec, const std::string& spec_dir) {
+  if (spec_dir.size() > 4096) return absl::InvalidArgumentError("spec_dir: longer than 4096 bytes");
+  if (!spec_dir.empty() && spec_dir.front() != '/') {
+    return absl::InvalidArgumentError(
+        absl::StrCat("spec_dir: '", spec_dir, "' is relative; expected an absolute folder"));
+  }
+  const std::string base = spec_dir.empty() ? fs::current_path().string() : spec_dir;
+  spec::resolve_paths(&spec, base);
+  const int world_size = spec.world_size() <= 0 ? 1 : spec.world_size();
+  spec.set_world_size(world_size);
+  if (auto status = spec::validate_and_fill(&spec); !status.ok()) return status;
+  if (auto steps = spec::grad_accum_steps(spec, world_size); !steps.ok()) return steps.status();
+  if (world_size > config_.slots) {
+    return absl::ResourceExhaustedError(absl::StrCat("world_size: ", world_size,
+                                                     " ranks, but this accumd has only ",
+                                                     config_.slots, " slots (--slots)"));
+  }
+  for (const auto& train : spec.data().train()) {
+    if (train.find_first_of("*?[") == std::string::npos && !fs::exists(train)) {
+      return absl::InvalidArgumentError(absl::StrCat("data.train: '", train, "' does not exist"));
+    }
+  }
+  if (!spec.init_from().empty() && !fs::exists(spec.init_from())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("init_from: '", spec.init_from(), "' does not exist"));
+  }
+
+  std::lock_guard lock(mutex_);
+  int queued = 0;
+  for (const auto& [id, runtime] : runtimes_) queued += runtime.pid == 0 ? 1 : 0;
+  if (queued >= config_.max_queued) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("queue full: ", queued, " jobs are waiting (limit ", config_.max_queued, ")"));
+  }
+  auto id = store_->next_id();
+  if (!id.ok()) return id.status();
+  JobRecord record;
+  record.id = *id;
+  record.name = spec.name().empty() ? *id : spec.name();
+  record.state = accum::v1::QUEUED;
+  record.spec_dir = base;
+  record.job_dir = absl::StrCat(config_.state_dir, "/jobs/", *id);
+  record.world_size = world_size;
+  // The daemon owns where a job writes, so restarts find their checkpoints.
+  spec.set_metrics_path(record.job_dir + "/metrics.jsonl");
+  spec.mutable_checkpoint()->set_dir(record.job_dir + "/checkpoints");
+  spec.mutable_checkpoint()->set_resume_from("latest");
+  record.spec = spec;
+  std::error_code error;
+  fs::create_directories(record.job_dir + "/checkpoints", error);
+  fs::create_directories(record.job_dir + "/logs", error);
+  if (error) return absl::UnavailableError(absl::StrCat(record.job_dir, ": ", error.message()));
+  if (auto status = write_file_atomic(job_spec_path(record.job_dir), spec::spec_to_json(spec, true));
+      !status.ok()) {
+    return status;
+  }
+  record.message = "waiting for slots";
+  if (auto status = store_->insert(record, "submitted"); !status.ok()) return status;
+  Runtime& runtime = runtimes_[record.id];
+  runtime.world_size = world_size;
+  spdlog::info("job {} '{}' queued: world_size {}, {} steps", record.id, record.name, world_size,
+               spec.max_steps());
+  start_queued_locked();
+  auto stored = store_->get(record.id);
+  if (!stored.ok()) return stored.status();
+  return status_of(*stored);
+}
+
+absl::StatusOr<JobStatus> JobManager::status_of(const JobRecord& record) {
+  JobStatus status;
+  status.set_id(record.id);
+  status.set_name(record.name);
+  status.set_state(record.state);
+  *status.mutable_spec() = record.spec;
+  *status.mutable_last_metrics() = record.last_metrics;
+  status.set_restarts(record.restarts);
+  status.set_message(record.message);
+  status.set_created_unix_ms(record.created_ms);
+  status.set_updated_unix_ms(record.updated_ms);
+  status.set_job_dir(record.job_dir);
+  status.set_latest_checkpoint_step(record.latest_checkpoint_step);
+  auto transitions = store_->transitions(record.id);
+  if (!transitions.ok()) return transitions.status();
+  for (auto& transition : *transitions) *status.add_transitions() = std::move(transition);
+  return status;
+}
+
+absl::StatusOr<JobStatus> JobManager::get(const std::string& id) {
+  if (auto status = check_id(id); !status.ok()) return status;
+  auto record = store_->get(id);
+  if (!record.ok()) return record.status();
+  auto status = status_of(*record);
+  if (!status.ok()) return status;
+  std::lock_guard lock(mutex_);
+  if (auto it = runtimes_.find(id); it != runtimes_.end() && !it->second.history.empty()) {
+    *status->mutable_last_metrics() = it->second.history.back();  // fresher than the store
+  }
+  return status;
+}
+
+absl::StatusOr<JobRecord> JobManager::record(const std::string& id) {
+  if (auto status = check_id(id); !status.ok()) return status;
+  return store_->get(id);
+}
+
+absl::StatusOr<std::pair<std::vector<JobStatus>, std::string>> JobManager::list(
+    const std::vector<accum::v1::JobState>& states, int page_size, const std::string& page_token) {
+  if (page_size < 0) return absl::InvalidArgumentError("page_size: negative");
+  if (page_token.size() > kMaxIdLength) return absl::InvalidArgumentError("page_token: too long");
+  const int limit = page_size == 0 ? 100 : std::min(page_size, 1000);
+  auto records = store_->list(states, page_token, limit + 1);
+  if (!records.ok()) return records.status();
+  std::string next;
+  if (static_cast<int>(records->size()) > limit) {
+    records->resize(limit);
+    next = records->back().id;
+  }
+  std::vector<JobStatus> jobs;
+  for (const auto& record : *records) {
+    auto status = status_of(record);
+    if (!status.ok()) return status.status();
+    jobs.push_back(*std::move(status));
+  }
+  return std::make_pair(std::move(jobs), next);
+}
+
+absl::Status JobManager::transition_locked(const std::string& id, accum::v1::JobState to,
+                                           const std::string& reason, const std::string& message) {
+  if (auto status = store_->transition(id, to, reason, message); !status.ok()) return status;
+  if (auto it = runtimes_.find(id); it != runtimes_.end()) it->second.state = to;
+  spdlog::info("job {} -> {} ({}){}{}", id, state_name(to), reason, message.empty() ? "" : ": ",
+               message);
+  auto record = store_->get(id);
+  if (!record.ok()) return absl::OkStatus();
+  auto status = status_of(*record);
+  if (!status.ok()) return absl::OkStatus();
+  if (auto it = runtimes_.find(id); it != runtimes_.end() && !it->second.history.empty()) {
+    *status->mutable_last_metrics() = it->second.history.back();
+  }
+  JobEvent event;
+  *event.mutable_status() = *std::move(status);
+  hub_.publish(id, event);
+  if (is_terminal(to)) {
+    if (auto it = runtimes_.find(id); it != runtimes_.end() && !it->second.history.empty()) {
+      (void)store_->set_progress(id, it->second.history.back());
+    }
+    runtimes_.erase(id);
+    checkpoint_done_.notify_all();
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<JobStatus> JobManager::cancel(const std::string& id, bool force) {
+  if (auto status = check_id(id); !status.ok()) return status;
+  {
+    std::lock_guard lock(mutex_);
+    auto record = store_->get(id);
+    if (!record.ok()) return record.status();
+    if (is_terminal(record->state)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("job ", id, " already ended (", state_name(record->state), ")"));
+    }
+    Runtime& runtime = runtimes_[id];
+    if (runtime.pid == 0) {
+      // Nothing runs (queued, or waiting to restart): cancelled at once.
+      if (auto status = transition_locked(id, accum::v1::CANCELLED, force ? "force_cancel" : "cancel",
+                                          "cancelled before it ran");
+          !status.ok()) {
+        return status;
+      }
+      start_queued_locked();
+    } else if (force || record->state != accum::v1::CANCELLING) {
+      if (record->state != accum::v1::CANCELLING) {
+        auto status = transition_locked(id, accum::v1::CANCELLING, force ? "force_cancel" : "cancel",
+                                        force ? "killing the workers (SIGKILL)"
+                                              : "asking the workers to checkpoint and stop");
+        if (!status.ok()) return status;
+      }
+      runtime.force = runtime.force || force;
+      runtime.cancel_at = Clock::now();
+      runtime.cancel_escalation = 0;
+      if (force) {
+        signal_process_tree(runtime.pid, SIGKILL);
+        runtime.cancel_escalation = 2;
+      } else if (runtime.link) {
+        WorkerCommand command;
+        command.set_kind(WorkerCommand::STOP);
+        command.set_request_id(next_request_++);
+        runtime.link->send(command);
+      } else {
+        signal_process_leaves(runtime.pid, SIGTERM);  // no link yet: the worker's own handler
+        runtime.cancel_escalation = 1;
+      }
+    }
+  }
+  return get(id);
+}
+
+absl::StatusOr<accum::v1::CheckpointInfo> JobManager::checkpoint(const std::string& id,
+                                                                 Clock::time_point deadline) {
+  if (auto status = check_id(id); !status.ok()) return status;
+  std::unique_lock lock(mutex_);
+  auto record = store_->get(id);
+  if (!record.ok()) return record.status();
+  auto it = runtimes_.find(id);
+  if (record->state != accum::v1::RUNNING || it == runtimes_.end() || !it->second.link) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "job ", id, " is ", state_name(record->state),
+        record->state == accum::v1::RUNNING ? " but its worker is not connected yet" : "",
+        "; a checkpoint needs a RUNNING job"));
+  }
+  const uint64_t request_id = next_request_++;
+  WorkerCommand command;
+  command.set_kind(WorkerCommand::CHECKPOINT);
+  command.set_request_id(request_id);
+  it->second.link->send(command);
+  spdlog::info("job {}: checkpoint request {} sent", id, request_id);
+  while (true) {
+    auto runtime = runtimes_.find(id);
+    if (runtime == runtimes_.end()) {
+      return absl::AbortedError(absl::StrCat("job ", id, " ended before the checkpoint completed"));
+    }
+    if (auto done = runtime->second.checkpoints_done.find(request_id);
+        done != runtime->second.checkpoints_done.end()) {
+      auto info = done->second;
+      runtime->second.checkpoints_done.erase(done);
+      return info;
+    }
+    if (stopping_) return absl::UnavailableError("accumd is shutting down");
+    if (checkpoint_done_.wait_until(lock, deadline) == std::cv_status::timeout &&
+        Clock::now() >= deadline) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("job ", id, ": checkpoint request ", request_id, " did not complete in time"));
+    }
+  }
+}
+
+absl::StatusOr<std::vector<accum::v1::CheckpointInfo>> JobManager::checkpoints(
+    const std::string& id) {
+  auto record = this->record(id);
+  if (!record.ok()) return record.status();
+  return list_job_checkpoints(record->spec.checkpoint().dir());
+}
+
+absl::StatusOr<WatchStart> JobManager::watch(const std::string& id) {
+  if (auto status = check_id(id); !status.ok()) return status;
+  std::lock_guard lock(mutex_);  // no event slips between the snapshot and the subscription
+  auto record = store_->get(id);
+  if (!record.ok()) return record.status();
+  auto status = status_of(*record);
+  if (!status.ok()) return status.status();
+  WatchStart start;
+  auto& first = start.backlog.emplace_back();
+  *first.mutable_status() = *status;
+  if (auto it = runtimes_.find(id); it != runtimes_.end()) {
+    for (const auto& metrics : it->second.history) {
+      *start.backlog.emplace_back().mutable_metrics() = metrics;
+    }
+  }
+  if (!is_terminal(record->state)) start.subscription = hub_.subscribe(id);
+  return start;
+}
+
+void JobManager::unwatch(const std::string& id, const std::shared_ptr<JobSubscription>& sub) {
+  if (sub) hub_.unsubscribe(id, sub);
+}
+
+absl::StatusOr<uint64_t> JobManager::worker_connected(const accum::v1::WorkerHello& hello,
+                                                      std::shared_ptr<CommandSink> sink) {
+  if (auto status = check_id(hello.job_id()); !status.ok()) return status;
+  std::lock_guard lock(mutex_);
+  auto record = store_->get(hello.job_id());
+  if (!record.ok()) return record.status();
+  auto it = runtimes_.find(hello.job_id());
+  if (is_terminal(record->state) || it == runtimes_.end()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", hello.job_id(), " is ", state_name(record->state)));
+  }
+  Runtime& runtime = it->second;
+  if (hello.attempt() != runtime.attempt) {
+    return absl::FailedPreconditionError(absl::StrCat("job ", hello.job_id(), ": attempt ",
+                                                      hello.attempt(), " is stale; current is ",
+                                                      runtime.attempt));
+  }
+  runtime.link = std::move(sink);
+  runtime.link_session = next_session_++;
+  runtime.last_heard = Clock::now();
+  runtime.hello_seen = true;
+  if (record->state == accum::v1::STARTING || record->state == accum::v1::RESTARTING) {
+    (void)transition_locked(
+        record->id, accum::v1::RUNNING, "worker_hello",
+        absl::StrCat("attempt ", hello.attempt(), ": ", hello.world_size(), " ranks, from step ",
+                     hello.start_step()));
+  } else if (record->state == accum::v1::CANCELLING && !runtime.force) {
+    WorkerCommand stop;  // re-attached during a graceful cancel: ask again
+    stop.set_kind(WorkerCommand::STOP);
+    stop.set_request_id(next_request_++);
+    runtime.link->send(stop);
+  }
+  return runtime.link_session;
+}
+
+void JobManager::worker_event(const std::string& job_id, uint64_t session,
+                              const accum::v1::WorkerEvent& event) {
+  std::lock_guard lock(mutex_);
+  auto it = runtimes_.find(job_id);
+  if (it == runtimes_.end() || it->second.link_session != session) return;
+  Runtime& runtime = it->second;
+  runtime.last_heard = Clock::now();
+  if (event.has_metrics()) {
+    if (runtime.history.size() >= kMaxHistory) runtime.history.erase(runtime.history.begin());
+    runtime.history.push_back(event.metrics());
+    JobEvent job_event;
+    *job_event.mutable_metrics() = event.metrics();
+    hub_.publish(job_id, job_event);
+    if (runtime.last_heard - runtime.last_persisted > std::chrono::seconds(1)) {
+      runtime.last_persisted = runtime.last_heard;
+      (void)store_->set_progress(job_id, event.metrics());
+    }
+  } else if (event.has_checkpoint_done()) {
+    const auto& done = event.checkpoint_done();
+    (void)store_->set_latest_checkpoint(job_id, done.step());
+    accum::v1::CheckpointInfo info;
+    info.set_step(done.step());
+    info.set_path(done.path());
+    for (const auto& listed : list_job_checkpoints(fs::path(done.path()).parent_path().string())) {
+      if (listed.step() == done.step()) info = listed;
+    }
+    info.set_path(done.path());
+    spdlog::info("job {}: checkpoint at step {} complete: {}", job_id, done.step(), done.path());
+    if (done.request_id() != 0) {
+      runtime.checkpoints_done[done.request_id()] = info;
+      checkpoint_done_.notify_all();
+    }
+  }
+}
+
+void JobManager::worker_disconnected(const std::string& job_id, uint64_t session) {
+  std::lock_guard lock(mutex_);
+  auto it = runtimes_.find(job_id);
+  if (it == runtimes_.end() || it->second.link_session != session) return;
+  it->second.link.reset();
+  spdlog::info("job {}: worker link closed", job_id);
+}
+
+}  // namespace accum::control

@@ -1,0 +1,158 @@
+// control/job_manager.h — the daemon's domain logic: submit, watch, cancel,
+// checkpoint, and the supervisor that launches, restarts and reconciles jobs.
+//
+// Knows nothing of gRPC (STYLE.md, route_guide): the Control and WorkerLink
+// services translate protos and Status codes and call in here. Durable state is
+// in the JobStore; what only matters while a process runs (its pid, its link,
+// heartbeats, watchers' metrics history) is in memory and rebuilt by
+// reconcile() when accumd restarts.
+//
+// Implementation is split in two files: job_manager.cpp (the API) and
+// job_supervision.cpp (the supervisor loop: exits, restarts, queue, heartbeats).
+//
+// Thread safety: every public method is thread-safe. One mutex guards the
+// runtime table; the supervisor thread ticks every 100 ms.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "daemon/control/event_hub.h"
+#include "daemon/control/job_store.h"
+#include "daemon/control/launcher.h"
+#include "proto/accum.pb.h"
+
+namespace accum::control {
+
+using Clock = std::chrono::steady_clock;
+
+struct ManagerConfig {
+  std::string state_dir;
+  int slots = 1;  // CPU ranks or GPUs this host offers
+  LauncherConfig launcher;
+  std::chrono::milliseconds heartbeat_timeout{60000};  // after the worker's hello
+  std::chrono::milliseconds restart_backoff{1000};     // doubled per restart, capped at 60 s
+  std::chrono::milliseconds stop_grace{60000};         // STOP -> SIGTERM -> SIGKILL
+  int default_max_restarts = 3;  // when the spec says 0; a negative spec value means none
+  int max_queued = 1000;         // more waiting jobs: RESOURCE_EXHAUSTED
+};
+
+// Where the manager sends commands to a connected rank 0. send() must not block.
+class CommandSink {
+ public:
+  virtual ~CommandSink() = default;
+  virtual void send(const accum::v1::WorkerCommand& command) = 0;
+};
+
+struct WatchStart {
+  std::shared_ptr<JobSubscription> subscription;
+  std::vector<accum::v1::JobEvent> backlog;  // current status, then metrics so far
+};
+
+class JobManager {
+ public:
+  // Opens <state_dir>/accumd.db, creates <state_dir>/jobs and reconciles jobs
+  // left active by a previous accumd. Call start() to begin supervising.
+  static absl::StatusOr<std::unique_ptr<JobManager>> create(ManagerConfig config);
+  ~JobManager();
+  JobManager(const JobManager&) = delete;
+  JobManager& operator=(const JobManager&) = delete;
+
+  void start();     // starts the supervisor thread
+  void shutdown();  // stops supervising; running workers keep running (re-attach later)
+
+  // Validates (INVALID_ARGUMENT naming the field), rewrites paths into the job
+  // dir and queues the job. spec_dir: absolute folder relative paths resolve against.
+  absl::StatusOr<accum::v1::JobStatus> submit(accum::v1::JobSpec spec, const std::string& spec_dir);
+  absl::StatusOr<accum::v1::JobStatus> get(const std::string& id);
+  // Page of jobs in id order; returns the next page token ("" at the end).
+  absl::StatusOr<std::pair<std::vector<accum::v1::JobStatus>, std::string>> list(
+      const std::vector<accum::v1::JobState>& states, int page_size, const std::string& page_token);
+  // Graceful: STOP through the link (checkpoint, exit 0), SIGTERM after
+  // stop_grace, SIGKILL after twice that. Force: SIGKILL now.
+  absl::StatusOr<accum::v1::JobStatus> cancel(const std::string& id, bool force);
+  // Asks rank 0 for a checkpoint at the next optimizer-step boundary and blocks
+  // until it is complete (or DEADLINE_EXCEEDED at `deadline`).
+  absl::StatusOr<accum::v1::CheckpointInfo> checkpoint(const std::string& id,
+                                                       Clock::time_point deadline);
+  absl::StatusOr<std::vector<accum::v1::CheckpointInfo>> checkpoints(const std::string& id);
+  absl::StatusOr<WatchStart> watch(const std::string& id);
+  void unwatch(const std::string& id, const std::shared_ptr<JobSubscription>& subscription);
+  // For StreamLogs: the job's folder (NOT_FOUND for unknown ids).
+  absl::StatusOr<JobRecord> record(const std::string& id);
+
+  // WorkerLink. connected() returns a session id that later calls carry, so a
+  // stale connection from an earlier attempt cannot speak for the new one.
+  absl::StatusOr<uint64_t> worker_connected(const accum::v1::WorkerHello& hello,
+                                            std::shared_ptr<CommandSink> sink);
+  void worker_event(const std::string& job_id, uint64_t session, const accum::v1::WorkerEvent& event);
+  void worker_disconnected(const std::string& job_id, uint64_t session);
+
+  const ManagerConfig& config() const { return config_; }
+  // The address workers dial back (known once the server is bound). REQUIRES: before start().
+  void set_control_addr(const std::string& addr) { config_.launcher.control_addr = addr; }
+
+ private:
+  struct Runtime {
+    accum::v1::JobState state = accum::v1::QUEUED;  // mirrors the store
+    int world_size = 1;
+    pid_t pid = 0;
+    int64_t start_ticks = 0;
+    bool is_child = false;  // launched by this accumd (waitpid) or re-attached (poll /proc)
+    int attempt = 0;
+    std::shared_ptr<CommandSink> link;
+    uint64_t link_session = 0;
+    Clock::time_point last_heard{};
+    bool hello_seen = false;
+    Clock::time_point restart_at{};
+    Clock::time_point cancel_at{};
+    bool force = false;
+    int cancel_escalation = 0;  // 0: STOP sent, 1: SIGTERM sent, 2: SIGKILL sent
+    std::string kill_reason;    // why the supervisor killed it (heartbeat timeout)
+    std::vector<accum::v1::StepMetrics> history;
+    Clock::time_point last_persisted{};
+    std::map<uint64_t, accum::v1::CheckpointInfo> checkpoints_done;  // by request id
+  };
+
+  explicit JobManager(ManagerConfig config, std::unique_ptr<JobStore> store);
+  absl::StatusOr<accum::v1::JobStatus> status_of(const JobRecord& record);
+  // Records a transition and tells watchers. REQUIRES: mutex_ held.
+  absl::Status transition_locked(const std::string& id, accum::v1::JobState to,
+                                 const std::string& reason, const std::string& message);
+  absl::Status reconcile();
+
+  // job_supervision.cpp
+  void supervise_loop();
+  void tick();
+  void start_attempt_locked(const JobRecord& record, Runtime& runtime);
+  void handle_exit_locked(const JobRecord& record, Runtime& runtime, int wait_status, bool known);
+  void check_cancel_locked(const JobRecord& record, Runtime& runtime, Clock::time_point now);
+  void start_queued_locked();
+  int slots_in_use_locked();
+  int max_restarts(const JobRecord& record) const;
+
+  ManagerConfig config_;
+  std::unique_ptr<JobStore> store_;
+  EventHub hub_;
+  std::mutex mutex_;
+  std::condition_variable checkpoint_done_;
+  std::map<std::string, Runtime> runtimes_;  // GUARDED_BY(mutex_): every active job
+  uint64_t next_session_ = 1;                // GUARDED_BY(mutex_)
+  uint64_t next_request_ = 1;                // GUARDED_BY(mutex_)
+  std::atomic<bool> stopping_{false};
+  std::thread supervisor_;
+};
+
+}  // namespace accum::control

@@ -1,0 +1,331 @@
+// control/job_store.cpp — SQLite implementation of JobStore.
+//
+// Statements are prepared per call (the store handles a few writes per second;
+// clarity beats caching). Specs and metrics are stored as canonical JSON so the
+// database stays readable with the sqlite3 shell.
+#include "daemon/control/job_store.h"
+
+#include <sqlite3.h>
+
+#include <chrono>
+#include <variant>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "daemon/control/job_state.h"
+#include "google/protobuf/util/json_util.h"
+
+namespace accum::control {
+namespace {
+
+using Arg = std::variant<int64_t, std::string>;
+
+constexpr const char* kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS jobs (
+  id TEXT PRIMARY KEY, seq INTEGER UNIQUE NOT NULL, name TEXT NOT NULL, state INTEGER NOT NULL,
+  spec_json TEXT NOT NULL, spec_dir TEXT NOT NULL, job_dir TEXT NOT NULL,
+  world_size INTEGER NOT NULL, restarts INTEGER NOT NULL DEFAULT 0,
+  attempt INTEGER NOT NULL DEFAULT 0, message TEXT NOT NULL DEFAULT '',
+  created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL,
+  launcher_pid INTEGER NOT NULL DEFAULT 0, launcher_start_ticks INTEGER NOT NULL DEFAULT 0,
+  latest_checkpoint_step INTEGER NOT NULL DEFAULT 0, last_metrics_json TEXT NOT NULL DEFAULT '');
+CREATE TABLE IF NOT EXISTS transitions (
+  job_id TEXT NOT NULL, seq INTEGER PRIMARY KEY AUTOINCREMENT, state INTEGER NOT NULL,
+  time_ms INTEGER NOT NULL, reason TEXT NOT NULL, message TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS transitions_by_job ON transitions(job_id, seq);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+)sql";
+
+constexpr const char* kJobColumns =
+    "id, name, state, spec_json, spec_dir, job_dir, world_size, restarts, attempt, message, "
+    "created_ms, updated_ms, launcher_pid, launcher_start_ticks, latest_checkpoint_step, "
+    "last_metrics_json";
+
+// A prepared statement that finalizes itself.
+class Statement {
+ public:
+  Statement(sqlite3* db, const std::string& sql) : db_(db) {
+    rc_ = sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt_, nullptr);
+  }
+  ~Statement() { sqlite3_finalize(stmt_); }
+  Statement(const Statement&) = delete;
+  Statement& operator=(const Statement&) = delete;
+
+  absl::Status bind(const std::vector<Arg>& args) {
+    if (rc_ != SQLITE_OK) return error("prepare");
+    for (size_t i = 0; i < args.size(); ++i) {
+      const int index = static_cast<int>(i) + 1;
+      int rc;
+      if (const auto* number = std::get_if<int64_t>(&args[i])) {
+        rc = sqlite3_bind_int64(stmt_, index, *number);
+      } else {
+        const auto& text = std::get<std::string>(args[i]);
+        rc = sqlite3_bind_text(stmt_, index, text.data(), static_cast<int>(text.size()),
+                               SQLITE_TRANSIENT);
+      }
+      if (rc != SQLITE_OK) return error("bind");
+    }
+    return absl::OkStatus();
+  }
+  // SQLITE_ROW, SQLITE_DONE or an error code.
+  int step() { return sqlite3_step(stmt_); }
+  int64_t integer(int column) { return sqlite3_column_int64(stmt_, column); }
+  std::string text(int column) {
+    const auto* bytes = sqlite3_column_text(stmt_, column);
+    return bytes ? std::string(reinterpret_cast<const char*>(bytes)) : std::string();
+  }
+  absl::Status error(const char* what) {
+    return absl::InternalError(absl::StrCat("sqlite ", what, ": ", sqlite3_errmsg(db_)));
+  }
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* stmt_ = nullptr;
+  int rc_;
+};
+
+absl::Status run(sqlite3* db, const std::string& sql, const std::vector<Arg>& args) {
+  Statement statement(db, sql);
+  if (auto status = statement.bind(args); !status.ok()) return status;
+  const int rc = statement.step();
+  if (rc != SQLITE_DONE && rc != SQLITE_ROW) return statement.error("step");
+  return absl::OkStatus();
+}
+
+std::string to_json(const google::protobuf::Message& message) {
+  std::string json;
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(message, &json, options);
+  return json;
+}
+
+absl::StatusOr<JobRecord> read_record(Statement& row) {
+  JobRecord record;
+  record.id = row.text(0);
+  record.name = row.text(1);
+  record.state = static_cast<accum::v1::JobState>(row.integer(2));
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = true;
+  if (!google::protobuf::util::JsonStringToMessage(row.text(3), &record.spec, options).ok()) {
+    return absl::DataLossError(absl::StrCat("job ", record.id, ": stored spec_json is unreadable"));
+  }
+  record.spec_dir = row.text(4);
+  record.job_dir = row.text(5);
+  record.world_size = static_cast<int>(row.integer(6));
+  record.restarts = static_cast<int>(row.integer(7));
+  record.attempt = static_cast<int>(row.integer(8));
+  record.message = row.text(9);
+  record.created_ms = row.integer(10);
+  record.updated_ms = row.integer(11);
+  record.launcher_pid = row.integer(12);
+  record.launcher_start_ticks = row.integer(13);
+  record.latest_checkpoint_step = row.integer(14);
+  const std::string metrics = row.text(15);
+  if (!metrics.empty()) {
+    (void)google::protobuf::util::JsonStringToMessage(metrics, &record.last_metrics, options);
+  }
+  return record;
+}
+
+absl::StatusOr<std::vector<JobRecord>> query_records(sqlite3* db, const std::string& sql,
+                                                     const std::vector<Arg>& args) {
+  Statement statement(db, sql);
+  if (auto status = statement.bind(args); !status.ok()) return status;
+  std::vector<JobRecord> records;
+  for (int rc = statement.step(); rc != SQLITE_DONE; rc = statement.step()) {
+    if (rc != SQLITE_ROW) return statement.error("query");
+    auto record = read_record(statement);
+    if (!record.ok()) return record.status();
+    records.push_back(*std::move(record));
+  }
+  return records;
+}
+
+}  // namespace
+
+int64_t now_unix_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+absl::StatusOr<std::unique_ptr<JobStore>> JobStore::open(const std::string& path) {
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) !=
+      SQLITE_OK) {
+    std::string why = db ? sqlite3_errmsg(db) : "out of memory";
+    sqlite3_close(db);
+    return absl::UnavailableError(absl::StrCat("cannot open job database ", path, ": ", why));
+  }
+  sqlite3_busy_timeout(db, 5000);
+  std::unique_ptr<JobStore> store(new JobStore(db));
+  for (const char* pragma : {"PRAGMA journal_mode=WAL;", "PRAGMA synchronous=FULL;"}) {
+    if (auto status = store->exec(pragma); !status.ok()) return status;
+  }
+  if (auto status = store->exec(kSchema); !status.ok()) {
+    return absl::DataLossError(absl::StrCat(path, ": ", status.message()));
+  }
+  return store;
+}
+
+JobStore::~JobStore() { sqlite3_close(db_); }
+
+absl::Status JobStore::exec(const std::string& sql) {
+  char* error = nullptr;
+  if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &error) != SQLITE_OK) {
+    std::string message = error ? error : "unknown error";
+    sqlite3_free(error);
+    return absl::InternalError(absl::StrCat("sqlite: ", message, " in: ", sql.substr(0, 60)));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> JobStore::next_id() {
+  std::lock_guard lock(mutex_);
+  if (auto s = run(db_,
+                   "INSERT INTO counters(name, value) VALUES('job', 1) "
+                   "ON CONFLICT(name) DO UPDATE SET value = value + 1",
+                   {});
+      !s.ok()) {
+    return s;
+  }
+  Statement statement(db_, "SELECT value FROM counters WHERE name = 'job'");
+  if (statement.step() != SQLITE_ROW) return statement.error("counter");
+  return absl::StrFormat("job-%06d", statement.integer(0));
+}
+
+absl::Status JobStore::insert(const JobRecord& r, const std::string& reason) {
+  std::lock_guard lock(mutex_);
+  const int64_t now = r.created_ms ? r.created_ms : now_unix_ms();
+  if (auto s = exec("BEGIN IMMEDIATE"); !s.ok()) return s;
+  auto s = run(db_,
+               absl::StrCat("INSERT INTO jobs(", kJobColumns,
+                            ", seq) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,"
+                            "(SELECT IFNULL(MAX(seq),0)+1 FROM jobs))"),
+               {r.id, r.name, int64_t{r.state}, to_json(r.spec), r.spec_dir, r.job_dir,
+                int64_t{r.world_size}, int64_t{r.restarts}, int64_t{r.attempt}, r.message, now,
+                now, r.launcher_pid, r.launcher_start_ticks, r.latest_checkpoint_step,
+                std::string()});
+  if (s.ok()) {
+    s = run(db_, "INSERT INTO transitions(job_id, state, time_ms, reason, message) VALUES(?,?,?,?,?)",
+            {r.id, int64_t{r.state}, now, reason, r.message});
+  }
+  if (!s.ok()) {
+    (void)exec("ROLLBACK");
+    return s;
+  }
+  return exec("COMMIT");
+}
+
+absl::StatusOr<JobRecord> JobStore::get(const std::string& id) {
+  std::lock_guard lock(mutex_);
+  auto records = query_records(db_, absl::StrCat("SELECT ", kJobColumns, " FROM jobs WHERE id = ?"),
+                               {id});
+  if (!records.ok()) return records.status();
+  if (records->empty()) return absl::NotFoundError(absl::StrCat("no job with id '", id, "'"));
+  return std::move(records->front());
+}
+
+absl::StatusOr<std::vector<JobRecord>> JobStore::list(const std::vector<accum::v1::JobState>& states,
+                                                      const std::string& after_id, int limit) {
+  std::lock_guard lock(mutex_);
+  std::string sql = absl::StrCat("SELECT ", kJobColumns, " FROM jobs WHERE id > ?");
+  if (!states.empty()) {
+    std::vector<std::string> numbers;
+    for (auto state : states) numbers.push_back(std::to_string(static_cast<int>(state)));
+    absl::StrAppend(&sql, " AND state IN (", absl::StrJoin(numbers, ","), ")");
+  }
+  absl::StrAppend(&sql, " ORDER BY id LIMIT ?");
+  return query_records(db_, sql, {after_id, int64_t{limit}});
+}
+
+absl::StatusOr<std::vector<JobRecord>> JobStore::list_active() {
+  std::lock_guard lock(mutex_);
+  return query_records(
+      db_,
+      absl::StrCat("SELECT ", kJobColumns, " FROM jobs WHERE state NOT IN (?,?,?) ORDER BY seq"),
+      {int64_t{accum::v1::SUCCEEDED}, int64_t{accum::v1::FAILED}, int64_t{accum::v1::CANCELLED}});
+}
+
+absl::Status JobStore::transition(const std::string& id, accum::v1::JobState to,
+                                  const std::string& reason, const std::string& message) {
+  std::lock_guard lock(mutex_);
+  if (auto s = exec("BEGIN IMMEDIATE"); !s.ok()) return s;
+  auto finish = [&](absl::Status status) {
+    if (!status.ok()) {
+      (void)exec("ROLLBACK");
+      return status;
+    }
+    return exec("COMMIT");
+  };
+  Statement current(db_, "SELECT state FROM jobs WHERE id = ?");
+  if (auto s = current.bind({id}); !s.ok()) return finish(s);
+  if (current.step() != SQLITE_ROW) {
+    return finish(absl::NotFoundError(absl::StrCat("no job with id '", id, "'")));
+  }
+  const auto from = static_cast<accum::v1::JobState>(current.integer(0));
+  if (!transition_allowed(from, to)) {
+    return finish(absl::FailedPreconditionError(absl::StrCat(
+        "job ", id, " is ", state_name(from), "; it cannot become ", state_name(to))));
+  }
+  const int64_t now = now_unix_ms();
+  auto s = run(db_, "UPDATE jobs SET state = ?, message = ?, updated_ms = ? WHERE id = ?",
+               {int64_t{to}, message, now, id});
+  if (s.ok()) {
+    s = run(db_, "INSERT INTO transitions(job_id, state, time_ms, reason, message) VALUES(?,?,?,?,?)",
+            {id, int64_t{to}, now, reason, message});
+  }
+  return finish(s);
+}
+
+absl::StatusOr<std::vector<accum::v1::Transition>> JobStore::transitions(const std::string& id) {
+  std::lock_guard lock(mutex_);
+  Statement statement(
+      db_, "SELECT state, time_ms, reason, message FROM transitions WHERE job_id = ? ORDER BY seq");
+  if (auto s = statement.bind({id}); !s.ok()) return s;
+  std::vector<accum::v1::Transition> history;
+  for (int rc = statement.step(); rc != SQLITE_DONE; rc = statement.step()) {
+    if (rc != SQLITE_ROW) return statement.error("transitions");
+    auto& t = history.emplace_back();
+    t.set_state(static_cast<accum::v1::JobState>(statement.integer(0)));
+    t.set_time_unix_ms(statement.integer(1));
+    t.set_reason(statement.text(2));
+    t.set_message(statement.text(3));
+  }
+  return history;
+}
+
+absl::Status JobStore::update_columns(const std::string& id, const std::string& assignments,
+                                      const std::vector<std::string>& text_args,
+                                      const std::vector<int64_t>& int_args) {
+  std::lock_guard lock(mutex_);
+  std::vector<Arg> args;
+  for (const auto& text : text_args) args.emplace_back(text);
+  for (int64_t number : int_args) args.emplace_back(number);
+  args.emplace_back(now_unix_ms());
+  args.emplace_back(id);
+  return run(db_, absl::StrCat("UPDATE jobs SET ", assignments, ", updated_ms = ? WHERE id = ?"),
+             args);
+}
+
+absl::Status JobStore::set_process(const std::string& id, int64_t pid, int64_t start_ticks,
+                                   int attempt) {
+  return update_columns(id, "launcher_pid = ?, launcher_start_ticks = ?, attempt = ?", {},
+                        {pid, start_ticks, attempt});
+}
+
+absl::Status JobStore::set_restarts(const std::string& id, int restarts) {
+  return update_columns(id, "restarts = ?", {}, {restarts});
+}
+
+absl::Status JobStore::set_progress(const std::string& id, const accum::v1::StepMetrics& metrics) {
+  return update_columns(id, "last_metrics_json = ?", {to_json(metrics)}, {});
+}
+
+absl::Status JobStore::set_latest_checkpoint(const std::string& id, int64_t step) {
+  return update_columns(id, "latest_checkpoint_step = ?", {}, {step});
+}
+
+}  // namespace accum::control

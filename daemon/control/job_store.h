@@ -1,0 +1,93 @@
+// control/job_store.h — durable job records in SQLite.
+//
+// One database file (WAL journal, synchronous=FULL: a transition acknowledged to
+// a client survives kill -9 and power loss). Tables:
+//   jobs(id, name, state, spec_json, spec_dir, job_dir, world_size, restarts,
+//        attempt, message, created_ms, updated_ms, launcher_pid,
+//        launcher_start_ticks, latest_checkpoint_step, last_metrics_json)
+//   transitions(job_id, seq, state, time_ms, reason, message)
+// Every state change goes through transition(), which checks the state machine
+// (job_state.h) and writes the new state and its history row in one transaction.
+//
+// Thread safety: all methods are safe to call concurrently (one internal mutex).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "proto/accum.pb.h"
+
+struct sqlite3;
+
+namespace accum::control {
+
+// What the store knows about a job (the runtime-only parts live in JobManager).
+struct JobRecord {
+  std::string id;
+  std::string name;
+  accum::v1::JobState state = accum::v1::QUEUED;
+  accum::v1::JobSpec spec;  // validated, paths rewritten into job_dir
+  std::string spec_dir;
+  std::string job_dir;
+  int world_size = 1;
+  int restarts = 0;
+  int attempt = 0;
+  std::string message;
+  int64_t created_ms = 0;
+  int64_t updated_ms = 0;
+  int64_t launcher_pid = 0;          // 0: no process
+  int64_t launcher_start_ticks = 0;  // /proc/<pid>/stat starttime, guards against pid reuse
+  int64_t latest_checkpoint_step = 0;
+  accum::v1::StepMetrics last_metrics;
+};
+
+int64_t now_unix_ms();
+
+class JobStore {
+ public:
+  // Opens (creating if needed) the database at `path`.
+  static absl::StatusOr<std::unique_ptr<JobStore>> open(const std::string& path);
+  ~JobStore();
+  JobStore(const JobStore&) = delete;
+  JobStore& operator=(const JobStore&) = delete;
+
+  // Allocates the next id ("job-000001", ...) without writing a record.
+  absl::StatusOr<std::string> next_id();
+  // Inserts a new job with an initial transition into record.state.
+  absl::Status insert(const JobRecord& record, const std::string& reason);
+  absl::StatusOr<JobRecord> get(const std::string& id);  // NOT_FOUND for unknown ids
+  // Jobs in id order after `after_id` ("" from the start), filtered by states
+  // (empty: all), at most `limit`.
+  absl::StatusOr<std::vector<JobRecord>> list(const std::vector<accum::v1::JobState>& states,
+                                              const std::string& after_id, int limit);
+  // Jobs not in a terminal state (daemon start-up reconciliation, scheduling).
+  absl::StatusOr<std::vector<JobRecord>> list_active();
+
+  // Moves a job to `to`; FAILED_PRECONDITION naming both states when the state
+  // machine forbids it. The message also becomes the job's current message.
+  absl::Status transition(const std::string& id, accum::v1::JobState to, const std::string& reason,
+                          const std::string& message);
+  absl::StatusOr<std::vector<accum::v1::Transition>> transitions(const std::string& id);
+
+  absl::Status set_process(const std::string& id, int64_t pid, int64_t start_ticks, int attempt);
+  absl::Status set_restarts(const std::string& id, int restarts);
+  absl::Status set_progress(const std::string& id, const accum::v1::StepMetrics& metrics);
+  absl::Status set_latest_checkpoint(const std::string& id, int64_t step);
+
+ private:
+  explicit JobStore(sqlite3* db) : db_(db) {}
+  absl::Status exec(const std::string& sql);
+  absl::Status update_columns(const std::string& id, const std::string& assignments,
+                              const std::vector<std::string>& text_args,
+                              const std::vector<int64_t>& int_args);
+
+  std::mutex mutex_;
+  sqlite3* db_;  // GUARDED_BY(mutex_)
+};
+
+}  // namespace accum::control

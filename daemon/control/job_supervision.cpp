@@ -1,0 +1,253 @@
+// control/job_supervision.cpp — the supervisor half of JobManager: launching
+// queued jobs FIFO when slots are free, noticing exits (waitpid for our own
+// children, /proc + the exit-code file for re-attached ones), restarting from
+// the latest checkpoint with exponential backoff, heartbeat timeouts, the
+// STOP -> SIGTERM -> SIGKILL escalation of a graceful cancel, and the
+// reconciliation of jobs left active by a previous accumd.
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "daemon/control/job_files.h"
+#include "daemon/control/job_manager.h"
+#include "daemon/control/job_state.h"
+#include "spdlog/spdlog.h"
+
+namespace accum::control {
+namespace {
+
+constexpr auto kTick = std::chrono::milliseconds(100);
+constexpr auto kMaxBackoff = std::chrono::milliseconds(60000);
+
+int64_t latest_step(const JobRecord& record) {
+  const auto listed = list_job_checkpoints(record.spec.checkpoint().dir());
+  return listed.empty() ? 0 : listed.back().step();
+}
+
+}  // namespace
+
+void JobManager::supervise_loop() {
+  while (!stopping_) {
+    tick();
+    std::this_thread::sleep_for(kTick);
+  }
+}
+
+int JobManager::slots_in_use_locked() {
+  int used = 0;
+  for (const auto& [id, runtime] : runtimes_) {
+    if (runtime.state != accum::v1::QUEUED) used += runtime.world_size;
+  }
+  return used;
+}
+
+void JobManager::tick() {
+  std::lock_guard lock(mutex_);
+  const auto now = Clock::now();
+  std::vector<std::string> ids;
+  for (const auto& [id, runtime] : runtimes_) ids.push_back(id);
+  for (const auto& id : ids) {
+    auto it = runtimes_.find(id);
+    if (it == runtimes_.end()) continue;
+    Runtime& runtime = it->second;
+    if (runtime.state == accum::v1::QUEUED) continue;
+    auto record = store_->get(id);
+    if (!record.ok()) continue;
+    if (runtime.pid != 0) {
+      if (runtime.is_child) {
+        if (auto status = try_reap(runtime.pid)) {
+          handle_exit_locked(*record, runtime, *status, true);
+          continue;
+        }
+      } else if (!process_alive(runtime.pid, runtime.start_ticks)) {
+        const auto code = read_exit_code_file(
+            attempt_log_dir(record->job_dir, runtime.attempt) + "/exit_code");
+        handle_exit_locked(*record, runtime, code ? (*code << 8) : 0, code.has_value());
+        continue;
+      }
+      if (runtime.state == accum::v1::CANCELLING) {
+        check_cancel_locked(*record, runtime, now);
+      } else if (runtime.hello_seen && runtime.kill_reason.empty() &&
+                 now - runtime.last_heard > config_.heartbeat_timeout) {
+        runtime.kill_reason = absl::StrCat(
+            "no heartbeat for ",
+            std::chrono::duration_cast<std::chrono::seconds>(now - runtime.last_heard).count(),
+            " s (timeout ", config_.heartbeat_timeout.count() / 1000.0, " s)");
+        spdlog::warn("job {}: {}; killing attempt {}", id, runtime.kill_reason, runtime.attempt);
+        signal_process_tree(runtime.pid, SIGKILL);
+      }
+    } else if (runtime.state == accum::v1::RESTARTING && now >= runtime.restart_at) {
+      start_attempt_locked(*record, runtime);
+    }
+  }
+  start_queued_locked();
+}
+
+void JobManager::start_queued_locked() {
+  int free_slots = config_.slots - slots_in_use_locked();
+  auto active = store_->list_active();
+  if (!active.ok()) return;
+  for (const auto& record : *active) {
+    if (record.state != accum::v1::QUEUED) continue;
+    if (record.world_size > free_slots) break;  // strict FIFO: no overtaking
+    auto it = runtimes_.find(record.id);
+    if (it == runtimes_.end()) continue;
+    free_slots -= record.world_size;
+    start_attempt_locked(record, it->second);
+  }
+}
+
+void JobManager::start_attempt_locked(const JobRecord& record, Runtime& runtime) {
+  const int attempt = record.attempt + 1;
+  remove_partial_checkpoints(record.spec.checkpoint().dir());
+  const int64_t resume_step = latest_step(record);
+  if (!transition_locked(record.id, accum::v1::STARTING, "launch",
+                         absl::StrCat("attempt ", attempt, " on ", record.world_size, " rank(s)",
+                                      resume_step > 0 ? absl::StrCat(", resuming from step ",
+                                                                     resume_step)
+                                                      : ""))
+           .ok()) {
+    return;
+  }
+  LaunchInfo info;
+  info.id = record.id;
+  info.job_dir = record.job_dir;
+  info.world_size = record.world_size;
+  info.attempt = attempt;
+  info.launch = record.spec.launch();
+  auto pid = launch(config_.launcher, info);
+  if (!pid.ok()) {
+    (void)transition_locked(record.id, accum::v1::FAILED, "launch_failed",
+                            std::string(pid.status().message()));
+    return;
+  }
+  runtime.pid = *pid;
+  runtime.start_ticks = process_start_ticks(*pid).value_or(0);
+  runtime.is_child = true;
+  runtime.attempt = attempt;
+  runtime.hello_seen = false;
+  runtime.last_heard = Clock::now();
+  runtime.kill_reason.clear();
+  runtime.link.reset();
+  runtime.link_session = 0;
+  (void)store_->set_process(record.id, *pid, runtime.start_ticks, attempt);
+  spdlog::info("job {}: attempt {} launched, pid {}", record.id, attempt, *pid);
+}
+
+void JobManager::handle_exit_locked(const JobRecord& record, Runtime& runtime, int wait_status,
+                                    bool known) {
+  const std::string how = known ? describe_wait_status(wait_status)
+                                : "an unknown status (it ended while accumd was down)";
+  const bool clean_exit = known && WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 0;
+  const int attempt = runtime.attempt;
+  spdlog::info("job {}: attempt {} (pid {}) ended with {}", record.id, attempt, runtime.pid, how);
+  runtime.pid = 0;
+  runtime.link.reset();
+  runtime.link_session = 0;
+  runtime.hello_seen = false;
+  (void)store_->set_process(record.id, 0, 0, attempt);
+  const int64_t checkpoint_step = latest_step(record);
+  if (checkpoint_step > 0) (void)store_->set_latest_checkpoint(record.id, checkpoint_step);
+
+  if (runtime.state == accum::v1::CANCELLING) {
+    if (runtime.force) remove_partial_checkpoints(record.spec.checkpoint().dir());
+    const std::string message =
+        clean_exit ? absl::StrCat("stopped after a final checkpoint at step ", checkpoint_step)
+                   : absl::StrCat(runtime.force ? "killed" : "stopped", " (workers ended with ",
+                                  how, "); latest checkpoint step ", checkpoint_step);
+    (void)transition_locked(record.id, accum::v1::CANCELLED,
+                            runtime.force ? "force_cancel" : "cancel", message);
+    return;
+  }
+  if (clean_exit && runtime.kill_reason.empty()) {
+    (void)transition_locked(record.id, accum::v1::SUCCEEDED, "worker_exit",
+                            absl::StrCat("finished; latest checkpoint step ", checkpoint_step));
+    return;
+  }
+  const FailureSummary summary = summarize_failure(record.job_dir, attempt, 5);
+  std::string what = runtime.kill_reason.empty()
+                         ? absl::StrCat(summary.rank >= 0 ? absl::StrCat("rank ", summary.rank, " ")
+                                                          : std::string("the worker "),
+                                        "ended with ", how)
+                         : runtime.kill_reason;
+  const std::string tail = summary.last_lines.empty() ? "" : "\n" + summary.last_lines;
+  const int allowed = max_restarts(record);
+  if (record.restarts < allowed) {
+    const int restarts = record.restarts + 1;
+    (void)store_->set_restarts(record.id, restarts);
+    auto backoff = config_.restart_backoff * (1 << std::min(restarts - 1, 16));
+    backoff = std::min<std::chrono::milliseconds>(backoff, kMaxBackoff);
+    runtime.restart_at = Clock::now() + backoff;
+    const std::string message = absl::StrCat(
+        "attempt ", attempt, ": ", what, "; restart ", restarts, " of ", allowed,
+        " from checkpoint step ", checkpoint_step, " in ", backoff.count(), " ms", tail);
+    if (runtime.state == accum::v1::RESTARTING) return;  // already waiting (reconcile)
+    (void)transition_locked(record.id, accum::v1::RESTARTING, "worker_failed", message);
+    return;
+  }
+  (void)transition_locked(record.id, accum::v1::FAILED, "worker_failed",
+                          absl::StrCat("attempt ", attempt, ": ", what, "; no restarts left (",
+                                       record.restarts, " of ", allowed, " used)", tail));
+}
+
+void JobManager::check_cancel_locked(const JobRecord& record, Runtime& runtime,
+                                     Clock::time_point now) {
+  if (now - runtime.cancel_at < config_.stop_grace || runtime.cancel_escalation >= 2) return;
+  runtime.cancel_at = now;
+  if (runtime.cancel_escalation == 0) {
+    spdlog::warn("job {}: no exit {} ms after STOP; sending SIGTERM", record.id,
+                 config_.stop_grace.count());
+    signal_process_leaves(runtime.pid, SIGTERM);
+    runtime.cancel_escalation = 1;
+  } else {
+    spdlog::warn("job {}: still running after SIGTERM; sending SIGKILL", record.id);
+    signal_process_tree(runtime.pid, SIGKILL);
+    runtime.cancel_escalation = 2;
+  }
+}
+
+absl::Status JobManager::reconcile() {
+  std::lock_guard lock(mutex_);
+  auto active = store_->list_active();
+  if (!active.ok()) return active.status();
+  for (const auto& record : *active) {
+    Runtime& runtime = runtimes_[record.id];
+    runtime.state = record.state;
+    runtime.world_size = record.world_size;
+    runtime.attempt = record.attempt;
+    if (record.state == accum::v1::QUEUED) continue;
+    const pid_t pid = static_cast<pid_t>(record.launcher_pid);
+    if (pid != 0 && process_alive(pid, record.launcher_start_ticks)) {
+      runtime.pid = pid;
+      runtime.start_ticks = record.launcher_start_ticks;
+      runtime.is_child = false;
+      runtime.last_heard = Clock::now();
+      runtime.cancel_at = Clock::now();
+      spdlog::info("job {}: re-attached to attempt {} (pid {}), {}", record.id, record.attempt,
+                   pid, state_name(record.state));
+      continue;
+    }
+    if (pid != 0) {
+      runtime.pid = pid;
+      const auto code =
+          read_exit_code_file(attempt_log_dir(record.job_dir, record.attempt) + "/exit_code");
+      handle_exit_locked(record, runtime, code ? (*code << 8) : 0, code.has_value());
+      continue;
+    }
+    // No process recorded: accumd died between a transition and a launch.
+    if (record.state == accum::v1::CANCELLING) {
+      (void)transition_locked(record.id, accum::v1::CANCELLED, "reconcile", "no worker was running");
+    } else if (record.state == accum::v1::STARTING || record.state == accum::v1::RUNNING) {
+      (void)transition_locked(record.id, accum::v1::RESTARTING, "reconcile",
+                              "accumd restarted before the worker was launched");
+      runtime.restart_at = Clock::now();
+    } else {
+      runtime.restart_at = Clock::now();  // RESTARTING: relaunch now
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace accum::control

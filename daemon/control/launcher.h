@@ -1,0 +1,52 @@
+// control/launcher.h — how a job becomes processes: one accum-worker, or
+// `mpirun -np world_size` of them.
+//
+// Layout of one attempt's output under the job dir (the same for both modes, so
+// StreamLogs reads one shape):
+//   logs/attempt-<n>/launcher.log        mpirun's own output (and the wrapper's)
+//   logs/attempt-<n>/1/rank.<r>/stdout   each rank's stdout (mpirun --output-filename)
+//   logs/attempt-<n>/1/rank.<r>/stderr   ... and stderr (single process: merged into stdout)
+//   logs/attempt-<n>/exit_code           the launcher's exit status once it ended
+//
+// build_launch() is a pure function (unit-tested); launch() spawns it.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "daemon/control/process.h"
+#include "proto/accum.pb.h"
+
+namespace accum::control {
+
+struct LauncherConfig {
+  std::string worker_binary;             // accum-worker
+  std::string mpirun = "mpirun";         // Open MPI's launcher
+  std::vector<std::string> mpirun_args;  // added to every mpirun line (e.g. --mca btl ...)
+  int cores = 1;                         // this host's cores (decides --oversubscribe)
+  bool running_as_root = false;          // adds --allow-run-as-root
+  std::string control_addr;              // ACCUM_CONTROL_ADDR for rank 0
+  std::string token_file;                // ACCUM_TOKEN_FILE ("" when auth is off)
+};
+
+struct LaunchInfo {
+  std::string id;
+  std::string job_dir;
+  int world_size = 1;
+  int attempt = 0;
+  accum::v1::LaunchSpec launch;  // hostfile, extra mpirun arguments
+};
+
+std::string attempt_log_dir(const std::string& job_dir, int attempt);
+std::string job_spec_path(const std::string& job_dir);  // <job_dir>/spec.json
+
+// The command line, environment and files of one attempt.
+SpawnRequest build_launch(const LauncherConfig& config, const LaunchInfo& job);
+// Creates the attempt's log folder and spawns build_launch(). Returns the pid of
+// the launcher (wrapper shell) process.
+absl::StatusOr<pid_t> launch(const LauncherConfig& config, const LaunchInfo& job);
+
+}  // namespace accum::control

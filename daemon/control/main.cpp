@@ -1,0 +1,174 @@
+// accumd — the control daemon. Parses flags, opens the job store (reconciling
+// jobs left by a previous accumd), serves gRPC, and on SIGTERM/SIGINT stops
+// serving while the running workers carry on (a restarted accumd re-attaches).
+//
+//   accumd --listen HOST:PORT --state-dir DIR [--token-file F] [--slots N] ...
+#include <signal.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "daemon/control/server.h"
+#include "spdlog/spdlog.h"
+
+namespace {
+
+using accum::control::JobManager;
+using accum::control::ManagerConfig;
+using accum::control::ServerOptions;
+
+constexpr const char* kUsage = R"(usage: accumd --state-dir DIR [options]
+
+  --listen HOST:PORT        where to serve gRPC (default 127.0.0.1:7070; port 0 picks one)
+  --state-dir DIR           job database (accumd.db) and job folders (DIR/jobs/<id>/)
+  --token-file F            require 'authorization: Bearer <token>' on every RPC but health
+  --slots N                 ranks (CPU) or GPUs this host offers (default: number of cores)
+  --tls-cert F --tls-key F  serve TLS with this PEM certificate and key
+  --worker-bin F            accum-worker to launch (default: next to accumd)
+  --mpirun F                mpirun to use (default: mpirun)
+  --mpirun-arg A            extra mpirun argument for every job (repeatable)
+  --advertise HOST:PORT     address workers dial back (default: the bound address)
+  --addr-file F             write the bound HOST:PORT to F once serving
+  --heartbeat-timeout-s S   restart a job whose rank 0 is silent this long (default 60)
+  --restart-backoff-ms MS   first restart delay, doubled per restart (default 1000)
+  --stop-grace-s S          graceful cancel: STOP, SIGTERM after S, SIGKILL after 2S (default 60)
+  --max-restarts N          restarts when the spec says 0 (default 3)
+  --log-level L             trace|debug|info|warn|error (default info)
+)";
+
+struct Flags {
+  ManagerConfig manager;
+  ServerOptions server;
+  std::string token_file;
+  std::string advertise;
+  std::string addr_file;
+  std::string log_level = "info";
+};
+
+[[noreturn]] void usage_error(const std::string& message) {
+  std::cerr << "accumd: " << message << "\n\n" << kUsage;
+  std::exit(2);
+}
+
+int parse_int(const std::string& flag, const std::string& value, int min) {
+  int number = 0;
+  if (!absl::SimpleAtoi(value, &number) || number < min) {
+    usage_error(absl::StrCat(flag, " '", value, "': expected an integer >= ", min));
+  }
+  return number;
+}
+
+Flags parse_flags(int argc, char** argv) {
+  Flags flags;
+  flags.manager.slots = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  std::error_code error;
+  const auto self = std::filesystem::read_symlink("/proc/self/exe", error);
+  flags.manager.launcher.worker_binary = (self.parent_path() / "accum-worker").string();
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (flag == "-h" || flag == "--help") {
+      std::cout << kUsage;
+      std::exit(0);
+    }
+    if (i + 1 >= argc) usage_error(flag + ": missing value (or unknown flag)");
+    const std::string value = argv[++i];
+    if (flag == "--listen") flags.server.listen = value;
+    else if (flag == "--state-dir") flags.manager.state_dir = value;
+    else if (flag == "--token-file") flags.token_file = value;
+    else if (flag == "--slots") flags.manager.slots = parse_int(flag, value, 1);
+    else if (flag == "--tls-cert") flags.server.tls_cert = value;
+    else if (flag == "--tls-key") flags.server.tls_key = value;
+    else if (flag == "--worker-bin") flags.manager.launcher.worker_binary = value;
+    else if (flag == "--mpirun") flags.manager.launcher.mpirun = value;
+    else if (flag == "--mpirun-arg") flags.manager.launcher.mpirun_args.push_back(value);
+    else if (flag == "--advertise") flags.advertise = value;
+    else if (flag == "--addr-file") flags.addr_file = value;
+    else if (flag == "--heartbeat-timeout-s")
+      flags.manager.heartbeat_timeout = std::chrono::seconds(parse_int(flag, value, 1));
+    else if (flag == "--restart-backoff-ms")
+      flags.manager.restart_backoff = std::chrono::milliseconds(parse_int(flag, value, 0));
+    else if (flag == "--stop-grace-s")
+      flags.manager.stop_grace = std::chrono::seconds(parse_int(flag, value, 1));
+    else if (flag == "--max-restarts") flags.manager.default_max_restarts = parse_int(flag, value, 0);
+    else if (flag == "--log-level") flags.log_level = value;
+    else usage_error("unknown flag " + flag);
+  }
+  if (flags.manager.state_dir.empty()) usage_error("--state-dir is required");
+  return flags;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Flags flags = parse_flags(argc, argv);
+  spdlog::set_level(spdlog::level::from_str(flags.log_level));
+  spdlog::set_pattern("[%Y-%m-%d %H:%M:%S.%e] [accumd] [%l] %v");
+
+  // Signals are taken by one thread with sigwait(); every other thread blocks them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  std::string token;
+  if (!flags.token_file.empty()) {
+    auto read = accum::control::TokenAuth::read_token_file(flags.token_file);
+    if (!read.ok()) {
+      spdlog::error("{}", std::string(read.status().message()));
+      return 2;
+    }
+    token = *read;
+    flags.manager.launcher.token_file = std::filesystem::absolute(flags.token_file).string();
+  } else {
+    spdlog::warn("no --token-file: every RPC is accepted without authentication");
+  }
+  accum::control::TokenAuth auth(token);
+  flags.manager.launcher.cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  flags.manager.launcher.running_as_root = geteuid() == 0;
+  if (!std::filesystem::exists(flags.manager.launcher.worker_binary)) {
+    spdlog::warn("worker binary {} does not exist (--worker-bin); jobs will fail to launch",
+                 flags.manager.launcher.worker_binary);
+  }
+  // The address workers dial back is known before any job launches: bind first.
+  std::unique_ptr<JobManager> manager;
+  auto created = JobManager::create(flags.manager);
+  if (!created.ok()) {
+    spdlog::error("{}", std::string(created.status().message()));
+    return 1;
+  }
+  manager = *std::move(created);
+  accum::control::DaemonServer server(manager.get(), &auth);
+  auto bound = server.start(flags.server);
+  if (!bound.ok()) {
+    spdlog::error("{}", std::string(bound.status().message()));
+    return 1;
+  }
+  std::string advertise = flags.advertise.empty() ? *bound : flags.advertise;
+  for (const std::string any : {"0.0.0.0:", "[::]:"}) {
+    if (advertise.rfind(any, 0) == 0) advertise = "127.0.0.1:" + advertise.substr(any.size());
+  }
+  manager->set_control_addr(advertise);
+  manager->start();
+  std::cout << "accumd listening on " << *bound << " (state " << flags.manager.state_dir
+            << ", slots " << flags.manager.slots << ", auth " << (auth.enabled() ? "on" : "off")
+            << ", tls " << (flags.server.tls_cert.empty() ? "off" : "on") << ")" << std::endl;
+  if (!flags.addr_file.empty()) {
+    std::ofstream(flags.addr_file + ".tmp") << *bound << "\n";
+    std::filesystem::rename(flags.addr_file + ".tmp", flags.addr_file);
+  }
+
+  int received = 0;
+  sigwait(&stop_signals, &received);
+  spdlog::info("signal {}: shutting down; running workers keep running", received);
+  server.shutdown();
+  manager->shutdown();
+  server.wait();
+  return 0;
+}

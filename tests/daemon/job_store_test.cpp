@@ -1,0 +1,132 @@
+// tests/daemon/job_store_test.cpp — JobStore on a real SQLite file: records,
+// transitions with history, the state machine's refusals, paging, durability
+// across re-opening.
+#include "daemon/control/job_store.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "gtest/gtest.h"
+
+namespace accum::control {
+namespace {
+
+using namespace accum::v1;
+
+class JobStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char pattern[] = "/tmp/jobstore-test-XXXXXX";
+    dir_ = mkdtemp(pattern);
+    path_ = dir_ + "/accumd.db";
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  JobRecord make_record(JobStore& store, const std::string& name) {
+    JobRecord record;
+    record.id = *store.next_id();
+    record.name = name;
+    record.spec.set_name(name);
+    record.spec.set_max_steps(7);
+    record.job_dir = dir_ + "/jobs/" + record.id;
+    record.world_size = 2;
+    return record;
+  }
+
+  std::string dir_, path_;
+};
+
+TEST_F(JobStoreTest, InsertGetAndTransitionHistory) {
+  auto store = JobStore::open(path_);
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto record = make_record(**store, "alpha");
+  EXPECT_EQ(record.id, "job-000001");
+  ASSERT_TRUE((*store)->insert(record, "submitted").ok());
+  ASSERT_TRUE((*store)->transition(record.id, STARTING, "launch", "attempt 1").ok());
+  ASSERT_TRUE((*store)->transition(record.id, RUNNING, "worker_hello", "").ok());
+
+  auto got = (*store)->get(record.id);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->state, RUNNING);
+  EXPECT_EQ(got->name, "alpha");
+  EXPECT_EQ(got->spec.max_steps(), 7);
+  EXPECT_EQ(got->world_size, 2);
+  auto history = (*store)->transitions(record.id);
+  ASSERT_TRUE(history.ok());
+  ASSERT_EQ(history->size(), 3u);
+  EXPECT_EQ((*history)[0].state(), QUEUED);
+  EXPECT_EQ((*history)[1].reason(), "launch");
+  EXPECT_EQ((*history)[1].message(), "attempt 1");
+  EXPECT_EQ((*history)[2].state(), RUNNING);
+  EXPECT_LE((*history)[0].time_unix_ms(), (*history)[2].time_unix_ms());
+}
+
+TEST_F(JobStoreTest, ForbiddenTransitionIsFailedPreconditionAndChangesNothing) {
+  auto store = *JobStore::open(path_);
+  auto record = make_record(*store, "beta");
+  ASSERT_TRUE(store->insert(record, "submitted").ok());
+  auto status = store->transition(record.id, SUCCEEDED, "bogus", "");
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(status.message().find("QUEUED"), std::string::npos) << status;
+  EXPECT_EQ(store->get(record.id)->state, QUEUED);
+  EXPECT_EQ(store->transitions(record.id)->size(), 1u);
+  EXPECT_EQ(store->transition("job-404", STARTING, "x", "").code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store->get("job-404").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(JobStoreTest, SurvivesReopenWithProcessAndProgress) {
+  std::string id;
+  {
+    auto store = *JobStore::open(path_);
+    auto record = make_record(*store, "gamma");
+    id = record.id;
+    ASSERT_TRUE(store->insert(record, "submitted").ok());
+    ASSERT_TRUE(store->transition(id, STARTING, "launch", "").ok());
+    ASSERT_TRUE(store->set_process(id, 4242, 99, 3).ok());
+    ASSERT_TRUE(store->set_restarts(id, 2).ok());
+    StepMetrics metrics;
+    metrics.set_step(5);
+    metrics.set_loss(2.5);
+    ASSERT_TRUE(store->set_progress(id, metrics).ok());
+    ASSERT_TRUE(store->set_latest_checkpoint(id, 4).ok());
+  }
+  auto store = *JobStore::open(path_);
+  auto got = store->get(id);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->state, STARTING);
+  EXPECT_EQ(got->launcher_pid, 4242);
+  EXPECT_EQ(got->launcher_start_ticks, 99);
+  EXPECT_EQ(got->attempt, 3);
+  EXPECT_EQ(got->restarts, 2);
+  EXPECT_EQ(got->last_metrics.step(), 5);
+  EXPECT_DOUBLE_EQ(got->last_metrics.loss(), 2.5);
+  EXPECT_EQ(got->latest_checkpoint_step, 4);
+  EXPECT_EQ(store->list_active()->size(), 1u);
+  // Ids keep counting after re-opening.
+  EXPECT_EQ(*store->next_id(), "job-000002");
+}
+
+TEST_F(JobStoreTest, ListFiltersByStateAndPages) {
+  auto store = *JobStore::open(path_);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 5; ++i) {
+    auto record = make_record(*store, "job" + std::to_string(i));
+    ASSERT_TRUE(store->insert(record, "submitted").ok());
+    ids.push_back(record.id);
+  }
+  ASSERT_TRUE(store->transition(ids[1], CANCELLED, "cancel", "").ok());
+  ASSERT_TRUE(store->transition(ids[3], CANCELLED, "cancel", "").ok());
+  auto cancelled = store->list({CANCELLED}, "", 100);
+  ASSERT_EQ(cancelled->size(), 2u);
+  EXPECT_EQ((*cancelled)[0].id, ids[1]);
+  auto page1 = store->list({}, "", 2);
+  ASSERT_EQ(page1->size(), 2u);
+  auto page2 = store->list({}, page1->back().id, 2);
+  ASSERT_EQ(page2->size(), 2u);
+  EXPECT_EQ((*page2)[0].id, ids[2]);
+  EXPECT_EQ(store->list_active()->size(), 3u);
+}
+
+}  // namespace
+}  // namespace accum::control

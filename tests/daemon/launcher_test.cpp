@@ -1,0 +1,153 @@
+// tests/daemon/launcher_test.cpp — command lines (pure) and process
+// supervision with real processes (a shell stands in for the worker).
+#include "daemon/control/launcher.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "daemon/control/job_files.h"
+#include "daemon/control/process.h"
+#include "gtest/gtest.h"
+
+namespace accum::control {
+namespace {
+
+bool contains(const std::vector<std::string>& argv, const std::string& arg) {
+  return std::find(argv.begin(), argv.end(), arg) != argv.end();
+}
+
+TEST(Launcher, SingleProcessRunsTheWorkerDirectly) {
+  LauncherConfig config;
+  config.worker_binary = "/opt/accum-worker";
+  config.control_addr = "127.0.0.1:5000";
+  LaunchInfo job;
+  job.id = "job-000007";
+  job.job_dir = "/state/jobs/job-000007";
+  job.attempt = 2;
+  const auto request = build_launch(config, job);
+  EXPECT_EQ(request.argv, (std::vector<std::string>{"/opt/accum-worker", "--spec",
+                                                    "/state/jobs/job-000007/spec.json"}));
+  EXPECT_EQ(request.env.at("ACCUM_JOB_ID"), "job-000007");
+  EXPECT_EQ(request.env.at("ACCUM_ATTEMPT"), "2");
+  EXPECT_EQ(request.env.at("ACCUM_CONTROL_ADDR"), "127.0.0.1:5000");
+  EXPECT_EQ(request.env.count("ACCUM_TOKEN_FILE"), 0u);
+  EXPECT_EQ(request.stdout_path, "/state/jobs/job-000007/logs/attempt-2/1/rank.0/stdout");
+  EXPECT_EQ(request.exit_code_path, "/state/jobs/job-000007/logs/attempt-2/exit_code");
+}
+
+TEST(Launcher, MpirunLineHasRanksRootOversubscribeHostfileAndArgs) {
+  LauncherConfig config;
+  config.worker_binary = "accum-worker";
+  config.cores = 2;
+  config.running_as_root = true;
+  config.token_file = "/etc/accumd/token";
+  config.mpirun_args = {"--mca", "btl", "self,vader"};
+  LaunchInfo job;
+  job.id = "job-000001";
+  job.job_dir = "/s/j";
+  job.world_size = 4;
+  job.attempt = 1;
+  job.launch.set_hostfile("/etc/hosts.mpi");
+  job.launch.add_mpirun_args("--bind-to");
+  job.launch.add_mpirun_args("none");
+  const auto argv = build_launch(config, job).argv;
+  ASSERT_GE(argv.size(), 3u);
+  EXPECT_EQ(argv[0], "mpirun");
+  EXPECT_EQ(argv[1], "-np");
+  EXPECT_EQ(argv[2], "4");
+  EXPECT_TRUE(contains(argv, "--allow-run-as-root"));
+  EXPECT_TRUE(contains(argv, "--oversubscribe"));  // 4 ranks > 2 cores
+  EXPECT_TRUE(contains(argv, "/etc/hosts.mpi"));
+  EXPECT_TRUE(contains(argv, "self,vader"));
+  EXPECT_TRUE(contains(argv, "--bind-to"));
+  EXPECT_TRUE(contains(argv, "ACCUM_TOKEN_FILE"));  // forwarded with -x
+  EXPECT_TRUE(contains(argv, "/s/j/logs/attempt-1"));
+  EXPECT_EQ(argv[argv.size() - 3], "accum-worker");
+  EXPECT_EQ(argv.back(), "/s/j/spec.json");
+
+  config.running_as_root = false;
+  config.cores = 8;
+  LaunchInfo two;
+  two.job_dir = "/s/j";
+  two.world_size = 2;
+  const auto small = build_launch(config, two).argv;
+  EXPECT_FALSE(contains(small, "--allow-run-as-root"));
+  EXPECT_FALSE(contains(small, "--oversubscribe"));
+}
+
+class ProcessTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char pattern[] = "/tmp/process-test-XXXXXX";
+    dir_ = mkdtemp(pattern);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::string dir_;
+};
+
+TEST_F(ProcessTest, ExitCodeIsRecordedAndLogsCaptured) {
+  SpawnRequest request;
+  request.argv = {"/bin/sh", "-c", "echo out-line; echo err-line >&2; echo $ACCUM_JOB_ID; exit 3"};
+  request.env = {{"ACCUM_JOB_ID", "job-42"}};
+  request.stdout_path = dir_ + "/log";
+  request.exit_code_path = dir_ + "/exit_code";
+  auto pid = spawn_process(request);
+  ASSERT_TRUE(pid.ok()) << pid.status();
+  int status = 0;
+  ASSERT_EQ(waitpid(*pid, &status, 0), *pid);
+  EXPECT_EQ(describe_wait_status(status), "exit code 3");
+  EXPECT_EQ(read_exit_code_file(dir_ + "/exit_code"), 3);
+  const auto lines = tail_lines(dir_ + "/log", 0);
+  EXPECT_EQ(lines, (std::vector<std::string>{"out-line", "err-line", "job-42"}));
+  EXPECT_EQ(tail_lines(dir_ + "/log", 1), (std::vector<std::string>{"job-42"}));
+}
+
+TEST_F(ProcessTest, KilledChildIsReportedAsSignalAndTreeKillReachesGrandchildren) {
+  SpawnRequest request;
+  // The shell starts a grandchild (sleep) and waits: a stand-in for mpirun + rank.
+  request.argv = {"/bin/sh", "-c", "sleep 30; exit $?"};
+  request.stdout_path = dir_ + "/log";
+  request.exit_code_path = dir_ + "/exit_code";
+  auto pid = spawn_process(request);
+  ASSERT_TRUE(pid.ok());
+  const auto ticks = process_start_ticks(*pid);
+  ASSERT_TRUE(ticks.has_value());
+  EXPECT_TRUE(process_alive(*pid, *ticks));
+  EXPECT_FALSE(process_alive(*pid, *ticks + 1)) << "a different start time is a different process";
+  std::vector<pid_t> descendants;
+  for (int i = 0; i < 100 && descendants.size() < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    descendants = process_descendants(*pid);
+  }
+  ASSERT_EQ(descendants.size(), 2u);  // sh -c, sleep
+  signal_process_leaves(*pid, SIGKILL);  // kills only `sleep`
+  int status = 0;
+  ASSERT_EQ(waitpid(*pid, &status, 0), *pid);
+  EXPECT_EQ(describe_wait_status(status), "signal 9 (Killed)");
+  EXPECT_EQ(read_exit_code_file(dir_ + "/exit_code"), 128 + 9);
+  EXPECT_FALSE(process_alive(*pid, *ticks));
+}
+
+TEST_F(ProcessTest, ListsOnlyCompleteCheckpointsAndRemovesPartialOnes) {
+  namespace fs = std::filesystem;
+  fs::create_directories(dir_ + "/step_00000010");
+  std::ofstream(dir_ + "/step_00000010/manifest.json") << "{}";
+  std::ofstream(dir_ + "/step_00000010/model.safetensors") << "0123456789";
+  fs::create_directories(dir_ + "/step_00000020");  // no manifest: incomplete
+  fs::create_directories(dir_ + "/.tmp-step_00000030-123");
+  const auto listed = list_job_checkpoints(dir_);
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_EQ(listed[0].step(), 10);
+  EXPECT_EQ(listed[0].bytes(), 12);
+  EXPECT_EQ(remove_partial_checkpoints(dir_), 1);
+  EXPECT_FALSE(fs::exists(dir_ + "/.tmp-step_00000030-123"));
+}
+
+}  // namespace
+}  // namespace accum::control
