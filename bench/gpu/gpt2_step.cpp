@@ -237,3 +237,15 @@ float Gpt2Step::last_loss() {
 }
 
 }  // namespace accum::bench
+
+namespace accum::bench {
+
+std::vector<float> Gpt2Step::master_weights() {
+  const size_t total = param_offsets_.back() + round8(cfg_.d_model);
+  std::vector<float> weights(total);
+  be_.synchronize();
+  be_.download(weights.data(), master_, total * sizeof(float));
+  return weights;
+}
+
+}  // namespace accum::bench

@@ -40,6 +40,8 @@ class Gpt2Step {
   double optimizer_step(int step, float lr);
   // Mean loss of the last micro_step (synchronizes).
   float last_loss();
+  // The fp32 master weights, all tensors concatenated (padding included; synchronizes).
+  std::vector<float> master_weights();
 
  private:
   struct Layer;

