@@ -1,0 +1,79 @@
+// tests/daemon/daemon_harness.h — a real accumd for end-to-end tests.
+//
+// Each test owns one harness: a fresh temporary folder (state dir, token file,
+// a TEXT_BYTES corpus), an accumd process on a free loopback port (port 0; the
+// daemon writes the bound address to --addr-file), and a gRPC stub carrying the
+// token. The destructor kills the daemon and any worker it left running.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "grpcpp/grpcpp.h"
+#include "proto/accum.grpc.pb.h"
+
+namespace accum::testing {
+
+struct DaemonOptions {
+  int slots = 2;
+  std::vector<std::string> extra_args;  // e.g. {"--heartbeat-timeout-s", "5"}
+};
+
+inline DaemonOptions with_slots(int slots) {
+  DaemonOptions options;
+  options.slots = slots;
+  return options;
+}
+
+class DaemonHarness {
+ public:
+  DaemonHarness();
+  ~DaemonHarness();
+
+  // Starts accumd (port 0 the first time, the same port on later starts so
+  // running workers find it again). Returns false (with a gtest failure) on error.
+  bool start(const DaemonOptions& options = {});
+  void kill9();    // SIGKILL accumd, reap it
+  void stop();     // SIGTERM accumd, wait
+  const std::string& address() const { return address_; }
+  const std::string& dir() const { return dir_; }
+  const std::string& token_file() const { return token_file_; }
+  std::string build_dir() const;
+
+  // A tiny GPT spec (TEXT_BYTES corpus written by the harness) as JSON text.
+  std::string spec_json(const std::string& name, int max_steps, int world_size,
+                        int checkpoint_every, const std::string& extra_fields = "") const;
+  std::unique_ptr<grpc::ClientContext> context(int deadline_s = 60) const;
+  accum::v1::Control::Stub& stub() { return *stub_; }
+
+  // SubmitJob with a spec given as JSON text (parsed with the shared parser).
+  grpc::Status submit(const std::string& json, accum::v1::JobStatus* job);
+  accum::v1::JobStatus get(const std::string& id);
+  // Polls GetJob until `done(status)` or the timeout; returns the last status.
+  accum::v1::JobStatus wait_for(const std::string& id,
+                                const std::function<bool(const accum::v1::JobStatus&)>& done,
+                                std::chrono::seconds timeout = std::chrono::seconds(120));
+  // pids of this job's accum-worker processes, by MPI rank (rank 0 first).
+  std::vector<pid_t> worker_pids(const std::string& job_dir) const;
+
+ private:
+  std::string dir_;
+  std::string token_file_;
+  std::string corpus_;
+  std::string address_;
+  pid_t daemon_pid_ = 0;
+  std::unique_ptr<accum::v1::Control::Stub> stub_;
+};
+
+// The job's metrics.jsonl as (step, loss) in file order.
+std::vector<std::pair<int64_t, double>> read_metrics(const std::string& path);
+// Runs accumctl with arguments; returns its exit code and fills *output (stdout+stderr).
+int run_accumctl(const DaemonHarness& harness, const std::vector<std::string>& args,
+                 std::string* output, bool with_token = true);
+
+}  // namespace accum::testing

@@ -1,0 +1,198 @@
+// tests/daemon/e2e_lifecycle_test.cpp — a job's life through a real accumd and
+// real accum-worker processes: submit/watch to SUCCEEDED, checkpoint-now on a
+// 2-rank mpirun job, graceful and forced cancel, FIFO queueing on one slot.
+#include <filesystem>
+#include <map>
+#include <set>
+#include <thread>
+
+#include "daemon/worker/io/checkpoint_dir.h"
+#include "gtest/gtest.h"
+#include "tests/daemon/daemon_harness.h"
+
+namespace accum::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using accum::v1::JobState;
+using accum::v1::JobStatus;
+
+bool in_state(const JobStatus& job, JobState state) { return job.state() == state; }
+
+TEST(DaemonLifecycle, SubmitRunsToSucceededAndWatchSeesEveryStep) {
+  DaemonHarness daemon;
+  ASSERT_TRUE(daemon.start(with_slots(2)));
+  JobStatus job;
+  auto status = daemon.submit(daemon.spec_json("watch-me", 12, 1, 5), &job);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_TRUE(job.state() == accum::v1::QUEUED || job.state() == accum::v1::STARTING);
+
+  accum::v1::WatchJobRequest request;
+  request.set_id(job.id());
+  auto context = daemon.context(120);
+  auto reader = daemon.stub().WatchJob(context.get(), request);
+  std::vector<JobState> states;
+  std::vector<int64_t> steps;
+  std::map<int64_t, double> watched_loss;
+  accum::v1::JobEvent event;
+  while (reader->Read(&event)) {
+    if (event.has_status()) states.push_back(event.status().state());
+    if (event.has_metrics()) {
+      steps.push_back(event.metrics().step());
+      watched_loss[event.metrics().step()] = event.metrics().loss();
+    }
+  }
+  ASSERT_TRUE(reader->Finish().ok());
+  ASSERT_FALSE(states.empty());
+  EXPECT_EQ(states.back(), accum::v1::SUCCEEDED);
+  EXPECT_NE(std::find(states.begin(), states.end(), accum::v1::RUNNING), states.end());
+  std::vector<int64_t> expected(12);
+  for (int i = 0; i < 12; ++i) expected[i] = i + 1;
+  EXPECT_EQ(steps, expected) << "WatchJob must deliver every optimizer step once, in order";
+
+  // The watched metrics are the worker's metrics file, step for step.
+  const JobStatus done = daemon.get(job.id());
+  const auto file_rows = read_metrics(done.job_dir() + "/metrics.jsonl");
+  ASSERT_EQ(file_rows.size(), 12u);
+  for (const auto& [step, loss] : file_rows) EXPECT_DOUBLE_EQ(watched_loss[step], loss) << step;
+  EXPECT_EQ(done.last_metrics().step(), 12);
+  EXPECT_EQ(done.latest_checkpoint_step(), 12);
+  std::vector<JobState> history;
+  for (const auto& t : done.transitions()) history.push_back(t.state());
+  EXPECT_EQ(history, (std::vector<JobState>{accum::v1::QUEUED, accum::v1::STARTING,
+                                            accum::v1::RUNNING, accum::v1::SUCCEEDED}));
+}
+
+TEST(DaemonLifecycle, CheckpointNowOnEveryRankOfTwoRankJob) {
+  DaemonHarness daemon;
+  ASSERT_TRUE(daemon.start(with_slots(2)));
+  JobStatus job;
+  auto status = daemon.submit(
+      daemon.spec_json("ckpt-now", 100000, 2, 0, R"("distributed": {"zero_stage": 1})"), &job);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  auto running = daemon.wait_for(job.id(), [](const JobStatus& j) {
+    return j.state() == accum::v1::RUNNING && j.last_metrics().step() >= 2;
+  });
+  ASSERT_EQ(running.state(), accum::v1::RUNNING);
+  const int64_t step_before = running.last_metrics().step();
+
+  accum::v1::CheckpointJobRequest request;
+  request.set_id(job.id());
+  accum::v1::CheckpointInfo info;
+  auto context = daemon.context(120);
+  status = daemon.stub().CheckpointJob(context.get(), request, &info);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_GE(info.step(), step_before);
+  EXPECT_EQ(fs::path(info.path()).filename().string(), accum::io::step_dir_name(info.step()));
+  // Complete (manifest verifies) and written by both ranks (one optimizer shard each).
+  EXPECT_TRUE(accum::io::verify_checkpoint(info.path()).ok());
+  EXPECT_TRUE(fs::exists(info.path() + "/optimizer-rank00000-of-00002.safetensors"));
+  EXPECT_TRUE(fs::exists(info.path() + "/optimizer-rank00001-of-00002.safetensors"));
+  EXPECT_GT(info.bytes(), 0);
+
+  accum::v1::ListCheckpointsRequest list_request;
+  list_request.set_id(job.id());
+  accum::v1::ListCheckpointsResponse list;
+  auto list_context = daemon.context();
+  ASSERT_TRUE(daemon.stub().ListCheckpoints(list_context.get(), list_request, &list).ok());
+  ASSERT_GE(list.checkpoints_size(), 1);
+  EXPECT_EQ(list.checkpoints(list.checkpoints_size() - 1).step(), info.step());
+
+  accum::v1::CancelJobRequest cancel;
+  cancel.set_id(job.id());
+  cancel.set_force(true);
+  JobStatus cancelled;
+  auto cancel_context = daemon.context();
+  ASSERT_TRUE(daemon.stub().CancelJob(cancel_context.get(), cancel, &cancelled).ok());
+  daemon.wait_for(job.id(), [](const JobStatus& j) { return in_state(j, accum::v1::CANCELLED); });
+}
+
+TEST(DaemonLifecycle, GracefulCancelEndsWithFinalCheckpoint) {
+  DaemonHarness daemon;
+  ASSERT_TRUE(daemon.start(with_slots(2)));
+  JobStatus job;
+  ASSERT_TRUE(daemon.submit(daemon.spec_json("graceful", 100000, 1, 0), &job).ok());
+  daemon.wait_for(job.id(), [](const JobStatus& j) {
+    return j.state() == accum::v1::RUNNING && j.last_metrics().step() >= 3;
+  });
+  accum::v1::CancelJobRequest cancel;
+  cancel.set_id(job.id());
+  JobStatus reply;
+  auto context = daemon.context();
+  auto status = daemon.stub().CancelJob(context.get(), cancel, &reply);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_TRUE(reply.state() == accum::v1::CANCELLING || reply.state() == accum::v1::CANCELLED);
+  const auto done =
+      daemon.wait_for(job.id(), [](const JobStatus& j) { return in_state(j, accum::v1::CANCELLED); });
+  ASSERT_EQ(done.state(), accum::v1::CANCELLED);
+  // The final checkpoint is the last step the worker finished.
+  const auto rows = read_metrics(done.job_dir() + "/metrics.jsonl");
+  ASSERT_FALSE(rows.empty());
+  const auto checkpoints = accum::io::list_checkpoints(done.job_dir() + "/checkpoints");
+  ASSERT_FALSE(checkpoints.empty());
+  EXPECT_EQ(checkpoints.back().first, rows.back().first);
+  EXPECT_TRUE(accum::io::verify_checkpoint(checkpoints.back().second).ok());
+  EXPECT_EQ(done.latest_checkpoint_step(), rows.back().first);
+  // A cancelled job cannot be cancelled again.
+  auto again_context = daemon.context();
+  EXPECT_EQ(daemon.stub().CancelJob(again_context.get(), cancel, &reply).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+}
+
+TEST(DaemonLifecycle, ForceCancelLeavesNoHalfWrittenCheckpoint) {
+  DaemonHarness daemon;
+  ASSERT_TRUE(daemon.start(with_slots(2)));
+  JobStatus job;
+  // A checkpoint every step, so the SIGKILL very likely lands inside one.
+  ASSERT_TRUE(daemon.submit(daemon.spec_json("force", 100000, 2, 1), &job).ok());
+  daemon.wait_for(job.id(), [](const JobStatus& j) {
+    return j.state() == accum::v1::RUNNING && j.last_metrics().step() >= 3;
+  });
+  accum::v1::CancelJobRequest cancel;
+  cancel.set_id(job.id());
+  cancel.set_force(true);
+  JobStatus reply;
+  auto context = daemon.context();
+  ASSERT_TRUE(daemon.stub().CancelJob(context.get(), cancel, &reply).ok());
+  const auto done =
+      daemon.wait_for(job.id(), [](const JobStatus& j) { return in_state(j, accum::v1::CANCELLED); },
+                      std::chrono::seconds(30));
+  ASSERT_EQ(done.state(), accum::v1::CANCELLED);
+  EXPECT_TRUE(daemon.worker_pids(done.job_dir()).empty()) << "every rank is killed";
+  for (const auto& entry : fs::directory_iterator(done.job_dir() + "/checkpoints")) {
+    const std::string name = entry.path().filename().string();
+    EXPECT_NE(name.rfind(".tmp", 0), 0u) << "partial checkpoint left: " << name;
+    if (name.rfind("step_", 0) == 0) {
+      EXPECT_TRUE(accum::io::verify_checkpoint(entry.path().string()).ok()) << name;
+    }
+  }
+  auto latest = accum::io::resolve_checkpoint(done.job_dir() + "/checkpoints", "latest");
+  EXPECT_TRUE(latest.ok()) << latest.status().message();
+}
+
+TEST(DaemonLifecycle, SecondJobWaitsQueuedUntilTheSlotIsFree) {
+  DaemonHarness daemon;
+  ASSERT_TRUE(daemon.start(with_slots(1)));
+  JobStatus first, second;
+  ASSERT_TRUE(daemon.submit(daemon.spec_json("first", 40, 1, 0), &first).ok());
+  ASSERT_TRUE(daemon.submit(daemon.spec_json("second", 5, 1, 0), &second).ok());
+  daemon.wait_for(first.id(), [](const JobStatus& j) { return in_state(j, accum::v1::RUNNING); });
+  EXPECT_EQ(daemon.get(second.id()).state(), accum::v1::QUEUED);
+  const auto first_done =
+      daemon.wait_for(first.id(), [](const JobStatus& j) { return in_state(j, accum::v1::SUCCEEDED); });
+  const auto second_done =
+      daemon.wait_for(second.id(), [](const JobStatus& j) { return in_state(j, accum::v1::SUCCEEDED); });
+  ASSERT_EQ(second_done.state(), accum::v1::SUCCEEDED);
+  // The second job started only after the first one ended.
+  int64_t first_end = 0, second_start = 0;
+  for (const auto& t : first_done.transitions()) {
+    if (t.state() == accum::v1::SUCCEEDED) first_end = t.time_unix_ms();
+  }
+  for (const auto& t : second_done.transitions()) {
+    if (t.state() == accum::v1::STARTING) second_start = t.time_unix_ms();
+  }
+  EXPECT_GE(second_start, first_end);
+}
+
+}  // namespace
+}  // namespace accum::testing

@@ -1,0 +1,127 @@
+// tests/daemon/e2e_recovery_test.cpp — supervision: a rank killed with SIGKILL
+// is restarted from the latest checkpoint and the loss curve continues; accumd
+// killed with SIGKILL mid-job comes back with the job record intact and the job
+// finishes.
+#include <signal.h>
+
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "gtest/gtest.h"
+#include "tests/daemon/daemon_harness.h"
+
+namespace accum::testing {
+namespace {
+
+using accum::v1::JobStatus;
+
+TEST(DaemonRecovery, KilledRankRestartsFromCheckpointAndLossCurveContinues) {
+  DaemonHarness daemon;
+  ASSERT_TRUE(daemon.start(with_slots(2)));
+  JobStatus job;
+  ASSERT_TRUE(daemon.submit(daemon.spec_json("phoenix", 60, 2, 10), &job).ok());
+
+  // Watch from the start: every metrics event of both attempts, in arrival order.
+  std::mutex mutex;
+  std::vector<std::pair<int64_t, double>> watched;
+  std::vector<accum::v1::JobState> states;
+  std::thread watcher([&] {
+    accum::v1::WatchJobRequest request;
+    request.set_id(job.id());
+    auto context = daemon.context(240);
+    auto reader = daemon.stub().WatchJob(context.get(), request);
+    accum::v1::JobEvent event;
+    while (reader->Read(&event)) {
+      std::lock_guard lock(mutex);
+      if (event.has_metrics()) watched.emplace_back(event.metrics().step(), event.metrics().loss());
+      if (event.has_status()) states.push_back(event.status().state());
+    }
+  });
+  const auto running = daemon.wait_for(job.id(), [](const JobStatus& j) {
+    return j.state() == accum::v1::RUNNING && j.last_metrics().step() >= 14;
+  });
+  const auto pids = daemon.worker_pids(running.job_dir());
+  ASSERT_EQ(pids.size(), 2u);
+  ASSERT_EQ(kill(pids[1], SIGKILL), 0);  // rank 1
+
+  const auto done = daemon.wait_for(
+      job.id(), [](const JobStatus& j) { return j.state() == accum::v1::SUCCEEDED; },
+      std::chrono::seconds(180));
+  watcher.join();
+  ASSERT_EQ(done.state(), accum::v1::SUCCEEDED) << done.message();
+  EXPECT_EQ(done.restarts(), 1);
+  bool restarted = false;
+  for (const auto& t : done.transitions()) {
+    if (t.state() == accum::v1::RESTARTING) {
+      restarted = true;
+      EXPECT_NE(t.message().find("restart 1 of"), std::string::npos) << t.message();
+    }
+  }
+  EXPECT_TRUE(restarted);
+  EXPECT_NE(std::find(states.begin(), states.end(), accum::v1::RESTARTING), states.end());
+
+  // The second attempt resumes right after a checkpoint (a multiple of 10) and
+  // repeats the steps after it with bit-identical losses.
+  std::map<int64_t, double> first_attempt;
+  size_t i = 0;
+  for (; i < watched.size(); ++i) {
+    if (i > 0 && watched[i].first <= watched[i - 1].first) break;  // the step count went back
+    first_attempt[watched[i].first] = watched[i].second;
+  }
+  ASSERT_LT(i, watched.size()) << "no restart visible in the metrics stream";
+  const int64_t resumed_at = watched[i].first;
+  EXPECT_EQ((resumed_at - 1) % 10, 0) << "resumed at step " << resumed_at;
+  EXPECT_GE(resumed_at, 11);
+  int compared = 0;
+  for (size_t j = i; j < watched.size(); ++j) {
+    if (auto it = first_attempt.find(watched[j].first); it != first_attempt.end()) {
+      EXPECT_EQ(it->second, watched[j].second) << "step " << watched[j].first;
+      ++compared;
+    }
+  }
+  EXPECT_GT(compared, 0);
+  EXPECT_EQ(watched.back().first, 60);
+  // The metrics file holds each step once, 1..60.
+  const auto rows = read_metrics(done.job_dir() + "/metrics.jsonl");
+  ASSERT_EQ(rows.size(), 60u);
+  for (size_t k = 0; k < rows.size(); ++k) EXPECT_EQ(rows[k].first, static_cast<int64_t>(k + 1));
+}
+
+TEST(DaemonRecovery, KilledDaemonRestartsWithJobIntactAndJobFinishes) {
+  DaemonHarness daemon;
+  ASSERT_TRUE(daemon.start(with_slots(2)));
+  JobStatus job;
+  ASSERT_TRUE(daemon.submit(daemon.spec_json("survivor", 400, 1, 50), &job).ok());
+  const auto before = daemon.wait_for(job.id(), [](const JobStatus& j) {
+    return j.state() == accum::v1::RUNNING && j.last_metrics().step() >= 3;
+  });
+  ASSERT_EQ(before.state(), accum::v1::RUNNING);
+  const auto pids_before = daemon.worker_pids(before.job_dir());
+  ASSERT_EQ(pids_before.size(), 1u);
+
+  daemon.kill9();
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  ASSERT_TRUE(daemon.start(with_slots(2)));
+
+  const auto after = daemon.get(job.id());
+  EXPECT_EQ(after.id(), before.id());
+  EXPECT_EQ(after.name(), "survivor");
+  EXPECT_EQ(after.spec().SerializeAsString(), before.spec().SerializeAsString());
+  ASSERT_GE(after.transitions_size(), before.transitions_size());
+  for (int k = 0; k < before.transitions_size(); ++k) {
+    EXPECT_EQ(after.transitions(k).SerializeAsString(), before.transitions(k).SerializeAsString());
+  }
+  const auto done = daemon.wait_for(
+      job.id(), [](const JobStatus& j) { return j.state() == accum::v1::SUCCEEDED; },
+      std::chrono::seconds(180));
+  ASSERT_EQ(done.state(), accum::v1::SUCCEEDED) << done.message();
+  EXPECT_EQ(done.restarts(), 0) << "the running worker was re-attached, not restarted";
+  const auto rows = read_metrics(done.job_dir() + "/metrics.jsonl");
+  ASSERT_EQ(rows.size(), 400u);
+  EXPECT_EQ(rows.back().first, 400);
+}
+
+}  // namespace
+}  // namespace accum::testing

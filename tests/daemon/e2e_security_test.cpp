@@ -1,0 +1,258 @@
+// tests/daemon/e2e_security_test.cpp — the daemon's edges: tokens, malformed
+// specs, unknown ids, a burst of garbage, and accumctl's exit codes.
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "grpcpp/generic/generic_stub.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "gtest/gtest.h"
+#include "tests/daemon/daemon_harness.h"
+
+namespace accum::testing {
+namespace {
+
+grpc::StatusCode health_check(const std::string& address) {
+  // grpc.health.v1.Health/Check with an empty service name, as raw bytes.
+  grpc::GenericStub stub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  grpc::Slice empty("", 0);
+  grpc::ByteBuffer request(&empty, 1), response;
+  std::mutex mutex;
+  std::condition_variable done;
+  bool finished = false;
+  grpc::Status result;
+  stub.UnaryCall(&context, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request,
+                 &response, [&](grpc::Status status) {
+                   std::lock_guard lock(mutex);
+                   result = status;
+                   finished = true;
+                   done.notify_one();
+                 });
+  std::unique_lock lock(mutex);
+  done.wait(lock, [&] { return finished; });
+  return result.error_code();
+}
+
+TEST(DaemonSecurity, MissingOrWrongTokenIsUnauthenticated) {
+  DaemonHarness daemon;
+  ASSERT_TRUE(daemon.start());
+  auto stub = accum::v1::Control::NewStub(
+      grpc::CreateChannel(daemon.address(), grpc::InsecureChannelCredentials()));
+  accum::v1::ListJobsRequest request;
+  accum::v1::ListJobsResponse response;
+  {
+    grpc::ClientContext context;
+    EXPECT_EQ(stub->ListJobs(&context, request, &response).error_code(),
+              grpc::StatusCode::UNAUTHENTICATED);
+  }
+  {
+    grpc::ClientContext context;
+    context.AddMetadata("authorization", "Bearer not-the-token");
+    EXPECT_EQ(stub->ListJobs(&context, request, &response).error_code(),
+              grpc::StatusCode::UNAUTHENTICATED);
+  }
+  {
+    grpc::ClientContext context;
+    context.AddMetadata("authorization", "Basic abc");
+    accum::v1::SubmitJobRequest submit;
+    accum::v1::SubmitJobResponse reply;
+    EXPECT_EQ(stub->SubmitJob(&context, submit, &reply).error_code(),
+              grpc::StatusCode::UNAUTHENTICATED);
+  }
+  auto context = daemon.context();
+  EXPECT_TRUE(daemon.stub().ListJobs(context.get(), request, &response).ok());
+  // Health needs no token.
+  EXPECT_EQ(health_check(daemon.address()), grpc::StatusCode::OK);
+}
+
+TEST(DaemonSecurity, MalformedSpecsAreInvalidArgumentNamingTheField) {
+  DaemonHarness daemon;
+  ASSERT_TRUE(daemon.start());
+  struct Case {
+    std::string extra;  // merged over the valid spec
+    std::string field;  // must appear in the error
+  };
+  const std::string valid = daemon.spec_json("bad", 5, 1, 0);
+  auto replace = [&](const std::string& from, const std::string& to) {
+    std::string text = valid;
+    const auto at = text.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    if (at != std::string::npos) text.replace(at, from.size(), to);
+    return text;
+  };
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {replace("\"seq_len\": 32", "\"seq_len\": -4"), "batch.seq_len"},
+      {replace("\"n_head\": 2", "\"n_head\": 3"), "n_head"},
+      {replace("\"tokens_per_update\": 256", "\"tokens_per_update\": 300"), "300"},
+      {replace("\"max_steps\": 5", "\"max_steps\": -1"), "max_steps"},
+      {replace("\"lr\": 0.003", "\"lr\": -1"), "optimizer.lr"},
+      {replace("corpus.txt", "no-such-corpus.txt"), "data.train"},
+  };
+  for (const auto& [json, field] : cases) {
+    accum::v1::JobStatus job;
+    const auto status = daemon.submit(json, &job);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << field;
+    EXPECT_NE(status.error_message().find(field), std::string::npos)
+        << "error '" << status.error_message() << "' should name " << field;
+  }
+  // A relative spec_dir is refused, naming the field.
+  accum::v1::SubmitJobRequest request;
+  request.set_spec_dir("relative/dir");
+  accum::v1::SubmitJobResponse response;
+  auto context = daemon.context();
+  const auto status = daemon.stub().SubmitJob(context.get(), request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(status.error_message().find("spec_dir"), std::string::npos);
+}
+
+TEST(DaemonSecurity, UnknownIdIsNotFoundEverywhere) {
+  DaemonHarness daemon;
+  ASSERT_TRUE(daemon.start());
+  const std::string id = "job-999999";
+  {
+    accum::v1::GetJobRequest request;
+    request.set_id(id);
+    accum::v1::JobStatus job;
+    auto context = daemon.context();
+    EXPECT_EQ(daemon.stub().GetJob(context.get(), request, &job).error_code(),
+              grpc::StatusCode::NOT_FOUND);
+  }
+  {
+    accum::v1::CancelJobRequest request;
+    request.set_id(id);
+    accum::v1::JobStatus job;
+    auto context = daemon.context();
+    EXPECT_EQ(daemon.stub().CancelJob(context.get(), request, &job).error_code(),
+              grpc::StatusCode::NOT_FOUND);
+  }
+  {
+    accum::v1::CheckpointJobRequest request;
+    request.set_id(id);
+    accum::v1::CheckpointInfo info;
+    auto context = daemon.context();
+    EXPECT_EQ(daemon.stub().CheckpointJob(context.get(), request, &info).error_code(),
+              grpc::StatusCode::NOT_FOUND);
+  }
+  {
+    accum::v1::WatchJobRequest request;
+    request.set_id(id);
+    auto context = daemon.context();
+    auto reader = daemon.stub().WatchJob(context.get(), request);
+    accum::v1::JobEvent event;
+    EXPECT_FALSE(reader->Read(&event));
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::NOT_FOUND);
+  }
+  {
+    accum::v1::StreamLogsRequest request;
+    request.set_id(id);
+    auto context = daemon.context();
+    auto reader = daemon.stub().StreamLogs(context.get(), request);
+    accum::v1::LogLine line;
+    EXPECT_FALSE(reader->Read(&line));
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::NOT_FOUND);
+  }
+}
+
+TEST(DaemonSecurity, BurstOfMalformedRequestsLeavesDaemonServing) {
+  DaemonHarness daemon;
+  ASSERT_TRUE(daemon.start());
+  std::mt19937 rng(42);
+  grpc::GenericStub generic(grpc::CreateChannel(daemon.address(), grpc::InsecureChannelCredentials()));
+  std::atomic<int> answered{0};
+  std::mutex mutex;
+  std::condition_variable all_done;
+  constexpr int kRaw = 500;
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<std::unique_ptr<grpc::ByteBuffer>> buffers;
+  const char* methods[] = {"/accum.v1.Control/SubmitJob", "/accum.v1.Control/GetJob",
+                           "/accum.v1.Control/CancelJob", "/accum.v1.WorkerLink/Connect"};
+  for (int i = 0; i < kRaw; ++i) {
+    std::string garbage(1 + rng() % 2000, '\0');
+    for (auto& byte : garbage) byte = static_cast<char>(rng());
+    grpc::Slice slice(garbage);
+    buffers.push_back(std::make_unique<grpc::ByteBuffer>(&slice, 1));
+    buffers.push_back(std::make_unique<grpc::ByteBuffer>());
+    contexts.push_back(daemon.context(30));
+    generic.UnaryCall(contexts.back().get(), methods[i % 3], grpc::StubOptions(),
+                      buffers[buffers.size() - 2].get(), buffers.back().get(),
+                      [&](grpc::Status) {
+                        if (++answered == kRaw) {
+                          std::lock_guard lock(mutex);
+                          all_done.notify_one();
+                        }
+                      });
+  }
+  // 500 well-formed protos carrying bad content: huge strings, bad ids, bad specs.
+  int refused = 0;
+  for (int i = 0; i < 500; ++i) {
+    accum::v1::SubmitJobRequest request;
+    request.mutable_spec()->set_name(std::string(1 + rng() % 5000, 'x'));
+    request.mutable_spec()->mutable_batch()->set_seq_len(-static_cast<int>(rng() % 100));
+    request.mutable_spec()->mutable_model()->set_preset("preset-" + std::string(rng() % 300, 'p'));
+    request.set_spec_dir(i % 2 ? "/" + std::string(rng() % 9000, 'd') : "");
+    accum::v1::SubmitJobResponse response;
+    auto context = daemon.context(30);
+    const auto status = daemon.stub().SubmitJob(context.get(), request, &response);
+    refused += status.error_code() == grpc::StatusCode::INVALID_ARGUMENT ? 1 : 0;
+  }
+  EXPECT_EQ(refused, 500);
+  {
+    std::unique_lock lock(mutex);
+    all_done.wait_for(lock, std::chrono::seconds(60), [&] { return answered == kRaw; });
+  }
+  EXPECT_EQ(answered.load(), kRaw);
+  // An oversized request is refused without harm.
+  accum::v1::SubmitJobRequest huge;
+  huge.set_spec_dir(std::string(8 << 20, 'a'));
+  accum::v1::SubmitJobResponse response;
+  auto huge_context = daemon.context();
+  EXPECT_EQ(daemon.stub().SubmitJob(huge_context.get(), huge, &response).error_code(),
+            grpc::StatusCode::RESOURCE_EXHAUSTED);
+  // Still serving: health, queries, and a real job.
+  EXPECT_EQ(health_check(daemon.address()), grpc::StatusCode::OK);
+  accum::v1::JobStatus job;
+  const auto status = daemon.submit(daemon.spec_json("after-burst", 3, 1, 0), &job);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(daemon.wait_for(job.id(), [](const accum::v1::JobStatus& j) {
+                    return j.state() == accum::v1::SUCCEEDED;
+                  }).state(),
+            accum::v1::SUCCEEDED);
+}
+
+TEST(DaemonSecurity, AccumctlExitCodesAndMessages) {
+  DaemonHarness daemon;
+  ASSERT_TRUE(daemon.start());
+  std::string output;
+  const std::string spec_path = daemon.dir() + "/job.json";
+  std::ofstream(spec_path) << daemon.spec_json("cli", 4, 1, 0);
+  // Wrong token: 4 and a message naming the problem.
+  const std::string wrong = daemon.dir() + "/wrong-token";
+  std::ofstream(wrong) << "nope\n";
+  EXPECT_EQ(run_accumctl(daemon, {"--token-file", wrong, "list"}, &output, false), 4) << output;
+  EXPECT_NE(output.find("wrong token"), std::string::npos) << output;
+  EXPECT_EQ(run_accumctl(daemon, {"list"}, &output, false), 4) << output;
+  // Unknown id: 6.
+  EXPECT_EQ(run_accumctl(daemon, {"status", "job-424242"}, &output), 6) << output;
+  // Submit, then watch to the end: 0.
+  ASSERT_EQ(run_accumctl(daemon, {"submit", spec_path}, &output), 0) << output;
+  const std::string id = output.substr(0, output.find('\n'));
+  EXPECT_EQ(id.rfind("job-", 0), 0u) << output;
+  EXPECT_EQ(run_accumctl(daemon, {"watch", id}, &output), 0) << output;
+  EXPECT_NE(output.find("step 4/4"), std::string::npos) << output;
+  EXPECT_NE(output.find("SUCCEEDED"), std::string::npos) << output;
+  EXPECT_EQ(run_accumctl(daemon, {"--output", "json", "status", id}, &output), 0) << output;
+  EXPECT_NE(output.find("\"state\":\"SUCCEEDED\""), std::string::npos) << output;
+  EXPECT_EQ(run_accumctl(daemon, {"logs", id, "--rank", "0"}, &output), 0) << output;
+  EXPECT_NE(output.find("[rank 0]"), std::string::npos) << output;
+  // Cancelling an ended job: 7.
+  EXPECT_EQ(run_accumctl(daemon, {"cancel", id}, &output), 7) << output;
+  // Unreachable daemon: 3.
+  daemon.stop();
+  EXPECT_EQ(run_accumctl(daemon, {"list"}, &output), 3) << output;
+  EXPECT_NE(output.find("cannot reach accumd"), std::string::npos) << output;
+}
+
+}  // namespace
+}  // namespace accum::testing
