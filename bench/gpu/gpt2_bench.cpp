@@ -44,16 +44,26 @@ Args parse(int argc, char** argv) {
       std::exit(2);
     }
     const char* value = argv[++i];
-    if (flag == "--batch") args.batch = std::atoi(value);
-    else if (flag == "--seq") args.seq = std::atoi(value);
-    else if (flag == "--grad-accum") args.grad_accum = std::atoi(value);
-    else if (flag == "--steps") args.steps = std::atoi(value);
-    else if (flag == "--warmup") args.warmup = std::atoi(value);
-    else if (flag == "--layers") args.model.n_layer = std::atoi(value);
-    else if (flag == "--heads") args.model.n_head = std::atoi(value);
-    else if (flag == "--dmodel") args.model.d_model = std::atoi(value);
-    else if (flag == "--vocab") args.model.vocab = std::atoi(value);
-    else if (flag == "--out") args.out = value;
+    if (flag == "--batch")
+      args.batch = std::atoi(value);
+    else if (flag == "--seq")
+      args.seq = std::atoi(value);
+    else if (flag == "--grad-accum")
+      args.grad_accum = std::atoi(value);
+    else if (flag == "--steps")
+      args.steps = std::atoi(value);
+    else if (flag == "--warmup")
+      args.warmup = std::atoi(value);
+    else if (flag == "--layers")
+      args.model.n_layer = std::atoi(value);
+    else if (flag == "--heads")
+      args.model.n_head = std::atoi(value);
+    else if (flag == "--dmodel")
+      args.model.d_model = std::atoi(value);
+    else if (flag == "--vocab")
+      args.model.vocab = std::atoi(value);
+    else if (flag == "--out")
+      args.out = value;
     else {
       std::cerr << "gpt2_bench: unknown flag " << flag << "\n";
       std::exit(2);

@@ -15,8 +15,19 @@ namespace {
 using kernels::WeightLayout;
 
 enum LayerTensor {
-  kLn1W, kLn1B, kQkvW, kQkvB, kAttProjW, kAttProjB, kLn2W, kLn2B, kFcW, kFcB, kFcProjW,
-  kFcProjB, kPerLayer
+  kLn1W,
+  kLn1B,
+  kQkvW,
+  kQkvB,
+  kAttProjW,
+  kAttProjB,
+  kLn2W,
+  kLn2B,
+  kFcW,
+  kFcB,
+  kFcProjW,
+  kFcProjB,
+  kPerLayer
 };
 
 size_t round8(size_t n) { return (n + 7) / 8 * 8; }
@@ -35,8 +46,7 @@ void* Gpt2Step::alloc(size_t bytes) {
   return ptr;
 }
 
-Gpt2Step::Gpt2Step(kernels::Backend& backend, const Gpt2Config& config, int B, int T,
-                   uint64_t seed)
+Gpt2Step::Gpt2Step(kernels::Backend& backend, const Gpt2Config& config, int B, int T, uint64_t seed)
     : be_(backend), cfg_(config), B_(B), T_(T) {
   if (T > cfg_.max_seq) throw std::invalid_argument("seq_len above max_seq");
   const size_t C = cfg_.d_model, V = cfg_.vocab, L = cfg_.n_layer;
@@ -59,7 +69,8 @@ Gpt2Step::Gpt2Step(kernels::Backend& backend, const Gpt2Config& config, int B, i
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> normal(0.f, 0.02f);
   auto fill = [&](size_t tensor, float scale) {
-    for (size_t i = 0; i < sizes[tensor]; ++i) host[param_offsets_[tensor] + i] = normal(rng) * scale;
+    for (size_t i = 0; i < sizes[tensor]; ++i)
+      host[param_offsets_[tensor] + i] = normal(rng) * scale;
   };
   auto ones = [&](size_t tensor) {
     for (size_t i = 0; i < sizes[tensor]; ++i) host[param_offsets_[tensor] + i] = 1.f;
@@ -143,7 +154,8 @@ void Gpt2Step::forward() {
   const int N = B_ * T_, C = cfg_.d_model, V = cfg_.vocab, NH = cfg_.n_head;
   const size_t a = be_.act_bytes();
   auto W = [&](size_t tensor) {
-    return static_cast<const void*>(static_cast<const char*>(working_) + param_offsets_[tensor] * a);
+    return static_cast<const void*>(static_cast<const char*>(working_) +
+                                    param_offsets_[tensor] * a);
   };
   be_.encoder_forward(encoded_, inputs_, W(0), W(1), B_, T_, C);
   const void* x = encoded_;
@@ -156,7 +168,8 @@ void Gpt2Step::forward() {
     be_.matmul_forward(L.attproj, L.atty, W(p + kAttProjW), W(p + kAttProjB), N, C, C,
                        WeightLayout::kInOut);
     be_.residual_forward(L.resid2, x, L.attproj, size_t(N) * C);
-    be_.layernorm_forward(L.ln2, L.ln2_mean, L.ln2_rstd, L.resid2, W(p + kLn2W), W(p + kLn2B), N, C);
+    be_.layernorm_forward(L.ln2, L.ln2_mean, L.ln2_rstd, L.resid2, W(p + kLn2W), W(p + kLn2B), N,
+                          C);
     be_.matmul_forward(L.fch, L.ln2, W(p + kFcW), W(p + kFcB), N, C, 4 * C, WeightLayout::kInOut);
     be_.gelu_forward(L.fch_gelu, L.fch, size_t(N) * 4 * C);
     be_.matmul_forward(L.fcproj, L.fch_gelu, W(p + kFcProjW), W(p + kFcProjB), N, 4 * C, C,
@@ -173,7 +186,8 @@ void Gpt2Step::backward(float dloss) {
   const int N = B_ * T_, C = cfg_.d_model, V = cfg_.vocab, NH = cfg_.n_head;
   const size_t a = be_.act_bytes(), NC = size_t(N) * C;
   auto W = [&](size_t tensor) {
-    return static_cast<const void*>(static_cast<const char*>(working_) + param_offsets_[tensor] * a);
+    return static_cast<const void*>(static_cast<const char*>(working_) +
+                                    param_offsets_[tensor] * a);
   };
   auto G = [&](size_t tensor) { return grads_ + param_offsets_[tensor]; };
   // dlogits overwrite the logits (the op writes, it does not add).

@@ -139,9 +139,8 @@ __global__ void attention_backward_delta_kernel(float* delta, const bf16* dout, 
 // One thread per key j: dk_j, dv_j over query tiles qt >= j's tile.
 template <int HS>
 __global__ void __launch_bounds__(kTile)
-    attention_backward_dkdv_kernel(bf16* dqkv, const bf16* dout, const bf16* qkv,
-                                   const float* lse, const float* delta, int T, int C, int NH,
-                                   float scale) {
+    attention_backward_dkdv_kernel(bf16* dqkv, const bf16* dout, const bf16* qkv, const float* lse,
+                                   const float* delta, int T, int C, int NH, float scale) {
   __shared__ alignas(16) bf16 q_tile[kTile][HS];
   __shared__ alignas(16) bf16 do_tile[kTile][HS];
   __shared__ float lse_tile[kTile], delta_tile[kTile];
@@ -171,8 +170,8 @@ __global__ void __launch_bounds__(kTile)
     delta_tile[threadIdx.x] = row < T ? delta_row[row] : 0.f;
     __syncthreads();
     if (!valid) continue;
-    const int first = max(0, j - qt * kTile);             // causal: queries i >= j
-    const int last = min(kTile, T - qt * kTile);          // queries i < T
+    const int first = max(0, j - qt * kTile);     // causal: queries i >= j
+    const int last = min(kTile, T - qt * kTile);  // queries i < T
     for (int r = first; r < last; ++r) {
       float s = 0.f, dp = 0.f;
       for (int d = 0; d < HS; ++d) {
@@ -241,16 +240,17 @@ __global__ void __launch_bounds__(kTile)
 void check_attention_args(const char* op, const void* a, const void* b, const void* c, int C,
                           int NH) {
   if (NH <= 0 || C % NH != 0) {
-    cuda_fatal(op, ("C=" + std::to_string(C) + " is not divisible by NH=" + std::to_string(NH))
-                       .c_str(),
+    cuda_fatal(op,
+               ("C=" + std::to_string(C) + " is not divisible by NH=" + std::to_string(NH)).c_str(),
                __FILE__, __LINE__);
   }
   const int hs = C / NH;
   if (hs != 8 && hs != 16 && hs != 32 && hs != 64 && hs != 128) {
-    cuda_fatal(op, ("head size " + std::to_string(hs) +
-                    " is not supported (expected 8, 16, 32, 64 or 128)")
-                       .c_str(),
-               __FILE__, __LINE__);
+    cuda_fatal(
+        op,
+        ("head size " + std::to_string(hs) + " is not supported (expected 8, 16, 32, 64 or 128)")
+            .c_str(),
+        __FILE__, __LINE__);
   }
   if (!aligned16(a) || !aligned16(b) || !aligned16(c)) {
     cuda_fatal(op, "attention buffers must be 16-byte aligned", __FILE__, __LINE__);
@@ -261,11 +261,21 @@ void check_attention_args(const char* op, const void* a, const void* b, const vo
 template <typename Body>
 void dispatch_head_size(int hs, Body body) {
   switch (hs) {
-    case 8: body(std::integral_constant<int, 8>{}); break;
-    case 16: body(std::integral_constant<int, 16>{}); break;
-    case 32: body(std::integral_constant<int, 32>{}); break;
-    case 64: body(std::integral_constant<int, 64>{}); break;
-    default: body(std::integral_constant<int, 128>{}); break;  // validated before
+    case 8:
+      body(std::integral_constant<int, 8>{});
+      break;
+    case 16:
+      body(std::integral_constant<int, 16>{});
+      break;
+    case 32:
+      body(std::integral_constant<int, 32>{});
+      break;
+    case 64:
+      body(std::integral_constant<int, 64>{});
+      break;
+    default:
+      body(std::integral_constant<int, 128>{});
+      break;  // validated before
   }
 }
 
@@ -296,8 +306,8 @@ void attention_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf1
   dispatch_head_size(hs, [&](auto head_size) {
     constexpr int HS = decltype(head_size)::value;
     const unsigned delta_grid = static_cast<unsigned>(ceil_div(rows, static_cast<size_t>(256)));
-    attention_backward_delta_kernel<HS><<<delta_grid, 256, 0, stream>>>(delta, dout, out, B, T,
-                                                                        C, NH);
+    attention_backward_delta_kernel<HS>
+        <<<delta_grid, 256, 0, stream>>>(delta, dout, out, B, T, C, NH);
     CUDA_CHECK_LAUNCH("attention_backward_delta_kernel");
     attention_backward_dkdv_kernel<HS>
         <<<grid, kTile, 0, stream>>>(dqkv, dout, qkv, lse, delta, T, C, NH, scale);

@@ -67,11 +67,11 @@ __global__ void crossentropy_forward_backward_kernel(float* losses, bf16* dlogit
 }  // namespace
 
 void crossentropy_forward_backward(float* losses, bf16* dlogits, const bf16* logits,
-                                   const int32_t* targets, const uint8_t* mask, float dloss,
-                                   int N, int V, cudaStream_t stream) {
+                                   const int32_t* targets, const uint8_t* mask, float dloss, int N,
+                                   int V, cudaStream_t stream) {
   if (N == 0) return;
-  crossentropy_forward_backward_kernel<<<N, kThreads, 0, stream>>>(losses, dlogits, logits,
-                                                                   targets, mask, dloss, V);
+  crossentropy_forward_backward_kernel<<<N, kThreads, 0, stream>>>(losses, dlogits, logits, targets,
+                                                                   mask, dloss, V);
   CUDA_CHECK_LAUNCH("crossentropy_forward_backward_kernel");
 }
 

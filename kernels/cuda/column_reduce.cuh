@@ -75,8 +75,8 @@ void column_reduce_add(ColumnOutputs<kOut> outputs, int rows, int cols, Value va
   const dim3 grid(ceil_div(cols, kWarpSize), num_chunks);
   column_partials_kernel<kOut><<<grid, block, 0, stream>>>(partial, rows, cols, value);
   CUDA_CHECK_LAUNCH("column_partials_kernel");
-  column_finalize_kernel<kOut><<<ceil_div(cols, 256), 256, 0, stream>>>(outputs, partial,
-                                                                        num_chunks, cols);
+  column_finalize_kernel<kOut>
+      <<<ceil_div(cols, 256), 256, 0, stream>>>(outputs, partial, num_chunks, cols);
   CUDA_CHECK_LAUNCH("column_finalize_kernel");
 }
 

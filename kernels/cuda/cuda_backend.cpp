@@ -71,7 +71,9 @@ class CudaBackend final : public Backend {
     return ptr;
   }
   void release(void* ptr) override {
-    if (ptr != nullptr) CUDA_CHECK(cudaFree(ptr));
+    if (ptr == nullptr) return;
+    CUDA_CHECK(cudaStreamSynchronize(s()));  // queued work may still read `ptr`
+    CUDA_CHECK(cudaFree(ptr));
   }
   void upload(void* dst, const void* host_src, size_t bytes) override {
     CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, s()));
@@ -131,14 +133,13 @@ class CudaBackend final : public Backend {
     cu::encoder_backward(dwte, dwpe, act(dout), tokens, B, T, C, scratch_, s());
   }
   void layernorm_backward(void* dinp, float* dweight, float* dbias, const void* dout,
-                          const void* inp, const void* weight, const float* mean,
-                          const float* rstd, int N, int C) override {
+                          const void* inp, const void* weight, const float* mean, const float* rstd,
+                          int N, int C) override {
     cu::layernorm_backward(act(dinp), dweight, dbias, act(dout), act(inp), act(weight), mean, rstd,
                            N, C, scratch_, s());
   }
-  void matmul_backward(void* dinp, float* dweight, float* dbias, const void* dout,
-                       const void* inp, const void* weight, int N, int C, int OC,
-                       WeightLayout layout) override {
+  void matmul_backward(void* dinp, float* dweight, float* dbias, const void* dout, const void* inp,
+                       const void* weight, int N, int C, int OC, WeightLayout layout) override {
     matmul_.backward(act(dinp), dweight, dbias, act(dout), act(inp), act(weight), N, C, OC, layout,
                      scratch_);
   }
@@ -155,16 +156,16 @@ class CudaBackend final : public Backend {
   void crossentropy_forward_backward(float* losses, void* dlogits, const void* logits,
                                      const int32_t* targets, const uint8_t* mask, float dloss,
                                      int N, int V) override {
-    cu::crossentropy_forward_backward(losses, act(dlogits), act(logits), targets, mask, dloss, N,
-                                      V, s());
+    cu::crossentropy_forward_backward(losses, act(dlogits), act(logits), targets, mask, dloss, N, V,
+                                      s());
   }
 
   // ---- optimizer ----
   double sum_squares(const float* grads, size_t n) override {
     return cu::sum_squares(grads, n, scratch_, s());
   }
-  void adamw_update(float* master, void* working, const float* grads, float* m, float* v,
-                    size_t n, const AdamWParams& p) override {
+  void adamw_update(float* master, void* working, const float* grads, float* m, float* v, size_t n,
+                    const AdamWParams& p) override {
     const double beta1_correction = 1.0 - std::pow(static_cast<double>(p.beta1), p.step);
     const double beta2_correction = 1.0 - std::pow(static_cast<double>(p.beta2), p.step);
     cu::adamw_update(master, act(working), grads, m, v, n, p.lr, p.beta1, p.beta2, p.eps,
@@ -187,14 +188,32 @@ bool cuda_device_available(std::string* why) {
   const cudaError_t err = cudaGetDeviceCount(&count);
   if (err != cudaSuccess) {
     (void)cudaGetLastError();
-    if (why) *why = std::string("no CUDA device visible (cudaGetDeviceCount: ") +
-                    cudaGetErrorString(err) + ")";
+    if (why)
+      *why = std::string("no CUDA device visible (cudaGetDeviceCount: ") + cudaGetErrorString(err) +
+             ")";
     return false;
   }
   if (count == 0) {
     if (why) *why = "no CUDA device visible (cudaGetDeviceCount returned 0)";
     return false;
   }
+  return true;
+}
+
+bool cuda_memory_info(int local_rank, size_t* used_bytes, size_t* total_bytes) {
+  int count = 0, previous = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count <= 0) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  size_t free_bytes = 0, total = 0;
+  CUDA_CHECK(cudaGetDevice(&previous));
+  CUDA_CHECK(cudaSetDevice((local_rank < 0 ? 0 : local_rank) % count));
+  const cudaError_t err = cudaMemGetInfo(&free_bytes, &total);
+  CUDA_CHECK(cudaSetDevice(previous));
+  if (err != cudaSuccess) return false;
+  if (used_bytes) *used_bytes = total - free_bytes;
+  if (total_bytes) *total_bytes = total;
   return true;
 }
 

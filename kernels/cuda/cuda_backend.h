@@ -3,6 +3,7 @@
 // so the registry (kernels/backend_registry.cpp) compiles with the host compiler.
 #pragma once
 
+#include <cstddef>
 #include <memory>
 #include <string>
 
@@ -17,5 +18,10 @@ std::unique_ptr<Backend> make_cuda_backend(int local_rank);
 // True when at least one CUDA device is visible; otherwise `why` (if non-null) says why,
 // e.g. "no CUDA device visible (cudaGetDeviceCount: no CUDA-capable device is detected)".
 bool cuda_device_available(std::string* why);
+
+// Device memory in use (total - free, all processes) and in total on device
+// `local_rank` % count, from cudaMemGetInfo: what the worker prints next to its memory
+// arithmetic. False (outputs untouched) when no device is visible.
+bool cuda_memory_info(int local_rank, size_t* used_bytes, size_t* total_bytes);
 
 }  // namespace accum::kernels

@@ -16,14 +16,29 @@ void check_cublas(cublasStatus_t status, const char* call, const char* file, int
   // cublasLt has no string function of its own; cuBLAS status codes are shared.
   std::string message = "cuBLAS status " + std::to_string(static_cast<int>(status));
   switch (status) {
-    case CUBLAS_STATUS_NOT_INITIALIZED: message += " (not initialized)"; break;
-    case CUBLAS_STATUS_ALLOC_FAILED: message += " (allocation failed)"; break;
-    case CUBLAS_STATUS_INVALID_VALUE: message += " (invalid value)"; break;
-    case CUBLAS_STATUS_ARCH_MISMATCH: message += " (architecture mismatch)"; break;
-    case CUBLAS_STATUS_EXECUTION_FAILED: message += " (execution failed)"; break;
-    case CUBLAS_STATUS_NOT_SUPPORTED: message += " (not supported)"; break;
-    case CUBLAS_STATUS_INTERNAL_ERROR: message += " (internal error)"; break;
-    default: break;
+    case CUBLAS_STATUS_NOT_INITIALIZED:
+      message += " (not initialized)";
+      break;
+    case CUBLAS_STATUS_ALLOC_FAILED:
+      message += " (allocation failed)";
+      break;
+    case CUBLAS_STATUS_INVALID_VALUE:
+      message += " (invalid value)";
+      break;
+    case CUBLAS_STATUS_ARCH_MISMATCH:
+      message += " (architecture mismatch)";
+      break;
+    case CUBLAS_STATUS_EXECUTION_FAILED:
+      message += " (execution failed)";
+      break;
+    case CUBLAS_STATUS_NOT_SUPPORTED:
+      message += " (not supported)";
+      break;
+    case CUBLAS_STATUS_INTERNAL_ERROR:
+      message += " (internal error)";
+      break;
+    default:
+      break;
   }
   cuda_fatal(call, message.c_str(), file, line);
 }

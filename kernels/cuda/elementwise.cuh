@@ -22,8 +22,7 @@ __global__ void elementwise_kernel(size_t n, Op op) {
 }
 
 template <typename Op>
-void launch_elementwise(size_t n, bool all_aligned, Op op, cudaStream_t stream,
-                        const char* name) {
+void launch_elementwise(size_t n, bool all_aligned, Op op, cudaStream_t stream, const char* name) {
   if (n == 0) return;
   const int block = 256;
   const size_t groups = ceil_div(n, static_cast<size_t>(8));

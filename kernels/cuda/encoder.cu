@@ -54,8 +54,8 @@ __global__ void encoder_backward_wpe_kernel(float* dwpe, const bf16* dout, int B
 // Block (u, channel chunk): dwte[token_u, c] += sum over bucket u's positions, in order.
 __global__ void encoder_backward_wte_kernel(float* dwte, const bf16* dout,
                                             const int32_t* bucket_token,
-                                            const int32_t* bucket_start,
-                                            const int32_t* positions, int C) {
+                                            const int32_t* bucket_start, const int32_t* positions,
+                                            int C) {
   const int u = blockIdx.x;
   const int c = blockIdx.y * blockDim.x + threadIdx.x;
   if (c >= C) return;
@@ -134,9 +134,8 @@ void encoder_backward(float* dwte, float* dwpe, const bf16* dout, const int32_t*
   CUDA_CHECK(cudaMemcpyAsync(device_packed, packed.data(), sizeof(int32_t) * packed.size(),
                              cudaMemcpyHostToDevice, stream));
   const dim3 grid(U, ceil_div(C, block));
-  encoder_backward_wte_kernel<<<grid, block, 0, stream>>>(dwte, dout, device_packed,
-                                                          device_packed + U,
-                                                          device_packed + 2 * U + 1, C);
+  encoder_backward_wte_kernel<<<grid, block, 0, stream>>>(
+      dwte, dout, device_packed, device_packed + U, device_packed + 2 * U + 1, C);
   CUDA_CHECK_LAUNCH("encoder_backward_wte_kernel");
 }
 

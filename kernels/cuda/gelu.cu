@@ -1,7 +1,8 @@
 // kernels/cuda/gelu.cu — tanh-approximated GELU (CPU twin: kernels/cpu/gelu.cpp).
 //
 //   forward:  out = 0.5 x (1 + tanh(u)),  u = sqrt(2/pi) (x + 0.044715 x^3)
-//   backward: dinp += dout * (0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) sqrt(2/pi) (1 + 3*0.044715 x^2))
+//   backward: dinp += dout * (0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) sqrt(2/pi) (1 + 3*0.044715
+//   x^2))
 //
 // bf16 in/out, arithmetic in fp32; 16-byte vector access via elementwise.cuh.
 #include "kernels/cuda/elementwise.cuh"
@@ -45,7 +46,8 @@ struct GeluBackward {
   }
   __device__ void vec(size_t i) const {
     Packed128<bf16> x = load128(inp + i), d = load128(dout + i), g = load128(dinp + i);
-    for (int k = 0; k < 8; ++k) g[k] = to_bf16(to_f32(g[k]) + to_f32(d[k]) * gelu_grad(to_f32(x[k])));
+    for (int k = 0; k < 8; ++k)
+      g[k] = to_bf16(to_f32(g[k]) + to_f32(d[k]) * gelu_grad(to_f32(x[k])));
     store128(dinp + i, g);
   }
 };

@@ -91,8 +91,8 @@ __global__ void layernorm_backward_dinp_kernel(bf16* dinp, const bf16* dout, con
   for (int c = lane; c < C; c += kWarpSize) {
     const float norm = (to_f32(inp[base + c]) - m) * s;
     const float dnorm = to_f32(weight[c]) * to_f32(dout[base + c]);
-    float dval = dnorm;            // term 1
-    dval -= dnorm_mean;            // term 2
+    float dval = dnorm;              // term 1
+    dval -= dnorm_mean;              // term 2
     dval -= norm * dnorm_norm_mean;  // term 3
     dval *= s;
     dinp[base + c] = to_bf16(to_f32(dinp[base + c]) + dval);
@@ -120,8 +120,8 @@ void layernorm_forward(bf16* out, float* mean, float* rstd, const bf16* inp, con
                        const bf16* bias, int N, int C, cudaStream_t stream) {
   const int grid = ceil_div(N, kRowsPerBlock);
   const int block = kRowsPerBlock * kWarpSize;
-  const bool vector = C % 8 == 0 && aligned16(out) && aligned16(inp) && aligned16(weight) &&
-                      aligned16(bias);
+  const bool vector =
+      C % 8 == 0 && aligned16(out) && aligned16(inp) && aligned16(weight) && aligned16(bias);
   if (vector) {
     layernorm_forward_kernel<true>
         <<<grid, block, 0, stream>>>(out, mean, rstd, inp, weight, bias, N, C);
@@ -132,13 +132,13 @@ void layernorm_forward(bf16* out, float* mean, float* rstd, const bf16* inp, con
   CUDA_CHECK_LAUNCH("layernorm_forward_kernel");
 }
 
-void layernorm_backward(bf16* dinp, float* dweight, float* dbias, const bf16* dout,
-                        const bf16* inp, const bf16* weight, const float* mean, const float* rstd,
-                        int N, int C, DeviceScratch& scratch, cudaStream_t stream) {
+void layernorm_backward(bf16* dinp, float* dweight, float* dbias, const bf16* dout, const bf16* inp,
+                        const bf16* weight, const float* mean, const float* rstd, int N, int C,
+                        DeviceScratch& scratch, cudaStream_t stream) {
   const int grid = ceil_div(N, kRowsPerBlock);
   const int block = kRowsPerBlock * kWarpSize;
-  layernorm_backward_dinp_kernel<<<grid, block, 0, stream>>>(dinp, dout, inp, weight, mean, rstd,
-                                                             N, C);
+  layernorm_backward_dinp_kernel<<<grid, block, 0, stream>>>(dinp, dout, inp, weight, mean, rstd, N,
+                                                             C);
   CUDA_CHECK_LAUNCH("layernorm_backward_dinp_kernel");
   ColumnOutputs<2> outputs{{dweight, dbias}};
   column_reduce_add<2>(outputs, N, C, LayerNormParamGrad{dout, inp, mean, rstd, C}, scratch,

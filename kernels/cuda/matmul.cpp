@@ -51,8 +51,9 @@ Matmul::~Matmul() {
 void Matmul::gemm(void* d, bool d_is_f32, const void* a, bool trans_a, long lda, const void* b,
                   bool trans_b, long ldb, long m, long n, long k, float beta, const void* bias) {
   const int align_a = alignment_of(a), align_b = alignment_of(b), align_d = alignment_of(d);
-  const Key key{m, n, k, lda, ldb, trans_a, trans_b, d_is_f32, bias != nullptr, beta != 0.f,
-                align_a, align_b, align_d};
+  const Key key{
+      m,           n,       k,       lda,    ldb, trans_a, trans_b, d_is_f32, bias != nullptr,
+      beta != 0.f, align_a, align_b, align_d};
   auto found = plans_.find(key);
   if (found == plans_.end()) {
     auto plan = std::make_unique<Plan>();
@@ -69,33 +70,32 @@ void Matmul::gemm(void* d, bool d_is_f32, const void* a, bool trans_a, long lda,
       const int32_t bias_type = CUDA_R_16BF;
       CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE,
                                                   &epilogue, sizeof(epilogue)));
-      CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
-          plan->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type)));
+      CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
+                                                  &bias_type, sizeof(bias_type)));
     }
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->a, CUDA_R_16BF, trans_a ? k : m,
-                                            trans_a ? m : k, lda));
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->b, CUDA_R_16BF, trans_b ? n : k,
-                                            trans_b ? k : n, ldb));
+    CUBLAS_CHECK(
+        cublasLtMatrixLayoutCreate(&plan->a, CUDA_R_16BF, trans_a ? k : m, trans_a ? m : k, lda));
+    CUBLAS_CHECK(
+        cublasLtMatrixLayoutCreate(&plan->b, CUDA_R_16BF, trans_b ? n : k, trans_b ? k : n, ldb));
     CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->d, d_type, m, n, m));  // C == D in place
     CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&plan->preference));
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-        plan->preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes_,
-        sizeof(workspace_bytes_)));
-    const uint32_t alignments[3] = {static_cast<uint32_t>(align_a),
-                                    static_cast<uint32_t>(align_b),
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(plan->preference,
+                                                      CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                      &workspace_bytes_, sizeof(workspace_bytes_)));
+    const uint32_t alignments[3] = {static_cast<uint32_t>(align_a), static_cast<uint32_t>(align_b),
                                     static_cast<uint32_t>(align_d)};
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-        plan->preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &alignments[0],
-        sizeof(uint32_t)));
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-        plan->preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &alignments[1],
-        sizeof(uint32_t)));
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-        plan->preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &alignments[2],
-        sizeof(uint32_t)));
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-        plan->preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &alignments[2],
-        sizeof(uint32_t)));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(plan->preference,
+                                                      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                                                      &alignments[0], sizeof(uint32_t)));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(plan->preference,
+                                                      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                                                      &alignments[1], sizeof(uint32_t)));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(plan->preference,
+                                                      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                                                      &alignments[2], sizeof(uint32_t)));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(plan->preference,
+                                                      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+                                                      &alignments[2], sizeof(uint32_t)));
     int returned = 0;
     CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle_, plan->desc, plan->a, plan->b, plan->d,
                                                 plan->d, plan->preference, 1, &plan->heuristic,
@@ -103,20 +103,19 @@ void Matmul::gemm(void* d, bool d_is_f32, const void* a, bool trans_a, long lda,
     if (returned == 0) {
       const std::string shape = "m=" + std::to_string(m) + " n=" + std::to_string(n) +
                                 " k=" + std::to_string(k) + (d_is_f32 ? " D=fp32" : " D=bf16");
-      cuda_fatal("cublasLtMatmulAlgoGetHeuristic", ("no algorithm for " + shape).c_str(),
-                 __FILE__, __LINE__);
+      cuda_fatal("cublasLtMatmulAlgoGetHeuristic", ("no algorithm for " + shape).c_str(), __FILE__,
+                 __LINE__);
     }
     found = plans_.emplace(key, std::move(plan)).first;
   }
   Plan& plan = *found->second;
   if (bias != nullptr) {
-    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
-                                                &bias, sizeof(bias)));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                                sizeof(bias)));
   }
   const float alpha = 1.f;
-  CUBLAS_CHECK(cublasLtMatmul(handle_, plan.desc, &alpha, a, plan.a, b, plan.b, &beta, d, plan.d,
-                              d, plan.d, &plan.heuristic.algo, workspace_, workspace_bytes_,
-                              stream_));
+  CUBLAS_CHECK(cublasLtMatmul(handle_, plan.desc, &alpha, a, plan.a, b, plan.b, &beta, d, plan.d, d,
+                              plan.d, &plan.heuristic.algo, workspace_, workspace_bytes_, stream_));
 }
 
 void Matmul::forward(__nv_bfloat16* out, const __nv_bfloat16* inp, const __nv_bfloat16* weight,
@@ -127,10 +126,9 @@ void Matmul::forward(__nv_bfloat16* out, const __nv_bfloat16* inp, const __nv_bf
   gemm(out, false, weight, !in_out, in_out ? OC : C, inp, false, C, OC, N, C, 0.f, bias);
 }
 
-void Matmul::backward(__nv_bfloat16* dinp, float* dweight, float* dbias,
-                      const __nv_bfloat16* dout, const __nv_bfloat16* inp,
-                      const __nv_bfloat16* weight, int N, int C, int OC, WeightLayout layout,
-                      DeviceScratch& scratch) {
+void Matmul::backward(__nv_bfloat16* dinp, float* dweight, float* dbias, const __nv_bfloat16* dout,
+                      const __nv_bfloat16* inp, const __nv_bfloat16* weight, int N, int C, int OC,
+                      WeightLayout layout, DeviceScratch& scratch) {
   const bool in_out = layout == WeightLayout::kInOut;
   if (dinp != nullptr) {
     // dinp^T(C,N) += op(W)(C,OC) x dout^T(OC,N)

@@ -27,9 +27,9 @@ void encoder_backward(float* dwte, float* dwpe, const bf16* dout, const int32_t*
 // ---- layernorm.cu ----
 void layernorm_forward(bf16* out, float* mean, float* rstd, const bf16* inp, const bf16* weight,
                        const bf16* bias, int N, int C, cudaStream_t stream);
-void layernorm_backward(bf16* dinp, float* dweight, float* dbias, const bf16* dout,
-                        const bf16* inp, const bf16* weight, const float* mean, const float* rstd,
-                        int N, int C, DeviceScratch& scratch, cudaStream_t stream);
+void layernorm_backward(bf16* dinp, float* dweight, float* dbias, const bf16* dout, const bf16* inp,
+                        const bf16* weight, const float* mean, const float* rstd, int N, int C,
+                        DeviceScratch& scratch, cudaStream_t stream);
 
 // ---- column_sum.cu ---- out[c] += sum_rows in[r, c], deterministic two-stage reduction.
 void column_sum_add(float* out, const bf16* in, int rows, int cols, DeviceScratch& scratch,
@@ -49,8 +49,8 @@ void residual_forward(bf16* out, const bf16* a, const bf16* b, size_t n, cudaStr
 
 // ---- classifier.cu ----
 void crossentropy_forward_backward(float* losses, bf16* dlogits, const bf16* logits,
-                                   const int32_t* targets, const uint8_t* mask, float dloss,
-                                   int N, int V, cudaStream_t stream);
+                                   const int32_t* targets, const uint8_t* mask, float dloss, int N,
+                                   int V, cudaStream_t stream);
 
 // ---- adamw.cu ---- bias corrections computed by the caller in double.
 void adamw_update(float* master, bf16* working, const float* grads, float* m, float* v, size_t n,

@@ -47,8 +47,8 @@ double sum_squares(const float* grads, size_t n, DeviceScratch& scratch, cudaStr
   sum_squares_final_kernel<<<1, kThreads, 0, stream>>>(partial + kBlocks, partial);
   CUDA_CHECK_LAUNCH("sum_squares_final_kernel");
   double result = 0.0;
-  CUDA_CHECK(cudaMemcpyAsync(&result, partial + kBlocks, sizeof(double), cudaMemcpyDeviceToHost,
-                             stream));
+  CUDA_CHECK(
+      cudaMemcpyAsync(&result, partial + kBlocks, sizeof(double), cudaMemcpyDeviceToHost, stream));
   CUDA_CHECK(cudaStreamSynchronize(stream));
   return result;
 }

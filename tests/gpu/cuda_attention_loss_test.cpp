@@ -24,8 +24,8 @@ void attention_case(int B, int T, int C, int NH) {
         Buffer dqkv(be, qkv_n * be.act_bytes());
         be.attention_forward(out.get(), saved.get(), qkv_b.get(), B, T, C, NH);
         for (int call = 0; call < backward_calls; ++call) {
-          be.attention_backward(dqkv.get(), dout_b.get(), qkv_b.get(), out.get(), saved.get(), B,
-                                T, C, NH);
+          be.attention_backward(dqkv.get(), dout_b.get(), qkv_b.get(), out.get(), saved.get(), B, T,
+                                C, NH);
         }
         return Outputs{{"out", download_act(be, out.get(), out_n)},
                        {"dqkv", download_act(be, dqkv.get(), qkv_n)}};
@@ -67,12 +67,11 @@ void crossentropy_case(int N, int V, bool with_mask, bool with_dlogits, bool ali
         be.upload(mask_b.get(), mask.data(), N);
         Buffer losses = poisoned_f32(be, N);
         Buffer dlogits = poisoned_act(be, logits.size());
-        void* dlogits_ptr = with_dlogits ? (alias_logits ? logits_b.get() : dlogits.get()) : nullptr;
-        be.crossentropy_forward_backward(losses.f32(), dlogits_ptr, logits_b.get(),
-                                         static_cast<const int32_t*>(targets_b.get()),
-                                         with_mask ? static_cast<const uint8_t*>(mask_b.get())
-                                                   : nullptr,
-                                         dloss, N, V);
+        void* dlogits_ptr =
+            with_dlogits ? (alias_logits ? logits_b.get() : dlogits.get()) : nullptr;
+        be.crossentropy_forward_backward(
+            losses.f32(), dlogits_ptr, logits_b.get(), static_cast<const int32_t*>(targets_b.get()),
+            with_mask ? static_cast<const uint8_t*>(mask_b.get()) : nullptr, dloss, N, V);
         Outputs outputs{{"losses", download_f32(be, losses.get(), N)}};
         if (with_dlogits) outputs["dlogits"] = download_act(be, dlogits_ptr, logits.size());
         return outputs;
@@ -138,8 +137,8 @@ TEST(CudaOps, SumSquaresMatchesCpuAndIsReproducible) {
   const double again = backends.gpu->sum_squares(gpu_grads.f32(), n);
   ASSERT_GT(want, 0.0);
   EXPECT_LE(std::abs(got - want) / want, kF32Tolerance) << "got " << got << " want " << want;
-  EXPECT_EQ(std::memcmp(&got, &again, sizeof(double)), 0) << "two runs differ: " << got << " vs "
-                                                           << again;
+  EXPECT_EQ(std::memcmp(&got, &again, sizeof(double)), 0)
+      << "two runs differ: " << got << " vs " << again;
 }
 
 }  // namespace

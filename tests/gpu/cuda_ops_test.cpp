@@ -96,8 +96,8 @@ void matmul_case(int N, int C, int OC, WeightLayout layout, bool with_bias) {
         Buffer out = poisoned_act(be, size_t(N) * OC);
         Buffer dinp(be, inp.size() * be.act_bytes());
         Buffer dweight(be, weight.size() * sizeof(float)), dbias(be, OC * sizeof(float));
-        be.matmul_forward(out.get(), inp_b.get(), w.get(), with_bias ? b.get() : nullptr, N, C,
-                          OC, layout);
+        be.matmul_forward(out.get(), inp_b.get(), w.get(), with_bias ? b.get() : nullptr, N, C, OC,
+                          layout);
         for (int call = 0; call < backward_calls; ++call) {
           be.matmul_backward(dinp.get(), dweight.f32(), with_bias ? dbias.f32() : nullptr,
                              dout_b.get(), inp_b.get(), w.get(), N, C, OC, layout);

@@ -21,13 +21,12 @@
 namespace accum::kernels::gpu_testing {
 
 // Skips the current test, with the reason, when no CUDA device can be used.
-#define ACCUM_REQUIRE_CUDA()                                             \
-  do {                                                                   \
-    std::string accum_why_;                                              \
-    if (!::accum::kernels::backend_available(                            \
-            ::accum::kernels::DeviceKind::kCuda, &accum_why_)) {         \
-      GTEST_SKIP() << "CUDA back end unavailable: " << accum_why_;       \
-    }                                                                    \
+#define ACCUM_REQUIRE_CUDA()                                                                      \
+  do {                                                                                            \
+    std::string accum_why_;                                                                       \
+    if (!::accum::kernels::backend_available(::accum::kernels::DeviceKind::kCuda, &accum_why_)) { \
+      GTEST_SKIP() << "CUDA back end unavailable: " << accum_why_;                                \
+    }                                                                                             \
   } while (0)
 
 // Tolerances of issue 4: bf16 paths and fp32 paths.

@@ -24,7 +24,8 @@ RunState& run_state() {
 
 bool wildcard_match(const char* pattern, const char* text) {
   if (*pattern == '\0') return *text == '\0';
-  if (*pattern == '*') return wildcard_match(pattern + 1, text) || (*text && wildcard_match(pattern, text + 1));
+  if (*pattern == '*')
+    return wildcard_match(pattern + 1, text) || (*text && wildcard_match(pattern, text + 1));
   return *text && (*pattern == '?' || *pattern == *text) && wildcard_match(pattern + 1, text + 1);
 }
 
@@ -33,7 +34,8 @@ bool selected(const std::string& filter, const std::string& full_name) {
   size_t start = 0;
   while (start <= filter.size()) {
     const size_t end = filter.find(':', start);
-    const std::string one = filter.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    const std::string one =
+        filter.substr(start, end == std::string::npos ? std::string::npos : end - start);
     if (wildcard_match(one.c_str(), full_name.c_str())) return true;
     if (end == std::string::npos) break;
     start = end + 1;

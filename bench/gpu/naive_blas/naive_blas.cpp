@@ -1,9 +1,9 @@
 // bench/gpu/naive_blas/naive_blas.cpp — reference GEMM (triple loop, double accumulation)
 // behind naive_blas/cblas.h. Column-major calls are mapped onto row-major by the identity
 // C^T = op(B)^T op(A)^T. Slow, but it only feeds the test oracle.
-#include "cblas.h"
-
 #include <cstddef>
+
+#include "cblas.h"
 
 namespace {
 
@@ -26,8 +26,8 @@ void gemm_row_major(bool trans_a, bool trans_b, int M, int N, int K, F alpha, co
 }
 
 template <typename F>
-void gemm(CBLAS_ORDER order, CBLAS_TRANSPOSE trans_a, CBLAS_TRANSPOSE trans_b, int M, int N,
-          int K, F alpha, const F* A, int lda, const F* B, int ldb, F beta, F* C, int ldc) {
+void gemm(CBLAS_ORDER order, CBLAS_TRANSPOSE trans_a, CBLAS_TRANSPOSE trans_b, int M, int N, int K,
+          F alpha, const F* A, int lda, const F* B, int ldb, F beta, F* C, int ldc) {
   const bool ta = trans_a != CblasNoTrans, tb = trans_b != CblasNoTrans;
   if (order == CblasRowMajor) {
     gemm_row_major(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
@@ -40,14 +40,14 @@ void gemm(CBLAS_ORDER order, CBLAS_TRANSPOSE trans_a, CBLAS_TRANSPOSE trans_b, i
 
 extern "C" {
 
-void cblas_sgemm(CBLAS_ORDER order, CBLAS_TRANSPOSE trans_a, CBLAS_TRANSPOSE trans_b, int M,
-                 int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
-                 float beta, float* C, int ldc) {
+void cblas_sgemm(CBLAS_ORDER order, CBLAS_TRANSPOSE trans_a, CBLAS_TRANSPOSE trans_b, int M, int N,
+                 int K, float alpha, const float* A, int lda, const float* B, int ldb, float beta,
+                 float* C, int ldc) {
   gemm(order, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
-void cblas_dgemm(CBLAS_ORDER order, CBLAS_TRANSPOSE trans_a, CBLAS_TRANSPOSE trans_b, int M,
-                 int N, int K, double alpha, const double* A, int lda, const double* B, int ldb,
+void cblas_dgemm(CBLAS_ORDER order, CBLAS_TRANSPOSE trans_a, CBLAS_TRANSPOSE trans_b, int M, int N,
+                 int K, double alpha, const double* A, int lda, const double* B, int ldb,
                  double beta, double* C, int ldc) {
   gemm(order, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }

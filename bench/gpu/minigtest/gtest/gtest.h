@@ -60,25 +60,26 @@ std::string describe(const char* a_text, const char* op, const char* b_text, con
 
 }  // namespace minigtest
 
-#define TEST(suite, name)                                                            \
-  static void suite##_##name##_body();                                               \
-  static const ::minigtest::Registrar suite##_##name##_registrar(#suite, #name,      \
+#define TEST(suite, name)                                                                 \
+  static void suite##_##name##_body();                                                    \
+  static const ::minigtest::Registrar suite##_##name##_registrar(#suite, #name,           \
                                                                  &suite##_##name##_body); \
   static void suite##_##name##_body()
 
-#define MINIGTEST_CHECK_(cond, kind, what)                          \
-  if (cond) {                                                       \
-  } else                                                            \
+#define MINIGTEST_CHECK_(cond, kind, what) \
+  if (cond) {                              \
+  } else                                   \
     ::minigtest::Reporter(kind, __FILE__, __LINE__, what)
-#define MINIGTEST_ASSERT_(cond, what)                                                      \
-  if (cond) {                                                                              \
-  } else                                                                                   \
-    return ::minigtest::Voidify() &                                                        \
+#define MINIGTEST_ASSERT_(cond, what) \
+  if (cond) {                         \
+  } else                              \
+    return ::minigtest::Voidify() &   \
            ::minigtest::Reporter(::minigtest::Kind::kAssert, __FILE__, __LINE__, what)
 
 #define GTEST_SKIP() MINIGTEST_ASSERT_SKIP_()
-#define MINIGTEST_ASSERT_SKIP_() \
-  return ::minigtest::Voidify() & ::minigtest::Reporter(::minigtest::Kind::kSkip, __FILE__, __LINE__, "")
+#define MINIGTEST_ASSERT_SKIP_()  \
+  return ::minigtest::Voidify() & \
+         ::minigtest::Reporter(::minigtest::Kind::kSkip, __FILE__, __LINE__, "")
 
 #define MINIGTEST_CMP_(a, op, b) ::minigtest::describe(#a, #op, #b, (a), (b))
 #define EXPECT_TRUE(c) MINIGTEST_CHECK_((c), ::minigtest::Kind::kExpect, "Expected true: " #c " ")
