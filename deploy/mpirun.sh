@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Launches N ranks of accum-worker with Open MPI on this host or a hostfile.
+#   deploy/mpirun.sh 4 job.json               # 4 ranks here
+#   HOSTFILE=hosts deploy/mpirun.sh 16 job.json
+# Extra mpirun arguments: MPIRUN_ARGS="--mca btl_tcp_if_include eth0".
+set -euo pipefail
+NP=${1:?usage: mpirun.sh NP SPEC.json}
+SPEC=${2:?usage: mpirun.sh NP SPEC.json}
+BIN=${BIN:-$(cd "$(dirname "$0")/.." && pwd)/build/bin}
+ARGS=(-np "$NP" --bind-to none)
+[ "$(id -u)" = 0 ] && ARGS+=(--allow-run-as-root)
+[ "$NP" -gt "$(nproc)" ] && ARGS+=(--oversubscribe)
+[ -n "${HOSTFILE:-}" ] && ARGS+=(--hostfile "$HOSTFILE")
+# shellcheck disable=SC2086
+exec mpirun "${ARGS[@]}" ${MPIRUN_ARGS:-} -x OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" \
+  "$BIN/accum-worker" --spec "$SPEC"
