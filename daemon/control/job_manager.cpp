@@ -13,6 +13,7 @@
 #include "daemon/control/job_files.h"
 #include "daemon/control/job_state.h"
 #include "daemon/spec/spec.h"
+#include "google/protobuf/util/json_util.h"
 #include "spdlog/spdlog.h"
 
 namespace accum::control {
@@ -51,6 +52,20 @@ absl::Status write_file_atomic(const std::string& path, const std::string& conte
   fs::rename(temp, path, error);
   if (error) return absl::UnavailableError(absl::StrCat("cannot rename ", temp, ": ", error.message()));
   return absl::OkStatus();
+}
+
+std::vector<accum::v1::StepMetrics> read_metrics_file(const std::string& path) {
+  std::vector<accum::v1::StepMetrics> rows;
+  std::ifstream file(path);
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = true;
+  for (std::string line; std::getline(file, line) && rows.size() < kMaxHistory;) {
+    accum::v1::StepMetrics metrics;
+    if (google::protobuf::util::JsonStringToMessage(line, &metrics, options).ok()) {
+      rows.push_back(std::move(metrics));
+    }
+  }
+  return rows;
 }
 
 }  // namespace
@@ -346,9 +361,16 @@ absl::StatusOr<WatchStart> JobManager::watch(const std::string& id) {
   WatchStart start;
   auto& first = start.backlog.emplace_back();
   *first.mutable_status() = *status;
-  if (auto it = runtimes_.find(id); it != runtimes_.end()) {
+  auto it = runtimes_.find(id);
+  if (it != runtimes_.end() && !it->second.history.empty()) {
     for (const auto& metrics : it->second.history) {
       *start.backlog.emplace_back().mutable_metrics() = metrics;
+    }
+  } else {
+    // Ended jobs, or jobs re-attached after an accumd restart: the metrics file
+    // the worker keeps is the history.
+    for (auto& metrics : read_metrics_file(record->spec.metrics_path())) {
+      *start.backlog.emplace_back().mutable_metrics() = std::move(metrics);
     }
   }
   if (!is_terminal(record->state)) start.subscription = hub_.subscribe(id);

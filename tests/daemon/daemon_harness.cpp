@@ -131,7 +131,16 @@ bool DaemonHarness::start(const DaemonOptions& options) {
   const std::string log = dir_ + "/accumd.log";
   posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
   posix_spawn_file_actions_adddup2(&actions, 1, 2);
-  const int rc = posix_spawn(&daemon_pid_, argv[0], &actions, nullptr, argv.data(), environ);
+  // Workers inherit accumd's environment: one OpenMP thread per rank keeps the
+  // tiny test models fast on a small, shared machine.
+  std::vector<std::string> env_strings = {"OMP_NUM_THREADS=1"};
+  for (char** entry = environ; *entry; ++entry) {
+    if (std::string(*entry).rfind("OMP_NUM_THREADS=", 0) != 0) env_strings.emplace_back(*entry);
+  }
+  std::vector<char*> envp;
+  for (auto& entry : env_strings) envp.push_back(entry.data());
+  envp.push_back(nullptr);
+  const int rc = posix_spawn(&daemon_pid_, argv[0], &actions, nullptr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&actions);
   if (rc != 0) {
     ADD_FAILURE() << "cannot start " << args[0] << ": " << strerror(rc);

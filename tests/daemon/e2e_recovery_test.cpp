@@ -93,7 +93,7 @@ TEST(DaemonRecovery, KilledDaemonRestartsWithJobIntactAndJobFinishes) {
   DaemonHarness daemon;
   ASSERT_TRUE(daemon.start(with_slots(2)));
   JobStatus job;
-  ASSERT_TRUE(daemon.submit(daemon.spec_json("survivor", 400, 1, 50), &job).ok());
+  ASSERT_TRUE(daemon.submit(daemon.spec_json("survivor", 150, 1, 50), &job).ok());
   const auto before = daemon.wait_for(job.id(), [](const JobStatus& j) {
     return j.state() == accum::v1::RUNNING && j.last_metrics().step() >= 3;
   });
@@ -119,8 +119,8 @@ TEST(DaemonRecovery, KilledDaemonRestartsWithJobIntactAndJobFinishes) {
   ASSERT_EQ(done.state(), accum::v1::SUCCEEDED) << done.message();
   EXPECT_EQ(done.restarts(), 0) << "the running worker was re-attached, not restarted";
   const auto rows = read_metrics(done.job_dir() + "/metrics.jsonl");
-  ASSERT_EQ(rows.size(), 400u);
-  EXPECT_EQ(rows.back().first, 400);
+  ASSERT_EQ(rows.size(), 150u);
+  EXPECT_EQ(rows.back().first, 150);
 }
 
 }  // namespace
