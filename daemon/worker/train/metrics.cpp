@@ -44,7 +44,7 @@ void truncate_after(const std::string& path, int64_t resume_step) {
 
 }  // namespace
 
-std::string metrics_json(const accum::v1::StepMetrics& m) {
+std::string metrics_json(const accum::v1::StepMetrics& m, const StepCommDetail* detail) {
   std::string out = absl::StrCat("{\"step\":", m.step(), ",\"loss\":", number(m.loss()),
                                  ",\"lr\":", number(m.lr()), ",\"grad_norm\":",
                                  number(m.grad_norm()), ",\"tokens\":", m.tokens(),
@@ -54,8 +54,18 @@ std::string metrics_json(const accum::v1::StepMetrics& m) {
   absl::StrAppend(&out, ",\"grad_accum_steps\":", m.grad_accum_steps(),
                   ",\"world_size\":", m.world_size(), ",\"collectives\":", m.collectives(),
                   ",\"bytes_reduced\":", m.bytes_reduced(),
-                  ",\"comm_exposed_ms\":", number(m.comm_exposed_ms()), "}");
-  return out;
+                  ",\"comm_exposed_ms\":", number(m.comm_exposed_ms()));
+  if (detail != nullptr) {
+    absl::StrAppend(
+        &out,
+        ",\"first_gradient_collective_micro_step\":", detail->first_gradient_collective_micro_step,
+        ",\"collectives_before_last_micro_step\":", detail->collectives_before_last_micro_step,
+        ",\"param_collectives\":", detail->param_collectives,
+        ",\"bytes_gathered\":", detail->bytes_gathered,
+        ",\"gather_exposed_ms\":", number(detail->gather_exposed_ms),
+        ",\"step_collectives\":", detail->step_collectives);
+  }
+  return out + "}";
 }
 
 absl::Status MetricsSink::open(const std::string& path, int64_t resume_step, int log_every) {
@@ -77,9 +87,9 @@ MetricsSink::~MetricsSink() {
   if (file_) std::fclose(file_);
 }
 
-void MetricsSink::write(const accum::v1::StepMetrics& m) {
+void MetricsSink::write(const accum::v1::StepMetrics& m, const StepCommDetail* detail) {
   if (file_) {
-    std::fputs((metrics_json(m) + "\n").c_str(), file_);
+    std::fputs((metrics_json(m, detail) + "\n").c_str(), file_);
     std::fflush(file_);
   }
   const double remaining_s =

@@ -12,8 +12,28 @@
 
 namespace accum::train {
 
-// {"step":1,"loss":5.5,"lr":0.001,...} — numbers as JSON numbers, val_loss only when set.
-std::string metrics_json(const accum::v1::StepMetrics& metrics);
+// Communication counters of one optimizer step beyond StepMetrics' own (JSONL only; the
+// proto carries collectives, bytes_reduced and comm_exposed_ms). They let a reader check
+// the accumulation contract from the metrics alone: no collective before the last
+// micro-step, each gradient bucket reduced once, each parameter bucket gathered once.
+struct StepCommDetail {
+  // 0-based micro-step during whose backward rank 0 issued its first gradient
+  // collective; -1 when it issued none (a world of one still reduces, as a copy).
+  int64_t first_gradient_collective_micro_step = -1;
+  // Collectives of any kind issued during micro-steps 0..K-2, summed over all ranks.
+  int64_t collectives_before_last_micro_step = 0;
+  int64_t param_collectives = 0;  // ZeRO-1 parameter all-gathers (one per bucket)
+  int64_t bytes_gathered = 0;     // their payload bytes (the parameter size once)
+  double gather_exposed_ms = 0;   // time blocked in those all-gathers
+  // Every collective of the step on rank 0 (gradient buckets, the scalar exchange, the
+  // ZeRO-1 norm, the all-gathers), before any evaluation or checkpoint.
+  int64_t step_collectives = 0;
+};
+
+// {"step":1,"loss":5.5,"lr":0.001,...} — numbers as JSON numbers, val_loss only when set;
+// the StepCommDetail fields follow when `detail` is given.
+std::string metrics_json(const accum::v1::StepMetrics& metrics,
+                         const StepCommDetail* detail = nullptr);
 
 class MetricsSink {
  public:
@@ -21,7 +41,7 @@ class MetricsSink {
   // after dropping lines of steps beyond `resume_step` left by an interrupted run).
   absl::Status open(const std::string& path, int64_t resume_step, int log_every_steps);
   ~MetricsSink();
-  void write(const accum::v1::StepMetrics& metrics);
+  void write(const accum::v1::StepMetrics& metrics, const StepCommDetail* detail = nullptr);
   void message(const std::string& line);  // a line that does not break the progress bar
   void finish();
 

@@ -42,23 +42,28 @@ struct StepAgreement {
   bool stop = false;
   accum::v1::WorkerCommand::Kind command = accum::v1::WorkerCommand::NONE;
   uint64_t request_id = 0;
+  double collectives_before_last_micro_step = 0;  // summed over ranks
 };
 
 StepAgreement exchange_scalars(comm::Communicator* comm, double loss_sum, double counted,
-                               bool stop_local, const link::Command& command) {
-  // [loss, counted, stop votes, command kind (rank 0), request id (rank 0)]
-  double values[5] = {loss_sum, counted, stop_local ? 1.0 : 0.0, 0, 0};
+                               bool stop_local, const link::Command& command,
+                               int64_t early_collectives) {
+  // [loss, counted, stop votes, command kind (rank 0), request id (rank 0),
+  //  collectives this rank issued before the last micro-step (the contract says 0)]
+  double values[6] = {loss_sum, counted, stop_local ? 1.0 : 0.0,
+                      0,        0,       static_cast<double>(early_collectives)};
   if (comm->rank() == 0) {
     values[3] = static_cast<double>(command.kind);
     values[4] = static_cast<double>(command.request_id);
   }
-  comm->all_reduce(values, 5, {comm::ReduceOp::kSum, comm::DataType::kFloat64});
+  comm->all_reduce(values, 6, {comm::ReduceOp::kSum, comm::DataType::kFloat64});
   StepAgreement agreement;
   agreement.loss_sum = values[0];
   agreement.counted = values[1];
   agreement.stop = values[2] > 0;
   agreement.command = static_cast<accum::v1::WorkerCommand::Kind>(static_cast<int>(values[3]));
   agreement.request_id = static_cast<uint64_t>(values[4]);
+  agreement.collectives_before_last_micro_step = values[5];
   return agreement;
 }
 
@@ -73,6 +78,11 @@ class Trainer {
   absl::Status setup();
   absl::Status restore_or_init();
   std::pair<double, double> accumulate_window(int64_t step);
+  // Where this rank's communication fell within the last window (see StepCommDetail).
+  struct WindowComm {
+    int64_t first_gradient_collective_micro_step = -1;
+    int64_t collectives_before_last_micro_step = 0;
+  };
   std::optional<double> evaluate();
   absl::StatusOr<std::string> checkpoint(int64_t step, double last_loss);
   bool is_rank0() const { return comm_->rank() == 0; }
@@ -92,6 +102,7 @@ class Trainer {
   data::MicroBatch batch_;
   StepAgreement last_;
   double last_grad_norm_ = 0;
+  WindowComm window_comm_;
 };
 
 absl::Status Trainer::setup() {
@@ -201,6 +212,7 @@ std::pair<double, double> Trainer::accumulate_window(int64_t step) {
   model_->zero_grads();
   comm_->set_step(step + 1);
   double loss_sum = 0, counted = 0;
+  window_comm_ = {};
   const int64_t first_chunk = step * int64_t{K_} * world_;
   for (int micro = 0; micro < K_; ++micro) {
     const int64_t chunk = first_chunk + int64_t{micro} * world_ + comm_->rank();
@@ -216,6 +228,13 @@ std::pair<double, double> Trainer::accumulate_window(int64_t step) {
     } else {
       model_->backward();
     }
+    // The counters were reset at the step's start: whatever they hold now was issued
+    // during micro-steps 0..micro. Recorded so the metrics can prove the contract.
+    const comm::CommCounters& so_far = comm_->counters();
+    if (window_comm_.first_gradient_collective_micro_step < 0 && so_far.gradient_collectives > 0) {
+      window_comm_.first_gradient_collective_micro_step = micro;
+    }
+    if (micro == K_ - 2) window_comm_.collectives_before_last_micro_step = so_far.collectives;
     if (is_rank0()) link_->heartbeat(step, micro);
   }
   return {loss_sum, counted};
@@ -280,8 +299,9 @@ absl::StatusOr<TrainResult> Trainer::run() {
     const auto [window_loss, window_counted] = accumulate_window(step);
     const comm::CommCounters gradient_counters = comm_->counters();
     const link::Command command = is_rank0() ? link_->poll_command() : link::Command{};
-    const StepAgreement agreed = exchange_scalars(comm_, window_loss, window_counted,
-                                                  g_stop_requested.load(), command);
+    const StepAgreement agreed =
+        exchange_scalars(comm_, window_loss, window_counted, g_stop_requested.load(), command,
+                         window_comm_.collectives_before_last_micro_step);
     // ---- normalize, clip, update --------------------------------------------------------
     const double scale = agreed.counted > 0 ? 1.0 / agreed.counted : 0.0;
     double sum_squares = optimizer_->owned_sum_squares(model_->grads());
@@ -309,6 +329,7 @@ absl::StatusOr<TrainResult> Trainer::run() {
       model_->sync_working_copy();
     }
     backend_->synchronize();
+    const comm::CommCounters step_counters = comm_->counters();
     const int64_t done = step + 1;
     result.final_step = done;
     result.final_loss = agreed.counted > 0 ? agreed.loss_sum / agreed.counted : 0.0;
@@ -334,7 +355,17 @@ absl::StatusOr<TrainResult> Trainer::run() {
       m.set_bytes_reduced(gradient_counters.bytes_reduced);
       m.set_comm_exposed_ms(gradient_counters.exposed_ms);
       m.set_max_steps(max_steps);
-      metrics_.write(m);
+      StepCommDetail detail;
+      detail.first_gradient_collective_micro_step =
+          window_comm_.first_gradient_collective_micro_step;
+      detail.collectives_before_last_micro_step =
+          static_cast<int64_t>(agreed.collectives_before_last_micro_step);
+      detail.param_collectives =
+          step_counters.gradient_collectives - gradient_counters.gradient_collectives;
+      detail.bytes_gathered = step_counters.bytes_gathered;
+      detail.gather_exposed_ms = step_counters.exposed_ms - gradient_counters.exposed_ms;
+      detail.step_collectives = step_counters.collectives;
+      metrics_.write(m, &detail);
       link_->report_metrics(m);
     }
     // ---- checkpoint / stop at this boundary, on every rank alike ---------------------------
@@ -368,7 +399,15 @@ void request_stop() { g_stop_requested.store(true); }
 absl::StatusOr<TrainResult> run_training(const accum::v1::JobSpec& spec, comm::Communicator* comm,
                                          link::ControlLink* link) {
   Trainer trainer(spec, comm, link);
-  return trainer.run();
+  try {
+    return trainer.run();
+  } catch (const comm::CommError& error) {
+    // A collective failed or timed out: the ranks are out of step and the buffers of
+    // the collectives still in flight must not be waited for again (unwinding would
+    // run ~GradReducer, which waits another full timeout). End the job here, with the
+    // trainer and its buffers still alive, naming the rank and the optimizer step.
+    comm::abort_job(comm, error.what());
+  }
 }
 
 }  // namespace accum::train
