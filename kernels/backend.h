@@ -69,6 +69,16 @@ class Backend {
   // Converts n act-dtype values to fp32 (for losses/logits read-back and tests).
   virtual void act_to_f32(float* dst, const void* src, size_t n) = 0;
   virtual void f32_to_act(void* dst, const float* src, size_t n) = 0;
+  // Device memory in use and in total (false when the back end cannot tell; the CPU
+  // back end leaves host memory to the caller).
+  virtual bool memory_info(size_t* used_bytes, size_t* total_bytes) const {
+    (void)used_bytes;
+    (void)total_bytes;
+    return false;
+  }
+  // The stream ops run on (cudaStream_t on CUDA, null elsewhere): the communicator
+  // orders its collectives after it.
+  virtual void* compute_stream() { return nullptr; }
 
   // ---- ops (forward) -----------------------------------------------------
   // out(B,T,C) = wte[tokens[b,t], :] + wpe[t, :]

@@ -51,9 +51,13 @@ class Stream {
 class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(int device)
-      : stream_(device), scratch_(stream_.get()), matmul_(stream_.get()) {}
+      : device_(device), stream_(device), scratch_(stream_.get()), matmul_(stream_.get()) {}
 
   const char* name() const override { return "cuda"; }
+  bool memory_info(size_t* used_bytes, size_t* total_bytes) const override {
+    return cuda_memory_info(device_, used_bytes, total_bytes);
+  }
+  void* compute_stream() override { return stream_.get(); }
   DeviceKind kind() const override { return DeviceKind::kCuda; }
   size_t act_bytes() const override { return sizeof(bf16); }
 
@@ -174,6 +178,7 @@ class CudaBackend final : public Backend {
   }
 
  private:
+  int device_;
   cudaStream_t s() const { return stream_.get(); }
 
   Stream stream_;

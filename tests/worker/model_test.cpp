@@ -69,6 +69,14 @@ TEST(Gpt2Test, ParameterTableMatchesHuggingFaceNamesAndCount) {
   EXPECT_EQ(static_cast<int64_t>(total), spec::parameter_count(config));
 }
 
+TEST(Gpt2Test, ActivationEstimateMatchesWhatTheModelAllocates) {
+  auto backend = kernels::make_backend(kernels::DeviceKind::kCpu);
+  for (int B : {1, 3}) {
+    Gpt2 model(backend.get(), tiny_config(), B, 8);
+    EXPECT_EQ(model.activation_bytes(), gpt2_activation_bytes(*backend, tiny_config(), B, 8));
+  }
+}
+
 TEST(Gpt2Test, WholeModelGradientMatchesFiniteDifferences) {
   auto backend = kernels::make_backend(kernels::DeviceKind::kCpu);
   const auto config = tiny_config();

@@ -138,6 +138,33 @@ TEST_F(TrainerTest, SigtermFinishesTheStepCheckpointsAndResumes) {
   EXPECT_EQ(after.back().step, stopped_at + 2);
 }
 
+TEST_F(TrainerTest, ValidationLossIsReportedEveryEvalInterval) {
+  write_file(dir_ / "val.txt", make_corpus(5000, 99));
+  auto result = train("job", {{"max_steps", "6"}, {"data.val", "\"val.txt\""},
+                              {"eval.every_steps", "2"}, {"eval.batches", "2"}});
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const auto metrics = read_metrics(dir_ / "metrics.jsonl");
+  ASSERT_EQ(metrics.size(), 6u);
+  for (const auto& m : metrics) {
+    const bool has_val = m.raw.find("\"val_loss\":") != std::string::npos;
+    EXPECT_EQ(has_val, m.step % 2 == 0) << m.raw;
+  }
+  EXPECT_NE(result.output.find("memory: params"), std::string::npos) << result.output;
+}
+
+TEST_F(TrainerTest, MicroBatchThatCannotFitIsRefusedWithAdvice) {
+  // 1M-token micro-batches of a 50k vocabulary need terabytes of logits.
+  auto result = train("huge", {{"model.vocab_size", "50000"}, {"model.max_seq_len", "1024"},
+                               {"batch.seq_len", "1024"}, {"batch.micro_batch_size", "1024"},
+                               {"batch.tokens_per_update", "2097152"}});
+  EXPECT_NE(result.exit_code, 0);
+  EXPECT_NE(result.output.find("out of memory"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("largest micro_batch_size that fits is"), std::string::npos)
+      << result.output;
+  EXPECT_NE(result.output.find("keeps tokens_per_update 2097152"), std::string::npos)
+      << result.output;
+}
+
 TEST_F(TrainerTest, InitFromLoadsExportedWeights) {
   auto first = train("first", {{"max_steps", "2"}, {"checkpoint.dir", "\"ckpt_a\""}});
   ASSERT_EQ(first.exit_code, 0) << first.output;

@@ -92,6 +92,20 @@ std::vector<ParamTensor> gpt2_parameter_table(const spec::ModelConfig& config) {
   return table;
 }
 
+size_t gpt2_activation_bytes(const kernels::Backend& backend, const spec::ModelConfig& config,
+                             int B, int T) {
+  const size_t N = static_cast<size_t>(B) * T, C = config.d_model, V = config.vocab_size;
+  const size_t act = backend.act_bytes(), f32 = sizeof(float);
+  // Per block: ln1, atty, attproj, residual2, ln2, fcproj, residual3 (7C), qkv (3C),
+  // fch and fch_gelu (8C); LayerNorm statistics (4 per row); attention's saved state.
+  const size_t per_layer = N * 18 * C * act + N * 4 * f32 +
+                           backend.attention_saved_bytes(B, T, config.n_head);
+  // Whole model: encoded, lnf (2C), logits (V), backward scratch dresidual, dln, datty
+  // (3C), dqkv (3C), dfch and dfch_gelu (8C); lnf statistics and losses (3 per row).
+  const size_t global = N * (16 * C + V) * act + N * 3 * f32;
+  return config.n_layer * per_layer + global;
+}
+
 // Activations of one block for one micro-batch (act dtype unless noted).
 struct Gpt2::Layer {
   size_t param[kSlotCount];  // offsets of the block's tensors in the flat buffer

@@ -38,6 +38,12 @@ struct ParamTensor {
 // The canonical parameter table for a configuration (no allocation).
 std::vector<ParamTensor> gpt2_parameter_table(const spec::ModelConfig& config);
 
+// Bytes of activations and backward scratch a Gpt2 of this shape allocates for one
+// micro-batch of (B, T) on `backend` (what Gpt2::activation_bytes() will report),
+// computed without allocating: the memory plan and the out-of-memory advice use it.
+size_t gpt2_activation_bytes(const kernels::Backend& backend, const spec::ModelConfig& config,
+                             int B, int T);
+
 class Gpt2 {
  public:
   // Allocates parameters, gradients and activations for micro-batches of (B, T)

@@ -4,12 +4,12 @@
 
 #include <algorithm>
 #include <chrono>
-#include <optional>
-#include <utility>
 #include <cmath>
 #include <csignal>
 #include <filesystem>
 #include <memory>
+#include <optional>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -21,6 +21,7 @@
 #include "daemon/worker/model/gpt2.h"
 #include "daemon/worker/train/checkpointing.h"
 #include "daemon/worker/train/lr_schedule.h"
+#include "daemon/worker/train/memory_plan.h"
 #include "daemon/worker/train/metrics.h"
 #include "daemon/worker/train/optimizer.h"
 #include "kernels/backend.h"
@@ -99,6 +100,7 @@ class Trainer {
   std::unique_ptr<comm::GradReducer> reducer_;
   std::unique_ptr<AdamW> optimizer_;
   MetricsSink metrics_;
+  MemoryPlan plan_;
   data::MicroBatch batch_;
   StepAgreement last_;
   double last_grad_norm_ = 0;
@@ -109,6 +111,35 @@ absl::Status Trainer::setup() {
   world_ = comm_->world_size();
   B_ = spec_.batch().micro_batch_size();
   T_ = spec_.batch().seq_len();
+  const auto device =
+      spec_.device() == accum::v1::CUDA ? kernels::DeviceKind::kCuda : kernels::DeviceKind::kCpu;
+  try {
+    backend_ = kernels::make_backend(device, comm_->local_rank());
+    comm_->set_compute_stream(backend_->compute_stream());  // NCCL waits for the backward
+  } catch (const std::exception& e) {
+    return absl::FailedPreconditionError(e.what());
+  }
+  // The note's memory arithmetic, checked before allocating anything large.
+  const auto config = spec::model_config(spec_);
+  const size_t n = static_cast<size_t>(spec::parameter_count(config));
+  const bool sharded = spec_.distributed().zero_stage() > 0 && world_ > 1;
+  const size_t owned_estimate = sharded ? (n + world_ - 1) / world_ : n;
+  plan_ = plan_memory(*backend_, config, B_, T_, owned_estimate);
+  const auto budget = memory_budget(*backend_);
+  const int64_t tokens_per_update =
+      spec_.batch().tokens_per_update() > 0
+          ? spec_.batch().tokens_per_update()
+          : int64_t{spec_.batch().grad_accum_steps()} * B_ * T_ * world_;
+  auto out_of_memory = [&](const std::string& what) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(what, ": needs ", describe(plan_), "; ",
+                     out_of_memory_advice(*backend_, config, B_, T_, world_, tokens_per_update,
+                                          owned_estimate, budget.value_or(plan_.total()))));
+  };
+  if (budget && plan_.total() > *budget) {
+    return out_of_memory(absl::StrCat("out of memory: ", backend_->name(), " has ",
+                                      absl::StrFormat("%.2f GB", *budget / 1e9)));
+  }
   const auto& model_spec = spec_.model();
   const int vocab = model_spec.vocab_size();
   auto train = data::TokenStream::open({spec_.data().train().begin(), spec_.data().train().end()},
@@ -131,13 +162,10 @@ absl::Status Trainer::setup() {
                                                      int64_t{B_} * T_ + 1));
     }
   }
-  const auto device = spec_.device() == accum::v1::CUDA ? kernels::DeviceKind::kCuda
-                                                        : kernels::DeviceKind::kCpu;
   try {
-    backend_ = kernels::make_backend(device, comm_->local_rank());
-    model_ = std::make_unique<model::Gpt2>(backend_.get(), spec::model_config(spec_), B_, T_);
-  } catch (const std::exception& e) {
-    return absl::ResourceExhaustedError(absl::StrCat("cannot set up the model: ", e.what()));
+    model_ = std::make_unique<model::Gpt2>(backend_.get(), config, B_, T_);
+  } catch (const std::bad_alloc&) {
+    return out_of_memory("out of memory allocating the model");
   }
   comm::GradReducerOptions options;
   options.bucket_bytes = static_cast<size_t>(spec_.distributed().bucket_mb() * (1 << 20));
@@ -284,6 +312,13 @@ absl::StatusOr<TrainResult> Trainer::run() {
         "%.2fM params | steps %d..%d",
         spec_.name(), backend_->name(), world_, K_, B_, T_, tokens_per_update_,
         spec::parameter_count(config) / 1e6, start_step_ + 1, spec_.max_steps()));
+    size_t used = 0, total = 0;
+    std::string measured;
+    if (backend_->memory_info(&used, &total)) {
+      measured =
+          absl::StrFormat(" | device reports %.2f GB used of %.2f GB", used / 1e9, total / 1e9);
+    }
+    metrics_.message(absl::StrCat("memory: ", describe(plan_), measured));
     accum::v1::WorkerHello hello;
     hello.set_world_size(world_);
     hello.set_start_step(start_step_);

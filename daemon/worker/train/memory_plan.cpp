@@ -1,0 +1,75 @@
+#include "daemon/worker/train/memory_plan.h"
+
+#include <fstream>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "daemon/worker/model/gpt2.h"
+
+namespace accum::train {
+namespace {
+
+std::string gigabytes(size_t bytes) { return absl::StrFormat("%.2f GB", bytes / 1e9); }
+
+}  // namespace
+
+MemoryPlan plan_memory(const kernels::Backend& backend, const spec::ModelConfig& config, int B,
+                       int T, size_t owned_params) {
+  const size_t n = static_cast<size_t>(spec::parameter_count(config));
+  MemoryPlan plan;
+  plan.params = n * sizeof(float);
+  plan.working = backend.has_working_copy() ? n * backend.act_bytes() : 0;
+  plan.grads = n * sizeof(float);
+  plan.optimizer = 2 * owned_params * sizeof(float);
+  plan.activations = model::gpt2_activation_bytes(backend, config, B, T);
+  return plan;
+}
+
+std::string describe(const MemoryPlan& plan) {
+  std::string out = absl::StrCat("params ", gigabytes(plan.params));
+  if (plan.working) absl::StrAppend(&out, " + working copy ", gigabytes(plan.working));
+  absl::StrAppend(&out, " + grads ", gigabytes(plan.grads), " + Adam ",
+                  gigabytes(plan.optimizer), " + activations/micro-batch ",
+                  gigabytes(plan.activations), " = ", gigabytes(plan.total()));
+  return out;
+}
+
+std::optional<size_t> memory_budget(const kernels::Backend& backend) {
+  size_t used = 0, total = 0;
+  if (backend.memory_info(&used, &total)) return total;
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key;
+  size_t kilobytes = 0;
+  std::string unit;
+  while (meminfo >> key >> kilobytes >> unit) {
+    if (key == "MemAvailable:") return kilobytes * 1024;
+  }
+  return std::nullopt;
+}
+
+std::string out_of_memory_advice(const kernels::Backend& backend, const spec::ModelConfig& config,
+                                 int B, int T, int world, int64_t tokens_per_update,
+                                 size_t owned_params, size_t budget) {
+  // Activations are linear in B; the rest does not depend on it.
+  const MemoryPlan one = plan_memory(backend, config, 1, T, owned_params);
+  const size_t fixed = one.total() - one.activations;
+  if (fixed + one.activations > budget) {
+    return absl::StrCat("even micro_batch_size 1 needs ", gigabytes(fixed + one.activations),
+                        " of ", gigabytes(budget), "; use ZeRO-1, more ranks or a smaller model");
+  }
+  const int largest = static_cast<int>(std::min<size_t>((budget - fixed) / one.activations, B));
+  // The largest micro-batch that fits and still divides the global batch exactly.
+  for (int b = largest; b >= 1; --b) {
+    const int64_t window = int64_t{b} * T * world;
+    if (tokens_per_update % window == 0) {
+      return absl::StrCat("the largest micro_batch_size that fits is ", largest,
+                          "; micro_batch_size ", b, " with grad_accum_steps ",
+                          tokens_per_update / window, " keeps tokens_per_update ",
+                          tokens_per_update);
+    }
+  }
+  return absl::StrCat("the largest micro_batch_size that fits is ", largest);
+}
+
+}  // namespace accum::train
