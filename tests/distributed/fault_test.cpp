@@ -98,7 +98,8 @@ TEST(RankFailureTest, WithoutMpirunTeardownTheCollectiveTimeoutEndsTheJob) {
   EXPECT_LT(killed.seconds_to_exit, kTimeoutS + kSlackS);
   // It was a survivor's timeout that ended it, not an immediate teardown, and it says
   // which rank gave up at which optimizer step.
-  EXPECT_GE(killed.seconds_to_exit, kTimeoutS * 0.9);
+  // (Survivors may already have waited part of a step for the victim when it died.)
+  EXPECT_GE(killed.seconds_to_exit, kTimeoutS * 0.7);
   EXPECT_TRUE(std::regex_search(
       killed.output,
       std::regex("rank [0-2] of 4 aborting the job at optimizer step [0-9]+.*timed out")))
