@@ -207,6 +207,36 @@ absl::StatusOr<JobStatus> JobManager::get(const std::string& id) {
   return status;
 }
 
+absl::StatusOr<DaemonSnapshot> JobManager::metrics_snapshot() {
+  DaemonSnapshot snapshot;
+  auto counts = store_->count_by_state();
+  if (!counts.ok()) return counts.status();
+  snapshot.jobs_by_state = *std::move(counts);
+  auto active = store_->list_active();
+  if (!active.ok()) return active.status();
+  std::lock_guard lock(mutex_);
+  snapshot.slots = config_.slots;
+  snapshot.slots_in_use = slots_in_use_locked();
+  for (const auto& record : *active) {
+    // Every active job has a runtime; one without has ended since list_active().
+    auto it = runtimes_.find(record.id);
+    if (it == runtimes_.end()) continue;
+    JobGauges job;
+    job.id = record.id;
+    job.name = record.name;
+    job.state = it->second.state;  // mirrors the store, and is at least as new as `record`
+    job.restarts = record.restarts;
+    job.max_steps = record.spec.max_steps();
+    accum::v1::StepMetrics last = record.last_metrics;
+    if (!it->second.history.empty()) last = it->second.history.back();  // fresher than the store
+    job.step = last.step();
+    job.loss = last.loss();
+    job.tokens_per_s = last.tokens_per_s();
+    snapshot.active_jobs.push_back(std::move(job));
+  }
+  return snapshot;
+}
+
 absl::StatusOr<JobRecord> JobManager::record(const std::string& id) {
   if (auto status = check_id(id); !status.ok()) return status;
   return store_->get(id);

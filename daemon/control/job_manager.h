@@ -32,6 +32,7 @@
 #include "daemon/control/event_hub.h"
 #include "daemon/control/job_store.h"
 #include "daemon/control/launcher.h"
+#include "daemon/control/prometheus.h"
 #include "proto/accum.pb.h"
 
 namespace accum::control {
@@ -99,6 +100,10 @@ class JobManager {
                                             std::shared_ptr<CommandSink> sink);
   void worker_event(const std::string& job_id, uint64_t session, const accum::v1::WorkerEvent& event);
   void worker_disconnected(const std::string& job_id, uint64_t session);
+
+  // Active jobs' gauges (freshest metrics), jobs by state and slot use, for
+  // the Prometheus endpoint (prometheus.h). The rpcs and uptime are the caller's.
+  absl::StatusOr<DaemonSnapshot> metrics_snapshot();
 
   const ManagerConfig& config() const { return config_; }
   // The address workers dial back (known once the server is bound). REQUIRES: before start().

@@ -21,6 +21,8 @@ namespace {
 
 using Arg = std::variant<int64_t, std::string>;
 
+constexpr size_t kMaxCachedJobs = 4096;  // beyond this the read cache starts over
+
 constexpr const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS jobs (
   id TEXT PRIMARY KEY, seq INTEGER UNIQUE NOT NULL, name TEXT NOT NULL, state INTEGER NOT NULL,
@@ -196,8 +198,14 @@ absl::StatusOr<std::string> JobStore::next_id() {
   return absl::StrFormat("job-%06d", statement.integer(0));
 }
 
+void JobStore::forget_locked(const std::string& id) {
+  record_cache_.erase(id);
+  transitions_cache_.erase(id);
+}
+
 absl::Status JobStore::insert(const JobRecord& r, const std::string& reason) {
   std::lock_guard lock(mutex_);
+  forget_locked(r.id);
   const int64_t now = r.created_ms ? r.created_ms : now_unix_ms();
   if (auto s = exec("BEGIN IMMEDIATE"); !s.ok()) return s;
   auto s = run(db_,
@@ -221,10 +229,13 @@ absl::Status JobStore::insert(const JobRecord& r, const std::string& reason) {
 
 absl::StatusOr<JobRecord> JobStore::get(const std::string& id) {
   std::lock_guard lock(mutex_);
+  if (auto cached = record_cache_.find(id); cached != record_cache_.end()) return cached->second;
   auto records = query_records(db_, absl::StrCat("SELECT ", kJobColumns, " FROM jobs WHERE id = ?"),
                                {id});
   if (!records.ok()) return records.status();
   if (records->empty()) return absl::NotFoundError(absl::StrCat("no job with id '", id, "'"));
+  if (record_cache_.size() >= kMaxCachedJobs) record_cache_.clear();
+  record_cache_[id] = records->front();
   return std::move(records->front());
 }
 
@@ -249,9 +260,22 @@ absl::StatusOr<std::vector<JobRecord>> JobStore::list_active() {
       {int64_t{accum::v1::SUCCEEDED}, int64_t{accum::v1::FAILED}, int64_t{accum::v1::CANCELLED}});
 }
 
+absl::StatusOr<std::map<accum::v1::JobState, int64_t>> JobStore::count_by_state() {
+  std::lock_guard lock(mutex_);
+  Statement statement(db_, "SELECT state, COUNT(*) FROM jobs GROUP BY state");
+  if (auto status = statement.bind({}); !status.ok()) return status;
+  std::map<accum::v1::JobState, int64_t> counts;
+  for (int rc = statement.step(); rc != SQLITE_DONE; rc = statement.step()) {
+    if (rc != SQLITE_ROW) return statement.error("count");
+    counts[static_cast<accum::v1::JobState>(statement.integer(0))] = statement.integer(1);
+  }
+  return counts;
+}
+
 absl::Status JobStore::transition(const std::string& id, accum::v1::JobState to,
                                   const std::string& reason, const std::string& message) {
   std::lock_guard lock(mutex_);
+  forget_locked(id);
   if (auto s = exec("BEGIN IMMEDIATE"); !s.ok()) return s;
   auto finish = [&](absl::Status status) {
     if (!status.ok()) {
@@ -282,6 +306,9 @@ absl::Status JobStore::transition(const std::string& id, accum::v1::JobState to,
 
 absl::StatusOr<std::vector<accum::v1::Transition>> JobStore::transitions(const std::string& id) {
   std::lock_guard lock(mutex_);
+  if (auto cached = transitions_cache_.find(id); cached != transitions_cache_.end()) {
+    return cached->second;
+  }
   Statement statement(
       db_, "SELECT state, time_ms, reason, message FROM transitions WHERE job_id = ? ORDER BY seq");
   if (auto s = statement.bind({id}); !s.ok()) return s;
@@ -294,6 +321,8 @@ absl::StatusOr<std::vector<accum::v1::Transition>> JobStore::transitions(const s
     t.set_reason(statement.text(2));
     t.set_message(statement.text(3));
   }
+  if (transitions_cache_.size() >= kMaxCachedJobs) transitions_cache_.clear();
+  transitions_cache_[id] = history;
   return history;
 }
 
@@ -301,6 +330,7 @@ absl::Status JobStore::update_columns(const std::string& id, const std::string& 
                                       const std::vector<std::string>& text_args,
                                       const std::vector<int64_t>& int_args) {
   std::lock_guard lock(mutex_);
+  forget_locked(id);
   std::vector<Arg> args;
   for (const auto& text : text_args) args.emplace_back(text);
   for (int64_t number : int_args) args.emplace_back(number);

@@ -13,6 +13,8 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "daemon/control/metrics_http.h"
+#include "daemon/control/prometheus.h"
 #include "daemon/control/server.h"
 #include "spdlog/spdlog.h"
 
@@ -39,6 +41,9 @@ constexpr const char* kUsage = R"(usage: accumd --state-dir DIR [options]
   --stop-grace-s S          graceful cancel: STOP, SIGTERM after S, SIGKILL after 2S (default 60)
   --max-restarts N          restarts when the spec says 0 (default 3)
   --log-level L             trace|debug|info|warn|error (default info)
+  --metrics-listen HOST:PORT  serve Prometheus metrics at http://HOST:PORT/metrics
+                            (a bare PORT means 127.0.0.1:PORT; port 0 picks one; default off)
+  --metrics-addr-file F     write the metrics endpoint's bound HOST:PORT to F
 )";
 
 struct Flags {
@@ -48,7 +53,14 @@ struct Flags {
   std::string advertise;
   std::string addr_file;
   std::string log_level = "info";
+  std::string metrics_listen;
+  std::string metrics_addr_file;
 };
+
+void write_addr_file(const std::string& path, const std::string& address) {
+  std::ofstream(path + ".tmp") << address << "\n";
+  std::filesystem::rename(path + ".tmp", path);
+}
 
 [[noreturn]] void usage_error(const std::string& message) {
   std::cerr << "accumd: " << message << "\n\n" << kUsage;
@@ -96,6 +108,8 @@ Flags parse_flags(int argc, char** argv) {
       flags.manager.stop_grace = std::chrono::seconds(parse_int(flag, value, 1));
     else if (flag == "--max-restarts") flags.manager.default_max_restarts = parse_int(flag, value, 0);
     else if (flag == "--log-level") flags.log_level = value;
+    else if (flag == "--metrics-listen") flags.metrics_listen = value;
+    else if (flag == "--metrics-addr-file") flags.metrics_addr_file = value;
     else usage_error("unknown flag " + flag);
   }
   if (flags.manager.state_dir.empty()) usage_error("--state-dir is required");
@@ -159,14 +173,33 @@ int main(int argc, char** argv) {
   std::cout << "accumd listening on " << *bound << " (state " << flags.manager.state_dir
             << ", slots " << flags.manager.slots << ", auth " << (auth.enabled() ? "on" : "off")
             << ", tls " << (flags.server.tls_cert.empty() ? "off" : "on") << ")" << std::endl;
-  if (!flags.addr_file.empty()) {
-    std::ofstream(flags.addr_file + ".tmp") << *bound << "\n";
-    std::filesystem::rename(flags.addr_file + ".tmp", flags.addr_file);
+  // Prometheus: the manager's snapshot plus the server's RPC counts, per scrape.
+  const auto started = std::chrono::steady_clock::now();
+  accum::control::MetricsHttpServer metrics([&]() -> absl::StatusOr<std::string> {
+    auto snapshot = manager->metrics_snapshot();
+    if (!snapshot.ok()) return snapshot.status();
+    snapshot->rpcs = server.rpc_stats().counts();
+    snapshot->uptime_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    return accum::control::render_prometheus(*snapshot);
+  });
+  if (!flags.metrics_listen.empty()) {
+    auto metrics_bound = metrics.start(flags.metrics_listen);
+    if (!metrics_bound.ok()) {
+      spdlog::error("{}", std::string(metrics_bound.status().message()));
+      server.shutdown();
+      manager->shutdown();
+      server.wait();
+      return 1;
+    }
+    std::cout << "accumd metrics at http://" << *metrics_bound << "/metrics" << std::endl;
+    if (!flags.metrics_addr_file.empty()) write_addr_file(flags.metrics_addr_file, *metrics_bound);
   }
+  if (!flags.addr_file.empty()) write_addr_file(flags.addr_file, *bound);
 
   int received = 0;
   sigwait(&stop_signals, &received);
   spdlog::info("signal {}: shutting down; running workers keep running", received);
+  metrics.stop();
   server.shutdown();
   manager->shutdown();
   server.wait();

@@ -46,6 +46,9 @@ absl::StatusOr<std::string> DaemonServer::start(const ServerOptions& options) {
   builder.SetMaxSendMessageSize(64 << 20);
   builder.RegisterService(&control_);
   builder.RegisterService(&worker_link_);
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(rpc_stats_interceptor_factory(&rpc_stats_));
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   server_ = builder.BuildAndStart();
   if (!server_ || port == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen,

@@ -12,6 +12,7 @@
 #include "daemon/control/auth.h"
 #include "daemon/control/control_service.h"
 #include "daemon/control/job_manager.h"
+#include "daemon/control/rpc_stats.h"
 #include "daemon/control/worker_link_service.h"
 #include "grpcpp/server.h"
 
@@ -33,8 +34,11 @@ class DaemonServer {
   absl::StatusOr<std::string> start(const ServerOptions& options);
   void shutdown();
   void wait();
+  // Every RPC answered so far, by method and status code.
+  const RpcStats& rpc_stats() const { return rpc_stats_; }
 
  private:
+  RpcStats rpc_stats_;
   ControlService control_;
   WorkerLinkService worker_link_;
   std::unique_ptr<grpc::Server> server_;

@@ -1,0 +1,50 @@
+// control/metrics_http.h — a tiny HTTP/1.0 responder for Prometheus scrapes.
+//
+// One thread accepts one connection at a time (scrapes come every few seconds;
+// a gRPC-sized server would be out of proportion), reads the request head (at
+// most 8 KiB, 2 s), answers and closes:
+//   GET /metrics            200, text/plain; version=0.0.4, body from render()
+//                           (500 when render() fails)
+//   another path            404
+//   another method          405 (Allow: GET)
+//   no parsable request line 400
+// Sockets are close-on-exec so launched workers do not inherit them.
+//
+// Thread safety: start() once; stop() (or the destructor) from any one thread.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+
+namespace accum::control {
+
+class MetricsHttpServer {
+ public:
+  // `render` is called on the server thread for every GET /metrics; an error
+  // becomes a 500 carrying its message.
+  using Render = std::function<absl::StatusOr<std::string>()>;
+  explicit MetricsHttpServer(Render render) : render_(std::move(render)) {}
+  ~MetricsHttpServer() { stop(); }
+  MetricsHttpServer(const MetricsHttpServer&) = delete;
+  MetricsHttpServer& operator=(const MetricsHttpServer&) = delete;
+
+  // Binds HOST:PORT ("[::1]:9100" for IPv6; port 0 picks a free one; a bare
+  // PORT means 127.0.0.1:PORT) and starts serving. Returns the bound HOST:PORT.
+  absl::StatusOr<std::string> start(const std::string& listen);
+  void stop();
+
+ private:
+  void serve_loop();
+  void answer(int connection);
+
+  Render render_;
+  int listen_fd_ = -1;
+  std::atomic<bool> stopping_{false};
+  std::thread thread_;
+};
+
+}  // namespace accum::control

@@ -1,0 +1,274 @@
+// tests/daemon/e2e_metrics_test.cpp — accumd's Prometheus endpoint, scraped
+// over a real TCP socket from a real accumd while a real job trains.
+//
+// The scraped values are checked against what the same daemon says on gRPC
+// (GetJob before and after the scrape bracket the step) and against the job's
+// own metrics.jsonl (the loss and tokens/s of the scraped step); RPC counters
+// are checked by exact deltas around calls this test makes.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "daemon/control/prometheus.h"
+#include "google/protobuf/util/json_util.h"
+#include "gtest/gtest.h"
+#include "tests/daemon/daemon_harness.h"
+
+namespace accum::testing {
+namespace {
+
+struct HttpReply {
+  std::string status_line;
+  std::string head;
+  std::string body;
+};
+
+// Sends `request` verbatim to HOST:PORT (IPv4) and reads until the server closes.
+HttpReply http_exchange(const std::string& address, const std::string& request) {
+  HttpReply reply;
+  const size_t colon = address.rfind(':');
+  sockaddr_in target{};
+  target.sin_family = AF_INET;
+  target.sin_port = htons(static_cast<uint16_t>(std::stoi(address.substr(colon + 1))));
+  EXPECT_EQ(inet_pton(AF_INET, address.substr(0, colon).c_str(), &target.sin_addr), 1) << address;
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&target), sizeof(target)) != 0) {
+    ADD_FAILURE() << "cannot connect to the metrics endpoint " << address << ": "
+                  << strerror(errno);
+    close(fd);
+    return reply;
+  }
+  send(fd, request.data(), request.size(), MSG_NOSIGNAL);
+  std::string raw;
+  char buffer[4096];
+  for (ssize_t n; (n = recv(fd, buffer, sizeof(buffer), 0)) > 0;) raw.append(buffer, n);
+  close(fd);
+  const size_t blank = raw.find("\r\n\r\n");
+  reply.head = raw.substr(0, blank);
+  reply.status_line = raw.substr(0, raw.find("\r\n"));
+  if (blank != std::string::npos) reply.body = raw.substr(blank + 4);
+  return reply;
+}
+
+// series text ("name{labels}" exactly as exposed) -> value.
+std::map<std::string, double> scrape(const std::string& address) {
+  const HttpReply reply = http_exchange(address, "GET /metrics HTTP/1.0\r\nHost: test\r\n\r\n");
+  EXPECT_EQ(reply.status_line, "HTTP/1.0 200 OK");
+  EXPECT_NE(reply.head.find("Content-Type: text/plain; version=0.0.4"), std::string::npos)
+      << reply.head;
+  EXPECT_NE(reply.head.find(absl::StrCat("Content-Length: ", reply.body.size())), std::string::npos)
+      << reply.head;
+  std::map<std::string, double> series;
+  std::istringstream lines(reply.body);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.empty() || line[0] == '#') continue;
+    const size_t space = line.rfind(' ');
+    double value = 0;
+    EXPECT_TRUE(absl::SimpleAtod(line.substr(space + 1), &value)) << "unparsable sample: " << line;
+    EXPECT_TRUE(series.emplace(line.substr(0, space), value).second)
+        << "duplicate series: " << line;
+  }
+  return series;
+}
+
+double value_of(const std::map<std::string, double>& series, const std::string& key) {
+  const auto it = series.find(key);
+  if (it == series.end()) {
+    ADD_FAILURE() << "no series " << key;
+    return std::nan("");
+  }
+  return it->second;
+}
+
+std::string job_series(const std::string& metric, const std::string& id, const std::string& name,
+                       const std::string& extra = "") {
+  return absl::StrCat(metric, "{job_id=\"", id, "\",name=\"", name, "\"", extra, "}");
+}
+
+std::string rpc_series(const std::string& method, const std::string& code) {
+  return absl::StrCat("accumd_rpcs_total{method=\"/accum.v1.Control/", method, "\",code=\"", code,
+                      "\"}");
+}
+
+double rpc_count(const std::map<std::string, double>& series, const std::string& method,
+                 const std::string& code) {
+  const auto it = series.find(rpc_series(method, code));
+  return it == series.end() ? 0 : it->second;  // a counter not yet incremented is absent
+}
+
+class MetricsEndpointTest : public ::testing::Test {
+ protected:
+  bool start_daemon() {
+    DaemonOptions options;
+    options.slots = 2;
+    options.extra_args = {"--metrics-listen", "127.0.0.1:0", "--metrics-addr-file",
+                          harness_.dir() + "/metrics.addr"};
+    if (!harness_.start(options)) return false;
+    std::ifstream file(harness_.dir() + "/metrics.addr");
+    std::getline(file, metrics_address_);
+    EXPECT_FALSE(metrics_address_.empty()) << "accumd wrote no --metrics-addr-file";
+    return !metrics_address_.empty();
+  }
+
+  DaemonHarness harness_;
+  std::string metrics_address_;
+};
+
+TEST_F(MetricsEndpointTest, ScrapeWhileJobTrainsMatchesGrpcAndMetricsFile) {
+  ASSERT_TRUE(start_daemon());
+  accum::v1::JobStatus job;
+  constexpr int kMaxSteps = 100000;  // runs until the test cancels it
+  ASSERT_TRUE(harness_.submit(harness_.spec_json("scraped", kMaxSteps, 1, 0), &job).ok());
+  const std::string id = job.id();
+  const auto before = harness_.wait_for(id, [](const accum::v1::JobStatus& status) {
+    return status.state() == accum::v1::RUNNING && status.last_metrics().step() >= 2;
+  });
+  ASSERT_EQ(before.state(), accum::v1::RUNNING);
+
+  const auto series = scrape(metrics_address_);
+  const auto after = harness_.get(id);
+  EXPECT_EQ(value_of(series, job_series("accumd_job_state", id, "scraped", ",state=\"RUNNING\"")),
+            1);
+  EXPECT_EQ(value_of(series, job_series("accumd_job_state", id, "scraped", ",state=\"QUEUED\"")),
+            0);
+  EXPECT_EQ(value_of(series, job_series("accumd_job_state", id, "scraped", ",state=\"SUCCEEDED\"")),
+            0);
+  const double step = value_of(series, job_series("accumd_job_step", id, "scraped"));
+  EXPECT_GE(step, static_cast<double>(before.last_metrics().step()));
+  EXPECT_LE(step, static_cast<double>(after.last_metrics().step()));
+  EXPECT_EQ(value_of(series, job_series("accumd_job_max_steps", id, "scraped")), kMaxSteps);
+  EXPECT_EQ(value_of(series, job_series("accumd_job_restarts", id, "scraped")), 0);
+  const double loss = value_of(series, job_series("accumd_job_loss", id, "scraped"));
+  const double tokens_per_s =
+      value_of(series, job_series("accumd_job_tokens_per_second", id, "scraped"));
+  EXPECT_EQ(value_of(series, "accumd_jobs{state=\"RUNNING\"}"), 1);
+  EXPECT_EQ(value_of(series, "accumd_jobs{state=\"SUCCEEDED\"}"), 0);
+  EXPECT_EQ(value_of(series, "accumd_slots"), 2);
+  EXPECT_EQ(value_of(series, "accumd_slots_in_use"), 1);
+  EXPECT_GT(value_of(series, "accumd_uptime_seconds"), 0);
+  EXPECT_GE(rpc_count(series, "SubmitJob", "OK"), 1);
+
+  // RPC counters move by exactly the calls made here: 3 GetJob OK, 2 NOT_FOUND,
+  // 1 UNAUTHENTICATED (no token).
+  const auto counted_before = scrape(metrics_address_);
+  for (int i = 0; i < 3; ++i) (void)harness_.get(id);
+  for (int i = 0; i < 2; ++i) {
+    accum::v1::GetJobRequest request;
+    request.set_id("job-999999");
+    accum::v1::JobStatus unused;
+    auto context = harness_.context();
+    EXPECT_EQ(harness_.stub().GetJob(context.get(), request, &unused).error_code(),
+              grpc::StatusCode::NOT_FOUND);
+  }
+  {
+    accum::v1::GetJobRequest request;
+    request.set_id(id);
+    accum::v1::JobStatus unused;
+    grpc::ClientContext no_token;
+    EXPECT_EQ(harness_.stub().GetJob(&no_token, request, &unused).error_code(),
+              grpc::StatusCode::UNAUTHENTICATED);
+  }
+  const auto counted_after = scrape(metrics_address_);
+  EXPECT_EQ(rpc_count(counted_after, "GetJob", "OK") - rpc_count(counted_before, "GetJob", "OK"),
+            3);
+  EXPECT_EQ(rpc_count(counted_after, "GetJob", "NOT_FOUND") -
+                rpc_count(counted_before, "GetJob", "NOT_FOUND"),
+            2);
+  EXPECT_EQ(rpc_count(counted_after, "GetJob", "UNAUTHENTICATED") -
+                rpc_count(counted_before, "GetJob", "UNAUTHENTICATED"),
+            1);
+
+  // The job ends: its series leave, the counts by state follow.
+  accum::v1::CancelJobRequest cancel;
+  cancel.set_id(id);
+  cancel.set_force(true);
+  accum::v1::JobStatus cancelled;
+  auto context = harness_.context();
+  ASSERT_TRUE(harness_.stub().CancelJob(context.get(), cancel, &cancelled).ok());
+  harness_.wait_for(id, [](const accum::v1::JobStatus& status) {
+    return status.state() == accum::v1::CANCELLED;
+  });
+  const auto ended = scrape(metrics_address_);
+  EXPECT_EQ(ended.count(job_series("accumd_job_step", id, "scraped")), 0u);
+  EXPECT_EQ(value_of(ended, "accumd_jobs{state=\"CANCELLED\"}"), 1);
+  EXPECT_EQ(value_of(ended, "accumd_jobs{state=\"RUNNING\"}"), 0);
+  EXPECT_EQ(value_of(ended, "accumd_slots_in_use"), 0);
+
+  // The scraped loss and tokens/s are those of the scraped step in metrics.jsonl.
+  std::ifstream metrics_file(after.job_dir() + "/metrics.jsonl");
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = true;
+  bool found = false;
+  for (std::string line; std::getline(metrics_file, line) && !found;) {
+    accum::v1::StepMetrics row;
+    if (!google::protobuf::util::JsonStringToMessage(line, &row, options).ok()) continue;
+    if (row.step() != static_cast<int64_t>(step)) continue;
+    found = true;
+    EXPECT_NEAR(loss, row.loss(), 1e-9 * std::abs(row.loss()));
+    EXPECT_NEAR(tokens_per_s, row.tokens_per_s(), 1e-9 * row.tokens_per_s());
+  }
+  EXPECT_TRUE(found) << "step " << step << " is not in " << after.job_dir() << "/metrics.jsonl";
+}
+
+TEST_F(MetricsEndpointTest, AnswersOtherRequestsWithHttpErrors) {
+  ASSERT_TRUE(start_daemon());
+  EXPECT_EQ(http_exchange(metrics_address_, "GET /other HTTP/1.0\r\n\r\n").status_line,
+            "HTTP/1.0 404 Not Found");
+  const auto post =
+      http_exchange(metrics_address_, "POST /metrics HTTP/1.0\r\nContent-Length: 0\r\n\r\n");
+  EXPECT_EQ(post.status_line, "HTTP/1.0 405 Method Not Allowed");
+  EXPECT_NE(post.head.find("Allow: GET"), std::string::npos);
+  EXPECT_EQ(http_exchange(metrics_address_, "garbage\r\n\r\n").status_line,
+            "HTTP/1.0 400 Bad Request");
+  // A client that connects and sends nothing does not block the next scrape for long.
+  const size_t colon = metrics_address_.rfind(':');
+  sockaddr_in target{};
+  target.sin_family = AF_INET;
+  target.sin_port = htons(static_cast<uint16_t>(std::stoi(metrics_address_.substr(colon + 1))));
+  inet_pton(AF_INET, "127.0.0.1", &target.sin_addr);
+  const int silent = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_EQ(connect(silent, reinterpret_cast<sockaddr*>(&target), sizeof(target)), 0);
+  const auto started = std::chrono::steady_clock::now();
+  const auto series = scrape(metrics_address_);
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(10));
+  EXPECT_EQ(value_of(series, "accumd_slots"), 2);
+  close(silent);
+}
+
+TEST(PrometheusText, EscapesLabelValuesAndRendersOneHotState) {
+  EXPECT_EQ(accum::control::escape_label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+  accum::control::DaemonSnapshot snapshot;
+  accum::control::JobGauges job;
+  job.id = "job-000007";
+  job.name = "say \"hi\"";
+  job.state = accum::v1::RESTARTING;
+  job.step = 12;
+  job.loss = 2.5;
+  job.restarts = 1;
+  snapshot.active_jobs.push_back(job);
+  snapshot.jobs_by_state[accum::v1::RESTARTING] = 1;
+  const std::string text = accum::control::render_prometheus(snapshot);
+  const std::string labels = "job_id=\"job-000007\",name=\"say \\\"hi\\\"\"";
+  EXPECT_NE(text.find("accumd_job_state{" + labels + ",state=\"RESTARTING\"} 1\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("accumd_job_state{" + labels + ",state=\"RUNNING\"} 0\n"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("accumd_job_step{" + labels + "} 12\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("accumd_job_loss{" + labels + "} 2.5\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("accumd_job_restarts{" + labels + "} 1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("accumd_jobs{state=\"RESTARTING\"} 1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("accumd_jobs{state=\"FAILED\"} 0\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("# TYPE accumd_rpcs_total counter\n"), std::string::npos) << text;
+}
+
+}  // namespace
+}  // namespace accum::testing
