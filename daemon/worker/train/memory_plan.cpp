@@ -10,7 +10,11 @@
 namespace accum::train {
 namespace {
 
-std::string gigabytes(size_t bytes) { return absl::StrFormat("%.2f GB", bytes / 1e9); }
+// "3.21 GB", or "12.5 MB" below a gigabyte so small models do not read as zero.
+std::string gigabytes(size_t bytes) {
+  if (bytes >= 1000000000) return absl::StrFormat("%.2f GB", bytes / 1e9);
+  return absl::StrFormat("%.1f MB", bytes / 1e6);
+}
 
 }  // namespace
 
