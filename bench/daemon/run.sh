@@ -34,6 +34,7 @@ CONTROL_CPUS=${CONTROL_CPUS:-}
 WORKER_CPUS=${WORKER_CPUS:-}
 APPEND=${APPEND:-0}
 LABEL=${LABEL:-shared cores}
+ACCUMD_BIN=${ACCUMD_BIN:-$BUILD/bin/accumd}  # another accumd to compare (same worker)
 PIN_CONTROL=()
 PIN_WORKER=()
 [[ -n "$CONTROL_CPUS" ]] && PIN_CONTROL=(taskset -c "$CONTROL_CPUS")
@@ -80,8 +81,8 @@ cat >"$WORK/spec.json" <<EOF
 EOF
 
 # ---- accumd ----------------------------------------------------------------------------
-OMP_NUM_THREADS=1 "${PIN_CONTROL[@]}" "$BUILD/bin/accumd" --listen 127.0.0.1:0 --state-dir "$WORK/state" \
-  --token-file "$WORK/token" --slots 1 --addr-file "$WORK/addr" \
+OMP_NUM_THREADS=1 "${PIN_CONTROL[@]}" "$ACCUMD_BIN" --listen 127.0.0.1:0 --state-dir "$WORK/state" \
+  --token-file "$WORK/token" --slots 1 --addr-file "$WORK/addr" --worker-bin "$BUILD/bin/accum-worker" \
   --mpirun-arg --bind-to --mpirun-arg none --mpirun-arg --mca --mpirun-arg btl \
   --mpirun-arg self,vader >"$WORK/accumd.log" 2>&1 &
 ACCUMD_PID=$!
@@ -134,7 +135,7 @@ fi
   echo "- CPUs: $CPU_NOTE"
   echo "- Command: \`${CONTROL_CPUS:+CONTROL_CPUS=$CONTROL_CPUS }${WORKER_CPUS:+WORKER_CPUS=$WORKER_CPUS }ROUNDS=$ROUNDS CLIENTS=$CLIENTS CHANNELS=$CHANNELS CONDITIONS=$CONDITIONS MAX_STEPS=$MAX_STEPS SKIP_STEPS=$SKIP_STEPS STARTUP_RUNS=$STARTUP_RUNS bench/daemon/run.sh\`"
   echo "  which runs \`daemon_bench --server 127.0.0.1:PORT --token-file TOKEN --spec spec.json --rounds $ROUNDS --clients $CLIENTS --channels $CHANNELS --conditions $CONDITIONS --skip-steps $SKIP_STEPS --startup-runs $STARTUP_RUNS\`"
-  echo "  against \`accumd --listen 127.0.0.1:0 --token-file TOKEN --slots 1\` (OMP_NUM_THREADS=1; workers inherit it)."
+  echo "  against \`$ACCUMD_BIN --listen 127.0.0.1:0 --token-file TOKEN --slots 1\` (OMP_NUM_THREADS=1; workers inherit it)."
   echo "- Wall time ${ELAPSED} s. CPU time used: accumd ${ACCUMD_CPU} s; daemon_bench (the 64 clients + WatchJob) ${BENCH_USER} s user + ${BENCH_SYS} s system."
   echo "- Job: GPT-2 2 layers, 4 heads, d_model 128, vocab 256 (TEXT_BYTES), B=4 x T=64, K=4 (1024 tokens per optimizer step), $MAX_STEPS steps, 1 rank, CPU fp32, one OpenMP thread."
   echo "- tokens/s (mean) = sum of tokens / sum of step_ms over steps $((SKIP_STEPS + 1))..$MAX_STEPS of metrics.jsonl; (median step) = median of those steps' tokens_per_s; (WatchJob wall) = the same steps timed by their metrics events' arrival at the client (includes the worker's reporting)."

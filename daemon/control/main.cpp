@@ -179,7 +179,8 @@ int main(int argc, char** argv) {
     auto snapshot = manager->metrics_snapshot();
     if (!snapshot.ok()) return snapshot.status();
     snapshot->rpcs = server.rpc_stats().counts();
-    snapshot->uptime_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    const auto up = std::chrono::steady_clock::now() - started;
+    snapshot->uptime_s = std::chrono::duration<double>(up).count();
     return accum::control::render_prometheus(*snapshot);
   });
   if (!flags.metrics_listen.empty()) {
