@@ -1,6 +1,6 @@
 #!/bin/sh
 # Builds comm_bench against an already built accum_comm and runs it on 4 CPU ranks.
-# Usage: bench/comm_bench/run.sh BUILD_DIR [gradient_floats] [layers]
+# Usage: bench/comm/run_comm_bench.sh BUILD_DIR [gradient_floats] [layers]
 set -e
 here=$(dirname "$0")
 build=${1:?build dir with lib/libaccum_comm.a}
