@@ -12,25 +12,11 @@
 #include <string>
 #include <vector>
 
+#include "tests/common/temp_dir.h"
+
 namespace accum::data::testing {
 
-// A temporary directory removed with everything in it when destroyed.
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "accum-data-XXXXXX").string();
-    path_ = ::mkdtemp(tmpl.data()) ? tmpl : "";
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return path_ + "/" + name; }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using accum::testing::TempDir;
 
 inline void write_bytes(const std::string& path, const void* data, size_t bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);

@@ -1,4 +1,4 @@
-// tests/io/temp_dir.h — a fresh temporary directory per test, removed afterwards.
+// tests/io/temp_dir.h — the shared TempDir and a text-file writer for the io tests.
 #pragma once
 
 #include <stdlib.h>
@@ -7,24 +7,11 @@
 #include <fstream>
 #include <string>
 
+#include "tests/common/temp_dir.h"
+
 namespace accum::io::testing {
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "accum-io-XXXXXX").string();
-    path_ = ::mkdtemp(tmpl.data()) ? tmpl : "";
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return path_ + "/" + name; }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using accum::testing::TempDir;
 
 inline void write_text_file(const std::string& path, const std::string& text) {
   std::ofstream(path, std::ios::binary | std::ios::trunc) << text;

@@ -20,16 +20,6 @@
 namespace accum::testing {
 namespace fs = std::filesystem;
 
-TempDir::TempDir() {
-  std::string templ = "/tmp/accum-test-XXXXXX";
-  if (mkdtemp(templ.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-  path_ = templ;
-}
-TempDir::~TempDir() {
-  std::error_code ec;
-  if (std::getenv("ACCUM_KEEP_TEST_DIRS") == nullptr) fs::remove_all(path_, ec);
-}
-
 std::string build_dir() {
   const char* dir = std::getenv("ACCUM_BUILD_DIR");
   return dir ? dir : "build";

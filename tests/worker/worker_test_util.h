@@ -9,19 +9,9 @@
 #include <string>
 #include <vector>
 
+#include "tests/common/temp_dir.h"
+
 namespace accum::testing {
-
-// A fresh directory under /tmp, removed on destruction.
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  const std::string& path() const { return path_; }
-  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
 
 std::string build_dir();                 // $ACCUM_BUILD_DIR (set by ctest)
 std::string worker_binary();             // <build>/bin/accum-worker
