@@ -412,8 +412,8 @@ absl::StatusOr<TrainResult> Trainer::run() {
       if (!path.ok()) return path.status();
       result.last_checkpoint = *path;
       if (is_rank0()) {
-        link_->report_checkpoint(done, *path, requested || agreed.command == accum::v1::WorkerCommand::STOP
-                                                  ? agreed.request_id : 0);
+        // request_id is the command's (0 for scheduled checkpoints and signals).
+        link_->report_checkpoint(done, *path, agreed.request_id);
         metrics_.message(absl::StrCat("checkpoint ", *path));
       }
     }
