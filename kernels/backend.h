@@ -12,7 +12,9 @@
 //  * Parameter gradients are fp32 (`float*`). Statistics (mean, rstd, losses) are fp32.
 //  * EVERY backward ADDS into EVERY gradient output (`+=`), activation gradients
 //    included. Accumulating K micro-batches therefore costs no copies; the
-//    caller zeroes gradient buffers when it wants a fresh sum.
+//    caller zeroes gradient buffers when it wants a fresh sum. Two outputs are
+//    written instead, and say so: crossentropy's dlogits and matmul_gelu_backward's dpre
+//    (activation scratch the model uses once; parameter gradients always add).
 //  * Shapes: B batch, T time, C channels, NH heads, V vocab, N = B*T rows.
 //  * Ops are asynchronous with respect to the host where the device allows;
 //    synchronize() waits. Errors in a back end are fatal and name file:line.
@@ -103,10 +105,21 @@ class Backend {
   // out = a + b
   virtual void residual_forward(void* out, const void* a, const void* b, size_t n) = 0;
 
+  // ---- fused forward ops (each equals the composition named; CUDA fuses them) ----
+  // residual_out(N,C) = a + b, then layernorm_forward(ln_out, mean, rstd, residual_out, ...)
+  // on the STORED residual (rounded to the act dtype), exactly as the two ops in a row.
+  virtual void residual_layernorm_forward(void* residual_out, void* ln_out, float* mean,
+                                          float* rstd, const void* a, const void* b,
+                                          const void* weight, const void* bias, int N, int C) = 0;
+  // pre(N,OC) = inp @ W + bias (as matmul_forward); out(N,OC) = gelu(pre). Both are stored:
+  // the backward needs pre. (CUDA: cuBLASLt's GELU_AUX epilogue, gelu of the fp32 sum.)
+  virtual void matmul_gelu_forward(void* out, void* pre, const void* inp, const void* weight,
+                                   const void* bias, int N, int C, int OC, WeightLayout layout) = 0;
+
   // ---- ops (backward: every output is +=) ---------------------------------
   // dwte[tokens[b,t]] += dout[b,t]; dwpe[t] += dout[b,t]
-  virtual void encoder_backward(float* dwte, float* dwpe, const void* dout,
-                                const int32_t* tokens, int B, int T, int C) = 0;
+  virtual void encoder_backward(float* dwte, float* dwpe, const void* dout, const int32_t* tokens,
+                                int B, int T, int C) = 0;
   virtual void layernorm_backward(void* dinp, float* dweight, float* dbias, const void* dout,
                                   const void* inp, const void* weight, const float* mean,
                                   const float* rstd, int N, int C) = 0;
@@ -118,6 +131,14 @@ class Backend {
   virtual void attention_backward(void* dqkv, const void* dout, const void* qkv, const void* out,
                                   const void* saved, int B, int T, int C, int NH) = 0;
   virtual void gelu_backward(void* dinp, const void* inp, const void* dout, size_t n) = 0;
+  // Backward of out(N,OC) = gelu(pre)(N,C) @ W + bias through the linear layer AND the GELU
+  // before it (inp = gelu(pre) as stored by matmul_gelu_forward):
+  //   dweight += as matmul_backward with inp;  dbias += sum_rows dout
+  //   dpre = (dout @ W^T) * gelu'(pre)       WRITTEN, not added (dpre is the caller's scratch,
+  //                                          used once; CUDA: cuBLASLt's DGELU epilogue)
+  virtual void matmul_gelu_backward(void* dpre, float* dweight, float* dbias, const void* dout,
+                                    const void* inp, const void* pre, const void* weight, int N,
+                                    int C, int OC, WeightLayout layout) = 0;
 
   // ---- loss ----------------------------------------------------------------
   // Fused softmax + cross-entropy over logits(N,V) with targets(N) and an optional

@@ -81,6 +81,19 @@ class CpuBackend final : public Backend {
   void residual_forward(void* out, const void* a, const void* b, size_t n) override {
     cpu::residual_forward(F(out), F(a), F(b), n);
   }
+  // The fused ops are their compositions here: the CPU is the oracle the CUDA fusions
+  // are checked against.
+  void residual_layernorm_forward(void* residual_out, void* ln_out, float* mean, float* rstd,
+                                  const void* a, const void* b, const void* weight,
+                                  const void* bias, int N, int C) override {
+    cpu::residual_forward(F(residual_out), F(a), F(b), size_t(N) * C);
+    cpu::layernorm_forward(F(ln_out), mean, rstd, F(residual_out), F(weight), F(bias), N, C);
+  }
+  void matmul_gelu_forward(void* out, void* pre, const void* inp, const void* weight,
+                           const void* bias, int N, int C, int OC, WeightLayout layout) override {
+    cpu::matmul_forward(F(pre), F(inp), F(weight), F(bias), N, C, OC, layout);
+    cpu::gelu_forward(F(out), F(pre), size_t(N) * OC);
+  }
 
   void encoder_backward(float* dwte, float* dwpe, const void* dout, const int32_t* tokens, int B,
                         int T, int C) override {
@@ -101,6 +114,13 @@ class CpuBackend final : public Backend {
   }
   void gelu_backward(void* dinp, const void* inp, const void* dout, size_t n) override {
     cpu::gelu_backward(F(dinp), F(inp), F(dout), n);
+  }
+  void matmul_gelu_backward(void* dpre, float* dweight, float* dbias, const void* dout,
+                            const void* inp, const void* pre, const void* weight, int N, int C,
+                            int OC, WeightLayout layout) override {
+    std::memset(dpre, 0, sizeof(float) * size_t(N) * C);  // written, not added
+    cpu::matmul_backward(F(dpre), dweight, dbias, F(dout), F(inp), F(weight), N, C, OC, layout);
+    cpu::gelu_backward_inplace(F(dpre), F(pre), size_t(N) * C);
   }
 
   void crossentropy_forward_backward(float* losses, void* dlogits, const void* logits,

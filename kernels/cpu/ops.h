@@ -80,6 +80,9 @@ void gelu_forward(F* out, const F* inp, size_t n);
 // dinp += gelu'(inp) * dout
 template <typename F>
 void gelu_backward(F* dinp, const F* inp, const F* dout, size_t n);
+// d *= gelu'(inp): d holds dout on entry and the gradient w.r.t. inp on return.
+template <typename F>
+void gelu_backward_inplace(F* d, const F* inp, size_t n);
 
 // ---- residual.cpp --------------------------------------------------------------
 // out = a + b (out may alias a or b).

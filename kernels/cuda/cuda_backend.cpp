@@ -130,6 +130,16 @@ class CudaBackend final : public Backend {
   void residual_forward(void* out, const void* a, const void* b, size_t n) override {
     cu::residual_forward(act(out), act(a), act(b), n, s());
   }
+  void residual_layernorm_forward(void* residual_out, void* ln_out, float* mean, float* rstd,
+                                  const void* a, const void* b, const void* weight,
+                                  const void* bias, int N, int C) override {
+    cu::residual_layernorm_forward(act(residual_out), act(ln_out), mean, rstd, act(a), act(b),
+                                   act(weight), act(bias), N, C, s());
+  }
+  void matmul_gelu_forward(void* out, void* pre, const void* inp, const void* weight,
+                           const void* bias, int N, int C, int OC, WeightLayout layout) override {
+    matmul_.forward_gelu(act(out), act(pre), act(inp), act(weight), act(bias), N, C, OC, layout);
+  }
 
   // ---- backward ----
   void encoder_backward(float* dwte, float* dwpe, const void* dout, const int32_t* tokens, int B,
@@ -154,6 +164,12 @@ class CudaBackend final : public Backend {
   }
   void gelu_backward(void* dinp, const void* inp, const void* dout, size_t n) override {
     cu::gelu_backward(act(dinp), act(inp), act(dout), n, s());
+  }
+  void matmul_gelu_backward(void* dpre, float* dweight, float* dbias, const void* dout,
+                            const void* inp, const void* pre, const void* weight, int N, int C,
+                            int OC, WeightLayout layout) override {
+    matmul_.backward_gelu(act(dpre), dweight, dbias, act(dout), act(inp), act(pre), act(weight), N,
+                          C, OC, layout, scratch_);
   }
 
   // ---- loss ----

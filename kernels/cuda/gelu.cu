@@ -3,6 +3,7 @@
 //   forward:  out = 0.5 x (1 + tanh(u)),  u = sqrt(2/pi) (x + 0.044715 x^3)
 //   backward: dinp += dout * (0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) sqrt(2/pi) (1 + 3*0.044715
 //   x^2))
+//   in place: d *= the same local gradient (d holds dout on entry)
 //
 // bf16 in/out, arithmetic in fp32; 16-byte vector access via elementwise.cuh.
 #include "kernels/cuda/elementwise.cuh"
@@ -52,6 +53,20 @@ struct GeluBackward {
   }
 };
 
+// d = d * gelu'(pre): the fallback of matmul_gelu_backward when cuBLASLt has no DGELU plan.
+struct GeluBackwardInPlace {
+  bf16* d;
+  const bf16* pre;
+  __device__ void operator()(size_t i) const {
+    d[i] = to_bf16(to_f32(d[i]) * gelu_grad(to_f32(pre[i])));
+  }
+  __device__ void vec(size_t i) const {
+    Packed128<bf16> x = load128(pre + i), g = load128(d + i);
+    for (int k = 0; k < 8; ++k) g[k] = to_bf16(to_f32(g[k]) * gelu_grad(to_f32(x[k])));
+    store128(d + i, g);
+  }
+};
+
 }  // namespace
 
 void gelu_forward(bf16* out, const bf16* inp, size_t n, cudaStream_t stream) {
@@ -62,6 +77,11 @@ void gelu_forward(bf16* out, const bf16* inp, size_t n, cudaStream_t stream) {
 void gelu_backward(bf16* dinp, const bf16* inp, const bf16* dout, size_t n, cudaStream_t stream) {
   launch_elementwise(n, aligned16(dinp) && aligned16(inp) && aligned16(dout),
                      GeluBackward{dinp, inp, dout}, stream, "gelu_backward");
+}
+
+void gelu_backward_inplace(bf16* d, const bf16* pre, size_t n, cudaStream_t stream) {
+  launch_elementwise(n, aligned16(d) && aligned16(pre), GeluBackwardInPlace{d, pre}, stream,
+                     "gelu_backward_inplace");
 }
 
 }  // namespace accum::kernels::cuda

@@ -9,6 +9,9 @@
 //     dinp += (dnorm - mean(dnorm) - norm * mean(dnorm * norm)) * rstd
 //              term 1   term 2          term 3
 //     dweight += sum_rows dout * norm;  dbias += sum_rows dout     (deterministic, no atomics)
+//   fused residual_layernorm_forward: x = bf16(a + b) stored as residual_out, then the forward
+//     above on the stored x, in the same warp pass (one kernel instead of two, and x is read
+//     back from L1/L2 instead of DRAM).
 //
 // One warp per row; the row is read in 16-byte Packed128 chunks when C % 8 == 0.
 #include "kernels/cuda/column_reduce.cuh"
@@ -36,14 +39,38 @@ __device__ inline void for_lane_channels(const bf16* row, int C, F f) {
   }
 }
 
-template <bool kVector>
-__global__ void layernorm_forward_kernel(bf16* out, float* mean, float* rstd, const bf16* inp,
-                                         const bf16* weight, const bf16* bias, int N, int C) {
+// Fused residual (kResidual): the row of `inp` is first written as bf16(a + b); the
+// statistics are then taken over those stored (rounded) values, which each lane reads back
+// from the channels it wrote itself, so the two-op composition's bits are reproduced.
+template <bool kVector, bool kResidual>
+__global__ void layernorm_forward_kernel(bf16* out, float* mean, float* rstd, bf16* inp,
+                                         const bf16* a, const bf16* b, const bf16* weight,
+                                         const bf16* bias, int N, int C) {
   const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / kWarpSize;
   if (row >= N) return;
-  const bf16* x = inp + static_cast<size_t>(row) * C;
+  const size_t row_offset = static_cast<size_t>(row) * C;
+  bf16* x = inp + row_offset;
   float sum = 0.f;
-  for_lane_channels<kVector>(x, C, [&](int, float v) { sum += v; });
+  if constexpr (kResidual) {
+    const int lane = threadIdx.x % kWarpSize;
+    if constexpr (kVector) {
+      for (int c = lane * 8; c < C; c += kWarpSize * 8) {
+        Packed128<bf16> av = load128(a + row_offset + c), bv = load128(b + row_offset + c), r;
+        for (int k = 0; k < 8; ++k) {
+          r[k] = to_bf16(to_f32(av[k]) + to_f32(bv[k]));
+          sum += to_f32(r[k]);
+        }
+        store128(x + c, r);
+      }
+    } else {
+      for (int c = lane; c < C; c += kWarpSize) {
+        x[c] = to_bf16(to_f32(a[row_offset + c]) + to_f32(b[row_offset + c]));
+        sum += to_f32(x[c]);
+      }
+    }
+  } else {
+    for_lane_channels<kVector>(x, C, [&](int, float v) { sum += v; });
+  }
   const float m = warp_sum(sum) / C;
   float sq = 0.f;
   for_lane_channels<kVector>(x, C, [&](int, float v) { sq += (v - m) * (v - m); });
@@ -116,20 +143,43 @@ struct LayerNormParamGrad {
 
 }  // namespace
 
-void layernorm_forward(bf16* out, float* mean, float* rstd, const bf16* inp, const bf16* weight,
-                       const bf16* bias, int N, int C, cudaStream_t stream) {
+namespace {
+
+// a == b == nullptr: plain LayerNorm of `inp` (not written); otherwise inp = a + b first.
+void launch_layernorm_forward(bf16* out, float* mean, float* rstd, bf16* inp, const bf16* a,
+                              const bf16* b, const bf16* weight, const bf16* bias, int N, int C,
+                              cudaStream_t stream) {
   const int grid = ceil_div(N, kRowsPerBlock);
   const int block = kRowsPerBlock * kWarpSize;
-  const bool vector =
-      C % 8 == 0 && aligned16(out) && aligned16(inp) && aligned16(weight) && aligned16(bias);
-  if (vector) {
-    layernorm_forward_kernel<true>
-        <<<grid, block, 0, stream>>>(out, mean, rstd, inp, weight, bias, N, C);
+  const bool residual = a != nullptr;
+  const bool vector = C % 8 == 0 && aligned16(out) && aligned16(inp) && aligned16(weight) &&
+                      aligned16(bias) && (!residual || (aligned16(a) && aligned16(b)));
+  auto launch = [&](auto kernel) {
+    kernel<<<grid, block, 0, stream>>>(out, mean, rstd, inp, a, b, weight, bias, N, C);
+  };
+  if (residual) {
+    vector ? launch(layernorm_forward_kernel<true, true>)
+           : launch(layernorm_forward_kernel<false, true>);
   } else {
-    layernorm_forward_kernel<false>
-        <<<grid, block, 0, stream>>>(out, mean, rstd, inp, weight, bias, N, C);
+    vector ? launch(layernorm_forward_kernel<true, false>)
+           : launch(layernorm_forward_kernel<false, false>);
   }
   CUDA_CHECK_LAUNCH("layernorm_forward_kernel");
+}
+
+}  // namespace
+
+void layernorm_forward(bf16* out, float* mean, float* rstd, const bf16* inp, const bf16* weight,
+                       const bf16* bias, int N, int C, cudaStream_t stream) {
+  // The kernel writes `inp` only when fusing the residual (a != nullptr).
+  launch_layernorm_forward(out, mean, rstd, const_cast<bf16*>(inp), nullptr, nullptr, weight, bias,
+                           N, C, stream);
+}
+
+void residual_layernorm_forward(bf16* residual_out, bf16* ln_out, float* mean, float* rstd,
+                                const bf16* a, const bf16* b, const bf16* weight, const bf16* bias,
+                                int N, int C, cudaStream_t stream) {
+  launch_layernorm_forward(ln_out, mean, rstd, residual_out, a, b, weight, bias, N, C, stream);
 }
 
 void layernorm_backward(bf16* dinp, float* dweight, float* dbias, const bf16* dout, const bf16* inp,

@@ -1,6 +1,7 @@
 // kernels/cuda/matmul.cpp — cuBLASLt plans and the forward/backward GEMMs (see matmul.h).
 #include "kernels/cuda/matmul.h"
 
+#include <cstdlib>
 #include <string>
 
 #include "kernels/cuda/cuda_check.h"
@@ -37,6 +38,8 @@ struct Matmul::Plan {
 };
 
 Matmul::Matmul(cudaStream_t stream) : stream_(stream) {
+  const char* gelu = std::getenv("ACCUM_CUBLASLT_GELU");
+  gelu_fusion_ = gelu == nullptr || std::string(gelu) != "0";
   CUBLAS_CHECK(cublasLtCreate(&handle_));
   CUDA_CHECK(cudaMalloc(&workspace_, kWorkspaceBytes));
   workspace_bytes_ = kWorkspaceBytes;
@@ -48,12 +51,31 @@ Matmul::~Matmul() {
   if (handle_) cublasLtDestroy(handle_);
 }
 
-void Matmul::gemm(void* d, bool d_is_f32, const void* a, bool trans_a, long lda, const void* b,
-                  bool trans_b, long ldb, long m, long n, long k, float beta, const void* bias) {
+bool Matmul::gelu_fusion_allowed(long ld, const void* aux) const {
+  // cuBLASLt: the GELU aux matrix's leading dimension must be a multiple of 8.
+  return gelu_fusion_ && ld % 8 == 0 && alignment_of(aux) >= 16;
+}
+
+bool Matmul::gemm(void* d, bool d_is_f32, const void* a, bool trans_a, long lda, const void* b,
+                  bool trans_b, long ldb, long m, long n, long k, float beta, const void* bias,
+                  Epilogue epilogue, const void* aux) {
   const int align_a = alignment_of(a), align_b = alignment_of(b), align_d = alignment_of(d);
-  const Key key{
-      m,           n,       k,       lda,    ldb, trans_a, trans_b, d_is_f32, bias != nullptr,
-      beta != 0.f, align_a, align_b, align_d};
+  const int align_aux = aux != nullptr ? alignment_of(aux) : 0;
+  const Key key{m,
+                n,
+                k,
+                lda,
+                ldb,
+                trans_a,
+                trans_b,
+                d_is_f32,
+                bias != nullptr,
+                beta != 0.f,
+                align_a,
+                align_b,
+                align_d,
+                static_cast<int>(epilogue),
+                align_aux};
   auto found = plans_.find(key);
   if (found == plans_.end()) {
     auto plan = std::make_unique<Plan>();
@@ -65,13 +87,30 @@ void Matmul::gemm(void* d, bool d_is_f32, const void* a, bool trans_a, long lda,
                                                 sizeof(op_a)));
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b,
                                                 sizeof(op_b)));
+    cublasLtEpilogue_t mode = bias != nullptr ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+    if (epilogue == Epilogue::kGeluAux) {
+      mode = bias != nullptr ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
+    } else if (epilogue == Epilogue::kDGelu) {
+      mode = CUBLASLT_EPILOGUE_DGELU;
+    }
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &mode,
+                                                sizeof(mode)));
     if (bias != nullptr) {
-      const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
       const int32_t bias_type = CUDA_R_16BF;
-      CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE,
-                                                  &epilogue, sizeof(epilogue)));
       CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
                                                   &bias_type, sizeof(bias_type)));
+    }
+    if (epilogue != Epilogue::kNone) {
+      // The aux (GELU input) matrix is bf16 (m, n) with leading dimension m, like D. Its
+      // pointer is set before the heuristic, which reads its alignment.
+      const int64_t aux_ld = m;
+      const int32_t aux_type = CUDA_R_16BF;
+      CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD,
+                                                  &aux_ld, sizeof(aux_ld)));
+      CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
+          plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_DATA_TYPE, &aux_type, sizeof(aux_type)));
+      CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
+          plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof(aux)));
     }
     CUBLAS_CHECK(
         cublasLtMatrixLayoutCreate(&plan->a, CUDA_R_16BF, trans_a ? k : m, trans_a ? m : k, lda));
@@ -97,10 +136,16 @@ void Matmul::gemm(void* d, bool d_is_f32, const void* a, bool trans_a, long lda,
                                                       CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
                                                       &alignments[2], sizeof(uint32_t)));
     int returned = 0;
-    CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle_, plan->desc, plan->a, plan->b, plan->d,
-                                                plan->d, plan->preference, 1, &plan->heuristic,
-                                                &returned));
-    if (returned == 0) {
+    const cublasStatus_t heuristic =
+        cublasLtMatmulAlgoGetHeuristic(handle_, plan->desc, plan->a, plan->b, plan->d, plan->d,
+                                       plan->preference, 1, &plan->heuristic, &returned);
+    if (heuristic != CUBLAS_STATUS_SUCCESS || returned == 0) {
+      if (epilogue != Epilogue::kNone) {
+        // Remember the refusal (a null plan): the caller falls back to the unfused ops.
+        plans_.emplace(key, nullptr);
+        return false;
+      }
+      CUBLAS_CHECK(heuristic);
       const std::string shape = "m=" + std::to_string(m) + " n=" + std::to_string(n) +
                                 " k=" + std::to_string(k) + (d_is_f32 ? " D=fp32" : " D=bf16");
       cuda_fatal("cublasLtMatmulAlgoGetHeuristic", ("no algorithm for " + shape).c_str(), __FILE__,
@@ -108,14 +153,20 @@ void Matmul::gemm(void* d, bool d_is_f32, const void* a, bool trans_a, long lda,
     }
     found = plans_.emplace(key, std::move(plan)).first;
   }
+  if (found->second == nullptr) return false;  // a GELU epilogue refused earlier
   Plan& plan = *found->second;
   if (bias != nullptr) {
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
                                                 sizeof(bias)));
   }
+  if (epilogue != Epilogue::kNone) {
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
+        plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof(aux)));
+  }
   const float alpha = 1.f;
   CUBLAS_CHECK(cublasLtMatmul(handle_, plan.desc, &alpha, a, plan.a, b, plan.b, &beta, d, plan.d, d,
                               plan.d, &plan.heuristic.algo, workspace_, workspace_bytes_, stream_));
+  return true;
 }
 
 void Matmul::forward(__nv_bfloat16* out, const __nv_bfloat16* inp, const __nv_bfloat16* weight,
@@ -124,6 +175,34 @@ void Matmul::forward(__nv_bfloat16* out, const __nv_bfloat16* inp, const __nv_bf
   // (ld OC) and (C,OC) col-major for kOutIn (ld C, transposed).
   const bool in_out = layout == WeightLayout::kInOut;
   gemm(out, false, weight, !in_out, in_out ? OC : C, inp, false, C, OC, N, C, 0.f, bias);
+}
+
+void Matmul::forward_gelu(__nv_bfloat16* out, __nv_bfloat16* pre, const __nv_bfloat16* inp,
+                          const __nv_bfloat16* weight, const __nv_bfloat16* bias, int N, int C,
+                          int OC, WeightLayout layout) {
+  const bool in_out = layout == WeightLayout::kInOut;
+  if (gelu_fusion_allowed(OC, pre) && gemm(out, false, weight, !in_out, in_out ? OC : C, inp, false,
+                                           C, OC, N, C, 0.f, bias, Epilogue::kGeluAux, pre)) {
+    return;
+  }
+  forward(pre, inp, weight, bias, N, C, OC, layout);
+  gelu_forward(out, pre, static_cast<size_t>(N) * OC, stream_);
+}
+
+void Matmul::backward_gelu(__nv_bfloat16* dpre, float* dweight, float* dbias,
+                           const __nv_bfloat16* dout, const __nv_bfloat16* inp,
+                           const __nv_bfloat16* pre, const __nv_bfloat16* weight, int N, int C,
+                           int OC, WeightLayout layout, DeviceScratch& scratch) {
+  const bool in_out = layout == WeightLayout::kInOut;
+  // dpre^T(C,N) = op(W)(C,OC) x dout^T(OC,N), then * gelu'(pre) — beta 0: written.
+  const bool fused =
+      gelu_fusion_allowed(C, pre) && gemm(dpre, false, weight, in_out, in_out ? OC : C, dout, false,
+                                          OC, C, N, OC, 0.f, nullptr, Epilogue::kDGelu, pre);
+  if (!fused) {
+    gemm(dpre, false, weight, in_out, in_out ? OC : C, dout, false, OC, C, N, OC, 0.f, nullptr);
+    gelu_backward_inplace(dpre, pre, static_cast<size_t>(N) * C, stream_);
+  }
+  backward(nullptr, dweight, dbias, dout, inp, weight, N, C, OC, layout, scratch);
 }
 
 void Matmul::backward(__nv_bfloat16* dinp, float* dweight, float* dbias, const __nv_bfloat16* dout,

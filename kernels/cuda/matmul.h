@@ -5,6 +5,9 @@
 //             dweight     += inp^T @ dout (C,OC) | dout^T @ inp (OC,C)      fp32, beta = 1
 //             dbias(OC)   += sum_rows dout                                  fp32, column_sum
 //
+//   forward_gelu:  pre = inp @ W + bias, out = gelu(pre)         GELU_AUX(_BIAS) epilogue
+//   backward_gelu: dpre = (dout @ W^T) * gelu'(pre), written      DGELU epilogue, beta = 0
+//
 // bf16 A/B, fp32 accumulation (CUBLAS_COMPUTE_32F); the forward adds the bias in the
 // epilogue; the weight gradient is written by cuBLASLt straight into the fp32 gradient
 // buffer with beta = 1, so K micro-batches accumulate in fp32, never in bf16.
@@ -38,6 +41,17 @@ class Matmul {
 
   void forward(__nv_bfloat16* out, const __nv_bfloat16* inp, const __nv_bfloat16* weight,
                const __nv_bfloat16* bias, int N, int C, int OC, WeightLayout layout);
+  // pre = inp @ W + bias; out = gelu(pre) — cuBLASLt's GELU_AUX(_BIAS) epilogue (gelu of the
+  // fp32 sum; pre is its aux output), else matmul then the gelu kernel.
+  void forward_gelu(__nv_bfloat16* out, __nv_bfloat16* pre, const __nv_bfloat16* inp,
+                    const __nv_bfloat16* weight, const __nv_bfloat16* bias, int N, int C, int OC,
+                    WeightLayout layout);
+  // dpre = (dout @ W^T) * gelu'(pre), WRITTEN (beta 0) — cuBLASLt's DGELU epilogue, else the
+  // GEMM then gelu_backward_inplace; dweight/dbias += as backward() with inp = gelu(pre).
+  void backward_gelu(__nv_bfloat16* dpre, float* dweight, float* dbias, const __nv_bfloat16* dout,
+                     const __nv_bfloat16* inp, const __nv_bfloat16* pre,
+                     const __nv_bfloat16* weight, int N, int C, int OC, WeightLayout layout,
+                     DeviceScratch& scratch);
   // dinp / dweight / dbias may each be null (that gradient is not wanted).
   void backward(__nv_bfloat16* dinp, float* dweight, float* dbias, const __nv_bfloat16* dout,
                 const __nv_bfloat16* inp, const __nv_bfloat16* weight, int N, int C, int OC,
@@ -45,13 +59,23 @@ class Matmul {
 
  private:
   struct Plan;
-  // Column-major D(m,n) = op(A) op(B) + beta * D (+ bias(m) broadcast over columns).
+  // What runs after the product: kGeluAux: aux = sum, D = gelu(aux); kDGelu: D = sum *
+  // gelu'(aux) (aux is read; (m,n) with ld m, like D).
+  enum class Epilogue { kNone, kGeluAux, kDGelu };
+  // Column-major D(m,n) = epilogue(op(A) op(B) + beta * D (+ bias(m) broadcast over columns)).
   // A is stored (m,k) or, if trans_a, (k,m); likewise B (k,n) or (n,k).
-  void gemm(void* d, bool d_is_f32, const void* a, bool trans_a, long lda, const void* b,
-            bool trans_b, long ldb, long m, long n, long k, float beta, const void* bias);
+  // Returns false only for a GELU epilogue cuBLASLt has no algorithm for (the caller then
+  // runs the unfused ops); a plain GEMM without an algorithm is fatal.
+  bool gemm(void* d, bool d_is_f32, const void* a, bool trans_a, long lda, const void* b,
+            bool trans_b, long ldb, long m, long n, long k, float beta, const void* bias,
+            Epilogue epilogue = Epilogue::kNone, const void* aux = nullptr);
+  // Whether a GELU epilogue may be tried for a (rows, ld) aux matrix at `aux`.
+  bool gelu_fusion_allowed(long ld, const void* aux) const;
 
-  using Key = std::tuple<long, long, long, long, long, bool, bool, bool, bool, bool, int, int, int>;
+  using Key = std::tuple<long, long, long, long, long, bool, bool, bool, bool, bool, int, int, int,
+                         int, int>;
   cudaStream_t stream_;
+  bool gelu_fusion_ = true;  // ACCUM_CUBLASLT_GELU=0 turns the GELU epilogues off (A/B runs)
   cublasLtHandle_t handle_ = nullptr;
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;

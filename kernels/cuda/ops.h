@@ -27,6 +27,10 @@ void encoder_backward(float* dwte, float* dwpe, const bf16* dout, const int32_t*
 // ---- layernorm.cu ----
 void layernorm_forward(bf16* out, float* mean, float* rstd, const bf16* inp, const bf16* weight,
                        const bf16* bias, int N, int C, cudaStream_t stream);
+// residual_out = a + b (rounded to bf16), then LayerNorm of the rounded residual: one pass.
+void residual_layernorm_forward(bf16* residual_out, bf16* ln_out, float* mean, float* rstd,
+                                const bf16* a, const bf16* b, const bf16* weight, const bf16* bias,
+                                int N, int C, cudaStream_t stream);
 void layernorm_backward(bf16* dinp, float* dweight, float* dbias, const bf16* dout, const bf16* inp,
                         const bf16* weight, const float* mean, const float* rstd, int N, int C,
                         DeviceScratch& scratch, cudaStream_t stream);
@@ -45,6 +49,7 @@ void attention_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf1
 // ---- gelu.cu / residual.cu ----
 void gelu_forward(bf16* out, const bf16* inp, size_t n, cudaStream_t stream);
 void gelu_backward(bf16* dinp, const bf16* inp, const bf16* dout, size_t n, cudaStream_t stream);
+void gelu_backward_inplace(bf16* d, const bf16* pre, size_t n, cudaStream_t stream);
 void residual_forward(bf16* out, const bf16* a, const bf16* b, size_t n, cudaStream_t stream);
 
 // ---- classifier.cu ----

@@ -126,6 +126,88 @@ TEST(CudaOps, MatmulOutInWithBias) {
   matmul_case(33, 64, 48, WeightLayout::kOutIn, true);
 }
 
+// residual_out = a + b, then LayerNorm of it, in one kernel.
+void residual_layernorm_case(int N, int C) {
+  const auto a = random_bf16_values(size_t(N) * C, 14, 2.f, 0.3f);
+  const auto b = random_bf16_values(size_t(N) * C, 15);
+  const auto weight = random_bf16_values(C, 16, 0.2f, 1.f);
+  const auto bias = random_bf16_values(C, 17, 0.2f);
+  check_against_cpu(
+      [&](Backend& be, int) {
+        Buffer a_b = upload_act(be, a), b_b = upload_act(be, b), w = upload_act(be, weight),
+               bias_b = upload_act(be, bias);
+        Buffer residual = poisoned_act(be, a.size()), out = poisoned_act(be, a.size());
+        Buffer mean = poisoned_f32(be, N), rstd = poisoned_f32(be, N);
+        be.residual_layernorm_forward(residual.get(), out.get(), mean.f32(), rstd.f32(), a_b.get(),
+                                      b_b.get(), w.get(), bias_b.get(), N, C);
+        return Outputs{{"residual", download_act(be, residual.get(), a.size())},
+                       {"out", download_act(be, out.get(), a.size())},
+                       {"mean", download_f32(be, mean.get(), N)},
+                       {"rstd", download_f32(be, rstd.get(), N)}};
+      },
+      kBf16Tolerance);
+}
+
+TEST(CudaOps, ResidualLayerNormVectorized) {
+  ACCUM_REQUIRE_CUDA();
+  residual_layernorm_case(131, 96);
+}
+
+TEST(CudaOps, ResidualLayerNormScalarChannels) {
+  ACCUM_REQUIRE_CUDA();
+  residual_layernorm_case(67, 50);
+}
+
+// The MLP's first linear layer with its GELU (forward) and the second one's backward through
+// that GELU. OC (forward) and C (backward) a multiple of 8 take cuBLASLt's GELU_AUX / DGELU
+// epilogues; otherwise the unfused fallback runs. dpre is poisoned: it must be written.
+void matmul_gelu_case(int N, int C, int OC, bool with_bias) {
+  const auto inp = random_bf16_values(size_t(N) * C, 24);
+  const auto weight = random_bf16_values(size_t(C) * OC, 25, 0.2f);
+  const auto bias = random_bf16_values(OC, 26, 0.5f);
+  const auto weight2 = random_bf16_values(size_t(OC) * C, 27, 0.2f);  // (OC -> C) layer
+  const auto dout = random_bf16_values(size_t(N) * C, 28);
+  std::set<std::string> accumulated = {"dweight2"};
+  if (with_bias) accumulated.insert("dbias2");
+  check_against_cpu(
+      [&](Backend& be, int backward_calls) {
+        Buffer inp_b = upload_act(be, inp), w = upload_act(be, weight), b = upload_act(be, bias),
+               w2 = upload_act(be, weight2), dout_b = upload_act(be, dout);
+        Buffer out = poisoned_act(be, size_t(N) * OC), pre = poisoned_act(be, size_t(N) * OC);
+        Buffer dpre = poisoned_act(be, size_t(N) * OC);
+        Buffer dweight2(be, weight2.size() * sizeof(float)), dbias2(be, C * sizeof(float));
+        be.matmul_gelu_forward(out.get(), pre.get(), inp_b.get(), w.get(),
+                               with_bias ? b.get() : nullptr, N, C, OC, WeightLayout::kInOut);
+        for (int call = 0; call < backward_calls; ++call) {
+          be.matmul_gelu_backward(dpre.get(), dweight2.f32(), with_bias ? dbias2.f32() : nullptr,
+                                  dout_b.get(), out.get(), pre.get(), w2.get(), N, OC, C,
+                                  WeightLayout::kInOut);
+        }
+        Outputs outputs{{"out", download_act(be, out.get(), size_t(N) * OC)},
+                        {"pre", download_act(be, pre.get(), size_t(N) * OC)},
+                        {"dpre", download_act(be, dpre.get(), size_t(N) * OC)},
+                        {"dweight2", download_f32(be, dweight2.get(), weight2.size())}};
+        if (with_bias) outputs["dbias2"] = download_f32(be, dbias2.get(), C);
+        return outputs;
+      },
+      kBf16Tolerance, accumulated);
+}
+
+TEST(CudaOps, MatmulGeluEpilogues) {
+  ACCUM_REQUIRE_CUDA();
+  matmul_gelu_case(70, 96, 384, true);  // the MLP shape: OC = 4C
+}
+
+TEST(CudaOps, MatmulGeluWithoutBias) {
+  ACCUM_REQUIRE_CUDA();
+  matmul_gelu_case(33, 64, 256, false);
+}
+
+TEST(CudaOps, MatmulGeluUnfusedFallback) {
+  ACCUM_REQUIRE_CUDA();
+  matmul_gelu_case(29, 40, 100, true);  // 100 is not a multiple of 8: no epilogue
+}
+
 TEST(CudaOps, Gelu) {
   ACCUM_REQUIRE_CUDA();
   const size_t n = 1003;  // not a multiple of 8: the scalar tail runs too

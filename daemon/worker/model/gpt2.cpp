@@ -16,8 +16,19 @@ using kernels::WeightLayout;
 
 // Per-block parameter slots, in canonical order within the block.
 enum Slot {
-  kLn1W, kLn1B, kAttnW, kAttnB, kAttnProjW, kAttnProjB,
-  kLn2W, kLn2B, kFcW, kFcB, kFcProjW, kFcProjB, kSlotCount
+  kLn1W,
+  kLn1B,
+  kAttnW,
+  kAttnB,
+  kAttnProjW,
+  kAttnProjB,
+  kLn2W,
+  kLn2B,
+  kFcW,
+  kFcB,
+  kFcProjW,
+  kFcProjB,
+  kSlotCount
 };
 
 // splitmix64 → uniform (0,1) → Box-Muller: platform-independent, unlike std::normal_distribution.
@@ -98,11 +109,11 @@ size_t gpt2_activation_bytes(const kernels::Backend& backend, const spec::ModelC
   const size_t act = backend.act_bytes(), f32 = sizeof(float);
   // Per block: ln1, atty, attproj, residual2, ln2, fcproj, residual3 (7C), qkv (3C),
   // fch and fch_gelu (8C); LayerNorm statistics (4 per row); attention's saved state.
-  const size_t per_layer = N * 18 * C * act + N * 4 * f32 +
-                           backend.attention_saved_bytes(B, T, config.n_head);
+  const size_t per_layer =
+      N * 18 * C * act + N * 4 * f32 + backend.attention_saved_bytes(B, T, config.n_head);
   // Whole model: encoded, lnf (2C), logits (V), backward scratch dresidual, dln, datty
-  // (3C), dqkv (3C), dfch and dfch_gelu (8C); lnf statistics and losses (3 per row).
-  const size_t global = N * (16 * C + V) * act + N * 3 * f32;
+  // (3C), dqkv (3C), dfch (4C); lnf statistics and losses (3 per row).
+  const size_t global = N * (12 * C + V) * act + N * 3 * f32;
   return config.n_layer * per_layer + global;
 }
 
@@ -112,38 +123,37 @@ struct Gpt2::Layer {
   void* ln1;                 // (B,T,C)
   float* ln1_mean;           // (B,T) fp32
   float* ln1_rstd;
-  void* qkv;                 // (B,T,3C)
-  void* atty;                // (B,T,C)
-  void* att_saved;           // back-end specific
-  void* attproj;             // (B,T,C)
-  void* residual2;           // (B,T,C)
+  void* qkv;        // (B,T,3C)
+  void* atty;       // (B,T,C)
+  void* att_saved;  // back-end specific
+  void* attproj;    // (B,T,C)
+  void* residual2;  // (B,T,C)
   void* ln2;
   float* ln2_mean;
   float* ln2_rstd;
-  void* fch;                 // (B,T,4C)
-  void* fch_gelu;            // (B,T,4C)
-  void* fcproj;              // (B,T,C)
-  void* residual3;           // (B,T,C)
+  void* fch;        // (B,T,4C)
+  void* fch_gelu;   // (B,T,4C)
+  void* fcproj;     // (B,T,C)
+  void* residual3;  // (B,T,C)
 };
 
 // Whole-model activations and backward scratch.
 struct Gpt2::Acts {
-  int32_t* inputs;    // (B,T)
-  int32_t* targets;   // (B,T)
-  uint8_t* mask;      // (B,T)
-  void* encoded;      // (B,T,C)
-  void* lnf;          // (B,T,C)
+  int32_t* inputs;   // (B,T)
+  int32_t* targets;  // (B,T)
+  uint8_t* mask;     // (B,T)
+  void* encoded;     // (B,T,C)
+  void* lnf;         // (B,T,C)
   float* lnf_mean;
   float* lnf_rstd;
-  void* logits;       // (B,T,V), replaced by dlogits in forward(for_backward)
-  float* losses;      // (B,T) fp32
+  void* logits;   // (B,T,V), replaced by dlogits in forward(for_backward)
+  float* losses;  // (B,T) fp32
   // backward scratch (act dtype), zeroed before each use since ops add
-  void* dresidual;    // (B,T,C)
-  void* dln;          // (B,T,C)
-  void* datty;        // (B,T,C)
-  void* dqkv;         // (B,T,3C)
-  void* dfch;         // (B,T,4C)
-  void* dfch_gelu;    // (B,T,4C)
+  void* dresidual;  // (B,T,C)
+  void* dln;        // (B,T,C)
+  void* datty;      // (B,T,C)
+  void* dqkv;       // (B,T,3C)
+  void* dfch;       // (B,T,4C), written by matmul_gelu_backward
   size_t ln_f_offset;
   size_t wte_offset, wpe_offset;
 };
@@ -151,8 +161,8 @@ struct Gpt2::Acts {
 Gpt2::Gpt2(kernels::Backend* backend, const spec::ModelConfig& config, int B, int T)
     : backend_(backend), config_(config), B_(B), T_(T) {
   if (T > config.max_seq_len) {
-    throw std::invalid_argument(absl::StrCat("seq_len ", T, " exceeds max_seq_len ",
-                                             config.max_seq_len));
+    throw std::invalid_argument(
+        absl::StrCat("seq_len ", T, " exceeds max_seq_len ", config.max_seq_len));
   }
   tensors_ = gpt2_parameter_table(config);
   num_params_ = tensors_.back().offset + tensors_.back().numel;
@@ -205,7 +215,6 @@ Gpt2::Gpt2(kernels::Backend* backend, const spec::ModelConfig& config, int B, in
   acts_->datty = act_alloc(N * C);
   acts_->dqkv = act_alloc(N * 3 * C);
   acts_->dfch = act_alloc(N * 4 * C);
-  acts_->dfch_gelu = act_alloc(N * 4 * C);
   activation_bytes_ -= before;
 }
 
@@ -239,8 +248,8 @@ void Gpt2::init_random(uint64_t seed) {
   const float residual_std = 0.02f / std::sqrt(2.0f * config_.n_layer);
   for (const ParamTensor& tensor : tensors_) {
     float* dst = host.data() + tensor.offset;
-    const bool is_ln_gain = tensor.name.find("ln_") != std::string::npos &&
-                            tensor.name.ends_with(".weight");
+    const bool is_ln_gain =
+        tensor.name.find("ln_") != std::string::npos && tensor.name.ends_with(".weight");
     if (is_ln_gain) {
       std::fill(dst, dst + tensor.numel, 1.0f);
     } else if (tensor.shape.size() >= 2) {
@@ -265,9 +274,9 @@ absl::Status Gpt2::load_hf(const io::SafetensorsFile& file, const std::string& s
     size_t index = 0;
     while (index < tensors_.size() && tensors_[index].name != name) ++index;
     if (index == tensors_.size()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          source, ": unexpected tensor \"", raw_name, "\" for a GPT-2 with n_layer ",
-          config_.n_layer, " (expected Hugging Face GPT2LMHeadModel names)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, ": unexpected tensor \"", raw_name, "\" for a GPT-2 with n_layer ",
+                       config_.n_layer, " (expected Hugging Face GPT2LMHeadModel names)"));
     }
     const ParamTensor& want = tensors_[index];
     if (tensor.shape != want.shape) {
@@ -280,9 +289,9 @@ absl::Status Gpt2::load_hf(const io::SafetensorsFile& file, const std::string& s
   }
   for (size_t i = 0; i < tensors_.size(); ++i) {
     if (!seen[i]) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(source, ": missing tensor ", tensors_[i].name, " of shape ",
-                       shape_string(tensors_[i].shape)));
+      return absl::InvalidArgumentError(absl::StrCat(source, ": missing tensor ", tensors_[i].name,
+                                                     " of shape ",
+                                                     shape_string(tensors_[i].shape)));
     }
   }
   upload_params(host);
@@ -301,31 +310,43 @@ void Gpt2::upload_params(const std::vector<float>& host) {
 }
 
 void Gpt2::sync_working_copy() {
-  if (backend_->has_working_copy()) backend_->copy_master_to_working(working_, master_, num_params_);
+  if (backend_->has_working_copy())
+    backend_->copy_master_to_working(working_, master_, num_params_);
 }
 
 void Gpt2::zero_grads() { backend_->fill_zero(grads_, num_params_ * sizeof(float)); }
 
+// On entry layers_[l].ln1 already holds LayerNorm 1 of `residual` (fused into the previous
+// block's last residual add, or computed after the encoder). On exit the block's output
+// residual3 is stored together with the LayerNorm that consumes it next: block l+1's ln1,
+// or the final lnf.
 void Gpt2::layer_forward(int l, const void* residual) {
   const int C = config_.d_model, NH = config_.n_head, N = B_ * T_;
   Layer& a = layers_[l];
   auto* be = backend_;
-  be->layernorm_forward(a.ln1, a.ln1_mean, a.ln1_rstd, residual, working(a.param[kLn1W]),
-                        working(a.param[kLn1B]), N, C);
-  be->matmul_forward(a.qkv, a.ln1, working(a.param[kAttnW]), working(a.param[kAttnB]), N, C,
-                     3 * C, WeightLayout::kInOut);
-  be->attention_forward(a.atty, a.att_saved, a.qkv, B_, T_, C, NH);
-  be->matmul_forward(a.attproj, a.atty, working(a.param[kAttnProjW]),
-                     working(a.param[kAttnProjB]), N, C, C, WeightLayout::kInOut);
-  be->residual_forward(a.residual2, residual, a.attproj, size_t(N) * C);
-  be->layernorm_forward(a.ln2, a.ln2_mean, a.ln2_rstd, a.residual2, working(a.param[kLn2W]),
-                        working(a.param[kLn2B]), N, C);
-  be->matmul_forward(a.fch, a.ln2, working(a.param[kFcW]), working(a.param[kFcB]), N, C, 4 * C,
+  be->matmul_forward(a.qkv, a.ln1, working(a.param[kAttnW]), working(a.param[kAttnB]), N, C, 3 * C,
                      WeightLayout::kInOut);
-  be->gelu_forward(a.fch_gelu, a.fch, size_t(N) * 4 * C);
+  be->attention_forward(a.atty, a.att_saved, a.qkv, B_, T_, C, NH);
+  be->matmul_forward(a.attproj, a.atty, working(a.param[kAttnProjW]), working(a.param[kAttnProjB]),
+                     N, C, C, WeightLayout::kInOut);
+  be->residual_layernorm_forward(a.residual2, a.ln2, a.ln2_mean, a.ln2_rstd, residual, a.attproj,
+                                 working(a.param[kLn2W]), working(a.param[kLn2B]), N, C);
+  be->matmul_gelu_forward(a.fch_gelu, a.fch, a.ln2, working(a.param[kFcW]), working(a.param[kFcB]),
+                          N, C, 4 * C, WeightLayout::kInOut);
   be->matmul_forward(a.fcproj, a.fch_gelu, working(a.param[kFcProjW]), working(a.param[kFcProjB]),
                      N, 4 * C, C, WeightLayout::kInOut);
-  be->residual_forward(a.residual3, a.residual2, a.fcproj, size_t(N) * C);
+  const NextLayerNorm next = next_layernorm(l + 1);
+  be->residual_layernorm_forward(a.residual3, next.out, next.mean, next.rstd, a.residual2, a.fcproj,
+                                 next.weight, next.bias, N, C);
+}
+
+Gpt2::NextLayerNorm Gpt2::next_layernorm(int l) const {
+  if (l < config_.n_layer) {
+    const Layer& a = layers_[l];
+    return {a.ln1, a.ln1_mean, a.ln1_rstd, working(a.param[kLn1W]), working(a.param[kLn1B])};
+  }
+  return {acts_->lnf, acts_->lnf_mean, acts_->lnf_rstd, working(acts_->ln_f_offset),
+          working(acts_->ln_f_offset + config_.d_model)};
 }
 
 double Gpt2::forward(const int32_t* inputs, const int32_t* targets, const uint8_t* mask,
@@ -337,13 +358,15 @@ double Gpt2::forward(const int32_t* inputs, const int32_t* targets, const uint8_
   be->upload(acts_->mask, mask, N);
   be->encoder_forward(acts_->encoded, acts_->inputs, working(acts_->wte_offset),
                       working(acts_->wpe_offset), B_, T_, C);
+  const NextLayerNorm first = next_layernorm(0);
+  be->layernorm_forward(first.out, first.mean, first.rstd, acts_->encoded, first.weight, first.bias,
+                        N, C);
   const void* residual = acts_->encoded;
   for (int l = 0; l < config_.n_layer; ++l) {
     layer_forward(l, residual);
     residual = layers_[l].residual3;
   }
-  be->layernorm_forward(acts_->lnf, acts_->lnf_mean, acts_->lnf_rstd, residual,
-                        working(acts_->ln_f_offset), working(acts_->ln_f_offset + C), N, C);
+  // lnf was written with the last block's residual (or right after the encoder).
   be->matmul_forward(acts_->logits, acts_->lnf, working(acts_->wte_offset), nullptr, N, C, V,
                      WeightLayout::kOutIn);
   // dloss = 1: the gradient of the SUM of counted losses (normalized after the reduction).
@@ -364,12 +387,10 @@ void Gpt2::layer_backward(int l, const void* residual) {
   auto* be = backend_;
   float* g = grads_;
   // dresidual holds d(residual3); residual3 = residual2 + fcproj.
-  be->fill_zero(acts_->dfch_gelu, NC * 4 * act);
-  be->matmul_backward(acts_->dfch_gelu, g + a.param[kFcProjW], g + a.param[kFcProjB],
-                      acts_->dresidual, a.fch_gelu, working(a.param[kFcProjW]), N, 4 * C, C,
-                      WeightLayout::kInOut);
-  be->fill_zero(acts_->dfch, NC * 4 * act);
-  be->gelu_backward(acts_->dfch, a.fch, acts_->dfch_gelu, NC * 4);
+  // dfch = (dresidual @ Wproj^T) * gelu'(fch), written (no zeroing needed).
+  be->matmul_gelu_backward(acts_->dfch, g + a.param[kFcProjW], g + a.param[kFcProjB],
+                           acts_->dresidual, a.fch_gelu, a.fch, working(a.param[kFcProjW]), N,
+                           4 * C, C, WeightLayout::kInOut);
   be->fill_zero(acts_->dln, NC * act);
   be->matmul_backward(acts_->dln, g + a.param[kFcW], g + a.param[kFcB], acts_->dfch, a.ln2,
                       working(a.param[kFcW]), N, C, 4 * C, WeightLayout::kInOut);

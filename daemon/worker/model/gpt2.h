@@ -58,7 +58,9 @@ class Gpt2 {
   size_t num_params() const { return num_params_; }
   float* params() { return master_; }  // fp32 master weights (device)
   float* grads() { return grads_; }    // fp32 gradient accumulation buffer (device)
-  void* working_copy() { return working_; }  // act-dtype weights the forward reads (== params() on fp32)
+  void* working_copy() {
+    return working_;
+  }  // act-dtype weights the forward reads (== params() on fp32)
   // Bytes of activation memory for one micro-batch (for the memory report).
   size_t activation_bytes() const { return activation_bytes_; }
 
@@ -89,6 +91,15 @@ class Gpt2 {
   void* working(size_t offset) const;  // act-dtype pointer to a parameter
   void* act_alloc(size_t elements);
   float* f32_alloc(size_t elements);
+  // Where the LayerNorm after block l-1 writes: block l's ln1, or lnf when l == n_layer.
+  struct NextLayerNorm {
+    void* out;
+    float* mean;
+    float* rstd;
+    const void* weight;
+    const void* bias;
+  };
+  NextLayerNorm next_layernorm(int l) const;
   void layer_forward(int l, const void* residual_in);
   void layer_backward(int l, const void* residual_in);
 
