@@ -15,13 +15,19 @@
 //
 // Determinism: dK/dV are summed by the thread that owns key j and dQ by the thread that
 // owns query i (a separate kernel), each over a fixed order: no atomics anywhere.
-// Arithmetic is fp32 on CUDA cores: one thread per query (forward, dQ) or key (dK/dV)
-// with its row in registers and the other operand streamed through shared-memory tiles
-// of kTile rows (broadcast reads). Head sizes 8..128 in powers of two are instantiated.
-// A tensor-core (mma) version is the known next step for speed; this one is the simple,
-// checkable baseline.
+// Two implementations of these formulas:
+//  * tensor cores (attention_mma.cu): bf16 mma.sync with fp32 accumulation, one warp per 16
+//    rows; used for head sizes 16, 32, 64 and 128 (GPT-2's is 64);
+//  * this file's CUDA-core kernels: fp32 arithmetic, one thread per query (forward, dQ) or
+//    key (dK/dV) with its row in registers and the other operand streamed through
+//    shared-memory tiles of kTile rows. They serve head size 8 and are the simple, checkable
+//    baseline the tensor-core kernels are compared with (ACCUM_ATTENTION=simple selects them
+//    for every head size).
+#include <cstdlib>
 #include <string>
 
+#include "kernels/cuda/attention_mma.h"
+#include "kernels/cuda/attention_tiles.cuh"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/ops.h"
@@ -30,24 +36,6 @@ namespace accum::kernels::cuda {
 namespace {
 
 constexpr int kTile = 64;  // queries (or keys) per block == threads per block
-
-// Copies rows [row0, row0 + kTile) of one head's HS channels into a shared tile, zero past T.
-// `src` points at channel 0 of this head at time 0; rows are `row_stride` elements apart.
-template <int HS>
-__device__ inline void load_tile(bf16 (*tile)[HS], const bf16* src, size_t row_stride, int row0,
-                                 int T) {
-  constexpr int kChunks = HS / 8;
-  for (int c = threadIdx.x; c < kTile * kChunks; c += blockDim.x) {
-    const int r = c / kChunks, d = (c % kChunks) * 8;
-    Packed128<bf16> value;
-    if (row0 + r < T) {
-      value = load128(src + static_cast<size_t>(row0 + r) * row_stride + d);
-    } else {
-      for (int k = 0; k < 8; ++k) value[k] = to_bf16(0.f);
-    }
-    store128(&tile[r][d], value);
-  }
-}
 
 template <int HS>
 __device__ inline void load_row(float (&dst)[HS], const bf16* src, float scale) {
@@ -89,8 +77,8 @@ __global__ void __launch_bounds__(kTile)
 
   for (int kt = 0; kt <= q_tile; ++kt) {
     __syncthreads();  // the previous tile is no longer read
-    load_tile<HS>(k_tile, k_base, row_stride, kt * kTile, T);
-    load_tile<HS>(v_tile, v_base, row_stride, kt * kTile, T);
+    load_rows<HS>(&k_tile[0][0], HS, k_base, row_stride, kt * kTile, kTile, T);
+    load_rows<HS>(&v_tile[0][0], HS, v_base, row_stride, kt * kTile, kTile, T);
     __syncthreads();
     if (!valid) continue;
     const int key_count = min(kTile, i - kt * kTile + 1);  // causal: keys j <= i
@@ -163,8 +151,8 @@ __global__ void __launch_bounds__(kTile)
   const int num_tiles = ceil_div(T, kTile);
   for (int qt = k_tile_index; qt < num_tiles; ++qt) {
     __syncthreads();
-    load_tile<HS>(q_tile, q_base, row_stride, qt * kTile, T);
-    load_tile<HS>(do_tile, do_base, C, qt * kTile, T);
+    load_rows<HS>(&q_tile[0][0], HS, q_base, row_stride, qt * kTile, kTile, T);
+    load_rows<HS>(&do_tile[0][0], HS, do_base, C, qt * kTile, kTile, T);
     const int row = qt * kTile + threadIdx.x;
     lse_tile[threadIdx.x] = row < T ? lse_row[row] : 0.f;
     delta_tile[threadIdx.x] = row < T ? delta_row[row] : 0.f;
@@ -217,8 +205,8 @@ __global__ void __launch_bounds__(kTile)
   }
   for (int kt = 0; kt <= q_tile; ++kt) {
     __syncthreads();
-    load_tile<HS>(k_tile, q_base + C, row_stride, kt * kTile, T);
-    load_tile<HS>(v_tile, q_base + 2 * C, row_stride, kt * kTile, T);
+    load_rows<HS>(&k_tile[0][0], HS, q_base + C, row_stride, kt * kTile, kTile, T);
+    load_rows<HS>(&v_tile[0][0], HS, q_base + 2 * C, row_stride, kt * kTile, kTile, T);
     __syncthreads();
     if (!valid) continue;
     const int key_count = min(kTile, i - kt * kTile + 1);
@@ -279,12 +267,23 @@ void dispatch_head_size(int hs, Body body) {
   }
 }
 
+// Tensor cores unless ACCUM_ATTENTION=simple or the head size has no mma instantiation.
+bool use_tensor_cores(int hs) {
+  const char* choice = std::getenv("ACCUM_ATTENTION");
+  if (choice != nullptr && std::string(choice) == "simple") return false;
+  return attention_mma_supports(hs);
+}
+
 }  // namespace
 
 void attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int T, int C, int NH,
                        cudaStream_t stream) {
   check_attention_args("attention_forward", out, qkv, qkv, C, NH);
   const int hs = C / NH;
+  if (use_tensor_cores(hs)) {
+    attention_forward_mma(out, lse, qkv, B, T, C, NH, stream);
+    return;
+  }
   const float scale = 1.f / sqrtf(static_cast<float>(hs));
   const dim3 grid(ceil_div(T, kTile), B * NH);
   dispatch_head_size(hs, [&](auto head_size) {
@@ -303,12 +302,17 @@ void attention_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf1
   const size_t rows = static_cast<size_t>(B) * NH * T;
   auto* delta = static_cast<float*>(scratch.get(ScratchSlot::kRowStats, sizeof(float) * rows));
   const dim3 grid(ceil_div(T, kTile), B * NH);
+  const bool tensor_cores = use_tensor_cores(hs);
   dispatch_head_size(hs, [&](auto head_size) {
     constexpr int HS = decltype(head_size)::value;
     const unsigned delta_grid = static_cast<unsigned>(ceil_div(rows, static_cast<size_t>(256)));
     attention_backward_delta_kernel<HS>
         <<<delta_grid, 256, 0, stream>>>(delta, dout, out, B, T, C, NH);
     CUDA_CHECK_LAUNCH("attention_backward_delta_kernel");
+    if (tensor_cores) {
+      attention_backward_mma(dqkv, dout, qkv, lse, delta, B, T, C, NH, stream);
+      return;
+    }
     attention_backward_dkdv_kernel<HS>
         <<<grid, kTile, 0, stream>>>(dqkv, dout, qkv, lse, delta, T, C, NH, scale);
     CUDA_CHECK_LAUNCH("attention_backward_dkdv_kernel");

@@ -1,15 +1,37 @@
-// tests/gpu/cuda_attention_loss_test.cpp — fused causal attention, the fused classifier,
-// AdamW and the gradient norm on CUDA against the CPU oracle (see op_harness.h).
+// tests/gpu/cuda_attention_loss_test.cpp — fused causal attention (tensor-core and CUDA-core
+// kernels), the fused classifier, AdamW and the gradient norm on CUDA against the CPU oracle
+// (see op_harness.h).
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <string>
 
 #include "tests/gpu/op_harness.h"
 
 namespace accum::kernels::gpu_testing {
 namespace {
 
-void attention_case(int B, int T, int C, int NH) {
+// Runs `body` with ACCUM_ATTENTION set to `choice` ("" = unset: tensor cores where the head
+// size allows), restoring the environment afterwards.
+template <typename Body>
+void with_attention_kernels(const char* choice, Body body) {
+  const char* before = std::getenv("ACCUM_ATTENTION");
+  const std::string saved = before ? before : "";
+  if (*choice) {
+    setenv("ACCUM_ATTENTION", choice, 1);
+  } else {
+    unsetenv("ACCUM_ATTENTION");
+  }
+  body();
+  if (before) {
+    setenv("ACCUM_ATTENTION", saved.c_str(), 1);
+  } else {
+    unsetenv("ACCUM_ATTENTION");
+  }
+}
+
+void attention_case_once(int B, int T, int C, int NH) {
   const size_t qkv_n = size_t(B) * T * 3 * C, out_n = size_t(B) * T * C;
   const auto qkv = random_bf16_values(qkv_n, 60);
   const auto dout = random_bf16_values(out_n, 61);
@@ -31,6 +53,25 @@ void attention_case(int B, int T, int C, int NH) {
                        {"dqkv", download_act(be, dqkv.get(), qkv_n)}};
       },
       kBf16Tolerance, {"dqkv"});
+}
+
+// Both CUDA implementations against the CPU: the tensor-core kernels (attention_mma.cu, head
+// sizes 16..128) and the CUDA-core ones (ACCUM_ATTENTION=simple, every head size).
+void attention_case(int B, int T, int C, int NH) {
+  for (const char* choice : {"", "simple"}) {
+    SCOPED_TRACE(*choice ? "ACCUM_ATTENTION=simple (CUDA cores)" : "default kernels");
+    with_attention_kernels(choice, [&] { attention_case_once(B, T, C, NH); });
+  }
+}
+
+TEST(CudaOps, AttentionHeadSize8UsesCudaCores) {
+  ACCUM_REQUIRE_CUDA();
+  attention_case(2, 70, 32, 4);
+}
+
+TEST(CudaOps, AttentionHeadSize64Gpt2Shape) {
+  ACCUM_REQUIRE_CUDA();
+  attention_case(1, 1024, 256, 4);  // GPT-2's head size and context: 16 query tiles
 }
 
 TEST(CudaOps, AttentionHeadSize64) {

@@ -1,0 +1,394 @@
+// kernels/cuda/attention_mma.cu — the tensor-core version of the fused causal attention of
+// attention.cu (same formulas, same saved lse, same deterministic ownership; CPU twin
+// kernels/cpu/attention.cpp). Head sizes 16, 32, 64 and 128; attention.cu dispatches here.
+//
+// Every product runs as bf16 mma.sync m16n8k16 with fp32 accumulation (mma.cuh); softmax,
+// lse, D and the online rescaling stay in fp32; P and dS are rounded to bf16 only as
+// inputs of the next product (as FlashAttention-2 does).
+//
+// A block is 4 warps and owns 64 rows (queries in the forward and dQ kernels, keys in the
+// dK/dV kernel); each warp owns 16 of them and keeps their accumulators in registers. The
+// other operand streams through shared-memory tiles of kInner rows:
+//   forward   (b,h, 64 queries): S = Q K^T, online softmax, O += P V over key tiles <= diagonal
+//   dK/dV     (b,h, 64 keys):    S^T = K Q^T, dP^T = V dO^T, P^T = exp(S^T - lse),
+//                                dS^T = P^T (dP^T - D); dV += P^T dO, dK += dS^T Q
+//                                over query tiles >= diagonal
+//   dQ        (b,h, 64 queries): S = Q K^T, dP = dO V^T, dS = P (dP - D); dQ += dS K
+// Every output element is summed by one thread in a fixed order: no atomics, bit-identical
+// reruns. dK/dQ are scaled by 1/sqrt(hs) once at the end.
+#include <string>
+
+#include "kernels/cuda/attention_mma.h"
+#include "kernels/cuda/attention_tiles.cuh"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/mma.cuh"
+
+namespace accum::kernels::cuda {
+namespace {
+
+constexpr int kRows = 64;           // rows a block owns
+constexpr int kWarps = kRows / 16;  // one warp per 16 rows
+constexpr int kThreads = kWarps * kWarpSize;
+
+template <int HS>
+struct Shape {
+  static constexpr int kStride = HS + 8;  // padded smem row: conflict-free fragment loads
+  // Rows of the streamed operand per step: 64, or 32 for HS = 128 to bound registers.
+  static constexpr int kInner = HS >= 128 ? 32 : 64;
+  static constexpr int kDTiles = HS / 8;   // n8 tiles across the head dimension
+  static constexpr int kDSteps = HS / 16;  // k16 steps across the head dimension
+  static constexpr int kInnerTiles = kInner / 8;
+};
+
+// Row (0..15) and column (0..7) within a 16x8 accumulator tile of element e (0..3).
+__device__ inline int acc_row(int e) { return mma::lane_g() + (e >= 2 ? 8 : 0); }
+__device__ inline int acc_col(int e) { return 2 * mma::lane_t() + (e & 1); }
+
+// dst[row][d..d+1] += acc * scale for the 16 x HS accumulators of one warp (rows < T only).
+template <int HS>
+__device__ inline void add_rows(bf16* dst, size_t row_stride, int row0, int T,
+                                const float (&acc)[HS / 8][4], float scale) {
+  for (int j = 0; j < HS / 8; ++j) {
+    for (int half = 0; half < 2; ++half) {
+      const int row = row0 + mma::lane_g() + 8 * half;
+      if (row >= T) continue;
+      bf16* p = dst + static_cast<size_t>(row) * row_stride + j * 8 + 2 * mma::lane_t();
+      const float lo = to_f32(p[0]) + acc[j][2 * half] * scale;
+      const float hi = to_f32(p[1]) + acc[j][2 * half + 1] * scale;
+      p[0] = to_bf16(lo);
+      p[1] = to_bf16(hi);
+    }
+  }
+}
+
+template <int kTiles>
+__device__ inline void zero(float (&acc)[kTiles][4]) {
+  for (int j = 0; j < kTiles; ++j)
+    for (int e = 0; e < 4; ++e) acc[j][e] = 0.f;
+}
+
+// x[j] = A1 B1 and y[j] = A2 B2 over the head dimension, for one warp's 16 rows: A1, A2 are
+// rows row0.. of a1_tile, a2_tile; B1[d][n] = b1_tile[n][d], B2 likewise (kTiles x 8 columns).
+// (S and dP: dK/dV take A = K, V and B from Q, dO; dQ takes A = Q, dO and B from K, V.)
+template <int HS, int kTiles>
+__device__ inline void two_products(float (&x)[kTiles][4], float (&y)[kTiles][4],
+                                    const bf16* a1_tile, const bf16* a2_tile, const bf16* b1_tile,
+                                    const bf16* b2_tile, int row0) {
+  constexpr int kStride = Shape<HS>::kStride;
+  zero(x);
+  zero(y);
+  for (int kk = 0; kk < HS / 16; ++kk) {
+    uint32_t a1[4], a2[4];
+    mma::load_a(a1, a1_tile, kStride, row0, kk * 16);
+    mma::load_a(a2, a2_tile, kStride, row0, kk * 16);
+    for (int j = 0; j < kTiles; ++j) {
+      uint32_t b1[2], b2[2];
+      mma::load_b_rows_n(b1, b1_tile, kStride, j * 8, kk * 16);
+      mma::load_b_rows_n(b2, b2_tile, kStride, j * 8, kk * 16);
+      mma::mma_16816(x[j], a1, b1);
+      mma::mma_16816(y[j], a2, b2);
+    }
+  }
+}
+
+// acc(16 x HS) += P(16 x kCols) tile(kCols x HS), P given as fp32 accumulators (rounded to
+// bf16 here). O += P V, dV += P^T dO, dK += dS^T Q and dQ += dS K are all this product.
+template <int HS, int kCols>
+__device__ inline void accumulate_times_tile(float (&acc)[HS / 8][4],
+                                             const float (&p)[kCols / 8][4], const bf16* tile) {
+  for (int kk = 0; kk < kCols / 16; ++kk) {
+    uint32_t p_frag[4];
+    mma::acc_to_a(p_frag, p[2 * kk], p[2 * kk + 1]);
+    for (int j = 0; j < HS / 8; ++j) {
+      uint32_t b[2];
+      mma::load_b_rows_k(b, tile, Shape<HS>::kStride, kk * 16, j * 8);
+      mma::mma_16816(acc[j], p_frag, b);
+    }
+  }
+}
+
+template <int HS>
+__global__ void __launch_bounds__(kThreads)
+    attention_forward_mma_kernel(bf16* out, float* lse, const bf16* qkv, int T, int C, int NH,
+                                 float scale) {
+  using S = Shape<HS>;
+  constexpr int kKeys = 64;  // key tile (the forward holds no dK/dV: 64 fits every HS)
+  extern __shared__ __align__(16) unsigned char smem_bytes[];
+  bf16* q_tile = reinterpret_cast<bf16*>(smem_bytes);
+  bf16* k_tile = q_tile + kRows * S::kStride;
+  bf16* v_tile = k_tile + kKeys * S::kStride;
+
+  const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
+  const int q0 = blockIdx.x * kRows;
+  const int warp_row0 = (threadIdx.x / kWarpSize) * 16;  // within the block
+  const size_t row_stride = 3 * static_cast<size_t>(C);
+  const bf16* q_base = qkv + static_cast<size_t>(b) * T * row_stride + h * HS;
+
+  load_rows<HS>(q_tile, S::kStride, q_base, row_stride, q0, kRows, T);
+  __syncthreads();
+  uint32_t q_frag[S::kDSteps][4];
+  for (int kk = 0; kk < S::kDSteps; ++kk)
+    mma::load_a(q_frag[kk], q_tile, S::kStride, warp_row0, kk * 16);
+
+  float o[S::kDTiles][4];
+  zero(o);
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};  // rows g and g + 8
+  const int last_key = min(T, q0 + kRows) - 1;
+
+  for (int k0 = 0; k0 <= last_key; k0 += kKeys) {
+    __syncthreads();  // the previous K/V tiles are no longer read
+    load_rows<HS>(k_tile, S::kStride, q_base + C, row_stride, k0, kKeys, T);
+    load_rows<HS>(v_tile, S::kStride, q_base + 2 * C, row_stride, k0, kKeys, T);
+    __syncthreads();
+
+    float s[kKeys / 8][4];
+    zero(s);
+    for (int kk = 0; kk < S::kDSteps; ++kk) {
+      for (int j = 0; j < kKeys / 8; ++j) {
+        uint32_t kb[2];
+        mma::load_b_rows_n(kb, k_tile, S::kStride, j * 8, kk * 16);
+        mma::mma_16816(s[j], q_frag[kk], kb);
+      }
+    }
+    // Scale, mask (future keys and keys past T) and the online softmax per row.
+    float tile_max[2] = {-INFINITY, -INFINITY};
+    for (int j = 0; j < kKeys / 8; ++j) {
+      for (int e = 0; e < 4; ++e) {
+        const int row = q0 + warp_row0 + acc_row(e), key = k0 + j * 8 + acc_col(e);
+        const float v = (key <= row && key < T) ? s[j][e] * scale : -INFINITY;
+        s[j][e] = v;
+        tile_max[e / 2] = fmaxf(tile_max[e / 2], v);
+      }
+    }
+    float correction[2];
+    for (int r = 0; r < 2; ++r) {
+      float mx = tile_max[r];
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float m_new = fmaxf(m[r], mx);
+      // A row with no visible key yet keeps m = -inf: its p and correction are 0.
+      correction[r] = m_new == -INFINITY ? 0.f : __expf(m[r] - m_new);
+      m[r] = m_new;
+    }
+    float row_sum[2] = {0.f, 0.f};
+    for (int j = 0; j < kKeys / 8; ++j) {
+      for (int e = 0; e < 4; ++e) {
+        const float mr = m[e / 2];
+        const float p = mr == -INFINITY ? 0.f : __expf(s[j][e] - mr);
+        s[j][e] = p;
+        row_sum[e / 2] += p;
+      }
+    }
+    for (int r = 0; r < 2; ++r) {
+      float sum = row_sum[r];
+      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+      l[r] = l[r] * correction[r] + sum;
+    }
+    for (int j = 0; j < S::kDTiles; ++j) {
+      for (int e = 0; e < 4; ++e) o[j][e] *= correction[e / 2];
+    }
+    accumulate_times_tile<HS, kKeys>(o, s, v_tile);  // O += P V
+  }
+
+  const float inv_l[2] = {1.f / l[0], 1.f / l[1]};
+  for (int j = 0; j < S::kDTiles; ++j) {
+    for (int half = 0; half < 2; ++half) {
+      const int row = q0 + warp_row0 + mma::lane_g() + 8 * half;
+      if (row >= T) continue;
+      bf16* p = out + (static_cast<size_t>(b) * T + row) * C + h * HS + j * 8 + 2 * mma::lane_t();
+      p[0] = to_bf16(o[j][2 * half] * inv_l[half]);
+      p[1] = to_bf16(o[j][2 * half + 1] * inv_l[half]);
+    }
+  }
+  if (mma::lane_t() == 0) {
+    for (int half = 0; half < 2; ++half) {
+      const int row = q0 + warp_row0 + mma::lane_g() + 8 * half;
+      if (row < T) lse[static_cast<size_t>(bh) * T + row] = m[half] + __logf(l[half]);
+    }
+  }
+}
+
+// One block per 64 keys: dK, dV over the query tiles at and after the diagonal.
+template <int HS>
+__global__ void __launch_bounds__(kThreads)
+    attention_backward_dkdv_mma_kernel(bf16* dqkv, const bf16* dout, const bf16* qkv,
+                                       const float* lse, const float* delta, int T, int C, int NH,
+                                       float scale) {
+  using S = Shape<HS>;
+  extern __shared__ __align__(16) unsigned char smem_bytes[];
+  bf16* k_tile = reinterpret_cast<bf16*>(smem_bytes);
+  bf16* v_tile = k_tile + kRows * S::kStride;
+  bf16* q_tile = v_tile + kRows * S::kStride;
+  bf16* do_tile = q_tile + S::kInner * S::kStride;
+  float* lse_tile = reinterpret_cast<float*>(do_tile + S::kInner * S::kStride);
+  float* delta_tile = lse_tile + S::kInner;
+
+  const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
+  const int key0 = blockIdx.x * kRows;
+  const int warp_row0 = (threadIdx.x / kWarpSize) * 16;
+  const size_t row_stride = 3 * static_cast<size_t>(C);
+  const bf16* q_base = qkv + static_cast<size_t>(b) * T * row_stride + h * HS;
+  const bf16* do_base = dout + static_cast<size_t>(b) * T * C + h * HS;
+  const float* lse_row = lse + static_cast<size_t>(bh) * T;
+  const float* delta_row = delta + static_cast<size_t>(bh) * T;
+
+  load_rows<HS>(k_tile, S::kStride, q_base + C, row_stride, key0, kRows, T);
+  load_rows<HS>(v_tile, S::kStride, q_base + 2 * C, row_stride, key0, kRows, T);
+  float dk[S::kDTiles][4], dv[S::kDTiles][4];
+  zero(dk);
+  zero(dv);
+
+  for (int q0 = key0; q0 < T; q0 += S::kInner) {  // causal: queries i >= key0
+    __syncthreads();
+    load_rows<HS>(q_tile, S::kStride, q_base, row_stride, q0, S::kInner, T);
+    load_rows<HS>(do_tile, S::kStride, do_base, C, q0, S::kInner, T);
+    for (int r = threadIdx.x; r < S::kInner; r += blockDim.x) {
+      lse_tile[r] = q0 + r < T ? lse_row[q0 + r] : 0.f;
+      delta_tile[r] = q0 + r < T ? delta_row[q0 + r] : 0.f;
+    }
+    __syncthreads();
+
+    float st[S::kInnerTiles][4], dpt[S::kInnerTiles][4];  // S^T, dP^T: 16 keys x kInner queries
+    two_products<HS>(st, dpt, k_tile, v_tile, q_tile, do_tile, warp_row0);
+    for (int j = 0; j < S::kInnerTiles; ++j) {
+      for (int e = 0; e < 4; ++e) {
+        const int key = key0 + warp_row0 + acc_row(e);
+        const int local = j * 8 + acc_col(e), query = q0 + local;
+        const bool visible = query >= key && query < T && key < T;
+        const float p = visible ? __expf(st[j][e] * scale - lse_tile[local]) : 0.f;
+        st[j][e] = p;                                     // P^T
+        dpt[j][e] = p * (dpt[j][e] - delta_tile[local]);  // dS^T
+      }
+    }
+    accumulate_times_tile<HS, S::kInner>(dv, st, do_tile);  // dV += P^T dO
+    accumulate_times_tile<HS, S::kInner>(dk, dpt, q_tile);  // dK += dS^T Q
+  }
+  bf16* dqkv_base = dqkv + static_cast<size_t>(b) * T * row_stride + h * HS;
+  add_rows<HS>(dqkv_base + C, row_stride, key0 + warp_row0, T, dk, scale);
+  add_rows<HS>(dqkv_base + 2 * C, row_stride, key0 + warp_row0, T, dv, 1.f);
+}
+
+// One block per 64 queries: dQ over the key tiles up to the diagonal.
+template <int HS>
+__global__ void __launch_bounds__(kThreads)
+    attention_backward_dq_mma_kernel(bf16* dqkv, const bf16* dout, const bf16* qkv,
+                                     const float* lse, const float* delta, int T, int C, int NH,
+                                     float scale) {
+  using S = Shape<HS>;
+  extern __shared__ __align__(16) unsigned char smem_bytes[];
+  bf16* q_tile = reinterpret_cast<bf16*>(smem_bytes);
+  bf16* do_tile = q_tile + kRows * S::kStride;
+  bf16* k_tile = do_tile + kRows * S::kStride;
+  bf16* v_tile = k_tile + S::kInner * S::kStride;
+
+  const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
+  const int q0 = blockIdx.x * kRows;
+  const int warp_row0 = (threadIdx.x / kWarpSize) * 16;
+  const size_t row_stride = 3 * static_cast<size_t>(C);
+  const bf16* q_base = qkv + static_cast<size_t>(b) * T * row_stride + h * HS;
+  const bf16* do_base = dout + static_cast<size_t>(b) * T * C + h * HS;
+
+  load_rows<HS>(q_tile, S::kStride, q_base, row_stride, q0, kRows, T);
+  load_rows<HS>(do_tile, S::kStride, do_base, C, q0, kRows, T);
+  float row_lse[2], row_delta[2];
+  for (int half = 0; half < 2; ++half) {
+    const int row = q0 + warp_row0 + mma::lane_g() + 8 * half;
+    row_lse[half] = row < T ? lse[static_cast<size_t>(bh) * T + row] : 0.f;
+    row_delta[half] = row < T ? delta[static_cast<size_t>(bh) * T + row] : 0.f;
+  }
+  float dq[S::kDTiles][4];
+  zero(dq);
+  const int last_key = min(T, q0 + kRows) - 1;
+
+  for (int k0 = 0; k0 <= last_key; k0 += S::kInner) {
+    __syncthreads();
+    load_rows<HS>(k_tile, S::kStride, q_base + C, row_stride, k0, S::kInner, T);
+    load_rows<HS>(v_tile, S::kStride, q_base + 2 * C, row_stride, k0, S::kInner, T);
+    __syncthreads();
+
+    float s[S::kInnerTiles][4], dp[S::kInnerTiles][4];  // S, dP: 16 queries x kInner keys
+    two_products<HS>(s, dp, q_tile, do_tile, k_tile, v_tile, warp_row0);
+    for (int j = 0; j < S::kInnerTiles; ++j) {
+      for (int e = 0; e < 4; ++e) {
+        const int row = q0 + warp_row0 + acc_row(e), key = k0 + j * 8 + acc_col(e);
+        const bool visible = key <= row && key < T && row < T;
+        const float p = visible ? __expf(s[j][e] * scale - row_lse[e / 2]) : 0.f;
+        s[j][e] = p * (dp[j][e] - row_delta[e / 2]);  // dS
+      }
+    }
+    accumulate_times_tile<HS, S::kInner>(dq, s, k_tile);  // dQ += dS K
+  }
+  add_rows<HS>(dqkv + static_cast<size_t>(b) * T * row_stride + h * HS, row_stride, q0 + warp_row0,
+               T, dq, scale);
+}
+
+// Launches `kernel` with `smem` bytes of dynamic shared memory, raising the kernel's limit
+// above the 48 KiB default when needed (HS = 128 tiles take ~52 KiB).
+template <typename Kernel, typename... Args>
+void launch(Kernel kernel, const char* name, dim3 grid, size_t smem, cudaStream_t stream,
+            Args... args) {
+  if (smem > 48 * 1024) {
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    static_cast<int>(smem)));
+  }
+  kernel<<<grid, kThreads, smem, stream>>>(args...);
+  check_cuda(cudaGetLastError(), name, __FILE__, __LINE__);
+}
+
+template <typename Body>
+bool dispatch_mma_head_size(int hs, Body body) {
+  switch (hs) {
+    case 16:
+      body(std::integral_constant<int, 16>{});
+      return true;
+    case 32:
+      body(std::integral_constant<int, 32>{});
+      return true;
+    case 64:
+      body(std::integral_constant<int, 64>{});
+      return true;
+    case 128:
+      body(std::integral_constant<int, 128>{});
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+
+bool attention_mma_supports(int hs) { return hs == 16 || hs == 32 || hs == 64 || hs == 128; }
+
+void attention_forward_mma(bf16* out, float* lse, const bf16* qkv, int B, int T, int C, int NH,
+                           cudaStream_t stream) {
+  const int hs = C / NH;
+  const float scale = 1.f / sqrtf(static_cast<float>(hs));
+  const dim3 grid(ceil_div(T, kRows), B * NH);
+  dispatch_mma_head_size(hs, [&](auto head_size) {
+    constexpr int HS = decltype(head_size)::value;
+    const size_t smem = sizeof(bf16) * (kRows + 2 * 64) * Shape<HS>::kStride;
+    launch(attention_forward_mma_kernel<HS>, "attention_forward_mma_kernel", grid, smem, stream,
+           out, lse, qkv, T, C, NH, scale);
+  });
+}
+
+void attention_backward_mma(bf16* dqkv, const bf16* dout, const bf16* qkv, const float* lse,
+                            const float* delta, int B, int T, int C, int NH, cudaStream_t stream) {
+  const int hs = C / NH;
+  const float scale = 1.f / sqrtf(static_cast<float>(hs));
+  const dim3 grid(ceil_div(T, kRows), B * NH);
+  dispatch_mma_head_size(hs, [&](auto head_size) {
+    constexpr int HS = decltype(head_size)::value;
+    using S = Shape<HS>;
+    const size_t tiles = sizeof(bf16) * (2 * kRows + 2 * S::kInner) * S::kStride;
+    launch(attention_backward_dkdv_mma_kernel<HS>, "attention_backward_dkdv_mma_kernel", grid,
+           tiles + 2 * sizeof(float) * S::kInner, stream, dqkv, dout, qkv, lse, delta, T, C, NH,
+           scale);
+    launch(attention_backward_dq_mma_kernel<HS>, "attention_backward_dq_mma_kernel", grid, tiles,
+           stream, dqkv, dout, qkv, lse, delta, T, C, NH, scale);
+  });
+}
+
+}  // namespace accum::kernels::cuda
