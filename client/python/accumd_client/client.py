@@ -1,0 +1,152 @@
+"""Client: one channel to accumd and one method per accumctl verb.
+
+Mirrors client/connection.cpp and client/commands.cpp: the server defaults to
+$ACCUMD_SERVER or 127.0.0.1:7070, the token file to $ACCUMD_TOKEN_FILE; the token
+travels as `authorization: Bearer <token>` metadata; unary calls have a 30 s
+deadline (checkpoint: 600 s), streams none. Every failed call raises AccumdError
+with the gRPC status code and accumd's message.
+
+Thread safety: a Client may be shared by threads (gRPC channels are thread-safe).
+"""
+import os
+
+import grpc
+
+from accum.v1 import accum_pb2, accum_pb2_grpc
+from accumd_client.errors import AccumdError
+from accumd_client.spec import load_spec, parse_spec
+
+TERMINAL_STATES = frozenset({accum_pb2.SUCCEEDED, accum_pb2.FAILED, accum_pb2.CANCELLED})
+
+
+class Client:
+    def __init__(self, server=None, token=None, token_file=None, tls_ca=None, timeout=30.0):
+        """Opens a channel (connecting lazily, as gRPC does).
+
+        server: "HOST:PORT". token or token_file: the bearer token accumd was started
+        with (--token-file). tls_ca: PEM file of the CA that signed accumd's
+        certificate; turns TLS on. Raises AccumdError(INVALID_ARGUMENT) when a
+        token or CA file cannot be read.
+        """
+        self.server = server or os.environ.get("ACCUMD_SERVER", "127.0.0.1:7070")
+        token_file = token_file or (None if token else os.environ.get("ACCUMD_TOKEN_FILE"))
+        if token_file:
+            token = _read_text(token_file, "token_file").strip()
+            if not token:
+                raise AccumdError(grpc.StatusCode.INVALID_ARGUMENT,
+                                  f"token_file {token_file}: cannot read a token from it")
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._timeout = timeout
+        if tls_ca:
+            pem = _read_text(tls_ca, "tls_ca").encode()
+            self._channel = grpc.secure_channel(self.server, grpc.ssl_channel_credentials(pem))
+        else:
+            self._channel = grpc.insecure_channel(self.server)
+        self._stub = accum_pb2_grpc.ControlStub(self._channel)
+
+    def close(self):
+        self._channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ---- the verbs ------------------------------------------------------------
+
+    def submit(self, spec, spec_dir=None):
+        """Queues a job; returns its JobStatus (`.id` is "job-000001").
+
+        spec: a path to a spec file (relative paths in it resolve against the file's
+        folder, as with `accumctl submit`), or a dict / JobSpec (they resolve against
+        spec_dir, default the current directory). A spec that is not a JobSpec raises
+        SpecError, one accumd refuses AccumdError; both have code INVALID_ARGUMENT.
+        """
+        if isinstance(spec, (str, os.PathLike)):
+            path = os.fspath(spec)
+            message = load_spec(path)
+            spec_dir = spec_dir or os.path.dirname(os.path.abspath(path))
+        else:
+            message = parse_spec(spec)
+        request = accum_pb2.SubmitJobRequest(spec=message,
+                                             spec_dir=os.path.abspath(spec_dir or os.getcwd()))
+        return self._unary(self._stub.SubmitJob, request).job
+
+    def get(self, job_id):
+        """The JobStatus of a job: state, spec, last metrics, restarts, history."""
+        return self._unary(self._stub.GetJob, accum_pb2.GetJobRequest(id=job_id))
+
+    def list(self, states=()):
+        """All jobs (or those in `states`, JobState values or names) in id order."""
+        request = accum_pb2.ListJobsRequest(
+            states=[accum_pb2.JobState.Value(s) if isinstance(s, str) else s for s in states],
+            page_size=500)
+        jobs = []
+        while True:
+            response = self._unary(self._stub.ListJobs, request)
+            jobs.extend(response.jobs)
+            if not response.next_page_token:
+                return jobs
+            request.page_token = response.next_page_token
+
+    def watch(self, job_id):
+        """Yields JobEvents (`event.status` or `event.metrics`, see WhichOneof("event")):
+        the current status, the metrics so far, then live events; ends when the job
+        ends."""
+        return self._stream(self._stub.WatchJob, accum_pb2.WatchJobRequest(id=job_id), None)
+
+    def wait(self, job_id, timeout=None):
+        """Blocks until the job ends (or raises AccumdError(DEADLINE_EXCEEDED) after
+        `timeout` seconds); returns its final JobStatus."""
+        stream = self._stream(self._stub.WatchJob, accum_pb2.WatchJobRequest(id=job_id), timeout)
+        for _ in stream:
+            pass
+        return self.get(job_id)
+
+    def cancel(self, job_id, force=False):
+        """Graceful: the workers checkpoint, then stop; force kills them at once.
+        Returns the JobStatus (CANCELLING, or CANCELLED when nothing was running)."""
+        return self._unary(self._stub.CancelJob, accum_pb2.CancelJobRequest(id=job_id, force=force))
+
+    def checkpoint(self, job_id, timeout=600.0):
+        """Checkpoints a RUNNING job at its next optimizer step; returns the
+        CheckpointInfo (step, path, bytes) once the checkpoint is complete."""
+        return self._unary(self._stub.CheckpointJob, accum_pb2.CheckpointJobRequest(id=job_id),
+                           timeout)
+
+    def checkpoints(self, job_id):
+        """The job's complete checkpoints (CheckpointInfo), oldest first."""
+        request = accum_pb2.ListCheckpointsRequest(id=job_id)
+        return list(self._unary(self._stub.ListCheckpoints, request).checkpoints)
+
+    def logs(self, job_id, rank=-1, tail=0, follow=False):
+        """Yields LogLines (`.rank`, `.line`): the last `tail` lines per rank (0: all),
+        then with follow new ones until the job ends. rank -1: every rank."""
+        request = accum_pb2.StreamLogsRequest(id=job_id, rank=rank, tail=tail, follow=follow)
+        return self._stream(self._stub.StreamLogs, request, None if follow else 60.0)
+
+    # ---- plumbing -------------------------------------------------------------
+
+    def _unary(self, method, request, timeout=None):
+        try:
+            return method(request, timeout=timeout or self._timeout, metadata=self._metadata)
+        except grpc.RpcError as error:
+            raise AccumdError.from_rpc_error(error) from None
+
+    def _stream(self, method, request, timeout):
+        call = method(request, timeout=timeout, metadata=self._metadata)
+        try:
+            yield from call
+        except grpc.RpcError as error:
+            raise AccumdError.from_rpc_error(error) from None
+        finally:
+            call.cancel()  # the consumer stopped early: end the stream on the server too
+
+
+def _read_text(path, what):
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.read()
+    except OSError as error:
+        raise AccumdError(grpc.StatusCode.INVALID_ARGUMENT, f"{what} {path}: {error.strerror}") from None

@@ -1,0 +1,243 @@
+#!/usr/bin/python3
+"""The Python client (client/python/accumd_client) against a real accumd.
+
+Starts accumd on a free loopback port with a token and a temporary state dir (as
+tests/daemon/daemon_harness.cpp does), then drives every client method: the example
+job (deploy/examples/tiny-bytes.json, 3 steps) to SUCCEEDED, checkpoint-now and a
+graceful cancel of a running job, and refusals carrying their gRPC status code.
+
+Run by ctest (label daemon) as
+  /usr/bin/python3 python_client_test.py --build-dir BUILD --source-dir SRC
+Exits 77 (ctest: SKIPPED) with the reason when python3-grpcio, python3-protobuf or
+the generated stubs are missing.
+"""
+import argparse
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+SKIP = 77
+ARGS = None  # parsed command line
+
+
+def parse_args():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--build-dir", default=os.environ.get("ACCUM_BUILD_DIR", "build"))
+    parser.add_argument("--source-dir",
+                        default=os.path.dirname(os.path.dirname(os.path.dirname(
+                            os.path.abspath(__file__)))))
+    args, rest = parser.parse_known_args()
+    args.build_dir = os.path.abspath(args.build_dir)
+    return args, rest
+
+
+def import_client_or_skip(build_dir):
+    for module, package in (("grpc", "python3-grpcio"), ("google.protobuf", "python3-protobuf")):
+        try:
+            __import__(module)
+        except ImportError as error:
+            print(f"SKIPPED: cannot import {module} ({error}); apt-get install {package}")
+            sys.exit(SKIP)
+    sys.path.insert(0, os.path.join(build_dir, "python"))
+    if not os.path.exists(os.path.join(build_dir, "python", "accum", "v1", "accum_pb2_grpc.py")):
+        print(f"SKIPPED: no generated stubs under {build_dir}/python (grpc_python_plugin was "
+              "not found when CMake configured; apt-get install protobuf-compiler-grpc)")
+        sys.exit(SKIP)
+
+
+def read_text(path):
+    try:
+        with open(path, errors="replace") as file:
+            return file.read()
+    except FileNotFoundError:
+        return ""
+
+
+class Daemon:
+    """accumd on 127.0.0.1:0 with a token; workers get one OpenMP thread each."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="accumd-pytest-")
+        self.token_file = os.path.join(self.dir, "token")
+        with open(self.token_file, "w") as file:
+            file.write(f"py-token-{os.getpid()}\n")
+        addr_file = os.path.join(self.dir, "accumd.addr")
+        self.log_path = os.path.join(self.dir, "accumd.log")
+        mpirun_args = []
+        for arg in ("--bind-to", "none", "--mca", "btl", "self,vader"):
+            mpirun_args += ["--mpirun-arg", arg]
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [os.path.join(ARGS.build_dir, "bin", "accumd"), "--listen", "127.0.0.1:0",
+                 "--state-dir", os.path.join(self.dir, "state"), "--token-file", self.token_file,
+                 "--slots", "2", "--addr-file", addr_file, "--restart-backoff-ms", "200",
+                 *mpirun_args],
+                stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 15
+        while not read_text(addr_file).strip():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"accumd did not start:\n{self.log()}")
+            time.sleep(0.05)
+        self.address = read_text(addr_file).strip()
+
+    def log(self):
+        return read_text(self.log_path)
+
+    def close(self):
+        self.process.kill()
+        self.process.wait()
+        # Workers outlive accumd by design; end the ones this daemon started.
+        jobs_dir = os.path.join(self.dir, "state", "jobs")
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as file:
+                    if jobs_dir.encode() in file.read():
+                        os.kill(int(pid), signal.SIGKILL)
+            except OSError:
+                pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def example_spec_path():
+    return os.path.join(ARGS.source_dir, "deploy", "examples", "tiny-bytes.json")
+
+
+def example_spec_dict():
+    with open(example_spec_path()) as file:
+        return json.load(file)
+
+
+class PythonClientTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.daemon = Daemon()
+        cls.client = Client(cls.daemon.address, token_file=cls.daemon.token_file)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.client.close()
+        cls.daemon.close()
+
+    def poll(self, job_id, done, timeout_s=180):
+        deadline = time.monotonic() + timeout_s
+        while True:
+            job = self.client.get(job_id)
+            if done(job):
+                return job
+            if time.monotonic() > deadline:
+                self.fail(f"job {job_id} still {accum_pb2.JobState.Name(job.state)}: "
+                          f"{job.message}\naccumd log:\n{self.daemon.log()}")
+            time.sleep(0.1)
+
+    def test_example_job_runs_to_succeeded(self):
+        spec = load_spec(example_spec_path())
+        self.assertEqual(list(spec.data.train), ["/usr/share/common-licenses/*"],
+                         "a single data.train string becomes a one-element list")
+        spec.max_steps = 3
+        job = self.client.submit(spec, spec_dir=os.path.dirname(example_spec_path()))
+        self.assertRegex(job.id, r"^job-\d+$")
+        self.assertIn(job.state, (accum_pb2.QUEUED, accum_pb2.STARTING))
+
+        seen_steps = set()
+        def ended(status):
+            seen_steps.add(status.last_metrics.step)
+            return status.state in TERMINAL_STATES
+        done = self.poll(job.id, ended)
+        self.assertEqual(done.state, accum_pb2.SUCCEEDED, done.message)
+        self.assertEqual(done.last_metrics.step, 3)
+        self.assertEqual(done.latest_checkpoint_step, 3)
+        self.assertEqual(done.spec.max_steps, 3)
+        self.assertEqual([accum_pb2.JobState.Name(t.state) for t in done.transitions],
+                         ["QUEUED", "STARTING", "RUNNING", "SUCCEEDED"])
+        self.assertTrue(seen_steps <= {0, 1, 2, 3}, seen_steps)
+
+        # An ended job's watch replays its status and every step's metrics, then ends.
+        events = list(self.client.watch(job.id))
+        self.assertEqual(events[0].WhichOneof("event"), "status")
+        metrics = [e.metrics for e in events if e.WhichOneof("event") == "metrics"]
+        self.assertEqual([m.step for m in metrics], [1, 2, 3])
+        for m in metrics:
+            self.assertTrue(math.isfinite(m.loss) and 0 < m.loss < math.log(256) + 1, m.loss)
+            self.assertEqual(m.tokens, 8192)
+            self.assertGreater(m.tokens_per_s, 0)
+        self.assertEqual(self.client.wait(job.id).state, accum_pb2.SUCCEEDED)
+
+        self.assertIn(job.id, [j.id for j in self.client.list()])
+        self.assertIn(job.id, [j.id for j in self.client.list(states=["SUCCEEDED"])])
+        self.assertNotIn(job.id, [j.id for j in self.client.list(states=[accum_pb2.FAILED])])
+        self.assertEqual([c.step for c in self.client.checkpoints(job.id)], [3])
+        lines = list(self.client.logs(job.id, rank=0, tail=3))
+        self.assertTrue(0 < len(lines) <= 3 and all(l.rank == 0 for l in lines), lines)
+
+        with self.assertRaises(AccumdError) as refused:
+            self.client.cancel(job.id)
+        self.assertEqual(refused.exception.code, grpc.StatusCode.FAILED_PRECONDITION)
+        self.assertIn("already ended", refused.exception.details)
+
+    def test_running_job_checkpoint_now_then_graceful_cancel(self):
+        job = self.client.submit(example_spec_path())  # a path: resolved like accumctl's
+        self.assertEqual(job.spec.max_steps, 150)
+        self.poll(job.id, lambda j: j.state == accum_pb2.RUNNING and j.last_metrics.step >= 1)
+        info = self.client.checkpoint(job.id)
+        self.assertGreaterEqual(info.step, 1)
+        self.assertTrue(os.path.exists(os.path.join(info.path, "manifest.json")), info.path)
+        self.assertIn(info.step, [c.step for c in self.client.checkpoints(job.id)])
+
+        cancelling = self.client.cancel(job.id)
+        self.assertIn(cancelling.state, (accum_pb2.CANCELLING, accum_pb2.CANCELLED))
+        done = self.client.wait(job.id, timeout=120)
+        self.assertEqual(done.state, accum_pb2.CANCELLED, done.message)
+        self.assertGreaterEqual(done.latest_checkpoint_step, info.step)
+
+    def test_bad_specs_are_invalid_argument_naming_the_field(self):
+        cases = []
+        spec = example_spec_dict()
+        spec["optimizer"]["lr"] = -1
+        cases.append((spec, "optimizer.lr"))
+        spec = example_spec_dict()
+        spec["batch"]["tokens_per_update"] = 1000
+        cases.append((spec, "batch.tokens_per_update"))
+        spec = example_spec_dict()
+        spec["data"]["train"] = "no-such-corpus.txt"
+        cases.append((spec, "data.train"))
+        spec = example_spec_dict()
+        spec["optimiser"] = {}  # refused by the client's parser, as by accumctl's
+        cases.append((spec, "optimiser"))
+        for spec, field in cases:
+            with self.subTest(field=field):
+                with self.assertRaises(AccumdError) as refused:
+                    self.client.submit(spec)
+                self.assertEqual(refused.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
+                self.assertIn(field, refused.exception.details)
+        self.assertIsInstance(refused.exception, SpecError)  # the last case never left the client
+
+    def test_unknown_job_and_wrong_token(self):
+        with self.assertRaises(AccumdError) as missing:
+            self.client.get("job-999999")
+        self.assertEqual(missing.exception.code, grpc.StatusCode.NOT_FOUND)
+        with self.assertRaises(AccumdError) as missing_stream:
+            list(self.client.watch("job-999999"))
+        self.assertEqual(missing_stream.exception.code, grpc.StatusCode.NOT_FOUND)
+        with Client(self.daemon.address, token="wrong") as stranger:
+            with self.assertRaises(AccumdError) as refused:
+                stranger.list()
+        self.assertEqual(refused.exception.code, grpc.StatusCode.UNAUTHENTICATED)
+
+
+if __name__ == "__main__":
+    ARGS, rest = parse_args()
+    import_client_or_skip(ARGS.build_dir)
+    import grpc
+    from accum.v1 import accum_pb2
+    from accumd_client import TERMINAL_STATES, AccumdError, Client, SpecError, load_spec
+    unittest.main(argv=[sys.argv[0], *rest], verbosity=2)
