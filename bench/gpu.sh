@@ -92,6 +92,17 @@ bench_rc=$?
 tail -n 3 "$OUT/accum_bench.log"
 [[ $bench_rc -eq 0 ]] || { echo "gpt2_bench exit $bench_rc (see $OUT/accum_bench.log)"; status=1; }
 
+# Before/after for each optimization: the same run with it switched off.
+ABLATIONS=()
+for ablation in ACCUM_ATTENTION=simple ACCUM_CUBLASLT_GELU=0; do
+  name="${ablation//[^A-Za-z0-9]/_}"
+  log "accum-cuda with $ablation (ablation)"
+  env "$ablation" "$BUILD/bin/gpt2_bench" --batch "$BATCH" --seq 1024 --steps "$STEPS" --warmup 5 \
+    --out "$OUT/accum_$name.json" 2> "$OUT/accum_$name.log" &&
+    ABLATIONS+=("$ablation=$OUT/accum_$name.json")
+  tail -n 1 "$OUT/accum_$name.log"
+done
+
 SCALING=()
 for k in $K_VALUES; do
   log "accum-cuda K=$k"
@@ -118,7 +129,7 @@ fi
 # ---- summary ----
 if [[ ${#RESULTS[@]} -gt 0 ]] && [[ "${RESULTS[0]}" == "$OUT/accum.json" ]]; then
   "$PYTHON" "$ROOT/bench/gpu/summarize.py" --card "$CARD" --command "$COMMAND" --tests "$TESTS" \
-    --out "$OUT/summary.md" "${RESULTS[@]}" --scaling "${SCALING[@]}"
+    --out "$OUT/summary.md" "${RESULTS[@]}" --scaling "${SCALING[@]}" --ablation "${ABLATIONS[@]}"
   if [[ -s "$OUT/summary.md" ]]; then
     { echo; cat "$OUT/summary.md"; } >> "$ROOT/bench/RESULTS.md"
     echo "results: $OUT/summary.md (appended to bench/RESULTS.md)"

@@ -3,7 +3,9 @@
 table that bench/gpu.sh writes (and appends to bench/RESULTS.md).
 
 usage: summarize.py --card NAME --command CMD --tests LINE --out FILE ours.json [torch.json]
-       [--scaling k1.json k8.json ...]
+       [--scaling k1.json k8.json ...] [--ablation LABEL=ours_without_X.json ...]
+An ablation is the same accum-cuda run with one optimization switched off (e.g. the
+CUDA-core attention instead of the tensor-core one): its row shows what that optimization buys.
 MFU = tokens_per_s * flops_per_token / peak dense bf16 FLOP/s of the card (table below,
 or ACCUM_PEAK_TFLOPS from the environment).
 """
@@ -45,6 +47,7 @@ def main():
     ap.add_argument("--tests", default="")
     ap.add_argument("--out", required=True)
     ap.add_argument("--scaling", nargs="*", default=[])
+    ap.add_argument("--ablation", nargs="*", default=[])
     ap.add_argument("results", nargs="+")
     args = ap.parse_args()
     peak = peak_tflops(args.card)
@@ -63,6 +66,17 @@ def main():
     for r in [ours] + ([theirs] if theirs else []):
         lines.append(f"| {r['impl']} | {r['step_ms']:.1f} | {r['tokens_per_s']:.0f} | {mfu(r, peak)}"
                      f" | {r['first_loss']:.3f} → {r['last_loss']:.3f} |")
+    ablations = []
+    for item in args.ablation:
+        label, _, path = item.rpartition("=")
+        if path and os.path.exists(path):
+            ablations.append((label, load(path)))
+    for label, r in ablations:
+        lines.append(f"| {r['impl']} with {label} | {r['step_ms']:.1f} | {r['tokens_per_s']:.0f} | "
+                     f"{mfu(r, peak)} | {r['first_loss']:.3f} → {r['last_loss']:.3f} |")
+    for label, r in ablations:
+        lines += ["", f"speed-up of the optimization that `{label}` turns off: "
+                      f"**{ours['tokens_per_s'] / r['tokens_per_s']:.3f}x**"]
     if theirs:
         lines += ["", f"tokens/s ratio accum-cuda / PyTorch: "
                       f"**{ours['tokens_per_s'] / theirs['tokens_per_s']:.3f}x** (goal >= 1.1x)"]
