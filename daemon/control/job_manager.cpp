@@ -4,7 +4,6 @@
 #include "daemon/control/job_manager.h"
 
 #include <signal.h>
-#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -12,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "daemon/control/job_files.h"
 #include "daemon/control/job_state.h"
+#include "daemon/control/resume_point.h"
 #include "daemon/spec/spec.h"
 #include "google/protobuf/util/json_util.h"
 #include "spdlog/spdlog.h"
@@ -32,25 +32,6 @@ absl::Status check_id(const std::string& id) {
   if (id.size() > kMaxIdLength) {
     return absl::InvalidArgumentError(absl::StrCat("id: ", id.size(), " bytes; at most 64"));
   }
-  return absl::OkStatus();
-}
-
-// Writes a file so that it is either absent or complete (temp + fsync + rename).
-absl::Status write_file_atomic(const std::string& path, const std::string& contents) {
-  const std::string temp = path + ".tmp";
-  {
-    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
-    out << contents;
-    out.flush();
-    if (!out) return absl::UnavailableError(absl::StrCat("cannot write ", temp));
-  }
-  if (FILE* file = std::fopen(temp.c_str(), "r")) {
-    fsync(fileno(file));
-    std::fclose(file);
-  }
-  std::error_code error;
-  fs::rename(temp, path, error);
-  if (error) return absl::UnavailableError(absl::StrCat("cannot rename ", temp, ": ", error.message()));
   return absl::OkStatus();
 }
 
@@ -133,6 +114,7 @@ absl::StatusOr<JobStatus> JobManager::submit(accum::v1::JobSpec spec, const std:
     return absl::InvalidArgumentError(
         absl::StrCat("init_from: '", spec.init_from(), "' does not exist"));
   }
+  if (auto status = check_resume_from(spec); !status.ok()) return status;
 
   std::lock_guard lock(mutex_);
   int queued = 0;
@@ -150,19 +132,18 @@ absl::StatusOr<JobStatus> JobManager::submit(accum::v1::JobSpec spec, const std:
   record.spec_dir = base;
   record.job_dir = absl::StrCat(config_.state_dir, "/jobs/", *id);
   record.world_size = world_size;
-  // The daemon owns where a job writes, so restarts find their checkpoints.
+  // The daemon owns where a job writes, so restarts find their checkpoints. A
+  // resume_from path is kept: the attempts start from it until the job has its own
+  // checkpoint (resume_point.h).
   spec.set_metrics_path(record.job_dir + "/metrics.jsonl");
   spec.mutable_checkpoint()->set_dir(record.job_dir + "/checkpoints");
-  spec.mutable_checkpoint()->set_resume_from("latest");
+  if (!resumes_from_path(spec)) spec.mutable_checkpoint()->set_resume_from("latest");
   record.spec = spec;
   std::error_code error;
   fs::create_directories(record.job_dir + "/checkpoints", error);
   fs::create_directories(record.job_dir + "/logs", error);
   if (error) return absl::UnavailableError(absl::StrCat(record.job_dir, ": ", error.message()));
-  if (auto status = write_file_atomic(job_spec_path(record.job_dir), spec::spec_to_json(spec, true));
-      !status.ok()) {
-    return status;
-  }
+  if (auto status = write_job_spec(record.job_dir, spec); !status.ok()) return status;
   record.message = "waiting for slots";
   if (auto status = store_->insert(record, "submitted"); !status.ok()) return status;
   Runtime& runtime = runtimes_[record.id];

@@ -13,6 +13,7 @@
 #include "daemon/control/job_files.h"
 #include "daemon/control/job_manager.h"
 #include "daemon/control/job_state.h"
+#include "daemon/control/resume_point.h"
 #include "spdlog/spdlog.h"
 
 namespace accum::control {
@@ -103,13 +104,28 @@ void JobManager::start_attempt_locked(const JobRecord& record, Runtime& runtime)
   const int attempt = record.attempt + 1;
   remove_partial_checkpoints(record.spec.checkpoint().dir());
   const int64_t resume_step = latest_step(record);
-  if (!transition_locked(record.id, accum::v1::STARTING, "launch",
-                         absl::StrCat("attempt ", attempt, " on ", record.world_size, " rank(s)",
-                                      resume_step > 0 ? absl::StrCat(", resuming from step ",
-                                                                     resume_step)
-                                                      : ""))
+  const std::string resume_from = attempt_resume_from(record.spec);
+  std::string from;
+  if (resume_from != "latest") {
+    from = absl::StrCat(", starting from checkpoint ", resume_from);
+  } else if (resume_step > 0) {
+    from = absl::StrCat(", resuming from step ", resume_step);
+  }
+  if (!transition_locked(
+           record.id, accum::v1::STARTING, "launch",
+           absl::StrCat("attempt ", attempt, " on ", record.world_size, " rank(s)", from))
            .ok()) {
     return;
+  }
+  if (resumes_from_path(record.spec)) {
+    // spec.json is what this attempt runs: the user's checkpoint until the job has its own.
+    accum::v1::JobSpec spec = record.spec;
+    spec.mutable_checkpoint()->set_resume_from(resume_from);
+    if (auto status = write_job_spec(record.job_dir, spec); !status.ok()) {
+      (void)transition_locked(record.id, accum::v1::FAILED, "launch_failed",
+                              std::string(status.message()));
+      return;
+    }
   }
   LaunchInfo info;
   info.id = record.id;

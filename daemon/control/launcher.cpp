@@ -1,9 +1,14 @@
 // control/launcher.cpp — the mpirun / single-process command lines.
 #include "daemon/control/launcher.h"
 
+#include <unistd.h>
+
+#include <cstdio>
 #include <filesystem>
+#include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "daemon/spec/spec.h"
 
 namespace accum::control {
 
@@ -12,6 +17,27 @@ std::string attempt_log_dir(const std::string& job_dir, int attempt) {
 }
 
 std::string job_spec_path(const std::string& job_dir) { return job_dir + "/spec.json"; }
+
+absl::Status write_job_spec(const std::string& job_dir, const accum::v1::JobSpec& spec) {
+  const std::string path = job_spec_path(job_dir);
+  const std::string temp = path + ".tmp";
+  {
+    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
+    out << spec::spec_to_json(spec, /*pretty=*/true);
+    out.flush();
+    if (!out) return absl::UnavailableError(absl::StrCat("cannot write ", temp));
+  }
+  if (FILE* file = std::fopen(temp.c_str(), "r")) {
+    fsync(fileno(file));
+    std::fclose(file);
+  }
+  std::error_code error;
+  std::filesystem::rename(temp, path, error);
+  if (error) {
+    return absl::UnavailableError(absl::StrCat("cannot rename ", temp, ": ", error.message()));
+  }
+  return absl::OkStatus();
+}
 
 SpawnRequest build_launch(const LauncherConfig& config, const LaunchInfo& job) {
   const std::string log_dir = attempt_log_dir(job.job_dir, job.attempt);

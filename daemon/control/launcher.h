@@ -42,6 +42,9 @@ struct LaunchInfo {
 
 std::string attempt_log_dir(const std::string& job_dir, int attempt);
 std::string job_spec_path(const std::string& job_dir);  // <job_dir>/spec.json
+// Writes the spec the next attempt runs to job_spec_path(), so that it is either
+// the old file or the complete new one (temp + fsync + rename).
+absl::Status write_job_spec(const std::string& job_dir, const accum::v1::JobSpec& spec);
 
 // The command line, environment and files of one attempt.
 SpawnRequest build_launch(const LauncherConfig& config, const LaunchInfo& job);

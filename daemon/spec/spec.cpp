@@ -376,6 +376,35 @@ std::string valid_world_sizes(const JobSpec& spec, int max_world) {
   return out.empty() ? "none" : out;
 }
 
+absl::Status check_resume_compatible(const JobSpec& saved, const JobSpec& current) {
+  // Field by field, so the message names what differs.
+  const auto* descriptor = saved.model().GetDescriptor();
+  const auto* reflection = saved.model().GetReflection();
+  for (int i = 0; i < descriptor->field_count(); ++i) {
+    const auto* field = descriptor->field(i);
+    if (field->name() == "preset") continue;  // presets are expanded into the sizes
+    if (field->cpp_type() != google::protobuf::FieldDescriptor::CPPTYPE_INT32) continue;
+    const int32_t a = reflection->GetInt32(saved.model(), field);
+    const int32_t b = reflection->GetInt32(current.model(), field);
+    if (a != b) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "model.", field->name(), ": the checkpoint was written with ", a, ", the spec has ", b));
+    }
+  }
+  if (saved.batch().micro_batch_size() != current.batch().micro_batch_size() ||
+      saved.batch().seq_len() != current.batch().seq_len()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "checkpoint was written with batch.micro_batch_size ", saved.batch().micro_batch_size(),
+        " and batch.seq_len ", saved.batch().seq_len(), "; the spec has ",
+        current.batch().micro_batch_size(), " and ", current.batch().seq_len()));
+  }
+  if (saved.seed() != current.seed() || saved.data().shuffle() != current.data().shuffle()) {
+    return absl::FailedPreconditionError(
+        "checkpoint was written with a different seed or data.shuffle; the data order would change");
+  }
+  return absl::OkStatus();
+}
+
 ModelConfig model_config(const JobSpec& spec) {
   const auto& m = spec.model();
   return ModelConfig{m.n_layer(), m.n_head(), m.d_model(), m.vocab_size(), m.max_seq_len()};

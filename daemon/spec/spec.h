@@ -45,6 +45,12 @@ absl::StatusOr<int> grad_accum_steps(const accum::v1::JobSpec& spec, int world_s
 // World sizes in [1, max_world] for which grad_accum_steps() succeeds.
 std::string valid_world_sizes(const accum::v1::JobSpec& spec, int max_world = 64);
 
+// Whether a checkpoint written under `saved` (its state.json spec) can seed a run
+// of `current`: the model shape, the micro-batch geometry (B, T), the seed and
+// data.shuffle must agree. FAILED_PRECONDITION naming the first field that differs.
+absl::Status check_resume_compatible(const accum::v1::JobSpec& saved,
+                                     const accum::v1::JobSpec& current);
+
 ModelConfig model_config(const accum::v1::JobSpec& spec);  // REQUIRES: validated spec
 // Parameters of a GPT-2 of this shape (tied head).
 int64_t parameter_count(const ModelConfig& config);

@@ -257,6 +257,10 @@ absl::Status verify_checkpoint(const std::string& step_dir) {
   return check_checkpoint(step_dir, /*hashes=*/true);
 }
 
+absl::Status check_checkpoint_complete(const std::string& step_dir) {
+  return check_checkpoint(step_dir, /*hashes=*/false);
+}
+
 std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& root_dir) {
   std::vector<std::pair<int64_t, std::string>> result;
   std::error_code ec;

@@ -55,6 +55,10 @@ class CheckpointWriter {
 // size or sha256 mismatch, extra file in the manifest missing on disk) — the error
 // names the file.
 absl::Status verify_checkpoint(const std::string& step_dir);
+// The cheap half of verify_checkpoint(): manifest.json parses and every file it
+// lists exists with its size, without reading the files (for callers that must
+// answer quickly, like accumd at submit; the reader verifies fully when it loads).
+absl::Status check_checkpoint_complete(const std::string& step_dir);
 // Resolves "latest" (reads <root>/latest; when it is missing or names a checkpoint
 // that fails verification, falls back to the newest step directory that verifies;
 // NOT_FOUND when none does) or a path (absolute; a relative one is taken as given

@@ -124,36 +124,6 @@ absl::StatusOr<std::string> save_checkpoint(comm::Communicator* comm, model::Gpt
   return fs::path(root_dir) / io::step_dir_name(state.step());
 }
 
-absl::Status check_resume_compatible(const accum::v1::JobSpec& saved,
-                                     const accum::v1::JobSpec& current) {
-  // Field by field, so the message names what differs.
-  const auto* descriptor = saved.model().GetDescriptor();
-  const auto* reflection = saved.model().GetReflection();
-  for (int i = 0; i < descriptor->field_count(); ++i) {
-    const auto* field = descriptor->field(i);
-    if (field->name() == "preset") continue;  // presets are expanded into the sizes
-    if (field->cpp_type() != google::protobuf::FieldDescriptor::CPPTYPE_INT32) continue;
-    const int32_t a = reflection->GetInt32(saved.model(), field);
-    const int32_t b = reflection->GetInt32(current.model(), field);
-    if (a != b) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "model.", field->name(), ": the checkpoint was written with ", a, ", the spec has ", b));
-    }
-  }
-  if (saved.batch().micro_batch_size() != current.batch().micro_batch_size() ||
-      saved.batch().seq_len() != current.batch().seq_len()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "checkpoint was written with batch.micro_batch_size ", saved.batch().micro_batch_size(),
-        " and batch.seq_len ", saved.batch().seq_len(), "; the spec has ",
-        current.batch().micro_batch_size(), " and ", current.batch().seq_len()));
-  }
-  if (saved.seed() != current.seed() || saved.data().shuffle() != current.data().shuffle()) {
-    return absl::FailedPreconditionError(
-        "checkpoint was written with a different seed or data.shuffle; the data order would change");
-  }
-  return absl::OkStatus();
-}
-
 absl::StatusOr<LoadedCheckpoint> load_checkpoint(const std::string& step_dir,
                                                  const accum::v1::JobSpec& spec,
                                                  model::Gpt2* model, AdamW* optimizer) {
@@ -170,7 +140,7 @@ absl::StatusOr<LoadedCheckpoint> load_checkpoint(const std::string& step_dir,
         absl::StrCat(step_dir, "/state.json: not a valid checkpoint state: ", s.message().as_string()));
   }
   const CheckpointState& state = loaded.state;
-  if (auto s = check_resume_compatible(state.spec(), spec); !s.ok()) {
+  if (auto s = spec::check_resume_compatible(state.spec(), spec); !s.ok()) {
     return absl::FailedPreconditionError(absl::StrCat(step_dir, ": ", s.message()));
   }
   if (state.num_params() != static_cast<int64_t>(model->num_params())) {

@@ -36,14 +36,10 @@ struct LoadedCheckpoint {
 };
 
 // Reads the checkpoint at `step_dir` (verified against its manifest) into the model
-// and this rank's optimizer shard. Refuses shapes or a spec that do not match.
+// and this rank's optimizer shard. Refuses shapes or a spec that do not match
+// (spec::check_resume_compatible).
 absl::StatusOr<LoadedCheckpoint> load_checkpoint(const std::string& step_dir,
                                                  const accum::v1::JobSpec& spec,
                                                  model::Gpt2* model, AdamW* optimizer);
-
-// The parts of two specs that must agree for a resume (model shape, micro-batch
-// geometry, data, optimizer hyper-parameters). Error names the first field that differs.
-absl::Status check_resume_compatible(const accum::v1::JobSpec& saved,
-                                     const accum::v1::JobSpec& current);
 
 }  // namespace accum::train

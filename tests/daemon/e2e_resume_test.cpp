@@ -1,0 +1,162 @@
+// tests/daemon/e2e_resume_test.cpp — checkpoint.resume_from through accumd: a job
+// seeded from another job's checkpoint starts at that step (and repeats the source
+// job's next steps bit for bit), a restart after a failure resumes from the job's
+// own newer checkpoint, and a resume_from that is missing, incomplete or written
+// for another model is refused at submit, naming the field.
+#include <signal.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "tests/daemon/daemon_harness.h"
+
+namespace accum::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using accum::v1::JobState;
+using accum::v1::JobStatus;
+
+// A harness spec with checkpoint.resume_from set (and `from`..`to` replaced, if given).
+std::string with_resume_from(std::string json, const std::string& resume_from,
+                             const std::string& from = "", const std::string& to = "") {
+  const std::string keep = "\"keep_last\": 0}";
+  json.replace(json.find(keep), keep.size(),
+               absl::StrCat("\"keep_last\": 0, \"resume_from\": \"", resume_from, "\"}"));
+  if (!from.empty()) json.replace(json.find(from), from.size(), to);
+  return json;
+}
+
+bool ended(const JobStatus& job) {
+  return job.state() == accum::v1::SUCCEEDED || job.state() == accum::v1::FAILED ||
+         job.state() == accum::v1::CANCELLED;
+}
+
+// Messages of the job's transitions into `state`, in order.
+std::vector<std::string> messages_into(const JobStatus& job, JobState state) {
+  std::vector<std::string> messages;
+  for (const auto& transition : job.transitions()) {
+    if (transition.state() == state) messages.push_back(transition.message());
+  }
+  return messages;
+}
+
+TEST(DaemonResumeFrom, UserCheckpointSeedsTheJobAndRestartsUseTheJobsOwn) {
+  DaemonHarness daemon;
+  ASSERT_TRUE(daemon.start(with_slots(2)));
+  // Source job A: 8 steps on 2 ranks, checkpoints at steps 4 and 8.
+  JobStatus source;
+  ASSERT_TRUE(daemon.submit(daemon.spec_json("source", 8, 2, 4), &source).ok());
+  source = daemon.wait_for(source.id(), ended);
+  ASSERT_EQ(source.state(), accum::v1::SUCCEEDED) << source.message();
+  const std::string seed = source.job_dir() + "/checkpoints/step_00000004";
+  ASSERT_TRUE(fs::exists(seed + "/manifest.json")) << seed;
+  std::map<int64_t, double> source_loss;
+  for (const auto& [step, loss] : read_metrics(source.job_dir() + "/metrics.jsonl")) {
+    source_loss[step] = loss;
+  }
+  ASSERT_EQ(source_loss.size(), 8u);
+
+  // A checkpoint of another model shape is refused before anything runs.
+  JobStatus refused;
+  auto status = daemon.submit(with_resume_from(daemon.spec_json("wrong-shape", 60, 2, 10), seed,
+                                               "\"n_layer\": 2", "\"n_layer\": 3"),
+                              &refused);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(status.error_message().find("checkpoint.resume_from"), std::string::npos)
+      << status.error_message();
+  EXPECT_NE(status.error_message().find("model.n_layer"), std::string::npos)
+      << status.error_message();
+
+  // Job B: the same model and data, seeded from A's step 4; its own checkpoints every 10.
+  JobStatus job;
+  status = daemon.submit(with_resume_from(daemon.spec_json("seeded", 60, 2, 10), seed), &job);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(job.spec().checkpoint().resume_from(), seed) << "the stored spec keeps the user's";
+  const auto running = daemon.wait_for(job.id(), [](const JobStatus& j) {
+    return j.state() == accum::v1::RUNNING && j.last_metrics().step() >= 14;
+  });
+  ASSERT_EQ(running.state(), accum::v1::RUNNING) << running.message();
+  const auto pids = daemon.worker_pids(running.job_dir());
+  ASSERT_EQ(pids.size(), 2u);
+  ASSERT_EQ(kill(pids[1], SIGKILL), 0);  // rank 1: the job restarts
+
+  const auto done = daemon.wait_for(job.id(), ended, std::chrono::seconds(180));
+  ASSERT_EQ(done.state(), accum::v1::SUCCEEDED) << done.message();
+  EXPECT_EQ(done.restarts(), 1);
+  const auto starting = messages_into(done, accum::v1::STARTING);
+  const auto hellos = messages_into(done, accum::v1::RUNNING);
+  ASSERT_EQ(starting.size(), 2u);
+  ASSERT_EQ(hellos.size(), 2u);
+  EXPECT_NE(starting[0].find("starting from checkpoint " + seed), std::string::npos) << starting[0];
+  EXPECT_NE(hellos[0].find("from step 4"), std::string::npos) << hellos[0];
+  // The restart resumes from B's own checkpoint (a multiple of 10), not A's step 4.
+  const auto at = hellos[1].find("from step ");
+  ASSERT_NE(at, std::string::npos) << hellos[1];
+  const int64_t resumed_at = std::atoll(hellos[1].c_str() + at + 10);
+  EXPECT_GE(resumed_at, 10) << hellos[1];
+  EXPECT_EQ(resumed_at % 10, 0) << hellos[1];
+  EXPECT_NE(starting[1].find(absl::StrCat("resuming from step ", resumed_at)), std::string::npos)
+      << starting[1];
+  std::ifstream spec_file(done.job_dir() + "/spec.json");
+  const std::string spec_text((std::istreambuf_iterator<char>(spec_file)), {});
+  EXPECT_NE(spec_text.find("\"resume_from\": \"latest\""), std::string::npos)
+      << "the last attempt ran from the job's own checkpoints:\n"
+      << spec_text;
+
+  // B's metrics start at step 5, each step once, and steps 5..8 repeat A's bit for bit.
+  const auto rows = read_metrics(done.job_dir() + "/metrics.jsonl");
+  ASSERT_EQ(rows.size(), 56u);
+  for (size_t k = 0; k < rows.size(); ++k) {
+    EXPECT_EQ(rows[k].first, static_cast<int64_t>(k + 5));
+    if (rows[k].first <= 8) {
+      EXPECT_EQ(rows[k].second, source_loss[rows[k].first]) << "step " << rows[k].first;
+    }
+  }
+}
+
+TEST(DaemonResumeFrom, MissingOrIncompleteCheckpointIsInvalidArgument) {
+  DaemonHarness daemon;
+  ASSERT_TRUE(daemon.start());
+  // An interrupted write: the model file is there, the manifest (written last) is not.
+  const std::string partial = daemon.dir() + "/partial/step_00000003";
+  fs::create_directories(partial);
+  std::ofstream(partial + "/model.safetensors") << "half a model";
+  // A manifest naming a file that is not there.
+  const std::string missing_file = daemon.dir() + "/missing-file/step_00000003";
+  fs::create_directories(missing_file);
+  std::ofstream(missing_file + "/manifest.json")
+      << R"({"step": 3, "files": [{"name": "model.safetensors", "size": 12, "sha256": "00"}]})";
+  // A job's checkpoint folder instead of one of its checkpoints.
+  const std::string folder = daemon.dir() + "/folder";
+  fs::create_directories(folder + "/step_00000003");
+  std::ofstream(folder + "/step_00000003/manifest.json") << R"({"step": 3, "files": []})";
+
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"no-such-checkpoint", daemon.dir() + "/no-such-checkpoint' does not exist"},  // relative
+      {partial, "manifest.json"},
+      {missing_file, "model.safetensors"},
+      {folder, folder + "/step_00000003"},
+  };
+  for (const auto& [resume_from, named] : cases) {
+    JobStatus job;
+    const auto status =
+        daemon.submit(with_resume_from(daemon.spec_json("bad-resume", 5, 1, 0), resume_from), &job);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << resume_from;
+    EXPECT_NE(status.error_message().find("checkpoint.resume_from"), std::string::npos)
+        << status.error_message();
+    EXPECT_NE(status.error_message().find(named), std::string::npos)
+        << "error '" << status.error_message() << "' should name " << named;
+  }
+  accum::v1::ListJobsRequest request;
+  accum::v1::ListJobsResponse response;
+  auto context = daemon.context();
+  ASSERT_TRUE(daemon.stub().ListJobs(context.get(), request, &response).ok());
+  EXPECT_EQ(response.jobs_size(), 0) << "a refused spec creates no job";
+}
+
+}  // namespace
+}  // namespace accum::testing
