@@ -12,6 +12,7 @@
 #   ACCUM_BENCH_BATCH=8       micro-batch B;  ACCUM_BENCH_STEPS=20 timed steps
 #   ACCUM_BENCH_K="1 8 64"    grad_accum values for the K-scaling run ("" skips it)
 #   ACCUM_SKIP_TORCH=1        skip the PyTorch reference;  PYTHON=python3  interpreter
+#   ACCUM_BENCH_1P3B=0        skip the 1.3B (d_model 2048, T 2048) largest-batch run
 #   ACCUM_PEAK_TFLOPS=989     peak dense bf16 TFLOP/s for MFU when the card is not known
 # Output: bench/out/gpu-<date>/ (logs, JSON) and summary.md, appended to bench/RESULTS.md.
 # Exit status: non-zero if the build or any gpu test failed, or the benchmark did not learn.
@@ -110,6 +111,20 @@ for k in $K_VALUES; do
     --out "$OUT/accum_k$k.json" 2> "$OUT/accum_k$k.log" && SCALING+=("$OUT/accum_k$k.json")
 done
 
+# ---- the note's 1.3B configuration: the largest micro-batch that fits, its speed, and its
+# memory (allocated by the model = the memory arithmetic, vs cudaMemGetInfo) ----
+LARGE=()
+if [[ "${ACCUM_BENCH_1P3B:-1}" == 1 ]]; then
+  for b in 16 8 4 2 1; do
+    log "accum-cuda 1.3B (L=24 C=2048 NH=16 T=2048), B=$b"
+    if "$BUILD/bin/gpt2_bench" --layers 24 --heads 16 --dmodel 2048 --seq 2048 --batch "$b" \
+         --steps 3 --warmup 1 --out "$OUT/accum_1p3b.json" 2> "$OUT/accum_1p3b_b$b.log"; then
+      LARGE=(--large "$OUT/accum_1p3b.json"); break
+    fi
+    tail -n 2 "$OUT/accum_1p3b_b$b.log"; rm -f "$OUT/accum_1p3b.json"
+  done
+fi
+
 # ---- benchmark: PyTorch reference ----
 RESULTS=()
 [[ -s "$OUT/accum.json" ]] && RESULTS+=("$OUT/accum.json")
@@ -129,7 +144,7 @@ fi
 # ---- summary ----
 if [[ ${#RESULTS[@]} -gt 0 ]] && [[ "${RESULTS[0]}" == "$OUT/accum.json" ]]; then
   "$PYTHON" "$ROOT/bench/gpu/summarize.py" --card "$CARD" --command "$COMMAND" --tests "$TESTS" \
-    --out "$OUT/summary.md" "${RESULTS[@]}" --scaling "${SCALING[@]}" --ablation "${ABLATIONS[@]}"
+    --out "$OUT/summary.md" "${RESULTS[@]}" --scaling "${SCALING[@]}" --ablation "${ABLATIONS[@]}" "${LARGE[@]}"
   if [[ -s "$OUT/summary.md" ]]; then
     { echo; cat "$OUT/summary.md"; } >> "$ROOT/bench/RESULTS.md"
     echo "results: $OUT/summary.md (appended to bench/RESULTS.md)"

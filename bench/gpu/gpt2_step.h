@@ -1,18 +1,16 @@
-// bench/gpu/gpt2_step.h — a compact GPT-2 training step written against kernels/backend.h,
-// for the GPU benchmark only (the product's model is daemon/worker/model, which needs the
-// spec/proto stack that a bare GPU host lacks). Same architecture as DESIGN.md: learned
-// token+position embeddings, pre-LN blocks, causal attention, 4C tanh-GELU MLP, final LN,
-// LM head tied to wte, biases everywhere.
-//
-// Memory: one fp32 master slab, one working (act dtype) slab, one fp32 grad slab, fp32 m/v;
-// activations for one micro-batch (B,T) kept for the backward. Every tensor starts at a
-// multiple of 8 elements so 16-byte vector paths apply.
+// bench/gpu/gpt2_step.h — one training step of the PRODUCT's GPT-2 (daemon/worker/model/
+// gpt2.h, which needs only kernels/backend.h) for the GPU benchmark and the gpu tests, on a
+// host that may lack the daemon's proto/MPI stack: forward + backward per micro-batch into
+// the fp32 gradient buffer, then global-norm clipping to 1.0 and AdamW (weight decay 0.1 on
+// matrices, none on biases and LayerNorm gains, as the worker's optimizer) in one process.
 // Thread safety: none (one thread drives a Backend).
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
+#include "daemon/worker/model/gpt2.h"
 #include "kernels/backend.h"
 
 namespace accum::bench {
@@ -28,47 +26,32 @@ class Gpt2Step {
   Gpt2Step(const Gpt2Step&) = delete;
   Gpt2Step& operator=(const Gpt2Step&) = delete;
 
-  size_t num_parameters() const { return num_params_; }
-  // Bytes this object allocated on the device (parameters, grads, state, activations).
-  size_t allocated_bytes() const { return allocated_bytes_; }
+  size_t num_parameters() const { return model_->num_params(); }
+  // Bytes allocated on the device: weights, working copy, gradients, Adam state, activations.
+  size_t allocated_bytes() const;
 
   void zero_grad();
-  // One micro-batch: forward (mean loss over B*T tokens scaled by 1/K for accumulation)
-  // and backward, adding into the fp32 gradients. tokens: B*T+1 host values.
+  // One micro-batch (tokens: B*T+1 host values; targets are the inputs shifted by one):
+  // forward and backward, adding into the fp32 gradients. `dloss` is the weight of each
+  // target's loss in the step's objective (1 / (B*T*K) for the mean over the window).
   void micro_step(const std::vector<int32_t>& tokens, float dloss);
-  // Global-norm clip to 1.0 and AdamW; returns the gradient norm.
+  // Global-norm clip to 1.0 and AdamW; returns the gradient norm (of the weighted objective).
   double optimizer_step(int step, float lr);
-  // Mean loss of the last micro_step (synchronizes).
-  float last_loss();
-  // The fp32 master weights, all tensors concatenated (padding included; synchronizes).
-  std::vector<float> master_weights();
+  // Mean loss of the last micro_step.
+  float last_loss() const { return last_loss_; }
+  // The fp32 master weights, all tensors in canonical order (synchronizes).
+  std::vector<float> master_weights() { return model_->download_params(); }
 
  private:
-  struct Layer;
-  void* alloc(size_t bytes);
-  void forward();
-  void backward(float dloss);
-
   kernels::Backend& be_;
-  Gpt2Config cfg_;
+  std::unique_ptr<model::Gpt2> model_;
   int B_, T_;
-  size_t num_params_ = 0, allocated_bytes_ = 0;
-  std::vector<void*> allocations_;
-  std::vector<size_t> param_offsets_;  // element offsets into the slabs, one per tensor
-  float* master_ = nullptr;
-  void* working_ = nullptr;
-  float* grads_ = nullptr;
   float* adam_m_ = nullptr;
   float* adam_v_ = nullptr;
-  int32_t* inputs_ = nullptr;
-  int32_t* targets_ = nullptr;
-  std::vector<Layer> layers_;
-  // Activations outside the blocks.
-  void *encoded_ = nullptr, *lnf_ = nullptr, *logits_ = nullptr;
-  float *lnf_mean_ = nullptr, *lnf_rstd_ = nullptr, *losses_ = nullptr;
-  // Activation-gradient scratch (zeroed before each use: every backward adds).
-  void *dresid_ = nullptr, *dln_ = nullptr, *dqkv_ = nullptr, *datty_ = nullptr,
-       *dfch_gelu_ = nullptr, *dfch_ = nullptr;
+  std::vector<int32_t> inputs_, targets_;
+  std::vector<uint8_t> mask_;
+  float dloss_ = 1.f;
+  float last_loss_ = 0.f;
 };
 
 }  // namespace accum::bench

@@ -48,6 +48,7 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--scaling", nargs="*", default=[])
     ap.add_argument("--ablation", nargs="*", default=[])
+    ap.add_argument("--large", default="")
     ap.add_argument("results", nargs="+")
     args = ap.parse_args()
     peak = peak_tflops(args.card)
@@ -98,6 +99,15 @@ def main():
                 ideal = r["grad_accum"] * micro_ms
                 lines.append(f"| {r['grad_accum']} | {r['step_ms']:.1f} | {ideal:.1f} | "
                              f"{100 * (r['step_ms'] / ideal - 1):+.2f}% |")
+    if args.large and os.path.exists(args.large):
+        r = load(args.large)
+        gib = 1024.0 ** 3
+        lines += ["", f"1.3B configuration (L={r['n_layer']} C={r['d_model']} T={r['seq']}, "
+                      f"{r['params'] / 1e9:.2f}B params): largest micro-batch that fit "
+                      f"B={r['batch']}; {r['tokens_per_s']:.0f} tokens/s, MFU {mfu(r, peak)}; "
+                      f"memory allocated by the model (the arithmetic) "
+                      f"{r['model_bytes_allocated'] / gib:.1f} GiB vs device memory used "
+                      f"(cudaMemGetInfo) {r['device_bytes_used'] / gib:.1f} GiB"]
     lines.append("")
     text = "\n".join(lines)
     with open(args.out, "w") as f:

@@ -12,17 +12,10 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "daemon/spec/model_config.h"
 #include "proto/accum.pb.h"
 
 namespace accum::spec {
-
-struct ModelConfig {
-  int n_layer = 0;
-  int n_head = 0;
-  int d_model = 0;
-  int vocab_size = 0;
-  int max_seq_len = 0;
-};
 
 // Parses JSON text into a JobSpec (no validation). Accepts a single string where
 // a list of paths is expected (data.train, data.val).

@@ -7,6 +7,7 @@
 #include <numeric>
 #include <random>
 
+#include "daemon/spec/spec.h"
 #include "daemon/worker/model/gpt2.h"
 #include "kernels/backend.h"
 

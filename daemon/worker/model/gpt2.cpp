@@ -5,9 +5,7 @@
 #include <cmath>
 #include <memory>
 #include <stdexcept>
-
-#include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
+#include <string>
 
 namespace accum::model {
 namespace {
@@ -60,10 +58,6 @@ class NormalRng {
   bool has_spare_ = false;
 };
 
-std::string shape_string(const std::vector<int64_t>& shape) {
-  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
-}
-
 }  // namespace
 
 std::vector<ParamTensor> gpt2_parameter_table(const spec::ModelConfig& config) {
@@ -84,7 +78,7 @@ std::vector<ParamTensor> gpt2_parameter_table(const spec::ModelConfig& config) {
   add("wte.weight", {config.vocab_size, C});
   add("wpe.weight", {config.max_seq_len, C});
   for (int l = 0; l < config.n_layer; ++l) {
-    const std::string p = absl::StrCat("h.", l, ".");
+    const std::string p = "h." + std::to_string(l) + ".";
     add(p + "ln_1.weight", {C});
     add(p + "ln_1.bias", {C});
     add(p + "attn.c_attn.weight", {C, 3 * C});
@@ -161,8 +155,8 @@ struct Gpt2::Acts {
 Gpt2::Gpt2(kernels::Backend* backend, const spec::ModelConfig& config, int B, int T)
     : backend_(backend), config_(config), B_(B), T_(T) {
   if (T > config.max_seq_len) {
-    throw std::invalid_argument(
-        absl::StrCat("seq_len ", T, " exceeds max_seq_len ", config.max_seq_len));
+    throw std::invalid_argument("seq_len " + std::to_string(T) + " exceeds max_seq_len " +
+                                std::to_string(config.max_seq_len));
   }
   tensors_ = gpt2_parameter_table(config);
   num_params_ = tensors_.back().offset + tensors_.back().numel;
@@ -259,43 +253,6 @@ void Gpt2::init_random(uint64_t seed) {
     }  // biases stay zero
   }
   upload_params(host);
-}
-
-absl::Status Gpt2::load_hf(const io::SafetensorsFile& file, const std::string& source) {
-  std::vector<float> host(num_params_, 0.0f);
-  std::vector<bool> seen(tensors_.size(), false);
-  for (const auto& [raw_name, tensor] : file.tensors) {
-    std::string name = raw_name;
-    if (name == "lm_head.weight" || name.ends_with(".attn.bias") ||
-        name.ends_with(".attn.masked_bias")) {
-      continue;  // tied head and causal-mask buffers
-    }
-    if (!name.starts_with("transformer.")) name = "transformer." + name;
-    size_t index = 0;
-    while (index < tensors_.size() && tensors_[index].name != name) ++index;
-    if (index == tensors_.size()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(source, ": unexpected tensor \"", raw_name, "\" for a GPT-2 with n_layer ",
-                       config_.n_layer, " (expected Hugging Face GPT2LMHeadModel names)"));
-    }
-    const ParamTensor& want = tensors_[index];
-    if (tensor.shape != want.shape) {
-      return absl::InvalidArgumentError(absl::StrCat(source, ": tensor ", raw_name, " has shape ",
-                                                     shape_string(tensor.shape), ", expected ",
-                                                     shape_string(want.shape)));
-    }
-    std::copy(tensor.data.begin(), tensor.data.end(), host.begin() + want.offset);
-    seen[index] = true;
-  }
-  for (size_t i = 0; i < tensors_.size(); ++i) {
-    if (!seen[i]) {
-      return absl::InvalidArgumentError(absl::StrCat(source, ": missing tensor ", tensors_[i].name,
-                                                     " of shape ",
-                                                     shape_string(tensors_[i].shape)));
-    }
-  }
-  upload_params(host);
-  return absl::OkStatus();
 }
 
 std::vector<float> Gpt2::download_params() {

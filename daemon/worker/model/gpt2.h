@@ -12,6 +12,9 @@
 //    divides once by the global number of counted targets after the reduction.
 //  * Activations are allocated once for (B, T) and reused, so memory does not grow with K.
 //
+// Depends only on kernels/backend.h (no proto, absl or I/O), so the standalone GPU build
+// (bench/gpu) trains this very model; Hugging Face weights load through gpt2_hf.h.
+//
 // Thread safety: not thread-safe; owned and driven by the trainer's thread.
 #pragma once
 
@@ -20,9 +23,7 @@
 #include <string>
 #include <vector>
 
-#include "absl/status/status.h"
-#include "daemon/spec/spec.h"
-#include "daemon/worker/io/safetensors.h"
+#include "daemon/spec/model_config.h"
 #include "kernels/backend.h"
 
 namespace accum::model {
@@ -67,9 +68,6 @@ class Gpt2 {
   // N(0, 0.02) weights, residual projections scaled by 1/sqrt(2*n_layer), zero biases,
   // unit LayerNorm gains; deterministic in `seed`.
   void init_random(uint64_t seed);
-  // Loads Hugging Face GPT-2 weights (with or without "transformer."; attn.bias
-  // buffers and the tied lm_head ignored). Errors name the tensor and both shapes.
-  absl::Status load_hf(const io::SafetensorsFile& file, const std::string& source);
   // Host copies of every tensor in canonical order (for checkpoints / export).
   std::vector<float> download_params();
   void upload_params(const std::vector<float>& host);

@@ -12,6 +12,7 @@
 #include "daemon/spec/spec.h"
 #include "daemon/worker/io/checkpoint_dir.h"
 #include "daemon/worker/io/safetensors.h"
+#include "daemon/worker/model/gpt2_hf.h"
 
 namespace accum::train {
 namespace {
@@ -21,7 +22,8 @@ using accum::v1::CheckpointState;
 
 std::string ranges_to_string(const std::vector<comm::Range>& ranges) {
   std::string out;
-  for (const auto& [begin, end] : ranges) absl::StrAppend(&out, out.empty() ? "" : ",", begin, ":", end);
+  for (const auto& [begin, end] : ranges)
+    absl::StrAppend(&out, out.empty() ? "" : ",", begin, ":", end);
   return out;
 }
 
@@ -31,8 +33,8 @@ absl::StatusOr<std::vector<comm::Range>> ranges_from_string(const std::string& t
   for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipEmpty())) {
     std::vector<absl::string_view> ends = absl::StrSplit(part, ':');
     uint64_t begin = 0, end = 0;
-    if (ends.size() != 2 || !absl::SimpleAtoi(ends[0], &begin) || !absl::SimpleAtoi(ends[1], &end) ||
-        end < begin) {
+    if (ends.size() != 2 || !absl::SimpleAtoi(ends[0], &begin) ||
+        !absl::SimpleAtoi(ends[1], &end) || end < begin) {
       return absl::DataLossError(absl::StrCat(file, ": bad \"ranges\" metadata \"", text, "\""));
     }
     ranges.emplace_back(begin, end);
@@ -101,12 +103,12 @@ absl::StatusOr<std::string> save_checkpoint(comm::Communicator* comm, model::Gpt
     std::vector<float> m, v;
     optimizer.download(&m, &v);
     const int64_t count = static_cast<int64_t>(m.size());
-    status = io::write_safetensors(
-        tmp_dir + "/" + optimizer_file_name(rank, world, sharded),
-        {{"exp_avg", {count}, m.data()}, {"exp_avg_sq", {count}, v.data()}},
-        {{"ranges", ranges_to_string(optimizer.owned())},
-         {"step", absl::StrCat(state.step())},
-         {"num_params", absl::StrCat(model->num_params())}});
+    status =
+        io::write_safetensors(tmp_dir + "/" + optimizer_file_name(rank, world, sharded),
+                              {{"exp_avg", {count}, m.data()}, {"exp_avg_sq", {count}, v.data()}},
+                              {{"ranges", ranges_to_string(optimizer.owned())},
+                               {"step", absl::StrCat(state.step())},
+                               {"num_params", absl::StrCat(model->num_params())}});
   }
   if (!all_ok(comm, status.ok())) {
     return status.ok() ? absl::InternalError("checkpoint: another rank failed to write its files")
@@ -125,8 +127,8 @@ absl::StatusOr<std::string> save_checkpoint(comm::Communicator* comm, model::Gpt
 }
 
 absl::StatusOr<LoadedCheckpoint> load_checkpoint(const std::string& step_dir,
-                                                 const accum::v1::JobSpec& spec,
-                                                 model::Gpt2* model, AdamW* optimizer) {
+                                                 const accum::v1::JobSpec& spec, model::Gpt2* model,
+                                                 AdamW* optimizer) {
   if (auto status = io::verify_checkpoint(step_dir); !status.ok()) return status;
   LoadedCheckpoint loaded;
   loaded.path = step_dir;
@@ -134,10 +136,11 @@ absl::StatusOr<LoadedCheckpoint> load_checkpoint(const std::string& step_dir,
   if (!state_json.ok()) return state_json.status();
   google::protobuf::util::JsonParseOptions parse_options;
   parse_options.ignore_unknown_fields = false;
-  if (auto s = google::protobuf::util::JsonStringToMessage(*state_json, &loaded.state, parse_options);
+  if (auto s =
+          google::protobuf::util::JsonStringToMessage(*state_json, &loaded.state, parse_options);
       !s.ok()) {
-    return absl::DataLossError(
-        absl::StrCat(step_dir, "/state.json: not a valid checkpoint state: ", s.message().as_string()));
+    return absl::DataLossError(absl::StrCat(
+        step_dir, "/state.json: not a valid checkpoint state: ", s.message().as_string()));
   }
   const CheckpointState& state = loaded.state;
   if (auto s = spec::check_resume_compatible(state.spec(), spec); !s.ok()) {
@@ -150,7 +153,9 @@ absl::StatusOr<LoadedCheckpoint> load_checkpoint(const std::string& step_dir,
   }
   auto weights = io::read_safetensors(step_dir + "/model.safetensors");
   if (!weights.ok()) return weights.status();
-  if (auto s = model->load_hf(*weights, step_dir + "/model.safetensors"); !s.ok()) return s;
+  if (auto s = model::load_hf_weights(model, *weights, step_dir + "/model.safetensors"); !s.ok()) {
+    return s;
+  }
 
   // Gather the flat moments from every optimizer file, then keep this rank's ranges.
   const size_t n = model->num_params();
@@ -167,7 +172,8 @@ absl::StatusOr<LoadedCheckpoint> load_checkpoint(const std::string& step_dir,
     size_t cursor = 0;
     for (const auto& [begin, end] : *ranges) {
       if (end > n || cursor + (end - begin) > m.size() || m.size() != v.size()) {
-        return absl::DataLossError(absl::StrCat(path, ": optimizer ranges do not match its tensors"));
+        return absl::DataLossError(
+            absl::StrCat(path, ": optimizer ranges do not match its tensors"));
       }
       std::copy(m.begin() + cursor, m.begin() + cursor + (end - begin), full_m.begin() + begin);
       std::copy(v.begin() + cursor, v.begin() + cursor + (end - begin), full_v.begin() + begin);
@@ -179,7 +185,8 @@ absl::StatusOr<LoadedCheckpoint> load_checkpoint(const std::string& step_dir,
   for (const auto& [begin, end] : optimizer->owned()) {
     for (size_t i = begin; i < end; ++i) {
       if (!covered[i]) {
-        return absl::DataLossError(absl::StrCat(step_dir, ": optimizer state misses parameter ", i));
+        return absl::DataLossError(
+            absl::StrCat(step_dir, ": optimizer state misses parameter ", i));
       }
     }
     m.insert(m.end(), full_m.begin() + begin, full_m.begin() + end);

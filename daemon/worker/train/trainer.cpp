@@ -19,6 +19,7 @@
 #include "daemon/worker/io/checkpoint_dir.h"
 #include "daemon/worker/io/safetensors.h"
 #include "daemon/worker/model/gpt2.h"
+#include "daemon/worker/model/gpt2_hf.h"
 #include "daemon/worker/train/checkpointing.h"
 #include "daemon/worker/train/lr_schedule.h"
 #include "daemon/worker/train/memory_plan.h"
@@ -147,9 +148,9 @@ absl::Status Trainer::setup() {
   if (!train.ok()) return train.status();
   train_data_ = std::move(*train);
   if (train_data_->chunk_count(int64_t{B_} * T_) < 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "data.train has ", train_data_->size(), " tokens; a micro-batch needs at least B*T+1 = ",
-        int64_t{B_} * T_ + 1));
+    return absl::InvalidArgumentError(
+        absl::StrCat("data.train has ", train_data_->size(),
+                     " tokens; a micro-batch needs at least B*T+1 = ", int64_t{B_} * T_ + 1));
   }
   if (spec_.data().val_size() > 0) {
     auto val = data::TokenStream::open({spec_.data().val().begin(), spec_.data().val().end()},
@@ -157,9 +158,9 @@ absl::Status Trainer::setup() {
     if (!val.ok()) return val.status();
     val_data_ = std::move(*val);
     if (val_data_->chunk_count(int64_t{B_} * T_) < 1) {
-      return absl::InvalidArgumentError(absl::StrCat("data.val has ", val_data_->size(),
-                                                     " tokens; needs at least B*T+1 = ",
-                                                     int64_t{B_} * T_ + 1));
+      return absl::InvalidArgumentError(
+          absl::StrCat("data.val has ", val_data_->size(),
+                       " tokens; needs at least B*T+1 = ", int64_t{B_} * T_ + 1));
     }
   }
   try {
@@ -171,8 +172,8 @@ absl::Status Trainer::setup() {
   options.bucket_bytes = static_cast<size_t>(spec_.distributed().bucket_mb() * (1 << 20));
   options.zero_stage = spec_.distributed().zero_stage();
   options.overlap = !spec_.distributed().no_overlap();
-  reducer_ = std::make_unique<comm::GradReducer>(comm_, model_->grads(), model_->num_params(),
-                                                 options);
+  reducer_ =
+      std::make_unique<comm::GradReducer>(comm_, model_->grads(), model_->num_params(), options);
   std::vector<comm::Range> owned;
   for (auto [begin, end] : reducer_->owned_ranges()) {
     end = std::min(end, model_->num_params());
@@ -187,7 +188,8 @@ absl::Status Trainer::restore_or_init() {
   std::string resume_path;
   if (!ckpt.resume_from().empty()) {
     auto resolved = io::resolve_checkpoint(ckpt.dir(), ckpt.resume_from());
-    const bool none_yet = ckpt.resume_from() == "latest" && io::list_checkpoints(ckpt.dir()).empty();
+    const bool none_yet =
+        ckpt.resume_from() == "latest" && io::list_checkpoints(ckpt.dir()).empty();
     if (resolved.ok()) {
       resume_path = *resolved;
     } else if (!none_yet) {
@@ -202,7 +204,9 @@ absl::Status Trainer::restore_or_init() {
     if (!spec_.init_from().empty()) {
       auto weights = io::read_safetensors(spec_.init_from());
       if (!weights.ok()) return weights.status();
-      if (auto s = model_->load_hf(*weights, spec_.init_from()); !s.ok()) return s;
+      if (auto s = model::load_hf_weights(model_.get(), *weights, spec_.init_from()); !s.ok()) {
+        return s;
+      }
     } else {
       model_->init_random(spec_.seed());
     }
@@ -370,7 +374,8 @@ absl::StatusOr<TrainResult> Trainer::run() {
     result.final_loss = agreed.counted > 0 ? agreed.loss_sum / agreed.counted : 0.0;
     // ---- evaluate, report ----------------------------------------------------------------
     std::optional<double> val_loss;
-    if (spec_.eval().every_steps() > 0 && (done % spec_.eval().every_steps() == 0 || done == max_steps)) {
+    if (spec_.eval().every_steps() > 0 &&
+        (done % spec_.eval().every_steps() == 0 || done == max_steps)) {
       val_loss = evaluate();
     }
     const double step_ms = ms_since(started);

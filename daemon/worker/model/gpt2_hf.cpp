@@ -1,0 +1,57 @@
+// model/gpt2_hf.cpp — Hugging Face weights into the flat parameter buffer (see gpt2_hf.h).
+#include "daemon/worker/model/gpt2_hf.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace accum::model {
+namespace {
+
+std::string shape_string(const std::vector<int64_t>& shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
+
+}  // namespace
+
+absl::Status load_hf_weights(Gpt2* model, const io::SafetensorsFile& file,
+                             const std::string& source) {
+  const std::vector<ParamTensor>& tensors = model->tensors();
+  std::vector<float> host(model->num_params(), 0.0f);
+  std::vector<bool> seen(tensors.size(), false);
+  for (const auto& [raw_name, tensor] : file.tensors) {
+    std::string name = raw_name;
+    if (name == "lm_head.weight" || name.ends_with(".attn.bias") ||
+        name.ends_with(".attn.masked_bias")) {
+      continue;  // tied head and causal-mask buffers
+    }
+    if (!name.starts_with("transformer.")) name = "transformer." + name;
+    size_t index = 0;
+    while (index < tensors.size() && tensors[index].name != name) ++index;
+    if (index == tensors.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, ": unexpected tensor \"", raw_name, "\" for a GPT-2 with n_layer ",
+                       model->config().n_layer, " (expected Hugging Face GPT2LMHeadModel names)"));
+    }
+    const ParamTensor& want = tensors[index];
+    if (tensor.shape != want.shape) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": tensor ", raw_name, " has shape ",
+                                                     shape_string(tensor.shape), ", expected ",
+                                                     shape_string(want.shape)));
+    }
+    std::copy(tensor.data.begin(), tensor.data.end(), host.begin() + want.offset);
+    seen[index] = true;
+  }
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    if (!seen[i]) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": missing tensor ", tensors[i].name,
+                                                     " of shape ", shape_string(tensors[i].shape)));
+    }
+  }
+  model->upload_params(host);
+  return absl::OkStatus();
+}
+
+}  // namespace accum::model
