@@ -9,7 +9,7 @@ PACKAGES=(
   libopenblas-dev libopenmpi-dev openmpi-bin
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
   libspdlog-dev libfmt-dev libabsl-dev libsqlite3-dev libssl-dev libgtest-dev
-  python3 python3-numpy python3-torch python3-grpcio python3-protobuf time procps
+  python3 python3-numpy python3-torch python3-grpcio python3-protobuf time procps openssl
 )
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -47,6 +47,7 @@ SpawnRequest build_launch(const LauncherConfig& config, const LaunchInfo& job) {
   request.env = {{"ACCUM_JOB_ID", job.id}, {"ACCUM_ATTEMPT", std::to_string(job.attempt)}};
   if (!config.control_addr.empty()) request.env["ACCUM_CONTROL_ADDR"] = config.control_addr;
   if (!config.token_file.empty()) request.env["ACCUM_TOKEN_FILE"] = config.token_file;
+  if (!config.tls_ca.empty()) request.env["ACCUM_CONTROL_TLS_CA"] = config.tls_ca;
   const std::vector<std::string> worker = {config.worker_binary, "--spec",
                                            job_spec_path(job.job_dir)};
   const bool use_mpirun =
@@ -77,8 +78,8 @@ SpawnRequest build_launch(const LauncherConfig& config, const LaunchInfo& job) {
 absl::StatusOr<pid_t> launch(const LauncherConfig& config, const LaunchInfo& job) {
   const SpawnRequest request = build_launch(config, job);
   std::error_code error;
-  std::filesystem::create_directories(
-      std::filesystem::path(request.stdout_path).parent_path(), error);
+  std::filesystem::create_directories(std::filesystem::path(request.stdout_path).parent_path(),
+                                      error);
   if (error) {
     return absl::UnavailableError(
         absl::StrCat("cannot create ", request.stdout_path, ": ", error.message()));

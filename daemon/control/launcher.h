@@ -30,6 +30,7 @@ struct LauncherConfig {
   bool running_as_root = false;          // adds --allow-run-as-root
   std::string control_addr;              // ACCUM_CONTROL_ADDR for rank 0
   std::string token_file;                // ACCUM_TOKEN_FILE ("" when auth is off)
+  std::string tls_ca;                    // ACCUM_CONTROL_TLS_CA ("" when TLS is off)
 };
 
 struct LaunchInfo {

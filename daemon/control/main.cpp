@@ -31,6 +31,8 @@ constexpr const char* kUsage = R"(usage: accumd --state-dir DIR [options]
   --token-file F            require 'authorization: Bearer <token>' on every RPC but health
   --slots N                 ranks (CPU) or GPUs this host offers (default: number of cores)
   --tls-cert F --tls-key F  serve TLS with this PEM certificate and key
+  --tls-ca F                the CA the workers verify accumd with over their link
+                            (default: the --tls-cert itself, right for a self-signed one)
   --worker-bin F            accum-worker to launch (default: next to accumd)
   --mpirun F                mpirun to use (default: mpirun)
   --mpirun-arg A            extra mpirun argument for every job (repeatable)
@@ -95,6 +97,7 @@ Flags parse_flags(int argc, char** argv) {
     else if (flag == "--slots") flags.manager.slots = parse_int(flag, value, 1);
     else if (flag == "--tls-cert") flags.server.tls_cert = value;
     else if (flag == "--tls-key") flags.server.tls_key = value;
+    else if (flag == "--tls-ca") flags.manager.launcher.tls_ca = value;
     else if (flag == "--worker-bin") flags.manager.launcher.worker_binary = value;
     else if (flag == "--mpirun") flags.manager.launcher.mpirun = value;
     else if (flag == "--mpirun-arg") flags.manager.launcher.mpirun_args.push_back(value);
@@ -144,6 +147,17 @@ int main(int argc, char** argv) {
     spdlog::warn("no --token-file: every RPC is accepted without authentication");
   }
   accum::control::TokenAuth auth(token);
+  // Workers dial back over the same port, so under TLS they must verify accumd too.
+  if (!flags.server.tls_cert.empty()) {
+    std::string& ca = flags.manager.launcher.tls_ca;
+    if (ca.empty()) ca = flags.server.tls_cert;
+    if (!std::filesystem::exists(ca)) {
+      spdlog::error("--tls-ca: '{}' does not exist (expected the PEM CA that signed --tls-cert)",
+                    ca);
+      return 2;
+    }
+    ca = std::filesystem::absolute(ca).string();
+  }
   flags.manager.launcher.cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   flags.manager.launcher.running_as_root = geteuid() == 0;
   if (!std::filesystem::exists(flags.manager.launcher.worker_binary)) {

@@ -77,8 +77,8 @@ int main(int argc, char** argv) {
       backend = spec->device() == accum::v1::CUDA ? CommBackend::kNccl : CommBackend::kMpi;
     }
     comm = accum::comm::make_communicator(backend);
-    comm->set_default_timeout(std::chrono::milliseconds(
-        static_cast<int64_t>(spec->distributed().timeout_s() * 1000)));
+    comm->set_default_timeout(
+        std::chrono::milliseconds(static_cast<int64_t>(spec->distributed().timeout_s() * 1000)));
   } catch (const std::exception& e) {
     return fail(nullptr, 1, e.what());
   }
@@ -86,8 +86,12 @@ int main(int argc, char** argv) {
   std::signal(SIGINT, on_signal);
   if (comm->rank() != 0) spdlog::set_level(spdlog::level::warn);
 
-  std::unique_ptr<accum::link::ControlLink> link =
-      comm->rank() == 0 ? accum::link::make_link_from_env() : accum::link::make_null_link();
+  std::unique_ptr<accum::link::ControlLink> link;
+  try {
+    link = comm->rank() == 0 ? accum::link::make_link_from_env() : accum::link::make_null_link();
+  } catch (const std::exception& e) {
+    return fail(comm.get(), 2, e.what());  // a bad ACCUM_CONTROL_TLS_CA is bad input
+  }
   absl::StatusOr<accum::train::TrainResult> result;
   try {
     result = accum::train::run_training(*spec, comm.get(), link.get());

@@ -1,5 +1,6 @@
 // tests/daemon/e2e_security_test.cpp — the daemon's edges: tokens, malformed
-// specs, unknown ids, a burst of garbage, and accumctl's exit codes.
+// specs, unknown ids, a burst of garbage, accumctl's exit codes, and TLS.
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -23,8 +24,8 @@ grpc::StatusCode health_check(const std::string& address) {
   std::condition_variable done;
   bool finished = false;
   grpc::Status result;
-  stub.UnaryCall(&context, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request,
-                 &response, [&](grpc::Status status) {
+  stub.UnaryCall(&context, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
+                 [&](grpc::Status status) {
                    std::lock_guard lock(mutex);
                    result = status;
                    finished = true;
@@ -159,7 +160,8 @@ TEST(DaemonSecurity, BurstOfMalformedRequestsLeavesDaemonServing) {
   DaemonHarness daemon;
   ASSERT_TRUE(daemon.start());
   std::mt19937 rng(42);
-  grpc::GenericStub generic(grpc::CreateChannel(daemon.address(), grpc::InsecureChannelCredentials()));
+  grpc::GenericStub generic(
+      grpc::CreateChannel(daemon.address(), grpc::InsecureChannelCredentials()));
   std::atomic<int> answered{0};
   std::mutex mutex;
   std::condition_variable all_done;
@@ -176,8 +178,7 @@ TEST(DaemonSecurity, BurstOfMalformedRequestsLeavesDaemonServing) {
     buffers.push_back(std::make_unique<grpc::ByteBuffer>());
     contexts.push_back(daemon.context(30));
     generic.UnaryCall(contexts.back().get(), methods[i % 3], grpc::StubOptions(),
-                      buffers[buffers.size() - 2].get(), buffers.back().get(),
-                      [&](grpc::Status) {
+                      buffers[buffers.size() - 2].get(), buffers.back().get(), [&](grpc::Status) {
                         if (++answered == kRaw) {
                           std::lock_guard lock(mutex);
                           all_done.notify_one();
@@ -215,10 +216,12 @@ TEST(DaemonSecurity, BurstOfMalformedRequestsLeavesDaemonServing) {
   accum::v1::JobStatus job;
   const auto status = daemon.submit(daemon.spec_json("after-burst", 3, 1, 0), &job);
   ASSERT_TRUE(status.ok()) << status.error_message();
-  EXPECT_EQ(daemon.wait_for(job.id(), [](const accum::v1::JobStatus& j) {
-                    return j.state() == accum::v1::SUCCEEDED;
-                  }).state(),
-            accum::v1::SUCCEEDED);
+  EXPECT_EQ(
+      daemon
+          .wait_for(job.id(),
+                    [](const accum::v1::JobStatus& j) { return j.state() == accum::v1::SUCCEEDED; })
+          .state(),
+      accum::v1::SUCCEEDED);
 }
 
 TEST(DaemonSecurity, AccumctlExitCodesAndMessages) {
@@ -252,6 +255,50 @@ TEST(DaemonSecurity, AccumctlExitCodesAndMessages) {
   daemon.stop();
   EXPECT_EQ(run_accumctl(daemon, {"list"}, &output), 3) << output;
   EXPECT_NE(output.find("cannot reach accumd"), std::string::npos) << output;
+}
+
+// A self-signed certificate for 127.0.0.1 (and localhost), made with the openssl CLI.
+bool make_self_signed(const std::string& dir, std::string* cert, std::string* key) {
+  *cert = dir + "/tls-cert.pem";
+  *key = dir + "/tls-key.pem";
+  const std::string command =
+      "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost -addext "
+      "subjectAltName=IP:127.0.0.1,DNS:localhost -keyout " +
+      *key + " -out " + *cert + " > " + dir + "/openssl.log 2>&1";
+  return std::system(command.c_str()) == 0;
+}
+
+// TLS end to end: accumctl verifies the daemon with --tls-ca, the workers' link back to the
+// daemon goes over TLS too (the launcher hands them the CA), and plaintext is refused.
+TEST(DaemonSecurity, TlsServesClientsAndWorkersAndRefusesPlaintext) {
+  DaemonHarness daemon;
+  std::string cert, key;
+  if (!make_self_signed(daemon.dir(), &cert, &key)) {
+    GTEST_SKIP() << "SKIPPED: the openssl command could not make a test certificate";
+  }
+  DaemonOptions options;
+  options.extra_args = {"--tls-cert", cert, "--tls-key", key};
+  ASSERT_TRUE(daemon.start(options));
+  std::string output;
+  const std::string spec_path = daemon.dir() + "/job.json";
+  std::ofstream(spec_path) << daemon.spec_json("tls", 4, 1, 0);
+  ASSERT_EQ(run_accumctl(daemon, {"--tls-ca", cert, "submit", spec_path}, &output), 0) << output;
+  const std::string id = output.substr(0, output.find('\n'));
+  ASSERT_EQ(run_accumctl(daemon, {"--tls-ca", cert, "watch", id}, &output), 0) << output;
+  EXPECT_NE(output.find("SUCCEEDED"), std::string::npos) << output;
+  // The last metrics reach the daemon only through the worker's TLS link.
+  ASSERT_EQ(run_accumctl(daemon, {"--tls-ca", cert, "--output", "json", "status", id}, &output), 0)
+      << output;
+  EXPECT_NE(output.find("\"step\":\"4\""), std::string::npos)
+      << "the worker's link did not report step 4 over TLS:\n"
+      << output;
+  // Plaintext clients get nothing: accumctl without --tls-ca, and a raw insecure stub.
+  EXPECT_EQ(run_accumctl(daemon, {"list"}, &output), 3) << output;
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  accum::v1::ListJobsResponse response;
+  EXPECT_EQ(daemon.stub().ListJobs(&context, accum::v1::ListJobsRequest(), &response).error_code(),
+            grpc::StatusCode::UNAVAILABLE);
 }
 
 }  // namespace

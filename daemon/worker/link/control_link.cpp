@@ -18,6 +18,7 @@
 #include <fstream>
 #include <mutex>
 #include <sstream>
+#include <stdexcept>
 #include <thread>
 
 #include "grpcpp/grpcpp.h"
@@ -40,6 +41,14 @@ class NullControlLink final : public ControlLink {
   void close() override {}
 };
 
+// The whole file, or "" when it cannot be read.
+std::string read_file(const std::string& path) {
+  std::ifstream file(path);
+  std::stringstream contents;
+  contents << file.rdbuf();
+  return contents.str();
+}
+
 std::string env_or(const char* name, const std::string& fallback) {
   const char* value = std::getenv(name);
   return value ? std::string(value) : fallback;
@@ -47,7 +56,9 @@ std::string env_or(const char* name, const std::string& fallback) {
 
 class GrpcControlLink final : public ControlLink {
  public:
-  GrpcControlLink(std::string addr, std::string job_id, std::string token, int attempt)
+  // tls_roots: PEM root certificates to verify a TLS daemon with; empty = plaintext.
+  GrpcControlLink(std::string addr, std::string job_id, std::string token, int attempt,
+                  const std::string& tls_roots)
       : addr_(std::move(addr)), job_id_(std::move(job_id)), token_(std::move(token)) {
     hello_.set_job_id(job_id_);
     hello_.set_attempt(attempt);
@@ -55,7 +66,13 @@ class GrpcControlLink final : public ControlLink {
     args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
     args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
-    channel_ = grpc::CreateCustomChannel(addr_, grpc::InsecureChannelCredentials(), args);
+    std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+    if (!tls_roots.empty()) {
+      grpc::SslCredentialsOptions ssl;
+      ssl.pem_root_certs = tls_roots;
+      credentials = grpc::SslCredentials(ssl);
+    }
+    channel_ = grpc::CreateCustomChannel(addr_, credentials, args);
     stub_ = accum::v1::WorkerLink::NewStub(channel_);
     worker_ = std::thread([this] { run(); });
   }
@@ -223,13 +240,13 @@ class GrpcControlLink final : public ControlLink {
   std::mutex mutex_;
   std::condition_variable wake_;
   std::condition_variable drained_;
-  accum::v1::WorkerHello hello_;                 // GUARDED_BY(mutex_)
-  bool have_hello_ = false;                      // GUARDED_BY(mutex_)
-  std::deque<accum::v1::WorkerEvent> outbox_;    // GUARDED_BY(mutex_)
-  std::deque<Command> commands_;                 // GUARDED_BY(mutex_)
-  Clock::time_point last_heartbeat_{};           // GUARDED_BY(mutex_)
+  accum::v1::WorkerHello hello_;                  // GUARDED_BY(mutex_)
+  bool have_hello_ = false;                       // GUARDED_BY(mutex_)
+  std::deque<accum::v1::WorkerEvent> outbox_;     // GUARDED_BY(mutex_)
+  std::deque<Command> commands_;                  // GUARDED_BY(mutex_)
+  Clock::time_point last_heartbeat_{};            // GUARDED_BY(mutex_)
   std::shared_ptr<grpc::ClientContext> context_;  // GUARDED_BY(mutex_)
-  bool closing_ = false;                         // GUARDED_BY(mutex_)
+  bool closing_ = false;                          // GUARDED_BY(mutex_)
   std::thread worker_;
 };
 
@@ -246,17 +263,26 @@ std::unique_ptr<ControlLink> make_link_from_env() {
   }
   std::string token;
   if (const std::string token_file = env_or("ACCUM_TOKEN_FILE", ""); !token_file.empty()) {
-    std::ifstream file(token_file);
-    std::stringstream contents;
-    contents << file.rdbuf();
-    token = contents.str();
+    token = read_file(token_file);
     const auto first = token.find_first_not_of(" \t\r\n");
     const auto last = token.find_last_not_of(" \t\r\n");
     token = first == std::string::npos ? "" : token.substr(first, last - first + 1);
-    if (token.empty()) spdlog::warn("control link: token file {} is empty or unreadable", token_file);
+    if (token.empty())
+      spdlog::warn("control link: token file {} is empty or unreadable", token_file);
+  }
+  // A daemon serving TLS names the CA to verify it with (its own certificate by default).
+  std::string tls_roots;
+  if (const std::string ca_file = env_or("ACCUM_CONTROL_TLS_CA", ""); !ca_file.empty()) {
+    tls_roots = read_file(ca_file);
+    if (tls_roots.find("-----BEGIN CERTIFICATE-----") == std::string::npos) {
+      throw std::runtime_error("ACCUM_CONTROL_TLS_CA: '" + ca_file +
+                               "' is not a readable PEM certificate (expected the CA that "
+                               "signed accumd's --tls-cert)");
+    }
   }
   const int attempt = std::atoi(env_or("ACCUM_ATTEMPT", "0").c_str());
-  return std::make_unique<GrpcControlLink>(addr, env_or("ACCUM_JOB_ID", ""), token, attempt);
+  return std::make_unique<GrpcControlLink>(addr, env_or("ACCUM_JOB_ID", ""), token, attempt,
+                                           tls_roots);
 }
 
 }  // namespace accum::link

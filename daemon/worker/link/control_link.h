@@ -44,7 +44,10 @@ class ControlLink {
 
 // A link that does nothing (standalone runs).
 std::unique_ptr<ControlLink> make_null_link();
-// The gRPC link when ACCUM_CONTROL_ADDR is set (rank 0 only), else the null link.
+// The gRPC link when ACCUM_CONTROL_ADDR is set (rank 0 only), else the null link. The
+// launcher's variables: ACCUM_JOB_ID, ACCUM_ATTEMPT, ACCUM_TOKEN_FILE, and ACCUM_CONTROL_TLS_CA
+// (PEM roots; set when accumd serves TLS — the link then verifies it, else plaintext).
+// Throws std::runtime_error when ACCUM_CONTROL_TLS_CA names no readable PEM certificate.
 std::unique_ptr<ControlLink> make_link_from_env();
 
 }  // namespace accum::link
