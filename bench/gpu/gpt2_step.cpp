@@ -16,17 +16,12 @@ Gpt2Step::Gpt2Step(kernels::Backend& backend, const Gpt2Config& config, int B, i
   model_config.max_seq_len = config.max_seq;
   model_ = std::make_unique<model::Gpt2>(&backend, model_config, B, T);
   model_->init_random(seed);
-  adam_m_ = static_cast<float*>(be_.alloc(model_->num_params() * sizeof(float)));
-  adam_v_ = static_cast<float*>(be_.alloc(model_->num_params() * sizeof(float)));
+  optimizer_ = std::make_unique<train::AdamW>(&backend, model_->tensors(),
+                                              std::vector<comm::Range>{{0, model_->num_params()}});
   const size_t N = size_t(B) * T;
   inputs_.resize(N);
   targets_.resize(N);
   mask_.assign(N, 1);
-}
-
-Gpt2Step::~Gpt2Step() {
-  be_.release(adam_m_);
-  be_.release(adam_v_);
 }
 
 size_t Gpt2Step::allocated_bytes() const {
@@ -52,30 +47,14 @@ void Gpt2Step::micro_step(const std::vector<int32_t>& tokens, float dloss) {
 }
 
 double Gpt2Step::optimizer_step(int step, float lr) {
-  const size_t P = model_->num_params();
-  const double norm = std::sqrt(be_.sum_squares(model_->grads(), P)) * dloss_;
+  const double norm = std::sqrt(optimizer_->owned_sum_squares(model_->grads())) * dloss_;
   const double clip = norm > 1.0 ? 1.0 / (norm + 1e-6) : 1.0;
   kernels::AdamWParams params;
   params.lr = lr;
   params.step = step;
   params.grad_scale = static_cast<float>(dloss_ * clip);
-  // Runs of consecutive tensors with the same decay flag, one update each.
-  const auto& tensors = model_->tensors();
-  char* working = static_cast<char*>(model_->working_copy());
-  const size_t act = be_.act_bytes();
-  for (size_t first = 0; first < tensors.size();) {
-    size_t last = first;
-    while (last + 1 < tensors.size() &&
-           tensors[last + 1].weight_decay == tensors[first].weight_decay)
-      ++last;
-    const size_t offset = tensors[first].offset;
-    const size_t n = tensors[last].offset + tensors[last].numel - offset;
-    params.weight_decay = tensors[first].weight_decay ? 0.1f : 0.f;
-    be_.adamw_update(model_->params() + offset,
-                     be_.has_working_copy() ? working + offset * act : nullptr,
-                     model_->grads() + offset, adam_m_ + offset, adam_v_ + offset, n, params);
-    first = last + 1;
-  }
+  optimizer_->step(model_->params(), be_.has_working_copy() ? model_->working_copy() : nullptr,
+                   model_->grads(), params, /*weight_decay=*/0.1f);
   return norm;
 }
 

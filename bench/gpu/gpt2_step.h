@@ -1,8 +1,8 @@
 // bench/gpu/gpt2_step.h — one training step of the PRODUCT's GPT-2 (daemon/worker/model/
-// gpt2.h, which needs only kernels/backend.h) for the GPU benchmark and the gpu tests, on a
-// host that may lack the daemon's proto/MPI stack: forward + backward per micro-batch into
-// the fp32 gradient buffer, then global-norm clipping to 1.0 and AdamW (weight decay 0.1 on
-// matrices, none on biases and LayerNorm gains, as the worker's optimizer) in one process.
+// gpt2.h) and AdamW (daemon/worker/train/optimizer.h), both needing only kernels/backend.h,
+// for the GPU benchmark and the gpu tests on a host that may lack the daemon's proto/MPI
+// stack: forward + backward per micro-batch into the fp32 gradient buffer, then global-norm
+// clipping to 1.0 and the worker's AdamW (weight decay 0.1 on matrices only) in one process.
 // Thread safety: none (one thread drives a Backend).
 #pragma once
 
@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "daemon/worker/model/gpt2.h"
+#include "daemon/worker/train/optimizer.h"
 #include "kernels/backend.h"
 
 namespace accum::bench {
@@ -22,7 +23,6 @@ struct Gpt2Config {
 class Gpt2Step {
  public:
   Gpt2Step(kernels::Backend& backend, const Gpt2Config& config, int B, int T, uint64_t seed);
-  ~Gpt2Step();
   Gpt2Step(const Gpt2Step&) = delete;
   Gpt2Step& operator=(const Gpt2Step&) = delete;
 
@@ -46,8 +46,7 @@ class Gpt2Step {
   kernels::Backend& be_;
   std::unique_ptr<model::Gpt2> model_;
   int B_, T_;
-  float* adam_m_ = nullptr;
-  float* adam_v_ = nullptr;
+  std::unique_ptr<train::AdamW> optimizer_;  // owns the whole flat buffer (one process)
   std::vector<int32_t> inputs_, targets_;
   std::vector<uint8_t> mask_;
   float dloss_ = 1.f;

@@ -38,31 +38,25 @@ struct GeluForward {
   }
 };
 
+// kInPlace: d = d * gelu'(inp) (d holds dout; the fallback of matmul_gelu_backward when
+// cuBLASLt has no DGELU plan); otherwise d += dout * gelu'(inp). As kernels/cpu/gelu.cpp.
+template <bool kInPlace>
 struct GeluBackward {
-  bf16* dinp;
-  const bf16* inp;
-  const bf16* dout;
-  __device__ void operator()(size_t i) const {
-    dinp[i] = to_bf16(to_f32(dinp[i]) + to_f32(dout[i]) * gelu_grad(to_f32(inp[i])));
-  }
-  __device__ void vec(size_t i) const {
-    Packed128<bf16> x = load128(inp + i), d = load128(dout + i), g = load128(dinp + i);
-    for (int k = 0; k < 8; ++k)
-      g[k] = to_bf16(to_f32(g[k]) + to_f32(d[k]) * gelu_grad(to_f32(x[k])));
-    store128(dinp + i, g);
-  }
-};
-
-// d = d * gelu'(pre): the fallback of matmul_gelu_backward when cuBLASLt has no DGELU plan.
-struct GeluBackwardInPlace {
   bf16* d;
-  const bf16* pre;
+  const bf16* inp;
+  const bf16* dout;  // unused when kInPlace
+  __device__ float grad(float d_old, float dout_value, float x) const {
+    return kInPlace ? d_old * gelu_grad(x) : d_old + dout_value * gelu_grad(x);
+  }
   __device__ void operator()(size_t i) const {
-    d[i] = to_bf16(to_f32(d[i]) * gelu_grad(to_f32(pre[i])));
+    d[i] = to_bf16(grad(to_f32(d[i]), kInPlace ? 0.f : to_f32(dout[i]), to_f32(inp[i])));
   }
   __device__ void vec(size_t i) const {
-    Packed128<bf16> x = load128(pre + i), g = load128(d + i);
-    for (int k = 0; k < 8; ++k) g[k] = to_bf16(to_f32(g[k]) * gelu_grad(to_f32(x[k])));
+    Packed128<bf16> x = load128(inp + i), g = load128(d + i), dv;
+    if constexpr (!kInPlace) dv = load128(dout + i);
+    for (int k = 0; k < 8; ++k) {
+      g[k] = to_bf16(grad(to_f32(g[k]), kInPlace ? 0.f : to_f32(dv[k]), to_f32(x[k])));
+    }
     store128(d + i, g);
   }
 };
@@ -76,11 +70,11 @@ void gelu_forward(bf16* out, const bf16* inp, size_t n, cudaStream_t stream) {
 
 void gelu_backward(bf16* dinp, const bf16* inp, const bf16* dout, size_t n, cudaStream_t stream) {
   launch_elementwise(n, aligned16(dinp) && aligned16(inp) && aligned16(dout),
-                     GeluBackward{dinp, inp, dout}, stream, "gelu_backward");
+                     GeluBackward<false>{dinp, inp, dout}, stream, "gelu_backward");
 }
 
 void gelu_backward_inplace(bf16* d, const bf16* pre, size_t n, cudaStream_t stream) {
-  launch_elementwise(n, aligned16(d) && aligned16(pre), GeluBackwardInPlace{d, pre}, stream,
+  launch_elementwise(n, aligned16(d) && aligned16(pre), GeluBackward<true>{d, pre, nullptr}, stream,
                      "gelu_backward_inplace");
 }
 
