@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <regex>
+#include <string_view>
 #include <thread>
 
 #include "absl/strings/numbers.h"
@@ -99,6 +100,13 @@ std::vector<std::string> tail_lines(const std::string& path, int count) {
   return {lines.begin(), lines.end()};
 }
 
+namespace {
+
+// How accum-worker reports the error it exits with (daemon/worker/main.cpp).
+constexpr std::string_view kWorkerErrorPrefix = "accum-worker: error: ";
+
+}  // namespace
+
 FailureSummary summarize_failure(const std::string& job_dir, int attempt, int lines) {
   FailureSummary summary;
   const std::string dir = attempt_log_dir(job_dir, attempt);
@@ -122,7 +130,11 @@ FailureSummary summarize_failure(const std::string& job_dir, int attempt, int li
     for (const auto& file : it->second) {
       if (file.rfind(prefix, 0) != 0) continue;  // only this attempt
       for (auto& line : tail_lines(file, lines)) {
-        if (!line.empty()) collected.push_back(absl::StrCat("[rank ", rank, "] ", line));
+        if (line.empty()) continue;
+        if (const auto at = line.find(kWorkerErrorPrefix); at != std::string::npos) {
+          summary.last_error = line.substr(at + kWorkerErrorPrefix.size());
+        }
+        collected.push_back(absl::StrCat("[rank ", rank, "] ", line));
       }
     }
   }

@@ -25,11 +25,13 @@ int remove_partial_checkpoints(const std::string& checkpoint_dir);
 std::map<int, std::vector<std::string>> rank_log_files(const std::string& job_dir);
 // The last `count` lines of a file (all when count <= 0).
 std::vector<std::string> tail_lines(const std::string& path, int count);
-// A short digest of why an attempt failed: the rank mpirun blames (or -1) and
-// the last lines of the logs.
+// A short digest of why an attempt failed: the rank mpirun blames (or -1), the
+// last lines of the logs, and the last error the worker reported in them (its
+// "accum-worker: error: " lines, daemon/worker/main.cpp), without that prefix.
 struct FailureSummary {
   int rank = -1;
   std::string last_lines;
+  std::string last_error;  // "" when the lines hold none
 };
 FailureSummary summarize_failure(const std::string& job_dir, int attempt, int lines);
 

@@ -1,9 +1,10 @@
 // control/job_supervision.cpp — the supervisor half of JobManager: launching
 // queued jobs FIFO when slots are free, noticing exits (waitpid for our own
 // children, /proc + the exit-code file for re-attached ones), restarting from
-// the latest checkpoint with exponential backoff, heartbeat timeouts, the
-// STOP -> SIGTERM -> SIGKILL escalation of a graceful cancel, and the
-// reconciliation of jobs left active by a previous accumd.
+// the latest checkpoint with exponential backoff (but failing at once a job whose
+// worker rejected its input), heartbeat timeouts, the STOP -> SIGTERM -> SIGKILL
+// escalation of a graceful cancel, and the reconciliation of jobs left active by
+// a previous accumd.
 #include <signal.h>
 #include <sys/wait.h>
 
@@ -21,6 +22,10 @@ namespace {
 
 constexpr auto kTick = std::chrono::milliseconds(100);
 constexpr auto kMaxBackoff = std::chrono::milliseconds(60000);
+// accum-worker's exit code for a bad spec, data file or checkpoint
+// (daemon/worker/main.cpp). A rerun reads the same input and fails the same way,
+// so such an exit fails the job at once instead of spending its restarts.
+constexpr int kWorkerInputErrorExit = 2;
 
 int64_t latest_step(const JobRecord& record) {
   const auto listed = list_job_checkpoints(record.spec.checkpoint().dir());
@@ -189,6 +194,17 @@ void JobManager::handle_exit_locked(const JobRecord& record, Runtime& runtime, i
                                         "ended with ", how)
                          : runtime.kill_reason;
   const std::string tail = summary.last_lines.empty() ? "" : "\n" + summary.last_lines;
+  const bool input_error = known && runtime.kill_reason.empty() && WIFEXITED(wait_status) &&
+                           WEXITSTATUS(wait_status) == kWorkerInputErrorExit;
+  if (input_error) {
+    const std::string error =
+        summary.last_error.empty() ? "" : absl::StrCat(": ", summary.last_error);
+    (void)transition_locked(
+        record.id, accum::v1::FAILED, "bad_input",
+        absl::StrCat("attempt ", attempt, ": ", what, " (bad spec, data file or checkpoint)", error,
+                     "; not restarted: a rerun would fail the same way", tail));
+    return;
+  }
   const int allowed = max_restarts(record);
   if (record.restarts < allowed) {
     const int restarts = record.restarts + 1;

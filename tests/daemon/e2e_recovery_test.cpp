@@ -1,10 +1,11 @@
 // tests/daemon/e2e_recovery_test.cpp — supervision: a rank killed with SIGKILL
 // is restarted from the latest checkpoint and the loss curve continues; accumd
 // killed with SIGKILL mid-job comes back with the job record intact and the job
-// finishes.
+// finishes; a worker that rejects its input fails the job without restarts.
 #include <signal.h>
 
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -126,6 +127,46 @@ TEST(DaemonRecovery, KilledDaemonRestartsWithJobIntactAndJobFinishes) {
   const auto rows = read_metrics(done.job_dir() + "/metrics.jsonl");
   ASSERT_EQ(rows.size(), 150u);
   EXPECT_EQ(rows.back().first, 150);
+}
+
+TEST(DaemonRecovery, WorkerRejectingItsInputFailsTheJobAtOnceWithoutRestarts) {
+  DaemonHarness daemon;
+  ASSERT_TRUE(daemon.start(with_slots(1)));
+  // A nanoGPT .bin of odd size passes submit (it exists) but not the worker's
+  // header check, which exits 2: a bad data file, the same on every rerun.
+  const std::string data = daemon.dir() + "/odd.bin";
+  std::ofstream(data, std::ios::binary) << std::string(4097, 'a');
+  std::string spec = daemon.spec_json("doomed", 5, 1, 0, R"("max_restarts": 3)");
+  const auto train_at = spec.find(R"("train": ")") + 10;
+  spec.replace(train_at, spec.find('"', train_at) - train_at, data);
+  const auto format_at = spec.find("TEXT_BYTES");
+  spec.replace(format_at, 10, "NANOGPT_BIN");
+  JobStatus job;
+  const auto submitted = daemon.submit(spec, &job);
+  ASSERT_TRUE(submitted.ok()) << submitted.error_message();
+
+  const auto done = daemon.wait_for(job.id(), [](const JobStatus& j) {
+    return j.state() == accum::v1::FAILED || j.state() == accum::v1::SUCCEEDED ||
+           j.state() == accum::v1::CANCELLED;
+  });
+  ASSERT_EQ(done.state(), accum::v1::FAILED) << done.message();
+  EXPECT_EQ(done.restarts(), 0) << done.message();
+  EXPECT_NE(done.message().find("exit code 2"), std::string::npos) << done.message();
+  EXPECT_NE(done.message().find("not restarted"), std::string::npos) << done.message();
+  // The reason is the worker's own error line, on the message's first line.
+  const std::string first_line = done.message().substr(0, done.message().find('\n'));
+  EXPECT_NE(first_line.find(data + ": nanoGPT .bin holds uint16 tokens, so its size must be even, "
+                                   "but it is 4097 bytes"),
+            std::string::npos)
+      << done.message();
+  for (const auto& t : done.transitions()) {
+    EXPECT_NE(t.state(), accum::v1::RESTARTING) << t.message();
+  }
+  ASSERT_GT(done.transitions_size(), 0);
+  EXPECT_EQ(done.transitions(done.transitions_size() - 1).reason(), "bad_input");
+  EXPECT_TRUE(std::filesystem::exists(done.job_dir() + "/logs/attempt-1"));
+  EXPECT_FALSE(std::filesystem::exists(done.job_dir() + "/logs/attempt-2"))
+      << "a second attempt was launched";
 }
 
 }  // namespace
