@@ -40,7 +40,9 @@ __device__ inline uint32_t pack(float lo, float hi) {
 
 // d += a b for one 16x8x16 product.
 __device__ inline void mma_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#if defined(ACCUM_SIMT_EMULATION)
+  ::accum::simt::mma_m16n8k16_bf16(d, a, b);  // tests/simt: the same kernels run on the CPU
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
       "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"

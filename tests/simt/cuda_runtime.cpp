@@ -1,0 +1,250 @@
+// tests/simt/cuda_runtime.cpp — the part of the CUDA runtime API the CUDA back end calls,
+// implemented for the SIMT emulator (simt.h) in place of libcudart: one device whose
+// memory is host memory, streams on which every operation has finished when it returns
+// (kernels run at launch), and the runtime's checks: pointers handed to memcpy / memset /
+// cudaFree must be device allocations, launch errors are reported by cudaGetLastError.
+//
+// Device memory: ACCUM_SIMT_DEVICE_BYTES (default 80 GiB) is the device's size; allocations
+// beyond it fail with cudaErrorMemoryAllocation, so out-of-memory paths can be tested.
+// New allocations are filled with 0xFF bytes (NaN as bf16 or fp32): a read of memory
+// nobody wrote shows up.
+#include <cuda_runtime.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+
+#include "tests/simt/simt_runtime.h"
+
+namespace accum::simt {
+namespace {
+
+constexpr size_t kAlignment = 256;  // cudaMalloc's guarantee
+
+struct Device {
+  std::mutex mutex;
+  std::map<uintptr_t, size_t> allocations;  // start -> bytes
+  size_t used = 0;
+  std::set<cudaStream_t> streams;
+};
+
+Device& device() {
+  static Device d;
+  return d;
+}
+
+size_t device_bytes() {
+  static const size_t bytes = [] {
+    const char* env = std::getenv("ACCUM_SIMT_DEVICE_BYTES");
+    return env != nullptr ? static_cast<size_t>(std::strtoull(env, nullptr, 10))
+                          : (size_t{80} << 30);
+  }();
+  return bytes;
+}
+
+thread_local cudaError_t t_last_error = cudaSuccess;
+
+[[noreturn]] void fail(const std::string& message) {
+  std::fprintf(stderr, "SIMT emulator (CUDA runtime): %s\n", message.c_str());
+  std::fflush(stderr);
+  std::abort();
+}
+
+cudaError_t record(cudaError_t error) {
+  if (error != cudaSuccess) t_last_error = error;
+  return error;
+}
+
+}  // namespace
+
+void set_launch_error(cudaError_t error, const std::string& why) {
+  std::fprintf(stderr, "SIMT emulator: launch failed: %s\n", why.c_str());
+  t_last_error = error;
+}
+
+void check_stream(cudaStream_t stream) {
+  if (stream == nullptr) return;
+  Device& d = device();
+  std::lock_guard<std::mutex> lock(d.mutex);
+  if (d.streams.count(stream) == 0) fail("work queued on a stream that does not exist");
+}
+
+void check_device_range(const void* ptr, size_t bytes, const char* what) {
+  Device& d = device();
+  std::lock_guard<std::mutex> lock(d.mutex);
+  const auto address = reinterpret_cast<uintptr_t>(ptr);
+  auto it = d.allocations.upper_bound(address);
+  if (it == d.allocations.begin()) {
+    fail(std::string(what) + ": pointer is not device memory");
+  }
+  --it;
+  if (address + bytes > it->first + it->second) {
+    fail(std::string(what) + ": " + std::to_string(bytes) + " bytes at offset " +
+         std::to_string(address - it->first) + " run past the end of a " +
+         std::to_string(it->second) + "-byte allocation");
+  }
+}
+
+}  // namespace accum::simt
+
+using accum::simt::check_device_range;
+using accum::simt::check_stream;
+
+cudaError_t cudaGetDeviceCount(int* count) {
+  *count = 1;
+  return cudaSuccess;
+}
+
+cudaError_t cudaSetDevice(int device) {
+  return device == 0 ? cudaSuccess : accum::simt::record(cudaErrorInvalidDevice);
+}
+
+cudaError_t cudaGetDevice(int* device) {
+  *device = 0;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
+  if (device != 0) return accum::simt::record(cudaErrorInvalidDevice);
+  std::memset(prop, 0, sizeof(*prop));
+  std::snprintf(prop->name, sizeof(prop->name), "SIMT emulator on the CPU (not a GPU)");
+  prop->totalGlobalMem = accum::simt::device_bytes();
+  prop->major = 9;
+  prop->minor = 0;
+  prop->multiProcessorCount = 1;
+  prop->warpSize = 32;
+  prop->maxThreadsPerBlock = 1024;
+  prop->sharedMemPerBlockOptin = accum::simt::max_dynamic_shared_opt_in();
+  return cudaSuccess;
+}
+
+cudaError_t cudaMalloc(void** ptr, size_t size) {
+  auto& d = accum::simt::device();
+  const size_t rounded = (size + accum::simt::kAlignment - 1) / accum::simt::kAlignment *
+                         accum::simt::kAlignment;
+  {
+    std::lock_guard<std::mutex> lock(d.mutex);
+    if (d.used + rounded > accum::simt::device_bytes()) {
+      *ptr = nullptr;
+      return accum::simt::record(cudaErrorMemoryAllocation);
+    }
+    d.used += rounded;
+  }
+  void* memory = std::aligned_alloc(accum::simt::kAlignment, rounded == 0 ? 256 : rounded);
+  if (memory == nullptr) accum::simt::fail("host memory exhausted");
+  std::memset(memory, 0xFF, rounded);
+  std::lock_guard<std::mutex> lock(d.mutex);
+  d.allocations[reinterpret_cast<uintptr_t>(memory)] = size;
+  *ptr = memory;
+  return cudaSuccess;
+}
+
+cudaError_t cudaFree(void* ptr) {
+  if (ptr == nullptr) return cudaSuccess;
+  auto& d = accum::simt::device();
+  {
+    std::lock_guard<std::mutex> lock(d.mutex);
+    auto found = d.allocations.find(reinterpret_cast<uintptr_t>(ptr));
+    if (found == d.allocations.end()) accum::simt::fail("cudaFree of a pointer cudaMalloc did not return");
+    d.used -= (found->second + accum::simt::kAlignment - 1) / accum::simt::kAlignment *
+              accum::simt::kAlignment;
+    d.allocations.erase(found);
+  }
+  std::free(ptr);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
+  auto& d = accum::simt::device();
+  std::lock_guard<std::mutex> lock(d.mutex);
+  *total_bytes = accum::simt::device_bytes();
+  *free_bytes = *total_bytes - d.used;
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpyKind kind,
+                            cudaStream_t stream) {
+  check_stream(stream);
+  if (count == 0) return cudaSuccess;
+  if (kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice) {
+    check_device_range(dst, count, "cudaMemcpy destination");
+  }
+  if (kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice) {
+    check_device_range(src, count, "cudaMemcpy source");
+  }
+  std::memmove(dst, src, count);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind kind) {
+  return cudaMemcpyAsync(dst, src, count, kind, nullptr);
+}
+
+cudaError_t cudaMemsetAsync(void* ptr, int value, size_t count, cudaStream_t stream) {
+  check_stream(stream);
+  if (count == 0) return cudaSuccess;
+  check_device_range(ptr, count, "cudaMemset");
+  std::memset(ptr, value, count);
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int /*flags*/) {
+  *stream = reinterpret_cast<cudaStream_t>(new char);
+  auto& d = accum::simt::device();
+  std::lock_guard<std::mutex> lock(d.mutex);
+  d.streams.insert(*stream);
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+  auto& d = accum::simt::device();
+  std::lock_guard<std::mutex> lock(d.mutex);
+  if (d.streams.erase(stream) == 0) return accum::simt::record(cudaErrorInvalidResourceHandle);
+  delete reinterpret_cast<char*>(stream);
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+  check_stream(stream);
+  return cudaSuccess;  // every operation finished when it was queued
+}
+
+cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+
+cudaError_t cudaGetLastError() {
+  const cudaError_t error = accum::simt::t_last_error;
+  accum::simt::t_last_error = cudaSuccess;
+  return error;
+}
+
+const char* cudaGetErrorString(cudaError_t error) {
+  switch (error) {
+    case cudaSuccess:
+      return "no error";
+    case cudaErrorMemoryAllocation:
+      return "out of memory";
+    case cudaErrorInvalidValue:
+      return "invalid argument";
+    case cudaErrorInvalidConfiguration:
+      return "invalid configuration argument";
+    case cudaErrorInvalidDevice:
+      return "invalid device ordinal";
+    case cudaErrorInvalidResourceHandle:
+      return "invalid resource handle";
+    default:
+      return "unrecognized error code (SIMT emulator)";
+  }
+}
+
+cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {
+  if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize) return cudaSuccess;
+  if (value < 0 || static_cast<size_t>(value) > accum::simt::max_dynamic_shared_opt_in()) {
+    return accum::simt::record(cudaErrorInvalidValue);
+  }
+  accum::simt::set_dynamic_shared_limit(func, static_cast<size_t>(value));
+  return cudaSuccess;
+}

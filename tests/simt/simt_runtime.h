@@ -1,0 +1,23 @@
+// tests/simt/simt_runtime.h — what the emulated CUDA runtime (cuda_runtime.cpp) and the
+// scheduler (simt.cpp) share: launch errors, streams, per-kernel shared-memory limits,
+// and the device-memory registry the emulated cuBLASLt checks its pointers against.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <string>
+
+namespace accum::simt {
+
+// The error the next cudaGetLastError() returns (a failed launch), with why.
+void set_launch_error(cudaError_t error, const std::string& why);
+// Aborts unless `stream` is null (the default stream) or a live cudaStreamCreate* stream.
+void check_stream(cudaStream_t stream);
+// cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes).
+void set_dynamic_shared_limit(const void* kernel, size_t bytes);
+size_t max_dynamic_shared_opt_in();
+// Aborts, naming `what`, unless [ptr, ptr + bytes) lies inside one cudaMalloc allocation.
+void check_device_range(const void* ptr, size_t bytes, const char* what);
+
+}  // namespace accum::simt

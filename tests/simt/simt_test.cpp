@@ -1,0 +1,221 @@
+// tests/simt/simt_test.cpp — the SIMT emulator itself (simt.h), and the CUDA back end's
+// kernels under its three schedules:
+//   * barriers, warp shuffles and the mma fragment layouts behave as on a GPU;
+//   * the checks a GPU would make fail as they would there (launch limits, dynamic shared
+//     memory opt-in, deadlocked barriers, pointers that are not device memory);
+//   * a kernel with a missing __syncthreads gives different bits under different
+//     schedules, and a whole GPT-2 training step on the emulated CUDA back end gives the
+//     same bits under all three (no kernel relies on an order a GPU does not guarantee).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "bench/gpu/gpt2_step.h"
+#include "kernels/backend.h"
+#include "tests/simt/simt.h"
+
+namespace accum::simt {
+namespace {
+
+// Restores the default schedule when a test ends.
+struct ScheduleGuard {
+  explicit ScheduleGuard(Schedule s) { set_schedule(s); }
+  ~ScheduleGuard() { set_schedule(Schedule::kRoundRobin); }
+};
+
+constexpr Schedule kAllSchedules[] = {Schedule::kRoundRobin, Schedule::kLowestFirst,
+                                      Schedule::kHighestFirst};
+
+TEST(SimtEmulator, BlockBarrierOrdersSharedMemoryUnderEverySchedule) {
+  for (Schedule s : kAllSchedules) {
+    ScheduleGuard guard(s);
+    std::vector<int> out(256, -1);
+    launch_kernel({dim3(2), dim3(128), 128 * sizeof(int), nullptr}, nullptr, [&] {
+      int* tile = reinterpret_cast<int*>(dynamic_shared());
+      const int i = static_cast<int>(thread_idx().x);
+      tile[i] = i * 10 + static_cast<int>(block_idx().x);
+      sync_block();
+      out[block_idx().x * 128 + i] = tile[(i + 37) % 128];  // another warp's element
+    });
+    for (int b = 0; b < 2; ++b) {
+      for (int i = 0; i < 128; ++i) {
+        ASSERT_EQ(out[b * 128 + i], ((i + 37) % 128) * 10 + b) << "block " << b << " thread " << i;
+      }
+    }
+  }
+}
+
+TEST(SimtEmulator, MissingBarrierGivesDifferentResultsAcrossSchedules) {
+  std::vector<std::vector<float>> results;
+  for (Schedule s : {Schedule::kLowestFirst, Schedule::kHighestFirst}) {
+    ScheduleGuard guard(s);
+    std::vector<float> out(128);
+    launch_kernel({dim3(1), dim3(128), 128 * sizeof(float), nullptr}, nullptr, [&] {
+      float* tile = reinterpret_cast<float*>(dynamic_shared());
+      const int i = static_cast<int>(thread_idx().x);
+      tile[i] = static_cast<float>(i);
+      // A warp-synchronous op lets the scheduler switch warps, as a GPU may at any time.
+      (void)shfl_xor(0xffffffffu, 0.f, 1);
+      out[i] = tile[(i + 64) % 128];  // BUG under test: no __syncthreads before the read
+    });
+    results.push_back(out);
+  }
+  // Warp 0 running ahead reads elements nobody wrote yet: the poison (NaN) shows.
+  EXPECT_TRUE(std::isnan(results[0][0])) << "lowest-first: thread 0 read " << results[0][0];
+  EXPECT_NE(std::memcmp(results[0].data(), results[1].data(), 128 * sizeof(float)), 0);
+}
+
+TEST(SimtEmulator, ShuffleXorExchangesBetweenLanes) {
+  std::vector<int> out(64);
+  launch_kernel({dim3(1), dim3(64), 0, nullptr}, nullptr, [&] {
+    const int i = static_cast<int>(thread_idx().x);
+    out[i] = shfl_xor(0xffffffffu, i * 3, 5);
+  });
+  for (int i = 0; i < 64; ++i) EXPECT_EQ(out[i], ((i % 32) ^ 5) * 3 + (i / 32) * 96) << i;
+}
+
+float bf16_round(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, 4);
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  bits &= 0xffff0000u;
+  std::memcpy(&x, &bits, 4);
+  return x;
+}
+uint16_t bf16_bits(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, 4);
+  return static_cast<uint16_t>(bits >> 16);
+}
+uint32_t pack(float lo, float hi) { return bf16_bits(lo) | (uint32_t{bf16_bits(hi)} << 16); }
+
+// The fragments are built here from the PTX ISA's table for mma.m16n8k16 (.bf16), written
+// out element by element, independently of the emulator's decoding loops.
+TEST(SimtEmulator, MmaComputesTheMatrixProductOfPtxFragments) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> dist;
+  float A[16][16], B[16][8], C[16][8];
+  for (auto& row : A) for (float& x : row) x = bf16_round(dist(rng));
+  for (auto& row : B) for (float& x : row) x = bf16_round(dist(rng));
+  for (auto& row : C) for (float& x : row) x = dist(rng);
+  float D[16][8];
+  launch_kernel({dim3(1), dim3(32), 0, nullptr}, nullptr, [&] {
+    const int lane = static_cast<int>(thread_idx().x), g = lane / 4, t = lane % 4;
+    const uint32_t a[4] = {pack(A[g][2 * t], A[g][2 * t + 1]),
+                           pack(A[g + 8][2 * t], A[g + 8][2 * t + 1]),
+                           pack(A[g][2 * t + 8], A[g][2 * t + 9]),
+                           pack(A[g + 8][2 * t + 8], A[g + 8][2 * t + 9])};
+    const uint32_t b[2] = {pack(B[2 * t][g], B[2 * t + 1][g]),
+                           pack(B[2 * t + 8][g], B[2 * t + 9][g])};
+    float d[4] = {C[g][2 * t], C[g][2 * t + 1], C[g + 8][2 * t], C[g + 8][2 * t + 1]};
+    mma_m16n8k16_bf16(d, a, b);
+    D[g][2 * t] = d[0];
+    D[g][2 * t + 1] = d[1];
+    D[g + 8][2 * t] = d[2];
+    D[g + 8][2 * t + 1] = d[3];
+  });
+  for (int i = 0; i < 16; ++i) {
+    for (int j = 0; j < 8; ++j) {
+      double want = C[i][j];
+      for (int k = 0; k < 16; ++k) want += double(A[i][k]) * B[k][j];
+      EXPECT_NEAR(D[i][j], want, 1e-4) << "D[" << i << "][" << j << "]";
+    }
+  }
+}
+
+TEST(SimtEmulator, BadLaunchConfigurationsFailLikeOnAGpu) {
+  bool ran = false;
+  (void)cudaGetLastError();
+  launch_kernel({dim3(1), dim3(2048), 0, nullptr}, nullptr, [&] { ran = true; });
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidConfiguration);
+  EXPECT_FALSE(ran);
+
+  static int kernel_key;  // any address identifies a "kernel" for cudaFuncSetAttribute
+  const size_t big = 64 << 10;
+  launch_kernel({dim3(1), dim3(32), big, nullptr}, &kernel_key, [&] { ran = true; });
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidValue) << "64 KiB without the opt-in";
+  EXPECT_FALSE(ran);
+  ASSERT_EQ(cudaFuncSetAttribute(&kernel_key, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 static_cast<int>(big)),
+            cudaSuccess);
+  launch_kernel({dim3(1), dim3(32), big, nullptr}, &kernel_key, [&] { ran = true; });
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  EXPECT_TRUE(ran);
+  EXPECT_EQ(cudaFuncSetAttribute(&kernel_key, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 300 << 10),
+            cudaErrorInvalidValue)
+      << "over the H100's 227 KiB";
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidValue) << "a failed runtime call is the last error";
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess) << "and reading it clears it";
+}
+
+TEST(SimtEmulatorDeathTest, WarpOpWithExitedLanesIsReportedAsADeadlock) {
+  EXPECT_DEATH(launch_kernel({dim3(1), dim3(64), 0, nullptr}, nullptr,
+                             [&] {
+                               sync_block();
+                               // Lanes 1..31 of warp 0 exit; lane 0 waits for them forever.
+                               if (thread_idx().x == 0) (void)shfl_xor(0xffffffffu, 1, 1);
+                             }),
+               "deadlock in block \\(0,0,0\\).*thread 0 waits at a warp-synchronous op");
+}
+
+TEST(SimtEmulatorDeathTest, MemcpyToHostMemoryAsDeviceIsRefused) {
+  std::vector<char> host(64), other(64);
+  EXPECT_DEATH((void)cudaMemcpy(host.data(), other.data(), 64, cudaMemcpyHostToDevice),
+               "not device memory");
+  void* device = nullptr;
+  ASSERT_EQ(cudaMalloc(&device, 64), cudaSuccess);
+  EXPECT_DEATH((void)cudaMemcpy(device, other.data(), 65, cudaMemcpyHostToDevice),
+               "run past the end");
+  EXPECT_EQ(cudaFree(device), cudaSuccess);
+}
+
+// One optimizer step (K = 2 micro-batches) of a tiny GPT-2 on the emulated CUDA back end:
+// the weights after it, as bits.
+std::vector<float> one_training_step() {
+  auto backend = kernels::make_backend(kernels::DeviceKind::kCuda, 0);
+  bench::Gpt2Config config;
+  config.n_layer = 1;
+  config.n_head = 2;
+  config.d_model = 64;  // head size 32: the tensor-core attention
+  config.vocab = 80;
+  config.max_seq = 80;
+  const int B = 2, T = 80;  // 80 > 64: two query/key tiles, a ragged last one
+  bench::Gpt2Step model(*backend, config, B, T, 5);
+  std::mt19937_64 rng(11);
+  std::uniform_int_distribution<int32_t> token(0, config.vocab - 1);
+  model.zero_grad();
+  for (int micro = 0; micro < 2; ++micro) {
+    std::vector<int32_t> tokens(B * T + 1);
+    for (auto& t : tokens) t = token(rng);
+    model.micro_step(tokens, 1.f / (2 * B * T));
+  }
+  model.optimizer_step(1, 1e-2f);
+  return model.master_weights();
+}
+
+TEST(SimtSchedules, TrainingStepOnTheCudaBackEndIsTheSameUnderEverySchedule) {
+  std::vector<float> reference;
+  for (Schedule s : kAllSchedules) {
+    ScheduleGuard guard(s);
+    const auto weights = one_training_step();
+    if (reference.empty()) {
+      reference = weights;
+      continue;
+    }
+    ASSERT_EQ(weights.size(), reference.size());
+    size_t differing = 0;
+    for (size_t i = 0; i < weights.size(); ++i) {
+      differing += std::memcmp(&weights[i], &reference[i], sizeof(float)) != 0;
+    }
+    EXPECT_EQ(differing, 0u) << "schedule " << static_cast<int>(s) << " changed " << differing
+                             << " of " << weights.size() << " weights: a kernel depends on the "
+                             << "order its threads run in (a missing __syncthreads?)";
+  }
+}
+
+}  // namespace
+}  // namespace accum::simt
