@@ -33,6 +33,24 @@ size_t Gpt2Step::allocated_bytes() const {
 
 void Gpt2Step::zero_grad() { model_->zero_grads(); }
 
+std::vector<float> Gpt2Step::gradients() {
+  std::vector<float> host(model_->num_params());
+  be_.download(host.data(), model_->grads(), host.size() * sizeof(float));
+  return host;
+}
+
+Gpt2Step::State Gpt2Step::save() {
+  State state;
+  state.weights = model_->download_params();
+  optimizer_->download(&state.m, &state.v);
+  return state;
+}
+
+void Gpt2Step::restore(const State& state) {
+  model_->upload_params(state.weights);
+  optimizer_->upload(state.m, state.v);
+}
+
 void Gpt2Step::micro_step(const std::vector<int32_t>& tokens, float dloss) {
   const size_t N = inputs_.size();
   if (tokens.size() < N + 1) throw std::invalid_argument("micro_step needs B*T+1 tokens");

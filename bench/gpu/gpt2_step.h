@@ -41,6 +41,16 @@ class Gpt2Step {
   float last_loss() const { return last_loss_; }
   // The fp32 master weights, all tensors in canonical order (synchronizes).
   std::vector<float> master_weights() { return model_->download_params(); }
+  // The fp32 gradient buffer: the unweighted sum since zero_grad() (synchronizes).
+  std::vector<float> gradients();
+
+  // What a checkpoint holds (weights, Adam moments); restore() puts it back, as the
+  // worker does when it resumes (the working copy is rebuilt from the master weights).
+  struct State {
+    std::vector<float> weights, m, v;
+  };
+  State save();
+  void restore(const State& state);
 
  private:
   kernels::Backend& be_;

@@ -1,7 +1,11 @@
 // tests/gpu/cuda_training_test.cpp — whole training steps of a tiny GPT-2 (bench/gpu's
 // Gpt2Step, written against the op interface) on CUDA vs the CPU oracle:
 //   * 10 optimizer steps: every step's loss within 2% of the CPU's;
-//   * the same 3 steps run twice on CUDA give bit-identical losses and weights.
+//   * the same 3 steps run twice on CUDA give bit-identical losses and weights;
+//   * K = 2 micro-batches of B accumulate the gradient of one batch of 2B (the fp32
+//     buffer holds the same sum), on CUDA as on the CPU;
+//   * stopping after step 2 and resuming from the saved weights and Adam moments in a
+//     new model gives the uninterrupted run's steps 3-4, bit for bit.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -81,6 +85,77 @@ TEST(CudaTraining, RepeatedRunsAreBitIdentical) {
   ASSERT_EQ(weights_a.size(), weights_b.size());
   EXPECT_EQ(std::memcmp(weights_a.data(), weights_b.data(), weights_a.size() * sizeof(float)), 0)
       << "two identical CUDA training runs produced different weights";
+}
+
+// The gradient buffer after one window of `batches` micro-batches of B rows each.
+std::vector<float> accumulated_gradient(Backend& backend, int B,
+                                        const std::vector<std::vector<int32_t>>& batches) {
+  bench::Gpt2Step model(backend, tiny_config(), B, kT, 99);
+  model.zero_grad();
+  for (const auto& batch : batches) model.micro_step(batch, 1.f);
+  return model.gradients();
+}
+
+TEST(CudaTraining, MicroBatchesAccumulateTheGradientOfTheWholeBatch) {
+  ACCUM_REQUIRE_CUDA();
+  Backends backends;
+  // One token stream read as a batch of 2 kB rows, or as two micro-batches of kB rows
+  // (micro_step reads B*T inputs and the B*T targets one token later).
+  std::mt19937_64 rng(21);
+  std::uniform_int_distribution<int32_t> token(0, 95);
+  std::vector<int32_t> joined(2 * kB * kT + 1);
+  for (auto& t : joined) t = token(rng);
+  const std::vector<std::vector<int32_t>> split = {
+      std::vector<int32_t>(joined.begin(), joined.begin() + kB * kT + 1),
+      std::vector<int32_t>(joined.begin() + kB * kT, joined.end())};
+  for (Backend* backend : {backends.cpu.get(), backends.gpu.get()}) {
+    const auto accumulated = accumulated_gradient(*backend, kB, split);
+    const auto whole = accumulated_gradient(*backend, 2 * kB, {joined});
+    const double tolerance = backend == backends.cpu.get() ? kF32Tolerance : kBf16Tolerance;
+    EXPECT_LE(rel_l2(accumulated, whole), tolerance) << backend->name();
+    double norm = 0;
+    for (float g : whole) norm += double(g) * g;
+    EXPECT_GT(norm, 0.0) << "no gradient: bad test setup";
+  }
+}
+
+TEST(CudaTraining, ResumeFromSavedStateIsBitIdentical) {
+  ACCUM_REQUIRE_CUDA();
+  Backends backends;
+  const auto batches = tiny_batches();
+  const float dloss = 1.f / (2.f * kB * kT);
+  auto run_steps = [&](bench::Gpt2Step& model, int first, int last, std::vector<float>* losses) {
+    for (int step = first; step <= last; ++step) {
+      model.zero_grad();
+      for (const auto& batch : batches) {
+        model.micro_step(batch, dloss);
+        losses->push_back(model.last_loss());
+      }
+      model.optimizer_step(step, 3e-3f);
+    }
+  };
+  std::vector<float> straight_losses, resumed_losses, ignored;
+  bench::Gpt2Step straight(*backends.gpu, tiny_config(), kB, kT, 99);
+  run_steps(straight, 1, 4, &straight_losses);
+
+  bench::Gpt2Step::State saved;
+  {
+    bench::Gpt2Step first(*backends.gpu, tiny_config(), kB, kT, 99);
+    run_steps(first, 1, 2, &ignored);
+    saved = first.save();
+  }
+  bench::Gpt2Step resumed(*backends.gpu, tiny_config(), kB, kT, 12345);  // other init
+  resumed.restore(saved);
+  run_steps(resumed, 3, 4, &resumed_losses);
+
+  const std::vector<float> want(straight_losses.begin() + 4, straight_losses.end());
+  ASSERT_EQ(want.size(), resumed_losses.size());
+  EXPECT_EQ(std::memcmp(want.data(), resumed_losses.data(), want.size() * sizeof(float)), 0)
+      << "losses of steps 3-4 differ after resuming";
+  const auto a = straight.master_weights(), b = resumed.master_weights();
+  ASSERT_EQ(a.size(), b.size());
+  EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0)
+      << "weights after step 4 differ after resuming";
 }
 
 }  // namespace

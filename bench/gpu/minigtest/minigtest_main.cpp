@@ -53,6 +53,15 @@ std::vector<TestCase>& registry() {
 Reporter::Reporter(Kind kind, const char* file, int line, std::string what)
     : kind_(kind), where_(std::string(file) + ":" + std::to_string(line)), what_(std::move(what)) {}
 
+std::vector<std::string>& traces() {
+  static std::vector<std::string> stack;
+  return stack;
+}
+
+ScopedTrace::ScopedTrace(const char* file, int line, const std::string& message) {
+  traces().push_back(std::string(file) + ":" + std::to_string(line) + ": " + message);
+}
+
 Reporter::~Reporter() {
   if (kind_ == Kind::kSkip) {
     run_state().skipped = true;
@@ -60,6 +69,7 @@ Reporter::~Reporter() {
   } else {
     run_state().failed = true;
     std::cout << where_ << ": Failure\n" << what_ << message_.str() << "\n";
+    for (const std::string& trace : traces()) std::cout << "Trace: " << trace << "\n";
   }
 }
 

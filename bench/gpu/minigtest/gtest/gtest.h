@@ -1,7 +1,7 @@
 // bench/gpu/minigtest/gtest/gtest.h — a tiny stand-in for GoogleTest, used ONLY by the
 // standalone GPU build (bench/gpu/CMakeLists.txt) on hosts without GoogleTest. It covers
 // what tests/gpu uses: TEST, GTEST_SKIP, EXPECT/ASSERT_{TRUE,EQ,LE,GT} with streamed
-// messages, and prints GoogleTest's status lines ("[  SKIPPED ]", "[  FAILED  ]", ...)
+// messages, SCOPED_TRACE, and prints GoogleTest's status lines ("[  SKIPPED ]", "[  FAILED  ]", ...)
 // so ctest's SKIP_REGULAR_EXPRESSION and human readers see the same thing.
 // Where GoogleTest is installed the real one is used instead.
 #pragma once
@@ -44,6 +44,16 @@ class Reporter {
   std::ostringstream message_;
 };
 
+// SCOPED_TRACE: while in scope, failures also print "file:line: message".
+std::vector<std::string>& traces();
+class ScopedTrace {
+ public:
+  ScopedTrace(const char* file, int line, const std::string& message);
+  ~ScopedTrace() { traces().pop_back(); }
+  ScopedTrace(const ScopedTrace&) = delete;
+  ScopedTrace& operator=(const ScopedTrace&) = delete;
+};
+
 // Lets `return Voidify() & Reporter(...) << ...;` compile in functions returning void.
 struct Voidify {
   void operator&(const Reporter&) const {}
@@ -80,6 +90,11 @@ std::string describe(const char* a_text, const char* op, const char* b_text, con
 #define MINIGTEST_ASSERT_SKIP_()  \
   return ::minigtest::Voidify() & \
          ::minigtest::Reporter(::minigtest::Kind::kSkip, __FILE__, __LINE__, "")
+
+#define MINIGTEST_CAT2_(a, b) a##b
+#define MINIGTEST_CAT_(a, b) MINIGTEST_CAT2_(a, b)
+#define SCOPED_TRACE(message) \
+  ::minigtest::ScopedTrace MINIGTEST_CAT_(minigtest_trace_, __LINE__)(__FILE__, __LINE__, (message))
 
 #define MINIGTEST_CMP_(a, op, b) ::minigtest::describe(#a, #op, #b, (a), (b))
 #define EXPECT_TRUE(c) MINIGTEST_CHECK_((c), ::minigtest::Kind::kExpect, "Expected true: " #c " ")
