@@ -14,6 +14,15 @@
 #   ACCUM_SKIP_TORCH=1        skip the PyTorch reference;  PYTHON=python3  interpreter
 #   ACCUM_BENCH_1P3B=0        skip the 1.3B (d_model 2048, T 2048) largest-batch run
 #   ACCUM_PEAK_TFLOPS=989     peak dense bf16 TFLOP/s for MFU when the card is not known
+# Knobs for a dry run of this script (tests/simt/gpu_sh_dry_run.sh runs it on the SIMT
+# emulator with a tiny model in CI, so the lease of a real GPU is not spent on its bugs):
+#   ACCUM_GPU_BIN=DIR         use DIR/gpu_test and DIR/gpt2_bench as built; skip the build
+#   ACCUM_GPU_TEST_ARGS=...   arguments for gpu_test (e.g. --gtest_filter=...)
+#   ACCUM_BENCH_SEQ=1024      sequence length of the 124M runs
+#   ACCUM_BENCH_MODEL=...     gpt2_bench model flags for those runs (default: GPT-2 124M)
+#   ACCUM_BENCH_LARGE=...     gpt2_bench model flags of the large run (default: the 1.3B)
+#   ACCUM_BENCH_LARGE_B="16 8 4 2 1"  micro-batches tried, largest first
+#   ACCUM_BENCH_OUT=DIR       output folder;  ACCUM_RESULTS=FILE  where the summary is appended
 # Output: bench/out/gpu-<date>/ (logs, JSON) and summary.md, appended to bench/RESULTS.md.
 # Exit status: non-zero if the build or any gpu test failed, or the benchmark did not learn.
 set -uo pipefail
@@ -21,8 +30,13 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="${ACCUM_GPU_BUILD:-$ROOT/build-gpu}"
 STAMP="$(date +%Y%m%d-%H%M%S)"
-OUT="$ROOT/bench/out/gpu-$STAMP"
+OUT="${ACCUM_BENCH_OUT:-$ROOT/bench/out/gpu-$STAMP}"
+RESULTS_FILE="${ACCUM_RESULTS:-$ROOT/bench/RESULTS.md}"
 BATCH="${ACCUM_BENCH_BATCH:-8}"
+SEQ="${ACCUM_BENCH_SEQ:-1024}"
+read -r -a MODEL <<< "${ACCUM_BENCH_MODEL:-}"
+read -r -a LARGE_MODEL <<< "${ACCUM_BENCH_LARGE:---layers 24 --heads 16 --dmodel 2048 --seq 2048}"
+read -r -a GPU_TEST_ARGS <<< "${ACCUM_GPU_TEST_ARGS:-}"
 STEPS="${ACCUM_BENCH_STEPS:-20}"
 K_VALUES="${ACCUM_BENCH_K-1 8 64}"
 PYTHON="${PYTHON:-python3}"
@@ -33,14 +47,16 @@ status=0
 log() { printf '\n== %s\n' "$*" | tee -a "$OUT/gpu.log"; }
 die() { printf 'gpu.sh: %s\n' "$*" | tee -a "$OUT/gpu.log" >&2; exit 1; }
 
-# ---- toolchain ----
-if [[ -z "${CUDACXX:-}" ]]; then
-  if command -v nvcc >/dev/null 2>&1; then CUDACXX="$(command -v nvcc)"
-  elif [[ -x /usr/local/cuda/bin/nvcc ]]; then CUDACXX=/usr/local/cuda/bin/nvcc
-  else die "nvcc not found: install CUDA or set CUDACXX=/path/to/nvcc"; fi
+# ---- toolchain (only to build) ----
+if [[ -z "${ACCUM_GPU_BIN:-}" ]]; then
+  if [[ -z "${CUDACXX:-}" ]]; then
+    if command -v nvcc >/dev/null 2>&1; then CUDACXX="$(command -v nvcc)"
+    elif [[ -x /usr/local/cuda/bin/nvcc ]]; then CUDACXX=/usr/local/cuda/bin/nvcc
+    else die "nvcc not found: install CUDA or set CUDACXX=/path/to/nvcc"; fi
+  fi
+  export CUDACXX
+  command -v cmake >/dev/null 2>&1 || die "cmake not found (pip install cmake works too)"
 fi
-export CUDACXX
-command -v cmake >/dev/null 2>&1 || die "cmake not found (pip install cmake works too)"
 
 CARD="unknown GPU"
 if command -v nvidia-smi >/dev/null 2>&1; then
@@ -59,20 +75,26 @@ command -v ninja >/dev/null 2>&1 && GENERATOR=(-G Ninja)
 JOBS="$(nproc 2>/dev/null || echo 4)"
 
 # ---- build ----
-log "configure ($CARD, archs $ACCUM_CUDA_ARCHS) in $BUILD"
-cmake -S "$ROOT/bench/gpu" -B "$BUILD" "${GENERATOR[@]}" -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_CUDA_COMPILER="$CUDACXX" -DACCUM_CUDA_ARCHS="$ACCUM_CUDA_ARCHS" \
-  -DCMAKE_CUDA_ARCHITECTURES="$ACCUM_CUDA_ARCHS" 2>&1 | tee "$OUT/configure.log"
-[[ ${PIPESTATUS[0]} -eq 0 ]] || die "configure failed (see $OUT/configure.log)"
-log "build (-j$JOBS)"
-build_start=$(date +%s)
-cmake --build "$BUILD" -j "$JOBS" 2>&1 | tee "$OUT/build.log"
-[[ ${PIPESTATUS[0]} -eq 0 ]] || die "build failed (see $OUT/build.log)"
-echo "build took $(( $(date +%s) - build_start )) s" | tee -a "$OUT/gpu.log"
+if [[ -n "${ACCUM_GPU_BIN:-}" ]]; then
+  BIN="$ACCUM_GPU_BIN"
+  log "using the binaries in $BIN (ACCUM_GPU_BIN): no build"
+else
+  BIN="$BUILD/bin"
+  log "configure ($CARD, archs $ACCUM_CUDA_ARCHS) in $BUILD"
+  cmake -S "$ROOT/bench/gpu" -B "$BUILD" "${GENERATOR[@]}" -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_CUDA_COMPILER="$CUDACXX" -DACCUM_CUDA_ARCHS="$ACCUM_CUDA_ARCHS" \
+    -DCMAKE_CUDA_ARCHITECTURES="$ACCUM_CUDA_ARCHS" 2>&1 | tee "$OUT/configure.log"
+  [[ ${PIPESTATUS[0]} -eq 0 ]] || die "configure failed (see $OUT/configure.log)"
+  log "build (-j$JOBS)"
+  build_start=$(date +%s)
+  cmake --build "$BUILD" -j "$JOBS" 2>&1 | tee "$OUT/build.log"
+  [[ ${PIPESTATUS[0]} -eq 0 ]] || die "build failed (see $OUT/build.log)"
+  echo "build took $(( $(date +%s) - build_start )) s" | tee -a "$OUT/gpu.log"
+fi
 
 # ---- gpu tests ----
 log "gpu tests"
-"$BUILD/bin/gpu_test" 2>&1 | tee "$OUT/gpu_test.log"
+"$BIN/gpu_test" "${GPU_TEST_ARGS[@]}" 2>&1 | tee "$OUT/gpu_test.log"
 test_rc=${PIPESTATUS[0]}
 passed=$(grep -c '^\[       OK \]' "$OUT/gpu_test.log")
 failed=$(grep -c '^\[  FAILED  \] [A-Za-z]' "$OUT/gpu_test.log")
@@ -86,8 +108,8 @@ if [[ $skipped -gt 0 && $passed -eq 0 ]]; then
 fi
 
 # ---- benchmark: accum CUDA back end ----
-log "accum-cuda GPT-2 124M, B=$BATCH T=1024"
-"$BUILD/bin/gpt2_bench" --batch "$BATCH" --seq 1024 --steps "$STEPS" --warmup 5 \
+log "accum-cuda GPT-2 ${MODEL[*]:-124M}, B=$BATCH T=$SEQ"
+"$BIN/gpt2_bench" "${MODEL[@]}" --batch "$BATCH" --seq "$SEQ" --steps "$STEPS" --warmup 5 \
   --out "$OUT/accum.json" 2> "$OUT/accum_bench.log"
 bench_rc=$?
 tail -n 3 "$OUT/accum_bench.log"
@@ -98,7 +120,7 @@ ABLATIONS=()
 for ablation in ACCUM_ATTENTION=simple ACCUM_CUBLASLT_GELU=0; do
   name="${ablation//[^A-Za-z0-9]/_}"
   log "accum-cuda with $ablation (ablation)"
-  env "$ablation" "$BUILD/bin/gpt2_bench" --batch "$BATCH" --seq 1024 --steps "$STEPS" --warmup 5 \
+  env "$ablation" "$BIN/gpt2_bench" "${MODEL[@]}" --batch "$BATCH" --seq "$SEQ" --steps "$STEPS" --warmup 5 \
     --out "$OUT/accum_$name.json" 2> "$OUT/accum_$name.log" &&
     ABLATIONS+=("$ablation=$OUT/accum_$name.json")
   tail -n 1 "$OUT/accum_$name.log"
@@ -107,21 +129,28 @@ done
 SCALING=()
 for k in $K_VALUES; do
   log "accum-cuda K=$k"
-  "$BUILD/bin/gpt2_bench" --batch "$BATCH" --seq 1024 --grad-accum "$k" --steps 3 --warmup 1 \
-    --out "$OUT/accum_k$k.json" 2> "$OUT/accum_k$k.log" && SCALING+=("$OUT/accum_k$k.json")
+  if "$BIN/gpt2_bench" "${MODEL[@]}" --batch "$BATCH" --seq "$SEQ" --grad-accum "$k" --steps 3 \
+       --warmup 1 --out "$OUT/accum_k$k.json" 2> "$OUT/accum_k$k.log"; then
+    SCALING+=("$OUT/accum_k$k.json")
+  else
+    echo "gpt2_bench exit $? at K=$k (see $OUT/accum_k$k.log)"; status=1
+  fi
 done
 
 # ---- the note's 1.3B configuration: the largest micro-batch that fits, its speed, and its
 # memory (allocated by the model = the memory arithmetic, vs cudaMemGetInfo) ----
 LARGE=()
 if [[ "${ACCUM_BENCH_1P3B:-1}" == 1 ]]; then
-  for b in 16 8 4 2 1; do
-    log "accum-cuda 1.3B (L=24 C=2048 NH=16 T=2048), B=$b"
-    if "$BUILD/bin/gpt2_bench" --layers 24 --heads 16 --dmodel 2048 --seq 2048 --batch "$b" \
-         --steps 3 --warmup 1 --out "$OUT/accum_1p3b.json" 2> "$OUT/accum_1p3b_b$b.log"; then
-      LARGE=(--large "$OUT/accum_1p3b.json"); break
-    fi
-    tail -n 2 "$OUT/accum_1p3b_b$b.log"; rm -f "$OUT/accum_1p3b.json"
+  for b in ${ACCUM_BENCH_LARGE_B:-16 8 4 2 1}; do
+    log "accum-cuda large run (${LARGE_MODEL[*]}), B=$b"
+    "$BIN/gpt2_bench" "${LARGE_MODEL[@]}" --batch "$b" \
+      --steps 3 --warmup 1 --out "$OUT/accum_1p3b.json" 2> "$OUT/accum_1p3b_b$b.log"
+    large_rc=$?
+    tail -n 2 "$OUT/accum_1p3b_b$b.log"
+    [[ $large_rc -eq 0 ]] && { LARGE=(--large "$OUT/accum_1p3b.json"); break; }
+    rm -f "$OUT/accum_1p3b.json"
+    # 5: out of device memory, try a smaller micro-batch; anything else is a failure.
+    [[ $large_rc -eq 5 ]] || { echo "gpt2_bench exit $large_rc at B=$b"; status=1; break; }
   done
 fi
 
@@ -130,8 +159,8 @@ RESULTS=()
 [[ -s "$OUT/accum.json" ]] && RESULTS+=("$OUT/accum.json")
 if [[ "${ACCUM_SKIP_TORCH:-0}" != 1 ]] && command -v "$PYTHON" >/dev/null 2>&1 &&
    "$PYTHON" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
-  log "PyTorch (torch.compile + SDPA + fused AdamW), B=$BATCH T=1024"
-  "$PYTHON" "$ROOT/bench/gpu/torch_gpt2.py" --batch "$BATCH" --seq 1024 --steps "$STEPS" \
+  log "PyTorch (torch.compile + SDPA + fused AdamW), B=$BATCH T=$SEQ"
+  "$PYTHON" "$ROOT/bench/gpu/torch_gpt2.py" "${MODEL[@]}" --batch "$BATCH" --seq "$SEQ" --steps "$STEPS" \
     --warmup 5 --out "$OUT/torch.json" 2> "$OUT/torch_bench.log"
   torch_rc=$?
   tail -n 3 "$OUT/torch_bench.log"
@@ -146,8 +175,8 @@ if [[ ${#RESULTS[@]} -gt 0 ]] && [[ "${RESULTS[0]}" == "$OUT/accum.json" ]]; the
   "$PYTHON" "$ROOT/bench/gpu/summarize.py" --card "$CARD" --command "$COMMAND" --tests "$TESTS" \
     --out "$OUT/summary.md" "${RESULTS[@]}" --scaling "${SCALING[@]}" --ablation "${ABLATIONS[@]}" "${LARGE[@]}"
   if [[ -s "$OUT/summary.md" ]]; then
-    { echo; cat "$OUT/summary.md"; } >> "$ROOT/bench/RESULTS.md"
-    echo "results: $OUT/summary.md (appended to bench/RESULTS.md)"
+    { echo; cat "$OUT/summary.md"; } >> "$RESULTS_FILE"
+    echo "results: $OUT/summary.md (appended to $RESULTS_FILE)"
   fi
 else
   echo "no benchmark result to summarize (see $OUT)"; status=1

@@ -6,8 +6,8 @@
 //   BIAS:           + bias(m) broadcast over columns
 //   GELU_AUX(_BIAS): aux = value (after the bias), D = gelu(value)       (tanh form, GPT-2)
 //   DGELU:          D = value * gelu'(aux)
-// A/B bf16, compute and scale fp32; C/D bf16 (rounded to nearest even) or fp32; the sum
-// runs in fp32 in k order. What the real library checks and the back end relies on is
+// A/B bf16, compute and scale fp32; C/D bf16 (rounded to nearest even) or fp32; every
+// output's sum runs in fp32 in k order. What the real library checks and the back end relies on is
 // checked here too: layouts that match the operation's shapes, leading dimensions >= rows,
 // C == D layouts, declared minimum alignments the pointers really have, aux leading
 // dimension a multiple of 8 (the heuristic refuses the GELU epilogues otherwise), and
@@ -325,19 +325,26 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
   const float alpha = *static_cast<const float*>(alpha_ptr);
   const float beta = *static_cast<const float*>(beta_ptr);
   const bool ta = desc.trans_a == CUBLAS_OP_T, tb = desc.trans_b == CUBLAS_OP_T;
-  std::vector<float> a_row(k);
-  for (uint64_t i = 0; i < m; ++i) {
+  // op(A) as k x m and op(B) as k x n, fp32, k-major: the product is then a sum of
+  // outer products over k (fp32, k in order), which the compiler vectorizes over m.
+  std::vector<float> at(k * m), bt(k * n), sum(m * n, 0.f);
+  for (uint64_t p = 0; p < k; ++p) {
+    for (uint64_t i = 0; i < m; ++i) at[p * m + i] = load(A, a.type, ta ? i * a.ld + p : p * a.ld + i);
+    for (uint64_t j = 0; j < n; ++j) bt[p * n + j] = load(B, b.type, tb ? p * b.ld + j : j * b.ld + p);
+  }
+  for (uint64_t j = 0; j < n; ++j) {
+    float* column = &sum[j * m];
     for (uint64_t p = 0; p < k; ++p) {
-      a_row[p] = load(A, a.type, ta ? i * a.ld + p : p * a.ld + i);
+      const float bv = bt[p * n + j];
+      const float* a_col = &at[p * m];
+      for (uint64_t i = 0; i < m; ++i) column[i] += a_col[i] * bv;
     }
-    for (uint64_t j = 0; j < n; ++j) {
-      float sum = 0.f;
-      for (uint64_t p = 0; p < k; ++p) {
-        sum += a_row[p] * load(B, b.type, tb ? p * b.ld + j : j * b.ld + p);
-      }
-      const size_t at = j * d.ld + i;
-      float value = alpha * sum;
-      if (beta != 0.f) value += beta * load(C, c.type, at);
+  }
+  for (uint64_t j = 0; j < n; ++j) {
+    for (uint64_t i = 0; i < m; ++i) {
+      const size_t at_d = j * d.ld + i;
+      float value = alpha * sum[j * m + i];
+      if (beta != 0.f) value += beta * load(C, c.type, at_d);
       if (has_bias(desc.epilogue)) value += load(desc.bias, CUDA_R_16BF, i);
       const size_t aux_at = j * desc.aux_ld + i;
       if (desc.epilogue == CUBLASLT_EPILOGUE_DGELU) {
@@ -346,7 +353,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
         store(const_cast<void*>(desc.aux), CUDA_R_16BF, aux_at, value);
         value = gelu(value);
       }
-      store(D, d.type, at, value);
+      store(D, d.type, at_d, value);
     }
   }
   return CUBLAS_STATUS_SUCCESS;

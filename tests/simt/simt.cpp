@@ -189,8 +189,9 @@ void run_block(Block& b) {
   const int threads = static_cast<int>(b.block_dim.x * b.block_dim.y * b.block_dim.z);
   auto& pool = stacks(threads);
   b.fibers.assign(threads, Fiber{});
-  b.warps.assign((threads + kWarp - 1) / kWarp, Warp{});
+  b.warps.resize((threads + kWarp - 1) / kWarp);  // slot tables need no clearing
   for (int w = 0; w < static_cast<int>(b.warps.size()); ++w) {
+    b.warps[w].barrier = Barrier{};
     b.warps[w].lanes = std::min(kWarp, threads - w * kWarp);
   }
   b.block_barrier = Barrier{};

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# tests/simt/gpu_sh_dry_run.sh — bench/gpu.sh end to end on the SIMT emulator, so the
+# rare GPU lease is not spent on the script's own bugs: the gpu tests (a subset), the
+# benchmark with both ablations, K scaling, and the largest-micro-batch search of the
+# large run (the emulated device is sized so that B=16 does not fit and B=8 does), then
+# the summary. A tiny model stands in for GPT-2; PyTorch is skipped (it needs CUDA).
+# Asserts the script's exit status and what the summary says.
+#
+# usage: gpu_sh_dry_run.sh REPO_ROOT GPU_SIMT_TEST GPT2_BENCH_SIMT
+set -euo pipefail
+root=$1 gpu_test=$2 gpt2_bench=$3
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+mkdir "$work/bin"
+ln -s "$gpu_test" "$work/bin/gpu_test"
+ln -s "$gpt2_bench" "$work/bin/gpt2_bench"
+echo "# results" > "$work/RESULTS.md"
+
+fail() { echo "FAILED: $*"; echo "--- gpu.sh output:"; cat "$work/gpu.out"; exit 1; }
+
+# 32 MiB of cuBLASLt workspace + the large model: 10.5 MB at B=16, 6.4 MB at B=8.
+export ACCUM_SIMT_DEVICE_BYTES=$(( (32 << 20) + 8000000 ))
+status=0
+ACCUM_GPU_BIN="$work/bin" \
+ACCUM_GPU_TEST_ARGS="--gtest_filter=CudaOps.Gelu:CudaOps.AdamWTwoSteps" \
+ACCUM_BENCH_MODEL="--layers 1 --heads 2 --dmodel 64 --vocab 96" ACCUM_BENCH_SEQ=64 \
+ACCUM_BENCH_BATCH=2 ACCUM_BENCH_STEPS=4 ACCUM_BENCH_K="1 2 4" \
+ACCUM_BENCH_LARGE="--layers 1 --heads 2 --dmodel 64 --vocab 96 --seq 128" \
+ACCUM_BENCH_LARGE_B="16 8 4" ACCUM_SKIP_TORCH=1 ACCUM_PEAK_TFLOPS=1 \
+ACCUM_BENCH_OUT="$work/out" ACCUM_RESULTS="$work/RESULTS.md" \
+  bash "$root/bench/gpu.sh" > "$work/gpu.out" 2>&1 || status=$?
+
+[[ $status -eq 0 ]] || fail "bench/gpu.sh exited $status"
+summary="$work/out/summary.md"
+[[ -s "$summary" ]] || fail "no summary.md"
+expect() { grep -qF -- "$1" "$summary" || fail "summary.md lacks: $1"; }
+expect "gpu tests: 2 passed, 0 failed, 0 skipped (exit 0)"
+expect "| accum-cuda |"
+expect "| accum-cuda with ACCUM_ATTENTION=simple |"
+expect "| accum-cuda with ACCUM_CUBLASLT_GELU=0 |"
+expect "PyTorch reference: not run"
+for k in 1 2 4; do expect "| $k | "; done
+expect "largest micro-batch that fit B=8"
+grep -q "out of device memory at micro-batch 16" "$work/out/accum_1p3b_b16.log" ||
+  fail "B=16 was not refused for memory"
+grep -qF "| accum-cuda |" "$work/RESULTS.md" || fail "the summary was not appended to ACCUM_RESULTS"
+learned=$(grep -o '"learned":[a-z]*' "$work/out/accum.json")
+[[ $learned == '"learned":true' ]] || fail "main run: $learned"
+echo "bench/gpu.sh dry run on the SIMT emulator: ok"
+cat "$summary"
