@@ -111,13 +111,17 @@ FailureSummary summarize_failure(const std::string& job_dir, int attempt, int li
   FailureSummary summary;
   const std::string dir = attempt_log_dir(job_dir, attempt);
   const auto launcher_lines = tail_lines(dir + "/launcher.log", 0);
-  // mpirun names the culprit as "Process name: [[1234,1],1]" (non-zero exit) or
-  // "process rank 1 with PID ..." (signal).
+  // mpirun names the culprit as "Process name: [[1234,1],1]" (non-zero exit),
+  // "process rank 1 with PID ..." (signal) or "MPI_ABORT was invoked on rank 1" (a
+  // rank that ended the job through comm::abort_job, e.g. on input it rejected).
   static const std::regex kProcessName(R"(Process name: \[\[\d+,\d+\],(\d+)\])");
   static const std::regex kProcessRank(R"(process rank (\d+) with PID)");
+  static const std::regex kAbortRank(R"(MPI_ABORT was invoked on rank (\d+))");
   for (const auto& line : launcher_lines) {
     std::smatch match;
-    if (std::regex_search(line, match, kProcessName) || std::regex_search(line, match, kProcessRank)) {
+    if (std::regex_search(line, match, kProcessName) ||
+        std::regex_search(line, match, kProcessRank) ||
+        std::regex_search(line, match, kAbortRank)) {
       summary.rank = std::stoi(match[1]);
       break;
     }

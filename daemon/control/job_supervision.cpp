@@ -15,6 +15,7 @@
 #include "daemon/control/job_manager.h"
 #include "daemon/control/job_state.h"
 #include "daemon/control/resume_point.h"
+#include "daemon/worker/exit_codes.h"
 #include "spdlog/spdlog.h"
 
 namespace accum::control {
@@ -22,10 +23,6 @@ namespace {
 
 constexpr auto kTick = std::chrono::milliseconds(100);
 constexpr auto kMaxBackoff = std::chrono::milliseconds(60000);
-// accum-worker's exit code for a bad spec, data file or checkpoint
-// (daemon/worker/main.cpp). A rerun reads the same input and fails the same way,
-// so such an exit fails the job at once instead of spending its restarts.
-constexpr int kWorkerInputErrorExit = 2;
 
 int64_t latest_step(const JobRecord& record) {
   const auto listed = list_job_checkpoints(record.spec.checkpoint().dir());
@@ -194,8 +191,11 @@ void JobManager::handle_exit_locked(const JobRecord& record, Runtime& runtime, i
                                         "ended with ", how)
                          : runtime.kill_reason;
   const std::string tail = summary.last_lines.empty() ? "" : "\n" + summary.last_lines;
+  // A rerun reads the same input and fails the same way, so such an exit fails the
+  // job at once instead of spending its restarts. mpirun exits with the code of the
+  // rank that ended the job, so this holds for jobs of several ranks too.
   const bool input_error = known && runtime.kill_reason.empty() && WIFEXITED(wait_status) &&
-                           WEXITSTATUS(wait_status) == kWorkerInputErrorExit;
+                           WEXITSTATUS(wait_status) == worker::kExitBadInput;
   if (input_error) {
     const std::string error =
         summary.last_error.empty() ? "" : absl::StrCat(": ", summary.last_error);

@@ -1,6 +1,7 @@
 // accum-worker — one rank of a training job: `accum-worker --spec job.json`, alone or
-// under mpirun/srun. Exit codes: 0 success (also after SIGTERM: the current optimizer
-// step is finished and checkpointed), 2 bad spec/data/checkpoint, 1 runtime failure.
+// under mpirun/srun. Exit codes (exit_codes.h): 0 success (also after SIGTERM: the current
+// optimizer step is finished and checkpointed), 2 bad spec/data/checkpoint, 1 runtime
+// failure. Under mpirun a failing rank ends the job with its code, so mpirun exits with it.
 #include <spdlog/spdlog.h>
 
 #include <csignal>
@@ -10,6 +11,7 @@
 
 #include "daemon/spec/spec.h"
 #include "daemon/worker/comm/communicator.h"
+#include "daemon/worker/exit_codes.h"
 #include "daemon/worker/link/control_link.h"
 #include "daemon/worker/train/trainer.h"
 
@@ -23,9 +25,16 @@ constexpr const char* kUsage =
 
 void on_signal(int) { accum::train::request_stop(); }
 
+using accum::worker::kExitBadInput;
+using accum::worker::kExitRuntimeFailure;
+using accum::worker::kExitSuccess;
+
+// Reports the error and ends this rank with `code`; in a job of several ranks it
+// ends every rank with that code (the others may be waiting in a collective), so the
+// job's exit status says what failed.
 int fail(accum::comm::Communicator* comm, int code, const std::string& message) {
   std::cerr << "accum-worker: error: " << message << std::endl;
-  if (comm != nullptr && comm->world_size() > 1) accum::comm::abort_job(comm, message);
+  if (comm != nullptr && comm->world_size() > 1) accum::comm::abort_job(comm, message, code);
   accum::comm::finalize_communicators();
   return code;
 }
@@ -51,22 +60,22 @@ int main(int argc, char** argv) {
       print_spec = true;
     } else if (arg == "-h" || arg == "--help") {
       std::cout << kUsage;
-      return 0;
+      return kExitSuccess;
     } else {
       std::cerr << "accum-worker: unknown argument \"" << arg << "\"\n" << kUsage;
-      return 2;
+      return kExitBadInput;
     }
   }
   if (spec_path.empty()) {
     std::cerr << "accum-worker: missing --spec JOB.json\n" << kUsage;
-    return 2;
+    return kExitBadInput;
   }
   spdlog::set_pattern("[%H:%M:%S.%e] [%n] %v");
   auto spec = accum::spec::load_spec_file(spec_path);
-  if (!spec.ok()) return fail(nullptr, 2, std::string(spec.status().message()));
+  if (!spec.ok()) return fail(nullptr, kExitBadInput, std::string(spec.status().message()));
   if (print_spec) {
     std::cout << accum::spec::spec_to_json(*spec, /*pretty=*/true) << std::endl;
-    return 0;
+    return kExitSuccess;
   }
 
   std::unique_ptr<accum::comm::Communicator> comm;
@@ -80,7 +89,7 @@ int main(int argc, char** argv) {
     comm->set_default_timeout(
         std::chrono::milliseconds(static_cast<int64_t>(spec->distributed().timeout_s() * 1000)));
   } catch (const std::exception& e) {
-    return fail(nullptr, 1, e.what());
+    return fail(nullptr, kExitRuntimeFailure, e.what());
   }
   std::signal(SIGTERM, on_signal);
   std::signal(SIGINT, on_signal);
@@ -90,20 +99,20 @@ int main(int argc, char** argv) {
   try {
     link = comm->rank() == 0 ? accum::link::make_link_from_env() : accum::link::make_null_link();
   } catch (const std::exception& e) {
-    return fail(comm.get(), 2, e.what());  // a bad ACCUM_CONTROL_TLS_CA is bad input
+    return fail(comm.get(), kExitBadInput, e.what());  // a bad ACCUM_CONTROL_TLS_CA
   }
   absl::StatusOr<accum::train::TrainResult> result;
   try {
     result = accum::train::run_training(*spec, comm.get(), link.get());
   } catch (const std::exception& e) {
     link->close();
-    return fail(comm.get(), 1, e.what());
+    return fail(comm.get(), kExitRuntimeFailure, e.what());
   }
   link->close();
   if (!result.ok()) {
-    return fail(comm.get(), is_input_error(result.status()) ? 2 : 1,
+    return fail(comm.get(), is_input_error(result.status()) ? kExitBadInput : kExitRuntimeFailure,
                 std::string(result.status().message()));
   }
   accum::comm::finalize_communicators();
-  return 0;
+  return kExitSuccess;
 }

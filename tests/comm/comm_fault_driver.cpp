@@ -22,6 +22,7 @@
 
 #include "daemon/worker/comm/communicator.h"
 #include "daemon/worker/comm/grad_reducer.h"
+#include "daemon/worker/exit_codes.h"
 
 namespace {
 
@@ -84,7 +85,7 @@ int main(int argc, char** argv) {
     }
     reduce_once(&reducer, n);
   } catch (const CommError& error) {
-    abort_job(comm.get(), error.what());
+    abort_job(comm.get(), error.what(), accum::worker::kExitRuntimeFailure);
   }
   spdlog::warn("rank {}: the step completed although rank {} failed", comm->rank(), args.victim);
   comm.reset();

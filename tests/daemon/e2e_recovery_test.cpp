@@ -1,7 +1,8 @@
 // tests/daemon/e2e_recovery_test.cpp — supervision: a rank killed with SIGKILL
 // is restarted from the latest checkpoint and the loss curve continues; accumd
 // killed with SIGKILL mid-job comes back with the job record intact and the job
-// finishes; a worker that rejects its input fails the job without restarts.
+// finishes; a worker that rejects its input fails the job without restarts, on one
+// rank or several.
 #include <signal.h>
 
 #include <filesystem>
@@ -129,14 +130,16 @@ TEST(DaemonRecovery, KilledDaemonRestartsWithJobIntactAndJobFinishes) {
   EXPECT_EQ(rows.back().first, 150);
 }
 
-TEST(DaemonRecovery, WorkerRejectingItsInputFailsTheJobAtOnceWithoutRestarts) {
+// Submits, on `world_size` ranks, a spec whose nanoGPT .bin has an odd size: it passes
+// submit (the file exists) but not the workers' header check, which exits 2 (a bad
+// data file, the same on every rerun); under mpirun the rank ends the job with that
+// code. Expects FAILED with no restart, the worker's error on the message's first line.
+void expect_rejected_input_fails_without_restarts(int world_size) {
   DaemonHarness daemon;
-  ASSERT_TRUE(daemon.start(with_slots(1)));
-  // A nanoGPT .bin of odd size passes submit (it exists) but not the worker's
-  // header check, which exits 2: a bad data file, the same on every rerun.
+  ASSERT_TRUE(daemon.start(with_slots(world_size)));
   const std::string data = daemon.dir() + "/odd.bin";
   std::ofstream(data, std::ios::binary) << std::string(4097, 'a');
-  std::string spec = daemon.spec_json("doomed", 5, 1, 0, R"("max_restarts": 3)");
+  std::string spec = daemon.spec_json("doomed", 5, world_size, 0, R"("max_restarts": 3)");
   const auto train_at = spec.find(R"("train": ")") + 10;
   spec.replace(train_at, spec.find('"', train_at) - train_at, data);
   const auto format_at = spec.find("TEXT_BYTES");
@@ -167,6 +170,14 @@ TEST(DaemonRecovery, WorkerRejectingItsInputFailsTheJobAtOnceWithoutRestarts) {
   EXPECT_TRUE(std::filesystem::exists(done.job_dir() + "/logs/attempt-1"));
   EXPECT_FALSE(std::filesystem::exists(done.job_dir() + "/logs/attempt-2"))
       << "a second attempt was launched";
+}
+
+TEST(DaemonRecovery, WorkerRejectingItsInputFailsTheJobAtOnceWithoutRestarts) {
+  expect_rejected_input_fails_without_restarts(1);
+}
+
+TEST(DaemonRecovery, RanksRejectingTheirInputFailTheJobAtOnceWithoutRestarts) {
+  expect_rejected_input_fails_without_restarts(2);
 }
 
 }  // namespace

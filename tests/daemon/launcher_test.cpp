@@ -149,5 +149,28 @@ TEST_F(ProcessTest, ListsOnlyCompleteCheckpointsAndRemovesPartialOnes) {
   EXPECT_FALSE(fs::exists(dir_ + "/.tmp-step_00000030-123"));
 }
 
+TEST_F(ProcessTest, FailureSummaryBlamesTheRankThatAbortedTheJobAndKeepsItsError) {
+  namespace fs = std::filesystem;
+  // Rank 1 rejected its input and ended the job with MPI_Abort; mpirun killed rank 0
+  // mid-training. The reason to report is rank 1's, not rank 0's last words.
+  const std::string attempt = dir_ + "/logs/attempt-1";
+  fs::create_directories(attempt + "/1/rank.0");
+  fs::create_directories(attempt + "/1/rank.1");
+  std::ofstream(attempt + "/launcher.log")
+      << "-----------------------------------------------------------------\n"
+         "MPI_ABORT was invoked on rank 1 in communicator MPI_COMM_WORLD\n"
+         "with errorcode 2.\n\n"
+         "NOTE: invoking MPI_ABORT causes Open MPI to kill all MPI processes.\n";
+  std::ofstream(attempt + "/1/rank.0/stderr") << "[12:00:00.000] [train] step 1\n";
+  std::ofstream(attempt + "/1/rank.1/stderr")
+      << "accum-worker: error: data file /d/val.bin: too short\n"
+         "[12:00:00.001] [comm] rank 1 of 2 aborting the job at optimizer step 0: too short\n";
+  const FailureSummary summary = summarize_failure(dir_, 1, 5);
+  EXPECT_EQ(summary.rank, 1);
+  EXPECT_EQ(summary.last_error, "data file /d/val.bin: too short");
+  EXPECT_NE(summary.last_lines.find("[rank 1] accum-worker: error:"), std::string::npos)
+      << summary.last_lines;
+}
+
 }  // namespace
 }  // namespace accum::control

@@ -137,7 +137,7 @@ std::unique_ptr<Communicator> make_communicator(CommBackend backend) {
 
 void finalize_communicators() { finalize_mpi_if_owned(); }
 
-void abort_job(Communicator* comm, const std::string& why) {
+void abort_job(Communicator* comm, const std::string& why, int exit_code) {
   if (comm != nullptr) {
     comm_logger()->critical("rank {} of {} aborting the job at optimizer step {}: {}", comm->rank(),
                             comm->world_size(), comm->step(), why);
@@ -148,10 +148,10 @@ void abort_job(Communicator* comm, const std::string& why) {
   if (mpi_is_running()) {
     // No MpiCallGuard: the communication thread may be blocked inside MPI holding it,
     // and MPI_Abort is the one call that must get through.
-    MPI_Abort(MPI_COMM_WORLD, 1);
+    MPI_Abort(MPI_COMM_WORLD, exit_code);
   }
   // Not exit(): static destructors would join communication threads that may be stuck.
-  std::_Exit(1);
+  std::_Exit(exit_code);
 }
 
 }  // namespace accum::comm

@@ -131,10 +131,12 @@ bool launched_under_mpi();
 // Finalizes MPI if this process initialized it (call once before exit, after every
 // Communicator is destroyed).
 void finalize_communicators();
-// Ends the whole job after an unrecoverable communication failure: logs `why` with
-// the rank and optimizer step, then MPI_Abort(MPI_COMM_WORLD, 1) when MPI is running
-// (mpirun then stops every rank and returns non-zero), else exits with status 1.
-// `comm` may be null.
-[[noreturn]] void abort_job(Communicator* comm, const std::string& why);
+// Ends the whole job after a failure one rank cannot recover from (a failed
+// collective, input that rank rejects): logs `why` with the rank and optimizer step,
+// then MPI_Abort(MPI_COMM_WORLD, exit_code) when MPI is running (mpirun stops every
+// rank and exits with `exit_code`), else exits with `exit_code`. The code is the
+// worker's (daemon/worker/exit_codes.h). `comm` may be null.
+// REQUIRES: exit_code != 0.
+[[noreturn]] void abort_job(Communicator* comm, const std::string& why, int exit_code);
 
 }  // namespace accum::comm

@@ -16,6 +16,7 @@
 #include "daemon/spec/spec.h"
 #include "daemon/worker/comm/grad_reducer.h"
 #include "daemon/worker/data/token_stream.h"
+#include "daemon/worker/exit_codes.h"
 #include "daemon/worker/io/checkpoint_dir.h"
 #include "daemon/worker/io/safetensors.h"
 #include "daemon/worker/model/gpt2.h"
@@ -446,7 +447,7 @@ absl::StatusOr<TrainResult> run_training(const accum::v1::JobSpec& spec, comm::C
     // the collectives still in flight must not be waited for again (unwinding would
     // run ~GradReducer, which waits another full timeout). End the job here, with the
     // trainer and its buffers still alive, naming the rank and the optimizer step.
-    comm::abort_job(comm, error.what());
+    comm::abort_job(comm, error.what(), worker::kExitRuntimeFailure);
   }
 }
 
