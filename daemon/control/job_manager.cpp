@@ -83,9 +83,9 @@ void JobManager::shutdown() {
 }
 
 int JobManager::max_restarts(const JobRecord& record) const {
-  const int spec_value = record.spec.max_restarts();
-  if (spec_value < 0) return 0;
-  return spec_value == 0 ? config_.default_max_restarts : spec_value;
+  // submit() fills an unset value; the fallback is for a record that somehow lacks it.
+  return record.spec.has_max_restarts() ? record.spec.max_restarts()
+                                        : config_.default_max_restarts;
 }
 
 absl::StatusOr<JobStatus> JobManager::submit(accum::v1::JobSpec spec, const std::string& spec_dir) {
@@ -99,6 +99,9 @@ absl::StatusOr<JobStatus> JobManager::submit(accum::v1::JobSpec spec, const std:
   const int world_size = spec.world_size() <= 0 ? 1 : spec.world_size();
   spec.set_world_size(world_size);
   if (auto status = spec::validate_and_fill(&spec); !status.ok()) return status;
+  // Fixed now, so the job's status shows the number it runs under and an accumd
+  // restarted with another --max-restarts does not change it.
+  if (!spec.has_max_restarts()) spec.set_max_restarts(config_.default_max_restarts);
   if (auto steps = spec::grad_accum_steps(spec, world_size); !steps.ok()) return steps.status();
   if (world_size > config_.slots) {
     return absl::ResourceExhaustedError(absl::StrCat("world_size: ", world_size,

@@ -46,7 +46,7 @@ struct ManagerConfig {
   std::chrono::milliseconds heartbeat_timeout{60000};  // after the worker's hello
   std::chrono::milliseconds restart_backoff{1000};     // doubled per restart, capped at 60 s
   std::chrono::milliseconds stop_grace{60000};         // STOP -> SIGTERM -> SIGKILL
-  int default_max_restarts = 3;  // when the spec says 0; a negative spec value means none
+  int default_max_restarts = 3;  // for a spec that leaves max_restarts unset
   int max_queued = 1000;         // more waiting jobs: RESOURCE_EXHAUSTED
 };
 
@@ -146,6 +146,7 @@ class JobManager {
   void check_cancel_locked(const JobRecord& record, Runtime& runtime, Clock::time_point now);
   void start_queued_locked();
   int slots_in_use_locked();
+  // The restarts a job may spend: its spec's max_restarts (0: none).
   int max_restarts(const JobRecord& record) const;
 
   ManagerConfig config_;

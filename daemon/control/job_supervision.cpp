@@ -219,9 +219,11 @@ void JobManager::handle_exit_locked(const JobRecord& record, Runtime& runtime, i
     (void)transition_locked(record.id, accum::v1::RESTARTING, "worker_failed", message);
     return;
   }
+  const std::string not_restarted =
+      allowed == 0 ? std::string("not restarted: max_restarts is 0")
+                   : absl::StrCat("no restarts left (", record.restarts, " of ", allowed, " used)");
   (void)transition_locked(record.id, accum::v1::FAILED, "worker_failed",
-                          absl::StrCat("attempt ", attempt, ": ", what, "; no restarts left (",
-                                       record.restarts, " of ", allowed, " used)", tail));
+                          absl::StrCat("attempt ", attempt, ": ", what, "; ", not_restarted, tail));
 }
 
 void JobManager::check_cancel_locked(const JobRecord& record, Runtime& runtime,

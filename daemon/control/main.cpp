@@ -41,7 +41,8 @@ constexpr const char* kUsage = R"(usage: accumd --state-dir DIR [options]
   --heartbeat-timeout-s S   restart a job whose rank 0 is silent this long (default 60)
   --restart-backoff-ms MS   first restart delay, doubled per restart (default 1000)
   --stop-grace-s S          graceful cancel: STOP, SIGTERM after S, SIGKILL after 2S (default 60)
-  --max-restarts N          restarts when the spec says 0 (default 3)
+  --max-restarts N          restarts of a job whose spec leaves max_restarts unset
+                            (default 3; a spec's own value, 0 included, wins)
   --log-level L             trace|debug|info|warn|error (default info)
   --metrics-listen HOST:PORT  serve Prometheus metrics at http://HOST:PORT/metrics
                             (a bare PORT means 127.0.0.1:PORT; port 0 picks one; default off)

@@ -252,9 +252,13 @@ absl::Status fill_rest(accum::v1::JobSpec* spec) {
   if (spec->world_size() < 1 || spec->world_size() > 4096) {
     return invalid("world_size", absl::StrCat("got ", spec->world_size(), ", expected in [1, 4096]"));
   }
-  if (!spec->has_max_restarts()) spec->set_max_restarts(3);
-  if (spec->max_restarts() < 0 || spec->max_restarts() > 1000) {
-    return invalid("max_restarts", "expected in [0, 1000]");
+  // Left unset, it stays unset: the default is the daemon's (--max-restarts), and an
+  // explicit 0 must stay distinguishable from it, since 0 means "never restart".
+  if (spec->has_max_restarts() && (spec->max_restarts() < 0 || spec->max_restarts() > 1000)) {
+    return invalid("max_restarts",
+                   absl::StrCat("got ", spec->max_restarts(),
+                                ", expected an integer in [0, 1000] (0: never restart; "
+                                "leave it out for the daemon's default)"));
   }
   if (spec->log_every_steps() == 0) spec->set_log_every_steps(1);
   if (spec->log_every_steps() < 0) return invalid("log_every_steps", "expected >= 1");

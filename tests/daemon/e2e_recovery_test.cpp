@@ -2,7 +2,7 @@
 // is restarted from the latest checkpoint and the loss curve continues; accumd
 // killed with SIGKILL mid-job comes back with the job record intact and the job
 // finishes; a worker that rejects its input fails the job without restarts, on one
-// rank or several.
+// rank or several; max_restarts 0 means no restart, unset the daemon's default.
 #include <signal.h>
 
 #include <filesystem>
@@ -178,6 +178,66 @@ TEST(DaemonRecovery, WorkerRejectingItsInputFailsTheJobAtOnceWithoutRestarts) {
 
 TEST(DaemonRecovery, RanksRejectingTheirInputFailTheJobAtOnceWithoutRestarts) {
   expect_rejected_input_fails_without_restarts(2);
+}
+
+// SIGKILLs rank 0 of a job once it runs and has reported `after_step` steps.
+void kill_worker_when_running(DaemonHarness& daemon, const std::string& id, int64_t after_step) {
+  const auto running = daemon.wait_for(id, [&](const JobStatus& j) {
+    return j.state() == accum::v1::RUNNING && j.last_metrics().step() >= after_step;
+  });
+  ASSERT_EQ(running.state(), accum::v1::RUNNING) << running.message();
+  const auto pids = daemon.worker_pids(running.job_dir());
+  ASSERT_EQ(pids.size(), 1u);
+  ASSERT_EQ(kill(pids[0], SIGKILL), 0);
+}
+
+TEST(DaemonRecovery, MaxRestartsZeroNeverRestartsWhileUnsetTakesTheDaemonDefault) {
+  DaemonHarness daemon;
+  DaemonOptions options = with_slots(2);
+  options.extra_args = {"--max-restarts", "1"};
+  ASSERT_TRUE(daemon.start(options));
+  JobStatus never;
+  ASSERT_TRUE(
+      daemon.submit(daemon.spec_json("never", 100000, 1, 0, R"("max_restarts": 0)"), &never).ok());
+  JobStatus again;
+  ASSERT_TRUE(daemon.submit(daemon.spec_json("again", 300, 1, 100), &again).ok());
+  // Each job shows the number it runs under: its own 0, and the daemon's flag for unset.
+  EXPECT_TRUE(never.spec().has_max_restarts());
+  EXPECT_EQ(never.spec().max_restarts(), 0);
+  EXPECT_TRUE(again.spec().has_max_restarts());
+  EXPECT_EQ(again.spec().max_restarts(), 1);
+
+  // "again" first: it must not finish before the kill ("never" runs until killed).
+  kill_worker_when_running(daemon, again.id(), 2);
+  kill_worker_when_running(daemon, never.id(), 2);
+
+  const auto failed = daemon.wait_for(never.id(), [](const JobStatus& j) {
+    return j.state() == accum::v1::FAILED || j.state() == accum::v1::SUCCEEDED ||
+           j.state() == accum::v1::RESTARTING;
+  });
+  ASSERT_EQ(failed.state(), accum::v1::FAILED) << failed.message();
+  EXPECT_EQ(failed.restarts(), 0);
+  EXPECT_NE(failed.message().find("signal 9"), std::string::npos) << failed.message();
+  EXPECT_NE(failed.message().find("not restarted: max_restarts is 0"), std::string::npos)
+      << failed.message();
+  for (const auto& t : failed.transitions()) {
+    EXPECT_NE(t.state(), accum::v1::RESTARTING) << t.message();
+  }
+  EXPECT_FALSE(std::filesystem::exists(failed.job_dir() + "/logs/attempt-2"))
+      << "a second attempt was launched";
+
+  const auto done = daemon.wait_for(
+      again.id(), [](const JobStatus& j) { return j.state() == accum::v1::SUCCEEDED; },
+      std::chrono::seconds(180));
+  ASSERT_EQ(done.state(), accum::v1::SUCCEEDED) << done.message();
+  EXPECT_EQ(done.restarts(), 1);
+  int restarts_seen = 0;
+  for (const auto& t : done.transitions()) {
+    if (t.state() != accum::v1::RESTARTING) continue;
+    ++restarts_seen;
+    EXPECT_NE(t.message().find("restart 1 of 1 "), std::string::npos) << t.message();
+  }
+  EXPECT_EQ(restarts_seen, 1);
 }
 
 }  // namespace

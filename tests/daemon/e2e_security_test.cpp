@@ -88,6 +88,8 @@ TEST(DaemonSecurity, MalformedSpecsAreInvalidArgumentNamingTheField) {
       {replace("\"n_head\": 2", "\"n_head\": 3"), "n_head"},
       {replace("\"tokens_per_update\": 256", "\"tokens_per_update\": 300"), "300"},
       {replace("\"max_steps\": 5", "\"max_steps\": -1"), "max_steps"},
+      {replace("\"max_steps\": 5", "\"max_steps\": 5, \"max_restarts\": -1"),
+       "`max_restarts`: got -1, expected an integer in [0, 1000]"},
       {replace("\"lr\": 0.003", "\"lr\": -1"), "optimizer.lr"},
       {replace("corpus.txt", "no-such-corpus.txt"), "data.train"},
   };

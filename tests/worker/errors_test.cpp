@@ -57,6 +57,8 @@ TEST_F(WorkerErrorsTest, EverySpecFieldIsRangeChecked) {
       {"distributed.timeout_s", "-1", {"distributed.timeout_s"}},
       {"precision", "\"BF16\"", {"precision", "CUDA"}},
       {"eval.every_steps", "5", {"data.val"}},
+      {"max_restarts", "-1", {"max_restarts", "got -1", "[0, 1000]"}},
+      {"max_restarts", "1001", {"max_restarts", "got 1001", "[0, 1000]"}},
   };
   for (const auto& test_case : cases) {
     auto result = run_with({{test_case.field, test_case.value}});
@@ -66,6 +68,19 @@ TEST_F(WorkerErrorsTest, EverySpecFieldIsRangeChecked) {
           << test_case.field << " message lacks \"" << word << "\": " << result.output;
     }
   }
+}
+
+// max_restarts is the daemon's: an explicit 0 ("never restart") must survive
+// validation, and an unset value must stay unset for the daemon to fill.
+TEST_F(WorkerErrorsTest, MaxRestartsKeepsAnExplicitZeroAndLeavesUnsetForTheDaemon) {
+  write_file(dir_ / "job.json", tiny_spec_json({{"max_restarts", "0"}}));
+  auto result = run({worker_binary(), "--spec", dir_ / "job.json", "--print-spec"});
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find("\"max_restarts\": 0"), std::string::npos) << result.output;
+  write_file(dir_ / "job.json", tiny_spec_json());
+  result = run({worker_binary(), "--spec", dir_ / "job.json", "--print-spec"});
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_EQ(result.output.find("max_restarts"), std::string::npos) << result.output;
 }
 
 TEST_F(WorkerErrorsTest, UnknownFieldIsRejectedByName) {
