@@ -74,5 +74,73 @@ TEST(NcclTest, AllReduceAndZero1OnGpuBuffers) {
 #endif
 }
 
+#ifdef ACCUM_HAVE_CUDA
+// Host <-> device copies for the tests (the NCCL back end takes device buffers only).
+template <typename T>
+void to_device(void* device, const std::vector<T>& host) {
+  ASSERT_EQ(cudaMemcpy(device, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice),
+            cudaSuccess);
+}
+template <typename T>
+std::vector<T> from_device(const void* device, size_t n) {
+  std::vector<T> host(n);
+  EXPECT_EQ(cudaMemcpy(host.data(), device, n * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
+  return host;
+}
+#endif
+
+TEST(NcclTest, BroadcastGatherScatterAvgAndWideTypesOnGpuBuffers) {
+#ifndef ACCUM_HAVE_CUDA
+  GTEST_SKIP() << "built without CUDA (ACCUM_HAVE_CUDA off): no NCCL back end";
+#else
+  const std::string reason = nccl_unavailable_reason();
+  if (!reason.empty()) GTEST_SKIP() << reason;
+  auto comm = make_communicator(CommBackend::kNccl);
+  const int rank = comm->rank(), world = comm->world_size();
+  const size_t n = 1000;
+  void* buf = comm->alloc_buffer(n * world * sizeof(double));
+
+  // Broadcast from the last rank.
+  std::vector<float> mine(n);
+  for (size_t i = 0; i < n; ++i) mine[i] = commtest::pattern(rank, i);
+  to_device(buf, mine);
+  comm->broadcast(buf, n, DataType::kFloat32, world - 1);
+  const auto got = from_device<float>(buf, n);
+  for (size_t i = 0; i < n; ++i) ASSERT_EQ(got[i], commtest::pattern(world - 1, i)) << i;
+
+  // All-gather in place: rank r's slice sits at r * n already.
+  std::vector<float> slices(n * world, -1.f);
+  for (size_t i = 0; i < n; ++i) slices[rank * n + i] = commtest::pattern(rank, i);
+  to_device(buf, slices);
+  float* base = static_cast<float*>(buf);
+  comm->all_gather(base + rank * n, base, n);
+  const auto gathered = from_device<float>(buf, n * world);
+  for (int r = 0; r < world; ++r) {
+    for (size_t i = 0; i < n; ++i) ASSERT_EQ(gathered[r * n + i], commtest::pattern(r, i));
+  }
+
+  // Reduce-scatter in place, averaged: rank r keeps the mean of slice r.
+  std::vector<float> full(n * world);
+  for (size_t i = 0; i < full.size(); ++i) full[i] = 2.f * rank + static_cast<float>(i % 5);
+  to_device(buf, full);
+  comm->reduce_scatter(base, base + rank * n, n, {ReduceOp::kAvg, DataType::kFloat32});
+  const auto mean = from_device<float>(base + rank * n, n);
+  for (size_t i = 0; i < n; ++i) {
+    ASSERT_EQ(mean[i], static_cast<float>(world - 1) + static_cast<float>((rank * n + i) % 5));
+  }
+
+  // Wide types: float64 and an int64 beyond 2^32.
+  to_device(buf, std::vector<double>{0.25 * (rank + 1)});
+  comm->all_reduce(buf, 1, {ReduceOp::kSum, DataType::kFloat64});
+  EXPECT_DOUBLE_EQ(from_device<double>(buf, 1)[0], 0.25 * world * (world + 1) / 2);
+  to_device(buf, std::vector<int64_t>{(int64_t{1} << 40) + rank});
+  comm->all_reduce(buf, 1, {ReduceOp::kSum, DataType::kInt64});
+  EXPECT_EQ(from_device<int64_t>(buf, 1)[0],
+            (int64_t{1} << 40) * world + int64_t{world} * (world - 1) / 2);
+  comm->barrier();
+  comm->free_buffer(buf);
+#endif
+}
+
 }  // namespace
 }  // namespace accum::comm

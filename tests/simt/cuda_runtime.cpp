@@ -6,6 +6,8 @@
 //
 // Device memory: ACCUM_SIMT_DEVICE_BYTES (default 80 GiB) is the device's size; allocations
 // beyond it fail with cudaErrorMemoryAllocation, so out-of-memory paths can be tested.
+// ACCUM_SIMT_DEVICES (default 1) devices are visible; they share that memory (a process
+// uses one). Events complete when recorded.
 // New allocations are filled with 0xFF bytes (NaN as bf16 or fp32): a read of memory
 // nobody wrote shows up.
 #include <cuda_runtime.h>
@@ -30,6 +32,7 @@ struct Device {
   std::map<uintptr_t, size_t> allocations;  // start -> bytes
   size_t used = 0;
   std::set<cudaStream_t> streams;
+  std::set<cudaEvent_t> events;
 };
 
 Device& device() {
@@ -46,7 +49,16 @@ size_t device_bytes() {
   return bytes;
 }
 
+int device_count() {
+  static const int count = [] {
+    const char* env = std::getenv("ACCUM_SIMT_DEVICES");
+    return env != nullptr ? std::atoi(env) : 1;
+  }();
+  return count;
+}
+
 thread_local cudaError_t t_last_error = cudaSuccess;
+thread_local int t_device = 0;
 
 [[noreturn]] void fail(const std::string& message) {
   std::fprintf(stderr, "SIMT emulator (CUDA runtime): %s\n", message.c_str());
@@ -67,7 +79,7 @@ void set_launch_error(cudaError_t error, const std::string& why) {
 }
 
 void check_stream(cudaStream_t stream) {
-  if (stream == nullptr) return;
+  if (stream == nullptr || stream == cudaStreamLegacy || stream == cudaStreamPerThread) return;
   Device& d = device();
   std::lock_guard<std::mutex> lock(d.mutex);
   if (d.streams.count(stream) == 0) fail("work queued on a stream that does not exist");
@@ -95,21 +107,27 @@ using accum::simt::check_device_range;
 using accum::simt::check_stream;
 
 cudaError_t cudaGetDeviceCount(int* count) {
-  *count = 1;
+  *count = accum::simt::device_count();
   return cudaSuccess;
 }
 
 cudaError_t cudaSetDevice(int device) {
-  return device == 0 ? cudaSuccess : accum::simt::record(cudaErrorInvalidDevice);
+  if (device < 0 || device >= accum::simt::device_count()) {
+    return accum::simt::record(cudaErrorInvalidDevice);
+  }
+  accum::simt::t_device = device;
+  return cudaSuccess;
 }
 
 cudaError_t cudaGetDevice(int* device) {
-  *device = 0;
+  *device = accum::simt::t_device;
   return cudaSuccess;
 }
 
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
-  if (device != 0) return accum::simt::record(cudaErrorInvalidDevice);
+  if (device < 0 || device >= accum::simt::device_count()) {
+    return accum::simt::record(cudaErrorInvalidDevice);
+  }
   std::memset(prop, 0, sizeof(*prop));
   std::snprintf(prop->name, sizeof(prop->name), "SIMT emulator on the CPU (not a GPU)");
   prop->totalGlobalMem = accum::simt::device_bytes();
@@ -189,6 +207,47 @@ cudaError_t cudaMemsetAsync(void* ptr, int value, size_t count, cudaStream_t str
   if (count == 0) return cudaSuccess;
   check_device_range(ptr, count, "cudaMemset");
   std::memset(ptr, value, count);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemset(void* ptr, int value, size_t count) {
+  return cudaMemsetAsync(ptr, value, count, nullptr);
+}
+
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int /*flags*/) {
+  *event = reinterpret_cast<cudaEvent_t>(new char);
+  auto& d = accum::simt::device();
+  std::lock_guard<std::mutex> lock(d.mutex);
+  d.events.insert(*event);
+  return cudaSuccess;
+}
+
+namespace {
+cudaError_t check_event(cudaEvent_t event) {
+  auto& d = accum::simt::device();
+  std::lock_guard<std::mutex> lock(d.mutex);
+  return d.events.count(event) != 0 ? cudaSuccess
+                                    : accum::simt::record(cudaErrorInvalidResourceHandle);
+}
+}  // namespace
+
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
+  check_stream(stream);
+  return check_event(event);  // the stream's work is done: the event completes now
+}
+
+cudaError_t cudaEventQuery(cudaEvent_t event) { return check_event(event); }
+
+cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int /*flags*/) {
+  check_stream(stream);
+  return check_event(event);
+}
+
+cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  auto& d = accum::simt::device();
+  std::lock_guard<std::mutex> lock(d.mutex);
+  if (d.events.erase(event) == 0) return accum::simt::record(cudaErrorInvalidResourceHandle);
+  delete reinterpret_cast<char*>(event);
   return cudaSuccess;
 }
 
