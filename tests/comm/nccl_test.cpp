@@ -89,7 +89,7 @@ std::vector<T> from_device(const void* device, size_t n) {
 }
 #endif
 
-TEST(NcclTest, BroadcastGatherScatterAvgAndWideTypesOnGpuBuffers) {
+TEST(NcclTest, BroadcastGatherScatterAvgWideTypesAndHostScalars) {
 #ifndef ACCUM_HAVE_CUDA
   GTEST_SKIP() << "built without CUDA (ACCUM_HAVE_CUDA off): no NCCL back end";
 #else
@@ -137,6 +137,14 @@ TEST(NcclTest, BroadcastGatherScatterAvgAndWideTypesOnGpuBuffers) {
   comm->all_reduce(buf, 1, {ReduceOp::kSum, DataType::kInt64});
   EXPECT_EQ(from_device<int64_t>(buf, 1)[0],
             (int64_t{1} << 40) * world + int64_t{world} * (world - 1) / 2);
+  // Host scalars (the trainer's per-step agreement) are staged through device memory.
+  double host_sum[2] = {1.0 * (rank + 1), -2.0};
+  comm->all_reduce(host_sum, 2, {ReduceOp::kSum, DataType::kFloat64});
+  EXPECT_EQ(host_sum[0], world * (world + 1) / 2.0);
+  EXPECT_EQ(host_sum[1], -2.0 * world);
+  double host_pid = rank == 0 ? 4242.0 : 0.0;
+  comm->broadcast(&host_pid, 1, DataType::kFloat64, 0);
+  EXPECT_EQ(host_pid, 4242.0);
   comm->barrier();
   comm->free_buffer(buf);
 #endif

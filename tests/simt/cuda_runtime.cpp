@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <set>
@@ -173,6 +174,19 @@ cudaError_t cudaFree(void* ptr) {
     d.allocations.erase(found);
   }
   std::free(ptr);
+  return cudaSuccess;
+}
+
+cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attributes, const void* ptr) {
+  std::memset(attributes, 0, sizeof(*attributes));
+  auto& d = accum::simt::device();
+  std::lock_guard<std::mutex> lock(d.mutex);
+  const auto address = reinterpret_cast<uintptr_t>(ptr);
+  auto it = d.allocations.upper_bound(address);
+  const bool device = it != d.allocations.begin() && address < std::prev(it)->first + std::prev(it)->second;
+  attributes->type = device ? cudaMemoryTypeDevice : cudaMemoryTypeUnregistered;
+  attributes->device = accum::simt::t_device;
+  if (device) attributes->devicePointer = const_cast<void*>(ptr);
   return cudaSuccess;
 }
 

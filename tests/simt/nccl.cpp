@@ -114,7 +114,9 @@ ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId id, int
 
 ncclResult_t ncclCommDestroy(ncclComm_t comm) {
   if (comm == nullptr) return ncclSuccess;
-  if (!comm->aborted) MPI_Comm_free(&comm->mpi);
+  int finalized = 0;
+  MPI_Finalized(&finalized);  // real NCCL does not need MPI to tear down: may come after
+  if (!comm->aborted && !finalized) MPI_Comm_free(&comm->mpi);
   delete comm;
   return ncclSuccess;
 }

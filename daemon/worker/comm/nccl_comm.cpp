@@ -8,6 +8,10 @@
 // wait() spins on cudaEventQuery and ncclCommGetAsyncError until its deadline, and on
 // timeout aborts the NCCL communicator (ncclCommAbort) so that no kernel stays stuck,
 // then throws CommError. After an abort every call throws.
+// Buffers: the gradients are device memory; the trainer's per-step scalars (loss sums,
+// stop votes, norms, checkpoint agreement) are host memory, which NCCL cannot read. A
+// collective on host buffers is staged through a device buffer and finishes before it
+// returns (a few bytes, once per optimizer step).
 #ifdef ACCUM_HAVE_CUDA
 
 #include <cuda_runtime.h>
@@ -49,6 +53,18 @@ ncclDataType_t nccl_datatype(DataType dtype) {
       return ncclInt64;
   }
   throw CommError("unknown DataType " + std::to_string(static_cast<int>(dtype)));
+}
+
+size_t dtype_bytes(DataType dtype) { return dtype == DataType::kFloat32 ? 4 : 8; }
+
+// True for memory NCCL cannot use: not device (or managed) memory.
+bool is_host_memory(const void* p) {
+  cudaPointerAttributes attributes{};
+  if (cudaPointerGetAttributes(&attributes, p) != cudaSuccess) {
+    (void)cudaGetLastError();  // older drivers: unregistered host memory is an error
+    return true;
+  }
+  return attributes.type != cudaMemoryTypeDevice && attributes.type != cudaMemoryTypeManaged;
 }
 
 // The NCCL communicator, shared with Work handles so that a Work's timeout can abort it.
@@ -160,6 +176,7 @@ class NcclCommunicator final : public Communicator {
       ncclCommDestroy(shared_->comm);
     }
     cudaFree(barrier_scratch_);
+    cudaFree(staging_);
     cudaEventDestroy(inputs_ready_);
     cudaStreamDestroy(stream_);
     if (mpi_is_running()) {
@@ -177,6 +194,12 @@ class NcclCommunicator final : public Communicator {
                                          const CollectiveOptions& opts) override {
     const WorkInfo info = make_work_info(*this, "all_reduce", count, opts.dtype);
     const ncclRedOp_t op = reduce_op(info, opts);
+    if (count > 0 && is_host_memory(buf)) {
+      return staged(info, buf, buf, count * dtype_bytes(opts.dtype), [&](void* device) {
+        return ncclAllReduce(device, device, count, nccl_datatype(opts.dtype), op, shared_->comm,
+                             stream_);
+      });
+    }
     before_issue(info);
     ACCUM_NCCL_CHECK(
         ncclAllReduce(buf, buf, count, nccl_datatype(opts.dtype), op, shared_->comm, stream_));
@@ -188,6 +211,9 @@ class NcclCommunicator final : public Communicator {
     // NCCL's in-place convention (recv == send + rank*count) is ours.
     const WorkInfo info = make_work_info(*this, "reduce_scatter", count, opts.dtype);
     const ncclRedOp_t op = reduce_op(info, opts);
+    if (count > 0 && (is_host_memory(send) || is_host_memory(recv))) {
+      throw CommError(failure_message(info, "reduce_scatter needs device buffers"));
+    }
     before_issue(info);
     ACCUM_NCCL_CHECK(ncclReduceScatter(send, recv, count, nccl_datatype(opts.dtype), op,
                                        shared_->comm, stream_));
@@ -197,6 +223,9 @@ class NcclCommunicator final : public Communicator {
   std::unique_ptr<Work> all_gather_async(const void* send, void* recv, size_t count,
                                          DataType dtype) override {
     const WorkInfo info = make_work_info(*this, "all_gather", count, dtype);
+    if (count > 0 && (is_host_memory(send) || is_host_memory(recv))) {
+      throw CommError(failure_message(info, "all_gather needs device buffers"));
+    }
     before_issue(info);
     ACCUM_NCCL_CHECK(
         ncclAllGather(send, recv, count, nccl_datatype(dtype), shared_->comm, stream_));
@@ -210,6 +239,12 @@ class NcclCommunicator final : public Communicator {
       throw CommError(failure_message(info, "root " + std::to_string(root) +
                                                 " is not a rank (expected 0.." +
                                                 std::to_string(world_size_ - 1) + ")"));
+    }
+    if (count > 0 && is_host_memory(buf)) {
+      return staged(info, buf, buf, count * dtype_bytes(dtype), [&](void* device) {
+        return ncclBroadcast(device, device, count, nccl_datatype(dtype), root, shared_->comm,
+                             stream_);
+      });
     }
     before_issue(info);
     ACCUM_NCCL_CHECK(
@@ -284,6 +319,28 @@ class NcclCommunicator final : public Communicator {
   // Waits (with the default timeout) for everything queued on the stream.
   void drain_stream(const WorkInfo& info) { after_issue(info)->wait(timeout_); }
 
+  // A collective over host memory: `bytes` of `input` go to a device staging buffer, the
+  // collective runs there (issue(staging)), the result comes back to `output`; done
+  // (or thrown) on return.
+  template <typename Issue>
+  std::unique_ptr<Work> staged(const WorkInfo& info, const void* input, void* output,
+                               size_t bytes, Issue issue) {
+    before_issue(info);
+    if (bytes > staging_bytes_) {
+      ACCUM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      if (staging_ != nullptr) ACCUM_CUDA_CHECK(cudaFree(staging_));
+      staging_ = nullptr;
+      ACCUM_CUDA_CHECK(cudaMalloc(&staging_, bytes));
+      staging_bytes_ = bytes;
+    }
+    ACCUM_CUDA_CHECK(cudaMemcpyAsync(staging_, input, bytes, cudaMemcpyHostToDevice, stream_));
+    ACCUM_NCCL_CHECK(issue(staging_));
+    after_issue(info)->wait(timeout_);  // the timeout applies: a copy back would block
+    ACCUM_CUDA_CHECK(cudaMemcpyAsync(output, staging_, bytes, cudaMemcpyDeviceToHost, stream_));
+    ACCUM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    return std::make_unique<CompletedWork>();
+  }
+
   std::shared_ptr<NcclShared> shared_;
   MPI_Comm mpi_comm_ = MPI_COMM_NULL;
   int rank_ = 0;
@@ -293,6 +350,8 @@ class NcclCommunicator final : public Communicator {
   cudaStream_t compute_stream_ = nullptr;
   cudaEvent_t inputs_ready_ = nullptr;
   float* barrier_scratch_ = nullptr;
+  void* staging_ = nullptr;  // device copy of host buffers (staged())
+  size_t staging_bytes_ = 0;
 };
 
 }  // namespace
