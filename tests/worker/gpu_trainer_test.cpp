@@ -1,9 +1,11 @@
-// The trainer on the CUDA back end (ctest label `gpu`): accumulation equivalence and
-// bit-identical resume, run through the real accum-worker. SKIPPED with the reason
-// when no GPU is visible.
+// The trainer on the CUDA back end (ctest label `gpu`): accumulation equivalence,
+// bit-identical resume, the memory report and the out-of-memory advice, run through the
+// real accum-worker. SKIPPED with the reason when no GPU is visible. tests/simt runs it
+// again on the SIMT emulator (simt.GpuTrainerTest.*).
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 
 #include "kernels/backend.h"
 #include "tests/worker/worker_test_util.h"
@@ -14,6 +16,10 @@ namespace {
 class GpuTrainerTest : public ::testing::Test {
  protected:
   void SetUp() override {
+#ifdef ACCUM_WORKER_BINARY_DEFAULT
+    // Built for the SIMT emulator (tests/simt): run the worker built against it.
+    setenv("ACCUM_WORKER_BINARY", ACCUM_WORKER_BINARY_DEFAULT, 0);
+#endif
     std::string why;
     if (!kernels::backend_available(kernels::DeviceKind::kCuda, &why)) GTEST_SKIP() << why;
     write_file(dir_ / "corpus.txt", make_corpus(60000));
@@ -63,6 +69,26 @@ TEST_F(GpuTrainerTest, ResumeIsBitIdentical) {
   for (size_t i = 0; i < 6; ++i) EXPECT_EQ(s[i].loss, r[i].loss) << "step " << i + 1;
   EXPECT_EQ(read_file(dir_ / "ckpt_s/step_00000006/model.safetensors"),
             read_file(dir_ / "ckpt_r/step_00000006/model.safetensors"));
+}
+
+TEST_F(GpuTrainerTest, MemoryReportAndOutOfMemoryAdvice) {
+  auto small = train("small", {{"max_steps", "1"}, {"checkpoint.dir", "\"ckpt_m\""},
+                               {"metrics_path", "\"m.jsonl\""}});
+  ASSERT_EQ(small.exit_code, 0) << small.output;
+  // The arithmetic of the gradient-accumulation note next to what the device says.
+  EXPECT_NE(small.output.find("memory: params"), std::string::npos) << small.output;
+  EXPECT_NE(small.output.find("| device reports"), std::string::npos) << small.output;
+  // 1M-token micro-batches of a 50k vocabulary need terabytes of logits.
+  auto huge = train("huge", {{"model.vocab_size", "50000"}, {"model.max_seq_len", "1024"},
+                             {"batch.seq_len", "1024"}, {"batch.micro_batch_size", "1024"},
+                             {"batch.tokens_per_update", "2097152"},
+                             {"checkpoint.dir", "\"ckpt_h\""}, {"metrics_path", "\"h.jsonl\""}});
+  EXPECT_NE(huge.exit_code, 0);
+  EXPECT_NE(huge.output.find("out of memory"), std::string::npos) << huge.output;
+  EXPECT_NE(huge.output.find("largest micro_batch_size that fits is"), std::string::npos)
+      << huge.output;
+  EXPECT_NE(huge.output.find("keeps tokens_per_update 2097152"), std::string::npos)
+      << huge.output;
 }
 
 }  // namespace

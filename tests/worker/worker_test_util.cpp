@@ -24,7 +24,10 @@ std::string build_dir() {
   const char* dir = std::getenv("ACCUM_BUILD_DIR");
   return dir ? dir : "build";
 }
-std::string worker_binary() { return build_dir() + "/bin/accum-worker"; }
+std::string worker_binary() {
+  if (const char* binary = std::getenv("ACCUM_WORKER_BINARY")) return binary;
+  return build_dir() + "/bin/accum-worker";
+}
 
 void write_file(const std::string& path, const std::string& contents) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
