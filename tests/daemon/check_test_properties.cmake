@@ -15,8 +15,20 @@ endforeach()
 string(REPLACE "," ";" targets "${TARGETS}")
 string(REPLACE "," ";" expected_labels "${LABELS}")
 
-execute_process(COMMAND "${CTEST}" --test-dir "${BUILD_DIR}" --show-only=json-v1
+# ctest runs over a copy of the build's CTestTestfile.cmake tree: run on BUILD_DIR itself,
+# it would overwrite BUILD_DIR/Testing/Temporary/LastTest.log, the log of the very suite
+# this test is part of (deploy/skip_reasons.sh reads the skipped tests' reasons there).
+string(RANDOM LENGTH 10 suffix)
+set(mirror "/tmp/accum-ctest-mirror-${suffix}")
+file(GLOB_RECURSE testfiles RELATIVE "${BUILD_DIR}" "${BUILD_DIR}/CTestTestfile.cmake"
+     "${BUILD_DIR}/*/CTestTestfile.cmake")
+foreach(testfile ${testfiles})
+  get_filename_component(subdir "${testfile}" DIRECTORY)
+  file(COPY "${BUILD_DIR}/${testfile}" DESTINATION "${mirror}/${subdir}")
+endforeach()
+execute_process(COMMAND "${CTEST}" --test-dir "${mirror}" --show-only=json-v1
                 OUTPUT_VARIABLE json RESULT_VARIABLE rc ERROR_VARIABLE stderr)
+file(REMOVE_RECURSE "${mirror}")
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "ctest --show-only=json-v1 failed (${rc}): ${stderr}")
 endif()
