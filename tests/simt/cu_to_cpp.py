@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Rewrites a CUDA source for the SIMT emulator (tests/simt/simt.h): g++ compiles the result.
 
-Three rewrites, nothing else changes (line numbers are kept, and a #line directive points
+Three rewrites and one addition, nothing else changes (line numbers are kept, and a #line directive points
 compiler messages at the original file):
   kernel<<<grid, block[, smem[, stream]]>>>(args);
       -> ::accum::simt::launch({grid, block, smem, stream}, kernel or nullptr,
@@ -9,7 +9,8 @@ compiler messages at the original file):
   extern __shared__ [__align__(n)] T name[];
       -> T* name = reinterpret_cast<T*>(::accum::simt::dynamic_shared());
   __shared__ alignas(n) T x[...];   (prelude.h: __shared__ is `static thread_local`)
-      -> alignas(n) __shared__ T x[...];   (C++ wants the attribute first)
+      -> alignas(n) __shared__ T x[...]; ::accum::simt::fresh_shared(x, sizeof(x));
+         (C++ wants the attribute first; the call poisons x once per block)
 
 usage: cu_to_cpp.py IN.cu OUT.cpp
 """
@@ -93,12 +94,27 @@ def rewrite_launches(text):
 SHARED_ALIGNED = re.compile(r"__shared__\s+((?:alignas|__align__)\(\s*\d+\s*\))")
 
 
+STATIC_SHARED = re.compile(
+    r"((?:alignas\(\s*\d+\s*\)\s+)?__shared__\s+[\w:<>]+\s+)([^;=()]+);")
+
+
+def poison_static_shared(text):
+    """After each `__shared__ T a[..], b[..];` (prelude.h: static thread_local), a call
+    that fills the arrays with 0xFF the first time a thread of a new block gets there,
+    so a block reading what it never wrote sees NaN, not the previous block's values."""
+    def add_calls(m):
+        names = [d.strip().split("[")[0].strip() for d in m.group(2).split(",")]
+        calls = "".join(f" ::accum::simt::fresh_shared({n}, sizeof({n}));" for n in names)
+        return f"{m.group(1)}{m.group(2)};{calls}"
+    return STATIC_SHARED.sub(add_calls, text)
+
+
 def rewrite_shared(text):
     text = EXTERN_SHARED.sub(
         lambda m: f"{m.group(1)}* {m.group(2)} = "
                   f"reinterpret_cast<{m.group(1)}*>(::accum::simt::dynamic_shared());",
         text)
-    return SHARED_ALIGNED.sub(lambda m: f"{m.group(1)} __shared__", text)
+    return poison_static_shared(SHARED_ALIGNED.sub(lambda m: f"{m.group(1)} __shared__", text))
 
 
 def main():

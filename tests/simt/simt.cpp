@@ -85,6 +85,7 @@ struct Block {
   int live = 0;
   Fiber* current = nullptr;
   void* scheduler_sp = nullptr;
+  uint64_t serial = 0;  // distinct for every block run on this OS thread (never 0)
   std::vector<unsigned char> shared;
 };
 
@@ -186,6 +187,8 @@ std::string describe_deadlock(const Block& b) {
 }
 
 void run_block(Block& b) {
+  thread_local uint64_t blocks_run = 0;
+  b.serial = ++blocks_run;
   const int threads = static_cast<int>(b.block_dim.x * b.block_dim.y * b.block_dim.z);
   auto& pool = stacks(threads);
   b.fibers.assign(threads, Fiber{});
@@ -298,6 +301,14 @@ const dim3& grid_dim() { return block().grid_dim; }
 unsigned char* dynamic_shared() {
   Block& b = block();
   return b.shared.empty() ? nullptr : b.shared.data();
+}
+
+void fresh_shared(void* array, size_t bytes) {
+  thread_local std::map<void*, uint64_t> poisoned_in;  // array -> block serial
+  uint64_t& serial = poisoned_in[array];
+  if (serial == block().serial) return;
+  serial = block().serial;
+  std::memset(array, 0xFF, bytes);
 }
 
 void sync_block() {

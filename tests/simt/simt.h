@@ -12,7 +12,7 @@
 // What it checks beyond the arithmetic: launch limits (threads per block, grid size, the
 // dynamic shared memory opt-in of cudaFuncSetAttribute), barriers every live thread reaches
 // (a deadlock is reported with the waiting threads), full warps at warp-synchronous ops,
-// dynamic shared memory poisoned (0xFF: NaN) at block start, and schedules that let one
+// shared memory poisoned (0xFF: NaN) for every block, and schedules that let one
 // warp run ahead of the others (set_schedule), so a missing barrier shows up as different
 // bits.
 // What it cannot check: timing, occupancy, register pressure, memory coalescing, the real
@@ -70,6 +70,9 @@ const dim3& block_dim();
 const dim3& grid_dim();
 
 void sync_block();                 // __syncthreads
+// Fills a static __shared__ array with 0xFF the first time a thread of a new block
+// reaches its declaration (cu_to_cpp.py adds the call after it).
+void fresh_shared(void* array, size_t bytes);
 unsigned char* dynamic_shared();   // extern __shared__ x[]
 [[noreturn]] void trap();          // __trap
 

@@ -1,6 +1,7 @@
 // tests/simt/simt_test.cpp — the SIMT emulator itself (simt.h), and the CUDA back end's
 // kernels under its three schedules:
-//   * barriers, warp shuffles and the mma fragment layouts behave as on a GPU;
+//   * barriers, warp shuffles and the mma fragment layouts behave as on a GPU; shared
+//     memory a block did not write reads as NaN;
 //   * the checks a GPU would make fail as they would there (launch limits, dynamic shared
 //     memory opt-in, deadlocked barriers, pointers that are not device memory);
 //   * a kernel with a missing __syncthreads gives different bits under different
@@ -66,6 +67,22 @@ TEST(SimtEmulator, MissingBarrierGivesDifferentResultsAcrossSchedules) {
   // Warp 0 running ahead reads elements nobody wrote yet: the poison (NaN) shows.
   EXPECT_TRUE(std::isnan(results[0][0])) << "lowest-first: thread 0 read " << results[0][0];
   EXPECT_NE(std::memcmp(results[0].data(), results[1].data(), 128 * sizeof(float)), 0);
+}
+
+TEST(SimtEmulator, StaticSharedMemoryIsPoisonedForEveryBlock) {
+  std::vector<float> seen(2, 0.f);
+  launch_kernel({dim3(2), dim3(64), 0, nullptr}, nullptr, [&] {
+    // What `__shared__ float tile[64];` becomes in a kernel compiled by cu_to_cpp.py.
+    static thread_local float tile[64];
+    fresh_shared(tile, sizeof(tile));
+    if (thread_idx().x == 0) {
+      seen[block_idx().x] = tile[5];
+      tile[5] = 1.f;
+    }
+    sync_block();
+  });
+  EXPECT_TRUE(std::isnan(seen[0])) << seen[0];
+  EXPECT_TRUE(std::isnan(seen[1])) << "block 1 read " << seen[1] << ", block 0's value";
 }
 
 TEST(SimtEmulator, ShuffleXorExchangesBetweenLanes) {
