@@ -10,8 +10,9 @@
 // cannot be predicted, but a micro-batch seen again must have a lower loss than the first
 // time (it was trained on), so when a run revisits one, a loss that did not fall is
 // reported as a wrong training step. Prints one JSON object (also written to --out) with
-// tokens_per_s, step_ms, flops_per_token, memory and "learned" (true / false / null when
-// no micro-batch was seen twice).
+// tokens_per_s, step_ms (split into micro_ms per micro-step, zero_grad included, and
+// optimizer_ms for clip + AdamW), flops_per_token, memory and "learned" (true / false /
+// null when no micro-batch was seen twice).
 // Exit status: 0 ok, 2 bad flags, 3 no GPU, 4 did not learn, 5 out of device memory (the
 // micro-batch does not fit: bench/gpu.sh then tries a smaller one), 1 any other error.
 #include <cuda_runtime.h>
@@ -115,7 +116,7 @@ int run(const Args& args) {
   // Loss of micro-batch 0 the first and the last time it was seen.
   float batch0_first = NAN, batch0_last = NAN;
   int batch0_visits = 0;
-  double timed_seconds = 0;
+  double timed_seconds = 0, timed_micro_seconds = 0, timed_optimizer_seconds = 0;
   int micro = 0;
   for (int step = 1; step <= args.warmup + args.steps; ++step) {
     backend->synchronize();
@@ -128,11 +129,17 @@ int run(const Args& args) {
         (batch0_visits++ == 0 ? batch0_first : batch0_last) = model.last_loss();
       }
     }
+    backend->synchronize();  // the phases are timed apart: K micro-steps, then the optimizer
+    const auto micro_done = std::chrono::steady_clock::now();
     const double norm = model.optimizer_step(step, 3e-4f);
     backend->synchronize();
-    const double seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    if (step > args.warmup) timed_seconds += seconds;
+    const auto done = std::chrono::steady_clock::now();
+    const double seconds = std::chrono::duration<double>(done - start).count();
+    if (step > args.warmup) {
+      timed_seconds += seconds;
+      timed_micro_seconds += std::chrono::duration<double>(micro_done - start).count();
+      timed_optimizer_seconds += std::chrono::duration<double>(done - micro_done).count();
+    }
     const float loss = model.last_loss();
     if (step == 1) first_loss = loss;
     last_loss = loss;
@@ -141,6 +148,8 @@ int run(const Args& args) {
   }
   const size_t used_after = device_used_bytes();
   const double step_ms = timed_seconds / args.steps * 1e3;
+  const double micro_ms = timed_micro_seconds / args.steps / args.grad_accum * 1e3;
+  const double optimizer_ms = timed_optimizer_seconds / args.steps * 1e3;
   const double tokens_per_s = double(tokens_per_micro) * args.grad_accum / (step_ms / 1e3);
   const auto& m = args.model;
   // PaLM / llm.c convention: 6 N per token for the matmuls of forward + backward, plus
@@ -156,6 +165,7 @@ int run(const Args& args) {
        << ",\"batch\":" << args.batch << ",\"seq\":" << args.seq
        << ",\"grad_accum\":" << args.grad_accum << ",\"params\":" << model.num_parameters()
        << ",\"steps\":" << args.steps << ",\"step_ms\":" << step_ms
+       << ",\"micro_ms\":" << micro_ms << ",\"optimizer_ms\":" << optimizer_ms
        << ",\"tokens_per_s\":" << tokens_per_s << ",\"flops_per_token\":" << flops_per_token
        << ",\"first_loss\":" << first_loss << ",\"last_loss\":" << last_loss
        << ",\"learned\":" << (checked ? (learned ? "true" : "false") : "null")
