@@ -4,6 +4,7 @@
 // GPUs (NCCL needs one GPU per rank).
 #include <gtest/gtest.h>
 
+#include <memory>
 #include <vector>
 
 #include "daemon/worker/comm/communicator.h"
@@ -34,13 +35,24 @@ std::string nccl_unavailable_reason() {
 }
 #endif
 
-TEST(NcclTest, AllReduceAndZero1OnGpuBuffers) {
+// Skips (on every rank alike) where NCCL cannot run; otherwise comm_ is an NCCL communicator.
+class NcclTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
 #ifndef ACCUM_HAVE_CUDA
-  GTEST_SKIP() << "built without CUDA (ACCUM_HAVE_CUDA off): no NCCL back end";
+    GTEST_SKIP() << "built without CUDA (ACCUM_HAVE_CUDA off): no NCCL back end";
 #else
-  const std::string reason = nccl_unavailable_reason();
-  if (!reason.empty()) GTEST_SKIP() << reason;
-  auto comm = make_communicator(CommBackend::kNccl);
+    const std::string reason = nccl_unavailable_reason();
+    if (!reason.empty()) GTEST_SKIP() << reason;
+    comm_ = make_communicator(CommBackend::kNccl);
+#endif
+  }
+  std::unique_ptr<Communicator> comm_;
+};
+
+TEST_F(NcclTest, AllReduceAndZero1OnGpuBuffers) {
+#ifdef ACCUM_HAVE_CUDA
+  Communicator* comm = comm_.get();
   const int rank = comm->rank();
   const int world = comm->world_size();
   const size_t n = 12345;
@@ -59,7 +71,7 @@ TEST(NcclTest, AllReduceAndZero1OnGpuBuffers) {
   ASSERT_EQ(cudaMemcpy(device, host.data(), n * sizeof(float), cudaMemcpyHostToDevice),
             cudaSuccess);
   {
-    GradReducer reducer(comm.get(), device, n, {400, 1, true});
+    GradReducer reducer(comm, device, n, {400, 1, true});
     reducer.begin_window();
     reducer.mark_ready_from(n / 2);
     reducer.finish();
@@ -89,13 +101,9 @@ std::vector<T> from_device(const void* device, size_t n) {
 }
 #endif
 
-TEST(NcclTest, BroadcastGatherScatterAvgWideTypesAndHostScalars) {
-#ifndef ACCUM_HAVE_CUDA
-  GTEST_SKIP() << "built without CUDA (ACCUM_HAVE_CUDA off): no NCCL back end";
-#else
-  const std::string reason = nccl_unavailable_reason();
-  if (!reason.empty()) GTEST_SKIP() << reason;
-  auto comm = make_communicator(CommBackend::kNccl);
+TEST_F(NcclTest, BroadcastGatherScatterAvgWideTypesAndHostScalars) {
+#ifdef ACCUM_HAVE_CUDA
+  Communicator* comm = comm_.get();
   const int rank = comm->rank(), world = comm->world_size();
   const size_t n = 1000;
   void* buf = comm->alloc_buffer(n * world * sizeof(double));

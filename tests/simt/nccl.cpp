@@ -57,6 +57,18 @@ ncclResult_t check_comm(ncclComm_t comm) {
   return ncclSuccess;
 }
 
+// What every collective checks first: a live communicator, a type accumd uses, the
+// stream. Sets the MPI type and element size.
+ncclResult_t begin_collective(ncclComm_t comm, ncclDataType_t datatype, cudaStream_t stream,
+                              MPI_Datatype* type, size_t* bytes) {
+  if (const ncclResult_t rc = check_comm(comm); rc != ncclSuccess) return rc;
+  if (!mpi_type(datatype, type, bytes)) return invalid("data type not used by accumd");
+  accum::simt::check_stream(stream);
+  return ncclSuccess;
+}
+
+bool reduction_used(ncclRedOp_t op) { return op == ncclSum || op == ncclAvg; }
+
 ncclResult_t mpi_result(int rc) { return rc == MPI_SUCCESS ? ncclSuccess : ncclSystemError; }
 
 // Sum (or average) of `count` elements of every rank into `recv`.
@@ -147,12 +159,13 @@ const char* ncclGetErrorString(ncclResult_t result) {
 
 ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataType_t datatype,
                            ncclRedOp_t op, ncclComm_t comm, cudaStream_t stream) {
-  if (const ncclResult_t rc = check_comm(comm); rc != ncclSuccess) return rc;
   MPI_Datatype type;
   size_t bytes;
-  if (!mpi_type(datatype, &type, &bytes)) return invalid("data type not used by accumd");
-  if (op != ncclSum && op != ncclAvg) return invalid("reduction not used by accumd");
-  accum::simt::check_stream(stream);
+  if (const ncclResult_t rc = begin_collective(comm, datatype, stream, &type, &bytes);
+      rc != ncclSuccess) {
+    return rc;
+  }
+  if (!reduction_used(op)) return invalid("reduction not used by accumd");
   accum::simt::check_device_range(send, count * bytes, "ncclAllReduce send buffer");
   accum::simt::check_device_range(recv, count * bytes, "ncclAllReduce receive buffer");
   return reduce_all(send, recv, count, type, bytes, op, comm->mpi, comm->size);
@@ -163,12 +176,13 @@ ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataT
 ncclResult_t ncclReduceScatter(const void* send, void* recv, size_t recvcount,
                                ncclDataType_t datatype, ncclRedOp_t op, ncclComm_t comm,
                                cudaStream_t stream) {
-  if (const ncclResult_t rc = check_comm(comm); rc != ncclSuccess) return rc;
   MPI_Datatype type;
   size_t bytes;
-  if (!mpi_type(datatype, &type, &bytes)) return invalid("data type not used by accumd");
-  if (op != ncclSum && op != ncclAvg) return invalid("reduction not used by accumd");
-  accum::simt::check_stream(stream);
+  if (const ncclResult_t rc = begin_collective(comm, datatype, stream, &type, &bytes);
+      rc != ncclSuccess) {
+    return rc;
+  }
+  if (!reduction_used(op)) return invalid("reduction not used by accumd");
   const size_t total = recvcount * comm->size;
   accum::simt::check_device_range(send, total * bytes, "ncclReduceScatter send buffer");
   accum::simt::check_device_range(recv, recvcount * bytes, "ncclReduceScatter receive buffer");
@@ -186,11 +200,12 @@ ncclResult_t ncclReduceScatter(const void* send, void* recv, size_t recvcount,
 // send == recv + rank * sendcount.
 ncclResult_t ncclAllGather(const void* send, void* recv, size_t sendcount,
                            ncclDataType_t datatype, ncclComm_t comm, cudaStream_t stream) {
-  if (const ncclResult_t rc = check_comm(comm); rc != ncclSuccess) return rc;
   MPI_Datatype type;
   size_t bytes;
-  if (!mpi_type(datatype, &type, &bytes)) return invalid("data type not used by accumd");
-  accum::simt::check_stream(stream);
+  if (const ncclResult_t rc = begin_collective(comm, datatype, stream, &type, &bytes);
+      rc != ncclSuccess) {
+    return rc;
+  }
   accum::simt::check_device_range(send, sendcount * bytes, "ncclAllGather send buffer");
   accum::simt::check_device_range(recv, sendcount * comm->size * bytes,
                                   "ncclAllGather receive buffer");
@@ -202,12 +217,13 @@ ncclResult_t ncclAllGather(const void* send, void* recv, size_t sendcount,
 
 ncclResult_t ncclBroadcast(const void* send, void* recv, size_t count, ncclDataType_t datatype,
                            int root, ncclComm_t comm, cudaStream_t stream) {
-  if (const ncclResult_t rc = check_comm(comm); rc != ncclSuccess) return rc;
   MPI_Datatype type;
   size_t bytes;
-  if (!mpi_type(datatype, &type, &bytes)) return invalid("data type not used by accumd");
+  if (const ncclResult_t rc = begin_collective(comm, datatype, stream, &type, &bytes);
+      rc != ncclSuccess) {
+    return rc;
+  }
   if (root < 0 || root >= comm->size) return invalid("root outside the communicator");
-  accum::simt::check_stream(stream);
   accum::simt::check_device_range(recv, count * bytes, "ncclBroadcast receive buffer");
   if (comm->rank == root) {
     accum::simt::check_device_range(send, count * bytes, "ncclBroadcast send buffer");
