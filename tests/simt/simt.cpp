@@ -90,7 +90,20 @@ struct Block {
 };
 
 thread_local Block* t_block = nullptr;
-Schedule g_schedule = Schedule::kRoundRobin;
+
+[[noreturn]] void fail(const std::string& message);
+
+// ACCUM_SIMT_SCHEDULE=round_robin (default) | lowest_first | highest_first.
+Schedule schedule_from_environment() {
+  const char* env = std::getenv("ACCUM_SIMT_SCHEDULE");
+  const std::string name = env != nullptr ? env : "round_robin";
+  if (name == "round_robin") return Schedule::kRoundRobin;
+  if (name == "lowest_first") return Schedule::kLowestFirst;
+  if (name == "highest_first") return Schedule::kHighestFirst;
+  fail("ACCUM_SIMT_SCHEDULE=" + name +
+       ": expected round_robin, lowest_first or highest_first");
+}
+Schedule g_schedule = schedule_from_environment();
 
 // Fiber stacks, reused from launch to launch.
 std::vector<std::unique_ptr<unsigned char[]>>& stacks(size_t count) {

@@ -43,6 +43,8 @@ struct LaunchConfig {
 //   kHighestFirst: the same from the last warp down.
 // A correct kernel gives the same bits under all three; a missing __syncthreads (a read
 // of shared memory another warp has not written yet, or has already overwritten) does not.
+// The environment's ACCUM_SIMT_SCHEDULE (round_robin, lowest_first, highest_first) picks
+// the schedule a process starts with.
 enum class Schedule { kRoundRobin, kLowestFirst, kHighestFirst };
 void set_schedule(Schedule schedule);
 Schedule schedule();
