@@ -164,10 +164,10 @@ int run(const Args& args) {
        << ",\"n_head\":" << m.n_head << ",\"d_model\":" << m.d_model << ",\"vocab\":" << m.vocab
        << ",\"batch\":" << args.batch << ",\"seq\":" << args.seq
        << ",\"grad_accum\":" << args.grad_accum << ",\"params\":" << model.num_parameters()
-       << ",\"steps\":" << args.steps << ",\"step_ms\":" << step_ms
-       << ",\"micro_ms\":" << micro_ms << ",\"optimizer_ms\":" << optimizer_ms
-       << ",\"tokens_per_s\":" << tokens_per_s << ",\"flops_per_token\":" << flops_per_token
-       << ",\"first_loss\":" << first_loss << ",\"last_loss\":" << last_loss
+       << ",\"steps\":" << args.steps << ",\"step_ms\":" << step_ms << ",\"micro_ms\":" << micro_ms
+       << ",\"optimizer_ms\":" << optimizer_ms << ",\"tokens_per_s\":" << tokens_per_s
+       << ",\"flops_per_token\":" << flops_per_token << ",\"first_loss\":" << first_loss
+       << ",\"last_loss\":" << last_loss
        << ",\"learned\":" << (checked ? (learned ? "true" : "false") : "null")
        << ",\"model_bytes_allocated\":" << model.allocated_bytes()
        << ",\"device_bytes_used\":" << (used_after - used_before) << "}";

@@ -84,8 +84,7 @@ void JobManager::shutdown() {
 
 int JobManager::max_restarts(const JobRecord& record) const {
   // submit() fills an unset value; the fallback is for a record that somehow lacks it.
-  return record.spec.has_max_restarts() ? record.spec.max_restarts()
-                                        : config_.default_max_restarts;
+  return record.spec.has_max_restarts() ? record.spec.max_restarts() : config_.default_max_restarts;
 }
 
 absl::StatusOr<JobStatus> JobManager::submit(accum::v1::JobSpec spec, const std::string& spec_dir) {

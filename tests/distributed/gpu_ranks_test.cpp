@@ -67,8 +67,7 @@ TEST_P(GpuRanksTest, TwoGpusTrainLikeOneWithTwiceTheMicroBatches) {
   ASSERT_EQ(one.exit_code, 0) << one.output;
   auto two = train(job, "two", kRanks);
   ASSERT_EQ(two.exit_code, 0) << two.output;
-  EXPECT_NE(two.output.find("NCCL"), std::string::npos) << "not the NCCL back end:\n"
-                                                        << two.output;
+  EXPECT_NE(two.output.find("NCCL"), std::string::npos) << "not the NCCL back end:\n" << two.output;
   const auto a = read_metrics(job / "one.jsonl"), b = read_metrics(job / "two.jsonl");
   ASSERT_EQ(a.size(), 4u);
   ASSERT_EQ(b.size(), 4u);

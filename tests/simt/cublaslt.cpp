@@ -101,10 +101,13 @@ size_t alignment_of(const void* p) {
 
 constexpr float kGeluScale = 0.7978845608028654f;  // sqrt(2/pi)
 constexpr float kGeluCube = 0.044715f;
-float gelu(float x) { return 0.5f * x * (1.f + std::tanh(kGeluScale * (x + kGeluCube * x * x * x))); }
+float gelu(float x) {
+  return 0.5f * x * (1.f + std::tanh(kGeluScale * (x + kGeluCube * x * x * x)));
+}
 float gelu_grad(float x) {
   const float th = std::tanh(kGeluScale * (x + kGeluCube * x * x * x));
-  return 0.5f * (1.f + th) + 0.5f * x * (1.f - th * th) * kGeluScale * (1.f + 3.f * kGeluCube * x * x);
+  return 0.5f * (1.f + th) +
+         0.5f * x * (1.f - th * th) * kGeluScale * (1.f + 3.f * kGeluCube * x * x);
 }
 
 bool has_bias(cublasLtEpilogue_t e) {
@@ -123,8 +126,9 @@ cublasStatus_t check_problem(const Desc& desc, const Layout& a, const Layout& b,
   *k = ta ? a.rows : a.cols;
   *n = tb ? b.rows : b.cols;
   const uint64_t kb = tb ? b.cols : b.rows;
-  if (kb != *k) return invalid("op(A) is m x " + std::to_string(*k) + " but op(B) is " +
-                               std::to_string(kb) + " x n");
+  if (kb != *k)
+    return invalid("op(A) is m x " + std::to_string(*k) + " but op(B) is " + std::to_string(kb) +
+                   " x n");
   if (d.rows != *m || d.cols != *n) return invalid("D is not m x n");
   if (c.rows != d.rows || c.cols != d.cols || c.ld != d.ld || c.type != d.type) {
     return invalid("C and D layouts differ");
@@ -268,10 +272,11 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDe
   if (requested < 1) return invalid("requested no algorithms");
   const Desc& dd = *mine<cublasLtMatmulDescOpaque_t, Desc>(desc);
   uint64_t m, n, k;
-  const cublasStatus_t status = check_problem(
-      dd, *mine<cublasLtMatrixLayoutOpaque_t, Layout>(a),
-      *mine<cublasLtMatrixLayoutOpaque_t, Layout>(b), *mine<cublasLtMatrixLayoutOpaque_t, Layout>(c),
-      *mine<cublasLtMatrixLayoutOpaque_t, Layout>(d), &m, &n, &k);
+  const cublasStatus_t status =
+      check_problem(dd, *mine<cublasLtMatrixLayoutOpaque_t, Layout>(a),
+                    *mine<cublasLtMatrixLayoutOpaque_t, Layout>(b),
+                    *mine<cublasLtMatrixLayoutOpaque_t, Layout>(c),
+                    *mine<cublasLtMatrixLayoutOpaque_t, Layout>(d), &m, &n, &k);
   if (status != CUBLAS_STATUS_SUCCESS) return status;
   if (has_aux(dd.epilogue) && dd.aux_ld % 8 != 0) return CUBLAS_STATUS_NOT_SUPPORTED;
   std::memset(&results[0], 0, sizeof(results[0]));
@@ -305,14 +310,15 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
     const void* pointers[4] = {A, B, C, D};
     for (int i = 0; i < 4; ++i) {
       if (alignment_of(pointers[i]) < algo->data[i]) {
-        return invalid("operand " + std::to_string(i) + " is " +
-                       std::to_string(alignment_of(pointers[i])) +
-                       "-byte aligned, the algorithm was chosen for " +
-                       std::to_string(algo->data[i]));
+        return invalid(
+            "operand " + std::to_string(i) + " is " + std::to_string(alignment_of(pointers[i])) +
+            "-byte aligned, the algorithm was chosen for " + std::to_string(algo->data[i]));
       }
     }
   }
-  auto span = [](const Layout& l) { return ((l.cols - 1) * l.ld + l.rows) * element_bytes(l.type); };
+  auto span = [](const Layout& l) {
+    return ((l.cols - 1) * l.ld + l.rows) * element_bytes(l.type);
+  };
   accum::simt::check_device_range(A, span(a), "cublasLtMatmul A");
   accum::simt::check_device_range(B, span(b), "cublasLtMatmul B");
   accum::simt::check_device_range(C, span(c), "cublasLtMatmul C");
@@ -329,8 +335,10 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
   // outer products over k (fp32, k in order), which the compiler vectorizes over m.
   std::vector<float> at(k * m), bt(k * n), sum(m * n, 0.f);
   for (uint64_t p = 0; p < k; ++p) {
-    for (uint64_t i = 0; i < m; ++i) at[p * m + i] = load(A, a.type, ta ? i * a.ld + p : p * a.ld + i);
-    for (uint64_t j = 0; j < n; ++j) bt[p * n + j] = load(B, b.type, tb ? p * b.ld + j : j * b.ld + p);
+    for (uint64_t i = 0; i < m; ++i)
+      at[p * m + i] = load(A, a.type, ta ? i * a.ld + p : p * a.ld + i);
+    for (uint64_t j = 0; j < n; ++j)
+      bt[p * n + j] = load(B, b.type, tb ? p * b.ld + j : j * b.ld + p);
   }
   for (uint64_t j = 0; j < n; ++j) {
     float* column = &sum[j * m];

@@ -143,8 +143,8 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
 
 cudaError_t cudaMalloc(void** ptr, size_t size) {
   auto& d = accum::simt::device();
-  const size_t rounded = (size + accum::simt::kAlignment - 1) / accum::simt::kAlignment *
-                         accum::simt::kAlignment;
+  const size_t rounded =
+      (size + accum::simt::kAlignment - 1) / accum::simt::kAlignment * accum::simt::kAlignment;
   {
     std::lock_guard<std::mutex> lock(d.mutex);
     if (d.used + rounded > accum::simt::device_bytes()) {
@@ -168,7 +168,8 @@ cudaError_t cudaFree(void* ptr) {
   {
     std::lock_guard<std::mutex> lock(d.mutex);
     auto found = d.allocations.find(reinterpret_cast<uintptr_t>(ptr));
-    if (found == d.allocations.end()) accum::simt::fail("cudaFree of a pointer cudaMalloc did not return");
+    if (found == d.allocations.end())
+      accum::simt::fail("cudaFree of a pointer cudaMalloc did not return");
     d.used -= (found->second + accum::simt::kAlignment - 1) / accum::simt::kAlignment *
               accum::simt::kAlignment;
     d.allocations.erase(found);
@@ -183,7 +184,8 @@ cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attributes, const vo
   std::lock_guard<std::mutex> lock(d.mutex);
   const auto address = reinterpret_cast<uintptr_t>(ptr);
   auto it = d.allocations.upper_bound(address);
-  const bool device = it != d.allocations.begin() && address < std::prev(it)->first + std::prev(it)->second;
+  const bool device =
+      it != d.allocations.begin() && address < std::prev(it)->first + std::prev(it)->second;
   attributes->type = device ? cudaMemoryTypeDevice : cudaMemoryTypeUnregistered;
   attributes->device = accum::simt::t_device;
   if (device) attributes->devicePointer = const_cast<void*>(ptr);

@@ -72,8 +72,8 @@ bool reduction_used(ncclRedOp_t op) { return op == ncclSum || op == ncclAvg; }
 ncclResult_t mpi_result(int rc) { return rc == MPI_SUCCESS ? ncclSuccess : ncclSystemError; }
 
 // Sum (or average) of `count` elements of every rank into `recv`.
-ncclResult_t reduce_all(const void* send, void* recv, size_t count, MPI_Datatype type,
-                        size_t bytes, ncclRedOp_t op, MPI_Comm mpi, int size) {
+ncclResult_t reduce_all(const void* send, void* recv, size_t count, MPI_Datatype type, size_t bytes,
+                        ncclRedOp_t op, MPI_Comm mpi, int size) {
   std::vector<unsigned char> input(static_cast<const unsigned char*>(send),
                                    static_cast<const unsigned char*>(send) + count * bytes);
   const int rc = MPI_Allreduce(input.data(), recv, static_cast<int>(count), type, MPI_SUM, mpi);
@@ -198,8 +198,8 @@ ncclResult_t ncclReduceScatter(const void* send, void* recv, size_t recvcount,
 
 // recv (size * sendcount) = every rank's send, in rank order; in place when
 // send == recv + rank * sendcount.
-ncclResult_t ncclAllGather(const void* send, void* recv, size_t sendcount,
-                           ncclDataType_t datatype, ncclComm_t comm, cudaStream_t stream) {
+ncclResult_t ncclAllGather(const void* send, void* recv, size_t sendcount, ncclDataType_t datatype,
+                           ncclComm_t comm, cudaStream_t stream) {
   MPI_Datatype type;
   size_t bytes;
   if (const ncclResult_t rc = begin_collective(comm, datatype, stream, &type, &bytes);

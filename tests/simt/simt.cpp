@@ -45,8 +45,8 @@ namespace {
 constexpr int kWarp = 32;
 constexpr size_t kStackBytes = 256u << 10;  // per fiber; the kernels keep < 8 KiB of locals
 constexpr int kMaxThreadsPerBlock = 1024;
-constexpr size_t kDefaultDynamicShared = 48u << 10;   // without cudaFuncSetAttribute
-constexpr size_t kMaxDynamicShared = 227u << 10;      // sm_90's opt-in limit per block
+constexpr size_t kDefaultDynamicShared = 48u << 10;  // without cudaFuncSetAttribute
+constexpr size_t kMaxDynamicShared = 227u << 10;     // sm_90's opt-in limit per block
 
 enum class State { kRunnable, kWaiting, kDone };
 
@@ -100,8 +100,7 @@ Schedule schedule_from_environment() {
   if (name == "round_robin") return Schedule::kRoundRobin;
   if (name == "lowest_first") return Schedule::kLowestFirst;
   if (name == "highest_first") return Schedule::kHighestFirst;
-  fail("ACCUM_SIMT_SCHEDULE=" + name +
-       ": expected round_robin, lowest_first or highest_first");
+  fail("ACCUM_SIMT_SCHEDULE=" + name + ": expected round_robin, lowest_first or highest_first");
 }
 Schedule g_schedule = schedule_from_environment();
 
@@ -190,7 +189,8 @@ std::string describe_deadlock(const Block& b) {
   for (const Fiber& fiber : b.fibers) {
     if (fiber.state != State::kWaiting) continue;
     if (shown++ < 8) {
-      message += " thread " + std::to_string(fiber.linear) + " waits at " + fiber.waiting_what + ";";
+      message +=
+          " thread " + std::to_string(fiber.linear) + " waits at " + fiber.waiting_what + ";";
     }
   }
   const int done = static_cast<int>(b.fibers.size()) - b.live;

@@ -60,8 +60,7 @@ void launch(const LaunchConfig& config, void (*kernel)(Params...),
             const std::function<void()>& body) {
   launch_kernel(config, reinterpret_cast<const void*>(kernel), body);
 }
-inline void launch(const LaunchConfig& config, std::nullptr_t,
-                   const std::function<void()>& body) {
+inline void launch(const LaunchConfig& config, std::nullptr_t, const std::function<void()>& body) {
   launch_kernel(config, nullptr, body);
 }
 
@@ -71,12 +70,12 @@ const uint3& block_idx();
 const dim3& block_dim();
 const dim3& grid_dim();
 
-void sync_block();                 // __syncthreads
+void sync_block();  // __syncthreads
 // Fills a static __shared__ array with 0xFF the first time a thread of a new block
 // reaches its declaration (cu_to_cpp.py adds the call after it).
 void fresh_shared(void* array, size_t bytes);
-unsigned char* dynamic_shared();   // extern __shared__ x[]
-[[noreturn]] void trap();          // __trap
+unsigned char* dynamic_shared();  // extern __shared__ x[]
+[[noreturn]] void trap();         // __trap
 
 // Warp-synchronous exchange: every lane of the calling thread's warp publishes up to
 // kSlotBytes and, once all lanes have, reads the table of all lanes' slots; the exchange

@@ -7,6 +7,8 @@
 //   * a kernel with a missing __syncthreads gives different bits under different
 //     schedules, and a whole GPT-2 training step on the emulated CUDA back end gives the
 //     same bits under all three (no kernel relies on an order a GPU does not guarantee).
+#include "tests/simt/simt.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -16,7 +18,6 @@
 
 #include "bench/gpu/gpt2_step.h"
 #include "kernels/backend.h"
-#include "tests/simt/simt.h"
 
 namespace accum::simt {
 namespace {
@@ -115,16 +116,18 @@ TEST(SimtEmulator, MmaComputesTheMatrixProductOfPtxFragments) {
   std::mt19937 rng(3);
   std::normal_distribution<float> dist;
   float A[16][16], B[16][8], C[16][8];
-  for (auto& row : A) for (float& x : row) x = bf16_round(dist(rng));
-  for (auto& row : B) for (float& x : row) x = bf16_round(dist(rng));
-  for (auto& row : C) for (float& x : row) x = dist(rng);
+  for (auto& row : A)
+    for (float& x : row) x = bf16_round(dist(rng));
+  for (auto& row : B)
+    for (float& x : row) x = bf16_round(dist(rng));
+  for (auto& row : C)
+    for (float& x : row) x = dist(rng);
   float D[16][8];
   launch_kernel({dim3(1), dim3(32), 0, nullptr}, nullptr, [&] {
     const int lane = static_cast<int>(thread_idx().x), g = lane / 4, t = lane % 4;
-    const uint32_t a[4] = {pack(A[g][2 * t], A[g][2 * t + 1]),
-                           pack(A[g + 8][2 * t], A[g + 8][2 * t + 1]),
-                           pack(A[g][2 * t + 8], A[g][2 * t + 9]),
-                           pack(A[g + 8][2 * t + 8], A[g + 8][2 * t + 9])};
+    const uint32_t a[4] = {
+        pack(A[g][2 * t], A[g][2 * t + 1]), pack(A[g + 8][2 * t], A[g + 8][2 * t + 1]),
+        pack(A[g][2 * t + 8], A[g][2 * t + 9]), pack(A[g + 8][2 * t + 8], A[g + 8][2 * t + 9])};
     const uint32_t b[2] = {pack(B[2 * t][g], B[2 * t + 1][g]),
                            pack(B[2 * t + 8][g], B[2 * t + 9][g])};
     float d[4] = {C[g][2 * t], C[g][2 * t + 1], C[g + 8][2 * t], C[g + 8][2 * t + 1]};
@@ -161,9 +164,9 @@ TEST(SimtEmulator, BadLaunchConfigurationsFailLikeOnAGpu) {
   launch_kernel({dim3(1), dim3(32), big, nullptr}, &kernel_key, [&] { ran = true; });
   EXPECT_EQ(cudaGetLastError(), cudaSuccess);
   EXPECT_TRUE(ran);
-  EXPECT_EQ(cudaFuncSetAttribute(&kernel_key, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 300 << 10),
-            cudaErrorInvalidValue)
+  EXPECT_EQ(
+      cudaFuncSetAttribute(&kernel_key, cudaFuncAttributeMaxDynamicSharedMemorySize, 300 << 10),
+      cudaErrorInvalidValue)
       << "over the H100's 227 KiB";
   EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidValue) << "a failed runtime call is the last error";
   EXPECT_EQ(cudaGetLastError(), cudaSuccess) << "and reading it clears it";

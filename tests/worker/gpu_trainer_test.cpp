@@ -72,23 +72,26 @@ TEST_F(GpuTrainerTest, ResumeIsBitIdentical) {
 }
 
 TEST_F(GpuTrainerTest, MemoryReportAndOutOfMemoryAdvice) {
-  auto small = train("small", {{"max_steps", "1"}, {"checkpoint.dir", "\"ckpt_m\""},
-                               {"metrics_path", "\"m.jsonl\""}});
+  auto small = train(
+      "small",
+      {{"max_steps", "1"}, {"checkpoint.dir", "\"ckpt_m\""}, {"metrics_path", "\"m.jsonl\""}});
   ASSERT_EQ(small.exit_code, 0) << small.output;
   // The arithmetic of the gradient-accumulation note next to what the device says.
   EXPECT_NE(small.output.find("memory: params"), std::string::npos) << small.output;
   EXPECT_NE(small.output.find("| device reports"), std::string::npos) << small.output;
   // 1M-token micro-batches of a 50k vocabulary need terabytes of logits.
-  auto huge = train("huge", {{"model.vocab_size", "50000"}, {"model.max_seq_len", "1024"},
-                             {"batch.seq_len", "1024"}, {"batch.micro_batch_size", "1024"},
+  auto huge = train("huge", {{"model.vocab_size", "50000"},
+                             {"model.max_seq_len", "1024"},
+                             {"batch.seq_len", "1024"},
+                             {"batch.micro_batch_size", "1024"},
                              {"batch.tokens_per_update", "2097152"},
-                             {"checkpoint.dir", "\"ckpt_h\""}, {"metrics_path", "\"h.jsonl\""}});
+                             {"checkpoint.dir", "\"ckpt_h\""},
+                             {"metrics_path", "\"h.jsonl\""}});
   EXPECT_NE(huge.exit_code, 0);
   EXPECT_NE(huge.output.find("out of memory"), std::string::npos) << huge.output;
   EXPECT_NE(huge.output.find("largest micro_batch_size that fits is"), std::string::npos)
       << huge.output;
-  EXPECT_NE(huge.output.find("keeps tokens_per_update 2097152"), std::string::npos)
-      << huge.output;
+  EXPECT_NE(huge.output.find("keeps tokens_per_update 2097152"), std::string::npos) << huge.output;
 }
 
 }  // namespace

@@ -323,8 +323,8 @@ class NcclCommunicator final : public Communicator {
   // collective runs there (issue(staging)), the result comes back to `output`; done
   // (or thrown) on return.
   template <typename Issue>
-  std::unique_ptr<Work> staged(const WorkInfo& info, const void* input, void* output,
-                               size_t bytes, Issue issue) {
+  std::unique_ptr<Work> staged(const WorkInfo& info, const void* input, void* output, size_t bytes,
+                               Issue issue) {
     before_issue(info);
     if (bytes > staging_bytes_) {
       ACCUM_CUDA_CHECK(cudaStreamSynchronize(stream_));
