@@ -364,5 +364,6 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
       store(D, d.type, at_d, value);
     }
   }
+  accum::simt::check_guards();
   return CUBLAS_STATUS_SUCCESS;
 }

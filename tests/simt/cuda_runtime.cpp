@@ -9,7 +9,10 @@
 // ACCUM_SIMT_DEVICES (default 1) devices are visible; they share that memory (a process
 // uses one). Events complete when recorded.
 // New allocations are filled with 0xFF bytes (NaN as bf16 or fp32): a read of memory
-// nobody wrote shows up.
+// nobody wrote shows up. Behind each allocation's end lie guard bytes (its padding to 256
+// bytes, and 256 more) that must stay 0xFF: they are checked after every kernel and
+// cuBLASLt call, at every synchronization and at cudaFree, so a write past the end of a
+// buffer is reported with the buffer's size and the offset written.
 #include <cuda_runtime.h>
 
 #include <cstdio>
@@ -27,6 +30,9 @@ namespace accum::simt {
 namespace {
 
 constexpr size_t kAlignment = 256;  // cudaMalloc's guarantee
+constexpr size_t kGuardBytes = 256;
+
+size_t padded(size_t size) { return (size + kAlignment - 1) / kAlignment * kAlignment; }
 
 struct Device {
   std::mutex mutex;
@@ -102,6 +108,29 @@ void check_device_range(const void* ptr, size_t bytes, const char* what) {
   }
 }
 
+namespace {
+
+// REQUIRES: the device mutex is held.
+void check_guard_locked(uintptr_t start, size_t size) {
+  const auto* bytes = reinterpret_cast<const unsigned char*>(start);
+  const size_t end = padded(size) + kGuardBytes;
+  for (size_t i = size; i < end; ++i) {
+    if (bytes[i] != 0xFF) {
+      fail("device memory written past the end of a " + std::to_string(size) +
+           "-byte allocation, at byte " + std::to_string(i) + " (a kernel or cuBLASLt call " +
+           "since the last check wrote out of bounds)");
+    }
+  }
+}
+
+}  // namespace
+
+void check_guards() {
+  Device& d = device();
+  std::lock_guard<std::mutex> lock(d.mutex);
+  for (const auto& [start, size] : d.allocations) check_guard_locked(start, size);
+}
+
 }  // namespace accum::simt
 
 using accum::simt::check_device_range;
@@ -143,8 +172,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
 
 cudaError_t cudaMalloc(void** ptr, size_t size) {
   auto& d = accum::simt::device();
-  const size_t rounded =
-      (size + accum::simt::kAlignment - 1) / accum::simt::kAlignment * accum::simt::kAlignment;
+  const size_t rounded = accum::simt::padded(size);
   {
     std::lock_guard<std::mutex> lock(d.mutex);
     if (d.used + rounded > accum::simt::device_bytes()) {
@@ -153,9 +181,10 @@ cudaError_t cudaMalloc(void** ptr, size_t size) {
     }
     d.used += rounded;
   }
-  void* memory = std::aligned_alloc(accum::simt::kAlignment, rounded == 0 ? 256 : rounded);
+  const size_t with_guard = rounded + accum::simt::kGuardBytes;
+  void* memory = std::aligned_alloc(accum::simt::kAlignment, with_guard);
   if (memory == nullptr) accum::simt::fail("host memory exhausted");
-  std::memset(memory, 0xFF, rounded);
+  std::memset(memory, 0xFF, with_guard);
   std::lock_guard<std::mutex> lock(d.mutex);
   d.allocations[reinterpret_cast<uintptr_t>(memory)] = size;
   *ptr = memory;
@@ -168,10 +197,11 @@ cudaError_t cudaFree(void* ptr) {
   {
     std::lock_guard<std::mutex> lock(d.mutex);
     auto found = d.allocations.find(reinterpret_cast<uintptr_t>(ptr));
-    if (found == d.allocations.end())
+    if (found == d.allocations.end()) {
       accum::simt::fail("cudaFree of a pointer cudaMalloc did not return");
-    d.used -= (found->second + accum::simt::kAlignment - 1) / accum::simt::kAlignment *
-              accum::simt::kAlignment;
+    }
+    accum::simt::check_guard_locked(found->first, found->second);
+    d.used -= accum::simt::padded(found->second);
     d.allocations.erase(found);
   }
   std::free(ptr);
@@ -285,10 +315,14 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
 
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
   check_stream(stream);
+  accum::simt::check_guards();
   return cudaSuccess;  // every operation finished when it was queued
 }
 
-cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize() {
+  accum::simt::check_guards();
+  return cudaSuccess;
+}
 
 cudaError_t cudaGetLastError() {
   const cudaError_t error = accum::simt::t_last_error;

@@ -304,6 +304,7 @@ void launch_kernel(const LaunchConfig& config, const void* kernel,
     }
   }
   t_block = nullptr;
+  check_guards();  // the kernel wrote nothing past the end of a buffer
 }
 
 const uint3& thread_idx() { return block().current->thread; }

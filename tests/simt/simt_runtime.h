@@ -19,5 +19,7 @@ void set_dynamic_shared_limit(const void* kernel, size_t bytes);
 size_t max_dynamic_shared_opt_in();
 // Aborts, naming `what`, unless [ptr, ptr + bytes) lies inside one cudaMalloc allocation.
 void check_device_range(const void* ptr, size_t bytes, const char* what);
+// Aborts if anything wrote past the end of an allocation (its guard bytes changed).
+void check_guards();
 
 }  // namespace accum::simt

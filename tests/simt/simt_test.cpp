@@ -3,7 +3,8 @@
 //   * barriers, warp shuffles and the mma fragment layouts behave as on a GPU; shared
 //     memory a block did not write reads as NaN;
 //   * the checks a GPU would make fail as they would there (launch limits, dynamic shared
-//     memory opt-in, deadlocked barriers, pointers that are not device memory);
+//     memory opt-in, deadlocked barriers, pointers that are not device memory), and
+//     writes past the end of a buffer, which a GPU would not report, are caught;
 //   * a kernel with a missing __syncthreads gives different bits under different
 //     schedules, and a whole GPT-2 training step on the emulated CUDA back end gives the
 //     same bits under all three (no kernel relies on an order a GPU does not guarantee).
@@ -191,6 +192,18 @@ TEST(SimtEmulatorDeathTest, MemcpyToHostMemoryAsDeviceIsRefused) {
   EXPECT_DEATH((void)cudaMemcpy(device, other.data(), 65, cudaMemcpyHostToDevice),
                "run past the end");
   EXPECT_EQ(cudaFree(device), cudaSuccess);
+}
+
+TEST(SimtEmulatorDeathTest, KernelWritingPastTheEndOfABufferIsCaughtAtLaunch) {
+  EXPECT_DEATH(
+      {
+        void* device = nullptr;
+        (void)cudaMalloc(&device, 100);
+        auto* bytes = static_cast<unsigned char*>(device);
+        launch_kernel({dim3(1), dim3(128), 0, nullptr}, nullptr,
+                      [&] { bytes[thread_idx().x] = 0; });  // 28 bytes too many
+      },
+      "written past the end of a 100-byte allocation, at byte 100");
 }
 
 // One optimizer step (K = 2 micro-batches) of a tiny GPT-2 on the emulated CUDA back end:
