@@ -8,6 +8,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "client/progress_bar.h"
 #include "daemon/spec/spec.h"
@@ -46,7 +47,11 @@ void print_status(const accum::v1::JobStatus& job) {
   }
   std::cout << "\n"
             << "ranks:     " << std::max(1, job.spec().world_size()) << "\n"
-            << "restarts:  " << job.restarts() << "\n"
+            << "restarts:  " << job.restarts()
+            << (job.spec().has_max_restarts()
+                    ? absl::StrCat(" of ", job.spec().max_restarts(), " allowed")
+                    : std::string())
+            << "\n"
             << "checkpoint: step " << job.latest_checkpoint_step() << "\n"
             << "job dir:   " << job.job_dir() << "\n";
   if (!job.message().empty()) std::cout << "message:   " << job.message() << "\n";

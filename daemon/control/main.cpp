@@ -78,6 +78,15 @@ int parse_int(const std::string& flag, const std::string& value, int min) {
   return number;
 }
 
+int parse_int(const std::string& flag, const std::string& value, int min, int max) {
+  int number = 0;
+  if (!absl::SimpleAtoi(value, &number) || number < min || number > max) {
+    usage_error(
+        absl::StrCat(flag, " '", value, "': expected an integer in [", min, ", ", max, "]"));
+  }
+  return number;
+}
+
 Flags parse_flags(int argc, char** argv) {
   Flags flags;
   flags.manager.slots = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -110,7 +119,8 @@ Flags parse_flags(int argc, char** argv) {
       flags.manager.restart_backoff = std::chrono::milliseconds(parse_int(flag, value, 0));
     else if (flag == "--stop-grace-s")
       flags.manager.stop_grace = std::chrono::seconds(parse_int(flag, value, 1));
-    else if (flag == "--max-restarts") flags.manager.default_max_restarts = parse_int(flag, value, 0);
+    else if (flag == "--max-restarts")
+      flags.manager.default_max_restarts = parse_int(flag, value, 0, 1000);  // a spec's range
     else if (flag == "--log-level") flags.log_level = value;
     else if (flag == "--metrics-listen") flags.metrics_listen = value;
     else if (flag == "--metrics-addr-file") flags.metrics_addr_file = value;

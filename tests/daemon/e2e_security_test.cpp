@@ -1,5 +1,9 @@
 // tests/daemon/e2e_security_test.cpp — the daemon's edges: tokens, malformed
-// specs, unknown ids, a burst of garbage, accumctl's exit codes, and TLS.
+// specs, unknown ids, a burst of garbage, accumctl's exit codes, flags out of range,
+// and TLS.
+#include <sys/wait.h>
+
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -249,6 +253,9 @@ TEST(DaemonSecurity, AccumctlExitCodesAndMessages) {
   EXPECT_NE(output.find("SUCCEEDED"), std::string::npos) << output;
   EXPECT_EQ(run_accumctl(daemon, {"--output", "json", "status", id}, &output), 0) << output;
   EXPECT_NE(output.find("\"state\":\"SUCCEEDED\""), std::string::npos) << output;
+  // The spec left max_restarts out: the daemon's default (3) is what the job runs under.
+  EXPECT_EQ(run_accumctl(daemon, {"status", id}, &output), 0) << output;
+  EXPECT_NE(output.find("restarts:  0 of 3 allowed"), std::string::npos) << output;
   EXPECT_EQ(run_accumctl(daemon, {"logs", id, "--rank", "0"}, &output), 0) << output;
   EXPECT_NE(output.find("[rank 0]"), std::string::npos) << output;
   // Cancelling an ended job: 7.
@@ -272,6 +279,25 @@ bool make_self_signed(const std::string& dir, std::string* cert, std::string* ke
 
 // TLS end to end: accumctl verifies the daemon with --tls-ca, the workers' link back to the
 // daemon goes over TLS too (the launcher hands them the CA), and plaintext is refused.
+TEST(DaemonSecurity, OutOfRangeFlagIsRefusedNamingTheRange) {
+  DaemonHarness daemon;  // not started: only its build and scratch folders are used
+  // `timeout`: an accumd that accepted the flag would serve forever.
+  const std::string command = "timeout 20 " + daemon.build_dir() + "/bin/accumd --state-dir '" +
+                              daemon.dir() +
+                              "/state' --listen 127.0.0.1:0 --max-restarts 1001 2>&1";
+  FILE* pipe = popen(command.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  std::string output;
+  char buffer[4096];
+  while (size_t n = fread(buffer, 1, sizeof(buffer), pipe)) output.append(buffer, n);
+  const int status = pclose(pipe);
+  ASSERT_TRUE(WIFEXITED(status)) << output;
+  EXPECT_EQ(WEXITSTATUS(status), 2) << output;  // accumd's usage error
+  EXPECT_NE(output.find("--max-restarts '1001': expected an integer in [0, 1000]"),
+            std::string::npos)
+      << output;
+}
+
 TEST(DaemonSecurity, TlsServesClientsAndWorkersAndRefusesPlaintext) {
   DaemonHarness daemon;
   std::string cert, key;
