@@ -21,7 +21,11 @@
 #   ACCUM_BENCH_SEQ=1024      sequence length of the 124M runs
 #   ACCUM_BENCH_MODEL=...     gpt2_bench model flags for those runs (default: GPT-2 124M)
 #   ACCUM_BENCH_LARGE=...     gpt2_bench model flags of the large run (default: the 1.3B)
-#   ACCUM_BENCH_LARGE_B="16 8 4 2 1"  micro-batches tried, largest first
+#   ACCUM_BENCH_LARGE_B="32 24 16 12 8 6 4 2 1"  micro-batches tried, largest first
+#   ACCUM_BENCH_LARGE_MIB=81559  device memory the large run may use (an H100 80GB's; the
+#                             rest of a larger card is held back; 0 = the whole card)
+#   ACCUM_GPU_TEST_TIMEOUT=900  seconds the gpu tests may take
+#   ACCUM_BENCH_NCU=1         also time each kernel of one 2-layer step under ncu
 #   ACCUM_BENCH_OUT=DIR       output folder;  ACCUM_RESULTS=FILE  where the summary is appended
 # Output: bench/out/gpu-<date>/ (logs, JSON) and summary.md, appended to bench/RESULTS.md.
 # Exit status: non-zero if the build or any gpu test failed, or the benchmark did not learn.
@@ -94,7 +98,7 @@ fi
 
 # ---- gpu tests ----
 log "gpu tests"
-"$BIN/gpu_test" "${GPU_TEST_ARGS[@]}" 2>&1 | tee "$OUT/gpu_test.log"
+timeout "${ACCUM_GPU_TEST_TIMEOUT:-900}" "$BIN/gpu_test" "${GPU_TEST_ARGS[@]}" 2>&1 | tee "$OUT/gpu_test.log"
 test_rc=${PIPESTATUS[0]}
 passed=$(grep -c '^\[       OK \]' "$OUT/gpu_test.log")
 failed=$(grep -c '^\[  FAILED  \] [A-Za-z]' "$OUT/gpu_test.log")
@@ -114,6 +118,22 @@ log "accum-cuda GPT-2 ${MODEL[*]:-124M}, B=$BATCH T=$SEQ"
 bench_rc=$?
 tail -n 3 "$OUT/accum_bench.log"
 [[ $bench_rc -eq 0 ]] || { echo "gpt2_bench exit $bench_rc (see $OUT/accum_bench.log)"; status=1; }
+
+# ---- benchmark: PyTorch reference ----
+RESULTS=()
+[[ -s "$OUT/accum.json" ]] && RESULTS+=("$OUT/accum.json")
+if [[ "${ACCUM_SKIP_TORCH:-0}" != 1 ]] && command -v "$PYTHON" >/dev/null 2>&1 &&
+   "$PYTHON" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+  log "PyTorch (torch.compile + SDPA + fused AdamW), B=$BATCH T=$SEQ"
+  "$PYTHON" "$ROOT/bench/gpu/torch_gpt2.py" "${MODEL[@]}" --batch "$BATCH" --seq "$SEQ" --steps "$STEPS" \
+    --warmup 5 --out "$OUT/torch.json" 2> "$OUT/torch_bench.log"
+  torch_rc=$?
+  tail -n 3 "$OUT/torch_bench.log"
+  if [[ $torch_rc -eq 0 ]]; then RESULTS+=("$OUT/torch.json")
+  else echo "torch_gpt2.py exit $torch_rc (see $OUT/torch_bench.log)"; fi
+else
+  echo "PyTorch with CUDA not available to $PYTHON: reference skipped" | tee -a "$OUT/gpu.log"
+fi
 
 # Before/after for each optimization: the same run with it switched off.
 ABLATIONS=()
@@ -141,9 +161,10 @@ done
 # memory (allocated by the model = the memory arithmetic, vs cudaMemGetInfo) ----
 LARGE=()
 if [[ "${ACCUM_BENCH_1P3B:-1}" == 1 ]]; then
-  for b in ${ACCUM_BENCH_LARGE_B:-16 8 4 2 1}; do
-    log "accum-cuda large run (${LARGE_MODEL[*]}), B=$b"
-    "$BIN/gpt2_bench" "${LARGE_MODEL[@]}" --batch "$b" \
+  LARGE_MIB="${ACCUM_BENCH_LARGE_MIB:-81559}"
+  for b in ${ACCUM_BENCH_LARGE_B:-32 24 16 12 8 6 4 2 1}; do
+    log "accum-cuda large run (${LARGE_MODEL[*]}), B=$b, device memory ${LARGE_MIB} MiB"
+    "$BIN/gpt2_bench" "${LARGE_MODEL[@]}" --batch "$b" --device-mib "$LARGE_MIB" \
       --steps 3 --warmup 1 --out "$OUT/accum_1p3b.json" 2> "$OUT/accum_1p3b_b$b.log"
     large_rc=$?
     tail -n 2 "$OUT/accum_1p3b_b$b.log"
@@ -154,20 +175,14 @@ if [[ "${ACCUM_BENCH_1P3B:-1}" == 1 ]]; then
   done
 fi
 
-# ---- benchmark: PyTorch reference ----
-RESULTS=()
-[[ -s "$OUT/accum.json" ]] && RESULTS+=("$OUT/accum.json")
-if [[ "${ACCUM_SKIP_TORCH:-0}" != 1 ]] && command -v "$PYTHON" >/dev/null 2>&1 &&
-   "$PYTHON" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
-  log "PyTorch (torch.compile + SDPA + fused AdamW), B=$BATCH T=$SEQ"
-  "$PYTHON" "$ROOT/bench/gpu/torch_gpt2.py" "${MODEL[@]}" --batch "$BATCH" --seq "$SEQ" --steps "$STEPS" \
-    --warmup 5 --out "$OUT/torch.json" 2> "$OUT/torch_bench.log"
-  torch_rc=$?
-  tail -n 3 "$OUT/torch_bench.log"
-  if [[ $torch_rc -eq 0 ]]; then RESULTS+=("$OUT/torch.json")
-  else echo "torch_gpt2.py exit $torch_rc (see $OUT/torch_bench.log)"; fi
-else
-  echo "PyTorch with CUDA not available to $PYTHON: reference skipped" | tee -a "$OUT/gpu.log"
+# ---- per-kernel times of one step of a 2-layer model (the layers repeat), for tuning ----
+if [[ "${ACCUM_BENCH_NCU:-0}" == 1 ]] && command -v ncu >/dev/null 2>&1; then
+  log "ncu: kernel times of one step, 2 layers, B=$BATCH T=$SEQ"
+  timeout "${ACCUM_NCU_TIMEOUT:-180}" ncu --clock-control none --metrics gpu__time_duration.sum \
+    --csv --log-file "$OUT/ncu.csv" "$BIN/gpt2_bench" --layers 2 --batch "$BATCH" --seq "$SEQ" \
+    --steps 1 --warmup 0 > /dev/null 2> "$OUT/ncu_bench.log" || echo "ncu failed or timed out"
+  [[ -s "$OUT/ncu.csv" ]] && "$PYTHON" "$ROOT/bench/gpu/ncu_kernels.py" "$OUT/ncu.csv" \
+    --out "$OUT/ncu_summary.md" || true
 fi
 
 # ---- summary ----

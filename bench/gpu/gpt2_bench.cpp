@@ -2,7 +2,10 @@
 // 124M, T=1024, bf16 activations, fp32 master/grads/Adam), for bench/gpu.sh.
 //
 //   gpt2_bench [--batch B] [--seq T] [--grad-accum K] [--steps S] [--warmup W]
-//              [--layers L --heads H --dmodel C --vocab V] [--out FILE]
+//              [--layers L --heads H --dmodel C --vocab V] [--device-mib M] [--out FILE]
+//
+// --device-mib M makes a larger card behave like one with M MiB of device memory (e.g.
+// 81559 for an H100 80GB on an H200): the difference is allocated up front and held.
 //
 // One optimizer step = zero grads, K micro-batches (forward + backward, += into fp32
 // grads), global-norm clip, AdamW. The first W steps are not timed. Tokens are a fixed
@@ -38,6 +41,7 @@ namespace {
 
 struct Args {
   int batch = 8, seq = 1024, grad_accum = 1, steps = 20, warmup = 5;
+  long device_mib = 0;  // 0: the whole card
   accum::bench::Gpt2Config model;
   std::string out;
 };
@@ -69,6 +73,8 @@ Args parse(int argc, char** argv) {
       args.model.d_model = std::atoi(value);
     else if (flag == "--vocab")
       args.model.vocab = std::atoi(value);
+    else if (flag == "--device-mib")
+      args.device_mib = std::atol(value);
     else if (flag == "--out")
       args.out = value;
     else {
@@ -78,7 +84,7 @@ Args parse(int argc, char** argv) {
   }
   args.model.max_seq = std::max(args.model.max_seq, args.seq);
   if (args.batch <= 0 || args.seq <= 0 || args.grad_accum <= 0 || args.steps <= 0 ||
-      args.warmup < 0) {
+      args.warmup < 0 || args.device_mib < 0) {
     std::cerr << "gpt2_bench: batch, seq, grad-accum and steps must be positive\n";
     std::exit(2);
   }
@@ -100,6 +106,18 @@ int run(const Args& args) {
   auto backend = accum::kernels::make_backend(accum::kernels::DeviceKind::kCuda, 0);
   cudaDeviceProp prop{};
   cudaGetDeviceProperties(&prop, 0);
+  // Emulate a smaller card: hold the memory beyond --device-mib for the whole run.
+  void* ballast = nullptr;
+  size_t free_bytes = 0, total_bytes = 0;
+  cudaMemGetInfo(&free_bytes, &total_bytes);
+  if (args.device_mib > 0) {
+    const size_t cap = size_t(args.device_mib) << 20;
+    if (total_bytes > cap && cudaMalloc(&ballast, total_bytes - cap) != cudaSuccess) {
+      std::cerr << "gpt2_bench: could not hold " << ((total_bytes - cap) >> 20)
+                << " MiB to emulate a " << args.device_mib << " MiB card\n";
+      return 1;
+    }
+  }
   const size_t used_before = device_used_bytes();
   accum::bench::Gpt2Step model(*backend, args.model, args.batch, args.seq, 1234);
 
@@ -163,8 +181,10 @@ int run(const Args& args) {
   json << "{\"impl\":\"accum-cuda\",\"device\":\"" << prop.name << "\",\"n_layer\":" << m.n_layer
        << ",\"n_head\":" << m.n_head << ",\"d_model\":" << m.d_model << ",\"vocab\":" << m.vocab
        << ",\"batch\":" << args.batch << ",\"seq\":" << args.seq
-       << ",\"grad_accum\":" << args.grad_accum << ",\"params\":" << model.num_parameters()
-       << ",\"steps\":" << args.steps << ",\"step_ms\":" << step_ms << ",\"micro_ms\":" << micro_ms
+       << ",\"grad_accum\":" << args.grad_accum
+       << ",\"device_mib\":" << (args.device_mib > 0 ? args.device_mib : long(total_bytes >> 20))
+       << ",\"params\":" << model.num_parameters() << ",\"steps\":" << args.steps
+       << ",\"step_ms\":" << step_ms << ",\"micro_ms\":" << micro_ms
        << ",\"optimizer_ms\":" << optimizer_ms << ",\"tokens_per_s\":" << tokens_per_s
        << ",\"flops_per_token\":" << flops_per_token << ",\"first_loss\":" << first_loss
        << ",\"last_loss\":" << last_loss
@@ -176,6 +196,7 @@ int run(const Args& args) {
     std::ofstream out(args.out);
     out << json.str() << "\n";
   }
+  if (ballast != nullptr) cudaFree(ballast);
   if (checked && !learned) {
     std::cerr << "gpt2_bench: the loss of a micro-batch seen " << batch0_visits
               << " times did not fall (" << batch0_first << " -> " << batch0_last

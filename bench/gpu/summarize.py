@@ -104,6 +104,7 @@ def main():
         gib = 1024.0 ** 3
         lines += ["", f"1.3B configuration (L={r['n_layer']} C={r['d_model']} T={r['seq']}, "
                       f"{r['params'] / 1e9:.2f}B params): largest micro-batch that fit "
+                      f"in {r.get('device_mib', 0) / 1024:.1f} GiB of device memory: "
                       f"B={r['batch']}; {r['tokens_per_s']:.0f} tokens/s, MFU {mfu(r, peak)}; "
                       f"memory allocated by the model (the arithmetic) "
                       f"{r['model_bytes_allocated'] / gib:.1f} GiB vs device memory used "

@@ -40,7 +40,7 @@ expect "| accum-cuda with ACCUM_ATTENTION=simple |"
 expect "| accum-cuda with ACCUM_CUBLASLT_GELU=0 |"
 expect "PyTorch reference: not run"
 for k in 1 2 4; do expect "| $k | "; done
-expect "largest micro-batch that fit B=8"
+expect "of device memory: B=8;"
 grep -q "out of device memory at micro-batch 16" "$work/out/accum_1p3b_b16.log" ||
   fail "B=16 was not refused for memory"
 grep -qF "| accum-cuda |" "$work/RESULTS.md" || fail "the summary was not appended to ACCUM_RESULTS"
