@@ -16,6 +16,10 @@
 //   dQ        (b,h, 64 queries): S = Q K^T, dP = dO V^T, dS = P (dP - D); dQ += dS K
 // Every output element is summed by one thread in a fixed order: no atomics, bit-identical
 // reruns. dK/dQ are scaled by 1/sqrt(hs) once at the end.
+// Speed: fragments come from shared memory through ldmatrix (one instruction for four
+// 8x8 matrices); the streamed tiles are double-buffered with cp.async, so the next step's
+// tiles land while this step computes; the causal mask is applied only in tiles that reach
+// the diagonal or T; the forward and dQ grids run their longest rows first.
 #include <string>
 
 #include "kernels/cuda/attention_mma.h"
@@ -30,6 +34,12 @@ namespace {
 constexpr int kRows = 64;           // rows a block owns
 constexpr int kWarps = kRows / 16;  // one warp per 16 rows
 constexpr int kThreads = kWarps * kWarpSize;
+// The dK/dV kernel wants ~178 registers; capped at 168 (3 blocks of 128 threads per SM, a
+// few bytes of spill for HS = 64) it keeps 12 warps per SM in flight instead of 8.
+#ifndef ACCUM_ATTENTION_DKDV_BLOCKS_PER_SM
+#define ACCUM_ATTENTION_DKDV_BLOCKS_PER_SM 3
+#endif
+constexpr int kDkDvBlocksPerSm = ACCUM_ATTENTION_DKDV_BLOCKS_PER_SM;
 
 template <int HS>
 struct Shape {
@@ -39,6 +49,7 @@ struct Shape {
   static constexpr int kDTiles = HS / 8;   // n8 tiles across the head dimension
   static constexpr int kDSteps = HS / 16;  // k16 steps across the head dimension
   static constexpr int kInnerTiles = kInner / 8;
+  static_assert(HS % 16 == 0, "B fragments are loaded two n8 tiles at a time");
 };
 
 // Row (0..15) and column (0..7) within a 16x8 accumulator tile of element e (0..3).
@@ -82,12 +93,14 @@ __device__ inline void two_products(float (&x)[kTiles][4], float (&y)[kTiles][4]
     uint32_t a1[4], a2[4];
     mma::load_a(a1, a1_tile, kStride, row0, kk * 16);
     mma::load_a(a2, a2_tile, kStride, row0, kk * 16);
-    for (int j = 0; j < kTiles; ++j) {
-      uint32_t b1[2], b2[2];
-      mma::load_b_rows_n(b1, b1_tile, kStride, j * 8, kk * 16);
-      mma::load_b_rows_n(b2, b2_tile, kStride, j * 8, kk * 16);
-      mma::mma_16816(x[j], a1, b1);
-      mma::mma_16816(y[j], a2, b2);
+    for (int j = 0; j < kTiles; j += 2) {
+      uint32_t b1[2][2], b2[2][2];
+      mma::load_b2_rows_n(b1[0], b1[1], b1_tile, kStride, j * 8, kk * 16);
+      mma::load_b2_rows_n(b2[0], b2[1], b2_tile, kStride, j * 8, kk * 16);
+      for (int h = 0; h < 2; ++h) {
+        mma::mma_16816(x[j + h], a1, b1[h]);
+        mma::mma_16816(y[j + h], a2, b2[h]);
+      }
     }
   }
 }
@@ -100,10 +113,11 @@ __device__ inline void accumulate_times_tile(float (&acc)[HS / 8][4],
   for (int kk = 0; kk < kCols / 16; ++kk) {
     uint32_t p_frag[4];
     mma::acc_to_a(p_frag, p[2 * kk], p[2 * kk + 1]);
-    for (int j = 0; j < HS / 8; ++j) {
-      uint32_t b[2];
-      mma::load_b_rows_k(b, tile, Shape<HS>::kStride, kk * 16, j * 8);
-      mma::mma_16816(acc[j], p_frag, b);
+    for (int j = 0; j < HS / 8; j += 2) {
+      uint32_t b[2][2];
+      mma::load_b2_rows_k(b[0], b[1], tile, Shape<HS>::kStride, kk * 16, j * 8);
+      mma::mma_16816(acc[j], p_frag, b[0]);
+      mma::mma_16816(acc[j + 1], p_frag, b[1]);
     }
   }
 }
@@ -116,16 +130,23 @@ __global__ void __launch_bounds__(kThreads)
   constexpr int kKeys = 64;  // key tile (the forward holds no dK/dV: 64 fits every HS)
   extern __shared__ __align__(16) unsigned char smem_bytes[];
   bf16* q_tile = reinterpret_cast<bf16*>(smem_bytes);
-  bf16* k_tile = q_tile + kRows * S::kStride;
-  bf16* v_tile = k_tile + kKeys * S::kStride;
+  bf16* kv_tiles = q_tile + kRows * S::kStride;  // two buffers of (K, V) tiles
+  auto k_tile = [&](int buf) { return kv_tiles + (2 * buf) * kKeys * S::kStride; };
+  auto v_tile = [&](int buf) { return kv_tiles + (2 * buf + 1) * kKeys * S::kStride; };
 
   const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
-  const int q0 = blockIdx.x * kRows;
+  const int q0 = (gridDim.x - 1 - blockIdx.x) * kRows;   // the longest rows start first
   const int warp_row0 = (threadIdx.x / kWarpSize) * 16;  // within the block
   const size_t row_stride = 3 * static_cast<size_t>(C);
   const bf16* q_base = qkv + static_cast<size_t>(b) * T * row_stride + h * HS;
+  auto load_kv = [&](int k0, int buf) {
+    load_rows_async<HS>(k_tile(buf), S::kStride, q_base + C, row_stride, k0, kKeys, T);
+    load_rows_async<HS>(v_tile(buf), S::kStride, q_base + 2 * C, row_stride, k0, kKeys, T);
+    cp_async_commit();
+  };
 
   load_rows<HS>(q_tile, S::kStride, q_base, row_stride, q0, kRows, T);
+  load_kv(0, 0);
   __syncthreads();
   uint32_t q_frag[S::kDSteps][4];
   for (int kk = 0; kk < S::kDSteps; ++kk)
@@ -136,27 +157,37 @@ __global__ void __launch_bounds__(kThreads)
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};  // rows g and g + 8
   const int last_key = min(T, q0 + kRows) - 1;
 
-  for (int k0 = 0; k0 <= last_key; k0 += kKeys) {
-    __syncthreads();  // the previous K/V tiles are no longer read
-    load_rows<HS>(k_tile, S::kStride, q_base + C, row_stride, k0, kKeys, T);
-    load_rows<HS>(v_tile, S::kStride, q_base + 2 * C, row_stride, k0, kKeys, T);
-    __syncthreads();
+  // Double buffering: the next step's K/V tiles are copied while this step computes.
+  for (int k0 = 0, buf = 0; k0 <= last_key; k0 += kKeys, buf ^= 1) {
+    if (k0 + kKeys <= last_key) {
+      load_kv(k0 + kKeys, buf ^ 1);
+      cp_async_wait<1>();  // this step's group has landed; the next one may still fly
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();  // every thread's copies of tile `buf` are visible
 
     float s[kKeys / 8][4];
     zero(s);
     for (int kk = 0; kk < S::kDSteps; ++kk) {
-      for (int j = 0; j < kKeys / 8; ++j) {
-        uint32_t kb[2];
-        mma::load_b_rows_n(kb, k_tile, S::kStride, j * 8, kk * 16);
-        mma::mma_16816(s[j], q_frag[kk], kb);
+      for (int j = 0; j < kKeys / 8; j += 2) {
+        uint32_t kb[2][2];
+        mma::load_b2_rows_n(kb[0], kb[1], k_tile(buf), S::kStride, j * 8, kk * 16);
+        mma::mma_16816(s[j], q_frag[kk], kb[0]);
+        mma::mma_16816(s[j + 1], q_frag[kk], kb[1]);
       }
     }
-    // Scale, mask (future keys and keys past T) and the online softmax per row.
+    // Scale, mask (future keys and keys past T: only in tiles that reach the block's
+    // diagonal) and the online softmax per row.
+    const bool masked = k0 + kKeys > q0;
     float tile_max[2] = {-INFINITY, -INFINITY};
     for (int j = 0; j < kKeys / 8; ++j) {
       for (int e = 0; e < 4; ++e) {
-        const int row = q0 + warp_row0 + acc_row(e), key = k0 + j * 8 + acc_col(e);
-        const float v = (key <= row && key < T) ? s[j][e] * scale : -INFINITY;
+        float v = s[j][e] * scale;
+        if (masked) {
+          const int row = q0 + warp_row0 + acc_row(e), key = k0 + j * 8 + acc_col(e);
+          if (key > row || key >= T) v = -INFINITY;
+        }
         s[j][e] = v;
         tile_max[e / 2] = fmaxf(tile_max[e / 2], v);
       }
@@ -180,18 +211,19 @@ __global__ void __launch_bounds__(kThreads)
         row_sum[e / 2] += p;
       }
     }
-    for (int r = 0; r < 2; ++r) {
-      float sum = row_sum[r];
-      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-      l[r] = l[r] * correction[r] + sum;
-    }
+    // l stays per lane (this lane's columns); the row's 4 lanes are summed once at the end.
+    for (int r = 0; r < 2; ++r) l[r] = l[r] * correction[r] + row_sum[r];
     for (int j = 0; j < S::kDTiles; ++j) {
       for (int e = 0; e < 4; ++e) o[j][e] *= correction[e / 2];
     }
-    accumulate_times_tile<HS, kKeys>(o, s, v_tile);  // O += P V
+    accumulate_times_tile<HS, kKeys>(o, s, v_tile(buf));  // O += P V
+    __syncthreads();  // every warp is done with `buf` before the next step refills it
   }
 
+  for (int r = 0; r < 2; ++r) {
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+  }
   const float inv_l[2] = {1.f / l[0], 1.f / l[1]};
   for (int j = 0; j < S::kDTiles; ++j) {
     for (int half = 0; half < 2; ++half) {
@@ -212,7 +244,7 @@ __global__ void __launch_bounds__(kThreads)
 
 // One block per 64 keys: dK, dV over the query tiles at and after the diagonal.
 template <int HS>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, HS >= 128 ? 2 : kDkDvBlocksPerSm)
     attention_backward_dkdv_mma_kernel(bf16* dqkv, const bf16* dout, const bf16* qkv,
                                        const float* lse, const float* delta, int T, int C, int NH,
                                        float scale) {
@@ -220,50 +252,69 @@ __global__ void __launch_bounds__(kThreads)
   extern __shared__ __align__(16) unsigned char smem_bytes[];
   bf16* k_tile = reinterpret_cast<bf16*>(smem_bytes);
   bf16* v_tile = k_tile + kRows * S::kStride;
-  bf16* q_tile = v_tile + kRows * S::kStride;
-  bf16* do_tile = q_tile + S::kInner * S::kStride;
-  float* lse_tile = reinterpret_cast<float*>(do_tile + S::kInner * S::kStride);
-  float* delta_tile = lse_tile + S::kInner;
+  bf16* qdo_tiles = v_tile + kRows * S::kStride;  // two buffers of (Q, dO) tiles
+  auto q_tile = [&](int buf) { return qdo_tiles + (2 * buf) * S::kInner * S::kStride; };
+  auto do_tile = [&](int buf) { return qdo_tiles + (2 * buf + 1) * S::kInner * S::kStride; };
+  float* stats = reinterpret_cast<float*>(qdo_tiles + 4 * S::kInner * S::kStride);
+  auto lse_tile = [&](int buf) { return stats + (2 * buf) * S::kInner; };
+  auto delta_tile = [&](int buf) { return stats + (2 * buf + 1) * S::kInner; };
 
   const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
-  const int key0 = blockIdx.x * kRows;
+  const int key0 = blockIdx.x * kRows;  // block 0 has the most query tiles: it starts first
   const int warp_row0 = (threadIdx.x / kWarpSize) * 16;
   const size_t row_stride = 3 * static_cast<size_t>(C);
   const bf16* q_base = qkv + static_cast<size_t>(b) * T * row_stride + h * HS;
   const bf16* do_base = dout + static_cast<size_t>(b) * T * C + h * HS;
   const float* lse_row = lse + static_cast<size_t>(bh) * T;
   const float* delta_row = delta + static_cast<size_t>(bh) * T;
+  auto load_step = [&](int q0, int buf) {
+    load_rows_async<HS>(q_tile(buf), S::kStride, q_base, row_stride, q0, S::kInner, T);
+    load_rows_async<HS>(do_tile(buf), S::kStride, do_base, C, q0, S::kInner, T);
+    cp_async_commit();
+    for (int r = threadIdx.x; r < S::kInner; r += blockDim.x) {
+      lse_tile(buf)[r] = q0 + r < T ? lse_row[q0 + r] : 0.f;
+      delta_tile(buf)[r] = q0 + r < T ? delta_row[q0 + r] : 0.f;
+    }
+  };
 
   load_rows<HS>(k_tile, S::kStride, q_base + C, row_stride, key0, kRows, T);
   load_rows<HS>(v_tile, S::kStride, q_base + 2 * C, row_stride, key0, kRows, T);
+  load_step(key0, 0);
   float dk[S::kDTiles][4], dv[S::kDTiles][4];
   zero(dk);
   zero(dv);
 
-  for (int q0 = key0; q0 < T; q0 += S::kInner) {  // causal: queries i >= key0
-    __syncthreads();
-    load_rows<HS>(q_tile, S::kStride, q_base, row_stride, q0, S::kInner, T);
-    load_rows<HS>(do_tile, S::kStride, do_base, C, q0, S::kInner, T);
-    for (int r = threadIdx.x; r < S::kInner; r += blockDim.x) {
-      lse_tile[r] = q0 + r < T ? lse_row[q0 + r] : 0.f;
-      delta_tile[r] = q0 + r < T ? delta_row[q0 + r] : 0.f;
+  // Causal: queries i >= key0. Double buffering as in the forward.
+  for (int q0 = key0, buf = 0; q0 < T; q0 += S::kInner, buf ^= 1) {
+    if (q0 + S::kInner < T) {
+      load_step(q0 + S::kInner, buf ^ 1);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
     }
-    __syncthreads();
+    __syncthreads();  // tile `buf` (and the K, V tiles at the first step) are visible
 
     float st[S::kInnerTiles][4], dpt[S::kInnerTiles][4];  // S^T, dP^T: 16 keys x kInner queries
-    two_products<HS>(st, dpt, k_tile, v_tile, q_tile, do_tile, warp_row0);
+    two_products<HS>(st, dpt, k_tile, v_tile, q_tile(buf), do_tile(buf), warp_row0);
+    const float* lse_q = lse_tile(buf);
+    const float* delta_q = delta_tile(buf);
+    const bool masked = q0 < key0 + kRows || q0 + S::kInner > T;  // diagonal or past T
     for (int j = 0; j < S::kInnerTiles; ++j) {
       for (int e = 0; e < 4; ++e) {
-        const int key = key0 + warp_row0 + acc_row(e);
-        const int local = j * 8 + acc_col(e), query = q0 + local;
-        const bool visible = query >= key && query < T && key < T;
-        const float p = visible ? __expf(st[j][e] * scale - lse_tile[local]) : 0.f;
-        st[j][e] = p;                                     // P^T
-        dpt[j][e] = p * (dpt[j][e] - delta_tile[local]);  // dS^T
+        const int local = j * 8 + acc_col(e);
+        bool visible = true;
+        if (masked) {
+          const int key = key0 + warp_row0 + acc_row(e), query = q0 + local;
+          visible = query >= key && query < T && key < T;
+        }
+        const float p = visible ? __expf(st[j][e] * scale - lse_q[local]) : 0.f;
+        st[j][e] = p;                                  // P^T
+        dpt[j][e] = p * (dpt[j][e] - delta_q[local]);  // dS^T
       }
     }
-    accumulate_times_tile<HS, S::kInner>(dv, st, do_tile);  // dV += P^T dO
-    accumulate_times_tile<HS, S::kInner>(dk, dpt, q_tile);  // dK += dS^T Q
+    accumulate_times_tile<HS, S::kInner>(dv, st, do_tile(buf));  // dV += P^T dO
+    accumulate_times_tile<HS, S::kInner>(dk, dpt, q_tile(buf));  // dK += dS^T Q
+    __syncthreads();  // every warp is done with `buf` before the next step refills it
   }
   bf16* dqkv_base = dqkv + static_cast<size_t>(b) * T * row_stride + h * HS;
   add_rows<HS>(dqkv_base + C, row_stride, key0 + warp_row0, T, dk, scale);
@@ -280,18 +331,25 @@ __global__ void __launch_bounds__(kThreads)
   extern __shared__ __align__(16) unsigned char smem_bytes[];
   bf16* q_tile = reinterpret_cast<bf16*>(smem_bytes);
   bf16* do_tile = q_tile + kRows * S::kStride;
-  bf16* k_tile = do_tile + kRows * S::kStride;
-  bf16* v_tile = k_tile + S::kInner * S::kStride;
+  bf16* kv_tiles = do_tile + kRows * S::kStride;  // two buffers of (K, V) tiles
+  auto k_tile = [&](int buf) { return kv_tiles + (2 * buf) * S::kInner * S::kStride; };
+  auto v_tile = [&](int buf) { return kv_tiles + (2 * buf + 1) * S::kInner * S::kStride; };
 
   const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
-  const int q0 = blockIdx.x * kRows;
+  const int q0 = (gridDim.x - 1 - blockIdx.x) * kRows;  // the longest rows start first
   const int warp_row0 = (threadIdx.x / kWarpSize) * 16;
   const size_t row_stride = 3 * static_cast<size_t>(C);
   const bf16* q_base = qkv + static_cast<size_t>(b) * T * row_stride + h * HS;
   const bf16* do_base = dout + static_cast<size_t>(b) * T * C + h * HS;
+  auto load_kv = [&](int k0, int buf) {
+    load_rows_async<HS>(k_tile(buf), S::kStride, q_base + C, row_stride, k0, S::kInner, T);
+    load_rows_async<HS>(v_tile(buf), S::kStride, q_base + 2 * C, row_stride, k0, S::kInner, T);
+    cp_async_commit();
+  };
 
   load_rows<HS>(q_tile, S::kStride, q_base, row_stride, q0, kRows, T);
   load_rows<HS>(do_tile, S::kStride, do_base, C, q0, kRows, T);
+  load_kv(0, 0);
   float row_lse[2], row_delta[2];
   for (int half = 0; half < 2; ++half) {
     const int row = q0 + warp_row0 + mma::lane_g() + 8 * half;
@@ -302,23 +360,31 @@ __global__ void __launch_bounds__(kThreads)
   zero(dq);
   const int last_key = min(T, q0 + kRows) - 1;
 
-  for (int k0 = 0; k0 <= last_key; k0 += S::kInner) {
-    __syncthreads();
-    load_rows<HS>(k_tile, S::kStride, q_base + C, row_stride, k0, S::kInner, T);
-    load_rows<HS>(v_tile, S::kStride, q_base + 2 * C, row_stride, k0, S::kInner, T);
-    __syncthreads();
+  for (int k0 = 0, buf = 0; k0 <= last_key; k0 += S::kInner, buf ^= 1) {
+    if (k0 + S::kInner <= last_key) {
+      load_kv(k0 + S::kInner, buf ^ 1);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();  // tile `buf` (and the Q, dO tiles at the first step) are visible
 
     float s[S::kInnerTiles][4], dp[S::kInnerTiles][4];  // S, dP: 16 queries x kInner keys
-    two_products<HS>(s, dp, q_tile, do_tile, k_tile, v_tile, warp_row0);
+    two_products<HS>(s, dp, q_tile, do_tile, k_tile(buf), v_tile(buf), warp_row0);
+    const bool masked = k0 + S::kInner > q0 || q0 + kRows > T;  // diagonal or rows past T
     for (int j = 0; j < S::kInnerTiles; ++j) {
       for (int e = 0; e < 4; ++e) {
-        const int row = q0 + warp_row0 + acc_row(e), key = k0 + j * 8 + acc_col(e);
-        const bool visible = key <= row && key < T && row < T;
+        bool visible = true;
+        if (masked) {
+          const int row = q0 + warp_row0 + acc_row(e), key = k0 + j * 8 + acc_col(e);
+          visible = key <= row && key < T && row < T;
+        }
         const float p = visible ? __expf(s[j][e] * scale - row_lse[e / 2]) : 0.f;
         s[j][e] = p * (dp[j][e] - row_delta[e / 2]);  // dS
       }
     }
-    accumulate_times_tile<HS, S::kInner>(dq, s, k_tile);  // dQ += dS K
+    accumulate_times_tile<HS, S::kInner>(dq, s, k_tile(buf));  // dQ += dS K
+    __syncthreads();  // every warp is done with `buf` before the next step refills it
   }
   add_rows<HS>(dqkv + static_cast<size_t>(b) * T * row_stride + h * HS, row_stride, q0 + warp_row0,
                T, dq, scale);
@@ -368,7 +434,7 @@ void attention_forward_mma(bf16* out, float* lse, const bf16* qkv, int B, int T,
   const dim3 grid(ceil_div(T, kRows), B * NH);
   dispatch_mma_head_size(hs, [&](auto head_size) {
     constexpr int HS = decltype(head_size)::value;
-    const size_t smem = sizeof(bf16) * (kRows + 2 * 64) * Shape<HS>::kStride;
+    const size_t smem = sizeof(bf16) * (kRows + 4 * 64) * Shape<HS>::kStride;
     launch(attention_forward_mma_kernel<HS>, "attention_forward_mma_kernel", grid, smem, stream,
            out, lse, qkv, T, C, NH, scale);
   });
@@ -382,9 +448,10 @@ void attention_backward_mma(bf16* dqkv, const bf16* dout, const bf16* qkv, const
   dispatch_mma_head_size(hs, [&](auto head_size) {
     constexpr int HS = decltype(head_size)::value;
     using S = Shape<HS>;
-    const size_t tiles = sizeof(bf16) * (2 * kRows + 2 * S::kInner) * S::kStride;
+    // Two rows of kRows resident, two buffers of two kInner-row tiles streamed.
+    const size_t tiles = sizeof(bf16) * (2 * kRows + 4 * S::kInner) * S::kStride;
     launch(attention_backward_dkdv_mma_kernel<HS>, "attention_backward_dkdv_mma_kernel", grid,
-           tiles + 2 * sizeof(float) * S::kInner, stream, dqkv, dout, qkv, lse, delta, T, C, NH,
+           tiles + 4 * sizeof(float) * S::kInner, stream, dqkv, dout, qkv, lse, delta, T, C, NH,
            scale);
     launch(attention_backward_dq_mma_kernel<HS>, "attention_backward_dq_mma_kernel", grid, tiles,
            stream, dqkv, dout, qkv, lse, delta, T, C, NH, scale);

@@ -1,5 +1,6 @@
-// kernels/cuda/attention_tiles.cuh — the shared-memory tile loader both attention
-// implementations (attention.cu, attention_mma.cu) stream their operands through.
+// kernels/cuda/attention_tiles.cuh — the shared-memory tile loaders the attention
+// implementations (attention.cu, attention_mma.cu) stream their operands through:
+// load_rows (plain loads and stores) and load_rows_async (cp.async, for double buffering).
 #pragma once
 
 #include "kernels/cuda/cuda_common.cuh"
@@ -22,6 +23,54 @@ __device__ inline void load_rows(bf16* tile, int tile_stride, const bf16* src, s
       for (int k = 0; k < 8; ++k) value[k] = to_bf16(0.f);
     }
     store128(tile + r * tile_stride + d, value);
+  }
+}
+
+// Asynchronous copies (cp.async, sm_80+): 16 bytes from global to shared memory that land
+// in the background while the thread computes. commit closes a group of copies;
+// wait<N> returns once at most the N newest groups are still in flight (the thread's own
+// copies only: a __syncthreads after it makes the whole tile visible to the block).
+__device__ inline void cp_async16(bf16* shared_dst, const bf16* global_src, bool zero_fill) {
+#if defined(ACCUM_SIMT_EMULATION)
+  ::accum::simt::cp_async16(shared_dst, global_src, zero_fill);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(shared_dst));
+  const int src_bytes = zero_fill ? 0 : 16;  // 0: nothing is read, 16 zero bytes are written
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(global_src),
+               "r"(src_bytes));
+#else
+  __trap();
+#endif
+}
+
+__device__ inline void cp_async_commit() {
+#if defined(ACCUM_SIMT_EMULATION)
+  ::accum::simt::cp_async_commit();
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+
+template <int kPending>
+__device__ inline void cp_async_wait() {
+#if defined(ACCUM_SIMT_EMULATION)
+  ::accum::simt::cp_async_wait(kPending);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
+#endif
+}
+
+// load_rows as cp.async copies (no commit: the caller groups the tiles of one step).
+template <int HS>
+__device__ inline void load_rows_async(bf16* tile, int tile_stride, const bf16* src,
+                                       size_t src_stride, int row0, int rows, int T) {
+  constexpr int kChunks = HS / 8;
+  for (int c = threadIdx.x; c < rows * kChunks; c += blockDim.x) {
+    const int r = c / kChunks, d = (c % kChunks) * 8;
+    const bool inside = row0 + r < T;
+    // A row past T is zero-filled; its source address is never read (row0 stands in).
+    cp_async16(tile + r * tile_stride + d,
+               src + static_cast<size_t>(inside ? row0 + r : row0) * src_stride + d, !inside);
   }
 }
 

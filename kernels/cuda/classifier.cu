@@ -9,7 +9,9 @@
 // One block per row, two passes over the row: (1) per-thread online max/sum, combined
 // by fixed block trees (deterministic); (2) dlogits. No probability tensor is kept;
 // dlogits may alias logits (each element is read, then written, by the same thread).
-// V is often odd (50257), so rows are not 16-byte aligned: plain coalesced bf16 loads.
+// When V % 8 == 0 (a padded vocabulary, 50304) the rows are read and written in 16-byte
+// chunks, and pass 1 takes one max and one rescale per chunk of 8; an odd V (50257) takes
+// plain coalesced bf16 loads.
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/ops.h"
@@ -19,12 +21,27 @@ namespace {
 
 constexpr int kThreads = 512;
 
+// Folds logits x[0..n) into the online statistics (max, sum of exp(x - max)).
+template <int n>
+__device__ inline void online_add(float& max, float& sum, const float (&x)[n]) {
+  float chunk_max = x[0];
+  for (int k = 1; k < n; ++k) chunk_max = fmaxf(chunk_max, x[k]);
+  if (chunk_max == -INFINITY) return;  // nothing to add (exp(-inf) terms)
+  if (chunk_max > max) {
+    sum *= expf(max - chunk_max);  // 0 while max is still -inf
+    max = chunk_max;
+  }
+  for (int k = 0; k < n; ++k) sum += expf(x[k] - max);
+}
+
+template <bool kVector>
 __global__ void crossentropy_forward_backward_kernel(float* losses, bf16* dlogits,
                                                      const bf16* logits, const int32_t* targets,
                                                      const uint8_t* mask, float dloss, int V) {
   __shared__ float shared[kWarpSize];
   const int row = blockIdx.x;
   const size_t base = static_cast<size_t>(row) * V;
+  const bf16* x = logits + base;
   const bool counted = mask == nullptr || mask[row] != 0;
   if (!counted) {
     if (threadIdx.x == 0) losses[row] = 0.f;
@@ -35,13 +52,17 @@ __global__ void crossentropy_forward_backward_kernel(float* losses, bf16* dlogit
   }
   // Pass 1: thread-local online softmax statistics.
   float local_max = -INFINITY, local_sum = 0.f;
-  for (int v = threadIdx.x; v < V; v += kThreads) {
-    const float x = to_f32(logits[base + v]);
-    if (x > local_max) {
-      local_sum = local_sum * expf(local_max - x) + 1.f;  // rescale the old sum, add exp(0)
-      local_max = x;
-    } else {
-      local_sum += expf(x - local_max);
+  if constexpr (kVector) {
+    for (int v = threadIdx.x * 8; v < V; v += kThreads * 8) {
+      const Packed128<bf16> chunk = load128(x + v);
+      float values[8];
+      for (int k = 0; k < 8; ++k) values[k] = to_f32(chunk[k]);
+      online_add(local_max, local_sum, values);
+    }
+  } else {
+    for (int v = threadIdx.x; v < V; v += kThreads) {
+      const float values[1] = {to_f32(x[v])};
+      online_add(local_max, local_sum, values);
     }
   }
   const float row_max = block_max(local_max, shared);
@@ -52,15 +73,27 @@ __global__ void crossentropy_forward_backward_kernel(float* losses, bf16* dlogit
   const bool valid_target = target >= 0 && target < V;
   if (threadIdx.x == 0) {
     // An out-of-range target cannot be reported from the device: make the loss NaN.
-    losses[row] = valid_target ? lse - to_f32(logits[base + target]) : NAN;
+    losses[row] = valid_target ? lse - to_f32(x[target]) : NAN;
   }
   __syncthreads();  // the target logit is read above before dlogits (maybe == logits) is written
   if (dlogits == nullptr) return;
   // Pass 2: dlogits = dloss * (softmax - onehot).
-  for (int v = threadIdx.x; v < V; v += kThreads) {
-    const float p = expf(to_f32(logits[base + v]) - lse);
-    const float indicator = v == target ? 1.f : 0.f;
-    dlogits[base + v] = to_bf16(dloss * (p - indicator));
+  bf16* dx = dlogits + base;
+  if constexpr (kVector) {
+    for (int v = threadIdx.x * 8; v < V; v += kThreads * 8) {
+      const Packed128<bf16> chunk = load128(x + v);
+      Packed128<bf16> grad;
+      for (int k = 0; k < 8; ++k) {
+        const float indicator = v + k == target ? 1.f : 0.f;
+        grad[k] = to_bf16(dloss * (expf(to_f32(chunk[k]) - lse) - indicator));
+      }
+      store128(dx + v, grad);
+    }
+  } else {
+    for (int v = threadIdx.x; v < V; v += kThreads) {
+      const float indicator = v == target ? 1.f : 0.f;
+      dx[v] = to_bf16(dloss * (expf(to_f32(x[v]) - lse) - indicator));
+    }
   }
 }
 
@@ -70,8 +103,12 @@ void crossentropy_forward_backward(float* losses, bf16* dlogits, const bf16* log
                                    const int32_t* targets, const uint8_t* mask, float dloss, int N,
                                    int V, cudaStream_t stream) {
   if (N == 0) return;
-  crossentropy_forward_backward_kernel<<<N, kThreads, 0, stream>>>(losses, dlogits, logits, targets,
-                                                                   mask, dloss, V);
+  const bool vector = V % 8 == 0 && aligned16(logits) && (dlogits == nullptr || aligned16(dlogits));
+  auto launch = [&](auto kernel) {
+    kernel<<<N, kThreads, 0, stream>>>(losses, dlogits, logits, targets, mask, dloss, V);
+  };
+  vector ? launch(crossentropy_forward_backward_kernel<true>)
+         : launch(crossentropy_forward_backward_kernel<false>);
   CUDA_CHECK_LAUNCH("crossentropy_forward_backward_kernel");
 }
 

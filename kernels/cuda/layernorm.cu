@@ -97,7 +97,9 @@ __global__ void layernorm_forward_kernel(bf16* out, float* mean, float* rstd, bf
   }
 }
 
-// dinp only; the parameter gradients go through column_reduce_add.
+// dinp only; the parameter gradients go through column_reduce_add. Two passes over the
+// row (the second hits L1/L2): the two means, then dinp += ...; 16-byte accesses if kVector.
+template <bool kVector>
 __global__ void layernorm_backward_dinp_kernel(bf16* dinp, const bf16* dout, const bf16* inp,
                                                const bf16* weight, const float* mean,
                                                const float* rstd, int N, int C) {
@@ -105,24 +107,47 @@ __global__ void layernorm_backward_dinp_kernel(bf16* dinp, const bf16* dout, con
   if (row >= N) return;
   const int lane = threadIdx.x % kWarpSize;
   const size_t base = static_cast<size_t>(row) * C;
+  const bf16* x = inp + base;
+  const bf16* dy = dout + base;
+  bf16* dx = dinp + base;
   const float m = mean[row], s = rstd[row];
   float dnorm_sum = 0.f, dnorm_norm_sum = 0.f;
-  for (int c = lane; c < C; c += kWarpSize) {
-    const float norm = (to_f32(inp[base + c]) - m) * s;
-    const float dnorm = to_f32(weight[c]) * to_f32(dout[base + c]);
-    dnorm_sum += dnorm;
-    dnorm_norm_sum += dnorm * norm;
+  if constexpr (kVector) {
+    for (int c = lane * 8; c < C; c += kWarpSize * 8) {
+      const Packed128<bf16> xv = load128(x + c), gv = load128(dy + c), wv = load128(weight + c);
+      for (int k = 0; k < 8; ++k) {
+        const float dnorm = to_f32(wv[k]) * to_f32(gv[k]);
+        dnorm_sum += dnorm;
+        dnorm_norm_sum += dnorm * ((to_f32(xv[k]) - m) * s);
+      }
+    }
+  } else {
+    for (int c = lane; c < C; c += kWarpSize) {
+      const float dnorm = to_f32(weight[c]) * to_f32(dy[c]);
+      dnorm_sum += dnorm;
+      dnorm_norm_sum += dnorm * ((to_f32(x[c]) - m) * s);
+    }
   }
   const float dnorm_mean = warp_sum(dnorm_sum) / C;
   const float dnorm_norm_mean = warp_sum(dnorm_norm_sum) / C;
-  for (int c = lane; c < C; c += kWarpSize) {
-    const float norm = (to_f32(inp[base + c]) - m) * s;
-    const float dnorm = to_f32(weight[c]) * to_f32(dout[base + c]);
-    float dval = dnorm;              // term 1
-    dval -= dnorm_mean;              // term 2
-    dval -= norm * dnorm_norm_mean;  // term 3
-    dval *= s;
-    dinp[base + c] = to_bf16(to_f32(dinp[base + c]) + dval);
+  // dval = (term 1 - term 2 - term 3) * rstd, added to dinp
+  auto dval = [&](float xc, float wc, float gc) {
+    const float norm = (xc - m) * s;
+    return (wc * gc - dnorm_mean - norm * dnorm_norm_mean) * s;
+  };
+  if constexpr (kVector) {
+    for (int c = lane * 8; c < C; c += kWarpSize * 8) {
+      const Packed128<bf16> xv = load128(x + c), gv = load128(dy + c), wv = load128(weight + c);
+      Packed128<bf16> dv = load128(dx + c);
+      for (int k = 0; k < 8; ++k) {
+        dv[k] = to_bf16(to_f32(dv[k]) + dval(to_f32(xv[k]), to_f32(wv[k]), to_f32(gv[k])));
+      }
+      store128(dx + c, dv);
+    }
+  } else {
+    for (int c = lane; c < C; c += kWarpSize) {
+      dx[c] = to_bf16(to_f32(dx[c]) + dval(to_f32(x[c]), to_f32(weight[c]), to_f32(dy[c])));
+    }
   }
 }
 
@@ -187,8 +212,13 @@ void layernorm_backward(bf16* dinp, float* dweight, float* dbias, const bf16* do
                         DeviceScratch& scratch, cudaStream_t stream) {
   const int grid = ceil_div(N, kRowsPerBlock);
   const int block = kRowsPerBlock * kWarpSize;
-  layernorm_backward_dinp_kernel<<<grid, block, 0, stream>>>(dinp, dout, inp, weight, mean, rstd, N,
-                                                             C);
+  const bool vector =
+      C % 8 == 0 && aligned16(dinp) && aligned16(dout) && aligned16(inp) && aligned16(weight);
+  auto launch = [&](auto kernel) {
+    kernel<<<grid, block, 0, stream>>>(dinp, dout, inp, weight, mean, rstd, N, C);
+  };
+  vector ? launch(layernorm_backward_dinp_kernel<true>)
+         : launch(layernorm_backward_dinp_kernel<false>);
   CUDA_CHECK_LAUNCH("layernorm_backward_dinp_kernel");
   ColumnOutputs<2> outputs{{dweight, dbias}};
   column_reduce_add<2>(outputs, N, C, LayerNormParamGrad{dout, inp, mean, rstd, C}, scratch,

@@ -130,6 +130,12 @@ TEST(CudaOps, CrossEntropyInPlaceOverLogits) {
   crossentropy_case(5, 2048, true, true, true);
 }
 
+// V % 8 == 0: the 16-byte path; 4104 leaves a last chunk to thread 0 alone.
+TEST(CudaOps, CrossEntropyVectorizedPaddedVocab) {
+  ACCUM_REQUIRE_CUDA();
+  crossentropy_case(7, 4104, false, true, false);
+}
+
 TEST(CudaOps, CrossEntropyLossOnlyUnmasked) {
   ACCUM_REQUIRE_CUDA();
   crossentropy_case(6, 513, false, false, false);

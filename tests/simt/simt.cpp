@@ -64,6 +64,14 @@ struct Fiber {
   State state = State::kRunnable;
   const char* waiting_what = "";
   unsigned exchanges = 0;  // warp exchanges begun: picks the slot table (double buffering)
+  // cp.async copies issued but not yet made: committed groups (oldest first), then the
+  // copies since the last commit.
+  struct AsyncCopy {
+    void* dst;
+    const void* src;  // nullptr: zero fill
+  };
+  std::vector<std::vector<AsyncCopy>> async_groups;
+  std::vector<AsyncCopy> async_open;
 };
 
 // Two slot tables, used alternately: a lane can only start exchange k + 2 (overwriting
@@ -103,6 +111,18 @@ Schedule schedule_from_environment() {
   fail("ACCUM_SIMT_SCHEDULE=" + name + ": expected round_robin, lowest_first or highest_first");
 }
 Schedule g_schedule = schedule_from_environment();
+
+// ACCUM_SIMT_CP_ASYNC=at_wait (default): a cp.async copy lands when a wait covers it, so a
+// read before the wait sees old bytes; at_issue: it lands at once, so a copy into a buffer
+// that another warp is still reading (a missing barrier before the refill) corrupts it.
+bool cp_async_at_issue_from_environment() {
+  const char* env = std::getenv("ACCUM_SIMT_CP_ASYNC");
+  const std::string name = env != nullptr ? env : "at_wait";
+  if (name == "at_wait") return false;
+  if (name == "at_issue") return true;
+  fail("ACCUM_SIMT_CP_ASYNC=" + name + ": expected at_wait or at_issue");
+}
+bool g_cp_async_at_issue = cp_async_at_issue_from_environment();
 
 // Fiber stacks, reused from launch to launch.
 std::vector<std::unique_ptr<unsigned char[]>>& stacks(size_t count) {
@@ -162,6 +182,9 @@ Warp& my_warp() {
 [[noreturn]] void fiber_main() {
   Block& b = *t_block;
   (*b.body)();
+  if (!b.current->async_groups.empty() || !b.current->async_open.empty()) {
+    fail("a thread ended with cp.async copies it never waited for (cp.async.wait_group)");
+  }
   b.current->state = State::kDone;
   --b.live;
   // Exited threads no longer count at __syncthreads (as on sm_70 and later).
@@ -363,6 +386,66 @@ struct MmaOperands {
 };
 
 }  // namespace
+
+void cp_async16(void* shared_dst, const void* global_src, bool zero_fill) {
+  if ((reinterpret_cast<uintptr_t>(shared_dst) & 15u) != 0 ||
+      (!zero_fill && (reinterpret_cast<uintptr_t>(global_src) & 15u) != 0)) {
+    fail("cp.async: an address not 16-byte aligned");
+  }
+  if (g_cp_async_at_issue) {
+    if (zero_fill) {
+      std::memset(shared_dst, 0, 16);
+    } else {
+      std::memcpy(shared_dst, global_src, 16);
+    }
+    return;
+  }
+  block().current->async_open.push_back({shared_dst, zero_fill ? nullptr : global_src});
+}
+
+void cp_async_commit() {
+  Fiber& f = *block().current;
+  f.async_groups.push_back(std::move(f.async_open));
+  f.async_open.clear();
+}
+
+void cp_async_wait(int pending_allowed) {
+  Fiber& f = *block().current;
+  while (static_cast<int>(f.async_groups.size()) > pending_allowed) {
+    for (const Fiber::AsyncCopy& copy : f.async_groups.front()) {
+      if (copy.src == nullptr) {
+        std::memset(copy.dst, 0, 16);
+      } else {
+        std::memcpy(copy.dst, copy.src, 16);
+      }
+    }
+    f.async_groups.erase(f.async_groups.begin());
+  }
+}
+
+void ldmatrix_x4_b16(uint32_t (&r)[4], const void* row, bool trans) {
+  if ((reinterpret_cast<uintptr_t>(row) & 15u) != 0)
+    fail("ldmatrix: a row address not 16-byte aligned");
+  const unsigned char* table = exchange_begin(&row, sizeof(row));
+  auto row_of = [&](int lane) {
+    const uint16_t* p;
+    std::memcpy(&p, table + lane * kSlotBytes, sizeof(p));
+    return p;
+  };
+  const int lane = lane_id(), g = lane / 4, t = lane % 4;
+  for (int i = 0; i < 4; ++i) {
+    uint32_t lo, hi;
+    if (trans) {  // column g of matrix i: rows 2t and 2t + 1
+      lo = row_of(8 * i + 2 * t)[g];
+      hi = row_of(8 * i + 2 * t + 1)[g];
+    } else {  // row g of matrix i: elements 2t and 2t + 1
+      lo = row_of(8 * i + g)[2 * t];
+      hi = row_of(8 * i + g)[2 * t + 1];
+    }
+    r[i] = lo | (hi << 16);
+  }
+  exchange_end();
+}
 
 // PTX ISA, "Matrix Fragments for mma.m16n8k16" (.bf16), lane = 4 g + t:
 //   A (16 x 16): register r of lane (g, t) holds A[g + 8 (r & 1)][2 t + 8 (r >> 1) + {0, 1}]

@@ -96,6 +96,21 @@ T shfl_xor(unsigned mask, T value, int lane_mask) {
   return result;
 }
 
+// cp.async.cg.shared.global of 16 bytes (zero_fill: src-size 0, 16 zero bytes), then
+// cp.async.commit_group and cp.async.wait_group N. A copy is made only when a wait covers
+// its group, never earlier, so a read of the destination before the wait sees the old
+// (poisoned) bytes, as it may on a GPU; a thread that ends with copies pending fails.
+// With ACCUM_SIMT_CP_ASYNC=at_issue copies land at once instead: a refill of a buffer
+// that another warp still reads then corrupts it.
+void cp_async16(void* shared_dst, const void* global_src, bool zero_fill);
+void cp_async_commit();
+void cp_async_wait(int pending_allowed);
+
+// ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16: lanes 8 i .. 8 i + 7 give the
+// addresses of rows 0..7 (16 bytes each, 16-byte aligned) of 8x8 matrix i; register i of
+// lane 4 g + t gets row g, elements 2t, 2t + 1 of matrix i (with trans: column g).
+void ldmatrix_x4_b16(uint32_t (&r)[4], const void* row, bool trans);
+
 // d += A B for one warp-wide mma.sync.m16n8k16.row.col.f32.bf16.bf16.f32, operands in the
 // PTX ISA fragment layouts (kernels/cuda/mma.cuh describes them).
 void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]);
