@@ -34,6 +34,11 @@ namespace {
 constexpr int kRows = 64;           // rows a block owns
 constexpr int kWarps = kRows / 16;  // one warp per 16 rows
 constexpr int kThreads = kWarps * kWarpSize;
+// Softmax in base 2: exp(x) = exp2(x log2 e). The scores are scaled by scale * log2 e once,
+// so every exponential is one ex2 (and in the backward one fma + ex2); the saved lse stays
+// natural (ln), as the other implementations and the CPU twin have it.
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
 // The dK/dV kernel wants ~178 registers; capped at 168 (3 blocks of 128 threads per SM, a
 // few bytes of spill for HS = 64) it keeps 12 warps per SM in flight instead of 8.
 #ifndef ACCUM_ATTENTION_DKDV_BLOCKS_PER_SM
@@ -127,6 +132,7 @@ __global__ void __launch_bounds__(kThreads)
     attention_forward_mma_kernel(bf16* out, float* lse, const bf16* qkv, int T, int C, int NH,
                                  float scale) {
   using S = Shape<HS>;
+  const float scale_log2 = scale * kLog2e;
   constexpr int kKeys = 64;  // key tile (the forward holds no dK/dV: 64 fits every HS)
   extern __shared__ __align__(16) unsigned char smem_bytes[];
   bf16* q_tile = reinterpret_cast<bf16*>(smem_bytes);
@@ -183,7 +189,7 @@ __global__ void __launch_bounds__(kThreads)
     float tile_max[2] = {-INFINITY, -INFINITY};
     for (int j = 0; j < kKeys / 8; ++j) {
       for (int e = 0; e < 4; ++e) {
-        float v = s[j][e] * scale;
+        float v = s[j][e] * scale_log2;
         if (masked) {
           const int row = q0 + warp_row0 + acc_row(e), key = k0 + j * 8 + acc_col(e);
           if (key > row || key >= T) v = -INFINITY;
@@ -199,14 +205,14 @@ __global__ void __launch_bounds__(kThreads)
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
       const float m_new = fmaxf(m[r], mx);
       // A row with no visible key yet keeps m = -inf: its p and correction are 0.
-      correction[r] = m_new == -INFINITY ? 0.f : __expf(m[r] - m_new);
+      correction[r] = m_new == -INFINITY ? 0.f : exp2f(m[r] - m_new);
       m[r] = m_new;
     }
     float row_sum[2] = {0.f, 0.f};
     for (int j = 0; j < kKeys / 8; ++j) {
       for (int e = 0; e < 4; ++e) {
         const float mr = m[e / 2];
-        const float p = mr == -INFINITY ? 0.f : __expf(s[j][e] - mr);
+        const float p = mr == -INFINITY ? 0.f : exp2f(s[j][e] - mr);
         s[j][e] = p;
         row_sum[e / 2] += p;
       }
@@ -237,7 +243,7 @@ __global__ void __launch_bounds__(kThreads)
   if (mma::lane_t() == 0) {
     for (int half = 0; half < 2; ++half) {
       const int row = q0 + warp_row0 + mma::lane_g() + 8 * half;
-      if (row < T) lse[static_cast<size_t>(bh) * T + row] = m[half] + __logf(l[half]);
+      if (row < T) lse[static_cast<size_t>(bh) * T + row] = (m[half] + __log2f(l[half])) * kLn2;
     }
   }
 }
@@ -249,6 +255,7 @@ __global__ void __launch_bounds__(kThreads, HS >= 128 ? 2 : kDkDvBlocksPerSm)
                                        const float* lse, const float* delta, int T, int C, int NH,
                                        float scale) {
   using S = Shape<HS>;
+  const float scale_log2 = scale * kLog2e;
   extern __shared__ __align__(16) unsigned char smem_bytes[];
   bf16* k_tile = reinterpret_cast<bf16*>(smem_bytes);
   bf16* v_tile = k_tile + kRows * S::kStride;
@@ -272,7 +279,7 @@ __global__ void __launch_bounds__(kThreads, HS >= 128 ? 2 : kDkDvBlocksPerSm)
     load_rows_async<HS>(do_tile(buf), S::kStride, do_base, C, q0, S::kInner, T);
     cp_async_commit();
     for (int r = threadIdx.x; r < S::kInner; r += blockDim.x) {
-      lse_tile(buf)[r] = q0 + r < T ? lse_row[q0 + r] : 0.f;
+      lse_tile(buf)[r] = q0 + r < T ? lse_row[q0 + r] * kLog2e : 0.f;
       delta_tile(buf)[r] = q0 + r < T ? delta_row[q0 + r] : 0.f;
     }
   };
@@ -307,7 +314,7 @@ __global__ void __launch_bounds__(kThreads, HS >= 128 ? 2 : kDkDvBlocksPerSm)
           const int key = key0 + warp_row0 + acc_row(e), query = q0 + local;
           visible = query >= key && query < T && key < T;
         }
-        const float p = visible ? __expf(st[j][e] * scale - lse_q[local]) : 0.f;
+        const float p = visible ? exp2f(fmaf(st[j][e], scale_log2, -lse_q[local])) : 0.f;
         st[j][e] = p;                                  // P^T
         dpt[j][e] = p * (dpt[j][e] - delta_q[local]);  // dS^T
       }
@@ -328,6 +335,7 @@ __global__ void __launch_bounds__(kThreads)
                                      const float* lse, const float* delta, int T, int C, int NH,
                                      float scale) {
   using S = Shape<HS>;
+  const float scale_log2 = scale * kLog2e;
   extern __shared__ __align__(16) unsigned char smem_bytes[];
   bf16* q_tile = reinterpret_cast<bf16*>(smem_bytes);
   bf16* do_tile = q_tile + kRows * S::kStride;
@@ -353,7 +361,7 @@ __global__ void __launch_bounds__(kThreads)
   float row_lse[2], row_delta[2];
   for (int half = 0; half < 2; ++half) {
     const int row = q0 + warp_row0 + mma::lane_g() + 8 * half;
-    row_lse[half] = row < T ? lse[static_cast<size_t>(bh) * T + row] : 0.f;
+    row_lse[half] = row < T ? lse[static_cast<size_t>(bh) * T + row] * kLog2e : 0.f;
     row_delta[half] = row < T ? delta[static_cast<size_t>(bh) * T + row] : 0.f;
   }
   float dq[S::kDTiles][4];
@@ -379,7 +387,7 @@ __global__ void __launch_bounds__(kThreads)
           const int row = q0 + warp_row0 + acc_row(e), key = k0 + j * 8 + acc_col(e);
           visible = key <= row && key < T && row < T;
         }
-        const float p = visible ? __expf(s[j][e] * scale - row_lse[e / 2]) : 0.f;
+        const float p = visible ? exp2f(fmaf(s[j][e], scale_log2, -row_lse[e / 2])) : 0.f;
         s[j][e] = p * (dp[j][e] - row_delta[e / 2]);  // dS
       }
     }

@@ -11,7 +11,8 @@
 // dlogits may alias logits (each element is read, then written, by the same thread).
 // When V % 8 == 0 (a padded vocabulary, 50304) the rows are read and written in 16-byte
 // chunks, and pass 1 takes one max and one rescale per chunk of 8; an odd V (50257) takes
-// plain coalesced bf16 loads.
+// plain coalesced bf16 loads. With dlogits and a row that fits in shared memory, pass 1
+// also caches the row there, so the logits are read from DRAM once, not twice.
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/ops.h"
@@ -34,11 +35,15 @@ __device__ inline void online_add(float& max, float& sum, const float (&x)[n]) {
   for (int k = 0; k < n; ++k) sum += expf(x[k] - max);
 }
 
-template <bool kVector>
+// kCached (with kVector): pass 1 also keeps the row in shared memory (V bf16), so pass 2
+// reads it from there and the logits cross DRAM once.
+template <bool kVector, bool kCached>
 __global__ void crossentropy_forward_backward_kernel(float* losses, bf16* dlogits,
                                                      const bf16* logits, const int32_t* targets,
                                                      const uint8_t* mask, float dloss, int V) {
   __shared__ float shared[kWarpSize];
+  extern __shared__ __align__(16) unsigned char row_cache_bytes[];
+  bf16* row_cache = reinterpret_cast<bf16*>(row_cache_bytes);
   const int row = blockIdx.x;
   const size_t base = static_cast<size_t>(row) * V;
   const bf16* x = logits + base;
@@ -55,6 +60,7 @@ __global__ void crossentropy_forward_backward_kernel(float* losses, bf16* dlogit
   if constexpr (kVector) {
     for (int v = threadIdx.x * 8; v < V; v += kThreads * 8) {
       const Packed128<bf16> chunk = load128(x + v);
+      if constexpr (kCached) store128(row_cache + v, chunk);
       float values[8];
       for (int k = 0; k < 8; ++k) values[k] = to_f32(chunk[k]);
       online_add(local_max, local_sum, values);
@@ -81,7 +87,8 @@ __global__ void crossentropy_forward_backward_kernel(float* losses, bf16* dlogit
   bf16* dx = dlogits + base;
   if constexpr (kVector) {
     for (int v = threadIdx.x * 8; v < V; v += kThreads * 8) {
-      const Packed128<bf16> chunk = load128(x + v);
+      // Each thread reads back the chunks it cached itself: no barrier needed for them.
+      const Packed128<bf16> chunk = kCached ? load128(row_cache + v) : load128(x + v);
       Packed128<bf16> grad;
       for (int k = 0; k < 8; ++k) {
         const float indicator = v + k == target ? 1.f : 0.f;
@@ -104,11 +111,28 @@ void crossentropy_forward_backward(float* losses, bf16* dlogits, const bf16* log
                                    int V, cudaStream_t stream) {
   if (N == 0) return;
   const bool vector = V % 8 == 0 && aligned16(logits) && (dlogits == nullptr || aligned16(dlogits));
-  auto launch = [&](auto kernel) {
-    kernel<<<N, kThreads, 0, stream>>>(losses, dlogits, logits, targets, mask, dloss, V);
+  // The row cache: V bf16 of dynamic shared memory (100 KB for GPT-2's 50304: two blocks
+  // per SM on sm_90); only with dlogits (the loss alone reads the row once anyway).
+  const size_t cache_bytes = sizeof(bf16) * static_cast<size_t>(V);
+  int device = 0, max_optin = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  const bool cached = vector && dlogits != nullptr &&
+                      cache_bytes + kWarpSize * sizeof(float) <= static_cast<size_t>(max_optin);
+  auto launch = [&](auto kernel, size_t smem) {
+    if (smem > 48 * 1024) {
+      CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      static_cast<int>(smem)));
+    }
+    kernel<<<N, kThreads, smem, stream>>>(losses, dlogits, logits, targets, mask, dloss, V);
   };
-  vector ? launch(crossentropy_forward_backward_kernel<true>)
-         : launch(crossentropy_forward_backward_kernel<false>);
+  if (cached) {
+    launch(crossentropy_forward_backward_kernel<true, true>, cache_bytes);
+  } else if (vector) {
+    launch(crossentropy_forward_backward_kernel<true, false>, 0);
+  } else {
+    launch(crossentropy_forward_backward_kernel<false, false>, 0);
+  }
   CUDA_CHECK_LAUNCH("crossentropy_forward_backward_kernel");
 }
 

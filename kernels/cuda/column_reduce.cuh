@@ -4,10 +4,14 @@
 //   out_k[c] += sum_{r=0..rows-1} value_k(r, c)        k = 0..kOut-1
 //
 // Two stages, no atomics, so the same inputs give the same bits:
-//   1. block (column tile of 32, row chunk of kRowsPerChunk) writes partial[k][chunk][c];
-//      inside a block, 8 row lanes each sum a fixed row subset, then lane 0 adds the 8
-//      lane sums in ascending order.
-//   2. one thread per column adds the chunks in ascending order into out_k[c].
+//   1. column_partials: a block of 32 column lanes x 8 row lanes takes a chunk of
+//      kRowsPerChunk rows and 32 kVec columns (kVec = 8 when cols % 8 == 0: each lane reads
+//      16 bytes per row); row lane y sums rows y, y + 8, ... of the chunk, then the block
+//      adds the 8 lane sums in ascending order into partial[k][chunk][c].
+//   2. column_finalize: 32 columns x 8 chunk lanes per block; chunk lane y sums chunks
+//      y, y + 8, ... in order, then the 8 lane sums are added in ascending order into out_k.
+// Both stages read with every thread busy (the finalize once ran one thread per column
+// over all chunks: 11 us per call for 768 columns, 128 chunks, on an H200).
 #pragma once
 
 #include "kernels/cuda/cuda_check.h"
@@ -19,29 +23,36 @@ namespace accum::kernels::cuda {
 constexpr int kRowsPerChunk = 64;
 constexpr int kRowLanes = 8;
 
-// `Value` is a device functor: void operator()(int row, int col, float (&acc)[kOut]) adds
-// value_k(row, col) into acc[k].
-template <int kOut, typename Value>
+// `Value` is a device functor: template <int W> void operator()(int row, int col,
+// float (&acc)[kOut][W]) adds value_k(row, col + j) into acc[k][j] for j < W (W = 8: col is
+// a multiple of 8 and the row's 8 values may be read as one 16-byte vector).
+template <int kOut, int kVec, typename Value>
 __global__ void column_partials_kernel(float* partial, int rows, int cols, Value value) {
-  __shared__ float lane_sums[kOut][kRowLanes][kWarpSize];
-  const int c = blockIdx.x * kWarpSize + threadIdx.x;
+  constexpr int kTileCols = kWarpSize * kVec;
+  __shared__ float lane_sums[kOut][kRowLanes][kTileCols];
+  const int tile0 = blockIdx.x * kTileCols;
+  const int c0 = tile0 + threadIdx.x * kVec;
   const int chunk = blockIdx.y;
   const int num_chunks = gridDim.y;
-  float acc[kOut];
-  for (int k = 0; k < kOut; ++k) acc[k] = 0.f;
-  if (c < cols) {
+  float acc[kOut][kVec];
+  for (int k = 0; k < kOut; ++k)
+    for (int j = 0; j < kVec; ++j) acc[k][j] = 0.f;
+  if (c0 < cols) {
     const int row_end = min(rows, (chunk + 1) * kRowsPerChunk);
     for (int r = chunk * kRowsPerChunk + threadIdx.y; r < row_end; r += kRowLanes) {
-      value(r, c, acc);
+      value.template operator()<kVec>(r, c0, acc);
     }
   }
-  for (int k = 0; k < kOut; ++k) lane_sums[k][threadIdx.y][threadIdx.x] = acc[k];
+  for (int k = 0; k < kOut; ++k)
+    for (int j = 0; j < kVec; ++j) lane_sums[k][threadIdx.y][threadIdx.x * kVec + j] = acc[k][j];
   __syncthreads();
-  if (threadIdx.y == 0 && c < cols) {
+  const int thread = threadIdx.y * kWarpSize + threadIdx.x;
+  for (int col = thread; col < kTileCols; col += kWarpSize * kRowLanes) {
+    if (tile0 + col >= cols) break;
     for (int k = 0; k < kOut; ++k) {
       float sum = 0.f;
-      for (int lane = 0; lane < kRowLanes; ++lane) sum += lane_sums[k][lane][threadIdx.x];
-      partial[(static_cast<size_t>(k) * num_chunks + chunk) * cols + c] = sum;
+      for (int lane = 0; lane < kRowLanes; ++lane) sum += lane_sums[k][lane][col];
+      partial[(static_cast<size_t>(k) * num_chunks + chunk) * cols + tile0 + col] = sum;
     }
   }
 }
@@ -54,29 +65,44 @@ struct ColumnOutputs {
 template <int kOut>
 __global__ void column_finalize_kernel(ColumnOutputs<kOut> outputs, const float* partial,
                                        int num_chunks, int cols) {
-  const int c = blockIdx.x * blockDim.x + threadIdx.x;
-  if (c >= cols) return;
+  __shared__ float lane_sums[kOut][kRowLanes][kWarpSize];
+  const int c = blockIdx.x * kWarpSize + threadIdx.x;
   for (int k = 0; k < kOut; ++k) {
     float sum = 0.f;
-    for (int chunk = 0; chunk < num_chunks; ++chunk) {
-      sum += partial[(static_cast<size_t>(k) * num_chunks + chunk) * cols + c];
+    if (c < cols) {
+      for (int chunk = threadIdx.y; chunk < num_chunks; chunk += kRowLanes) {
+        sum += partial[(static_cast<size_t>(k) * num_chunks + chunk) * cols + c];
+      }
     }
+    lane_sums[k][threadIdx.y][threadIdx.x] = sum;
+  }
+  __syncthreads();
+  if (threadIdx.y != 0 || c >= cols) return;
+  for (int k = 0; k < kOut; ++k) {
+    float sum = 0.f;
+    for (int lane = 0; lane < kRowLanes; ++lane) sum += lane_sums[k][lane][threadIdx.x];
     outputs.out[k][c] += sum;
   }
 }
 
+// `vector`: cols % 8 == 0 and the rows the functor reads are 16-byte aligned.
 template <int kOut, typename Value>
-void column_reduce_add(ColumnOutputs<kOut> outputs, int rows, int cols, Value value,
+void column_reduce_add(ColumnOutputs<kOut> outputs, int rows, int cols, Value value, bool vector,
                        DeviceScratch& scratch, cudaStream_t stream) {
   const int num_chunks = ceil_div(rows, kRowsPerChunk);
   auto* partial = static_cast<float*>(scratch.get(
       ScratchSlot::kPartials, sizeof(float) * kOut * static_cast<size_t>(num_chunks) * cols));
   const dim3 block(kWarpSize, kRowLanes);
-  const dim3 grid(ceil_div(cols, kWarpSize), num_chunks);
-  column_partials_kernel<kOut><<<grid, block, 0, stream>>>(partial, rows, cols, value);
+  if (vector && cols % 8 == 0) {
+    const dim3 grid(ceil_div(cols, kWarpSize * 8), num_chunks);
+    column_partials_kernel<kOut, 8><<<grid, block, 0, stream>>>(partial, rows, cols, value);
+  } else {
+    const dim3 grid(ceil_div(cols, kWarpSize), num_chunks);
+    column_partials_kernel<kOut, 1><<<grid, block, 0, stream>>>(partial, rows, cols, value);
+  }
   CUDA_CHECK_LAUNCH("column_partials_kernel");
   column_finalize_kernel<kOut>
-      <<<ceil_div(cols, 256), 256, 0, stream>>>(outputs, partial, num_chunks, cols);
+      <<<ceil_div(cols, kWarpSize), block, 0, stream>>>(outputs, partial, num_chunks, cols);
   CUDA_CHECK_LAUNCH("column_finalize_kernel");
 }
 

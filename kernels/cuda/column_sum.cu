@@ -10,8 +10,15 @@ namespace {
 struct RowValue {
   const bf16* in;
   int cols;
-  __device__ void operator()(int row, int col, float (&acc)[1]) const {
-    acc[0] += to_f32(in[static_cast<size_t>(row) * cols + col]);
+  template <int W>
+  __device__ void operator()(int row, int col, float (&acc)[1][W]) const {
+    const bf16* p = in + static_cast<size_t>(row) * cols + col;
+    if constexpr (W == 8) {
+      const Packed128<bf16> x = load128(p);
+      for (int j = 0; j < 8; ++j) acc[0][j] += to_f32(x[j]);
+    } else {
+      for (int j = 0; j < W; ++j) acc[0][j] += to_f32(p[j]);
+    }
   }
 };
 
@@ -20,7 +27,7 @@ struct RowValue {
 void column_sum_add(float* out, const bf16* in, int rows, int cols, DeviceScratch& scratch,
                     cudaStream_t stream) {
   ColumnOutputs<1> outputs{{out}};
-  column_reduce_add<1>(outputs, rows, cols, RowValue{in, cols}, scratch, stream);
+  column_reduce_add<1>(outputs, rows, cols, RowValue{in, cols}, aligned16(in), scratch, stream);
 }
 
 }  // namespace accum::kernels::cuda

@@ -158,11 +158,21 @@ struct LayerNormParamGrad {
   const float* mean;
   const float* rstd;
   int C;
-  __device__ void operator()(int row, int col, float (&acc)[2]) const {
+  template <int W>
+  __device__ void operator()(int row, int col, float (&acc)[2][W]) const {
     const size_t i = static_cast<size_t>(row) * C + col;
-    const float d = to_f32(dout[i]);
-    acc[0] += d * (to_f32(inp[i]) - mean[row]) * rstd[row];
-    acc[1] += d;
+    const float m = mean[row], s = rstd[row];
+    float d[W], x[W];
+    if constexpr (W == 8) {
+      const Packed128<bf16> dv = load128(dout + i), xv = load128(inp + i);
+      for (int j = 0; j < 8; ++j) d[j] = to_f32(dv[j]), x[j] = to_f32(xv[j]);
+    } else {
+      for (int j = 0; j < W; ++j) d[j] = to_f32(dout[i + j]), x[j] = to_f32(inp[i + j]);
+    }
+    for (int j = 0; j < W; ++j) {
+      acc[0][j] += d[j] * (x[j] - m) * s;
+      acc[1][j] += d[j];
+    }
   }
 };
 
@@ -221,8 +231,8 @@ void layernorm_backward(bf16* dinp, float* dweight, float* dbias, const bf16* do
          : launch(layernorm_backward_dinp_kernel<false>);
   CUDA_CHECK_LAUNCH("layernorm_backward_dinp_kernel");
   ColumnOutputs<2> outputs{{dweight, dbias}};
-  column_reduce_add<2>(outputs, N, C, LayerNormParamGrad{dout, inp, mean, rstd, C}, scratch,
-                       stream);
+  column_reduce_add<2>(outputs, N, C, LayerNormParamGrad{dout, inp, mean, rstd, C},
+                       aligned16(dout) && aligned16(inp), scratch, stream);
 }
 
 }  // namespace accum::kernels::cuda

@@ -136,14 +136,18 @@ TEST(CudaOps, CrossEntropyVectorizedPaddedVocab) {
   crossentropy_case(7, 4104, false, true, false);
 }
 
+// Without dlogits the 16-byte path does not cache the row.
+TEST(CudaOps, CrossEntropyLossOnlyPaddedVocab) {
+  ACCUM_REQUIRE_CUDA();
+  crossentropy_case(5, 1024, true, false, false);
+}
+
 TEST(CudaOps, CrossEntropyLossOnlyUnmasked) {
   ACCUM_REQUIRE_CUDA();
   crossentropy_case(6, 513, false, false, false);
 }
 
-TEST(CudaOps, AdamWTwoSteps) {
-  ACCUM_REQUIRE_CUDA();
-  const size_t n = 1001;
+void adamw_case(size_t n) {
   const auto master0 = random_bf16_values(n, 80, 0.1f);
   const auto grads = random_bf16_values(n, 81, 0.01f);
   check_against_cpu(
@@ -170,6 +174,16 @@ TEST(CudaOps, AdamWTwoSteps) {
         return outputs;
       },
       kF32Tolerance, {}, {{"working", kBf16Tolerance}});
+}
+
+TEST(CudaOps, AdamWTwoSteps) {
+  ACCUM_REQUIRE_CUDA();
+  adamw_case(1001);  // odd: one element at a time
+}
+
+TEST(CudaOps, AdamWTwoStepsVectorized) {
+  ACCUM_REQUIRE_CUDA();
+  adamw_case(4100);  // n % 4 == 0: four elements per access
 }
 
 TEST(CudaOps, SumSquaresMatchesCpuAndIsReproducible) {

@@ -77,6 +77,13 @@ TEST(CudaOps, LayerNormVectorized) {
   layernorm_case(131, 96);  // 131 rows: ragged warp blocks and reduction chunks
 }
 
+// 600 rows: 10 chunks of the column reduction, so every chunk lane of its second stage
+// has work (the parameter gradients dweight, dbias).
+TEST(CudaOps, LayerNormManyRows) {
+  ACCUM_REQUIRE_CUDA();
+  layernorm_case(600, 64);
+}
+
 TEST(CudaOps, LayerNormScalarChannels) {
   ACCUM_REQUIRE_CUDA();
   layernorm_case(67, 50);
@@ -119,6 +126,13 @@ TEST(CudaOps, MatmulInOutWithBias) {
 TEST(CudaOps, MatmulOutInWithoutBias) {
   ACCUM_REQUIRE_CUDA();
   matmul_case(70, 96, 200, WeightLayout::kOutIn, false);  // the tied LM head's layout
+}
+
+// 600 rows for the bias gradient's column reduction (as LayerNormManyRows), 264 columns:
+// a second, ragged tile of its 16-byte path.
+TEST(CudaOps, MatmulBiasGradientManyRows) {
+  ACCUM_REQUIRE_CUDA();
+  matmul_case(600, 32, 264, WeightLayout::kInOut, true);
 }
 
 TEST(CudaOps, MatmulOutInWithBias) {

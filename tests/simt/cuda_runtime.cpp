@@ -170,6 +170,22 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
   return cudaSuccess;
 }
 
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
+  if (device < 0 || device >= accum::simt::device_count()) {
+    return accum::simt::record(cudaErrorInvalidDevice);
+  }
+  switch (attr) {
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin:
+      *value = static_cast<int>(accum::simt::max_dynamic_shared_opt_in());
+      return cudaSuccess;
+    case cudaDevAttrMultiProcessorCount:
+      *value = 1;
+      return cudaSuccess;
+    default:  // not emulated: say so rather than invent a value
+      return accum::simt::record(cudaErrorInvalidValue);
+  }
+}
+
 cudaError_t cudaMalloc(void** ptr, size_t size) {
   auto& d = accum::simt::device();
   const size_t rounded = accum::simt::padded(size);

@@ -48,5 +48,6 @@ inline cudaError_t cudaFuncSetAttribute(void (*kernel)(Params...), cudaFuncAttri
 inline float __expf(float x) { return std::exp(x); }
 inline float rsqrtf(float x) { return 1.f / std::sqrt(x); }
 inline float __logf(float x) { return std::log(x); }
+inline float __log2f(float x) { return std::log2(x); }
 using std::max;
 using std::min;
