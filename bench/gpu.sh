@@ -11,6 +11,7 @@
 #   ACCUM_CUDA_ARCHS="90"     architectures (default: the visible GPU's, else "80;90")
 #   ACCUM_BENCH_BATCH=8       micro-batch B;  ACCUM_BENCH_STEPS=20 timed steps
 #   ACCUM_BENCH_K="1 8 64"    grad_accum values for the K-scaling run ("" skips it)
+#   ACCUM_BENCH_K_ROUNDS=3    its timed rounds
 #   ACCUM_SKIP_TORCH=1        skip the PyTorch reference;  PYTHON=python3  interpreter
 #   ACCUM_BENCH_1P3B=0        skip the 1.3B (d_model 2048, T 2048) largest-batch run
 #   ACCUM_PEAK_TFLOPS=989     peak dense bf16 TFLOP/s for MFU when the card is not known
@@ -146,16 +147,18 @@ for ablation in ACCUM_ATTENTION=simple ACCUM_CUBLASLT_GELU=0; do
   tail -n 1 "$OUT/accum_$name.log"
 done
 
+# K scaling in one process: blocks of max(K)/K steps per K, alternating for 3 rounds, so
+# that drift in the card's clocks hits every K alike (gpt2_bench --k-scaling).
 SCALING=()
-for k in $K_VALUES; do
-  log "accum-cuda K=$k"
-  if "$BIN/gpt2_bench" "${MODEL[@]}" --batch "$BATCH" --seq "$SEQ" --grad-accum "$k" --steps 3 \
-       --warmup 1 --out "$OUT/accum_k$k.json" 2> "$OUT/accum_k$k.log"; then
-    SCALING+=("$OUT/accum_k$k.json")
+if [[ -n "$K_VALUES" ]]; then
+  log "accum-cuda K scaling (K = $K_VALUES, interleaved)"
+  if "$BIN/gpt2_bench" "${MODEL[@]}" --batch "$BATCH" --seq "$SEQ" --k-scaling "${K_VALUES// /,}" \
+       --rounds "${ACCUM_BENCH_K_ROUNDS:-3}" --out "$OUT/accum_kscaling.json" 2> "$OUT/accum_kscaling.log"; then
+    SCALING+=("$OUT/accum_kscaling.json")
   else
-    echo "gpt2_bench exit $? at K=$k (see $OUT/accum_k$k.log)"; status=1
+    echo "gpt2_bench exit $? in the K scaling run (see $OUT/accum_kscaling.log)"; status=1
   fi
-done
+fi
 
 # ---- the note's 1.3B configuration: the largest micro-batch that fits, its speed, and its
 # memory (allocated by the model = the memory arithmetic, vs cudaMemGetInfo) ----

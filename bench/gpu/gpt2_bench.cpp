@@ -3,9 +3,15 @@
 //
 //   gpt2_bench [--batch B] [--seq T] [--grad-accum K] [--steps S] [--warmup W]
 //              [--layers L --heads H --dmodel C --vocab V] [--device-mib M] [--out FILE]
+//              [--k-scaling K1,K2,... [--rounds R]]
 //
 // --device-mib M makes a larger card behave like one with M MiB of device memory (e.g.
 // 81559 for an H100 80GB on an H200): the difference is allocated up front and held.
+// --k-scaling K1,K2,... measures the K-scaling goal in one process so that clock drift
+// cannot pass for overhead: each round runs, for every K, max(K)/K optimizer steps (the
+// same number of micro-steps, so every block loads the card equally long), blocks
+// alternating, R timed rounds after one untimed; it prints per K the mean step, micro-step
+// and optimizer times ("mode":"k_scaling").
 //
 // One optimizer step = zero grads, K micro-batches (forward + backward, += into fp32
 // grads), global-norm clip, AdamW. The first W steps are not timed. Tokens are a fixed
@@ -42,6 +48,8 @@ namespace {
 struct Args {
   int batch = 8, seq = 1024, grad_accum = 1, steps = 20, warmup = 5;
   long device_mib = 0;  // 0: the whole card
+  std::vector<int> k_scaling;  // empty: the plain benchmark
+  int rounds = 3;
   accum::bench::Gpt2Config model;
   std::string out;
 };
@@ -73,6 +81,12 @@ Args parse(int argc, char** argv) {
       args.model.d_model = std::atoi(value);
     else if (flag == "--vocab")
       args.model.vocab = std::atoi(value);
+    else if (flag == "--k-scaling") {
+      std::stringstream list(value);
+      for (std::string item; std::getline(list, item, ',');)
+        args.k_scaling.push_back(std::atoi(item.c_str()));
+    } else if (flag == "--rounds")
+      args.rounds = std::atoi(value);
     else if (flag == "--device-mib")
       args.device_mib = std::atol(value);
     else if (flag == "--out")
@@ -84,8 +98,10 @@ Args parse(int argc, char** argv) {
   }
   args.model.max_seq = std::max(args.model.max_seq, args.seq);
   if (args.batch <= 0 || args.seq <= 0 || args.grad_accum <= 0 || args.steps <= 0 ||
-      args.warmup < 0 || args.device_mib < 0) {
-    std::cerr << "gpt2_bench: batch, seq, grad-accum and steps must be positive\n";
+      args.warmup < 0 || args.device_mib < 0 || args.rounds <= 0 ||
+      std::any_of(args.k_scaling.begin(), args.k_scaling.end(), [](int k) { return k <= 0; })) {
+    std::cerr << "gpt2_bench: batch, seq, grad-accum, steps, rounds and every --k-scaling K "
+                 "must be positive\n";
     std::exit(2);
   }
   return args;
@@ -95,6 +111,51 @@ size_t device_used_bytes() {
   size_t free_bytes = 0, total_bytes = 0;
   if (cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess) return 0;
   return total_bytes - free_bytes;
+}
+
+struct StepTimes {
+  double micro = 0, optimizer = 0;  // seconds
+  double norm = 0;
+};
+
+// --k-scaling: blocks of max(K)/K steps per K, alternating, `rounds` timed rounds after
+// one untimed round; one JSON line with the mean times per K.
+template <typename TimedStep>
+int run_k_scaling(const Args& args, const cudaDeviceProp& prop, TimedStep& timed_step) {
+  const int max_k = *std::max_element(args.k_scaling.begin(), args.k_scaling.end());
+  const size_t n = args.k_scaling.size();
+  std::vector<double> micro(n, 0.0), optimizer(n, 0.0);
+  std::vector<int> steps(n, 0);
+  int step = 0;
+  for (int round = 0; round <= args.rounds; ++round) {
+    for (size_t i = 0; i < n; ++i) {
+      const int K = args.k_scaling[i];
+      const int block = (max_k + K - 1) / K;
+      for (int s = 0; s < block; ++s) {
+        const StepTimes times = timed_step(++step, K);
+        if (round == 0) continue;  // untimed: warm-up of every K
+        micro[i] += times.micro;
+        optimizer[i] += times.optimizer;
+        ++steps[i];
+      }
+      std::cerr << "round " << round << (round == 0 ? " (untimed)" : "") << " K=" << K << "\n";
+    }
+  }
+  std::ostringstream json;
+  json << "{\"impl\":\"accum-cuda\",\"mode\":\"k_scaling\",\"device\":\"" << prop.name
+       << "\",\"batch\":" << args.batch << ",\"seq\":" << args.seq << ",\"rounds\":" << args.rounds
+       << ",\"results\":[";
+  for (size_t i = 0; i < n; ++i) {
+    const double micro_ms = micro[i] / steps[i] / args.k_scaling[i] * 1e3;
+    const double optimizer_ms = optimizer[i] / steps[i] * 1e3;
+    json << (i ? "," : "") << "{\"grad_accum\":" << args.k_scaling[i] << ",\"steps\":" << steps[i]
+         << ",\"step_ms\":" << (micro[i] + optimizer[i]) / steps[i] * 1e3
+         << ",\"micro_ms\":" << micro_ms << ",\"optimizer_ms\":" << optimizer_ms << "}";
+  }
+  json << "]}";
+  std::cout << json.str() << std::endl;
+  if (!args.out.empty()) std::ofstream(args.out) << json.str() << "\n";
+  return 0;
 }
 
 int run(const Args& args) {
@@ -129,40 +190,51 @@ int run(const Args& args) {
     for (auto& t : batch) t = token(rng);
   }
 
-  const float dloss = 1.f / (float(tokens_per_micro) * args.grad_accum);  // mean over the window
-  float first_loss = NAN, last_loss = NAN;
+  int micro = 0;  // micro-batches run so far: picks the next one of the 4
   // Loss of micro-batch 0 the first and the last time it was seen.
   float batch0_first = NAN, batch0_last = NAN;
   int batch0_visits = 0;
-  double timed_seconds = 0, timed_micro_seconds = 0, timed_optimizer_seconds = 0;
-  int micro = 0;
-  for (int step = 1; step <= args.warmup + args.steps; ++step) {
+  // One optimizer step of K micro-batches; the phases are timed apart (synchronized):
+  // K micro-steps (zero_grad included), then clip + AdamW.
+  auto timed_step = [&](int step, int K) {
+    const float dloss = 1.f / (float(tokens_per_micro) * K);  // mean over the window
+    StepTimes times;
     backend->synchronize();
     const auto start = std::chrono::steady_clock::now();
     model.zero_grad();
-    for (int k = 0; k < args.grad_accum; ++k) {
+    for (int k = 0; k < K; ++k) {
       const bool batch0 = micro % 4 == 0;
       model.micro_step(batches[micro++ % 4], dloss);
       if (batch0) {
         (batch0_visits++ == 0 ? batch0_first : batch0_last) = model.last_loss();
       }
     }
-    backend->synchronize();  // the phases are timed apart: K micro-steps, then the optimizer
+    backend->synchronize();
     const auto micro_done = std::chrono::steady_clock::now();
-    const double norm = model.optimizer_step(step, 3e-4f);
+    times.norm = model.optimizer_step(step, 3e-4f);
     backend->synchronize();
     const auto done = std::chrono::steady_clock::now();
-    const double seconds = std::chrono::duration<double>(done - start).count();
+    times.micro = std::chrono::duration<double>(micro_done - start).count();
+    times.optimizer = std::chrono::duration<double>(done - micro_done).count();
+    return times;
+  };
+  if (!args.k_scaling.empty()) return run_k_scaling(args, prop, timed_step);
+
+  float first_loss = NAN, last_loss = NAN;
+  double timed_seconds = 0, timed_micro_seconds = 0, timed_optimizer_seconds = 0;
+  for (int step = 1; step <= args.warmup + args.steps; ++step) {
+    const StepTimes times = timed_step(step, args.grad_accum);
+    const double seconds = times.micro + times.optimizer;
     if (step > args.warmup) {
       timed_seconds += seconds;
-      timed_micro_seconds += std::chrono::duration<double>(micro_done - start).count();
-      timed_optimizer_seconds += std::chrono::duration<double>(done - micro_done).count();
+      timed_micro_seconds += times.micro;
+      timed_optimizer_seconds += times.optimizer;
     }
     const float loss = model.last_loss();
     if (step == 1) first_loss = loss;
     last_loss = loss;
     std::cerr << "step " << step << (step <= args.warmup ? " (warmup)" : "") << " loss " << loss
-              << " grad_norm " << norm << " " << seconds * 1e3 << " ms\n";
+              << " grad_norm " << times.norm << " " << seconds * 1e3 << " ms\n";
   }
   const size_t used_after = device_used_bytes();
   const double step_ms = timed_seconds / args.steps * 1e3;

@@ -84,7 +84,10 @@ def main():
     else:
         lines += ["", "PyTorch reference: not run (no torch with CUDA on this host)."]
     if args.scaling:
-        runs = [load(p) for p in args.scaling]
+        runs = []
+        for path in args.scaling:  # per-K results, or one interleaved --k-scaling run
+            r = load(path)
+            runs.extend(r["results"] if r.get("mode") == "k_scaling" else [r])
         runs.sort(key=lambda r: r["grad_accum"])
         base = runs[0]
         # The goal: a step of K micro-batches costs K micro-steps and one optimizer step,
