@@ -57,6 +57,9 @@ void for_each_worker(const std::string& spec_path, Visit visit) {
 std::vector<std::string> mpirun_argv(int ranks, const std::string& spec,
                                      const std::vector<std::string>& extra_mpirun_args) {
   std::vector<std::string> argv = split(ACCUM_MPIRUN_COMMAND, '|');
+  // ACCUM_MPIEXEC replaces the mpirun found at configure time: a relocated Open MPI on a
+  // host that has none (bench/gpu/bundle.sh).
+  if (const char* mpiexec = std::getenv("ACCUM_MPIEXEC")) argv[0] = mpiexec;
   argv.insert(argv.end(), {"-x", "OMP_NUM_THREADS=1", "-np", std::to_string(ranks)});
   argv.insert(argv.end(), extra_mpirun_args.begin(), extra_mpirun_args.end());
   argv.insert(argv.end(), {worker_binary(), "--spec", spec});

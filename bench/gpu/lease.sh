@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# bench/gpu/lease.sh — make a short GPU lease count: build on the build machine, then one
+# call on the GPU host runs everything and brings the results back in one file.
+#
+#   bench/gpu/lease.sh prepare [BASE_REV]     on the build machine (no GPU needed)
+#       Builds gpu_test and gpt2_bench standalone (bench/gpu, minigtest and naive BLAS: a
+#       GPU host may have none of Debian's libraries) into build-lease/bin, libgomp into
+#       build-lease/lib. With BASE_REV (a git revision) the same two programs of that
+#       revision go into build-lease-base/bin, for a before/after comparison. With
+#       ACCUM_LEASE_FULL_BUILD=DIR (a full build with CUDA, e.g. build-cuda) it also packs
+#       the gpu tests that need MPI and the worker (bench/gpu/bundle.sh pack DIR).
+#   bench/gpu/lease.sh run OUT_DIR            on the GPU host, from the repository root
+#       1. bench/gpu.sh with those binaries: gpu tests, GPT-2 124M vs PyTorch, ablations,
+#          K scaling, the 1.3B search, per-kernel ncu table;
+#       2. bench/gpu/compare.py before/after, if build-lease-base exists;
+#       3. compute-sanitizer memcheck and racecheck on the op tests of ACCUM_LEASE_FILTER;
+#       4. with build-lease/bundle.tar.xz: the full build's gpu tests (NCCL, the worker)
+#          through bench/gpu/bundle.sh test;
+#       then OUT_DIR/g.tgz holds every log and JSON, and the tables are printed last.
+#
+# With the device tool of this workplace: prepare here, then run
+#   command "bash bench/gpu/lease.sh run $OUT", carry ["build-lease", "build-lease-base"].
+# Knobs: ACCUM_CUDA_ARCHS (prepare; default 90), ACCUM_LEASE_FILTER (default: the attention,
+# classifier, LayerNorm and AdamW op tests), ACCUM_LEASE_GPU_SH_SECONDS (default 220).
+# The step times are sized to fit one device call of about 6 minutes with the start.
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT" || exit 1
+
+build_standalone() {  # SOURCE_ROOT BUILD_DIR
+  cmake -S "$1/bench/gpu" -B "$2" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+    -DACCUM_CUDA_ARCHS="${ACCUM_CUDA_ARCHS:-90}" -DACCUM_GPU_FORCE_MINIGTEST=ON \
+    -DACCUM_GPU_FORCE_NAIVE_BLAS=ON -DACCUM_GPU_WERROR=ON > /dev/null &&
+    cmake --build "$2" -j "$(nproc)" --target gpu_test gpt2_bench
+}
+
+prepare() {
+  local base_rev="${1:-}"
+  rm -rf build-lease && mkdir -p build-lease/lib || return 1
+  build_standalone "$ROOT" build-lease/cmake || { echo "lease.sh: build failed" >&2; return 1; }
+  mv build-lease/cmake/bin build-lease/bin && rm -rf build-lease/cmake
+  local gomp
+  gomp="$(ldd build-lease/bin/gpu_test | awk '/libgomp/ {print $3}')"
+  [[ -n "$gomp" ]] && cp -L "$gomp" build-lease/lib/
+  if [[ -n "$base_rev" ]]; then
+    local src
+    src="$(mktemp -d)/src"
+    git worktree add --detach "$src" "$base_rev" > /dev/null || return 1
+    rm -rf build-lease-base && mkdir -p build-lease-base
+    build_standalone "$src" build-lease-base/cmake
+    local rc=$?
+    git worktree remove --force "$src"
+    [[ $rc -eq 0 ]] || { echo "lease.sh: build of $base_rev failed" >&2; return 1; }
+    mv build-lease-base/cmake/bin build-lease-base/bin && rm -rf build-lease-base/cmake
+  fi
+  if [[ -n "${ACCUM_LEASE_FULL_BUILD:-}" ]]; then
+    bash bench/gpu/bundle.sh pack "$ACCUM_LEASE_FULL_BUILD" || return 1
+  fi
+  du -sh build-lease* | sed 's/^/lease.sh: carry /'
+}
+
+run() {
+  local out="${1:?usage: lease.sh run OUT_DIR}"
+  local g="$out/g" new="$ROOT/build-lease/bin" old="$ROOT/build-lease-base/bin"
+  mkdir -p "$g"
+  export PYTHONUNBUFFERED=1 PATH="$PATH:/usr/local/cuda/bin"
+  export LD_LIBRARY_PATH="/usr/local/cuda/lib64:/usr/local/cuda/lib:$ROOT/build-lease/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,temperature.gpu \
+    --format=csv,noheader | tee "$g/card.txt"
+  [[ -x "$new/gpt2_bench" ]] || { echo "lease.sh: no build-lease/bin: run prepare first"; return 1; }
+
+  ACCUM_GPU_BIN="$new" ACCUM_BENCH_OUT="$g" ACCUM_RESULTS="$g/RESULTS.part" ACCUM_BENCH_NCU=1 \
+    ACCUM_GPU_TEST_TIMEOUT=150 ACCUM_NCU_TIMEOUT=80 \
+    timeout "${ACCUM_LEASE_GPU_SH_SECONDS:-220}" bash bench/gpu.sh > "$g/run.log" 2>&1
+  echo "gpu.sh exit $?"
+
+  if [[ -x "$old/gpt2_bench" ]]; then
+    timeout 60 python3 bench/gpu/compare.py --rounds 3 --out "$g/compare.md" \
+      before="$old/gpt2_bench" after="$new/gpt2_bench" \
+      -- --batch 8 --seq 1024 --steps 20 --warmup 5 2> "$g/compare.log"
+    echo "compare.py exit $?"
+  fi
+
+  local filter="${ACCUM_LEASE_FILTER:-CudaOps.Attention*:CudaOps.CrossEntropy*:CudaOps.LayerNorm*:CudaOps.AdamW*}"
+  for tool in memcheck racecheck; do
+    timeout 40 compute-sanitizer --tool "$tool" "$new/gpu_test" --gtest_filter="$filter" \
+      > "$g/sanitizer_$tool.log" 2>&1
+    echo "compute-sanitizer $tool exit $?:" \
+      "$(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|PASSED|FAILED' "$g/sanitizer_$tool.log" | tr '\n' ' ')"
+  done
+
+  if [[ -s "$ROOT/build-lease/bundle.tar.xz" ]]; then
+    timeout 180 bash bench/gpu/bundle.sh test > "$g/bundle.log" 2>&1
+    echo "bundle.sh test exit $?:" \
+      "$(grep -E 'bundle.sh:|tests passed|tests failed' "$g/bundle.log" | tr '\n' ' ')"
+  fi
+
+  grep -E "gpu tests:|ratio|overhead|^\| [0-9]|^\| accum|^\| pytorch|1.3B|exit" "$g/run.log"
+  [[ -s "$g/ncu_summary.md" ]] && head -24 "$g/ncu_summary.md"
+  (cd "$out" && tar czf g.tgz g && rm -rf g)
+  echo "lease.sh: results in $out/g.tgz"
+}
+
+case "${1:-}" in
+  prepare) shift; prepare "$@" ;;
+  run) shift; run "$@" ;;
+  *) echo "usage: bench/gpu/lease.sh prepare [BASE_REV] | run OUT_DIR" >&2; exit 2 ;;
+esac
