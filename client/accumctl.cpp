@@ -15,7 +15,8 @@ namespace {
 
 using namespace accum::ctl;
 
-constexpr const char* kHelp = R"(usage: accumctl [--server HOST:PORT] [--token-file F] [--tls-ca F] [--output json] VERB
+constexpr const char* kHelp =
+    R"(usage: accumctl [--server HOST:PORT] [--token-file F] [--tls-ca F] [--output json] VERB
 
 verbs:
   submit SPEC.json            queue a job (relative paths resolve against the spec's folder); prints its id
@@ -73,7 +74,8 @@ int main(int argc, char** argv) {
       options.tls_ca = value();
     } else if (arg == "--output") {
       const std::string format = value();
-      if (format != "json" && format != "text") usage("--output " + format + ": expected json or text");
+      if (format != "json" && format != "text")
+        usage("--output " + format + ": expected json or text");
       options.json = format == "json";
     } else if (arg == "--force") {
       force = true;

@@ -113,8 +113,8 @@ int list_jobs(Connection& connection, const std::string& state_filter) {
   }
   request.set_page_size(500);
   if (!connection.options().json) {
-    std::cout << absl::StrFormat("%-12s %-20s %-11s %11s %10s %8s\n", "ID", "NAME", "STATE",
-                                 "STEP", "LOSS", "RESTARTS");
+    std::cout << absl::StrFormat("%-12s %-20s %-11s %11s %10s %8s\n", "ID", "NAME", "STATE", "STEP",
+                                 "LOSS", "RESTARTS");
   }
   do {
     accum::v1::ListJobsResponse response;
@@ -181,7 +181,8 @@ int watch_job(Connection& connection, const std::string& id) {
     } else if (event.has_metrics() && !connection.options().json) {
       if (event.metrics().max_steps() > 0) max_steps = event.metrics().max_steps();
       if (tty) {
-        std::cout << "\r\033[K" << format_progress_bar(event.metrics(), max_steps, state_text(state))
+        std::cout << "\r\033[K"
+                  << format_progress_bar(event.metrics(), max_steps, state_text(state))
                   << std::flush;
         bar_shown = true;
       } else {
@@ -225,8 +226,8 @@ int checkpoint_job(Connection& connection, const std::string& id) {
   if (connection.options().json) {
     std::cout << to_json(info) << "\n";
   } else {
-    std::cout << "checkpoint at step " << info.step() << ": " << info.path() << " ("
-              << info.bytes() << " bytes)\n";
+    std::cout << "checkpoint at step " << info.step() << ": " << info.path() << " (" << info.bytes()
+              << " bytes)\n";
   }
   return kOk;
 }

@@ -45,8 +45,7 @@ std::unique_ptr<Connection> Connection::open(const ConnectionOptions& options, s
     }
     credentials = grpc::SslCredentials(ssl);
   }
-  connection->stub_ =
-      accum::v1::Control::NewStub(grpc::CreateChannel(options.server, credentials));
+  connection->stub_ = accum::v1::Control::NewStub(grpc::CreateChannel(options.server, credentials));
   return connection;
 }
 

@@ -1,8 +1,7 @@
 // make_backend(): the registry that turns a device kind from the job spec into a back end.
-#include "kernels/backend.h"
-
 #include <stdexcept>
 
+#include "kernels/backend.h"
 #include "kernels/cpu/cpu_backend.h"
 #ifdef ACCUM_HAVE_CUDA
 #include "kernels/cuda/cuda_backend.h"

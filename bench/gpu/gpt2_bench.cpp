@@ -47,7 +47,7 @@ namespace {
 
 struct Args {
   int batch = 8, seq = 1024, grad_accum = 1, steps = 20, warmup = 5;
-  long device_mib = 0;  // 0: the whole card
+  long device_mib = 0;         // 0: the whole card
   std::vector<int> k_scaling;  // empty: the plain benchmark
   int rounds = 3;
   accum::bench::Gpt2Config model;

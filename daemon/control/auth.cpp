@@ -32,7 +32,8 @@ absl::StatusOr<std::string> TokenAuth::read_token_file(const std::string& path) 
   contents << file.rdbuf();
   std::string token(absl::StripAsciiWhitespace(contents.str()));
   if (token.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("token file ", path, ": empty; expected a token"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("token file ", path, ": empty; expected a token"));
   }
   return token;
 }

@@ -22,7 +22,7 @@ grpc::Status to_grpc(const absl::Status& status) {
   return {static_cast<grpc::StatusCode>(status.code()), std::string(status.message())};
 }
 
-#define ACCUM_CHECK_AUTH(context)                              \
+#define ACCUM_CHECK_AUTH(context) \
   if (auto auth_status = auth_->check(*(context)); !auth_status.ok()) return auth_status
 
 grpc::Status ControlService::SubmitJob(grpc::ServerContext* context,
@@ -52,7 +52,8 @@ grpc::Status ControlService::ListJobs(grpc::ServerContext* context,
   std::vector<accum::v1::JobState> states;
   for (int state : request->states()) {
     if (!accum::v1::JobState_IsValid(state)) {
-      return {grpc::StatusCode::INVALID_ARGUMENT, "states: unknown job state " + std::to_string(state)};
+      return {grpc::StatusCode::INVALID_ARGUMENT,
+              "states: unknown job state " + std::to_string(state)};
     }
     states.push_back(static_cast<accum::v1::JobState>(state));
   }
@@ -85,7 +86,8 @@ grpc::Status ControlService::WatchJob(grpc::ServerContext* context,
       continue;
     }
     if (!writer->Write(*event)) return finish(grpc::Status::CANCELLED);
-    if (event->has_status() && is_terminal(event->status().state())) return finish(grpc::Status::OK);
+    if (event->has_status() && is_terminal(event->status().state()))
+      return finish(grpc::Status::OK);
   }
   return finish(grpc::Status::CANCELLED);
 }
@@ -108,7 +110,8 @@ grpc::Status ControlService::CheckpointJob(grpc::ServerContext* context,
   // Honour a shorter client deadline (the system clock's, converted).
   const auto client_deadline = context->deadline();
   if (client_deadline != std::chrono::system_clock::time_point::max()) {
-    deadline = std::min(deadline, Clock::now() + (client_deadline - std::chrono::system_clock::now()));
+    deadline =
+        std::min(deadline, Clock::now() + (client_deadline - std::chrono::system_clock::now()));
   }
   auto info = manager_->checkpoint(request->id(), deadline);
   if (!info.ok()) return to_grpc(info.status());

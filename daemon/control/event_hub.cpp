@@ -49,8 +49,7 @@ std::shared_ptr<JobSubscription> EventHub::subscribe(const std::string& job_id) 
   return sub;
 }
 
-void EventHub::unsubscribe(const std::string& job_id,
-                           const std::shared_ptr<JobSubscription>& sub) {
+void EventHub::unsubscribe(const std::string& job_id, const std::shared_ptr<JobSubscription>& sub) {
   std::lock_guard lock(mutex_);
   auto [begin, end] = subscribers_.equal_range(job_id);
   for (auto it = begin; it != end; ++it) {

@@ -83,7 +83,8 @@ std::map<int, std::vector<std::string>> rank_log_files(const std::string& job_di
     }
     for (const auto& [rank, rank_dir] : ranks) {
       for (const char* stream : {"stdout", "stderr"}) {
-        if (fs::exists(rank_dir / stream, error)) files[rank].push_back((rank_dir / stream).string());
+        if (fs::exists(rank_dir / stream, error))
+          files[rank].push_back((rank_dir / stream).string());
       }
     }
   }

@@ -290,17 +290,18 @@ absl::StatusOr<JobStatus> JobManager::cancel(const std::string& id, bool force) 
     Runtime& runtime = runtimes_[id];
     if (runtime.pid == 0) {
       // Nothing runs (queued, or waiting to restart): cancelled at once.
-      if (auto status = transition_locked(id, accum::v1::CANCELLED, force ? "force_cancel" : "cancel",
-                                          "cancelled before it ran");
+      if (auto status =
+              transition_locked(id, accum::v1::CANCELLED, force ? "force_cancel" : "cancel",
+                                "cancelled before it ran");
           !status.ok()) {
         return status;
       }
       start_queued_locked();
     } else if (force || record->state != accum::v1::CANCELLING) {
       if (record->state != accum::v1::CANCELLING) {
-        auto status = transition_locked(id, accum::v1::CANCELLING, force ? "force_cancel" : "cancel",
-                                        force ? "killing the workers (SIGKILL)"
-                                              : "asking the workers to checkpoint and stop");
+        auto status = transition_locked(
+            id, accum::v1::CANCELLING, force ? "force_cancel" : "cancel",
+            force ? "killing the workers (SIGKILL)" : "asking the workers to checkpoint and stop");
         if (!status.ok()) return status;
       }
       runtime.force = runtime.force || force;
@@ -356,8 +357,8 @@ absl::StatusOr<accum::v1::CheckpointInfo> JobManager::checkpoint(const std::stri
     if (stopping_) return absl::UnavailableError("accumd is shutting down");
     if (checkpoint_done_.wait_until(lock, deadline) == std::cv_status::timeout &&
         Clock::now() >= deadline) {
-      return absl::DeadlineExceededError(
-          absl::StrCat("job ", id, ": checkpoint request ", request_id, " did not complete in time"));
+      return absl::DeadlineExceededError(absl::StrCat("job ", id, ": checkpoint request ",
+                                                      request_id, " did not complete in time"));
     }
   }
 }
@@ -421,10 +422,9 @@ absl::StatusOr<uint64_t> JobManager::worker_connected(const accum::v1::WorkerHel
   runtime.last_heard = Clock::now();
   runtime.hello_seen = true;
   if (record->state == accum::v1::STARTING || record->state == accum::v1::RESTARTING) {
-    (void)transition_locked(
-        record->id, accum::v1::RUNNING, "worker_hello",
-        absl::StrCat("attempt ", hello.attempt(), ": ", hello.world_size(), " ranks, from step ",
-                     hello.start_step()));
+    (void)transition_locked(record->id, accum::v1::RUNNING, "worker_hello",
+                            absl::StrCat("attempt ", hello.attempt(), ": ", hello.world_size(),
+                                         " ranks, from step ", hello.start_step()));
   } else if (record->state == accum::v1::CANCELLING && !runtime.force) {
     WorkerCommand stop;  // re-attached during a graceful cancel: ask again
     stop.set_kind(WorkerCommand::STOP);

@@ -46,8 +46,8 @@ struct ManagerConfig {
   std::chrono::milliseconds heartbeat_timeout{60000};  // after the worker's hello
   std::chrono::milliseconds restart_backoff{1000};     // doubled per restart, capped at 60 s
   std::chrono::milliseconds stop_grace{60000};         // STOP -> SIGTERM -> SIGKILL
-  int default_max_restarts = 3;  // for a spec that leaves max_restarts unset
-  int max_queued = 1000;         // more waiting jobs: RESOURCE_EXHAUSTED
+  int default_max_restarts = 3;                        // for a spec that leaves max_restarts unset
+  int max_queued = 1000;                               // more waiting jobs: RESOURCE_EXHAUSTED
 };
 
 // Where the manager sends commands to a connected rank 0. send() must not block.
@@ -98,7 +98,8 @@ class JobManager {
   // stale connection from an earlier attempt cannot speak for the new one.
   absl::StatusOr<uint64_t> worker_connected(const accum::v1::WorkerHello& hello,
                                             std::shared_ptr<CommandSink> sink);
-  void worker_event(const std::string& job_id, uint64_t session, const accum::v1::WorkerEvent& event);
+  void worker_event(const std::string& job_id, uint64_t session,
+                    const accum::v1::WorkerEvent& event);
   void worker_disconnected(const std::string& job_id, uint64_t session);
 
   // Active jobs' gauges (freshest metrics), jobs by state and slot use, for

@@ -213,11 +213,11 @@ absl::Status JobStore::insert(const JobRecord& r, const std::string& reason) {
                             ", seq) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,"
                             "(SELECT IFNULL(MAX(seq),0)+1 FROM jobs))"),
                {r.id, r.name, int64_t{r.state}, to_json(r.spec), r.spec_dir, r.job_dir,
-                int64_t{r.world_size}, int64_t{r.restarts}, int64_t{r.attempt}, r.message, now,
-                now, r.launcher_pid, r.launcher_start_ticks, r.latest_checkpoint_step,
-                std::string()});
+                int64_t{r.world_size}, int64_t{r.restarts}, int64_t{r.attempt}, r.message, now, now,
+                r.launcher_pid, r.launcher_start_ticks, r.latest_checkpoint_step, std::string()});
   if (s.ok()) {
-    s = run(db_, "INSERT INTO transitions(job_id, state, time_ms, reason, message) VALUES(?,?,?,?,?)",
+    s = run(db_,
+            "INSERT INTO transitions(job_id, state, time_ms, reason, message) VALUES(?,?,?,?,?)",
             {r.id, int64_t{r.state}, now, reason, r.message});
   }
   if (!s.ok()) {
@@ -230,8 +230,8 @@ absl::Status JobStore::insert(const JobRecord& r, const std::string& reason) {
 absl::StatusOr<JobRecord> JobStore::get(const std::string& id) {
   std::lock_guard lock(mutex_);
   if (auto cached = record_cache_.find(id); cached != record_cache_.end()) return cached->second;
-  auto records = query_records(db_, absl::StrCat("SELECT ", kJobColumns, " FROM jobs WHERE id = ?"),
-                               {id});
+  auto records =
+      query_records(db_, absl::StrCat("SELECT ", kJobColumns, " FROM jobs WHERE id = ?"), {id});
   if (!records.ok()) return records.status();
   if (records->empty()) return absl::NotFoundError(absl::StrCat("no job with id '", id, "'"));
   if (record_cache_.size() >= kMaxCachedJobs) record_cache_.clear();
@@ -239,8 +239,8 @@ absl::StatusOr<JobRecord> JobStore::get(const std::string& id) {
   return std::move(records->front());
 }
 
-absl::StatusOr<std::vector<JobRecord>> JobStore::list(const std::vector<accum::v1::JobState>& states,
-                                                      const std::string& after_id, int limit) {
+absl::StatusOr<std::vector<JobRecord>> JobStore::list(
+    const std::vector<accum::v1::JobState>& states, const std::string& after_id, int limit) {
   std::lock_guard lock(mutex_);
   std::string sql = absl::StrCat("SELECT ", kJobColumns, " FROM jobs WHERE id > ?");
   if (!states.empty()) {
@@ -291,14 +291,15 @@ absl::Status JobStore::transition(const std::string& id, accum::v1::JobState to,
   }
   const auto from = static_cast<accum::v1::JobState>(current.integer(0));
   if (!transition_allowed(from, to)) {
-    return finish(absl::FailedPreconditionError(absl::StrCat(
-        "job ", id, " is ", state_name(from), "; it cannot become ", state_name(to))));
+    return finish(absl::FailedPreconditionError(
+        absl::StrCat("job ", id, " is ", state_name(from), "; it cannot become ", state_name(to))));
   }
   const int64_t now = now_unix_ms();
   auto s = run(db_, "UPDATE jobs SET state = ?, message = ?, updated_ms = ? WHERE id = ?",
                {int64_t{to}, message, now, id});
   if (s.ok()) {
-    s = run(db_, "INSERT INTO transitions(job_id, state, time_ms, reason, message) VALUES(?,?,?,?,?)",
+    s = run(db_,
+            "INSERT INTO transitions(job_id, state, time_ms, reason, message) VALUES(?,?,?,?,?)",
             {id, int64_t{to}, now, reason, message});
   }
   return finish(s);

@@ -99,7 +99,7 @@ class JobStore {
   void forget_locked(const std::string& id);  // drops the job's cached entries
 
   std::mutex mutex_;
-  sqlite3* db_;  // GUARDED_BY(mutex_)
+  sqlite3* db_;                                              // GUARDED_BY(mutex_)
   std::unordered_map<std::string, JobRecord> record_cache_;  // GUARDED_BY(mutex_)
   std::unordered_map<std::string, std::vector<accum::v1::Transition>>
       transitions_cache_;  // GUARDED_BY(mutex_)

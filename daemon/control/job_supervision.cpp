@@ -65,8 +65,8 @@ void JobManager::tick() {
           continue;
         }
       } else if (!process_alive(runtime.pid, runtime.start_ticks)) {
-        const auto code = read_exit_code_file(
-            attempt_log_dir(record->job_dir, runtime.attempt) + "/exit_code");
+        const auto code =
+            read_exit_code_file(attempt_log_dir(record->job_dir, runtime.attempt) + "/exit_code");
         handle_exit_locked(*record, runtime, code ? (*code << 8) : 0, code.has_value());
         continue;
       }
@@ -212,9 +212,9 @@ void JobManager::handle_exit_locked(const JobRecord& record, Runtime& runtime, i
     auto backoff = config_.restart_backoff * (1 << std::min(restarts - 1, 16));
     backoff = std::min<std::chrono::milliseconds>(backoff, kMaxBackoff);
     runtime.restart_at = Clock::now() + backoff;
-    const std::string message = absl::StrCat(
-        "attempt ", attempt, ": ", what, "; restart ", restarts, " of ", allowed,
-        " from checkpoint step ", checkpoint_step, " in ", backoff.count(), " ms", tail);
+    const std::string message = absl::StrCat("attempt ", attempt, ": ", what, "; restart ",
+                                             restarts, " of ", allowed, " from checkpoint step ",
+                                             checkpoint_step, " in ", backoff.count(), " ms", tail);
     if (runtime.state == accum::v1::RESTARTING) return;  // already waiting (reconcile)
     (void)transition_locked(record.id, accum::v1::RESTARTING, "worker_failed", message);
     return;
@@ -259,8 +259,8 @@ absl::Status JobManager::reconcile() {
       runtime.is_child = false;
       runtime.last_heard = Clock::now();
       runtime.cancel_at = Clock::now();
-      spdlog::info("job {}: re-attached to attempt {} (pid {}), {}", record.id, record.attempt,
-                   pid, state_name(record.state));
+      spdlog::info("job {}: re-attached to attempt {} (pid {}), {}", record.id, record.attempt, pid,
+                   state_name(record.state));
       continue;
     }
     if (pid != 0) {
@@ -272,7 +272,8 @@ absl::Status JobManager::reconcile() {
     }
     // No process recorded: accumd died between a transition and a launch.
     if (record.state == accum::v1::CANCELLING) {
-      (void)transition_locked(record.id, accum::v1::CANCELLED, "reconcile", "no worker was running");
+      (void)transition_locked(record.id, accum::v1::CANCELLED, "reconcile",
+                              "no worker was running");
     } else if (record.state == accum::v1::STARTING || record.state == accum::v1::RUNNING) {
       (void)transition_locked(record.id, accum::v1::RESTARTING, "reconcile",
                               "accumd restarted before the worker was launched");

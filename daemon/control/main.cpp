@@ -101,18 +101,30 @@ Flags parse_flags(int argc, char** argv) {
     }
     if (i + 1 >= argc) usage_error(flag + ": missing value (or unknown flag)");
     const std::string value = argv[++i];
-    if (flag == "--listen") flags.server.listen = value;
-    else if (flag == "--state-dir") flags.manager.state_dir = value;
-    else if (flag == "--token-file") flags.token_file = value;
-    else if (flag == "--slots") flags.manager.slots = parse_int(flag, value, 1);
-    else if (flag == "--tls-cert") flags.server.tls_cert = value;
-    else if (flag == "--tls-key") flags.server.tls_key = value;
-    else if (flag == "--tls-ca") flags.manager.launcher.tls_ca = value;
-    else if (flag == "--worker-bin") flags.manager.launcher.worker_binary = value;
-    else if (flag == "--mpirun") flags.manager.launcher.mpirun = value;
-    else if (flag == "--mpirun-arg") flags.manager.launcher.mpirun_args.push_back(value);
-    else if (flag == "--advertise") flags.advertise = value;
-    else if (flag == "--addr-file") flags.addr_file = value;
+    if (flag == "--listen")
+      flags.server.listen = value;
+    else if (flag == "--state-dir")
+      flags.manager.state_dir = value;
+    else if (flag == "--token-file")
+      flags.token_file = value;
+    else if (flag == "--slots")
+      flags.manager.slots = parse_int(flag, value, 1);
+    else if (flag == "--tls-cert")
+      flags.server.tls_cert = value;
+    else if (flag == "--tls-key")
+      flags.server.tls_key = value;
+    else if (flag == "--tls-ca")
+      flags.manager.launcher.tls_ca = value;
+    else if (flag == "--worker-bin")
+      flags.manager.launcher.worker_binary = value;
+    else if (flag == "--mpirun")
+      flags.manager.launcher.mpirun = value;
+    else if (flag == "--mpirun-arg")
+      flags.manager.launcher.mpirun_args.push_back(value);
+    else if (flag == "--advertise")
+      flags.advertise = value;
+    else if (flag == "--addr-file")
+      flags.addr_file = value;
     else if (flag == "--heartbeat-timeout-s")
       flags.manager.heartbeat_timeout = std::chrono::seconds(parse_int(flag, value, 1));
     else if (flag == "--restart-backoff-ms")
@@ -121,10 +133,14 @@ Flags parse_flags(int argc, char** argv) {
       flags.manager.stop_grace = std::chrono::seconds(parse_int(flag, value, 1));
     else if (flag == "--max-restarts")
       flags.manager.default_max_restarts = parse_int(flag, value, 0, 1000);  // a spec's range
-    else if (flag == "--log-level") flags.log_level = value;
-    else if (flag == "--metrics-listen") flags.metrics_listen = value;
-    else if (flag == "--metrics-addr-file") flags.metrics_addr_file = value;
-    else usage_error("unknown flag " + flag);
+    else if (flag == "--log-level")
+      flags.log_level = value;
+    else if (flag == "--metrics-listen")
+      flags.metrics_listen = value;
+    else if (flag == "--metrics-addr-file")
+      flags.metrics_addr_file = value;
+    else
+      usage_error("unknown flag " + flag);
   }
   if (flags.manager.state_dir.empty()) usage_error("--state-dir is required");
   return flags;
@@ -169,7 +185,8 @@ int main(int argc, char** argv) {
     }
     ca = std::filesystem::absolute(ca).string();
   }
-  flags.manager.launcher.cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  flags.manager.launcher.cores =
+      static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   flags.manager.launcher.running_as_root = geteuid() == 0;
   if (!std::filesystem::exists(flags.manager.launcher.worker_binary)) {
     spdlog::warn("worker binary {} does not exist (--worker-bin); jobs will fail to launch",

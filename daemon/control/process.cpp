@@ -76,7 +76,8 @@ absl::StatusOr<pid_t> spawn_process(const SpawnRequest& request) {
   for (auto& entry : env_strings) env_ptrs.push_back(entry.data());
   env_ptrs.push_back(nullptr);
 
-  const int out = open(request.stdout_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  const int out =
+      open(request.stdout_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (out < 0) {
     return absl::UnavailableError(
         absl::StrCat("cannot open log file ", request.stdout_path, ": ", std::strerror(errno)));

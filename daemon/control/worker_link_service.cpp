@@ -17,8 +17,7 @@ using Stream = grpc::ServerReaderWriter<accum::v1::WorkerCommand, accum::v1::Wor
 // Queues commands and writes them from its own thread.
 class StreamCommandSink final : public CommandSink {
  public:
-  explicit StreamCommandSink(Stream* stream)
-      : stream_(stream), writer_([this] { write_loop(); }) {}
+  explicit StreamCommandSink(Stream* stream) : stream_(stream), writer_([this] { write_loop(); }) {}
   ~StreamCommandSink() override { stop(); }
 
   void send(const accum::v1::WorkerCommand& command) override {
@@ -76,7 +75,8 @@ grpc::Status WorkerLinkService::Connect(grpc::ServerContext* context, Stream* st
   auto session = manager_->worker_connected(first.hello(), sink);
   if (!session.ok()) {
     sink->stop();
-    spdlog::warn("worker link for job '{}' refused: {}", job_id, std::string(session.status().message()));
+    spdlog::warn("worker link for job '{}' refused: {}", job_id,
+                 std::string(session.status().message()));
     return to_grpc(session.status());
   }
   accum::v1::WorkerEvent event;

@@ -113,9 +113,9 @@ absl::Status fill_model(accum::v1::ModelSpec* model) {
                           {"model.max_seq_len", model->max_seq_len(), 1, 1 << 20}};
   for (const Bound& bound : bounds) {
     if (bound.value < bound.lo || bound.value > bound.hi) {
-      return invalid(bound.field, absl::StrCat("got ", bound.value, ", expected an integer in [",
-                                               bound.lo, ", ", bound.hi,
-                                               "] (or set model.preset)"));
+      return invalid(bound.field,
+                     absl::StrCat("got ", bound.value, ", expected an integer in [", bound.lo, ", ",
+                                  bound.hi, "] (or set model.preset)"));
     }
   }
   if (model->d_model() % model->n_head() != 0) {
@@ -183,8 +183,8 @@ absl::Status fill_optimizer(accum::v1::JobSpec* spec) {
   if (!opt->has_grad_clip()) opt->set_grad_clip(1.0);
   if (opt->schedule().empty()) opt->set_schedule("cosine");
   if (opt->schedule() != "cosine" && opt->schedule() != "constant") {
-    return invalid("optimizer.schedule",
-                   absl::StrCat("got \"", opt->schedule(), "\", expected \"cosine\" or \"constant\""));
+    return invalid("optimizer.schedule", absl::StrCat("got \"", opt->schedule(),
+                                                      "\", expected \"cosine\" or \"constant\""));
   }
   struct Check {
     const char* field;
@@ -201,8 +201,7 @@ absl::Status fill_optimizer(accum::v1::JobSpec* spec) {
       {"optimizer.grad_clip", opt->grad_clip(), 0, 1e9, "a number >= 0 (0 disables clipping)"},
   };
   for (const Check& check : checks) {
-    if (auto s = check_range(check.field, check.value, check.lo, check.hi, check.expected);
-        !s.ok())
+    if (auto s = check_range(check.field, check.value, check.lo, check.hi, check.expected); !s.ok())
       return s;
   }
   if (opt->lr() <= 0) return invalid("optimizer.lr", "expected a number in (0, 10]");
@@ -250,7 +249,8 @@ absl::Status fill_rest(accum::v1::JobSpec* spec) {
     return s;
   if (spec->world_size() == 0) spec->set_world_size(1);
   if (spec->world_size() < 1 || spec->world_size() > 4096) {
-    return invalid("world_size", absl::StrCat("got ", spec->world_size(), ", expected in [1, 4096]"));
+    return invalid("world_size",
+                   absl::StrCat("got ", spec->world_size(), ", expected in [1, 4096]"));
   }
   // Left unset, it stays unset: the default is the daemon's (--max-restarts), and an
   // explicit 0 must stay distinguishable from it, since 0 means "never restart".
@@ -296,8 +296,8 @@ absl::StatusOr<JobSpec> parse_spec_json(const std::string& json) {
   JobSpec spec;
   auto status = google::protobuf::util::JsonStringToMessage(text, &spec, options);
   if (!status.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("job spec is not valid JSON for accum.v1.JobSpec: ", status.message().as_string()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "job spec is not valid JSON for accum.v1.JobSpec: ", status.message().as_string()));
   }
   return spec;
 }
@@ -338,8 +338,8 @@ absl::Status validate_and_fill(JobSpec* spec) {
 absl::StatusOr<JobSpec> load_spec_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    return absl::NotFoundError(absl::StrCat("cannot read spec file ", path, ": ",
-                                            std::strerror(errno)));
+    return absl::NotFoundError(
+        absl::StrCat("cannot read spec file ", path, ": ", std::strerror(errno)));
   }
   std::stringstream buffer;
   buffer << in.rdbuf();
@@ -404,7 +404,8 @@ absl::Status check_resume_compatible(const JobSpec& saved, const JobSpec& curren
   }
   if (saved.seed() != current.seed() || saved.data().shuffle() != current.data().shuffle()) {
     return absl::FailedPreconditionError(
-        "checkpoint was written with a different seed or data.shuffle; the data order would change");
+        "checkpoint was written with a different seed or data.shuffle; the data order would "
+        "change");
   }
   return absl::OkStatus();
 }

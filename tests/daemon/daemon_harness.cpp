@@ -52,7 +52,8 @@ std::string environ_value(pid_t pid, const std::string& name) {
   while (start < raw.size()) {
     size_t end = raw.find('\0', start);
     if (end == std::string::npos) end = raw.size();
-    if (raw.compare(start, key.size(), key) == 0) return raw.substr(start + key.size(), end - start - key.size());
+    if (raw.compare(start, key.size(), key) == 0)
+      return raw.substr(start + key.size(), end - start - key.size());
     start = end + 1;
   }
   return "";
@@ -80,9 +81,9 @@ DaemonHarness::DaemonHarness() {
   // A small English-like corpus: every byte is a token (vocab 256).
   corpus_ = dir_ + "/corpus.txt";
   std::mt19937 rng(7);
-  const std::vector<std::string> words = {"the ", "accumulation ", "gradient ", "of ", "step ",
-                                          "optimizer ", "a ", "token ", "batch ", "rank ",
-                                          "and ", "loss ", "\n"};
+  const std::vector<std::string> words = {
+      "the ",   "accumulation ", "gradient ", "of ",  "step ", "optimizer ", "a ",
+      "token ", "batch ",        "rank ",     "and ", "loss ", "\n"};
   std::ofstream corpus(corpus_);
   for (int i = 0; i < 20000; ++i) corpus << words[rng() % words.size()];
 }
@@ -113,15 +114,28 @@ bool DaemonHarness::start(const DaemonOptions& options) {
   fs::remove(addr_file);
   const std::string listen = address_.empty() ? "127.0.0.1:0" : address_;
   std::vector<std::string> args = {build_dir() + "/bin/accumd",
-                                   "--listen", listen,
-                                   "--state-dir", dir_ + "/state",
-                                   "--token-file", token_file_,
-                                   "--slots", std::to_string(options.slots),
-                                   "--addr-file", addr_file,
-                                   "--restart-backoff-ms", "200",
-                                   "--mpirun-arg", "--bind-to", "--mpirun-arg", "none",
-                                   "--mpirun-arg", "--mca", "--mpirun-arg", "btl",
-                                   "--mpirun-arg", "self,vader"};
+                                   "--listen",
+                                   listen,
+                                   "--state-dir",
+                                   dir_ + "/state",
+                                   "--token-file",
+                                   token_file_,
+                                   "--slots",
+                                   std::to_string(options.slots),
+                                   "--addr-file",
+                                   addr_file,
+                                   "--restart-backoff-ms",
+                                   "200",
+                                   "--mpirun-arg",
+                                   "--bind-to",
+                                   "--mpirun-arg",
+                                   "none",
+                                   "--mpirun-arg",
+                                   "--mca",
+                                   "--mpirun-arg",
+                                   "btl",
+                                   "--mpirun-arg",
+                                   "self,vader"};
   args.insert(args.end(), options.extra_args.begin(), options.extra_args.end());
   std::vector<char*> argv;
   for (auto& arg : args) argv.push_back(arg.data());
@@ -242,7 +256,8 @@ accum::v1::JobStatus DaemonHarness::wait_for(
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   ADD_FAILURE() << "timed out waiting on job " << id << "; last state "
-                << accum::v1::JobState_Name(job.state()) << ": " << job.message() << "\naccumd log:\n"
+                << accum::v1::JobState_Name(job.state()) << ": " << job.message()
+                << "\naccumd log:\n"
                 << read_text(dir_ + "/accumd.log");
   return job;
 }
@@ -271,7 +286,8 @@ std::vector<std::pair<int64_t, double>> read_metrics(const std::string& path) {
     const auto step_at = line.find("\"step\":");
     const auto loss_at = line.find("\"loss\":");
     if (step_at == std::string::npos || loss_at == std::string::npos) continue;
-    rows.emplace_back(std::atoll(line.c_str() + step_at + 7), std::atof(line.c_str() + loss_at + 7));
+    rows.emplace_back(std::atoll(line.c_str() + step_at + 7),
+                      std::atof(line.c_str() + loss_at + 7));
   }
   return rows;
 }

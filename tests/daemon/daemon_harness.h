@@ -38,8 +38,8 @@ class DaemonHarness {
   // Starts accumd (port 0 the first time, the same port on later starts so
   // running workers find it again). Returns false (with a gtest failure) on error.
   bool start(const DaemonOptions& options = {});
-  void kill9();    // SIGKILL accumd, reap it
-  void stop();     // SIGTERM accumd, wait
+  void kill9();  // SIGKILL accumd, reap it
+  void stop();   // SIGTERM accumd, wait
   const std::string& address() const { return address_; }
   const std::string& dir() const { return dir_; }
   const std::string& token_file() const { return token_file_; }

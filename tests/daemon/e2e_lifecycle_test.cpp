@@ -122,8 +122,8 @@ TEST(DaemonLifecycle, GracefulCancelEndsWithFinalCheckpoint) {
   auto status = daemon.stub().CancelJob(context.get(), cancel, &reply);
   ASSERT_TRUE(status.ok()) << status.error_message();
   EXPECT_TRUE(reply.state() == accum::v1::CANCELLING || reply.state() == accum::v1::CANCELLED);
-  const auto done =
-      daemon.wait_for(job.id(), [](const JobStatus& j) { return in_state(j, accum::v1::CANCELLED); });
+  const auto done = daemon.wait_for(
+      job.id(), [](const JobStatus& j) { return in_state(j, accum::v1::CANCELLED); });
   ASSERT_EQ(done.state(), accum::v1::CANCELLED);
   // The final checkpoint is the last step the worker finished.
   const auto rows = read_metrics(done.job_dir() + "/metrics.jsonl");
@@ -154,9 +154,9 @@ TEST(DaemonLifecycle, ForceCancelLeavesNoHalfWrittenCheckpoint) {
   JobStatus reply;
   auto context = daemon.context();
   ASSERT_TRUE(daemon.stub().CancelJob(context.get(), cancel, &reply).ok());
-  const auto done =
-      daemon.wait_for(job.id(), [](const JobStatus& j) { return in_state(j, accum::v1::CANCELLED); },
-                      std::chrono::seconds(30));
+  const auto done = daemon.wait_for(
+      job.id(), [](const JobStatus& j) { return in_state(j, accum::v1::CANCELLED); },
+      std::chrono::seconds(30));
   ASSERT_EQ(done.state(), accum::v1::CANCELLED);
   EXPECT_TRUE(daemon.worker_pids(done.job_dir()).empty()) << "every rank is killed";
   for (const auto& entry : fs::directory_iterator(done.job_dir() + "/checkpoints")) {
@@ -178,10 +178,10 @@ TEST(DaemonLifecycle, SecondJobWaitsQueuedUntilTheSlotIsFree) {
   ASSERT_TRUE(daemon.submit(daemon.spec_json("second", 5, 1, 0), &second).ok());
   daemon.wait_for(first.id(), [](const JobStatus& j) { return in_state(j, accum::v1::RUNNING); });
   EXPECT_EQ(daemon.get(second.id()).state(), accum::v1::QUEUED);
-  const auto first_done =
-      daemon.wait_for(first.id(), [](const JobStatus& j) { return in_state(j, accum::v1::SUCCEEDED); });
-  const auto second_done =
-      daemon.wait_for(second.id(), [](const JobStatus& j) { return in_state(j, accum::v1::SUCCEEDED); });
+  const auto first_done = daemon.wait_for(
+      first.id(), [](const JobStatus& j) { return in_state(j, accum::v1::SUCCEEDED); });
+  const auto second_done = daemon.wait_for(
+      second.id(), [](const JobStatus& j) { return in_state(j, accum::v1::SUCCEEDED); });
   ASSERT_EQ(second_done.state(), accum::v1::SUCCEEDED);
   // The second job started only after the first one ended.
   int64_t first_end = 0, second_start = 0;

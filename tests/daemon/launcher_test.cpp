@@ -125,7 +125,7 @@ TEST_F(ProcessTest, KilledChildIsReportedAsSignalAndTreeKillReachesGrandchildren
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     descendants = process_descendants(*pid);
   }
-  ASSERT_EQ(descendants.size(), 2u);  // sh -c, sleep
+  ASSERT_EQ(descendants.size(), 2u);     // sh -c, sleep
   signal_process_leaves(*pid, SIGKILL);  // kills only `sleep`
   int status = 0;
   ASSERT_EQ(waitpid(*pid, &status, 0), *pid);

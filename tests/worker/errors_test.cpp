@@ -180,8 +180,8 @@ TEST_F(WorkerErrorsTest, MismatchedResumeIsRefusedAndTheGoodCheckpointSurvives) 
   const std::string model = dir_ / "ckpt/step_00000002/model.safetensors";
   const std::string before = read_file(model);
   const std::string latest_before = read_file(dir_ / "ckpt/latest");
-  auto result = run_with({{"max_steps", "4"}, {"model.n_layer", "3"},
-                          {"checkpoint.resume_from", "\"latest\""}});
+  auto result = run_with(
+      {{"max_steps", "4"}, {"model.n_layer", "3"}, {"checkpoint.resume_from", "\"latest\""}});
   EXPECT_EQ(result.exit_code, 2);
   EXPECT_NE(result.output.find("n_layer"), std::string::npos) << result.output;
   EXPECT_EQ(read_file(model), before);

@@ -34,13 +34,19 @@ class GpuTrainerTest : public ::testing::Test {
 };
 
 TEST_F(GpuTrainerTest, EightMicroBatchesOfOneTrainLikeOneBatchOfEight) {
-  auto a = train("a", {{"batch.micro_batch_size", "1"}, {"batch.tokens_per_update", ""},
-                       {"batch.grad_accum_steps", "8"}, {"max_steps", "5"},
-                       {"checkpoint.dir", "\"ckpt_a\""}, {"metrics_path", "\"a.jsonl\""}});
+  auto a = train("a", {{"batch.micro_batch_size", "1"},
+                       {"batch.tokens_per_update", ""},
+                       {"batch.grad_accum_steps", "8"},
+                       {"max_steps", "5"},
+                       {"checkpoint.dir", "\"ckpt_a\""},
+                       {"metrics_path", "\"a.jsonl\""}});
   ASSERT_EQ(a.exit_code, 0) << a.output;
-  auto b = train("b", {{"batch.micro_batch_size", "8"}, {"batch.tokens_per_update", ""},
-                       {"batch.grad_accum_steps", "1"}, {"max_steps", "5"},
-                       {"checkpoint.dir", "\"ckpt_b\""}, {"metrics_path", "\"b.jsonl\""}});
+  auto b = train("b", {{"batch.micro_batch_size", "8"},
+                       {"batch.tokens_per_update", ""},
+                       {"batch.grad_accum_steps", "1"},
+                       {"max_steps", "5"},
+                       {"checkpoint.dir", "\"ckpt_b\""},
+                       {"metrics_path", "\"b.jsonl\""}});
   ASSERT_EQ(b.exit_code, 0) << b.output;
   const auto ma = read_metrics(dir_ / "a.jsonl"), mb = read_metrics(dir_ / "b.jsonl");
   ASSERT_EQ(ma.size(), 5u);
@@ -53,13 +59,15 @@ TEST_F(GpuTrainerTest, EightMicroBatchesOfOneTrainLikeOneBatchOfEight) {
 }
 
 TEST_F(GpuTrainerTest, ResumeIsBitIdentical) {
-  auto straight = train("s", {{"max_steps", "6"}, {"checkpoint.dir", "\"ckpt_s\""},
-                              {"metrics_path", "\"s.jsonl\""}});
+  auto straight = train(
+      "s", {{"max_steps", "6"}, {"checkpoint.dir", "\"ckpt_s\""}, {"metrics_path", "\"s.jsonl\""}});
   ASSERT_EQ(straight.exit_code, 0) << straight.output;
-  auto first = train("r1", {{"max_steps", "3"}, {"checkpoint.dir", "\"ckpt_r\""},
-                            {"metrics_path", "\"r.jsonl\""}});
+  auto first = train(
+      "r1",
+      {{"max_steps", "3"}, {"checkpoint.dir", "\"ckpt_r\""}, {"metrics_path", "\"r.jsonl\""}});
   ASSERT_EQ(first.exit_code, 0) << first.output;
-  auto second = train("r2", {{"max_steps", "6"}, {"checkpoint.dir", "\"ckpt_r\""},
+  auto second = train("r2", {{"max_steps", "6"},
+                             {"checkpoint.dir", "\"ckpt_r\""},
                              {"metrics_path", "\"r.jsonl\""},
                              {"checkpoint.resume_from", "\"latest\""}});
   ASSERT_EQ(second.exit_code, 0) << second.output;

@@ -38,8 +38,8 @@ TEST_F(TrainerTest, LossFallsAndMetricsFollowTheContract) {
   for (size_t i = 0; i < metrics.size(); ++i) {
     EXPECT_EQ(metrics[i].step, static_cast<int64_t>(i + 1));  // optimizer steps, from 1
     EXPECT_EQ(metrics[i].tokens, 128);                        // the global batch
-    for (const char* key : {"\"loss\":", "\"lr\":", "\"grad_norm\":", "\"tokens_per_s\":",
-                            "\"step_ms\":"}) {
+    for (const char* key :
+         {"\"loss\":", "\"lr\":", "\"grad_norm\":", "\"tokens_per_s\":", "\"step_ms\":"}) {
       EXPECT_NE(metrics[i].raw.find(key), std::string::npos) << key;
     }
   }
@@ -56,13 +56,18 @@ TEST_F(TrainerTest, LossFallsAndMetricsFollowTheContract) {
 TEST_F(TrainerTest, EightMicroBatchesOfOneTrainLikeOneBatchOfEight) {
   // K=8 x B=1 and K=1 x B=8 read the same 8 sequences per optimizer step.
   auto a = train("accumulated", {{"batch.micro_batch_size", "1"},
-                                 {"batch.tokens_per_update", ""}, {"batch.grad_accum_steps", "8"},
-                                 {"max_steps", "5"}, {"checkpoint.dir", "\"ckpt_a\""},
+                                 {"batch.tokens_per_update", ""},
+                                 {"batch.grad_accum_steps", "8"},
+                                 {"max_steps", "5"},
+                                 {"checkpoint.dir", "\"ckpt_a\""},
                                  {"metrics_path", "\"a.jsonl\""}});
   ASSERT_EQ(a.exit_code, 0) << a.output;
-  auto b = train("big", {{"batch.micro_batch_size", "8"}, {"batch.tokens_per_update", ""},
-                         {"batch.grad_accum_steps", "1"}, {"max_steps", "5"},
-                         {"checkpoint.dir", "\"ckpt_b\""}, {"metrics_path", "\"b.jsonl\""}});
+  auto b = train("big", {{"batch.micro_batch_size", "8"},
+                         {"batch.tokens_per_update", ""},
+                         {"batch.grad_accum_steps", "1"},
+                         {"max_steps", "5"},
+                         {"checkpoint.dir", "\"ckpt_b\""},
+                         {"metrics_path", "\"b.jsonl\""}});
   ASSERT_EQ(b.exit_code, 0) << b.output;
   const auto ma = read_metrics(dir_ / "a.jsonl"), mb = read_metrics(dir_ / "b.jsonl");
   ASSERT_EQ(ma.size(), 5u);
@@ -77,15 +82,21 @@ TEST_F(TrainerTest, EightMicroBatchesOfOneTrainLikeOneBatchOfEight) {
 }
 
 TEST_F(TrainerTest, ResumeIsBitIdentical) {
-  auto straight = train("straight", {{"max_steps", "8"}, {"checkpoint.dir", "\"ckpt_s\""},
-                                     {"metrics_path", "\"s.jsonl\""}, {"data.shuffle", "true"}});
+  auto straight = train("straight", {{"max_steps", "8"},
+                                     {"checkpoint.dir", "\"ckpt_s\""},
+                                     {"metrics_path", "\"s.jsonl\""},
+                                     {"data.shuffle", "true"}});
   ASSERT_EQ(straight.exit_code, 0) << straight.output;
-  auto first = train("first", {{"max_steps", "3"}, {"checkpoint.dir", "\"ckpt_r\""},
-                               {"metrics_path", "\"r.jsonl\""}, {"data.shuffle", "true"}});
+  auto first = train("first", {{"max_steps", "3"},
+                               {"checkpoint.dir", "\"ckpt_r\""},
+                               {"metrics_path", "\"r.jsonl\""},
+                               {"data.shuffle", "true"}});
   ASSERT_EQ(first.exit_code, 0) << first.output;
   // The resumed run names the full max_steps: the cosine schedule is the same one.
-  auto second = train("second", {{"max_steps", "8"}, {"checkpoint.dir", "\"ckpt_r\""},
-                                 {"metrics_path", "\"r.jsonl\""}, {"data.shuffle", "true"},
+  auto second = train("second", {{"max_steps", "8"},
+                                 {"checkpoint.dir", "\"ckpt_r\""},
+                                 {"metrics_path", "\"r.jsonl\""},
+                                 {"data.shuffle", "true"},
                                  {"checkpoint.resume_from", "\"latest\""}});
   ASSERT_EQ(second.exit_code, 0) << second.output;
   EXPECT_NE(second.output.find("resumed from"), std::string::npos) << second.output;
@@ -104,14 +115,17 @@ TEST_F(TrainerTest, ResumeIsBitIdentical) {
 }
 
 TEST_F(TrainerTest, SigtermFinishesTheStepCheckpointsAndResumes) {
-  const auto overrides = std::map<std::string, std::string>{
-      {"max_steps", "400"}, {"model.n_layer", "3"}, {"model.d_model", "64"},
-      {"optimizer.schedule", "\"constant\""}, {"optimizer.warmup_steps", "0"}};
+  const auto overrides = std::map<std::string, std::string>{{"max_steps", "400"},
+                                                            {"model.n_layer", "3"},
+                                                            {"model.d_model", "64"},
+                                                            {"optimizer.schedule", "\"constant\""},
+                                                            {"optimizer.warmup_steps", "0"}};
   write_file(dir_ / "long.json", tiny_spec_json(overrides));
   pid_t pid = spawn({worker_binary(), "--spec", dir_ / "long.json"}, dir_ / "long.log");
   // Wait for a few optimizer steps, then preempt.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (read_metrics(dir_ / "metrics.jsonl").size() < 3 && std::chrono::steady_clock::now() < deadline) {
+  while (read_metrics(dir_ / "metrics.jsonl").size() < 3 &&
+         std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   ASSERT_EQ(kill(pid, SIGTERM), 0);
@@ -140,8 +154,10 @@ TEST_F(TrainerTest, SigtermFinishesTheStepCheckpointsAndResumes) {
 
 TEST_F(TrainerTest, ValidationLossIsReportedEveryEvalInterval) {
   write_file(dir_ / "val.txt", make_corpus(5000, 99));
-  auto result = train("job", {{"max_steps", "6"}, {"data.val", "\"val.txt\""},
-                              {"eval.every_steps", "2"}, {"eval.batches", "2"}});
+  auto result = train("job", {{"max_steps", "6"},
+                              {"data.val", "\"val.txt\""},
+                              {"eval.every_steps", "2"},
+                              {"eval.batches", "2"}});
   ASSERT_EQ(result.exit_code, 0) << result.output;
   const auto metrics = read_metrics(dir_ / "metrics.jsonl");
   ASSERT_EQ(metrics.size(), 6u);
@@ -154,8 +170,10 @@ TEST_F(TrainerTest, ValidationLossIsReportedEveryEvalInterval) {
 
 TEST_F(TrainerTest, MicroBatchThatCannotFitIsRefusedWithAdvice) {
   // 1M-token micro-batches of a 50k vocabulary need terabytes of logits.
-  auto result = train("huge", {{"model.vocab_size", "50000"}, {"model.max_seq_len", "1024"},
-                               {"batch.seq_len", "1024"}, {"batch.micro_batch_size", "1024"},
+  auto result = train("huge", {{"model.vocab_size", "50000"},
+                               {"model.max_seq_len", "1024"},
+                               {"batch.seq_len", "1024"},
+                               {"batch.micro_batch_size", "1024"},
                                {"batch.tokens_per_update", "2097152"}});
   EXPECT_NE(result.exit_code, 0);
   EXPECT_NE(result.output.find("out of memory"), std::string::npos) << result.output;
@@ -169,10 +187,13 @@ TEST_F(TrainerTest, InitFromLoadsExportedWeights) {
   auto first = train("first", {{"max_steps", "2"}, {"checkpoint.dir", "\"ckpt_a\""}});
   ASSERT_EQ(first.exit_code, 0) << first.output;
   // A checkpoint's model.safetensors is a Hugging Face GPT-2 state dict: it loads back.
-  auto second = train("second", {{"max_steps", "1"}, {"checkpoint.dir", "\"ckpt_b\""},
-                                 {"optimizer.lr", "1e-9"}, {"optimizer.min_lr", "0"},
+  auto second = train("second", {{"max_steps", "1"},
+                                 {"checkpoint.dir", "\"ckpt_b\""},
+                                 {"optimizer.lr", "1e-9"},
+                                 {"optimizer.min_lr", "0"},
                                  {"optimizer.schedule", "\"constant\""},
-                                 {"optimizer.warmup_steps", "0"}, {"optimizer.weight_decay", "0"},
+                                 {"optimizer.warmup_steps", "0"},
+                                 {"optimizer.weight_decay", "0"},
                                  {"init_from", "\"ckpt_a/step_00000002/model.safetensors\""}});
   ASSERT_EQ(second.exit_code, 0) << second.output;
   const auto a = read_weights(dir_ / "ckpt_a/step_00000002/model.safetensors");

@@ -43,8 +43,9 @@ std::string read_file(const std::string& path) {
 }
 
 std::string make_corpus(size_t bytes, uint64_t seed) {
-  static const char* kWords[] = {"the ", "gradient ", "of ", "a ", "sum ", "is ", "the ",
-                                 "sum ", "of ", "gradients", ". ", "\n", "batch ", "token "};
+  static const char* kWords[] = {"the ", "gradient ", "of ",    "a ",    "sum ",
+                                 "is ",  "the ",      "sum ",   "of ",   "gradients",
+                                 ". ",   "\n",        "batch ", "token "};
   std::string text;
   uint64_t state = seed;
   while (text.size() < bytes) {
@@ -104,14 +105,24 @@ RunResult run(const std::vector<std::string>& argv, int timeout_s) {
 std::string tiny_spec_json(const std::map<std::string, std::string>& overrides) {
   std::map<std::string, std::string> fields = {
       {"name", "\"tiny\""},
-      {"model.n_layer", "2"}, {"model.n_head", "2"}, {"model.d_model", "32"},
-      {"model.vocab_size", "256"}, {"model.max_seq_len", "16"},
-      {"data.train", "\"corpus.txt\""}, {"data.format", "\"TEXT_BYTES\""},
-      {"batch.micro_batch_size", "2"}, {"batch.seq_len", "16"}, {"batch.tokens_per_update", "128"},
-      {"optimizer.lr", "0.003"}, {"optimizer.schedule", "\"cosine\""},
-      {"optimizer.warmup_steps", "2"}, {"optimizer.min_lr", "0.0003"},
-      {"max_steps", "6"}, {"seed", "5"},
-      {"checkpoint.dir", "\"ckpt\""}, {"metrics_path", "\"metrics.jsonl\""},
+      {"model.n_layer", "2"},
+      {"model.n_head", "2"},
+      {"model.d_model", "32"},
+      {"model.vocab_size", "256"},
+      {"model.max_seq_len", "16"},
+      {"data.train", "\"corpus.txt\""},
+      {"data.format", "\"TEXT_BYTES\""},
+      {"batch.micro_batch_size", "2"},
+      {"batch.seq_len", "16"},
+      {"batch.tokens_per_update", "128"},
+      {"optimizer.lr", "0.003"},
+      {"optimizer.schedule", "\"cosine\""},
+      {"optimizer.warmup_steps", "2"},
+      {"optimizer.min_lr", "0.0003"},
+      {"max_steps", "6"},
+      {"seed", "5"},
+      {"checkpoint.dir", "\"ckpt\""},
+      {"metrics_path", "\"metrics.jsonl\""},
   };
   for (const auto& [key, value] : overrides) {
     if (value.empty()) {

@@ -13,7 +13,7 @@
 
 namespace accum::testing {
 
-std::string build_dir();                 // $ACCUM_BUILD_DIR (set by ctest)
+std::string build_dir();      // $ACCUM_BUILD_DIR (set by ctest)
 std::string worker_binary();  // $ACCUM_WORKER_BINARY, else <build>/bin/accum-worker
 void write_file(const std::string& path, const std::string& contents);
 std::string read_file(const std::string& path);

@@ -39,7 +39,7 @@ struct LoadedCheckpoint {
 // and this rank's optimizer shard. Refuses shapes or a spec that do not match
 // (spec::check_resume_compatible).
 absl::StatusOr<LoadedCheckpoint> load_checkpoint(const std::string& step_dir,
-                                                 const accum::v1::JobSpec& spec,
-                                                 model::Gpt2* model, AdamW* optimizer);
+                                                 const accum::v1::JobSpec& spec, model::Gpt2* model,
+                                                 AdamW* optimizer);
 
 }  // namespace accum::train

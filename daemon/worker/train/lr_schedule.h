@@ -1,7 +1,7 @@
 // train/lr_schedule.h — learning rate at optimizer step s (0-based), DESIGN.md "Optimizer":
 //   s < warmup:          lr * (s+1) / warmup
-//   cosine afterwards:   min_lr + 0.5 * (1 + cos(pi * (s-warmup) / (max_steps-warmup))) * (lr - min_lr)
-//   constant afterwards: lr
+//   cosine afterwards:   min_lr + 0.5 * (1 + cos(pi * (s-warmup) / (max_steps-warmup))) * (lr -
+//   min_lr) constant afterwards: lr
 #pragma once
 
 #include <cstdint>

@@ -33,9 +33,9 @@ MemoryPlan plan_memory(const kernels::Backend& backend, const spec::ModelConfig&
 std::string describe(const MemoryPlan& plan) {
   std::string out = absl::StrCat("params ", gigabytes(plan.params));
   if (plan.working) absl::StrAppend(&out, " + working copy ", gigabytes(plan.working));
-  absl::StrAppend(&out, " + grads ", gigabytes(plan.grads), " + Adam ",
-                  gigabytes(plan.optimizer), " + activations/micro-batch ",
-                  gigabytes(plan.activations), " = ", gigabytes(plan.total()));
+  absl::StrAppend(&out, " + grads ", gigabytes(plan.grads), " + Adam ", gigabytes(plan.optimizer),
+                  " + activations/micro-batch ", gigabytes(plan.activations), " = ",
+                  gigabytes(plan.total()));
   return out;
 }
 

@@ -45,11 +45,10 @@ void truncate_after(const std::string& path, int64_t resume_step) {
 }  // namespace
 
 std::string metrics_json(const accum::v1::StepMetrics& m, const StepCommDetail* detail) {
-  std::string out = absl::StrCat("{\"step\":", m.step(), ",\"loss\":", number(m.loss()),
-                                 ",\"lr\":", number(m.lr()), ",\"grad_norm\":",
-                                 number(m.grad_norm()), ",\"tokens\":", m.tokens(),
-                                 ",\"tokens_per_s\":", number(m.tokens_per_s()),
-                                 ",\"step_ms\":", number(m.step_ms()));
+  std::string out = absl::StrCat(
+      "{\"step\":", m.step(), ",\"loss\":", number(m.loss()), ",\"lr\":", number(m.lr()),
+      ",\"grad_norm\":", number(m.grad_norm()), ",\"tokens\":", m.tokens(),
+      ",\"tokens_per_s\":", number(m.tokens_per_s()), ",\"step_ms\":", number(m.step_ms()));
   if (m.has_val_loss()) absl::StrAppend(&out, ",\"val_loss\":", number(m.val_loss()));
   absl::StrAppend(&out, ",\"grad_accum_steps\":", m.grad_accum_steps(),
                   ",\"world_size\":", m.world_size(), ",\"collectives\":", m.collectives(),

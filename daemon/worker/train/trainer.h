@@ -32,8 +32,8 @@ struct TrainResult {
 };
 
 // Runs the job to max_steps (or until a stop). `spec` must be validated.
-absl::StatusOr<TrainResult> run_training(const accum::v1::JobSpec& spec,
-                                         comm::Communicator* comm, link::ControlLink* link);
+absl::StatusOr<TrainResult> run_training(const accum::v1::JobSpec& spec, comm::Communicator* comm,
+                                         link::ControlLink* link);
 
 // Set from a signal handler: finish the current optimizer step, checkpoint, exit 0.
 void request_stop();

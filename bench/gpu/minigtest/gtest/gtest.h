@@ -1,9 +1,9 @@
 // bench/gpu/minigtest/gtest/gtest.h — a tiny stand-in for GoogleTest, used ONLY by the
 // standalone GPU build (bench/gpu/CMakeLists.txt) on hosts without GoogleTest. It covers
 // what tests/gpu uses: TEST, GTEST_SKIP, EXPECT/ASSERT_{TRUE,EQ,LE,GT} with streamed
-// messages, SCOPED_TRACE, and prints GoogleTest's status lines ("[  SKIPPED ]", "[  FAILED  ]", ...)
-// so ctest's SKIP_REGULAR_EXPRESSION and human readers see the same thing.
-// Where GoogleTest is installed the real one is used instead.
+// messages, SCOPED_TRACE, and prints GoogleTest's status lines ("[  SKIPPED ]", "[  FAILED  ]",
+// ...) so ctest's SKIP_REGULAR_EXPRESSION and human readers see the same thing. Where GoogleTest is
+// installed the real one is used instead.
 #pragma once
 
 #include <sstream>
