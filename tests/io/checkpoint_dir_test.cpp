@@ -173,9 +173,17 @@ TEST(CheckpointDir, LatestFallsBackToNewestVerifiedWhenItsTargetIsDamaged) {
   std::string state = *read_file(second + "/state.json");
   state[0] = '[';
   ASSERT_TRUE(write_file_durable(second + "/state.json", state).ok());
-  auto resolved = resolve_checkpoint(root, "latest");
+  std::string passed_over = "not cleared";
+  auto resolved = resolve_checkpoint(root, "latest", &passed_over);
   ASSERT_TRUE(resolved.ok()) << resolved.status();
   EXPECT_EQ(*resolved, first);
+  // The caller learns which checkpoint was passed over and why (once, not twice).
+  EXPECT_MENTIONS(passed_over, second);
+  EXPECT_MENTIONS(passed_over, "state.json");
+  EXPECT_EQ(passed_over.find(second), passed_over.rfind(second)) << passed_over;
+  // Nothing passed over: nothing to say.
+  ASSERT_TRUE(resolve_checkpoint(root, "step_00000001", &passed_over).ok());
+  EXPECT_EQ(passed_over, "");
   // A relative directory name resolves under the root.
   auto by_name = resolve_checkpoint(root, "step_00000001");
   ASSERT_TRUE(by_name.ok()) << by_name.status();

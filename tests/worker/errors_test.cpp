@@ -175,6 +175,25 @@ TEST_F(WorkerErrorsTest, CorruptCheckpointIsRefusedNamingTheFile) {
   EXPECT_NE(result.output.find("model.safetensors"), std::string::npos) << result.output;
 }
 
+// A damaged newest checkpoint with an older good one: training resumes from the older
+// one (nothing else is lost) and says which checkpoint it passed over and why.
+TEST_F(WorkerErrorsTest, DamagedLatestCheckpointIsPassedOverOutLoud) {
+  ASSERT_EQ(run_with({{"max_steps", "2"}, {"checkpoint.every_steps", "1"}}).exit_code, 0);
+  const std::string model = dir_ / "ckpt/step_00000002/model.safetensors";
+  std::string bytes = read_file(model);
+  bytes[bytes.size() - 5] ^= 0x5a;
+  write_file(model, bytes);
+  auto result = run_with({{"max_steps", "4"},
+                          {"checkpoint.every_steps", "1"},
+                          {"checkpoint.resume_from", "\"latest\""}});
+  EXPECT_EQ(result.exit_code, 0) << result.output;
+  for (const char* word : {"not resuming from a newer checkpoint", "step_00000002",
+                           "model.safetensors", "resumed from"}) {
+    EXPECT_NE(result.output.find(word), std::string::npos) << word << ": " << result.output;
+  }
+  EXPECT_NE(result.output.find("step_00000001"), std::string::npos) << result.output;
+}
+
 TEST_F(WorkerErrorsTest, MismatchedResumeIsRefusedAndTheGoodCheckpointSurvives) {
   ASSERT_EQ(run_with({{"max_steps", "2"}}).exit_code, 0);
   const std::string model = dir_ / "ckpt/step_00000002/model.safetensors";

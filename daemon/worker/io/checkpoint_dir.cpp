@@ -275,7 +275,9 @@ std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string&
 }
 
 absl::StatusOr<std::string> resolve_checkpoint(const std::string& root_dir,
-                                               const std::string& resume_from) {
+                                               const std::string& resume_from,
+                                               std::string* passed_over) {
+  if (passed_over != nullptr) passed_over->clear();
   if (resume_from.empty())
     return absl::InvalidArgumentError(
         "checkpoint.resume_from is empty; expected \"latest\" or a "
@@ -299,10 +301,19 @@ absl::StatusOr<std::string> resolve_checkpoint(const std::string& root_dir,
       latest_problem = std::string(s.message());
     }
   }
-  // Fall back to the newest checkpoint that verifies.
+  // Fall back to the newest checkpoint that verifies, noting what was passed over.
+  std::string skipped = latest_problem;
   auto all = list_checkpoints(root_dir);
-  for (auto it = all.rbegin(); it != all.rend(); ++it)
-    if (verify_checkpoint(it->second).ok()) return it->second;
+  for (auto it = all.rbegin(); it != all.rend(); ++it) {
+    absl::Status s = verify_checkpoint(it->second);
+    if (s.ok()) {
+      if (passed_over != nullptr) *passed_over = skipped;
+      return it->second;
+    }
+    if (skipped.find(it->second) == std::string::npos) {  // not the one latest named
+      absl::StrAppend(&skipped, skipped.empty() ? "" : "; ", s.message());
+    }
+  }
   return absl::NotFoundError(absl::StrCat(
       "no complete checkpoint under ", root_dir,
       latest_problem.empty() ? std::string() : absl::StrCat(" (latest: ", latest_problem, ")")));

@@ -63,9 +63,12 @@ absl::Status check_checkpoint_complete(const std::string& step_dir);
 // that fails verification, falls back to the newest step directory that verifies;
 // NOT_FOUND when none does) or a path (absolute; a relative one is taken as given
 // when it exists, else under root, so "step_00000100" works). Verifies it fully
-// (sha256 of every file) and returns the step directory.
+// (sha256 of every file) and returns the step directory. When "latest" falls back,
+// `passed_over` (if given) says what was wrong with each newer checkpoint it skipped,
+// so the caller can tell the user; it is left empty otherwise.
 absl::StatusOr<std::string> resolve_checkpoint(const std::string& root_dir,
-                                               const std::string& resume_from);
+                                               const std::string& resume_from,
+                                               std::string* passed_over = nullptr);
 // Complete checkpoints under root, oldest first, as (step, path). "Complete" here
 // is the cheap check (manifest parses, every listed file exists with its size);
 // verify_checkpoint() also compares the sha256 of every file.

@@ -188,11 +188,16 @@ absl::Status Trainer::restore_or_init() {
   const auto& ckpt = spec_.checkpoint();
   std::string resume_path;
   if (!ckpt.resume_from().empty()) {
-    auto resolved = io::resolve_checkpoint(ckpt.dir(), ckpt.resume_from());
+    std::string passed_over;
+    auto resolved = io::resolve_checkpoint(ckpt.dir(), ckpt.resume_from(), &passed_over);
     const bool none_yet =
         ckpt.resume_from() == "latest" && io::list_checkpoints(ckpt.dir()).empty();
     if (resolved.ok()) {
       resume_path = *resolved;
+      if (!passed_over.empty()) {  // a damaged newer checkpoint: say so, do not hide it
+        spdlog::warn("not resuming from a newer checkpoint: {}; resuming from {} instead",
+                     passed_over, resume_path);
+      }
     } else if (!none_yet) {
       return resolved.status();
     }
