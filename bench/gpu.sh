@@ -22,7 +22,7 @@
 #   ACCUM_BENCH_SEQ=1024      sequence length of the 124M runs
 #   ACCUM_BENCH_MODEL=...     gpt2_bench model flags for those runs (default: GPT-2 124M)
 #   ACCUM_BENCH_LARGE=...     gpt2_bench model flags of the large run (default: the 1.3B)
-#   ACCUM_BENCH_LARGE_B="32 24 16 12 8 6 4 2 1"  micro-batches tried, largest first
+#   ACCUM_BENCH_LARGE_B="32 24 16 14 12 10 8 6 4 2 1"  micro-batches tried, largest first
 #   ACCUM_BENCH_LARGE_MIB=81559  device memory the large run may use (an H100 80GB's; the
 #                             rest of a larger card is held back; 0 = the whole card)
 #   ACCUM_GPU_TEST_TIMEOUT=900  seconds the gpu tests may take
@@ -165,7 +165,7 @@ fi
 LARGE=()
 if [[ "${ACCUM_BENCH_1P3B:-1}" == 1 ]]; then
   LARGE_MIB="${ACCUM_BENCH_LARGE_MIB:-81559}"
-  for b in ${ACCUM_BENCH_LARGE_B:-32 24 16 12 8 6 4 2 1}; do
+  for b in ${ACCUM_BENCH_LARGE_B:-32 24 16 14 12 10 8 6 4 2 1}; do
     log "accum-cuda large run (${LARGE_MODEL[*]}), B=$b, device memory ${LARGE_MIB} MiB"
     "$BIN/gpt2_bench" "${LARGE_MODEL[@]}" --batch "$b" --device-mib "$LARGE_MIB" \
       --steps 3 --warmup 1 --out "$OUT/accum_1p3b.json" 2> "$OUT/accum_1p3b_b$b.log"
