@@ -136,9 +136,11 @@ else
   echo "PyTorch with CUDA not available to $PYTHON: reference skipped" | tee -a "$OUT/gpu.log"
 fi
 
-# Before/after for each optimization: the same run with it switched off.
+# Before/after for each optimization: the same run with it switched off; and candidates
+# not yet the default, switched on (ACCUM_ATTENTION=mma_wide: two m16 tiles per warp in the
+# attention forward).
 ABLATIONS=()
-for ablation in ACCUM_ATTENTION=simple ACCUM_CUBLASLT_GELU=0; do
+for ablation in ACCUM_ATTENTION=simple ACCUM_CUBLASLT_GELU=0 ACCUM_ATTENTION=mma_wide; do
   name="${ablation//[^A-Za-z0-9]/_}"
   log "accum-cuda with $ablation (ablation)"
   env "$ablation" "$BIN/gpt2_bench" "${MODEL[@]}" --batch "$BATCH" --seq "$SEQ" --steps "$STEPS" --warmup 5 \

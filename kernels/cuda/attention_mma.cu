@@ -20,6 +20,7 @@
 // 8x8 matrices); the streamed tiles are double-buffered with cp.async, so the next step's
 // tiles land while this step computes; the causal mask is applied only in tiles that reach
 // the diagonal or T; the forward and dQ grids run their longest rows first.
+#include <cstdlib>
 #include <string>
 
 #include "kernels/cuda/attention_mma.h"
@@ -127,22 +128,27 @@ __device__ inline void accumulate_times_tile(float (&acc)[HS / 8][4],
   }
 }
 
-template <int HS>
+// kMT: m16 tiles (16 query rows each) per warp, so a block owns 64 kMT queries. kMT = 2
+// loads each K and V fragment once for two tiles (half the ldmatrix per mma) at the cost
+// of twice the accumulators; ACCUM_ATTENTION=mma_wide selects it (HS <= 64), to be
+// measured against kMT = 1 on a GPU before it becomes the default.
+template <int HS, int kMT>
 __global__ void __launch_bounds__(kThreads)
     attention_forward_mma_kernel(bf16* out, float* lse, const bf16* qkv, int T, int C, int NH,
                                  float scale) {
   using S = Shape<HS>;
   const float scale_log2 = scale * kLog2e;
   constexpr int kKeys = 64;  // key tile (the forward holds no dK/dV: 64 fits every HS)
+  constexpr int kBlockRows = kRows * kMT;
   extern __shared__ __align__(16) unsigned char smem_bytes[];
   bf16* q_tile = reinterpret_cast<bf16*>(smem_bytes);
-  bf16* kv_tiles = q_tile + kRows * S::kStride;  // two buffers of (K, V) tiles
+  bf16* kv_tiles = q_tile + kBlockRows * S::kStride;  // two buffers of (K, V) tiles
   auto k_tile = [&](int buf) { return kv_tiles + (2 * buf) * kKeys * S::kStride; };
   auto v_tile = [&](int buf) { return kv_tiles + (2 * buf + 1) * kKeys * S::kStride; };
 
   const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
-  const int q0 = (gridDim.x - 1 - blockIdx.x) * kRows;   // the longest rows start first
-  const int warp_row0 = (threadIdx.x / kWarpSize) * 16;  // within the block
+  const int q0 = (gridDim.x - 1 - blockIdx.x) * kBlockRows;    // the longest rows start first
+  const int warp_row0 = (threadIdx.x / kWarpSize) * 16 * kMT;  // within the block
   const size_t row_stride = 3 * static_cast<size_t>(C);
   const bf16* q_base = qkv + static_cast<size_t>(b) * T * row_stride + h * HS;
   auto load_kv = [&](int k0, int buf) {
@@ -151,17 +157,21 @@ __global__ void __launch_bounds__(kThreads)
     cp_async_commit();
   };
 
-  load_rows<HS>(q_tile, S::kStride, q_base, row_stride, q0, kRows, T);
+  load_rows<HS>(q_tile, S::kStride, q_base, row_stride, q0, kBlockRows, T);
   load_kv(0, 0);
   __syncthreads();
-  uint32_t q_frag[S::kDSteps][4];
-  for (int kk = 0; kk < S::kDSteps; ++kk)
-    mma::load_a(q_frag[kk], q_tile, S::kStride, warp_row0, kk * 16);
+  uint32_t q_frag[kMT][S::kDSteps][4];
+  ACCUM_UNROLL for (int mt = 0; mt < kMT; ++mt) for (int kk = 0; kk < S::kDSteps; ++kk)
+      mma::load_a(q_frag[mt][kk], q_tile, S::kStride, warp_row0 + 16 * mt, kk * 16);
 
-  float o[S::kDTiles][4];
-  zero(o);
-  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};  // rows g and g + 8
-  const int last_key = min(T, q0 + kRows) - 1;
+  float o[kMT][S::kDTiles][4];
+  float m[kMT][2], l[kMT][2];  // rows g and g + 8 of each m16 tile
+  ACCUM_UNROLL for (int mt = 0; mt < kMT; ++mt) {
+    zero(o[mt]);
+    m[mt][0] = m[mt][1] = -INFINITY;
+    l[mt][0] = l[mt][1] = 0.f;
+  }
+  const int last_key = min(T, q0 + kBlockRows) - 1;
 
   // Double buffering: the next step's K/V tiles are copied while this step computes.
   for (int k0 = 0, buf = 0; k0 <= last_key; k0 += kKeys, buf ^= 1) {
@@ -173,77 +183,99 @@ __global__ void __launch_bounds__(kThreads)
     }
     __syncthreads();  // every thread's copies of tile `buf` are visible
 
-    float s[kKeys / 8][4];
-    zero(s);
+    float s[kMT][kKeys / 8][4];
+    ACCUM_UNROLL for (int mt = 0; mt < kMT; ++mt) zero(s[mt]);
     for (int kk = 0; kk < S::kDSteps; ++kk) {
       for (int j = 0; j < kKeys / 8; j += 2) {
         uint32_t kb[2][2];
         mma::load_b2_rows_n(kb[0], kb[1], k_tile(buf), S::kStride, j * 8, kk * 16);
-        mma::mma_16816(s[j], q_frag[kk], kb[0]);
-        mma::mma_16816(s[j + 1], q_frag[kk], kb[1]);
+        ACCUM_UNROLL for (int mt = 0; mt < kMT; ++mt) {
+          mma::mma_16816(s[mt][j], q_frag[mt][kk], kb[0]);
+          mma::mma_16816(s[mt][j + 1], q_frag[mt][kk], kb[1]);
+        }
       }
     }
     // Scale, mask (future keys and keys past T: only in tiles that reach the block's
     // diagonal) and the online softmax per row.
     const bool masked = k0 + kKeys > q0;
-    float tile_max[2] = {-INFINITY, -INFINITY};
-    for (int j = 0; j < kKeys / 8; ++j) {
-      for (int e = 0; e < 4; ++e) {
-        float v = s[j][e] * scale_log2;
-        if (masked) {
-          const int row = q0 + warp_row0 + acc_row(e), key = k0 + j * 8 + acc_col(e);
-          if (key > row || key >= T) v = -INFINITY;
+    ACCUM_UNROLL for (int mt = 0; mt < kMT; ++mt) {
+      float tile_max[2] = {-INFINITY, -INFINITY};
+      for (int j = 0; j < kKeys / 8; ++j) {
+        for (int e = 0; e < 4; ++e) {
+          float v = s[mt][j][e] * scale_log2;
+          if (masked) {
+            const int row = q0 + warp_row0 + 16 * mt + acc_row(e), key = k0 + j * 8 + acc_col(e);
+            if (key > row || key >= T) v = -INFINITY;
+          }
+          s[mt][j][e] = v;
+          tile_max[e / 2] = fmaxf(tile_max[e / 2], v);
         }
-        s[j][e] = v;
-        tile_max[e / 2] = fmaxf(tile_max[e / 2], v);
+      }
+      float correction[2];
+      for (int r = 0; r < 2; ++r) {
+        float mx = tile_max[r];
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float m_new = fmaxf(m[mt][r], mx);
+        // A row with no visible key yet keeps m = -inf: its p and correction are 0.
+        correction[r] = m_new == -INFINITY ? 0.f : exp2f(m[mt][r] - m_new);
+        m[mt][r] = m_new;
+      }
+      float row_sum[2] = {0.f, 0.f};
+      for (int j = 0; j < kKeys / 8; ++j) {
+        for (int e = 0; e < 4; ++e) {
+          const float mr = m[mt][e / 2];
+          const float p = mr == -INFINITY ? 0.f : exp2f(s[mt][j][e] - mr);
+          s[mt][j][e] = p;
+          row_sum[e / 2] += p;
+        }
+      }
+      // l stays per lane (this lane's columns); the row's 4 lanes are summed at the end.
+      for (int r = 0; r < 2; ++r) l[mt][r] = l[mt][r] * correction[r] + row_sum[r];
+      for (int j = 0; j < S::kDTiles; ++j) {
+        for (int e = 0; e < 4; ++e) o[mt][j][e] *= correction[e / 2];
       }
     }
-    float correction[2];
-    for (int r = 0; r < 2; ++r) {
-      float mx = tile_max[r];
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      const float m_new = fmaxf(m[r], mx);
-      // A row with no visible key yet keeps m = -inf: its p and correction are 0.
-      correction[r] = m_new == -INFINITY ? 0.f : exp2f(m[r] - m_new);
-      m[r] = m_new;
-    }
-    float row_sum[2] = {0.f, 0.f};
-    for (int j = 0; j < kKeys / 8; ++j) {
-      for (int e = 0; e < 4; ++e) {
-        const float mr = m[e / 2];
-        const float p = mr == -INFINITY ? 0.f : exp2f(s[j][e] - mr);
-        s[j][e] = p;
-        row_sum[e / 2] += p;
+    // O += P V, each V fragment loaded once for the kMT tiles.
+    for (int kk = 0; kk < kKeys / 16; ++kk) {
+      uint32_t p_frag[kMT][4];
+      ACCUM_UNROLL for (int mt = 0; mt < kMT; ++mt)
+          mma::acc_to_a(p_frag[mt], s[mt][2 * kk], s[mt][2 * kk + 1]);
+      for (int j = 0; j < S::kDTiles; j += 2) {
+        uint32_t vb[2][2];
+        mma::load_b2_rows_k(vb[0], vb[1], v_tile(buf), S::kStride, kk * 16, j * 8);
+        ACCUM_UNROLL for (int mt = 0; mt < kMT; ++mt) {
+          mma::mma_16816(o[mt][j], p_frag[mt], vb[0]);
+          mma::mma_16816(o[mt][j + 1], p_frag[mt], vb[1]);
+        }
       }
     }
-    // l stays per lane (this lane's columns); the row's 4 lanes are summed once at the end.
-    for (int r = 0; r < 2; ++r) l[r] = l[r] * correction[r] + row_sum[r];
-    for (int j = 0; j < S::kDTiles; ++j) {
-      for (int e = 0; e < 4; ++e) o[j][e] *= correction[e / 2];
-    }
-    accumulate_times_tile<HS, kKeys>(o, s, v_tile(buf));  // O += P V
     __syncthreads();  // every warp is done with `buf` before the next step refills it
   }
 
-  for (int r = 0; r < 2; ++r) {
-    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-  }
-  const float inv_l[2] = {1.f / l[0], 1.f / l[1]};
-  for (int j = 0; j < S::kDTiles; ++j) {
-    for (int half = 0; half < 2; ++half) {
-      const int row = q0 + warp_row0 + mma::lane_g() + 8 * half;
-      if (row >= T) continue;
-      bf16* p = out + (static_cast<size_t>(b) * T + row) * C + h * HS + j * 8 + 2 * mma::lane_t();
-      p[0] = to_bf16(o[j][2 * half] * inv_l[half]);
-      p[1] = to_bf16(o[j][2 * half + 1] * inv_l[half]);
+  ACCUM_UNROLL for (int mt = 0; mt < kMT; ++mt) {
+    for (int r = 0; r < 2; ++r) {
+      l[mt][r] += __shfl_xor_sync(0xffffffffu, l[mt][r], 1);
+      l[mt][r] += __shfl_xor_sync(0xffffffffu, l[mt][r], 2);
     }
-  }
-  if (mma::lane_t() == 0) {
-    for (int half = 0; half < 2; ++half) {
-      const int row = q0 + warp_row0 + mma::lane_g() + 8 * half;
-      if (row < T) lse[static_cast<size_t>(bh) * T + row] = (m[half] + __log2f(l[half])) * kLn2;
+    const float inv_l[2] = {1.f / l[mt][0], 1.f / l[mt][1]};
+    const int tile_row0 = q0 + warp_row0 + 16 * mt;
+    for (int j = 0; j < S::kDTiles; ++j) {
+      for (int half = 0; half < 2; ++half) {
+        const int row = tile_row0 + mma::lane_g() + 8 * half;
+        if (row >= T) continue;
+        bf16* p = out + (static_cast<size_t>(b) * T + row) * C + h * HS + j * 8 + 2 * mma::lane_t();
+        p[0] = to_bf16(o[mt][j][2 * half] * inv_l[half]);
+        p[1] = to_bf16(o[mt][j][2 * half + 1] * inv_l[half]);
+      }
+    }
+    if (mma::lane_t() == 0) {
+      for (int half = 0; half < 2; ++half) {
+        const int row = tile_row0 + mma::lane_g() + 8 * half;
+        if (row < T) {
+          lse[static_cast<size_t>(bh) * T + row] = (m[mt][half] + __log2f(l[mt][half])) * kLn2;
+        }
+      }
     }
   }
 }
@@ -439,12 +471,23 @@ void attention_forward_mma(bf16* out, float* lse, const bf16* qkv, int B, int T,
                            cudaStream_t stream) {
   const int hs = C / NH;
   const float scale = 1.f / sqrtf(static_cast<float>(hs));
-  const dim3 grid(ceil_div(T, kRows), B * NH);
+  const char* choice = std::getenv("ACCUM_ATTENTION");
+  const bool wide = choice != nullptr && std::string(choice) == "mma_wide";
   dispatch_mma_head_size(hs, [&](auto head_size) {
     constexpr int HS = decltype(head_size)::value;
-    const size_t smem = sizeof(bf16) * (kRows + 4 * 64) * Shape<HS>::kStride;
-    launch(attention_forward_mma_kernel<HS>, "attention_forward_mma_kernel", grid, smem, stream,
-           out, lse, qkv, T, C, NH, scale);
+    auto run = [&](auto kernel, int block_rows) {
+      const dim3 grid(ceil_div(T, block_rows), B * NH);
+      const size_t smem = sizeof(bf16) * (block_rows + 4 * 64) * Shape<HS>::kStride;
+      launch(kernel, "attention_forward_mma_kernel", grid, smem, stream, out, lse, qkv, T, C, NH,
+             scale);
+    };
+    if constexpr (HS <= 64) {  // HS = 128 at kMT = 2 would not fit in registers
+      if (wide) {
+        run(attention_forward_mma_kernel<HS, 2>, 2 * kRows);
+        return;
+      }
+    }
+    run(attention_forward_mma_kernel<HS, 1>, kRows);
   });
 }
 

@@ -3,6 +3,14 @@
 // Reductions here are fixed shuffle trees: the same inputs give the same bits.
 #pragma once
 
+// Fully unrolls the loop that follows under nvcc (a register array indexed by its counter
+// must stay in registers); nothing elsewhere (the SIMT emulator's g++).
+#if defined(__CUDACC__)
+#define ACCUM_UNROLL _Pragma("unroll")
+#else
+#define ACCUM_UNROLL
+#endif
+
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 

@@ -55,11 +55,12 @@ void attention_case_once(int B, int T, int C, int NH) {
       kBf16Tolerance, {"dqkv"});
 }
 
-// Both CUDA implementations against the CPU: the tensor-core kernels (attention_mma.cu, head
-// sizes 16..128) and the CUDA-core ones (ACCUM_ATTENTION=simple, every head size).
+// Every CUDA implementation against the CPU: the tensor-core kernels (attention_mma.cu, head
+// sizes 16..128), their forward with two m16 tiles per warp (ACCUM_ATTENTION=mma_wide, head
+// sizes up to 64) and the CUDA-core ones (ACCUM_ATTENTION=simple, every head size).
 void attention_case(int B, int T, int C, int NH) {
-  for (const char* choice : {"", "simple"}) {
-    SCOPED_TRACE(*choice ? "ACCUM_ATTENTION=simple (CUDA cores)" : "default kernels");
+  for (const char* choice : {"", "mma_wide", "simple"}) {
+    SCOPED_TRACE(*choice ? std::string("ACCUM_ATTENTION=") + choice : "default kernels");
     with_attention_kernels(choice, [&] { attention_case_once(B, T, C, NH); });
   }
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # tests/simt/gpu_sh_dry_run.sh — bench/gpu.sh end to end on the SIMT emulator, so the
 # rare GPU lease is not spent on the script's own bugs: the gpu tests (a subset), the
-# benchmark with both ablations, K scaling, and the largest-micro-batch search of the
+# benchmark with its ablations and variants, K scaling, and the largest-micro-batch search of the
 # large run (the emulated device is sized so that B=16 does not fit and B=8 does), then
 # the summary. A tiny model stands in for GPT-2; PyTorch is skipped (it needs CUDA).
 # Asserts the script's exit status and what the summary says.
@@ -38,6 +38,7 @@ expect "gpu tests: 2 passed, 0 failed, 0 skipped (exit 0)"
 expect "| accum-cuda |"
 expect "| accum-cuda with ACCUM_ATTENTION=simple |"
 expect "| accum-cuda with ACCUM_CUBLASLT_GELU=0 |"
+expect "| accum-cuda with ACCUM_ATTENTION=mma_wide |"
 expect "PyTorch reference: not run"
 for k in 1 2 4; do expect "| $k | "; done
 expect "of device memory: B=8;"
