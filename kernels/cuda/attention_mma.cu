@@ -161,8 +161,11 @@ __global__ void __launch_bounds__(kThreads)
   load_kv(0, 0);
   __syncthreads();
   uint32_t q_frag[kMT][S::kDSteps][4];
-  ACCUM_UNROLL for (int mt = 0; mt < kMT; ++mt) for (int kk = 0; kk < S::kDSteps; ++kk)
+  ACCUM_UNROLL for (int mt = 0; mt < kMT; ++mt) {
+    for (int kk = 0; kk < S::kDSteps; ++kk) {
       mma::load_a(q_frag[mt][kk], q_tile, S::kStride, warp_row0 + 16 * mt, kk * 16);
+    }
+  }
 
   float o[kMT][S::kDTiles][4];
   float m[kMT][2], l[kMT][2];  // rows g and g + 8 of each m16 tile
