@@ -84,8 +84,10 @@ pack() {
 use_bundle() {
   [[ -s "$BUNDLE" ]] || die "$BUNDLE missing: run pack on the build machine"
   rm -rf "$SYSROOT" && mkdir -p "$SYSROOT" && tar xJf "$BUNDLE" -C "$SYSROOT" || die "unpack failed"
-  # The test programs and ctest files go to their absolute paths (BUILD_DIR itself).
-  cp -a "$SYSROOT/tree/." / || die "cannot place the test programs"
+  # The test programs and ctest files go to their absolute paths (BUILD_DIR itself), but
+  # never over files already there: where BUILD_DIR is a live build (the build machine,
+  # `check`), its own, newer programs and test lists stay.
+  cp -a -n "$SYSROOT/tree/." / || die "cannot place the test programs"
   local usr="$SYSROOT/sysroot/usr"
   export OPAL_PREFIX="$usr"
   export PMIX_INSTALL_PREFIX="$usr/lib/$MULTIARCH/pmix2"
