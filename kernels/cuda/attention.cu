@@ -267,11 +267,16 @@ void dispatch_head_size(int hs, Body body) {
   }
 }
 
+// ACCUM_ATTENTION: unset = tensor cores; "simple" = CUDA cores; "mma_wide" = tensor cores
+// with the two-tile forward (a candidate, see attention_mma.cu).
+bool attention_choice_is(const char* name) {
+  const char* choice = std::getenv("ACCUM_ATTENTION");
+  return choice != nullptr && std::string(choice) == name;
+}
+
 // Tensor cores unless ACCUM_ATTENTION=simple or the head size has no mma instantiation.
 bool use_tensor_cores(int hs) {
-  const char* choice = std::getenv("ACCUM_ATTENTION");
-  if (choice != nullptr && std::string(choice) == "simple") return false;
-  return attention_mma_supports(hs);
+  return !attention_choice_is("simple") && attention_mma_supports(hs);
 }
 
 }  // namespace
@@ -281,7 +286,7 @@ void attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int T, int
   check_attention_args("attention_forward", out, qkv, qkv, C, NH);
   const int hs = C / NH;
   if (use_tensor_cores(hs)) {
-    attention_forward_mma(out, lse, qkv, B, T, C, NH, stream);
+    attention_forward_mma(out, lse, qkv, B, T, C, NH, attention_choice_is("mma_wide"), stream);
     return;
   }
   const float scale = 1.f / sqrtf(static_cast<float>(hs));

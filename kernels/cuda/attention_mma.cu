@@ -20,7 +20,6 @@
 // 8x8 matrices); the streamed tiles are double-buffered with cp.async, so the next step's
 // tiles land while this step computes; the causal mask is applied only in tiles that reach
 // the diagonal or T; the forward and dQ grids run their longest rows first.
-#include <cstdlib>
 #include <string>
 
 #include "kernels/cuda/attention_mma.h"
@@ -438,10 +437,7 @@ __global__ void __launch_bounds__(kThreads)
 template <typename Kernel, typename... Args>
 void launch(Kernel kernel, const char* name, dim3 grid, size_t smem, cudaStream_t stream,
             Args... args) {
-  if (smem > 48 * 1024) {
-    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    static_cast<int>(smem)));
-  }
+  allow_dynamic_shared(kernel, smem);
   kernel<<<grid, kThreads, smem, stream>>>(args...);
   check_cuda(cudaGetLastError(), name, __FILE__, __LINE__);
 }
@@ -471,11 +467,9 @@ bool dispatch_mma_head_size(int hs, Body body) {
 bool attention_mma_supports(int hs) { return hs == 16 || hs == 32 || hs == 64 || hs == 128; }
 
 void attention_forward_mma(bf16* out, float* lse, const bf16* qkv, int B, int T, int C, int NH,
-                           cudaStream_t stream) {
+                           bool wide, cudaStream_t stream) {
   const int hs = C / NH;
   const float scale = 1.f / sqrtf(static_cast<float>(hs));
-  const char* choice = std::getenv("ACCUM_ATTENTION");
-  const bool wide = choice != nullptr && std::string(choice) == "mma_wide";
   dispatch_mma_head_size(hs, [&](auto head_size) {
     constexpr int HS = decltype(head_size)::value;
     auto run = [&](auto kernel, int block_rows) {

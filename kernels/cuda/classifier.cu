@@ -120,10 +120,7 @@ void crossentropy_forward_backward(float* losses, bf16* dlogits, const bf16* log
   const bool cached = vector && dlogits != nullptr &&
                       cache_bytes + kWarpSize * sizeof(float) <= static_cast<size_t>(max_optin);
   auto launch = [&](auto kernel, size_t smem) {
-    if (smem > 48 * 1024) {
-      CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      static_cast<int>(smem)));
-    }
+    allow_dynamic_shared(kernel, smem);
     kernel<<<N, kThreads, smem, stream>>>(losses, dlogits, logits, targets, mask, dloss, V);
   };
   if (cached) {

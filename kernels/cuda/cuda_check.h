@@ -7,6 +7,8 @@
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
+#include <cstddef>
+
 namespace accum::kernels::cuda {
 
 [[noreturn]] void cuda_fatal(const char* call, const char* message, const char* file, int line);
@@ -19,6 +21,16 @@ void check_cublas(cublasStatus_t status, const char* call, const char* file, int
 }  // namespace accum::kernels::cuda
 
 #define CUDA_CHECK(call) ::accum::kernels::cuda::check_cuda((call), #call, __FILE__, __LINE__)
+
+// A kernel may take more than 48 KiB of dynamic shared memory only after its limit is
+// raised (up to the device's opt-in maximum); call before launching it with `bytes`.
+template <typename Kernel>
+void allow_dynamic_shared(Kernel kernel, size_t bytes) {
+  if (bytes > 48 * 1024) {
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    static_cast<int>(bytes)));
+  }
+}
 #define CUBLAS_CHECK(call) ::accum::kernels::cuda::check_cublas((call), #call, __FILE__, __LINE__)
 // After a <<<...>>> launch: reports bad launch configurations at the launch site.
 #define CUDA_CHECK_LAUNCH(kernel_name) \
