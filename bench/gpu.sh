@@ -27,6 +27,7 @@
 #                             rest of a larger card is held back; 0 = the whole card)
 #   ACCUM_GPU_TEST_TIMEOUT=900  seconds the gpu tests may take
 #   ACCUM_BENCH_NCU=1         also time each kernel of one 2-layer step under ncu
+#   ACCUM_BENCH_NCU_DETAIL=1  and ncu's pipe, stall and occupancy sections for the largest ones
 #   ACCUM_BENCH_OUT=DIR       output folder;  ACCUM_RESULTS=FILE  where the summary is appended
 # Output: bench/out/gpu-<date>/ (logs, JSON) and summary.md, appended to bench/RESULTS.md.
 # Exit status: non-zero if the build or any gpu test failed, or the benchmark did not learn.
@@ -49,7 +50,7 @@ COMMAND="bench/gpu.sh (ACCUM_BENCH_BATCH=$BATCH ACCUM_BENCH_STEPS=$STEPS)"
 mkdir -p "$OUT"
 status=0
 
-log() { printf '\n== %s\n' "$*" | tee -a "$OUT/gpu.log"; }
+log() { printf '\n== %s %s\n' "$(date +%T)" "$*" | tee -a "$OUT/gpu.log"; }
 die() { printf 'gpu.sh: %s\n' "$*" | tee -a "$OUT/gpu.log" >&2; exit 1; }
 
 # ---- toolchain (only to build) ----
@@ -137,10 +138,9 @@ else
 fi
 
 # Before/after for each optimization: the same run with it switched off; and candidates
-# not yet the default, switched on (ACCUM_ATTENTION=mma_wide: two m16 tiles per warp in the
-# attention forward).
+# not the default, switched on (ACCUM_ATTENTION=mma_dkdv64: 64-query dK/dV steps).
 ABLATIONS=()
-for ablation in ACCUM_ATTENTION=simple ACCUM_CUBLASLT_GELU=0 ACCUM_ATTENTION=mma_wide; do
+for ablation in ACCUM_ATTENTION=simple ACCUM_CUBLASLT_GELU=0 ACCUM_ATTENTION=mma_dkdv64; do
   name="${ablation//[^A-Za-z0-9]/_}"
   log "accum-cuda with $ablation (ablation)"
   env "$ablation" "$BIN/gpt2_bench" "${MODEL[@]}" --batch "$BATCH" --seq "$SEQ" --steps "$STEPS" --warmup 5 \
@@ -188,6 +188,22 @@ if [[ "${ACCUM_BENCH_NCU:-0}" == 1 ]] && command -v ncu >/dev/null 2>&1; then
     --steps 1 --warmup 0 > /dev/null 2> "$OUT/ncu_bench.log" || echo "ncu failed or timed out"
   [[ -s "$OUT/ncu.csv" ]] && "$PYTHON" "$ROOT/bench/gpu/ncu_kernels.py" "$OUT/ncu.csv" \
     --out "$OUT/ncu_summary.md" || true
+  # The same 2-layer step timed without ncu: its micro_ms minus the kernels' sum is the time
+  # the GPU waits between kernels (launch gaps).
+  "$BIN/gpt2_bench" --layers 2 --batch "$BATCH" --seq "$SEQ" --steps 20 --warmup 5 \
+    --out "$OUT/accum_2layers.json" 2> "$OUT/accum_2layers.log" || echo "2-layer run failed"
+  if [[ "${ACCUM_BENCH_NCU_DETAIL:-0}" == 1 ]]; then
+    # Why the largest kernels take their time: throughput of each pipe, stall reasons,
+    # occupancy and instruction mix, one launch each of a 1-layer step.
+    log "ncu: details of the attention, classifier and AdamW kernels"
+    timeout "${ACCUM_NCU_TIMEOUT:-180}" ncu --clock-control none \
+      --kernel-name 'regex:attention_(forward|backward)_.*mma|crossentropy|adamw' --launch-count 5 \
+      --section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+      --section WarpStateStats --section SchedulerStats --section Occupancy --section LaunchStats \
+      --section InstructionStats "$BIN/gpt2_bench" --layers 1 --batch "$BATCH" --seq "$SEQ" \
+      --steps 1 --warmup 0 > "$OUT/ncu_detail.txt" 2> "$OUT/ncu_detail.log" ||
+      echo "ncu details failed or timed out"
+  fi
 fi
 
 # ---- summary ----

@@ -267,8 +267,8 @@ void dispatch_head_size(int hs, Body body) {
   }
 }
 
-// ACCUM_ATTENTION: unset = tensor cores; "simple" = CUDA cores; "mma_wide" = tensor cores
-// with the two-tile forward (a candidate, see attention_mma.cu).
+// ACCUM_ATTENTION: unset = tensor cores; "simple" = CUDA cores; "mma_dkdv64" = tensor cores
+// with 64-query dK/dV steps (the previous default, see attention_mma.h).
 bool attention_choice_is(const char* name) {
   const char* choice = std::getenv("ACCUM_ATTENTION");
   return choice != nullptr && std::string(choice) == name;
@@ -286,7 +286,7 @@ void attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int T, int
   check_attention_args("attention_forward", out, qkv, qkv, C, NH);
   const int hs = C / NH;
   if (use_tensor_cores(hs)) {
-    attention_forward_mma(out, lse, qkv, B, T, C, NH, attention_choice_is("mma_wide"), stream);
+    attention_forward_mma(out, lse, qkv, B, T, C, NH, stream);
     return;
   }
   const float scale = 1.f / sqrtf(static_cast<float>(hs));
@@ -315,7 +315,8 @@ void attention_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf1
         <<<delta_grid, 256, 0, stream>>>(delta, dout, out, B, T, C, NH);
     CUDA_CHECK_LAUNCH("attention_backward_delta_kernel");
     if (tensor_cores) {
-      attention_backward_mma(dqkv, dout, qkv, lse, delta, B, T, C, NH, stream);
+      attention_backward_mma(dqkv, dout, qkv, lse, delta, B, T, C, NH,
+                             attention_choice_is("mma_dkdv64"), stream);
       return;
     }
     attention_backward_dkdv_kernel<HS>

@@ -127,53 +127,45 @@ __device__ inline void accumulate_times_tile(float (&acc)[HS / 8][4],
   }
 }
 
-// kMT: m16 tiles (16 query rows each) per warp, so a block owns 64 kMT queries. kMT = 2
-// loads each K and V fragment once for two tiles (half the ldmatrix per mma) at the cost
-// of twice the accumulators; ACCUM_ATTENTION=mma_wide selects it (HS <= 64), to be
-// measured against kMT = 1 on a GPU before it becomes the default.
-template <int HS, int kMT>
-__global__ void __launch_bounds__(kThreads)
+// One block per 64 queries: O and lse over the key tiles up to the diagonal. Capped at 128
+// registers (4 blocks of 128 threads per SM; uncapped it takes 134 and fits 3).
+template <int HS>
+__global__ void __launch_bounds__(kThreads, HS >= 128 ? 2 : 4)
     attention_forward_mma_kernel(bf16* out, float* lse, const bf16* qkv, int T, int C, int NH,
                                  float scale) {
   using S = Shape<HS>;
   const float scale_log2 = scale * kLog2e;
   constexpr int kKeys = 64;  // key tile (the forward holds no dK/dV: 64 fits every HS)
-  constexpr int kBlockRows = kRows * kMT;
   extern __shared__ __align__(16) unsigned char smem_bytes[];
   bf16* q_tile = reinterpret_cast<bf16*>(smem_bytes);
-  bf16* kv_tiles = q_tile + kBlockRows * S::kStride;  // two buffers of (K, V) tiles
+  bf16* kv_tiles = q_tile + kRows * S::kStride;  // two buffers of (K, V) tiles
   auto k_tile = [&](int buf) { return kv_tiles + (2 * buf) * kKeys * S::kStride; };
   auto v_tile = [&](int buf) { return kv_tiles + (2 * buf + 1) * kKeys * S::kStride; };
 
   const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
-  const int q0 = (gridDim.x - 1 - blockIdx.x) * kBlockRows;    // the longest rows start first
-  const int warp_row0 = (threadIdx.x / kWarpSize) * 16 * kMT;  // within the block
+  const int q0 = (gridDim.x - 1 - blockIdx.x) * kRows;   // the longest rows start first
+  const int warp_row0 = (threadIdx.x / kWarpSize) * 16;  // within the block
   const size_t row_stride = 3 * static_cast<size_t>(C);
   const bf16* q_base = qkv + static_cast<size_t>(b) * T * row_stride + h * HS;
   auto load_kv = [&](int k0, int buf) {
-    load_rows_async<HS>(k_tile(buf), S::kStride, q_base + C, row_stride, k0, kKeys, T);
-    load_rows_async<HS>(v_tile(buf), S::kStride, q_base + 2 * C, row_stride, k0, kKeys, T);
+    load_rows_async<HS, kKeys, kThreads>(k_tile(buf), S::kStride, q_base + C, row_stride, k0, T);
+    load_rows_async<HS, kKeys, kThreads>(v_tile(buf), S::kStride, q_base + 2 * C, row_stride, k0,
+                                         T);
     cp_async_commit();
   };
 
-  load_rows<HS>(q_tile, S::kStride, q_base, row_stride, q0, kBlockRows, T);
+  load_rows<HS>(q_tile, S::kStride, q_base, row_stride, q0, kRows, T);
   load_kv(0, 0);
   __syncthreads();
-  uint32_t q_frag[kMT][S::kDSteps][4];
-  ACCUM_UNROLL for (int mt = 0; mt < kMT; ++mt) {
-    for (int kk = 0; kk < S::kDSteps; ++kk) {
-      mma::load_a(q_frag[mt][kk], q_tile, S::kStride, warp_row0 + 16 * mt, kk * 16);
-    }
+  uint32_t q_frag[S::kDSteps][4];
+  for (int kk = 0; kk < S::kDSteps; ++kk) {
+    mma::load_a(q_frag[kk], q_tile, S::kStride, warp_row0, kk * 16);
   }
 
-  float o[kMT][S::kDTiles][4];
-  float m[kMT][2], l[kMT][2];  // rows g and g + 8 of each m16 tile
-  ACCUM_UNROLL for (int mt = 0; mt < kMT; ++mt) {
-    zero(o[mt]);
-    m[mt][0] = m[mt][1] = -INFINITY;
-    l[mt][0] = l[mt][1] = 0.f;
-  }
-  const int last_key = min(T, q0 + kBlockRows) - 1;
+  float o[S::kDTiles][4];
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};  // rows g and g + 8 of the tile
+  zero(o);
+  const int last_key = min(T, q0 + kRows) - 1;
 
   // Double buffering: the next step's K/V tiles are copied while this step computes.
   for (int k0 = 0, buf = 0; k0 <= last_key; k0 += kKeys, buf ^= 1) {
@@ -185,106 +177,91 @@ __global__ void __launch_bounds__(kThreads)
     }
     __syncthreads();  // every thread's copies of tile `buf` are visible
 
-    float s[kMT][kKeys / 8][4];
-    ACCUM_UNROLL for (int mt = 0; mt < kMT; ++mt) zero(s[mt]);
+    float s[kKeys / 8][4];  // S = Q K^T
+    zero(s);
     for (int kk = 0; kk < S::kDSteps; ++kk) {
       for (int j = 0; j < kKeys / 8; j += 2) {
         uint32_t kb[2][2];
         mma::load_b2_rows_n(kb[0], kb[1], k_tile(buf), S::kStride, j * 8, kk * 16);
-        ACCUM_UNROLL for (int mt = 0; mt < kMT; ++mt) {
-          mma::mma_16816(s[mt][j], q_frag[mt][kk], kb[0]);
-          mma::mma_16816(s[mt][j + 1], q_frag[mt][kk], kb[1]);
-        }
+        mma::mma_16816(s[j], q_frag[kk], kb[0]);
+        mma::mma_16816(s[j + 1], q_frag[kk], kb[1]);
       }
     }
-    // Scale, mask (future keys and keys past T: only in tiles that reach the block's
-    // diagonal) and the online softmax per row.
+    // Mask (future keys and keys past T: only in tiles that reach the block's diagonal) and
+    // the online softmax per row. m is kept in units of the raw scores, so the scale folds
+    // into one fma per exponential: p = 2^(s scale log2(e) - m scale log2(e)). No row is
+    // ever all -inf: the first key tile holds key 0, which every row sees (0 <= row, 0 < T),
+    // so m is finite from the first tile on, and masked scores give exp2(-inf) = 0.
     const bool masked = k0 + kKeys > q0;
-    ACCUM_UNROLL for (int mt = 0; mt < kMT; ++mt) {
-      float tile_max[2] = {-INFINITY, -INFINITY};
-      for (int j = 0; j < kKeys / 8; ++j) {
-        for (int e = 0; e < 4; ++e) {
-          float v = s[mt][j][e] * scale_log2;
-          if (masked) {
-            const int row = q0 + warp_row0 + 16 * mt + acc_row(e), key = k0 + j * 8 + acc_col(e);
-            if (key > row || key >= T) v = -INFINITY;
-          }
-          s[mt][j][e] = v;
-          tile_max[e / 2] = fmaxf(tile_max[e / 2], v);
+    float tile_max[2] = {-INFINITY, -INFINITY};
+    for (int j = 0; j < kKeys / 8; ++j) {
+      for (int e = 0; e < 4; ++e) {
+        if (masked) {
+          const int row = q0 + warp_row0 + acc_row(e), key = k0 + j * 8 + acc_col(e);
+          if (key > row || key >= T) s[j][e] = -INFINITY;
         }
-      }
-      float correction[2];
-      for (int r = 0; r < 2; ++r) {
-        float mx = tile_max[r];
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        const float m_new = fmaxf(m[mt][r], mx);
-        // A row with no visible key yet keeps m = -inf: its p and correction are 0.
-        correction[r] = m_new == -INFINITY ? 0.f : exp2f(m[mt][r] - m_new);
-        m[mt][r] = m_new;
-      }
-      float row_sum[2] = {0.f, 0.f};
-      for (int j = 0; j < kKeys / 8; ++j) {
-        for (int e = 0; e < 4; ++e) {
-          const float mr = m[mt][e / 2];
-          const float p = mr == -INFINITY ? 0.f : exp2f(s[mt][j][e] - mr);
-          s[mt][j][e] = p;
-          row_sum[e / 2] += p;
-        }
-      }
-      // l stays per lane (this lane's columns); the row's 4 lanes are summed at the end.
-      for (int r = 0; r < 2; ++r) l[mt][r] = l[mt][r] * correction[r] + row_sum[r];
-      for (int j = 0; j < S::kDTiles; ++j) {
-        for (int e = 0; e < 4; ++e) o[mt][j][e] *= correction[e / 2];
+        tile_max[e / 2] = fmaxf(tile_max[e / 2], s[j][e]);
       }
     }
-    // O += P V, each V fragment loaded once for the kMT tiles.
-    for (int kk = 0; kk < kKeys / 16; ++kk) {
-      uint32_t p_frag[kMT][4];
-      ACCUM_UNROLL for (int mt = 0; mt < kMT; ++mt)
-          mma::acc_to_a(p_frag[mt], s[mt][2 * kk], s[mt][2 * kk + 1]);
-      for (int j = 0; j < S::kDTiles; j += 2) {
-        uint32_t vb[2][2];
-        mma::load_b2_rows_k(vb[0], vb[1], v_tile(buf), S::kStride, kk * 16, j * 8);
-        ACCUM_UNROLL for (int mt = 0; mt < kMT; ++mt) {
-          mma::mma_16816(o[mt][j], p_frag[mt], vb[0]);
-          mma::mma_16816(o[mt][j + 1], p_frag[mt], vb[1]);
-        }
+    float correction[2], m_scaled[2];
+    for (int r = 0; r < 2; ++r) {
+      float mx = tile_max[r];
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float m_new = fmaxf(m[r], mx);
+      correction[r] = exp2f((m[r] - m_new) * scale_log2);  // first tile: exp2(-inf) = 0
+      m[r] = m_new;
+      m_scaled[r] = m_new * scale_log2;
+    }
+    float row_sum[2] = {0.f, 0.f};
+    for (int j = 0; j < kKeys / 8; ++j) {
+      for (int e = 0; e < 4; ++e) {
+        const float p = exp2f(fmaf(s[j][e], scale_log2, -m_scaled[e / 2]));
+        s[j][e] = p;
+        row_sum[e / 2] += p;
       }
     }
+    // l stays per lane (this lane's columns); the row's 4 lanes are summed at the end.
+    for (int r = 0; r < 2; ++r) l[r] = l[r] * correction[r] + row_sum[r];
+    for (int j = 0; j < S::kDTiles; ++j) {
+      for (int e = 0; e < 4; ++e) o[j][e] *= correction[e / 2];
+    }
+    accumulate_times_tile<HS, kKeys>(o, s, v_tile(buf));  // O += P V
     __syncthreads();  // every warp is done with `buf` before the next step refills it
   }
 
-  ACCUM_UNROLL for (int mt = 0; mt < kMT; ++mt) {
-    for (int r = 0; r < 2; ++r) {
-      l[mt][r] += __shfl_xor_sync(0xffffffffu, l[mt][r], 1);
-      l[mt][r] += __shfl_xor_sync(0xffffffffu, l[mt][r], 2);
+  for (int r = 0; r < 2; ++r) {
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+  }
+  const float inv_l[2] = {1.f / l[0], 1.f / l[1]};
+  for (int j = 0; j < S::kDTiles; ++j) {
+    for (int half = 0; half < 2; ++half) {
+      const int row = q0 + warp_row0 + mma::lane_g() + 8 * half;
+      if (row >= T) continue;
+      bf16* p = out + (static_cast<size_t>(b) * T + row) * C + h * HS + j * 8 + 2 * mma::lane_t();
+      p[0] = to_bf16(o[j][2 * half] * inv_l[half]);
+      p[1] = to_bf16(o[j][2 * half + 1] * inv_l[half]);
     }
-    const float inv_l[2] = {1.f / l[mt][0], 1.f / l[mt][1]};
-    const int tile_row0 = q0 + warp_row0 + 16 * mt;
-    for (int j = 0; j < S::kDTiles; ++j) {
-      for (int half = 0; half < 2; ++half) {
-        const int row = tile_row0 + mma::lane_g() + 8 * half;
-        if (row >= T) continue;
-        bf16* p = out + (static_cast<size_t>(b) * T + row) * C + h * HS + j * 8 + 2 * mma::lane_t();
-        p[0] = to_bf16(o[mt][j][2 * half] * inv_l[half]);
-        p[1] = to_bf16(o[mt][j][2 * half + 1] * inv_l[half]);
-      }
-    }
-    if (mma::lane_t() == 0) {
-      for (int half = 0; half < 2; ++half) {
-        const int row = tile_row0 + mma::lane_g() + 8 * half;
-        if (row < T) {
-          lse[static_cast<size_t>(bh) * T + row] = (m[mt][half] + __log2f(l[mt][half])) * kLn2;
-        }
+  }
+  if (mma::lane_t() == 0) {
+    for (int half = 0; half < 2; ++half) {
+      const int row = q0 + warp_row0 + mma::lane_g() + 8 * half;
+      if (row < T) {
+        lse[static_cast<size_t>(bh) * T + row] = (m[half] * scale_log2 + __log2f(l[half])) * kLn2;
       }
     }
   }
 }
 
-// One block per 64 keys: dK, dV over the query tiles at and after the diagonal.
-template <int HS>
-__global__ void __launch_bounds__(kThreads, HS >= 128 ? 2 : kDkDvBlocksPerSm)
+// One block per 64 keys: dK, dV over the query tiles at and after the diagonal, kInner
+// queries per step: 32 (half the S^T and dP^T registers of 64, so 4 blocks per SM fit at 128
+// registers instead of 3 at 168; measured 1% faster per GPT-2 step on an H200), or 64 with
+// ACCUM_ATTENTION=mma_dkdv64.
+template <int HS, int kInner>
+__global__ void __launch_bounds__(kThreads, HS >= 128      ? 2
+                                            : kInner <= 32 ? 4
+                                                           : kDkDvBlocksPerSm)
     attention_backward_dkdv_mma_kernel(bf16* dqkv, const bf16* dout, const bf16* qkv,
                                        const float* lse, const float* delta, int T, int C, int NH,
                                        float scale) {
@@ -294,11 +271,11 @@ __global__ void __launch_bounds__(kThreads, HS >= 128 ? 2 : kDkDvBlocksPerSm)
   bf16* k_tile = reinterpret_cast<bf16*>(smem_bytes);
   bf16* v_tile = k_tile + kRows * S::kStride;
   bf16* qdo_tiles = v_tile + kRows * S::kStride;  // two buffers of (Q, dO) tiles
-  auto q_tile = [&](int buf) { return qdo_tiles + (2 * buf) * S::kInner * S::kStride; };
-  auto do_tile = [&](int buf) { return qdo_tiles + (2 * buf + 1) * S::kInner * S::kStride; };
-  float* stats = reinterpret_cast<float*>(qdo_tiles + 4 * S::kInner * S::kStride);
-  auto lse_tile = [&](int buf) { return stats + (2 * buf) * S::kInner; };
-  auto delta_tile = [&](int buf) { return stats + (2 * buf + 1) * S::kInner; };
+  auto q_tile = [&](int buf) { return qdo_tiles + (2 * buf) * kInner * S::kStride; };
+  auto do_tile = [&](int buf) { return qdo_tiles + (2 * buf + 1) * kInner * S::kStride; };
+  float* stats = reinterpret_cast<float*>(qdo_tiles + 4 * kInner * S::kStride);
+  auto lse_tile = [&](int buf) { return stats + (2 * buf) * kInner; };
+  auto delta_tile = [&](int buf) { return stats + (2 * buf + 1) * kInner; };
 
   const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
   const int key0 = blockIdx.x * kRows;  // block 0 has the most query tiles: it starts first
@@ -309,10 +286,10 @@ __global__ void __launch_bounds__(kThreads, HS >= 128 ? 2 : kDkDvBlocksPerSm)
   const float* lse_row = lse + static_cast<size_t>(bh) * T;
   const float* delta_row = delta + static_cast<size_t>(bh) * T;
   auto load_step = [&](int q0, int buf) {
-    load_rows_async<HS>(q_tile(buf), S::kStride, q_base, row_stride, q0, S::kInner, T);
-    load_rows_async<HS>(do_tile(buf), S::kStride, do_base, C, q0, S::kInner, T);
+    load_rows_async<HS, kInner, kThreads>(q_tile(buf), S::kStride, q_base, row_stride, q0, T);
+    load_rows_async<HS, kInner, kThreads>(do_tile(buf), S::kStride, do_base, C, q0, T);
     cp_async_commit();
-    for (int r = threadIdx.x; r < S::kInner; r += blockDim.x) {
+    for (int r = threadIdx.x; r < kInner; r += blockDim.x) {
       lse_tile(buf)[r] = q0 + r < T ? lse_row[q0 + r] * kLog2e : 0.f;
       delta_tile(buf)[r] = q0 + r < T ? delta_row[q0 + r] : 0.f;
     }
@@ -326,35 +303,38 @@ __global__ void __launch_bounds__(kThreads, HS >= 128 ? 2 : kDkDvBlocksPerSm)
   zero(dv);
 
   // Causal: queries i >= key0. Double buffering as in the forward.
-  for (int q0 = key0, buf = 0; q0 < T; q0 += S::kInner, buf ^= 1) {
-    if (q0 + S::kInner < T) {
-      load_step(q0 + S::kInner, buf ^ 1);
+  for (int q0 = key0, buf = 0; q0 < T; q0 += kInner, buf ^= 1) {
+    if (q0 + kInner < T) {
+      load_step(q0 + kInner, buf ^ 1);
       cp_async_wait<1>();
     } else {
       cp_async_wait<0>();
     }
     __syncthreads();  // tile `buf` (and the K, V tiles at the first step) are visible
 
-    float st[S::kInnerTiles][4], dpt[S::kInnerTiles][4];  // S^T, dP^T: 16 keys x kInner queries
+    float st[kInner / 8][4], dpt[kInner / 8][4];  // S^T, dP^T: 16 keys x kInner queries
     two_products<HS>(st, dpt, k_tile, v_tile, q_tile(buf), do_tile(buf), warp_row0);
     const float* lse_q = lse_tile(buf);
     const float* delta_q = delta_tile(buf);
-    const bool masked = q0 < key0 + kRows || q0 + S::kInner > T;  // diagonal or past T
-    for (int j = 0; j < S::kInnerTiles; ++j) {
+    const bool masked = q0 < key0 + kRows || q0 + kInner > T;  // diagonal or past T
+    for (int j = 0; j < kInner / 8; ++j) {
+      // This lane's two query columns of tile j: adjacent, so one 8-byte load each.
+      const float2 lse2 = *reinterpret_cast<const float2*>(lse_q + j * 8 + acc_col(0));
+      const float2 delta2 = *reinterpret_cast<const float2*>(delta_q + j * 8 + acc_col(0));
       for (int e = 0; e < 4; ++e) {
-        const int local = j * 8 + acc_col(e);
+        const float lse_e = (e & 1) ? lse2.y : lse2.x, delta_e = (e & 1) ? delta2.y : delta2.x;
         bool visible = true;
         if (masked) {
-          const int key = key0 + warp_row0 + acc_row(e), query = q0 + local;
+          const int key = key0 + warp_row0 + acc_row(e), query = q0 + j * 8 + acc_col(e);
           visible = query >= key && query < T && key < T;
         }
-        const float p = visible ? exp2f(fmaf(st[j][e], scale_log2, -lse_q[local])) : 0.f;
-        st[j][e] = p;                                  // P^T
-        dpt[j][e] = p * (dpt[j][e] - delta_q[local]);  // dS^T
+        const float p = visible ? exp2f(fmaf(st[j][e], scale_log2, -lse_e)) : 0.f;
+        st[j][e] = p;                           // P^T
+        dpt[j][e] = p * (dpt[j][e] - delta_e);  // dS^T
       }
     }
-    accumulate_times_tile<HS, S::kInner>(dv, st, do_tile(buf));  // dV += P^T dO
-    accumulate_times_tile<HS, S::kInner>(dk, dpt, q_tile(buf));  // dK += dS^T Q
+    accumulate_times_tile<HS, kInner>(dv, st, do_tile(buf));  // dV += P^T dO
+    accumulate_times_tile<HS, kInner>(dk, dpt, q_tile(buf));  // dK += dS^T Q
     __syncthreads();  // every warp is done with `buf` before the next step refills it
   }
   bf16* dqkv_base = dqkv + static_cast<size_t>(b) * T * row_stride + h * HS;
@@ -362,9 +342,10 @@ __global__ void __launch_bounds__(kThreads, HS >= 128 ? 2 : kDkDvBlocksPerSm)
   add_rows<HS>(dqkv_base + 2 * C, row_stride, key0 + warp_row0, T, dv, 1.f);
 }
 
-// One block per 64 queries: dQ over the key tiles up to the diagonal.
+// One block per 64 queries: dQ over the key tiles up to the diagonal. Capped at 128 registers
+// (4 blocks per SM; uncapped it takes 164 and fits 3).
 template <int HS>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, HS >= 128 ? 2 : 4)
     attention_backward_dq_mma_kernel(bf16* dqkv, const bf16* dout, const bf16* qkv,
                                      const float* lse, const float* delta, int T, int C, int NH,
                                      float scale) {
@@ -384,8 +365,10 @@ __global__ void __launch_bounds__(kThreads)
   const bf16* q_base = qkv + static_cast<size_t>(b) * T * row_stride + h * HS;
   const bf16* do_base = dout + static_cast<size_t>(b) * T * C + h * HS;
   auto load_kv = [&](int k0, int buf) {
-    load_rows_async<HS>(k_tile(buf), S::kStride, q_base + C, row_stride, k0, S::kInner, T);
-    load_rows_async<HS>(v_tile(buf), S::kStride, q_base + 2 * C, row_stride, k0, S::kInner, T);
+    load_rows_async<HS, S::kInner, kThreads>(k_tile(buf), S::kStride, q_base + C, row_stride, k0,
+                                             T);
+    load_rows_async<HS, S::kInner, kThreads>(v_tile(buf), S::kStride, q_base + 2 * C, row_stride,
+                                             k0, T);
     cp_async_commit();
   };
 
@@ -467,29 +450,22 @@ bool dispatch_mma_head_size(int hs, Body body) {
 bool attention_mma_supports(int hs) { return hs == 16 || hs == 32 || hs == 64 || hs == 128; }
 
 void attention_forward_mma(bf16* out, float* lse, const bf16* qkv, int B, int T, int C, int NH,
-                           bool wide, cudaStream_t stream) {
+                           cudaStream_t stream) {
   const int hs = C / NH;
   const float scale = 1.f / sqrtf(static_cast<float>(hs));
+  const dim3 grid(ceil_div(T, kRows), B * NH);
   dispatch_mma_head_size(hs, [&](auto head_size) {
     constexpr int HS = decltype(head_size)::value;
-    auto run = [&](auto kernel, int block_rows) {
-      const dim3 grid(ceil_div(T, block_rows), B * NH);
-      const size_t smem = sizeof(bf16) * (block_rows + 4 * 64) * Shape<HS>::kStride;
-      launch(kernel, "attention_forward_mma_kernel", grid, smem, stream, out, lse, qkv, T, C, NH,
-             scale);
-    };
-    if constexpr (HS <= 64) {  // HS = 128 at kMT = 2 would not fit in registers
-      if (wide) {
-        run(attention_forward_mma_kernel<HS, 2>, 2 * kRows);
-        return;
-      }
-    }
-    run(attention_forward_mma_kernel<HS, 1>, kRows);
+    // The query tile and two buffers of (K, V) tiles of 64 rows.
+    const size_t smem = sizeof(bf16) * (kRows + 4 * 64) * Shape<HS>::kStride;
+    launch(attention_forward_mma_kernel<HS>, "attention_forward_mma_kernel", grid, smem, stream,
+           out, lse, qkv, T, C, NH, scale);
   });
 }
 
 void attention_backward_mma(bf16* dqkv, const bf16* dout, const bf16* qkv, const float* lse,
-                            const float* delta, int B, int T, int C, int NH, cudaStream_t stream) {
+                            const float* delta, int B, int T, int C, int NH, bool wide_dkdv,
+                            cudaStream_t stream) {
   const int hs = C / NH;
   const float scale = 1.f / sqrtf(static_cast<float>(hs));
   const dim3 grid(ceil_div(T, kRows), B * NH);
@@ -498,9 +474,16 @@ void attention_backward_mma(bf16* dqkv, const bf16* dout, const bf16* qkv, const
     using S = Shape<HS>;
     // Two rows of kRows resident, two buffers of two kInner-row tiles streamed.
     const size_t tiles = sizeof(bf16) * (2 * kRows + 4 * S::kInner) * S::kStride;
-    launch(attention_backward_dkdv_mma_kernel<HS>, "attention_backward_dkdv_mma_kernel", grid,
-           tiles + 4 * sizeof(float) * S::kInner, stream, dqkv, dout, qkv, lse, delta, T, C, NH,
-           scale);
+    auto dkdv = [&](auto kernel, int inner) {
+      const size_t smem = sizeof(bf16) * (2 * kRows + 4 * inner) * S::kStride;
+      launch(kernel, "attention_backward_dkdv_mma_kernel", grid, smem + 4 * sizeof(float) * inner,
+             stream, dqkv, dout, qkv, lse, delta, T, C, NH, scale);
+    };
+    if (wide_dkdv && S::kInner > 32) {
+      dkdv(attention_backward_dkdv_mma_kernel<HS, S::kInner>, S::kInner);
+    } else {
+      dkdv(attention_backward_dkdv_mma_kernel<HS, 32>, 32);
+    }
     launch(attention_backward_dq_mma_kernel<HS>, "attention_backward_dq_mma_kernel", grid, tiles,
            stream, dqkv, dout, qkv, lse, delta, T, C, NH, scale);
   });

@@ -60,17 +60,27 @@ __device__ inline void cp_async_wait() {
 #endif
 }
 
-// load_rows as cp.async copies (no commit: the caller groups the tiles of one step).
-template <int HS>
+// load_rows as cp.async copies (no commit: the caller groups the tiles of one step), for
+// tiles of kTileRows rows copied by the kThreads threads of a block. Everything the index
+// arithmetic needs is known at compile time: each thread copies the same 16-byte column of
+// every (kThreads / (HS / 8))-th row, so a copy costs one address add, one bounds test and
+// the cp.async itself (the general loop's divisions cost ~25 instructions per copy).
+template <int HS, int kTileRows, int kThreads>
 __device__ inline void load_rows_async(bf16* tile, int tile_stride, const bf16* src,
-                                       size_t src_stride, int row0, int rows, int T) {
-  constexpr int kChunks = HS / 8;
-  for (int c = threadIdx.x; c < rows * kChunks; c += blockDim.x) {
-    const int r = c / kChunks, d = (c % kChunks) * 8;
-    const bool inside = row0 + r < T;
-    // A row past T is zero-filled; its source address is never read (row0 stands in).
-    cp_async16(tile + r * tile_stride + d,
-               src + static_cast<size_t>(inside ? row0 + r : row0) * src_stride + d, !inside);
+                                       size_t src_stride, int row0, int T) {
+  constexpr int kChunks = HS / 8;  // 16-byte pieces per row
+  static_assert(kThreads % kChunks == 0, "every thread keeps one column of the tile");
+  constexpr int kRowStep = kThreads / kChunks;        // rows between one thread's copies
+  constexpr bool kExact = kTileRows % kRowStep == 0;  // else the last pass has idle threads
+  const int r = threadIdx.x / kChunks, d = (threadIdx.x % kChunks) * 8;
+  const bf16* from = src + static_cast<size_t>(row0 + r) * src_stride + d;
+  bf16* to = tile + r * tile_stride + d;
+  ACCUM_UNROLL for (int i = 0; i < (kTileRows + kRowStep - 1) / kRowStep; ++i) {
+    if (!kExact && r + i * kRowStep >= kTileRows) break;
+    const bool inside = row0 + r + i * kRowStep < T;
+    // A row past T is zero-filled: nothing is read, so any valid address (row 0) stands in.
+    cp_async16(to + i * kRowStep * tile_stride, inside ? from + i * kRowStep * src_stride : src + d,
+               !inside);
   }
 }
 
