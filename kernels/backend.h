@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace accum::kernels {
 
@@ -159,6 +160,31 @@ class Backend {
   // and working (if non-null) = act(p).
   virtual void adamw_update(float* master, void* working, const float* grads, float* m, float* v,
                             size_t n, const AdamWParams& params) = 0;
+  // The same update on many pieces of the flat buffers at once (an optimizer step over every
+  // tensor): piece s covers values [offset, offset + count) of master/working/grads and
+  // [moment_offset, moment_offset + count) of m/v, with params.weight_decay where s.decay
+  // and 0 elsewhere. Bit-identical to one adamw_update per piece, which is what this
+  // default does; the CUDA back end updates every piece in one launch.
+  struct AdamWSegment {
+    size_t offset, count, moment_offset;
+    bool decay;
+    bool operator==(const AdamWSegment& o) const {
+      return offset == o.offset && count == o.count && moment_offset == o.moment_offset &&
+             decay == o.decay;
+    }
+  };
+  virtual void adamw_update_segments(float* master, void* working, const float* grads, float* m,
+                                     float* v, const std::vector<AdamWSegment>& segments,
+                                     const AdamWParams& params) {
+    AdamWParams piece_params = params;
+    for (const AdamWSegment& s : segments) {
+      piece_params.weight_decay = s.decay ? params.weight_decay : 0.0f;
+      void* piece_working =
+          working ? static_cast<char*>(working) + s.offset * act_bytes() : nullptr;
+      adamw_update(master + s.offset, piece_working, grads + s.offset, m + s.moment_offset,
+                   v + s.moment_offset, s.count, piece_params);
+    }
+  }
 };
 
 // Creates the back end for `kind` (CUDA: device `local_rank` of this node).

@@ -192,6 +192,21 @@ class CudaBackend final : public Backend {
                      p.weight_decay, p.grad_scale, static_cast<float>(beta1_correction),
                      static_cast<float>(beta2_correction), s());
   }
+  void adamw_update_segments(float* master, void* working, const float* grads, float* m, float* v,
+                             const std::vector<AdamWSegment>& segments,
+                             const AdamWParams& p) override {
+    const double beta1_correction = 1.0 - std::pow(static_cast<double>(p.beta1), p.step);
+    const double beta2_correction = 1.0 - std::pow(static_cast<double>(p.beta2), p.step);
+    std::vector<cu::AdamWPiece> pieces;
+    pieces.reserve(segments.size());
+    for (const AdamWSegment& seg : segments) {
+      pieces.push_back({seg.offset, seg.count, seg.moment_offset, seg.decay});
+    }
+    cu::adamw_update_pieces(master, act(working), grads, m, v, pieces, p.lr, p.beta1, p.beta2,
+                            p.eps, p.weight_decay, p.grad_scale,
+                            static_cast<float>(beta1_correction),
+                            static_cast<float>(beta2_correction), scratch_, s());
+  }
 
  private:
   int device_;

@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "kernels/cuda/scratch.h"
 
@@ -62,6 +63,17 @@ void adamw_update(float* master, bf16* working, const float* grads, float* m, fl
                   float lr, float beta1, float beta2, float eps, float weight_decay,
                   float grad_scale, float beta1_correction, float beta2_correction,
                   cudaStream_t stream);
+
+// Every piece of a model in one launch; the same values as one adamw_update per piece with
+// weight_decay where piece.decay and 0 elsewhere (kernels::Backend::adamw_update_segments).
+struct AdamWPiece {
+  size_t offset, count, moment_offset;  // values of master/working/grads, of m/v
+  bool decay;
+};
+void adamw_update_pieces(float* master, bf16* working, const float* grads, float* m, float* v,
+                         const std::vector<AdamWPiece>& pieces, float lr, float beta1, float beta2,
+                         float eps, float weight_decay, float grad_scale, float beta1_correction,
+                         float beta2_correction, DeviceScratch& scratch, cudaStream_t stream);
 
 // ---- sum_squares.cu ---- fixed grid, fixed order; returns after synchronizing `stream`.
 double sum_squares(const float* grads, size_t n, DeviceScratch& scratch, cudaStream_t stream);

@@ -11,7 +11,9 @@
 
 namespace accum::kernels::cuda {
 
-enum class ScratchSlot { kPartials, kTokens, kRowStats, kCount };
+// kTable: small host-built tables (adamw_update_pieces). kArrivals: counters that the kernels
+// using them return to zero before they finish (column_reduce_add).
+enum class ScratchSlot { kPartials, kTokens, kRowStats, kTable, kArrivals, kCount };
 
 class DeviceScratch {
  public:
@@ -21,7 +23,8 @@ class DeviceScratch {
   DeviceScratch& operator=(const DeviceScratch&) = delete;
 
   // Returns >= `bytes` of device memory for `slot` (16-byte aligned). Growing waits for
-  // `stream` first, so work still reading the old buffer finishes before it is freed.
+  // `stream` first, so work still reading the old buffer finishes before it is freed; a new
+  // buffer starts zeroed.
   void* get(ScratchSlot slot, size_t bytes);
 
  private:

@@ -56,10 +56,10 @@ void attention_case_once(int B, int T, int C, int NH) {
 }
 
 // Every CUDA implementation against the CPU: the tensor-core kernels (attention_mma.cu, head
-// sizes 16..128), their forward with two m16 tiles per warp (ACCUM_ATTENTION=mma_wide, head
-// sizes up to 64) and the CUDA-core ones (ACCUM_ATTENTION=simple, every head size).
+// sizes 16..128), their dK/dV with 64-query steps (ACCUM_ATTENTION=mma_dkdv64, head sizes up
+// to 64) and the CUDA-core ones (ACCUM_ATTENTION=simple, every head size).
 void attention_case(int B, int T, int C, int NH) {
-  for (const char* choice : {"", "mma_wide", "simple"}) {
+  for (const char* choice : {"", "mma_dkdv64", "simple"}) {
     SCOPED_TRACE(*choice ? std::string("ACCUM_ATTENTION=") + choice : "default kernels");
     with_attention_kernels(choice, [&] { attention_case_once(B, T, C, NH); });
   }
@@ -148,6 +148,14 @@ TEST(CudaOps, CrossEntropyLossOnlyUnmasked) {
   crossentropy_case(6, 513, false, false, false);
 }
 
+AdamWParams adamw_test_params() {
+  AdamWParams params;
+  params.lr = 1e-3f;
+  params.weight_decay = 0.1f;
+  params.grad_scale = 0.5f;
+  return params;
+}
+
 void adamw_case(size_t n) {
   const auto master0 = random_bf16_values(n, 80, 0.1f);
   const auto grads = random_bf16_values(n, 81, 0.01f);
@@ -157,10 +165,7 @@ void adamw_case(size_t n) {
         Buffer m(be, n * sizeof(float)), v(be, n * sizeof(float));
         Buffer working = poisoned_act(be, n);
         void* working_ptr = be.has_working_copy() ? working.get() : nullptr;
-        AdamWParams params;
-        params.lr = 1e-3f;
-        params.weight_decay = 0.1f;
-        params.grad_scale = 0.5f;
+        AdamWParams params = adamw_test_params();
         for (int step = 1; step <= 2; ++step) {
           params.step = step;
           be.adamw_update(master.f32(), working_ptr, g.f32(), m.f32(), v.f32(), n, params);
@@ -185,6 +190,65 @@ TEST(CudaOps, AdamWTwoSteps) {
 TEST(CudaOps, AdamWTwoStepsVectorized) {
   ACCUM_REQUIRE_CUDA();
   adamw_case(4100);  // n % 4 == 0: four elements per access
+}
+
+// The optimizer's update of every tensor in one call (Backend::adamw_update_segments, one
+// launch on CUDA): a piece that spans several blocks, odd and misaligned pieces (element by
+// element), moments stored compactly, and a gap of values no piece covers (under ZeRO-1
+// another rank owns them), which must stay as they were.
+constexpr size_t kPiecesN = 20000, kGapBegin = 10037, kGapEnd = 12000, kMomentsN = 18040;
+
+Outputs adamw_pieces_run(Backend& be, bool one_call, const std::vector<float>& master0,
+                         const std::vector<float>& grads) {
+  const std::vector<Backend::AdamWSegment> pieces = {
+      {0, 9000, 0, true},            // 16-byte aligned, 3 blocks of 4096
+      {9000, 37, 9000, false},       // odd count
+      {9037, 1000, 9037, true},      // misaligned offset
+      {12000, 4100, 10037, true},    // after the gap; misaligned moments
+      {16100, 3900, 14140, false}};  // aligned again: vectors
+  Buffer master = upload_f32(be, master0), g = upload_f32(be, grads);
+  Buffer m(be, kMomentsN * sizeof(float)), v(be, kMomentsN * sizeof(float));
+  be.upload(m.get(), std::vector<float>(kMomentsN, 0.f).data(), kMomentsN * sizeof(float));
+  be.upload(v.get(), std::vector<float>(kMomentsN, 0.f).data(), kMomentsN * sizeof(float));
+  Buffer working = poisoned_act(be, kPiecesN);
+  void* working_ptr = be.has_working_copy() ? working.get() : nullptr;
+  AdamWParams params = adamw_test_params();
+  for (int step = 1; step <= 2; ++step) {
+    params.step = step;
+    if (one_call) {
+      be.adamw_update_segments(master.f32(), working_ptr, g.f32(), m.f32(), v.f32(), pieces,
+                               params);
+    } else {
+      be.Backend::adamw_update_segments(master.f32(), working_ptr, g.f32(), m.f32(), v.f32(),
+                                        pieces, params);  // one adamw_update per piece
+    }
+  }
+  Outputs outputs{{"master", download_f32(be, master.get(), kPiecesN)},
+                  {"m", download_f32(be, m.get(), kMomentsN)},
+                  {"v", download_f32(be, v.get(), kMomentsN)}};
+  // The gap's working copy is never written (it stays poisoned): compare the pieces only.
+  std::vector<float> w = working_ptr ? download_act(be, working_ptr, kPiecesN) : outputs["master"];
+  w.erase(w.begin() + kGapBegin, w.begin() + kGapEnd);
+  outputs["working"] = w;
+  return outputs;
+}
+
+TEST(CudaOps, AdamWEveryTensorInOneLaunch) {
+  ACCUM_REQUIRE_CUDA();
+  const auto master0 = random_bf16_values(kPiecesN, 82, 0.1f);
+  const auto grads = random_bf16_values(kPiecesN, 83, 0.01f);
+  check_against_cpu([&](Backend& be, int) { return adamw_pieces_run(be, true, master0, grads); },
+                    kF32Tolerance, {}, {{"working", kBf16Tolerance}});
+  Backends backends;
+  const Outputs one = adamw_pieces_run(*backends.gpu, true, master0, grads);
+  const Outputs each = adamw_pieces_run(*backends.gpu, false, master0, grads);
+  for (const auto& [name, values] : one) {
+    EXPECT_TRUE(bit_identical(values, each.at(name)))
+        << name << ": one launch differs from one launch per piece";
+  }
+  for (size_t i = kGapBegin; i < kGapEnd; ++i) {
+    ASSERT_EQ(one.at("master")[i], master0[i]) << "value " << i << " is in no piece";
+  }
 }
 
 TEST(CudaOps, SumSquaresMatchesCpuAndIsReproducible) {

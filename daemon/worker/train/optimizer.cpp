@@ -12,7 +12,8 @@ AdamW::AdamW(kernels::Backend* backend, const std::vector<model::ParamTensor>& t
       const size_t begin = std::max(range.first, tensor.offset);
       const size_t end = std::min(range.second, tensor.offset + tensor.numel);
       if (begin >= end) continue;
-      pieces_.push_back({begin, end, owned_count_ + (begin - range.first), tensor.weight_decay});
+      pieces_.push_back(
+          {begin, end - begin, owned_count_ + (begin - range.first), tensor.weight_decay});
     }
     owned_count_ += range.second - range.first;
   }
@@ -35,13 +36,8 @@ double AdamW::owned_sum_squares(const float* grads) const {
 
 void AdamW::step(float* master, void* working, const float* grads, kernels::AdamWParams params,
                  float weight_decay) {
-  const size_t act = backend_->act_bytes();
-  for (const Piece& piece : pieces_) {
-    params.weight_decay = piece.decay ? weight_decay : 0.0f;
-    void* working_piece = working ? static_cast<char*>(working) + piece.begin * act : nullptr;
-    backend_->adamw_update(master + piece.begin, working_piece, grads + piece.begin,
-                           m_ + piece.compact, v_ + piece.compact, piece.end - piece.begin, params);
-  }
+  params.weight_decay = weight_decay;
+  backend_->adamw_update_segments(master, working, grads, m_, v_, pieces_, params);
 }
 
 void AdamW::download(std::vector<float>* m, std::vector<float>* v) const {

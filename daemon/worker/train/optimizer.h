@@ -38,13 +38,10 @@ class AdamW {
   void upload(const std::vector<float>& m, const std::vector<float>& v);
 
  private:
-  struct Piece {
-    size_t begin, end, compact;  // flat range and its offset in the compact moments
-    bool decay;
-  };
   kernels::Backend* backend_;
   std::vector<comm::Range> owned_;
-  std::vector<Piece> pieces_;
+  // One piece per (owned range x tensor): flat offset, count, offset in the compact moments.
+  std::vector<kernels::Backend::AdamWSegment> pieces_;
   size_t owned_count_ = 0;
   float* m_ = nullptr;
   float* v_ = nullptr;
