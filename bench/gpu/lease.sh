@@ -21,7 +21,10 @@
 # With the device tool of this workplace: prepare here, then run
 #   command "bash bench/gpu/lease.sh run $OUT", carry ["build-lease", "build-lease-base"].
 # Knobs: ACCUM_CUDA_ARCHS (prepare; default 90), ACCUM_LEASE_FILTER (default: the attention,
-# classifier, LayerNorm and AdamW op tests), ACCUM_LEASE_GPU_SH_SECONDS (default 220).
+# classifier, LayerNorm and AdamW op tests; none: no sanitizer), ACCUM_LEASE_GPU_SH_SECONDS
+# (default 220), ACCUM_BENCH_NCU_DETAIL (default 1: ncu's sections for the largest kernels),
+# ACCUM_LEASE_RACECHECK_FILTER (default: ACCUM_LEASE_FILTER), ACCUM_LEASE_SANITIZER_SECONDS
+# (default 40 per tool), ACCUM_LEASE_COMPARE_ROUNDS (default 3).
 # The step times are sized to fit one device call of about 6 minutes with the start.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -70,21 +73,25 @@ run() {
   [[ -x "$new/gpt2_bench" ]] || { echo "lease.sh: no build-lease/bin: run prepare first"; return 1; }
 
   ACCUM_GPU_BIN="$new" ACCUM_BENCH_OUT="$g" ACCUM_RESULTS="$g/RESULTS.part" ACCUM_BENCH_NCU=1 \
-    ACCUM_GPU_TEST_TIMEOUT=150 ACCUM_NCU_TIMEOUT=80 \
+    ACCUM_BENCH_NCU_DETAIL="${ACCUM_BENCH_NCU_DETAIL:-1}" ACCUM_GPU_TEST_TIMEOUT=150 ACCUM_NCU_TIMEOUT=80 \
     timeout "${ACCUM_LEASE_GPU_SH_SECONDS:-220}" bash bench/gpu.sh > "$g/run.log" 2>&1
   echo "gpu.sh exit $?"
 
   if [[ -x "$old/gpt2_bench" ]]; then
-    timeout 60 python3 bench/gpu/compare.py --rounds 3 --out "$g/compare.md" \
+    timeout 90 python3 bench/gpu/compare.py --rounds "${ACCUM_LEASE_COMPARE_ROUNDS:-3}" --out "$g/compare.md" \
       before="$old/gpt2_bench" after="$new/gpt2_bench" \
       -- --batch 8 --seq 1024 --steps 20 --warmup 5 2> "$g/compare.log"
     echo "compare.py exit $?"
   fi
 
   local filter="${ACCUM_LEASE_FILTER:-CudaOps.Attention*:CudaOps.CrossEntropy*:CudaOps.LayerNorm*:CudaOps.AdamW*}"
-  for tool in memcheck racecheck; do
-    timeout 40 compute-sanitizer --tool "$tool" "$new/gpu_test" --gtest_filter="$filter" \
-      > "$g/sanitizer_$tool.log" 2>&1
+  # racecheck runs ~50x slower than memcheck: ACCUM_LEASE_RACECHECK_FILTER can narrow it.
+  local race_filter="${ACCUM_LEASE_RACECHECK_FILTER:-$filter}"
+  [[ "$filter" == none ]] || for tool in memcheck racecheck; do
+    local tool_filter="$filter"
+    [[ $tool == racecheck ]] && tool_filter="$race_filter"
+    timeout "${ACCUM_LEASE_SANITIZER_SECONDS:-40}" compute-sanitizer --tool "$tool" \
+      "$new/gpu_test" --gtest_filter="$tool_filter" > "$g/sanitizer_$tool.log" 2>&1
     echo "compute-sanitizer $tool exit $?:" \
       "$(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|PASSED|FAILED' "$g/sanitizer_$tool.log" | tr '\n' ' ')"
   done
