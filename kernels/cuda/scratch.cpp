@@ -21,7 +21,6 @@ void* DeviceScratch::get(ScratchSlot slot, size_t bytes) {
   buffer.bytes = 0;
   CUDA_CHECK(cudaMalloc(&buffer.ptr, grown));
   buffer.bytes = grown;
-  CUDA_CHECK(cudaMemsetAsync(buffer.ptr, 0, grown, stream_));  // kArrivals relies on it
   return buffer.ptr;
 }
 

@@ -11,9 +11,8 @@
 
 namespace accum::kernels::cuda {
 
-// kTable: small host-built tables (adamw_update_pieces). kArrivals: counters that the kernels
-// using them return to zero before they finish (column_reduce_add).
-enum class ScratchSlot { kPartials, kTokens, kRowStats, kTable, kArrivals, kCount };
+// kTable: small host-built tables (adamw_update_pieces).
+enum class ScratchSlot { kPartials, kTokens, kRowStats, kTable, kCount };
 
 class DeviceScratch {
  public:
@@ -23,8 +22,7 @@ class DeviceScratch {
   DeviceScratch& operator=(const DeviceScratch&) = delete;
 
   // Returns >= `bytes` of device memory for `slot` (16-byte aligned). Growing waits for
-  // `stream` first, so work still reading the old buffer finishes before it is freed; a new
-  // buffer starts zeroed.
+  // `stream` first, so work still reading the old buffer finishes before it is freed.
   void* get(ScratchSlot slot, size_t bytes);
 
  private:

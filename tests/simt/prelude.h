@@ -45,18 +45,6 @@ inline cudaError_t cudaFuncSetAttribute(void (*kernel)(Params...), cudaFuncAttri
                                         int value) {
   return ::cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel), attr, value);
 }
-// Blocks run one after another and a block's threads take turns: a read-modify-write is
-// atomic, and every write is visible to the next reader, as __threadfence guarantees.
-inline unsigned atomicAdd(unsigned* address, unsigned value) {
-  const unsigned old = *address;
-  *address = old + value;
-  return old;
-}
-inline void __threadfence() {}
-template <typename T>
-inline T __ldcg(const T* address) {
-  return *address;
-}
 inline float __expf(float x) { return std::exp(x); }
 inline float rsqrtf(float x) { return 1.f / std::sqrt(x); }
 inline float __logf(float x) { return std::log(x); }
