@@ -138,9 +138,9 @@ else
 fi
 
 # Before/after for each optimization: the same run with it switched off; and candidates
-# not the default, switched on (ACCUM_ATTENTION=mma_dkdv64: 64-query dK/dV steps).
+# not the default, switched on (ACCUM_ATTENTION=mma_dkdv32: 32-query dK/dV steps).
 ABLATIONS=()
-for ablation in ACCUM_ATTENTION=simple ACCUM_CUBLASLT_GELU=0 ACCUM_ATTENTION=mma_dkdv64; do
+for ablation in ACCUM_ATTENTION=simple ACCUM_CUBLASLT_GELU=0 ACCUM_ATTENTION=mma_dkdv32; do
   name="${ablation//[^A-Za-z0-9]/_}"
   log "accum-cuda with $ablation (ablation)"
   env "$ablation" "$BIN/gpt2_bench" "${MODEL[@]}" --batch "$BATCH" --seq "$SEQ" --steps "$STEPS" --warmup 5 \

@@ -267,8 +267,8 @@ void dispatch_head_size(int hs, Body body) {
   }
 }
 
-// ACCUM_ATTENTION: unset = tensor cores; "simple" = CUDA cores; "mma_dkdv64" = tensor cores
-// with 64-query dK/dV steps (the previous default, see attention_mma.h).
+// ACCUM_ATTENTION: unset = tensor cores; "simple" = CUDA cores; "mma_dkdv32" = tensor cores
+// with 32-query dK/dV steps (a candidate, see attention_mma.h).
 bool attention_choice_is(const char* name) {
   const char* choice = std::getenv("ACCUM_ATTENTION");
   return choice != nullptr && std::string(choice) == name;
@@ -316,7 +316,7 @@ void attention_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf1
     CUDA_CHECK_LAUNCH("attention_backward_delta_kernel");
     if (tensor_cores) {
       attention_backward_mma(dqkv, dout, qkv, lse, delta, B, T, C, NH,
-                             attention_choice_is("mma_dkdv64"), stream);
+                             attention_choice_is("mma_dkdv32"), stream);
       return;
     }
     attention_backward_dkdv_kernel<HS>

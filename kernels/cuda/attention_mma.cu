@@ -255,9 +255,10 @@ __global__ void __launch_bounds__(kThreads, HS >= 128 ? 2 : 4)
 }
 
 // One block per 64 keys: dK, dV over the query tiles at and after the diagonal, kInner
-// queries per step: 32 (half the S^T and dP^T registers of 64, so 4 blocks per SM fit at 128
-// registers instead of 3 at 168; measured 1% faster per GPT-2 step on an H200), or 64 with
-// ACCUM_ATTENTION=mma_dkdv64.
+// queries per step: 64, or 32 with ACCUM_ATTENTION=mma_dkdv32 (half the S^T and dP^T
+// registers, so 4 blocks per SM fit at 128 registers instead of 3 at 168; on an H200 it
+// measured 1% faster per GPT-2 step once and 184 vs 178 us per launch under ncu another
+// time, so it stays a candidate).
 template <int HS, int kInner>
 __global__ void __launch_bounds__(kThreads, HS >= 128      ? 2
                                             : kInner <= 32 ? 4
@@ -464,7 +465,7 @@ void attention_forward_mma(bf16* out, float* lse, const bf16* qkv, int B, int T,
 }
 
 void attention_backward_mma(bf16* dqkv, const bf16* dout, const bf16* qkv, const float* lse,
-                            const float* delta, int B, int T, int C, int NH, bool wide_dkdv,
+                            const float* delta, int B, int T, int C, int NH, bool narrow_dkdv,
                             cudaStream_t stream) {
   const int hs = C / NH;
   const float scale = 1.f / sqrtf(static_cast<float>(hs));
@@ -479,10 +480,10 @@ void attention_backward_mma(bf16* dqkv, const bf16* dout, const bf16* qkv, const
       launch(kernel, "attention_backward_dkdv_mma_kernel", grid, smem + 4 * sizeof(float) * inner,
              stream, dqkv, dout, qkv, lse, delta, T, C, NH, scale);
     };
-    if (wide_dkdv && S::kInner > 32) {
-      dkdv(attention_backward_dkdv_mma_kernel<HS, S::kInner>, S::kInner);
-    } else {
+    if (narrow_dkdv && S::kInner > 32) {
       dkdv(attention_backward_dkdv_mma_kernel<HS, 32>, 32);
+    } else {
+      dkdv(attention_backward_dkdv_mma_kernel<HS, S::kInner>, S::kInner);
     }
     launch(attention_backward_dq_mma_kernel<HS>, "attention_backward_dq_mma_kernel", grid, tiles,
            stream, dqkv, dout, qkv, lse, delta, T, C, NH, scale);

@@ -12,10 +12,10 @@ namespace accum::kernels::cuda {
 bool attention_mma_supports(int head_size);
 void attention_forward_mma(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int B, int T,
                            int C, int NH, cudaStream_t stream);
-// wide_dkdv: 64 queries per dK/dV step instead of 32 (ACCUM_ATTENTION=mma_dkdv64, measured
-// against the default by bench/gpu.sh; head sizes up to 64, else ignored).
+// narrow_dkdv: 32 queries per dK/dV step instead of 64 (ACCUM_ATTENTION=mma_dkdv32, a
+// candidate measured against the default by bench/gpu.sh; head sizes up to 64).
 void attention_backward_mma(__nv_bfloat16* dqkv, const __nv_bfloat16* dout,
                             const __nv_bfloat16* qkv, const float* lse, const float* delta, int B,
-                            int T, int C, int NH, bool wide_dkdv, cudaStream_t stream);
+                            int T, int C, int NH, bool narrow_dkdv, cudaStream_t stream);
 
 }  // namespace accum::kernels::cuda

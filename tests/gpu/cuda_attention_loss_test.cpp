@@ -56,10 +56,10 @@ void attention_case_once(int B, int T, int C, int NH) {
 }
 
 // Every CUDA implementation against the CPU: the tensor-core kernels (attention_mma.cu, head
-// sizes 16..128), their dK/dV with 64-query steps (ACCUM_ATTENTION=mma_dkdv64, head sizes up
+// sizes 16..128), their dK/dV with 32-query steps (ACCUM_ATTENTION=mma_dkdv32, head sizes up
 // to 64) and the CUDA-core ones (ACCUM_ATTENTION=simple, every head size).
 void attention_case(int B, int T, int C, int NH) {
-  for (const char* choice : {"", "mma_dkdv64", "simple"}) {
+  for (const char* choice : {"", "mma_dkdv32", "simple"}) {
     SCOPED_TRACE(*choice ? std::string("ACCUM_ATTENTION=") + choice : "default kernels");
     with_attention_kernels(choice, [&] { attention_case_once(B, T, C, NH); });
   }

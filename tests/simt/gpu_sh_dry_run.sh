@@ -38,7 +38,7 @@ expect "gpu tests: 2 passed, 0 failed, 0 skipped (exit 0)"
 expect "| accum-cuda |"
 expect "| accum-cuda with ACCUM_ATTENTION=simple |"
 expect "| accum-cuda with ACCUM_CUBLASLT_GELU=0 |"
-expect "| accum-cuda with ACCUM_ATTENTION=mma_dkdv64 |"
+expect "| accum-cuda with ACCUM_ATTENTION=mma_dkdv32 |"
 expect "PyTorch reference: not run"
 for k in 1 2 4; do expect "| $k | "; done
 expect "of device memory: B=8;"
