@@ -28,6 +28,7 @@
 #   ACCUM_GPU_TEST_TIMEOUT=900  seconds the gpu tests may take
 #   ACCUM_BENCH_NCU=1         also time each kernel of one 2-layer step under ncu
 #   ACCUM_BENCH_NCU_DETAIL=1  and ncu's pipe, stall and occupancy sections for the largest ones
+#   ACCUM_BENCH_NSYS=1        GPU idle time between operations (nsys, bench/gpu/gpu_gaps.py)
 #   ACCUM_BENCH_OUT=DIR       output folder;  ACCUM_RESULTS=FILE  where the summary is appended
 # Output: bench/out/gpu-<date>/ (logs, JSON) and summary.md, appended to bench/RESULTS.md.
 # Exit status: non-zero if the build or any gpu test failed, or the benchmark did not learn.
@@ -203,6 +204,28 @@ if [[ "${ACCUM_BENCH_NCU:-0}" == 1 ]] && command -v ncu >/dev/null 2>&1; then
       --section InstructionStats "$BIN/gpt2_bench" --layers 1 --batch "$BATCH" --seq "$SEQ" \
       --steps 1 --warmup 0 > "$OUT/ncu_detail.txt" 2> "$OUT/ncu_detail.log" ||
       echo "ncu details failed or timed out"
+  fi
+fi
+
+# ---- how long the GPU waits between kernels in the timed steps (nsys, when installed) ----
+if [[ "${ACCUM_BENCH_NSYS:-0}" == 1 ]]; then
+  NSYS="$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys \
+    2> /dev/null | head -n 1)"
+  if [[ -n "$NSYS" ]]; then
+    log "nsys: GPU idle time between operations in 5 timed steps, B=$BATCH T=$SEQ"
+    timeout "${ACCUM_NSYS_TIMEOUT:-120}" "$NSYS" profile -t cuda --capture-range=cudaProfilerApi \
+      --capture-range-end=stop -f true -o "$OUT/steps" "$BIN/gpt2_bench" "${MODEL[@]}" \
+      --batch "$BATCH" --seq "$SEQ" --steps 5 --warmup 3 > "$OUT/nsys.log" 2>&1 &&
+      "$NSYS" stats --report cuda_gpu_trace --format csv --output "$OUT/steps" \
+        "$OUT/steps.nsys-rep" >> "$OUT/nsys.log" 2>&1
+    trace="$(ls "$OUT"/steps*cuda_gpu_trace*.csv 2> /dev/null | head -n 1)"
+    if [[ -n "$trace" ]]; then
+      "$PYTHON" "$ROOT/bench/gpu/gpu_gaps.py" "$trace" --out "$OUT/gaps.md" || true
+    else
+      echo "nsys gave no trace (see $OUT/nsys.log)"
+    fi
+  else
+    echo "nsys not found: GPU idle time not measured" | tee -a "$OUT/gpu.log"
   fi
 fi
 

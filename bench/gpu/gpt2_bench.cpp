@@ -24,6 +24,7 @@
 // null when no micro-batch was seen twice).
 // Exit status: 0 ok, 2 bad flags, 3 no GPU, 4 did not learn, 5 out of device memory (the
 // micro-batch does not fit: bench/gpu.sh then tries a smaller one), 1 any other error.
+#include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -223,7 +224,11 @@ int run(const Args& args) {
   float first_loss = NAN, last_loss = NAN;
   double timed_seconds = 0, timed_micro_seconds = 0, timed_optimizer_seconds = 0;
   for (int step = 1; step <= args.warmup + args.steps; ++step) {
+    // The timed steps are the profiler's capture range (nsys --capture-range=cudaProfilerApi,
+    // bench/gpu/gpu_gaps.py); outside a profiler these calls do nothing.
+    if (step == args.warmup + 1) cudaProfilerStart();
     const StepTimes times = timed_step(step, args.grad_accum);
+    if (step == args.warmup + args.steps) cudaProfilerStop();
     const double seconds = times.micro + times.optimizer;
     if (step > args.warmup) {
       timed_seconds += seconds;

@@ -13,6 +13,7 @@
 // bytes, and 256 more) that must stay 0xFF: they are checked after every kernel and
 // cuBLASLt call, at every synchronization and at cudaFree, so a write past the end of a
 // buffer is reported with the buffer's size and the offset written.
+#include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 
 #include <cstdio>
@@ -135,6 +136,10 @@ void check_guards() {
 
 using accum::simt::check_device_range;
 using accum::simt::check_stream;
+
+// No profiler attaches to the emulator: the capture range calls do nothing.
+cudaError_t cudaProfilerStart() { return cudaSuccess; }
+cudaError_t cudaProfilerStop() { return cudaSuccess; }
 
 cudaError_t cudaGetDeviceCount(int* count) {
   *count = accum::simt::device_count();
