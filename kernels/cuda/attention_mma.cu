@@ -34,11 +34,9 @@ namespace {
 constexpr int kRows = 64;           // rows a block owns
 constexpr int kWarps = kRows / 16;  // one warp per 16 rows
 constexpr int kThreads = kWarps * kWarpSize;
-// Softmax in base 2: exp(x) = exp2(x log2 e). The scores are scaled by scale * log2 e once,
+// Softmax in base 2 (kLog2e, kLn2: cuda_common.cuh). The scores are scaled by scale * log2 e once,
 // so every exponential is one ex2 (and in the backward one fma + ex2); the saved lse stays
 // natural (ln), as the other implementations and the CPU twin have it.
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
 // The dK/dV kernel wants ~178 registers; capped at 168 (3 blocks of 128 threads per SM, a
 // few bytes of spill for HS = 64) it keeps 12 warps per SM in flight instead of 8.
 #ifndef ACCUM_ATTENTION_DKDV_BLOCKS_PER_SM

@@ -22,6 +22,10 @@ namespace accum::kernels::cuda {
 using bf16 = __nv_bfloat16;
 
 constexpr int kWarpSize = 32;
+// exp(x) = exp2(x log2 e) and ln(x) = log2(x) ln 2: softmax kernels fold the scale into one
+// fma and take every exponential as one ex2.
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
 
 __host__ __device__ inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
 __host__ __device__ inline size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
