@@ -2,11 +2,12 @@
 # bench/gpu/lease.sh — make a short GPU lease count: build on the build machine, then one
 # call on the GPU host runs everything and brings the results back in one file.
 #
-#   bench/gpu/lease.sh prepare [BASE_REV]     on the build machine (no GPU needed)
+#   bench/gpu/lease.sh prepare [BASE_REV|last] on the build machine (no GPU needed)
 #       Builds gpu_test and gpt2_bench standalone (bench/gpu, minigtest and naive BLAS: a
 #       GPU host may have none of Debian's libraries) into build-lease/bin, libgomp into
 #       build-lease/lib. With BASE_REV (a git revision) the same two programs of that
-#       revision go into build-lease-base/bin, for a before/after comparison. With
+#       revision go into build-lease-base/bin, for a before/after comparison ("last": the
+#       previous prepare's binaries become the "before"). REVISION files name both. With
 #       ACCUM_LEASE_FULL_BUILD=DIR (a full build with CUDA, e.g. build-cuda) it also packs
 #       the gpu tests that need MPI and the worker (bench/gpu/bundle.sh pack DIR).
 #   bench/gpu/lease.sh run OUT_DIR            on the GPU host, from the repository root
@@ -40,9 +41,18 @@ build_standalone() {  # SOURCE_ROOT BUILD_DIR
 
 prepare() {
   local base_rev="${1:-}"
+  if [[ "$base_rev" == last ]]; then
+    # The previous lease's binaries become "before": no rebuild of an older revision.
+    [[ -x build-lease/bin/gpt2_bench ]] || { echo "lease.sh: no previous build-lease/bin" >&2; return 1; }
+    rm -rf build-lease-base && mkdir -p build-lease-base && cp -a build-lease/bin build-lease-base/ &&
+      cp build-lease/REVISION build-lease-base/ 2> /dev/null
+    echo "lease.sh: before = the last lease's build ($(cat build-lease-base/REVISION 2> /dev/null || echo "revision unknown"))"
+    base_rev=""
+  fi
   rm -rf build-lease && mkdir -p build-lease/lib || return 1
   build_standalone "$ROOT" build-lease/cmake || { echo "lease.sh: build failed" >&2; return 1; }
   mv build-lease/cmake/bin build-lease/bin && rm -rf build-lease/cmake
+  git describe --always --dirty > build-lease/REVISION
   local gomp
   gomp="$(ldd build-lease/bin/gpu_test | awk '/libgomp/ {print $3}')"
   [[ -n "$gomp" ]] && cp -L "$gomp" build-lease/lib/
@@ -56,6 +66,7 @@ prepare() {
     git worktree remove --force "$src"
     [[ $rc -eq 0 ]] || { echo "lease.sh: build of $base_rev failed" >&2; return 1; }
     mv build-lease-base/cmake/bin build-lease-base/bin && rm -rf build-lease-base/cmake
+    git rev-parse --short "$base_rev" > build-lease-base/REVISION
   fi
   if [[ -n "${ACCUM_LEASE_FULL_BUILD:-}" ]]; then
     bash bench/gpu/bundle.sh pack "$ACCUM_LEASE_FULL_BUILD" || return 1
@@ -84,6 +95,8 @@ run() {
       before="$old/gpt2_bench" after="$new/gpt2_bench" \
       -- --batch 8 --seq 1024 --steps 20 --warmup 5 2> "$g/compare.log"
     echo "compare.py exit $?"
+    echo "before: $(cat "$ROOT/build-lease-base/REVISION" 2> /dev/null || echo unknown)," \
+      "after: $(cat "$ROOT/build-lease/REVISION" 2> /dev/null || echo unknown)" >> "$g/compare.md"
   fi
 
   local filter="${ACCUM_LEASE_FILTER:-CudaOps.Attention*:CudaOps.CrossEntropy*:CudaOps.LayerNorm*:CudaOps.AdamW*}"
@@ -116,5 +129,5 @@ run() {
 case "${1:-}" in
   prepare) shift; prepare "$@" ;;
   run) shift; run "$@" ;;
-  *) echo "usage: bench/gpu/lease.sh prepare [BASE_REV] | run OUT_DIR" >&2; exit 2 ;;
+  *) echo "usage: bench/gpu/lease.sh prepare [BASE_REV|last] | run OUT_DIR" >&2; exit 2 ;;
 esac
