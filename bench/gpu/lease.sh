@@ -46,7 +46,9 @@ prepare() {
     [[ -x build-lease/bin/gpt2_bench ]] || { echo "lease.sh: no previous build-lease/bin" >&2; return 1; }
     rm -rf build-lease-base && mkdir -p build-lease-base && cp -a build-lease/bin build-lease-base/ &&
       cp build-lease/REVISION build-lease-base/ 2> /dev/null
-    echo "lease.sh: before = the last lease's build ($(cat build-lease-base/REVISION 2> /dev/null || echo "revision unknown"))"
+    local before
+    before="$(cat build-lease-base/REVISION 2> /dev/null || echo "revision unknown")"
+    echo "lease.sh: before = the last lease's build ($before)"
     base_rev=""
   fi
   rm -rf build-lease && mkdir -p build-lease/lib || return 1
