@@ -37,8 +37,9 @@ constexpr int kThreads = kWarps * kWarpSize;
 // Softmax in base 2 (kLog2e, kLn2: cuda_common.cuh). The scores are scaled by scale * log2 e once,
 // so every exponential is one ex2 (and in the backward one fma + ex2); the saved lse stays
 // natural (ln), as the other implementations and the CPU twin have it.
-// The dK/dV kernel wants ~178 registers; capped at 168 (3 blocks of 128 threads per SM, a
-// few bytes of spill for HS = 64) it keeps 12 warps per SM in flight instead of 8.
+// The dK/dV kernel (64-query steps) wanted ~178 registers; capped at 168 (3 blocks of 128
+// threads per SM; no spill for HS = 64 since the compile-time tile loaders) it keeps 12
+// warps per SM in flight instead of 8.
 #ifndef ACCUM_ATTENTION_DKDV_BLOCKS_PER_SM
 #define ACCUM_ATTENTION_DKDV_BLOCKS_PER_SM 3
 #endif
