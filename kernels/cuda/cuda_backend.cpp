@@ -48,6 +48,14 @@ class Stream {
   cudaStream_t stream_ = nullptr;
 };
 
+// AdamW's bias corrections 1 - beta^t, computed in double on the host.
+struct BiasCorrections {
+  explicit BiasCorrections(const AdamWParams& p)
+      : beta1(static_cast<float>(1.0 - std::pow(static_cast<double>(p.beta1), p.step))),
+        beta2(static_cast<float>(1.0 - std::pow(static_cast<double>(p.beta2), p.step))) {}
+  float beta1, beta2;
+};
+
 class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(int device)
@@ -186,26 +194,16 @@ class CudaBackend final : public Backend {
   }
   void adamw_update(float* master, void* working, const float* grads, float* m, float* v, size_t n,
                     const AdamWParams& p) override {
-    const double beta1_correction = 1.0 - std::pow(static_cast<double>(p.beta1), p.step);
-    const double beta2_correction = 1.0 - std::pow(static_cast<double>(p.beta2), p.step);
+    const BiasCorrections c(p);
     cu::adamw_update(master, act(working), grads, m, v, n, p.lr, p.beta1, p.beta2, p.eps,
-                     p.weight_decay, p.grad_scale, static_cast<float>(beta1_correction),
-                     static_cast<float>(beta2_correction), s());
+                     p.weight_decay, p.grad_scale, c.beta1, c.beta2, s());
   }
   void adamw_update_segments(float* master, void* working, const float* grads, float* m, float* v,
                              const std::vector<AdamWSegment>& segments,
                              const AdamWParams& p) override {
-    const double beta1_correction = 1.0 - std::pow(static_cast<double>(p.beta1), p.step);
-    const double beta2_correction = 1.0 - std::pow(static_cast<double>(p.beta2), p.step);
-    std::vector<cu::AdamWPiece> pieces;
-    pieces.reserve(segments.size());
-    for (const AdamWSegment& seg : segments) {
-      pieces.push_back({seg.offset, seg.count, seg.moment_offset, seg.decay});
-    }
-    cu::adamw_update_pieces(master, act(working), grads, m, v, pieces, p.lr, p.beta1, p.beta2,
-                            p.eps, p.weight_decay, p.grad_scale,
-                            static_cast<float>(beta1_correction),
-                            static_cast<float>(beta2_correction), scratch_, s());
+    const BiasCorrections c(p);
+    cu::adamw_update_pieces(master, act(working), grads, m, v, segments, p.lr, p.beta1, p.beta2,
+                            p.eps, p.weight_decay, p.grad_scale, c.beta1, c.beta2, scratch_, s());
   }
 
  private:

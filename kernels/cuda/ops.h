@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/backend.h"
 #include "kernels/cuda/scratch.h"
 
 namespace accum::kernels::cuda {
@@ -66,10 +67,7 @@ void adamw_update(float* master, bf16* working, const float* grads, float* m, fl
 
 // Every piece of a model in one launch; the same values as one adamw_update per piece with
 // weight_decay where piece.decay and 0 elsewhere (kernels::Backend::adamw_update_segments).
-struct AdamWPiece {
-  size_t offset, count, moment_offset;  // values of master/working/grads, of m/v
-  bool decay;
-};
+using AdamWPiece = Backend::AdamWSegment;  // offset, count, moment_offset, decay
 void adamw_update_pieces(float* master, bf16* working, const float* grads, float* m, float* v,
                          const std::vector<AdamWPiece>& pieces, float lr, float beta1, float beta2,
                          float eps, float weight_decay, float grad_scale, float beta1_correction,
