@@ -1,73 +1,22 @@
 #!/usr/bin/env python3
 """bench/gpu/torch_gpt2.py — the PyTorch reference for bench/gpu.sh.
 
-The same GPT-2 and the same optimizer step as bench/gpu/gpt2_bench.cpp: pre-LN blocks,
-tanh-GELU MLP, tied LM head, biases everywhere; bf16 autocast over fp32 parameters,
+The same GPT-2 (bench/torch_gpt2_model.py, shared with the CPU twin) and the same optimizer
+step as bench/gpu/gpt2_bench.cpp: bf16 autocast over fp32 parameters,
 F.scaled_dot_product_attention(is_causal=True), torch.compile, fused AdamW (weight decay
 0.1), clip_grad_norm_(1.0), K micro-batches per optimizer step, mean loss over the window.
 Prints one JSON object (also written to --out) with the same fields as gpt2_bench.
 """
 import argparse
 import json
-import math
+import os
 import sys
 import time
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
-
-HAVE_SDPA = hasattr(F, "scaled_dot_product_attention")
-
-
-class Block(nn.Module):
-    def __init__(self, c, n_head):
-        super().__init__()
-        self.n_head = n_head
-        self.ln_1 = nn.LayerNorm(c, eps=1e-5)
-        self.c_attn = nn.Linear(c, 3 * c)
-        self.c_proj = nn.Linear(c, c)
-        self.ln_2 = nn.LayerNorm(c, eps=1e-5)
-        self.c_fc = nn.Linear(c, 4 * c)
-        self.mlp_proj = nn.Linear(4 * c, c)
-
-    def forward(self, x):
-        b, t, c = x.shape
-        q, k, v = self.c_attn(self.ln_1(x)).split(c, dim=2)
-        shape = (b, t, self.n_head, c // self.n_head)
-        q, k, v = (z.view(shape).transpose(1, 2) for z in (q, k, v))
-        if HAVE_SDPA:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        else:  # old PyTorch (< 2.0): only for a functional check, never for the benchmark
-            att = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))
-            mask = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
-            y = att.masked_fill(~mask, float("-inf")).softmax(dim=-1) @ v
-        x = x + self.c_proj(y.transpose(1, 2).contiguous().view(b, t, c))
-        return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
-
-
-class GPT2(nn.Module):
-    def __init__(self, n_layer, n_head, c, vocab, max_seq):
-        super().__init__()
-        self.wte = nn.Embedding(vocab, c)
-        self.wpe = nn.Embedding(max_seq, c)
-        self.h = nn.ModuleList(Block(c, n_head) for _ in range(n_layer))
-        self.ln_f = nn.LayerNorm(c, eps=1e-5)
-        for name, p in self.named_parameters():
-            if p.dim() >= 2:
-                std = 0.02 / math.sqrt(2 * n_layer) if name.endswith("proj.weight") else 0.02
-                nn.init.normal_(p, 0.0, std)
-            elif "ln" not in name:
-                nn.init.zeros_(p)
-
-    def forward(self, idx, targets):
-        t = idx.shape[1]
-        x = self.wte(idx) + self.wpe(torch.arange(t, device=idx.device))
-        for block in self.h:
-            x = block(x)
-        logits = F.linear(self.ln_f(x), self.wte.weight)  # tied LM head
-        return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from torch_gpt2_model import GPT2, HAVE_SDPA  # noqa: E402  (bench/, found through the path above)
 
 
 def main():

@@ -1,11 +1,8 @@
 #!/usr/bin/python3
 """PyTorch twin of accum-worker's CPU training step, for the throughput benchmark.
 
-Same model (DESIGN.md "Model"): learned token + position embeddings, pre-LayerNorm
-blocks (eps 1e-5), causal multi-head attention scaled by 1/sqrt(head_dim) (torch
-1.13 has no scaled_dot_product_attention, so the explicit masked-softmax form),
-MLP 4*C with tanh GELU, final LayerNorm, LM head tied to wte, biases everywhere,
-no dropout. Same step: K micro-batches, token-weighted loss (sum of per-target
+Same model: bench/torch_gpt2_model.py (shared with the GPU twin; torch 1.13 has no
+scaled_dot_product_attention, so attention takes the explicit masked-softmax form). Same step: K micro-batches, token-weighted loss (sum of per-target
 losses / targets in the window), clip_grad_norm_(grad_clip), AdamW (decay on
 tensors with >= 2 dims only), the LR schedule of DESIGN.md.
 Same data order: micro-batch i of step s reads B*T+1 tokens at offset
@@ -27,71 +24,14 @@ import time
 
 import numpy as np
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from torch_gpt2_model import GPT2  # noqa: E402  (bench/, found through the path above)
 
 PRESETS = {  # (n_layer, n_head, d_model), vocab 50257, max_seq_len 1024
     "gpt2-124m": (12, 12, 768),
     "gpt2-350m": (24, 16, 1024),
 }
-
-
-class Block(nn.Module):
-    def __init__(self, C, n_head, T_max):
-        super().__init__()
-        self.n_head = n_head
-        self.ln_1 = nn.LayerNorm(C, eps=1e-5)
-        self.c_attn = nn.Linear(C, 3 * C)
-        self.attn_proj = nn.Linear(C, C)
-        self.ln_2 = nn.LayerNorm(C, eps=1e-5)
-        self.c_fc = nn.Linear(C, 4 * C)
-        self.mlp_proj = nn.Linear(4 * C, C)
-        mask = torch.tril(torch.ones(T_max, T_max, dtype=torch.bool))
-        self.register_buffer("mask", mask.view(1, 1, T_max, T_max), persistent=False)
-
-    def attention(self, x):
-        B, T, C = x.shape
-        hs = C // self.n_head
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, NH, T, hs)
-        k = k.view(B, T, self.n_head, hs).transpose(1, 2)
-        v = v.view(B, T, self.n_head, hs).transpose(1, 2)
-        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hs))  # (B, NH, T, T)
-        att = att.masked_fill(~self.mask[:, :, :T, :T], float("-inf"))
-        att = F.softmax(att, dim=-1)
-        y = (att @ v).transpose(1, 2).contiguous().view(B, T, C)
-        return self.attn_proj(y)
-
-    def forward(self, x):
-        x = x + self.attention(self.ln_1(x))
-        return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
-
-
-class GPT2(nn.Module):
-    def __init__(self, n_layer, n_head, C, vocab, max_seq_len, seed):
-        super().__init__()
-        self.wte = nn.Embedding(vocab, C)
-        self.wpe = nn.Embedding(max_seq_len, C)
-        self.h = nn.ModuleList(Block(C, n_head, max_seq_len) for _ in range(n_layer))
-        self.ln_f = nn.LayerNorm(C, eps=1e-5)
-        # init as accumd: N(0, 0.02), residual projections / sqrt(2 n_layer), zero biases
-        gen = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for name, p in self.named_parameters():
-                if p.dim() >= 2:
-                    std = 0.02 / math.sqrt(2 * n_layer) if name.endswith("proj.weight") else 0.02
-                    p.normal_(0.0, std, generator=gen)
-                elif name.endswith("bias"):
-                    p.zero_()
-
-    def forward(self, idx, targets):
-        B, T = idx.shape
-        pos = torch.arange(T, dtype=torch.long)
-        x = self.wte(idx) + self.wpe(pos)
-        for block in self.h:
-            x = block(x)
-        logits = F.linear(self.ln_f(x), self.wte.weight)  # tied LM head
-        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), reduction="sum")
 
 
 def load_stream(path, fmt):
@@ -151,7 +91,8 @@ def main():
     if stream.max() >= args.vocab:
         sys.exit(f"{args.data}: token {int(stream.max())} >= vocab {args.vocab}")
 
-    model = GPT2(args.n_layer, args.n_head, args.d_model, args.vocab, args.max_seq_len, args.seed)
+    model = GPT2(args.n_layer, args.n_head, args.d_model, args.vocab, args.max_seq_len,
+                 generator=torch.Generator().manual_seed(args.seed))
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
@@ -168,7 +109,7 @@ def main():
         loss_sum = 0.0
         for i in range(K):
             x, y = micro_batch(stream, step, i, K, B, T)
-            loss = model(x, y)
+            loss = model(x, y, reduction="sum")
             (loss / (B * T * K)).backward()  # token-weighted over the window (unmasked)
             loss_sum += loss.item()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
