@@ -10,11 +10,11 @@
 //    (`const void* weight`, act dtype): on the CPU that is the master itself,
 //    on CUDA a bf16 copy refreshed by adamw_update / copy_master_to_working.
 //  * Parameter gradients are fp32 (`float*`). Statistics (mean, rstd, losses) are fp32.
-//  * EVERY backward ADDS into EVERY gradient output (`+=`), activation gradients
-//    included. Accumulating K micro-batches therefore costs no copies; the
-//    caller zeroes gradient buffers when it wants a fresh sum. Two outputs are
-//    written instead, and say so: crossentropy's dlogits and matmul_gelu_backward's dpre
-//    (activation scratch the model uses once; parameter gradients always add).
+//  * Backward ops ADD (`+=`) into every PARAMETER gradient, so K micro-batches
+//    accumulate with no copies; the caller zeroes them when it wants a fresh sum.
+//    ACTIVATION gradients are WRITTEN (the caller's scratch, used once, needs no
+//    zeroing) with one exception: layernorm_backward ADDS into dinp, the residual
+//    stream's gradient, which sums the skip path and the LayerNorm branch.
 //  * Shapes: B batch, T time, C channels, NH heads, V vocab, N = B*T rows.
 //  * Ops are asynchronous with respect to the host where the device allows;
 //    synchronize() waits. Errors in a back end are fatal and name file:line.
@@ -60,6 +60,8 @@ class Backend {
   // Returns zero-filled device memory; throws std::bad_alloc when out of memory.
   virtual void* alloc(size_t bytes) = 0;
   virtual void release(void* ptr) = 0;
+  // upload() may return before the copy lands (later ops see it); host_src may be reused
+  // as soon as it returns. download() returns with the data in host_dst.
   virtual void upload(void* dst, const void* host_src, size_t bytes) = 0;
   virtual void download(void* host_dst, const void* src, size_t bytes) = 0;
   virtual void fill_zero(void* dst, size_t bytes) = 0;
@@ -117,26 +119,30 @@ class Backend {
   virtual void matmul_gelu_forward(void* out, void* pre, const void* inp, const void* weight,
                                    const void* bias, int N, int C, int OC, WeightLayout layout) = 0;
 
-  // ---- ops (backward: every output is +=) ---------------------------------
-  // dwte[tokens[b,t]] += dout[b,t]; dwpe[t] += dout[b,t]
-  virtual void encoder_backward(float* dwte, float* dwpe, const void* dout, const int32_t* tokens,
-                                int B, int T, int C) = 0;
+  // ---- ops (backward: parameter gradients +=, activation gradients written) ----
+  // dwte[tokens[b,t]] += dout[b,t]; dwpe[t] += dout[b,t]. host_tokens(B*T) are in HOST
+  // memory: back ends bucket positions by token on the host, so every dwte row sums its
+  // positions in order (deterministic, no atomics) without a device->host copy.
+  virtual void encoder_backward(float* dwte, float* dwpe, const void* dout,
+                                const int32_t* host_tokens, int B, int T, int C) = 0;
+  // dinp(N,C) += d/dinp of LayerNorm: ADDED (the residual stream); dweight, dbias +=.
   virtual void layernorm_backward(void* dinp, float* dweight, float* dbias, const void* dout,
                                   const void* inp, const void* weight, const float* mean,
                                   const float* rstd, int N, int C) = 0;
-  // dinp += dout @ W^T; dweight += (kInOut) inp^T @ dout | (kOutIn) dout^T @ inp;
-  // dbias += sum_rows dout (dbias may be null).
+  // dinp = dout @ W^T (written; may be null); dweight += (kInOut) inp^T @ dout |
+  // (kOutIn) dout^T @ inp; dbias += sum_rows dout (dbias may be null).
   virtual void matmul_backward(void* dinp, float* dweight, float* dbias, const void* dout,
                                const void* inp, const void* weight, int N, int C, int OC,
                                WeightLayout layout) = 0;
+  // dqkv(B,T,3C) = d/dqkv of <dout, out> (written, every element).
   virtual void attention_backward(void* dqkv, const void* dout, const void* qkv, const void* out,
                                   const void* saved, int B, int T, int C, int NH) = 0;
+  // dinp = gelu'(inp) * dout (written).
   virtual void gelu_backward(void* dinp, const void* inp, const void* dout, size_t n) = 0;
   // Backward of out(N,OC) = gelu(pre)(N,C) @ W + bias through the linear layer AND the GELU
   // before it (inp = gelu(pre) as stored by matmul_gelu_forward):
   //   dweight += as matmul_backward with inp;  dbias += sum_rows dout
-  //   dpre = (dout @ W^T) * gelu'(pre)       WRITTEN, not added (dpre is the caller's scratch,
-  //                                          used once; CUDA: cuBLASLt's DGELU epilogue)
+  //   dpre = (dout @ W^T) * gelu'(pre)       written (CUDA: cuBLASLt's DGELU epilogue)
   virtual void matmul_gelu_backward(void* dpre, float* dweight, float* dbias, const void* dout,
                                     const void* inp, const void* pre, const void* weight, int N,
                                     int C, int OC, WeightLayout layout) = 0;
@@ -150,6 +156,9 @@ class Backend {
   virtual void crossentropy_forward_backward(float* losses, void* dlogits, const void* logits,
                                              const int32_t* targets, const uint8_t* mask,
                                              float dloss, int N, int V) = 0;
+  // *acc += sum_i x[i], in double and in a fixed order; acc is one double from alloc().
+  // The model sums each micro-batch's losses on the device and reads them once per step.
+  virtual void sum_add(double* acc, const float* x, size_t n) = 0;
 
   // ---- optimizer -------------------------------------------------------------
   // Sum of squares of n fp32 gradients, in a fixed (reproducible) order.

@@ -117,6 +117,7 @@ size_t device_used_bytes() {
 struct StepTimes {
   double micro = 0, optimizer = 0;  // seconds
   double norm = 0;
+  float loss = 0;  // mean over the step's micro-batches
 };
 
 // --k-scaling: blocks of max(K)/K steps per K, alternating, `rounds` timed rounds after
@@ -192,7 +193,8 @@ int run(const Args& args) {
   }
 
   int micro = 0;  // micro-batches run so far: picks the next one of the 4
-  // Loss of micro-batch 0 the first and the last time it was seen.
+  // Loss of the steps that start at micro-batch 0 (with K = 1: micro-batch 0 itself), the
+  // first and the last time.
   float batch0_first = NAN, batch0_last = NAN;
   int batch0_visits = 0;
   // One optimizer step of K micro-batches; the phases are timed apart (synchronized):
@@ -203,15 +205,12 @@ int run(const Args& args) {
     backend->synchronize();
     const auto start = std::chrono::steady_clock::now();
     model.zero_grad();
-    for (int k = 0; k < K; ++k) {
-      const bool batch0 = micro % 4 == 0;
-      model.micro_step(batches[micro++ % 4], dloss);
-      if (batch0) {
-        (batch0_visits++ == 0 ? batch0_first : batch0_last) = model.last_loss();
-      }
-    }
+    const bool batch0 = micro % 4 == 0;
+    for (int k = 0; k < K; ++k) model.micro_step(batches[micro++ % 4], dloss);
     backend->synchronize();
     const auto micro_done = std::chrono::steady_clock::now();
+    times.loss = model.take_mean_loss();  // after the clock: the worker reads it once per step
+    if (batch0) (batch0_visits++ == 0 ? batch0_first : batch0_last) = times.loss;
     times.norm = model.optimizer_step(step, 3e-4f);
     backend->synchronize();
     const auto done = std::chrono::steady_clock::now();
@@ -235,7 +234,7 @@ int run(const Args& args) {
       timed_micro_seconds += times.micro;
       timed_optimizer_seconds += times.optimizer;
     }
-    const float loss = model.last_loss();
+    const float loss = times.loss;
     if (step == 1) first_loss = loss;
     last_loss = loss;
     std::cerr << "step " << step << (step <= args.warmup ? " (warmup)" : "") << " loss " << loss

@@ -58,10 +58,17 @@ void Gpt2Step::micro_step(const std::vector<int32_t>& tokens, float dloss) {
   std::copy(tokens.begin() + 1, tokens.begin() + N + 1, targets_.begin());
   // The model's loss is the SUM over targets (the worker normalizes after the reduction);
   // here the objective weights each target by dloss, applied as AdamW's grad_scale.
-  const double loss_sum = model_->forward(inputs_.data(), targets_.data(), mask_.data(), true);
+  model_->forward(inputs_.data(), targets_.data(), mask_.data(), true);
   model_->backward();
   dloss_ = dloss;
-  last_loss_ = static_cast<float>(loss_sum / static_cast<double>(N));
+  targets_since_take_ += N;
+}
+
+float Gpt2Step::take_mean_loss() {
+  const double sum = model_->take_loss_sum();
+  const size_t targets = targets_since_take_;
+  targets_since_take_ = 0;
+  return targets > 0 ? static_cast<float>(sum / static_cast<double>(targets)) : 0.f;
 }
 
 double Gpt2Step::optimizer_step(int step, float lr) {

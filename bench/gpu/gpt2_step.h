@@ -37,8 +37,9 @@ class Gpt2Step {
   void micro_step(const std::vector<int32_t>& tokens, float dloss);
   // Global-norm clip to 1.0 and AdamW; returns the gradient norm (of the weighted objective).
   double optimizer_step(int step, float lr);
-  // Mean loss of the last micro_step.
-  float last_loss() const { return last_loss_; }
+  // Mean loss per target over the micro_steps since the last call (synchronizes: the
+  // losses stay on the device until asked for, as in the worker).
+  float take_mean_loss();
   // The fp32 master weights, all tensors in canonical order (synchronizes).
   std::vector<float> master_weights() { return model_->download_params(); }
   // The fp32 gradient buffer: the unweighted sum since zero_grad() (synchronizes).
@@ -60,7 +61,7 @@ class Gpt2Step {
   std::vector<int32_t> inputs_, targets_;
   std::vector<uint8_t> mask_;
   float dloss_ = 1.f;
-  float last_loss_ = 0.f;
+  size_t targets_since_take_ = 0;
 };
 
 }  // namespace accum::bench

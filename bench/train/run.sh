@@ -15,8 +15,12 @@
 # Peak RSS: /usr/bin/time -v "Maximum resident set size" of accum-worker with K=1
 # and K=16 at the same micro-batch (memory must not grow with K; limit 2%).
 #
+# Before/after: BASE=OTHER_BUILD_DIR also runs that build's accum-worker in every
+# repetition (same data, interleaved) and adds its tokens/s and the ratio to the table.
+#
 # Usage: bench/train/run.sh BUILD_DIR [configs=a,b] [reps=3]
-# Env: THREADS (2), STEPS (8), WARMUP (3), RSS_STEPS (2), RSS_CONFIGS (a,b), OUT (results file)
+# Env: THREADS (2), STEPS (8), WARMUP (3), RSS_STEPS (2), RSS_CONFIGS (a,b), OUT (results file),
+#      BASE (a second build to compare against)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 build=$(cd "${1:?usage: run.sh BUILD_DIR [configs] [reps]}" && pwd)
@@ -29,8 +33,11 @@ rss_steps=${RSS_STEPS:-2}
 rss_configs=${RSS_CONFIGS-a,b}
 out=${OUT:-$here/RESULTS-train.md}
 worker=$build/bin/accum-worker
+base_worker=${BASE:+$(cd "$BASE" && pwd)/bin/accum-worker}
 python=/usr/bin/python3
 [ -x "$worker" ] || { echo "run.sh: $worker not built (ninja accum-worker)" >&2; exit 1; }
+[ -z "$base_worker" ] || [ -x "$base_worker" ] ||
+  { echo "run.sh: BASE worker $base_worker not built" >&2; exit 1; }
 [ -x /usr/bin/time ] || { echo "run.sh: /usr/bin/time missing (apt-get install time)" >&2; exit 1; }
 
 work=$(mktemp -d /tmp/accum-bench-train.XXXXXX)
@@ -109,10 +116,11 @@ print(f"{tokens / (ms / 1e3):.1f}" if ms > 0 else "nan")
 EOF
 }
 
-run_accumd() {  # CONFIG REP -> tokens/s
-  local dir=$work/accumd-$1-$2
+run_accumd() {  # CONFIG REP [WORKER] -> tokens/s
+  local dir=$work/accumd-$1-$2 bin=${3:-$worker}
+  rm -rf "$dir"
   write_spec "$1" 1 "$steps" "$dir"
-  "$worker" --spec "$dir/job.json" > "$dir/log" 2>&1 || { cat "$dir/log" >&2; return 1; }
+  "$bin" --spec "$dir/job.json" > "$dir/log" 2>&1 || { cat "$dir/log" >&2; return 1; }
   timed_rate "$dir/metrics.jsonl"
   rm -rf "$dir/ckpt"
 }
@@ -130,17 +138,22 @@ load_start=$(uptime)
 date_start=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
 echo "run.sh: $threads threads, $steps steps ($warmup warm-up), $reps interleaved repetitions; load: $load_start"
 
-declare -A accum_rates torch_rates
+declare -A accum_rates torch_rates base_rates
 IFS=, read -ra cfg_list <<< "$configs"
 for rep in $(seq 1 "$reps"); do
   for cfg in "${cfg_list[@]}"; do
+    b=
     if (( rep % 2 == 1 )); then
-      a=$(run_accumd "$cfg" "$rep"); t=$(run_torch "$cfg" "$rep")
+      a=$(run_accumd "$cfg" "$rep")
+      [ -z "$base_worker" ] || b=$(run_accumd "$cfg" "$rep" "$base_worker")
+      t=$(run_torch "$cfg" "$rep")
     else
-      t=$(run_torch "$cfg" "$rep"); a=$(run_accumd "$cfg" "$rep")
+      t=$(run_torch "$cfg" "$rep")
+      [ -z "$base_worker" ] || b=$(run_accumd "$cfg" "$rep" "$base_worker")
+      a=$(run_accumd "$cfg" "$rep")
     fi
-    accum_rates[$cfg]+="$a "; torch_rates[$cfg]+="$t "
-    echo "  rep $rep $(cfg_name "$cfg"): accumd $a tok/s, torch $t tok/s"
+    accum_rates[$cfg]+="$a "; torch_rates[$cfg]+="$t "; base_rates[$cfg]+="${b:+$b }"
+    echo "  rep $rep $(cfg_name "$cfg"): accumd $a tok/s${b:+, BASE $b tok/s}, torch $t tok/s"
   done
 done
 
@@ -167,7 +180,7 @@ load_end=$(uptime)
   echo
   echo "- date: $date_start"
   echo "- machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/ {print $2}') GiB"
-  echo "- command: \`bench/train/run.sh $1 $configs $reps\` (THREADS=$threads STEPS=$steps WARMUP=$warmup)"
+  echo "- command: \`${BASE:+BASE=$BASE }bench/train/run.sh $1 $configs $reps\` (THREADS=$threads STEPS=$steps WARMUP=$warmup)"
   echo "- load at start: \`$load_start\`"
   echo "- load at end: \`$load_end\`"
   echo "- $threads threads each (OMP_NUM_THREADS, torch.set_num_threads), K=1, steps 1..$warmup excluded,"
@@ -181,6 +194,19 @@ load_end=$(uptime)
     ratio=$(awk -v a="$ma" -v t="$mt" 'BEGIN {printf "%.2fx", a / t}')
     echo "| $(cfg_name "$cfg") | $ma | $mt | **$ratio** | ${accum_rates[$cfg]% } | ${torch_rates[$cfg]% } |"
   done
+  if [ -n "$base_worker" ]; then
+    echo
+    echo "Before/after: \`$1\` against BASE \`$BASE\`, the same interleaved repetitions:"
+    echo
+    echo "| config | $1 tok/s | BASE tok/s | $1/BASE | runs BASE |"
+    echo "|---|---|---|---|---|"
+    for cfg in "${cfg_list[@]}"; do
+      # shellcheck disable=SC2086
+      ma=$(median ${accum_rates[$cfg]}); mb=$(median ${base_rates[$cfg]})
+      ratio=$(awk -v a="$ma" -v b="$mb" 'BEGIN {printf "%.3fx", a / b}')
+      echo "| $(cfg_name "$cfg") | $ma | $mb | **$ratio** | ${base_rates[$cfg]% } |"
+    done
+  fi
   if [ -n "$rss_configs" ]; then
     echo
     echo "Peak RSS of accum-worker (\`/usr/bin/time -v\`, $rss_steps optimizer steps, includes the final checkpoint write):"

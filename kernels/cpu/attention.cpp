@@ -5,10 +5,10 @@
 //     S(T,T) = scale * Q K^T, scale = 1/sqrt(hs)
 //     P_tj  = softmax_j(S_tj) over j <= t, 0 for j > t     -> probs(B,NH,T,T)
 //     O     = P V                                          -> out(B,T,C) head slice
-//   backward (dqkv +=), per (b,h):
+//   backward (dqkv written), per (b,h), dK = dV = 0 to start:
 //     dP    = dO V^T
 //     dS_tj = scale * P_tj * (dP_tj - sum_k P_tk dP_tk)    // softmax backward
-//     dQ += dS K;  dK += dS^T Q;  dV += P^T dO
+//     dQ  = dS K;  dK += dS^T Q;  dV += P^T dO  (per block of query rows)
 //
 // Each (b,h) is one OpenMP task with its own single-threaded GEMMs (the heads are
 // too small to split well). Query rows go in blocks of row_block: a block
@@ -112,6 +112,10 @@ void attention_backward(F* dqkv, const F* dout, const F* qkv, const F* probs, in
       F* dv = dq + 2 * C;
       const F* p = probs + size_t(bh) * T * T;
       const F* dout_h = dout + size_t(b) * T * C + size_t(h) * hs;
+      for (int t = 0; t < T; ++t) {  // key rows gather from every query block below
+        std::fill_n(dk + size_t(t) * ld, hs, F(0));
+        std::fill_n(dv + size_t(t) * ld, hs, F(0));
+      }
       for (int r0 = 0; r0 < T; r0 += row_block) {
         const int r1 = std::min(T, r0 + row_block);
         const int rows = r1 - r0;
@@ -121,7 +125,7 @@ void attention_backward(F* dqkv, const F* dout, const F* qkv, const F* probs, in
         for (int t = r0; t < r1; ++t) {
           softmax_backward_row(ds + size_t(t - r0) * T, p + size_t(t) * T, t + 1, r1, scale);
         }
-        gemm(false, false, rows, hs, r1, F(1), ds, T, k, ld, F(1), dq + size_t(r0) * ld, ld);
+        gemm(false, false, rows, hs, r1, F(1), ds, T, k, ld, F(0), dq + size_t(r0) * ld, ld);
         gemm(true, false, r1, hs, rows, F(1), ds, T, q + size_t(r0) * ld, ld, F(1), dk, ld);
         gemm(true, false, r1, hs, rows, F(1), p_blk, T, dout_blk, C, F(1), dv, ld);
       }

@@ -95,9 +95,9 @@ class CpuBackend final : public Backend {
     cpu::gelu_forward(F(out), F(pre), size_t(N) * OC);
   }
 
-  void encoder_backward(float* dwte, float* dwpe, const void* dout, const int32_t* tokens, int B,
-                        int T, int C) override {
-    cpu::encoder_backward(dwte, dwpe, F(dout), tokens, B, T, C);
+  void encoder_backward(float* dwte, float* dwpe, const void* dout, const int32_t* host_tokens,
+                        int B, int T, int C) override {
+    cpu::encoder_backward(dwte, dwpe, F(dout), host_tokens, B, T, C);
   }
   void layernorm_backward(void* dinp, float* dweight, float* dbias, const void* dout,
                           const void* inp, const void* weight, const float* mean, const float* rstd,
@@ -118,7 +118,6 @@ class CpuBackend final : public Backend {
   void matmul_gelu_backward(void* dpre, float* dweight, float* dbias, const void* dout,
                             const void* inp, const void* pre, const void* weight, int N, int C,
                             int OC, WeightLayout layout) override {
-    std::memset(dpre, 0, sizeof(float) * size_t(N) * C);  // written, not added
     cpu::matmul_backward(F(dpre), dweight, dbias, F(dout), F(inp), F(weight), N, C, OC, layout);
     cpu::gelu_backward_inplace(F(dpre), F(pre), size_t(N) * C);
   }
@@ -129,6 +128,11 @@ class CpuBackend final : public Backend {
     cpu::crossentropy_forward_backward(losses, F(dlogits), F(logits), targets, mask, dloss, N, V);
   }
 
+  void sum_add(double* acc, const float* x, size_t n) override {
+    double sum = 0;
+    for (size_t i = 0; i < n; ++i) sum += x[i];  // in order: the losses of one micro-batch
+    *acc += sum;
+  }
   double sum_squares(const float* grads, size_t n) override { return cpu::sum_squares(grads, n); }
   void adamw_update(float* master, void* working, const float* grads, float* m, float* v, size_t n,
                     const AdamWParams& params) override {

@@ -2,7 +2,7 @@
 //
 //   u = sqrt(2/pi) (x + 0.044715 x^3)
 //   forward:  out = 0.5 x (1 + tanh(u))
-//   backward: dinp += dout * (0.5 (1 + tanh(u))
+//   backward: dinp  = dout * (0.5 (1 + tanh(u))
 //                             + 0.5 x (1 - tanh(u)^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2))
 //   backward in place (the fused matmul_gelu_backward): d *= the same local gradient
 //
@@ -32,7 +32,7 @@ ACCUM_CPU_CLONES void gelu_forward_range(F* out, const F* inp, size_t begin, siz
   }
 }
 
-// kInPlace: d[i] *= gelu'(inp[i]) (d holds dout on entry); otherwise d[i] += gelu'(inp[i]) dout[i].
+// kInPlace: d[i] *= gelu'(inp[i]) (d holds dout on entry); otherwise d[i] = gelu'(inp[i]) dout[i].
 template <bool kInPlace, typename F>
 ACCUM_CPU_CLONES void gelu_backward_range(F* d, const F* inp, const F* dout, size_t begin,
                                           size_t end) {
@@ -48,7 +48,7 @@ ACCUM_CPU_CLONES void gelu_backward_range(F* d, const F* inp, const F* dout, siz
     if constexpr (kInPlace) {
       d[i] = local_grad * d[i];
     } else {
-      d[i] += local_grad * dout[i];
+      d[i] = local_grad * dout[i];
     }
   }
 }

@@ -2,14 +2,14 @@
 //
 //   kInOut (HF Conv1D, W(C,OC)):  out(N,OC) = inp(N,C) @ W + bias
 //   kOutIn (tied LM head, W(OC,C)): out(N,OC) = inp(N,C) @ W^T + bias
-//   backward (every output +=):
-//     dinp(N,C)  += dout(N,OC) @ W^T            (kInOut)  | dout @ W       (kOutIn)
+//   backward (dinp written, parameter gradients +=):
+//     dinp(N,C)   = dout(N,OC) @ W^T            (kInOut)  | dout @ W       (kOutIn)
 //     dW         += inp^T @ dout  -> (C,OC)     (kInOut)  | dout^T @ inp -> (OC,C) (kOutIn)
 //     dbias(OC)  += sum_rows dout
 //
 // The forward writes bias rows first and lets GEMM add onto them (beta = 1) when
-// there is a bias; the backward GEMMs use beta = 1 to add straight into the
-// gradients, so no temporaries exist.
+// there is a bias; the backward's dinp GEMM uses beta = 0 (written) and the weight
+// gradient GEMMs beta = 1 to add straight into the gradients: no temporaries exist.
 //
 // Threading: OpenMP threads split each GEMM (rows of out/dinp, output channels of
 // dW/dbias) and call OpenBLAS single-threaded, so the process has one thread pool:
@@ -79,16 +79,16 @@ void matmul_backward(F* dinp, F* dweight, F* dbias, const F* dout, const F* inp,
   {
     const int thread = omp_get_thread_num();
     const int threads = omp_get_num_threads();
-    // dinp rows [r0, r1): dinp += dout @ W^T, all of W.
+    // dinp rows [r0, r1): dinp = dout @ W^T, all of W.
     const Range rows = thread_share(N, thread, threads);
     if (dinp != nullptr && rows.begin < rows.end) {
       const int count = rows.end - rows.begin;
       const F* dout_rows = dout + size_t(rows.begin) * OC;
       F* dinp_rows = dinp + size_t(rows.begin) * C;
       if (layout == WeightLayout::kInOut) {
-        gemm(false, true, count, C, OC, F(1), dout_rows, OC, weight, OC, F(1), dinp_rows, C);
+        gemm(false, true, count, C, OC, F(1), dout_rows, OC, weight, OC, F(0), dinp_rows, C);
       } else {
-        gemm(false, false, count, C, OC, F(1), dout_rows, OC, weight, C, F(1), dinp_rows, C);
+        gemm(false, false, count, C, OC, F(1), dout_rows, OC, weight, C, F(0), dinp_rows, C);
       }
     }
     // dW and dbias for output channels [o0, o1), summed over all rows.

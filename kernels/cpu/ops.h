@@ -9,8 +9,9 @@
 // Conventions (the same as kernels/backend.h):
 //  * Shapes: B batch, T time, C channels, NH heads, V vocab, N = B*T rows; all
 //    row-major and contiguous.
-//  * Forward ops WRITE their outputs. EVERY backward ADDS (+=) into EVERY gradient
-//    output, activation gradients included.
+//  * Forward ops WRITE their outputs. Backward ops ADD (+=) into parameter
+//    gradients and WRITE activation gradients, except layernorm_backward's dinp
+//    (the residual stream's gradient), which adds.
 //  * Results are deterministic: bit-identical run to run for a fixed thread count.
 //    Reductions over rows (dweight, dbias, dwte, ...) are parallel over columns and
 //    sum rows in order, so they do not depend on the thread count at all;
@@ -54,7 +55,7 @@ void layernorm_backward(F* dinp, F* dweight, F* dbias, const F* dout, const F* i
 template <typename F>
 void matmul_forward(F* out, const F* inp, const F* weight, const F* bias, int N, int C, int OC,
                     WeightLayout layout);
-// dinp += dout @ W^T; dweight += inp^T @ dout (kInOut) | dout^T @ inp (kOutIn);
+// dinp = dout @ W^T (written); dweight += inp^T @ dout (kInOut) | dout^T @ inp (kOutIn);
 // dbias += sum_rows dout. dinp and dbias may be null.
 template <typename F>
 void matmul_backward(F* dinp, F* dweight, F* dbias, const F* dout, const F* inp, const F* weight,
@@ -68,7 +69,7 @@ inline constexpr int kAttentionRowBlock = 64;
 template <typename F>
 void attention_forward(F* out, F* probs, const F* qkv, int B, int T, int C, int NH,
                        int row_block = kAttentionRowBlock);
-// dqkv(B,T,3C) += d/dqkv of <dout, out>, from the saved probs.
+// dqkv(B,T,3C) = d/dqkv of <dout, out> (written), from the saved probs.
 template <typename F>
 void attention_backward(F* dqkv, const F* dout, const F* qkv, const F* probs, int B, int T, int C,
                         int NH, int row_block = kAttentionRowBlock);
@@ -77,7 +78,7 @@ void attention_backward(F* dqkv, const F* dout, const F* qkv, const F* probs, in
 // out = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
 template <typename F>
 void gelu_forward(F* out, const F* inp, size_t n);
-// dinp += gelu'(inp) * dout
+// dinp = gelu'(inp) * dout (written)
 template <typename F>
 void gelu_backward(F* dinp, const F* inp, const F* dout, size_t n);
 // d *= gelu'(inp): d holds dout on entry and the gradient w.r.t. inp on return.

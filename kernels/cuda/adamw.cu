@@ -159,7 +159,8 @@ void adamw_update(float* master, bf16* working, const float* grads, float* m, fl
 void adamw_update_pieces(float* master, bf16* working, const float* grads, float* m, float* v,
                          const std::vector<AdamWPiece>& pieces, float lr, float beta1, float beta2,
                          float eps, float weight_decay, float grad_scale, float beta1_correction,
-                         float beta2_correction, DeviceScratch& scratch, cudaStream_t stream) {
+                         float beta2_correction, DeviceScratch& scratch, HostStaging& staging,
+                         cudaStream_t stream) {
   std::vector<DevicePiece> table;
   table.reserve(pieces.size());
   size_t blocks = 0;
@@ -181,10 +182,7 @@ void adamw_update_pieces(float* master, bf16* working, const float* grads, float
   }
   auto* device_table = static_cast<DevicePiece*>(
       scratch.get(ScratchSlot::kTable, sizeof(DevicePiece) * table.size()));
-  // From pageable memory: staged before the call returns, so `table` may go out of scope.
-  check_cuda(cudaMemcpyAsync(device_table, table.data(), sizeof(DevicePiece) * table.size(),
-                             cudaMemcpyHostToDevice, stream),
-             "cudaMemcpyAsync(adamw pieces)", __FILE__, __LINE__);
+  staging.copy_to_device(device_table, table.data(), sizeof(DevicePiece) * table.size());
   const AdamWArgs args{
       lr, beta1, beta2, eps, weight_decay, grad_scale, beta1_correction, beta2_correction};
   adamw_pieces_kernel<<<static_cast<unsigned>(blocks), kPieceThreads, 0, stream>>>(

@@ -7,11 +7,11 @@
 //   forward, per (b,h), query i (online softmax over key tiles j <= i):
 //     s_ij = (q_i . k_j) / sqrt(hs);  m_i = max_j s_ij;  l_i = sum_j exp(s_ij - m_i)
 //     out_i = sum_j exp(s_ij - m_i) v_j / l_i;  lse_i = m_i + log l_i
-//   backward (every output +=), with P_ij = exp(s_ij - lse_i) recomputed from lse:
+//   backward (dqkv written), with P_ij = exp(s_ij - lse_i) recomputed from lse:
 //     D_i   = dout_i . out_i
-//     dv_j += sum_{i>=j} P_ij dout_i
+//     dv_j  = sum_{i>=j} P_ij dout_i
 //     dS_ij = P_ij (dout_i . v_j - D_i)
-//     dq_i += sum_{j<=i} dS_ij k_j / sqrt(hs);  dk_j += sum_{i>=j} dS_ij q_i / sqrt(hs)
+//     dq_i  = sum_{j<=i} dS_ij k_j / sqrt(hs);  dk_j = sum_{i>=j} dS_ij q_i / sqrt(hs)
 //
 // Determinism: dK/dV are summed by the thread that owns key j and dQ by the thread that
 // owns query i (a separate kernel), each over a fixed order: no atomics anywhere.
@@ -45,13 +45,13 @@ __device__ inline void load_row(float (&dst)[HS], const bf16* src, float scale) 
   }
 }
 
-// dst[d] = bf16(dst[d] + add[d] * scale), 8 channels per 16-byte access.
+// dst[d] = bf16(value[d] * scale), 8 channels per 16-byte access.
 template <int HS>
-__device__ inline void add_row(bf16* dst, const float (&add)[HS], float scale) {
+__device__ inline void store_row(bf16* dst, const float (&value)[HS], float scale) {
   for (int d = 0; d < HS; d += 8) {
-    Packed128<bf16> value = load128(dst + d);
-    for (int k = 0; k < 8; ++k) value[k] = to_bf16(to_f32(value[k]) + add[d + k] * scale);
-    store128(dst + d, value);
+    Packed128<bf16> out;
+    for (int k = 0; k < 8; ++k) out[k] = to_bf16(value[d + k] * scale);
+    store128(dst + d, out);
   }
 }
 
@@ -176,8 +176,8 @@ __global__ void __launch_bounds__(kTile)
   }
   if (!valid) return;
   bf16* dqkv_row = dqkv + (static_cast<size_t>(b) * T + j) * row_stride + h * HS;
-  add_row<HS>(dqkv_row + C, dk, scale);
-  add_row<HS>(dqkv_row + 2 * C, dv, 1.f);
+  store_row<HS>(dqkv_row + C, dk, scale);
+  store_row<HS>(dqkv_row + 2 * C, dv, 1.f);
 }
 
 // One thread per query i: dq_i over key tiles kt <= i's tile.
@@ -222,7 +222,7 @@ __global__ void __launch_bounds__(kTile)
     }
   }
   if (!valid) return;
-  add_row<HS>(dqkv + (static_cast<size_t>(b) * T + i) * row_stride + h * HS, dq, scale);
+  store_row<HS>(dqkv + (static_cast<size_t>(b) * T + i) * row_stride + h * HS, dq, scale);
 }
 
 void check_attention_args(const char* op, const void* a, const void* b, const void* c, int C,

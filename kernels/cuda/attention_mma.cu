@@ -11,11 +11,11 @@
 // other operand streams through shared-memory tiles of kInner rows:
 //   forward   (b,h, 64 queries): S = Q K^T, online softmax, O += P V over key tiles <= diagonal
 //   dK/dV     (b,h, 64 keys):    S^T = K Q^T, dP^T = V dO^T, P^T = exp(S^T - lse),
-//                                dS^T = P^T (dP^T - D); dV += P^T dO, dK += dS^T Q
+//                                dS^T = P^T (dP^T - D); dV = sum P^T dO, dK = sum dS^T Q
 //                                over query tiles >= diagonal
-//   dQ        (b,h, 64 queries): S = Q K^T, dP = dO V^T, dS = P (dP - D); dQ += dS K
-// Every output element is summed by one thread in a fixed order: no atomics, bit-identical
-// reruns. dK/dQ are scaled by 1/sqrt(hs) once at the end.
+//   dQ        (b,h, 64 queries): S = Q K^T, dP = dO V^T, dS = P (dP - D); dQ = sum dS K
+// Every output element is summed by one thread in a fixed order and written once (dqkv is
+// not read): no atomics, bit-identical reruns. dK/dQ are scaled by 1/sqrt(hs) at the end.
 // Speed: fragments come from shared memory through ldmatrix (one instruction for four
 // 8x8 matrices); the streamed tiles are double-buffered with cp.async, so the next step's
 // tiles land while this step computes; the causal mask is applied only in tiles that reach
@@ -60,19 +60,18 @@ struct Shape {
 __device__ inline int acc_row(int e) { return mma::lane_g() + (e >= 2 ? 8 : 0); }
 __device__ inline int acc_col(int e) { return 2 * mma::lane_t() + (e & 1); }
 
-// dst[row][d..d+1] += acc * scale for the 16 x HS accumulators of one warp (rows < T only).
+// dst[row][d..d+1] = bf16(acc * scale[half]) for the 16 x HS accumulators of one warp
+// (rows < T only); half 0 holds the warp's rows 0..7, half 1 its rows 8..15.
 template <int HS>
-__device__ inline void add_rows(bf16* dst, size_t row_stride, int row0, int T,
-                                const float (&acc)[HS / 8][4], float scale) {
+__device__ inline void store_rows(bf16* dst, size_t row_stride, int row0, int T,
+                                  const float (&acc)[HS / 8][4], const float (&scale)[2]) {
   for (int j = 0; j < HS / 8; ++j) {
     for (int half = 0; half < 2; ++half) {
       const int row = row0 + mma::lane_g() + 8 * half;
       if (row >= T) continue;
       bf16* p = dst + static_cast<size_t>(row) * row_stride + j * 8 + 2 * mma::lane_t();
-      const float lo = to_f32(p[0]) + acc[j][2 * half] * scale;
-      const float hi = to_f32(p[1]) + acc[j][2 * half + 1] * scale;
-      p[0] = to_bf16(lo);
-      p[1] = to_bf16(hi);
+      p[0] = to_bf16(acc[j][2 * half] * scale[half]);
+      p[1] = to_bf16(acc[j][2 * half + 1] * scale[half]);
     }
   }
 }
@@ -234,15 +233,7 @@ __global__ void __launch_bounds__(kThreads, HS >= 128 ? 2 : 4)
     l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
   }
   const float inv_l[2] = {1.f / l[0], 1.f / l[1]};
-  for (int j = 0; j < S::kDTiles; ++j) {
-    for (int half = 0; half < 2; ++half) {
-      const int row = q0 + warp_row0 + mma::lane_g() + 8 * half;
-      if (row >= T) continue;
-      bf16* p = out + (static_cast<size_t>(b) * T + row) * C + h * HS + j * 8 + 2 * mma::lane_t();
-      p[0] = to_bf16(o[j][2 * half] * inv_l[half]);
-      p[1] = to_bf16(o[j][2 * half + 1] * inv_l[half]);
-    }
-  }
+  store_rows<HS>(out + static_cast<size_t>(b) * T * C + h * HS, C, q0 + warp_row0, T, o, inv_l);
   if (mma::lane_t() == 0) {
     for (int half = 0; half < 2; ++half) {
       const int row = q0 + warp_row0 + mma::lane_g() + 8 * half;
@@ -338,8 +329,8 @@ __global__ void __launch_bounds__(kThreads, HS >= 128      ? 2
     __syncthreads();  // every warp is done with `buf` before the next step refills it
   }
   bf16* dqkv_base = dqkv + static_cast<size_t>(b) * T * row_stride + h * HS;
-  add_rows<HS>(dqkv_base + C, row_stride, key0 + warp_row0, T, dk, scale);
-  add_rows<HS>(dqkv_base + 2 * C, row_stride, key0 + warp_row0, T, dv, 1.f);
+  store_rows<HS>(dqkv_base + C, row_stride, key0 + warp_row0, T, dk, {scale, scale});
+  store_rows<HS>(dqkv_base + 2 * C, row_stride, key0 + warp_row0, T, dv, {1.f, 1.f});
 }
 
 // One block per 64 queries: dQ over the key tiles up to the diagonal. Capped at 128 registers
@@ -411,8 +402,8 @@ __global__ void __launch_bounds__(kThreads, HS >= 128 ? 2 : 4)
     accumulate_times_tile<HS, S::kInner>(dq, s, k_tile(buf));  // dQ += dS K
     __syncthreads();  // every warp is done with `buf` before the next step refills it
   }
-  add_rows<HS>(dqkv + static_cast<size_t>(b) * T * row_stride + h * HS, row_stride, q0 + warp_row0,
-               T, dq, scale);
+  store_rows<HS>(dqkv + static_cast<size_t>(b) * T * row_stride + h * HS, row_stride,
+                 q0 + warp_row0, T, dq, {scale, scale});
 }
 
 // Launches `kernel` with `smem` bytes of dynamic shared memory, raising the kernel's limit

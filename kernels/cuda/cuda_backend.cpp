@@ -2,8 +2,9 @@
 //
 // Precision: activations and the forward's working copy of the weights are bf16;
 // master weights, parameter gradients, Adam moments and statistics are fp32.
-// All work is queued on one non-blocking stream owned by the back end; upload(),
-// download(), sum_squares() and synchronize() wait for it, everything else is async.
+// All work is queued on one non-blocking stream owned by the back end; download(),
+// sum_squares() and synchronize() wait for it, everything else is async: upload() stages
+// small copies through pinned memory (HostStaging) and returns without waiting.
 // Errors throw std::runtime_error naming the call and file:line (cuda_check.h);
 // alloc() reports out-of-memory as std::bad_alloc so the trainer can explain it.
 // Thread safety: one trainer thread per back end (as backend.h says).
@@ -59,7 +60,11 @@ struct BiasCorrections {
 class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(int device)
-      : device_(device), stream_(device), scratch_(stream_.get()), matmul_(stream_.get()) {}
+      : device_(device),
+        stream_(device),
+        scratch_(stream_.get()),
+        staging_(stream_.get()),
+        matmul_(stream_.get()) {}
 
   const char* name() const override { return "cuda"; }
   bool memory_info(size_t* used_bytes, size_t* total_bytes) const override {
@@ -88,8 +93,7 @@ class CudaBackend final : public Backend {
     CUDA_CHECK(cudaFree(ptr));
   }
   void upload(void* dst, const void* host_src, size_t bytes) override {
-    CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, s()));
-    CUDA_CHECK(cudaStreamSynchronize(s()));
+    staging_.copy_to_device(dst, host_src, bytes);
   }
   void download(void* host_dst, const void* src, size_t bytes) override {
     CUDA_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, s()));
@@ -150,9 +154,9 @@ class CudaBackend final : public Backend {
   }
 
   // ---- backward ----
-  void encoder_backward(float* dwte, float* dwpe, const void* dout, const int32_t* tokens, int B,
-                        int T, int C) override {
-    cu::encoder_backward(dwte, dwpe, act(dout), tokens, B, T, C, scratch_, s());
+  void encoder_backward(float* dwte, float* dwpe, const void* dout, const int32_t* host_tokens,
+                        int B, int T, int C) override {
+    cu::encoder_backward(dwte, dwpe, act(dout), host_tokens, B, T, C, scratch_, staging_, s());
   }
   void layernorm_backward(void* dinp, float* dweight, float* dbias, const void* dout,
                           const void* inp, const void* weight, const float* mean, const float* rstd,
@@ -189,6 +193,7 @@ class CudaBackend final : public Backend {
   }
 
   // ---- optimizer ----
+  void sum_add(double* acc, const float* x, size_t n) override { cu::sum_add(acc, x, n, s()); }
   double sum_squares(const float* grads, size_t n) override {
     return cu::sum_squares(grads, n, scratch_, s());
   }
@@ -203,7 +208,8 @@ class CudaBackend final : public Backend {
                              const AdamWParams& p) override {
     const BiasCorrections c(p);
     cu::adamw_update_pieces(master, act(working), grads, m, v, segments, p.lr, p.beta1, p.beta2,
-                            p.eps, p.weight_decay, p.grad_scale, c.beta1, c.beta2, scratch_, s());
+                            p.eps, p.weight_decay, p.grad_scale, c.beta1, c.beta2, scratch_,
+                            staging_, s());
   }
 
  private:
@@ -212,6 +218,7 @@ class CudaBackend final : public Backend {
 
   Stream stream_;
   cu::DeviceScratch scratch_;
+  cu::HostStaging staging_;
   cu::Matmul matmul_;
 };
 

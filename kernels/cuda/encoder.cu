@@ -4,10 +4,11 @@
 //   backward: dwte[tokens[b,t], :] += dout[b,t,:];  dwpe[t, :] += sum_b dout[b,t,:]
 //
 // Determinism: several positions share a token, so a scatter-add with float atomics
-// would sum in a run-dependent order. Instead the tokens are bucketed on the host
-// (one small device->host copy; the encoder backward is the last op of a backward
-// pass, so the wait costs next to nothing): bucket u lists its positions in increasing
-// order and one block per bucket sums them in that order, in fp32.
+// would sum in a run-dependent order. Instead the caller's host copy of the tokens is
+// bucketed on the host (a counting sort, while the device is still busy with the
+// backward) and the buckets travel through pinned staging: bucket u lists its positions
+// in increasing order and one block per bucket sums them in that order, in fp32. Nothing
+// here waits for the device.
 #include <algorithm>
 #include <string>
 #include <vector>
@@ -83,8 +84,9 @@ void encoder_forward(bf16* out, const int32_t* tokens, const bf16* wte, const bf
   CUDA_CHECK_LAUNCH("encoder_forward_kernel");
 }
 
-void encoder_backward(float* dwte, float* dwpe, const bf16* dout, const int32_t* tokens, int B,
-                      int T, int C, DeviceScratch& scratch, cudaStream_t stream) {
+void encoder_backward(float* dwte, float* dwpe, const bf16* dout, const int32_t* host_tokens, int B,
+                      int T, int C, DeviceScratch& scratch, HostStaging& staging,
+                      cudaStream_t stream) {
   const int N = B * T;
   const int block = 256;
   {
@@ -95,10 +97,6 @@ void encoder_backward(float* dwte, float* dwpe, const bf16* dout, const int32_t*
   }
 
   // Bucket positions by token on the host: a counting sort keeps positions ascending.
-  std::vector<int32_t> host_tokens(N);
-  CUDA_CHECK(cudaMemcpyAsync(host_tokens.data(), tokens, sizeof(int32_t) * N,
-                             cudaMemcpyDeviceToHost, stream));
-  CUDA_CHECK(cudaStreamSynchronize(stream));
   int32_t max_token = 0;
   for (int i = 0; i < N; ++i) {
     if (host_tokens[i] < 0) {
@@ -130,9 +128,7 @@ void encoder_backward(float* dwte, float* dwpe, const bf16* dout, const int32_t*
 
   auto* device_packed =
       static_cast<int32_t*>(scratch.get(ScratchSlot::kTokens, sizeof(int32_t) * packed.size()));
-  // Pageable source: the call returns once the data is staged, so `packed` may die after.
-  CUDA_CHECK(cudaMemcpyAsync(device_packed, packed.data(), sizeof(int32_t) * packed.size(),
-                             cudaMemcpyHostToDevice, stream));
+  staging.copy_to_device(device_packed, packed.data(), sizeof(int32_t) * packed.size());
   const dim3 grid(U, ceil_div(C, block));
   encoder_backward_wte_kernel<<<grid, block, 0, stream>>>(
       dwte, dout, device_packed, device_packed + U, device_packed + 2 * U + 1, C);

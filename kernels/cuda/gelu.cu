@@ -1,9 +1,8 @@
 // kernels/cuda/gelu.cu — tanh-approximated GELU (CPU twin: kernels/cpu/gelu.cpp).
 //
 //   forward:  out = 0.5 x (1 + tanh(u)),  u = sqrt(2/pi) (x + 0.044715 x^3)
-//   backward: dinp += dout * (0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) sqrt(2/pi) (1 + 3*0.044715
-//   x^2))
-//   in place: d *= the same local gradient (d holds dout on entry)
+//   backward: dinp = dout * (0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) sqrt(2/pi) (1 + 3*0.044715
+//   x^2)), written; in place (dinp == dout) for the fused matmul_gelu_backward's fallback
 //
 // bf16 in/out, arithmetic in fp32; 16-byte vector access via elementwise.cuh.
 #include "kernels/cuda/elementwise.cuh"
@@ -38,26 +37,20 @@ struct GeluForward {
   }
 };
 
-// kInPlace: d = d * gelu'(inp) (d holds dout; the fallback of matmul_gelu_backward when
-// cuBLASLt has no DGELU plan); otherwise d += dout * gelu'(inp). As kernels/cpu/gelu.cpp.
-template <bool kInPlace>
+// dinp = dout * gelu'(inp), written. In place (dinp == dout, the fallback of
+// matmul_gelu_backward when cuBLASLt has no DGELU plan) each element is read before it is
+// written. As kernels/cpu/gelu.cpp.
 struct GeluBackward {
-  bf16* d;
+  bf16* dinp;
   const bf16* inp;
-  const bf16* dout;  // unused when kInPlace
-  __device__ float grad(float d_old, float dout_value, float x) const {
-    return kInPlace ? d_old * gelu_grad(x) : d_old + dout_value * gelu_grad(x);
-  }
+  const bf16* dout;
   __device__ void operator()(size_t i) const {
-    d[i] = to_bf16(grad(to_f32(d[i]), kInPlace ? 0.f : to_f32(dout[i]), to_f32(inp[i])));
+    dinp[i] = to_bf16(to_f32(dout[i]) * gelu_grad(to_f32(inp[i])));
   }
   __device__ void vec(size_t i) const {
-    Packed128<bf16> x = load128(inp + i), g = load128(d + i), dv;
-    if constexpr (!kInPlace) dv = load128(dout + i);
-    for (int k = 0; k < 8; ++k) {
-      g[k] = to_bf16(grad(to_f32(g[k]), kInPlace ? 0.f : to_f32(dv[k]), to_f32(x[k])));
-    }
-    store128(d + i, g);
+    Packed128<bf16> x = load128(inp + i), g = load128(dout + i);
+    for (int k = 0; k < 8; ++k) g[k] = to_bf16(to_f32(g[k]) * gelu_grad(to_f32(x[k])));
+    store128(dinp + i, g);
   }
 };
 
@@ -70,11 +63,11 @@ void gelu_forward(bf16* out, const bf16* inp, size_t n, cudaStream_t stream) {
 
 void gelu_backward(bf16* dinp, const bf16* inp, const bf16* dout, size_t n, cudaStream_t stream) {
   launch_elementwise(n, aligned16(dinp) && aligned16(inp) && aligned16(dout),
-                     GeluBackward<false>{dinp, inp, dout}, stream, "gelu_backward");
+                     GeluBackward{dinp, inp, dout}, stream, "gelu_backward");
 }
 
 void gelu_backward_inplace(bf16* d, const bf16* pre, size_t n, cudaStream_t stream) {
-  launch_elementwise(n, aligned16(d) && aligned16(pre), GeluBackward<true>{d, pre, nullptr}, stream,
+  launch_elementwise(n, aligned16(d) && aligned16(pre), GeluBackward{d, pre, d}, stream,
                      "gelu_backward_inplace");
 }
 

@@ -210,8 +210,8 @@ void Matmul::backward(__nv_bfloat16* dinp, float* dweight, float* dbias, const _
                       WeightLayout layout, DeviceScratch& scratch) {
   const bool in_out = layout == WeightLayout::kInOut;
   if (dinp != nullptr) {
-    // dinp^T(C,N) += op(W)(C,OC) x dout^T(OC,N)
-    gemm(dinp, false, weight, in_out, in_out ? OC : C, dout, false, OC, C, N, OC, 1.f, nullptr);
+    // dinp^T(C,N) = op(W)(C,OC) x dout^T(OC,N) — beta 0: written, C is never read.
+    gemm(dinp, false, weight, in_out, in_out ? OC : C, dout, false, OC, C, N, OC, 0.f, nullptr);
   }
   if (dweight != nullptr) {
     if (in_out) {

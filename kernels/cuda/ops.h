@@ -2,7 +2,8 @@
 // name as its CPU twin (kernels/cpu/<op>.cpp) and the formula/shapes in its header comment.
 // Every launcher is asynchronous on `stream` and checks its launch (file:line).
 // Layout and precision rules are those of kernels/backend.h: activations bf16,
-// parameter gradients / statistics / optimizer state fp32, every backward `+=`.
+// parameter gradients / statistics / optimizer state fp32; backward ops add into parameter
+// gradients and write activation gradients (layernorm_backward's dinp adds).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -22,9 +23,10 @@ using bf16 = __nv_bfloat16;
 // ---- encoder.cu ----
 void encoder_forward(bf16* out, const int32_t* tokens, const bf16* wte, const bf16* wpe, int B,
                      int T, int C, cudaStream_t stream);
-// Synchronizes `stream` once to bucket the tokens on the host (deterministic dwte sums).
-void encoder_backward(float* dwte, float* dwpe, const bf16* dout, const int32_t* tokens, int B,
-                      int T, int C, DeviceScratch& scratch, cudaStream_t stream);
+// host_tokens in host memory: bucketed on the host (deterministic dwte sums), no waiting.
+void encoder_backward(float* dwte, float* dwpe, const bf16* dout, const int32_t* host_tokens, int B,
+                      int T, int C, DeviceScratch& scratch, HostStaging& staging,
+                      cudaStream_t stream);
 
 // ---- layernorm.cu ----
 void layernorm_forward(bf16* out, float* mean, float* rstd, const bf16* inp, const bf16* weight,
@@ -71,10 +73,13 @@ using AdamWPiece = Backend::AdamWSegment;  // offset, count, moment_offset, deca
 void adamw_update_pieces(float* master, bf16* working, const float* grads, float* m, float* v,
                          const std::vector<AdamWPiece>& pieces, float lr, float beta1, float beta2,
                          float eps, float weight_decay, float grad_scale, float beta1_correction,
-                         float beta2_correction, DeviceScratch& scratch, cudaStream_t stream);
+                         float beta2_correction, DeviceScratch& scratch, HostStaging& staging,
+                         cudaStream_t stream);
 
 // ---- sum_squares.cu ---- fixed grid, fixed order; returns after synchronizing `stream`.
 double sum_squares(const float* grads, size_t n, DeviceScratch& scratch, cudaStream_t stream);
+// *acc += sum_i x[i] (double, fixed order, one block: for a micro-batch's losses).
+void sum_add(double* acc, const float* x, size_t n, cudaStream_t stream);
 
 // ---- convert.cu ----
 void f32_to_bf16(bf16* dst, const float* src, size_t n, cudaStream_t stream);

@@ -1,6 +1,9 @@
-// kernels/cuda/scratch.h — grow-only device scratch buffers owned by the back end.
-// Ops that need temporary memory (partial sums, token buckets) borrow a slot; a slot's
-// contents are valid only until the next op that uses the same slot.
+// kernels/cuda/scratch.h — grow-only buffers owned by the back end:
+//  * DeviceScratch: device memory that ops needing temporaries (partial sums, token
+//    buckets) borrow by slot; a slot's contents are valid only until the next op that
+//    uses the same slot.
+//  * HostStaging: pinned host memory through which small host->device copies travel, so
+//    that queuing them neither waits for the stream nor lets it run dry.
 // Thread safety: none; owned by one CudaBackend (one trainer thread).
 #pragma once
 
@@ -32,6 +35,35 @@ class DeviceScratch {
   };
   cudaStream_t stream_;
   std::array<Buffer, static_cast<size_t>(ScratchSlot::kCount)> buffers_{};
+};
+
+// A ring of pinned host slots. copy_to_device() copies the caller's bytes into the next
+// slot, queues the device copy on the stream and returns: the caller may reuse its buffer
+// at once, and the host never waits for earlier work. A slot is refilled only after the
+// copy that last read it has finished (one event per slot), so with kSlots slots the host
+// waits only when it is kSlots copies ahead of the device. Copies above kMaxBytes (weights,
+// optimizer state: rare, large) go straight from the caller's memory and wait.
+class HostStaging {
+ public:
+  static constexpr int kSlots = 8;
+  static constexpr size_t kMaxBytes = size_t{16} << 20;
+
+  explicit HostStaging(cudaStream_t stream) : stream_(stream) {}
+  ~HostStaging();
+  HostStaging(const HostStaging&) = delete;
+  HostStaging& operator=(const HostStaging&) = delete;
+
+  void copy_to_device(void* dst, const void* src, size_t bytes);
+
+ private:
+  struct Slot {
+    void* host = nullptr;  // pinned
+    size_t bytes = 0;
+    cudaEvent_t copied = nullptr;  // recorded after the last copy out of `host`
+  };
+  cudaStream_t stream_;
+  std::array<Slot, kSlots> slots_{};
+  int next_ = 0;
 };
 
 }  // namespace accum::kernels::cuda

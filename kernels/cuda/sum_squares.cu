@@ -1,7 +1,9 @@
 // kernels/cuda/sum_squares.cu — global squared L2 norm of the fp32 gradients (CPU twin:
-// kernels/cpu/sum_squares.cpp), for clipping and the grad_norm metric.
+// kernels/cpu/global_norm.cpp), for clipping and the grad_norm metric; and the device-side
+// sum of a micro-batch's losses.
 //
-//   result = sum_i grads[i]^2          (double accumulation)
+//   sum_squares: result = sum_i grads[i]^2      (double accumulation, returned to the host)
+//   sum_add:     *acc  += sum_i x[i]            (double accumulation, stays on the device)
 //
 // Reproducible by construction: a FIXED grid (kBlocks x kThreads, independent of the
 // device) where thread j sums elements j, j + stride, ... in order; each block reduces with
@@ -37,6 +39,15 @@ __global__ void sum_squares_final_kernel(double* result, const double* partial) 
 
 static_assert(kBlocks == kThreads, "the final kernel reads one partial per thread");
 
+// One block: thread j sums x[j], x[j + kThreads], ... in order, then the fixed shuffle tree.
+__global__ void sum_add_kernel(double* acc, const float* x, size_t n) {
+  __shared__ double shared[kWarpSize];
+  double sum = 0.0;
+  for (size_t i = threadIdx.x; i < n; i += kThreads) sum += x[i];
+  const double total = block_sum(sum, shared);
+  if (threadIdx.x == 0) *acc += total;
+}
+
 }  // namespace
 
 double sum_squares(const float* grads, size_t n, DeviceScratch& scratch, cudaStream_t stream) {
@@ -51,6 +62,11 @@ double sum_squares(const float* grads, size_t n, DeviceScratch& scratch, cudaStr
       cudaMemcpyAsync(&result, partial + kBlocks, sizeof(double), cudaMemcpyDeviceToHost, stream));
   CUDA_CHECK(cudaStreamSynchronize(stream));
   return result;
+}
+
+void sum_add(double* acc, const float* x, size_t n, cudaStream_t stream) {
+  sum_add_kernel<<<1, kThreads, 0, stream>>>(acc, x, n);
+  CUDA_CHECK_LAUNCH("sum_add_kernel");
 }
 
 }  // namespace accum::kernels::cuda

@@ -43,7 +43,7 @@ void attention_case_once(int B, int T, int C, int NH) {
         // CUDA's saved log-sum-exp must be written by the forward; the CPU's saved
         // probabilities are its own business (it may leave the masked half unwritten).
         if (be.kind() == DeviceKind::kCuda) poison(be, saved);
-        Buffer dqkv(be, qkv_n * be.act_bytes());
+        Buffer dqkv = poisoned_act(be, qkv_n);
         be.attention_forward(out.get(), saved.get(), qkv_b.get(), B, T, C, NH);
         for (int call = 0; call < backward_calls; ++call) {
           be.attention_backward(dqkv.get(), dout_b.get(), qkv_b.get(), out.get(), saved.get(), B, T,
@@ -52,7 +52,7 @@ void attention_case_once(int B, int T, int C, int NH) {
         return Outputs{{"out", download_act(be, out.get(), out_n)},
                        {"dqkv", download_act(be, dqkv.get(), qkv_n)}};
       },
-      kBf16Tolerance, {"dqkv"});
+      kBf16Tolerance, {.written = {"dqkv"}});
 }
 
 // Every CUDA implementation against the CPU: the tensor-core kernels (attention_mma.cu, head

@@ -49,13 +49,9 @@ std::vector<float> train(Backend& backend, int steps, std::vector<float>* weight
   std::vector<float> losses;
   for (int step = 1; step <= steps; ++step) {
     model.zero_grad();
-    float window_loss = 0;
-    for (const auto& batch : batches) {
-      model.micro_step(batch, dloss);
-      window_loss += model.last_loss() / 2;
-    }
+    for (const auto& batch : batches) model.micro_step(batch, dloss);
+    losses.push_back(model.take_mean_loss());  // the window's mean, as the worker reports it
     model.optimizer_step(step, 3e-3f);
-    losses.push_back(window_loss);
   }
   if (weights) *weights = model.master_weights();
   return losses;
@@ -129,7 +125,7 @@ TEST(CudaTraining, ResumeFromSavedStateIsBitIdentical) {
       model.zero_grad();
       for (const auto& batch : batches) {
         model.micro_step(batch, dloss);
-        losses->push_back(model.last_loss());
+        losses->push_back(model.take_mean_loss());
       }
       model.optimizer_step(step, 3e-3f);
     }

@@ -1,10 +1,15 @@
-// Every backward of the CPU back end ADDS into every gradient output (backend.h).
+// The CPU back end's backward contract (backend.h): every op ADDS into parameter
+// gradients and WRITES activation gradients, except layernorm_backward's dinp, which adds.
 //
-// For each op: backward on zeroed buffers gives g; a second call gives 2g; a call
-// on buffers pre-filled with R gives R + g. Activation gradients included.
+// For each op, added outputs: on zeroed buffers a call gives g, a second call 2g, a call
+// on buffers pre-filled with R gives R + g. Written outputs: NaN-poisoned before the first
+// call (an element left unwritten stays NaN and fails), and g after every call whatever
+// they held before.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <functional>
+#include <limits>
 #include <vector>
 
 #include "kernels/cpu/cpu_backend.h"
@@ -20,95 +25,118 @@ using Buffers = std::vector<std::vector<float>*>;
 
 constexpr double kTolerance = 1e-6;
 
-void expect_backward_adds(const Buffers& grads, const std::function<void()>& backward) {
-  for (auto* g : grads) std::fill(g->begin(), g->end(), 0.0f);
+std::vector<float> values_plus(const std::vector<float>& a, const std::vector<float>& b) {
+  std::vector<float> sum(a.size());
+  for (size_t i = 0; i < sum.size(); ++i) sum[i] = a[i] + b[i];
+  return sum;
+}
+
+void expect_backward_contract(const Buffers& added, const Buffers& written,
+                              const std::function<void()>& backward) {
+  for (auto* g : added) std::fill(g->begin(), g->end(), 0.0f);
+  for (auto* g : written) std::fill(g->begin(), g->end(), std::numeric_limits<float>::quiet_NaN());
   backward();
-  std::vector<std::vector<float>> once;
-  for (auto* g : grads) {
-    once.push_back(*g);
+  std::vector<std::vector<float>> once_added, once_written;
+  for (auto* g : added) once_added.push_back(*g);
+  for (auto* g : written) once_written.push_back(*g);
+  auto expect_nonzero_finite = [](const std::vector<float>& g, const char* kind, size_t k) {
     double norm = 0;
-    for (float x : *g) norm += double(x) * x;
-    EXPECT_GT(norm, 0.0) << "gradient " << once.size() - 1 << " is all zero";
-  }
+    for (float x : g) norm += double(x) * x;
+    EXPECT_TRUE(std::isfinite(norm)) << kind << " gradient " << k << " has unwritten elements";
+    EXPECT_GT(norm, 0.0) << kind << " gradient " << k << " is all zero";
+  };
+  for (size_t k = 0; k < added.size(); ++k) expect_nonzero_finite(once_added[k], "added", k);
+  for (size_t k = 0; k < written.size(); ++k) expect_nonzero_finite(once_written[k], "written", k);
+
   backward();
-  for (size_t k = 0; k < grads.size(); ++k) {
-    std::vector<float> twice(once[k].size());
-    for (size_t i = 0; i < twice.size(); ++i) twice[i] = 2 * once[k][i];
-    EXPECT_LT(relative_error(*grads[k], twice), kTolerance) << "gradient " << k;
+  for (size_t k = 0; k < added.size(); ++k) {
+    EXPECT_LT(relative_error(*added[k], values_plus(once_added[k], once_added[k])), kTolerance)
+        << "added gradient " << k << " after two calls is not 2g";
   }
-  for (size_t k = 0; k < grads.size(); ++k) {
-    *grads[k] = random_values<float>(grads[k]->size(), 100 + k);
+  for (size_t k = 0; k < written.size(); ++k) {
+    EXPECT_LT(relative_error(*written[k], once_written[k]), kTolerance)
+        << "written gradient " << k << " after two calls is not g";
   }
+
   std::vector<std::vector<float>> prefilled;
-  for (auto* g : grads) prefilled.push_back(*g);
+  for (size_t k = 0; k < added.size(); ++k) {
+    *added[k] = random_values<float>(added[k]->size(), 100 + k);
+    prefilled.push_back(*added[k]);
+  }
+  for (size_t k = 0; k < written.size(); ++k) {
+    *written[k] = random_values<float>(written[k]->size(), 200 + k);
+  }
   backward();
-  for (size_t k = 0; k < grads.size(); ++k) {
-    std::vector<float> expected(once[k].size());
-    for (size_t i = 0; i < expected.size(); ++i) expected[i] = prefilled[k][i] + once[k][i];
-    EXPECT_LT(relative_error(*grads[k], expected), kTolerance) << "gradient " << k;
+  for (size_t k = 0; k < added.size(); ++k) {
+    EXPECT_LT(relative_error(*added[k], values_plus(prefilled[k], once_added[k])), kTolerance)
+        << "added gradient " << k << " on a pre-filled buffer is not R + g";
+  }
+  for (size_t k = 0; k < written.size(); ++k) {
+    EXPECT_LT(relative_error(*written[k], once_written[k]), kTolerance)
+        << "written gradient " << k << " on a pre-filled buffer is not g";
   }
 }
 
-class BackwardAdds : public ::testing::Test {
+class BackwardContract : public ::testing::Test {
  protected:
   std::unique_ptr<Backend> backend_ = make_cpu_backend();
 };
 
-TEST_F(BackwardAdds, Encoder) {
+TEST_F(BackwardContract, Encoder) {
   const int B = 2, T = 16, C = 70, V = 11;
   const auto tokens = random_tokens(B * T, V, 1);
   const auto dout = random_values<float>(B * T * C, 2);
   std::vector<float> dwte(V * C), dwpe(T * C);
-  expect_backward_adds({&dwte, &dwpe}, [&] {
+  expect_backward_contract({&dwte, &dwpe}, {}, [&] {
     backend_->encoder_backward(dwte.data(), dwpe.data(), dout.data(), tokens.data(), B, T, C);
   });
 }
 
-TEST_F(BackwardAdds, LayerNorm) {
+TEST_F(BackwardContract, LayerNorm) {
   const int N = 37, C = 80;
   const auto inp = random_values<float>(N * C, 3), weight = random_values<float>(C, 4),
              bias = random_values<float>(C, 5), dout = random_values<float>(N * C, 6);
   std::vector<float> out(N * C), mean(N), rstd(N), dinp(N * C), dweight(C), dbias(C);
   backend_->layernorm_forward(out.data(), mean.data(), rstd.data(), inp.data(), weight.data(),
                               bias.data(), N, C);
-  expect_backward_adds({&dinp, &dweight, &dbias}, [&] {
+  expect_backward_contract({&dinp, &dweight, &dbias}, {}, [&] {
     backend_->layernorm_backward(dinp.data(), dweight.data(), dbias.data(), dout.data(), inp.data(),
                                  weight.data(), mean.data(), rstd.data(), N, C);
   });
 }
 
-TEST_F(BackwardAdds, MatmulBothLayouts) {
+TEST_F(BackwardContract, MatmulBothLayouts) {
   const int N = 40, C = 48, OC = 72;
   const auto inp = random_values<float>(N * C, 7), weight = random_values<float>(C * OC, 8),
              dout = random_values<float>(N * OC, 9);
   for (WeightLayout layout : {WeightLayout::kInOut, WeightLayout::kOutIn}) {
     std::vector<float> dinp(N * C), dweight(C * OC), dbias(OC);
-    expect_backward_adds({&dinp, &dweight, &dbias}, [&] {
+    expect_backward_contract({&dweight, &dbias}, {&dinp}, [&] {
       backend_->matmul_backward(dinp.data(), dweight.data(), dbias.data(), dout.data(), inp.data(),
                                 weight.data(), N, C, OC, layout);
     });
   }
 }
 
-TEST_F(BackwardAdds, Attention) {
+TEST_F(BackwardContract, Attention) {
   const int B = 2, T = 80, C = 32, NH = 4;  // T > one 64-row block
   const auto qkv = random_values<float>(B * T * 3 * C, 10),
              dout = random_values<float>(B * T * C, 11);
   std::vector<float> out(B * T * C), dqkv(qkv.size());
   std::vector<float> saved(backend_->attention_saved_bytes(B, T, NH) / sizeof(float));
   backend_->attention_forward(out.data(), saved.data(), qkv.data(), B, T, C, NH);
-  expect_backward_adds({&dqkv}, [&] {
+  expect_backward_contract({}, {&dqkv}, [&] {
     backend_->attention_backward(dqkv.data(), dout.data(), qkv.data(), out.data(), saved.data(), B,
                                  T, C, NH);
   });
 }
 
-TEST_F(BackwardAdds, Gelu) {
+TEST_F(BackwardContract, Gelu) {
   const size_t n = 20000;
   const auto inp = random_values<float>(n, 12, -5, 5), dout = random_values<float>(n, 13);
   std::vector<float> dinp(n);
-  expect_backward_adds({&dinp},
-                       [&] { backend_->gelu_backward(dinp.data(), inp.data(), dout.data(), n); });
+  expect_backward_contract(
+      {}, {&dinp}, [&] { backend_->gelu_backward(dinp.data(), inp.data(), dout.data(), n); });
 }
 
 }  // namespace

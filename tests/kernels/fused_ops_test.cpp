@@ -56,8 +56,8 @@ TEST_F(FusedOps, MatmulGeluForwardIsMatmulThenGelu) {
   EXPECT_TRUE(same_bits(out, out2));
 }
 
-// Backward of y = gelu(pre) @ W + bias: the composition is matmul_backward into a zeroed
-// buffer, then gelu_backward into another zeroed buffer.
+// Backward of y = gelu(pre) @ W + bias: the composition is matmul_backward, then
+// gelu_backward (both write their dinp).
 TEST_F(FusedOps, MatmulGeluBackwardWritesDpreAndAddsParameterGradients) {
   const int N = 23, C = 56, OC = 40;  // C is the input width (4C in the model)
   const auto pre = random_values<float>(N * C, 8, -3, 3), weight = random_values<float>(C * OC, 9),

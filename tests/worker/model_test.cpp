@@ -78,6 +78,30 @@ TEST(Gpt2Test, ActivationEstimateMatchesWhatTheModelAllocates) {
   }
 }
 
+// The losses stay on the device between forwards: take_loss_sum() returns the sum over every
+// forward since the last call, then starts again from zero.
+TEST(Gpt2Test, LossSumCoversEveryForwardSinceTheLastTake) {
+  auto backend = kernels::make_backend(kernels::DeviceKind::kCpu);
+  const auto config = tiny_config();
+  const int B = 2, T = 8;
+  Gpt2 model(backend.get(), config, B, T);
+  model.init_random(4);
+  const Batch a = random_batch(B, T, config.vocab_size, 11);
+  const Batch b = random_batch(B, T, config.vocab_size, 12);
+  EXPECT_EQ(model.take_loss_sum(), 0.0);
+  model.forward(a.inputs.data(), a.targets.data(), a.mask.data(), false);
+  const double loss_a = model.take_loss_sum();
+  model.forward(b.inputs.data(), b.targets.data(), b.mask.data(), true);
+  const double loss_b = model.take_loss_sum();
+  // Near log(V) per target at initialization, and the two batches differ.
+  EXPECT_NEAR(loss_a / (B * T), std::log(config.vocab_size), 0.5);
+  EXPECT_NE(loss_a, loss_b);
+  model.forward(a.inputs.data(), a.targets.data(), a.mask.data(), true);
+  model.forward(b.inputs.data(), b.targets.data(), b.mask.data(), false);
+  EXPECT_EQ(model.take_loss_sum(), loss_a + loss_b);
+  EXPECT_EQ(model.take_loss_sum(), 0.0);
+}
+
 TEST(Gpt2Test, WholeModelGradientMatchesFiniteDifferences) {
   auto backend = kernels::make_backend(kernels::DeviceKind::kCpu);
   const auto config = tiny_config();
@@ -97,10 +121,12 @@ TEST(Gpt2Test, WholeModelGradientMatchesFiniteDifferences) {
   model.forward(batch.inputs.data(), batch.targets.data(), batch.mask.data(), true);
   model.backward();
   const std::vector<float> grads = download(backend.get(), model.grads(), model.num_params());
+  model.take_loss_sum();  // start the finite differences from a zero total
 
   auto loss_at = [&](const std::vector<float>& p) {
     model.upload_params(p);
-    return model.forward(batch.inputs.data(), batch.targets.data(), batch.mask.data(), false);
+    model.forward(batch.inputs.data(), batch.targets.data(), batch.mask.data(), false);
+    return model.take_loss_sum();
   };
   // Every tensor, a few elements each: central differences in fp32 with h = 1e-2.
   std::vector<double> analytic, numeric;

@@ -133,21 +133,24 @@ struct Gpt2::Layer {
 
 // Whole-model activations and backward scratch.
 struct Gpt2::Acts {
-  int32_t* inputs;   // (B,T)
-  int32_t* targets;  // (B,T)
-  uint8_t* mask;     // (B,T)
-  void* encoded;     // (B,T,C)
-  void* lnf;         // (B,T,C)
+  int32_t* inputs;                   // (B,T)
+  int32_t* targets;                  // (B,T)
+  uint8_t* mask;                     // (B,T)
+  std::vector<int32_t> host_inputs;  // (B,T) the last forward's, for encoder_backward
+  double* loss_sum;                  // sum of the losses of every forward since take_loss_sum()
+  void* encoded;                     // (B,T,C)
+  void* lnf;                         // (B,T,C)
   float* lnf_mean;
   float* lnf_rstd;
   void* logits;   // (B,T,V), replaced by dlogits in forward(for_backward)
   float* losses;  // (B,T) fp32
-  // backward scratch (act dtype), zeroed before each use since ops add
-  void* dresidual;  // (B,T,C)
+  // backward scratch (act dtype): the backward ops write these (kernels/backend.h), except
+  // dresidual, the residual stream's gradient, which layernorm_backward adds into
+  void* dresidual;  // (B,T,C), zeroed once per backward
   void* dln;        // (B,T,C)
   void* datty;      // (B,T,C)
   void* dqkv;       // (B,T,3C)
-  void* dfch;       // (B,T,4C), written by matmul_gelu_backward
+  void* dfch;       // (B,T,4C)
   size_t ln_f_offset;
   size_t wte_offset, wpe_offset;
 };
@@ -170,7 +173,9 @@ Gpt2::Gpt2(kernels::Backend* backend, const spec::ModelConfig& config, int B, in
   acts_->inputs = static_cast<int32_t*>(backend_->alloc(N * sizeof(int32_t)));
   acts_->targets = static_cast<int32_t*>(backend_->alloc(N * sizeof(int32_t)));
   acts_->mask = static_cast<uint8_t*>(backend_->alloc(N));
-  allocations_.insert(allocations_.end(), {acts_->inputs, acts_->targets, acts_->mask});
+  acts_->loss_sum = static_cast<double*>(backend_->alloc(sizeof(double)));
+  allocations_.insert(allocations_.end(),
+                      {acts_->inputs, acts_->targets, acts_->mask, acts_->loss_sum});
   acts_->encoded = act_alloc(N * C);
   layers_.resize(config.n_layer);
   size_t t = 2;  // tensors_[0] = wte, [1] = wpe
@@ -306,10 +311,11 @@ Gpt2::NextLayerNorm Gpt2::next_layernorm(int l) const {
           working(acts_->ln_f_offset + config_.d_model)};
 }
 
-double Gpt2::forward(const int32_t* inputs, const int32_t* targets, const uint8_t* mask,
-                     bool for_backward) {
+void Gpt2::forward(const int32_t* inputs, const int32_t* targets, const uint8_t* mask,
+                   bool for_backward) {
   const int C = config_.d_model, V = config_.vocab_size, N = B_ * T_;
   auto* be = backend_;
+  acts_->host_inputs.assign(inputs, inputs + N);
   be->upload(acts_->inputs, inputs, N * sizeof(int32_t));
   be->upload(acts_->targets, targets, N * sizeof(int32_t));
   be->upload(acts_->mask, mask, N);
@@ -329,38 +335,35 @@ double Gpt2::forward(const int32_t* inputs, const int32_t* targets, const uint8_
   // dloss = 1: the gradient of the SUM of counted losses (normalized after the reduction).
   be->crossentropy_forward_backward(acts_->losses, for_backward ? acts_->logits : nullptr,
                                     acts_->logits, acts_->targets, acts_->mask, 1.0f, N, V);
-  std::vector<float> losses(N);
-  be->download(losses.data(), acts_->losses, N * sizeof(float));
+  be->sum_add(acts_->loss_sum, acts_->losses, N);
+}
+
+double Gpt2::take_loss_sum() {
   double sum = 0;
-  for (float loss : losses) sum += loss;
+  backend_->download(&sum, acts_->loss_sum, sizeof(double));
+  backend_->fill_zero(acts_->loss_sum, sizeof(double));
   return sum;
 }
 
 void Gpt2::layer_backward(int l, const void* residual) {
   const int C = config_.d_model, NH = config_.n_head, N = B_ * T_;
-  const size_t NC = size_t(N) * C;
-  const size_t act = backend_->act_bytes();
   Layer& a = layers_[l];
   auto* be = backend_;
   float* g = grads_;
   // dresidual holds d(residual3); residual3 = residual2 + fcproj.
-  // dfch = (dresidual @ Wproj^T) * gelu'(fch), written (no zeroing needed).
+  // dfch = (dresidual @ Wproj^T) * gelu'(fch). Activation gradients are written: no zeroing.
   be->matmul_gelu_backward(acts_->dfch, g + a.param[kFcProjW], g + a.param[kFcProjB],
                            acts_->dresidual, a.fch_gelu, a.fch, working(a.param[kFcProjW]), N,
                            4 * C, C, WeightLayout::kInOut);
-  be->fill_zero(acts_->dln, NC * act);
   be->matmul_backward(acts_->dln, g + a.param[kFcW], g + a.param[kFcB], acts_->dfch, a.ln2,
                       working(a.param[kFcW]), N, C, 4 * C, WeightLayout::kInOut);
   be->layernorm_backward(acts_->dresidual, g + a.param[kLn2W], g + a.param[kLn2B], acts_->dln,
                          a.residual2, working(a.param[kLn2W]), a.ln2_mean, a.ln2_rstd, N, C);
   // dresidual now holds d(residual2); residual2 = residual + attproj.
-  be->fill_zero(acts_->datty, NC * act);
   be->matmul_backward(acts_->datty, g + a.param[kAttnProjW], g + a.param[kAttnProjB],
                       acts_->dresidual, a.atty, working(a.param[kAttnProjW]), N, C, C,
                       WeightLayout::kInOut);
-  be->fill_zero(acts_->dqkv, NC * 3 * act);
   be->attention_backward(acts_->dqkv, acts_->datty, a.qkv, a.atty, a.att_saved, B_, T_, C, NH);
-  be->fill_zero(acts_->dln, NC * act);
   be->matmul_backward(acts_->dln, g + a.param[kAttnW], g + a.param[kAttnB], acts_->dqkv, a.ln1,
                       working(a.param[kAttnW]), N, C, 3 * C, WeightLayout::kInOut);
   be->layernorm_backward(acts_->dresidual, g + a.param[kLn1W], g + a.param[kLn1B], acts_->dln,
@@ -374,7 +377,6 @@ void Gpt2::backward(const std::function<void(size_t)>& on_ready) {
   auto* be = backend_;
   float* g = grads_;
   // logits now hold dlogits (written by the fused classifier in forward()).
-  be->fill_zero(acts_->dln, size_t(N) * C * act);
   be->matmul_backward(acts_->dln, g + acts_->wte_offset, nullptr, acts_->logits, acts_->lnf,
                       working(acts_->wte_offset), N, C, V, WeightLayout::kOutIn);
   be->fill_zero(acts_->dresidual, size_t(N) * C * act);
@@ -388,7 +390,7 @@ void Gpt2::backward(const std::function<void(size_t)>& on_ready) {
     if (on_ready) on_ready(layers_[l].param[0]);
   }
   be->encoder_backward(g + acts_->wte_offset, g + acts_->wpe_offset, acts_->dresidual,
-                       acts_->inputs, B_, T_, C);
+                       acts_->host_inputs.data(), B_, T_, C);
   if (on_ready) on_ready(0);
 }
 

@@ -6,8 +6,11 @@
 //    and shapes (Conv1D weights are (in, out)). The gradient buffer has the same
 //    layout, so the communicator reduces contiguous ranges and the backward can
 //    announce "everything from offset X on is final" as it walks back through the layers.
-//  * The backward ADDS into the gradient buffer (every kernel is +=): K micro-batches
-//    accumulate by simply calling forward/backward K times.
+//  * The backward ADDS into the gradient buffer (every op adds into parameter gradients,
+//    kernels/backend.h): K micro-batches accumulate by calling forward/backward K times.
+//  * A micro-step never waits for the device: inputs are uploaded without waiting, the
+//    encoder backward buckets tokens from a host copy, and the losses are summed on the
+//    device until take_loss_sum() reads them (once per optimizer step in the trainer).
 //  * The loss is a SUM over counted targets (dloss = 1 per target); the trainer
 //    divides once by the global number of counted targets after the reduction.
 //  * Activations are allocated once for (B, T) and reused, so memory does not grow with K.
@@ -75,11 +78,14 @@ class Gpt2 {
   void sync_working_copy();
 
   void zero_grads();
-  // Forward of one micro-batch (host arrays of B*T). Returns the SUM of the
-  // per-target losses over counted targets. When `for_backward`, dlogits are kept
-  // for backward().
-  double forward(const int32_t* inputs, const int32_t* targets, const uint8_t* mask,
-                 bool for_backward);
+  // Forward of one micro-batch (host arrays of B*T; they may be reused on return). Adds
+  // the SUM of the per-target losses over counted targets to a device-side total that
+  // take_loss_sum() reads, so a micro-step never waits for the device. When
+  // `for_backward`, dlogits are kept for backward().
+  void forward(const int32_t* inputs, const int32_t* targets, const uint8_t* mask,
+               bool for_backward);
+  // The summed losses of every forward since the last call (waits for them), and resets.
+  double take_loss_sum();
   // Backward of the last forward: adds d(sum loss)/d(param) into grads().
   // `on_ready(offset)` is called whenever every gradient at or after `offset` is final.
   void backward(const std::function<void(size_t)>& on_ready = {});

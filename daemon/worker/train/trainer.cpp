@@ -249,14 +249,14 @@ absl::Status Trainer::restore_or_init() {
 std::pair<double, double> Trainer::accumulate_window(int64_t step) {
   model_->zero_grads();
   comm_->set_step(step + 1);
-  double loss_sum = 0, counted = 0;
+  double counted = 0;
   window_comm_ = {};
   const int64_t first_chunk = step * int64_t{K_} * world_;
   for (int micro = 0; micro < K_; ++micro) {
     const int64_t chunk = first_chunk + int64_t{micro} * world_ + comm_->rank();
     train_data_->read_chunk(chunk, B_, T_, spec_.data().shuffle(), spec_.seed(), &batch_);
-    loss_sum += model_->forward(batch_.inputs.data(), batch_.targets.data(), batch_.mask.data(),
-                                /*for_backward=*/true);
+    model_->forward(batch_.inputs.data(), batch_.targets.data(), batch_.mask.data(),
+                    /*for_backward=*/true);
     counted += static_cast<double>(batch_.counted);
     if (micro == K_ - 1) {
       // Only the last micro-batch communicates: buckets launch as the backward finishes them.
@@ -275,7 +275,8 @@ std::pair<double, double> Trainer::accumulate_window(int64_t step) {
     if (micro == K_ - 2) window_comm_.collectives_before_last_micro_step = so_far.collectives;
     if (is_rank0()) link_->heartbeat(step, micro);
   }
-  return {loss_sum, counted};
+  // The losses stayed on the device: one read per optimizer step, not per micro-step.
+  return {model_->take_loss_sum(), counted};
 }
 
 std::optional<double> Trainer::evaluate() {
@@ -284,10 +285,11 @@ std::optional<double> Trainer::evaluate() {
   for (int i = 0; i < spec_.eval().batches(); ++i) {
     const int64_t chunk = int64_t{i} * world_ + comm_->rank();
     val_data_->read_chunk(chunk, B_, T_, /*shuffle=*/false, spec_.seed(), &batch_);
-    sums[0] += model_->forward(batch_.inputs.data(), batch_.targets.data(), batch_.mask.data(),
-                               /*for_backward=*/false);
+    model_->forward(batch_.inputs.data(), batch_.targets.data(), batch_.mask.data(),
+                    /*for_backward=*/false);
     sums[1] += static_cast<double>(batch_.counted);
   }
+  sums[0] = model_->take_loss_sum();
   comm_->all_reduce(sums, 2, {comm::ReduceOp::kSum, comm::DataType::kFloat64});
   return sums[1] > 0 ? sums[0] / sums[1] : 0.0;
 }
