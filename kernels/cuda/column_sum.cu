@@ -1,7 +1,9 @@
 // kernels/cuda/column_sum.cu — bias gradient of a linear layer:
 //   dbias(OC) += sum_{rows} dout(N, OC)
-// through the deterministic two-stage column reduction of column_reduce.cuh.
+// through the deterministic two-stage column reduction of column_reduce.cuh; and
+//   add_f32: dst(n) += src(n), for a bias gradient cuBLASLt's BGRADA epilogue wrote.
 #include "kernels/cuda/column_reduce.cuh"
+#include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/ops.h"
 
 namespace accum::kernels::cuda {
@@ -22,7 +24,20 @@ struct RowValue {
   }
 };
 
+__global__ void add_f32_kernel(float* dst, const float* src, size_t n) {
+  const size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) dst[i] += src[i];
+}
+
 }  // namespace
+
+void add_f32(float* dst, const float* src, size_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  constexpr int kBlock = 256;
+  add_f32_kernel<<<static_cast<unsigned>(ceil_div(n, static_cast<size_t>(kBlock))), kBlock, 0,
+                   stream>>>(dst, src, n);
+  CUDA_CHECK_LAUNCH("add_f32_kernel");
+}
 
 void column_sum_add(float* out, const bf16* in, int rows, int cols, DeviceScratch& scratch,
                     cudaStream_t stream) {

@@ -40,6 +40,8 @@ struct Matmul::Plan {
 Matmul::Matmul(cudaStream_t stream) : stream_(stream) {
   const char* gelu = std::getenv("ACCUM_CUBLASLT_GELU");
   gelu_fusion_ = gelu == nullptr || std::string(gelu) != "0";
+  const char* bgrad = std::getenv("ACCUM_CUBLASLT_BGRAD");
+  bgrad_fusion_ = bgrad != nullptr && std::string(bgrad) == "1";
   CUBLAS_CHECK(cublasLtCreate(&handle_));
   CUDA_CHECK(cudaMalloc(&workspace_, kWorkspaceBytes));
   workspace_bytes_ = kWorkspaceBytes;
@@ -92,15 +94,18 @@ bool Matmul::gemm(void* d, bool d_is_f32, const void* a, bool trans_a, long lda,
       mode = bias != nullptr ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
     } else if (epilogue == Epilogue::kDGelu) {
       mode = CUBLASLT_EPILOGUE_DGELU;
+    } else if (epilogue == Epilogue::kBGradA) {
+      mode = CUBLASLT_EPILOGUE_BGRADA;
     }
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &mode,
                                                 sizeof(mode)));
     if (bias != nullptr) {
-      const int32_t bias_type = CUDA_R_16BF;
+      const int32_t bias_type = epilogue == Epilogue::kBGradA ? CUDA_R_32F : CUDA_R_16BF;
       CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
                                                   &bias_type, sizeof(bias_type)));
     }
-    if (epilogue != Epilogue::kNone) {
+    const bool uses_aux = epilogue == Epilogue::kGeluAux || epilogue == Epilogue::kDGelu;
+    if (uses_aux) {
       // The aux (GELU input) matrix is bf16 (m, n) with leading dimension m, like D. Its
       // pointer is set before the heuristic, which reads its alignment.
       const int64_t aux_ld = m;
@@ -153,13 +158,13 @@ bool Matmul::gemm(void* d, bool d_is_f32, const void* a, bool trans_a, long lda,
     }
     found = plans_.emplace(key, std::move(plan)).first;
   }
-  if (found->second == nullptr) return false;  // a GELU epilogue refused earlier
+  if (found->second == nullptr) return false;  // an epilogue refused earlier
   Plan& plan = *found->second;
   if (bias != nullptr) {
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
                                                 sizeof(bias)));
   }
-  if (epilogue != Epilogue::kNone) {
+  if (epilogue == Epilogue::kGeluAux || epilogue == Epilogue::kDGelu) {
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
         plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof(aux)));
   }
@@ -215,7 +220,17 @@ void Matmul::backward(__nv_bfloat16* dinp, float* dweight, float* dbias, const _
   }
   if (dweight != nullptr) {
     if (in_out) {
-      // dW (C,OC) row-major = (OC,C) col-major: dW^T += dout^T(OC,N) x inp(N,C)
+      // dW (C,OC) row-major = (OC,C) col-major: dW^T += dout^T(OC,N) x inp(N,C). A = dout^T,
+      // so BGRADA's sum of A over k (the N rows) is exactly dbias: one pass over dout less.
+      if (dbias != nullptr && bgrad_fusion_) {
+        auto* partial = static_cast<float*>(
+            scratch.get(ScratchSlot::kBiasGrad, sizeof(float) * static_cast<size_t>(OC)));
+        if (gemm(dweight, true, dout, false, OC, inp, true, C, OC, C, N, 1.f, partial,
+                 Epilogue::kBGradA)) {
+          add_f32(dbias, partial, static_cast<size_t>(OC), stream_);
+          return;
+        }
+      }
       gemm(dweight, true, dout, false, OC, inp, true, C, OC, C, N, 1.f, nullptr);
     } else {
       // dW (OC,C) row-major = (C,OC) col-major: dW^T += inp^T(C,N) x dout(N,OC)

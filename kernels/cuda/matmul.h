@@ -1,9 +1,11 @@
 // kernels/cuda/matmul.h — linear layers on cuBLASLt (CPU twin: kernels/cpu/matmul.cpp).
 //
 //   forward:  out(N,OC) = inp(N,C) @ W + bias      W (C,OC) kInOut | W^T with W (OC,C) kOutIn
-//   backward: dinp(N,C)   += dout @ W^T (kInOut) | dout @ W (kOutIn)       bf16, beta = 1
+//   backward: dinp(N,C)    = dout @ W^T (kInOut) | dout @ W (kOutIn)       bf16, beta = 0
 //             dweight     += inp^T @ dout (C,OC) | dout^T @ inp (OC,C)      fp32, beta = 1
 //             dbias(OC)   += sum_rows dout                                  fp32, column_sum
+//             (ACCUM_CUBLASLT_BGRAD=1: the dweight GEMM's BGRADA epilogue writes
+//             sum_rows dout to scratch, then add_f32 — an ablation, not yet measured)
 //
 //   forward_gelu:  pre = inp @ W + bias, out = gelu(pre)         GELU_AUX(_BIAS) epilogue
 //   backward_gelu: dpre = (dout @ W^T) * gelu'(pre), written      DGELU epilogue, beta = 0
@@ -61,11 +63,12 @@ class Matmul {
   struct Plan;
   // What runs after the product: kGeluAux: aux = sum, D = gelu(aux); kDGelu: D = sum *
   // gelu'(aux) (aux is read; (m,n) with ld m, like D).
-  enum class Epilogue { kNone, kGeluAux, kDGelu };
+  // kBGradA: `bias` is an OUTPUT, fp32 (m): the sum of op(A) over k, written.
+  enum class Epilogue { kNone, kGeluAux, kDGelu, kBGradA };
   // Column-major D(m,n) = epilogue(op(A) op(B) + beta * D (+ bias(m) broadcast over columns)).
   // A is stored (m,k) or, if trans_a, (k,m); likewise B (k,n) or (n,k).
-  // Returns false only for a GELU epilogue cuBLASLt has no algorithm for (the caller then
-  // runs the unfused ops); a plain GEMM without an algorithm is fatal.
+  // Returns false only for an epilogue cuBLASLt has no algorithm for (the caller then runs
+  // the unfused ops); a plain GEMM without an algorithm is fatal.
   bool gemm(void* d, bool d_is_f32, const void* a, bool trans_a, long lda, const void* b,
             bool trans_b, long ldb, long m, long n, long k, float beta, const void* bias,
             Epilogue epilogue = Epilogue::kNone, const void* aux = nullptr);
@@ -75,7 +78,8 @@ class Matmul {
   using Key = std::tuple<long, long, long, long, long, bool, bool, bool, bool, bool, int, int, int,
                          int, int>;
   cudaStream_t stream_;
-  bool gelu_fusion_ = true;  // ACCUM_CUBLASLT_GELU=0 turns the GELU epilogues off (A/B runs)
+  bool gelu_fusion_ = true;    // ACCUM_CUBLASLT_GELU=0 turns the GELU epilogues off (A/B runs)
+  bool bgrad_fusion_ = false;  // ACCUM_CUBLASLT_BGRAD=1 turns the bias-gradient epilogue on
   cublasLtHandle_t handle_ = nullptr;
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;

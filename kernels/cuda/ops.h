@@ -39,7 +39,9 @@ void layernorm_backward(bf16* dinp, float* dweight, float* dbias, const bf16* do
                         const bf16* weight, const float* mean, const float* rstd, int N, int C,
                         DeviceScratch& scratch, cudaStream_t stream);
 
-// ---- column_sum.cu ---- out[c] += sum_rows in[r, c], deterministic two-stage reduction.
+// ---- column_sum.cu ---- out[c] += sum_rows in[r, c], deterministic two-stage reduction;
+// add_f32: dst[i] += src[i].
+void add_f32(float* dst, const float* src, size_t n, cudaStream_t stream);
 void column_sum_add(float* out, const bf16* in, int rows, int cols, DeviceScratch& scratch,
                     cudaStream_t stream);
 

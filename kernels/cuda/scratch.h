@@ -14,8 +14,9 @@
 
 namespace accum::kernels::cuda {
 
-// kTable: small host-built tables (adamw_update_pieces).
-enum class ScratchSlot { kPartials, kTokens, kRowStats, kTable, kCount };
+// kTable: small host-built tables (adamw_update_pieces); kBiasGrad: a bias gradient
+// cuBLASLt writes before it is added into the fp32 gradients.
+enum class ScratchSlot { kPartials, kTokens, kRowStats, kTable, kBiasGrad, kCount };
 
 class DeviceScratch {
  public:

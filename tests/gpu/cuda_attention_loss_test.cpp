@@ -4,32 +4,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <cstdlib>
 #include <string>
 
 #include "tests/gpu/op_harness.h"
 
 namespace accum::kernels::gpu_testing {
 namespace {
-
-// Runs `body` with ACCUM_ATTENTION set to `choice` ("" = unset: tensor cores where the head
-// size allows), restoring the environment afterwards.
-template <typename Body>
-void with_attention_kernels(const char* choice, Body body) {
-  const char* before = std::getenv("ACCUM_ATTENTION");
-  const std::string saved = before ? before : "";
-  if (*choice) {
-    setenv("ACCUM_ATTENTION", choice, 1);
-  } else {
-    unsetenv("ACCUM_ATTENTION");
-  }
-  body();
-  if (before) {
-    setenv("ACCUM_ATTENTION", saved.c_str(), 1);
-  } else {
-    unsetenv("ACCUM_ATTENTION");
-  }
-}
 
 void attention_case_once(int B, int T, int C, int NH) {
   const size_t qkv_n = size_t(B) * T * 3 * C, out_n = size_t(B) * T * C;
@@ -61,7 +41,7 @@ void attention_case_once(int B, int T, int C, int NH) {
 void attention_case(int B, int T, int C, int NH) {
   for (const char* choice : {"", "mma_dkdv32", "simple"}) {
     SCOPED_TRACE(*choice ? std::string("ACCUM_ATTENTION=") + choice : "default kernels");
-    with_attention_kernels(choice, [&] { attention_case_once(B, T, C, NH); });
+    with_env("ACCUM_ATTENTION", choice, [&] { attention_case_once(B, T, C, NH); });
   }
 }
 

@@ -121,6 +121,16 @@ TEST(CudaOps, MatmulInOutWithBias) {
   matmul_case(70, 96, 136, WeightLayout::kInOut, true);
 }
 
+// ACCUM_CUBLASLT_BGRAD=1: dbias from the weight-gradient GEMM's BGRADA epilogue (plus an
+// add into the fp32 gradient) instead of the column reduction. Where cuBLASLt refuses the
+// epilogue the column reduction runs; simt.SimtEmulator.BiasGradientEpilogueIsTaken checks
+// that the emulated library is asked for it.
+TEST(CudaOps, MatmulBiasGradientFromTheGemmEpilogue) {
+  ACCUM_REQUIRE_CUDA();
+  with_env("ACCUM_CUBLASLT_BGRAD", "1",
+           [] { matmul_case(70, 96, 136, WeightLayout::kInOut, true); });
+}
+
 TEST(CudaOps, MatmulOutInWithoutBias) {
   ACCUM_REQUIRE_CUDA();
   matmul_case(70, 96, 200, WeightLayout::kOutIn, false);  // the tied LM head's layout

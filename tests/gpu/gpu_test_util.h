@@ -10,6 +10,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -19,6 +20,25 @@
 #include "kernels/backend.h"
 
 namespace accum::kernels::gpu_testing {
+
+// Runs `body` with environment variable `name` set to `value` ("" = unset), then restores
+// it. Back ends read their switches (ACCUM_ATTENTION, ACCUM_CUBLASLT_*) when created.
+template <typename Body>
+void with_env(const char* name, const char* value, Body body) {
+  const char* before = std::getenv(name);
+  const std::string saved = before ? before : "";
+  if (*value) {
+    setenv(name, value, 1);
+  } else {
+    unsetenv(name);
+  }
+  body();
+  if (before) {
+    setenv(name, saved.c_str(), 1);
+  } else {
+    unsetenv(name);
+  }
+}
 
 // Skips the current test, with the reason, when no CUDA device can be used.
 #define ACCUM_REQUIRE_CUDA()                                                                      \

@@ -6,6 +6,7 @@
 //   BIAS:           + bias(m) broadcast over columns
 //   GELU_AUX(_BIAS): aux = value (after the bias), D = gelu(value)       (tanh form, GPT-2)
 //   DGELU:          D = value * gelu'(aux)
+//   BGRADA:         bias(m) = sum over k of op(A) (written, fp32 or bf16; bias is an output)
 // A/B bf16, compute and scale fp32; C/D bf16 (rounded to nearest even) or fp32; every
 // output's sum runs in fp32 in k order. What the real library checks and the back end relies on is
 // checked here too: layouts that match the operation's shapes, leading dimensions >= rows,
@@ -17,6 +18,8 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -110,6 +113,9 @@ float gelu_grad(float x) {
          0.5f * x * (1.f - th * th) * kGeluScale * (1.f + 3.f * kGeluCube * x * x);
 }
 
+std::mutex g_calls_mutex;
+std::map<int, int> g_calls_by_epilogue;
+
 bool has_bias(cublasLtEpilogue_t e) {
   return e == CUBLASLT_EPILOGUE_BIAS || e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
 }
@@ -139,8 +145,13 @@ cublasStatus_t check_problem(const Desc& desc, const Layout& a, const Layout& b,
   if (a.type != CUDA_R_16BF || b.type != CUDA_R_16BF) return invalid("A/B must be bf16 here");
   if (d.type != CUDA_R_16BF && d.type != CUDA_R_32F) return invalid("D must be bf16 or fp32");
   const cublasLtEpilogue_t e = desc.epilogue;
-  if (e != CUBLASLT_EPILOGUE_DEFAULT && !has_bias(e) && !has_aux(e)) {
+  if (e != CUBLASLT_EPILOGUE_DEFAULT && e != CUBLASLT_EPILOGUE_BGRADA && !has_bias(e) &&
+      !has_aux(e)) {
     return invalid("epilogue not emulated");
+  }
+  if (e == CUBLASLT_EPILOGUE_BGRADA && desc.bias_type != CUDA_R_32F &&
+      desc.bias_type != CUDA_R_16BF) {
+    return invalid("BGRADA bias must be fp32 or bf16");
   }
   if (has_bias(e) && desc.bias_type != CUDA_R_16BF) return invalid("bias type must be bf16");
   if (has_aux(e) && (desc.aux_type != CUDA_R_16BF || desc.aux_ld < static_cast<int64_t>(*m))) {
@@ -325,6 +336,14 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
   accum::simt::check_device_range(D, span(d), "cublasLtMatmul D");
   if (workspace_bytes > 0) accum::simt::check_device_range(workspace, workspace_bytes, "workspace");
   if (has_bias(desc.epilogue)) accum::simt::check_device_range(desc.bias, 2 * m, "bias");
+  if (desc.epilogue == CUBLASLT_EPILOGUE_BGRADA) {
+    accum::simt::check_device_range(
+        desc.bias, element_bytes(static_cast<cudaDataType>(desc.bias_type)) * m, "BGRADA bias");
+  }
+  {
+    std::lock_guard<std::mutex> lock(g_calls_mutex);
+    ++g_calls_by_epilogue[static_cast<int>(desc.epilogue)];
+  }
   if (has_aux(desc.epilogue)) {
     accum::simt::check_device_range(desc.aux, 2 * ((n - 1) * desc.aux_ld + m), "epilogue aux");
   }
@@ -348,6 +367,13 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
       for (uint64_t i = 0; i < m; ++i) column[i] += a_col[i] * bv;
     }
   }
+  if (desc.epilogue == CUBLASLT_EPILOGUE_BGRADA) {
+    for (uint64_t i = 0; i < m; ++i) {
+      float total = 0.f;
+      for (uint64_t p = 0; p < k; ++p) total += at[p * m + i];
+      store(const_cast<void*>(desc.bias), static_cast<cudaDataType>(desc.bias_type), i, total);
+    }
+  }
   for (uint64_t j = 0; j < n; ++j) {
     for (uint64_t i = 0; i < m; ++i) {
       const size_t at_d = j * d.ld + i;
@@ -366,4 +392,10 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
   }
   accum::simt::check_guards();
   return CUBLAS_STATUS_SUCCESS;
+}
+
+int accum::simt::matmul_calls_with_epilogue(int epilogue) {
+  std::lock_guard<std::mutex> lock(g_calls_mutex);
+  const auto found = g_calls_by_epilogue.find(epilogue);
+  return found == g_calls_by_epilogue.end() ? 0 : found->second;
 }

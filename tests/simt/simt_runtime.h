@@ -21,5 +21,8 @@ size_t max_dynamic_shared_opt_in();
 void check_device_range(const void* ptr, size_t bytes, const char* what);
 // Aborts if anything wrote past the end of an allocation (its guard bytes changed).
 void check_guards();
+// How many cublasLtMatmul calls ran with `epilogue` (a cublasLtEpilogue_t) so far: lets a
+// test see that a fused path was taken rather than its fallback.
+int matmul_calls_with_epilogue(int epilogue);
 
 }  // namespace accum::simt

@@ -10,15 +10,19 @@
 //     same bits under all three (no kernel relies on an order a GPU does not guarantee).
 #include "tests/simt/simt.h"
 
+#include <cublasLt.h>
+#include <cuda_bf16.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <vector>
 
 #include "bench/gpu/gpt2_step.h"
 #include "kernels/backend.h"
+#include "tests/simt/simt_runtime.h"
 
 namespace accum::simt {
 namespace {
@@ -204,6 +208,56 @@ TEST(SimtEmulatorDeathTest, KernelWritingPastTheEndOfABufferIsCaughtAtLaunch) {
                       [&] { bytes[thread_idx().x] = 0; });  // 28 bytes too many
       },
       "written past the end of a 100-byte allocation, at byte 100");
+}
+
+// ACCUM_CUBLASLT_BGRAD=1 makes the CUDA back end ask cuBLASLt for the BGRADA epilogue in the
+// weight-gradient GEMM (and not otherwise), and the bias gradient it adds is dout's column
+// sums. (CudaOps.MatmulBiasGradientFromTheGemmEpilogue compares the whole op to the CPU.)
+std::vector<float> bias_gradient_on_cuda(bool bgrad, int* bgrad_calls) {
+  if (bgrad) setenv("ACCUM_CUBLASLT_BGRAD", "1", 1);
+  auto backend = kernels::make_backend(kernels::DeviceKind::kCuda, 0);
+  unsetenv("ACCUM_CUBLASLT_BGRAD");
+  const int N = 24, C = 16, OC = 40;
+  std::vector<__nv_bfloat16> dout(N * OC), inp(N * C), weight(C * OC);
+  for (int i = 0; i < N * OC; ++i) dout[i] = __float2bfloat16(0.25f * ((i * 7) % 13) - 1.5f);
+  for (int i = 0; i < N * C; ++i) inp[i] = __float2bfloat16(0.125f * ((i * 5) % 11) - 0.5f);
+  for (int i = 0; i < C * OC; ++i) weight[i] = __float2bfloat16(0.0625f * (i % 9));
+  auto upload = [&](const auto& host) {
+    void* p = backend->alloc(host.size() * sizeof(host[0]));
+    backend->upload(p, host.data(), host.size() * sizeof(host[0]));
+    return p;
+  };
+  void* dout_d = upload(dout);
+  void* inp_d = upload(inp);
+  void* weight_d = upload(weight);
+  auto* dweight = static_cast<float*>(backend->alloc(sizeof(float) * C * OC));
+  std::vector<float> start(OC, 1.f);  // dbias starts at 1: the op must add
+  auto* dbias = static_cast<float*>(upload(start));
+  const int before = matmul_calls_with_epilogue(CUBLASLT_EPILOGUE_BGRADA);
+  backend->matmul_backward(nullptr, dweight, dbias, dout_d, inp_d, weight_d, N, C, OC,
+                           kernels::WeightLayout::kInOut);
+  *bgrad_calls = matmul_calls_with_epilogue(CUBLASLT_EPILOGUE_BGRADA) - before;
+  std::vector<float> result(OC);
+  backend->download(result.data(), dbias, sizeof(float) * OC);
+  for (void* p :
+       {dout_d, inp_d, weight_d, static_cast<void*>(dweight), static_cast<void*>(dbias)}) {
+    backend->release(p);
+  }
+  return result;
+}
+
+TEST(SimtEmulator, BiasGradientEpilogueIsTakenOnlyWhenAskedFor) {
+  int fused_calls = -1, plain_calls = -1;
+  const std::vector<float> fused = bias_gradient_on_cuda(true, &fused_calls);
+  const std::vector<float> plain = bias_gradient_on_cuda(false, &plain_calls);
+  EXPECT_EQ(fused_calls, 1);
+  EXPECT_EQ(plain_calls, 0);
+  for (int c = 0; c < 40; ++c) {
+    float want = 1.f;  // every value is a multiple of 1/4: the sums are exact
+    for (int r = 0; r < 24; ++r) want += 0.25f * (((r * 40 + c) * 7) % 13) - 1.5f;
+    EXPECT_EQ(fused[c], want) << "column " << c;
+    EXPECT_EQ(plain[c], want) << "column " << c;
+  }
 }
 
 // One optimizer step (K = 2 micro-batches) of a tiny GPT-2 on the emulated CUDA back end:
