@@ -7,7 +7,8 @@
 // Device memory: ACCUM_SIMT_DEVICE_BYTES (default 80 GiB) is the device's size; allocations
 // beyond it fail with cudaErrorMemoryAllocation, so out-of-memory paths can be tested.
 // ACCUM_SIMT_DEVICES (default 1) devices are visible; they share that memory (a process
-// uses one). Events complete when recorded.
+// uses one). Events complete when recorded. What a real host would wait for (syncs,
+// device->host copies, copies from pageable memory) is counted: host_waits().
 // New allocations are filled with 0xFF bytes (NaN as bf16 or fp32): a read of memory
 // nobody wrote shows up. Behind each allocation's end lie guard bytes (its padding to 256
 // bytes, and 256 more) that must stay 0xFF: they are checked after every kernel and
@@ -41,6 +42,8 @@ struct Device {
   size_t used = 0;
   std::set<cudaStream_t> streams;
   std::set<cudaEvent_t> events;
+  std::map<uintptr_t, size_t> pinned;  // cudaMallocHost: start -> bytes
+  HostWaits waits;
 };
 
 Device& device() {
@@ -130,6 +133,12 @@ void check_guards() {
   Device& d = device();
   std::lock_guard<std::mutex> lock(d.mutex);
   for (const auto& [start, size] : d.allocations) check_guard_locked(start, size);
+}
+
+HostWaits host_waits() {
+  Device& d = device();
+  std::lock_guard<std::mutex> lock(d.mutex);
+  return d.waits;
 }
 
 }  // namespace accum::simt
@@ -254,10 +263,19 @@ cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
 // Pinned host memory is plain host memory here (copies complete when queued).
 cudaError_t cudaMallocHost(void** ptr, size_t size) {
   *ptr = std::malloc(size == 0 ? 1 : size);
-  return *ptr != nullptr ? cudaSuccess : accum::simt::record(cudaErrorMemoryAllocation);
+  if (*ptr == nullptr) return accum::simt::record(cudaErrorMemoryAllocation);
+  auto& d = accum::simt::device();
+  std::lock_guard<std::mutex> lock(d.mutex);
+  d.pinned[reinterpret_cast<uintptr_t>(*ptr)] = size;
+  return cudaSuccess;
 }
 
 cudaError_t cudaFreeHost(void* ptr) {
+  {
+    auto& d = accum::simt::device();
+    std::lock_guard<std::mutex> lock(d.mutex);
+    d.pinned.erase(reinterpret_cast<uintptr_t>(ptr));
+  }
   std::free(ptr);
   return cudaSuccess;
 }
@@ -271,6 +289,18 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpy
   }
   if (kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice) {
     check_device_range(src, count, "cudaMemcpy source");
+  }
+  {
+    auto& d = accum::simt::device();
+    std::lock_guard<std::mutex> lock(d.mutex);
+    if (kind == cudaMemcpyDeviceToHost) ++d.waits.device_to_host;
+    if (kind == cudaMemcpyHostToDevice) {
+      const auto address = reinterpret_cast<uintptr_t>(src);
+      auto block = d.pinned.upper_bound(address);
+      const bool pinned = block != d.pinned.begin() &&
+                          address + count <= std::prev(block)->first + std::prev(block)->second;
+      if (!pinned) ++d.waits.pageable_to_device;
+    }
   }
   std::memmove(dst, src, count);
   return cudaSuccess;
@@ -316,7 +346,14 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
 
 cudaError_t cudaEventQuery(cudaEvent_t event) { return check_event(event); }
 
-cudaError_t cudaEventSynchronize(cudaEvent_t event) { return check_event(event); }
+cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  {
+    auto& d = accum::simt::device();
+    std::lock_guard<std::mutex> lock(d.mutex);
+    ++d.waits.event_syncs;
+  }
+  return check_event(event);
+}
 
 cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int /*flags*/) {
   check_stream(stream);
@@ -349,11 +386,21 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
 
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
   check_stream(stream);
+  {
+    auto& d = accum::simt::device();
+    std::lock_guard<std::mutex> lock(d.mutex);
+    ++d.waits.stream_syncs;
+  }
   accum::simt::check_guards();
   return cudaSuccess;  // every operation finished when it was queued
 }
 
 cudaError_t cudaDeviceSynchronize() {
+  {
+    auto& d = accum::simt::device();
+    std::lock_guard<std::mutex> lock(d.mutex);
+    ++d.waits.stream_syncs;
+  }
   accum::simt::check_guards();
   return cudaSuccess;
 }

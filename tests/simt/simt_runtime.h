@@ -21,6 +21,15 @@ size_t max_dynamic_shared_opt_in();
 void check_device_range(const void* ptr, size_t bytes, const char* what);
 // Aborts if anything wrote past the end of an allocation (its guard bytes changed).
 void check_guards();
+// What a GPU host would wait for, counted since the process started: stream and device
+// synchronizations, event synchronizations, device->host copies, and host->device copies
+// from pageable memory (the driver may drain the stream for those; pinned memory is
+// what cudaMallocHost returned). Lets a test check that a code path never waits.
+struct HostWaits {
+  long stream_syncs = 0, event_syncs = 0, device_to_host = 0, pageable_to_device = 0;
+};
+HostWaits host_waits();
+
 // How many cublasLtMatmul calls ran with `epilogue` (a cublasLtEpilogue_t) so far: lets a
 // test see that a fused path was taken rather than its fallback.
 int matmul_calls_with_epilogue(int epilogue);

@@ -7,7 +7,9 @@
 //     writes past the end of a buffer, which a GPU would not report, are caught;
 //   * a kernel with a missing __syncthreads gives different bits under different
 //     schedules, and a whole GPT-2 training step on the emulated CUDA back end gives the
-//     same bits under all three (no kernel relies on an order a GPU does not guarantee).
+//     same bits under all three (no kernel relies on an order a GPU does not guarantee);
+//   * a GPT-2 micro-step on the CUDA back end never waits for the device, and the bias
+//     gradient epilogue is taken when (and only when) it is asked for.
 #include "tests/simt/simt.h"
 
 #include <cublasLt.h>
@@ -258,6 +260,38 @@ TEST(SimtEmulator, BiasGradientEpilogueIsTakenOnlyWhenAskedFor) {
     EXPECT_EQ(fused[c], want) << "column " << c;
     EXPECT_EQ(plain[c], want) << "column " << c;
   }
+}
+
+// The model's promise (daemon/worker/model/gpt2.h): a micro-step never waits for the
+// device. After one warm-up micro-step (cuBLASLt plans, scratch and staging sized), more
+// micro-steps make no stream or device synchronization, no device->host copy and no
+// host->device copy from pageable memory; reading the loss afterwards is one download.
+TEST(SimtSchedules, MicroStepsNeverWaitForTheDevice) {
+  auto backend = kernels::make_backend(kernels::DeviceKind::kCuda, 0);
+  bench::Gpt2Config config;
+  config.n_layer = 1;
+  config.n_head = 2;
+  config.d_model = 64;
+  config.vocab = 80;
+  config.max_seq = 64;
+  const int B = 2, T = 64;
+  bench::Gpt2Step model(*backend, config, B, T, 3);
+  std::mt19937_64 rng(4);
+  std::uniform_int_distribution<int32_t> token(0, config.vocab - 1);
+  std::vector<int32_t> tokens(B * T + 1);
+  for (auto& t : tokens) t = token(rng);
+  const float dloss = 1.f / (4 * B * T);
+  model.zero_grad();
+  model.micro_step(tokens, dloss);  // warm-up
+  const HostWaits before = host_waits();
+  for (int micro = 0; micro < 3; ++micro) model.micro_step(tokens, dloss);
+  const HostWaits after = host_waits();
+  EXPECT_EQ(after.stream_syncs - before.stream_syncs, 0);
+  EXPECT_EQ(after.device_to_host - before.device_to_host, 0);
+  EXPECT_EQ(after.pageable_to_device - before.pageable_to_device, 0);
+  const float loss = model.take_mean_loss();
+  EXPECT_EQ(host_waits().device_to_host - after.device_to_host, 1);
+  EXPECT_NEAR(loss, std::log(static_cast<float>(config.vocab)), 0.5f);
 }
 
 // One optimizer step (K = 2 micro-batches) of a tiny GPT-2 on the emulated CUDA back end:
