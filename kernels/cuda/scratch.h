@@ -43,11 +43,14 @@ class DeviceScratch {
 // at once, and the host never waits for earlier work. A slot is refilled only after the
 // copy that last read it has finished (one event per slot), so with kSlots slots the host
 // waits only when it is kSlots copies ahead of the device. Copies above kMaxBytes (weights,
-// optimizer state: rare, large) go straight from the caller's memory and wait.
+// optimizer state: rare, large) go straight from the caller's memory and wait. A step's
+// copies are small (tokens, targets and mask: 9 bytes per token; the encoder's buckets:
+// at most 12 bytes per token), so 4 MiB covers micro-batches of 350K tokens and bounds
+// the pinned memory at kSlots x 4 MiB.
 class HostStaging {
  public:
   static constexpr int kSlots = 8;
-  static constexpr size_t kMaxBytes = size_t{16} << 20;
+  static constexpr size_t kMaxBytes = size_t{4} << 20;
 
   explicit HostStaging(cudaStream_t stream) : stream_(stream) {}
   ~HostStaging();
