@@ -34,6 +34,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -104,7 +105,8 @@ class Checker:
 def main(argv):
     parser = argparse.ArgumentParser()
     parser.add_argument("--worker", required=True, help="path to accum-worker")
-    parser.add_argument("--workdir", help="keep the files here (default: a temp dir)")
+    parser.add_argument("--workdir", help="keep the files here (default: a temp dir, removed "
+                        "when every check passes)")
     args = parser.parse_args(argv)
     if MISSING:
         print(f"SKIPPED: {MISSING} is not importable by {sys.executable}; "
@@ -118,7 +120,14 @@ def main(argv):
     work = args.workdir or tempfile.mkdtemp(prefix="accum-reference-")
     os.makedirs(work, exist_ok=True)
     print("work dir:", work)
+    status = check(args, torch, work)
+    if status == 0 and not args.workdir:
+        shutil.rmtree(work, ignore_errors=True)  # a failure keeps its files to look at
+    return status
 
+
+def check(args, torch, work):
+    """Runs the worker and the reference in `work`; 0 when every check passes, else 1."""
     # ---- inputs: corpus (wraps within the run), masks, val data, init ----------------------
     train_len = 1000  # chunks = floor(999 / 48) = 20 < 8*4 = 32 chunks read: wraps once
     write(os.path.join(work, "corpus.txt"), make_text(train_len, 1))
