@@ -22,10 +22,12 @@
 # With the device tool of this workplace: prepare here, then run
 #   command "bash bench/gpu/lease.sh run $OUT", carry ["build-lease", "build-lease-base"].
 # Knobs: ACCUM_CUDA_ARCHS (prepare; default 90), ACCUM_LEASE_FILTER (default: the attention,
-# classifier, LayerNorm and AdamW op tests; none: no sanitizer), ACCUM_LEASE_GPU_SH_SECONDS
+# classifier, LayerNorm and AdamW op tests, and for memcheck also the encoder and the BGRADA
+# matmul test; none: no sanitizer), ACCUM_LEASE_GPU_SH_SECONDS
 # (default 220), ACCUM_BENCH_NCU_DETAIL (default 1: ncu's sections for the largest kernels),
 # ACCUM_BENCH_NSYS (default 1: the GPU's idle time between operations, when nsys exists),
-# ACCUM_LEASE_RACECHECK_FILTER (default: ACCUM_LEASE_FILTER), ACCUM_LEASE_SANITIZER_SECONDS
+# ACCUM_LEASE_RACECHECK_FILTER (default: ACCUM_LEASE_FILTER or our kernels' tests),
+# ACCUM_LEASE_SANITIZER_SECONDS
 # (default 40 per tool), ACCUM_LEASE_COMPARE_ROUNDS (default 3).
 # The step times are sized to fit one device call of about 6 minutes with the start.
 set -uo pipefail
@@ -101,9 +103,12 @@ run() {
       "after: $(cat "$ROOT/build-lease/REVISION" 2> /dev/null || echo unknown)" >> "$g/compare.md"
   fi
 
-  local filter="${ACCUM_LEASE_FILTER:-CudaOps.Attention*:CudaOps.CrossEntropy*:CudaOps.LayerNorm*:CudaOps.AdamW*}"
+  # Our own kernels; memcheck also takes the encoder (buckets staged through pinned memory)
+  # and cuBLASLt's BGRADA epilogue writing into scratch.
+  local kernels="CudaOps.Attention*:CudaOps.CrossEntropy*:CudaOps.LayerNorm*:CudaOps.AdamW*"
+  local filter="${ACCUM_LEASE_FILTER:-$kernels:CudaOps.Encoder*:CudaOps.MatmulBiasGradientFromTheGemmEpilogue}"
   # racecheck runs ~50x slower than memcheck: ACCUM_LEASE_RACECHECK_FILTER can narrow it.
-  local race_filter="${ACCUM_LEASE_RACECHECK_FILTER:-$filter}"
+  local race_filter="${ACCUM_LEASE_RACECHECK_FILTER:-${ACCUM_LEASE_FILTER:-$kernels}}"
   [[ "$filter" == none ]] || for tool in memcheck racecheck; do
     local tool_filter="$filter"
     [[ $tool == racecheck ]] && tool_filter="$race_filter"
