@@ -268,12 +268,8 @@ TEST(SimtEmulator, BiasGradientEpilogueIsTakenOnlyWhenAskedFor) {
 // host->device copy from pageable memory; reading the loss afterwards is one download.
 TEST(SimtSchedules, MicroStepsNeverWaitForTheDevice) {
   auto backend = kernels::make_backend(kernels::DeviceKind::kCuda, 0);
-  bench::Gpt2Config config;
-  config.n_layer = 1;
-  config.n_head = 2;
-  config.d_model = 64;
-  config.vocab = 80;
-  config.max_seq = 64;
+  const bench::Gpt2Config config{
+      .n_layer = 1, .n_head = 2, .d_model = 64, .vocab = 80, .max_seq = 64};
   const int B = 2, T = 64;
   bench::Gpt2Step model(*backend, config, B, T, 3);
   std::mt19937_64 rng(4);
@@ -298,12 +294,9 @@ TEST(SimtSchedules, MicroStepsNeverWaitForTheDevice) {
 // the weights after it, as bits.
 std::vector<float> one_training_step() {
   auto backend = kernels::make_backend(kernels::DeviceKind::kCuda, 0);
-  bench::Gpt2Config config;
-  config.n_layer = 1;
-  config.n_head = 2;
-  config.d_model = 64;  // head size 32: the tensor-core attention
-  config.vocab = 80;
-  config.max_seq = 80;
+  // Head size 32: the tensor-core attention.
+  const bench::Gpt2Config config{
+      .n_layer = 1, .n_head = 2, .d_model = 64, .vocab = 80, .max_seq = 80};
   const int B = 2, T = 80;  // 80 > 64: two query/key tiles, a ragged last one
   bench::Gpt2Step model(*backend, config, B, T, 5);
   std::mt19937_64 rng(11);
