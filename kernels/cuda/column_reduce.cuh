@@ -85,6 +85,17 @@ __global__ void column_finalize_kernel(ColumnOutputs<kOut> outputs, const float*
   }
 }
 
+// Stage 2 alone, for kernels that write stage 1's partial[k][chunk][c] themselves (the
+// LayerNorm backward sums its parameter gradients while it computes dinp).
+template <int kOut>
+void column_finalize_add(ColumnOutputs<kOut> outputs, const float* partial, int num_chunks,
+                         int cols, cudaStream_t stream) {
+  const dim3 block(kWarpSize, kRowLanes);
+  column_finalize_kernel<kOut>
+      <<<ceil_div(cols, kWarpSize), block, 0, stream>>>(outputs, partial, num_chunks, cols);
+  CUDA_CHECK_LAUNCH("column_finalize_kernel");
+}
+
 // `vector`: cols % 8 == 0 and the rows the functor reads are 16-byte aligned.
 template <int kOut, typename Value>
 void column_reduce_add(ColumnOutputs<kOut> outputs, int rows, int cols, Value value, bool vector,
@@ -101,9 +112,7 @@ void column_reduce_add(ColumnOutputs<kOut> outputs, int rows, int cols, Value va
     column_partials_kernel<kOut, 1><<<grid, block, 0, stream>>>(partial, rows, cols, value);
   }
   CUDA_CHECK_LAUNCH("column_partials_kernel");
-  column_finalize_kernel<kOut>
-      <<<ceil_div(cols, kWarpSize), block, 0, stream>>>(outputs, partial, num_chunks, cols);
-  CUDA_CHECK_LAUNCH("column_finalize_kernel");
+  column_finalize_add<kOut>(outputs, partial, num_chunks, cols, stream);
 }
 
 }  // namespace accum::kernels::cuda

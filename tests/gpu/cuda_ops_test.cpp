@@ -88,6 +88,55 @@ TEST(CudaOps, LayerNormScalarChannels) {
   layernorm_case(67, 50);
 }
 
+// The backward sums dweight/dbias in its dinp pass for C % 8 == 0 up to 1024 channels (4 x 256
+// per warp): 1000 leaves the last 256-channel group of every lane partly empty; 1032 is past
+// the limit and takes the two-pass path (dinp kernel, then the column reduction).
+TEST(CudaOps, LayerNormWideChannels) {
+  ACCUM_REQUIRE_CUDA();
+  layernorm_case(131, 1000);
+  layernorm_case(70, 1032);
+}
+
+// ACCUM_LAYERNORM_GRADS=two_pass: the ablation's path, checked like the default.
+TEST(CudaOps, LayerNormTwoPassParameterGradients) {
+  ACCUM_REQUIRE_CUDA();
+  with_env("ACCUM_LAYERNORM_GRADS", "two_pass", [] { layernorm_case(600, 64); });
+}
+
+// The fused backward takes the two-pass path's rows in the same order (warp w = row lane w
+// of column_reduce.cuh) with the same expressions, so both give the same bits: switching the
+// ablation on does not change a training run.
+TEST(CudaOps, LayerNormFusedGradientsEqualTheTwoPassPath) {
+  ACCUM_REQUIRE_CUDA();
+  const int N = 600, C = 768;
+  const auto inp = random_bf16_values(size_t(N) * C, 14, 2.f, 0.3f);
+  const auto weight = random_bf16_values(C, 15, 0.2f, 1.f);
+  const auto dout = random_bf16_values(size_t(N) * C, 16);
+  const auto dinp0 = random_bf16_values(size_t(N) * C, 17);
+  Backends backends;
+  Backend& be = *backends.gpu;
+  auto run = [&] {
+    Buffer inp_b = upload_act(be, inp), w = upload_act(be, weight), dout_b = upload_act(be, dout);
+    Buffer out = poisoned_act(be, inp.size()), dinp = upload_act(be, dinp0);
+    Buffer mean = poisoned_f32(be, N), rstd = poisoned_f32(be, N);
+    Buffer dweight(be, C * sizeof(float)), dbias(be, C * sizeof(float));
+    Buffer zero_bias(be, C * be.act_bytes());
+    be.layernorm_forward(out.get(), mean.f32(), rstd.f32(), inp_b.get(), w.get(), zero_bias.get(),
+                         N, C);
+    be.layernorm_backward(dinp.get(), dweight.f32(), dbias.f32(), dout_b.get(), inp_b.get(),
+                          w.get(), mean.f32(), rstd.f32(), N, C);
+    return Outputs{{"dinp", download_act(be, dinp.get(), inp.size())},
+                   {"dweight", download_f32(be, dweight.get(), C)},
+                   {"dbias", download_f32(be, dbias.get(), C)}};
+  };
+  const Outputs fused = run();
+  Outputs two_pass;
+  with_env("ACCUM_LAYERNORM_GRADS", "two_pass", [&] { two_pass = run(); });
+  for (const auto& [name, values] : fused) {
+    EXPECT_TRUE(bit_identical(values, two_pass.at(name))) << name;
+  }
+}
+
 void matmul_case(int N, int C, int OC, WeightLayout layout, bool with_bias) {
   const auto inp = random_bf16_values(size_t(N) * C, 20);
   const auto weight = random_bf16_values(size_t(C) * OC, 21, 0.1f);
