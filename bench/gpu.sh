@@ -27,7 +27,8 @@
 #                             rest of a larger card is held back; 0 = the whole card)
 #   ACCUM_GPU_TEST_TIMEOUT=900  seconds the gpu tests may take
 #   ACCUM_BENCH_NCU=1         also time each kernel of one 2-layer step under ncu
-#   ACCUM_BENCH_NCU_DETAIL=1  and ncu's pipe, stall and occupancy sections for the largest ones
+#   ACCUM_BENCH_NCU_DETAIL=1  and ncu's pipe, stall and occupancy sections for the largest ones,
+#                             and a table of every one of our kernels' stall reasons (ncu_stalls.md)
 #   ACCUM_BENCH_NSYS=1        GPU idle time between operations (nsys, bench/gpu/gpu_gaps.py)
 #   ACCUM_BENCH_OUT=DIR       output folder;  ACCUM_RESULTS=FILE  where the summary is appended
 # Output: bench/out/gpu-<date>/ (logs, JSON) and summary.md, appended to bench/RESULTS.md.
@@ -184,6 +185,18 @@ if [[ "${ACCUM_BENCH_1P3B:-1}" == 1 ]]; then
   done
 fi
 
+# ---- summary (before the profilers: a profiler that runs out of time costs only its own table) ----
+if [[ ${#RESULTS[@]} -gt 0 ]] && [[ "${RESULTS[0]}" == "$OUT/accum.json" ]]; then
+  "$PYTHON" "$ROOT/bench/gpu/summarize.py" --card "$CARD" --command "$COMMAND" --tests "$TESTS" \
+    --out "$OUT/summary.md" "${RESULTS[@]}" --scaling "${SCALING[@]}" --ablation "${ABLATIONS[@]}" "${LARGE[@]}"
+  if [[ -s "$OUT/summary.md" ]]; then
+    { echo; cat "$OUT/summary.md"; } >> "$RESULTS_FILE"
+    echo "results: $OUT/summary.md (appended to $RESULTS_FILE)"
+  fi
+else
+  echo "no benchmark result to summarize (see $OUT)"; status=1
+fi
+
 # ---- per-kernel times of one step of a 2-layer model (the layers repeat), for tuning ----
 if [[ "${ACCUM_BENCH_NCU:-0}" == 1 ]] && command -v ncu >/dev/null 2>&1; then
   log "ncu: kernel times of one step, 2 layers, B=$BATCH T=$SEQ"
@@ -207,6 +220,18 @@ if [[ "${ACCUM_BENCH_NCU:-0}" == 1 ]] && command -v ncu >/dev/null 2>&1; then
       --section InstructionStats "$BIN/gpt2_bench" --layers 1 --batch "$BATCH" --seq "$SEQ" \
       --steps 1 --warmup 0 > "$OUT/ncu_detail.txt" 2> "$OUT/ncu_detail.log" ||
       echo "ncu details failed or timed out"
+    # The stall reasons of our own kernels, one launch each, in a pass of their own (a metric
+    # name this ncu lacks costs this table, not the sections above).
+    log "ncu: stall reasons of our kernels"
+    stall_metrics="$("$PYTHON" -c 'import sys; sys.path.insert(0, sys.argv[1]);
+import ncu_kernels; print(",".join(ncu_kernels.STALL_METRICS))' "$ROOT/bench/gpu")"
+    timeout "${ACCUM_NCU_TIMEOUT:-180}" ncu --clock-control none \
+      --kernel-name 'regex:_kernel' --launch-count 30 --metrics "$stall_metrics" --csv \
+      --log-file "$OUT/ncu_stalls.csv" "$BIN/gpt2_bench" --layers 1 --batch "$BATCH" \
+      --seq "$SEQ" --steps 1 --warmup 0 > /dev/null 2> "$OUT/ncu_stalls.log" ||
+      echo "ncu stall reasons failed or timed out"
+    [[ -s "$OUT/ncu_stalls.csv" ]] && "$PYTHON" "$ROOT/bench/gpu/ncu_kernels.py" --stalls \
+      "$OUT/ncu_stalls.csv" --out "$OUT/ncu_stalls.md" > /dev/null || true
   fi
 fi
 
@@ -230,17 +255,5 @@ if [[ "${ACCUM_BENCH_NSYS:-0}" == 1 ]]; then
   else
     echo "nsys not found: GPU idle time not measured" | tee -a "$OUT/gpu.log"
   fi
-fi
-
-# ---- summary ----
-if [[ ${#RESULTS[@]} -gt 0 ]] && [[ "${RESULTS[0]}" == "$OUT/accum.json" ]]; then
-  "$PYTHON" "$ROOT/bench/gpu/summarize.py" --card "$CARD" --command "$COMMAND" --tests "$TESTS" \
-    --out "$OUT/summary.md" "${RESULTS[@]}" --scaling "${SCALING[@]}" --ablation "${ABLATIONS[@]}" "${LARGE[@]}"
-  if [[ -s "$OUT/summary.md" ]]; then
-    { echo; cat "$OUT/summary.md"; } >> "$RESULTS_FILE"
-    echo "results: $OUT/summary.md (appended to $RESULTS_FILE)"
-  fi
-else
-  echo "no benchmark result to summarize (see $OUT)"; status=1
 fi
 exit $status

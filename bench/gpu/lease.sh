@@ -24,7 +24,8 @@
 # Knobs: ACCUM_CUDA_ARCHS (prepare; default 90), ACCUM_LEASE_FILTER (default: the attention,
 # classifier, LayerNorm and AdamW op tests, and for memcheck also the encoder and the BGRADA
 # matmul test; none: no sanitizer), ACCUM_LEASE_GPU_SH_SECONDS
-# (default 220), ACCUM_BENCH_NCU_DETAIL (default 1: ncu's sections for the largest kernels),
+# (default 240), ACCUM_BENCH_NCU_DETAIL (default 1: ncu's sections for the largest kernels
+# and the stall reasons of all of ours),
 # ACCUM_BENCH_NSYS (default 1: the GPU's idle time between operations, when nsys exists),
 # ACCUM_LEASE_RACECHECK_FILTER (default: ACCUM_LEASE_FILTER or our kernels' tests),
 # ACCUM_LEASE_SANITIZER_SECONDS
@@ -91,7 +92,7 @@ run() {
   ACCUM_GPU_BIN="$new" ACCUM_BENCH_OUT="$g" ACCUM_RESULTS="$g/RESULTS.part" ACCUM_BENCH_NCU=1 \
     ACCUM_BENCH_NCU_DETAIL="${ACCUM_BENCH_NCU_DETAIL:-1}" ACCUM_BENCH_NSYS="${ACCUM_BENCH_NSYS:-1}" \
     ACCUM_GPU_TEST_TIMEOUT=150 ACCUM_NCU_TIMEOUT=80 \
-    timeout "${ACCUM_LEASE_GPU_SH_SECONDS:-220}" bash bench/gpu.sh > "$g/run.log" 2>&1
+    timeout "${ACCUM_LEASE_GPU_SH_SECONDS:-240}" bash bench/gpu.sh > "$g/run.log" 2>&1
   echo "gpu.sh exit $?"
 
   if [[ -x "$old/gpt2_bench" ]]; then
@@ -129,6 +130,7 @@ run() {
   grep -E "gpu tests:|ratio|overhead|^\| [0-9]|^\| accum|^\| pytorch|1.3B|exit" "$g/run.log"
   [[ -s "$g/ncu_summary.md" ]] && head -24 "$g/ncu_summary.md"
   [[ -s "$g/gaps.md" ]] && head -8 "$g/gaps.md"
+  [[ -s "$g/ncu_stalls.md" ]] && head -30 "$g/ncu_stalls.md"
   (cd "$out" && tar czf g.tgz g && rm -rf g)
   echo "lease.sh: results in $out/g.tgz"
 }

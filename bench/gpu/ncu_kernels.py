@@ -2,9 +2,14 @@
 """bench/gpu/ncu_kernels.py — per-kernel time table from an ncu CSV log.
 
 usage: ncu_kernels.py NCU_CSV [--out FILE]
+       ncu_kernels.py --stalls NCU_CSV [--out FILE]
 The CSV comes from `ncu --metrics gpu__time_duration.sum --csv --log-file FILE prog ...`
 (bench/gpu.sh with ACCUM_BENCH_NCU=1). Kernels are grouped by name (template arguments
 dropped); the table lists total time, share, launches and mean time, largest first.
+
+--stalls reads a CSV of the metrics STALL_METRICS names instead (bench/gpu.sh with
+ACCUM_BENCH_NCU_DETAIL=1): for each kernel, the share of its active warps stalled for each
+reason (launches averaged), reasons largest first, the 6 largest shown.
 """
 import argparse
 import csv
@@ -19,28 +24,65 @@ def short_name(name):
     return name.strip()
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("csv")
-    ap.add_argument("--out", default="")
-    args = ap.parse_args()
-    with open(args.csv, errors="replace") as f:
+# Why warps do not issue, as ncu names the reasons (smsp__warp_issue_stalled_<reason>_
+# per_warp_active.pct: the share of active warps stalled for that reason per cycle).
+STALL_REASONS = ["barrier", "long_scoreboard", "short_scoreboard", "mio_throttle",
+                 "math_pipe_throttle", "lg_throttle", "wait", "not_selected", "selected",
+                 "dispatch_stall", "no_instruction", "branch_resolving", "tex_throttle",
+                 "membar", "drain", "imc_miss", "sleeping", "misc"]
+STALL_METRICS = [f"smsp__warp_issue_stalled_{r}_per_warp_active.pct" for r in STALL_REASONS]
+
+
+def read_rows(path):
+    with open(path, errors="replace") as f:
         text = f.read()
     start = text.find('"ID"')  # ncu prints its own lines before the table
     if start < 0:
-        raise SystemExit(f"{args.csv}: no ncu CSV table in it")
+        raise SystemExit(f"{path}: no ncu CSV table in it")
+    return list(csv.DictReader(io.StringIO(text[start:])))
+
+
+def number(text):
+    return float(text.replace(",", ""))
+
+
+def stall_table(rows, shown=6):
+    """Markdown: per kernel (by total share of stalls), its largest stall reasons."""
+    sums = defaultdict(lambda: defaultdict(float))  # kernel -> reason -> sum over launches
+    launches = defaultdict(set)
+    prefix, suffix = "smsp__warp_issue_stalled_", "_per_warp_active.pct"
+    for row in rows:
+        metric = row.get("Metric Name", "")
+        if not (metric.startswith(prefix) and metric.endswith(suffix)):
+            continue
+        key = short_name(row["Kernel Name"])
+        sums[key][metric[len(prefix):-len(suffix)]] += number(row["Metric Value"])
+        launches[key].add(row["ID"])
+    if not sums:
+        raise SystemExit("no smsp__warp_issue_stalled_* rows")
+    lines = ["Stall reasons: % of active warps stalled for each, per cycle (launches averaged)",
+             "", "| kernel | launches | largest stall reasons |", "|---|---|---|"]
+    for key in sorted(sums):
+        n = len(launches[key])
+        reasons = sorted(sums[key].items(), key=lambda kv: -kv[1])[:shown]
+        cells = ", ".join(f"{name} {value / n:.1f}" for name, value in reasons)
+        lines.append(f"| `{key[:90]}` | {n} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def time_table(rows):
+    """Markdown: total time, share, launches and mean time per kernel, largest first."""
     totals, counts = defaultdict(float), defaultdict(int)
-    for row in csv.DictReader(io.StringIO(text[start:])):
+    scale = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3, "second": 1e6}
+    for row in rows:
         if row.get("Metric Name") != "gpu__time_duration.sum":
             continue
-        value = float(row["Metric Value"].replace(",", ""))
-        scale = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3, "second": 1e6}
-        us = value * scale.get(row.get("Metric Unit", "nsecond"), 1e-3)
+        us = number(row["Metric Value"]) * scale.get(row.get("Metric Unit", "nsecond"), 1e-3)
         key = short_name(row["Kernel Name"])
         totals[key] += us
         counts[key] += 1
     if not totals:
-        raise SystemExit(f"{args.csv}: no gpu__time_duration.sum rows")
+        raise SystemExit("no gpu__time_duration.sum rows")
     whole = sum(totals.values())
     lines = [f"Kernel time of one profiled run: {whole / 1e3:.2f} ms in "
              f"{sum(counts.values())} launches", "",
@@ -48,7 +90,17 @@ def main():
     for key, us in sorted(totals.items(), key=lambda kv: -kv[1]):
         lines.append(f"| `{key[:90]}` | {us / 1e3:.3f} | {100 * us / whole:.1f}% | "
                      f"{counts[key]} | {us / counts[key]:.1f} |")
-    text = "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("csv")
+    ap.add_argument("--out", default="")
+    ap.add_argument("--stalls", action="store_true")
+    args = ap.parse_args()
+    rows = read_rows(args.csv)
+    text = stall_table(rows) if args.stalls else time_table(rows)
     if args.out:
         with open(args.out, "w") as f:
             f.write(text)
