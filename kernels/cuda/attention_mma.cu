@@ -276,14 +276,24 @@ __global__ void __launch_bounds__(kThreads, HS >= 128      ? 2
   const bf16* do_base = dout + static_cast<size_t>(b) * T * C + h * HS;
   const float* lse_row = lse + static_cast<size_t>(bh) * T;
   const float* delta_row = delta + static_cast<size_t>(bh) * T;
+  // The step's lse and D travel in its cp.async group, one float per thread: plain loads
+  // would stall the loading threads (and so the block, at the next barrier) for a round
+  // trip to L2 every step. They land unscaled; the consumer takes lse log2 e (the same
+  // product as before, so the same bits; it costs HS = 64 one 4-byte spill at 168 registers).
+  // Thread t < kInner copies lse of query q0 + t into lse_tile(buf)[t], thread kInner + t
+  // D into delta_tile(buf)[t] (= lse_tile(buf)[kInner + t]).
+  static_assert(2 * kInner <= kThreads, "one statistic per thread");
   auto load_step = [&](int q0, int buf) {
     load_rows_async<HS, kInner, kThreads>(q_tile(buf), S::kStride, q_base, row_stride, q0, T);
     load_rows_async<HS, kInner, kThreads>(do_tile(buf), S::kStride, do_base, C, q0, T);
-    cp_async_commit();
-    for (int r = threadIdx.x; r < kInner; r += blockDim.x) {
-      lse_tile(buf)[r] = q0 + r < T ? lse_row[q0 + r] * kLog2e : 0.f;
-      delta_tile(buf)[r] = q0 + r < T ? delta_row[q0 + r] : 0.f;
+    if (threadIdx.x < 2 * kInner) {
+      const bool is_lse = threadIdx.x < kInner;
+      const int row = q0 + threadIdx.x - (is_lse ? 0 : kInner);
+      const float* src = is_lse ? lse_row : delta_row;
+      // Past T: zero-filled, nothing read (row 0 stands in for a valid address).
+      cp_async4(lse_tile(buf) + threadIdx.x, row < T ? src + row : src, row >= T);
     }
+    cp_async_commit();
   };
 
   load_rows<HS>(k_tile, S::kStride, q_base + C, row_stride, key0, kRows, T);
@@ -312,8 +322,9 @@ __global__ void __launch_bounds__(kThreads, HS >= 128      ? 2
       // This lane's two query columns of tile j: adjacent, so one 8-byte load each.
       const float2 lse2 = *reinterpret_cast<const float2*>(lse_q + j * 8 + acc_col(0));
       const float2 delta2 = *reinterpret_cast<const float2*>(delta_q + j * 8 + acc_col(0));
+      const float lse_x = lse2.x * kLog2e, lse_y = lse2.y * kLog2e;  // base 2
       for (int e = 0; e < 4; ++e) {
-        const float lse_e = (e & 1) ? lse2.y : lse2.x, delta_e = (e & 1) ? delta2.y : delta2.x;
+        const float lse_e = (e & 1) ? lse_y : lse_x, delta_e = (e & 1) ? delta2.y : delta2.x;
         bool visible = true;
         if (masked) {
           const int key = key0 + warp_row0 + acc_row(e), query = q0 + j * 8 + acc_col(e);

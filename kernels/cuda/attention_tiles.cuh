@@ -26,7 +26,7 @@ __device__ inline void load_rows(bf16* tile, int tile_stride, const bf16* src, s
   }
 }
 
-// Asynchronous copies (cp.async, sm_80+): 16 bytes from global to shared memory that land
+// Asynchronous copies (cp.async, sm_80+): 16 (or 4) bytes from global to shared memory that land
 // in the background while the thread computes. commit closes a group of copies;
 // wait<N> returns once at most the N newest groups are still in flight (the thread's own
 // copies only: a __syncthreads after it makes the whole tile visible to the block).
@@ -37,6 +37,20 @@ __device__ inline void cp_async16(bf16* shared_dst, const bf16* global_src, bool
   const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(shared_dst));
   const int src_bytes = zero_fill ? 0 : 16;  // 0: nothing is read, 16 zero bytes are written
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(global_src),
+               "r"(src_bytes));
+#else
+  __trap();
+#endif
+}
+
+// 4 bytes (one float), cp.async.ca: for statistics that travel with a step's tiles.
+__device__ inline void cp_async4(float* shared_dst, const float* global_src, bool zero_fill) {
+#if defined(ACCUM_SIMT_EMULATION)
+  ::accum::simt::cp_async(shared_dst, global_src, 4, zero_fill);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(shared_dst));
+  const int src_bytes = zero_fill ? 0 : 4;
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(global_src),
                "r"(src_bytes));
 #else
   __trap();

@@ -69,6 +69,7 @@ struct Fiber {
   struct AsyncCopy {
     void* dst;
     const void* src;  // nullptr: zero fill
+    int bytes;
   };
   std::vector<std::vector<AsyncCopy>> async_groups;
   std::vector<AsyncCopy> async_open;
@@ -387,20 +388,31 @@ struct MmaOperands {
 
 }  // namespace
 
-void cp_async16(void* shared_dst, const void* global_src, bool zero_fill) {
-  if ((reinterpret_cast<uintptr_t>(shared_dst) & 15u) != 0 ||
-      (!zero_fill && (reinterpret_cast<uintptr_t>(global_src) & 15u) != 0)) {
-    fail("cp.async: an address not 16-byte aligned");
+namespace {
+
+void land(const Fiber::AsyncCopy& copy) {
+  if (copy.src == nullptr) {
+    std::memset(copy.dst, 0, copy.bytes);
+  } else {
+    std::memcpy(copy.dst, copy.src, copy.bytes);
   }
+}
+
+}  // namespace
+
+void cp_async(void* shared_dst, const void* global_src, int bytes, bool zero_fill) {
+  if (bytes != 4 && bytes != 8 && bytes != 16) fail("cp.async: a size other than 4, 8, 16");
+  const uintptr_t mask = static_cast<uintptr_t>(bytes) - 1;
+  if ((reinterpret_cast<uintptr_t>(shared_dst) & mask) != 0 ||
+      (!zero_fill && (reinterpret_cast<uintptr_t>(global_src) & mask) != 0)) {
+    fail("cp.async: an address not aligned to the copy's size");
+  }
+  const Fiber::AsyncCopy copy{shared_dst, zero_fill ? nullptr : global_src, bytes};
   if (g_cp_async_at_issue) {
-    if (zero_fill) {
-      std::memset(shared_dst, 0, 16);
-    } else {
-      std::memcpy(shared_dst, global_src, 16);
-    }
+    land(copy);
     return;
   }
-  block().current->async_open.push_back({shared_dst, zero_fill ? nullptr : global_src});
+  block().current->async_open.push_back(copy);
 }
 
 void cp_async_commit() {
@@ -412,13 +424,7 @@ void cp_async_commit() {
 void cp_async_wait(int pending_allowed) {
   Fiber& f = *block().current;
   while (static_cast<int>(f.async_groups.size()) > pending_allowed) {
-    for (const Fiber::AsyncCopy& copy : f.async_groups.front()) {
-      if (copy.src == nullptr) {
-        std::memset(copy.dst, 0, 16);
-      } else {
-        std::memcpy(copy.dst, copy.src, 16);
-      }
-    }
+    for (const Fiber::AsyncCopy& copy : f.async_groups.front()) land(copy);
     f.async_groups.erase(f.async_groups.begin());
   }
 }

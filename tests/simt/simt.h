@@ -96,13 +96,17 @@ T shfl_xor(unsigned mask, T value, int lane_mask) {
   return result;
 }
 
-// cp.async.cg.shared.global of 16 bytes (zero_fill: src-size 0, 16 zero bytes), then
-// cp.async.commit_group and cp.async.wait_group N. A copy is made only when a wait covers
-// its group, never earlier, so a read of the destination before the wait sees the old
-// (poisoned) bytes, as it may on a GPU; a thread that ends with copies pending fails.
-// With ACCUM_SIMT_CP_ASYNC=at_issue copies land at once instead: a refill of a buffer
-// that another warp still reads then corrupts it.
-void cp_async16(void* shared_dst, const void* global_src, bool zero_fill);
+// cp.async.{cg,ca}.shared.global of `bytes` (4, 8 or 16; both addresses aligned to it;
+// zero_fill: src-size 0, `bytes` zero bytes), then cp.async.commit_group and
+// cp.async.wait_group N. A copy is made only when a wait covers its group, never earlier,
+// so a read of the destination before the wait sees the old (poisoned) bytes, as it may on
+// a GPU; a thread that ends with copies pending fails. With ACCUM_SIMT_CP_ASYNC=at_issue
+// copies land at once instead: a refill of a buffer that another warp still reads then
+// corrupts it.
+void cp_async(void* shared_dst, const void* global_src, int bytes, bool zero_fill);
+inline void cp_async16(void* shared_dst, const void* global_src, bool zero_fill) {
+  cp_async(shared_dst, global_src, 16, zero_fill);
+}
 void cp_async_commit();
 void cp_async_wait(int pending_allowed);
 

@@ -93,6 +93,48 @@ TEST(SimtEmulator, StaticSharedMemoryIsPoisonedForEveryBlock) {
   EXPECT_TRUE(std::isnan(seen[1])) << "block 1 read " << seen[1] << ", block 0's value";
 }
 
+// cp.async of 4 and 16 bytes: the destination keeps its old bytes until a wait covers the
+// copy's group (wait<1> leaves the newest group in flight), zero fill writes zeros and reads
+// nothing, and an address not aligned to the copy's size is refused as on a GPU.
+TEST(SimtEmulator, CpAsyncLandsAtTheWaitThatCoversItsGroup) {
+  std::vector<float> src = {1.f, 2.f, 3.f, 4.f, 5.f};
+  std::vector<float> seen(12, -1.f);
+  launch_kernel({dim3(1), dim3(1), 0, nullptr}, nullptr, [&] {
+    alignas(16) float dst[8] = {9, 9, 9, 9, 9, 9, 9, 9};
+    cp_async(&dst[0], &src[4], 4, false);  // group 0: one float
+    cp_async(&dst[1], nullptr, 4, true);   //          a zero fill
+    cp_async_commit();
+    cp_async(&dst[4], &src[0], 16, false);  // group 1: four floats
+    cp_async_commit();
+    seen[0] = dst[0];  // nothing has landed yet
+    cp_async_wait(1);  // group 0 only
+    seen[1] = dst[0];
+    seen[2] = dst[1];
+    seen[3] = dst[4];
+    cp_async_wait(0);
+    for (int i = 0; i < 4; ++i) seen[4 + i] = dst[4 + i];
+  });
+  EXPECT_EQ(seen[0], 9.f);
+  EXPECT_EQ(seen[1], 5.f);
+  EXPECT_EQ(seen[2], 0.f);
+  EXPECT_EQ(seen[3], 9.f);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(seen[4 + i], src[i]) << i;
+}
+
+TEST(SimtEmulatorDeathTest, CpAsyncRefusesAnAddressNotAlignedToItsSize) {
+  EXPECT_DEATH(
+      {
+        alignas(16) float src[8] = {};
+        launch_kernel({dim3(1), dim3(1), 0, nullptr}, nullptr, [&] {
+          alignas(16) float dst[8];
+          cp_async(&dst[1], &src[0], 16, false);
+          cp_async_commit();
+          cp_async_wait(0);
+        });
+      },
+      "not aligned to the copy's size");
+}
+
 TEST(SimtEmulator, ShuffleXorExchangesBetweenLanes) {
   std::vector<int> out(64);
   launch_kernel({dim3(1), dim3(64), 0, nullptr}, nullptr, [&] {
