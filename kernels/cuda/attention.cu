@@ -107,21 +107,30 @@ __global__ void __launch_bounds__(kTile)
   lse[static_cast<size_t>(bh) * T + i] = m + logf(l);
 }
 
-// D_i = dout_i . out_i, one thread per (b,h,i).
+// D_i = dout_i . out_i for every (b,h,i). HS/8 lanes per row, one 16-byte piece of dout and
+// out each, so a warp reads 32 / (HS/8) whole rows at a time (one thread per row read pieces
+// C elements apart, half of each 32-byte sector per load); the row's lanes are then summed
+// by a fixed shuffle tree.
 template <int HS>
 __global__ void attention_backward_delta_kernel(float* delta, const bf16* dout, const bf16* out,
                                                 int B, int T, int C, int NH) {
-  const size_t idx = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (idx >= static_cast<size_t>(B) * NH * T) return;
-  const int i = static_cast<int>(idx % T);
-  const int bh = static_cast<int>(idx / T), b = bh / NH, h = bh % NH;
-  const size_t offset = (static_cast<size_t>(b) * T + i) * C + h * HS;
+  constexpr int kLanes = HS / 8;  // 1, 2, 4, 8 or 16: divides the warp
+  const size_t thread = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const size_t idx = thread / kLanes;
+  const int piece = static_cast<int>(thread % kLanes);
+  const bool valid = idx < static_cast<size_t>(B) * NH * T;
   float sum = 0.f;
-  for (int d = 0; d < HS; d += 8) {
-    Packed128<bf16> x = load128(dout + offset + d), y = load128(out + offset + d);
+  if (valid) {
+    const int i = static_cast<int>(idx % T);
+    const int bh = static_cast<int>(idx / T), b = bh / NH, h = bh % NH;
+    const size_t offset = (static_cast<size_t>(b) * T + i) * C + h * HS + piece * 8;
+    const Packed128<bf16> x = load128(dout + offset), y = load128(out + offset);
     for (int k = 0; k < 8; ++k) sum += to_f32(x[k]) * to_f32(y[k]);
   }
-  delta[idx] = sum;
+  for (int lanes = kLanes / 2; lanes > 0; lanes /= 2) {  // every lane takes part
+    sum += __shfl_xor_sync(0xffffffffu, sum, lanes);
+  }
+  if (valid && piece == 0) delta[idx] = sum;
 }
 
 // One thread per key j: dk_j, dv_j over query tiles qt >= j's tile.
@@ -310,7 +319,8 @@ void attention_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf1
   const bool tensor_cores = use_tensor_cores(hs);
   dispatch_head_size(hs, [&](auto head_size) {
     constexpr int HS = decltype(head_size)::value;
-    const unsigned delta_grid = static_cast<unsigned>(ceil_div(rows, static_cast<size_t>(256)));
+    const unsigned delta_grid =
+        static_cast<unsigned>(ceil_div(rows * (HS / 8), static_cast<size_t>(256)));
     attention_backward_delta_kernel<HS>
         <<<delta_grid, 256, 0, stream>>>(delta, dout, out, B, T, C, NH);
     CUDA_CHECK_LAUNCH("attention_backward_delta_kernel");
