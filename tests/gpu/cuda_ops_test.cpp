@@ -83,6 +83,13 @@ TEST(CudaOps, LayerNormManyRows) {
   layernorm_case(600, 64);
 }
 
+// 2113 rows: 34 chunks of 64 rows, more than the 32 lanes of the column finalize's warp, so
+// lanes 0 and 1 each add a second chunk.
+TEST(CudaOps, LayerNormMoreChunksThanFinalizeLanes) {
+  ACCUM_REQUIRE_CUDA();
+  layernorm_case(2113, 64);
+}
+
 TEST(CudaOps, LayerNormScalarChannels) {
   ACCUM_REQUIRE_CUDA();
   layernorm_case(67, 50);
@@ -190,6 +197,12 @@ TEST(CudaOps, MatmulOutInWithoutBias) {
 TEST(CudaOps, MatmulBiasGradientManyRows) {
   ACCUM_REQUIRE_CUDA();
   matmul_case(600, 32, 264, WeightLayout::kInOut, true);
+}
+
+// The bias gradient's column reduction over 34 chunks (as LayerNormMoreChunksThanFinalizeLanes).
+TEST(CudaOps, MatmulBiasGradientMoreChunksThanFinalizeLanes) {
+  ACCUM_REQUIRE_CUDA();
+  matmul_case(2113, 16, 40, WeightLayout::kInOut, true);
 }
 
 TEST(CudaOps, MatmulOutInWithBias) {
