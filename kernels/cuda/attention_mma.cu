@@ -125,6 +125,90 @@ __device__ inline void accumulate_times_tile(float (&acc)[HS / 8][4],
   }
 }
 
+// s(16 x kKeys) = Q K^T for one warp's 16 query rows, Q as A fragments over the head
+// dimension, K as rows of k_tile.
+template <int HS, int kKeys = 64>
+__device__ inline void query_key_scores(float (&s)[kKeys / 8][4],
+                                        const uint32_t (&q_frag)[HS / 16][4], const bf16* k_tile) {
+  zero(s);
+  for (int kk = 0; kk < HS / 16; ++kk) {
+    for (int j = 0; j < kKeys / 8; j += 2) {
+      uint32_t kb[2][2];
+      mma::load_b2_rows_n(kb[0], kb[1], k_tile, Shape<HS>::kStride, j * 8, kk * 16);
+      mma::mma_16816(s[j], q_frag[kk], kb[0]);
+      mma::mma_16816(s[j + 1], q_frag[kk], kb[1]);
+    }
+  }
+}
+
+// The online softmax of one 64-key tile for one warp's 16 rows (row0.. of the sequence; keys
+// k0..): masks future keys and keys past T when `masked` (the tile reaches the block's
+// diagonal or T), updates the running max m and sum l of rows g and g + 8, rescales o, and
+// leaves P in s. m is kept in units of the raw scores, so the scale folds into one fma per
+// exponential: p = 2^(s scale log2(e) - m scale log2(e)). No row is ever all -inf: the first
+// key tile holds key 0, which every row sees (0 <= row, 0 < T), so m is finite from the
+// first tile on, and masked scores give exp2(-inf) = 0. l stays per lane (this lane's
+// columns); the row's 4 lanes are summed by store_forward_rows.
+template <int HS, int kKeys = 64>
+__device__ inline void online_softmax(float (&s)[kKeys / 8][4], float (&o)[HS / 8][4],
+                                      float (&m)[2], float (&l)[2], int row0, int k0, bool masked,
+                                      int T, float scale_log2) {
+  float tile_max[2] = {-INFINITY, -INFINITY};
+  for (int j = 0; j < kKeys / 8; ++j) {
+    for (int e = 0; e < 4; ++e) {
+      if (masked) {
+        const int row = row0 + acc_row(e), key = k0 + j * 8 + acc_col(e);
+        if (key > row || key >= T) s[j][e] = -INFINITY;
+      }
+      tile_max[e / 2] = fmaxf(tile_max[e / 2], s[j][e]);
+    }
+  }
+  float correction[2], m_scaled[2];
+  for (int r = 0; r < 2; ++r) {
+    float mx = tile_max[r];
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    const float m_new = fmaxf(m[r], mx);
+    correction[r] = exp2f((m[r] - m_new) * scale_log2);  // first tile: exp2(-inf) = 0
+    m[r] = m_new;
+    m_scaled[r] = m_new * scale_log2;
+  }
+  float row_sum[2] = {0.f, 0.f};
+  for (int j = 0; j < kKeys / 8; ++j) {
+    for (int e = 0; e < 4; ++e) {
+      const float p = exp2f(fmaf(s[j][e], scale_log2, -m_scaled[e / 2]));
+      s[j][e] = p;
+      row_sum[e / 2] += p;
+    }
+  }
+  for (int r = 0; r < 2; ++r) l[r] = l[r] * correction[r] + row_sum[r];
+  for (int j = 0; j < HS / 8; ++j) {
+    for (int e = 0; e < 4; ++e) o[j][e] *= correction[e / 2];
+  }
+}
+
+// out rows row0.. = O / l and lse = m + ln l (natural log) for one warp's 16 rows; `batch_row0`
+// is b * T, the first row of this sequence in out.
+template <int HS>
+__device__ inline void store_forward_rows(bf16* out, float* lse, int bh, int batch_row0, int h,
+                                          int row0, int T, int C, const float (&o)[HS / 8][4],
+                                          const float (&m)[2], float (&l)[2], float scale_log2) {
+  for (int r = 0; r < 2; ++r) {
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+  }
+  const float inv_l[2] = {1.f / l[0], 1.f / l[1]};
+  store_rows<HS>(out + static_cast<size_t>(batch_row0) * C + h * HS, C, row0, T, o, inv_l);
+  if (mma::lane_t() == 0) {
+    for (int half = 0; half < 2; ++half) {
+      const int row = row0 + mma::lane_g() + 8 * half;
+      if (row < T) {
+        lse[static_cast<size_t>(bh) * T + row] = (m[half] * scale_log2 + __log2f(l[half])) * kLn2;
+      }
+    }
+  }
+}
+
 // One block per 64 queries: O and lse over the key tiles up to the diagonal. Capped at 128
 // registers (4 blocks of 128 threads per SM; uncapped it takes 134 and fits 3).
 template <int HS>
@@ -175,73 +259,91 @@ __global__ void __launch_bounds__(kThreads, HS >= 128 ? 2 : 4)
     }
     __syncthreads();  // every thread's copies of tile `buf` are visible
 
-    float s[kKeys / 8][4];  // S = Q K^T
-    zero(s);
-    for (int kk = 0; kk < S::kDSteps; ++kk) {
-      for (int j = 0; j < kKeys / 8; j += 2) {
-        uint32_t kb[2][2];
-        mma::load_b2_rows_n(kb[0], kb[1], k_tile(buf), S::kStride, j * 8, kk * 16);
-        mma::mma_16816(s[j], q_frag[kk], kb[0]);
-        mma::mma_16816(s[j + 1], q_frag[kk], kb[1]);
-      }
-    }
-    // Mask (future keys and keys past T: only in tiles that reach the block's diagonal) and
-    // the online softmax per row. m is kept in units of the raw scores, so the scale folds
-    // into one fma per exponential: p = 2^(s scale log2(e) - m scale log2(e)). No row is
-    // ever all -inf: the first key tile holds key 0, which every row sees (0 <= row, 0 < T),
-    // so m is finite from the first tile on, and masked scores give exp2(-inf) = 0.
-    const bool masked = k0 + kKeys > q0;
-    float tile_max[2] = {-INFINITY, -INFINITY};
-    for (int j = 0; j < kKeys / 8; ++j) {
-      for (int e = 0; e < 4; ++e) {
-        if (masked) {
-          const int row = q0 + warp_row0 + acc_row(e), key = k0 + j * 8 + acc_col(e);
-          if (key > row || key >= T) s[j][e] = -INFINITY;
-        }
-        tile_max[e / 2] = fmaxf(tile_max[e / 2], s[j][e]);
-      }
-    }
-    float correction[2], m_scaled[2];
-    for (int r = 0; r < 2; ++r) {
-      float mx = tile_max[r];
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      const float m_new = fmaxf(m[r], mx);
-      correction[r] = exp2f((m[r] - m_new) * scale_log2);  // first tile: exp2(-inf) = 0
-      m[r] = m_new;
-      m_scaled[r] = m_new * scale_log2;
-    }
-    float row_sum[2] = {0.f, 0.f};
-    for (int j = 0; j < kKeys / 8; ++j) {
-      for (int e = 0; e < 4; ++e) {
-        const float p = exp2f(fmaf(s[j][e], scale_log2, -m_scaled[e / 2]));
-        s[j][e] = p;
-        row_sum[e / 2] += p;
-      }
-    }
-    // l stays per lane (this lane's columns); the row's 4 lanes are summed at the end.
-    for (int r = 0; r < 2; ++r) l[r] = l[r] * correction[r] + row_sum[r];
-    for (int j = 0; j < S::kDTiles; ++j) {
-      for (int e = 0; e < 4; ++e) o[j][e] *= correction[e / 2];
-    }
+    float s[kKeys / 8][4];
+    query_key_scores<HS>(s, q_frag, k_tile(buf));
+    online_softmax<HS>(s, o, m, l, q0 + warp_row0, k0, k0 + kKeys > q0, T, scale_log2);
     accumulate_times_tile<HS, kKeys>(o, s, v_tile(buf));  // O += P V
     __syncthreads();  // every warp is done with `buf` before the next step refills it
   }
 
-  for (int r = 0; r < 2; ++r) {
-    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+  store_forward_rows<HS>(out, lse, bh, b * T, h, q0 + warp_row0, T, C, o, m, l, scale_log2);
+}
+
+// The same forward, software-pipelined (ACCUM_ATTENTION=mma_pipelined, a candidate): a
+// warp issues the next key tile's S = Q K^T products before the softmax of this tile, so
+// the tensor cores can work on S_{j+1} while exp2 runs on S_j, and one barrier per tile does
+// what two did. K and V have a double buffer each and travel one tile apart: the group
+// issued at tile j brings K_{j+2} and V_{j+1}, and the barrier at the top of tile j + 1
+// (after its wait) both publishes them and proves every warp done with the buffers they
+// overwrite (K_j, read for S_j at tile j - 1; V_{j-1}, read at tile j - 1). Every score and
+// output comes from the same operations as in attention_forward_mma_kernel, so the results
+// are the same bits. S_{j+1} costs 32 more registers: 3 blocks per SM instead of 4.
+template <int HS>
+__global__ void __launch_bounds__(kThreads, HS >= 128 ? 2 : 3)
+    attention_forward_pipelined_kernel(bf16* out, float* lse, const bf16* qkv, int T, int C, int NH,
+                                       float scale) {
+  using S = Shape<HS>;
+  const float scale_log2 = scale * kLog2e;
+  constexpr int kKeys = 64;
+  extern __shared__ __align__(16) unsigned char smem_bytes[];
+  bf16* q_tile = reinterpret_cast<bf16*>(smem_bytes);
+  bf16* kv_tiles = q_tile + kRows * S::kStride;  // K buffers 0 and 1, then V buffers 0 and 1
+  auto k_tile = [&](int tile) { return kv_tiles + (tile % 2) * kKeys * S::kStride; };
+  auto v_tile = [&](int tile) { return kv_tiles + (2 + tile % 2) * kKeys * S::kStride; };
+
+  const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
+  const int q0 = (gridDim.x - 1 - blockIdx.x) * kRows;  // the longest rows start first
+  const int warp_row0 = (threadIdx.x / kWarpSize) * 16;
+  const size_t row_stride = 3 * static_cast<size_t>(C);
+  const bf16* q_base = qkv + static_cast<size_t>(b) * T * row_stride + h * HS;
+  const int num_tiles = (min(T, q0 + kRows) - 1) / kKeys + 1;
+  auto load_k = [&](int tile) {
+    load_rows_async<HS, kKeys, kThreads>(k_tile(tile), S::kStride, q_base + C, row_stride,
+                                         tile * kKeys, T);
+  };
+  auto load_v = [&](int tile) {
+    load_rows_async<HS, kKeys, kThreads>(v_tile(tile), S::kStride, q_base + 2 * C, row_stride,
+                                         tile * kKeys, T);
+  };
+
+  load_rows<HS>(q_tile, S::kStride, q_base, row_stride, q0, kRows, T);
+  load_k(0);
+  cp_async_commit();
+  if (num_tiles > 1) load_k(1);
+  load_v(0);
+  cp_async_commit();
+  cp_async_wait<1>();  // K_0 (K_1 and V_0 may still fly)
+  __syncthreads();
+  uint32_t q_frag[S::kDSteps][4];
+  for (int kk = 0; kk < S::kDSteps; ++kk) {
+    mma::load_a(q_frag[kk], q_tile, S::kStride, warp_row0, kk * 16);
   }
-  const float inv_l[2] = {1.f / l[0], 1.f / l[1]};
-  store_rows<HS>(out + static_cast<size_t>(b) * T * C + h * HS, C, q0 + warp_row0, T, o, inv_l);
-  if (mma::lane_t() == 0) {
-    for (int half = 0; half < 2; ++half) {
-      const int row = q0 + warp_row0 + mma::lane_g() + 8 * half;
-      if (row < T) {
-        lse[static_cast<size_t>(bh) * T + row] = (m[half] * scale_log2 + __log2f(l[half])) * kLn2;
+  float s[kKeys / 8][4];
+  query_key_scores<HS>(s, q_frag, k_tile(0));
+
+  float o[S::kDTiles][4];
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+  zero(o);
+  for (int tile = 0; tile < num_tiles; ++tile) {
+    cp_async_wait<0>();  // K_{tile+1} and V_tile
+    __syncthreads();
+    if (tile + 1 < num_tiles) {
+      if (tile + 2 < num_tiles) load_k(tile + 2);
+      load_v(tile + 1);
+      cp_async_commit();
+    }
+    float s_next[kKeys / 8][4];
+    if (tile + 1 < num_tiles) query_key_scores<HS>(s_next, q_frag, k_tile(tile + 1));
+    const int k0 = tile * kKeys;
+    online_softmax<HS>(s, o, m, l, q0 + warp_row0, k0, k0 + kKeys > q0, T, scale_log2);
+    accumulate_times_tile<HS, kKeys>(o, s, v_tile(tile));  // O += P V
+    if (tile + 1 < num_tiles) {
+      for (int j = 0; j < kKeys / 8; ++j) {
+        for (int e = 0; e < 4; ++e) s[j][e] = s_next[j][e];
       }
     }
   }
+  store_forward_rows<HS>(out, lse, bh, b * T, h, q0 + warp_row0, T, C, o, m, l, scale_log2);
 }
 
 // One block per 64 keys: dK, dV over the query tiles at and after the diagonal, kInner
@@ -452,16 +554,21 @@ bool dispatch_mma_head_size(int hs, Body body) {
 bool attention_mma_supports(int hs) { return hs == 16 || hs == 32 || hs == 64 || hs == 128; }
 
 void attention_forward_mma(bf16* out, float* lse, const bf16* qkv, int B, int T, int C, int NH,
-                           cudaStream_t stream) {
+                           bool pipelined, cudaStream_t stream) {
   const int hs = C / NH;
   const float scale = 1.f / sqrtf(static_cast<float>(hs));
   const dim3 grid(ceil_div(T, kRows), B * NH);
   dispatch_mma_head_size(hs, [&](auto head_size) {
     constexpr int HS = decltype(head_size)::value;
-    // The query tile and two buffers of (K, V) tiles of 64 rows.
+    // The query tile and two buffers of K and of V tiles of 64 rows (both kernels).
     const size_t smem = sizeof(bf16) * (kRows + 4 * 64) * Shape<HS>::kStride;
-    launch(attention_forward_mma_kernel<HS>, "attention_forward_mma_kernel", grid, smem, stream,
-           out, lse, qkv, T, C, NH, scale);
+    if (pipelined) {
+      launch(attention_forward_pipelined_kernel<HS>, "attention_forward_pipelined_kernel", grid,
+             smem, stream, out, lse, qkv, T, C, NH, scale);
+    } else {
+      launch(attention_forward_mma_kernel<HS>, "attention_forward_mma_kernel", grid, smem, stream,
+             out, lse, qkv, T, C, NH, scale);
+    }
   });
 }
 

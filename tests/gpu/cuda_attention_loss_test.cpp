@@ -11,12 +11,13 @@
 namespace accum::kernels::gpu_testing {
 namespace {
 
-void attention_case_once(int B, int T, int C, int NH) {
+// The forward and backward of one attention call, as a harness scenario.
+Scenario attention_scenario(int B, int T, int C, int NH) {
   const size_t qkv_n = size_t(B) * T * 3 * C, out_n = size_t(B) * T * C;
   const auto qkv = random_bf16_values(qkv_n, 60);
   const auto dout = random_bf16_values(out_n, 61);
-  check_against_cpu(
-      [&](Backend& be, int backward_calls) {
+  return
+      [=](Backend& be, int backward_calls) {
         Buffer qkv_b = upload_act(be, qkv), dout_b = upload_act(be, dout);
         Buffer out = poisoned_act(be, out_n);
         Buffer saved(be, be.attention_saved_bytes(B, T, NH));
@@ -31,17 +32,36 @@ void attention_case_once(int B, int T, int C, int NH) {
         }
         return Outputs{{"out", download_act(be, out.get(), out_n)},
                        {"dqkv", download_act(be, dqkv.get(), qkv_n)}};
-      },
-      kBf16Tolerance, {.written = {"dqkv"}});
+      };
 }
 
 // Every CUDA implementation against the CPU: the tensor-core kernels (attention_mma.cu, head
-// sizes 16..128), their dK/dV with 32-query steps (ACCUM_ATTENTION=mma_dkdv32, head sizes up
-// to 64) and the CUDA-core ones (ACCUM_ATTENTION=simple, every head size).
+// sizes 16..128), their candidates (ACCUM_ATTENTION=mma_dkdv32: dK/dV with 32-query steps,
+// head sizes up to 64; mma_pipelined: the software-pipelined forward) and the CUDA-core ones
+// (ACCUM_ATTENTION=simple, every head size).
 void attention_case(int B, int T, int C, int NH) {
-  for (const char* choice : {"", "mma_dkdv32", "simple"}) {
+  for (const char* choice : {"", "mma_dkdv32", "mma_pipelined", "simple"}) {
     SCOPED_TRACE(*choice ? std::string("ACCUM_ATTENTION=") + choice : "default kernels");
-    with_env("ACCUM_ATTENTION", choice, [&] { attention_case_once(B, T, C, NH); });
+    with_env("ACCUM_ATTENTION", choice, [&] {
+      check_against_cpu(attention_scenario(B, T, C, NH), kBf16Tolerance, {.written = {"dqkv"}});
+    });
+  }
+}
+
+// The pipelined forward computes every score and output with the default's operations: the
+// same bits, so switching the candidate on cannot change a training run. T = 200: four key
+// tiles, the last one ragged, so the pipeline's prologue, steady state and end all run.
+TEST(CudaOps, AttentionPipelinedForwardGivesTheDefaultBits) {
+  ACCUM_REQUIRE_CUDA();
+  for (const auto& [C, NH] : {std::pair{128, 2}, std::pair{128, 4}, std::pair{256, 2}}) {
+    const Scenario scenario = attention_scenario(1, 200, C, NH);
+    Backends backends;
+    const Outputs by_default = scenario(*backends.gpu, 1);
+    Outputs pipelined;
+    with_env("ACCUM_ATTENTION", "mma_pipelined", [&] { pipelined = scenario(*backends.gpu, 1); });
+    for (const auto& [name, values] : by_default) {
+      EXPECT_TRUE(bit_identical(values, pipelined.at(name))) << name << ", head size " << C / NH;
+    }
   }
 }
 
