@@ -249,21 +249,18 @@ __global__ void __launch_bounds__(kThreads, HS >= 128 ? 2 : 4)
   zero(o);
   const int last_key = min(T, q0 + kRows) - 1;
 
-  // Double buffering: the next step's K/V tiles are copied while this step computes.
+  // Double buffering with one barrier per step: after this step's copies have landed, the
+  // barrier both makes tile `buf` visible and proves every warp done with the previous step,
+  // so the next step's copies refill buffer buf ^ 1 while this step computes.
   for (int k0 = 0, buf = 0; k0 <= last_key; k0 += kKeys, buf ^= 1) {
-    if (k0 + kKeys <= last_key) {
-      load_kv(k0 + kKeys, buf ^ 1);
-      cp_async_wait<1>();  // this step's group has landed; the next one may still fly
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();  // every thread's copies of tile `buf` are visible
+    cp_async_wait<0>();
+    __syncthreads();
+    if (k0 + kKeys <= last_key) load_kv(k0 + kKeys, buf ^ 1);
 
     float s[kKeys / 8][4];
     query_key_scores<HS>(s, q_frag, k_tile(buf));
     online_softmax<HS>(s, o, m, l, q0 + warp_row0, k0, k0 + kKeys > q0, T, scale_log2);
     accumulate_times_tile<HS, kKeys>(o, s, v_tile(buf));  // O += P V
-    __syncthreads();  // every warp is done with `buf` before the next step refills it
   }
 
   store_forward_rows<HS>(out, lse, bh, b * T, h, q0 + warp_row0, T, C, o, m, l, scale_log2);
@@ -271,8 +268,8 @@ __global__ void __launch_bounds__(kThreads, HS >= 128 ? 2 : 4)
 
 // The same forward, software-pipelined (ACCUM_ATTENTION=mma_pipelined, a candidate): a
 // warp issues the next key tile's S = Q K^T products before the softmax of this tile, so
-// the tensor cores can work on S_{j+1} while exp2 runs on S_j, and one barrier per tile does
-// what two did. K and V have a double buffer each and travel one tile apart: the group
+// the tensor cores can work on S_{j+1} while exp2 runs on S_j. K and V have a double buffer
+// each and travel one tile apart (K_{j+1} is read one tile before V_{j+1}): the group
 // issued at tile j brings K_{j+2} and V_{j+1}, and the barrier at the top of tile j + 1
 // (after its wait) both publishes them and proves every warp done with the buffers they
 // overwrite (K_j, read for S_j at tile j - 1; V_{j-1}, read at tile j - 1). Every score and
@@ -405,15 +402,12 @@ __global__ void __launch_bounds__(kThreads, HS >= 128      ? 2
   zero(dk);
   zero(dv);
 
-  // Causal: queries i >= key0. Double buffering as in the forward.
+  // Causal: queries i >= key0. Double buffering with one barrier per step, as in the
+  // forward (the first step's barrier also publishes the K, V tiles).
   for (int q0 = key0, buf = 0; q0 < T; q0 += kInner, buf ^= 1) {
-    if (q0 + kInner < T) {
-      load_step(q0 + kInner, buf ^ 1);
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();  // tile `buf` (and the K, V tiles at the first step) are visible
+    cp_async_wait<0>();
+    __syncthreads();
+    if (q0 + kInner < T) load_step(q0 + kInner, buf ^ 1);
 
     float st[kInner / 8][4], dpt[kInner / 8][4];  // S^T, dP^T: 16 keys x kInner queries
     two_products<HS>(st, dpt, k_tile, v_tile, q_tile(buf), do_tile(buf), warp_row0);
@@ -439,7 +433,6 @@ __global__ void __launch_bounds__(kThreads, HS >= 128      ? 2
     }
     accumulate_times_tile<HS, kInner>(dv, st, do_tile(buf));  // dV += P^T dO
     accumulate_times_tile<HS, kInner>(dk, dpt, q_tile(buf));  // dK += dS^T Q
-    __syncthreads();  // every warp is done with `buf` before the next step refills it
   }
   bf16* dqkv_base = dqkv + static_cast<size_t>(b) * T * row_stride + h * HS;
   store_rows<HS>(dqkv_base + C, row_stride, key0 + warp_row0, T, dk, {scale, scale});
@@ -489,14 +482,11 @@ __global__ void __launch_bounds__(kThreads, HS >= 128 ? 2 : 4)
   zero(dq);
   const int last_key = min(T, q0 + kRows) - 1;
 
+  // One barrier per step, as in the forward (the first also publishes the Q, dO tiles).
   for (int k0 = 0, buf = 0; k0 <= last_key; k0 += S::kInner, buf ^= 1) {
-    if (k0 + S::kInner <= last_key) {
-      load_kv(k0 + S::kInner, buf ^ 1);
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();  // tile `buf` (and the Q, dO tiles at the first step) are visible
+    cp_async_wait<0>();
+    __syncthreads();
+    if (k0 + S::kInner <= last_key) load_kv(k0 + S::kInner, buf ^ 1);
 
     float s[S::kInnerTiles][4], dp[S::kInnerTiles][4];  // S, dP: 16 queries x kInner keys
     two_products<HS>(s, dp, q_tile, do_tile, k_tile(buf), v_tile(buf), warp_row0);
@@ -513,7 +503,6 @@ __global__ void __launch_bounds__(kThreads, HS >= 128 ? 2 : 4)
       }
     }
     accumulate_times_tile<HS, S::kInner>(dq, s, k_tile(buf));  // dQ += dS K
-    __syncthreads();  // every warp is done with `buf` before the next step refills it
   }
   store_rows<HS>(dqkv + static_cast<size_t>(b) * T * row_stride + h * HS, row_stride,
                  q0 + warp_row0, T, dq, {scale, scale});
