@@ -251,14 +251,16 @@ __global__ void __launch_bounds__(kThreads, HS >= 128 ? 2 : 4)
 
   // Double buffering with one barrier per step: after this step's copies have landed, the
   // barrier both makes tile `buf` visible and proves every warp done with the previous step,
-  // so the next step's copies refill buffer buf ^ 1 while this step computes.
+  // so the next step's copies refill buffer buf ^ 1 while this step computes. They are
+  // issued after the S products (at the barrier, ptxas spilled 16 bytes at the 128-register
+  // cap; here it needs 127 and none).
   for (int k0 = 0, buf = 0; k0 <= last_key; k0 += kKeys, buf ^= 1) {
     cp_async_wait<0>();
     __syncthreads();
-    if (k0 + kKeys <= last_key) load_kv(k0 + kKeys, buf ^ 1);
 
     float s[kKeys / 8][4];
     query_key_scores<HS>(s, q_frag, k_tile(buf));
+    if (k0 + kKeys <= last_key) load_kv(k0 + kKeys, buf ^ 1);
     online_softmax<HS>(s, o, m, l, q0 + warp_row0, k0, k0 + kKeys > q0, T, scale_log2);
     accumulate_times_tile<HS, kKeys>(o, s, v_tile(buf));  // O += P V
   }
