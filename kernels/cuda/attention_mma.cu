@@ -45,6 +45,9 @@ constexpr int kThreads = kWarps * kWarpSize;
 #endif
 constexpr int kDkDvBlocksPerSm = ACCUM_ATTENTION_DKDV_BLOCKS_PER_SM;
 
+// The forward kernels' key tile (they hold no dK/dV, so 64 rows fit every head size).
+constexpr int kForwardKeys = 64;
+
 template <int HS>
 struct Shape {
   static constexpr int kStride = HS + 8;  // padded smem row: conflict-free fragment loads
@@ -127,7 +130,7 @@ __device__ inline void accumulate_times_tile(float (&acc)[HS / 8][4],
 
 // s(16 x kKeys) = Q K^T for one warp's 16 query rows, Q as A fragments over the head
 // dimension, K as rows of k_tile.
-template <int HS, int kKeys = 64>
+template <int HS, int kKeys = kForwardKeys>
 __device__ inline void query_key_scores(float (&s)[kKeys / 8][4],
                                         const uint32_t (&q_frag)[HS / 16][4], const bf16* k_tile) {
   zero(s);
@@ -149,7 +152,7 @@ __device__ inline void query_key_scores(float (&s)[kKeys / 8][4],
 // key tile holds key 0, which every row sees (0 <= row, 0 < T), so m is finite from the
 // first tile on, and masked scores give exp2(-inf) = 0. l stays per lane (this lane's
 // columns); the row's 4 lanes are summed by store_forward_rows.
-template <int HS, int kKeys = 64>
+template <int HS, int kKeys = kForwardKeys>
 __device__ inline void online_softmax(float (&s)[kKeys / 8][4], float (&o)[HS / 8][4],
                                       float (&m)[2], float (&l)[2], int row0, int k0, bool masked,
                                       int T, float scale_log2) {
@@ -217,7 +220,7 @@ __global__ void __launch_bounds__(kThreads, HS >= 128 ? 2 : 4)
                                  float scale) {
   using S = Shape<HS>;
   const float scale_log2 = scale * kLog2e;
-  constexpr int kKeys = 64;  // key tile (the forward holds no dK/dV: 64 fits every HS)
+  constexpr int kKeys = kForwardKeys;
   extern __shared__ __align__(16) unsigned char smem_bytes[];
   bf16* q_tile = reinterpret_cast<bf16*>(smem_bytes);
   bf16* kv_tiles = q_tile + kRows * S::kStride;  // two buffers of (K, V) tiles
@@ -283,7 +286,7 @@ __global__ void __launch_bounds__(kThreads, HS >= 128 ? 2 : 3)
                                        float scale) {
   using S = Shape<HS>;
   const float scale_log2 = scale * kLog2e;
-  constexpr int kKeys = 64;
+  constexpr int kKeys = kForwardKeys;
   extern __shared__ __align__(16) unsigned char smem_bytes[];
   bf16* q_tile = reinterpret_cast<bf16*>(smem_bytes);
   bf16* kv_tiles = q_tile + kRows * S::kStride;  // K buffers 0 and 1, then V buffers 0 and 1
@@ -552,7 +555,7 @@ void attention_forward_mma(bf16* out, float* lse, const bf16* qkv, int B, int T,
   dispatch_mma_head_size(hs, [&](auto head_size) {
     constexpr int HS = decltype(head_size)::value;
     // The query tile and two buffers of K and of V tiles of 64 rows (both kernels).
-    const size_t smem = sizeof(bf16) * (kRows + 4 * 64) * Shape<HS>::kStride;
+    const size_t smem = sizeof(bf16) * (kRows + 4 * kForwardKeys) * Shape<HS>::kStride;
     if (pipelined) {
       launch(attention_forward_pipelined_kernel<HS>, "attention_forward_pipelined_kernel", grid,
              smem, stream, out, lse, qkv, T, C, NH, scale);
