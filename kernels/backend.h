@@ -10,8 +10,10 @@
 //    (`const void* weight`, act dtype): on the CPU that is the master itself,
 //    on CUDA a bf16 copy refreshed by adamw_update / copy_master_to_working.
 //  * Parameter gradients are fp32 (`float*`). Statistics (mean, rstd, losses) are fp32.
-//  * Backward ops ADD (`+=`) into every PARAMETER gradient, so K micro-batches
-//    accumulate with no copies; the caller zeroes them when it wants a fresh sum.
+//  * Backward ops store PARAMETER gradients as the caller's GradMode says: kAdd (`+=`), so
+//    K micro-batches accumulate with no copies, or kWrite (`=`) for a window's first
+//    micro-batch, so the buffer needs no zeroing and the GEMMs no read of zeros.
+//    encoder_backward always adds (dwte is the LM head's gradient too; see the op).
 //    ACTIVATION gradients are WRITTEN (the caller's scratch, used once, needs no
 //    zeroing) with one exception: layernorm_backward ADDS into dinp, the residual
 //    stream's gradient, which sums the skip path and the LayerNorm branch.
@@ -35,6 +37,10 @@ enum class DeviceKind { kCpu, kCuda };
 // Layout of a linear layer's weight. Hugging Face GPT-2 Conv1D weights are
 // (C, OC) "in-out"; the LM head tied to the token embedding is (V, C) "out-in".
 enum class WeightLayout { kInOut, kOutIn };
+
+// How a backward op stores a PARAMETER gradient: kWrite replaces what the buffer holds (the
+// first micro-batch of a window), kAdd adds to it (the others).
+enum class GradMode { kWrite, kAdd };
 
 struct AdamWParams {
   float lr = 0;
@@ -119,21 +125,22 @@ class Backend {
   virtual void matmul_gelu_forward(void* out, void* pre, const void* inp, const void* weight,
                                    const void* bias, int N, int C, int OC, WeightLayout layout) = 0;
 
-  // ---- ops (backward: parameter gradients +=, activation gradients written) ----
-  // dwte[tokens[b,t]] += dout[b,t]; dwpe[t] += dout[b,t]. host_tokens(B*T) are in HOST
+  // ---- ops (backward: parameter gradients by GradMode, activation gradients written) ----
+  // dwte[tokens[b,t]] += dout[b,t]; dwpe[t] += dout[b,t], always added: the tied LM head
+  // writes dwte earlier in the same backward. host_tokens(B*T) are in HOST
   // memory: back ends bucket positions by token on the host, so every dwte row sums its
   // positions in order (deterministic, no atomics) without a device->host copy.
   virtual void encoder_backward(float* dwte, float* dwpe, const void* dout,
                                 const int32_t* host_tokens, int B, int T, int C) = 0;
-  // dinp(N,C) += d/dinp of LayerNorm: ADDED (the residual stream); dweight, dbias +=.
+  // dinp(N,C) += d/dinp of LayerNorm: ADDED (the residual stream); dweight, dbias by `mode`.
   virtual void layernorm_backward(void* dinp, float* dweight, float* dbias, const void* dout,
                                   const void* inp, const void* weight, const float* mean,
-                                  const float* rstd, int N, int C) = 0;
-  // dinp = dout @ W^T (written; may be null); dweight += (kInOut) inp^T @ dout |
-  // (kOutIn) dout^T @ inp; dbias += sum_rows dout (dbias may be null).
+                                  const float* rstd, int N, int C, GradMode mode) = 0;
+  // dinp = dout @ W^T (written; may be null); by `mode`, dweight (+)= (kInOut) inp^T @ dout |
+  // (kOutIn) dout^T @ inp; dbias (+)= sum_rows dout (dbias may be null).
   virtual void matmul_backward(void* dinp, float* dweight, float* dbias, const void* dout,
                                const void* inp, const void* weight, int N, int C, int OC,
-                               WeightLayout layout) = 0;
+                               WeightLayout layout, GradMode mode) = 0;
   // dqkv(B,T,3C) = d/dqkv of <dout, out> (written, every element).
   virtual void attention_backward(void* dqkv, const void* dout, const void* qkv, const void* out,
                                   const void* saved, int B, int T, int C, int NH) = 0;
@@ -141,11 +148,11 @@ class Backend {
   virtual void gelu_backward(void* dinp, const void* inp, const void* dout, size_t n) = 0;
   // Backward of out(N,OC) = gelu(pre)(N,C) @ W + bias through the linear layer AND the GELU
   // before it (inp = gelu(pre) as stored by matmul_gelu_forward):
-  //   dweight += as matmul_backward with inp;  dbias += sum_rows dout
+  //   dweight, dbias as matmul_backward with inp (by `mode`)
   //   dpre = (dout @ W^T) * gelu'(pre)       written (CUDA: cuBLASLt's DGELU epilogue)
   virtual void matmul_gelu_backward(void* dpre, float* dweight, float* dbias, const void* dout,
                                     const void* inp, const void* pre, const void* weight, int N,
-                                    int C, int OC, WeightLayout layout) = 0;
+                                    int C, int OC, WeightLayout layout, GradMode mode) = 0;
 
   // ---- loss ----------------------------------------------------------------
   // Fused softmax + cross-entropy over logits(N,V) with targets(N) and an optional

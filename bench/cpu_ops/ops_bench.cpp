@@ -15,6 +15,7 @@
 #include "kernels/cpu/cpu_backend.h"
 
 using accum::kernels::Backend;
+using accum::kernels::GradMode;
 using accum::kernels::WeightLayout;
 
 namespace {
@@ -77,14 +78,14 @@ void run(const Config& cfg, Backend& be, int reps) {
   });
   add("layernorm_bwd", 2 * L + 1, [&] {
     be.layernorm_backward(dx.data(), dw.data(), dbias.data(), dy.data(), x.data(), w.data(),
-                          mean.data(), rstd.data(), N, C);
+                          mean.data(), rstd.data(), N, C, GradMode::kAdd);
   });
   add("matmul_qkv_fwd", L, [&] {
     be.matmul_forward(y.data(), x.data(), w.data(), bias.data(), N, C, 3 * C, WeightLayout::kInOut);
   });
   add("matmul_qkv_bwd", L, [&] {
     be.matmul_backward(dx.data(), dw.data(), dbias.data(), dy.data(), x.data(), w.data(), N, C,
-                       3 * C, WeightLayout::kInOut);
+                       3 * C, WeightLayout::kInOut, GradMode::kAdd);
   });
   add("attention_fwd", L,
       [&] { be.attention_forward(y.data(), probs.data(), x.data(), B, T, C, NH); });
@@ -96,14 +97,14 @@ void run(const Config& cfg, Backend& be, int reps) {
   });
   add("matmul_proj_bwd", L, [&] {
     be.matmul_backward(dx.data(), dw.data(), dbias.data(), dy.data(), x.data(), w.data(), N, C, C,
-                       WeightLayout::kInOut);
+                       WeightLayout::kInOut, GradMode::kAdd);
   });
   add("matmul_fc_fwd", L, [&] {
     be.matmul_forward(y.data(), x.data(), w.data(), bias.data(), N, C, 4 * C, WeightLayout::kInOut);
   });
   add("matmul_fc_bwd", L, [&] {
     be.matmul_backward(dx.data(), dw.data(), dbias.data(), dy.data(), x.data(), w.data(), N, C,
-                       4 * C, WeightLayout::kInOut);
+                       4 * C, WeightLayout::kInOut, GradMode::kAdd);
   });
   add("gelu_fwd", L, [&] { be.gelu_forward(y.data(), x.data(), size_t(N) * 4 * C); });
   add("gelu_bwd", L, [&] { be.gelu_backward(dx.data(), x.data(), dy.data(), size_t(N) * 4 * C); });
@@ -112,7 +113,7 @@ void run(const Config& cfg, Backend& be, int reps) {
   });
   add("matmul_fcproj_bwd", L, [&] {
     be.matmul_backward(dx.data(), dw.data(), dbias.data(), dy.data(), x.data(), w.data(), N, 4 * C,
-                       C, WeightLayout::kInOut);
+                       C, WeightLayout::kInOut, GradMode::kAdd);
   });
   add("residual_fwd", 2 * L,
       [&] { be.residual_forward(y.data(), x.data(), dx.data(), size_t(N) * C); });
@@ -130,7 +131,7 @@ void run(const Config& cfg, Backend& be, int reps) {
   });
   add("lm_head_bwd", 1, [&] {
     be.matmul_backward(dx.data(), dwte.data(), nullptr, lm_out.data(), x.data(), wte.data(), N, C,
-                       V, WeightLayout::kOutIn);
+                       V, WeightLayout::kOutIn, GradMode::kAdd);
   });
   const size_t params = size_t(V) * C + size_t(L) * 12 * C * C;
   auto p = random_floats(params, 12), g = random_floats(params, 13);

@@ -13,15 +13,15 @@
 // alternating, R timed rounds after one untimed; it prints per K the mean step, micro-step
 // and optimizer times ("mode":"k_scaling").
 //
-// One optimizer step = zero grads, K micro-batches (forward + backward, += into fp32
-// grads), global-norm clip, AdamW. The first W steps are not timed. Tokens are a fixed
-// synthetic stream (uniform ids, fixed seed) cycled over 4 micro-batches: uniform ids
-// cannot be predicted, but a micro-batch seen again must have a lower loss than the first
-// time (it was trained on), so when a run revisits one, a loss that did not fall is
-// reported as a wrong training step. Prints one JSON object (also written to --out) with
-// tokens_per_s, step_ms (split into micro_ms per micro-step, zero_grad included, and
-// optimizer_ms for clip + AdamW), flops_per_token, memory and "learned" (true / false /
-// null when no micro-batch was seen twice).
+// One optimizer step = K micro-batches (forward + backward into the fp32 grads: the first
+// writes them, the others add), global-norm clip, AdamW. The first W steps are not timed.
+// Tokens are a fixed synthetic stream (uniform ids, fixed seed) cycled over 4 micro-batches:
+// uniform ids cannot be predicted, but a micro-batch seen again must have a lower loss than
+// the first time (it was trained on), so when a run revisits one, a loss that did not fall
+// is reported as a wrong training step. Prints one JSON object (also written to --out) with
+// tokens_per_s, step_ms (split into micro_ms per micro-step and optimizer_ms for clip +
+// AdamW), flops_per_token, memory and "learned" (true / false / null when no micro-batch
+// was seen twice).
 // Exit status: 0 ok, 2 bad flags, 3 no GPU, 4 did not learn, 5 out of device memory (the
 // micro-batch does not fit: bench/gpu.sh then tries a smaller one), 1 any other error.
 #include <cuda_profiler_api.h>
@@ -198,13 +198,13 @@ int run(const Args& args) {
   float batch0_first = NAN, batch0_last = NAN;
   int batch0_visits = 0;
   // One optimizer step of K micro-batches; the phases are timed apart (synchronized):
-  // K micro-steps (zero_grad included), then clip + AdamW.
+  // K micro-steps, then clip + AdamW.
   auto timed_step = [&](int step, int K) {
     const float dloss = 1.f / (float(tokens_per_micro) * K);  // mean over the window
     StepTimes times;
     backend->synchronize();
     const auto start = std::chrono::steady_clock::now();
-    model.zero_grad();
+    model.begin_window();
     const bool batch0 = micro % 4 == 0;
     for (int k = 0; k < K; ++k) model.micro_step(batches[micro++ % 4], dloss);
     backend->synchronize();

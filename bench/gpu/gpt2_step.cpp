@@ -31,7 +31,7 @@ size_t Gpt2Step::allocated_bytes() const {
   return 4 * P * sizeof(float) + working + model_->activation_bytes();
 }
 
-void Gpt2Step::zero_grad() { model_->zero_grads(); }
+void Gpt2Step::begin_window() { window_started_ = false; }
 
 std::vector<float> Gpt2Step::gradients() {
   std::vector<float> host(model_->num_params());
@@ -59,7 +59,9 @@ void Gpt2Step::micro_step(const std::vector<int32_t>& tokens, float dloss) {
   // The model's loss is the SUM over targets (the worker normalizes after the reduction);
   // here the objective weights each target by dloss, applied as AdamW's grad_scale.
   model_->forward(inputs_.data(), targets_.data(), mask_.data(), true);
-  model_->backward();
+  // As the worker's trainer: the window's first backward writes the gradients.
+  model_->backward(window_started_ ? kernels::GradMode::kAdd : kernels::GradMode::kWrite);
+  window_started_ = true;
   dloss_ = dloss;
   targets_since_take_ += N;
 }

@@ -30,10 +30,13 @@ class Gpt2Step {
   // Bytes allocated on the device: weights, working copy, gradients, Adam state, activations.
   size_t allocated_bytes() const;
 
-  void zero_grad();
+  // Starts a window of micro-batches: the next micro_step writes the fp32 gradients instead
+  // of adding to them (the worker's trainer never zeroes the buffer either).
+  void begin_window();
   // One micro-batch (tokens: B*T+1 host values; targets are the inputs shifted by one):
-  // forward and backward, adding into the fp32 gradients. `dloss` is the weight of each
-  // target's loss in the step's objective (1 / (B*T*K) for the mean over the window).
+  // forward and backward into the fp32 gradients (written first in a window, then added). `dloss`
+  // is the weight of each target's loss in the step's objective (1 / (B*T*K) for the mean over the
+  // window).
   void micro_step(const std::vector<int32_t>& tokens, float dloss);
   // Global-norm clip to 1.0 and AdamW; returns the gradient norm (of the weighted objective).
   double optimizer_step(int step, float lr);
@@ -42,7 +45,7 @@ class Gpt2Step {
   float take_mean_loss();
   // The fp32 master weights, all tensors in canonical order (synchronizes).
   std::vector<float> master_weights() { return model_->download_params(); }
-  // The fp32 gradient buffer: the unweighted sum since zero_grad() (synchronizes).
+  // The fp32 gradient buffer: the unweighted sum since begin_window() (synchronizes).
   std::vector<float> gradients();
 
   // What a checkpoint holds (weights, Adam moments); restore() puts it back, as the
@@ -61,6 +64,7 @@ class Gpt2Step {
   std::vector<int32_t> inputs_, targets_;
   std::vector<uint8_t> mask_;
   float dloss_ = 1.f;
+  bool window_started_ = false;  // a micro_step ran since begin_window()
   size_t targets_since_take_ = 0;
 };
 

@@ -101,12 +101,15 @@ class CpuBackend final : public Backend {
   }
   void layernorm_backward(void* dinp, float* dweight, float* dbias, const void* dout,
                           const void* inp, const void* weight, const float* mean, const float* rstd,
-                          int N, int C) override {
-    cpu::layernorm_backward(F(dinp), dweight, dbias, F(dout), F(inp), F(weight), mean, rstd, N, C);
+                          int N, int C, GradMode mode) override {
+    cpu::layernorm_backward(F(dinp), dweight, dbias, F(dout), F(inp), F(weight), mean, rstd, N, C,
+                            mode);
   }
   void matmul_backward(void* dinp, float* dweight, float* dbias, const void* dout, const void* inp,
-                       const void* weight, int N, int C, int OC, WeightLayout layout) override {
-    cpu::matmul_backward(F(dinp), dweight, dbias, F(dout), F(inp), F(weight), N, C, OC, layout);
+                       const void* weight, int N, int C, int OC, WeightLayout layout,
+                       GradMode mode) override {
+    cpu::matmul_backward(F(dinp), dweight, dbias, F(dout), F(inp), F(weight), N, C, OC, layout,
+                         mode);
   }
   void attention_backward(void* dqkv, const void* dout, const void* qkv, const void* /*out*/,
                           const void* saved, int B, int T, int C, int NH) override {
@@ -117,8 +120,9 @@ class CpuBackend final : public Backend {
   }
   void matmul_gelu_backward(void* dpre, float* dweight, float* dbias, const void* dout,
                             const void* inp, const void* pre, const void* weight, int N, int C,
-                            int OC, WeightLayout layout) override {
-    cpu::matmul_backward(F(dpre), dweight, dbias, F(dout), F(inp), F(weight), N, C, OC, layout);
+                            int OC, WeightLayout layout, GradMode mode) override {
+    cpu::matmul_backward(F(dpre), dweight, dbias, F(dout), F(inp), F(weight), N, C, OC, layout,
+                         mode);
     cpu::gelu_backward_inplace(F(dpre), F(pre), size_t(N) * C);
   }
 

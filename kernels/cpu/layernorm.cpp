@@ -3,7 +3,8 @@
 //   forward, per row i of inp(N,C):
 //     mean_i = sum_c x_ic / C;  rstd_i = 1 / sqrt(sum_c (x_ic - mean_i)^2 / C + eps)
 //     norm_ic = (x_ic - mean_i) * rstd_i;  out_ic = norm_ic * weight_c + bias_c
-//   backward (every output +=), with dnorm_ic = weight_c * dout_ic:
+//   backward (dinp +=; dweight, dbias += or, with GradMode::kWrite, =), with
+//   dnorm_ic = weight_c * dout_ic:
 //     dbias_c   += sum_i dout_ic
 //     dweight_c += sum_i norm_ic * dout_ic
 //     dinp_ic   += (dnorm_ic - mean_c'(dnorm_ic')                    // term 1, term 2
@@ -94,7 +95,11 @@ ACCUM_CPU_CLONES void layernorm_backward_rows(F* dinp, const F* dout, const F* i
 template <typename F>
 ACCUM_CPU_CLONES void layernorm_param_grads_cols(F* dweight, F* dbias, const F* dout, const F* inp,
                                                  const F* mean, const F* rstd, int N, int c0,
-                                                 int c1, int C) {
+                                                 int c1, int C, GradMode mode) {
+  if (mode == GradMode::kWrite) {
+    std::fill(dbias + c0, dbias + c1, F(0));
+    std::fill(dweight + c0, dweight + c1, F(0));
+  }
   for (int row = 0; row < N; ++row) {
     const F* x = inp + size_t(row) * C;
     const F* d = dout + size_t(row) * C;
@@ -124,7 +129,7 @@ void layernorm_forward(F* out, F* mean, F* rstd, const F* inp, const F* weight, 
 
 template <typename F>
 void layernorm_backward(F* dinp, F* dweight, F* dbias, const F* dout, const F* inp, const F* weight,
-                        const F* mean, const F* rstd, int N, int C) {
+                        const F* mean, const F* rstd, int N, int C, GradMode mode) {
   constexpr int kRows = 8;
   constexpr int kCols = 64;
   const int row_tasks = (N + kRows - 1) / kRows;
@@ -140,7 +145,7 @@ void layernorm_backward(F* dinp, F* dweight, F* dbias, const F* dout, const F* i
 #pragma omp for schedule(static)
     for (int task = 0; task < col_tasks; ++task) {
       layernorm_param_grads_cols(dweight, dbias, dout, inp, mean, rstd, N, task * kCols,
-                                 std::min(C, (task + 1) * kCols), C);
+                                 std::min(C, (task + 1) * kCols), C, mode);
     }
   }
 }
@@ -150,8 +155,10 @@ template void layernorm_forward<float>(float*, float*, float*, const float*, con
 template void layernorm_forward<double>(double*, double*, double*, const double*, const double*,
                                         const double*, int, int);
 template void layernorm_backward<float>(float*, float*, float*, const float*, const float*,
-                                        const float*, const float*, const float*, int, int);
+                                        const float*, const float*, const float*, int, int,
+                                        GradMode);
 template void layernorm_backward<double>(double*, double*, double*, const double*, const double*,
-                                         const double*, const double*, const double*, int, int);
+                                         const double*, const double*, const double*, int, int,
+                                         GradMode);
 
 }  // namespace accum::kernels::cpu

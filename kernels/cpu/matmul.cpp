@@ -2,14 +2,15 @@
 //
 //   kInOut (HF Conv1D, W(C,OC)):  out(N,OC) = inp(N,C) @ W + bias
 //   kOutIn (tied LM head, W(OC,C)): out(N,OC) = inp(N,C) @ W^T + bias
-//   backward (dinp written, parameter gradients +=):
+//   backward (dinp written, parameter gradients += or, with GradMode::kWrite, =):
 //     dinp(N,C)   = dout(N,OC) @ W^T            (kInOut)  | dout @ W       (kOutIn)
 //     dW         += inp^T @ dout  -> (C,OC)     (kInOut)  | dout^T @ inp -> (OC,C) (kOutIn)
 //     dbias(OC)  += sum_rows dout
 //
 // The forward writes bias rows first and lets GEMM add onto them (beta = 1) when
 // there is a bias; the backward's dinp GEMM uses beta = 0 (written) and the weight
-// gradient GEMMs beta = 1 to add straight into the gradients: no temporaries exist.
+// gradient GEMMs beta = 1 to add straight into the gradients (beta = 0 to write them):
+// no temporaries exist.
 //
 // Threading: OpenMP threads split each GEMM (rows of out/dinp, output channels of
 // dW/dbias) and call OpenBLAS single-threaded, so the process has one thread pool:
@@ -73,8 +74,9 @@ void matmul_forward(F* out, const F* inp, const F* weight, const F* bias, int N,
 
 template <typename F>
 void matmul_backward(F* dinp, F* dweight, F* dbias, const F* dout, const F* inp, const F* weight,
-                     int N, int C, int OC, WeightLayout layout) {
+                     int N, int C, int OC, WeightLayout layout, GradMode mode) {
   BlasSingleThread blas_single_thread;
+  const F grad_beta = mode == GradMode::kAdd ? F(1) : F(0);
 #pragma omp parallel if (worth_splitting(N, C, OC))
   {
     const int thread = omp_get_thread_num();
@@ -95,14 +97,15 @@ void matmul_backward(F* dinp, F* dweight, F* dbias, const F* dout, const F* inp,
     const Range outs = thread_share(OC, thread, threads);
     if (outs.begin < outs.end) {
       const int count = outs.end - outs.begin;
-      if (layout == WeightLayout::kInOut) {  // dW(C,OC)[:, o0:o1] += inp^T @ dout[:, o0:o1]
-        gemm(true, false, C, count, N, F(1), inp, C, dout + outs.begin, OC, F(1),
+      if (layout == WeightLayout::kInOut) {  // dW(C,OC)[:, o0:o1] (+)= inp^T @ dout[:, o0:o1]
+        gemm(true, false, C, count, N, F(1), inp, C, dout + outs.begin, OC, grad_beta,
              dweight + outs.begin, OC);
-      } else {  // dW(OC,C)[o0:o1, :] += dout[:, o0:o1]^T @ inp
-        gemm(true, false, count, C, N, F(1), dout + outs.begin, OC, inp, C, F(1),
+      } else {  // dW(OC,C)[o0:o1, :] (+)= dout[:, o0:o1]^T @ inp
+        gemm(true, false, count, C, N, F(1), dout + outs.begin, OC, inp, C, grad_beta,
              dweight + size_t(outs.begin) * C, C);
       }
       if (dbias != nullptr) {
+        if (mode == GradMode::kWrite) std::fill(dbias + outs.begin, dbias + outs.end, F(0));
         for (int row = 0; row < N; ++row) {
           const F* d = dout + size_t(row) * OC;
 #pragma omp simd
@@ -118,8 +121,8 @@ template void matmul_forward<float>(float*, const float*, const float*, const fl
 template void matmul_forward<double>(double*, const double*, const double*, const double*, int, int,
                                      int, WeightLayout);
 template void matmul_backward<float>(float*, float*, float*, const float*, const float*,
-                                     const float*, int, int, int, WeightLayout);
+                                     const float*, int, int, int, WeightLayout, GradMode);
 template void matmul_backward<double>(double*, double*, double*, const double*, const double*,
-                                      const double*, int, int, int, WeightLayout);
+                                      const double*, int, int, int, WeightLayout, GradMode);
 
 }  // namespace accum::kernels::cpu

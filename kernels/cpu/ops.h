@@ -9,9 +9,10 @@
 // Conventions (the same as kernels/backend.h):
 //  * Shapes: B batch, T time, C channels, NH heads, V vocab, N = B*T rows; all
 //    row-major and contiguous.
-//  * Forward ops WRITE their outputs. Backward ops ADD (+=) into parameter
-//    gradients and WRITE activation gradients, except layernorm_backward's dinp
-//    (the residual stream's gradient), which adds.
+//  * Forward ops WRITE their outputs. Backward ops store parameter gradients by
+//    their GradMode (kAdd: +=, kWrite: =; encoder_backward always adds) and WRITE
+//    activation gradients, except layernorm_backward's dinp (the residual stream's
+//    gradient), which adds.
 //  * Results are deterministic: bit-identical run to run for a fixed thread count.
 //    Reductions over rows (dweight, dbias, dwte, ...) are parallel over columns and
 //    sum rows in order, so they do not depend on the thread count at all;
@@ -45,9 +46,10 @@ inline constexpr double kLayerNormEps = 1e-5;
 template <typename F>
 void layernorm_forward(F* out, F* mean, F* rstd, const F* inp, const F* weight, const F* bias,
                        int N, int C);
+// dinp += d/dinp (the residual stream); dweight, dbias by `mode`.
 template <typename F>
 void layernorm_backward(F* dinp, F* dweight, F* dbias, const F* dout, const F* inp, const F* weight,
-                        const F* mean, const F* rstd, int N, int C);
+                        const F* mean, const F* rstd, int N, int C, GradMode mode);
 
 // ---- matmul.cpp --------------------------------------------------------------
 // out(N,OC) = inp(N,C) @ W + bias; W (C,OC) for kInOut, W^T with W (OC,C) for kOutIn.
@@ -55,11 +57,11 @@ void layernorm_backward(F* dinp, F* dweight, F* dbias, const F* dout, const F* i
 template <typename F>
 void matmul_forward(F* out, const F* inp, const F* weight, const F* bias, int N, int C, int OC,
                     WeightLayout layout);
-// dinp = dout @ W^T (written); dweight += inp^T @ dout (kInOut) | dout^T @ inp (kOutIn);
-// dbias += sum_rows dout. dinp and dbias may be null.
+// dinp = dout @ W^T (written); by `mode`, dweight (+)= inp^T @ dout (kInOut) |
+// dout^T @ inp (kOutIn) and dbias (+)= sum_rows dout. dinp and dbias may be null.
 template <typename F>
 void matmul_backward(F* dinp, F* dweight, F* dbias, const F* dout, const F* inp, const F* weight,
-                     int N, int C, int OC, WeightLayout layout);
+                     int N, int C, int OC, WeightLayout layout, GradMode mode);
 
 // ---- attention.cpp -----------------------------------------------------------
 // Causal multi-head attention, qkv(B,T,3C) = [q | k | v], hs = C/NH, out(B,T,C),

@@ -1,7 +1,7 @@
 // kernels/cuda/column_reduce.cuh — deterministic column sums over a (rows, cols) matrix,
 // used by every parameter gradient that sums over rows (bias grads, LayerNorm weight/bias).
 //
-//   out_k[c] += sum_{r=0..rows-1} value_k(r, c)        k = 0..kOut-1
+//   out_k[c] (+)= sum_{r=0..rows-1} value_k(r, c)        k = 0..kOut-1, += for GradMode::kAdd
 //
 // Two stages, no atomics, so the same inputs give the same bits:
 //   1. column_partials: a block of 32 column lanes x 8 row lanes takes a chunk of
@@ -9,12 +9,13 @@
 //      16 bytes per row); row lane y sums rows y, y + 8, ... of the chunk, then the block
 //      adds the 8 lane sums in ascending order into partial[k][chunk][c].
 //   2. column_finalize: a warp per column; lane l sums chunks l, l + 32, ... in order, then
-//      a fixed shuffle tree adds the 32 lane sums into out_k.
+//      a fixed shuffle tree adds the 32 lane sums, and lane 0 writes or adds them to out_k.
 // Both stages read with every thread busy (the finalize once ran one thread per column
 // over all chunks: 11 us per call for 768 columns, 128 chunks, on an H200; then 32 columns
 // x 8 chunk lanes per block: 4.9 us).
 #pragma once
 
+#include "kernels/backend.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/scratch.h"
@@ -73,7 +74,7 @@ constexpr int kFinalizeColumns = 8;  // warps (columns) per block
 template <int kOut>
 __global__ void __launch_bounds__(kWarpSize* kFinalizeColumns)
     column_finalize_kernel(ColumnOutputs<kOut> outputs, const float* partial, int num_chunks,
-                           int cols) {
+                           int cols, bool add) {
   const int c = blockIdx.x * kFinalizeColumns + threadIdx.y;
   if (c >= cols) return;  // a whole warp: the shuffles below see no exited lane
   float sum[kOut];
@@ -85,25 +86,25 @@ __global__ void __launch_bounds__(kWarpSize* kFinalizeColumns)
   }
   for (int k = 0; k < kOut; ++k) {
     const float total = warp_sum(sum[k]);
-    if (threadIdx.x == 0) outputs.out[k][c] += total;
+    if (threadIdx.x == 0) outputs.out[k][c] = add ? outputs.out[k][c] + total : total;
   }
 }
 
 // Stage 2 alone, for kernels that write stage 1's partial[k][chunk][c] themselves (the
 // LayerNorm backward sums its parameter gradients while it computes dinp).
 template <int kOut>
-void column_finalize_add(ColumnOutputs<kOut> outputs, const float* partial, int num_chunks,
-                         int cols, cudaStream_t stream) {
+void column_finalize(ColumnOutputs<kOut> outputs, const float* partial, int num_chunks, int cols,
+                     GradMode mode, cudaStream_t stream) {
   const dim3 block(kWarpSize, kFinalizeColumns);
-  column_finalize_kernel<kOut>
-      <<<ceil_div(cols, kFinalizeColumns), block, 0, stream>>>(outputs, partial, num_chunks, cols);
+  column_finalize_kernel<kOut><<<ceil_div(cols, kFinalizeColumns), block, 0, stream>>>(
+      outputs, partial, num_chunks, cols, mode == GradMode::kAdd);
   CUDA_CHECK_LAUNCH("column_finalize_kernel");
 }
 
 // `vector`: cols % 8 == 0 and the rows the functor reads are 16-byte aligned.
 template <int kOut, typename Value>
-void column_reduce_add(ColumnOutputs<kOut> outputs, int rows, int cols, Value value, bool vector,
-                       DeviceScratch& scratch, cudaStream_t stream) {
+void column_reduce(ColumnOutputs<kOut> outputs, int rows, int cols, Value value, bool vector,
+                   GradMode mode, DeviceScratch& scratch, cudaStream_t stream) {
   const int num_chunks = ceil_div(rows, kRowsPerChunk);
   auto* partial = static_cast<float*>(scratch.get(
       ScratchSlot::kPartials, sizeof(float) * kOut * static_cast<size_t>(num_chunks) * cols));
@@ -116,7 +117,7 @@ void column_reduce_add(ColumnOutputs<kOut> outputs, int rows, int cols, Value va
     column_partials_kernel<kOut, 1><<<grid, block, 0, stream>>>(partial, rows, cols, value);
   }
   CUDA_CHECK_LAUNCH("column_partials_kernel");
-  column_finalize_add<kOut>(outputs, partial, num_chunks, cols, stream);
+  column_finalize<kOut>(outputs, partial, num_chunks, cols, mode, stream);
 }
 
 }  // namespace accum::kernels::cuda

@@ -1,5 +1,5 @@
 // kernels/cuda/column_sum.cu — bias gradient of a linear layer:
-//   dbias(OC) += sum_{rows} dout(N, OC)
+//   dbias(OC) (+)= sum_{rows} dout(N, OC)      (+= for GradMode::kAdd)
 // through the deterministic two-stage column reduction of column_reduce.cuh; and
 //   add_f32: dst(n) += src(n), for a bias gradient cuBLASLt's BGRADA epilogue wrote.
 #include "kernels/cuda/column_reduce.cuh"
@@ -39,10 +39,10 @@ void add_f32(float* dst, const float* src, size_t n, cudaStream_t stream) {
   CUDA_CHECK_LAUNCH("add_f32_kernel");
 }
 
-void column_sum_add(float* out, const bf16* in, int rows, int cols, DeviceScratch& scratch,
-                    cudaStream_t stream) {
+void column_sum(float* out, const bf16* in, int rows, int cols, GradMode mode,
+                DeviceScratch& scratch, cudaStream_t stream) {
   ColumnOutputs<1> outputs{{out}};
-  column_reduce_add<1>(outputs, rows, cols, RowValue{in, cols}, aligned16(in), scratch, stream);
+  column_reduce<1>(outputs, rows, cols, RowValue{in, cols}, aligned16(in), mode, scratch, stream);
 }
 
 }  // namespace accum::kernels::cuda

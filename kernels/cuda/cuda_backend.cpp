@@ -160,14 +160,15 @@ class CudaBackend final : public Backend {
   }
   void layernorm_backward(void* dinp, float* dweight, float* dbias, const void* dout,
                           const void* inp, const void* weight, const float* mean, const float* rstd,
-                          int N, int C) override {
+                          int N, int C, GradMode mode) override {
     cu::layernorm_backward(act(dinp), dweight, dbias, act(dout), act(inp), act(weight), mean, rstd,
-                           N, C, scratch_, s());
+                           N, C, mode, scratch_, s());
   }
   void matmul_backward(void* dinp, float* dweight, float* dbias, const void* dout, const void* inp,
-                       const void* weight, int N, int C, int OC, WeightLayout layout) override {
+                       const void* weight, int N, int C, int OC, WeightLayout layout,
+                       GradMode mode) override {
     matmul_.backward(act(dinp), dweight, dbias, act(dout), act(inp), act(weight), N, C, OC, layout,
-                     scratch_);
+                     mode, scratch_);
   }
   void attention_backward(void* dqkv, const void* dout, const void* qkv, const void* out,
                           const void* saved, int B, int T, int C, int NH) override {
@@ -179,9 +180,9 @@ class CudaBackend final : public Backend {
   }
   void matmul_gelu_backward(void* dpre, float* dweight, float* dbias, const void* dout,
                             const void* inp, const void* pre, const void* weight, int N, int C,
-                            int OC, WeightLayout layout) override {
+                            int OC, WeightLayout layout, GradMode mode) override {
     matmul_.backward_gelu(act(dpre), dweight, dbias, act(dout), act(inp), act(pre), act(weight), N,
-                          C, OC, layout, scratch_);
+                          C, OC, layout, mode, scratch_);
   }
 
   // ---- loss ----

@@ -4,7 +4,7 @@
 //   forward (N rows of C):
 //     mean = sum(x)/C;  var = sum((x-mean)^2)/C;  rstd = 1/sqrt(var + eps)
 //     norm = (x - mean) * rstd;  out = norm * weight + bias;  mean, rstd (N) saved
-//   backward (every output +=):
+//   backward (dinp +=; dweight, dbias += or, with GradMode::kWrite, =):
 //     dnorm = weight * dout
 //     dinp += (dnorm - mean(dnorm) - norm * mean(dnorm * norm)) * rstd
 //              term 1   term 2          term 3
@@ -16,7 +16,7 @@
 // One warp per row; the row is read in 16-byte Packed128 chunks when C % 8 == 0. The backward
 // sums dweight/dbias in the same pass as dinp (then column_finalize_kernel) when C % 8 == 0
 // and C <= 1024; otherwise, or with ACCUM_LAYERNORM_GRADS=two_pass, dinp is one kernel and
-// the parameter gradients a column_reduce_add pass over dout and inp.
+// the parameter gradients a column_reduce pass over dout and inp.
 #include <cstdlib>
 #include <string>
 
@@ -103,7 +103,7 @@ __global__ void layernorm_forward_kernel(bf16* out, float* mean, float* rstd, bf
   }
 }
 
-// The two-pass path's dinp; the parameter gradients then go through column_reduce_add. Two passes
+// The two-pass path's dinp; the parameter gradients then go through column_reduce. Two passes
 // over the row (the second hits L1/L2): the two means, then dinp += ...; 16-byte accesses if
 // kVector.
 template <bool kVector>
@@ -288,7 +288,7 @@ namespace {
 // The fused backward keeps up to 4 x 256 channels per lane in registers (GPT-2 up to medium).
 constexpr int kMaxFusedChannels = 4 * kWarpSize * 8;
 
-// ACCUM_LAYERNORM_GRADS=two_pass: dinp, then a column_reduce_add pass for dweight/dbias (the
+// ACCUM_LAYERNORM_GRADS=two_pass: dinp, then a column_reduce pass for dweight/dbias (the
 // ablation that measures the fused kernel).
 bool two_pass_requested() {
   const char* choice = std::getenv("ACCUM_LAYERNORM_GRADS");
@@ -334,7 +334,7 @@ void residual_layernorm_forward(bf16* residual_out, bf16* ln_out, float* mean, f
 
 void layernorm_backward(bf16* dinp, float* dweight, float* dbias, const bf16* dout, const bf16* inp,
                         const bf16* weight, const float* mean, const float* rstd, int N, int C,
-                        DeviceScratch& scratch, cudaStream_t stream) {
+                        GradMode mode, DeviceScratch& scratch, cudaStream_t stream) {
   const int block = kRowsPerBlock * kWarpSize;
   const bool vector =
       C % 8 == 0 && aligned16(dinp) && aligned16(dout) && aligned16(inp) && aligned16(weight);
@@ -360,7 +360,7 @@ void layernorm_backward(bf16* dinp, float* dweight, float* dbias, const bf16* do
         break;
     }
     CUDA_CHECK_LAUNCH("layernorm_backward_fused_kernel");
-    column_finalize_add<2>(ColumnOutputs<2>{{dweight, dbias}}, partial, num_chunks, C, stream);
+    column_finalize<2>(ColumnOutputs<2>{{dweight, dbias}}, partial, num_chunks, C, mode, stream);
     return;
   }
   const int grid = ceil_div(N, kRowsPerBlock);
@@ -371,8 +371,8 @@ void layernorm_backward(bf16* dinp, float* dweight, float* dbias, const bf16* do
          : launch(layernorm_backward_dinp_kernel<false>);
   CUDA_CHECK_LAUNCH("layernorm_backward_dinp_kernel");
   ColumnOutputs<2> outputs{{dweight, dbias}};
-  column_reduce_add<2>(outputs, N, C, LayerNormParamGrad{dout, inp, mean, rstd, C},
-                       aligned16(dout) && aligned16(inp), scratch, stream);
+  column_reduce<2>(outputs, N, C, LayerNormParamGrad{dout, inp, mean, rstd, C},
+                   aligned16(dout) && aligned16(inp), mode, scratch, stream);
 }
 
 }  // namespace accum::kernels::cuda

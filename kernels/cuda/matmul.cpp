@@ -197,7 +197,7 @@ void Matmul::forward_gelu(__nv_bfloat16* out, __nv_bfloat16* pre, const __nv_bfl
 void Matmul::backward_gelu(__nv_bfloat16* dpre, float* dweight, float* dbias,
                            const __nv_bfloat16* dout, const __nv_bfloat16* inp,
                            const __nv_bfloat16* pre, const __nv_bfloat16* weight, int N, int C,
-                           int OC, WeightLayout layout, DeviceScratch& scratch) {
+                           int OC, WeightLayout layout, GradMode mode, DeviceScratch& scratch) {
   const bool in_out = layout == WeightLayout::kInOut;
   // dpre^T(C,N) = op(W)(C,OC) x dout^T(OC,N), then * gelu'(pre) — beta 0: written.
   const bool fused =
@@ -207,37 +207,41 @@ void Matmul::backward_gelu(__nv_bfloat16* dpre, float* dweight, float* dbias,
     gemm(dpre, false, weight, in_out, in_out ? OC : C, dout, false, OC, C, N, OC, 0.f, nullptr);
     gelu_backward_inplace(dpre, pre, static_cast<size_t>(N) * C, stream_);
   }
-  backward(nullptr, dweight, dbias, dout, inp, weight, N, C, OC, layout, scratch);
+  backward(nullptr, dweight, dbias, dout, inp, weight, N, C, OC, layout, mode, scratch);
 }
 
 void Matmul::backward(__nv_bfloat16* dinp, float* dweight, float* dbias, const __nv_bfloat16* dout,
                       const __nv_bfloat16* inp, const __nv_bfloat16* weight, int N, int C, int OC,
-                      WeightLayout layout, DeviceScratch& scratch) {
+                      WeightLayout layout, GradMode mode, DeviceScratch& scratch) {
   const bool in_out = layout == WeightLayout::kInOut;
+  const float beta = mode == GradMode::kAdd ? 1.f : 0.f;  // dweight: added or written
   if (dinp != nullptr) {
     // dinp^T(C,N) = op(W)(C,OC) x dout^T(OC,N) — beta 0: written, C is never read.
     gemm(dinp, false, weight, in_out, in_out ? OC : C, dout, false, OC, C, N, OC, 0.f, nullptr);
   }
   if (dweight != nullptr) {
     if (in_out) {
-      // dW (C,OC) row-major = (OC,C) col-major: dW^T += dout^T(OC,N) x inp(N,C). A = dout^T,
+      // dW (C,OC) row-major = (OC,C) col-major: dW^T (+)= dout^T(OC,N) x inp(N,C). A = dout^T,
       // so BGRADA's sum of A over k (the N rows) is exactly dbias: one pass over dout less.
+      // The epilogue writes its sum: straight into dbias, or to scratch and then added.
       if (dbias != nullptr && bgrad_fusion_) {
-        auto* partial = static_cast<float*>(
-            scratch.get(ScratchSlot::kBiasGrad, sizeof(float) * static_cast<size_t>(OC)));
-        if (gemm(dweight, true, dout, false, OC, inp, true, C, OC, C, N, 1.f, partial,
+        float* bgrad = mode == GradMode::kWrite
+                           ? dbias
+                           : static_cast<float*>(scratch.get(
+                                 ScratchSlot::kBiasGrad, sizeof(float) * static_cast<size_t>(OC)));
+        if (gemm(dweight, true, dout, false, OC, inp, true, C, OC, C, N, beta, bgrad,
                  Epilogue::kBGradA)) {
-          add_f32(dbias, partial, static_cast<size_t>(OC), stream_);
+          if (bgrad != dbias) add_f32(dbias, bgrad, static_cast<size_t>(OC), stream_);
           return;
         }
       }
-      gemm(dweight, true, dout, false, OC, inp, true, C, OC, C, N, 1.f, nullptr);
+      gemm(dweight, true, dout, false, OC, inp, true, C, OC, C, N, beta, nullptr);
     } else {
-      // dW (OC,C) row-major = (C,OC) col-major: dW^T += inp^T(C,N) x dout(N,OC)
-      gemm(dweight, true, inp, false, C, dout, true, OC, C, OC, N, 1.f, nullptr);
+      // dW (OC,C) row-major = (C,OC) col-major: dW^T (+)= inp^T(C,N) x dout(N,OC)
+      gemm(dweight, true, inp, false, C, dout, true, OC, C, OC, N, beta, nullptr);
     }
   }
-  if (dbias != nullptr) column_sum_add(dbias, dout, N, OC, scratch, stream_);
+  if (dbias != nullptr) column_sum(dbias, dout, N, OC, mode, scratch, stream_);
 }
 
 }  // namespace accum::kernels::cuda

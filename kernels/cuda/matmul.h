@@ -2,17 +2,20 @@
 //
 //   forward:  out(N,OC) = inp(N,C) @ W + bias      W (C,OC) kInOut | W^T with W (OC,C) kOutIn
 //   backward: dinp(N,C)    = dout @ W^T (kInOut) | dout @ W (kOutIn)       bf16, beta = 0
-//             dweight     += inp^T @ dout (C,OC) | dout^T @ inp (OC,C)      fp32, beta = 1
-//             dbias(OC)   += sum_rows dout                                  fp32, column_sum
-//             (ACCUM_CUBLASLT_BGRAD=1: the dweight GEMM's BGRADA epilogue writes
-//             sum_rows dout to scratch, then add_f32 — an ablation, not yet measured)
+//             dweight    (+)= inp^T @ dout (C,OC) | dout^T @ inp (OC,C)    fp32, beta = 1 | 0
+//             dbias(OC)  (+)= sum_rows dout                                fp32, column_sum
+//             (+= for GradMode::kAdd, = for kWrite, the first micro-batch of a window.
+//             ACCUM_CUBLASLT_BGRAD=1: the dweight GEMM's BGRADA epilogue writes
+//             sum_rows dout into dbias (kWrite) or to scratch, then add_f32 (kAdd) — an
+//             ablation, not yet measured)
 //
 //   forward_gelu:  pre = inp @ W + bias, out = gelu(pre)         GELU_AUX(_BIAS) epilogue
 //   backward_gelu: dpre = (dout @ W^T) * gelu'(pre), written      DGELU epilogue, beta = 0
 //
 // bf16 A/B, fp32 accumulation (CUBLAS_COMPUTE_32F); the forward adds the bias in the
 // epilogue; the weight gradient is written by cuBLASLt straight into the fp32 gradient
-// buffer with beta = 1, so K micro-batches accumulate in fp32, never in bf16.
+// buffer (beta = 0 for a window's first micro-batch, then 1), so K micro-batches accumulate
+// in fp32, never in bf16, and the buffer is never zeroed.
 // Row-major (R, S) data is column-major (S, R): every product is computed transposed,
 // e.g. out^T(OC,N) = op(W)(OC,C) x inp^T(C,N).
 //
@@ -49,15 +52,16 @@ class Matmul {
                     const __nv_bfloat16* weight, const __nv_bfloat16* bias, int N, int C, int OC,
                     WeightLayout layout);
   // dpre = (dout @ W^T) * gelu'(pre), WRITTEN (beta 0) — cuBLASLt's DGELU epilogue, else the
-  // GEMM then gelu_backward_inplace; dweight/dbias += as backward() with inp = gelu(pre).
+  // GEMM then gelu_backward_inplace; dweight/dbias as backward() with inp = gelu(pre).
   void backward_gelu(__nv_bfloat16* dpre, float* dweight, float* dbias, const __nv_bfloat16* dout,
                      const __nv_bfloat16* inp, const __nv_bfloat16* pre,
                      const __nv_bfloat16* weight, int N, int C, int OC, WeightLayout layout,
-                     DeviceScratch& scratch);
-  // dinp / dweight / dbias may each be null (that gradient is not wanted).
+                     GradMode mode, DeviceScratch& scratch);
+  // dinp / dweight / dbias may each be null (that gradient is not wanted); dweight and dbias
+  // are added to (GradMode::kAdd: beta 1) or written (kWrite: beta 0).
   void backward(__nv_bfloat16* dinp, float* dweight, float* dbias, const __nv_bfloat16* dout,
                 const __nv_bfloat16* inp, const __nv_bfloat16* weight, int N, int C, int OC,
-                WeightLayout layout, DeviceScratch& scratch);
+                WeightLayout layout, GradMode mode, DeviceScratch& scratch);
 
  private:
   struct Plan;

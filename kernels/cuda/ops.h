@@ -37,13 +37,13 @@ void residual_layernorm_forward(bf16* residual_out, bf16* ln_out, float* mean, f
                                 int N, int C, cudaStream_t stream);
 void layernorm_backward(bf16* dinp, float* dweight, float* dbias, const bf16* dout, const bf16* inp,
                         const bf16* weight, const float* mean, const float* rstd, int N, int C,
-                        DeviceScratch& scratch, cudaStream_t stream);
+                        GradMode mode, DeviceScratch& scratch, cudaStream_t stream);
 
-// ---- column_sum.cu ---- out[c] += sum_rows in[r, c], deterministic two-stage reduction;
-// add_f32: dst[i] += src[i].
+// ---- column_sum.cu ---- out[c] (+)= sum_rows in[r, c] by `mode`, deterministic two-stage
+// reduction; add_f32: dst[i] += src[i].
 void add_f32(float* dst, const float* src, size_t n, cudaStream_t stream);
-void column_sum_add(float* out, const bf16* in, int rows, int cols, DeviceScratch& scratch,
-                    cudaStream_t stream);
+void column_sum(float* out, const bf16* in, int rows, int cols, GradMode mode,
+                DeviceScratch& scratch, cudaStream_t stream);
 
 // ---- attention.cu ---- saved = lse (B, NH, T) fp32.
 void attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int T, int C, int NH,

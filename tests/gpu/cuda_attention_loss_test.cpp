@@ -17,7 +17,7 @@ Scenario attention_scenario(int B, int T, int C, int NH) {
   const auto qkv = random_bf16_values(qkv_n, 60);
   const auto dout = random_bf16_values(out_n, 61);
   return
-      [=](Backend& be, int backward_calls) {
+      [=](Backend& be, const BackwardRuns& runs) {
         Buffer qkv_b = upload_act(be, qkv), dout_b = upload_act(be, dout);
         Buffer out = poisoned_act(be, out_n);
         Buffer saved(be, be.attention_saved_bytes(B, T, NH));
@@ -26,7 +26,7 @@ Scenario attention_scenario(int B, int T, int C, int NH) {
         if (be.kind() == DeviceKind::kCuda) poison(be, saved);
         Buffer dqkv = poisoned_act(be, qkv_n);
         be.attention_forward(out.get(), saved.get(), qkv_b.get(), B, T, C, NH);
-        for (int call = 0; call < backward_calls; ++call) {
+        for (int call = 0; call < runs.calls; ++call) {
           be.attention_backward(dqkv.get(), dout_b.get(), qkv_b.get(), out.get(), saved.get(), B, T,
                                 C, NH);
         }
@@ -56,9 +56,9 @@ TEST(CudaOps, AttentionPipelinedForwardGivesTheDefaultBits) {
   for (const auto& [C, NH] : {std::pair{128, 2}, std::pair{128, 4}, std::pair{256, 2}}) {
     const Scenario scenario = attention_scenario(1, 200, C, NH);
     Backends backends;
-    const Outputs by_default = scenario(*backends.gpu, 1);
+    const Outputs by_default = scenario(*backends.gpu, {});
     Outputs pipelined;
-    with_env("ACCUM_ATTENTION", "mma_pipelined", [&] { pipelined = scenario(*backends.gpu, 1); });
+    with_env("ACCUM_ATTENTION", "mma_pipelined", [&] { pipelined = scenario(*backends.gpu, {}); });
     for (const auto& [name, values] : by_default) {
       EXPECT_TRUE(bit_identical(values, pipelined.at(name))) << name << ", head size " << C / NH;
     }
@@ -103,7 +103,7 @@ void crossentropy_case(int N, int V, bool with_mask, bool with_dlogits, bool ali
   for (int i = 0; i < N; i += 3) mask[i] = 0;
   const float dloss = 1.f / 7.f;
   check_against_cpu(
-      [&](Backend& be, int) {
+      [&](Backend& be, const BackwardRuns&) {
         Buffer logits_b = upload_act(be, logits), targets_b = upload_ints(be, targets);
         Buffer mask_b(be, N);
         be.upload(mask_b.get(), mask.data(), N);
@@ -160,7 +160,7 @@ void adamw_case(size_t n) {
   const auto master0 = random_bf16_values(n, 80, 0.1f);
   const auto grads = random_bf16_values(n, 81, 0.01f);
   check_against_cpu(
-      [&](Backend& be, int) {
+      [&](Backend& be, const BackwardRuns&) {
         Buffer master = upload_f32(be, master0), g = upload_f32(be, grads);
         Buffer m(be, n * sizeof(float)), v(be, n * sizeof(float));
         Buffer working = poisoned_act(be, n);
@@ -237,8 +237,9 @@ TEST(CudaOps, AdamWEveryTensorInOneLaunch) {
   ACCUM_REQUIRE_CUDA();
   const auto master0 = random_bf16_values(kPiecesN, 82, 0.1f);
   const auto grads = random_bf16_values(kPiecesN, 83, 0.01f);
-  check_against_cpu([&](Backend& be, int) { return adamw_pieces_run(be, true, master0, grads); },
-                    kF32Tolerance, {}, {{"working", kBf16Tolerance}});
+  check_against_cpu(
+      [&](Backend& be, const BackwardRuns&) { return adamw_pieces_run(be, true, master0, grads); },
+      kF32Tolerance, {}, {{"working", kBf16Tolerance}});
   Backends backends;
   const Outputs one = adamw_pieces_run(*backends.gpu, true, master0, grads);
   const Outputs each = adamw_pieces_run(*backends.gpu, false, master0, grads);

@@ -15,14 +15,14 @@ void encoder_case(int B, int T, int C, int V) {
   const auto wpe = random_bf16_values(size_t(T) * C, 3, 0.5f);
   const auto dout = random_bf16_values(size_t(B) * T * C, 4);
   check_against_cpu(
-      [&](Backend& be, int backward_calls) {
+      [&](Backend& be, const BackwardRuns& runs) {
         Buffer tok = upload_ints(be, tokens), wte_b = upload_act(be, wte),
                wpe_b = upload_act(be, wpe), dout_b = upload_act(be, dout);
         Buffer out = poisoned_act(be, size_t(B) * T * C);
         Buffer dwte(be, wte.size() * sizeof(float)), dwpe(be, wpe.size() * sizeof(float));
         be.encoder_forward(out.get(), static_cast<const int32_t*>(tok.get()), wte_b.get(),
                            wpe_b.get(), B, T, C);
-        for (int call = 0; call < backward_calls; ++call) {
+        for (int call = 0; call < runs.calls; ++call) {
           be.encoder_backward(dwte.f32(), dwpe.f32(), dout_b.get(), tokens.data(), B, T, C);
         }
         return Outputs{{"out", download_act(be, out.get(), size_t(B) * T * C)},
@@ -48,18 +48,18 @@ void layernorm_case(int N, int C) {
   const auto bias = random_bf16_values(C, 12, 0.2f);
   const auto dout = random_bf16_values(size_t(N) * C, 13);
   check_against_cpu(
-      [&](Backend& be, int backward_calls) {
+      [&](Backend& be, const BackwardRuns& runs) {
         Buffer inp_b = upload_act(be, inp), w = upload_act(be, weight), b = upload_act(be, bias),
                dout_b = upload_act(be, dout);
         Buffer out = poisoned_act(be, inp.size());
         Buffer mean = poisoned_f32(be, N), rstd = poisoned_f32(be, N);
         Buffer dinp(be, inp.size() * be.act_bytes());
-        Buffer dweight(be, C * sizeof(float)), dbias(be, C * sizeof(float));
+        Buffer dweight = runs.param_grads(be, C), dbias = runs.param_grads(be, C);
         be.layernorm_forward(out.get(), mean.f32(), rstd.f32(), inp_b.get(), w.get(), b.get(), N,
                              C);
-        for (int call = 0; call < backward_calls; ++call) {
+        for (int call = 0; call < runs.calls; ++call) {
           be.layernorm_backward(dinp.get(), dweight.f32(), dbias.f32(), dout_b.get(), inp_b.get(),
-                                w.get(), mean.f32(), rstd.f32(), N, C);
+                                w.get(), mean.f32(), rstd.f32(), N, C, runs.mode(call));
         }
         return Outputs{{"out", download_act(be, out.get(), inp.size())},
                        {"mean", download_f32(be, mean.get(), N)},
@@ -68,7 +68,7 @@ void layernorm_case(int N, int C) {
                        {"dweight", download_f32(be, dweight.get(), C)},
                        {"dbias", download_f32(be, dbias.get(), C)}};
       },
-      kBf16Tolerance, {.added = {"dinp", "dweight", "dbias"}});
+      kBf16Tolerance, {.params = {"dweight", "dbias"}, .added = {"dinp"}});
 }
 
 TEST(CudaOps, LayerNormVectorized) {
@@ -131,7 +131,7 @@ TEST(CudaOps, LayerNormFusedGradientsEqualTheTwoPassPath) {
     be.layernorm_forward(out.get(), mean.f32(), rstd.f32(), inp_b.get(), w.get(), zero_bias.get(),
                          N, C);
     be.layernorm_backward(dinp.get(), dweight.f32(), dbias.f32(), dout_b.get(), inp_b.get(),
-                          w.get(), mean.f32(), rstd.f32(), N, C);
+                          w.get(), mean.f32(), rstd.f32(), N, C, GradMode::kAdd);
     return Outputs{{"dinp", download_act(be, dinp.get(), inp.size())},
                    {"dweight", download_f32(be, dweight.get(), C)},
                    {"dbias", download_f32(be, dbias.get(), C)}};
@@ -149,19 +149,19 @@ void matmul_case(int N, int C, int OC, WeightLayout layout, bool with_bias) {
   const auto weight = random_bf16_values(size_t(C) * OC, 21, 0.1f);
   const auto bias = random_bf16_values(OC, 22, 0.5f);
   const auto dout = random_bf16_values(size_t(N) * OC, 23);
-  Gradients gradients{.added = {"dweight"}, .written = {"dinp"}};
-  if (with_bias) gradients.added.insert("dbias");
+  Gradients gradients{.params = {"dweight"}, .written = {"dinp"}};
+  if (with_bias) gradients.params.insert("dbias");
   check_against_cpu(
-      [&](Backend& be, int backward_calls) {
+      [&](Backend& be, const BackwardRuns& runs) {
         Buffer inp_b = upload_act(be, inp), w = upload_act(be, weight), b = upload_act(be, bias),
                dout_b = upload_act(be, dout);
         Buffer out = poisoned_act(be, size_t(N) * OC), dinp = poisoned_act(be, inp.size());
-        Buffer dweight(be, weight.size() * sizeof(float)), dbias(be, OC * sizeof(float));
+        Buffer dweight = runs.param_grads(be, weight.size()), dbias = runs.param_grads(be, OC);
         be.matmul_forward(out.get(), inp_b.get(), w.get(), with_bias ? b.get() : nullptr, N, C, OC,
                           layout);
-        for (int call = 0; call < backward_calls; ++call) {
+        for (int call = 0; call < runs.calls; ++call) {
           be.matmul_backward(dinp.get(), dweight.f32(), with_bias ? dbias.f32() : nullptr,
-                             dout_b.get(), inp_b.get(), w.get(), N, C, OC, layout);
+                             dout_b.get(), inp_b.get(), w.get(), N, C, OC, layout, runs.mode(call));
         }
         Outputs outputs{{"out", download_act(be, out.get(), size_t(N) * OC)},
                         {"dinp", download_act(be, dinp.get(), inp.size())},
@@ -217,7 +217,7 @@ void residual_layernorm_case(int N, int C) {
   const auto weight = random_bf16_values(C, 16, 0.2f, 1.f);
   const auto bias = random_bf16_values(C, 17, 0.2f);
   check_against_cpu(
-      [&](Backend& be, int) {
+      [&](Backend& be, const BackwardRuns&) {
         Buffer a_b = upload_act(be, a), b_b = upload_act(be, b), w = upload_act(be, weight),
                bias_b = upload_act(be, bias);
         Buffer residual = poisoned_act(be, a.size()), out = poisoned_act(be, a.size());
@@ -251,21 +251,21 @@ void matmul_gelu_case(int N, int C, int OC, bool with_bias) {
   const auto bias = random_bf16_values(OC, 26, 0.5f);
   const auto weight2 = random_bf16_values(size_t(OC) * C, 27, 0.2f);  // (OC -> C) layer
   const auto dout = random_bf16_values(size_t(N) * C, 28);
-  Gradients gradients{.added = {"dweight2"}, .written = {"dpre"}};
-  if (with_bias) gradients.added.insert("dbias2");
+  Gradients gradients{.params = {"dweight2"}, .written = {"dpre"}};
+  if (with_bias) gradients.params.insert("dbias2");
   check_against_cpu(
-      [&](Backend& be, int backward_calls) {
+      [&](Backend& be, const BackwardRuns& runs) {
         Buffer inp_b = upload_act(be, inp), w = upload_act(be, weight), b = upload_act(be, bias),
                w2 = upload_act(be, weight2), dout_b = upload_act(be, dout);
         Buffer out = poisoned_act(be, size_t(N) * OC), pre = poisoned_act(be, size_t(N) * OC);
         Buffer dpre = poisoned_act(be, size_t(N) * OC);
-        Buffer dweight2(be, weight2.size() * sizeof(float)), dbias2(be, C * sizeof(float));
+        Buffer dweight2 = runs.param_grads(be, weight2.size()), dbias2 = runs.param_grads(be, C);
         be.matmul_gelu_forward(out.get(), pre.get(), inp_b.get(), w.get(),
                                with_bias ? b.get() : nullptr, N, C, OC, WeightLayout::kInOut);
-        for (int call = 0; call < backward_calls; ++call) {
+        for (int call = 0; call < runs.calls; ++call) {
           be.matmul_gelu_backward(dpre.get(), dweight2.f32(), with_bias ? dbias2.f32() : nullptr,
                                   dout_b.get(), out.get(), pre.get(), w2.get(), N, OC, C,
-                                  WeightLayout::kInOut);
+                                  WeightLayout::kInOut, runs.mode(call));
         }
         Outputs outputs{{"out", download_act(be, out.get(), size_t(N) * OC)},
                         {"pre", download_act(be, pre.get(), size_t(N) * OC)},
@@ -298,11 +298,11 @@ TEST(CudaOps, Gelu) {
   const auto inp = random_bf16_values(n, 30, 2.f);
   const auto dout = random_bf16_values(n, 31);
   check_against_cpu(
-      [&](Backend& be, int backward_calls) {
+      [&](Backend& be, const BackwardRuns& runs) {
         Buffer inp_b = upload_act(be, inp), dout_b = upload_act(be, dout);
         Buffer out = poisoned_act(be, n), dinp = poisoned_act(be, n);
         be.gelu_forward(out.get(), inp_b.get(), n);
-        for (int call = 0; call < backward_calls; ++call) {
+        for (int call = 0; call < runs.calls; ++call) {
           be.gelu_backward(dinp.get(), inp_b.get(), dout_b.get(), n);
         }
         return Outputs{{"out", download_act(be, out.get(), n)},
@@ -316,7 +316,7 @@ TEST(CudaOps, Residual) {
   const size_t n = 1003;
   const auto a = random_bf16_values(n, 40), b = random_bf16_values(n, 41);
   check_against_cpu(
-      [&](Backend& be, int) {
+      [&](Backend& be, const BackwardRuns&) {
         Buffer a_b = upload_act(be, a), b_b = upload_act(be, b), out = poisoned_act(be, n);
         be.residual_forward(out.get(), a_b.get(), b_b.get(), n);
         return Outputs{{"out", download_act(be, out.get(), n)}};

@@ -48,7 +48,7 @@ std::vector<float> train(Backend& backend, int steps, std::vector<float>* weight
   const float dloss = 1.f / (2.f * kB * kT);
   std::vector<float> losses;
   for (int step = 1; step <= steps; ++step) {
-    model.zero_grad();
+    model.begin_window();
     for (const auto& batch : batches) model.micro_step(batch, dloss);
     losses.push_back(model.take_mean_loss());  // the window's mean, as the worker reports it
     model.optimizer_step(step, 3e-3f);
@@ -87,7 +87,7 @@ TEST(CudaTraining, RepeatedRunsAreBitIdentical) {
 std::vector<float> accumulated_gradient(Backend& backend, int B,
                                         const std::vector<std::vector<int32_t>>& batches) {
   bench::Gpt2Step model(backend, tiny_config(), B, kT, 99);
-  model.zero_grad();
+  model.begin_window();
   for (const auto& batch : batches) model.micro_step(batch, 1.f);
   return model.gradients();
 }
@@ -122,7 +122,7 @@ TEST(CudaTraining, ResumeFromSavedStateIsBitIdentical) {
   const float dloss = 1.f / (2.f * kB * kT);
   auto run_steps = [&](bench::Gpt2Step& model, int first, int last, std::vector<float>* losses) {
     for (int step = first; step <= last; ++step) {
-      model.zero_grad();
+      model.begin_window();
       for (const auto& batch : batches) {
         model.micro_step(batch, dloss);
         losses->push_back(model.take_mean_loss());

@@ -1,10 +1,12 @@
-// The CPU back end's backward contract (backend.h): every op ADDS into parameter
-// gradients and WRITES activation gradients, except layernorm_backward's dinp, which adds.
+// The CPU back end's backward contract (backend.h): every op stores PARAMETER gradients by
+// its GradMode (kAdd: +=, kWrite: =) and WRITES activation gradients, except
+// layernorm_backward's dinp and the encoder's embedding gradients, which always add.
 //
-// For each op, added outputs: on zeroed buffers a call gives g, a second call 2g, a call
-// on buffers pre-filled with R gives R + g. Written outputs: NaN-poisoned before the first
-// call (an element left unwritten stays NaN and fails), and g after every call whatever
-// they held before.
+// For each op, with kAdd: on zeroed buffers a call gives g, a second call 2g, a call on
+// buffers pre-filled with R gives R + g. With kWrite: parameter gradients NaN-poisoned
+// before the call (an element left unwritten stays NaN and fails) hold g after it, while the
+// always-added outputs still give R + g. Written outputs: NaN-poisoned before the first call,
+// and g after every call whatever they held before.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -24,6 +26,7 @@ using testing::relative_error;
 using Buffers = std::vector<std::vector<float>*>;
 
 constexpr double kTolerance = 1e-6;
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
 std::vector<float> values_plus(const std::vector<float>& a, const std::vector<float>& b) {
   std::vector<float> sum(a.size());
@@ -31,13 +34,16 @@ std::vector<float> values_plus(const std::vector<float>& a, const std::vector<fl
   return sum;
 }
 
-void expect_backward_contract(const Buffers& added, const Buffers& written,
-                              const std::function<void()>& backward) {
-  for (auto* g : added) std::fill(g->begin(), g->end(), 0.0f);
-  for (auto* g : written) std::fill(g->begin(), g->end(), std::numeric_limits<float>::quiet_NaN());
-  backward();
-  std::vector<std::vector<float>> once_added, once_written;
-  for (auto* g : added) once_added.push_back(*g);
+// `params` follow the GradMode; `added` always add; `written` are always written.
+void expect_backward_contract(const Buffers& params, const Buffers& added, const Buffers& written,
+                              const std::function<void(GradMode)>& backward) {
+  Buffers summed = params;  // what kAdd adds into
+  summed.insert(summed.end(), added.begin(), added.end());
+  for (auto* g : summed) std::fill(g->begin(), g->end(), 0.0f);
+  for (auto* g : written) std::fill(g->begin(), g->end(), kNaN);
+  backward(GradMode::kAdd);
+  std::vector<std::vector<float>> once_summed, once_written;
+  for (auto* g : summed) once_summed.push_back(*g);
   for (auto* g : written) once_written.push_back(*g);
   auto expect_nonzero_finite = [](const std::vector<float>& g, const char* kind, size_t k) {
     double norm = 0;
@@ -45,36 +51,55 @@ void expect_backward_contract(const Buffers& added, const Buffers& written,
     EXPECT_TRUE(std::isfinite(norm)) << kind << " gradient " << k << " has unwritten elements";
     EXPECT_GT(norm, 0.0) << kind << " gradient " << k << " is all zero";
   };
-  for (size_t k = 0; k < added.size(); ++k) expect_nonzero_finite(once_added[k], "added", k);
+  for (size_t k = 0; k < summed.size(); ++k) expect_nonzero_finite(once_summed[k], "added", k);
   for (size_t k = 0; k < written.size(); ++k) expect_nonzero_finite(once_written[k], "written", k);
+  auto expect_written_is_g = [&](const char* when) {
+    for (size_t k = 0; k < written.size(); ++k) {
+      EXPECT_LT(relative_error(*written[k], once_written[k]), kTolerance)
+          << "written gradient " << k << " " << when << " is not g";
+    }
+  };
 
-  backward();
-  for (size_t k = 0; k < added.size(); ++k) {
-    EXPECT_LT(relative_error(*added[k], values_plus(once_added[k], once_added[k])), kTolerance)
+  backward(GradMode::kAdd);
+  for (size_t k = 0; k < summed.size(); ++k) {
+    EXPECT_LT(relative_error(*summed[k], values_plus(once_summed[k], once_summed[k])), kTolerance)
         << "added gradient " << k << " after two calls is not 2g";
   }
-  for (size_t k = 0; k < written.size(); ++k) {
-    EXPECT_LT(relative_error(*written[k], once_written[k]), kTolerance)
-        << "written gradient " << k << " after two calls is not g";
-  }
+  expect_written_is_g("after two calls");
 
   std::vector<std::vector<float>> prefilled;
-  for (size_t k = 0; k < added.size(); ++k) {
-    *added[k] = random_values<float>(added[k]->size(), 100 + k);
-    prefilled.push_back(*added[k]);
+  for (size_t k = 0; k < summed.size(); ++k) {
+    *summed[k] = random_values<float>(summed[k]->size(), 100 + k);
+    prefilled.push_back(*summed[k]);
   }
   for (size_t k = 0; k < written.size(); ++k) {
     *written[k] = random_values<float>(written[k]->size(), 200 + k);
   }
-  backward();
-  for (size_t k = 0; k < added.size(); ++k) {
-    EXPECT_LT(relative_error(*added[k], values_plus(prefilled[k], once_added[k])), kTolerance)
+  backward(GradMode::kAdd);
+  for (size_t k = 0; k < summed.size(); ++k) {
+    EXPECT_LT(relative_error(*summed[k], values_plus(prefilled[k], once_summed[k])), kTolerance)
         << "added gradient " << k << " on a pre-filled buffer is not R + g";
   }
-  for (size_t k = 0; k < written.size(); ++k) {
-    EXPECT_LT(relative_error(*written[k], once_written[k]), kTolerance)
-        << "written gradient " << k << " on a pre-filled buffer is not g";
+  expect_written_is_g("on a pre-filled buffer");
+
+  // kWrite: the parameter gradients replace whatever the buffer held (NaN here).
+  for (size_t k = 0; k < summed.size(); ++k) {
+    if (k < params.size()) {
+      std::fill(summed[k]->begin(), summed[k]->end(), kNaN);
+    } else {
+      *summed[k] = prefilled[k];
+    }
   }
+  backward(GradMode::kWrite);
+  for (size_t k = 0; k < params.size(); ++k) {
+    EXPECT_LT(relative_error(*params[k], once_summed[k]), kTolerance)
+        << "parameter gradient " << k << " with kWrite is not g";
+  }
+  for (size_t k = params.size(); k < summed.size(); ++k) {
+    EXPECT_LT(relative_error(*summed[k], values_plus(prefilled[k], once_summed[k])), kTolerance)
+        << "always-added gradient " << k - params.size() << " with kWrite is not R + g";
+  }
+  expect_written_is_g("with kWrite");
 }
 
 class BackwardContract : public ::testing::Test {
@@ -87,7 +112,7 @@ TEST_F(BackwardContract, Encoder) {
   const auto tokens = random_tokens(B * T, V, 1);
   const auto dout = random_values<float>(B * T * C, 2);
   std::vector<float> dwte(V * C), dwpe(T * C);
-  expect_backward_contract({&dwte, &dwpe}, {}, [&] {
+  expect_backward_contract({}, {&dwte, &dwpe}, {}, [&](GradMode) {
     backend_->encoder_backward(dwte.data(), dwpe.data(), dout.data(), tokens.data(), B, T, C);
   });
 }
@@ -99,9 +124,9 @@ TEST_F(BackwardContract, LayerNorm) {
   std::vector<float> out(N * C), mean(N), rstd(N), dinp(N * C), dweight(C), dbias(C);
   backend_->layernorm_forward(out.data(), mean.data(), rstd.data(), inp.data(), weight.data(),
                               bias.data(), N, C);
-  expect_backward_contract({&dinp, &dweight, &dbias}, {}, [&] {
+  expect_backward_contract({&dweight, &dbias}, {&dinp}, {}, [&](GradMode mode) {
     backend_->layernorm_backward(dinp.data(), dweight.data(), dbias.data(), dout.data(), inp.data(),
-                                 weight.data(), mean.data(), rstd.data(), N, C);
+                                 weight.data(), mean.data(), rstd.data(), N, C, mode);
   });
 }
 
@@ -111,9 +136,9 @@ TEST_F(BackwardContract, MatmulBothLayouts) {
              dout = random_values<float>(N * OC, 9);
   for (WeightLayout layout : {WeightLayout::kInOut, WeightLayout::kOutIn}) {
     std::vector<float> dinp(N * C), dweight(C * OC), dbias(OC);
-    expect_backward_contract({&dweight, &dbias}, {&dinp}, [&] {
+    expect_backward_contract({&dweight, &dbias}, {}, {&dinp}, [&](GradMode mode) {
       backend_->matmul_backward(dinp.data(), dweight.data(), dbias.data(), dout.data(), inp.data(),
-                                weight.data(), N, C, OC, layout);
+                                weight.data(), N, C, OC, layout, mode);
     });
   }
 }
@@ -125,7 +150,7 @@ TEST_F(BackwardContract, Attention) {
   std::vector<float> out(B * T * C), dqkv(qkv.size());
   std::vector<float> saved(backend_->attention_saved_bytes(B, T, NH) / sizeof(float));
   backend_->attention_forward(out.data(), saved.data(), qkv.data(), B, T, C, NH);
-  expect_backward_contract({}, {&dqkv}, [&] {
+  expect_backward_contract({}, {}, {&dqkv}, [&](GradMode) {
     backend_->attention_backward(dqkv.data(), dout.data(), qkv.data(), out.data(), saved.data(), B,
                                  T, C, NH);
   });
@@ -135,8 +160,9 @@ TEST_F(BackwardContract, Gelu) {
   const size_t n = 20000;
   const auto inp = random_values<float>(n, 12, -5, 5), dout = random_values<float>(n, 13);
   std::vector<float> dinp(n);
-  expect_backward_contract(
-      {}, {&dinp}, [&] { backend_->gelu_backward(dinp.data(), inp.data(), dout.data(), n); });
+  expect_backward_contract({}, {}, {&dinp}, [&](GradMode) {
+    backend_->gelu_backward(dinp.data(), inp.data(), dout.data(), n);
+  });
 }
 
 }  // namespace

@@ -72,7 +72,7 @@ TEST(FloatVsDouble, LayerNorm) {
   layernorm_forward(out.data(), mean.data(), rstd.data(), inp.data(), weight.data(), bias.data(), N,
                     C);
   layernorm_backward(dinp.data(), dweight.data(), dbias.data(), dout.data(), inp.data(),
-                     weight.data(), mean.data(), rstd.data(), N, C);
+                     weight.data(), mean.data(), rstd.data(), N, C, GradMode::kAdd);
   const VecF inp_f = convert<double, float>(inp), weight_f = convert<double, float>(weight),
              bias_f = convert<double, float>(bias), dout_f = convert<double, float>(dout);
   VecF out_f(N * C), mean_f(N), rstd_f(N), dinp_f(N * C, 0.0f), dweight_f(C, 0.0f),
@@ -80,7 +80,7 @@ TEST(FloatVsDouble, LayerNorm) {
   layernorm_forward(out_f.data(), mean_f.data(), rstd_f.data(), inp_f.data(), weight_f.data(),
                     bias_f.data(), N, C);
   layernorm_backward(dinp_f.data(), dweight_f.data(), dbias_f.data(), dout_f.data(), inp_f.data(),
-                     weight_f.data(), mean_f.data(), rstd_f.data(), N, C);
+                     weight_f.data(), mean_f.data(), rstd_f.data(), N, C, GradMode::kAdd);
   EXPECT_LT(relative_error(out_f, out), kTolerance);
   EXPECT_LT(relative_error(rstd_f, rstd), kTolerance);
   EXPECT_LT(relative_error(dinp_f, dinp), kTolerance);
@@ -117,11 +117,11 @@ TEST(FloatVsDouble, MatmulGeluCrossEntropy) {
   matmul_forward(out.data(), inp.data(), weight.data(), bias.data(), N, C, OC,
                  WeightLayout::kInOut);
   matmul_backward(dinp.data(), dweight.data(), dbias.data(), dout.data(), inp.data(), weight.data(),
-                  N, C, OC, WeightLayout::kInOut);
+                  N, C, OC, WeightLayout::kInOut, GradMode::kAdd);
   matmul_forward(out_f.data(), inp_f.data(), weight_f.data(), bias_f.data(), N, C, OC,
                  WeightLayout::kInOut);
   matmul_backward(dinp_f.data(), dweight_f.data(), dbias_f.data(), dout_f.data(), inp_f.data(),
-                  weight_f.data(), N, C, OC, WeightLayout::kInOut);
+                  weight_f.data(), N, C, OC, WeightLayout::kInOut, GradMode::kAdd);
   EXPECT_LT(relative_error(out_f, out), kTolerance);
   EXPECT_LT(relative_error(dinp_f, dinp), kTolerance);
   EXPECT_LT(relative_error(dweight_f, dweight), kTolerance);
@@ -180,7 +180,7 @@ VecF run_reductions(int threads) {
   layernorm_forward(out.data(), mean.data(), rstd.data(), inp.data(), weight.data(), bias.data(), N,
                     C);
   layernorm_backward(dinp, dweight, dbias, dout.data(), inp.data(), weight.data(), mean.data(),
-                     rstd.data(), N, C);
+                     rstd.data(), N, C, GradMode::kAdd);
   encoder_backward(dwte, dwpe, dout.data(), tokens.data(), B, T, C);
   VecF att(N * C), probs(size_t(B) * NH * T * T);
   attention_forward(att.data(), probs.data(), qkv.data(), B, T, C, NH);

@@ -67,7 +67,8 @@ TEST_F(FusedOps, MatmulGeluBackwardWritesDpreAndAddsParameterGradients) {
 
   std::vector<float> dgelu(N * C), want_dpre(N * C), want_dweight(C * OC), want_dbias(OC);
   backend_->matmul_backward(dgelu.data(), want_dweight.data(), want_dbias.data(), dout.data(),
-                            inp.data(), weight.data(), N, C, OC, WeightLayout::kInOut);
+                            inp.data(), weight.data(), N, C, OC, WeightLayout::kInOut,
+                            GradMode::kAdd);
   backend_->gelu_backward(want_dpre.data(), pre.data(), dgelu.data(), want_dpre.size());
 
   // dpre starts dirty (it must be overwritten); the parameter gradients start at R.
@@ -75,7 +76,8 @@ TEST_F(FusedOps, MatmulGeluBackwardWritesDpreAndAddsParameterGradients) {
   const auto r_weight = random_values<float>(C * OC, 12), r_bias = random_values<float>(OC, 13);
   std::vector<float> dweight = r_weight, dbias = r_bias;
   backend_->matmul_gelu_backward(dpre.data(), dweight.data(), dbias.data(), dout.data(), inp.data(),
-                                 pre.data(), weight.data(), N, C, OC, WeightLayout::kInOut);
+                                 pre.data(), weight.data(), N, C, OC, WeightLayout::kInOut,
+                                 GradMode::kAdd);
   EXPECT_TRUE(same_bits(dpre, want_dpre));
   // The GEMM adds with beta = 1 (one rounding), so compare to R + g within float rounding.
   const auto expect_added = [](const std::vector<float>& got, const std::vector<float>& r,

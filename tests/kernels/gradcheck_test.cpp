@@ -1,11 +1,13 @@
 // Every CPU op's backward against central finite differences, in double.
 //
 // For an op out = f(x) and a random upstream gradient u, the analytic gradient of
-// loss = sum(out * u) from the op's backward (added into zeroed buffers) must match
-// the numeric one to a relative L2 error below kTolerance.
+// loss = sum(out * u) from the op's backward (added into zeroed buffers, or for parameter
+// gradients written with GradMode::kWrite over NaN) must match the numeric one to a
+// relative L2 error below kTolerance.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "kernels/cpu/ops.h"
@@ -22,6 +24,7 @@ using testing::weighted_sum;
 using Vec = std::vector<double>;
 
 constexpr double kTolerance = 1e-6;
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 TEST(GradCheck, Encoder) {
   const int B = 2, T = 3, C = 5, V = 4;
@@ -53,9 +56,10 @@ TEST(GradCheck, LayerNormInputWeightBias) {
     return weighted_sum(out, upstream);
   };
   loss();
-  Vec dinp(N * C, 0.0), dweight(C, 0.0), dbias(C, 0.0);
+  // kWrite: the parameter gradients start as NaN and must all be written.
+  Vec dinp(N * C, 0.0), dweight(C, kNaN), dbias(C, kNaN);
   layernorm_backward(dinp.data(), dweight.data(), dbias.data(), upstream.data(), inp.data(),
-                     weight.data(), mean.data(), rstd.data(), N, C);
+                     weight.data(), mean.data(), rstd.data(), N, C, GradMode::kWrite);
   EXPECT_LT(relative_error(dinp, numeric_gradient(&inp, loss)), kTolerance);
   EXPECT_LT(relative_error(dweight, numeric_gradient(&weight, loss)), kTolerance);
   EXPECT_LT(relative_error(dbias, numeric_gradient(&bias, loss)), kTolerance);
@@ -92,9 +96,9 @@ TEST_P(MatmulGradCheck, InputWeightBias) {
       EXPECT_NEAR(out[n * OC + o], expected, 1e-12);
     }
   }
-  Vec dinp(N * C, 0.0), dweight(C * OC, 0.0), dbias(OC, 0.0);
+  Vec dinp(N * C, kNaN), dweight(C * OC, kNaN), dbias(OC, kNaN);  // all must be written
   matmul_backward(dinp.data(), dweight.data(), with_bias ? dbias.data() : nullptr, upstream.data(),
-                  inp.data(), weight.data(), N, C, OC, layout);
+                  inp.data(), weight.data(), N, C, OC, layout, GradMode::kWrite);
   EXPECT_LT(relative_error(dinp, numeric_gradient(&inp, loss)), kTolerance);
   EXPECT_LT(relative_error(dweight, numeric_gradient(&weight, loss)), kTolerance);
   if (with_bias) {

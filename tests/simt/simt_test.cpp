@@ -255,9 +255,10 @@ TEST(SimtEmulatorDeathTest, KernelWritingPastTheEndOfABufferIsCaughtAtLaunch) {
 }
 
 // ACCUM_CUBLASLT_BGRAD=1 makes the CUDA back end ask cuBLASLt for the BGRADA epilogue in the
-// weight-gradient GEMM (and not otherwise), and the bias gradient it adds is dout's column
-// sums. (CudaOps.MatmulBiasGradientFromTheGemmEpilogue compares the whole op to the CPU.)
-std::vector<float> bias_gradient_on_cuda(bool bgrad, int* bgrad_calls) {
+// weight-gradient GEMM (and not otherwise), and the bias gradient it adds (kAdd) or writes
+// (kWrite) is dout's column sums. (CudaOps.MatmulBiasGradientFromTheGemmEpilogue compares the
+// whole op to the CPU.)
+std::vector<float> bias_gradient_on_cuda(bool bgrad, kernels::GradMode mode, int* bgrad_calls) {
   if (bgrad) setenv("ACCUM_CUBLASLT_BGRAD", "1", 1);
   auto backend = kernels::make_backend(kernels::DeviceKind::kCuda, 0);
   unsetenv("ACCUM_CUBLASLT_BGRAD");
@@ -275,11 +276,12 @@ std::vector<float> bias_gradient_on_cuda(bool bgrad, int* bgrad_calls) {
   void* inp_d = upload(inp);
   void* weight_d = upload(weight);
   auto* dweight = static_cast<float*>(backend->alloc(sizeof(float) * C * OC));
-  std::vector<float> start(OC, 1.f);  // dbias starts at 1: the op must add
+  // dbias starts at 1 (kAdd must add to it) or NaN (kWrite must replace it).
+  std::vector<float> start(OC, mode == kernels::GradMode::kAdd ? 1.f : NAN);
   auto* dbias = static_cast<float*>(upload(start));
   const int before = matmul_calls_with_epilogue(CUBLASLT_EPILOGUE_BGRADA);
   backend->matmul_backward(nullptr, dweight, dbias, dout_d, inp_d, weight_d, N, C, OC,
-                           kernels::WeightLayout::kInOut);
+                           kernels::WeightLayout::kInOut, mode);
   *bgrad_calls = matmul_calls_with_epilogue(CUBLASLT_EPILOGUE_BGRADA) - before;
   std::vector<float> result(OC);
   backend->download(result.data(), dbias, sizeof(float) * OC);
@@ -291,16 +293,20 @@ std::vector<float> bias_gradient_on_cuda(bool bgrad, int* bgrad_calls) {
 }
 
 TEST(SimtEmulator, BiasGradientEpilogueIsTakenOnlyWhenAskedFor) {
-  int fused_calls = -1, plain_calls = -1;
-  const std::vector<float> fused = bias_gradient_on_cuda(true, &fused_calls);
-  const std::vector<float> plain = bias_gradient_on_cuda(false, &plain_calls);
-  EXPECT_EQ(fused_calls, 1);
-  EXPECT_EQ(plain_calls, 0);
-  for (int c = 0; c < 40; ++c) {
-    float want = 1.f;  // every value is a multiple of 1/4: the sums are exact
-    for (int r = 0; r < 24; ++r) want += 0.25f * (((r * 40 + c) * 7) % 13) - 1.5f;
-    EXPECT_EQ(fused[c], want) << "column " << c;
-    EXPECT_EQ(plain[c], want) << "column " << c;
+  for (kernels::GradMode mode : {kernels::GradMode::kAdd, kernels::GradMode::kWrite}) {
+    SCOPED_TRACE(mode == kernels::GradMode::kAdd ? "kAdd" : "kWrite");
+    int fused_calls = -1, plain_calls = -1;
+    const std::vector<float> fused = bias_gradient_on_cuda(true, mode, &fused_calls);
+    const std::vector<float> plain = bias_gradient_on_cuda(false, mode, &plain_calls);
+    EXPECT_EQ(fused_calls, 1);
+    EXPECT_EQ(plain_calls, 0);
+    for (int c = 0; c < 40; ++c) {
+      // Every value is a multiple of 1/4: the sums are exact.
+      float want = mode == kernels::GradMode::kAdd ? 1.f : 0.f;
+      for (int r = 0; r < 24; ++r) want += 0.25f * (((r * 40 + c) * 7) % 13) - 1.5f;
+      EXPECT_EQ(fused[c], want) << "column " << c;
+      EXPECT_EQ(plain[c], want) << "column " << c;
+    }
   }
 }
 
@@ -319,7 +325,7 @@ TEST(SimtSchedules, MicroStepsNeverWaitForTheDevice) {
   std::vector<int32_t> tokens(B * T + 1);
   for (auto& t : tokens) t = token(rng);
   const float dloss = 1.f / (4 * B * T);
-  model.zero_grad();
+  model.begin_window();
   model.micro_step(tokens, dloss);  // warm-up
   const HostWaits before = host_waits();
   for (int micro = 0; micro < 3; ++micro) model.micro_step(tokens, dloss);
@@ -343,7 +349,7 @@ std::vector<float> one_training_step() {
   bench::Gpt2Step model(*backend, config, B, T, 5);
   std::mt19937_64 rng(11);
   std::uniform_int_distribution<int32_t> token(0, config.vocab - 1);
-  model.zero_grad();
+  model.begin_window();
   for (int micro = 0; micro < 2; ++micro) {
     std::vector<int32_t> tokens(B * T + 1);
     for (auto& t : tokens) t = token(rng);

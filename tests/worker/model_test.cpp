@@ -3,7 +3,9 @@
 // batch, and token-weighted normalization stays exact under masks.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <random>
 
@@ -117,9 +119,8 @@ TEST(Gpt2Test, WholeModelGradientMatchesFiniteDifferences) {
   Batch batch = random_batch(B, T, config.vocab_size, 5);
   batch.mask[3] = 0;  // a masked target must not contribute
 
-  model.zero_grads();
   model.forward(batch.inputs.data(), batch.targets.data(), batch.mask.data(), true);
-  model.backward();
+  model.backward(kernels::GradMode::kWrite);
   const std::vector<float> grads = download(backend.get(), model.grads(), model.num_params());
   model.take_loss_sum();  // start the finite differences from a zero total
 
@@ -147,20 +148,56 @@ TEST(Gpt2Test, WholeModelGradientMatchesFiniteDifferences) {
   }
 }
 
+// A window's first backward (kWrite) stores every gradient, whatever the buffer held: the
+// same values as a backward that adds into a zeroed buffer. T = 4 < max_seq_len = 8, so
+// wpe's rows 4..7 get no gradient from the encoder and must come out zero, not stale.
+TEST(Gpt2Test, FirstBackwardWritesEveryGradient) {
+  auto backend = kernels::make_backend(kernels::DeviceKind::kCpu);
+  const int B = 2, T = 4;
+  Gpt2 model(backend.get(), tiny_config(), B, T);
+  model.init_random(3);
+  const Batch batch = random_batch(B, T, tiny_config().vocab_size, 6);
+  auto gradients_after = [&](kernels::GradMode mode) {
+    model.forward(batch.inputs.data(), batch.targets.data(), batch.mask.data(), true);
+    model.backward(mode);
+    model.take_loss_sum();
+    return download(backend.get(), model.grads(), model.num_params());
+  };
+  model.zero_grads();
+  const std::vector<float> added = gradients_after(kernels::GradMode::kAdd);
+  const std::vector<float> stale(model.num_params(), std::numeric_limits<float>::quiet_NaN());
+  backend->upload(model.grads(), stale.data(), stale.size() * sizeof(float));
+  const std::vector<float> written = gradients_after(kernels::GradMode::kWrite);
+  ASSERT_EQ(written.size(), added.size());
+  for (const auto& tensor : model.tensors()) {
+    for (size_t i = tensor.offset; i < tensor.offset + tensor.numel; ++i) {
+      ASSERT_EQ(written[i], added[i]) << tensor.name << " element " << i - tensor.offset;
+    }
+  }
+  // A second backward adds: 2x the first, up to rounding (ops add row by row into the sum,
+  // so a small gradient made of large terms cancelling carries their rounding).
+  const std::vector<float> twice = gradients_after(kernels::GradMode::kAdd);
+  float scale = 0;
+  for (float g : added) scale = std::max(scale, std::fabs(g));
+  for (size_t i = 0; i < twice.size(); ++i) {
+    ASSERT_NEAR(twice[i], 2 * added[i], 1e-6 * scale) << i;
+  }
+}
+
 // Gradient of sum(loss over counted targets) / counted for a batch run as `micro`
 // micro-batches of `rows_per_micro` rows each, accumulated in the model's buffer.
 std::vector<double> accumulated_gradient(kernels::Backend* backend, const Batch& batch, int micro,
                                          int rows_per_micro, int T, bool per_micro_average) {
   Gpt2 model(backend, tiny_config(), rows_per_micro, T);
   model.init_random(9);
-  model.zero_grads();
   std::vector<double> result(model.num_params(), 0.0);
   int64_t counted = 0;
   for (int i = 0; i < micro; ++i) {
     Batch part = slice(batch, i * rows_per_micro, rows_per_micro, T);
-    if (per_micro_average) model.zero_grads();
+    // As the trainer: a window's first backward writes the gradients, the others add.
+    const bool fresh = i == 0 || per_micro_average;
     model.forward(part.inputs.data(), part.targets.data(), part.mask.data(), true);
-    model.backward();
+    model.backward(fresh ? kernels::GradMode::kWrite : kernels::GradMode::kAdd);
     counted += part.counted();
     if (per_micro_average) {  // the common `loss / grad_accum_steps` recipe
       auto g = download(backend, model.grads(), model.num_params());

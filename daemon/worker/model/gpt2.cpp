@@ -10,6 +10,7 @@
 namespace accum::model {
 namespace {
 
+using kernels::GradMode;
 using kernels::WeightLayout;
 
 // Per-block parameter slots, in canonical order within the block.
@@ -345,7 +346,7 @@ double Gpt2::take_loss_sum() {
   return sum;
 }
 
-void Gpt2::layer_backward(int l, const void* residual) {
+void Gpt2::layer_backward(int l, const void* residual, GradMode mode) {
   const int C = config_.d_model, NH = config_.n_head, N = B_ * T_;
   Layer& a = layers_[l];
   auto* be = backend_;
@@ -354,40 +355,45 @@ void Gpt2::layer_backward(int l, const void* residual) {
   // dfch = (dresidual @ Wproj^T) * gelu'(fch). Activation gradients are written: no zeroing.
   be->matmul_gelu_backward(acts_->dfch, g + a.param[kFcProjW], g + a.param[kFcProjB],
                            acts_->dresidual, a.fch_gelu, a.fch, working(a.param[kFcProjW]), N,
-                           4 * C, C, WeightLayout::kInOut);
+                           4 * C, C, WeightLayout::kInOut, mode);
   be->matmul_backward(acts_->dln, g + a.param[kFcW], g + a.param[kFcB], acts_->dfch, a.ln2,
-                      working(a.param[kFcW]), N, C, 4 * C, WeightLayout::kInOut);
+                      working(a.param[kFcW]), N, C, 4 * C, WeightLayout::kInOut, mode);
   be->layernorm_backward(acts_->dresidual, g + a.param[kLn2W], g + a.param[kLn2B], acts_->dln,
-                         a.residual2, working(a.param[kLn2W]), a.ln2_mean, a.ln2_rstd, N, C);
+                         a.residual2, working(a.param[kLn2W]), a.ln2_mean, a.ln2_rstd, N, C, mode);
   // dresidual now holds d(residual2); residual2 = residual + attproj.
   be->matmul_backward(acts_->datty, g + a.param[kAttnProjW], g + a.param[kAttnProjB],
                       acts_->dresidual, a.atty, working(a.param[kAttnProjW]), N, C, C,
-                      WeightLayout::kInOut);
+                      WeightLayout::kInOut, mode);
   be->attention_backward(acts_->dqkv, acts_->datty, a.qkv, a.atty, a.att_saved, B_, T_, C, NH);
   be->matmul_backward(acts_->dln, g + a.param[kAttnW], g + a.param[kAttnB], acts_->dqkv, a.ln1,
-                      working(a.param[kAttnW]), N, C, 3 * C, WeightLayout::kInOut);
+                      working(a.param[kAttnW]), N, C, 3 * C, WeightLayout::kInOut, mode);
   be->layernorm_backward(acts_->dresidual, g + a.param[kLn1W], g + a.param[kLn1B], acts_->dln,
-                         residual, working(a.param[kLn1W]), a.ln1_mean, a.ln1_rstd, N, C);
+                         residual, working(a.param[kLn1W]), a.ln1_mean, a.ln1_rstd, N, C, mode);
   // dresidual now holds d(residual in) for the block below.
 }
 
-void Gpt2::backward(const std::function<void(size_t)>& on_ready) {
+void Gpt2::backward(GradMode mode, const std::function<void(size_t)>& on_ready) {
   const int C = config_.d_model, V = config_.vocab_size, N = B_ * T_, L = config_.n_layer;
   const size_t act = backend_->act_bytes();
   auto* be = backend_;
   float* g = grads_;
-  // logits now hold dlogits (written by the fused classifier in forward()).
+  // logits now hold dlogits (written by the fused classifier in forward()). The tied LM head
+  // stores dwte by `mode`; the encoder adds its rows to it last.
   be->matmul_backward(acts_->dln, g + acts_->wte_offset, nullptr, acts_->logits, acts_->lnf,
-                      working(acts_->wte_offset), N, C, V, WeightLayout::kOutIn);
+                      working(acts_->wte_offset), N, C, V, WeightLayout::kOutIn, mode);
   be->fill_zero(acts_->dresidual, size_t(N) * C * act);
   const void* last = L > 0 ? layers_[L - 1].residual3 : acts_->encoded;
   be->layernorm_backward(acts_->dresidual, g + acts_->ln_f_offset, g + acts_->ln_f_offset + C,
                          acts_->dln, last, working(acts_->ln_f_offset), acts_->lnf_mean,
-                         acts_->lnf_rstd, N, C);
+                         acts_->lnf_rstd, N, C, mode);
   if (on_ready) on_ready(acts_->ln_f_offset);
   for (int l = L - 1; l >= 0; --l) {
-    layer_backward(l, l == 0 ? acts_->encoded : layers_[l - 1].residual3);
+    layer_backward(l, l == 0 ? acts_->encoded : layers_[l - 1].residual3, mode);
     if (on_ready) on_ready(layers_[l].param[0]);
+  }
+  // encoder_backward adds into dwpe, and rows T..max_seq_len-1 get nothing: written as zeros.
+  if (mode == GradMode::kWrite) {
+    be->fill_zero(g + acts_->wpe_offset, size_t(config_.max_seq_len) * C * sizeof(float));
   }
   be->encoder_backward(g + acts_->wte_offset, g + acts_->wpe_offset, acts_->dresidual,
                        acts_->host_inputs.data(), B_, T_, C);

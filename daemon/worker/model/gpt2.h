@@ -6,8 +6,10 @@
 //    and shapes (Conv1D weights are (in, out)). The gradient buffer has the same
 //    layout, so the communicator reduces contiguous ranges and the backward can
 //    announce "everything from offset X on is final" as it walks back through the layers.
-//  * The backward ADDS into the gradient buffer (every op adds into parameter gradients,
-//    kernels/backend.h): K micro-batches accumulate by calling forward/backward K times.
+//  * The backward WRITES the gradient buffer for a window's first micro-batch and ADDS into
+//    it for the others (kernels::GradMode): K micro-batches accumulate by calling
+//    forward/backward K times, and the buffer is never zeroed (no 4-bytes-per-parameter
+//    memset per optimizer step, no GEMM reading zeros).
 //  * A micro-step never waits for the device: inputs are uploaded without waiting, the
 //    encoder backward buckets tokens from a host copy, and the losses are summed on the
 //    device until take_loss_sum() reads them (once per optimizer step in the trainer).
@@ -77,7 +79,7 @@ class Gpt2 {
   // After the master weights changed outside adamw_update: refresh the working copy.
   void sync_working_copy();
 
-  void zero_grads();
+  void zero_grads();  // for tests: a backward(kAdd) after it equals backward(kWrite)
   // Forward of one micro-batch (host arrays of B*T; they may be reused on return). Adds
   // the SUM of the per-target losses over counted targets to a device-side total that
   // take_loss_sum() reads, so a micro-step never waits for the device. When
@@ -86,9 +88,10 @@ class Gpt2 {
                bool for_backward);
   // The summed losses of every forward since the last call (waits for them), and resets.
   double take_loss_sum();
-  // Backward of the last forward: adds d(sum loss)/d(param) into grads().
-  // `on_ready(offset)` is called whenever every gradient at or after `offset` is final.
-  void backward(const std::function<void(size_t)>& on_ready = {});
+  // Backward of the last forward: writes (kWrite) or adds (kAdd) d(sum loss)/d(param) into
+  // grads(). `on_ready(offset)` is called whenever every gradient at or after `offset` is
+  // final.
+  void backward(kernels::GradMode mode, const std::function<void(size_t)>& on_ready = {});
 
  private:
   struct Layer;
@@ -105,7 +108,7 @@ class Gpt2 {
   };
   NextLayerNorm next_layernorm(int l) const;
   void layer_forward(int l, const void* residual_in);
-  void layer_backward(int l, const void* residual_in);
+  void layer_backward(int l, const void* residual_in, kernels::GradMode mode);
 
   kernels::Backend* backend_;
   spec::ModelConfig config_;

@@ -244,10 +244,9 @@ absl::Status Trainer::restore_or_init() {
 }
 
 // Runs the K micro-batches of optimizer step `step`: gradients are summed into the
-// fp32 buffer and reduced once, during the last backward. Returns this rank's
-// (loss sum, counted targets).
+// fp32 buffer (the first backward writes it, so it is never zeroed) and reduced once,
+// during the last backward. Returns this rank's (loss sum, counted targets).
 std::pair<double, double> Trainer::accumulate_window(int64_t step) {
-  model_->zero_grads();
   comm_->set_step(step + 1);
   double counted = 0;
   window_comm_ = {};
@@ -258,13 +257,14 @@ std::pair<double, double> Trainer::accumulate_window(int64_t step) {
     model_->forward(batch_.inputs.data(), batch_.targets.data(), batch_.mask.data(),
                     /*for_backward=*/true);
     counted += static_cast<double>(batch_.counted);
+    const kernels::GradMode mode = micro == 0 ? kernels::GradMode::kWrite : kernels::GradMode::kAdd;
     if (micro == K_ - 1) {
       // Only the last micro-batch communicates: buckets launch as the backward finishes them.
       reducer_->begin_window();
-      model_->backward([this](size_t offset) { reducer_->mark_ready_from(offset); });
+      model_->backward(mode, [this](size_t offset) { reducer_->mark_ready_from(offset); });
       reducer_->finish();
     } else {
-      model_->backward();
+      model_->backward(mode);
     }
     // The counters were reset at the step's start: whatever they hold now was issued
     // during micro-steps 0..micro. Recorded so the metrics can prove the contract.
