@@ -133,9 +133,14 @@ class Backend {
   virtual void encoder_backward(float* dwte, float* dwpe, const void* dout,
                                 const int32_t* host_tokens, int B, int T, int C) = 0;
   // dinp(N,C) += d/dinp of LayerNorm: ADDED (the residual stream); dweight, dbias by `mode`.
-  virtual void layernorm_backward(void* dinp, float* dweight, float* dbias, const void* dout,
-                                  const void* inp, const void* weight, const float* mean,
-                                  const float* rstd, int N, int C, GradMode mode) = 0;
+  // dinp_sum(C) (may be null), by `mode`: sum_rows of dinp AFTER the add. dinp is then the
+  // gradient of the residual stream, so this is the bias gradient of the linear layer whose
+  // output was added into it (GPT-2's attention and MLP projections), summed here from values
+  // the op holds anyway instead of in another pass over dinp.
+  virtual void layernorm_backward(void* dinp, float* dweight, float* dbias, float* dinp_sum,
+                                  const void* dout, const void* inp, const void* weight,
+                                  const float* mean, const float* rstd, int N, int C,
+                                  GradMode mode) = 0;
   // dinp = dout @ W^T (written; may be null); by `mode`, dweight (+)= (kInOut) inp^T @ dout |
   // (kOutIn) dout^T @ inp; dbias (+)= sum_rows dout (dbias may be null).
   virtual void matmul_backward(void* dinp, float* dweight, float* dbias, const void* dout,

@@ -77,8 +77,8 @@ void run(const Config& cfg, Backend& be, int reps) {
     be.layernorm_forward(y.data(), mean.data(), rstd.data(), x.data(), w.data(), bias.data(), N, C);
   });
   add("layernorm_bwd", 2 * L + 1, [&] {
-    be.layernorm_backward(dx.data(), dw.data(), dbias.data(), dy.data(), x.data(), w.data(),
-                          mean.data(), rstd.data(), N, C, GradMode::kAdd);
+    be.layernorm_backward(dx.data(), dw.data(), dbias.data(), nullptr, dy.data(), x.data(),
+                          w.data(), mean.data(), rstd.data(), N, C, GradMode::kAdd);
   });
   add("matmul_qkv_fwd", L, [&] {
     be.matmul_forward(y.data(), x.data(), w.data(), bias.data(), N, C, 3 * C, WeightLayout::kInOut);

@@ -99,11 +99,11 @@ class CpuBackend final : public Backend {
                         int B, int T, int C) override {
     cpu::encoder_backward(dwte, dwpe, F(dout), host_tokens, B, T, C);
   }
-  void layernorm_backward(void* dinp, float* dweight, float* dbias, const void* dout,
-                          const void* inp, const void* weight, const float* mean, const float* rstd,
-                          int N, int C, GradMode mode) override {
-    cpu::layernorm_backward(F(dinp), dweight, dbias, F(dout), F(inp), F(weight), mean, rstd, N, C,
-                            mode);
+  void layernorm_backward(void* dinp, float* dweight, float* dbias, float* dinp_sum,
+                          const void* dout, const void* inp, const void* weight, const float* mean,
+                          const float* rstd, int N, int C, GradMode mode) override {
+    cpu::layernorm_backward(F(dinp), dweight, dbias, dinp_sum, F(dout), F(inp), F(weight), mean,
+                            rstd, N, C, mode);
   }
   void matmul_backward(void* dinp, float* dweight, float* dbias, const void* dout, const void* inp,
                        const void* weight, int N, int C, int OC, WeightLayout layout,

@@ -9,6 +9,7 @@
 //     dweight_c += sum_i norm_ic * dout_ic
 //     dinp_ic   += (dnorm_ic - mean_c'(dnorm_ic')                    // term 1, term 2
 //                   - norm_ic * mean_c'(dnorm_ic' * norm_ic')) * rstd_i  // term 3
+//     dinp_sum_c += sum_i dinp_ic, after the add (optional; by GradMode like dweight)
 //
 // dinp is parallel over rows; dweight/dbias are parallel over column chunks that
 // walk the rows in order (deterministic, thread-count independent). The two-pass
@@ -113,6 +114,17 @@ ACCUM_CPU_CLONES void layernorm_param_grads_cols(F* dweight, F* dbias, const F* 
   }
 }
 
+// dinp_sum[c0, c1) (+)= sum over the rows of dinp, in row order.
+template <typename F>
+void column_sums(F* dinp_sum, const F* dinp, int N, int c0, int c1, int C, GradMode mode) {
+  if (mode == GradMode::kWrite) std::fill(dinp_sum + c0, dinp_sum + c1, F(0));
+  for (int row = 0; row < N; ++row) {
+    const F* d = dinp + size_t(row) * C;
+#pragma omp simd
+    for (int c = c0; c < c1; ++c) dinp_sum[c] += d[c];
+  }
+}
+
 }  // namespace
 
 template <typename F>
@@ -128,8 +140,9 @@ void layernorm_forward(F* out, F* mean, F* rstd, const F* inp, const F* weight, 
 }
 
 template <typename F>
-void layernorm_backward(F* dinp, F* dweight, F* dbias, const F* dout, const F* inp, const F* weight,
-                        const F* mean, const F* rstd, int N, int C, GradMode mode) {
+void layernorm_backward(F* dinp, F* dweight, F* dbias, F* dinp_sum, const F* dout, const F* inp,
+                        const F* weight, const F* mean, const F* rstd, int N, int C,
+                        GradMode mode) {
   constexpr int kRows = 8;
   constexpr int kCols = 64;
   const int row_tasks = (N + kRows - 1) / kRows;
@@ -147,6 +160,13 @@ void layernorm_backward(F* dinp, F* dweight, F* dbias, const F* dout, const F* i
       layernorm_param_grads_cols(dweight, dbias, dout, inp, mean, rstd, N, task * kCols,
                                  std::min(C, (task + 1) * kCols), C, mode);
     }
+    // The barrier ending the loop above: every row of dinp is final.
+    if (dinp_sum != nullptr) {
+#pragma omp for schedule(static)
+      for (int task = 0; task < col_tasks; ++task) {
+        column_sums(dinp_sum, dinp, N, task * kCols, std::min(C, (task + 1) * kCols), C, mode);
+      }
+    }
   }
 }
 
@@ -154,11 +174,11 @@ template void layernorm_forward<float>(float*, float*, float*, const float*, con
                                        const float*, int, int);
 template void layernorm_forward<double>(double*, double*, double*, const double*, const double*,
                                         const double*, int, int);
-template void layernorm_backward<float>(float*, float*, float*, const float*, const float*,
+template void layernorm_backward<float>(float*, float*, float*, float*, const float*, const float*,
                                         const float*, const float*, const float*, int, int,
                                         GradMode);
-template void layernorm_backward<double>(double*, double*, double*, const double*, const double*,
-                                         const double*, const double*, const double*, int, int,
-                                         GradMode);
+template void layernorm_backward<double>(double*, double*, double*, double*, const double*,
+                                         const double*, const double*, const double*, const double*,
+                                         int, int, GradMode);
 
 }  // namespace accum::kernels::cpu

@@ -46,10 +46,11 @@ inline constexpr double kLayerNormEps = 1e-5;
 template <typename F>
 void layernorm_forward(F* out, F* mean, F* rstd, const F* inp, const F* weight, const F* bias,
                        int N, int C);
-// dinp += d/dinp (the residual stream); dweight, dbias by `mode`.
+// dinp += d/dinp (the residual stream); dweight, dbias by `mode`; dinp_sum (may be null) by
+// `mode`: sum_rows of dinp after the add (see kernels/backend.h).
 template <typename F>
-void layernorm_backward(F* dinp, F* dweight, F* dbias, const F* dout, const F* inp, const F* weight,
-                        const F* mean, const F* rstd, int N, int C, GradMode mode);
+void layernorm_backward(F* dinp, F* dweight, F* dbias, F* dinp_sum, const F* dout, const F* inp,
+                        const F* weight, const F* mean, const F* rstd, int N, int C, GradMode mode);
 
 // ---- matmul.cpp --------------------------------------------------------------
 // out(N,OC) = inp(N,C) @ W + bias; W (C,OC) for kInOut, W^T with W (OC,C) for kOutIn.

@@ -158,11 +158,11 @@ class CudaBackend final : public Backend {
                         int B, int T, int C) override {
     cu::encoder_backward(dwte, dwpe, act(dout), host_tokens, B, T, C, scratch_, staging_, s());
   }
-  void layernorm_backward(void* dinp, float* dweight, float* dbias, const void* dout,
-                          const void* inp, const void* weight, const float* mean, const float* rstd,
-                          int N, int C, GradMode mode) override {
-    cu::layernorm_backward(act(dinp), dweight, dbias, act(dout), act(inp), act(weight), mean, rstd,
-                           N, C, mode, scratch_, s());
+  void layernorm_backward(void* dinp, float* dweight, float* dbias, float* dinp_sum,
+                          const void* dout, const void* inp, const void* weight, const float* mean,
+                          const float* rstd, int N, int C, GradMode mode) override {
+    cu::layernorm_backward(act(dinp), dweight, dbias, dinp_sum, act(dout), act(inp), act(weight),
+                           mean, rstd, N, C, mode, scratch_, s());
   }
   void matmul_backward(void* dinp, float* dweight, float* dbias, const void* dout, const void* inp,
                        const void* weight, int N, int C, int OC, WeightLayout layout,

@@ -9,16 +9,20 @@
 //     dinp += (dnorm - mean(dnorm) - norm * mean(dnorm * norm)) * rstd
 //              term 1   term 2          term 3
 //     dweight += sum_rows dout * norm;  dbias += sum_rows dout     (deterministic, no atomics)
+//     dinp_sum += sum_rows dinp, after the add (optional): the bias gradient of the linear
+//     layer whose output fed this residual, in column_sum's order, so the same bits
 //   fused residual_layernorm_forward: x = bf16(a + b) stored as residual_out, then the forward
 //     above on the stored x, in the same warp pass (one kernel instead of two, and x is read
 //     back from L1/L2 instead of DRAM).
 //
 // One warp per row; the row is read in 16-byte Packed128 chunks when C % 8 == 0. The backward
-// sums dweight/dbias in the same pass as dinp (then column_finalize_kernel) when C % 8 == 0
-// and C <= 1024; otherwise, or with ACCUM_LAYERNORM_GRADS=two_pass, dinp is one kernel and
-// the parameter gradients a column_reduce pass over dout and inp.
+// sums dweight/dbias (and dinp_sum) in the same pass as dinp (then column_finalize_kernel) when
+// C % 8 == 0 and C <= 1024 (768 with dinp_sum); otherwise, or with
+// ACCUM_LAYERNORM_GRADS=two_pass, dinp is one kernel and the sums a column_reduce pass over
+// dout and inp (and dinp).
 #include <cstdlib>
 #include <string>
+#include <type_traits>
 
 #include "kernels/cuda/column_reduce.cuh"
 #include "kernels/cuda/cuda_check.h"
@@ -164,14 +168,17 @@ __global__ void layernorm_backward_dinp_kernel(bf16* dinp, const bf16* dout, con
 // path's order and column_finalize_kernel completes them from partial[k][chunk][c]. Each
 // lane keeps its kChunks x 8 channels' sums and the weight in registers over its rows, and
 // loads the next row while it computes this one. This saves the column_partials pass that
-// read dout and inp a second time (~10 us per call for GPT-2 124M on an H200).
-template <int kChunks>
+// read dout and inp a second time (~10 us per call for GPT-2 124M on an H200). With
+// kOut = 3 it also sums the dinp it stores (dinp_sum), which saves the bias gradient's
+// column_sum pass over the same rows in the next matmul_backward.
+template <int kChunks, int kOut>
 __global__ void __launch_bounds__(kRowsPerBlock* kWarpSize)
     layernorm_backward_fused_kernel(bf16* __restrict__ dinp, float* __restrict__ partial,
                                     const bf16* __restrict__ dout, const bf16* __restrict__ inp,
                                     const bf16* __restrict__ weight, const float* __restrict__ mean,
                                     const float* __restrict__ rstd, int N, int C) {
   static_assert(kRowsPerBlock == kRowLanes, "warp w is row lane w of the column reduction");
+  static_assert(kOut == 2 || kOut == 3, "dweight, dbias and optionally dinp_sum");
   constexpr int kTileCols = kChunks * kWarpSize * 8;
   __shared__ float lane_sums[kRowsPerBlock][kTileCols];
   const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
@@ -179,11 +186,12 @@ __global__ void __launch_bounds__(kRowsPerBlock* kWarpSize)
   auto channel = [&](int i) { return (i * kWarpSize + lane) * 8; };  // c = lane*8 + i*256
 
   Packed128<bf16> w[kChunks], x[kChunks], dy[kChunks];
-  float dweight[kChunks][8], dbias[kChunks][8];
+  float sums[kOut][kChunks][8];  // dweight, dbias (, dinp_sum)
   ACCUM_UNROLL
   for (int i = 0; i < kChunks; ++i) {
     if (channel(i) < C) w[i] = load128(weight + channel(i));
-    for (int j = 0; j < 8; ++j) dweight[i][j] = dbias[i][j] = 0.f;
+    for (int k = 0; k < kOut; ++k)
+      for (int j = 0; j < 8; ++j) sums[k][i][j] = 0.f;
   }
   auto load_row = [&](int row, Packed128<bf16>(&xv)[kChunks], Packed128<bf16>(&gv)[kChunks]) {
     const size_t base = static_cast<size_t>(row) * C;
@@ -227,8 +235,9 @@ __global__ void __launch_bounds__(kRowsPerBlock* kWarpSize)
         const float norm = (xc - m) * s;
         const float dval = (to_f32(w[i][k]) * gc - dnorm_mean - norm * dnorm_norm_mean) * s;
         dx[i][k] = to_bf16(to_f32(dx[i][k]) + dval);
-        dweight[i][k] += gc * (xc - m) * s;  // LayerNormParamGrad's expressions
-        dbias[i][k] += gc;
+        sums[0][i][k] += gc * (xc - m) * s;  // LayerNormParamGrad's expressions
+        sums[1][i][k] += gc;
+        if constexpr (kOut == 3) sums[2][i][k] += to_f32(dx[i][k]);  // the stored value
       }
       store128(dinp + base + channel(i), dx[i]);
     }
@@ -238,13 +247,12 @@ __global__ void __launch_bounds__(kRowsPerBlock* kWarpSize)
 
   // The 8 row lanes' sums, added in ascending order (the end of column_partials_kernel).
   const int num_chunks = gridDim.x;
-  for (int k = 0; k < 2; ++k) {
+  ACCUM_UNROLL
+  for (int k = 0; k < kOut; ++k) {
     ACCUM_UNROLL
     for (int i = 0; i < kChunks; ++i) {
       if (channel(i) >= C) continue;
-      for (int j = 0; j < 8; ++j) {
-        lane_sums[warp][channel(i) + j] = k == 0 ? dweight[i][j] : dbias[i][j];
-      }
+      for (int j = 0; j < 8; ++j) lane_sums[warp][channel(i) + j] = sums[k][i][j];
     }
     __syncthreads();
     for (int c = threadIdx.x; c < C; c += blockDim.x) {
@@ -252,31 +260,42 @@ __global__ void __launch_bounds__(kRowsPerBlock* kWarpSize)
       for (int lane_row = 0; lane_row < kRowsPerBlock; ++lane_row) sum += lane_sums[lane_row][c];
       partial[(static_cast<size_t>(k) * num_chunks + chunk) * C + c] = sum;
     }
-    __syncthreads();  // lane_sums is refilled for k = 1
+    __syncthreads();  // lane_sums is refilled for the next k
   }
 }
 
-// value_0 = dout * norm (dweight), value_1 = dout (dbias).
+// value_0 = dout * norm (dweight), value_1 = dout (dbias), value_2 = dinp (dinp_sum, kOut = 3;
+// read after the dinp kernel's add).
+template <int kOut>
 struct LayerNormParamGrad {
   const bf16* dout;
   const bf16* inp;
   const float* mean;
   const float* rstd;
+  const bf16* dinp;
   int C;
   template <int W>
-  __device__ void operator()(int row, int col, float (&acc)[2][W]) const {
+  __device__ void operator()(int row, int col, float (&acc)[kOut][W]) const {
     const size_t i = static_cast<size_t>(row) * C + col;
     const float m = mean[row], s = rstd[row];
-    float d[W], x[W];
+    float d[W], x[W], dx[W];
     if constexpr (W == 8) {
       const Packed128<bf16> dv = load128(dout + i), xv = load128(inp + i);
       for (int j = 0; j < 8; ++j) d[j] = to_f32(dv[j]), x[j] = to_f32(xv[j]);
+      if constexpr (kOut == 3) {
+        const Packed128<bf16> dxv = load128(dinp + i);
+        for (int j = 0; j < 8; ++j) dx[j] = to_f32(dxv[j]);
+      }
     } else {
       for (int j = 0; j < W; ++j) d[j] = to_f32(dout[i + j]), x[j] = to_f32(inp[i + j]);
+      if constexpr (kOut == 3) {
+        for (int j = 0; j < W; ++j) dx[j] = to_f32(dinp[i + j]);
+      }
     }
     for (int j = 0; j < W; ++j) {
       acc[0][j] += d[j] * (x[j] - m) * s;
       acc[1][j] += d[j];
+      if constexpr (kOut == 3) acc[2][j] += dx[j];
     }
   }
 };
@@ -285,8 +304,10 @@ struct LayerNormParamGrad {
 
 namespace {
 
-// The fused backward keeps up to 4 x 256 channels per lane in registers (GPT-2 up to medium).
+// The fused backward keeps up to 4 x 256 channels per lane in registers (GPT-2 up to medium);
+// with dinp_sum's third sums, 3 x 256 (4 x 256 would spill: 255 registers and 76 bytes).
 constexpr int kMaxFusedChannels = 4 * kWarpSize * 8;
+constexpr int kMaxFusedChannelsWithSum = 3 * kWarpSize * 8;
 
 // ACCUM_LAYERNORM_GRADS=two_pass: dinp, then a column_reduce pass for dweight/dbias (the
 // ablation that measures the fused kernel).
@@ -332,35 +353,51 @@ void residual_layernorm_forward(bf16* residual_out, bf16* ln_out, float* mean, f
   launch_layernorm_forward(ln_out, mean, rstd, residual_out, a, b, weight, bias, N, C, stream);
 }
 
-void layernorm_backward(bf16* dinp, float* dweight, float* dbias, const bf16* dout, const bf16* inp,
-                        const bf16* weight, const float* mean, const float* rstd, int N, int C,
-                        GradMode mode, DeviceScratch& scratch, cudaStream_t stream) {
+void layernorm_backward(bf16* dinp, float* dweight, float* dbias, float* dinp_sum, const bf16* dout,
+                        const bf16* inp, const bf16* weight, const float* mean, const float* rstd,
+                        int N, int C, GradMode mode, DeviceScratch& scratch, cudaStream_t stream) {
   const int block = kRowsPerBlock * kWarpSize;
   const bool vector =
       C % 8 == 0 && aligned16(dinp) && aligned16(dout) && aligned16(inp) && aligned16(weight);
-  if (vector && C <= kMaxFusedChannels && !two_pass_requested()) {
+  const bool with_sum = dinp_sum != nullptr;
+  if (vector && C <= (with_sum ? kMaxFusedChannelsWithSum : kMaxFusedChannels) &&
+      !two_pass_requested()) {
     const int num_chunks = ceil_div(N, kRowsPerChunk);
-    auto* partial = static_cast<float*>(scratch.get(
-        ScratchSlot::kPartials, sizeof(float) * 2 * static_cast<size_t>(num_chunks) * C));
+    auto* partial = static_cast<float*>(
+        scratch.get(ScratchSlot::kPartials,
+                    sizeof(float) * (with_sum ? 3 : 2) * static_cast<size_t>(num_chunks) * C));
     auto launch = [&](auto kernel) {
       kernel<<<num_chunks, block, 0, stream>>>(dinp, partial, dout, inp, weight, mean, rstd, N, C);
     };
-    switch (ceil_div(C, kWarpSize * 8)) {
-      case 1:
-        launch(layernorm_backward_fused_kernel<1>);
-        break;
-      case 2:
-        launch(layernorm_backward_fused_kernel<2>);
-        break;
-      case 3:
-        launch(layernorm_backward_fused_kernel<3>);
-        break;
-      default:
-        launch(layernorm_backward_fused_kernel<4>);
-        break;
+    auto launch_width = [&](auto outputs) {
+      constexpr int kOut = decltype(outputs)::value;
+      switch (ceil_div(C, kWarpSize * 8)) {
+        case 1:
+          launch(layernorm_backward_fused_kernel<1, kOut>);
+          break;
+        case 2:
+          launch(layernorm_backward_fused_kernel<2, kOut>);
+          break;
+        case 3:
+          launch(layernorm_backward_fused_kernel<3, kOut>);
+          break;
+        default:
+          launch(layernorm_backward_fused_kernel<4, kOut>);
+          break;
+      }
+    };
+    if (with_sum) {
+      launch_width(std::integral_constant<int, 3>{});
+    } else {
+      launch_width(std::integral_constant<int, 2>{});
     }
     CUDA_CHECK_LAUNCH("layernorm_backward_fused_kernel");
-    column_finalize<2>(ColumnOutputs<2>{{dweight, dbias}}, partial, num_chunks, C, mode, stream);
+    if (with_sum) {
+      column_finalize<3>(ColumnOutputs<3>{{dweight, dbias, dinp_sum}}, partial, num_chunks, C, mode,
+                         stream);
+    } else {
+      column_finalize<2>(ColumnOutputs<2>{{dweight, dbias}}, partial, num_chunks, C, mode, stream);
+    }
     return;
   }
   const int grid = ceil_div(N, kRowsPerBlock);
@@ -370,9 +407,16 @@ void layernorm_backward(bf16* dinp, float* dweight, float* dbias, const bf16* do
   vector ? launch(layernorm_backward_dinp_kernel<true>)
          : launch(layernorm_backward_dinp_kernel<false>);
   CUDA_CHECK_LAUNCH("layernorm_backward_dinp_kernel");
-  ColumnOutputs<2> outputs{{dweight, dbias}};
-  column_reduce<2>(outputs, N, C, LayerNormParamGrad{dout, inp, mean, rstd, C},
-                   aligned16(dout) && aligned16(inp), mode, scratch, stream);
+  const bool vector_sums = aligned16(dout) && aligned16(inp) && (!with_sum || aligned16(dinp));
+  if (with_sum) {
+    column_reduce<3>(ColumnOutputs<3>{{dweight, dbias, dinp_sum}}, N, C,
+                     LayerNormParamGrad<3>{dout, inp, mean, rstd, dinp, C}, vector_sums, mode,
+                     scratch, stream);
+  } else {
+    column_reduce<2>(ColumnOutputs<2>{{dweight, dbias}}, N, C,
+                     LayerNormParamGrad<2>{dout, inp, mean, rstd, dinp, C}, vector_sums, mode,
+                     scratch, stream);
+  }
 }
 
 }  // namespace accum::kernels::cuda

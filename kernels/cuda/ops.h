@@ -35,9 +35,10 @@ void layernorm_forward(bf16* out, float* mean, float* rstd, const bf16* inp, con
 void residual_layernorm_forward(bf16* residual_out, bf16* ln_out, float* mean, float* rstd,
                                 const bf16* a, const bf16* b, const bf16* weight, const bf16* bias,
                                 int N, int C, cudaStream_t stream);
-void layernorm_backward(bf16* dinp, float* dweight, float* dbias, const bf16* dout, const bf16* inp,
-                        const bf16* weight, const float* mean, const float* rstd, int N, int C,
-                        GradMode mode, DeviceScratch& scratch, cudaStream_t stream);
+// dinp_sum (may be null): sum_rows of dinp after the add, by `mode` (kernels/backend.h).
+void layernorm_backward(bf16* dinp, float* dweight, float* dbias, float* dinp_sum, const bf16* dout,
+                        const bf16* inp, const bf16* weight, const float* mean, const float* rstd,
+                        int N, int C, GradMode mode, DeviceScratch& scratch, cudaStream_t stream);
 
 // ---- column_sum.cu ---- out[c] (+)= sum_rows in[r, c] by `mode`, deterministic two-stage
 // reduction; add_f32: dst[i] += src[i].

@@ -42,7 +42,8 @@ TEST(CudaOps, EncoderScalarChannels) {
   encoder_case(2, 19, 36, 11);
 }
 
-void layernorm_case(int N, int C) {
+// with_sum: the backward also sums dinp (dinp_sum, the model's projection bias gradients).
+void layernorm_case(int N, int C, bool with_sum = true) {
   const auto inp = random_bf16_values(size_t(N) * C, 10, 2.f, 0.3f);
   const auto weight = random_bf16_values(C, 11, 0.2f, 1.f);
   const auto bias = random_bf16_values(C, 12, 0.2f);
@@ -55,18 +56,22 @@ void layernorm_case(int N, int C) {
         Buffer mean = poisoned_f32(be, N), rstd = poisoned_f32(be, N);
         Buffer dinp(be, inp.size() * be.act_bytes());
         Buffer dweight = runs.param_grads(be, C), dbias = runs.param_grads(be, C);
+        Buffer dinp_sum = runs.param_grads(be, C);
         be.layernorm_forward(out.get(), mean.f32(), rstd.f32(), inp_b.get(), w.get(), b.get(), N,
                              C);
         for (int call = 0; call < runs.calls; ++call) {
-          be.layernorm_backward(dinp.get(), dweight.f32(), dbias.f32(), dout_b.get(), inp_b.get(),
+          be.layernorm_backward(dinp.get(), dweight.f32(), dbias.f32(),
+                                with_sum ? dinp_sum.f32() : nullptr, dout_b.get(), inp_b.get(),
                                 w.get(), mean.f32(), rstd.f32(), N, C, runs.mode(call));
         }
-        return Outputs{{"out", download_act(be, out.get(), inp.size())},
-                       {"mean", download_f32(be, mean.get(), N)},
-                       {"rstd", download_f32(be, rstd.get(), N)},
-                       {"dinp", download_act(be, dinp.get(), inp.size())},
-                       {"dweight", download_f32(be, dweight.get(), C)},
-                       {"dbias", download_f32(be, dbias.get(), C)}};
+        Outputs outputs{{"out", download_act(be, out.get(), inp.size())},
+                        {"mean", download_f32(be, mean.get(), N)},
+                        {"rstd", download_f32(be, rstd.get(), N)},
+                        {"dinp", download_act(be, dinp.get(), inp.size())},
+                        {"dweight", download_f32(be, dweight.get(), C)},
+                        {"dbias", download_f32(be, dbias.get(), C)}};
+        if (with_sum) outputs["dinp_sum"] = download_f32(be, dinp_sum.get(), C);
+        return outputs;
       },
       kBf16Tolerance, {.params = {"dweight", "dbias"}, .added = {"dinp"}});
 }
@@ -96,11 +101,16 @@ TEST(CudaOps, LayerNormScalarChannels) {
 }
 
 // The backward sums dweight/dbias in its dinp pass for C % 8 == 0 up to 1024 channels (4 x 256
-// per warp): 1000 leaves the last 256-channel group of every lane partly empty; 1032 is past
-// the limit and takes the two-pass path (dinp kernel, then the column reduction).
+// per warp), and with dinp_sum up to 768: 1000 leaves the last 256-channel group of every lane
+// partly empty (fused without dinp_sum, two-pass with it); 768 fills 3 groups (fused with
+// it, GPT-2 124M); 1032 is past both limits and takes the two-pass path (dinp kernel, then
+// the column reduction).
 TEST(CudaOps, LayerNormWideChannels) {
   ACCUM_REQUIRE_CUDA();
+  layernorm_case(131, 1000, /*with_sum=*/false);
   layernorm_case(131, 1000);
+  layernorm_case(70, 768);
+  layernorm_case(70, 1032, /*with_sum=*/false);
   layernorm_case(70, 1032);
 }
 
@@ -127,20 +137,66 @@ TEST(CudaOps, LayerNormFusedGradientsEqualTheTwoPassPath) {
     Buffer out = poisoned_act(be, inp.size()), dinp = upload_act(be, dinp0);
     Buffer mean = poisoned_f32(be, N), rstd = poisoned_f32(be, N);
     Buffer dweight(be, C * sizeof(float)), dbias(be, C * sizeof(float));
+    Buffer dinp_sum(be, C * sizeof(float));
     Buffer zero_bias(be, C * be.act_bytes());
     be.layernorm_forward(out.get(), mean.f32(), rstd.f32(), inp_b.get(), w.get(), zero_bias.get(),
                          N, C);
-    be.layernorm_backward(dinp.get(), dweight.f32(), dbias.f32(), dout_b.get(), inp_b.get(),
-                          w.get(), mean.f32(), rstd.f32(), N, C, GradMode::kAdd);
+    be.layernorm_backward(dinp.get(), dweight.f32(), dbias.f32(), dinp_sum.f32(), dout_b.get(),
+                          inp_b.get(), w.get(), mean.f32(), rstd.f32(), N, C, GradMode::kAdd);
     return Outputs{{"dinp", download_act(be, dinp.get(), inp.size())},
                    {"dweight", download_f32(be, dweight.get(), C)},
-                   {"dbias", download_f32(be, dbias.get(), C)}};
+                   {"dbias", download_f32(be, dbias.get(), C)},
+                   {"dinp_sum", download_f32(be, dinp_sum.get(), C)}};
   };
   const Outputs fused = run();
   Outputs two_pass;
   with_env("ACCUM_LAYERNORM_GRADS", "two_pass", [&] { two_pass = run(); });
   for (const auto& [name, values] : fused) {
     EXPECT_TRUE(bit_identical(values, two_pass.at(name))) << name;
+  }
+}
+
+// dinp_sum, the column sums of the dinp the LayerNorm backward stored, has the bits of the bias
+// gradient matmul_backward's column_sum takes from that dinp: the model takes the projections'
+// bias gradients from it, so training gives the same bits as with the separate pass. 64
+// and 768 channels: the fused kernel; 1000: the two-pass path; 600 rows: 10 column-reduction
+// chunks.
+TEST(CudaOps, LayerNormDinpSumIsTheMatmulBiasGradient) {
+  ACCUM_REQUIRE_CUDA();
+  for (int C : {64, 768, 1000}) {
+    SCOPED_TRACE(C);
+    const int N = 600, in_channels = 16;
+    const auto inp = random_bf16_values(size_t(N) * C, 18, 2.f, 0.3f);
+    const auto weight = random_bf16_values(C, 19, 0.2f, 1.f);
+    const auto dout = random_bf16_values(size_t(N) * C, 20);
+    const auto dinp0 = random_bf16_values(size_t(N) * C, 21);
+    const auto lin_inp = random_bf16_values(size_t(N) * in_channels, 22);
+    const auto lin_weight = random_bf16_values(size_t(in_channels) * C, 23);
+    Backends backends;
+    Backend& be = *backends.gpu;
+    Buffer inp_b = upload_act(be, inp), w = upload_act(be, weight), dout_b = upload_act(be, dout);
+    Buffer lin_inp_b = upload_act(be, lin_inp), lin_w = upload_act(be, lin_weight);
+    Buffer out = poisoned_act(be, inp.size()), dinp = upload_act(be, dinp0);
+    Buffer mean = poisoned_f32(be, N), rstd = poisoned_f32(be, N),
+           zero_bias(be, C * be.act_bytes());
+    Buffer dweight = poisoned_f32(be, C), dbias = poisoned_f32(be, C);
+    Buffer dinp_sum = poisoned_f32(be, C), lin_dbias = poisoned_f32(be, C);
+    Buffer lin_dweight = poisoned_f32(be, size_t(in_channels) * C);
+    be.layernorm_forward(out.get(), mean.f32(), rstd.f32(), inp_b.get(), w.get(), zero_bias.get(),
+                         N, C);
+    be.layernorm_backward(dinp.get(), dweight.f32(), dbias.f32(), dinp_sum.f32(), dout_b.get(),
+                          inp_b.get(), w.get(), mean.f32(), rstd.f32(), N, C, GradMode::kWrite);
+    be.matmul_backward(nullptr, lin_dweight.f32(), lin_dbias.f32(), dinp.get(), lin_inp_b.get(),
+                       lin_w.get(), N, in_channels, C, WeightLayout::kInOut, GradMode::kWrite);
+    const auto got = download_f32(be, dinp_sum.get(), C);
+    EXPECT_TRUE(bit_identical(got, download_f32(be, lin_dbias.get(), C)));
+    // And the plain sums of the stored dinp, on the host.
+    const auto stored = download_act(be, dinp.get(), inp.size());
+    for (int c = 0; c < C; ++c) {
+      double sum = 0;
+      for (int row = 0; row < N; ++row) sum += stored[size_t(row) * C + c];
+      ASSERT_NEAR(got[c], sum, 1e-4 * (1 + std::fabs(sum))) << "column " << c;
+    }
   }
 }
 

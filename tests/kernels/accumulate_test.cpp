@@ -125,9 +125,44 @@ TEST_F(BackwardContract, LayerNorm) {
   backend_->layernorm_forward(out.data(), mean.data(), rstd.data(), inp.data(), weight.data(),
                               bias.data(), N, C);
   expect_backward_contract({&dweight, &dbias}, {&dinp}, {}, [&](GradMode mode) {
-    backend_->layernorm_backward(dinp.data(), dweight.data(), dbias.data(), dout.data(), inp.data(),
-                                 weight.data(), mean.data(), rstd.data(), N, C, mode);
+    backend_->layernorm_backward(dinp.data(), dweight.data(), dbias.data(), nullptr, dout.data(),
+                                 inp.data(), weight.data(), mean.data(), rstd.data(), N, C, mode);
   });
+}
+
+// dinp_sum is the column sum of dinp AFTER the add: R + g on a dinp pre-filled with R. Added
+// to (kAdd) or written (kWrite) like a parameter gradient, and the same bits as the bias
+// gradient matmul_backward sums from that dinp: the model takes the attention and MLP
+// projections' bias gradients from it.
+TEST_F(BackwardContract, LayerNormDinpSumIsTheBiasGradientOfTheUpdatedDinp) {
+  const int N = 37, C = 80, OC_IN = 24;
+  const auto inp = random_values<float>(N * C, 3), weight = random_values<float>(C, 4),
+             bias = random_values<float>(C, 5), dout = random_values<float>(N * C, 6),
+             dinp0 = random_values<float>(N * C, 7), sum0 = random_values<float>(C, 8);
+  std::vector<float> out(N * C), mean(N), rstd(N), dweight(C), dbias(C);
+  backend_->layernorm_forward(out.data(), mean.data(), rstd.data(), inp.data(), weight.data(),
+                              bias.data(), N, C);
+  for (GradMode mode : {GradMode::kAdd, GradMode::kWrite}) {
+    SCOPED_TRACE(mode == GradMode::kAdd ? "kAdd" : "kWrite");
+    std::vector<float> dinp = dinp0;
+    std::vector<float> dinp_sum = mode == GradMode::kAdd ? sum0 : std::vector<float>(C, kNaN);
+    backend_->layernorm_backward(dinp.data(), dweight.data(), dbias.data(), dinp_sum.data(),
+                                 dout.data(), inp.data(), weight.data(), mean.data(), rstd.data(),
+                                 N, C, mode);
+    // The linear layer (OC_IN -> C) whose output gradient is the updated dinp.
+    const auto lin_inp = random_values<float>(N * OC_IN, 9),
+               lin_weight = random_values<float>(OC_IN * C, 10);
+    std::vector<float> lin_dweight(OC_IN * C);
+    std::vector<float> want = mode == GradMode::kAdd ? sum0 : std::vector<float>(C, kNaN);
+    backend_->matmul_backward(nullptr, lin_dweight.data(), want.data(), dinp.data(), lin_inp.data(),
+                              lin_weight.data(), N, OC_IN, C, WeightLayout::kInOut, mode);
+    EXPECT_EQ(dinp_sum, want);
+    for (int c = 0; c < C; ++c) {
+      double sum = mode == GradMode::kAdd ? sum0[c] : 0.0;
+      for (int row = 0; row < N; ++row) sum += dinp[row * C + c];
+      EXPECT_NEAR(dinp_sum[c], sum, 1e-5 * (1 + std::fabs(sum))) << "column " << c;
+    }
+  }
 }
 
 TEST_F(BackwardContract, MatmulBothLayouts) {

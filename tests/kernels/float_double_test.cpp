@@ -68,24 +68,27 @@ TEST(FloatVsDouble, LayerNorm) {
   const int N = 33, C = 100;
   const Vec inp = random_values(N * C, 5, -3, 5), weight = random_values(C, 6),
             bias = random_values(C, 7), dout = random_values(N * C, 8);
-  Vec out(N * C), mean(N), rstd(N), dinp(N * C, 0.0), dweight(C, 0.0), dbias(C, 0.0);
+  Vec out(N * C), mean(N), rstd(N), dinp(N * C, 0.0), dweight(C, 0.0), dbias(C, 0.0),
+      dinp_sum(C, 0.0);
   layernorm_forward(out.data(), mean.data(), rstd.data(), inp.data(), weight.data(), bias.data(), N,
                     C);
-  layernorm_backward(dinp.data(), dweight.data(), dbias.data(), dout.data(), inp.data(),
-                     weight.data(), mean.data(), rstd.data(), N, C, GradMode::kAdd);
+  layernorm_backward(dinp.data(), dweight.data(), dbias.data(), dinp_sum.data(), dout.data(),
+                     inp.data(), weight.data(), mean.data(), rstd.data(), N, C, GradMode::kAdd);
   const VecF inp_f = convert<double, float>(inp), weight_f = convert<double, float>(weight),
              bias_f = convert<double, float>(bias), dout_f = convert<double, float>(dout);
   VecF out_f(N * C), mean_f(N), rstd_f(N), dinp_f(N * C, 0.0f), dweight_f(C, 0.0f),
-      dbias_f(C, 0.0f);
+      dbias_f(C, 0.0f), dinp_sum_f(C, 0.0f);
   layernorm_forward(out_f.data(), mean_f.data(), rstd_f.data(), inp_f.data(), weight_f.data(),
                     bias_f.data(), N, C);
-  layernorm_backward(dinp_f.data(), dweight_f.data(), dbias_f.data(), dout_f.data(), inp_f.data(),
-                     weight_f.data(), mean_f.data(), rstd_f.data(), N, C, GradMode::kAdd);
+  layernorm_backward(dinp_f.data(), dweight_f.data(), dbias_f.data(), dinp_sum_f.data(),
+                     dout_f.data(), inp_f.data(), weight_f.data(), mean_f.data(), rstd_f.data(), N,
+                     C, GradMode::kAdd);
   EXPECT_LT(relative_error(out_f, out), kTolerance);
   EXPECT_LT(relative_error(rstd_f, rstd), kTolerance);
   EXPECT_LT(relative_error(dinp_f, dinp), kTolerance);
   EXPECT_LT(relative_error(dweight_f, dweight), kTolerance);
   EXPECT_LT(relative_error(dbias_f, dbias), kTolerance);
+  EXPECT_LT(relative_error(dinp_sum_f, dinp_sum), kTolerance);
 }
 
 TEST(FloatVsDouble, AttentionAcrossRowBlocks) {
@@ -170,17 +173,18 @@ VecF run_reductions(int threads) {
   const VecF inp = random_values<float>(N * C, 19), weight = random_values<float>(C, 20),
              bias = random_values<float>(C, 21), dout = random_values<float>(N * C, 22),
              qkv = random_values<float>(N * 3 * C, 23);
-  VecF out(N * C), mean(N), rstd(N), grads(N * C + 2 * C + V * C + T * C + N * 3 * C, 0.0f);
+  VecF out(N * C), mean(N), rstd(N), grads(N * C + 3 * C + V * C + T * C + N * 3 * C, 0.0f);
   float* dinp = grads.data();
   float* dweight = dinp + N * C;
   float* dbias = dweight + C;
-  float* dwte = dbias + C;
+  float* dinp_sum = dbias + C;
+  float* dwte = dinp_sum + C;
   float* dwpe = dwte + V * C;
   float* dqkv = dwpe + T * C;
   layernorm_forward(out.data(), mean.data(), rstd.data(), inp.data(), weight.data(), bias.data(), N,
                     C);
-  layernorm_backward(dinp, dweight, dbias, dout.data(), inp.data(), weight.data(), mean.data(),
-                     rstd.data(), N, C, GradMode::kAdd);
+  layernorm_backward(dinp, dweight, dbias, dinp_sum, dout.data(), inp.data(), weight.data(),
+                     mean.data(), rstd.data(), N, C, GradMode::kAdd);
   encoder_backward(dwte, dwpe, dout.data(), tokens.data(), B, T, C);
   VecF att(N * C), probs(size_t(B) * NH * T * T);
   attention_forward(att.data(), probs.data(), qkv.data(), B, T, C, NH);

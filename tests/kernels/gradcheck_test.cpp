@@ -58,8 +58,9 @@ TEST(GradCheck, LayerNormInputWeightBias) {
   loss();
   // kWrite: the parameter gradients start as NaN and must all be written.
   Vec dinp(N * C, 0.0), dweight(C, kNaN), dbias(C, kNaN);
-  layernorm_backward(dinp.data(), dweight.data(), dbias.data(), upstream.data(), inp.data(),
-                     weight.data(), mean.data(), rstd.data(), N, C, GradMode::kWrite);
+  layernorm_backward<double>(dinp.data(), dweight.data(), dbias.data(), nullptr, upstream.data(),
+                             inp.data(), weight.data(), mean.data(), rstd.data(), N, C,
+                             GradMode::kWrite);
   EXPECT_LT(relative_error(dinp, numeric_gradient(&inp, loss)), kTolerance);
   EXPECT_LT(relative_error(dweight, numeric_gradient(&weight, loss)), kTolerance);
   EXPECT_LT(relative_error(dbias, numeric_gradient(&bias, loss)), kTolerance);

@@ -353,22 +353,27 @@ void Gpt2::layer_backward(int l, const void* residual, GradMode mode) {
   float* g = grads_;
   // dresidual holds d(residual3); residual3 = residual2 + fcproj.
   // dfch = (dresidual @ Wproj^T) * gelu'(fch). Activation gradients are written: no zeroing.
-  be->matmul_gelu_backward(acts_->dfch, g + a.param[kFcProjW], g + a.param[kFcProjB],
-                           acts_->dresidual, a.fch_gelu, a.fch, working(a.param[kFcProjW]), N,
-                           4 * C, C, WeightLayout::kInOut, mode);
+  // The projections' bias gradients are the column sums of dresidual: the LayerNorm backward
+  // that last added into it summed them (its dinp_sum), so these calls pass no dbias.
+  be->matmul_gelu_backward(acts_->dfch, g + a.param[kFcProjW], nullptr, acts_->dresidual,
+                           a.fch_gelu, a.fch, working(a.param[kFcProjW]), N, 4 * C, C,
+                           WeightLayout::kInOut, mode);
   be->matmul_backward(acts_->dln, g + a.param[kFcW], g + a.param[kFcB], acts_->dfch, a.ln2,
                       working(a.param[kFcW]), N, C, 4 * C, WeightLayout::kInOut, mode);
-  be->layernorm_backward(acts_->dresidual, g + a.param[kLn2W], g + a.param[kLn2B], acts_->dln,
-                         a.residual2, working(a.param[kLn2W]), a.ln2_mean, a.ln2_rstd, N, C, mode);
+  be->layernorm_backward(acts_->dresidual, g + a.param[kLn2W], g + a.param[kLn2B],
+                         g + a.param[kAttnProjB], acts_->dln, a.residual2, working(a.param[kLn2W]),
+                         a.ln2_mean, a.ln2_rstd, N, C, mode);
   // dresidual now holds d(residual2); residual2 = residual + attproj.
-  be->matmul_backward(acts_->datty, g + a.param[kAttnProjW], g + a.param[kAttnProjB],
-                      acts_->dresidual, a.atty, working(a.param[kAttnProjW]), N, C, C,
-                      WeightLayout::kInOut, mode);
+  be->matmul_backward(acts_->datty, g + a.param[kAttnProjW], nullptr, acts_->dresidual, a.atty,
+                      working(a.param[kAttnProjW]), N, C, C, WeightLayout::kInOut, mode);
   be->attention_backward(acts_->dqkv, acts_->datty, a.qkv, a.atty, a.att_saved, B_, T_, C, NH);
   be->matmul_backward(acts_->dln, g + a.param[kAttnW], g + a.param[kAttnB], acts_->dqkv, a.ln1,
                       working(a.param[kAttnW]), N, C, 3 * C, WeightLayout::kInOut, mode);
-  be->layernorm_backward(acts_->dresidual, g + a.param[kLn1W], g + a.param[kLn1B], acts_->dln,
-                         residual, working(a.param[kLn1W]), a.ln1_mean, a.ln1_rstd, N, C, mode);
+  // d(residual in) is d(residual3) of the block below: its MLP projection's bias gradient.
+  float* below_fcproj_bias = l > 0 ? g + layers_[l - 1].param[kFcProjB] : nullptr;
+  be->layernorm_backward(acts_->dresidual, g + a.param[kLn1W], g + a.param[kLn1B],
+                         below_fcproj_bias, acts_->dln, residual, working(a.param[kLn1W]),
+                         a.ln1_mean, a.ln1_rstd, N, C, mode);
   // dresidual now holds d(residual in) for the block below.
 }
 
@@ -383,9 +388,11 @@ void Gpt2::backward(GradMode mode, const std::function<void(size_t)>& on_ready) 
                       working(acts_->wte_offset), N, C, V, WeightLayout::kOutIn, mode);
   be->fill_zero(acts_->dresidual, size_t(N) * C * act);
   const void* last = L > 0 ? layers_[L - 1].residual3 : acts_->encoded;
+  // dresidual is then d(residual3) of the last block: its MLP projection's bias gradient.
+  float* last_fcproj_bias = L > 0 ? g + layers_[L - 1].param[kFcProjB] : nullptr;
   be->layernorm_backward(acts_->dresidual, g + acts_->ln_f_offset, g + acts_->ln_f_offset + C,
-                         acts_->dln, last, working(acts_->ln_f_offset), acts_->lnf_mean,
-                         acts_->lnf_rstd, N, C, mode);
+                         last_fcproj_bias, acts_->dln, last, working(acts_->ln_f_offset),
+                         acts_->lnf_mean, acts_->lnf_rstd, N, C, mode);
   if (on_ready) on_ready(acts_->ln_f_offset);
   for (int l = L - 1; l >= 0; --l) {
     layer_backward(l, l == 0 ? acts_->encoded : layers_[l - 1].residual3, mode);
