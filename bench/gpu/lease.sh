@@ -17,6 +17,9 @@
 #       3. compute-sanitizer memcheck and racecheck on the op tests of ACCUM_LEASE_FILTER;
 #       4. with build-lease/bundle.tar.xz: the full build's gpu tests (NCCL, the worker)
 #          through bench/gpu/bundle.sh test;
+#       5. if build-lease-base exists and step 1 timed the kernels under ncu: the same ncu
+#          run of the "before" binary, and ncu_compare.md (per kernel, before and after on
+#          this card: the previous leases' per-kernel numbers came from another card);
 #       then OUT_DIR/g.tgz holds every log and JSON, and the tables are printed last.
 #
 # With the device tool of this workplace: prepare here, then run
@@ -29,7 +32,8 @@
 # ACCUM_BENCH_NSYS (default 1: the GPU's idle time between operations, when nsys exists),
 # ACCUM_LEASE_RACECHECK_FILTER (default: ACCUM_LEASE_FILTER or our kernels' tests),
 # ACCUM_LEASE_SANITIZER_SECONDS
-# (default 40 per tool), ACCUM_LEASE_COMPARE_ROUNDS (default 3).
+# (default 40 per tool), ACCUM_LEASE_COMPARE_ROUNDS (default 3), ACCUM_LEASE_NCU_BEFORE_SECONDS
+# (default 60; 0: no step 5).
 # The step times are sized to fit one device call of about 6 minutes with the start.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -127,8 +131,23 @@ run() {
       "$(grep -E 'bundle.sh:|tests passed|tests failed' "$g/bundle.log" | tr '\n' ' ')"
   fi
 
+  local ncu_before_s="${ACCUM_LEASE_NCU_BEFORE_SECONDS:-60}"
+  if [[ -x "$old/gpt2_bench" && -s "$g/ncu.csv" && "$ncu_before_s" != 0 ]]; then
+    # The arguments of bench/gpu.sh's ncu pass (2 layers, one step, its B and T).
+    timeout "$ncu_before_s" ncu --clock-control none --metrics gpu__time_duration.sum --csv \
+      --log-file "$g/ncu_before.csv" "$old/gpt2_bench" --layers 2 --batch "${ACCUM_BENCH_BATCH:-8}" \
+      --seq "${ACCUM_BENCH_SEQ:-1024}" --steps 1 --warmup 0 > /dev/null 2> "$g/ncu_before.log"
+    echo "ncu before exit $?"
+    [[ -s "$g/ncu_before.csv" ]] && python3 bench/gpu/ncu_kernels.py "$g/ncu.csv" \
+      --before "$g/ncu_before.csv" --out "$g/ncu_compare.md" > /dev/null
+  fi
+
   grep -E "gpu tests:|ratio|overhead|^\| [0-9]|^\| accum|^\| pytorch|1.3B|exit" "$g/run.log"
-  [[ -s "$g/ncu_summary.md" ]] && head -24 "$g/ncu_summary.md"
+  if [[ -s "$g/ncu_compare.md" ]]; then
+    head -30 "$g/ncu_compare.md"
+  elif [[ -s "$g/ncu_summary.md" ]]; then
+    head -24 "$g/ncu_summary.md"
+  fi
   [[ -s "$g/gaps.md" ]] && head -8 "$g/gaps.md"
   [[ -s "$g/ncu_stalls.md" ]] && head -30 "$g/ncu_stalls.md"
   (cd "$out" && tar czf g.tgz g && rm -rf g)

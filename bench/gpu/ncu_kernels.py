@@ -2,10 +2,15 @@
 """bench/gpu/ncu_kernels.py — per-kernel time table from an ncu CSV log.
 
 usage: ncu_kernels.py NCU_CSV [--out FILE]
+       ncu_kernels.py NCU_CSV --before BEFORE_CSV [--out FILE]
        ncu_kernels.py --stalls NCU_CSV [--out FILE]
 The CSV comes from `ncu --metrics gpu__time_duration.sum --csv --log-file FILE prog ...`
 (bench/gpu.sh with ACCUM_BENCH_NCU=1). Kernels are grouped by name (template arguments
 dropped); the table lists total time, share, launches and mean time, largest first.
+
+--before: the same kind of CSV from another build of the same run (bench/gpu/lease.sh: the
+"before" binaries), and a side-by-side table instead: per kernel, total ms, launches and mean
+us before and after, a kernel only one build has with "-" for the other.
 
 --stalls reads a CSV of the metrics STALL_METRICS names instead (bench/gpu.sh with
 ACCUM_BENCH_NCU_DETAIL=1): for each kernel, the share of its active warps stalled for each
@@ -70,8 +75,8 @@ def stall_table(rows, shown=6):
     return "\n".join(lines) + "\n"
 
 
-def time_table(rows):
-    """Markdown: total time, share, launches and mean time per kernel, largest first."""
+def kernel_times(rows):
+    """Per kernel (short name): total microseconds and launches."""
     totals, counts = defaultdict(float), defaultdict(int)
     scale = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3, "second": 1e6}
     for row in rows:
@@ -83,6 +88,12 @@ def time_table(rows):
         counts[key] += 1
     if not totals:
         raise SystemExit("no gpu__time_duration.sum rows")
+    return totals, counts
+
+
+def time_table(rows):
+    """Markdown: total time, share, launches and mean time per kernel, largest first."""
+    totals, counts = kernel_times(rows)
     whole = sum(totals.values())
     lines = [f"Kernel time of one profiled run: {whole / 1e3:.2f} ms in "
              f"{sum(counts.values())} launches", "",
@@ -93,14 +104,44 @@ def time_table(rows):
     return "\n".join(lines) + "\n"
 
 
+def compare_table(before_rows, after_rows):
+    """Markdown: per kernel, before and after side by side, largest (either build) first."""
+    before, before_n = kernel_times(before_rows)
+    after, after_n = kernel_times(after_rows)
+    whole_b, whole_a = sum(before.values()), sum(after.values())
+    lines = [f"Kernel time of one profiled run: {whole_b / 1e3:.2f} ms before "
+             f"({sum(before_n.values())} launches), {whole_a / 1e3:.2f} ms after "
+             f"({sum(after_n.values())} launches): {whole_a / whole_b:.3f}x", "",
+             "| kernel | ms before | ms after | launches before | launches after "
+             "| mean us before | mean us after |", "|---|---|---|---|---|---|---|"]
+
+    def cells(totals, counts, key):
+        if key not in totals:
+            return "-", "-", "-"
+        return (f"{totals[key] / 1e3:.3f}", str(counts[key]),
+                f"{totals[key] / counts[key]:.1f}")
+
+    keys = sorted(set(before) | set(after), key=lambda k: -max(before.get(k, 0), after.get(k, 0)))
+    for key in keys:
+        (tb, nb, mb), (ta, na, ma) = cells(before, before_n, key), cells(after, after_n, key)
+        lines.append(f"| `{key[:90]}` | {tb} | {ta} | {nb} | {na} | {mb} | {ma} |")
+    return "\n".join(lines) + "\n"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("csv")
     ap.add_argument("--out", default="")
     ap.add_argument("--stalls", action="store_true")
+    ap.add_argument("--before", default="", help="CSV of the same run from the build before")
     args = ap.parse_args()
     rows = read_rows(args.csv)
-    text = stall_table(rows) if args.stalls else time_table(rows)
+    if args.stalls:
+        text = stall_table(rows)
+    elif args.before:
+        text = compare_table(read_rows(args.before), rows)
+    else:
+        text = time_table(rows)
     if args.out:
         with open(args.out, "w") as f:
             f.write(text)

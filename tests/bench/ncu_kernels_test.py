@@ -47,6 +47,28 @@ class NcuKernelsTest(unittest.TestCase):
         self.assertIn("| 0.200 | 80.0% | 2 | 100.0 |", lines[0])
         self.assertIn("| 0.050 | 20.0% | 1 | 50.0 |", lines[1])
 
+    def test_before_and_after_side_by_side_with_kernels_only_one_build_has(self):
+        partials = "void accum::column_partials_kernel<1, 8>(float *, int)"
+        fused = "void accum::layernorm_backward_fused_kernel<3, 3>(bf16 *, int)"
+        before = self.rows(
+            row(0, FWD, "gpu__time_duration.sum", "usecond", "100") +
+            row(1, partials, "gpu__time_duration.sum", "usecond", "10") +
+            row(2, partials, "gpu__time_duration.sum", "usecond", "10"))
+        after = self.rows(
+            row(0, FWD, "gpu__time_duration.sum", "usecond", "80") +
+            row(1, fused, "gpu__time_duration.sum", "usecond", "15"))
+        text = ncu_kernels.compare_table(before, after)
+        self.assertIn("0.12 ms before (3 launches), 0.10 ms after (2 launches): 0.792x", text)
+        lines = {l.split("`")[1]: l for l in text.splitlines() if l.startswith("| `")}
+        self.assertIn("| 0.100 | 0.080 | 1 | 1 | 100.0 | 80.0 |",
+                      lines["void accum::<>::attention_forward_mma_kernel<>"])
+        self.assertIn("| 0.020 | - | 2 | - | 10.0 | - |",
+                      lines["void accum::column_partials_kernel<>"])
+        self.assertIn("| - | 0.015 | - | 1 | - | 15.0 |",
+                      lines["void accum::layernorm_backward_fused_kernel<>"])
+        order = [l.split("`")[1] for l in text.splitlines() if l.startswith("| `")]
+        self.assertEqual(order[0], "void accum::<>::attention_forward_mma_kernel<>")  # largest
+
     def test_stalls_average_launches_and_list_the_largest_reasons_first(self):
         reasons = ["barrier", "long_scoreboard", "short_scoreboard", "mio_throttle",
                    "math_pipe_throttle", "wait", "not_selected"]
