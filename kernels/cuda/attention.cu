@@ -107,29 +107,25 @@ __global__ void __launch_bounds__(kTile)
   lse[static_cast<size_t>(bh) * T + i] = m + logf(l);
 }
 
-// D_i = dout_i . out_i for every (b,h,i). HS/8 lanes per row, one 16-byte piece of dout and
-// out each, so a warp reads 32 / (HS/8) whole rows at a time (one thread per row read pieces
-// C elements apart, half of each 32-byte sector per load); the row's lanes are then summed
-// by a fixed shuffle tree.
+// D_i = dout_i . out_i for every (b,h,i), for the non-tensor-core kernels (the dQ kernel of
+// attention_mma.cu sums its rows' D itself). HS/8 lanes per row (row_dot_lanes), one 16-byte
+// piece of dout and out each, so a warp reads 32 / (HS/8) whole rows at a time (one thread
+// per row read pieces C elements apart, half of each 32-byte sector per load).
 template <int HS>
 __global__ void attention_backward_delta_kernel(float* delta, const bf16* dout, const bf16* out,
                                                 int B, int T, int C, int NH) {
-  constexpr int kLanes = HS / 8;  // 1, 2, 4, 8 or 16: divides the warp
+  constexpr int kLanes = HS / 8;
   const size_t thread = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const size_t idx = thread / kLanes;
   const int piece = static_cast<int>(thread % kLanes);
   const bool valid = idx < static_cast<size_t>(B) * NH * T;
-  float sum = 0.f;
+  size_t offset = 0;
   if (valid) {
     const int i = static_cast<int>(idx % T);
     const int bh = static_cast<int>(idx / T), b = bh / NH, h = bh % NH;
-    const size_t offset = (static_cast<size_t>(b) * T + i) * C + h * HS + piece * 8;
-    const Packed128<bf16> x = load128(dout + offset), y = load128(out + offset);
-    for (int k = 0; k < 8; ++k) sum += to_f32(x[k]) * to_f32(y[k]);
+    offset = (static_cast<size_t>(b) * T + i) * C + h * HS + piece * 8;
   }
-  for (int lanes = kLanes / 2; lanes > 0; lanes /= 2) {  // every lane takes part
-    sum += __shfl_xor_sync(0xffffffffu, sum, lanes);
-  }
+  const float sum = row_dot_lanes<HS>(dout + offset, out + offset, valid);
   if (valid && piece == 0) delta[idx] = sum;
 }
 
@@ -320,16 +316,16 @@ void attention_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf1
   const bool tensor_cores = use_tensor_cores(hs);
   dispatch_head_size(hs, [&](auto head_size) {
     constexpr int HS = decltype(head_size)::value;
+    if (tensor_cores) {  // the dQ kernel writes D, then the dK/dV kernel reads it
+      attention_backward_mma(dqkv, dout, qkv, out, lse, delta, B, T, C, NH,
+                             attention_choice_is("mma_dkdv32"), stream);
+      return;
+    }
     const unsigned delta_grid =
         static_cast<unsigned>(ceil_div(rows * (HS / 8), static_cast<size_t>(256)));
     attention_backward_delta_kernel<HS>
         <<<delta_grid, 256, 0, stream>>>(delta, dout, out, B, T, C, NH);
     CUDA_CHECK_LAUNCH("attention_backward_delta_kernel");
-    if (tensor_cores) {
-      attention_backward_mma(dqkv, dout, qkv, lse, delta, B, T, C, NH,
-                             attention_choice_is("mma_dkdv32"), stream);
-      return;
-    }
     attention_backward_dkdv_kernel<HS>
         <<<grid, kTile, 0, stream>>>(dqkv, dout, qkv, lse, delta, T, C, NH, scale);
     CUDA_CHECK_LAUNCH("attention_backward_dkdv_kernel");

@@ -13,7 +13,8 @@
 //   dK/dV     (b,h, 64 keys):    S^T = K Q^T, dP^T = V dO^T, P^T = exp(S^T - lse),
 //                                dS^T = P^T (dP^T - D); dV = sum P^T dO, dK = sum dS^T Q
 //                                over query tiles >= diagonal
-//   dQ        (b,h, 64 queries): S = Q K^T, dP = dO V^T, dS = P (dP - D); dQ = sum dS K
+//   dQ        (b,h, 64 queries): D = rowsum(dO * O) (written for dK/dV, which runs next),
+//                                S = Q K^T, dP = dO V^T, dS = P (dP - D); dQ = sum dS K
 // Every output element is summed by one thread in a fixed order and written once (dqkv is
 // not read): no atomics, bit-identical reruns. dK/dQ are scaled by 1/sqrt(hs) at the end.
 // Speed: fragments come from shared memory through ldmatrix (one instruction for four
@@ -444,12 +445,37 @@ __global__ void __launch_bounds__(kThreads, HS >= 128      ? 2
   store_rows<HS>(dqkv_base + 2 * C, row_stride, key0 + warp_row0, T, dv, {1.f, 1.f});
 }
 
-// One block per 64 queries: dQ over the key tiles up to the diagonal. Capped at 128 registers
-// (4 blocks per SM; uncapped it takes 164 and fits 3).
+// D = rowsum(dO * O) of the warp's 16 rows row0 .. row0 + 15 with the delta kernel's
+// arithmetic (row_dot_lanes: the same bits), written to delta_row[row] for the dK/dV kernel
+// and returned in row_delta for this lane's two accumulator rows (lane_g, lane_g + 8).
+// 32 / (HS/8) rows per pass; every lane of the warp takes part.
+template <int HS>
+__device__ void warp_row_deltas(float (&row_delta)[2], float* delta_row, const bf16* do_base,
+                                const bf16* o_base, int row0, int T, int C) {
+  constexpr int kLanes = HS / 8;
+  constexpr int kRowsPerPass = kWarpSize / kLanes;
+  const int lane = threadIdx.x % kWarpSize, piece = lane % kLanes;
+  for (int pass = 0; pass < 16 / kRowsPerPass; ++pass) {
+    const int first = pass * kRowsPerPass;  // the pass's first row, of the warp's 16
+    const int row = row0 + first + lane / kLanes;
+    const size_t offset = row < T ? static_cast<size_t>(row) * C + piece * 8 : 0;
+    const float sum = row_dot_lanes<HS>(do_base + offset, o_base + offset, row < T);
+    if (row < T && piece == 0) delta_row[row] = sum;
+    for (int half = 0; half < 2; ++half) {
+      const int mine = mma::lane_g() + 8 * half - first;  // my row, in this pass's rows
+      const bool in_pass = mine >= 0 && mine < kRowsPerPass;
+      const float value = __shfl_sync(0xffffffffu, sum, in_pass ? mine * kLanes : 0);
+      if (in_pass) row_delta[half] = value;
+    }
+  }
+}
+
+// One block per 64 queries: D of its rows, then dQ over the key tiles up to the diagonal.
+// Capped at 128 registers (4 blocks per SM; uncapped it takes 164 and fits 3).
 template <int HS>
 __global__ void __launch_bounds__(kThreads, HS >= 128 ? 2 : 4)
-    attention_backward_dq_mma_kernel(bf16* dqkv, const bf16* dout, const bf16* qkv,
-                                     const float* lse, const float* delta, int T, int C, int NH,
+    attention_backward_dq_mma_kernel(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out,
+                                     const float* lse, float* delta, int T, int C, int NH,
                                      float scale) {
   using S = Shape<HS>;
   const float scale_log2 = scale * kLog2e;
@@ -481,8 +507,10 @@ __global__ void __launch_bounds__(kThreads, HS >= 128 ? 2 : 4)
   for (int half = 0; half < 2; ++half) {
     const int row = q0 + warp_row0 + mma::lane_g() + 8 * half;
     row_lse[half] = row < T ? lse[static_cast<size_t>(bh) * T + row] * kLog2e : 0.f;
-    row_delta[half] = row < T ? delta[static_cast<size_t>(bh) * T + row] : 0.f;
   }
+  // While the first K, V tiles land: dO is in L2 from the tile load above.
+  warp_row_deltas<HS>(row_delta, delta + static_cast<size_t>(bh) * T, do_base,
+                      out + static_cast<size_t>(b) * T * C + h * HS, q0 + warp_row0, T, C);
   float dq[S::kDTiles][4];
   zero(dq);
   const int last_key = min(T, q0 + kRows) - 1;
@@ -566,9 +594,9 @@ void attention_forward_mma(bf16* out, float* lse, const bf16* qkv, int B, int T,
   });
 }
 
-void attention_backward_mma(bf16* dqkv, const bf16* dout, const bf16* qkv, const float* lse,
-                            const float* delta, int B, int T, int C, int NH, bool narrow_dkdv,
-                            cudaStream_t stream) {
+void attention_backward_mma(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out,
+                            const float* lse, float* delta, int B, int T, int C, int NH,
+                            bool narrow_dkdv, cudaStream_t stream) {
   const int hs = C / NH;
   const float scale = 1.f / sqrtf(static_cast<float>(hs));
   const dim3 grid(ceil_div(T, kRows), B * NH);
@@ -577,6 +605,9 @@ void attention_backward_mma(bf16* dqkv, const bf16* dout, const bf16* qkv, const
     using S = Shape<HS>;
     // Two rows of kRows resident, two buffers of two kInner-row tiles streamed.
     const size_t tiles = sizeof(bf16) * (2 * kRows + 4 * S::kInner) * S::kStride;
+    // dQ first: it writes D, which every dK/dV block reads for all its query steps.
+    launch(attention_backward_dq_mma_kernel<HS>, "attention_backward_dq_mma_kernel", grid, tiles,
+           stream, dqkv, dout, qkv, out, lse, delta, T, C, NH, scale);
     auto dkdv = [&](auto kernel, int inner) {
       const size_t smem = sizeof(bf16) * (2 * kRows + 4 * inner) * S::kStride;
       launch(kernel, "attention_backward_dkdv_mma_kernel", grid, smem + 4 * sizeof(float) * inner,
@@ -587,8 +618,6 @@ void attention_backward_mma(bf16* dqkv, const bf16* dout, const bf16* qkv, const
     } else {
       dkdv(attention_backward_dkdv_mma_kernel<HS, S::kInner>, S::kInner);
     }
-    launch(attention_backward_dq_mma_kernel<HS>, "attention_backward_dq_mma_kernel", grid, tiles,
-           stream, dqkv, dout, qkv, lse, delta, T, C, NH, scale);
   });
 }
 

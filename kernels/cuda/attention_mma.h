@@ -1,6 +1,5 @@
 // kernels/cuda/attention_mma.h — the tensor-core kernels behind attention.cu's launchers
-// (attention_mma.cu). Same contract as attention_forward / attention_backward in ops.h;
-// the backward takes D = rowsum(dout * out) precomputed by attention.cu.
+// (attention_mma.cu). Same contract as attention_forward / attention_backward in ops.h.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -14,10 +13,13 @@ bool attention_mma_supports(int head_size);
 // (ACCUM_ATTENTION=mma_pipelined, a candidate; the same bits as the default).
 void attention_forward_mma(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int B, int T,
                            int C, int NH, bool pipelined, cudaStream_t stream);
-// narrow_dkdv: 32 queries per dK/dV step instead of 64 (ACCUM_ATTENTION=mma_dkdv32, a
-// candidate measured against the default by bench/gpu.sh; head sizes up to 64).
+// delta: (B, NH, T) fp32 scratch, where the dQ kernel writes D = rowsum(dout * out) for the
+// dK/dV kernel. narrow_dkdv: 32 queries per dK/dV step instead of 64
+// (ACCUM_ATTENTION=mma_dkdv32, a candidate measured against the default by bench/gpu.sh;
+// head sizes up to 64).
 void attention_backward_mma(__nv_bfloat16* dqkv, const __nv_bfloat16* dout,
-                            const __nv_bfloat16* qkv, const float* lse, const float* delta, int B,
-                            int T, int C, int NH, bool narrow_dkdv, cudaStream_t stream);
+                            const __nv_bfloat16* qkv, const __nv_bfloat16* out, const float* lse,
+                            float* delta, int B, int T, int C, int NH, bool narrow_dkdv,
+                            cudaStream_t stream);
 
 }  // namespace accum::kernels::cuda

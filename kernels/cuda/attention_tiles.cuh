@@ -1,6 +1,7 @@
 // kernels/cuda/attention_tiles.cuh — the shared-memory tile loaders the attention
 // implementations (attention.cu, attention_mma.cu) stream their operands through:
-// load_rows (plain loads and stores) and load_rows_async (cp.async, for double buffering).
+// load_rows (plain loads and stores) and load_rows_async (cp.async, for double buffering);
+// and row_dot_lanes, the backward's D = rowsum(dout * out) as every implementation sums it.
 #pragma once
 
 #include "kernels/cuda/cuda_common.cuh"
@@ -96,6 +97,26 @@ __device__ inline void load_rows_async(bf16* tile, int tile_stride, const bf16* 
     cp_async16(to + i * kRowStep * tile_stride, inside ? from + i * kRowStep * src_stride : src + d,
                !inside);
   }
+}
+
+// The dot product of one row of dout and out over a head (HS elements) by HS/8 lanes of a warp:
+// lane `piece` of the row multiplies the row's elements piece*8 .. piece*8+7 (one 16-byte load
+// of each) in order, then a fixed shuffle tree adds the row's lanes; every lane ends with the
+// row's sum. The backward's D_i = dout_i . out_i: the delta kernel (attention.cu) and the dQ
+// kernel (attention_mma.cu) both sum it here, so both give the same bits. Every lane of the
+// warp must call it (the shuffles); a lane with !valid reads nothing and adds 0.
+template <int HS>
+__device__ inline float row_dot_lanes(const bf16* dout_piece, const bf16* out_piece, bool valid) {
+  constexpr int kLanes = HS / 8;  // 1, 2, 4, 8 or 16: divides the warp
+  float sum = 0.f;
+  if (valid) {
+    const Packed128<bf16> x = load128(dout_piece), y = load128(out_piece);
+    for (int k = 0; k < 8; ++k) sum += to_f32(x[k]) * to_f32(y[k]);
+  }
+  for (int lanes = kLanes / 2; lanes > 0; lanes /= 2) {
+    sum += __shfl_xor_sync(0xffffffffu, sum, lanes);
+  }
+  return sum;
 }
 
 }  // namespace accum::kernels::cuda

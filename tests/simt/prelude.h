@@ -39,6 +39,11 @@ inline T __shfl_xor_sync(unsigned mask, T value, int lane_mask, int width = 32) 
   if (width != 32) ::accum::simt::trap();
   return ::accum::simt::shfl_xor(mask, value, lane_mask);
 }
+template <typename T>
+inline T __shfl_sync(unsigned mask, T value, int src_lane, int width = 32) {
+  if (width != 32) ::accum::simt::trap();
+  return ::accum::simt::shfl(mask, value, src_lane);
+}
 // cuda_runtime.h offers this template to nvcc only.
 template <typename... Params>
 inline cudaError_t cudaFuncSetAttribute(void (*kernel)(Params...), cudaFuncAttribute attr,

@@ -85,15 +85,21 @@ const unsigned char* exchange_begin(const void* value, size_t bytes);
 void exchange_end();
 int lane_id();
 
+// __shfl_sync: the value of lane `src_lane` (mod 32).
 template <typename T>
-T shfl_xor(unsigned mask, T value, int lane_mask) {
+T shfl(unsigned mask, T value, int src_lane) {
   static_assert(sizeof(T) <= kSlotBytes);
   if (mask != 0xffffffffu) trap();  // the kernels use full warps only
   const unsigned char* table = exchange_begin(&value, sizeof(T));
   T result;
-  std::memcpy(&result, table + ((lane_id() ^ lane_mask) & 31) * kSlotBytes, sizeof(T));
+  std::memcpy(&result, table + (src_lane & 31) * kSlotBytes, sizeof(T));
   exchange_end();
   return result;
+}
+
+template <typename T>
+T shfl_xor(unsigned mask, T value, int lane_mask) {
+  return shfl(mask, value, lane_id() ^ lane_mask);
 }
 
 // cp.async.{cg,ca}.shared.global of `bytes` (4, 8 or 16; both addresses aligned to it;

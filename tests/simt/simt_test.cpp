@@ -144,6 +144,15 @@ TEST(SimtEmulator, ShuffleXorExchangesBetweenLanes) {
   for (int i = 0; i < 64; ++i) EXPECT_EQ(out[i], ((i % 32) ^ 5) * 3 + (i / 32) * 96) << i;
 }
 
+TEST(SimtEmulator, ShuffleReadsTheSourceLaneOfTheSameWarp) {
+  std::vector<int> out(64);
+  launch_kernel({dim3(1), dim3(64), 0, nullptr}, nullptr, [&] {
+    const int i = static_cast<int>(thread_idx().x);
+    out[i] = shfl(0xffffffffu, i * 3, (i * 7 + 3) % 32);  // a permutation of the lanes
+  });
+  for (int i = 0; i < 64; ++i) EXPECT_EQ(out[i], ((i * 7 + 3) % 32) * 3 + (i / 32) * 96) << i;
+}
+
 float bf16_round(float x) {
   uint32_t bits;
   std::memcpy(&bits, &x, 4);
