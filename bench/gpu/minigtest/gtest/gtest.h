@@ -1,11 +1,13 @@
 // bench/gpu/minigtest/gtest/gtest.h — a tiny stand-in for GoogleTest, used ONLY by the
 // standalone GPU build (bench/gpu/CMakeLists.txt) on hosts without GoogleTest. It covers
-// what tests/gpu uses: TEST, GTEST_SKIP, EXPECT/ASSERT_{TRUE,EQ,LE,GT} with streamed
-// messages, SCOPED_TRACE, and prints GoogleTest's status lines ("[  SKIPPED ]", "[  FAILED  ]",
+// what tests/gpu uses: TEST, GTEST_SKIP, EXPECT/ASSERT_{TRUE,EQ,LE,GT,NEAR} with streamed
+// messages, SCOPED_TRACE (of anything streamable), and prints GoogleTest's status lines ("[ SKIPPED
+// ]", "[  FAILED  ]",
 // ...) so ctest's SKIP_REGULAR_EXPRESSION and human readers see the same thing. Where GoogleTest is
 // installed the real one is used instead.
 #pragma once
 
+#include <cmath>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -46,9 +48,18 @@ class Reporter {
 
 // SCOPED_TRACE: while in scope, failures also print "file:line: message".
 std::vector<std::string>& traces();
+template <typename T>
+std::string to_text(const T& value) {
+  std::ostringstream out;
+  out << value;
+  return out.str();
+}
 class ScopedTrace {
  public:
   ScopedTrace(const char* file, int line, const std::string& message);
+  template <typename T>  // as GoogleTest's: anything `<<` prints (a number, a C string, ...)
+  ScopedTrace(const char* file, int line, const T& message)
+      : ScopedTrace(file, line, to_text(message)) {}
   ~ScopedTrace() { traces().pop_back(); }
   ScopedTrace(const ScopedTrace&) = delete;
   ScopedTrace& operator=(const ScopedTrace&) = delete;
@@ -65,6 +76,15 @@ std::string describe(const char* a_text, const char* op, const char* b_text, con
   std::ostringstream out;
   out << "Expected: (" << a_text << ") " << op << " (" << b_text << "), actual: " << a << " vs "
       << b << " ";
+  return out.str();
+}
+
+template <typename A, typename B, typename T>
+std::string describe_near(const char* a_text, const char* b_text, const char* tol_text, const A& a,
+                          const B& b, const T& tol) {
+  std::ostringstream out;
+  out << "The difference between " << a_text << " and " << b_text << " is " << std::fabs(a - b)
+      << ", which exceeds " << tol_text << " = " << tol << " (" << a << " vs " << b << ") ";
   return out.str();
 }
 
@@ -108,3 +128,11 @@ std::string describe(const char* a_text, const char* op, const char* b_text, con
 #define EXPECT_GT(a, b) \
   MINIGTEST_CHECK_((a) > (b), ::minigtest::Kind::kExpect, MINIGTEST_CMP_(a, >, b))
 #define ASSERT_GT(a, b) MINIGTEST_ASSERT_((a) > (b), MINIGTEST_CMP_(a, >, b))
+#define MINIGTEST_NEAR_(a, b, tol) (std::fabs((a) - (b)) <= (tol))
+#define MINIGTEST_DESCRIBE_NEAR_(a, b, tol) \
+  ::minigtest::describe_near(#a, #b, #tol, (a), (b), (tol))
+#define EXPECT_NEAR(a, b, tol)                                             \
+  MINIGTEST_CHECK_(MINIGTEST_NEAR_(a, b, tol), ::minigtest::Kind::kExpect, \
+                   MINIGTEST_DESCRIBE_NEAR_(a, b, tol))
+#define ASSERT_NEAR(a, b, tol) \
+  MINIGTEST_ASSERT_(MINIGTEST_NEAR_(a, b, tol), MINIGTEST_DESCRIBE_NEAR_(a, b, tol))
