@@ -1,6 +1,7 @@
 // kernels/cuda/matmul.cpp — cuBLASLt plans and the forward/backward GEMMs (see matmul.h).
 #include "kernels/cuda/matmul.h"
 
+#include <cstdint>
 #include <cstdlib>
 #include <string>
 
@@ -223,15 +224,21 @@ void Matmul::backward(__nv_bfloat16* dinp, float* dweight, float* dbias, const _
     if (in_out) {
       // dW (C,OC) row-major = (OC,C) col-major: dW^T (+)= dout^T(OC,N) x inp(N,C). A = dout^T,
       // so BGRADA's sum of A over k (the N rows) is exactly dbias: one pass over dout less.
-      // The epilogue writes its sum: straight into dbias, or to scratch and then added.
+      // The epilogue writes its sum: straight into dbias (kWrite, where dbias has the 16-byte
+      // alignment cuBLASLt's epilogue vectors need), else to scratch, then added or copied.
       if (dbias != nullptr && bgrad_fusion_) {
-        float* bgrad = mode == GradMode::kWrite
-                           ? dbias
-                           : static_cast<float*>(scratch.get(
-                                 ScratchSlot::kBiasGrad, sizeof(float) * static_cast<size_t>(OC)));
+        const bool direct =
+            mode == GradMode::kWrite && (reinterpret_cast<uintptr_t>(dbias) & 15u) == 0;
+        const size_t bytes = sizeof(float) * static_cast<size_t>(OC);
+        float* bgrad =
+            direct ? dbias : static_cast<float*>(scratch.get(ScratchSlot::kBiasGrad, bytes));
         if (gemm(dweight, true, dout, false, OC, inp, true, C, OC, C, N, beta, bgrad,
                  Epilogue::kBGradA)) {
-          if (bgrad != dbias) add_f32(dbias, bgrad, static_cast<size_t>(OC), stream_);
+          if (mode == GradMode::kAdd) {
+            add_f32(dbias, bgrad, static_cast<size_t>(OC), stream_);
+          } else if (!direct) {
+            CUDA_CHECK(cudaMemcpyAsync(dbias, bgrad, bytes, cudaMemcpyDeviceToDevice, stream_));
+          }
           return;
         }
       }

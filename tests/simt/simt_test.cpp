@@ -20,6 +20,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "bench/gpu/gpt2_step.h"
@@ -267,7 +268,9 @@ TEST(SimtEmulatorDeathTest, KernelWritingPastTheEndOfABufferIsCaughtAtLaunch) {
 // weight-gradient GEMM (and not otherwise), and the bias gradient it adds (kAdd) or writes
 // (kWrite) is dout's column sums. (CudaOps.MatmulBiasGradientFromTheGemmEpilogue compares the
 // whole op to the CPU.)
-std::vector<float> bias_gradient_on_cuda(bool bgrad, kernels::GradMode mode, int* bgrad_calls) {
+// `misaligned`: dbias 4 bytes past a 16-byte boundary, where kWrite goes through scratch.
+std::vector<float> bias_gradient_on_cuda(bool bgrad, kernels::GradMode mode, int* bgrad_calls,
+                                         bool misaligned = false) {
   if (bgrad) setenv("ACCUM_CUBLASLT_BGRAD", "1", 1);
   auto backend = kernels::make_backend(kernels::DeviceKind::kCuda, 0);
   unsetenv("ACCUM_CUBLASLT_BGRAD");
@@ -286,8 +289,9 @@ std::vector<float> bias_gradient_on_cuda(bool bgrad, kernels::GradMode mode, int
   void* weight_d = upload(weight);
   auto* dweight = static_cast<float*>(backend->alloc(sizeof(float) * C * OC));
   // dbias starts at 1 (kAdd must add to it) or NaN (kWrite must replace it).
-  std::vector<float> start(OC, mode == kernels::GradMode::kAdd ? 1.f : NAN);
-  auto* dbias = static_cast<float*>(upload(start));
+  std::vector<float> start(OC + 1, mode == kernels::GradMode::kAdd ? 1.f : NAN);
+  auto* dbias_alloc = static_cast<float*>(upload(start));
+  float* dbias = dbias_alloc + (misaligned ? 1 : 0);
   const int before = matmul_calls_with_epilogue(CUBLASLT_EPILOGUE_BGRADA);
   backend->matmul_backward(nullptr, dweight, dbias, dout_d, inp_d, weight_d, N, C, OC,
                            kernels::WeightLayout::kInOut, mode);
@@ -295,7 +299,7 @@ std::vector<float> bias_gradient_on_cuda(bool bgrad, kernels::GradMode mode, int
   std::vector<float> result(OC);
   backend->download(result.data(), dbias, sizeof(float) * OC);
   for (void* p :
-       {dout_d, inp_d, weight_d, static_cast<void*>(dweight), static_cast<void*>(dbias)}) {
+       {dout_d, inp_d, weight_d, static_cast<void*>(dweight), static_cast<void*>(dbias_alloc)}) {
     backend->release(p);
   }
   return result;
@@ -303,18 +307,21 @@ std::vector<float> bias_gradient_on_cuda(bool bgrad, kernels::GradMode mode, int
 
 TEST(SimtEmulator, BiasGradientEpilogueIsTakenOnlyWhenAskedFor) {
   for (kernels::GradMode mode : {kernels::GradMode::kAdd, kernels::GradMode::kWrite}) {
-    SCOPED_TRACE(mode == kernels::GradMode::kAdd ? "kAdd" : "kWrite");
-    int fused_calls = -1, plain_calls = -1;
-    const std::vector<float> fused = bias_gradient_on_cuda(true, mode, &fused_calls);
-    const std::vector<float> plain = bias_gradient_on_cuda(false, mode, &plain_calls);
-    EXPECT_EQ(fused_calls, 1);
-    EXPECT_EQ(plain_calls, 0);
-    for (int c = 0; c < 40; ++c) {
-      // Every value is a multiple of 1/4: the sums are exact.
-      float want = mode == kernels::GradMode::kAdd ? 1.f : 0.f;
-      for (int r = 0; r < 24; ++r) want += 0.25f * (((r * 40 + c) * 7) % 13) - 1.5f;
-      EXPECT_EQ(fused[c], want) << "column " << c;
-      EXPECT_EQ(plain[c], want) << "column " << c;
+    for (bool misaligned : {false, true}) {
+      SCOPED_TRACE(std::string(mode == kernels::GradMode::kAdd ? "kAdd" : "kWrite") +
+                   (misaligned ? ", dbias not 16-byte aligned" : ""));
+      int fused_calls = -1, plain_calls = -1;
+      const std::vector<float> fused = bias_gradient_on_cuda(true, mode, &fused_calls, misaligned);
+      const std::vector<float> plain = bias_gradient_on_cuda(false, mode, &plain_calls, misaligned);
+      EXPECT_EQ(fused_calls, 1);
+      EXPECT_EQ(plain_calls, 0);
+      for (int c = 0; c < 40; ++c) {
+        // Every value is a multiple of 1/4: the sums are exact.
+        float want = mode == kernels::GradMode::kAdd ? 1.f : 0.f;
+        for (int r = 0; r < 24; ++r) want += 0.25f * (((r * 40 + c) * 7) % 13) - 1.5f;
+        EXPECT_EQ(fused[c], want) << "column " << c;
+        EXPECT_EQ(plain[c], want) << "column " << c;
+      }
     }
   }
 }
