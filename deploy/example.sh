@@ -4,9 +4,10 @@
 # The daemon keeps running afterwards (state in $STATE_DIR) so you can query it:
 #   build/bin/accumctl --server 127.0.0.1:7070 list
 # Stop it with: kill $(cat $STATE_DIR/accumd.pid)
+# SKIP_BUILD=1 uses the binaries already in $BUILD_DIR (the ctest deploy.example_sh does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./deploy/build.sh
+[[ ${SKIP_BUILD:-0} == 1 ]] || ./deploy/build.sh
 BIN=${BUILD_DIR:-build}/bin
 STATE_DIR=${STATE_DIR:-$HOME/.accumd}
 ADDR=${ACCUMD_ADDR:-127.0.0.1:7070}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tests/daemon/skip_reasons_test.sh — deploy/skip_reasons.sh names the reason of
+# tests/deploy/skip_reasons_test.sh — deploy/skip_reasons.sh names the reason of
 # every skipped test, whatever its label: it runs ctest on a throwaway project whose
 # tests skip the ways this repository's do (a GoogleTest skip, an exit 77 that
 # prints "SKIPPED: ...", as the Python client test does, an exit 77 that says
