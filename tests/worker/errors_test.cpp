@@ -2,10 +2,12 @@
 // nothing: one test per error path of the worker's edge (spec, data, checkpoints).
 #include <gtest/gtest.h>
 
+#include <cerrno>
 #include <cstring>
 #include <filesystem>
 
 #include "daemon/worker/io/checkpoint_dir.h"
+#include "tests/common/scratch_tmpfs.h"
 #include "tests/worker/worker_test_util.h"
 
 namespace accum::testing {
@@ -206,6 +208,71 @@ TEST_F(WorkerErrorsTest, MismatchedResumeIsRefusedAndTheGoodCheckpointSurvives) 
   EXPECT_EQ(read_file(model), before);
   EXPECT_EQ(read_file(dir_ / "ckpt/latest"), latest_before);
   EXPECT_TRUE(io::verify_checkpoint(dir_ / "ckpt/step_00000002").ok());
+}
+
+// Bytes a directory's files take on a tmpfs (whole 4 KiB pages).
+size_t pages_bytes(const std::filesystem::path& dir) {
+  size_t total = 0;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(dir)) {
+    if (entry.is_regular_file()) total += (entry.file_size() + 4095) / 4096 * 4096;
+  }
+  return total;
+}
+
+// The disk fills up while a checkpoint is written: the worker stops with a runtime failure
+// (exit 1, which accumd retries; not 2, bad input) naming the error and the file, leaves no
+// directory that looks like a checkpoint and no temp files, and `latest` still names the
+// previous complete one. Once there is space again, resuming from it finishes the job with
+// the same bits as a run the disk never interrupted.
+TEST_F(WorkerErrorsTest, FullDiskDuringACheckpointLosesNothing) {
+  const std::map<std::string, std::string> job = {
+      {"max_steps", "6"}, {"checkpoint.every_steps", "2"}, {"checkpoint.keep_last", "5"}};
+  auto with = [&](std::map<std::string, std::string> overrides) {
+    overrides.insert(job.begin(), job.end());
+    return overrides;
+  };
+  // The run the disk never interrupts, on the ordinary disk.
+  ASSERT_EQ(run_with(with({{"checkpoint.dir", "\"ref_ckpt\""},
+                           {"metrics_path", "\"ref_metrics.jsonl\""}}))
+                .exit_code,
+            0);
+  const size_t checkpoint_bytes = pages_bytes(dir_ / "ref_ckpt/step_00000002");
+  ASSERT_GT(checkpoint_bytes, 0u);
+
+  // Room for one and a half checkpoints: step 2's fits, step 4's runs out of space.
+  ScratchTmpfs disk(dir_ / "disk", checkpoint_bytes * 3 / 2);
+  if (!disk.error.empty()) {
+    GTEST_SKIP() << "mounting a " << checkpoint_bytes * 3 / 2
+                 << "-byte tmpfs to fill needs root with CAP_SYS_ADMIN: " << disk.error;
+  }
+  const std::string root = dir_ / "disk/ckpt";
+  auto full = run_with(with({{"checkpoint.dir", "\"disk/ckpt\""}}));
+  EXPECT_EQ(full.exit_code, 1) << full.output;
+  for (const char* word :
+       {"checkpoint of step 4", "No space left on device", "nothing of it was kept",
+        "the last complete one", "disk/ckpt/step_00000002, is untouched"}) {
+    EXPECT_NE(full.output.find(word), std::string::npos) << word << ": " << full.output;
+  }
+  std::vector<int64_t> steps;
+  for (const auto& [step, path] : io::list_checkpoints(root)) steps.push_back(step);
+  EXPECT_EQ(steps, std::vector<int64_t>{2});
+  EXPECT_EQ(read_file(root + "/latest"), "step_00000002\n");
+  EXPECT_TRUE(io::verify_checkpoint(root + "/step_00000002").ok());
+  for (const auto& entry : std::filesystem::directory_iterator(root)) {
+    EXPECT_NE(entry.path().filename().string().rfind(".tmp-", 0), 0u)
+        << "left behind: " << entry.path();
+  }
+
+  // Space again: the job resumes from step 2 and ends where the uninterrupted run did.
+  ASSERT_TRUE(disk.resize(checkpoint_bytes * 8)) << std::strerror(errno);
+  auto resumed = run_with(
+      with({{"checkpoint.dir", "\"disk/ckpt\""}, {"checkpoint.resume_from", "\"latest\""}}));
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("resumed from"), std::string::npos) << resumed.output;
+  EXPECT_EQ(read_file(root + "/step_00000006/model.safetensors"),
+            read_file(dir_ / "ref_ckpt/step_00000006/model.safetensors"));
+  EXPECT_EQ(read_file(root + "/step_00000006/optimizer.safetensors"),
+            read_file(dir_ / "ref_ckpt/step_00000006/optimizer.safetensors"));
 }
 
 TEST_F(WorkerErrorsTest, MissingSpecFileAndBadArgumentsExitNonZero) {

@@ -308,8 +308,20 @@ absl::StatusOr<std::string> Trainer::checkpoint(int64_t step, double last_loss) 
   state.set_num_params(static_cast<int64_t>(model_->num_params()));
   *state.mutable_spec() = spec_;
   state.set_last_loss(last_loss);
-  return save_checkpoint(comm_, model_.get(), *optimizer_, state, spec_.checkpoint().dir(),
-                         spec_.checkpoint().keep_last());
+  const std::string& root = spec_.checkpoint().dir();
+  auto saved = save_checkpoint(comm_, model_.get(), *optimizer_, state, root,
+                               spec_.checkpoint().keep_last());
+  if (saved.ok()) return saved;
+  // Say what the failure cost: nothing of this checkpoint was kept (the writer removed its
+  // temporary directory), and the last complete one still stands.
+  const auto complete = io::list_checkpoints(root);
+  return absl::Status(
+      saved.status().code(),
+      absl::StrCat(
+          "checkpoint of step ", step, " in ", root, " failed, and nothing of it was kept (",
+          complete.empty() ? std::string("no complete checkpoint yet")
+                           : "the last complete one, " + complete.back().second + ", is untouched",
+          "): ", saved.status().message()));
 }
 
 absl::StatusOr<TrainResult> Trainer::run() {
