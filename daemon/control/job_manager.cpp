@@ -141,13 +141,21 @@ absl::StatusOr<JobStatus> JobManager::submit(accum::v1::JobSpec spec, const std:
   spec.mutable_checkpoint()->set_dir(record.job_dir + "/checkpoints");
   if (!resumes_from_path(spec)) spec.mutable_checkpoint()->set_resume_from("latest");
   record.spec = spec;
+  // A submit that fails from here on (a full disk, say) leaves no job folder behind.
+  auto refuse = [&](absl::Status status) {
+    std::error_code ignored;
+    fs::remove_all(record.job_dir, ignored);
+    return status;
+  };
   std::error_code error;
   fs::create_directories(record.job_dir + "/checkpoints", error);
-  fs::create_directories(record.job_dir + "/logs", error);
-  if (error) return absl::UnavailableError(absl::StrCat(record.job_dir, ": ", error.message()));
-  if (auto status = write_job_spec(record.job_dir, spec); !status.ok()) return status;
+  if (!error) fs::create_directories(record.job_dir + "/logs", error);
+  if (error) {
+    return refuse(absl::UnavailableError(absl::StrCat(record.job_dir, ": ", error.message())));
+  }
+  if (auto status = write_job_spec(record.job_dir, spec); !status.ok()) return refuse(status);
   record.message = "waiting for slots";
-  if (auto status = store_->insert(record, "submitted"); !status.ok()) return status;
+  if (auto status = store_->insert(record, "submitted"); !status.ok()) return refuse(status);
   Runtime& runtime = runtimes_[record.id];
   runtime.world_size = world_size;
   spdlog::info("job {} '{}' queued: world_size {}, {} steps", record.id, record.name, world_size,

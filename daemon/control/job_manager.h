@@ -22,6 +22,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -111,6 +112,14 @@ class JobManager {
   void set_control_addr(const std::string& addr) { config_.launcher.control_addr = addr; }
 
  private:
+  // How a worker's exit ends up in the store: a transition, and for a restart the restart
+  // count first. Kept in the Runtime while the store refuses the write (a full disk), and
+  // retried every tick until it lands: the exit status cannot be read twice.
+  struct Outcome {
+    accum::v1::JobState to = accum::v1::QUEUED;
+    std::string reason, message;
+    int restarts = -1;  // >= 0: store this restart count before the transition
+  };
   struct Runtime {
     accum::v1::JobState state = accum::v1::QUEUED;  // mirrors the store
     int world_size = 1;
@@ -130,6 +139,8 @@ class JobManager {
     std::vector<accum::v1::StepMetrics> history;
     Clock::time_point last_persisted{};
     std::map<uint64_t, accum::v1::CheckpointInfo> checkpoints_done;  // by request id
+    std::optional<Outcome> unrecorded;  // an exit's outcome the store refused (settle_locked)
+    int record_failures = 0;            // tries since then
   };
 
   explicit JobManager(ManagerConfig config, std::unique_ptr<JobStore> store);
@@ -144,6 +155,9 @@ class JobManager {
   void tick();
   void start_attempt_locked(const JobRecord& record, Runtime& runtime);
   void handle_exit_locked(const JobRecord& record, Runtime& runtime, int wait_status, bool known);
+  // Records `outcome`; if the store refuses, keeps it in runtime.unrecorded for the next tick.
+  // On success a terminal transition erases the Runtime. REQUIRES: mutex_ held.
+  void settle_locked(const std::string& id, Runtime& runtime, Outcome outcome);
   void check_cancel_locked(const JobRecord& record, Runtime& runtime, Clock::time_point now);
   void start_queued_locked();
   int slots_in_use_locked();

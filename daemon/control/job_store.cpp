@@ -44,6 +44,19 @@ constexpr const char* kJobColumns =
     "created_ms, updated_ms, launcher_pid, launcher_start_ticks, latest_checkpoint_step, "
     "last_metrics_json";
 
+// The status of SQLite's last error on `db`. A full disk is RESOURCE_EXHAUSTED and names
+// the database file: the write was rolled back, and freeing space is what the user can do.
+absl::Status sqlite_error(sqlite3* db, absl::string_view what, absl::string_view detail = "") {
+  const std::string message = absl::StrCat("sqlite ", what, ": ", sqlite3_errmsg(db), detail);
+  if (sqlite3_errcode(db) == SQLITE_FULL) {
+    const char* file = sqlite3_db_filename(db, "main");
+    return absl::ResourceExhaustedError(absl::StrCat("job database ", file != nullptr ? file : "",
+                                                     ": the disk is full, so nothing was written ",
+                                                     "(", message, "); free space and retry"));
+  }
+  return absl::InternalError(message);
+}
+
 // A prepared statement that finalizes itself.
 class Statement {
  public:
@@ -77,9 +90,7 @@ class Statement {
     const auto* bytes = sqlite3_column_text(stmt_, column);
     return bytes ? std::string(reinterpret_cast<const char*>(bytes)) : std::string();
   }
-  absl::Status error(const char* what) {
-    return absl::InternalError(absl::StrCat("sqlite ", what, ": ", sqlite3_errmsg(db_)));
-  }
+  absl::Status error(const char* what) { return sqlite_error(db_, what); }
 
  private:
   sqlite3* db_;
@@ -177,9 +188,8 @@ JobStore::~JobStore() { sqlite3_close(db_); }
 absl::Status JobStore::exec(const std::string& sql) {
   char* error = nullptr;
   if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &error) != SQLITE_OK) {
-    std::string message = error ? error : "unknown error";
-    sqlite3_free(error);
-    return absl::InternalError(absl::StrCat("sqlite: ", message, " in: ", sql.substr(0, 60)));
+    sqlite3_free(error);  // sqlite3_errmsg(db_) says the same
+    return sqlite_error(db_, "exec", absl::StrCat(" in: ", sql.substr(0, 60)));
   }
   return absl::OkStatus();
 }

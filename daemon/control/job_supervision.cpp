@@ -55,6 +55,10 @@ void JobManager::tick() {
     auto it = runtimes_.find(id);
     if (it == runtimes_.end()) continue;
     Runtime& runtime = it->second;
+    if (runtime.unrecorded) {
+      settle_locked(id, runtime, *runtime.unrecorded);
+      continue;
+    }
     if (runtime.state == accum::v1::QUEUED) continue;
     auto record = store_->get(id);
     if (!record.ok()) continue;
@@ -175,13 +179,14 @@ void JobManager::handle_exit_locked(const JobRecord& record, Runtime& runtime, i
         clean_exit ? absl::StrCat("stopped after a final checkpoint at step ", checkpoint_step)
                    : absl::StrCat(runtime.force ? "killed" : "stopped", " (workers ended with ",
                                   how, "); latest checkpoint step ", checkpoint_step);
-    (void)transition_locked(record.id, accum::v1::CANCELLED,
-                            runtime.force ? "force_cancel" : "cancel", message);
+    settle_locked(record.id, runtime,
+                  {accum::v1::CANCELLED, runtime.force ? "force_cancel" : "cancel", message});
     return;
   }
   if (clean_exit && runtime.kill_reason.empty()) {
-    (void)transition_locked(record.id, accum::v1::SUCCEEDED, "worker_exit",
-                            absl::StrCat("finished; latest checkpoint step ", checkpoint_step));
+    settle_locked(record.id, runtime,
+                  {accum::v1::SUCCEEDED, "worker_exit",
+                   absl::StrCat("finished; latest checkpoint step ", checkpoint_step)});
     return;
   }
   const FailureSummary summary = summarize_failure(record.job_dir, attempt, 5);
@@ -199,31 +204,61 @@ void JobManager::handle_exit_locked(const JobRecord& record, Runtime& runtime, i
   if (input_error) {
     const std::string error =
         summary.last_error.empty() ? "" : absl::StrCat(": ", summary.last_error);
-    (void)transition_locked(
-        record.id, accum::v1::FAILED, "bad_input",
-        absl::StrCat("attempt ", attempt, ": ", what, " (bad spec, data file or checkpoint)", error,
-                     "; not restarted: a rerun would fail the same way", tail));
+    settle_locked(
+        record.id, runtime,
+        {accum::v1::FAILED, "bad_input",
+         absl::StrCat("attempt ", attempt, ": ", what, " (bad spec, data file or checkpoint)",
+                      error, "; not restarted: a rerun would fail the same way", tail)});
     return;
   }
   const int allowed = max_restarts(record);
   if (record.restarts < allowed) {
     const int restarts = record.restarts + 1;
-    (void)store_->set_restarts(record.id, restarts);
     auto backoff = config_.restart_backoff * (1 << std::min(restarts - 1, 16));
     backoff = std::min<std::chrono::milliseconds>(backoff, kMaxBackoff);
     runtime.restart_at = Clock::now() + backoff;
     const std::string message = absl::StrCat("attempt ", attempt, ": ", what, "; restart ",
                                              restarts, " of ", allowed, " from checkpoint step ",
                                              checkpoint_step, " in ", backoff.count(), " ms", tail);
-    if (runtime.state == accum::v1::RESTARTING) return;  // already waiting (reconcile)
-    (void)transition_locked(record.id, accum::v1::RESTARTING, "worker_failed", message);
+    if (runtime.state == accum::v1::RESTARTING) {  // already waiting (reconcile)
+      (void)store_->set_restarts(record.id, restarts);
+      return;
+    }
+    settle_locked(record.id, runtime, {accum::v1::RESTARTING, "worker_failed", message, restarts});
     return;
   }
   const std::string not_restarted =
       allowed == 0 ? std::string("not restarted: max_restarts is 0")
                    : absl::StrCat("no restarts left (", record.restarts, " of ", allowed, " used)");
-  (void)transition_locked(record.id, accum::v1::FAILED, "worker_failed",
-                          absl::StrCat("attempt ", attempt, ": ", what, "; ", not_restarted, tail));
+  settle_locked(record.id, runtime,
+                {accum::v1::FAILED, "worker_failed",
+                 absl::StrCat("attempt ", attempt, ": ", what, "; ", not_restarted, tail)});
+}
+
+void JobManager::settle_locked(const std::string& id, Runtime& runtime, Outcome outcome) {
+  absl::Status status = absl::OkStatus();
+  if (outcome.restarts >= 0) status = store_->set_restarts(id, outcome.restarts);
+  const int failures = runtime.record_failures;
+  if (status.ok()) {
+    runtime.unrecorded.reset();
+    runtime.record_failures = 0;
+    status = transition_locked(id, outcome.to, outcome.reason, outcome.message);
+    // Success may have erased `runtime` (a terminal state): it is not touched again then.
+    if (status.ok()) {
+      if (failures > 0) {
+        spdlog::info("job {}: {} recorded after {} refused tries", id, state_name(outcome.to),
+                     failures);
+      }
+      return;
+    }
+  }
+  // Logged on the first refusal and then about once a minute (a tick is 100 ms).
+  if (failures % 600 == 0) {
+    spdlog::error("job {}: the job store refused its new state {} ({}); retrying every {} ms", id,
+                  state_name(outcome.to), std::string(status.message()), kTick.count());
+  }
+  runtime.record_failures = failures + 1;
+  runtime.unrecorded = std::move(outcome);
 }
 
 void JobManager::check_cancel_locked(const JobRecord& record, Runtime& runtime,

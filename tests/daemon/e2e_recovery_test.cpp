@@ -2,7 +2,8 @@
 // is restarted from the latest checkpoint and the loss curve continues; accumd
 // killed with SIGKILL mid-job comes back with the job record intact and the job
 // finishes; a worker that rejects its input fails the job without restarts, on one
-// rank or several; max_restarts 0 means no restart, unset the daemon's default.
+// rank or several; max_restarts 0 means no restart, unset the daemon's default; a full
+// disk refuses submits and loses no job record.
 #include <signal.h>
 
 #include <filesystem>
@@ -12,6 +13,7 @@
 #include <thread>
 
 #include "gtest/gtest.h"
+#include "tests/common/scratch_tmpfs.h"
 #include "tests/daemon/daemon_harness.h"
 
 namespace accum::testing {
@@ -128,6 +130,114 @@ TEST(DaemonRecovery, KilledDaemonRestartsWithJobIntactAndJobFinishes) {
   const auto rows = read_metrics(done.job_dir() + "/metrics.jsonl");
   ASSERT_EQ(rows.size(), 150u);
   EXPECT_EQ(rows.back().first, 150);
+}
+
+// accumd's disk fills up: a submit is refused with RESOURCE_EXHAUSTED that names the full
+// disk (accumctl's exit code 8) and leaves no job folder; the job already there keeps its
+// record, also across a kill -9 of accumd while the disk is still full; once there is space
+// again, submits go through and run.
+TEST(DaemonRecovery, FullDiskRefusesSubmitsAndLosesNoJobRecord) {
+  DaemonHarness daemon;
+  ScratchTmpfs disk(daemon.dir() + "/state", 16 << 20);
+  if (!disk.error.empty()) {
+    GTEST_SKIP() << "mounting a 16 MiB tmpfs as accumd's state dir needs root with "
+                    "CAP_SYS_ADMIN: "
+                 << disk.error;
+  }
+  ASSERT_TRUE(daemon.start(with_slots(1)));
+  auto finished = [](const JobStatus& j) {
+    return j.state() == accum::v1::SUCCEEDED || j.state() == accum::v1::FAILED;
+  };
+  JobStatus first;
+  ASSERT_TRUE(daemon.submit(daemon.spec_json("before", 3, 1, 0), &first).ok());
+  const JobStatus done = daemon.wait_for(first.id(), finished);
+  ASSERT_EQ(done.state(), accum::v1::SUCCEEDED) << done.message();
+
+  ASSERT_GT(disk.fill("filler"), 0u);
+  const std::string spec_path = daemon.dir() + "/late.json";  // not on the full disk
+  std::ofstream(spec_path) << daemon.spec_json("late", 3, 1, 0);
+  std::string output;
+  EXPECT_EQ(run_accumctl(daemon, {"submit", spec_path}, &output), 8) << output;
+  EXPECT_NE(output.find("the disk is full"), std::string::npos) << output;
+  std::vector<std::string> job_dirs;
+  for (const auto& entry : std::filesystem::directory_iterator(daemon.dir() + "/state/jobs")) {
+    job_dirs.push_back(entry.path().filename().string());
+  }
+  EXPECT_EQ(job_dirs, std::vector<std::string>{first.id()}) << "a refused submit left a folder";
+
+  daemon.kill9();
+  ASSERT_TRUE(daemon.start(with_slots(1))) << "accumd must come back on a full disk";
+  const JobStatus after = daemon.get(first.id());
+  EXPECT_EQ(after.state(), accum::v1::SUCCEEDED);
+  ASSERT_EQ(after.transitions_size(), done.transitions_size());
+  for (int k = 0; k < done.transitions_size(); ++k) {
+    EXPECT_EQ(after.transitions(k).SerializeAsString(), done.transitions(k).SerializeAsString());
+  }
+
+  std::filesystem::remove(daemon.dir() + "/state/filler");
+  EXPECT_EQ(run_accumctl(daemon, {"submit", spec_path}, &output), 0) << output;
+  JobStatus late;
+  ASSERT_TRUE(daemon.submit(daemon.spec_json("later", 3, 1, 0), &late).ok());
+  EXPECT_EQ(daemon.wait_for(late.id(), finished).state(), accum::v1::SUCCEEDED);
+}
+
+// The disk fills up while a job trains: the worker's next checkpoint fails (exit 1), and
+// accumd cannot record the restart either. It keeps that outcome and retries, so once
+// there is space again the restart is recorded, the job resumes from the checkpoint taken
+// before the disk filled, and it finishes; nothing about it is lost on the way.
+TEST(DaemonRecovery, JobSurvivesTheDiskFillingUpWhileItTrains) {
+  DaemonHarness daemon;
+  ScratchTmpfs disk(daemon.dir() + "/state", 64 << 20);  // 12 checkpoints of ~1.5 MB fit
+  if (!disk.error.empty()) {
+    GTEST_SKIP() << "mounting a 64 MiB tmpfs as accumd's state dir needs root with "
+                    "CAP_SYS_ADMIN: "
+                 << disk.error;
+  }
+  ASSERT_TRUE(daemon.start(with_slots(1)));
+  JobStatus job;
+  ASSERT_TRUE(daemon.submit(daemon.spec_json("filled", 600, 1, 50), &job).ok());
+  const JobStatus before = daemon.wait_for(job.id(), [](const JobStatus& j) {
+    return j.state() == accum::v1::RUNNING && j.latest_checkpoint_step() >= 50;
+  });
+  ASSERT_EQ(before.state(), accum::v1::RUNNING) << before.message();
+
+  ASSERT_GT(disk.fill("filler"), 0u);
+  const std::string log = daemon.dir() + "/accumd.log";
+  auto log_says = [&](const std::string& text) {
+    std::ifstream in(log);
+    const std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    return all.find(text) != std::string::npos;
+  };
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!log_says("the job store refused its new state RESTARTING") &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(log_says("the job store refused its new state RESTARTING"))
+      << "the worker did not fail on the full disk, or accumd recorded its exit anyway";
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // a few refused ticks
+  const JobStatus stuck = daemon.get(job.id());
+  EXPECT_EQ(stuck.state(), accum::v1::RUNNING) << "the store holds the last recorded state";
+
+  std::filesystem::remove(daemon.dir() + "/state/filler");
+  const JobStatus done = daemon.wait_for(
+      job.id(),
+      [](const JobStatus& j) {
+        return j.state() == accum::v1::SUCCEEDED || j.state() == accum::v1::FAILED;
+      },
+      std::chrono::seconds(180));
+  ASSERT_EQ(done.state(), accum::v1::SUCCEEDED) << done.message();
+  EXPECT_TRUE(log_says("RESTARTING recorded after"));
+  EXPECT_EQ(done.restarts(), 1);
+  std::vector<accum::v1::JobState> states;
+  for (const auto& t : done.transitions()) states.push_back(t.state());
+  EXPECT_EQ(states,
+            (std::vector<accum::v1::JobState>{
+                accum::v1::QUEUED, accum::v1::STARTING, accum::v1::RUNNING, accum::v1::RESTARTING,
+                accum::v1::STARTING, accum::v1::RUNNING, accum::v1::SUCCEEDED}));
+  const auto rows = read_metrics(done.job_dir() + "/metrics.jsonl");
+  ASSERT_FALSE(rows.empty());
+  EXPECT_EQ(rows.back().first, 600);
 }
 
 // Submits, on `world_size` ranks, a spec whose nanoGPT .bin has an odd size: it passes

@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "gtest/gtest.h"
+#include "tests/common/scratch_tmpfs.h"
 
 namespace accum::control {
 namespace {
@@ -105,6 +106,66 @@ TEST_F(JobStoreTest, SurvivesReopenWithProcessAndProgress) {
   EXPECT_EQ(store->list_active()->size(), 1u);
   // Ids keep counting after re-opening.
   EXPECT_EQ(*store->next_id(), "job-000002");
+}
+
+// The disk holding the database fills up: writes fail with a status that says so, and
+// change nothing (a refused transition leaves the state and its history as they were, in
+// the database and in the read cache); what was written before stays readable, also after
+// re-opening; once there is space again, writes go through.
+TEST_F(JobStoreTest, FullDiskRefusesWritesAndLosesNoRecord) {
+  testing::ScratchTmpfs disk(dir_ + "/disk", 1 << 20);
+  if (!disk.error.empty()) {
+    GTEST_SKIP() << "mounting a 1 MiB tmpfs to fill needs root with CAP_SYS_ADMIN: " << disk.error;
+  }
+  const std::string path = dir_ + "/disk/accumd.db";
+  std::vector<std::string> ids;
+  {
+    auto store = *JobStore::open(path);
+    for (const char* name : {"one", "two", "three"}) {
+      auto record = make_record(*store, name);
+      ASSERT_TRUE(store->insert(record, "submitted").ok());
+      ids.push_back(record.id);
+    }
+    ASSERT_TRUE(store->transition(ids[0], STARTING, "launch", "attempt 1").ok());
+    auto late = make_record(*store, "four");  // its id is taken before the disk fills
+    ASSERT_GT(disk.fill("filler"), 0u);
+
+    EXPECT_EQ(store->next_id().status().code(), absl::StatusCode::kResourceExhausted);
+    const absl::Status refused = store->insert(late, "submitted");
+    EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted) << refused;
+    EXPECT_NE(refused.message().find("job database " + path + ": the disk is full"),
+              std::string::npos)
+        << refused;
+    EXPECT_EQ(store->get(late.id).status().code(), absl::StatusCode::kNotFound);
+
+    const absl::Status stuck = store->transition(ids[0], RUNNING, "worker_hello", "");
+    EXPECT_EQ(stuck.code(), absl::StatusCode::kResourceExhausted) << stuck;
+    EXPECT_EQ(store->get(ids[0])->state, STARTING);
+    EXPECT_EQ(store->transitions(ids[0])->size(), 2u);
+    EXPECT_FALSE(store->set_restarts(ids[1], 1).ok());
+    EXPECT_EQ(store->get(ids[1])->restarts, 0);
+    EXPECT_EQ(store->list({}, "", 10)->size(), 3u);
+  }
+  {
+    auto store = JobStore::open(path);  // still full: opening reads
+    ASSERT_TRUE(store.ok()) << store.status();
+    EXPECT_EQ((*store)->get(ids[0])->state, STARTING);
+    EXPECT_EQ((*store)->list({}, "", 10)->size(), 3u);
+  }
+  std::filesystem::remove(dir_ + "/disk/filler");
+  {
+    auto store = *JobStore::open(path);
+    auto record = make_record(*store, "five");
+    ASSERT_TRUE(store->insert(record, "submitted").ok());
+    ASSERT_TRUE(store->transition(ids[0], RUNNING, "worker_hello", "").ok());
+    ids.push_back(record.id);
+  }
+  auto store = *JobStore::open(path);
+  auto all = store->list({}, "", 10);
+  ASSERT_EQ(all->size(), 4u);
+  for (size_t i = 0; i < ids.size(); ++i) EXPECT_EQ((*all)[i].id, ids[i]);
+  EXPECT_EQ(store->get(ids[0])->state, RUNNING);
+  EXPECT_EQ(store->transitions(ids[0])->size(), 3u);
 }
 
 TEST_F(JobStoreTest, ListFiltersByStateAndPages) {
