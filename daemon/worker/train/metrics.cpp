@@ -1,11 +1,14 @@
 #include "daemon/worker/train/metrics.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -25,21 +28,28 @@ std::string number(double value) {
   return ec == std::errc() ? std::string(buffer, end) : absl::StrFormat("%.17g", value);
 }
 
-// Keeps the lines of steps <= resume_step, so a resumed run does not repeat steps.
-void truncate_after(const std::string& path, int64_t resume_step) {
-  std::ifstream in(path);
-  if (!in) return;
-  std::vector<std::string> kept;
+// Cuts the file after the last whole line of a step <= resume_step, so a resumed run
+// neither repeats steps nor continues a line an interrupted run left unfinished. Lines are
+// in step order (each run appends after such a cut), so that is one truncate(2): it needs
+// no free space, and the lines kept are never rewritten.
+absl::Status cut_after(const std::string& path, int64_t resume_step) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::OkStatus();  // no file yet
+  off_t keep = 0;
   std::string line;
   while (std::getline(in, line)) {
+    if (in.eof()) break;  // no '\n': an unfinished line
     const auto pos = line.find("\"step\":");
-    if (pos == std::string::npos) continue;
-    const long long step = std::atoll(line.c_str() + pos + 7);
-    if (step <= resume_step) kept.push_back(line);
+    if (pos == std::string::npos || std::atoll(line.c_str() + pos + 7) > resume_step) break;
+    keep += static_cast<off_t>(line.size()) + 1;
   }
   in.close();
-  std::ofstream out(path, std::ios::trunc);
-  for (const auto& keep : kept) out << keep << '\n';
+  if (::truncate(path.c_str(), keep) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot cut metrics_path ", path,
+                                                   " back to step ", resume_step, ": ",
+                                                   std::strerror(errno)));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -70,12 +80,14 @@ std::string metrics_json(const accum::v1::StepMetrics& m, const StepCommDetail* 
 absl::Status MetricsSink::open(const std::string& path, int64_t resume_step, int log_every) {
   tty_ = isatty(STDOUT_FILENO) == 1;
   log_every_ = log_every > 0 ? log_every : 1;
+  path_ = path;
   if (path.empty()) return absl::OkStatus();
   if (resume_step > 0) {
-    truncate_after(path, resume_step);
+    if (auto status = cut_after(path, resume_step); !status.ok()) return status;
   }
-  file_ = std::fopen(path.c_str(), resume_step > 0 ? "a" : "w");
-  if (file_ == nullptr) {
+  fd_ = ::open(path.c_str(),
+               O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (resume_step > 0 ? 0 : O_TRUNC), 0644);
+  if (fd_ < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("cannot open metrics_path ", path, ": ", std::strerror(errno)));
   }
@@ -83,14 +95,39 @@ absl::Status MetricsSink::open(const std::string& path, int64_t resume_step, int
 }
 
 MetricsSink::~MetricsSink() {
-  if (file_) std::fclose(file_);
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void MetricsSink::append(const std::string& line) {
+  const off_t end = ::lseek(fd_, 0, SEEK_END);
+  size_t done = 0;
+  while (done < line.size()) {
+    const ssize_t n = ::write(fd_, line.data() + done, line.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    done += static_cast<size_t>(n);
+  }
+  if (done == line.size()) {
+    if (lost_lines_ > 0) {
+      std::fprintf(stderr, "accum-worker: metrics_path %s: writing again; %lld step line(s) lost\n",
+                   path_.c_str(), static_cast<long long>(lost_lines_));
+      lost_lines_ = 0;
+    }
+    return;
+  }
+  // A full disk (or another error): drop the part written, so the file keeps whole lines.
+  const int error = errno;
+  if (end >= 0) (void)::ftruncate(fd_, end);
+  if (lost_lines_++ == 0) {
+    std::fprintf(stderr,
+                 "accum-worker: warning: metrics_path %s: write failed: %s; step lines are lost "
+                 "until it works again (training goes on)\n",
+                 path_.c_str(), std::strerror(error));
+  }
 }
 
 void MetricsSink::write(const accum::v1::StepMetrics& m, const StepCommDetail* detail) {
-  if (file_) {
-    std::fputs((metrics_json(m, detail) + "\n").c_str(), file_);
-    std::fflush(file_);
-  }
+  if (fd_ >= 0) append(metrics_json(m, detail) + "\n");
   const double remaining_s =
       m.tokens_per_s() > 0 ? (m.max_steps() - m.step()) * m.step_ms() / 1000.0 : 0.0;
   std::string val = m.has_val_loss() ? absl::StrFormat(" val %.4f", m.val_loss()) : "";

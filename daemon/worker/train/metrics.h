@@ -4,7 +4,7 @@
 // Thread safety: rank 0's trainer thread only.
 #pragma once
 
-#include <cstdio>
+#include <cstdint>
 #include <string>
 
 #include "absl/status/status.h"
@@ -38,15 +38,24 @@ std::string metrics_json(const accum::v1::StepMetrics& metrics,
 class MetricsSink {
  public:
   // `path` may be empty (no file). Appends (a resumed run continues the same file,
-  // after dropping lines of steps beyond `resume_step` left by an interrupted run).
+  // after dropping lines of steps beyond `resume_step` left by an interrupted run, and an
+  // unfinished last line). A line that cannot be written whole (a full disk) is dropped
+  // whole, with a warning on stderr: the file only ever holds whole lines.
   absl::Status open(const std::string& path, int64_t resume_step, int log_every_steps);
   ~MetricsSink();
+  MetricsSink() = default;
+  MetricsSink(const MetricsSink&) = delete;
+  MetricsSink& operator=(const MetricsSink&) = delete;
   void write(const accum::v1::StepMetrics& metrics, const StepCommDetail* detail = nullptr);
   void message(const std::string& line);  // a line that does not break the progress bar
   void finish();
 
  private:
-  std::FILE* file_ = nullptr;
+  void append(const std::string& line);
+
+  std::string path_;
+  int fd_ = -1;
+  int64_t lost_lines_ = 0;  // since the last line written whole
   bool tty_ = false;
   bool bar_drawn_ = false;
   int log_every_ = 1;
