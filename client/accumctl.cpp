@@ -22,7 +22,8 @@ verbs:
   submit SPEC.json            queue a job (relative paths resolve against the spec's folder); prints its id
   list [--state STATE]        all jobs (or those in STATE)
   status ID                   state, progress, restarts and the transition history of a job
-  watch ID                    follow a job to its end: a live progress bar (plain lines when not a terminal)
+  watch ID [--reconnect-s N]  follow a job to its end: a live progress bar (plain lines when not a terminal);
+                              if accumd restarts meanwhile, reconnects for up to N s (default 60; 0: exit 3)
   cancel ID [--force]         graceful: checkpoint then stop; --force kills at once
   checkpoint ID               checkpoint at the next optimizer step; waits until it is complete
   checkpoints ID              the job's complete checkpoints
@@ -55,7 +56,7 @@ int main(int argc, char** argv) {
   if (const char* token = std::getenv("ACCUMD_TOKEN_FILE")) options.token_file = token;
   std::vector<std::string> words;
   bool force = false, follow = false;
-  int rank = -1, tail = 0;
+  int rank = -1, tail = 0, reconnect_s = 60;
   std::string state;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -87,6 +88,10 @@ int main(int argc, char** argv) {
       if (!absl::SimpleAtoi(value(), &tail) || tail < 0) usage("--tail: expected a count >= 0");
     } else if (arg == "--state") {
       state = value();
+    } else if (arg == "--reconnect-s") {
+      if (!absl::SimpleAtoi(value(), &reconnect_s) || reconnect_s < 0 || reconnect_s > 86400) {
+        usage("--reconnect-s: expected seconds in [0, 86400]");
+      }
     } else if (arg.size() > 1 && arg[0] == '-') {
       usage("unknown flag " + arg);
     } else {
@@ -108,7 +113,7 @@ int main(int argc, char** argv) {
     return list_jobs(*connection, state);
   }
   if (verb == "status") return show_job(*connection, need_argument("job id"));
-  if (verb == "watch") return watch_job(*connection, need_argument("job id"));
+  if (verb == "watch") return watch_job(*connection, need_argument("job id"), reconnect_s);
   if (verb == "cancel") return cancel_job(*connection, need_argument("job id"), force);
   if (verb == "checkpoint") return checkpoint_job(*connection, need_argument("job id"));
   if (verb == "checkpoints") return list_checkpoints(*connection, need_argument("job id"));

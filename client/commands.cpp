@@ -153,32 +153,47 @@ int show_job(Connection& connection, const std::string& id) {
   return kOk;
 }
 
-int watch_job(Connection& connection, const std::string& id) {
-  accum::v1::WatchJobRequest request;
-  request.set_id(id);
-  auto context = connection.context(0);
-  auto reader = connection.stub().WatchJob(context.get(), request);
-  const bool tty = isatty(STDOUT_FILENO) && !connection.options().json;
-  accum::v1::JobEvent event;
+namespace {
+
+// What one `accumctl watch` has shown so far, across reconnections: a stream after a
+// reconnect replays the job's history, and only what is new gets shown.
+struct WatchView {
+  bool tty = false, json = false;
   JobState state = accum::v1::JOB_STATE_UNSPECIFIED;
   int64_t max_steps = 0;
+  int64_t last_step = 0;     // of the last metrics shown
+  int64_t skip_through = 0;  // after a reconnection: the replayed steps already shown
+  std::string last_status;   // state and message last printed
   bool bar_shown = false;
-  while (reader->Read(&event)) {
-    if (connection.options().json) {
-      std::cout << to_json(event) << std::endl;
-    }
+
+  void show(const accum::v1::JobEvent& event) {
     if (event.has_status()) {
       const auto& job = event.status();
       state = job.state();
       max_steps = job.spec().max_steps();
-      if (connection.options().json) continue;
-      if (bar_shown) std::cout << "\n";
-      bar_shown = false;
       std::string message = job.message();
       std::replace(message.begin(), message.end(), '\n', ' ');
-      std::cout << job.id() << " " << state_text(state) << (message.empty() ? "" : ": ") << message
-                << std::endl;
-    } else if (event.has_metrics() && !connection.options().json) {
+      const std::string line =
+          absl::StrCat(job.id(), " ", state_text(state), message.empty() ? "" : ": ", message);
+      if (line == last_status) return;
+      last_status = line;
+      if (json) {
+        std::cout << to_json(event) << std::endl;
+        return;
+      }
+      if (bar_shown) std::cout << "\n";
+      bar_shown = false;
+      std::cout << line << std::endl;
+    } else if (event.has_metrics()) {
+      // A stream after a reconnection replays the history: skip up to what was shown.
+      // Steps that go back otherwise are a restarted attempt's, and are shown.
+      if (skip_through > 0 && event.metrics().step() <= skip_through) return;
+      skip_through = 0;
+      last_step = event.metrics().step();
+      if (json) {
+        std::cout << to_json(event) << std::endl;
+        return;
+      }
       if (event.metrics().max_steps() > 0) max_steps = event.metrics().max_steps();
       if (tty) {
         std::cout << "\r\033[K"
@@ -190,13 +205,65 @@ int watch_job(Connection& connection, const std::string& id) {
       }
     }
   }
-  if (bar_shown) std::cout << "\n";
-  const auto status = reader->Finish();
+  void end_line() {
+    if (bar_shown) std::cout << "\n";
+    bar_shown = false;
+  }
+};
+
+}  // namespace
+
+int watch_job(Connection& connection, const std::string& id, int reconnect_s) {
+  WatchView view;
+  view.json = connection.options().json;
+  view.tty = isatty(STDOUT_FILENO) && !view.json;
+  bool connected = false;  // a stream delivered an event: accumd knew the job
+  std::chrono::system_clock::time_point give_up{};
+  grpc::Status status;
+  while (true) {
+    accum::v1::WatchJobRequest request;
+    request.set_id(id);
+    auto context = connection.context(0);
+    auto reader = connection.stub().WatchJob(context.get(), request);
+    accum::v1::JobEvent event;
+    bool delivered = false;
+    while (reader->Read(&event)) {
+      if (!delivered && give_up != std::chrono::system_clock::time_point{}) {
+        view.end_line();
+        std::cerr << "accumctl: watch " << id << ": reconnected to accumd\n";
+      }
+      delivered = true;
+      view.show(event);
+    }
+    status = reader->Finish();
+    connected = connected || delivered;
+    if (delivered) give_up = {};
+    // accumd went away (killed, restarted, stopping) after the watch had begun: the job
+    // goes on without it, and a restarted accumd re-attaches it; so wait for accumd.
+    if (status.error_code() != grpc::StatusCode::UNAVAILABLE || !connected || reconnect_s <= 0) {
+      break;
+    }
+    const auto now = std::chrono::system_clock::now();
+    if (give_up == std::chrono::system_clock::time_point{}) {
+      give_up = now + std::chrono::seconds(reconnect_s);
+      view.end_line();
+      std::cerr << "accumctl: watch " << id << ": lost accumd at " << connection.options().server
+                << " (" << status.error_message() << "); reconnecting for up to " << reconnect_s
+                << " s (--reconnect-s; Ctrl-C stops watching, not the job)\n";
+    } else if (now >= give_up) {
+      break;
+    }
+    if (!connection.wait_for_connection(give_up)) break;
+    view.skip_through = view.last_step;
+  }
+  view.end_line();
   if (!status.ok()) return connection.report(status, "watch " + id);
-  if (state == accum::v1::SUCCEEDED) return kOk;
-  if (state == accum::v1::FAILED || state == accum::v1::CANCELLED) return kJobNotSucceeded;
+  if (view.state == accum::v1::SUCCEEDED) return kOk;
+  if (view.state == accum::v1::FAILED || view.state == accum::v1::CANCELLED) {
+    return kJobNotSucceeded;
+  }
   std::cerr << "accumctl: watch " << id << ": the stream ended while the job was "
-            << state_text(state) << "\n";
+            << state_text(view.state) << "\n";
   return kUnreachable;
 }
 

@@ -12,7 +12,9 @@ namespace accum::ctl {
 int submit_job(Connection& connection, const std::string& spec_path);
 int list_jobs(Connection& connection, const std::string& state_filter);
 int show_job(Connection& connection, const std::string& id);
-int watch_job(Connection& connection, const std::string& id);
+// Follows a job to its end. If accumd goes away mid-watch (a restart), reconnects for up
+// to `reconnect_s` seconds and goes on from the last step shown (0: exit 3 at once).
+int watch_job(Connection& connection, const std::string& id, int reconnect_s);
 int cancel_job(Connection& connection, const std::string& id, bool force);
 int checkpoint_job(Connection& connection, const std::string& id);
 int list_checkpoints(Connection& connection, const std::string& id);

@@ -1,6 +1,7 @@
 // client/connection.cpp — channel set-up and error reporting.
 #include "client/connection.h"
 
+#include <algorithm>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -45,8 +46,22 @@ std::unique_ptr<Connection> Connection::open(const ConnectionOptions& options, s
     }
     credentials = grpc::SslCredentials(ssl);
   }
-  connection->stub_ = accum::v1::Control::NewStub(grpc::CreateChannel(options.server, credentials));
+  connection->channel_ = grpc::CreateChannel(options.server, credentials);
+  connection->stub_ = accum::v1::Control::NewStub(connection->channel_);
   return connection;
+}
+
+bool Connection::wait_for_connection(std::chrono::system_clock::time_point deadline) {
+  // GetState(true) starts connecting; a refused attempt leaves TRANSIENT_FAILURE, and gRPC
+  // retries with its backoff. Poll in short waits so the deadline holds to the second.
+  while (std::chrono::system_clock::now() < deadline) {
+    const auto state = channel_->GetState(/*try_to_connect=*/true);
+    if (state == GRPC_CHANNEL_READY) return true;
+    const auto step =
+        std::min(deadline, std::chrono::system_clock::now() + std::chrono::seconds(1));
+    channel_->WaitForStateChange(state, step);
+  }
+  return channel_->GetState(false) == GRPC_CHANNEL_READY;
 }
 
 std::unique_ptr<grpc::ClientContext> Connection::context(int deadline_s) const {

@@ -9,6 +9,7 @@
 //   4 authentication failed (token)          9 any other error
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -44,6 +45,8 @@ class Connection {
   // A context carrying the bearer token; `deadline_s` 0 means none.
   std::unique_ptr<grpc::ClientContext> context(int deadline_s = 30) const;
   accum::v1::Control::Stub& stub() { return *stub_; }
+  // Waits until the channel to accumd is connected (true) or `deadline` passes (false).
+  bool wait_for_connection(std::chrono::system_clock::time_point deadline);
   const ConnectionOptions& options() const { return options_; }
   // Prints a message for a failed RPC to stderr and returns its exit code.
   int report(const grpc::Status& status, const std::string& what) const;
@@ -51,6 +54,7 @@ class Connection {
  private:
   ConnectionOptions options_;
   std::string token_;
+  std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<accum::v1::Control::Stub> stub_;
 };
 

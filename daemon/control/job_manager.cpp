@@ -40,12 +40,13 @@ std::vector<accum::v1::StepMetrics> read_metrics_file(const std::string& path) {
   std::ifstream file(path);
   google::protobuf::util::JsonParseOptions options;
   options.ignore_unknown_fields = true;
-  for (std::string line; std::getline(file, line) && rows.size() < kMaxHistory;) {
+  for (std::string line; std::getline(file, line);) {
     accum::v1::StepMetrics metrics;
     if (google::protobuf::util::JsonStringToMessage(line, &metrics, options).ok()) {
       rows.push_back(std::move(metrics));
     }
   }
+  if (rows.size() > kMaxHistory) rows.erase(rows.begin(), rows.end() - kMaxHistory);  // newest
   return rows;
 }
 
@@ -408,6 +409,11 @@ void JobManager::unwatch(const std::string& id, const std::shared_ptr<JobSubscri
   if (sub) hub_.unsubscribe(id, sub);
 }
 
+void JobManager::seed_history_locked(const JobRecord& record, Runtime& runtime) {
+  runtime.history = read_metrics_file(record.spec.metrics_path());
+  runtime.catch_up_through = runtime.history.empty() ? 0 : runtime.history.back().step();
+}
+
 absl::StatusOr<uint64_t> JobManager::worker_connected(const accum::v1::WorkerHello& hello,
                                                       std::shared_ptr<CommandSink> sink) {
   if (auto status = check_id(hello.job_id()); !status.ok()) return status;
@@ -449,6 +455,10 @@ void JobManager::worker_event(const std::string& job_id, uint64_t session,
   if (it == runtimes_.end() || it->second.link_session != session) return;
   Runtime& runtime = it->second;
   runtime.last_heard = Clock::now();
+  if (event.has_metrics() && runtime.catch_up_through > 0) {
+    if (event.metrics().step() <= runtime.catch_up_through) return;  // already in the history
+    runtime.catch_up_through = 0;
+  }
   if (event.has_metrics()) {
     if (runtime.history.size() >= kMaxHistory) runtime.history.erase(runtime.history.begin());
     runtime.history.push_back(event.metrics());

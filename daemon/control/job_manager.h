@@ -137,6 +137,10 @@ class JobManager {
     int cancel_escalation = 0;  // 0: STOP sent, 1: SIGTERM sent, 2: SIGKILL sent
     std::string kill_reason;    // why the supervisor killed it (heartbeat timeout)
     std::vector<accum::v1::StepMetrics> history;
+    // After accumd re-attached to a running worker, its history was read back from the
+    // metrics file; the worker's link then re-sends the steps it queued while accumd was
+    // away, and those up to this step are already there (0: no such catch-up).
+    int64_t catch_up_through = 0;
     Clock::time_point last_persisted{};
     std::map<uint64_t, accum::v1::CheckpointInfo> checkpoints_done;  // by request id
     std::optional<Outcome> unrecorded;  // an exit's outcome the store refused (settle_locked)
@@ -149,6 +153,8 @@ class JobManager {
   absl::Status transition_locked(const std::string& id, accum::v1::JobState to,
                                  const std::string& reason, const std::string& message);
   absl::Status reconcile();
+  // Reads a re-attached job's history back from its metrics file. REQUIRES: mutex_ held.
+  void seed_history_locked(const JobRecord& record, Runtime& runtime);
 
   // job_supervision.cpp
   void supervise_loop();

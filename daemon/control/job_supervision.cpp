@@ -154,6 +154,7 @@ void JobManager::start_attempt_locked(const JobRecord& record, Runtime& runtime)
   runtime.kill_reason.clear();
   runtime.link.reset();
   runtime.link_session = 0;
+  runtime.catch_up_through = 0;  // a new attempt's steps are new, even where they repeat
   (void)store_->set_process(record.id, *pid, runtime.start_ticks, attempt);
   spdlog::info("job {}: attempt {} launched, pid {}", record.id, attempt, *pid);
 }
@@ -294,8 +295,10 @@ absl::Status JobManager::reconcile() {
       runtime.is_child = false;
       runtime.last_heard = Clock::now();
       runtime.cancel_at = Clock::now();
-      spdlog::info("job {}: re-attached to attempt {} (pid {}), {}", record.id, record.attempt, pid,
-                   state_name(record.state));
+      seed_history_locked(record, runtime);
+      spdlog::info("job {}: re-attached to attempt {} (pid {}), {}; {} steps of history read back",
+                   record.id, record.attempt, pid, state_name(record.state),
+                   runtime.history.size());
       continue;
     }
     if (pid != 0) {

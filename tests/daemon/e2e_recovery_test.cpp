@@ -3,13 +3,15 @@
 // killed with SIGKILL mid-job comes back with the job record intact and the job
 // finishes; a worker that rejects its input fails the job without restarts, on one
 // rank or several; max_restarts 0 means no restart, unset the daemon's default; a full
-// disk refuses submits and loses no job record.
+// disk refuses submits and loses no job record; watches ride out an accumd restart.
 #include <signal.h>
 
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <map>
 #include <mutex>
+#include <sstream>
 #include <thread>
 
 #include "gtest/gtest.h"
@@ -238,6 +240,77 @@ TEST(DaemonRecovery, JobSurvivesTheDiskFillingUpWhileItTrains) {
   const auto rows = read_metrics(done.job_dir() + "/metrics.jsonl");
   ASSERT_FALSE(rows.empty());
   EXPECT_EQ(rows.back().first, 600);
+}
+
+// accumd is killed and restarted under a running job while `accumctl watch` follows it and
+// another client watches afresh: the watch reconnects and goes on from the step it last
+// showed (each step once, in order, to the end), and the new accumd's WatchJob replays the
+// job's whole history (read back from the metrics file on re-attaching) with no step
+// repeated by the worker's link catching up.
+TEST(DaemonRecovery, WatchesFollowTheJobAcrossAnAccumdRestart) {
+  DaemonHarness daemon;
+  ASSERT_TRUE(daemon.start(with_slots(1)));
+  constexpr int kSteps = 3000;
+  JobStatus job;
+  ASSERT_TRUE(daemon.submit(daemon.spec_json("watched", kSteps, 1, 0), &job).ok());
+  // The watch runs to the job's end, even if an assertion below returns early.
+  std::string watch_output;
+  auto watch_exit = std::async(std::launch::async, [&] {
+    return run_accumctl(daemon, {"watch", job.id()}, &watch_output);
+  });
+  const auto before = daemon.wait_for(job.id(), [](const JobStatus& j) {
+    return j.state() == accum::v1::RUNNING && j.last_metrics().step() >= 20;
+  });
+  ASSERT_EQ(before.state(), accum::v1::RUNNING) << before.message();
+  daemon.kill9();
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  ASSERT_TRUE(daemon.start(with_slots(1)));
+
+  // Once the worker's link is back (the step accumd reports passes what the metrics file
+  // held at the restart), a fresh watch on the new accumd, while the job still runs.
+  const int64_t file_steps =
+      static_cast<int64_t>(read_metrics(before.job_dir() + "/metrics.jsonl").size());
+  const auto relinked = daemon.wait_for(job.id(), [&](const JobStatus& j) {
+    return j.last_metrics().step() > file_steps + 20 || j.state() != accum::v1::RUNNING;
+  });
+  ASSERT_EQ(relinked.state(), accum::v1::RUNNING) << "the job ended before the check could run";
+  const auto fresh_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  std::vector<int64_t> replayed;
+  {
+    accum::v1::WatchJobRequest request;
+    request.set_id(job.id());
+    auto context = daemon.context(60);
+    auto reader = daemon.stub().WatchJob(context.get(), request);
+    accum::v1::JobEvent event;
+    while (reader->Read(&event)) {
+      if (event.has_metrics()) replayed.push_back(event.metrics().step());
+      if (!replayed.empty() && replayed.back() > relinked.last_metrics().step() + 50) {
+        break;  // the replayed history and some live steps after it
+      }
+      if (std::chrono::steady_clock::now() > fresh_deadline) break;
+    }
+    context->TryCancel();
+  }
+  ASSERT_FALSE(replayed.empty());
+  EXPECT_EQ(replayed.front(), 1) << "the history before the restart is missing";
+  for (size_t i = 1; i < replayed.size(); ++i) {
+    ASSERT_EQ(replayed[i], replayed[i - 1] + 1) << "at index " << i;
+  }
+
+  EXPECT_EQ(watch_exit.get(), 0) << watch_output;
+  EXPECT_NE(watch_output.find("lost accumd"), std::string::npos) << watch_output;
+  EXPECT_NE(watch_output.find("reconnected to accumd"), std::string::npos) << watch_output;
+  std::vector<int64_t> shown;
+  std::istringstream lines(watch_output);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("step ", 0) == 0) shown.push_back(std::atoll(line.c_str() + 5));
+  }
+  ASSERT_FALSE(shown.empty()) << watch_output;
+  for (size_t i = 1; i < shown.size(); ++i) {
+    ASSERT_GT(shown[i], shown[i - 1]) << "a step shown twice or out of order at line " << i;
+  }
+  EXPECT_EQ(shown.back(), kSteps);
+  EXPECT_NE(watch_output.find(job.id() + " SUCCEEDED"), std::string::npos) << watch_output;
 }
 
 // Submits, on `world_size` ranks, a spec whose nanoGPT .bin has an odd size: it passes

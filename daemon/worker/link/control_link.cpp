@@ -178,6 +178,11 @@ class GrpcControlLink final : public ControlLink {
   bool stream_once() {
     auto context = std::make_shared<grpc::ClientContext>();
     if (!token_.empty()) context->AddMetadata("authorization", "Bearer " + token_);
+    // Wait for accumd instead of failing at once while the channel is between connection
+    // attempts: a restarted accumd hears from its workers as soon as it listens (the
+    // channel retries every 0.2-2 s), so their queued metrics arrive while they still run.
+    // close() cancels the wait.
+    context->set_wait_for_ready(true);
     accum::v1::WorkerEvent hello_event;
     {
       std::lock_guard lock(mutex_);
