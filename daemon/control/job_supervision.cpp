@@ -253,6 +253,14 @@ void JobManager::settle_locked(const std::string& id, Runtime& runtime, Outcome 
       return;
     }
   }
+  if (status.code() == absl::StatusCode::kFailedPrecondition) {
+    // The state machine refuses it (the job moved on meanwhile): retrying cannot help.
+    spdlog::error("job {}: {} not recorded: {}", id, state_name(outcome.to),
+                  std::string(status.message()));
+    runtime.unrecorded.reset();
+    runtime.record_failures = 0;
+    return;
+  }
   // Logged on the first refusal and then about once a minute (a tick is 100 ms).
   if (failures % 600 == 0) {
     spdlog::error("job {}: the job store refused its new state {} ({}); retrying every {} ms", id,
