@@ -46,7 +46,12 @@ std::unique_ptr<Connection> Connection::open(const ConnectionOptions& options, s
     }
     credentials = grpc::SslCredentials(ssl);
   }
-  connection->channel_ = grpc::CreateChannel(options.server, credentials);
+  // A watch waiting out an accumd restart reconnects within 2 s of accumd listening again
+  // (gRPC's default backoff grows to 120 s).
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+  connection->channel_ = grpc::CreateCustomChannel(options.server, credentials, args);
   connection->stub_ = accum::v1::Control::NewStub(connection->channel_);
   return connection;
 }
