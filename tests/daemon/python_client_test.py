@@ -68,15 +68,21 @@ class Daemon:
         self.token_file = os.path.join(self.dir, "token")
         with open(self.token_file, "w") as file:
             file.write(f"py-token-{os.getpid()}\n")
-        addr_file = os.path.join(self.dir, "accumd.addr")
         self.log_path = os.path.join(self.dir, "accumd.log")
+        self.start("127.0.0.1:0")
+
+    def start(self, listen):
+        """Starts accumd on `listen` and waits until it serves; sets self.address."""
+        addr_file = os.path.join(self.dir, "accumd.addr")
+        if os.path.exists(addr_file):
+            os.remove(addr_file)
         mpirun_args = []
         for arg in ("--bind-to", "none", "--mca", "btl", "self,vader"):
             mpirun_args += ["--mpirun-arg", arg]
         env = dict(os.environ, OMP_NUM_THREADS="1")
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [os.path.join(ARGS.build_dir, "bin", "accumd"), "--listen", "127.0.0.1:0",
+                [os.path.join(ARGS.build_dir, "bin", "accumd"), "--listen", listen,
                  "--state-dir", os.path.join(self.dir, "state"), "--token-file", self.token_file,
                  "--slots", "2", "--addr-file", addr_file, "--restart-backoff-ms", "200",
                  *mpirun_args],
@@ -87,6 +93,14 @@ class Daemon:
                 raise RuntimeError(f"accumd did not start:\n{self.log()}")
             time.sleep(0.05)
         self.address = read_text(addr_file).strip()
+
+    def restart(self, down_s):
+        """kill -9 accumd, wait down_s, start it again on the same address (the workers
+        it launched keep training and rejoin it)."""
+        self.process.kill()
+        self.process.wait()
+        time.sleep(down_s)
+        self.start(self.address)
 
     def log(self):
         return read_text(self.log_path)
@@ -220,6 +234,33 @@ class PythonClientTest(unittest.TestCase):
                 self.assertEqual(refused.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
                 self.assertIn(field, refused.exception.details)
         self.assertIsInstance(refused.exception, SpecError)  # the last case never left the client
+
+    def test_watch_rides_out_an_accumd_restart(self):
+        # Its own accumd: this test kills it.
+        daemon = Daemon()
+        try:
+            with Client(daemon.address, token_file=daemon.token_file) as client:
+                spec = example_spec_dict()
+                spec["max_steps"] = 40
+                job = client.submit(spec, spec_dir=os.path.dirname(example_spec_path()))
+                events = client.watch(job.id)
+                steps = []
+                for event in events:
+                    if event.WhichOneof("event") == "metrics":
+                        steps.append(event.metrics.step)
+                        if event.metrics.step == 3:
+                            daemon.restart(down_s=1.0)
+                    elif event.status.state in TERMINAL_STATES:
+                        final = event.status
+                self.assertEqual(final.state, accum_pb2.SUCCEEDED, final.message)
+                self.assertEqual(steps, list(range(1, 41)), "each step once, in order")
+                with self.assertRaises(AccumdError) as gone:
+                    daemon.process.kill()
+                    daemon.process.wait()
+                    list(client.watch(job.id))  # never began: no waiting
+                self.assertEqual(gone.exception.code, grpc.StatusCode.UNAVAILABLE)
+        finally:
+            daemon.close()
 
     def test_unknown_job_and_wrong_token(self):
         with self.assertRaises(AccumdError) as missing:

@@ -9,6 +9,7 @@ with the gRPC status code and accumd's message.
 Thread safety: a Client may be shared by threads (gRPC channels are thread-safe).
 """
 import os
+import time
 
 import grpc
 
@@ -37,11 +38,16 @@ class Client:
                                   f"token_file {token_file}: cannot read a token from it")
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._timeout = timeout
+        # A watch waiting out an accumd restart reconnects within 2 s of accumd listening
+        # again (gRPC's default backoff grows to 120 s).
+        options = [("grpc.initial_reconnect_backoff_ms", 200),
+                   ("grpc.max_reconnect_backoff_ms", 2000)]
         if tls_ca:
             pem = _read_text(tls_ca, "tls_ca").encode()
-            self._channel = grpc.secure_channel(self.server, grpc.ssl_channel_credentials(pem))
+            self._channel = grpc.secure_channel(self.server, grpc.ssl_channel_credentials(pem),
+                                                options=options)
         else:
-            self._channel = grpc.insecure_channel(self.server)
+            self._channel = grpc.insecure_channel(self.server, options=options)
         self._stub = accum_pb2_grpc.ControlStub(self._channel)
 
     def close(self):
@@ -90,11 +96,55 @@ class Client:
                 return jobs
             request.page_token = response.next_page_token
 
-    def watch(self, job_id):
+    def watch(self, job_id, reconnect_s=60.0):
         """Yields JobEvents (`event.status` or `event.metrics`, see WhichOneof("event")):
         the current status, the metrics so far, then live events; ends when the job
-        ends."""
-        return self._stream(self._stub.WatchJob, accum_pb2.WatchJobRequest(id=job_id), None)
+        ends.
+
+        If accumd goes away once the watch has begun (a restart: the job trains on),
+        waits up to `reconnect_s` seconds for it, re-opens the watch and yields only
+        what is new: steps after the last one yielded, and a status that differs from
+        the last one. reconnect_s=0 raises AccumdError(UNAVAILABLE) at once, as before.
+        """
+        request = accum_pb2.WatchJobRequest(id=job_id)
+        last_step, skip_through, last_status = 0, 0, None
+        began, give_up = False, None
+        while True:
+            call = self._stub.WatchJob(request, metadata=self._metadata)
+            try:
+                for event in call:
+                    began = True
+                    give_up = None
+                    if event.WhichOneof("event") == "status":
+                        key = (event.status.state, event.status.message)
+                        if key == last_status:
+                            continue
+                        last_status = key
+                    elif event.WhichOneof("event") == "metrics":
+                        # A stream after a reconnection replays the history: skip what was
+                        # yielded. Steps that go back otherwise are a restarted attempt's.
+                        if skip_through and event.metrics.step <= skip_through:
+                            continue
+                        skip_through = 0
+                        last_step = event.metrics.step
+                    yield event
+                return
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.UNAVAILABLE or not began or reconnect_s <= 0:
+                    raise AccumdError.from_rpc_error(error) from None
+                lost = error
+            finally:
+                call.cancel()
+            now = time.monotonic()
+            if give_up is None:
+                give_up = now + reconnect_s
+            try:
+                if now >= give_up:
+                    raise grpc.FutureTimeoutError()
+                grpc.channel_ready_future(self._channel).result(timeout=give_up - now)
+            except grpc.FutureTimeoutError:
+                raise AccumdError.from_rpc_error(lost) from None
+            skip_through = last_step
 
     def wait(self, job_id, timeout=None):
         """Blocks until the job ends (or raises AccumdError(DEADLINE_EXCEEDED) after
