@@ -27,7 +27,8 @@ verbs:
   cancel ID [--force]         graceful: checkpoint then stop; --force kills at once
   checkpoint ID               checkpoint at the next optimizer step; waits until it is complete
   checkpoints ID              the job's complete checkpoints
-  logs ID [-f] [--rank R] [--tail N]   the job's per-rank logs (-f follows until the job ends)
+  logs ID [-f] [--rank R] [--tail N]   the job's per-rank logs (-f follows until the job ends,
+                              riding out an accumd restart as watch does)
 
 flags:
   --server HOST:PORT   accumd's address (default $ACCUMD_SERVER or 127.0.0.1:7070)
@@ -117,6 +118,8 @@ int main(int argc, char** argv) {
   if (verb == "cancel") return cancel_job(*connection, need_argument("job id"), force);
   if (verb == "checkpoint") return checkpoint_job(*connection, need_argument("job id"));
   if (verb == "checkpoints") return list_checkpoints(*connection, need_argument("job id"));
-  if (verb == "logs") return stream_logs(*connection, need_argument("job id"), follow, rank, tail);
+  if (verb == "logs") {
+    return stream_logs(*connection, need_argument("job id"), follow, rank, tail, reconnect_s);
+  }
   usage("unknown verb '" + verb + "'");
 }

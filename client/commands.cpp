@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
@@ -318,24 +319,54 @@ int list_checkpoints(Connection& connection, const std::string& id) {
   return kOk;
 }
 
-int stream_logs(Connection& connection, const std::string& id, bool follow, int rank, int tail) {
-  accum::v1::StreamLogsRequest request;
-  request.set_id(id);
-  request.set_follow(follow);
-  request.set_rank(rank);
-  request.set_tail(tail);
-  auto context = connection.context(follow ? 0 : 60);
-  auto reader = connection.stub().StreamLogs(context.get(), request);
-  accum::v1::LogLine line;
-  while (reader->Read(&line)) {
-    if (connection.options().json) {
-      std::cout << to_json(line) << "\n";
-    } else {
-      std::cout << "[rank " << line.rank() << "] " << line.line() << "\n";
+int stream_logs(Connection& connection, const std::string& id, bool follow, int rank, int tail,
+                int reconnect_s) {
+  std::map<int, int64_t> next;  // rank -> index of the next line not yet printed
+  bool began = false;
+  std::chrono::system_clock::time_point give_up{};
+  grpc::Status status;
+  while (true) {
+    accum::v1::StreamLogsRequest request;
+    request.set_id(id);
+    request.set_follow(follow);
+    request.set_rank(rank);
+    request.set_tail(began ? 0 : tail);  // after a reconnection: all, less what was printed
+    auto context = connection.context(follow ? 0 : 60);
+    auto reader = connection.stub().StreamLogs(context.get(), request);
+    accum::v1::LogLine line;
+    while (reader->Read(&line)) {
+      if (give_up != std::chrono::system_clock::time_point{}) {
+        std::cerr << "accumctl: logs " << id << ": reconnected to accumd\n";
+        give_up = {};
+      }
+      began = true;
+      auto [seen, fresh] = next.try_emplace(line.rank(), 0);
+      if (!fresh && line.index() < seen->second) continue;  // printed before a reconnection
+      seen->second = line.index() + 1;
+      if (connection.options().json) {
+        std::cout << to_json(line) << "\n";
+      } else {
+        std::cout << "[rank " << line.rank() << "] " << line.line() << "\n";
+      }
     }
+    std::cout.flush();
+    status = reader->Finish();
+    // As with watch: accumd went away under a follow; the job goes on, so wait for accumd.
+    if (status.error_code() != grpc::StatusCode::UNAVAILABLE || !began || !follow ||
+        reconnect_s <= 0) {
+      break;
+    }
+    const auto now = std::chrono::system_clock::now();
+    if (give_up == std::chrono::system_clock::time_point{}) {
+      give_up = now + std::chrono::seconds(reconnect_s);
+      std::cerr << "accumctl: logs " << id << ": lost accumd at " << connection.options().server
+                << " (" << status.error_message() << "); reconnecting for up to " << reconnect_s
+                << " s (--reconnect-s)\n";
+    } else if (now >= give_up) {
+      break;
+    }
+    if (!connection.wait_for_connection(give_up)) break;
   }
-  std::cout.flush();
-  const auto status = reader->Finish();
   if (!status.ok()) return connection.report(status, "logs " + id);
   return kOk;
 }

@@ -18,6 +18,8 @@ int watch_job(Connection& connection, const std::string& id, int reconnect_s);
 int cancel_job(Connection& connection, const std::string& id, bool force);
 int checkpoint_job(Connection& connection, const std::string& id);
 int list_checkpoints(Connection& connection, const std::string& id);
-int stream_logs(Connection& connection, const std::string& id, bool follow, int rank, int tail);
+// Prints a job's log lines; with `follow`, rides out an accumd restart as watch_job does.
+int stream_logs(Connection& connection, const std::string& id, bool follow, int rank, int tail,
+                int reconnect_s);
 
 }  // namespace accum::ctl

@@ -139,10 +139,11 @@ grpc::Status ControlService::StreamLogs(grpc::ServerContext* context,
   const std::string id = request->id();
   stream_job_logs(
       record->job_dir, request->rank(), request->tail(), request->follow(),
-      [&](int rank, const std::string& line) {
+      [&](int rank, int64_t index, const std::string& line) {
         accum::v1::LogLine message;
         message.set_rank(rank);
         message.set_line(line);
+        message.set_index(index);
         return writer->Write(message);
       },
       [&] { return context->IsCancelled() || job_finished(manager_, id); });

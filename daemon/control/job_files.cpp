@@ -175,22 +175,27 @@ std::vector<std::string> read_new_lines(const std::string& path, int64_t* offset
 
 }  // namespace
 
-void stream_job_logs(const std::string& job_dir, int rank, int tail, bool follow,
-                     const std::function<bool(int rank, const std::string& line)>& emit,
-                     const std::function<bool()>& should_stop) {
+void stream_job_logs(
+    const std::string& job_dir, int rank, int tail, bool follow,
+    const std::function<bool(int rank, int64_t index, const std::string& line)>& emit,
+    const std::function<bool()>& should_stop) {
   std::map<std::string, int64_t> offsets;  // file -> bytes already emitted
+  std::map<int, int64_t> next_index;       // rank -> lines so far
   // First pass: the tail of each rank across all its files.
   for (const auto& [file_rank, files] : rank_log_files(job_dir)) {
     if (rank >= 0 && file_rank != rank) continue;
     std::deque<std::string> lines;
+    int64_t& count = next_index[file_rank];
     for (const auto& file : files) {
       for (auto& line : read_new_lines(file, &offsets[file])) {
         lines.push_back(std::move(line));
+        ++count;
         if (tail > 0 && static_cast<int>(lines.size()) > tail) lines.pop_front();
       }
     }
+    int64_t index = count - static_cast<int64_t>(lines.size());
     for (const auto& line : lines) {
-      if (!emit(file_rank, line)) return;
+      if (!emit(file_rank, index++, line)) return;
     }
   }
   if (!follow) return;
@@ -200,7 +205,7 @@ void stream_job_logs(const std::string& job_dir, int rank, int tail, bool follow
       if (rank >= 0 && file_rank != rank) continue;
       for (const auto& file : files) {
         for (const auto& line : read_new_lines(file, &offsets[file])) {
-          if (!emit(file_rank, line)) return;
+          if (!emit(file_rank, next_index[file_rank]++, line)) return;
         }
       }
     }

@@ -42,9 +42,12 @@ namespace accum::control {
 // Streams a job's log lines: the last `tail` lines of each rank (0: all), then,
 // when `follow`, new lines as they are written, until should_stop() returns true
 // (it is asked every ~200 ms; after it says stop, lines already written are still
-// emitted). rank < 0: all ranks. emit() returning false ends the stream.
-void stream_job_logs(const std::string& job_dir, int rank, int tail, bool follow,
-                     const std::function<bool(int rank, const std::string& line)>& emit,
-                     const std::function<bool()>& should_stop);
+// emitted). rank < 0: all ranks. emit() returning false ends the stream. `index` is the
+// line's 0-based number in its rank's log (all attempts' files in order), the same in
+// every stream: a client that reconnects skips what it has.
+void stream_job_logs(
+    const std::string& job_dir, int rank, int tail, bool follow,
+    const std::function<bool(int rank, int64_t index, const std::string& line)>& emit,
+    const std::function<bool()>& should_stop);
 
 }  // namespace accum::control

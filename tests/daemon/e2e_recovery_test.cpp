@@ -242,12 +242,13 @@ TEST(DaemonRecovery, JobSurvivesTheDiskFillingUpWhileItTrains) {
   EXPECT_EQ(rows.back().first, 600);
 }
 
-// accumd is killed and restarted under a running job while `accumctl watch` follows it and
-// another client watches afresh: the watch reconnects and goes on from the step it last
-// showed (each step once, in order, to the end), and the new accumd's WatchJob replays the
-// job's whole history (read back from the metrics file on re-attaching) with no step
-// repeated by the worker's link catching up.
-TEST(DaemonRecovery, WatchesFollowTheJobAcrossAnAccumdRestart) {
+// accumd is killed and restarted under a running job while `accumctl watch` and
+// `accumctl logs -f` follow it and another client watches afresh: the watch reconnects and
+// goes on from the step it last showed (each step once, in order, to the end); logs -f
+// reconnects and prints every log line once (what `accumctl logs` prints afterwards); and
+// the new accumd's WatchJob replays the job's whole history (read back from the metrics
+// file on re-attaching) with no step repeated by the worker's link catching up.
+TEST(DaemonRecovery, WatchAndLogsFollowTheJobAcrossAnAccumdRestart) {
   DaemonHarness daemon;
   ASSERT_TRUE(daemon.start(with_slots(1)));
   constexpr int kSteps = 3000;
@@ -257,6 +258,10 @@ TEST(DaemonRecovery, WatchesFollowTheJobAcrossAnAccumdRestart) {
   std::string watch_output;
   auto watch_exit = std::async(std::launch::async, [&] {
     return run_accumctl(daemon, {"watch", job.id()}, &watch_output);
+  });
+  std::string follow_output;
+  auto follow_exit = std::async(std::launch::async, [&] {
+    return run_accumctl(daemon, {"logs", job.id(), "-f"}, &follow_output);
   });
   const auto before = daemon.wait_for(job.id(), [](const JobStatus& j) {
     return j.state() == accum::v1::RUNNING && j.last_metrics().step() >= 20;
@@ -311,6 +316,23 @@ TEST(DaemonRecovery, WatchesFollowTheJobAcrossAnAccumdRestart) {
   }
   EXPECT_EQ(shown.back(), kSteps);
   EXPECT_NE(watch_output.find(job.id() + " SUCCEEDED"), std::string::npos) << watch_output;
+
+  EXPECT_EQ(follow_exit.get(), 0) << follow_output;
+  EXPECT_NE(follow_output.find("reconnected to accumd"), std::string::npos) << follow_output;
+  std::string all_logs;
+  ASSERT_EQ(run_accumctl(daemon, {"logs", job.id()}, &all_logs), 0) << all_logs;
+  auto log_lines = [](const std::string& text) {
+    std::vector<std::string> lines;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) {
+      if (line.rfind("[rank ", 0) == 0) lines.push_back(line);
+    }
+    return lines;
+  };
+  const auto followed = log_lines(follow_output), logged = log_lines(all_logs);
+  EXPECT_GT(logged.size(), 100u);
+  EXPECT_TRUE(followed == logged) << followed.size() << " lines followed, " << logged.size()
+                                  << " in the log";
 }
 
 // Submits, on `world_size` ranks, a spec whose nanoGPT .bin has an odd size: it passes
