@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -243,6 +244,10 @@ class PythonClientTest(unittest.TestCase):
                 spec = example_spec_dict()
                 spec["max_steps"] = 40
                 job = client.submit(spec, spec_dir=os.path.dirname(example_spec_path()))
+                followed = []
+                follower = threading.Thread(
+                    target=lambda: followed.extend(client.logs(job.id, rank=0, follow=True)))
+                follower.start()
                 events = client.watch(job.id)
                 steps = []
                 for event in events:
@@ -254,6 +259,12 @@ class PythonClientTest(unittest.TestCase):
                         final = event.status
                 self.assertEqual(final.state, accum_pb2.SUCCEEDED, final.message)
                 self.assertEqual(steps, list(range(1, 41)), "each step once, in order")
+                follower.join(timeout=60)
+                self.assertFalse(follower.is_alive(), "logs(follow=True) did not end")
+                logged = list(client.logs(job.id, rank=0))
+                self.assertGreater(len(logged), 40)
+                self.assertEqual([(l.index, l.line) for l in followed],
+                                 [(l.index, l.line) for l in logged], "each line once")
                 with self.assertRaises(AccumdError) as gone:
                     daemon.process.kill()
                     daemon.process.wait()

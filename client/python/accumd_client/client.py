@@ -135,15 +135,9 @@ class Client:
                 lost = error
             finally:
                 call.cancel()
-            now = time.monotonic()
             if give_up is None:
-                give_up = now + reconnect_s
-            try:
-                if now >= give_up:
-                    raise grpc.FutureTimeoutError()
-                grpc.channel_ready_future(self._channel).result(timeout=give_up - now)
-            except grpc.FutureTimeoutError:
-                raise AccumdError.from_rpc_error(lost) from None
+                give_up = time.monotonic() + reconnect_s
+            self._wait_for_accumd(lost, give_up)
             skip_through = last_step
 
     def wait(self, job_id, timeout=None):
@@ -170,13 +164,51 @@ class Client:
         request = accum_pb2.ListCheckpointsRequest(id=job_id)
         return list(self._unary(self._stub.ListCheckpoints, request).checkpoints)
 
-    def logs(self, job_id, rank=-1, tail=0, follow=False):
-        """Yields LogLines (`.rank`, `.line`): the last `tail` lines per rank (0: all),
-        then with follow new ones until the job ends. rank -1: every rank."""
-        request = accum_pb2.StreamLogsRequest(id=job_id, rank=rank, tail=tail, follow=follow)
-        return self._stream(self._stub.StreamLogs, request, None if follow else 60.0)
+    def logs(self, job_id, rank=-1, tail=0, follow=False, reconnect_s=60.0):
+        """Yields LogLines (`.rank`, `.line`, `.index` in the rank's log): the last `tail`
+        lines per rank (0: all), then with follow new ones until the job ends. rank -1:
+        every rank. With follow, rides out an accumd restart as watch() does and yields
+        each line once."""
+        if not follow:
+            request = accum_pb2.StreamLogsRequest(id=job_id, rank=rank, tail=tail)
+            yield from self._stream(self._stub.StreamLogs, request, 60.0)
+            return
+        next_index = {}  # rank -> index of the next line not yet yielded
+        began, give_up = False, None
+        while True:
+            request = accum_pb2.StreamLogsRequest(id=job_id, rank=rank, follow=True,
+                                                  tail=0 if began else tail)
+            call = self._stub.StreamLogs(request, metadata=self._metadata)
+            try:
+                for line in call:
+                    began, give_up = True, None
+                    if line.rank in next_index and line.index < next_index[line.rank]:
+                        continue  # yielded before a reconnection
+                    next_index[line.rank] = line.index + 1
+                    yield line
+                return
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.UNAVAILABLE or not began or reconnect_s <= 0:
+                    raise AccumdError.from_rpc_error(error) from None
+                lost = error
+            finally:
+                call.cancel()
+            if give_up is None:
+                give_up = time.monotonic() + reconnect_s
+            self._wait_for_accumd(lost, give_up)
 
     # ---- plumbing -------------------------------------------------------------
+
+    def _wait_for_accumd(self, lost, give_up):
+        """Waits until the channel is ready again, or raises `lost` as AccumdError once
+        time.monotonic() passes give_up."""
+        try:
+            remaining = give_up - time.monotonic()
+            if remaining <= 0:
+                raise grpc.FutureTimeoutError()
+            grpc.channel_ready_future(self._channel).result(timeout=remaining)
+        except grpc.FutureTimeoutError:
+            raise AccumdError.from_rpc_error(lost) from None
 
     def _unary(self, method, request, timeout=None):
         try:
