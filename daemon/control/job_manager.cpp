@@ -410,7 +410,8 @@ void JobManager::unwatch(const std::string& id, const std::shared_ptr<JobSubscri
 }
 
 void JobManager::seed_history_locked(const JobRecord& record, Runtime& runtime) {
-  runtime.history = read_metrics_file(record.spec.metrics_path());
+  const auto rows = read_metrics_file(record.spec.metrics_path());
+  runtime.history.assign(rows.begin(), rows.end());
   runtime.catch_up_through = runtime.history.empty() ? 0 : runtime.history.back().step();
 }
 
@@ -460,7 +461,7 @@ void JobManager::worker_event(const std::string& job_id, uint64_t session,
     runtime.catch_up_through = 0;
   }
   if (event.has_metrics()) {
-    if (runtime.history.size() >= kMaxHistory) runtime.history.erase(runtime.history.begin());
+    if (runtime.history.size() >= kMaxHistory) runtime.history.pop_front();
     runtime.history.push_back(event.metrics());
     JobEvent job_event;
     *job_event.mutable_metrics() = event.metrics();

@@ -19,6 +19,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -136,7 +137,7 @@ class JobManager {
     bool force = false;
     int cancel_escalation = 0;  // 0: STOP sent, 1: SIGTERM sent, 2: SIGKILL sent
     std::string kill_reason;    // why the supervisor killed it (heartbeat timeout)
-    std::vector<accum::v1::StepMetrics> history;
+    std::deque<accum::v1::StepMetrics> history;  // the newest kMaxHistory steps
     // After accumd re-attached to a running worker, its history was read back from the
     // metrics file; the worker's link then re-sends the steps it queued while accumd was
     // away, and those up to this step are already there (0: no such catch-up).
