@@ -318,12 +318,13 @@ absl::Status JobManager::reconcile() {
     }
     // No process recorded: accumd died between a transition and a launch.
     if (record.state == accum::v1::CANCELLING) {
-      (void)transition_locked(record.id, accum::v1::CANCELLED, "reconcile",
-                              "no worker was running");
+      settle_locked(record.id, runtime,
+                    {accum::v1::CANCELLED, "reconcile", "no worker was running"});
     } else if (record.state == accum::v1::STARTING || record.state == accum::v1::RUNNING) {
-      (void)transition_locked(record.id, accum::v1::RESTARTING, "reconcile",
-                              "accumd restarted before the worker was launched");
       runtime.restart_at = Clock::now();
+      settle_locked(
+          record.id, runtime,
+          {accum::v1::RESTARTING, "reconcile", "accumd restarted before the worker was launched"});
     } else {
       runtime.restart_at = Clock::now();  // RESTARTING: relaunch now
     }
