@@ -333,6 +333,8 @@ int stream_logs(Connection& connection, const std::string& id, bool follow, int 
     request.set_tail(began ? 0 : tail);  // after a reconnection: all, less what was printed
     auto context = connection.context(follow ? 0 : 60);
     auto reader = connection.stub().StreamLogs(context.get(), request);
+    // A follow that reached accumd has begun, lines or not (a new job's log may be empty).
+    began = began || (follow && connection.connected());
     accum::v1::LogLine line;
     while (reader->Read(&line)) {
       if (give_up != std::chrono::system_clock::time_point{}) {

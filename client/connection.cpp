@@ -69,6 +69,8 @@ bool Connection::wait_for_connection(std::chrono::system_clock::time_point deadl
   return channel_->GetState(false) == GRPC_CHANNEL_READY;
 }
 
+bool Connection::connected() const { return channel_->GetState(false) == GRPC_CHANNEL_READY; }
+
 std::unique_ptr<grpc::ClientContext> Connection::context(int deadline_s) const {
   auto context = std::make_unique<grpc::ClientContext>();
   if (!token_.empty()) context->AddMetadata("authorization", "Bearer " + token_);

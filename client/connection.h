@@ -47,6 +47,8 @@ class Connection {
   accum::v1::Control::Stub& stub() { return *stub_; }
   // Waits until the channel to accumd is connected (true) or `deadline` passes (false).
   bool wait_for_connection(std::chrono::system_clock::time_point deadline);
+  // Whether the channel is connected to accumd right now (it does not try to connect).
+  bool connected() const;
   const ConnectionOptions& options() const { return options_; }
   // Prints a message for a failed RPC to stderr and returns its exit code.
   int report(const grpc::Status& status, const std::string& what) const;
