@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <sstream>
@@ -156,6 +157,58 @@ int show_job(Connection& connection, const std::string& id) {
 
 namespace {
 
+// Rides out an accumd restart under a long stream (watch, logs -f): the job goes on without
+// accumd, and a restarted accumd re-attaches it, so the client waits for accumd, for up to
+// `seconds`, and opens the stream again. `hint` ends the "lost accumd" line;
+// `before_message` runs before either line (watch ends its progress bar there).
+class Reconnection {
+ public:
+  Reconnection(
+      Connection& connection, std::string what, int seconds, std::string hint,
+      std::function<void()> before_message = [] {})
+      : connection_(connection),
+        what_(std::move(what)),
+        seconds_(seconds),
+        hint_(std::move(hint)),
+        before_message_(std::move(before_message)) {}
+
+  // For each item a stream delivers: says "reconnected" once after a loss.
+  void delivered() {
+    if (give_up_ == Clock::time_point{}) return;
+    before_message_();
+    std::cerr << "accumctl: " << what_ << ": reconnected to accumd\n";
+    give_up_ = {};
+  }
+
+  // After a stream ended with `status`: true to open it again (accumd went away after the
+  // stream had begun, and is back in time); false to end with `status`.
+  bool again(const grpc::Status& status, bool began) {
+    if (status.error_code() != grpc::StatusCode::UNAVAILABLE || !began || seconds_ <= 0) {
+      return false;
+    }
+    const auto now = Clock::now();
+    if (give_up_ == Clock::time_point{}) {
+      give_up_ = now + std::chrono::seconds(seconds_);
+      before_message_();
+      std::cerr << "accumctl: " << what_ << ": lost accumd at " << connection_.options().server
+                << " (" << status.error_message() << "); reconnecting for up to " << seconds_
+                << " s (" << hint_ << ")\n";
+    } else if (now >= give_up_) {
+      return false;
+    }
+    return connection_.wait_for_connection(give_up_);
+  }
+
+ private:
+  using Clock = std::chrono::system_clock;
+  Connection& connection_;
+  const std::string what_;
+  const int seconds_;
+  const std::string hint_;
+  const std::function<void()> before_message_;
+  Clock::time_point give_up_{};  // set while accumd is lost
+};
+
 // What one `accumctl watch` has shown so far, across reconnections: a stream after a
 // reconnect replays the job's history, and only what is new gets shown.
 struct WatchView {
@@ -218,8 +271,10 @@ int watch_job(Connection& connection, const std::string& id, int reconnect_s) {
   WatchView view;
   view.json = connection.options().json;
   view.tty = isatty(STDOUT_FILENO) && !view.json;
+  Reconnection reconnection(connection, "watch " + id, reconnect_s,
+                            "--reconnect-s; Ctrl-C stops watching, not the job",
+                            [&] { view.end_line(); });
   bool connected = false;  // a stream delivered an event: accumd knew the job
-  std::chrono::system_clock::time_point give_up{};
   grpc::Status status;
   while (true) {
     accum::v1::WatchJobRequest request;
@@ -227,34 +282,13 @@ int watch_job(Connection& connection, const std::string& id, int reconnect_s) {
     auto context = connection.context(0);
     auto reader = connection.stub().WatchJob(context.get(), request);
     accum::v1::JobEvent event;
-    bool delivered = false;
     while (reader->Read(&event)) {
-      if (!delivered && give_up != std::chrono::system_clock::time_point{}) {
-        view.end_line();
-        std::cerr << "accumctl: watch " << id << ": reconnected to accumd\n";
-      }
-      delivered = true;
+      reconnection.delivered();
+      connected = true;
       view.show(event);
     }
     status = reader->Finish();
-    connected = connected || delivered;
-    if (delivered) give_up = {};
-    // accumd went away (killed, restarted, stopping) after the watch had begun: the job
-    // goes on without it, and a restarted accumd re-attaches it; so wait for accumd.
-    if (status.error_code() != grpc::StatusCode::UNAVAILABLE || !connected || reconnect_s <= 0) {
-      break;
-    }
-    const auto now = std::chrono::system_clock::now();
-    if (give_up == std::chrono::system_clock::time_point{}) {
-      give_up = now + std::chrono::seconds(reconnect_s);
-      view.end_line();
-      std::cerr << "accumctl: watch " << id << ": lost accumd at " << connection.options().server
-                << " (" << status.error_message() << "); reconnecting for up to " << reconnect_s
-                << " s (--reconnect-s; Ctrl-C stops watching, not the job)\n";
-    } else if (now >= give_up) {
-      break;
-    }
-    if (!connection.wait_for_connection(give_up)) break;
+    if (!reconnection.again(status, connected)) break;
     view.skip_through = view.last_step;
   }
   view.end_line();
@@ -323,7 +357,8 @@ int stream_logs(Connection& connection, const std::string& id, bool follow, int 
                 int reconnect_s) {
   std::map<int, int64_t> next;  // rank -> index of the next line not yet printed
   bool began = false;
-  std::chrono::system_clock::time_point give_up{};
+  // Only a follow waits for accumd: the others end with what they have.
+  Reconnection reconnection(connection, "logs " + id, follow ? reconnect_s : 0, "--reconnect-s");
   grpc::Status status;
   while (true) {
     accum::v1::StreamLogsRequest request;
@@ -337,10 +372,7 @@ int stream_logs(Connection& connection, const std::string& id, bool follow, int 
     began = began || (follow && connection.connected());
     accum::v1::LogLine line;
     while (reader->Read(&line)) {
-      if (give_up != std::chrono::system_clock::time_point{}) {
-        std::cerr << "accumctl: logs " << id << ": reconnected to accumd\n";
-        give_up = {};
-      }
+      reconnection.delivered();
       began = true;
       auto [seen, fresh] = next.try_emplace(line.rank(), 0);
       if (!fresh && line.index() < seen->second) continue;  // printed before a reconnection
@@ -353,21 +385,7 @@ int stream_logs(Connection& connection, const std::string& id, bool follow, int 
     }
     std::cout.flush();
     status = reader->Finish();
-    // As with watch: accumd went away under a follow; the job goes on, so wait for accumd.
-    if (status.error_code() != grpc::StatusCode::UNAVAILABLE || !began || !follow ||
-        reconnect_s <= 0) {
-      break;
-    }
-    const auto now = std::chrono::system_clock::now();
-    if (give_up == std::chrono::system_clock::time_point{}) {
-      give_up = now + std::chrono::seconds(reconnect_s);
-      std::cerr << "accumctl: logs " << id << ": lost accumd at " << connection.options().server
-                << " (" << status.error_message() << "); reconnecting for up to " << reconnect_s
-                << " s (--reconnect-s)\n";
-    } else if (now >= give_up) {
-      break;
-    }
-    if (!connection.wait_for_connection(give_up)) break;
+    if (!reconnection.again(status, began)) break;
   }
   if (!status.ok()) return connection.report(status, "logs " + id);
   return kOk;

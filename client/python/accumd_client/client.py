@@ -108,37 +108,23 @@ class Client:
         """
         request = accum_pb2.WatchJobRequest(id=job_id)
         last_step, skip_through, last_status = 0, 0, None
-        began, give_up = False, None
-        while True:
-            call = self._stub.WatchJob(request, metadata=self._metadata)
-            try:
-                for event in call:
-                    began = True
-                    give_up = None
-                    if event.WhichOneof("event") == "status":
-                        key = (event.status.state, event.status.message)
-                        if key == last_status:
-                            continue
-                        last_status = key
-                    elif event.WhichOneof("event") == "metrics":
-                        # A stream after a reconnection replays the history: skip what was
-                        # yielded. Steps that go back otherwise are a restarted attempt's.
-                        if skip_through and event.metrics.step <= skip_through:
-                            continue
-                        skip_through = 0
-                        last_step = event.metrics.step
+        for event in self._stream_across_restarts(self._stub.WatchJob, lambda began: request,
+                                                  reconnect_s):
+            if event is None:  # reconnected: the new stream replays the history
+                skip_through = last_step
+            elif event.WhichOneof("event") == "status":
+                key = (event.status.state, event.status.message)
+                if key != last_status:
+                    last_status = key
                     yield event
-                return
-            except grpc.RpcError as error:
-                if error.code() != grpc.StatusCode.UNAVAILABLE or not began or reconnect_s <= 0:
-                    raise AccumdError.from_rpc_error(error) from None
-                lost = error
-            finally:
-                call.cancel()
-            if give_up is None:
-                give_up = time.monotonic() + reconnect_s
-            self._wait_for_accumd(lost, give_up)
-            skip_through = last_step
+            elif event.WhichOneof("event") == "metrics":
+                # Skip the replayed steps already yielded. Steps that go back otherwise
+                # are a restarted attempt's.
+                if skip_through and event.metrics.step <= skip_through:
+                    continue
+                skip_through = 0
+                last_step = event.metrics.step
+                yield event
 
     def wait(self, job_id, timeout=None):
         """Blocks until the job ends (or raises AccumdError(DEADLINE_EXCEEDED) after
@@ -174,18 +160,32 @@ class Client:
             yield from self._stream(self._stub.StreamLogs, request, 60.0)
             return
         next_index = {}  # rank -> index of the next line not yet yielded
+
+        def request(began):  # after a reconnection: all lines, less those yielded
+            return accum_pb2.StreamLogsRequest(id=job_id, rank=rank, follow=True,
+                                               tail=0 if began else tail)
+
+        for line in self._stream_across_restarts(self._stub.StreamLogs, request, reconnect_s):
+            if line is None or (line.rank in next_index and line.index < next_index[line.rank]):
+                continue  # a reconnection, or a line yielded before it
+            next_index[line.rank] = line.index + 1
+            yield line
+
+    # ---- plumbing -------------------------------------------------------------
+
+    def _stream_across_restarts(self, method, make_request, reconnect_s):
+        """Yields the items of the stream method(make_request(began)). If accumd goes
+        away once the stream has begun (a restart: the job goes on), waits up to
+        reconnect_s seconds for it, yields None to mark the reconnection (the caller
+        skips what the new stream replays), and opens the stream again; otherwise a
+        failure raises AccumdError."""
         began, give_up = False, None
         while True:
-            request = accum_pb2.StreamLogsRequest(id=job_id, rank=rank, follow=True,
-                                                  tail=0 if began else tail)
-            call = self._stub.StreamLogs(request, metadata=self._metadata)
+            call = method(make_request(began), metadata=self._metadata)
             try:
-                for line in call:
+                for item in call:
                     began, give_up = True, None
-                    if line.rank in next_index and line.index < next_index[line.rank]:
-                        continue  # yielded before a reconnection
-                    next_index[line.rank] = line.index + 1
-                    yield line
+                    yield item
                 return
             except grpc.RpcError as error:
                 if error.code() != grpc.StatusCode.UNAVAILABLE or not began or reconnect_s <= 0:
@@ -196,8 +196,7 @@ class Client:
             if give_up is None:
                 give_up = time.monotonic() + reconnect_s
             self._wait_for_accumd(lost, give_up)
-
-    # ---- plumbing -------------------------------------------------------------
+            yield None
 
     def _wait_for_accumd(self, lost, give_up):
         """Waits until the channel is ready again, or raises `lost` as AccumdError once
