@@ -11,7 +11,9 @@
 // cannot pass for overhead: each round runs, for every K, max(K)/K optimizer steps (the
 // same number of micro-steps, so every block loads the card equally long), blocks
 // alternating, R timed rounds after one untimed; it prints per K the mean step, micro-step
-// and optimizer times ("mode":"k_scaling").
+// and optimizer times, and the micro-steps split by CUDA events into the window's first
+// (it writes the fp32 gradients) and the mean of the others (they add to them), and the
+// card's mean SM clock in each K's blocks (clock_sampler.h) ("mode":"k_scaling").
 //
 // One optimizer step = K micro-batches (forward + backward into the fp32 grads: the first
 // writes them, the others add), global-norm clip, AdamW. The first W steps are not timed.
@@ -41,6 +43,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/gpu/clock_sampler.h"
 #include "bench/gpu/gpt2_step.h"
 #include "kernels/backend.h"
 
@@ -116,6 +119,9 @@ size_t device_used_bytes() {
 
 struct StepTimes {
   double micro = 0, optimizer = 0;  // seconds
+  // The micro-steps split by CUDA events on the stream (no extra host wait): the window's
+  // first, which writes the fp32 gradients, and the K-1 others together, which add to them.
+  double first_micro = 0, adding_micros = 0;  // seconds
   double norm = 0;
   float loss = 0;  // mean over the step's micro-batches
 };
@@ -126,20 +132,25 @@ template <typename TimedStep>
 int run_k_scaling(const Args& args, const cudaDeviceProp& prop, TimedStep& timed_step) {
   const int max_k = *std::max_element(args.k_scaling.begin(), args.k_scaling.end());
   const size_t n = args.k_scaling.size();
-  std::vector<double> micro(n, 0.0), optimizer(n, 0.0);
+  std::vector<double> micro(n, 0.0), optimizer(n, 0.0), first(n, 0.0), adding(n, 0.0);
   std::vector<int> steps(n, 0);
+  accum::bench::ClockSampler clocks(0, n);  // the timed blocks' SM clock, per K
   int step = 0;
   for (int round = 0; round <= args.rounds; ++round) {
     for (size_t i = 0; i < n; ++i) {
       const int K = args.k_scaling[i];
       const int block = (max_k + K - 1) / K;
+      if (round > 0) clocks.begin_block(i);
       for (int s = 0; s < block; ++s) {
         const StepTimes times = timed_step(++step, K);
         if (round == 0) continue;  // untimed: warm-up of every K
         micro[i] += times.micro;
         optimizer[i] += times.optimizer;
+        first[i] += times.first_micro;
+        adding[i] += times.adding_micros;
         ++steps[i];
       }
+      clocks.end_block();
       std::cerr << "round " << round << (round == 0 ? " (untimed)" : "") << " K=" << K << "\n";
     }
   }
@@ -152,7 +163,23 @@ int run_k_scaling(const Args& args, const cudaDeviceProp& prop, TimedStep& timed
     const double optimizer_ms = optimizer[i] / steps[i] * 1e3;
     json << (i ? "," : "") << "{\"grad_accum\":" << args.k_scaling[i] << ",\"steps\":" << steps[i]
          << ",\"step_ms\":" << (micro[i] + optimizer[i]) / steps[i] * 1e3
-         << ",\"micro_ms\":" << micro_ms << ",\"optimizer_ms\":" << optimizer_ms << "}";
+         << ",\"micro_ms\":" << micro_ms << ",\"optimizer_ms\":" << optimizer_ms
+         << ",\"first_micro_ms\":" << first[i] / steps[i] * 1e3;
+    // Mean adding micro-step; null at K = 1, which has none.
+    if (args.k_scaling[i] > 1) {
+      json << ",\"adding_micro_ms\":" << adding[i] / steps[i] / (args.k_scaling[i] - 1) * 1e3;
+    } else {
+      json << ",\"adding_micro_ms\":null";
+    }
+    // The card's mean SM clock over the K's timed blocks and the share of samples at its
+    // power cap; null without NVML.
+    const accum::bench::ClockSampler::Block c = clocks.block(i);
+    if (c.samples > 0) {
+      json << ",\"sm_mhz\":" << c.mean_sm_mhz << ",\"power_capped\":" << c.power_capped_share;
+    } else {
+      json << ",\"sm_mhz\":null,\"power_capped\":null";
+    }
+    json << "}";
   }
   json << "]}";
   std::cout << json.str() << std::endl;
@@ -199,6 +226,15 @@ int run(const Args& args) {
   int batch0_visits = 0;
   // One optimizer step of K micro-batches; the phases are timed apart (synchronized):
   // K micro-steps, then clip + AdamW.
+  // Events around the window's first micro-step split it from the adding ones.
+  auto stream = static_cast<cudaStream_t>(backend->compute_stream());
+  cudaEvent_t window_start, first_done, window_done;
+  for (cudaEvent_t* e : {&window_start, &first_done, &window_done}) cudaEventCreate(e);
+  auto event_seconds = [](cudaEvent_t from, cudaEvent_t to) {
+    float ms = 0;
+    cudaEventElapsedTime(&ms, from, to);
+    return ms / 1e3;
+  };
   auto timed_step = [&](int step, int K) {
     const float dloss = 1.f / (float(tokens_per_micro) * K);  // mean over the window
     StepTimes times;
@@ -206,9 +242,16 @@ int run(const Args& args) {
     const auto start = std::chrono::steady_clock::now();
     model.begin_window();
     const bool batch0 = micro % 4 == 0;
-    for (int k = 0; k < K; ++k) model.micro_step(batches[micro++ % 4], dloss);
+    cudaEventRecord(window_start, stream);
+    for (int k = 0; k < K; ++k) {
+      model.micro_step(batches[micro++ % 4], dloss);
+      if (k == 0) cudaEventRecord(first_done, stream);
+    }
+    cudaEventRecord(window_done, stream);
     backend->synchronize();
     const auto micro_done = std::chrono::steady_clock::now();
+    times.first_micro = event_seconds(window_start, first_done);
+    times.adding_micros = event_seconds(first_done, window_done);
     times.loss = model.take_mean_loss();  // after the clock: the worker reads it once per step
     if (batch0) (batch0_visits++ == 0 ? batch0_first : batch0_last) = times.loss;
     times.norm = model.optimizer_step(step, 3e-4f);

@@ -104,6 +104,27 @@ def main():
             ideal = r["grad_accum"] * base["micro_ms"] + base["optimizer_ms"]
             lines.append(f"| {r['grad_accum']} | {r['step_ms']:.1f} | {r['micro_ms']:.2f} | "
                          f"{ideal:.1f} | {100 * (r['step_ms'] / ideal - 1):+.2f}% |")
+        split = [r for r in runs if r.get("adding_micro_ms") is not None]
+        if split:
+            # What an adding micro-step costs over a writing one, both timed (CUDA events) in
+            # the same windows: the price of reading the fp32 gradient sum back.
+            lines += ["", "Micro-steps split by CUDA events: the window's first writes the fp32 "
+                          "gradients, the others add to them (read + write):",
+                      "", "| K | first (writes) ms | others (add) ms | add / write |",
+                      "|---|---|---|---|"]
+            for r in split:
+                lines.append(f"| {r['grad_accum']} | {r['first_micro_ms']:.2f} | "
+                             f"{r['adding_micro_ms']:.2f} | "
+                             f"{100 * (r['adding_micro_ms'] / r['first_micro_ms'] - 1):+.2f}% |")
+        clocked = [r for r in runs if r.get("sm_mhz") is not None]
+        if clocked:
+            # A card at its power cap lowers its clock under long runs of matrix work: the
+            # same work then takes longer (bench/gpu/clock_sampler.h).
+            lines += ["", "The card's SM clock in each K's timed blocks (NVML, every 5 ms):", "",
+                      "| K | mean SM clock MHz | samples at the power cap |", "|---|---|---|"]
+            for r in clocked:
+                lines.append(f"| {r['grad_accum']} | {r['sm_mhz']:.0f} | "
+                             f"{100 * r['power_capped']:.0f}% |")
     if args.large and os.path.exists(args.large):
         r = load(args.large)
         gib = 1024.0 ** 3

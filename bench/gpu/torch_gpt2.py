@@ -61,7 +61,7 @@ def main():
 
     torch.cuda.reset_peak_memory_stats()
     first_loss = last_loss = float("nan")
-    timed = 0.0
+    timed = timed_micro = 0.0
     micro = 0
     for step in range(1, args.warmup + args.steps + 1):
         torch.cuda.synchronize()
@@ -75,12 +75,15 @@ def main():
                 loss = compiled(x, y) / args.grad_accum
             loss.backward()
             window_loss += loss.detach()
+        torch.cuda.synchronize()  # the phases timed apart, as gpt2_bench does
+        micro_seconds = time.perf_counter() - start
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         torch.cuda.synchronize()
         seconds = time.perf_counter() - start
         if step > args.warmup:
             timed += seconds
+            timed_micro += micro_seconds
         value = float(window_loss)
         if step == 1:
             first_loss = value
@@ -95,6 +98,8 @@ def main():
         "n_layer": args.layers, "n_head": args.heads, "d_model": args.dmodel, "vocab": args.vocab,
         "batch": args.batch, "seq": args.seq, "grad_accum": args.grad_accum, "params": n_params,
         "steps": args.steps, "step_ms": step_ms,
+        "micro_ms": timed_micro / args.steps / args.grad_accum * 1e3,
+        "optimizer_ms": (timed - timed_micro) / args.steps * 1e3,
         "tokens_per_s": n * args.grad_accum / (step_ms / 1e3),
         "flops_per_token": 6.0 * n_params + 12.0 * args.layers * args.dmodel * args.seq,
         "first_loss": first_loss, "last_loss": last_loss,

@@ -17,6 +17,7 @@
 #include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -41,7 +42,8 @@ struct Device {
   std::map<uintptr_t, size_t> allocations;  // start -> bytes
   size_t used = 0;
   std::set<cudaStream_t> streams;
-  std::set<cudaEvent_t> events;
+  // Each event and when it was last recorded (every stream's work is done by then).
+  std::map<cudaEvent_t, std::chrono::steady_clock::time_point> events;
   std::map<uintptr_t, size_t> pinned;  // cudaMallocHost: start -> bytes
   HostWaits waits;
 };
@@ -182,6 +184,14 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
   prop->maxThreadsPerBlock = 1024;
   prop->sharedMemPerBlockOptin = accum::simt::max_dynamic_shared_opt_in();
   return cudaSuccess;
+}
+
+// Not a GPU: no PCI bus id (gpt2_bench's clock sampler then reports no clocks).
+cudaError_t cudaDeviceGetPCIBusId(char* /*bus_id*/, int /*len*/, int device) {
+  if (device < 0 || device >= accum::simt::device_count()) {
+    return accum::simt::record(cudaErrorInvalidDevice);
+  }
+  return accum::simt::record(cudaErrorNotSupported);
 }
 
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
@@ -326,9 +336,11 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int /*flags*/)
   *event = reinterpret_cast<cudaEvent_t>(new char);
   auto& d = accum::simt::device();
   std::lock_guard<std::mutex> lock(d.mutex);
-  d.events.insert(*event);
+  d.events.emplace(*event, std::chrono::steady_clock::time_point{});
   return cudaSuccess;
 }
+
+cudaError_t cudaEventCreate(cudaEvent_t* event) { return cudaEventCreateWithFlags(event, 0); }
 
 namespace {
 cudaError_t check_event(cudaEvent_t event) {
@@ -341,7 +353,24 @@ cudaError_t check_event(cudaEvent_t event) {
 
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   check_stream(stream);
-  return check_event(event);  // the stream's work is done: the event completes now
+  auto& d = accum::simt::device();
+  std::lock_guard<std::mutex> lock(d.mutex);
+  const auto found = d.events.find(event);
+  if (found == d.events.end()) return accum::simt::record(cudaErrorInvalidResourceHandle);
+  found->second = std::chrono::steady_clock::now();  // the stream's work is done: it completes now
+  return cudaSuccess;
+}
+
+// The host time between the two records: the emulator runs the work as it is launched.
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  auto& d = accum::simt::device();
+  std::lock_guard<std::mutex> lock(d.mutex);
+  const auto from = d.events.find(start), to = d.events.find(end);
+  if (from == d.events.end() || to == d.events.end()) {
+    return accum::simt::record(cudaErrorInvalidResourceHandle);
+  }
+  *ms = std::chrono::duration<float, std::milli>(to->second - from->second).count();
+  return cudaSuccess;
 }
 
 cudaError_t cudaEventQuery(cudaEvent_t event) { return check_event(event); }

@@ -44,6 +44,10 @@ expect "| accum-cuda with ACCUM_LAYERNORM_GRADS=two_pass |"
 expect "| accum-cuda with ACCUM_ATTENTION=mma_pipelined |"
 expect "PyTorch reference: not run"
 for k in 1 2 4; do expect "| $k | "; done
+# The K > 1 windows split into their writing first micro-step and the adding others.
+expect "| K | first (writes) ms | others (add) ms | add / write |"
+grep -q '"first_micro_ms":[0-9.]*,"adding_micro_ms":[0-9.]' "$work/out/accum_kscaling.json" ||
+  fail "the K scaling JSON lacks the micro-step split"
 expect "of device memory: B=8;"
 grep -q "out of device memory at micro-batch 16" "$work/out/accum_1p3b_b16.log" ||
   fail "B=16 was not refused for memory"
