@@ -143,11 +143,9 @@ fi
 # not the default, switched on (ACCUM_ATTENTION=mma_dkdv32: 32-query dK/dV steps;
 # ACCUM_CUBLASLT_BGRAD=1: bias gradients from the weight-gradient GEMM's BGRADA epilogue).
 # ACCUM_LAYERNORM_GRADS=two_pass: LayerNorm dweight/dbias in a pass of their own.
-# ACCUM_ATTENTION=mma_pipelined: the attention forward with the next tile's scores issued
-# before this tile's softmax (a candidate).
 ABLATIONS=()
 for ablation in ACCUM_ATTENTION=simple ACCUM_CUBLASLT_GELU=0 ACCUM_ATTENTION=mma_dkdv32 \
-                ACCUM_CUBLASLT_BGRAD=1 ACCUM_LAYERNORM_GRADS=two_pass ACCUM_ATTENTION=mma_pipelined; do
+                ACCUM_CUBLASLT_BGRAD=1 ACCUM_LAYERNORM_GRADS=two_pass; do
   name="${ablation//[^A-Za-z0-9]/_}"
   log "accum-cuda with $ablation (ablation)"
   env "$ablation" "$BIN/gpt2_bench" "${MODEL[@]}" --batch "$BATCH" --seq "$SEQ" --steps "$STEPS" --warmup 5 \

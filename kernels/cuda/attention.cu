@@ -273,8 +273,7 @@ void dispatch_head_size(int hs, Body body) {
 }
 
 // ACCUM_ATTENTION: unset = tensor cores; "simple" = CUDA cores; "mma_dkdv32" = tensor cores
-// with 32-query dK/dV steps, "mma_pipelined" = the software-pipelined tensor-core forward
-// (candidates, see attention_mma.h).
+// with 32-query dK/dV steps (a candidate, see attention_mma.h).
 bool attention_choice_is(const char* name) {
   const char* choice = std::getenv("ACCUM_ATTENTION");
   return choice != nullptr && std::string(choice) == name;
@@ -292,7 +291,7 @@ void attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int T, int
   check_attention_args("attention_forward", out, qkv, qkv, C, NH);
   const int hs = C / NH;
   if (use_tensor_cores(hs)) {
-    attention_forward_mma(out, lse, qkv, B, T, C, NH, attention_choice_is("mma_pipelined"), stream);
+    attention_forward_mma(out, lse, qkv, B, T, C, NH, stream);
     return;
   }
   const float scale = 1.f / sqrtf(static_cast<float>(hs));

@@ -272,83 +272,6 @@ __global__ void __launch_bounds__(kThreads, HS >= 128 ? 2 : 4)
   store_forward_rows<HS>(out, lse, bh, b * T, h, q0 + warp_row0, T, C, o, m, l, scale_log2);
 }
 
-// The same forward, software-pipelined (ACCUM_ATTENTION=mma_pipelined, a candidate): a
-// warp issues the next key tile's S = Q K^T products before the softmax of this tile, so
-// the tensor cores can work on S_{j+1} while exp2 runs on S_j. K and V have a double buffer
-// each and travel one tile apart (K_{j+1} is read one tile before V_{j+1}): the group
-// issued at tile j brings K_{j+2} and V_{j+1}, and the barrier at the top of tile j + 1
-// (after its wait) both publishes them and proves every warp done with the buffers they
-// overwrite (K_j, read for S_j at tile j - 1; V_{j-1}, read at tile j - 1). Every score and
-// output comes from the same operations as in attention_forward_mma_kernel, so the results
-// are the same bits. S_{j+1} costs 32 more registers: 3 blocks per SM instead of 4.
-template <int HS>
-__global__ void __launch_bounds__(kThreads, HS >= 128 ? 2 : 3)
-    attention_forward_pipelined_kernel(bf16* out, float* lse, const bf16* qkv, int T, int C, int NH,
-                                       float scale) {
-  using S = Shape<HS>;
-  const float scale_log2 = scale * kLog2e;
-  constexpr int kKeys = kForwardKeys;
-  extern __shared__ __align__(16) unsigned char smem_bytes[];
-  bf16* q_tile = reinterpret_cast<bf16*>(smem_bytes);
-  bf16* kv_tiles = q_tile + kRows * S::kStride;  // K buffers 0 and 1, then V buffers 0 and 1
-  auto k_tile = [&](int tile) { return kv_tiles + (tile % 2) * kKeys * S::kStride; };
-  auto v_tile = [&](int tile) { return kv_tiles + (2 + tile % 2) * kKeys * S::kStride; };
-
-  const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
-  const int q0 = (gridDim.x - 1 - blockIdx.x) * kRows;  // the longest rows start first
-  const int warp_row0 = (threadIdx.x / kWarpSize) * 16;
-  const size_t row_stride = 3 * static_cast<size_t>(C);
-  const bf16* q_base = qkv + static_cast<size_t>(b) * T * row_stride + h * HS;
-  const int num_tiles = (min(T, q0 + kRows) - 1) / kKeys + 1;
-  auto load_k = [&](int tile) {
-    load_rows_async<HS, kKeys, kThreads>(k_tile(tile), S::kStride, q_base + C, row_stride,
-                                         tile * kKeys, T);
-  };
-  auto load_v = [&](int tile) {
-    load_rows_async<HS, kKeys, kThreads>(v_tile(tile), S::kStride, q_base + 2 * C, row_stride,
-                                         tile * kKeys, T);
-  };
-
-  load_rows<HS>(q_tile, S::kStride, q_base, row_stride, q0, kRows, T);
-  load_k(0);
-  cp_async_commit();
-  if (num_tiles > 1) load_k(1);
-  load_v(0);
-  cp_async_commit();
-  cp_async_wait<1>();  // K_0 (K_1 and V_0 may still fly)
-  __syncthreads();
-  uint32_t q_frag[S::kDSteps][4];
-  for (int kk = 0; kk < S::kDSteps; ++kk) {
-    mma::load_a(q_frag[kk], q_tile, S::kStride, warp_row0, kk * 16);
-  }
-  float s[kKeys / 8][4];
-  query_key_scores<HS>(s, q_frag, k_tile(0));
-
-  float o[S::kDTiles][4];
-  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
-  zero(o);
-  for (int tile = 0; tile < num_tiles; ++tile) {
-    cp_async_wait<0>();  // K_{tile+1} and V_tile
-    __syncthreads();
-    if (tile + 1 < num_tiles) {
-      if (tile + 2 < num_tiles) load_k(tile + 2);
-      load_v(tile + 1);
-      cp_async_commit();
-    }
-    float s_next[kKeys / 8][4];
-    if (tile + 1 < num_tiles) query_key_scores<HS>(s_next, q_frag, k_tile(tile + 1));
-    const int k0 = tile * kKeys;
-    online_softmax<HS>(s, o, m, l, q0 + warp_row0, k0, k0 + kKeys > q0, T, scale_log2);
-    accumulate_times_tile<HS, kKeys>(o, s, v_tile(tile));  // O += P V
-    if (tile + 1 < num_tiles) {
-      for (int j = 0; j < kKeys / 8; ++j) {
-        for (int e = 0; e < 4; ++e) s[j][e] = s_next[j][e];
-      }
-    }
-  }
-  store_forward_rows<HS>(out, lse, bh, b * T, h, q0 + warp_row0, T, C, o, m, l, scale_log2);
-}
-
 // One block per 64 keys: dK, dV over the query tiles at and after the diagonal, kInner
 // queries per step: 64, or 32 with ACCUM_ATTENTION=mma_dkdv32 (half the S^T and dP^T
 // registers, so 4 blocks per SM fit at 128 registers instead of 3 at 168; on an H200 it
@@ -576,21 +499,16 @@ bool dispatch_mma_head_size(int hs, Body body) {
 bool attention_mma_supports(int hs) { return hs == 16 || hs == 32 || hs == 64 || hs == 128; }
 
 void attention_forward_mma(bf16* out, float* lse, const bf16* qkv, int B, int T, int C, int NH,
-                           bool pipelined, cudaStream_t stream) {
+                           cudaStream_t stream) {
   const int hs = C / NH;
   const float scale = 1.f / sqrtf(static_cast<float>(hs));
   const dim3 grid(ceil_div(T, kRows), B * NH);
   dispatch_mma_head_size(hs, [&](auto head_size) {
     constexpr int HS = decltype(head_size)::value;
-    // The query tile and two buffers of K and of V tiles of 64 rows (both kernels).
+    // The query tile and two buffers of K and of V tiles of 64 rows.
     const size_t smem = sizeof(bf16) * (kRows + 4 * kForwardKeys) * Shape<HS>::kStride;
-    if (pipelined) {
-      launch(attention_forward_pipelined_kernel<HS>, "attention_forward_pipelined_kernel", grid,
-             smem, stream, out, lse, qkv, T, C, NH, scale);
-    } else {
-      launch(attention_forward_mma_kernel<HS>, "attention_forward_mma_kernel", grid, smem, stream,
-             out, lse, qkv, T, C, NH, scale);
-    }
+    launch(attention_forward_mma_kernel<HS>, "attention_forward_mma_kernel", grid, smem, stream,
+           out, lse, qkv, T, C, NH, scale);
   });
 }
 

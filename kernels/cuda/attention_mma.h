@@ -9,10 +9,8 @@ namespace accum::kernels::cuda {
 
 // Head sizes the tensor-core kernels are instantiated for (16, 32, 64, 128).
 bool attention_mma_supports(int head_size);
-// pipelined: the next key tile's scores are issued before this tile's softmax
-// (ACCUM_ATTENTION=mma_pipelined, a candidate; the same bits as the default).
 void attention_forward_mma(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int B, int T,
-                           int C, int NH, bool pipelined, cudaStream_t stream);
+                           int C, int NH, cudaStream_t stream);
 // delta: (B, NH, T) fp32 scratch, where the dQ kernel writes D = rowsum(dout * out) for the
 // dK/dV kernel. narrow_dkdv: 32 queries per dK/dV step instead of 64
 // (ACCUM_ATTENTION=mma_dkdv32, a candidate measured against the default by bench/gpu.sh;
