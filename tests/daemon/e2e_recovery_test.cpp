@@ -3,7 +3,8 @@
 // killed with SIGKILL mid-job comes back with the job record intact and the job
 // finishes; a worker that rejects its input fails the job without restarts, on one
 // rank or several; max_restarts 0 means no restart, unset the daemon's default; a full
-// disk refuses submits and loses no job record; watches ride out an accumd restart.
+// disk refuses submits and loses no job record, also when accumd starts on it; watches
+// ride out an accumd restart.
 #include <signal.h>
 
 #include <filesystem>
@@ -11,6 +12,7 @@
 #include <future>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -22,6 +24,61 @@ namespace accum::testing {
 namespace {
 
 using accum::v1::JobStatus;
+
+// Whether accumd's log (the harness's accumd.log) holds `text`.
+bool log_says(const DaemonHarness& daemon, const std::string& text) {
+  std::ifstream in(daemon.dir() + "/accumd.log");
+  const std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return all.find(text) != std::string::npos;
+}
+
+// Starts accumd (one slot) and a `steps`-step job with a checkpoint every 50 steps, and
+// waits until it runs past its first checkpoint; nullopt, with the failure reported, if not.
+std::optional<JobStatus> run_past_first_checkpoint(DaemonHarness& daemon, const std::string& name,
+                                                   int steps) {
+  if (!daemon.start(with_slots(1))) {
+    ADD_FAILURE() << "accumd did not start";
+    return std::nullopt;
+  }
+  JobStatus job;
+  const grpc::Status submitted = daemon.submit(daemon.spec_json(name, steps, 1, 50), &job);
+  if (!submitted.ok()) {
+    ADD_FAILURE() << "submit: " << submitted.error_message();
+    return std::nullopt;
+  }
+  const JobStatus running = daemon.wait_for(job.id(), [](const JobStatus& j) {
+    return j.state() == accum::v1::RUNNING && j.latest_checkpoint_step() >= 50;
+  });
+  if (running.state() != accum::v1::RUNNING) {
+    ADD_FAILURE() << "the job did not reach its first checkpoint: " << running.message();
+    return std::nullopt;
+  }
+  return running;
+}
+
+// After a full disk held back a job's restart: the job finishes with that one restart
+// recorded late (and said so), every state in order, and metrics up to `last_step`.
+void expect_finished_after_one_late_restart(DaemonHarness& daemon, const std::string& id,
+                                            int64_t last_step) {
+  const JobStatus done = daemon.wait_for(
+      id,
+      [](const JobStatus& j) {
+        return j.state() == accum::v1::SUCCEEDED || j.state() == accum::v1::FAILED;
+      },
+      std::chrono::seconds(180));
+  ASSERT_EQ(done.state(), accum::v1::SUCCEEDED) << done.message();
+  EXPECT_TRUE(log_says(daemon, "RESTARTING recorded after"));
+  EXPECT_EQ(done.restarts(), 1);
+  std::vector<accum::v1::JobState> states;
+  for (const auto& t : done.transitions()) states.push_back(t.state());
+  EXPECT_EQ(states,
+            (std::vector<accum::v1::JobState>{
+                accum::v1::QUEUED, accum::v1::STARTING, accum::v1::RUNNING, accum::v1::RESTARTING,
+                accum::v1::STARTING, accum::v1::RUNNING, accum::v1::SUCCEEDED}));
+  const auto rows = read_metrics(done.job_dir() + "/metrics.jsonl");
+  ASSERT_FALSE(rows.empty());
+  EXPECT_EQ(rows.back().first, last_step);
+}
 
 TEST(DaemonRecovery, KilledRankRestartsFromCheckpointAndLossCurveContinues) {
   DaemonHarness daemon;
@@ -195,51 +252,69 @@ TEST(DaemonRecovery, JobSurvivesTheDiskFillingUpWhileItTrains) {
                     "CAP_SYS_ADMIN: "
                  << disk.error;
   }
-  ASSERT_TRUE(daemon.start(with_slots(1)));
-  JobStatus job;
-  ASSERT_TRUE(daemon.submit(daemon.spec_json("filled", 600, 1, 50), &job).ok());
-  const JobStatus before = daemon.wait_for(job.id(), [](const JobStatus& j) {
-    return j.state() == accum::v1::RUNNING && j.latest_checkpoint_step() >= 50;
-  });
-  ASSERT_EQ(before.state(), accum::v1::RUNNING) << before.message();
+  const std::optional<JobStatus> job = run_past_first_checkpoint(daemon, "filled", 600);
+  ASSERT_TRUE(job);
 
   ASSERT_GT(disk.fill("filler"), 0u);
-  const std::string log = daemon.dir() + "/accumd.log";
-  auto log_says = [&](const std::string& text) {
-    std::ifstream in(log);
-    const std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    return all.find(text) != std::string::npos;
-  };
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (!log_says("the job store refused its new state RESTARTING") &&
+  while (!log_says(daemon, "the job store refused its new state RESTARTING") &&
          std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  ASSERT_TRUE(log_says("the job store refused its new state RESTARTING"))
+  ASSERT_TRUE(log_says(daemon, "the job store refused its new state RESTARTING"))
       << "the worker did not fail on the full disk, or accumd recorded its exit anyway";
   std::this_thread::sleep_for(std::chrono::milliseconds(500));  // a few refused ticks
-  const JobStatus stuck = daemon.get(job.id());
+  const JobStatus stuck = daemon.get(job->id());
   EXPECT_EQ(stuck.state(), accum::v1::RUNNING) << "the store holds the last recorded state";
 
   std::filesystem::remove(daemon.dir() + "/state/filler");
-  const JobStatus done = daemon.wait_for(
-      job.id(),
-      [](const JobStatus& j) {
-        return j.state() == accum::v1::SUCCEEDED || j.state() == accum::v1::FAILED;
-      },
-      std::chrono::seconds(180));
-  ASSERT_EQ(done.state(), accum::v1::SUCCEEDED) << done.message();
-  EXPECT_TRUE(log_says("RESTARTING recorded after"));
-  EXPECT_EQ(done.restarts(), 1);
-  std::vector<accum::v1::JobState> states;
-  for (const auto& t : done.transitions()) states.push_back(t.state());
-  EXPECT_EQ(states,
-            (std::vector<accum::v1::JobState>{
-                accum::v1::QUEUED, accum::v1::STARTING, accum::v1::RUNNING, accum::v1::RESTARTING,
-                accum::v1::STARTING, accum::v1::RUNNING, accum::v1::SUCCEEDED}));
-  const auto rows = read_metrics(done.job_dir() + "/metrics.jsonl");
-  ASSERT_FALSE(rows.empty());
-  EXPECT_EQ(rows.back().first, 600);
+  expect_finished_after_one_late_restart(daemon, job->id(), 600);
+}
+
+// accumd and the job's worker are both killed, and accumd comes back on a full disk: at
+// start-up it finds the worker gone and must record a restart, which the store refuses. It
+// keeps that outcome and retries, so the job neither fails nor hangs: once there is space
+// again the restart is recorded, the job resumes from its checkpoint and finishes.
+TEST(DaemonRecovery, RestartFoundAtStartUpOnAFullDiskIsRecordedOnceThereIsSpace) {
+  DaemonHarness daemon;
+  ScratchTmpfs disk(daemon.dir() + "/state", 64 << 20);
+  if (!disk.error.empty()) {
+    GTEST_SKIP() << "mounting a 64 MiB tmpfs as accumd's state dir needs root with "
+                    "CAP_SYS_ADMIN: "
+                 << disk.error;
+  }
+  const std::optional<JobStatus> before = run_past_first_checkpoint(daemon, "orphan", 400);
+  ASSERT_TRUE(before);
+
+  daemon.kill9();
+  const auto pids = daemon.worker_pids(before->job_dir());
+  ASSERT_EQ(pids.size(), 1u);
+  ASSERT_EQ(kill(pids[0], SIGKILL), 0);
+  // The launcher notices and leaves its exit code (the job's only attempt so far), which
+  // accumd reads at start-up.
+  auto exit_code_left = [&] {
+    for (const auto& entry : std::filesystem::directory_iterator(before->job_dir() + "/logs")) {
+      if (std::filesystem::exists(entry.path() / "exit_code")) return true;
+    }
+    return false;
+  };
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!exit_code_left() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(exit_code_left()) << "the launcher left no exit code in " << before->job_dir();
+
+  ASSERT_GT(disk.fill("filler"), 0u);
+  ASSERT_TRUE(daemon.start(with_slots(1))) << "accumd must come back on a full disk";
+  ASSERT_TRUE(log_says(daemon, "the job store refused its new state RESTARTING"))
+      << "accumd recorded the restart on a full disk, or did not find the worker gone";
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // a few refused ticks
+  const JobStatus stuck = daemon.get(before->id());
+  EXPECT_EQ(stuck.state(), accum::v1::RUNNING) << "the store holds the last recorded state";
+  EXPECT_EQ(stuck.transitions_size(), before->transitions_size());
+
+  std::filesystem::remove(daemon.dir() + "/state/filler");
+  expect_finished_after_one_late_restart(daemon, before->id(), 400);
 }
 
 // accumd is killed and restarted under a running job while `accumctl watch` and
