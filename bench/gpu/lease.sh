@@ -31,8 +31,8 @@
 # and the stall reasons of all of ours),
 # ACCUM_BENCH_NSYS (default 1: the GPU's idle time between operations, when nsys exists),
 # ACCUM_LEASE_RACECHECK_FILTER (default: ACCUM_LEASE_FILTER or our kernels' tests),
-# ACCUM_LEASE_SANITIZER_SECONDS
-# (default 40 per tool), ACCUM_LEASE_COMPARE_ROUNDS (default 3), ACCUM_LEASE_NCU_BEFORE_SECONDS
+# ACCUM_LEASE_SANITIZER_SECONDS (memcheck, default 40), ACCUM_LEASE_RACECHECK_SECONDS
+# (default 130: the 23 default tests took ~110 s on an H100), ACCUM_LEASE_COMPARE_ROUNDS (default 3), ACCUM_LEASE_NCU_BEFORE_SECONDS
 # (default 60; 0: no step 5).
 # The step times are sized to fit one device call of about 6 minutes with the start.
 set -uo pipefail
@@ -115,9 +115,11 @@ run() {
   # racecheck runs ~50x slower than memcheck: ACCUM_LEASE_RACECHECK_FILTER can narrow it.
   local race_filter="${ACCUM_LEASE_RACECHECK_FILTER:-${ACCUM_LEASE_FILTER:-$kernels}}"
   [[ "$filter" == none ]] || for tool in memcheck racecheck; do
-    local tool_filter="$filter"
-    [[ $tool == racecheck ]] && tool_filter="$race_filter"
-    timeout "${ACCUM_LEASE_SANITIZER_SECONDS:-40}" compute-sanitizer --tool "$tool" \
+    local tool_filter="$filter" seconds="${ACCUM_LEASE_SANITIZER_SECONDS:-40}"
+    if [[ $tool == racecheck ]]; then
+      tool_filter="$race_filter" seconds="${ACCUM_LEASE_RACECHECK_SECONDS:-130}"
+    fi
+    timeout "$seconds" compute-sanitizer --tool "$tool" \
       "$new/gpu_test" --gtest_filter="$tool_filter" > "$g/sanitizer_$tool.log" 2>&1
     echo "compute-sanitizer $tool exit $?:" \
       "$(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|PASSED|FAILED' "$g/sanitizer_$tool.log" | tr '\n' ' ')"
