@@ -224,9 +224,8 @@ int run(const Args& args) {
   // first and the last time.
   float batch0_first = NAN, batch0_last = NAN;
   int batch0_visits = 0;
-  // One optimizer step of K micro-batches; the phases are timed apart (synchronized):
-  // K micro-steps, then clip + AdamW.
-  // Events around the window's first micro-step split it from the adding ones.
+  // Events around the window's first micro-step split it from the adding ones (they live
+  // as long as the process).
   auto stream = static_cast<cudaStream_t>(backend->compute_stream());
   cudaEvent_t window_start, first_done, window_done;
   for (cudaEvent_t* e : {&window_start, &first_done, &window_done}) cudaEventCreate(e);
@@ -235,6 +234,8 @@ int run(const Args& args) {
     cudaEventElapsedTime(&ms, from, to);
     return ms / 1e3;
   };
+  // One optimizer step of K micro-batches; the phases are timed apart (synchronized):
+  // K micro-steps, then clip + AdamW.
   auto timed_step = [&](int step, int K) {
     const float dloss = 1.f / (float(tokens_per_micro) * K);  // mean over the window
     StepTimes times;
