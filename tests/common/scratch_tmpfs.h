@@ -1,7 +1,8 @@
 // tests/common/scratch_tmpfs.h — a small tmpfs mounted for one test, so that it can fill a
 // real file system (ENOSPC) without touching the machine's disks; unmounted when destroyed.
-// Mounting needs root with CAP_SYS_ADMIN: where that is missing, `error` says why and the
-// test skips with it. fill() takes what is left; resize() changes the size in place.
+// Mounting needs root with CAP_SYS_ADMIN: where that is missing, `error` says why and
+// ACCUM_SKIP_UNLESS_MOUNTED skips the test with it. fill() takes what is left; resize()
+// changes the size in place.
 #pragma once
 
 #include <fcntl.h>
@@ -17,7 +18,7 @@ namespace accum::testing {
 
 class ScratchTmpfs {
  public:
-  ScratchTmpfs(const std::string& path, size_t bytes) : path_(path) {
+  ScratchTmpfs(const std::string& path, size_t bytes) : path_(path), bytes_(bytes) {
     std::filesystem::create_directories(path);
     if (::mount("tmpfs", path.c_str(), "tmpfs", 0, options(bytes).c_str()) != 0) {
       error = std::strerror(errno);
@@ -45,9 +46,22 @@ class ScratchTmpfs {
   }
   std::string error;  // empty when mounted
 
+  // Why the test cannot run: what could not be mounted, what it needs, and the error.
+  std::string skip_reason() const {
+    return "mounting a " + std::to_string(bytes_) + "-byte tmpfs at " + path_ +
+           " to fill needs root with CAP_SYS_ADMIN: " + error;
+  }
+
  private:
   static std::string options(size_t bytes) { return "size=" + std::to_string(bytes); }
   std::string path_;
+  size_t bytes_;
 };
 
 }  // namespace accum::testing
+
+// In a test body: skips the test, saying why, where `disk` (a ScratchTmpfs) is not mounted.
+#define ACCUM_SKIP_UNLESS_MOUNTED(disk)                              \
+  do {                                                               \
+    if (!(disk).error.empty()) GTEST_SKIP() << (disk).skip_reason(); \
+  } while (false)

@@ -198,11 +198,7 @@ TEST(DaemonRecovery, KilledDaemonRestartsWithJobIntactAndJobFinishes) {
 TEST(DaemonRecovery, FullDiskRefusesSubmitsAndLosesNoJobRecord) {
   DaemonHarness daemon;
   ScratchTmpfs disk(daemon.dir() + "/state", 16 << 20);
-  if (!disk.error.empty()) {
-    GTEST_SKIP() << "mounting a 16 MiB tmpfs as accumd's state dir needs root with "
-                    "CAP_SYS_ADMIN: "
-                 << disk.error;
-  }
+  ACCUM_SKIP_UNLESS_MOUNTED(disk);
   ASSERT_TRUE(daemon.start(with_slots(1)));
   auto finished = [](const JobStatus& j) {
     return j.state() == accum::v1::SUCCEEDED || j.state() == accum::v1::FAILED;
@@ -247,11 +243,7 @@ TEST(DaemonRecovery, FullDiskRefusesSubmitsAndLosesNoJobRecord) {
 TEST(DaemonRecovery, JobSurvivesTheDiskFillingUpWhileItTrains) {
   DaemonHarness daemon;
   ScratchTmpfs disk(daemon.dir() + "/state", 64 << 20);  // 12 checkpoints of ~1.5 MB fit
-  if (!disk.error.empty()) {
-    GTEST_SKIP() << "mounting a 64 MiB tmpfs as accumd's state dir needs root with "
-                    "CAP_SYS_ADMIN: "
-                 << disk.error;
-  }
+  ACCUM_SKIP_UNLESS_MOUNTED(disk);
   const std::optional<JobStatus> job = run_past_first_checkpoint(daemon, "filled", 600);
   ASSERT_TRUE(job);
 
@@ -278,11 +270,7 @@ TEST(DaemonRecovery, JobSurvivesTheDiskFillingUpWhileItTrains) {
 TEST(DaemonRecovery, RestartFoundAtStartUpOnAFullDiskIsRecordedOnceThereIsSpace) {
   DaemonHarness daemon;
   ScratchTmpfs disk(daemon.dir() + "/state", 64 << 20);
-  if (!disk.error.empty()) {
-    GTEST_SKIP() << "mounting a 64 MiB tmpfs as accumd's state dir needs root with "
-                    "CAP_SYS_ADMIN: "
-                 << disk.error;
-  }
+  ACCUM_SKIP_UNLESS_MOUNTED(disk);
   const std::optional<JobStatus> before = run_past_first_checkpoint(daemon, "orphan", 400);
   ASSERT_TRUE(before);
 

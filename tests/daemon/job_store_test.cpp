@@ -114,9 +114,7 @@ TEST_F(JobStoreTest, SurvivesReopenWithProcessAndProgress) {
 // re-opening; once there is space again, writes go through.
 TEST_F(JobStoreTest, FullDiskRefusesWritesAndLosesNoRecord) {
   testing::ScratchTmpfs disk(dir_ + "/disk", 1 << 20);
-  if (!disk.error.empty()) {
-    GTEST_SKIP() << "mounting a 1 MiB tmpfs to fill needs root with CAP_SYS_ADMIN: " << disk.error;
-  }
+  ACCUM_SKIP_UNLESS_MOUNTED(disk);
   const std::string path = dir_ + "/disk/accumd.db";
   std::vector<std::string> ids;
   {

@@ -241,10 +241,7 @@ TEST_F(WorkerErrorsTest, FullDiskDuringACheckpointLosesNothing) {
 
   // Room for one and a half checkpoints: step 2's fits, step 4's runs out of space.
   ScratchTmpfs disk(dir_ / "disk", checkpoint_bytes * 3 / 2);
-  if (!disk.error.empty()) {
-    GTEST_SKIP() << "mounting a " << checkpoint_bytes * 3 / 2
-                 << "-byte tmpfs to fill needs root with CAP_SYS_ADMIN: " << disk.error;
-  }
+  ACCUM_SKIP_UNLESS_MOUNTED(disk);
   const std::string root = dir_ / "disk/ckpt";
   auto full = run_with(with({{"checkpoint.dir", "\"disk/ckpt\""}}));
   EXPECT_EQ(full.exit_code, 1) << full.output;

@@ -90,9 +90,7 @@ TEST(MetricsSink, ResumeCutsBackToTheStepAndAnUnfinishedLine) {
 TEST(MetricsSink, FullDiskDropsLinesWholeAndSaysSo) {
   TempDir dir;
   ScratchTmpfs disk(dir / "disk", 64 << 10);
-  if (!disk.error.empty()) {
-    GTEST_SKIP() << "mounting a 64 KiB tmpfs to fill needs root with CAP_SYS_ADMIN: " << disk.error;
-  }
+  ACCUM_SKIP_UNLESS_MOUNTED(disk);
   const std::string path = dir / "disk/metrics.jsonl";
   MetricsSink sink;
   ASSERT_TRUE(sink.open(path, 0, 1000000).ok());
