@@ -20,7 +20,10 @@
 // Speed: fragments come from shared memory through ldmatrix (one instruction for four
 // 8x8 matrices); the streamed tiles are double-buffered with cp.async, so the next step's
 // tiles land while this step computes; the causal mask is applied only in tiles that reach
-// the diagonal or T; every grid runs its longest blocks first (longest_first_grid).
+// the diagonal or T; every grid runs its longest blocks first (block_task).
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
 #include <string>
 
 #include "kernels/cuda/attention_mma.h"
@@ -36,17 +39,33 @@ constexpr int kRows = 64;           // rows a block owns
 constexpr int kWarps = kRows / 16;  // one warp per 16 rows
 constexpr int kThreads = kWarps * kWarpSize;
 
-// The grid of every kernel here: x = (b, h), y = the block's rank by length. The block
-// scheduler starts blocks in the order of x + gridDim.x * y (what GPUs do, though CUDA does
-// not promise it), so every head's longest block (the last query tile, or the first key
-// tile) starts before any head's next-longest one.
-// Causal blocks range from 1 to T/64 tiles of work; run in this order, the short ones fill
-// the end of the kernel instead of a few long ones running alone on an otherwise idle GPU
-// (the "longest processing time first" rule). With y = (b, h) instead, every head's blocks
-// ran longest to shortest and then the next head's: ncu saw the SMs idle 13-16% of each
-// attention kernel on an H100 (RESULTS 4.9), which a list-scheduling model of that order
-// reproduces (72-77% of the block slots busy, against 92-97% longest first).
-dim3 longest_first_grid(int heads, int T) { return dim3(heads, ceil_div(T, kRows)); }
+// The order blocks start in. Every kernel here has a 1-D grid of heads x tiles blocks
+// (heads = B * NH, tiles = ceil(T / 64)); the block scheduler starts them in blockIdx.x
+// order (what GPUs do, though CUDA does not promise it), and block_task maps that launch
+// index to the (b, h) and the length rank (0 = the longest block) the block computes.
+// Causal blocks range from 1 to T/64 tiles of work. Heads go in groups of `group`: within
+// a group every head's longest block launches first, then every head's next-longest, ...,
+// then the next group (the "longest processing time first" rule within a group), so the
+// short blocks fill the end of the kernel instead of a few long ones running alone on an
+// otherwise idle GPU. group = every head (the default) gives 92-97% of the block slots busy
+// in a list-scheduling model of the H100 (bench/gpu/block_schedule.py); group = 1 is the
+// order up to RESULTS 4.9 (each head's blocks longest to shortest, then the next head's:
+// 72-77% in the model, and ncu saw the SMs idle 13-16% of each kernel). Smaller groups keep
+// fewer heads' K and V in L2 at once (ACCUM_ATTENTION_HEAD_GROUP; see attention_mma.h).
+// Each block computes the same tile the same way in every order: the same bits.
+struct BlockOrder {
+  int heads, tiles, group;
+};
+struct BlockTask {
+  int bh, rank;
+};
+__device__ inline BlockTask block_task(const BlockOrder& order) {
+  const int launch = static_cast<int>(blockIdx.x);
+  const int per_group = order.group * order.tiles;
+  const int g = launch / per_group, within = launch % per_group;
+  const int heads_in_group = min(order.group, order.heads - g * order.group);  // last: fewer
+  return {g * order.group + within % heads_in_group, within / heads_in_group};
+}
 // Softmax in base 2 (kLog2e, kLn2: cuda_common.cuh). The scores are scaled by scale * log2 e once,
 // so every exponential is one ex2 (and in the backward one fma + ex2); the saved lse stays
 // natural (ln), as the other implementations and the CPU twin have it.
@@ -230,7 +249,7 @@ __device__ inline void store_forward_rows(bf16* out, float* lse, int bh, int bat
 template <int HS>
 __global__ void __launch_bounds__(kThreads, HS >= 128 ? 2 : 4)
     attention_forward_mma_kernel(bf16* out, float* lse, const bf16* qkv, int T, int C, int NH,
-                                 float scale) {
+                                 float scale, BlockOrder order) {
   using S = Shape<HS>;
   const float scale_log2 = scale * kLog2e;
   constexpr int kKeys = kForwardKeys;
@@ -240,8 +259,9 @@ __global__ void __launch_bounds__(kThreads, HS >= 128 ? 2 : 4)
   auto k_tile = [&](int buf) { return kv_tiles + (2 * buf) * kKeys * S::kStride; };
   auto v_tile = [&](int buf) { return kv_tiles + (2 * buf + 1) * kKeys * S::kStride; };
 
-  const int bh = blockIdx.x, b = bh / NH, h = bh % NH;
-  const int q0 = (gridDim.y - 1 - blockIdx.y) * kRows;   // the longest rows start first
+  const BlockTask task = block_task(order);
+  const int bh = task.bh, b = bh / NH, h = bh % NH;
+  const int q0 = (order.tiles - 1 - task.rank) * kRows;  // the last rows see the most keys
   const int warp_row0 = (threadIdx.x / kWarpSize) * 16;  // within the block
   const size_t row_stride = 3 * static_cast<size_t>(C);
   const bf16* q_base = qkv + static_cast<size_t>(b) * T * row_stride + h * HS;
@@ -295,7 +315,7 @@ __global__ void __launch_bounds__(kThreads, HS >= 128      ? 2
                                                            : kDkDvBlocksPerSm)
     attention_backward_dkdv_mma_kernel(bf16* dqkv, const bf16* dout, const bf16* qkv,
                                        const float* lse, const float* delta, int T, int C, int NH,
-                                       float scale) {
+                                       float scale, BlockOrder order) {
   using S = Shape<HS>;
   const float scale_log2 = scale * kLog2e;
   extern __shared__ __align__(16) unsigned char smem_bytes[];
@@ -308,8 +328,9 @@ __global__ void __launch_bounds__(kThreads, HS >= 128      ? 2
   auto lse_tile = [&](int buf) { return stats + (2 * buf) * kInner; };
   auto delta_tile = [&](int buf) { return stats + (2 * buf + 1) * kInner; };
 
-  const int bh = blockIdx.x, b = bh / NH, h = bh % NH;
-  const int key0 = blockIdx.y * kRows;  // key tile 0 has the most query tiles: it starts first
+  const BlockTask task = block_task(order);
+  const int bh = task.bh, b = bh / NH, h = bh % NH;
+  const int key0 = task.rank * kRows;  // key tile 0 has the most query tiles
   const int warp_row0 = (threadIdx.x / kWarpSize) * 16;
   const size_t row_stride = 3 * static_cast<size_t>(C);
   const bf16* q_base = qkv + static_cast<size_t>(b) * T * row_stride + h * HS;
@@ -411,7 +432,7 @@ template <int HS>
 __global__ void __launch_bounds__(kThreads, HS >= 128 ? 2 : 4)
     attention_backward_dq_mma_kernel(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out,
                                      const float* lse, float* delta, int T, int C, int NH,
-                                     float scale) {
+                                     float scale, BlockOrder order) {
   using S = Shape<HS>;
   const float scale_log2 = scale * kLog2e;
   extern __shared__ __align__(16) unsigned char smem_bytes[];
@@ -421,8 +442,9 @@ __global__ void __launch_bounds__(kThreads, HS >= 128 ? 2 : 4)
   auto k_tile = [&](int buf) { return kv_tiles + (2 * buf) * S::kInner * S::kStride; };
   auto v_tile = [&](int buf) { return kv_tiles + (2 * buf + 1) * S::kInner * S::kStride; };
 
-  const int bh = blockIdx.x, b = bh / NH, h = bh % NH;
-  const int q0 = (gridDim.y - 1 - blockIdx.y) * kRows;  // the longest rows start first
+  const BlockTask task = block_task(order);
+  const int bh = task.bh, b = bh / NH, h = bh % NH;
+  const int q0 = (order.tiles - 1 - task.rank) * kRows;  // the last rows see the most keys
   const int warp_row0 = (threadIdx.x / kWarpSize) * 16;
   const size_t row_stride = 3 * static_cast<size_t>(C);
   const bf16* q_base = qkv + static_cast<size_t>(b) * T * row_stride + h * HS;
@@ -479,11 +501,16 @@ __global__ void __launch_bounds__(kThreads, HS >= 128 ? 2 : 4)
 // Launches `kernel` with `smem` bytes of dynamic shared memory, raising the kernel's limit
 // above the 48 KiB default when needed (HS = 128 tiles take ~52 KiB).
 template <typename Kernel, typename... Args>
-void launch(Kernel kernel, const char* name, dim3 grid, size_t smem, cudaStream_t stream,
-            Args... args) {
+void launch(Kernel kernel, const char* name, const BlockOrder& order, size_t smem,
+            cudaStream_t stream, Args... args) {
   allow_dynamic_shared(kernel, smem);
-  kernel<<<grid, kThreads, smem, stream>>>(args...);
+  const unsigned blocks = static_cast<unsigned>(order.heads) * static_cast<unsigned>(order.tiles);
+  kernel<<<blocks, kThreads, smem, stream>>>(args..., order);
   check_cuda(cudaGetLastError(), name, __FILE__, __LINE__);
+}
+
+BlockOrder block_order(int heads, int T) {
+  return {heads, ceil_div(T, kRows), attention_head_group(heads)};
 }
 
 template <typename Body>
@@ -510,16 +537,33 @@ bool dispatch_mma_head_size(int hs, Body body) {
 
 bool attention_mma_supports(int hs) { return hs == 16 || hs == 32 || hs == 64 || hs == 128; }
 
+int attention_head_group(int heads) {
+  const char* value = std::getenv("ACCUM_ATTENTION_HEAD_GROUP");
+  if (value == nullptr || *value == '\0') return heads;
+  char* end = nullptr;
+  errno = 0;
+  const long group = std::strtol(value, &end, 10);
+  if (*end != '\0' || errno != 0 || group < 1 || group > (1L << 30)) {
+    cuda_fatal("attention",
+               ("ACCUM_ATTENTION_HEAD_GROUP='" + std::string(value) +
+                "' is not a head count (expected an integer >= 1, or unset for all "
+                "heads)")
+                   .c_str(),
+               __FILE__, __LINE__);
+  }
+  return static_cast<int>(std::min<long>(group, heads));
+}
+
 void attention_forward_mma(bf16* out, float* lse, const bf16* qkv, int B, int T, int C, int NH,
                            cudaStream_t stream) {
   const int hs = C / NH;
   const float scale = 1.f / sqrtf(static_cast<float>(hs));
-  const dim3 grid = longest_first_grid(B * NH, T);
+  const BlockOrder order = block_order(B * NH, T);
   dispatch_mma_head_size(hs, [&](auto head_size) {
     constexpr int HS = decltype(head_size)::value;
     // The query tile and two buffers of K and of V tiles of 64 rows.
     const size_t smem = sizeof(bf16) * (kRows + 4 * kForwardKeys) * Shape<HS>::kStride;
-    launch(attention_forward_mma_kernel<HS>, "attention_forward_mma_kernel", grid, smem, stream,
+    launch(attention_forward_mma_kernel<HS>, "attention_forward_mma_kernel", order, smem, stream,
            out, lse, qkv, T, C, NH, scale);
   });
 }
@@ -529,18 +573,18 @@ void attention_backward_mma(bf16* dqkv, const bf16* dout, const bf16* qkv, const
                             bool narrow_dkdv, cudaStream_t stream) {
   const int hs = C / NH;
   const float scale = 1.f / sqrtf(static_cast<float>(hs));
-  const dim3 grid = longest_first_grid(B * NH, T);
+  const BlockOrder order = block_order(B * NH, T);
   dispatch_mma_head_size(hs, [&](auto head_size) {
     constexpr int HS = decltype(head_size)::value;
     using S = Shape<HS>;
     // Two rows of kRows resident, two buffers of two kInner-row tiles streamed.
     const size_t tiles = sizeof(bf16) * (2 * kRows + 4 * S::kInner) * S::kStride;
     // dQ first: it writes D, which every dK/dV block reads for all its query steps.
-    launch(attention_backward_dq_mma_kernel<HS>, "attention_backward_dq_mma_kernel", grid, tiles,
+    launch(attention_backward_dq_mma_kernel<HS>, "attention_backward_dq_mma_kernel", order, tiles,
            stream, dqkv, dout, qkv, out, lse, delta, T, C, NH, scale);
     auto dkdv = [&](auto kernel, int inner) {
       const size_t smem = sizeof(bf16) * (2 * kRows + 4 * inner) * S::kStride;
-      launch(kernel, "attention_backward_dkdv_mma_kernel", grid, smem + 4 * sizeof(float) * inner,
+      launch(kernel, "attention_backward_dkdv_mma_kernel", order, smem + 4 * sizeof(float) * inner,
              stream, dqkv, dout, qkv, lse, delta, T, C, NH, scale);
     };
     if (narrow_dkdv && S::kInner > 32) {

@@ -9,6 +9,12 @@ namespace accum::kernels::cuda {
 
 // Head sizes the tensor-core kernels are instantiated for (16, 32, 64, 128).
 bool attention_mma_supports(int head_size);
+// How many heads the kernels' grids start longest-first together (see block_task in
+// attention_mma.cu): ACCUM_ATTENTION_HEAD_GROUP, unset = all `heads` (the default), 1 = each
+// head's blocks longest to shortest before the next head's (the order up to RESULTS 4.9),
+// capped at `heads`. Only the start order changes, never the bits. Throws (naming the variable
+// and what it expects) when the value is not an integer >= 1.
+int attention_head_group(int heads);
 void attention_forward_mma(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int B, int T,
                            int C, int NH, cudaStream_t stream);
 // delta: (B, NH, T) fp32 scratch, where the dQ kernel writes D = rowsum(dout * out) for the

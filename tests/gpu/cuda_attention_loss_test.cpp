@@ -77,6 +77,44 @@ TEST(CudaOps, AttentionHeadSize128) {
   attention_case(1, 70, 256, 2);
 }
 
+// ACCUM_ATTENTION_HEAD_GROUP changes only the order the blocks start in: every order gives
+// the default's bits. 6 heads x 4 tiles: groups of 1 (head by head), 4 (a last group of 2
+// heads) and 100 (capped at the 6 heads) against the default (all heads at once).
+TEST(CudaOps, AttentionBlockOrderChangesNoBits) {
+  ACCUM_REQUIRE_CUDA();
+  const Scenario scenario = attention_scenario(3, 200, 128, 2);
+  Backends backends;
+  const Outputs want = scenario(*backends.gpu, {});
+  for (const char* group : {"1", "4", "100"}) {
+    SCOPED_TRACE(std::string("ACCUM_ATTENTION_HEAD_GROUP=") + group);
+    with_env("ACCUM_ATTENTION_HEAD_GROUP", group, [&] {
+      const Outputs got = scenario(*backends.gpu, {});
+      for (const auto& [name, values] : want) {
+        EXPECT_TRUE(bit_identical(got.at(name), values)) << "output " << name;
+      }
+    });
+  }
+}
+
+TEST(CudaOps, AttentionHeadGroupThatIsNotACountIsRefused) {
+  ACCUM_REQUIRE_CUDA();
+  const Scenario scenario = attention_scenario(1, 64, 128, 2);
+  Backends backends;
+  for (const char* group : {"0", "-2", "four", "3x"}) {
+    std::string error = "(accepted)";
+    with_env("ACCUM_ATTENTION_HEAD_GROUP", group, [&] {
+      try {
+        scenario(*backends.gpu, {});
+      } catch (const std::exception& e) {
+        error = e.what();
+      }
+    });
+    const std::string expected = std::string("ACCUM_ATTENTION_HEAD_GROUP='") + group +
+                                 "' is not a head count (expected an integer >= 1";
+    EXPECT_TRUE(error.find(expected) != std::string::npos) << "error: " << error;
+  }
+}
+
 // alias_logits: dlogits written over the logits buffer, as the model does.
 void crossentropy_case(int N, int V, bool with_mask, bool with_dlogits, bool alias_logits) {
   const auto logits = random_bf16_values(size_t(N) * V, 70, 2.f);

@@ -41,6 +41,8 @@ expect "| accum-cuda with ACCUM_CUBLASLT_GELU=0 |"
 expect "| accum-cuda with ACCUM_ATTENTION=mma_dkdv32 |"
 expect "| accum-cuda with ACCUM_CUBLASLT_BGRAD=1 |"
 expect "| accum-cuda with ACCUM_LAYERNORM_GRADS=two_pass |"
+expect "| accum-cuda with ACCUM_ATTENTION_HEAD_GROUP=48 |"
+expect "| accum-cuda with ACCUM_ATTENTION_HEAD_GROUP=1 |"
 expect "PyTorch reference: not run"
 for k in 1 2 4; do expect "| $k | "; done
 # The K > 1 windows split into their writing first micro-step and the adding others.
