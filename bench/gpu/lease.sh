@@ -20,6 +20,9 @@
 #       5. if build-lease-base exists and step 1 timed the kernels under ncu: the same ncu
 #          run of the "before" binary, and ncu_compare.md (per kernel, before and after on
 #          this card: the previous leases' per-kernel numbers came from another card);
+#       6. if step 1 timed the kernels under ncu: the attention kernels again under ncu with
+#          each switch of ACCUM_LEASE_NCU_VARIANTS, side by side with the default
+#          (ncu_variants.md: candidates too small for a step time to resolve);
 #       then OUT_DIR/g.tgz holds every log and JSON, and the tables are printed last.
 #
 # With the device tool of this workplace: prepare here, then run
@@ -33,8 +36,9 @@
 # ACCUM_LEASE_RACECHECK_FILTER (default: ACCUM_LEASE_FILTER or our kernels' tests),
 # ACCUM_LEASE_SANITIZER_SECONDS (memcheck, default 40), ACCUM_LEASE_RACECHECK_SECONDS
 # (default 130: the 23 default tests took ~110 s on an H100), ACCUM_LEASE_COMPARE_ROUNDS (default 3), ACCUM_LEASE_NCU_BEFORE_SECONDS
-# (default 60; 0: no step 5).
-# The step times are sized to fit one device call of about 6 minutes with the start.
+# (default 60; 0: no step 5), ACCUM_LEASE_NCU_VARIANTS (step 6's switches, space-separated;
+# empty: no step 6), ACCUM_LEASE_NCU_VARIANT_SECONDS (each, default 25).
+# The step times are sized to fit one device call of about 8 minutes with the start.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT" || exit 1
@@ -144,6 +148,24 @@ run() {
       --before "$g/ncu_before.csv" --out "$g/ncu_compare.md" > /dev/null
   fi
 
+  # Candidates too small for a step time to resolve (one kernel of ~60 per layer): the
+  # attention kernels under ncu with each switch, against the default's from step 1.
+  local variant_s="${ACCUM_LEASE_NCU_VARIANT_SECONDS:-25}"
+  local variants="${ACCUM_LEASE_NCU_VARIANTS-ACCUM_ATTENTION_HEAD_GROUP=1 ACCUM_ATTENTION_HEAD_GROUP=48 ACCUM_ATTENTION=mma_fwd128 ACCUM_ATTENTION=mma_dkdv32}"
+  if [[ -s "$g/ncu.csv" && -n "$variants" ]]; then
+    for variant in $variants; do
+      local name="${variant//[^A-Za-z0-9]/_}"
+      timeout "$variant_s" env "$variant" ncu --clock-control none --kernel-name regex:attention \
+        --metrics gpu__time_duration.sum --csv --log-file "$g/ncu_$name.csv" "$new/gpt2_bench" \
+        --layers 2 --batch "${ACCUM_BENCH_BATCH:-8}" --seq "${ACCUM_BENCH_SEQ:-1024}" --steps 1 \
+        --warmup 0 > /dev/null 2> "$g/ncu_$name.log"
+      echo "ncu with $variant exit $?"
+      [[ -s "$g/ncu_$name.csv" ]] && python3 bench/gpu/ncu_kernels.py "$g/ncu_$name.csv" \
+        --before "$g/ncu.csv" --out "$g/ncu_$name.md" > /dev/null &&
+        { echo "default (before) vs $variant (after), attention kernels:"; grep -E "^\| (kernel|---)|attention" "$g/ncu_$name.md"; } >> "$g/ncu_variants.md"
+    done
+  fi
+
   grep -E "gpu tests:|ratio|overhead|^\| [0-9]|^\| accum|^\| pytorch|1.3B|exit" "$g/run.log"
   if [[ -s "$g/ncu_compare.md" ]]; then
     head -30 "$g/ncu_compare.md"
@@ -152,6 +174,7 @@ run() {
   fi
   [[ -s "$g/gaps.md" ]] && head -8 "$g/gaps.md"
   [[ -s "$g/ncu_stalls.md" ]] && head -30 "$g/ncu_stalls.md"
+  [[ -s "$g/ncu_variants.md" ]] && cat "$g/ncu_variants.md"
   (cd "$out" && tar czf g.tgz g && rm -rf g)
   echo "lease.sh: results in $out/g.tgz"
 }

@@ -272,8 +272,9 @@ void dispatch_head_size(int hs, Body body) {
   }
 }
 
-// ACCUM_ATTENTION: unset = tensor cores; "simple" = CUDA cores; "mma_dkdv32" = tensor cores
-// with 32-query dK/dV steps (a candidate, see attention_mma.h).
+// ACCUM_ATTENTION: unset = tensor cores; "simple" = CUDA cores; candidates (attention_mma.h):
+// "mma_dkdv32" = tensor cores with 32-query dK/dV steps, "mma_fwd128" = a forward of 128
+// queries per block.
 bool attention_choice_is(const char* name) {
   const char* choice = std::getenv("ACCUM_ATTENTION");
   return choice != nullptr && std::string(choice) == name;
@@ -291,7 +292,7 @@ void attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int T, int
   check_attention_args("attention_forward", out, qkv, qkv, C, NH);
   const int hs = C / NH;
   if (use_tensor_cores(hs)) {
-    attention_forward_mma(out, lse, qkv, B, T, C, NH, stream);
+    attention_forward_mma(out, lse, qkv, B, T, C, NH, attention_choice_is("mma_fwd128"), stream);
     return;
   }
   const float scale = 1.f / sqrtf(static_cast<float>(hs));

@@ -144,7 +144,8 @@ __device__ inline void two_products(float (&x)[kTiles][4], float (&y)[kTiles][4]
 }
 
 // acc(16 x HS) += P(16 x kCols) tile(kCols x HS), P given as fp32 accumulators (rounded to
-// bf16 here). O += P V, dV += P^T dO, dK += dS^T Q and dQ += dS K are all this product.
+// bf16 here). The backward's dV += P^T dO, dK += dS^T Q and dQ += dS K are all this product
+// (the forward's O += P V is accumulate_values, for one or two m-tiles).
 template <int HS, int kCols>
 __device__ inline void accumulate_times_tile(float (&acc)[HS / 8][4],
                                              const float (&p)[kCols / 8][4], const bf16* tile) {
@@ -160,18 +161,47 @@ __device__ inline void accumulate_times_tile(float (&acc)[HS / 8][4],
   }
 }
 
-// s(16 x kKeys) = Q K^T for one warp's 16 query rows, Q as A fragments over the head
-// dimension, K as rows of k_tile.
-template <int HS, int kKeys = kForwardKeys>
-__device__ inline void query_key_scores(float (&s)[kKeys / 8][4],
-                                        const uint32_t (&q_frag)[HS / 16][4], const bf16* k_tile) {
-  zero(s);
+// s[i] (16 x kKeys) = Q K^T for m-tile i (16 query rows) of the kM tiles one warp owns, Q as
+// A fragments over the head dimension, K as rows of k_tile. Each B fragment of K is loaded
+// once for all kM tiles (with kM = 2, half the shared-memory reads per product). A tile with
+// !active[i] (its rows all before the key tile: every score masked) is skipped.
+template <int HS, int kM, int kKeys = kForwardKeys>
+__device__ inline void query_key_scores(float (&s)[kM][kKeys / 8][4],
+                                        const uint32_t (&q_frag)[kM][HS / 16][4],
+                                        const bf16* k_tile, const bool (&active)[kM]) {
+  ACCUM_UNROLL for (int i = 0; i < kM; ++i) zero(s[i]);
   for (int kk = 0; kk < HS / 16; ++kk) {
     for (int j = 0; j < kKeys / 8; j += 2) {
       uint32_t kb[2][2];
       mma::load_b2_rows_n(kb[0], kb[1], k_tile, Shape<HS>::kStride, j * 8, kk * 16);
-      mma::mma_16816(s[j], q_frag[kk], kb[0]);
-      mma::mma_16816(s[j + 1], q_frag[kk], kb[1]);
+      ACCUM_UNROLL for (int i = 0; i < kM; ++i) {
+        if (!active[i]) continue;
+        mma::mma_16816(s[i][j], q_frag[i][kk], kb[0]);
+        mma::mma_16816(s[i][j + 1], q_frag[i][kk], kb[1]);
+      }
+    }
+  }
+}
+
+// o[i] += P[i] V for the warp's kM m-tiles, P given as fp32 accumulators (rounded to bf16
+// here), V as rows of v_tile; each B fragment of V is loaded once for all kM tiles
+// (accumulate_times_tile's product, which the backward uses with one tile).
+template <int HS, int kM, int kKeys = kForwardKeys>
+__device__ inline void accumulate_values(float (&o)[kM][HS / 8][4],
+                                         const float (&p)[kM][kKeys / 8][4], const bf16* v_tile,
+                                         const bool (&active)[kM]) {
+  for (int kk = 0; kk < kKeys / 16; ++kk) {
+    uint32_t p_frag[kM][4];
+    ACCUM_UNROLL for (int i = 0; i < kM; ++i)
+        mma::acc_to_a(p_frag[i], p[i][2 * kk], p[i][2 * kk + 1]);
+    for (int j = 0; j < HS / 8; j += 2) {
+      uint32_t vb[2][2];
+      mma::load_b2_rows_k(vb[0], vb[1], v_tile, Shape<HS>::kStride, kk * 16, j * 8);
+      ACCUM_UNROLL for (int i = 0; i < kM; ++i) {
+        if (!active[i]) continue;
+        mma::mma_16816(o[i][j], p_frag[i], vb[0]);
+        mma::mma_16816(o[i][j + 1], p_frag[i], vb[1]);
+      }
     }
   }
 }
@@ -244,25 +274,30 @@ __device__ inline void store_forward_rows(bf16* out, float* lse, int bh, int bat
   }
 }
 
-// One block per 64 queries: O and lse over the key tiles up to the diagonal. Capped at 128
-// registers (4 blocks of 128 threads per SM; uncapped it takes 134 and fits 3).
-template <int HS>
-__global__ void __launch_bounds__(kThreads, HS >= 128 ? 2 : 4)
+// One block per 64 kM queries (4 warps of 16 kM rows): O and lse over the key tiles up to
+// the diagonal. kM = 1 (the default) is capped at 128 registers (4 blocks of 128 threads
+// per SM; uncapped it takes 134 and fits 3). kM = 2 (ACCUM_ATTENTION=mma_fwd128, head sizes
+// up to 64, a candidate) loads every K and V fragment once for two m-tiles and every K and
+// V tile once for 128 queries, at about twice the registers (2 blocks per SM). Either way
+// every row sees the same products in the same order: the same bits.
+template <int HS, int kM>
+__global__ void __launch_bounds__(kThreads, HS >= 128 || kM > 1 ? 2 : 4)
     attention_forward_mma_kernel(bf16* out, float* lse, const bf16* qkv, int T, int C, int NH,
                                  float scale, BlockOrder order) {
   using S = Shape<HS>;
   const float scale_log2 = scale * kLog2e;
   constexpr int kKeys = kForwardKeys;
+  constexpr int kBlockRows = kRows * kM, kWarpRows = 16 * kM;
   extern __shared__ __align__(16) unsigned char smem_bytes[];
   bf16* q_tile = reinterpret_cast<bf16*>(smem_bytes);
-  bf16* kv_tiles = q_tile + kRows * S::kStride;  // two buffers of (K, V) tiles
+  bf16* kv_tiles = q_tile + kBlockRows * S::kStride;  // two buffers of (K, V) tiles
   auto k_tile = [&](int buf) { return kv_tiles + (2 * buf) * kKeys * S::kStride; };
   auto v_tile = [&](int buf) { return kv_tiles + (2 * buf + 1) * kKeys * S::kStride; };
 
   const BlockTask task = block_task(order);
   const int bh = task.bh, b = bh / NH, h = bh % NH;
-  const int q0 = (order.tiles - 1 - task.rank) * kRows;  // the last rows see the most keys
-  const int warp_row0 = (threadIdx.x / kWarpSize) * 16;  // within the block
+  const int q0 = (order.tiles - 1 - task.rank) * kBlockRows;  // the last rows see the most keys
+  const int warp_row0 = q0 + (threadIdx.x / kWarpSize) * kWarpRows;  // in the sequence
   const size_t row_stride = 3 * static_cast<size_t>(C);
   const bf16* q_base = qkv + static_cast<size_t>(b) * T * row_stride + h * HS;
   auto load_kv = [&](int k0, int buf) {
@@ -272,36 +307,56 @@ __global__ void __launch_bounds__(kThreads, HS >= 128 ? 2 : 4)
     cp_async_commit();
   };
 
-  load_rows<HS>(q_tile, S::kStride, q_base, row_stride, q0, kRows, T);
+  load_rows<HS>(q_tile, S::kStride, q_base, row_stride, q0, kBlockRows, T);
   load_kv(0, 0);
   __syncthreads();
-  uint32_t q_frag[S::kDSteps][4];
-  for (int kk = 0; kk < S::kDSteps; ++kk) {
-    mma::load_a(q_frag[kk], q_tile, S::kStride, warp_row0, kk * 16);
+  uint32_t q_frag[kM][S::kDSteps][4];
+  ACCUM_UNROLL for (int i = 0; i < kM; ++i) {
+    for (int kk = 0; kk < S::kDSteps; ++kk) {
+      mma::load_a(q_frag[i][kk], q_tile, S::kStride, warp_row0 - q0 + 16 * i, kk * 16);
+    }
   }
 
-  float o[S::kDTiles][4];
-  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};  // rows g and g + 8 of the tile
-  zero(o);
-  const int last_key = min(T, q0 + kRows) - 1;
+  float o[kM][S::kDTiles][4];
+  float m[kM][2], l[kM][2];  // rows g and g + 8 of each m-tile
+  ACCUM_UNROLL for (int i = 0; i < kM; ++i) {
+    zero(o[i]);
+    m[i][0] = m[i][1] = -INFINITY;
+    l[i][0] = l[i][1] = 0.f;
+  }
+  const int last_key = min(T, q0 + kBlockRows) - 1;
 
   // Double buffering with one barrier per step: after this step's copies have landed, the
   // barrier both makes tile `buf` visible and proves every warp done with the previous step,
   // so the next step's copies refill buffer buf ^ 1 while this step computes. They are
   // issued after the S products (at the barrier, ptxas spilled 16 bytes at the 128-register
-  // cap; here it needs 127 and none).
+  // cap; here, for HS = 64, CUDA 13's ptxas needs 128 and none; 230 with kM = 2).
   for (int k0 = 0, buf = 0; k0 <= last_key; k0 += kKeys, buf ^= 1) {
     cp_async_wait<0>();
     __syncthreads();
 
-    float s[kKeys / 8][4];
-    query_key_scores<HS>(s, q_frag, k_tile(buf));
+    // With kM = 1 every tile is active (the block's key tiles end at its own rows' diagonal);
+    // with two, the first rows of a 128-query block skip the last key tile.
+    bool active[kM];
+    ACCUM_UNROLL for (int i = 0; i < kM; ++i) active[i] = kM == 1 || k0 <= warp_row0 + 16 * i + 15;
+    float s[kM][kKeys / 8][4];
+    query_key_scores<HS, kM>(s, q_frag, k_tile(buf), active);
     if (k0 + kKeys <= last_key) load_kv(k0 + kKeys, buf ^ 1);
-    online_softmax<HS>(s, o, m, l, q0 + warp_row0, k0, k0 + kKeys > q0, T, scale_log2);
-    accumulate_times_tile<HS, kKeys>(o, s, v_tile(buf));  // O += P V
+    ACCUM_UNROLL for (int i = 0; i < kM; ++i) {
+      // Masks are applied in tiles that reach the rows' diagonal (or T). With one m-tile the
+      // block's first row decides for every warp, which is the same set of tiles, and the
+      // uniform test saves registers (ptxas spilled 16 bytes at HS = 64 with the per-warp one).
+      const int row0 = warp_row0 + 16 * i;
+      const bool masked = k0 + kKeys > (kM == 1 ? q0 : row0);
+      if (active[i]) online_softmax<HS>(s[i], o[i], m[i], l[i], row0, k0, masked, T, scale_log2);
+    }
+    accumulate_values<HS, kM>(o, s, v_tile(buf), active);  // O += P V
   }
 
-  store_forward_rows<HS>(out, lse, bh, b * T, h, q0 + warp_row0, T, C, o, m, l, scale_log2);
+  ACCUM_UNROLL for (int i = 0; i < kM; ++i) {
+    store_forward_rows<HS>(out, lse, bh, b * T, h, warp_row0 + 16 * i, T, C, o[i], m[i], l[i],
+                           scale_log2);
+  }
 }
 
 // One block per 64 keys: dK, dV over the query tiles at and after the diagonal, kInner
@@ -509,8 +564,9 @@ void launch(Kernel kernel, const char* name, const BlockOrder& order, size_t sme
   check_cuda(cudaGetLastError(), name, __FILE__, __LINE__);
 }
 
-BlockOrder block_order(int heads, int T) {
-  return {heads, ceil_div(T, kRows), attention_head_group(heads)};
+// The order of a grid of `heads` x ceil(T / block_rows) blocks.
+BlockOrder block_order(int heads, int T, int block_rows = kRows) {
+  return {heads, ceil_div(T, block_rows), attention_head_group(heads)};
 }
 
 template <typename Body>
@@ -555,16 +611,21 @@ int attention_head_group(int heads) {
 }
 
 void attention_forward_mma(bf16* out, float* lse, const bf16* qkv, int B, int T, int C, int NH,
-                           cudaStream_t stream) {
+                           bool wide_blocks, cudaStream_t stream) {
   const int hs = C / NH;
   const float scale = 1.f / sqrtf(static_cast<float>(hs));
-  const BlockOrder order = block_order(B * NH, T);
   dispatch_mma_head_size(hs, [&](auto head_size) {
     constexpr int HS = decltype(head_size)::value;
-    // The query tile and two buffers of K and of V tiles of 64 rows.
-    const size_t smem = sizeof(bf16) * (kRows + 4 * kForwardKeys) * Shape<HS>::kStride;
-    launch(attention_forward_mma_kernel<HS>, "attention_forward_mma_kernel", order, smem, stream,
-           out, lse, qkv, T, C, NH, scale);
+    auto forward = [&](auto kernel, int m_tiles) {
+      // The query tile and two buffers of K and of V tiles of 64 rows.
+      const size_t smem = sizeof(bf16) * (kRows * m_tiles + 4 * kForwardKeys) * Shape<HS>::kStride;
+      launch(kernel, "attention_forward_mma_kernel", block_order(B * NH, T, kRows * m_tiles), smem,
+             stream, out, lse, qkv, T, C, NH, scale);
+    };
+    if constexpr (HS <= 64) {  // with HS = 128, two m-tiles would spill
+      if (wide_blocks) return forward(attention_forward_mma_kernel<HS, 2>, 2);
+    }
+    forward(attention_forward_mma_kernel<HS, 1>, 1);
   });
 }
 

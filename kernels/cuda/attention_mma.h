@@ -15,8 +15,10 @@ bool attention_mma_supports(int head_size);
 // capped at `heads`. Only the start order changes, never the bits. Throws (naming the variable
 // and what it expects) when the value is not an integer >= 1.
 int attention_head_group(int heads);
+// wide_blocks: 128 queries per block, 32 per warp (ACCUM_ATTENTION=mma_fwd128, a candidate
+// measured against the default by bench/gpu.sh; head sizes up to 64, the default otherwise).
 void attention_forward_mma(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int B, int T,
-                           int C, int NH, cudaStream_t stream);
+                           int C, int NH, bool wide_blocks, cudaStream_t stream);
 // delta: (B, NH, T) fp32 scratch, where the dQ kernel writes D = rowsum(dout * out) for the
 // dK/dV kernel. narrow_dkdv: 32 queries per dK/dV step instead of 64
 // (ACCUM_ATTENTION=mma_dkdv32, a candidate measured against the default by bench/gpu.sh;

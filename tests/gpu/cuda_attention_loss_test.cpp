@@ -36,10 +36,11 @@ Scenario attention_scenario(int B, int T, int C, int NH) {
 }
 
 // Every CUDA implementation against the CPU: the tensor-core kernels (attention_mma.cu, head
-// sizes 16..128), their candidates (ACCUM_ATTENTION=mma_dkdv32: dK/dV with 32-query steps,
-// head sizes up to 64) and the CUDA-core ones (ACCUM_ATTENTION=simple, every head size).
+// sizes 16..128), their candidates (ACCUM_ATTENTION=mma_dkdv32: dK/dV with 32-query steps;
+// mma_fwd128: a forward of 128-query blocks; both for head sizes up to 64) and the CUDA-core
+// ones (ACCUM_ATTENTION=simple, every head size).
 void attention_case(int B, int T, int C, int NH) {
-  for (const char* choice : {"", "mma_dkdv32", "simple"}) {
+  for (const char* choice : {"", "mma_dkdv32", "mma_fwd128", "simple"}) {
     SCOPED_TRACE(*choice ? std::string("ACCUM_ATTENTION=") + choice : "default kernels");
     with_env("ACCUM_ATTENTION", choice, [&] {
       check_against_cpu(attention_scenario(B, T, C, NH), kBf16Tolerance, {.written = {"dqkv"}});
@@ -93,6 +94,27 @@ TEST(CudaOps, AttentionBlockOrderChangesNoBits) {
         EXPECT_TRUE(bit_identical(got.at(name), values)) << "output " << name;
       }
     });
+  }
+}
+
+// The candidate forward of 128-query blocks (ACCUM_ATTENTION=mma_fwd128) computes every row
+// as the default's 64-query blocks do: the same bits, including T = 200 (a 128-query block
+// past T) and T = 100 (the first 64 rows of the only block skip their second key tile).
+TEST(CudaOps, AttentionWideForwardBlocksGiveTheDefaultBits) {
+  ACCUM_REQUIRE_CUDA();
+  for (const int T : {200, 100}) {
+    for (const int C : {128, 64}) {  // head sizes 64 and 32
+      SCOPED_TRACE("T=" + std::to_string(T) + " C=" + std::to_string(C));
+      const Scenario scenario = attention_scenario(2, T, C, 2);
+      Backends backends;
+      const Outputs want = scenario(*backends.gpu, {});
+      with_env("ACCUM_ATTENTION", "mma_fwd128", [&] {
+        const Outputs got = scenario(*backends.gpu, {});
+        for (const auto& [name, values] : want) {
+          EXPECT_TRUE(bit_identical(got.at(name), values)) << "output " << name;
+        }
+      });
+    }
   }
 }
 
