@@ -14,6 +14,7 @@
 #   ACCUM_BENCH_K_ROUNDS=3    its timed rounds
 #   ACCUM_SKIP_TORCH=1        skip the PyTorch reference;  PYTHON=python3  interpreter
 #   ACCUM_BENCH_1P3B=0        skip the 1.3B (d_model 2048, T 2048) largest-batch run
+#   ACCUM_BENCH_GEMM_REPORT=0 skip the table of cuBLASLt's candidate algorithms per GEMM
 #   ACCUM_PEAK_TFLOPS=989     peak dense bf16 TFLOP/s for MFU when the card is not known
 # Knobs for a dry run of this script (tests/simt/gpu_sh_dry_run.sh runs it on the SIMT
 # emulator with a tiny model in CI, so the lease of a real GPU is not spent on its bugs):
@@ -171,6 +172,17 @@ if [[ -n "$K_VALUES" ]]; then
   fi
 fi
 
+# ---- cuBLASLt's candidate algorithms for every GEMM shape of the model (one step of 2
+# layers: the layers repeat), each timed on scratch outputs: whether the heuristic's first
+# pick, which the product always runs, leaves time on the table ----
+if [[ "${ACCUM_BENCH_GEMM_REPORT:-1}" == 1 ]]; then
+  log "cuBLASLt candidates per GEMM shape (ACCUM_CUBLASLT_REPORT), 2 layers, B=$BATCH T=$SEQ"
+  rm -f "$OUT/gemm_algos.md"
+  ACCUM_CUBLASLT_REPORT="$OUT/gemm_algos.md" "$BIN/gpt2_bench" "${MODEL[@]}" --layers 2 \
+    --batch "$BATCH" --seq "$SEQ" --steps 1 --warmup 0 > /dev/null 2> "$OUT/gemm_algos.log" ||
+    echo "gpt2_bench exit $? in the cuBLASLt candidate run (see $OUT/gemm_algos.log)"
+fi
+
 # ---- the note's 1.3B configuration: the largest micro-batch that fits, its speed, and its
 # memory (allocated by the model = the memory arithmetic, vs cudaMemGetInfo) ----
 LARGE=()
@@ -193,6 +205,10 @@ fi
 if [[ ${#RESULTS[@]} -gt 0 ]] && [[ "${RESULTS[0]}" == "$OUT/accum.json" ]]; then
   "$PYTHON" "$ROOT/bench/gpu/summarize.py" --card "$CARD" --command "$COMMAND" --tests "$TESTS" \
     --out "$OUT/summary.md" "${RESULTS[@]}" --scaling "${SCALING[@]}" --ablation "${ABLATIONS[@]}" "${LARGE[@]}"
+  if [[ -s "$OUT/gemm_algos.md" ]]; then
+    { echo; echo "cuBLASLt's candidate algorithms per GEMM shape, us (ACCUM_CUBLASLT_REPORT):"
+      echo; cat "$OUT/gemm_algos.md"; } >> "$OUT/summary.md"
+  fi
   if [[ -s "$OUT/summary.md" ]]; then
     { echo; cat "$OUT/summary.md"; } >> "$RESULTS_FILE"
     echo "results: $OUT/summary.md (appended to $RESULTS_FILE)"

@@ -2,8 +2,10 @@
 #include "kernels/cuda/matmul.h"
 
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/ops.h"
@@ -43,6 +45,8 @@ Matmul::Matmul(cudaStream_t stream) : stream_(stream) {
   gelu_fusion_ = gelu == nullptr || std::string(gelu) != "0";
   const char* bgrad = std::getenv("ACCUM_CUBLASLT_BGRAD");
   bgrad_fusion_ = bgrad != nullptr && std::string(bgrad) == "1";
+  const char* report = std::getenv("ACCUM_CUBLASLT_REPORT");
+  report_path_ = report != nullptr ? report : "";
   CUBLAS_CHECK(cublasLtCreate(&handle_));
   CUDA_CHECK(cudaMalloc(&workspace_, kWorkspaceBytes));
   workspace_bytes_ = kWorkspaceBytes;
@@ -157,6 +161,15 @@ bool Matmul::gemm(void* d, bool d_is_f32, const void* a, bool trans_a, long lda,
       cuda_fatal("cublasLtMatmulAlgoGetHeuristic", ("no algorithm for " + shape).c_str(), __FILE__,
                  __LINE__);
     }
+    if (!report_path_.empty()) {
+      const std::string shape =
+          std::to_string(m) + " x " + std::to_string(n) + " x " + std::to_string(k) + " | " +
+          (trans_a ? "T" : "N") + (trans_b ? "T" : "N") + " | " + (d_is_f32 ? "fp32" : "bf16") +
+          " | " + (beta != 0.f ? "1" : "0") + " | " + epilogue_name(epilogue, bias != nullptr) +
+          " | " + std::to_string(align_a) + "/" + std::to_string(align_b) + "/" +
+          std::to_string(align_d);
+      report_candidates(*plan, shape, a, b, m, n, d_is_f32);
+    }
     found = plans_.emplace(key, std::move(plan)).first;
   }
   if (found->second == nullptr) return false;  // an epilogue refused earlier
@@ -173,6 +186,99 @@ bool Matmul::gemm(void* d, bool d_is_f32, const void* a, bool trans_a, long lda,
   CUBLAS_CHECK(cublasLtMatmul(handle_, plan.desc, &alpha, a, plan.a, b, plan.b, &beta, d, plan.d, d,
                               plan.d, &plan.heuristic.algo, workspace_, workspace_bytes_, stream_));
   return true;
+}
+
+const char* Matmul::epilogue_name(Epilogue epilogue, bool bias) {
+  switch (epilogue) {
+    case Epilogue::kGeluAux:
+      return bias ? "GELU_AUX_BIAS" : "GELU_AUX";
+    case Epilogue::kDGelu:
+      return "DGELU";
+    case Epilogue::kBGradA:
+      return "BGRADA";
+    default:
+      return bias ? "BIAS" : "-";
+  }
+}
+
+void Matmul::report_candidates(Plan& plan, const std::string& shape, const void* a, const void* b,
+                               long m, long n, bool d_is_f32) {
+  constexpr int kCandidates = 8, kWarmup = 2, kTimed = 10;
+  cublasLtMatmulHeuristicResult_t results[kCandidates] = {};
+  int returned = 0;
+  CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle_, plan.desc, plan.a, plan.b, plan.d, plan.d,
+                                              plan.preference, kCandidates, results, &returned));
+  // Scratch for everything the product may write (D, the GELU aux, BGRADA's bias gradient):
+  // the timed runs leave the caller's buffers alone. Zeroed, so beta = 1 reads numbers.
+  const size_t d_bytes = static_cast<size_t>(m) * n * (d_is_f32 ? 4 : 2);
+  void *d = nullptr, *aux = nullptr, *bias = nullptr;
+  CUDA_CHECK(cudaMalloc(&d, d_bytes));
+  CUDA_CHECK(cudaMalloc(&aux, static_cast<size_t>(m) * n * 2));
+  CUDA_CHECK(cudaMalloc(&bias, static_cast<size_t>(m) * 4));
+  CUDA_CHECK(cudaMemsetAsync(d, 0, d_bytes, stream_));
+  CUDA_CHECK(cudaMemsetAsync(aux, 0, static_cast<size_t>(m) * n * 2, stream_));
+  CUDA_CHECK(cudaMemsetAsync(bias, 0, static_cast<size_t>(m) * 4, stream_));
+  // The pointers ride in the descriptor; gemm() sets the caller's again before every product.
+  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER,
+                                              &aux, sizeof(aux)));
+  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                              sizeof(bias)));
+  cudaEvent_t start = nullptr, stop = nullptr;
+  CUDA_CHECK(cudaEventCreate(&start));
+  CUDA_CHECK(cudaEventCreate(&stop));
+  const float alpha = 1.f, beta = 1.f;
+  std::vector<float> us(returned, -1.f);  // -1: the algorithm failed to run
+  for (int i = 0; i < returned; ++i) {
+    if (results[i].state != CUBLAS_STATUS_SUCCESS) continue;
+    auto run = [&] {
+      return cublasLtMatmul(handle_, plan.desc, &alpha, a, plan.a, b, plan.b, &beta, d, plan.d, d,
+                            plan.d, &results[i].algo, workspace_, workspace_bytes_, stream_);
+    };
+    bool ok = true;
+    for (int r = 0; r < kWarmup && ok; ++r) ok = run() == CUBLAS_STATUS_SUCCESS;
+    CUDA_CHECK(cudaEventRecord(start, stream_));
+    for (int r = 0; r < kTimed && ok; ++r) ok = run() == CUBLAS_STATUS_SUCCESS;
+    CUDA_CHECK(cudaEventRecord(stop, stream_));
+    CUDA_CHECK(cudaEventSynchronize(stop));
+    float ms = 0.f;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    if (ok) us[i] = 1000.f * ms / kTimed;
+  }
+  CUDA_CHECK(cudaEventDestroy(start));
+  CUDA_CHECK(cudaEventDestroy(stop));
+  CUDA_CHECK(cudaFree(d));
+  CUDA_CHECK(cudaFree(aux));
+  CUDA_CHECK(cudaFree(bias));
+
+  int best = -1;
+  for (int i = 0; i < returned; ++i) {
+    if (us[i] > 0.f && (best < 0 || us[i] < us[best])) best = i;
+  }
+  std::string times;
+  for (int i = 0; i < returned; ++i) {
+    char cell[32];
+    std::snprintf(cell, sizeof(cell), "%s%.1f", i ? " " : "", us[i]);
+    times += cell;
+  }
+  FILE* file = std::fopen(report_path_.c_str(), "a");
+  if (file == nullptr) {
+    cuda_fatal("ACCUM_CUBLASLT_REPORT",
+               ("cannot append to '" + report_path_ + "' (expected a writable file path)").c_str(),
+               __FILE__, __LINE__);
+  }
+  if (std::ftell(file) == 0) {
+    std::fprintf(file,
+                 "| m x n x k | op(A) op(B) | D | beta | epilogue | alignment A/B/D | us of the "
+                 "heuristic's algorithms, in its order | first | best | best is | first / best "
+                 "|\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+  }
+  if (best < 0 || us[0] <= 0.f) {
+    std::fprintf(file, "| %s | %s | %.1f | - | - | - |\n", shape.c_str(), times.c_str(), us[0]);
+  } else {
+    std::fprintf(file, "| %s | %s | %.1f | %.1f | #%d | %.3f |\n", shape.c_str(), times.c_str(),
+                 us[0], us[best], best, us[0] / us[best]);
+  }
+  std::fclose(file);
 }
 
 void Matmul::forward(__nv_bfloat16* out, const __nv_bfloat16* inp, const __nv_bfloat16* weight,

@@ -30,6 +30,7 @@
 
 #include <map>
 #include <memory>
+#include <string>
 #include <tuple>
 
 #include "kernels/backend.h"
@@ -76,6 +77,15 @@ class Matmul {
   bool gemm(void* d, bool d_is_f32, const void* a, bool trans_a, long lda, const void* b,
             bool trans_b, long ldb, long m, long n, long k, float beta, const void* bias,
             Epilogue epilogue = Epilogue::kNone, const void* aux = nullptr);
+  // ACCUM_CUBLASLT_REPORT=FILE (a benchmark's switch): when a plan is made, up to 8 of the
+  // heuristic's algorithms for it are each timed (cudaEvents, 10 runs after 2) on scratch
+  // outputs, and one markdown row per plan (shape and operand alignments) is appended to
+  // FILE: the times in the heuristic's order, its first, the best and their ratio. The product
+  // itself still runs the first algorithm, as without the switch (same bits); the timing syncs the
+  // stream.
+  void report_candidates(Plan& plan, const std::string& shape, const void* a, const void* b, long m,
+                         long n, bool d_is_f32);
+  static const char* epilogue_name(Epilogue epilogue, bool bias);
   // Whether a GELU epilogue may be tried for a (rows, ld) aux matrix at `aux`.
   bool gelu_fusion_allowed(long ld, const void* aux) const;
 
@@ -84,6 +94,7 @@ class Matmul {
   cudaStream_t stream_;
   bool gelu_fusion_ = true;    // ACCUM_CUBLASLT_GELU=0 turns the GELU epilogues off (A/B runs)
   bool bgrad_fusion_ = false;  // ACCUM_CUBLASLT_BGRAD=1 turns the bias-gradient epilogue on
+  std::string report_path_;    // ACCUM_CUBLASLT_REPORT: report_candidates' file, or empty
   cublasLtHandle_t handle_ = nullptr;
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;

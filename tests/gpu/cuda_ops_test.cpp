@@ -3,6 +3,14 @@
 // Shapes are deliberately ragged (rows not multiples of tiles, C both a multiple of 8 for
 // the 16-byte vector path and not, element counts with a tail) so every code path runs.
 #include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
 
 #include "tests/gpu/op_harness.h"
 
@@ -241,6 +249,71 @@ TEST(CudaOps, MatmulBiasGradientFromTheGemmEpilogue) {
   ACCUM_REQUIRE_CUDA();
   with_env("ACCUM_CUBLASLT_BGRAD", "1",
            [] { matmul_case(70, 96, 136, WeightLayout::kInOut, true); });
+}
+
+// ACCUM_CUBLASLT_REPORT=FILE (bench/gpu.sh's table of cuBLASLt's candidate algorithms):
+// every new GEMM plan appends one row, with its shape and the candidates' times, and the
+// products keep the bits of a back end without the switch. A second step makes no plan and
+// so no row.
+TEST(CudaOps, MatmulCandidateReportAddsARowPerShapeAndChangesNoBits) {
+  ACCUM_REQUIRE_CUDA();
+  char path[] = "/tmp/accum_cublaslt_report_XXXXXX";
+  const int fd = mkstemp(path);
+  ASSERT_TRUE(fd >= 0);
+  close(fd);
+  const int N = 70, C = 96, OC = 136;
+  const auto inp = random_bf16_values(size_t(N) * C, 20);
+  const auto weight = random_bf16_values(size_t(C) * OC, 21, 0.1f);
+  const auto bias = random_bf16_values(OC, 22, 0.5f);
+  const auto dout = random_bf16_values(size_t(N) * OC, 23);
+  auto step = [&](Backend& be) {
+    Buffer inp_b = upload_act(be, inp), w = upload_act(be, weight), b = upload_act(be, bias),
+           dout_b = upload_act(be, dout);
+    Buffer out = poisoned_act(be, size_t(N) * OC), dinp = poisoned_act(be, inp.size());
+    Buffer dweight(be, weight.size() * sizeof(float)), dbias(be, OC * sizeof(float));
+    be.matmul_forward(out.get(), inp_b.get(), w.get(), b.get(), N, C, OC, WeightLayout::kInOut);
+    be.matmul_backward(dinp.get(), dweight.f32(), dbias.f32(), dout_b.get(), inp_b.get(), w.get(),
+                       N, C, OC, WeightLayout::kInOut, GradMode::kAdd);
+    return Outputs{{"out", download_act(be, out.get(), size_t(N) * OC)},
+                   {"dinp", download_act(be, dinp.get(), inp.size())},
+                   {"dweight", download_f32(be, dweight.get(), weight.size())},
+                   {"dbias", download_f32(be, dbias.get(), OC)}};
+  };
+  Backends plain;
+  const Outputs want = step(*plain.gpu);
+  Outputs got, again;
+  with_env("ACCUM_CUBLASLT_REPORT", path, [&] {
+    Backends reporting;
+    got = step(*reporting.gpu);
+    again = step(*reporting.gpu);
+  });
+  for (const auto& [name, values] : want) {
+    EXPECT_TRUE(bit_identical(got.at(name), values)) << "output " << name;
+    EXPECT_TRUE(bit_identical(again.at(name), values)) << "output " << name << ", second step";
+  }
+
+  std::ifstream file(path);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(file, line);) lines.push_back(line);
+  std::remove(path);
+  ASSERT_EQ(lines.size(), size_t(5));  // the header, its rule, one row per GEMM of the step
+  EXPECT_EQ(lines[0].rfind("| m x n x k | op(A) op(B) | D | beta | epilogue | alignment", 0),
+            size_t(0));
+  // Every buffer is a cudaMalloc of its own: 256-byte aligned.
+  const std::vector<std::string> shapes = {"| 136 x 70 x 96 | NN | bf16 | 0 | BIAS | 256/256/256 |",
+                                           "| 96 x 70 x 136 | TN | bf16 | 0 | - | 256/256/256 |",
+                                           "| 136 x 96 x 70 | NT | fp32 | 1 | - | 256/256/256 |"};
+  for (size_t row = 0; row < shapes.size(); ++row) {
+    const std::string& line = lines[row + 2];
+    EXPECT_EQ(line.rfind(shapes[row], 0), size_t(0)) << line;
+    // Cells after the shape: the times, the first's, the best's, which, the ratio.
+    std::vector<std::string> cells;
+    std::stringstream rest(line.substr(shapes[row].size()));
+    for (std::string cell; std::getline(rest, cell, '|');) cells.push_back(cell);
+    ASSERT_LE(size_t(5), cells.size()) << line;
+    EXPECT_GT(std::stod(cells[1]), 0.0) << "the first algorithm's time: " << line;
+    EXPECT_LE(std::stod(cells[2]), std::stod(cells[1])) << "best <= first: " << line;
+  }
 }
 
 TEST(CudaOps, MatmulOutInWithoutBias) {

@@ -45,6 +45,7 @@ expect "| accum-cuda with ACCUM_LAYERNORM_GRADS=two_pass |"
 expect "| accum-cuda with ACCUM_ATTENTION_HEAD_GROUP=48 |"
 expect "| accum-cuda with ACCUM_ATTENTION_HEAD_GROUP=1 |"
 expect "PyTorch reference: not run"
+expect "| m x n x k | op(A) op(B) | D | beta | epilogue |"
 for k in 1 2 4; do expect "| $k | "; done
 # The K > 1 windows split into their writing first micro-step and the adding others.
 expect "| K | first (writes) ms | others (add) ms | add / write |"
