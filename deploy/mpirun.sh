@@ -3,6 +3,8 @@
 #   deploy/mpirun.sh 4 job.json               # 4 ranks here
 #   HOSTFILE=hosts deploy/mpirun.sh 16 job.json
 # Extra mpirun arguments: MPIRUN_ARGS="--mca btl_tcp_if_include eth0".
+# Every rank gets GOMP_SPINCOUNT=10000 (a short OpenMP spin: ranks that share cores with other
+# work stay fast; bench/RESULTS.md 1) unless OMP_WAIT_POLICY or GOMP_SPINCOUNT is set here.
 set -euo pipefail
 NP=${1:?usage: mpirun.sh NP SPEC.json}
 SPEC=${2:?usage: mpirun.sh NP SPEC.json}
@@ -11,6 +13,8 @@ ARGS=(-np "$NP" --bind-to none)
 [ "$(id -u)" = 0 ] && ARGS+=(--allow-run-as-root)
 [ "$NP" -gt "$(nproc)" ] && ARGS+=(--oversubscribe)
 [ -n "${HOSTFILE:-}" ] && ARGS+=(--hostfile "$HOSTFILE")
+if [ -n "${OMP_WAIT_POLICY:-}" ]; then ARGS+=(-x OMP_WAIT_POLICY)
+else ARGS+=(-x GOMP_SPINCOUNT="${GOMP_SPINCOUNT:-10000}"); fi
 # shellcheck disable=SC2086
 exec mpirun "${ARGS[@]}" ${MPIRUN_ARGS:-} -x OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" \
   "$BIN/accum-worker" --spec "$SPEC"

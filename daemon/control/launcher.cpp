@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
@@ -11,6 +12,12 @@
 #include "daemon/spec/spec.h"
 
 namespace accum::control {
+
+std::string default_gomp_spincount() {
+  const bool chosen =
+      std::getenv("GOMP_SPINCOUNT") != nullptr || std::getenv("OMP_WAIT_POLICY") != nullptr;
+  return chosen ? "" : "10000";
+}
 
 std::string attempt_log_dir(const std::string& job_dir, int attempt) {
   return absl::StrCat(job_dir, "/logs/attempt-", attempt);
@@ -48,6 +55,7 @@ SpawnRequest build_launch(const LauncherConfig& config, const LaunchInfo& job) {
   if (!config.control_addr.empty()) request.env["ACCUM_CONTROL_ADDR"] = config.control_addr;
   if (!config.token_file.empty()) request.env["ACCUM_TOKEN_FILE"] = config.token_file;
   if (!config.tls_ca.empty()) request.env["ACCUM_CONTROL_TLS_CA"] = config.tls_ca;
+  if (!config.gomp_spincount.empty()) request.env["GOMP_SPINCOUNT"] = config.gomp_spincount;
   const std::vector<std::string> worker = {config.worker_binary, "--spec",
                                            job_spec_path(job.job_dir)};
   const bool use_mpirun =
@@ -67,7 +75,8 @@ SpawnRequest build_launch(const LauncherConfig& config, const LaunchInfo& job) {
     argv.insert(argv.end(), {"--hostfile", job.launch.hostfile()});
   }
   argv.insert(argv.end(), {"--output-filename", log_dir});
-  // Forward the link's variables to remote ranks (local ranks inherit them).
+  // Forward the link's variables (and GOMP_SPINCOUNT) to remote ranks (local ranks inherit
+  // them).
   for (const auto& [name, value] : request.env) argv.insert(argv.end(), {"-x", name});
   argv.insert(argv.end(), config.mpirun_args.begin(), config.mpirun_args.end());
   argv.insert(argv.end(), job.launch.mpirun_args().begin(), job.launch.mpirun_args().end());

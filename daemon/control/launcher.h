@@ -22,6 +22,10 @@
 
 namespace accum::control {
 
+// "10000", or "" when this process's environment sets GOMP_SPINCOUNT or OMP_WAIT_POLICY
+// (see LauncherConfig::gomp_spincount).
+std::string default_gomp_spincount();
+
 struct LauncherConfig {
   std::string worker_binary;             // accum-worker
   std::string mpirun = "mpirun";         // Open MPI's launcher
@@ -31,6 +35,12 @@ struct LauncherConfig {
   std::string control_addr;              // ACCUM_CONTROL_ADDR for rank 0
   std::string token_file;                // ACCUM_TOKEN_FILE ("" when auth is off)
   std::string tls_ca;                    // ACCUM_CONTROL_TLS_CA ("" when TLS is off)
+  // GOMP_SPINCOUNT for every rank ("" = none set): how long an OpenMP thread of the CPU back
+  // end spins at a barrier before it sleeps. With libgomp's default (300,000 rounds) the
+  // README's example ran 13x slower beside one busy core, its threads spinning on the core
+  // their partner needed; 10,000 made that 6x faster and cost 1.5% on idle cores (RESULTS
+  // 1). A daemon started with GOMP_SPINCOUNT or OMP_WAIT_POLICY passes that choice on instead.
+  std::string gomp_spincount = default_gomp_spincount();
 };
 
 struct LaunchInfo {

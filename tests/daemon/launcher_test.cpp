@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -39,6 +40,43 @@ TEST(Launcher, SingleProcessRunsTheWorkerDirectly) {
   EXPECT_EQ(request.env.count("ACCUM_TOKEN_FILE"), 0u);
   EXPECT_EQ(request.stdout_path, "/state/jobs/job-000007/logs/attempt-2/1/rank.0/stdout");
   EXPECT_EQ(request.exit_code_path, "/state/jobs/job-000007/logs/attempt-2/exit_code");
+}
+
+// Every rank gets a short OpenMP spin (GOMP_SPINCOUNT=10000; forwarded to remote ranks),
+// unless the daemon itself was started with GOMP_SPINCOUNT or OMP_WAIT_POLICY: then the
+// ranks inherit that choice and the launcher sets nothing.
+TEST(Launcher, RanksGetAShortOpenMpSpinUnlessTheDaemonWasGivenAPolicy) {
+  LaunchInfo job;
+  job.job_dir = "/s/j";
+  job.world_size = 2;
+  const char* saved_spin = std::getenv("GOMP_SPINCOUNT");
+  const char* saved_policy = std::getenv("OMP_WAIT_POLICY");
+  const std::string spin = saved_spin ? saved_spin : "", policy = saved_policy ? saved_policy : "";
+  unsetenv("GOMP_SPINCOUNT");
+  unsetenv("OMP_WAIT_POLICY");
+  {
+    const LauncherConfig config;
+    EXPECT_EQ(config.gomp_spincount, "10000");
+    const auto request = build_launch(config, job);
+    EXPECT_EQ(request.env.at("GOMP_SPINCOUNT"), "10000");
+    const auto x = std::find(request.argv.begin(), request.argv.end(), "GOMP_SPINCOUNT");
+    ASSERT_TRUE(x != request.argv.end()) << "GOMP_SPINCOUNT is not forwarded to remote ranks";
+    EXPECT_EQ(*(x - 1), "-x");
+    LaunchInfo alone = job;
+    alone.world_size = 1;
+    EXPECT_EQ(build_launch(config, alone).env.at("GOMP_SPINCOUNT"), "10000");
+  }
+  for (const char* name : {"GOMP_SPINCOUNT", "OMP_WAIT_POLICY"}) {
+    setenv(name, "active", 1);
+    const LauncherConfig config;
+    EXPECT_EQ(config.gomp_spincount, "") << name;
+    const auto request = build_launch(config, job);
+    EXPECT_EQ(request.env.count("GOMP_SPINCOUNT"), 0u) << name;
+    EXPECT_FALSE(contains(request.argv, "GOMP_SPINCOUNT")) << name;
+    unsetenv(name);
+  }
+  if (saved_spin) setenv("GOMP_SPINCOUNT", spin.c_str(), 1);
+  if (saved_policy) setenv("OMP_WAIT_POLICY", policy.c_str(), 1);
 }
 
 TEST(Launcher, MpirunLineHasRanksRootOversubscribeHostfileAndArgs) {
