@@ -20,7 +20,8 @@
 #       5. if build-lease-base exists and step 1 timed the kernels under ncu: the same ncu
 #          run of the "before" binary, and ncu_compare.md (per kernel, before and after on
 #          this card: the previous leases' per-kernel numbers came from another card);
-#       6. if step 1 timed the kernels under ncu: the attention kernels again under ncu with
+#       6. bench/gpu/wgmma_probe: which shared-memory layouts wgmma reads as which matrix;
+#          and if step 1 timed the kernels under ncu: the attention kernels again under ncu with
 #          each switch of ACCUM_LEASE_NCU_VARIANTS, side by side with the default
 #          (ncu_variants.md: candidates too small for a step time to resolve);
 #       then OUT_DIR/g.tgz holds every log and JSON, and the tables are printed last.
@@ -44,10 +45,12 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT" || exit 1
 
 build_standalone() {  # SOURCE_ROOT BUILD_DIR
+  local targets=(gpu_test gpt2_bench)
+  [[ -f "$1/bench/gpu/wgmma_probe.cu" ]] && targets+=(wgmma_probe)  # older revisions lack it
   cmake -S "$1/bench/gpu" -B "$2" -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DACCUM_CUDA_ARCHS="${ACCUM_CUDA_ARCHS:-90}" -DACCUM_GPU_FORCE_MINIGTEST=ON \
     -DACCUM_GPU_FORCE_NAIVE_BLAS=ON -DACCUM_GPU_WERROR=ON > /dev/null &&
-    cmake --build "$2" -j "$(nproc)" --target gpu_test gpt2_bench
+    cmake --build "$2" -j "$(nproc)" --target "${targets[@]}"
 }
 
 prepare() {
@@ -148,6 +151,13 @@ run() {
       --before "$g/ncu_before.csv" --out "$g/ncu_compare.md" > /dev/null
   fi
 
+  # Which shared-memory layouts wgmma reads as which matrix (bench/gpu/wgmma_probe.cu): the
+  # facts a Hopper-native attention would be built on, a few seconds of the lease.
+  if [[ -x "$new/wgmma_probe" ]]; then
+    timeout 30 "$new/wgmma_probe" > "$g/wgmma_probe.log" 2>&1
+    echo "wgmma_probe exit $?"
+  fi
+
   # Candidates too small for a step time to resolve (one kernel of ~60 per layer): the
   # attention kernels under ncu with each switch, against the default's from step 1.
   local variant_s="${ACCUM_LEASE_NCU_VARIANT_SECONDS:-25}"
@@ -175,6 +185,7 @@ run() {
   [[ -s "$g/gaps.md" ]] && head -8 "$g/gaps.md"
   [[ -s "$g/ncu_stalls.md" ]] && head -30 "$g/ncu_stalls.md"
   [[ -s "$g/ncu_variants.md" ]] && cat "$g/ncu_variants.md"
+  [[ -s "$g/wgmma_probe.log" ]] && cat "$g/wgmma_probe.log"
   (cd "$out" && tar czf g.tgz g && rm -rf g)
   echo "lease.sh: results in $out/g.tgz"
 }
