@@ -14,16 +14,16 @@
 #       1. bench/gpu.sh with those binaries: gpu tests, GPT-2 124M vs PyTorch, ablations,
 #          K scaling, the 1.3B search, per-kernel ncu table;
 #       2. bench/gpu/compare.py before/after, if build-lease-base exists;
-#       3. compute-sanitizer memcheck and racecheck on the op tests of ACCUM_LEASE_FILTER;
-#       4. with build-lease/bundle.tar.xz: the full build's gpu tests (NCCL, the worker)
-#          through bench/gpu/bundle.sh test;
-#       5. if build-lease-base exists and step 1 timed the kernels under ncu: the same ncu
-#          run of the "before" binary, and ncu_compare.md (per kernel, before and after on
-#          this card: the previous leases' per-kernel numbers came from another card);
-#       6. bench/gpu/wgmma_probe: which shared-memory layouts wgmma reads as which matrix;
+#       3. bench/gpu/wgmma_probe: which shared-memory layouts wgmma reads as which matrix;
 #          and if step 1 timed the kernels under ncu: the attention kernels again under ncu with
 #          each switch of ACCUM_LEASE_NCU_VARIANTS, side by side with the default
 #          (ncu_variants.md: candidates too small for a step time to resolve);
+#       4. compute-sanitizer memcheck and racecheck on the op tests of ACCUM_LEASE_FILTER;
+#       5. with build-lease/bundle.tar.xz: the full build's gpu tests (NCCL, the worker)
+#          through bench/gpu/bundle.sh test;
+#       6. if build-lease-base exists and step 1 timed the kernels under ncu: the same ncu
+#          run of the "before" binary, and ncu_compare.md (per kernel, before and after on
+#          this card: the previous leases' per-kernel numbers came from another card);
 #       then OUT_DIR/g.tgz holds every log and JSON, and the tables are printed last.
 #
 # With the device tool of this workplace: prepare here, then run
@@ -36,10 +36,13 @@
 # ACCUM_BENCH_NSYS (default 1: the GPU's idle time between operations, when nsys exists),
 # ACCUM_LEASE_RACECHECK_FILTER (default: ACCUM_LEASE_FILTER or our kernels' tests),
 # ACCUM_LEASE_SANITIZER_SECONDS (memcheck, default 40), ACCUM_LEASE_RACECHECK_SECONDS
-# (default 130: the 23 default tests took ~110 s on an H100), ACCUM_LEASE_COMPARE_ROUNDS (default 3), ACCUM_LEASE_NCU_BEFORE_SECONDS
-# (default 60; 0: no step 5), ACCUM_LEASE_NCU_VARIANTS (step 6's switches, space-separated;
-# empty: no step 6), ACCUM_LEASE_NCU_VARIANT_SECONDS (each, default 25).
-# The step times are sized to fit one device call of about 8 minutes with the start.
+# (default 100: the 23 tests of session 10 took ~110 s on an H100), ACCUM_LEASE_COMPARE_ROUNDS
+# (default 3), ACCUM_LEASE_NCU_BEFORE_SECONDS
+# (default 60; 0: no step 6), ACCUM_LEASE_NCU_VARIANTS (step 3's switches, space-separated;
+# empty: none), ACCUM_LEASE_NCU_VARIANT_SECONDS (each, default 25).
+# The steps are ordered by what a lease most needs and sized to end in about 9 minutes (the
+# device call's limit is 10): a run cut short loses the last ones, and what it wrote so far
+# under OUT_DIR still comes back.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT" || exit 1
@@ -115,6 +118,31 @@ run() {
       "after: $(cat "$ROOT/build-lease/REVISION" 2> /dev/null || echo unknown)" >> "$g/compare.md"
   fi
 
+  # Which shared-memory layouts wgmma reads as which matrix (bench/gpu/wgmma_probe.cu): the
+  # facts a Hopper-native attention would be built on, a few seconds of the lease.
+  if [[ -x "$new/wgmma_probe" ]]; then
+    timeout 30 "$new/wgmma_probe" > "$g/wgmma_probe.log" 2>&1
+    echo "wgmma_probe exit $?"
+  fi
+
+  # Candidates too small for a step time to resolve (one kernel of ~60 per layer): the
+  # attention kernels under ncu with each switch, against the default's from step 1.
+  local variant_s="${ACCUM_LEASE_NCU_VARIANT_SECONDS:-25}"
+  local variants="${ACCUM_LEASE_NCU_VARIANTS-ACCUM_ATTENTION_HEAD_GROUP=1 ACCUM_ATTENTION_HEAD_GROUP=48 ACCUM_ATTENTION=mma_fwd128 ACCUM_ATTENTION=mma_dkdv32}"
+  if [[ -s "$g/ncu.csv" && -n "$variants" ]]; then
+    for variant in $variants; do
+      local name="${variant//[^A-Za-z0-9]/_}"
+      timeout "$variant_s" env "$variant" ncu --clock-control none --kernel-name regex:attention \
+        --metrics gpu__time_duration.sum --csv --log-file "$g/ncu_$name.csv" "$new/gpt2_bench" \
+        --layers 2 --batch "${ACCUM_BENCH_BATCH:-8}" --seq "${ACCUM_BENCH_SEQ:-1024}" --steps 1 \
+        --warmup 0 > /dev/null 2> "$g/ncu_$name.log"
+      echo "ncu with $variant exit $?"
+      [[ -s "$g/ncu_$name.csv" ]] && python3 bench/gpu/ncu_kernels.py "$g/ncu_$name.csv" \
+        --before "$g/ncu.csv" --out "$g/ncu_$name.md" > /dev/null &&
+        { echo "default (before) vs $variant (after), attention kernels:"; grep -E "^\| (kernel|---)|attention" "$g/ncu_$name.md"; } >> "$g/ncu_variants.md"
+    done
+  fi
+
   # Our own kernels; memcheck also takes the encoder (buckets staged through pinned memory)
   # and cuBLASLt's BGRADA epilogue writing into scratch.
   local kernels="CudaOps.Attention*:CudaOps.CrossEntropy*:CudaOps.LayerNorm*:CudaOps.AdamW*"
@@ -124,7 +152,7 @@ run() {
   [[ "$filter" == none ]] || for tool in memcheck racecheck; do
     local tool_filter="$filter" seconds="${ACCUM_LEASE_SANITIZER_SECONDS:-40}"
     if [[ $tool == racecheck ]]; then
-      tool_filter="$race_filter" seconds="${ACCUM_LEASE_RACECHECK_SECONDS:-130}"
+      tool_filter="$race_filter" seconds="${ACCUM_LEASE_RACECHECK_SECONDS:-100}"
     fi
     timeout "$seconds" compute-sanitizer --tool "$tool" \
       "$new/gpu_test" --gtest_filter="$tool_filter" > "$g/sanitizer_$tool.log" 2>&1
@@ -149,31 +177,6 @@ run() {
     echo "ncu before exit $?"
     [[ -s "$g/ncu_before.csv" ]] && python3 bench/gpu/ncu_kernels.py "$g/ncu.csv" \
       --before "$g/ncu_before.csv" --out "$g/ncu_compare.md" > /dev/null
-  fi
-
-  # Which shared-memory layouts wgmma reads as which matrix (bench/gpu/wgmma_probe.cu): the
-  # facts a Hopper-native attention would be built on, a few seconds of the lease.
-  if [[ -x "$new/wgmma_probe" ]]; then
-    timeout 30 "$new/wgmma_probe" > "$g/wgmma_probe.log" 2>&1
-    echo "wgmma_probe exit $?"
-  fi
-
-  # Candidates too small for a step time to resolve (one kernel of ~60 per layer): the
-  # attention kernels under ncu with each switch, against the default's from step 1.
-  local variant_s="${ACCUM_LEASE_NCU_VARIANT_SECONDS:-25}"
-  local variants="${ACCUM_LEASE_NCU_VARIANTS-ACCUM_ATTENTION_HEAD_GROUP=1 ACCUM_ATTENTION_HEAD_GROUP=48 ACCUM_ATTENTION=mma_fwd128 ACCUM_ATTENTION=mma_dkdv32}"
-  if [[ -s "$g/ncu.csv" && -n "$variants" ]]; then
-    for variant in $variants; do
-      local name="${variant//[^A-Za-z0-9]/_}"
-      timeout "$variant_s" env "$variant" ncu --clock-control none --kernel-name regex:attention \
-        --metrics gpu__time_duration.sum --csv --log-file "$g/ncu_$name.csv" "$new/gpt2_bench" \
-        --layers 2 --batch "${ACCUM_BENCH_BATCH:-8}" --seq "${ACCUM_BENCH_SEQ:-1024}" --steps 1 \
-        --warmup 0 > /dev/null 2> "$g/ncu_$name.log"
-      echo "ncu with $variant exit $?"
-      [[ -s "$g/ncu_$name.csv" ]] && python3 bench/gpu/ncu_kernels.py "$g/ncu_$name.csv" \
-        --before "$g/ncu.csv" --out "$g/ncu_$name.md" > /dev/null &&
-        { echo "default (before) vs $variant (after), attention kernels:"; grep -E "^\| (kernel|---)|attention" "$g/ncu_$name.md"; } >> "$g/ncu_variants.md"
-    done
   fi
 
   grep -E "gpu tests:|ratio|overhead|^\| [0-9]|^\| accum|^\| pytorch|1.3B|exit" "$g/run.log"
