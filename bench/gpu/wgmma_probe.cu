@@ -11,8 +11,10 @@
 // r * stride_r + c * stride_c bytes, with the rows of a core running along N and its 16
 // bytes along K for K-major B, and the other way round for MN-major B. Each layout is
 // tried with LBO and SBO both ways; the case whose product equals the CPU's exactly tells
-// which field is which. A first case with every B element 1 checks the A and D fragment
-// layouts and the instruction plumbing whatever the descriptor means.
+// which field is which. Two first cases check the A and D fragment layouts and the
+// instruction plumbing whatever the descriptor means: every B element 1, and every 8 x 8
+// core matrix the same (K-major: its row i, along N, all i + 1), so that any reading of LBO
+// and SBO gives B[k][n] = n % 8 + 1 and the columns of D differ within each n8 tile.
 //
 //   wgmma_probe    one line per case; exit 0 if the fragments and every layout had a match
 //
@@ -71,17 +73,19 @@ __device__ uint32_t pack(__nv_bfloat16 lo, __nv_bfloat16 hi) {
 }
 
 // One warpgroup (128 threads). a: 64 x 16 row-major; b: 16 x 16 row-major (b[k][n]);
-// d: 64 x 16 row-major. fill_all_ones: every byte pair of the shared buffer is bf16 1.
+// d: 64 x 16 row-major. fill: 0 = b in the layout of the strides; 1 = every element of the
+// shared buffer bf16 1; 2 = every 128-byte core the same, its 16-byte row i all i + 1.
 template <int kTransB>
 __global__ void probe_kernel(const __nv_bfloat16* a, const __nv_bfloat16* b, float* d, int stride_r,
-                             int stride_c, int lbo, int sbo, int fill_all_ones) {
+                             int stride_c, int lbo, int sbo, int fill) {
   __shared__ __align__(1024) __nv_bfloat16 smem[kSmemBytes / 2];
   const int tid = threadIdx.x;
   for (int i = tid; i < kSmemBytes / 2; i += blockDim.x) {
-    smem[i] = __float2bfloat16(fill_all_ones ? 1.f : 0.f);
+    const float value = fill == 1 ? 1.f : fill == 2 ? static_cast<float>((i % 64) / 8 + 1) : 0.f;
+    smem[i] = __float2bfloat16(value);
   }
   __syncthreads();
-  if (!fill_all_ones) {
+  if (fill == 0) {
     // Core (r, c), row i, element j: K-major: n = 8r + i, k = 8c + j; MN-major: k = 8r + i,
     // n = 8c + j.
     for (int e = tid; e < kK * kN; e += blockDim.x) {
@@ -122,7 +126,7 @@ bool check(cudaError_t status, const char* what) {
 
 struct Case {
   const char* name;
-  int trans_b, stride_r, stride_c, lbo, sbo, all_ones;
+  int trans_b, stride_r, stride_c, lbo, sbo, fill;  // fill: as probe_kernel's
 };
 
 }  // namespace
@@ -155,6 +159,7 @@ int main() {
   // ISA's reading: LBO = the K-direction core stride, SBO = the N-direction one).
   const Case cases[] = {
       {"all-ones B (A and D fragments)", 0, 128, 256, 128, 256, 1},
+      {"B[k][n] = n % 8 + 1 (D's columns)", 0, 128, 256, 128, 256, 2},
       {"K-major B, K cores 128 B apart, N cores 256 B", 0, 256, 128, 128, 256, 0},
       {"K-major B, K cores 128 B apart, N cores 256 B", 0, 256, 128, 256, 128, 0},
       {"K-major B, K cores 512 B apart, N cores 128 B", 0, 128, 512, 512, 128, 0},
@@ -165,23 +170,26 @@ int main() {
       {"MN-major B, N cores 512 B apart, K cores 128 B", 1, 128, 512, 128, 512, 0},
   };
   int layouts_matched = 0, layouts = 0, status = 0;
-  bool previous_matched = false;
+  bool previous_matched = false, first_of_pair = false;
   for (size_t index = 0; index < sizeof(cases) / sizeof(cases[0]); ++index) {
     const Case& c = cases[index];
     for (int m = 0; m < kM; ++m) {
       for (int n = 0; n < kN; ++n) {
         double sum = 0;
-        for (int k = 0; k < kK; ++k) sum += a[m * kK + k] * (c.all_ones ? 1.0 : b[k * kN + n]);
+        for (int k = 0; k < kK; ++k) {
+          const double bkn = c.fill == 1 ? 1.0 : c.fill == 2 ? n % 8 + 1 : b[k * kN + n];
+          sum += a[m * kK + k] * bkn;
+        }
         want[m * kN + n] = static_cast<float>(sum);
       }
     }
     cudaMemset(d_dev, 0xFF, want.size() * 4);  // NaN: an unwritten element fails
     if (c.trans_b) {
       probe_kernel<1>
-          <<<1, 128>>>(a_dev, b_dev, d_dev, c.stride_r, c.stride_c, c.lbo, c.sbo, c.all_ones);
+          <<<1, 128>>>(a_dev, b_dev, d_dev, c.stride_r, c.stride_c, c.lbo, c.sbo, c.fill);
     } else {
       probe_kernel<0>
-          <<<1, 128>>>(a_dev, b_dev, d_dev, c.stride_r, c.stride_c, c.lbo, c.sbo, c.all_ones);
+          <<<1, 128>>>(a_dev, b_dev, d_dev, c.stride_r, c.stride_c, c.lbo, c.sbo, c.fill);
     }
     if (!check(cudaGetLastError(), c.name) || !check(cudaDeviceSynchronize(), c.name)) return 1;
     std::vector<float> got(want.size());
@@ -200,12 +208,13 @@ int main() {
       std::printf("%d of %d wrong (first D[%d][%d] = %g, want %g)\n", wrong, kM * kN, first / kN,
                   first % kN, got[first], want[first]);
     }
-    if (c.all_ones) {
+    if (c.fill != 0) {
       if (wrong != 0) status = 1;  // the fragment layouts themselves are off
       continue;
     }
     // Cases come in pairs (the same layout, LBO and SBO swapped): one of them should match.
-    if (index % 2 == 1) {
+    first_of_pair = !first_of_pair;
+    if (first_of_pair) {
       previous_matched = wrong == 0;
     } else {
       ++layouts;
