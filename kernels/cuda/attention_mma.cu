@@ -143,24 +143,6 @@ __device__ inline void two_products(float (&x)[kTiles][4], float (&y)[kTiles][4]
   }
 }
 
-// acc(16 x HS) += P(16 x kCols) tile(kCols x HS), P given as fp32 accumulators (rounded to
-// bf16 here). The backward's dV += P^T dO, dK += dS^T Q and dQ += dS K are all this product
-// (the forward's O += P V is accumulate_values, for one or two m-tiles).
-template <int HS, int kCols>
-__device__ inline void accumulate_times_tile(float (&acc)[HS / 8][4],
-                                             const float (&p)[kCols / 8][4], const bf16* tile) {
-  for (int kk = 0; kk < kCols / 16; ++kk) {
-    uint32_t p_frag[4];
-    mma::acc_to_a(p_frag, p[2 * kk], p[2 * kk + 1]);
-    for (int j = 0; j < HS / 8; j += 2) {
-      uint32_t b[2][2];
-      mma::load_b2_rows_k(b[0], b[1], tile, Shape<HS>::kStride, kk * 16, j * 8);
-      mma::mma_16816(acc[j], p_frag, b[0]);
-      mma::mma_16816(acc[j + 1], p_frag, b[1]);
-    }
-  }
-}
-
 // s[i] (16 x kKeys) = Q K^T for m-tile i (16 query rows) of the kM tiles one warp owns, Q as
 // A fragments over the head dimension, K as rows of k_tile. Each B fragment of K is loaded
 // once for all kM tiles (with kM = 2, half the shared-memory reads per product). A tile with
@@ -183,27 +165,39 @@ __device__ inline void query_key_scores(float (&s)[kM][kKeys / 8][4],
   }
 }
 
-// o[i] += P[i] V for the warp's kM m-tiles, P given as fp32 accumulators (rounded to bf16
-// here), V as rows of v_tile; each B fragment of V is loaded once for all kM tiles
-// (accumulate_times_tile's product, which the backward uses with one tile).
-template <int HS, int kM, int kKeys = kForwardKeys>
-__device__ inline void accumulate_values(float (&o)[kM][HS / 8][4],
-                                         const float (&p)[kM][kKeys / 8][4], const bf16* v_tile,
-                                         const bool (&active)[kM]) {
-  for (int kk = 0; kk < kKeys / 16; ++kk) {
+// acc[i](16 x HS) += P[i](16 x kCols) tile(kCols x HS) for the kM m-tiles of one warp, P
+// given as fp32 accumulators (rounded to bf16 here); each B fragment of the tile is loaded
+// once for all kM m-tiles, and an m-tile with !active[i] is skipped. The forward's O += P V
+// (one or two m-tiles) and, through accumulate_times_tile, the backward's dV += P^T dO,
+// dK += dS^T Q and dQ += dS K are all this product.
+template <int HS, int kM, int kCols>
+__device__ inline void accumulate_rows_times_tile(float (&acc)[kM][HS / 8][4],
+                                                  const float (&p)[kM][kCols / 8][4],
+                                                  const bf16* tile, const bool (&active)[kM]) {
+  for (int kk = 0; kk < kCols / 16; ++kk) {
     uint32_t p_frag[kM][4];
     ACCUM_UNROLL for (int i = 0; i < kM; ++i)
         mma::acc_to_a(p_frag[i], p[i][2 * kk], p[i][2 * kk + 1]);
     for (int j = 0; j < HS / 8; j += 2) {
-      uint32_t vb[2][2];
-      mma::load_b2_rows_k(vb[0], vb[1], v_tile, Shape<HS>::kStride, kk * 16, j * 8);
+      uint32_t b[2][2];
+      mma::load_b2_rows_k(b[0], b[1], tile, Shape<HS>::kStride, kk * 16, j * 8);
       ACCUM_UNROLL for (int i = 0; i < kM; ++i) {
         if (!active[i]) continue;
-        mma::mma_16816(o[i][j], p_frag[i], vb[0]);
-        mma::mma_16816(o[i][j + 1], p_frag[i], vb[1]);
+        mma::mma_16816(acc[i][j], p_frag[i], b[0]);
+        mma::mma_16816(acc[i][j + 1], p_frag[i], b[1]);
       }
     }
   }
+}
+
+// The same product for one warp's single m-tile (the backward kernels).
+template <int HS, int kCols>
+__device__ inline void accumulate_times_tile(float (&acc)[HS / 8][4],
+                                             const float (&p)[kCols / 8][4], const bf16* tile) {
+  constexpr bool kActive[1] = {true};
+  accumulate_rows_times_tile<HS, 1, kCols>(reinterpret_cast<float(&)[1][HS / 8][4]>(acc),
+                                           reinterpret_cast<const float(&)[1][kCols / 8][4]>(p),
+                                           tile, kActive);
 }
 
 // The online softmax of one 64-key tile for one warp's 16 rows (row0.. of the sequence; keys
@@ -350,7 +344,7 @@ __global__ void __launch_bounds__(kThreads, HS >= 128 || kM > 1 ? 2 : 4)
       const bool masked = k0 + kKeys > (kM == 1 ? q0 : row0);
       if (active[i]) online_softmax<HS>(s[i], o[i], m[i], l[i], row0, k0, masked, T, scale_log2);
     }
-    accumulate_values<HS, kM>(o, s, v_tile(buf), active);  // O += P V
+    accumulate_rows_times_tile<HS, kM, kKeys>(o, s, v_tile(buf), active);  // O += P V
   }
 
   ACCUM_UNROLL for (int i = 0; i < kM; ++i) {
