@@ -28,7 +28,7 @@
 #
 # With the device tool of this workplace: prepare here, then run
 #   command "bash bench/gpu/lease.sh run $OUT", carry ["build-lease", "build-lease-base"].
-# Knobs: ACCUM_CUDA_ARCHS (prepare; default 90), ACCUM_LEASE_FILTER (default: the attention,
+# Knobs: ACCUM_CUDA_ARCHS (prepare; default 90a: H100/H200 with the wgmma kernels), ACCUM_LEASE_FILTER (default: the attention,
 # classifier, LayerNorm and AdamW op tests, and for memcheck also the encoder and the BGRADA
 # matmul test; none: no sanitizer), ACCUM_LEASE_GPU_SH_SECONDS
 # (default 240), ACCUM_BENCH_NCU_DETAIL (default 1: ncu's sections for the largest kernels
@@ -51,7 +51,7 @@ build_standalone() {  # SOURCE_ROOT BUILD_DIR
   local targets=(gpu_test gpt2_bench)
   [[ -f "$1/bench/gpu/wgmma_probe.cu" ]] && targets+=(wgmma_probe)  # older revisions lack it
   cmake -S "$1/bench/gpu" -B "$2" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-    -DACCUM_CUDA_ARCHS="${ACCUM_CUDA_ARCHS:-90}" -DACCUM_GPU_FORCE_MINIGTEST=ON \
+    -DACCUM_CUDA_ARCHS="${ACCUM_CUDA_ARCHS:-90a}" -DACCUM_GPU_FORCE_MINIGTEST=ON \
     -DACCUM_GPU_FORCE_NAIVE_BLAS=ON -DACCUM_GPU_WERROR=ON > /dev/null &&
     cmake --build "$2" -j "$(nproc)" --target "${targets[@]}"
 }
@@ -128,7 +128,7 @@ run() {
   # Candidates too small for a step time to resolve (one kernel of ~60 per layer): the
   # attention kernels under ncu with each switch, against the default's from step 1.
   local variant_s="${ACCUM_LEASE_NCU_VARIANT_SECONDS:-25}"
-  local variants="${ACCUM_LEASE_NCU_VARIANTS-ACCUM_ATTENTION_HEAD_GROUP=1 ACCUM_ATTENTION_HEAD_GROUP=48 ACCUM_ATTENTION=mma_fwd128 ACCUM_ATTENTION=mma_dkdv32}"
+  local variants="${ACCUM_LEASE_NCU_VARIANTS-ACCUM_ATTENTION_HEAD_GROUP=1 ACCUM_ATTENTION_HEAD_GROUP=48 ACCUM_ATTENTION=mma_fwd128 ACCUM_ATTENTION=mma_dkdv32 ACCUM_ATTENTION=wgmma}"
   if [[ -s "$g/ncu.csv" && -n "$variants" ]]; then
     for variant in $variants; do
       local name="${variant//[^A-Za-z0-9]/_}"

@@ -16,7 +16,8 @@
 // core matrix the same (K-major: its row i, along N, all i + 1), so that any reading of LBO
 // and SBO gives B[k][n] = n % 8 + 1 and the columns of D differ within each n8 tile.
 //
-//   wgmma_probe    one line per case; exit 0 if the fragments and every layout had a match
+//   wgmma_probe    one line per case; exit 0 if the fragments and every layout had a match,
+//                  and the reading the attention kernels use (wgmma.cuh) was the match
 //
 // Small integers in A and B keep every product exact in fp32. Needs an sm_90 GPU (exit 2
 // otherwise); built for sm_90a only (bench/gpu/CMakeLists.txt).
@@ -127,6 +128,7 @@ bool check(cudaError_t status, const char* what) {
 struct Case {
   const char* name;
   int trans_b, stride_r, stride_c, lbo, sbo, fill;  // fill: as probe_kernel's
+  bool kernels_reading;  // LBO along K, SBO along N: what kernels/cuda/wgmma.cuh assumes
 };
 
 }  // namespace
@@ -158,18 +160,18 @@ int main() {
   // Each layout twice, LBO and SBO swapped (for K-major the first of each pair is the PTX
   // ISA's reading: LBO = the K-direction core stride, SBO = the N-direction one).
   const Case cases[] = {
-      {"all-ones B (A and D fragments)", 0, 128, 256, 128, 256, 1},
-      {"B[k][n] = n % 8 + 1 (D's columns)", 0, 128, 256, 128, 256, 2},
-      {"K-major B, K cores 128 B apart, N cores 256 B", 0, 256, 128, 128, 256, 0},
-      {"K-major B, K cores 128 B apart, N cores 256 B", 0, 256, 128, 256, 128, 0},
-      {"K-major B, K cores 512 B apart, N cores 128 B", 0, 128, 512, 512, 128, 0},
-      {"K-major B, K cores 512 B apart, N cores 128 B", 0, 128, 512, 128, 512, 0},
-      {"MN-major B, N cores 128 B apart, K cores 256 B", 1, 256, 128, 128, 256, 0},
-      {"MN-major B, N cores 128 B apart, K cores 256 B", 1, 256, 128, 256, 128, 0},
-      {"MN-major B, N cores 512 B apart, K cores 128 B", 1, 128, 512, 512, 128, 0},
-      {"MN-major B, N cores 512 B apart, K cores 128 B", 1, 128, 512, 128, 512, 0},
+      {"all-ones B (A and D fragments)", 0, 128, 256, 128, 256, 1, false},
+      {"B[k][n] = n % 8 + 1 (D's columns)", 0, 128, 256, 128, 256, 2, false},
+      {"K-major B, K cores 128 B apart, N cores 256 B", 0, 256, 128, 128, 256, 0, true},
+      {"K-major B, K cores 128 B apart, N cores 256 B", 0, 256, 128, 256, 128, 0, false},
+      {"K-major B, K cores 512 B apart, N cores 128 B", 0, 128, 512, 512, 128, 0, true},
+      {"K-major B, K cores 512 B apart, N cores 128 B", 0, 128, 512, 128, 512, 0, false},
+      {"MN-major B, N cores 128 B apart, K cores 256 B", 1, 256, 128, 128, 256, 0, false},
+      {"MN-major B, N cores 128 B apart, K cores 256 B", 1, 256, 128, 256, 128, 0, true},
+      {"MN-major B, N cores 512 B apart, K cores 128 B", 1, 128, 512, 512, 128, 0, false},
+      {"MN-major B, N cores 512 B apart, K cores 128 B", 1, 128, 512, 128, 512, 0, true},
   };
-  int layouts_matched = 0, layouts = 0, status = 0;
+  int layouts_matched = 0, layouts = 0, status = 0, kernels_cases = 0, kernels_exact = 0;
   bool previous_matched = false, first_of_pair = false;
   for (size_t index = 0; index < sizeof(cases) / sizeof(cases[0]); ++index) {
     const Case& c = cases[index];
@@ -212,6 +214,10 @@ int main() {
       if (wrong != 0) status = 1;  // the fragment layouts themselves are off
       continue;
     }
+    if (c.kernels_reading) {
+      ++kernels_cases;
+      if (wrong == 0) ++kernels_exact;
+    }
     // Cases come in pairs (the same layout, LBO and SBO swapped): one of them should match.
     first_of_pair = !first_of_pair;
     if (first_of_pair) {
@@ -223,8 +229,12 @@ int main() {
   }
   std::printf("wgmma probe: %d of %d layouts matched by one of the two readings\n", layouts_matched,
               layouts);
+  std::printf(
+      "wgmma probe: the reading of kernels/cuda/wgmma.cuh (LBO along K, SBO along N, both "
+      "majors): %d of %d cases exact: %s\n",
+      kernels_exact, kernels_cases, kernels_exact == kernels_cases ? "RIGHT" : "WRONG");
   cudaFree(a_dev);
   cudaFree(b_dev);
   cudaFree(d_dev);
-  return status != 0 || layouts_matched != layouts ? 1 : 0;
+  return status != 0 || layouts_matched != layouts || kernels_exact != kernels_cases ? 1 : 0;
 }

@@ -274,7 +274,7 @@ void dispatch_head_size(int hs, Body body) {
 
 // ACCUM_ATTENTION: unset = tensor cores; "simple" = CUDA cores; candidates (attention_mma.h):
 // "mma_dkdv32" = tensor cores with 32-query dK/dV steps, "mma_fwd128" = a forward of 128
-// queries per block.
+// queries per block, "wgmma" = forward and backward on Hopper's warpgroup MMA.
 bool attention_choice_is(const char* name) {
   const char* choice = std::getenv("ACCUM_ATTENTION");
   return choice != nullptr && std::string(choice) == name;
@@ -292,7 +292,10 @@ void attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int T, int
   check_attention_args("attention_forward", out, qkv, qkv, C, NH);
   const int hs = C / NH;
   if (use_tensor_cores(hs)) {
-    attention_forward_mma(out, lse, qkv, B, T, C, NH, attention_choice_is("mma_fwd128"), stream);
+    const ForwardKernel kernel = attention_choice_is("mma_fwd128") ? ForwardKernel::kWide
+                                 : attention_choice_is("wgmma")    ? ForwardKernel::kWgmma
+                                                                   : ForwardKernel::kDefault;
+    attention_forward_mma(out, lse, qkv, B, T, C, NH, kernel, stream);
     return;
   }
   const float scale = 1.f / sqrtf(static_cast<float>(hs));
@@ -317,8 +320,11 @@ void attention_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf1
   dispatch_head_size(hs, [&](auto head_size) {
     constexpr int HS = decltype(head_size)::value;
     if (tensor_cores) {  // the dQ kernel writes D, then the dK/dV kernel reads it
-      attention_backward_mma(dqkv, dout, qkv, out, lse, delta, B, T, C, NH,
-                             attention_choice_is("mma_dkdv32"), stream);
+      const BackwardKernels kernels = attention_choice_is("mma_dkdv32")
+                                          ? BackwardKernels::kNarrowDkDv
+                                      : attention_choice_is("wgmma") ? BackwardKernels::kWgmma
+                                                                     : BackwardKernels::kDefault;
+      attention_backward_mma(dqkv, dout, qkv, out, lse, delta, B, T, C, NH, kernels, stream);
       return;
     }
     const unsigned delta_grid =

@@ -31,6 +31,7 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/mma.cuh"
+#include "kernels/cuda/wgmma.cuh"
 
 namespace accum::kernels::cuda {
 namespace {
@@ -353,6 +354,166 @@ __global__ void __launch_bounds__(kThreads, HS >= 128 || kM > 1 ? 2 : 4)
   }
 }
 
+// The forward on Hopper's warpgroup MMA (ACCUM_ATTENTION=wgmma, a candidate; HS = 64 and a
+// build with sm_90a code: attention_wgmma_available). The block's 4 warps are one warpgroup;
+// per 64-key step it issues S = Q K^T as 4 wgmma m64n64k16 (k over the head dimension) and
+// O += P V as 4 more (k over the keys), so the tensor cores read K and V straight from
+// shared memory: no ldmatrix and no B fragments in registers, which were 36 of the mma
+// kernel's 100 shared-memory instructions per warp and step and most of its short-scoreboard
+// and MIO stalls (RESULTS 4.9). Q and P stay the A operand in registers and the accumulators
+// have mma.sync's layout (wgmma.cuh), so the softmax and the stores are the mma kernel's,
+// and every element sums the same products in the same order as there. K and V land in
+// shared memory as core matrices (CoreTile); Q as padded rows for ldmatrix, once.
+template <int HS>
+__global__ void __launch_bounds__(kThreads, 4)
+    attention_forward_wgmma_kernel(bf16* out, float* lse, const bf16* qkv, int T, int C, int NH,
+                                   float scale, BlockOrder order) {
+#if ACCUM_HAVE_WGMMA
+  static_assert(HS == 64, "the wgmma products are m64n64k16: 64 keys by 64 channels");
+  using S = Shape<HS>;
+  using Core = CoreTile<HS>;
+  const float scale_log2 = scale * kLog2e;
+  constexpr int kKeys = kForwardKeys;
+  constexpr int kTileBytes = Core::bytes(kKeys);
+  extern __shared__ __align__(16) unsigned char smem_bytes[];
+  bf16* q_tile = reinterpret_cast<bf16*>(smem_bytes);
+  unsigned char* kv_tiles = smem_bytes + kRows * S::kStride * sizeof(bf16);  // 2 x (K, V)
+  auto k_tile = [&](int buf) { return kv_tiles + (2 * buf) * kTileBytes; };
+  auto v_tile = [&](int buf) { return kv_tiles + (2 * buf + 1) * kTileBytes; };
+
+  const BlockTask task = block_task(order);
+  const int bh = task.bh, b = bh / NH, h = bh % NH;
+  const int q0 = (order.tiles - 1 - task.rank) * kRows;
+  const int warp_row0 = q0 + (threadIdx.x / kWarpSize) * 16;
+  const size_t row_stride = 3 * static_cast<size_t>(C);
+  const bf16* q_base = qkv + static_cast<size_t>(b) * T * row_stride + h * HS;
+  auto load_kv = [&](int k0, int buf) {
+    load_core_rows_async<HS, kKeys, kThreads>(k_tile(buf), q_base + C, row_stride, k0, T);
+    load_core_rows_async<HS, kKeys, kThreads>(v_tile(buf), q_base + 2 * C, row_stride, k0, T);
+    cp_async_commit();
+  };
+
+  load_rows<HS>(q_tile, S::kStride, q_base, row_stride, q0, kRows, T);
+  load_kv(0, 0);
+  __syncthreads();
+  uint32_t q_frag[S::kDSteps][4];
+  for (int kk = 0; kk < S::kDSteps; ++kk) {
+    mma::load_a(q_frag[kk], q_tile, S::kStride, warp_row0 - q0, kk * 16);
+  }
+  float o[S::kDTiles][4];
+  zero(o);
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+  const int last_key = min(T, q0 + kRows) - 1;
+
+  // One barrier per step as in the mma kernel; every wgmma batch is waited for within its
+  // step, so the barrier also proves the previous step's reads of buffer buf ^ 1 done.
+  for (int k0 = 0, buf = 0; k0 <= last_key; k0 += kKeys, buf ^= 1) {
+    cp_async_wait<0>();
+    wgmma::fence_proxy_async();  // the copies were ordinary writes; wgmma reads async
+    __syncthreads();
+    float s[kKeys / 8][4];
+    wgmma::fence();
+    for (int kk = 0; kk < S::kDSteps; ++kk) {  // S = Q K^T, K-major B: K's rows are B's columns
+      wgmma::mma_m64n64k16<false>(s, q_frag[kk],
+                                  wgmma::descriptor(k_tile(buf) + 2 * kk * Core::kCoreStride,
+                                                    Core::kCoreStride, Core::kBlockStride),
+                                  kk > 0);
+    }
+    wgmma::commit_group();
+    if (k0 + kKeys <= last_key) load_kv(k0 + kKeys, buf ^ 1);
+    wgmma::wait_group<0>();
+    wgmma::fence_operands(s);
+    wgmma::fence_operands(q_frag);
+    online_softmax<HS>(s, o, m, l, warp_row0, k0, k0 + kKeys > q0, T, scale_log2);
+    uint32_t p_frag[kKeys / 16][4];
+    for (int kk = 0; kk < kKeys / 16; ++kk) mma::acc_to_a(p_frag[kk], s[2 * kk], s[2 * kk + 1]);
+    wgmma::fence();
+    for (int kk = 0; kk < kKeys / 16; ++kk) {  // O += P V, MN-major B: V's rows are B's rows
+      wgmma::mma_m64n64k16<true>(o, p_frag[kk],
+                                 wgmma::descriptor(v_tile(buf) + 2 * kk * Core::kBlockStride,
+                                                   Core::kBlockStride, Core::kCoreStride),
+                                 true);
+    }
+    wgmma::commit_group();
+    wgmma::wait_group<0>();
+    wgmma::fence_operands(o);
+    wgmma::fence_operands(p_frag);
+  }
+  store_forward_rows<HS>(out, lse, bh, b * T, h, warp_row0, T, C, o, m, l, scale_log2);
+#else
+  (void)out, (void)lse, (void)qkv, (void)T, (void)C, (void)NH, (void)scale, (void)order;
+  __trap();  // launched only where attention_wgmma_available()
+#endif
+}
+
+// 1 in the device code of a pass with wgmma (sm_90a), 0 in the others: which pass's code the
+// runtime loaded for this GPU is what cudaMemcpyFromSymbol reads.
+#if !defined(ACCUM_SIMT_EMULATION)
+__device__ int g_attention_wgmma_built = ACCUM_HAVE_WGMMA;
+#endif
+
+// The dK/dV kernels' step for one warp's 16 keys (key_row0 ..) and kInner queries (q0 ..):
+// S^T, dP^T in, P^T = exp(S^T - lse) and dS^T = P^T (dP^T - D) out, in place. lse_q and
+// delta_q are the step's lse (natural log) and D per query, in shared memory. `masked`: the
+// step reaches the diagonal or T (masked entries get P = 0).
+template <int kInner>
+__device__ inline void transposed_probabilities(float (&st)[kInner / 8][4],
+                                                float (&dpt)[kInner / 8][4], const float* lse_q,
+                                                const float* delta_q, int key_row0, int q0,
+                                                bool masked, int T, float scale_log2) {
+  for (int j = 0; j < kInner / 8; ++j) {
+    // This lane's two query columns of tile j: adjacent, so one 8-byte load each.
+    const float2 lse2 = *reinterpret_cast<const float2*>(lse_q + j * 8 + acc_col(0));
+    const float2 delta2 = *reinterpret_cast<const float2*>(delta_q + j * 8 + acc_col(0));
+    const float lse_x = lse2.x * kLog2e, lse_y = lse2.y * kLog2e;  // base 2
+    for (int e = 0; e < 4; ++e) {
+      const float lse_e = (e & 1) ? lse_y : lse_x, delta_e = (e & 1) ? delta2.y : delta2.x;
+      bool visible = true;
+      if (masked) {
+        const int key = key_row0 + acc_row(e), query = q0 + j * 8 + acc_col(e);
+        visible = query >= key && query < T && key < T;
+      }
+      const float p = visible ? exp2f(fmaf(st[j][e], scale_log2, -lse_e)) : 0.f;
+      st[j][e] = p;                           // P^T
+      dpt[j][e] = p * (dpt[j][e] - delta_e);  // dS^T
+    }
+  }
+}
+
+// The dQ kernels' step for one warp's 16 queries (row0 ..) and kInner keys (k0 ..): S, dP in,
+// dS = P (dP - D) out in s, with P = exp(S - lse); row_lse (base 2) and row_delta for the
+// lane's rows g and g + 8. `masked`: the step reaches the diagonal or rows past T.
+template <int kInner>
+__device__ inline void score_gradients(float (&s)[kInner / 8][4], const float (&dp)[kInner / 8][4],
+                                       const float (&row_lse)[2], const float (&row_delta)[2],
+                                       int row0, int k0, bool masked, int T, float scale_log2) {
+  for (int j = 0; j < kInner / 8; ++j) {
+    for (int e = 0; e < 4; ++e) {
+      bool visible = true;
+      if (masked) {
+        const int row = row0 + acc_row(e), key = k0 + j * 8 + acc_col(e);
+        visible = key <= row && key < T && row < T;
+      }
+      const float p = visible ? exp2f(fmaf(s[j][e], scale_log2, -row_lse[e / 2])) : 0.f;
+      s[j][e] = p * (dp[j][e] - row_delta[e / 2]);  // dS
+    }
+  }
+}
+
+// A dK/dV step's statistics as cp.async copies (no commit): thread t < kInner copies lse of
+// query q0 + t to stats[t], thread kInner + t its D to stats[kInner + t].
+template <int kInner>
+__device__ inline void load_stats_async(float* stats, const float* lse_row, const float* delta_row,
+                                        int q0, int T) {
+  if (threadIdx.x < 2 * kInner) {
+    const bool is_lse = threadIdx.x < kInner;
+    const int row = q0 + threadIdx.x - (is_lse ? 0 : kInner);
+    const float* src = is_lse ? lse_row : delta_row;
+    // Past T: zero-filled, nothing read (row 0 stands in for a valid address).
+    cp_async4(stats + threadIdx.x, row < T ? src + row : src, row >= T);
+  }
+}
+
 // One block per 64 keys: dK, dV over the query tiles at and after the diagonal, kInner
 // queries per step: 64, or 32 with ACCUM_ATTENTION=mma_dkdv32 (half the S^T and dP^T
 // registers, so 4 blocks per SM fit at 128 registers instead of 3 at 168; on an H200 it
@@ -396,13 +557,7 @@ __global__ void __launch_bounds__(kThreads, HS >= 128      ? 2
   auto load_step = [&](int q0, int buf) {
     load_rows_async<HS, kInner, kThreads>(q_tile(buf), S::kStride, q_base, row_stride, q0, T);
     load_rows_async<HS, kInner, kThreads>(do_tile(buf), S::kStride, do_base, C, q0, T);
-    if (threadIdx.x < 2 * kInner) {
-      const bool is_lse = threadIdx.x < kInner;
-      const int row = q0 + threadIdx.x - (is_lse ? 0 : kInner);
-      const float* src = is_lse ? lse_row : delta_row;
-      // Past T: zero-filled, nothing read (row 0 stands in for a valid address).
-      cp_async4(lse_tile(buf) + threadIdx.x, row < T ? src + row : src, row >= T);
-    }
+    load_stats_async<kInner>(lse_tile(buf), lse_row, delta_row, q0, T);
     cp_async_commit();
   };
 
@@ -422,26 +577,8 @@ __global__ void __launch_bounds__(kThreads, HS >= 128      ? 2
 
     float st[kInner / 8][4], dpt[kInner / 8][4];  // S^T, dP^T: 16 keys x kInner queries
     two_products<HS>(st, dpt, k_tile, v_tile, q_tile(buf), do_tile(buf), warp_row0);
-    const float* lse_q = lse_tile(buf);
-    const float* delta_q = delta_tile(buf);
-    const bool masked = q0 < key0 + kRows || q0 + kInner > T;  // diagonal or past T
-    for (int j = 0; j < kInner / 8; ++j) {
-      // This lane's two query columns of tile j: adjacent, so one 8-byte load each.
-      const float2 lse2 = *reinterpret_cast<const float2*>(lse_q + j * 8 + acc_col(0));
-      const float2 delta2 = *reinterpret_cast<const float2*>(delta_q + j * 8 + acc_col(0));
-      const float lse_x = lse2.x * kLog2e, lse_y = lse2.y * kLog2e;  // base 2
-      for (int e = 0; e < 4; ++e) {
-        const float lse_e = (e & 1) ? lse_y : lse_x, delta_e = (e & 1) ? delta2.y : delta2.x;
-        bool visible = true;
-        if (masked) {
-          const int key = key0 + warp_row0 + acc_row(e), query = q0 + j * 8 + acc_col(e);
-          visible = query >= key && query < T && key < T;
-        }
-        const float p = visible ? exp2f(fmaf(st[j][e], scale_log2, -lse_e)) : 0.f;
-        st[j][e] = p;                           // P^T
-        dpt[j][e] = p * (dpt[j][e] - delta_e);  // dS^T
-      }
-    }
+    transposed_probabilities<kInner>(st, dpt, lse_tile(buf), delta_tile(buf), key0 + warp_row0, q0,
+                                     q0 < key0 + kRows || q0 + kInner > T, T, scale_log2);
     accumulate_times_tile<HS, kInner>(dv, st, do_tile(buf));  // dV += P^T dO
     accumulate_times_tile<HS, kInner>(dk, dpt, q_tile(buf));  // dK += dS^T Q
   }
@@ -529,22 +666,211 @@ __global__ void __launch_bounds__(kThreads, HS >= 128 ? 2 : 4)
 
     float s[S::kInnerTiles][4], dp[S::kInnerTiles][4];  // S, dP: 16 queries x kInner keys
     two_products<HS>(s, dp, q_tile, do_tile, k_tile(buf), v_tile(buf), warp_row0);
-    const bool masked = k0 + S::kInner > q0 || q0 + kRows > T;  // diagonal or rows past T
-    for (int j = 0; j < S::kInnerTiles; ++j) {
-      for (int e = 0; e < 4; ++e) {
-        bool visible = true;
-        if (masked) {
-          const int row = q0 + warp_row0 + acc_row(e), key = k0 + j * 8 + acc_col(e);
-          visible = key <= row && key < T && row < T;
-        }
-        const float p = visible ? exp2f(fmaf(s[j][e], scale_log2, -row_lse[e / 2])) : 0.f;
-        s[j][e] = p * (dp[j][e] - row_delta[e / 2]);  // dS
-      }
-    }
+    score_gradients<S::kInner>(s, dp, row_lse, row_delta, q0 + warp_row0, k0,
+                               k0 + S::kInner > q0 || q0 + kRows > T, T, scale_log2);
     accumulate_times_tile<HS, S::kInner>(dq, s, k_tile(buf));  // dQ += dS K
   }
   store_rows<HS>(dqkv + static_cast<size_t>(b) * T * row_stride + h * HS, row_stride,
                  q0 + warp_row0, T, dq, {scale, scale});
+}
+
+// The backward on wgmma (ACCUM_ATTENTION=wgmma, HS = 64; see the forward above): the mma
+// kernels' blocks and 64-row steps, with S (S^T) and dP (dP^T) as wgmma whose two operands
+// are both in shared memory (the block's resident rows as K-major A, the streamed tile as
+// K-major B), and the gradient sums as wgmma with dS (P^T, dS^T) from registers and the
+// streamed tile as MN-major B. Every tile is in core matrices (CoreTile), copied with
+// cp.async; every element sums the mma kernels' products in their order.
+template <int HS>
+__device__ inline uint64_t k_major(const unsigned char* tile, int kk) {  // k16 step kk
+  using Core = CoreTile<HS>;
+  return wgmma::descriptor(tile + 2 * kk * Core::kCoreStride, Core::kCoreStride,
+                           Core::kBlockStride);
+}
+template <int HS>
+__device__ inline uint64_t mn_major(const unsigned char* tile, int kk) {  // rows 16 kk ..
+  using Core = CoreTile<HS>;
+  return wgmma::descriptor(tile + 2 * kk * Core::kBlockStride, Core::kBlockStride,
+                           Core::kCoreStride);
+}
+
+// x = A1 B1 and y = A2 B2 over the head dimension (k), A from a1, a2 (the warpgroup's 64
+// rows), B[d][n] = b1[n][d], b2[n][d]; issued as one group and waited for.
+template <int HS>
+__device__ inline void two_products_wgmma(float (&x)[8][4], float (&y)[8][4],
+                                          const unsigned char* a1, const unsigned char* a2,
+                                          const unsigned char* b1, const unsigned char* b2) {
+  wgmma::fence();
+  for (int kk = 0; kk < HS / 16; ++kk) {
+    wgmma::mma_m64n64k16_ss<false>(x, k_major<HS>(a1, kk), k_major<HS>(b1, kk), kk > 0);
+  }
+  for (int kk = 0; kk < HS / 16; ++kk) {
+    wgmma::mma_m64n64k16_ss<false>(y, k_major<HS>(a2, kk), k_major<HS>(b2, kk), kk > 0);
+  }
+  wgmma::commit_group();
+  wgmma::wait_group<0>();
+  wgmma::fence_operands(x);
+  wgmma::fence_operands(y);
+}
+
+// acc += P tile for the warpgroup's 64 rows and 64 columns of P (fp32, rounded to bf16 into
+// p_frag, which the caller keeps until the wait), tile's rows the k index; issued into the
+// caller's open group.
+template <int HS>
+__device__ inline void issue_rows_times_tile(float (&acc)[8][4], uint32_t (&p_frag)[4][4],
+                                             const float (&p)[8][4], const unsigned char* tile) {
+  for (int kk = 0; kk < 4; ++kk) {
+    mma::acc_to_a(p_frag[kk], p[2 * kk], p[2 * kk + 1]);
+    wgmma::mma_m64n64k16<true>(acc, p_frag[kk], mn_major<HS>(tile, kk), true);
+  }
+}
+
+template <int HS>
+__global__ void __launch_bounds__(kThreads, kDkDvBlocksPerSm)
+    attention_backward_dkdv_wgmma_kernel(bf16* dqkv, const bf16* dout, const bf16* qkv,
+                                         const float* lse, const float* delta, int T, int C, int NH,
+                                         float scale, BlockOrder order) {
+#if ACCUM_HAVE_WGMMA
+  static_assert(HS == 64, "the wgmma products are m64n64k16");
+  constexpr int kInner = 64;
+  constexpr int kTileBytes = CoreTile<HS>::bytes(kRows);
+  const float scale_log2 = scale * kLog2e;
+  extern __shared__ __align__(16) unsigned char smem_bytes[];
+  unsigned char* k_tile = smem_bytes;
+  unsigned char* v_tile = k_tile + kTileBytes;
+  unsigned char* qdo_tiles = v_tile + kTileBytes;  // two buffers of (Q, dO) tiles
+  auto q_tile = [&](int buf) { return qdo_tiles + (2 * buf) * kTileBytes; };
+  auto do_tile = [&](int buf) { return qdo_tiles + (2 * buf + 1) * kTileBytes; };
+  float* stats = reinterpret_cast<float*>(qdo_tiles + 4 * kTileBytes);
+  auto lse_tile = [&](int buf) { return stats + (2 * buf) * kInner; };
+  auto delta_tile = [&](int buf) { return stats + (2 * buf + 1) * kInner; };
+
+  const BlockTask task = block_task(order);
+  const int bh = task.bh, b = bh / NH, h = bh % NH;
+  const int key0 = task.rank * kRows;
+  const int warp_row0 = (threadIdx.x / kWarpSize) * 16;
+  const size_t row_stride = 3 * static_cast<size_t>(C);
+  const bf16* q_base = qkv + static_cast<size_t>(b) * T * row_stride + h * HS;
+  const bf16* do_base = dout + static_cast<size_t>(b) * T * C + h * HS;
+  const float* lse_row = lse + static_cast<size_t>(bh) * T;
+  const float* delta_row = delta + static_cast<size_t>(bh) * T;
+  auto load_step = [&](int q0, int buf) {  // as the mma kernel's, tiles as core matrices
+    load_core_rows_async<HS, kInner, kThreads>(q_tile(buf), q_base, row_stride, q0, T);
+    load_core_rows_async<HS, kInner, kThreads>(do_tile(buf), do_base, C, q0, T);
+    load_stats_async<kInner>(lse_tile(buf), lse_row, delta_row, q0, T);
+    cp_async_commit();
+  };
+
+  // K and V join the first step's copies.
+  load_core_rows_async<HS, kRows, kThreads>(k_tile, q_base + C, row_stride, key0, T);
+  load_core_rows_async<HS, kRows, kThreads>(v_tile, q_base + 2 * C, row_stride, key0, T);
+  load_step(key0, 0);
+  float dk[8][4], dv[8][4];
+  zero(dk);
+  zero(dv);
+
+  // Every wgmma group is waited for within its step, so each step's barrier proves the
+  // previous step's reads of buffer buf ^ 1 done before the refill.
+  for (int q0 = key0, buf = 0; q0 < T; q0 += kInner, buf ^= 1) {
+    cp_async_wait<0>();
+    wgmma::fence_proxy_async();
+    __syncthreads();
+    if (q0 + kInner < T) load_step(q0 + kInner, buf ^ 1);
+
+    float st[8][4], dpt[8][4];  // S^T = K Q^T, dP^T = V dO^T: 64 keys x 64 queries
+    two_products_wgmma<HS>(st, dpt, k_tile, v_tile, q_tile(buf), do_tile(buf));
+    transposed_probabilities<kInner>(st, dpt, lse_tile(buf), delta_tile(buf), key0 + warp_row0, q0,
+                                     q0 < key0 + kRows || q0 + kInner > T, T, scale_log2);
+    uint32_t pt_frag[4][4], dst_frag[4][4];
+    wgmma::fence();
+    issue_rows_times_tile<HS>(dv, pt_frag, st, do_tile(buf));   // dV += P^T dO
+    issue_rows_times_tile<HS>(dk, dst_frag, dpt, q_tile(buf));  // dK += dS^T Q
+    wgmma::commit_group();
+    wgmma::wait_group<0>();
+    wgmma::fence_operands(dv);
+    wgmma::fence_operands(dk);
+    wgmma::fence_operands(pt_frag);
+    wgmma::fence_operands(dst_frag);
+  }
+  bf16* dqkv_base = dqkv + static_cast<size_t>(b) * T * row_stride + h * HS;
+  store_rows<HS>(dqkv_base + C, row_stride, key0 + warp_row0, T, dk, {scale, scale});
+  store_rows<HS>(dqkv_base + 2 * C, row_stride, key0 + warp_row0, T, dv, {1.f, 1.f});
+#else
+  (void)dqkv, (void)dout, (void)qkv, (void)lse, (void)delta, (void)T, (void)C, (void)NH;
+  (void)scale, (void)order;
+  __trap();  // launched only where attention_wgmma_available()
+#endif
+}
+
+template <int HS>
+__global__ void __launch_bounds__(kThreads, 4)
+    attention_backward_dq_wgmma_kernel(bf16* dqkv, const bf16* dout, const bf16* qkv,
+                                       const bf16* out, const float* lse, float* delta, int T,
+                                       int C, int NH, float scale, BlockOrder order) {
+#if ACCUM_HAVE_WGMMA
+  static_assert(HS == 64, "the wgmma products are m64n64k16");
+  constexpr int kInner = 64;
+  constexpr int kTileBytes = CoreTile<HS>::bytes(kRows);
+  const float scale_log2 = scale * kLog2e;
+  extern __shared__ __align__(16) unsigned char smem_bytes[];
+  unsigned char* q_tile = smem_bytes;
+  unsigned char* do_tile = q_tile + kTileBytes;
+  unsigned char* kv_tiles = do_tile + kTileBytes;  // two buffers of (K, V) tiles
+  auto k_tile = [&](int buf) { return kv_tiles + (2 * buf) * kTileBytes; };
+  auto v_tile = [&](int buf) { return kv_tiles + (2 * buf + 1) * kTileBytes; };
+
+  const BlockTask task = block_task(order);
+  const int bh = task.bh, b = bh / NH, h = bh % NH;
+  const int q0 = (order.tiles - 1 - task.rank) * kRows;
+  const int warp_row0 = (threadIdx.x / kWarpSize) * 16;
+  const size_t row_stride = 3 * static_cast<size_t>(C);
+  const bf16* q_base = qkv + static_cast<size_t>(b) * T * row_stride + h * HS;
+  const bf16* do_base = dout + static_cast<size_t>(b) * T * C + h * HS;
+  auto load_kv = [&](int k0, int buf) {
+    load_core_rows_async<HS, kInner, kThreads>(k_tile(buf), q_base + C, row_stride, k0, T);
+    load_core_rows_async<HS, kInner, kThreads>(v_tile(buf), q_base + 2 * C, row_stride, k0, T);
+    cp_async_commit();
+  };
+
+  // Q and dO join the first key step's copies.
+  load_core_rows_async<HS, kRows, kThreads>(q_tile, q_base, row_stride, q0, T);
+  load_core_rows_async<HS, kRows, kThreads>(do_tile, do_base, C, q0, T);
+  load_kv(0, 0);
+  float row_lse[2], row_delta[2];
+  for (int half = 0; half < 2; ++half) {
+    const int row = q0 + warp_row0 + mma::lane_g() + 8 * half;
+    row_lse[half] = row < T ? lse[static_cast<size_t>(bh) * T + row] * kLog2e : 0.f;
+  }
+  warp_row_deltas<HS>(row_delta, delta + static_cast<size_t>(bh) * T, do_base,
+                      out + static_cast<size_t>(b) * T * C + h * HS, q0 + warp_row0, T, C);
+  float dq[8][4];
+  zero(dq);
+  const int last_key = min(T, q0 + kRows) - 1;
+
+  for (int k0 = 0, buf = 0; k0 <= last_key; k0 += kInner, buf ^= 1) {
+    cp_async_wait<0>();
+    wgmma::fence_proxy_async();
+    __syncthreads();
+    if (k0 + kInner <= last_key) load_kv(k0 + kInner, buf ^ 1);
+
+    float s[8][4], dp[8][4];  // S = Q K^T, dP = dO V^T: 64 queries x 64 keys
+    two_products_wgmma<HS>(s, dp, q_tile, do_tile, k_tile(buf), v_tile(buf));
+    score_gradients<kInner>(s, dp, row_lse, row_delta, q0 + warp_row0, k0,
+                            k0 + kInner > q0 || q0 + kRows > T, T, scale_log2);
+    uint32_t ds_frag[4][4];
+    wgmma::fence();
+    issue_rows_times_tile<HS>(dq, ds_frag, s, k_tile(buf));  // dQ += dS K
+    wgmma::commit_group();
+    wgmma::wait_group<0>();
+    wgmma::fence_operands(dq);
+    wgmma::fence_operands(ds_frag);
+  }
+  store_rows<HS>(dqkv + static_cast<size_t>(b) * T * row_stride + h * HS, row_stride,
+                 q0 + warp_row0, T, dq, {scale, scale});
+#else
+  (void)dqkv, (void)dout, (void)qkv, (void)out, (void)lse, (void)delta, (void)T, (void)C;
+  (void)NH, (void)scale, (void)order;
+  __trap();  // launched only where attention_wgmma_available()
+#endif
 }
 
 // Launches `kernel` with `smem` bytes of dynamic shared memory, raising the kernel's limit
@@ -604,8 +930,32 @@ int attention_head_group(int heads) {
   return static_cast<int>(std::min<long>(group, heads));
 }
 
+bool attention_wgmma_available() {
+#if defined(ACCUM_SIMT_EMULATION)
+  return ::accum::simt::wgmma_in_image();
+#else
+  int built = 0;
+  if (cudaMemcpyFromSymbol(&built, g_attention_wgmma_built, sizeof(built)) != cudaSuccess) {
+    (void)cudaGetLastError();  // no image for this GPU: not available, and no sticky error
+    return false;
+  }
+  return built == 1;
+#endif
+}
+
+namespace {
+void require_wgmma() {
+  if (!attention_wgmma_available()) {
+    cuda_fatal("attention",
+               "ACCUM_ATTENTION=wgmma: this build has no sm_90a code for this GPU (wgmma needs an "
+               "H100/H200 and a build with ACCUM_CUDA_ARCHS including 90a)",
+               __FILE__, __LINE__);
+  }
+}
+}  // namespace
+
 void attention_forward_mma(bf16* out, float* lse, const bf16* qkv, int B, int T, int C, int NH,
-                           bool wide_blocks, cudaStream_t stream) {
+                           ForwardKernel choice, cudaStream_t stream) {
   const int hs = C / NH;
   const float scale = 1.f / sqrtf(static_cast<float>(hs));
   dispatch_mma_head_size(hs, [&](auto head_size) {
@@ -616,8 +966,18 @@ void attention_forward_mma(bf16* out, float* lse, const bf16* qkv, int B, int T,
       launch(kernel, "attention_forward_mma_kernel", block_order(B * NH, T, kRows * m_tiles), smem,
              stream, out, lse, qkv, T, C, NH, scale);
     };
+    if constexpr (HS == 64) {
+      if (choice == ForwardKernel::kWgmma) {
+        require_wgmma();
+        // The query tile (padded rows) and two buffers of K and V as core matrices.
+        const size_t smem =
+            sizeof(bf16) * kRows * Shape<HS>::kStride + 4 * CoreTile<HS>::bytes(kForwardKeys);
+        return launch(attention_forward_wgmma_kernel<HS>, "attention_forward_wgmma_kernel",
+                      block_order(B * NH, T), smem, stream, out, lse, qkv, T, C, NH, scale);
+      }
+    }
     if constexpr (HS <= 64) {  // with HS = 128, two m-tiles would spill
-      if (wide_blocks) return forward(attention_forward_mma_kernel<HS, 2>, 2);
+      if (choice == ForwardKernel::kWide) return forward(attention_forward_mma_kernel<HS, 2>, 2);
     }
     forward(attention_forward_mma_kernel<HS, 1>, 1);
   });
@@ -625,13 +985,26 @@ void attention_forward_mma(bf16* out, float* lse, const bf16* qkv, int B, int T,
 
 void attention_backward_mma(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out,
                             const float* lse, float* delta, int B, int T, int C, int NH,
-                            bool narrow_dkdv, cudaStream_t stream) {
+                            BackwardKernels choice, cudaStream_t stream) {
   const int hs = C / NH;
   const float scale = 1.f / sqrtf(static_cast<float>(hs));
   const BlockOrder order = block_order(B * NH, T);
   dispatch_mma_head_size(hs, [&](auto head_size) {
     constexpr int HS = decltype(head_size)::value;
     using S = Shape<HS>;
+    if constexpr (HS == 64) {
+      if (choice == BackwardKernels::kWgmma) {
+        require_wgmma();
+        // Two resident tiles and two buffers of two streamed ones; dK/dV also the steps' lse, D.
+        const size_t tiles = 6 * static_cast<size_t>(CoreTile<HS>::bytes(kRows));
+        launch(attention_backward_dq_wgmma_kernel<HS>, "attention_backward_dq_wgmma_kernel", order,
+               tiles, stream, dqkv, dout, qkv, out, lse, delta, T, C, NH, scale);
+        launch(attention_backward_dkdv_wgmma_kernel<HS>, "attention_backward_dkdv_wgmma_kernel",
+               order, tiles + 4 * sizeof(float) * kRows, stream, dqkv, dout, qkv, lse, delta, T, C,
+               NH, scale);
+        return;
+      }
+    }
     // Two rows of kRows resident, two buffers of two kInner-row tiles streamed.
     const size_t tiles = sizeof(bf16) * (2 * kRows + 4 * S::kInner) * S::kStride;
     // dQ first: it writes D, which every dK/dV block reads for all its query steps.
@@ -642,7 +1015,7 @@ void attention_backward_mma(bf16* dqkv, const bf16* dout, const bf16* qkv, const
       launch(kernel, "attention_backward_dkdv_mma_kernel", order, smem + 4 * sizeof(float) * inner,
              stream, dqkv, dout, qkv, lse, delta, T, C, NH, scale);
     };
-    if (narrow_dkdv && S::kInner > 32) {
+    if (choice == BackwardKernels::kNarrowDkDv && S::kInner > 32) {
       dkdv(attention_backward_dkdv_mma_kernel<HS, 32>, 32);
     } else {
       dkdv(attention_backward_dkdv_mma_kernel<HS, S::kInner>, S::kInner);

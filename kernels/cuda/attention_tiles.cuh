@@ -76,27 +76,62 @@ __device__ inline void cp_async_wait() {
 }
 
 // load_rows as cp.async copies (no commit: the caller groups the tiles of one step), for
-// tiles of kTileRows rows copied by the kThreads threads of a block. Everything the index
-// arithmetic needs is known at compile time: each thread copies the same 16-byte column of
-// every (kThreads / (HS / 8))-th row, so a copy costs one address add, one bounds test and
-// the cp.async itself (the general loop's divisions cost ~25 instructions per copy).
-template <int HS, int kTileRows, int kThreads>
-__device__ inline void load_rows_async(bf16* tile, int tile_stride, const bf16* src,
-                                       size_t src_stride, int row0, int T) {
+// tiles of kTileRows rows copied by the kThreads threads of a block; place(r, d) is where
+// tile row r, columns d .. d + 7 (16 bytes) go. Everything the index arithmetic needs is
+// known at compile time: each thread copies the same 16-byte column of every
+// (kThreads / (HS / 8))-th row, so a copy costs one address add, one bounds test and the
+// cp.async itself (the general loop's divisions cost ~25 instructions per copy).
+template <int HS, int kTileRows, int kThreads, typename Place>
+__device__ inline void copy_rows_async(Place place, const bf16* src, size_t src_stride, int row0,
+                                       int T) {
   constexpr int kChunks = HS / 8;  // 16-byte pieces per row
   static_assert(kThreads % kChunks == 0, "every thread keeps one column of the tile");
   constexpr int kRowStep = kThreads / kChunks;        // rows between one thread's copies
   constexpr bool kExact = kTileRows % kRowStep == 0;  // else the last pass has idle threads
   const int r = threadIdx.x / kChunks, d = (threadIdx.x % kChunks) * 8;
   const bf16* from = src + static_cast<size_t>(row0 + r) * src_stride + d;
-  bf16* to = tile + r * tile_stride + d;
   ACCUM_UNROLL for (int i = 0; i < (kTileRows + kRowStep - 1) / kRowStep; ++i) {
     if (!kExact && r + i * kRowStep >= kTileRows) break;
     const bool inside = row0 + r + i * kRowStep < T;
     // A row past T is zero-filled: nothing is read, so any valid address (row 0) stands in.
-    cp_async16(to + i * kRowStep * tile_stride, inside ? from + i * kRowStep * src_stride : src + d,
+    cp_async16(place(r + i * kRowStep, d), inside ? from + i * kRowStep * src_stride : src + d,
                !inside);
   }
+}
+
+// Into a row-major tile whose rows are tile_stride elements apart.
+template <int HS, int kTileRows, int kThreads>
+__device__ inline void load_rows_async(bf16* tile, int tile_stride, const bf16* src,
+                                       size_t src_stride, int row0, int T) {
+  copy_rows_async<HS, kTileRows, kThreads>(
+      [=](int row, int col) { return tile + row * tile_stride + col; }, src, src_stride, row0, T);
+}
+
+// A tile of rows x HS bf16 as wgmma's 8 x 8 core matrices (wgmma.cuh, no swizzle): rows r..r+7,
+// columns c..c+7 form one core of 128 contiguous bytes (row r + i at byte 16 i). Cores along a
+// row are kCoreStride = 144 bytes apart, not 128: the 16 bytes the 8 threads of a quarter warp
+// copy (one row, 8 column pieces) then fall in 8 distinct bank groups. Row blocks are
+// kBlockStride apart. As wgmma's B: K-major (B[k][n] = tile[n][k], S = Q K^T) with LBO =
+// kCoreStride and SBO = kBlockStride; MN-major (B[k][n] = tile[k][n], O = P V) with LBO =
+// kBlockStride and SBO = kCoreStride.
+template <int HS>
+struct CoreTile {
+  static constexpr int kCoreStride = 144;
+  static constexpr int kBlockStride = (HS / 8 - 1) * kCoreStride + 128;
+  static constexpr int bytes(int rows) { return rows / 8 * kBlockStride; }
+  static_assert(kBlockStride % 16 == 0, "descriptor strides are in 16-byte units");
+};
+
+template <int HS, int kTileRows, int kThreads>
+__device__ inline void load_core_rows_async(unsigned char* tile, const bf16* src, size_t src_stride,
+                                            int row0, int T) {
+  static_assert(kTileRows % 8 == 0, "whole core matrices");
+  copy_rows_async<HS, kTileRows, kThreads>(
+      [=](int row, int col) {
+        return reinterpret_cast<bf16*>(tile + (row / 8) * CoreTile<HS>::kBlockStride +
+                                       (col / 8) * CoreTile<HS>::kCoreStride + (row % 8) * 16);
+      },
+      src, src_stride, row0, T);
 }
 
 // The dot product of one row of dout and out over a head (HS elements) by HS/8 lanes of a warp:

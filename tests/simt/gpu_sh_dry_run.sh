@@ -3,7 +3,8 @@
 # rare GPU lease is not spent on the script's own bugs: the gpu tests (a subset), the
 # benchmark with its ablations and variants, K scaling, and the largest-micro-batch search of the
 # large run (the emulated device is sized so that B=16 does not fit and B=8 does), then
-# the summary. A tiny model stands in for GPT-2; PyTorch is skipped (it needs CUDA).
+# the summary. A tiny model stands in for GPT-2 (one head of GPT-2's size 64, so every
+# attention candidate runs, the wgmma kernels too); PyTorch is skipped (it needs CUDA).
 # Asserts the script's exit status and what the summary says.
 #
 # usage: gpu_sh_dry_run.sh REPO_ROOT GPU_SIMT_TEST GPT2_BENCH_SIMT
@@ -23,7 +24,7 @@ export ACCUM_SIMT_DEVICE_BYTES=$(( (32 << 20) + 8000000 ))
 status=0
 ACCUM_GPU_BIN="$work/bin" \
 ACCUM_GPU_TEST_ARGS="--gtest_filter=CudaOps.Gelu:CudaOps.AdamWTwoSteps" \
-ACCUM_BENCH_MODEL="--layers 1 --heads 2 --dmodel 64 --vocab 96" ACCUM_BENCH_SEQ=64 \
+ACCUM_BENCH_MODEL="--layers 1 --heads 1 --dmodel 64 --vocab 96" ACCUM_BENCH_SEQ=64 \
 ACCUM_BENCH_BATCH=2 ACCUM_BENCH_STEPS=4 ACCUM_BENCH_K="1 2 4" \
 ACCUM_BENCH_LARGE="--layers 1 --heads 2 --dmodel 64 --vocab 96 --seq 128" \
 ACCUM_BENCH_LARGE_B="16 8 4" ACCUM_SKIP_TORCH=1 ACCUM_PEAK_TFLOPS=1 \
@@ -40,6 +41,7 @@ expect "| accum-cuda with ACCUM_ATTENTION=simple |"
 expect "| accum-cuda with ACCUM_CUBLASLT_GELU=0 |"
 expect "| accum-cuda with ACCUM_ATTENTION=mma_dkdv32 |"
 expect "| accum-cuda with ACCUM_ATTENTION=mma_fwd128 |"
+expect "| accum-cuda with ACCUM_ATTENTION=wgmma |"
 expect "| accum-cuda with ACCUM_CUBLASLT_BGRAD=1 |"
 expect "| accum-cuda with ACCUM_LAYERNORM_GRADS=two_pass |"
 expect "| accum-cuda with ACCUM_ATTENTION_HEAD_GROUP=48 |"
