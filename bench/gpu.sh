@@ -11,6 +11,7 @@
 #   ACCUM_CUDA_ARCHS="90a"    architectures (default: the visible GPU's, with 90a for an
 #                             H100/H200 so the wgmma kernels are built; else "80;90")
 #   ACCUM_BENCH_BATCH=8       micro-batch B;  ACCUM_BENCH_STEPS=20 timed steps
+#   ACCUM_BENCH_BATCHES="16 32"  more micro-batches for accum-cuda alone: MFU as B grows ("" skips)
 #   ACCUM_BENCH_K="1 8 64"    grad_accum values for the K-scaling run ("" skips it)
 #   ACCUM_BENCH_K_ROUNDS=3    its timed rounds
 #   ACCUM_SKIP_TORCH=1        skip the PyTorch reference;  PYTHON=python3  interpreter
@@ -163,6 +164,21 @@ for ablation in ACCUM_ATTENTION=simple ACCUM_CUBLASLT_GELU=0 ACCUM_ATTENTION=mma
   tail -n 1 "$OUT/accum_$name.log"
 done
 
+# The same model at larger micro-batches (accum-cuda only): what MFU the card gives once the
+# optimizer and the other per-step costs weigh less. Out of memory (exit 5) ends the list.
+BATCHES=()
+for b in ${ACCUM_BENCH_BATCHES-16 32}; do
+  log "accum-cuda GPT-2 ${MODEL[*]:-124M}, B=$b T=$SEQ (micro-batch sweep)"
+  "$BIN/gpt2_bench" "${MODEL[@]}" --batch "$b" --seq "$SEQ" --steps "$STEPS" --warmup 5 \
+    --out "$OUT/accum_b$b.json" 2> "$OUT/accum_b$b.log"
+  batch_rc=$?
+  tail -n 1 "$OUT/accum_b$b.log"
+  [[ $batch_rc -eq 0 ]] && { BATCHES+=("$OUT/accum_b$b.json"); continue; }
+  echo "gpt2_bench exit $batch_rc at B=$b (see $OUT/accum_b$b.log)"
+  [[ $batch_rc -eq 5 ]] || status=1
+  break
+done
+
 # K scaling in one process: blocks of max(K)/K steps per K, alternating for 3 rounds, so
 # that drift in the card's clocks hits every K alike (gpt2_bench --k-scaling).
 SCALING=()
@@ -208,7 +224,8 @@ fi
 # ---- summary (before the profilers: a profiler that runs out of time costs only its own table) ----
 if [[ ${#RESULTS[@]} -gt 0 ]] && [[ "${RESULTS[0]}" == "$OUT/accum.json" ]]; then
   "$PYTHON" "$ROOT/bench/gpu/summarize.py" --card "$CARD" --command "$COMMAND" --tests "$TESTS" \
-    --out "$OUT/summary.md" "${RESULTS[@]}" --scaling "${SCALING[@]}" --ablation "${ABLATIONS[@]}" "${LARGE[@]}"
+    --out "$OUT/summary.md" "${RESULTS[@]}" --scaling "${SCALING[@]}" --ablation "${ABLATIONS[@]}" \
+    --batches "${BATCHES[@]}" "${LARGE[@]}"
   if [[ -s "$OUT/gemm_algos.md" ]]; then
     { echo; echo "cuBLASLt's candidate algorithms per GEMM shape, us (ACCUM_CUBLASLT_REPORT):"
       echo; cat "$OUT/gemm_algos.md"; } >> "$OUT/summary.md"

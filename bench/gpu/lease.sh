@@ -12,7 +12,7 @@
 #       the gpu tests that need MPI and the worker (bench/gpu/bundle.sh pack DIR).
 #   bench/gpu/lease.sh run OUT_DIR            on the GPU host, from the repository root
 #       1. bench/gpu.sh with those binaries: gpu tests, GPT-2 124M vs PyTorch, ablations,
-#          K scaling, the 1.3B search, per-kernel ncu table;
+#          K scaling, micro-batches 16 and 32, the 1.3B search, per-kernel ncu table;
 #       2. bench/gpu/compare.py before/after, if build-lease-base exists;
 #       3. bench/gpu/wgmma_probe: which shared-memory layouts wgmma reads as which matrix;
 #          and if step 1 timed the kernels under ncu: the attention kernels again under ncu with
@@ -31,7 +31,7 @@
 # Knobs: ACCUM_CUDA_ARCHS (prepare; default 90a: H100/H200 with the wgmma kernels), ACCUM_LEASE_FILTER (default: the attention,
 # classifier, LayerNorm and AdamW op tests, and for memcheck also the encoder and the BGRADA
 # matmul test; none: no sanitizer), ACCUM_LEASE_GPU_SH_SECONDS
-# (default 240), ACCUM_BENCH_NCU_DETAIL (default 1: ncu's sections for the largest kernels
+# (default 270), ACCUM_BENCH_NCU_DETAIL (default 1: ncu's sections for the largest kernels
 # and the stall reasons of all of ours),
 # ACCUM_BENCH_NSYS (default 1: the GPU's idle time between operations, when nsys exists),
 # ACCUM_LEASE_RACECHECK_FILTER (default: ACCUM_LEASE_FILTER or our kernels' tests),
@@ -106,7 +106,7 @@ run() {
   ACCUM_GPU_BIN="$new" ACCUM_BENCH_OUT="$g" ACCUM_RESULTS="$g/RESULTS.part" ACCUM_BENCH_NCU=1 \
     ACCUM_BENCH_NCU_DETAIL="${ACCUM_BENCH_NCU_DETAIL:-1}" ACCUM_BENCH_NSYS="${ACCUM_BENCH_NSYS:-1}" \
     ACCUM_GPU_TEST_TIMEOUT=150 ACCUM_NCU_TIMEOUT=80 \
-    timeout "${ACCUM_LEASE_GPU_SH_SECONDS:-240}" bash bench/gpu.sh > "$g/run.log" 2>&1
+    timeout "${ACCUM_LEASE_GPU_SH_SECONDS:-270}" bash bench/gpu.sh > "$g/run.log" 2>&1
   echo "gpu.sh exit $?"
 
   if [[ -x "$old/gpt2_bench" ]]; then

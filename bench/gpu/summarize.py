@@ -4,6 +4,10 @@ table that bench/gpu.sh writes (and appends to bench/RESULTS.md).
 
 usage: summarize.py --card NAME --command CMD --tests LINE --out FILE ours.json [torch.json]
        [--scaling k1.json k8.json ...] [--ablation LABEL=ours_without_X.json ...]
+       [--batches ours_b16.json ...]
+A --batches result is the same model at another micro-batch (tokens/s and MFU as the
+micro-batch grows: the per-step costs that do not scale with it, the optimizer above all,
+weigh less).
 An ablation is the same accum-cuda run with one optimization switched off (e.g. the
 CUDA-core attention instead of the tensor-core one): its row shows what that optimization buys.
 MFU = tokens_per_s * flops_per_token / peak dense bf16 FLOP/s of the card (table below,
@@ -49,6 +53,7 @@ def main():
     ap.add_argument("--scaling", nargs="*", default=[])
     ap.add_argument("--ablation", nargs="*", default=[])
     ap.add_argument("--large", default="")
+    ap.add_argument("--batches", nargs="*", default=[])
     ap.add_argument("results", nargs="+")
     args = ap.parse_args()
     peak = peak_tflops(args.card)
@@ -80,6 +85,13 @@ def main():
         # candidate on (< 1x: the candidate is faster than the default).
         lines += ["", f"default / with `{label}` (tokens/s): "
                       f"**{ours['tokens_per_s'] / r['tokens_per_s']:.3f}x**"]
+    batches = [load(path) for path in args.batches if os.path.exists(path)]
+    if batches:
+        lines += ["", "accum-cuda at other micro-batches (same model, T, K; one run each):", "",
+                  "| micro-batch B | step ms | tokens/s | MFU |", "|---|---|---|---|"]
+        for r in sorted([ours] + batches, key=lambda r: r["batch"]):
+            lines.append(f"| {r['batch']} | {r['step_ms']:.1f} | {r['tokens_per_s']:.0f} | "
+                         f"{mfu(r, peak)} |")
     if theirs:
         lines += ["", f"tokens/s ratio accum-cuda / PyTorch: "
                       f"**{ours['tokens_per_s'] / theirs['tokens_per_s']:.3f}x** (goal >= 1.1x)"]

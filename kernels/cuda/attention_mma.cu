@@ -354,6 +354,15 @@ __global__ void __launch_bounds__(kThreads, HS >= 128 || kM > 1 ? 2 : 4)
   }
 }
 
+// The A fragments of P (kCols columns of fp32 accumulators, rounded to bf16), for
+// the wgmma kernels' second products. Made before the batch's wgmma::fence: a register written
+// between the fence and a wgmma that reads it makes ptxas insert another fence (its C7519 note).
+template <int kCols>
+__device__ inline void a_fragments(uint32_t (&p_frag)[kCols / 16][4],
+                                   const float (&p)[kCols / 8][4]) {
+  for (int kk = 0; kk < kCols / 16; ++kk) mma::acc_to_a(p_frag[kk], p[2 * kk], p[2 * kk + 1]);
+}
+
 // The forward on Hopper's warpgroup MMA (ACCUM_ATTENTION=wgmma, a candidate; HS = 64 and a
 // build with sm_90a code: attention_wgmma_available). The block's 4 warps are one warpgroup;
 // per 64-key step it issues S = Q K^T as 4 wgmma m64n64k16 (k over the head dimension) and
@@ -426,7 +435,7 @@ __global__ void __launch_bounds__(kThreads, 4)
     wgmma::fence_operands(q_frag);
     online_softmax<HS>(s, o, m, l, warp_row0, k0, k0 + kKeys > q0, T, scale_log2);
     uint32_t p_frag[kKeys / 16][4];
-    for (int kk = 0; kk < kKeys / 16; ++kk) mma::acc_to_a(p_frag[kk], s[2 * kk], s[2 * kk + 1]);
+    a_fragments<kKeys>(p_frag, s);
     wgmma::fence();
     for (int kk = 0; kk < kKeys / 16; ++kk) {  // O += P V, MN-major B: V's rows are B's rows
       wgmma::mma_m64n64k16<true>(o, p_frag[kk],
@@ -712,14 +721,12 @@ __device__ inline void two_products_wgmma(float (&x)[8][4], float (&y)[8][4],
   wgmma::fence_operands(y);
 }
 
-// acc += P tile for the warpgroup's 64 rows and 64 columns of P (fp32, rounded to bf16 into
-// p_frag, which the caller keeps until the wait), tile's rows the k index; issued into the
-// caller's open group.
+// acc += P tile for the warpgroup's 64 rows, P as p_frag (which the caller keeps until the
+// wait), tile's rows the k index; issued into the caller's open group.
 template <int HS>
-__device__ inline void issue_rows_times_tile(float (&acc)[8][4], uint32_t (&p_frag)[4][4],
-                                             const float (&p)[8][4], const unsigned char* tile) {
+__device__ inline void issue_rows_times_tile(float (&acc)[8][4], const uint32_t (&p_frag)[4][4],
+                                             const unsigned char* tile) {
   for (int kk = 0; kk < 4; ++kk) {
-    mma::acc_to_a(p_frag[kk], p[2 * kk], p[2 * kk + 1]);
     wgmma::mma_m64n64k16<true>(acc, p_frag[kk], mn_major<HS>(tile, kk), true);
   }
 }
@@ -781,9 +788,11 @@ __global__ void __launch_bounds__(kThreads, kDkDvBlocksPerSm)
     transposed_probabilities<kInner>(st, dpt, lse_tile(buf), delta_tile(buf), key0 + warp_row0, q0,
                                      q0 < key0 + kRows || q0 + kInner > T, T, scale_log2);
     uint32_t pt_frag[4][4], dst_frag[4][4];
+    a_fragments<kInner>(pt_frag, st);
+    a_fragments<kInner>(dst_frag, dpt);
     wgmma::fence();
-    issue_rows_times_tile<HS>(dv, pt_frag, st, do_tile(buf));   // dV += P^T dO
-    issue_rows_times_tile<HS>(dk, dst_frag, dpt, q_tile(buf));  // dK += dS^T Q
+    issue_rows_times_tile<HS>(dv, pt_frag, do_tile(buf));  // dV += P^T dO
+    issue_rows_times_tile<HS>(dk, dst_frag, q_tile(buf));  // dK += dS^T Q
     wgmma::commit_group();
     wgmma::wait_group<0>();
     wgmma::fence_operands(dv);
@@ -857,8 +866,9 @@ __global__ void __launch_bounds__(kThreads, 4)
     score_gradients<kInner>(s, dp, row_lse, row_delta, q0 + warp_row0, k0,
                             k0 + kInner > q0 || q0 + kRows > T, T, scale_log2);
     uint32_t ds_frag[4][4];
+    a_fragments<kInner>(ds_frag, s);
     wgmma::fence();
-    issue_rows_times_tile<HS>(dq, ds_frag, s, k_tile(buf));  // dQ += dS K
+    issue_rows_times_tile<HS>(dq, ds_frag, k_tile(buf));  // dQ += dS K
     wgmma::commit_group();
     wgmma::wait_group<0>();
     wgmma::fence_operands(dq);

@@ -25,7 +25,7 @@ status=0
 ACCUM_GPU_BIN="$work/bin" \
 ACCUM_GPU_TEST_ARGS="--gtest_filter=CudaOps.Gelu:CudaOps.AdamWTwoSteps" \
 ACCUM_BENCH_MODEL="--layers 1 --heads 1 --dmodel 64 --vocab 96" ACCUM_BENCH_SEQ=64 \
-ACCUM_BENCH_BATCH=2 ACCUM_BENCH_STEPS=4 ACCUM_BENCH_K="1 2 4" \
+ACCUM_BENCH_BATCH=2 ACCUM_BENCH_BATCHES=4 ACCUM_BENCH_STEPS=4 ACCUM_BENCH_K="1 2 4" \
 ACCUM_BENCH_LARGE="--layers 1 --heads 2 --dmodel 64 --vocab 96 --seq 128" \
 ACCUM_BENCH_LARGE_B="16 8 4" ACCUM_SKIP_TORCH=1 ACCUM_PEAK_TFLOPS=1 \
 ACCUM_BENCH_OUT="$work/out" ACCUM_RESULTS="$work/RESULTS.md" \
@@ -47,6 +47,9 @@ expect "| accum-cuda with ACCUM_LAYERNORM_GRADS=two_pass |"
 expect "| accum-cuda with ACCUM_ATTENTION_HEAD_GROUP=48 |"
 expect "| accum-cuda with ACCUM_ATTENTION_HEAD_GROUP=1 |"
 expect "PyTorch reference: not run"
+expect "| micro-batch B | step ms | tokens/s | MFU |"
+batch_rows=$(awk '/^\| micro-batch B/ {f = 1; next} f && /^$/ {f = 0} f' "$summary" | grep -c '^| [24] |')
+[[ $batch_rows == 2 ]] || fail "the micro-batch table lacks the rows of B=2 and B=4"
 expect "| m x n x k | op(A) op(B) | D | beta | epilogue |"
 for k in 1 2 4; do expect "| $k | "; done
 # The K > 1 windows split into their writing first micro-step and the adding others.
