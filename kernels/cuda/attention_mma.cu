@@ -354,6 +354,21 @@ __global__ void __launch_bounds__(kThreads, HS >= 128 || kM > 1 ? 2 : 4)
   }
 }
 
+// Descriptors of a CoreTile as wgmma's B (or A) for k16 step kk: K-major, the tile's rows are
+// the operand's N (or M) and its columns 16 kk .. the k; MN-major, its rows 16 kk .. are the k.
+template <int HS>
+__device__ inline uint64_t k_major(const unsigned char* tile, int kk) {
+  using Core = CoreTile<HS>;
+  return wgmma::descriptor(tile + 2 * kk * Core::kCoreStride, Core::kCoreStride,
+                           Core::kBlockStride);
+}
+template <int HS>
+__device__ inline uint64_t mn_major(const unsigned char* tile, int kk) {
+  using Core = CoreTile<HS>;
+  return wgmma::descriptor(tile + 2 * kk * Core::kBlockStride, Core::kBlockStride,
+                           Core::kCoreStride);
+}
+
 // The A fragments of P (kCols columns of fp32 accumulators, rounded to bf16), for
 // the wgmma kernels' second products. Made before the batch's wgmma::fence: a register written
 // between the fence and a wgmma that reads it makes ptxas insert another fence (its C7519 note).
@@ -380,10 +395,9 @@ __global__ void __launch_bounds__(kThreads, 4)
 #if ACCUM_HAVE_WGMMA
   static_assert(HS == 64, "the wgmma products are m64n64k16: 64 keys by 64 channels");
   using S = Shape<HS>;
-  using Core = CoreTile<HS>;
   const float scale_log2 = scale * kLog2e;
   constexpr int kKeys = kForwardKeys;
-  constexpr int kTileBytes = Core::bytes(kKeys);
+  constexpr int kTileBytes = CoreTile<HS>::bytes(kKeys);
   extern __shared__ __align__(16) unsigned char smem_bytes[];
   bf16* q_tile = reinterpret_cast<bf16*>(smem_bytes);
   unsigned char* kv_tiles = smem_bytes + kRows * S::kStride * sizeof(bf16);  // 2 x (K, V)
@@ -423,10 +437,7 @@ __global__ void __launch_bounds__(kThreads, 4)
     float s[kKeys / 8][4];
     wgmma::fence();
     for (int kk = 0; kk < S::kDSteps; ++kk) {  // S = Q K^T, K-major B: K's rows are B's columns
-      wgmma::mma_m64n64k16<false>(s, q_frag[kk],
-                                  wgmma::descriptor(k_tile(buf) + 2 * kk * Core::kCoreStride,
-                                                    Core::kCoreStride, Core::kBlockStride),
-                                  kk > 0);
+      wgmma::mma_m64n64k16<false>(s, q_frag[kk], k_major<HS>(k_tile(buf), kk), kk > 0);
     }
     wgmma::commit_group();
     if (k0 + kKeys <= last_key) load_kv(k0 + kKeys, buf ^ 1);
@@ -438,10 +449,7 @@ __global__ void __launch_bounds__(kThreads, 4)
     a_fragments<kKeys>(p_frag, s);
     wgmma::fence();
     for (int kk = 0; kk < kKeys / 16; ++kk) {  // O += P V, MN-major B: V's rows are B's rows
-      wgmma::mma_m64n64k16<true>(o, p_frag[kk],
-                                 wgmma::descriptor(v_tile(buf) + 2 * kk * Core::kBlockStride,
-                                                   Core::kBlockStride, Core::kCoreStride),
-                                 true);
+      wgmma::mma_m64n64k16<true>(o, p_frag[kk], mn_major<HS>(v_tile(buf), kk), true);
     }
     wgmma::commit_group();
     wgmma::wait_group<0>();
@@ -689,19 +697,6 @@ __global__ void __launch_bounds__(kThreads, HS >= 128 ? 2 : 4)
 // K-major B), and the gradient sums as wgmma with dS (P^T, dS^T) from registers and the
 // streamed tile as MN-major B. Every tile is in core matrices (CoreTile), copied with
 // cp.async; every element sums the mma kernels' products in their order.
-template <int HS>
-__device__ inline uint64_t k_major(const unsigned char* tile, int kk) {  // k16 step kk
-  using Core = CoreTile<HS>;
-  return wgmma::descriptor(tile + 2 * kk * Core::kCoreStride, Core::kCoreStride,
-                           Core::kBlockStride);
-}
-template <int HS>
-__device__ inline uint64_t mn_major(const unsigned char* tile, int kk) {  // rows 16 kk ..
-  using Core = CoreTile<HS>;
-  return wgmma::descriptor(tile + 2 * kk * Core::kBlockStride, Core::kBlockStride,
-                           Core::kCoreStride);
-}
-
 // x = A1 B1 and y = A2 B2 over the head dimension (k), A from a1, a2 (the warpgroup's 64
 // rows), B[d][n] = b1[n][d], b2[n][d]; issued as one group and waited for.
 template <int HS>
