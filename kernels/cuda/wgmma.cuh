@@ -107,7 +107,9 @@ __device__ inline void fence_operands(uint32_t (&a)[N][4]) {
 
 // Makes this thread's earlier ordinary writes to shared memory visible to the async proxy.
 __device__ inline void fence_proxy_async() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && !defined(ACCUM_SIMT_EMULATION)
+#if defined(ACCUM_SIMT_EMULATION)
+  ::accum::simt::fence_proxy_async();
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 #endif
 }

@@ -94,6 +94,9 @@ struct Fiber {
     int pending = 0;
   };
   std::map<float*, Accumulator> accumulators;
+  // Dynamic shared memory its cp.async copies wrote (offset, bytes) since its last
+  // fence.proxy.async: not yet visible to wgmma (the async proxy).
+  std::vector<std::pair<size_t, size_t>> unfenced;
 };
 
 // Two slot tables, used alternately: a lane can only start exchange k + 2 (overwriting
@@ -118,6 +121,7 @@ struct Block {
   void* scheduler_sp = nullptr;
   uint64_t serial = 0;  // distinct for every block run on this OS thread (never 0)
   std::vector<unsigned char> shared;
+  std::vector<unsigned char> unfenced;  // per byte of `shared`: 1 = in some thread's unfenced
 };
 
 thread_local Block* t_block = nullptr;
@@ -263,6 +267,7 @@ void run_block(Block& b) {
   b.block_barrier = Barrier{};
   b.live = threads;
   std::fill(b.shared.begin(), b.shared.end(), 0xFF);  // unwritten shared memory reads as NaN
+  b.unfenced.assign(b.shared.size(), 0);
   for (int i = 0; i < threads; ++i) {
     Fiber& fiber = b.fibers[i];
     fiber.linear = i;
@@ -422,6 +427,13 @@ void land(const Fiber::AsyncCopy& copy) {
   } else {
     std::memcpy(copy.dst, copy.src, copy.bytes);
   }
+  Block& b = block();
+  const auto* dst = static_cast<const unsigned char*>(copy.dst);
+  if (!b.shared.empty() && dst >= b.shared.data() && dst < b.shared.data() + b.shared.size()) {
+    const size_t offset = static_cast<size_t>(dst - b.shared.data());
+    std::fill_n(b.unfenced.begin() + static_cast<std::ptrdiff_t>(offset), copy.bytes, 1);
+    b.current->unfenced.emplace_back(offset, copy.bytes);
+  }
 }
 
 }  // namespace
@@ -439,6 +451,14 @@ void cp_async(void* shared_dst, const void* global_src, int bytes, bool zero_fil
     return;
   }
   block().current->async_open.push_back(copy);
+}
+
+void fence_proxy_async() {
+  Block& b = block();
+  for (const auto& [offset, bytes] : b.current->unfenced) {
+    std::fill_n(b.unfenced.begin() + static_cast<std::ptrdiff_t>(offset), bytes, 0);
+  }
+  b.current->unfenced.clear();
 }
 
 void cp_async_commit() {
@@ -541,6 +561,10 @@ float operand_at(const uint64_t desc, int k, int mn, bool mn_major, const char* 
   if (offset + 2 > b.shared.size()) {
     fail(std::string("wgmma: ") + which + " element (k " + std::to_string(k) + ", " +
          std::to_string(mn) + ") read past the block's dynamic shared memory");
+  }
+  if (b.unfenced[offset] != 0 || b.unfenced[offset + 1] != 0) {
+    fail(std::string("wgmma: ") + which + " read shared memory that a cp.async wrote with no " +
+         "fence.proxy.async by the writing thread after it (the tensor cores may not see it)");
   }
   uint16_t bits;
   std::memcpy(&bits, b.shared.data() + offset, sizeof(bits));

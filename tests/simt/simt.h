@@ -115,6 +115,9 @@ inline void cp_async16(void* shared_dst, const void* global_src, bool zero_fill)
 }
 void cp_async_commit();
 void cp_async_wait(int pending_allowed);
+// fence.proxy.async.shared::cta: the calling thread's landed cp.async copies become visible
+// to wgmma. A wgmma that reads bytes a copy wrote before its thread's fence fails.
+void fence_proxy_async();
 
 // ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16: lanes 8 i .. 8 i + 7 give the
 // addresses of rows 0..7 (16 bytes each, 16-byte aligned) of 8x8 matrix i; register i of

@@ -280,6 +280,33 @@ TEST(SimtEmulator, WgmmaReadsCoreMatricesThroughTheDescriptorAndLandsAtTheWait) 
   }
 }
 
+// cp.async copies are ordinary (generic-proxy) writes; wgmma reads through the async proxy,
+// so each writing thread must fence.proxy.async between its copies landing and the barrier
+// before the wgmma. Without the fence the read fails; with it, it goes through.
+void copy_then_wgmma(bool fence) {
+  static const std::vector<uint16_t> source(1024, 0x3F80);  // bf16 1.0
+  launch_kernel({dim3(1), dim3(128), 2048, nullptr}, nullptr, [&] {
+    unsigned char* smem = dynamic_shared();
+    const int tid = static_cast<int>(thread_idx().x);
+    cp_async(smem + 16 * tid, source.data() + 8 * tid, 16, false);
+    cp_async_commit();
+    cp_async_wait(0);
+    if (fence) fence_proxy_async();
+    sync_block();
+    float d[4] = {};
+    const uint32_t a[4] = {};
+    wgmma_bf16(d, 8, a, (shared_address(smem) >> 4) | (uint64_t{8} << 16) | (uint64_t{16} << 32),
+               false, false);
+    wgmma_commit();
+    wgmma_wait(0);
+  });
+}
+
+TEST(SimtEmulatorDeathTest, WgmmaReadingCopiesWithoutAProxyFenceFails) {
+  copy_then_wgmma(true);  // fenced: fine
+  EXPECT_DEATH(copy_then_wgmma(false), "no fence.proxy.async by the writing thread");
+}
+
 TEST(SimtEmulatorDeathTest, ThreadEndingWithWgmmaItNeverWaitedForFails) {
   EXPECT_DEATH(launch_kernel({dim3(1), dim3(128), 1024, nullptr}, nullptr,
                              [] {
