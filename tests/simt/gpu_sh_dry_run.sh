@@ -52,6 +52,7 @@ batch_rows=$(awk '/^\| micro-batch B/ {f = 1; next} f && /^$/ {f = 0} f' "$summa
 [[ $batch_rows == 2 ]] || fail "the micro-batch table lacks the rows of B=2 and B=4"
 expect "| m x n x k | op(A) op(B) | D | beta | epilogue |"
 for k in 1 2 4; do expect "| $k | "; done
+expect "| overhead | overhead vs this run's micro-steps |"
 # The K > 1 windows split into their writing first micro-step and the adding others.
 expect "| K | first (writes) ms | others (add) ms | add / write |"
 grep -q '"first_micro_ms":[0-9.]*,"adding_micro_ms":[0-9.]' "$work/out/accum_kscaling.json" ||
