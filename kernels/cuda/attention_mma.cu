@@ -24,6 +24,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
+#include <map>
+#include <mutex>
 #include <string>
 
 #include "kernels/cuda/attention_mma.h"
@@ -939,12 +941,23 @@ bool attention_wgmma_available() {
 #if defined(ACCUM_SIMT_EMULATION)
   return ::accum::simt::wgmma_in_image();
 #else
+  // Asked once per device: the copy from the symbol waits for the device, and the forward
+  // and backward ask at every call.
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  static std::mutex mutex;
+  static std::map<int, bool> known;
+  std::lock_guard<std::mutex> lock(mutex);
+  const auto found = known.find(device);
+  if (found != known.end()) return found->second;
   int built = 0;
   if (cudaMemcpyFromSymbol(&built, g_attention_wgmma_built, sizeof(built)) != cudaSuccess) {
     (void)cudaGetLastError();  // no image for this GPU: not available, and no sticky error
-    return false;
   }
-  return built == 1;
+  return known[device] = built == 1;
 #endif
 }
 
