@@ -132,7 +132,7 @@ bool on_simt_emulator() {
 // The candidate kernels on Hopper's warpgroup MMA (ACCUM_ATTENTION=wgmma: forward, dQ and
 // dK/dV, head size 64) against the CPU: GPT-2's shape (16 tiles of 64 rows; on a GPU only:
 // the emulator takes a minute for it, and the test below ties the emulated kernels to the
-// mma ones bit for bit) and ragged T.
+// mma ones bit for bit) and ragged T; and a rerun gives the same bits.
 TEST(CudaOps, AttentionWgmmaKernelsMatchTheCpu) {
   ACCUM_REQUIRE_CUDA();
   if (!cuda::attention_wgmma_available()) {
@@ -144,7 +144,14 @@ TEST(CudaOps, AttentionWgmmaKernelsMatchTheCpu) {
   with_env("ACCUM_ATTENTION", "wgmma", [&] {
     for (const auto& [B, T, C, NH] : shapes) {
       SCOPED_TRACE("B=" + std::to_string(B) + " T=" + std::to_string(T));
-      check_against_cpu(attention_scenario(B, T, C, NH), kBf16Tolerance, {.written = {"dqkv"}});
+      const Scenario scenario = attention_scenario(B, T, C, NH);
+      check_against_cpu(scenario, kBf16Tolerance, {.written = {"dqkv"}});
+      // Deterministic like the mma kernels (no atomics): a rerun gives the same bits.
+      Backends backends;
+      const Outputs first = scenario(*backends.gpu, {}), second = scenario(*backends.gpu, {});
+      for (const auto& [name, values] : first) {
+        EXPECT_TRUE(bit_identical(second.at(name), values)) << "rerun changed " << name;
+      }
     }
   });
 }
