@@ -26,6 +26,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -90,6 +91,21 @@ class Backend {
   // The stream ops run on (cudaStream_t on CUDA, null elsewhere): the communicator
   // orders its collectives after it.
   virtual void* compute_stream() { return nullptr; }
+
+  // ---- recorded op sequences (CUDA graphs) ---------------------------------
+  // Runs `body`: ops of this back end that take the same arguments at every call with the
+  // same (owner, key) and no host work in between. A back end may record them once and
+  // from then on launch the record, all ops at once (CUDA with ACCUM_CUDA_GRAPHS=1: a CUDA
+  // graph, captured at the second call after an ordinary first one). The default runs it.
+  virtual void run_recorded(const void* owner, int key, const std::function<void()>& body) {
+    (void)owner;
+    (void)key;
+    body();
+  }
+  // Drops the records of `owner` (before the buffers they use are released).
+  virtual void forget_recorded(const void* owner) { (void)owner; }
+  // How many times run_recorded launched a record instead of running its body.
+  virtual long recorded_launches() const { return 0; }
 
   // ---- ops (forward) -----------------------------------------------------
   // out(B,T,C) = wte[tokens[b,t], :] + wpe[t, :]

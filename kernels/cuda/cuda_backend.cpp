@@ -13,8 +13,12 @@
 #include <cuda_runtime.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <functional>
+#include <map>
 #include <new>
 #include <string>
+#include <utility>
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/matmul.h"
@@ -57,6 +61,18 @@ struct BiasCorrections {
   float beta1, beta2;
 };
 
+// ACCUM_CUDA_GRAPHS: unset or "0" = ops launched one by one; "1" = run_recorded's sequences
+// as CUDA graphs (a candidate, measured against the default by bench/gpu.sh).
+bool graphs_from_environment() {
+  const char* value = std::getenv("ACCUM_CUDA_GRAPHS");
+  if (value == nullptr || *value == '\0' || std::string(value) == "0") return false;
+  if (std::string(value) == "1") return true;
+  cu::cuda_fatal(
+      "CudaBackend",
+      ("ACCUM_CUDA_GRAPHS='" + std::string(value) + "': expected 1 (CUDA graphs) or 0").c_str(),
+      __FILE__, __LINE__);
+}
+
 class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(int device)
@@ -64,7 +80,13 @@ class CudaBackend final : public Backend {
         stream_(device),
         scratch_(stream_.get()),
         staging_(stream_.get()),
-        matmul_(stream_.get()) {}
+        matmul_(stream_.get()),
+        graphs_(graphs_from_environment()) {}
+  ~CudaBackend() override {
+    for (auto& [key, record] : records_) {
+      if (record.exec != nullptr) cudaGraphExecDestroy(record.exec);  // destructor: no report
+    }
+  }
 
   const char* name() const override { return "cuda"; }
   bool memory_info(size_t* used_bytes, size_t* total_bytes) const override {
@@ -193,6 +215,61 @@ class CudaBackend final : public Backend {
                                       s());
   }
 
+  // ---- recorded op sequences ----
+  // The first call runs the body (plans, scratch sizes and other lazy state settle, and the
+  // scratch slots it uses are noted); the second captures it into a graph on the stream,
+  // instantiates and launches it; later calls launch it. A record is dropped and redone when
+  // a scratch slot it uses has moved (grown) since.
+  void run_recorded(const void* owner, int key, const std::function<void()>& body) override {
+    if (!graphs_) {
+      body();
+      return;
+    }
+    Record& record = records_[{owner, key}];
+    if (record.warm && record.scratch_moves != scratch_moves(record.slots)) {
+      if (record.exec != nullptr) CUDA_CHECK(cudaGraphExecDestroy(record.exec));
+      record = Record{};
+    }
+    if (!record.warm) {
+      scratch_.watch();
+      body();
+      record.warm = true;
+      record.slots = scratch_.touched();
+      record.scratch_moves = scratch_moves(record.slots);
+      return;
+    }
+    if (record.exec == nullptr) {
+      CUDA_CHECK(cudaStreamBeginCapture(s(), cudaStreamCaptureModeThreadLocal));
+      cudaGraph_t graph = nullptr;
+      try {
+        body();
+      } catch (...) {
+        if (cudaStreamEndCapture(s(), &graph) == cudaSuccess && graph != nullptr) {
+          cudaGraphDestroy(graph);
+        }
+        (void)cudaGetLastError();
+        throw;
+      }
+      CUDA_CHECK(cudaStreamEndCapture(s(), &graph));
+      const cudaError_t instantiated = cudaGraphInstantiate(&record.exec, graph, 0);
+      CUDA_CHECK(cudaGraphDestroy(graph));
+      CUDA_CHECK(instantiated);
+    }
+    CUDA_CHECK(cudaGraphLaunch(record.exec, s()));
+    ++launches_;
+  }
+  void forget_recorded(const void* owner) override {
+    for (auto it = records_.begin(); it != records_.end();) {
+      if (it->first.first != owner) {
+        ++it;
+        continue;
+      }
+      if (it->second.exec != nullptr) CUDA_CHECK(cudaGraphExecDestroy(it->second.exec));
+      it = records_.erase(it);
+    }
+  }
+  long recorded_launches() const override { return launches_; }
+
   // ---- optimizer ----
   void sum_add(double* acc, const float* x, size_t n) override { cu::sum_add(acc, x, n, s()); }
   double sum_squares(const float* grads, size_t n) override {
@@ -221,6 +298,23 @@ class CudaBackend final : public Backend {
   cu::DeviceScratch scratch_;
   cu::HostStaging staging_;
   cu::Matmul matmul_;
+  struct Record {
+    bool warm = false;               // the body ran once without recording
+    uint32_t slots = 0;              // the scratch slots the body uses (a bit per slot)
+    uint64_t scratch_moves = 0;      // how often those slots had moved when it ran
+    cudaGraphExec_t exec = nullptr;  // the record, once captured
+  };
+  // The moves of the slots in `slots`, summed: changes when any of them moves.
+  uint64_t scratch_moves(uint32_t slots) const {
+    uint64_t total = 0;
+    for (int i = 0; i < static_cast<int>(cu::ScratchSlot::kCount); ++i) {
+      if (slots & (1u << i)) total += scratch_.moves(static_cast<cu::ScratchSlot>(i));
+    }
+    return total;
+  }
+  bool graphs_;
+  std::map<std::pair<const void*, int>, Record> records_;
+  long launches_ = 0;
 };
 
 }  // namespace

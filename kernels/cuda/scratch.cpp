@@ -15,6 +15,7 @@ DeviceScratch::~DeviceScratch() {
 
 void* DeviceScratch::get(ScratchSlot slot, size_t bytes) {
   Buffer& buffer = buffers_[static_cast<size_t>(slot)];
+  touched_ |= 1u << static_cast<unsigned>(slot);
   if (bytes <= buffer.bytes) return buffer.ptr;
   const size_t grown = bytes + bytes / 4;  // amortize repeated growth
   CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -23,6 +24,7 @@ void* DeviceScratch::get(ScratchSlot slot, size_t bytes) {
   buffer.bytes = 0;
   CUDA_CHECK(cudaMalloc(&buffer.ptr, grown));
   buffer.bytes = grown;
+  ++moves_[static_cast<size_t>(slot)];
   return buffer.ptr;
 }
 

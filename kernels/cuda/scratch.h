@@ -11,6 +11,7 @@
 
 #include <array>
 #include <cstddef>
+#include <cstdint>
 
 namespace accum::kernels::cuda {
 
@@ -28,6 +29,11 @@ class DeviceScratch {
   // Returns >= `bytes` of device memory for `slot` (16-byte aligned). Growing waits for
   // `stream` first, so work still reading the old buffer finishes before it is freed.
   void* get(ScratchSlot slot, size_t bytes);
+  // Which slots get() handed out since watch() (a bit per slot), and how often each slot
+  // has moved (grown): a recorded CUDA graph is stale once a slot it uses has moved.
+  void watch() { touched_ = 0; }
+  uint32_t touched() const { return touched_; }
+  uint64_t moves(ScratchSlot slot) const { return moves_[static_cast<size_t>(slot)]; }
 
  private:
   struct Buffer {
@@ -36,6 +42,8 @@ class DeviceScratch {
   };
   cudaStream_t stream_;
   std::array<Buffer, static_cast<size_t>(ScratchSlot::kCount)> buffers_{};
+  std::array<uint64_t, static_cast<size_t>(ScratchSlot::kCount)> moves_{};
+  uint32_t touched_ = 0;
 };
 
 // A ring of pinned host slots. copy_to_device() copies the caller's bytes into the next

@@ -5,12 +5,15 @@
 //   * K = 2 micro-batches of B accumulate the gradient of one batch of 2B (the fp32
 //     buffer holds the same sum), on CUDA as on the CPU;
 //   * stopping after step 2 and resuming from the saved weights and Adam moments in a
-//     new model gives the uninterrupted run's steps 3-4, bit for bit.
+//     new model gives the uninterrupted run's steps 3-4, bit for bit;
+//   * the op sequences recorded as CUDA graphs (ACCUM_CUDA_GRAPHS=1) train to the same bits.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "bench/gpu/gpt2_step.h"
@@ -42,12 +45,15 @@ std::vector<std::vector<int32_t>> tiny_batches() {
 }
 
 // Losses of `steps` optimizer steps (K = 2 micro-batches each); weights after them.
-std::vector<float> train(Backend& backend, int steps, std::vector<float>* weights = nullptr) {
+// before_step(step), if given, runs before each step.
+std::vector<float> train(Backend& backend, int steps, std::vector<float>* weights = nullptr,
+                         const std::function<void(int)>& before_step = {}) {
   bench::Gpt2Step model(backend, tiny_config(), kB, kT, 99);
   const auto batches = tiny_batches();
   const float dloss = 1.f / (2.f * kB * kT);
   std::vector<float> losses;
   for (int step = 1; step <= steps; ++step) {
+    if (before_step) before_step(step);
     model.begin_window();
     for (const auto& batch : batches) model.micro_step(batch, dloss);
     losses.push_back(model.take_mean_loss());  // the window's mean, as the worker reports it
@@ -81,6 +87,52 @@ TEST(CudaTraining, RepeatedRunsAreBitIdentical) {
   ASSERT_EQ(weights_a.size(), weights_b.size());
   EXPECT_EQ(std::memcmp(weights_a.data(), weights_b.data(), weights_a.size() * sizeof(float)), 0)
       << "two identical CUDA training runs produced different weights";
+}
+
+// ACCUM_CUDA_GRAPHS=1 (a candidate): the forward and the backward's layers run as recorded
+// CUDA graphs (captured at the second call of each: forward, backward writing and backward
+// adding the gradients) and train to the bits of ops launched one by one; the graphs were
+// launched, not only the ops.
+TEST(CudaTraining, CudaGraphsTrainToTheSameBits) {
+  ACCUM_REQUIRE_CUDA();
+  std::vector<float> eager_weights, graph_weights;
+  std::vector<float> eager_losses, graph_losses;
+  with_env("ACCUM_CUDA_GRAPHS", "", [&] {
+    Backends backends;
+    eager_losses = train(*backends.gpu, 4, &eager_weights);
+    EXPECT_EQ(backends.gpu->recorded_launches(), 0) << "graphs launched without ACCUM_CUDA_GRAPHS";
+  });
+  with_env("ACCUM_CUDA_GRAPHS", "1", [&] {
+    Backends backends;
+    long launches_before_last = -1;
+    graph_losses = train(*backends.gpu, 4, &graph_weights, [&](int step) {
+      if (step == 4) launches_before_last = backends.gpu->recorded_launches();
+    });
+    // By the last window every record has settled (each ran once as ops, and again after
+    // the first optimizer step grew a scratch buffer it uses): its 2 forwards, 1 backward
+    // writing and 1 adding the gradients are 4 graph launches.
+    EXPECT_EQ(backends.gpu->recorded_launches() - launches_before_last, 4);
+  });
+  ASSERT_EQ(eager_losses.size(), graph_losses.size());
+  EXPECT_EQ(std::memcmp(eager_losses.data(), graph_losses.data(), eager_losses.size() * 4), 0);
+  ASSERT_EQ(eager_weights.size(), graph_weights.size());
+  EXPECT_EQ(std::memcmp(eager_weights.data(), graph_weights.data(), eager_weights.size() * 4), 0)
+      << "training with CUDA graphs changed the weights";
+}
+
+TEST(CudaTraining, CudaGraphsSwitchThatIsNotZeroOrOneIsRefused) {
+  ACCUM_REQUIRE_CUDA();
+  std::string error = "(accepted)";
+  with_env("ACCUM_CUDA_GRAPHS", "yes", [&] {
+    try {
+      Backends backends;
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  });
+  EXPECT_TRUE(error.find("ACCUM_CUDA_GRAPHS='yes': expected 1 (CUDA graphs) or 0") !=
+              std::string::npos)
+      << "error: " << error;
 }
 
 // The gradient buffer after one window of `batches` micro-batches of B rows each.

@@ -301,6 +301,12 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDe
   return CUBLAS_STATUS_SUCCESS;
 }
 
+namespace {
+void run_matmul(const Desc& desc, const Layout& a, const Layout& b, const Layout& c,
+                const Layout& d, uint64_t m, uint64_t n, uint64_t k, float alpha, float beta,
+                const void* A, const void* B, const void* C, void* D);
+}  // namespace
+
 cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc_handle,
                               const void* alpha_ptr, const void* A, cublasLtMatrixLayout_t a_handle,
                               const void* B, cublasLtMatrixLayout_t b_handle, const void* beta_ptr,
@@ -347,8 +353,23 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
   if (has_aux(desc.epilogue)) {
     accum::simt::check_device_range(desc.aux, 2 * ((n - 1) * desc.aux_ld + m), "epilogue aux");
   }
+  // Stream capture records the product with the descriptor, layouts and scalars as they are
+  // now, as a CUDA graph does; it runs when the graph is launched.
   const float alpha = *static_cast<const float*>(alpha_ptr);
   const float beta = *static_cast<const float*>(beta_ptr);
+  if (accum::simt::capture_if_capturing(
+          stream, [=] { run_matmul(desc, a, b, c, d, m, n, k, alpha, beta, A, B, C, D); })) {
+    return CUBLAS_STATUS_SUCCESS;
+  }
+  run_matmul(desc, a, b, c, d, m, n, k, alpha, beta, A, B, C, D);
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+namespace {
+
+void run_matmul(const Desc& desc, const Layout& a, const Layout& b, const Layout& c,
+                const Layout& d, uint64_t m, uint64_t n, uint64_t k, float alpha, float beta,
+                const void* A, const void* B, const void* C, void* D) {
   const bool ta = desc.trans_a == CUBLAS_OP_T, tb = desc.trans_b == CUBLAS_OP_T;
   // op(A) as k x m and op(B) as k x n, fp32, k-major: the product is then a sum of
   // outer products over k (fp32, k in order), which the compiler vectorizes over m.
@@ -391,8 +412,9 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
     }
   }
   accum::simt::check_guards();
-  return CUBLAS_STATUS_SUCCESS;
 }
+
+}  // namespace
 
 int accum::simt::matmul_calls_with_epilogue(int epilogue) {
   std::lock_guard<std::mutex> lock(g_calls_mutex);

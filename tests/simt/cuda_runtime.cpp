@@ -21,11 +21,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <iterator>
 #include <map>
 #include <mutex>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "tests/simt/simt_runtime.h"
 
@@ -46,6 +48,10 @@ struct Device {
   std::map<cudaEvent_t, std::chrono::steady_clock::time_point> events;
   std::map<uintptr_t, size_t> pinned;  // cudaMallocHost: start -> bytes
   HostWaits waits;
+  // The stream being captured (nullptr: none) and what it recorded so far.
+  cudaStream_t capturing = nullptr;
+  bool capture_active = false;
+  std::vector<std::function<void()>> captured;
 };
 
 Device& device() {
@@ -137,6 +143,27 @@ void check_guards() {
   for (const auto& [start, size] : d.allocations) check_guard_locked(start, size);
 }
 
+bool capture_if_capturing(cudaStream_t stream, std::function<void()> op) {
+  Device& d = device();
+  std::lock_guard<std::mutex> lock(d.mutex);
+  if (!d.capture_active) return false;
+  if (stream != d.capturing) {
+    fail("work queued on another stream while a stream captures (a graph records one stream)");
+  }
+  d.captured.push_back(std::move(op));
+  return true;
+}
+
+void refuse_while_capturing(const char* what) {
+  Device& d = device();
+  std::lock_guard<std::mutex> lock(d.mutex);
+  if (d.capture_active) {
+    fail(std::string(what) +
+         " while a stream captures (a CUDA graph cannot hold it; a real "
+         "capture fails with cudaErrorStreamCaptureUnsupported)");
+  }
+}
+
 HostWaits host_waits() {
   Device& d = device();
   std::lock_guard<std::mutex> lock(d.mutex);
@@ -211,6 +238,7 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
 }
 
 cudaError_t cudaMalloc(void** ptr, size_t size) {
+  accum::simt::refuse_while_capturing("cudaMalloc");
   auto& d = accum::simt::device();
   const size_t rounded = accum::simt::padded(size);
   {
@@ -232,6 +260,7 @@ cudaError_t cudaMalloc(void** ptr, size_t size) {
 }
 
 cudaError_t cudaFree(void* ptr) {
+  accum::simt::refuse_while_capturing("cudaFree");
   if (ptr == nullptr) return cudaSuccess;
   auto& d = accum::simt::device();
   {
@@ -294,6 +323,13 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpy
                             cudaStream_t stream) {
   check_stream(stream);
   if (count == 0) return cudaSuccess;
+  if (kind == cudaMemcpyDeviceToDevice && accum::simt::capture_if_capturing(stream, [=] {
+        (void)cudaMemcpyAsync(dst, src, count, kind, stream);
+      })) {
+    return cudaSuccess;
+  }
+  // The host's side of a copy is read or written when the graph runs: not emulated.
+  accum::simt::refuse_while_capturing("a copy to or from host memory");
   if (kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice) {
     check_device_range(dst, count, "cudaMemcpy destination");
   }
@@ -323,6 +359,10 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind 
 cudaError_t cudaMemsetAsync(void* ptr, int value, size_t count, cudaStream_t stream) {
   check_stream(stream);
   if (count == 0) return cudaSuccess;
+  if (accum::simt::capture_if_capturing(
+          stream, [=] { (void)cudaMemsetAsync(ptr, value, count, stream); })) {
+    return cudaSuccess;
+  }
   check_device_range(ptr, count, "cudaMemset");
   std::memset(ptr, value, count);
   return cudaSuccess;
@@ -353,6 +393,7 @@ cudaError_t check_event(cudaEvent_t event) {
 
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   check_stream(stream);
+  accum::simt::refuse_while_capturing("cudaEventRecord (not emulated in a graph)");
   auto& d = accum::simt::device();
   std::lock_guard<std::mutex> lock(d.mutex);
   const auto found = d.events.find(event);
@@ -376,6 +417,7 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) 
 cudaError_t cudaEventQuery(cudaEvent_t event) { return check_event(event); }
 
 cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  accum::simt::refuse_while_capturing("cudaEventSynchronize");
   {
     auto& d = accum::simt::device();
     std::lock_guard<std::mutex> lock(d.mutex);
@@ -415,6 +457,7 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
 
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
   check_stream(stream);
+  accum::simt::refuse_while_capturing("cudaStreamSynchronize");
   {
     auto& d = accum::simt::device();
     std::lock_guard<std::mutex> lock(d.mutex);
@@ -425,6 +468,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
 }
 
 cudaError_t cudaDeviceSynchronize() {
+  accum::simt::refuse_while_capturing("cudaDeviceSynchronize");
   {
     auto& d = accum::simt::device();
     std::lock_guard<std::mutex> lock(d.mutex);
@@ -465,5 +509,75 @@ cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int v
     return accum::simt::record(cudaErrorInvalidValue);
   }
   accum::simt::set_dynamic_shared_limit(func, static_cast<size_t>(value));
+  return cudaSuccess;
+}
+
+// ---- stream capture and graphs (simt_runtime.h: capture_if_capturing) ----
+struct CUgraph_st {
+  std::vector<std::function<void()>> ops;
+};
+struct CUgraphExec_st {
+  std::vector<std::function<void()>> ops;
+};
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode /*mode*/) {
+  check_stream(stream);
+  auto& d = accum::simt::device();
+  std::lock_guard<std::mutex> lock(d.mutex);
+  if (d.capture_active) return accum::simt::record(cudaErrorIllegalState);
+  if (stream == nullptr || stream == cudaStreamLegacy) {
+    return accum::simt::record(cudaErrorStreamCaptureUnsupported);
+  }
+  d.capture_active = true;
+  d.capturing = stream;
+  d.captured.clear();
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus* status) {
+  check_stream(stream);
+  auto& d = accum::simt::device();
+  std::lock_guard<std::mutex> lock(d.mutex);
+  *status = d.capture_active && d.capturing == stream ? cudaStreamCaptureStatusActive
+                                                      : cudaStreamCaptureStatusNone;
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
+  check_stream(stream);
+  auto& d = accum::simt::device();
+  std::lock_guard<std::mutex> lock(d.mutex);
+  if (!d.capture_active || d.capturing != stream) {
+    return accum::simt::record(cudaErrorIllegalState);
+  }
+  *graph = new CUgraph_st{std::move(d.captured)};
+  d.captured.clear();
+  d.capture_active = false;
+  d.capturing = nullptr;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph,
+                                 unsigned long long /*flags*/) {
+  if (graph == nullptr) return accum::simt::record(cudaErrorInvalidValue);
+  *exec = new CUgraphExec_st{graph->ops};
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
+  check_stream(stream);
+  if (exec == nullptr) return accum::simt::record(cudaErrorInvalidValue);
+  accum::simt::refuse_while_capturing("cudaGraphLaunch (a graph inside a capture)");
+  for (const auto& op : exec->ops) op();
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+  delete exec;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+  delete graph;
   return cudaSuccess;
 }

@@ -344,6 +344,10 @@ void launch_kernel(const LaunchConfig& config, const void* kernel,
   }
   if (t_block != nullptr) fail("a kernel launched from inside a kernel");
   check_stream(config.stream);
+  if (capture_if_capturing(config.stream,
+                           [config, kernel, body] { launch_kernel(config, kernel, body); })) {
+    return;
+  }
   Block b;
   b.body = &body;
   b.block_dim = bd;

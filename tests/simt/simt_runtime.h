@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <functional>
 #include <string>
 
 namespace accum::simt {
@@ -29,6 +30,15 @@ struct HostWaits {
   long stream_syncs = 0, event_syncs = 0, device_to_host = 0, pageable_to_device = 0;
 };
 HostWaits host_waits();
+
+// Stream capture (cudaStreamBeginCapture .. cudaStreamEndCapture, one stream at a time):
+// work queued on the capturing stream is recorded into the graph, with its arguments as
+// they are now, instead of run; cudaGraphLaunch runs the recorded work in order. Returns
+// true when `op` was recorded (the caller then does nothing else).
+bool capture_if_capturing(cudaStream_t stream, std::function<void()> op);
+// Aborts, naming `what`, while a stream captures: what a real capture refuses (a wait for
+// the device, an allocation, work on another stream) or what the emulator does not record.
+void refuse_while_capturing(const char* what);
 
 // How many cublasLtMatmul calls ran with `epilogue` (a cublasLtEpilogue_t) so far: lets a
 // test see that a fused path was taken rather than its fallback.

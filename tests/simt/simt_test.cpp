@@ -319,6 +319,50 @@ TEST(SimtEmulatorDeathTest, ThreadEndingWithWgmmaItNeverWaitedForFails) {
                "wgmma products it never waited for");
 }
 
+// Stream capture as a CUDA graph records it: kernels and memsets queued on the capturing
+// stream do not run until the graph is launched, then run in order, with the arguments
+// they were queued with, at every launch.
+TEST(SimtEmulator, CapturedWorkRunsOnlyWhenTheGraphIsLaunched) {
+  cudaStream_t stream = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  int* counter = nullptr;
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&counter), sizeof(int)), cudaSuccess);
+  ASSERT_EQ(cudaMemsetAsync(counter, 0, sizeof(int), stream), cudaSuccess);
+  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  ASSERT_EQ(cudaMemsetAsync(counter, 0, sizeof(int), stream), cudaSuccess);
+  for (int add : {1, 10}) {  // `add` is taken as queued
+    launch_kernel({dim3(1), dim3(1), 0, stream}, nullptr, [counter, add] { *counter += add; });
+  }
+  cudaGraph_t graph = nullptr;
+  ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+  int value = -1;
+  ASSERT_EQ(cudaMemcpy(&value, counter, sizeof(int), cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(value, 0) << "captured work ran at capture";
+  cudaGraphExec_t exec = nullptr;
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  for (int launch = 0; launch < 2; ++launch) {
+    ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(&value, counter, sizeof(int), cudaMemcpyDeviceToHost), cudaSuccess);
+    EXPECT_EQ(value, 11) << "launch " << launch;  // the memset, then both adds
+  }
+  EXPECT_EQ(cudaGraphExecDestroy(exec), cudaSuccess);
+  EXPECT_EQ(cudaGraphDestroy(graph), cudaSuccess);
+  EXPECT_EQ(cudaFree(counter), cudaSuccess);
+  EXPECT_EQ(cudaStreamDestroy(stream), cudaSuccess);
+}
+
+// What a real capture refuses (waiting for the device, allocating) stops the emulator too.
+TEST(SimtEmulatorDeathTest, WaitingForTheDeviceWhileCapturingFails) {
+  EXPECT_DEATH(
+      {
+        cudaStream_t stream = nullptr;
+        (void)cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking);
+        (void)cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal);
+        (void)cudaStreamSynchronize(stream);
+      },
+      "cudaStreamSynchronize while a stream captures");
+}
+
 TEST(SimtEmulator, BadLaunchConfigurationsFailLikeOnAGpu) {
   bool ran = false;
   (void)cudaGetLastError();

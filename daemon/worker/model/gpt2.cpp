@@ -9,6 +9,15 @@
 
 namespace accum::model {
 namespace {
+// The op sequences run_recorded may record (Backend::run_recorded), per Gpt2.
+enum RecordKey {
+  kRecordForwardTrain,
+  kRecordForwardEval,
+  kRecordBackwardWrite,
+  kRecordBackwardAdd
+};
+}  // namespace
+namespace {
 
 using kernels::GradMode;
 using kernels::WeightLayout;
@@ -219,6 +228,7 @@ Gpt2::Gpt2(kernels::Backend* backend, const spec::ModelConfig& config, int B, in
 }
 
 Gpt2::~Gpt2() {
+  backend_->forget_recorded(this);
   for (void* ptr : allocations_) backend_->release(ptr);
   delete acts_;
 }
@@ -320,23 +330,26 @@ void Gpt2::forward(const int32_t* inputs, const int32_t* targets, const uint8_t*
   be->upload(acts_->inputs, inputs, N * sizeof(int32_t));
   be->upload(acts_->targets, targets, N * sizeof(int32_t));
   be->upload(acts_->mask, mask, N);
-  be->encoder_forward(acts_->encoded, acts_->inputs, working(acts_->wte_offset),
-                      working(acts_->wpe_offset), B_, T_, C);
-  const NextLayerNorm first = next_layernorm(0);
-  be->layernorm_forward(first.out, first.mean, first.rstd, acts_->encoded, first.weight, first.bias,
-                        N, C);
-  const void* residual = acts_->encoded;
-  for (int l = 0; l < config_.n_layer; ++l) {
-    layer_forward(l, residual);
-    residual = layers_[l].residual3;
-  }
-  // lnf was written with the last block's residual (or right after the encoder).
-  be->matmul_forward(acts_->logits, acts_->lnf, working(acts_->wte_offset), nullptr, N, C, V,
-                     WeightLayout::kOutIn);
-  // dloss = 1: the gradient of the SUM of counted losses (normalized after the reduction).
-  be->crossentropy_forward_backward(acts_->losses, for_backward ? acts_->logits : nullptr,
-                                    acts_->logits, acts_->targets, acts_->mask, 1.0f, N, V);
-  be->sum_add(acts_->loss_sum, acts_->losses, N);
+  // From the uploaded tokens on, the same ops on the same buffers every time: one record.
+  be->run_recorded(this, for_backward ? kRecordForwardTrain : kRecordForwardEval, [&] {
+    be->encoder_forward(acts_->encoded, acts_->inputs, working(acts_->wte_offset),
+                        working(acts_->wpe_offset), B_, T_, C);
+    const NextLayerNorm first = next_layernorm(0);
+    be->layernorm_forward(first.out, first.mean, first.rstd, acts_->encoded, first.weight,
+                          first.bias, N, C);
+    const void* residual = acts_->encoded;
+    for (int l = 0; l < config_.n_layer; ++l) {
+      layer_forward(l, residual);
+      residual = layers_[l].residual3;
+    }
+    // lnf was written with the last block's residual (or right after the encoder).
+    be->matmul_forward(acts_->logits, acts_->lnf, working(acts_->wte_offset), nullptr, N, C, V,
+                       WeightLayout::kOutIn);
+    // dloss = 1: the gradient of the SUM of counted losses (normalized after the reduction).
+    be->crossentropy_forward_backward(acts_->losses, for_backward ? acts_->logits : nullptr,
+                                      acts_->logits, acts_->targets, acts_->mask, 1.0f, N, V);
+    be->sum_add(acts_->loss_sum, acts_->losses, N);
+  });
 }
 
 double Gpt2::take_loss_sum() {
@@ -382,25 +395,35 @@ void Gpt2::backward(GradMode mode, const std::function<void(size_t)>& on_ready) 
   const size_t act = backend_->act_bytes();
   auto* be = backend_;
   float* g = grads_;
-  // logits now hold dlogits (written by the fused classifier in forward()). The tied LM head
-  // stores dwte by `mode`; the encoder adds its rows to it last.
-  be->matmul_backward(acts_->dln, g + acts_->wte_offset, nullptr, acts_->logits, acts_->lnf,
-                      working(acts_->wte_offset), N, C, V, WeightLayout::kOutIn, mode);
-  be->fill_zero(acts_->dresidual, size_t(N) * C * act);
-  const void* last = L > 0 ? layers_[L - 1].residual3 : acts_->encoded;
-  // dresidual is then d(residual3) of the last block: its MLP projection's bias gradient.
-  float* last_fcproj_bias = L > 0 ? g + layers_[L - 1].param[kFcProjB] : nullptr;
-  be->layernorm_backward(acts_->dresidual, g + acts_->ln_f_offset, g + acts_->ln_f_offset + C,
-                         last_fcproj_bias, acts_->dln, last, working(acts_->ln_f_offset),
-                         acts_->lnf_mean, acts_->lnf_rstd, N, C, mode);
-  if (on_ready) on_ready(acts_->ln_f_offset);
-  for (int l = L - 1; l >= 0; --l) {
-    layer_backward(l, l == 0 ? acts_->encoded : layers_[l - 1].residual3, mode);
-    if (on_ready) on_ready(layers_[l].param[0]);
-  }
-  // encoder_backward adds into dwpe, and rows T..max_seq_len-1 get nothing: written as zeros.
-  if (mode == GradMode::kWrite) {
-    be->fill_zero(g + acts_->wpe_offset, size_t(config_.max_seq_len) * C * sizeof(float));
+  // Everything before the encoder is the same ops on the same buffers every time: one record
+  // per mode, unless on_ready hands buckets to the communicator between the layers.
+  auto layers = [&] {
+    // logits now hold dlogits (written by the fused classifier in forward()). The tied LM
+    // head stores dwte by `mode`; the encoder adds its rows to it last.
+    be->matmul_backward(acts_->dln, g + acts_->wte_offset, nullptr, acts_->logits, acts_->lnf,
+                        working(acts_->wte_offset), N, C, V, WeightLayout::kOutIn, mode);
+    be->fill_zero(acts_->dresidual, size_t(N) * C * act);
+    const void* last = L > 0 ? layers_[L - 1].residual3 : acts_->encoded;
+    // dresidual is then d(residual3) of the last block: its MLP projection's bias gradient.
+    float* last_fcproj_bias = L > 0 ? g + layers_[L - 1].param[kFcProjB] : nullptr;
+    be->layernorm_backward(acts_->dresidual, g + acts_->ln_f_offset, g + acts_->ln_f_offset + C,
+                           last_fcproj_bias, acts_->dln, last, working(acts_->ln_f_offset),
+                           acts_->lnf_mean, acts_->lnf_rstd, N, C, mode);
+    if (on_ready) on_ready(acts_->ln_f_offset);
+    for (int l = L - 1; l >= 0; --l) {
+      layer_backward(l, l == 0 ? acts_->encoded : layers_[l - 1].residual3, mode);
+      if (on_ready) on_ready(layers_[l].param[0]);
+    }
+    // encoder_backward adds into dwpe, and rows T..max_seq_len-1 get nothing: written as zeros.
+    if (mode == GradMode::kWrite) {
+      be->fill_zero(g + acts_->wpe_offset, size_t(config_.max_seq_len) * C * sizeof(float));
+    }
+  };
+  if (on_ready) {
+    layers();
+  } else {
+    be->run_recorded(this, mode == GradMode::kWrite ? kRecordBackwardWrite : kRecordBackwardAdd,
+                     layers);
   }
   be->encoder_backward(g + acts_->wte_offset, g + acts_->wpe_offset, acts_->dresidual,
                        acts_->host_inputs.data(), B_, T_, C);
