@@ -9,6 +9,7 @@
 
 namespace accum::model {
 namespace {
+
 // The op sequences run_recorded may record (Backend::run_recorded), per Gpt2.
 enum RecordKey {
   kRecordForwardTrain,
@@ -16,8 +17,6 @@ enum RecordKey {
   kRecordBackwardWrite,
   kRecordBackwardAdd
 };
-}  // namespace
-namespace {
 
 using kernels::GradMode;
 using kernels::WeightLayout;
