@@ -147,7 +147,8 @@ fi
 # not the default, switched on (ACCUM_ATTENTION=mma_dkdv32: 32-query dK/dV steps;
 # ACCUM_ATTENTION=mma_fwd128: the attention forward in blocks of 128 queries;
 # ACCUM_ATTENTION=wgmma: the attention on Hopper's warpgroup MMA (sm_90a builds);
-# ACCUM_CUDA_GRAPHS=1: each micro-step's forward and backward layers as CUDA graphs;
+# ACCUM_CUDA_GRAPHS=1: each micro-step's forward and backward layers as CUDA graphs; and
+# the two together, as the product would run if both pay;
 # ACCUM_CUBLASLT_BGRAD=1: bias gradients from the weight-gradient GEMM's BGRADA epilogue).
 # ACCUM_LAYERNORM_GRADS=two_pass: LayerNorm dweight/dbias in a pass of their own.
 # ACCUM_ATTENTION_HEAD_GROUP: attention blocks longest first within groups of 48 heads
@@ -155,12 +156,13 @@ fi
 ABLATIONS=()
 for ablation in ACCUM_ATTENTION=simple ACCUM_CUBLASLT_GELU=0 ACCUM_ATTENTION=mma_dkdv32 \
                 ACCUM_ATTENTION=mma_fwd128 ACCUM_ATTENTION=wgmma ACCUM_CUDA_GRAPHS=1 \
-                ACCUM_CUBLASLT_BGRAD=1 \
+                "ACCUM_ATTENTION=wgmma ACCUM_CUDA_GRAPHS=1" ACCUM_CUBLASLT_BGRAD=1 \
                 ACCUM_LAYERNORM_GRADS=two_pass \
                 ACCUM_ATTENTION_HEAD_GROUP=48 ACCUM_ATTENTION_HEAD_GROUP=1; do
   name="${ablation//[^A-Za-z0-9]/_}"
   log "accum-cuda with $ablation (ablation)"
-  env "$ablation" "$BIN/gpt2_bench" "${MODEL[@]}" --batch "$BATCH" --seq "$SEQ" --steps "$STEPS" --warmup 5 \
+  # shellcheck disable=SC2086  # an entry may set several variables
+  env $ablation "$BIN/gpt2_bench" "${MODEL[@]}" --batch "$BATCH" --seq "$SEQ" --steps "$STEPS" --warmup 5 \
     --out "$OUT/accum_$name.json" 2> "$OUT/accum_$name.log" &&
     ABLATIONS+=("$ablation=$OUT/accum_$name.json")
   tail -n 1 "$OUT/accum_$name.log"
