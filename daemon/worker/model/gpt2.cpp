@@ -10,13 +10,10 @@
 namespace accum::model {
 namespace {
 
-// The op sequences run_recorded may record (Backend::run_recorded), per Gpt2.
-enum RecordKey {
-  kRecordForwardTrain,
-  kRecordForwardEval,
-  kRecordBackwardWrite,
-  kRecordBackwardAdd
-};
+// The op sequences run_recorded may record (Backend::run_recorded), per Gpt2: the forward
+// (training or evaluation), and the backward's segments from kRecordBackward on (the head,
+// then each layer; writing or adding the gradients).
+enum RecordKey { kRecordForwardTrain, kRecordForwardEval, kRecordBackward };
 
 using kernels::GradMode;
 using kernels::WeightLayout;
@@ -394,9 +391,12 @@ void Gpt2::backward(GradMode mode, const std::function<void(size_t)>& on_ready) 
   const size_t act = backend_->act_bytes();
   auto* be = backend_;
   float* g = grads_;
-  // Everything before the encoder is the same ops on the same buffers every time: one record
-  // per mode, unless on_ready hands buckets to the communicator between the layers.
-  auto layers = [&] {
+  // Before the encoder, the backward is the same ops on the same buffers every time: one
+  // record per segment (the head, then each layer) and mode, with on_ready between them.
+  auto segment = [&](int index, const std::function<void()>& ops) {
+    be->run_recorded(this, kRecordBackward + 2 * index + (mode == GradMode::kWrite ? 1 : 0), ops);
+  };
+  segment(0, [&] {
     // logits now hold dlogits (written by the fused classifier in forward()). The tied LM
     // head stores dwte by `mode`; the encoder adds its rows to it last.
     be->matmul_backward(acts_->dln, g + acts_->wte_offset, nullptr, acts_->logits, acts_->lnf,
@@ -408,21 +408,16 @@ void Gpt2::backward(GradMode mode, const std::function<void(size_t)>& on_ready) 
     be->layernorm_backward(acts_->dresidual, g + acts_->ln_f_offset, g + acts_->ln_f_offset + C,
                            last_fcproj_bias, acts_->dln, last, working(acts_->ln_f_offset),
                            acts_->lnf_mean, acts_->lnf_rstd, N, C, mode);
-    if (on_ready) on_ready(acts_->ln_f_offset);
-    for (int l = L - 1; l >= 0; --l) {
-      layer_backward(l, l == 0 ? acts_->encoded : layers_[l - 1].residual3, mode);
-      if (on_ready) on_ready(layers_[l].param[0]);
-    }
-    // encoder_backward adds into dwpe, and rows T..max_seq_len-1 get nothing: written as zeros.
-    if (mode == GradMode::kWrite) {
-      be->fill_zero(g + acts_->wpe_offset, size_t(config_.max_seq_len) * C * sizeof(float));
-    }
-  };
-  if (on_ready) {
-    layers();
-  } else {
-    be->run_recorded(this, mode == GradMode::kWrite ? kRecordBackwardWrite : kRecordBackwardAdd,
-                     layers);
+  });
+  if (on_ready) on_ready(acts_->ln_f_offset);
+  for (int l = L - 1; l >= 0; --l) {
+    segment(L - l,
+            [&] { layer_backward(l, l == 0 ? acts_->encoded : layers_[l - 1].residual3, mode); });
+    if (on_ready) on_ready(layers_[l].param[0]);
+  }
+  // encoder_backward adds into dwpe, and rows T..max_seq_len-1 get nothing: written as zeros.
+  if (mode == GradMode::kWrite) {
+    be->fill_zero(g + acts_->wpe_offset, size_t(config_.max_seq_len) * C * sizeof(float));
   }
   be->encoder_backward(g + acts_->wte_offset, g + acts_->wpe_offset, acts_->dresidual,
                        acts_->host_inputs.data(), B_, T_, C);
