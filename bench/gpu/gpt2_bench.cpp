@@ -28,6 +28,7 @@
 // micro-batch does not fit: bench/gpu.sh then tries a smaller one), 1 any other error.
 #include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
+#include <unistd.h>  // environ
 
 #include <algorithm>
 #include <chrono>
@@ -48,6 +49,29 @@
 #include "kernels/backend.h"
 
 namespace {
+
+// The back end's switches set in this process's environment (ACCUM_ATTENTION*,
+// ACCUM_CUBLASLT_*, ACCUM_LAYERNORM_*, ACCUM_CUDA_GRAPHS), as a JSON object, so that every
+// result says which kernels produced it.
+std::string backend_switches_json() {
+  static const char* const kPrefixes[] = {"ACCUM_ATTENTION", "ACCUM_CUBLASLT_", "ACCUM_LAYERNORM_",
+                                          "ACCUM_CUDA_GRAPHS"};
+  std::vector<std::string> entries;
+  for (char** variable = environ; *variable != nullptr; ++variable) {
+    const std::string entry = *variable;
+    const size_t equals = entry.find('=');
+    if (equals == std::string::npos) continue;
+    const std::string name = entry.substr(0, equals), value = entry.substr(equals + 1);
+    bool ours = false;
+    for (const char* prefix : kPrefixes) ours = ours || name.rfind(prefix, 0) == 0;
+    if (!ours || value.find_first_of("\"\\") != std::string::npos) continue;
+    entries.push_back("\"" + name + "\":\"" + value + "\"");
+  }
+  std::sort(entries.begin(), entries.end());
+  std::string json = "{";
+  for (size_t i = 0; i < entries.size(); ++i) json += (i ? "," : "") + entries[i];
+  return json + "}";
+}
 
 struct Args {
   int batch = 8, seq = 1024, grad_accum = 1, steps = 20, warmup = 5;
@@ -310,7 +334,9 @@ int run(const Args& args) {
        << ",\"last_loss\":" << last_loss
        << ",\"learned\":" << (checked ? (learned ? "true" : "false") : "null")
        << ",\"model_bytes_allocated\":" << model.allocated_bytes()
-       << ",\"device_bytes_used\":" << (used_after - used_before) << "}";
+       << ",\"device_bytes_used\":" << (used_after - used_before)
+       << ",\"switches\":" << backend_switches_json()
+       << ",\"recorded_launches\":" << backend->recorded_launches() << "}";
   std::cout << json.str() << std::endl;
   if (!args.out.empty()) {
     std::ofstream out(args.out);
