@@ -39,6 +39,14 @@ Scenario attention_scenario(int B, int T, int C, int NH) {
       };
 }
 
+// Every output of `got` has the bits of the same output of `want`; a failure names it after
+// `what`.
+void expect_bit_identical(const Outputs& got, const Outputs& want, const char* what) {
+  for (const auto& [name, values] : want) {
+    EXPECT_TRUE(bit_identical(got.at(name), values)) << what << name;
+  }
+}
+
 // Every CUDA implementation against the CPU: the tensor-core kernels (attention_mma.cu, head
 // sizes 16..128), their candidates (ACCUM_ATTENTION=mma_dkdv32: dK/dV with 32-query steps;
 // mma_fwd128: a forward of 128-query blocks; both for head sizes up to 64) and the CUDA-core
@@ -94,9 +102,7 @@ TEST(CudaOps, AttentionBlockOrderChangesNoBits) {
     SCOPED_TRACE(std::string("ACCUM_ATTENTION_HEAD_GROUP=") + group);
     with_env("ACCUM_ATTENTION_HEAD_GROUP", group, [&] {
       const Outputs got = scenario(*backends.gpu, {});
-      for (const auto& [name, values] : want) {
-        EXPECT_TRUE(bit_identical(got.at(name), values)) << "output " << name;
-      }
+      expect_bit_identical(got, want, "output ");
     });
   }
 }
@@ -114,9 +120,7 @@ TEST(CudaOps, AttentionWideForwardBlocksGiveTheDefaultBits) {
       const Outputs want = scenario(*backends.gpu, {});
       with_env("ACCUM_ATTENTION", "mma_fwd128", [&] {
         const Outputs got = scenario(*backends.gpu, {});
-        for (const auto& [name, values] : want) {
-          EXPECT_TRUE(bit_identical(got.at(name), values)) << "output " << name;
-        }
+        expect_bit_identical(got, want, "output ");
       });
     }
   }
@@ -149,9 +153,7 @@ TEST(CudaOps, AttentionWgmmaKernelsMatchTheCpu) {
       // Deterministic like the mma kernels (no atomics): a rerun gives the same bits.
       Backends backends;
       const Outputs first = scenario(*backends.gpu, {}), second = scenario(*backends.gpu, {});
-      for (const auto& [name, values] : first) {
-        EXPECT_TRUE(bit_identical(second.at(name), values)) << "rerun changed " << name;
-      }
+      expect_bit_identical(second, first, "rerun changed ");
     }
   });
 }
@@ -174,9 +176,7 @@ TEST(CudaOps, AttentionWgmmaKernelsGiveTheMmaBitsOnTheEmulator) {
     const Outputs want = scenario(*backends.gpu, {});
     with_env("ACCUM_ATTENTION", "wgmma", [&] {
       const Outputs got = scenario(*backends.gpu, {});
-      for (const auto& [name, values] : want) {
-        EXPECT_TRUE(bit_identical(got.at(name), values)) << "output " << name;
-      }
+      expect_bit_identical(got, want, "output ");
     });
   }
 }
