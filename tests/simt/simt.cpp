@@ -84,6 +84,10 @@ struct Fiber {
     bool trans_b, accumulate;
     bool a_shared;  // A is read through a_descriptor when the product is made
     uint64_t a_descriptor;
+    // A from registers: the thread's registers and what they held at the issue. The tensor
+    // cores read them asynchronously, so they must hold it until the wait covers the product.
+    const uint32_t* a_registers = nullptr;
+    uint32_t a_issued[4] = {};
   };
   std::vector<std::vector<Wgmma>> wgmma_groups;
   std::vector<Wgmma> wgmma_open;
@@ -579,6 +583,12 @@ void make_wgmma(Fiber::Wgmma& op) {
   Block& b = block();
   Fiber::Accumulator& acc = b.current->accumulators.at(op.d);
   const int lane = lane_id(), g = lane / 4, t = lane % 4;
+  if (op.a_registers != nullptr &&
+      std::memcmp(op.a_registers, op.a_issued, sizeof(op.a_issued)) != 0) {
+    fail(
+        "wgmma: A's registers changed before the wgmma.wait_group that covers the product "
+        "(the tensor cores read them asynchronously)");
+  }
   if (op.a_shared) {  // rows 16 (warp % 4) + g and + 8 of A, K-major
     const int row0 = 16 * ((b.current->linear / kWarp) % 4) + g;
     for (int r = 0; r < 2; ++r) {
@@ -633,7 +643,8 @@ void wgmma_bf16(float* d, int n, const uint32_t (&a)[4], uint64_t b_descriptor, 
                 bool accumulate) {
   arrive_at_warpgroup(n);
   // A's rows g and g + 8 from the warp's registers (the mma.sync A fragment).
-  Fiber::Wgmma op{d, n, {}, b_descriptor, trans_b, accumulate, false, 0};
+  Fiber::Wgmma op{d, n, {}, b_descriptor, trans_b, accumulate, false, 0, a, {}};
+  std::memcpy(op.a_issued, a, sizeof(op.a_issued));
   MmaOperands mine{};
   std::memcpy(mine.a, a, sizeof(mine.a));
   const unsigned char* table = exchange_begin(&mine, sizeof(mine));

@@ -319,6 +319,26 @@ TEST(SimtEmulatorDeathTest, ThreadEndingWithWgmmaItNeverWaitedForFails) {
                "wgmma products it never waited for");
 }
 
+// The tensor cores read A's registers asynchronously: a thread that writes them before the
+// wait that covers the product fails (on a GPU the product would read either value); one that
+// writes them after the wait is fine.
+void write_a_around_the_wait(bool before_wait) {
+  launch_kernel({dim3(1), dim3(128), 1024, nullptr}, nullptr, [before_wait] {
+    float d[4] = {};
+    uint32_t a[4] = {};
+    wgmma_bf16(d, 8, a, shared_address(dynamic_shared()) >> 4, false, false);
+    wgmma_commit();
+    if (before_wait) a[2] = 0x3f803f80u;
+    wgmma_wait(0);
+    if (!before_wait) a[2] = 0x3f803f80u;
+  });
+}
+
+TEST(SimtEmulatorDeathTest, WritingWgmmaARegistersBeforeTheWaitFails) {
+  write_a_around_the_wait(false);
+  EXPECT_DEATH(write_a_around_the_wait(true), "A's registers changed before the wgmma.wait_group");
+}
+
 // Stream capture as a CUDA graph records it: kernels and memsets queued on the capturing
 // stream do not run until the graph is launched, then run in order, with the arguments
 // they were queued with, at every launch.
