@@ -63,6 +63,13 @@ class Backend {
   // True when parameters need a separate working copy (act dtype != fp32).
   bool has_working_copy() const { return act_bytes() != sizeof(float); }
 
+  // The most temporary device memory the back end's ops borrow in one micro-step of
+  // `rows` = B*T tokens (on top of the model's own buffers): part of the memory arithmetic.
+  virtual size_t scratch_bytes(size_t rows, int C, int NH, int V) const {
+    (void)rows, (void)C, (void)NH, (void)V;
+    return 0;
+  }
+
   // ---- memory ------------------------------------------------------------
   // Returns zero-filled device memory; throws std::bad_alloc when out of memory.
   virtual void* alloc(size_t bytes) = 0;

@@ -154,6 +154,9 @@ class CudaBackend final : public Backend {
   size_t attention_saved_bytes(int B, int T, int NH) const override {
     return sizeof(float) * static_cast<size_t>(B) * NH * T;  // log-sum-exp per query row
   }
+  size_t scratch_bytes(size_t rows, int C, int NH, int V) const override {
+    return cu::scratch_bound(rows, C, NH, V);
+  }
   void attention_forward(void* out, void* saved, const void* qkv, int B, int T, int C,
                          int NH) override {
     cu::attention_forward(act(out), static_cast<float*>(saved), act(qkv), B, T, C, NH, s());

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -48,7 +49,13 @@ Matmul::Matmul(cudaStream_t stream) : stream_(stream) {
   const char* report = std::getenv("ACCUM_CUBLASLT_REPORT");
   report_path_ = report != nullptr ? report : "";
   CUBLAS_CHECK(cublasLtCreate(&handle_));
-  CUDA_CHECK(cudaMalloc(&workspace_, kWorkspaceBytes));
+  const cudaError_t err = cudaMalloc(&workspace_, kWorkspaceBytes);
+  if (err == cudaErrorMemoryAllocation) {  // as Backend::alloc: the trainer explains it
+    (void)cudaGetLastError();
+    cublasLtDestroy(handle_);
+    throw std::bad_alloc();
+  }
+  CUDA_CHECK(err);
   workspace_bytes_ = kWorkspaceBytes;
 }
 

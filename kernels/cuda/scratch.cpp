@@ -1,11 +1,32 @@
 // kernels/cuda/scratch.cpp — grow-only device scratch and pinned host staging (scratch.h).
 #include "kernels/cuda/scratch.h"
 
+#include <algorithm>
 #include <cstring>
+#include <new>
 
 #include "kernels/cuda/cuda_check.h"
 
 namespace accum::kernels::cuda {
+
+size_t scratch_bound(size_t rows, int C, int NH, int V) {
+  const size_t chunks = (rows + 63) / 64;  // column_reduce.cuh's kRowsPerChunk
+  const size_t c = static_cast<size_t>(C);
+  const size_t slots[] = {
+      // kPartials: column sums over 64-row chunks, at most 4C columns (the fc bias; the
+      // LayerNorm gradients are 3 x C); sum_squares' 513 doubles are less.
+      sizeof(float) * chunks * 4 * c,
+      // kTokens: the encoder's buckets (unique tokens, their starts, every position).
+      sizeof(int32_t) * (3 * rows + 1),
+      // kRowStats: attention's D, one float per query row and head.
+      sizeof(float) * rows * static_cast<size_t>(NH),
+      // kBiasGrad: one float per output column of a biased matmul.
+      sizeof(float) * std::max<size_t>(4 * c, static_cast<size_t>(V)),
+  };
+  size_t bytes = size_t{64} << 10;                           // kTable: AdamW's pieces, a few KB
+  for (const size_t slot : slots) bytes += slot + slot / 4;  // get() grows by 1.25x
+  return bytes;
+}
 
 DeviceScratch::~DeviceScratch() {
   for (Buffer& buffer : buffers_) {
@@ -22,7 +43,13 @@ void* DeviceScratch::get(ScratchSlot slot, size_t bytes) {
   if (buffer.ptr != nullptr) CUDA_CHECK(cudaFree(buffer.ptr));
   buffer.ptr = nullptr;
   buffer.bytes = 0;
-  CUDA_CHECK(cudaMalloc(&buffer.ptr, grown));
+  const cudaError_t err = cudaMalloc(&buffer.ptr, grown);
+  if (err == cudaErrorMemoryAllocation) {  // as Backend::alloc: the trainer explains it
+    (void)cudaGetLastError();
+    buffer.ptr = nullptr;
+    throw std::bad_alloc();
+  }
+  CUDA_CHECK(err);
   buffer.bytes = grown;
   ++moves_[static_cast<size_t>(slot)];
   return buffer.ptr;

@@ -19,6 +19,10 @@ namespace accum::kernels::cuda {
 // cuBLASLt writes before it is added into the fp32 gradients.
 enum class ScratchSlot { kPartials, kTokens, kRowStats, kTable, kBiasGrad, kCount };
 
+// The most a DeviceScratch holds after a micro-step of `rows` = B*T tokens of a model
+// with width C, NH heads and V output classes (the memory arithmetic's share of it).
+size_t scratch_bound(size_t rows, int C, int NH, int V);
+
 class DeviceScratch {
  public:
   explicit DeviceScratch(cudaStream_t stream) : stream_(stream) {}
@@ -27,7 +31,8 @@ class DeviceScratch {
   DeviceScratch& operator=(const DeviceScratch&) = delete;
 
   // Returns >= `bytes` of device memory for `slot` (16-byte aligned). Growing waits for
-  // `stream` first, so work still reading the old buffer finishes before it is freed.
+  // `stream` first, so work still reading the old buffer finishes before it is freed;
+  // throws std::bad_alloc when the device has no room for the grown buffer.
   void* get(ScratchSlot slot, size_t bytes);
   // Which slots get() handed out since watch() (a bit per slot), and how often each slot
   // has moved (grown): a recorded CUDA graph is stale once a slot it uses has moved.

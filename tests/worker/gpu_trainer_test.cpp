@@ -6,6 +6,9 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <map>
+#include <regex>
+#include <string>
 
 #include "kernels/backend.h"
 #include "tests/worker/worker_test_util.h"
@@ -103,6 +106,120 @@ TEST_F(GpuTrainerTest, MemoryReportAndOutOfMemoryAdvice) {
   EXPECT_NE(huge.output.find("largest micro_batch_size that fits is"), std::string::npos)
       << huge.output;
   EXPECT_NE(huge.output.find("keeps tokens_per_update 8388608"), std::string::npos) << huge.output;
+}
+
+// Running out of device memory anywhere (the back end's workspace, the model, the reducer,
+// Adam's state, scratch that grows in the first micro-step) ends the run with the memory
+// arithmetic and advice, never a bare bad_alloc or cudaMalloc error; and the micro-batch the
+// advice names trains on the same device. Device sizes are swept from just below the
+// back end's 32 MiB cuBLASLt workspace upward until runs fit. Needs the emulator's device
+// size (ACCUM_SIMT_DEVICE_BYTES): a real GPU's memory cannot be made smaller.
+TEST_F(GpuTrainerTest, OutOfMemoryAnywhereGivesAdviceThatFits) {
+#ifndef ACCUM_WORKER_BINARY_DEFAULT
+  GTEST_SKIP() << "needs the SIMT emulator's ACCUM_SIMT_DEVICE_BYTES (a GPU's memory size is "
+                  "fixed); simt.GpuTrainerTest.OutOfMemoryAnywhereGivesAdviceThatFits runs it";
+#else
+  struct DeviceBytes {  // the emulated device's size for the workers this test starts
+    explicit DeviceBytes(size_t bytes) {
+      setenv("ACCUM_SIMT_DEVICE_BYTES", std::to_string(bytes).c_str(), 1);
+    }
+    ~DeviceBytes() { unsetenv("ACCUM_SIMT_DEVICE_BYTES"); }
+  };
+  std::map<std::string, std::string> spec = {{"model.max_seq_len", "64"},
+                                             {"batch.seq_len", "64"},
+                                             {"batch.micro_batch_size", "8"},
+                                             {"batch.tokens_per_update", "1024"},
+                                             {"max_steps", "1"}};
+  const std::regex advice(
+      "the largest micro_batch_size that fits is ([0-9]+); "
+      "micro_batch_size ([0-9]+) with grad_accum_steps ([0-9]+)");
+  int runs = 0, no_backend = 0, none_fits = 0, advised = 0, fitted = 0;
+  for (size_t bytes = (size_t{32} << 20) - 100000; fitted < 2 && runs < 40;
+       bytes += 400000, ++runs) {
+    SCOPED_TRACE("device of " + std::to_string(bytes) + " bytes");
+    DeviceBytes device(bytes);
+    const std::string name = "oom" + std::to_string(runs);
+    spec["checkpoint.dir"] = "\"ckpt_" + name + "\"";
+    spec["metrics_path"] = "\"" + name + ".jsonl\"";
+    const RunResult result = train(name, spec);
+    if (result.exit_code == 0) {
+      ++fitted;
+      continue;
+    }
+    ASSERT_NE(result.output.find("out of memory"), std::string::npos) << result.output;
+    EXPECT_EQ(result.output.find("bad_alloc"), std::string::npos) << result.output;
+    EXPECT_EQ(result.output.find("cudaMalloc"), std::string::npos) << result.output;
+    std::smatch m;
+    if (!std::regex_search(result.output, m, advice)) {
+      if (result.output.find("out of memory creating the back end") != std::string::npos) {
+        ++no_backend;  // the workspace does not fit
+      } else {
+        EXPECT_NE(result.output.find("even micro_batch_size 1 needs"), std::string::npos)
+            << result.output;
+        ++none_fits;
+      }
+      continue;
+    }
+    ++advised;
+    EXPECT_LT(std::stoi(m[1]), 8) << result.output;
+    auto smaller = spec;
+    smaller["batch.micro_batch_size"] = m[2];
+    smaller["batch.tokens_per_update"] = "";
+    smaller["batch.grad_accum_steps"] = m[3];
+    const RunResult rerun = train(name + "_advised", smaller);
+    EXPECT_EQ(rerun.exit_code, 0) << "the advice was: " << m[0] << "\n" << rerun.output;
+  }
+  // Every regime was met: no back end, no micro-batch fits, a smaller one fits, the spec's.
+  EXPECT_GT(no_backend, 0);
+  EXPECT_GT(none_fits, 0);
+  EXPECT_GT(advised, 0);
+  EXPECT_EQ(fitted, 2);
+  // The last allocation to fail is the scratch the first micro-step grows: find the
+  // smallest device the spec trains on (to 1 KB) and run it on one 1 KB smaller.
+  size_t low = (size_t{32} << 20), high = (size_t{32} << 20) + 8000000;
+  for (int i = 0; high - low > 1000; ++i) {
+    const size_t mid = low + (high - low) / 2;
+    DeviceBytes device(mid);
+    spec["checkpoint.dir"] = "\"ckpt_b" + std::to_string(i) + "\"";
+    spec["metrics_path"] = "\"b" + std::to_string(i) + ".jsonl\"";
+    (train("bisect" + std::to_string(i), spec).exit_code == 0 ? high : low) = mid;
+  }
+  DeviceBytes device(high - 1000);
+  spec["checkpoint.dir"] = "\"ckpt_edge\"";
+  spec["metrics_path"] = "\"edge.jsonl\"";
+  const RunResult edge = train("edge", spec);
+  EXPECT_NE(edge.exit_code, 0);
+  EXPECT_TRUE(std::regex_search(edge.output, advice)) << edge.output;
+  EXPECT_EQ(edge.output.find("cudaMalloc"), std::string::npos) << edge.output;
+#endif
+}
+
+// A device that reports more free memory than it can give (a real allocator rounds up):
+// the arithmetic fits, an allocation fails, and the advice starts below the spec's B.
+TEST_F(GpuTrainerTest, OutOfMemoryAfterTheArithmeticFitAdvisesASmallerMicroBatch) {
+#ifndef ACCUM_WORKER_BINARY_DEFAULT
+  GTEST_SKIP() << "needs the SIMT emulator's ACCUM_SIMT_MEMINFO_OVERSTATE (a GPU's report "
+                  "cannot be made wrong); simt.GpuTrainerTest runs it";
+#else
+  // 32 MiB of workspace + 2.5 MB: the spec below needs about 4 MB.
+  setenv("ACCUM_SIMT_DEVICE_BYTES", std::to_string((size_t{32} << 20) + 2500000).c_str(), 1);
+  setenv("ACCUM_SIMT_MEMINFO_OVERSTATE", "8000000", 1);
+  const RunResult result = train("over", {{"model.max_seq_len", "64"},
+                                          {"batch.seq_len", "64"},
+                                          {"batch.micro_batch_size", "8"},
+                                          {"batch.tokens_per_update", "1024"},
+                                          {"max_steps", "1"}});
+  unsetenv("ACCUM_SIMT_DEVICE_BYTES");
+  unsetenv("ACCUM_SIMT_MEMINFO_OVERSTATE");
+  EXPECT_NE(result.exit_code, 0);
+  EXPECT_NE(result.output.find("out of memory after the memory arithmetic fit"), std::string::npos)
+      << result.output;
+  EXPECT_EQ(result.output.find("bad_alloc"), std::string::npos) << result.output;
+  std::smatch m;
+  const std::regex largest("the largest micro_batch_size that fits is ([0-9]+)");
+  ASSERT_TRUE(std::regex_search(result.output, m, largest)) << result.output;
+  EXPECT_LT(std::stoi(m[1]), 8) << result.output;
+#endif
 }
 
 }  // namespace

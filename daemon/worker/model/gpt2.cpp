@@ -112,8 +112,10 @@ size_t gpt2_activation_bytes(const kernels::Backend& backend, const spec::ModelC
   const size_t per_layer =
       N * 18 * C * act + N * 4 * f32 + backend.attention_saved_bytes(B, T, config.n_head);
   // Whole model: encoded, lnf (2C), logits (V), backward scratch dresidual, dln, datty
-  // (3C), dqkv (3C), dfch (4C); lnf statistics and losses (3 per row).
-  const size_t global = N * (12 * C + V) * act + N * 3 * f32;
+  // (3C), dqkv (3C), dfch (4C); lnf statistics and losses (3 per row); what the back end's
+  // ops borrow on top.
+  const size_t global = N * (12 * C + V) * act + N * 3 * f32 +
+                        backend.scratch_bytes(N, config.d_model, config.n_head, config.vocab_size);
   return config.n_layer * per_layer + global;
 }
 

@@ -8,15 +8,10 @@
 #include "daemon/worker/model/gpt2.h"
 
 namespace accum::train {
-namespace {
-
-// "3.21 GB", or "12.5 MB" below a gigabyte so small models do not read as zero.
-std::string gigabytes(size_t bytes) {
+std::string human_bytes(size_t bytes) {
   if (bytes >= 1000000000) return absl::StrFormat("%.2f GB", bytes / 1e9);
   return absl::StrFormat("%.1f MB", bytes / 1e6);
 }
-
-}  // namespace
 
 MemoryPlan plan_memory(const kernels::Backend& backend, const spec::ModelConfig& config, int B,
                        int T, size_t owned_params) {
@@ -31,17 +26,17 @@ MemoryPlan plan_memory(const kernels::Backend& backend, const spec::ModelConfig&
 }
 
 std::string describe(const MemoryPlan& plan) {
-  std::string out = absl::StrCat("params ", gigabytes(plan.params));
-  if (plan.working) absl::StrAppend(&out, " + working copy ", gigabytes(plan.working));
-  absl::StrAppend(&out, " + grads ", gigabytes(plan.grads), " + Adam ", gigabytes(plan.optimizer),
-                  " + activations/micro-batch ", gigabytes(plan.activations), " = ",
-                  gigabytes(plan.total()));
+  std::string out = absl::StrCat("params ", human_bytes(plan.params));
+  if (plan.working) absl::StrAppend(&out, " + working copy ", human_bytes(plan.working));
+  absl::StrAppend(&out, " + grads ", human_bytes(plan.grads), " + Adam ",
+                  human_bytes(plan.optimizer), " + activations/micro-batch ",
+                  human_bytes(plan.activations), " = ", human_bytes(plan.total()));
   return out;
 }
 
 std::optional<size_t> memory_budget(const kernels::Backend& backend) {
   size_t used = 0, total = 0;
-  if (backend.memory_info(&used, &total)) return total;
+  if (backend.memory_info(&used, &total)) return total - used;
   std::ifstream meminfo("/proc/meminfo");
   std::string key;
   size_t kilobytes = 0;
@@ -53,16 +48,19 @@ std::optional<size_t> memory_budget(const kernels::Backend& backend) {
 }
 
 std::string out_of_memory_advice(const kernels::Backend& backend, const spec::ModelConfig& config,
-                                 int B, int T, int world, int64_t tokens_per_update,
+                                 int most, int T, int world, int64_t tokens_per_update,
                                  size_t owned_params, size_t budget) {
   // Activations are linear in B; the rest does not depend on it.
   const MemoryPlan one = plan_memory(backend, config, 1, T, owned_params);
   const size_t fixed = one.total() - one.activations;
+  const char* const smaller = "; use ZeRO-1, more ranks or a smaller model";
   if (fixed + one.activations > budget) {
-    return absl::StrCat("even micro_batch_size 1 needs ", gigabytes(fixed + one.activations),
-                        " of ", gigabytes(budget), "; use ZeRO-1, more ranks or a smaller model");
+    return absl::StrCat("even micro_batch_size 1 needs ", human_bytes(fixed + one.activations),
+                        " of ", human_bytes(budget), smaller);
   }
-  const int largest = static_cast<int>(std::min<size_t>((budget - fixed) / one.activations, B));
+  if (most < 1) return absl::StrCat("micro_batch_size 1 does not fit either", smaller);
+  const int largest =
+      static_cast<int>(std::min<size_t>((budget - fixed) / one.activations, size_t(most)));
   // The largest micro-batch that fits and still divides the global batch exactly.
   for (int b = largest; b >= 1; --b) {
     const int64_t window = int64_t{b} * T * world;

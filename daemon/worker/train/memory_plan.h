@@ -25,14 +25,20 @@ struct MemoryPlan {
 
 MemoryPlan plan_memory(const kernels::Backend& backend, const spec::ModelConfig& config, int B,
                        int T, size_t owned_params);
+// "3.21 GB", or "12.5 MB" below a gigabyte so small amounts do not read as zero.
+std::string human_bytes(size_t bytes);
 // "params 0.50 GB + grads 0.50 GB + Adam 1.00 GB + activations/micro-batch 2.1 GB = 4.1 GB"
 std::string describe(const MemoryPlan& plan);
-// Memory the job may use: the device's total (CUDA) or MemAvailable (CPU).
+// Memory the job may use, asked before the model is allocated: what the device has free
+// (CUDA: the context, the cuBLASLt workspace, the communicator and other processes already
+// taken out) or MemAvailable (CPU).
 std::optional<size_t> memory_budget(const kernels::Backend& backend);
-// When the plan does not fit `budget`: the largest micro_batch_size that fits and the
-// grad_accum_steps that keeps tokens_per_update (or why none does).
+// When a micro-batch does not fit `budget`: the largest micro_batch_size up to `most` that
+// fits and the grad_accum_steps that keeps tokens_per_update (or why none does). `most` is
+// the spec's B when the arithmetic said it does not fit, B - 1 when the arithmetic said it
+// does and an allocation failed all the same.
 std::string out_of_memory_advice(const kernels::Backend& backend, const spec::ModelConfig& config,
-                                 int B, int T, int world, int64_t tokens_per_update,
+                                 int most, int T, int world, int64_t tokens_per_update,
                                  size_t owned_params, size_t budget);
 
 }  // namespace accum::train

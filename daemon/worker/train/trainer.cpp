@@ -76,6 +76,10 @@ class Trainer {
       : spec_(spec), comm_(comm), link_(link) {}
 
   absl::StatusOr<TrainResult> run();
+  // RESOURCE_EXHAUSTED for an allocation that failed (`what`): the memory arithmetic and the
+  // largest micro-batch that fits. `arithmetic_fit`: the arithmetic said B fits and the
+  // device disagreed, so the advice starts below B.
+  absl::Status out_of_memory(const std::string& what, bool arithmetic_fit) const;
 
  private:
   absl::Status setup();
@@ -103,6 +107,9 @@ class Trainer {
   std::unique_ptr<AdamW> optimizer_;
   MetricsSink metrics_;
   MemoryPlan plan_;
+  size_t owned_estimate_ = 0;               // parameters this rank keeps Adam state for
+  std::optional<size_t> budget_;            // memory_budget() before the model existed
+  int64_t tokens_per_update_estimate_ = 0;  // the spec's, for the out-of-memory advice
   data::MicroBatch batch_;
   StepAgreement last_;
   double last_grad_norm_ = 0;
@@ -118,6 +125,10 @@ absl::Status Trainer::setup() {
   try {
     backend_ = kernels::make_backend(device, comm_->local_rank());
     comm_->set_compute_stream(backend_->compute_stream());  // NCCL waits for the backward
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        "out of memory creating the back end (the CUDA back end holds a 32 MiB cuBLASLt "
+        "workspace): the device is full before the model; free it or use another device");
   } catch (const std::exception& e) {
     return absl::FailedPreconditionError(e.what());
   }
@@ -125,22 +136,17 @@ absl::Status Trainer::setup() {
   const auto config = spec::model_config(spec_);
   const size_t n = static_cast<size_t>(spec::parameter_count(config));
   const bool sharded = spec_.distributed().zero_stage() > 0 && world_ > 1;
-  const size_t owned_estimate = sharded ? (n + world_ - 1) / world_ : n;
-  plan_ = plan_memory(*backend_, config, B_, T_, owned_estimate);
-  const auto budget = memory_budget(*backend_);
-  const int64_t tokens_per_update =
-      spec_.batch().tokens_per_update() > 0
-          ? spec_.batch().tokens_per_update()
-          : int64_t{spec_.batch().grad_accum_steps()} * B_ * T_ * world_;
-  auto out_of_memory = [&](const std::string& what) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat(what, ": needs ", describe(plan_), "; ",
-                     out_of_memory_advice(*backend_, config, B_, T_, world_, tokens_per_update,
-                                          owned_estimate, budget.value_or(plan_.total()))));
-  };
-  if (budget && plan_.total() > *budget) {
-    return out_of_memory(absl::StrCat("out of memory: ", backend_->name(), " has ",
-                                      absl::StrFormat("%.2f GB", *budget / 1e9)));
+  owned_estimate_ = sharded ? (n + world_ - 1) / world_ : n;
+  plan_ = plan_memory(*backend_, config, B_, T_, owned_estimate_);
+  budget_ = memory_budget(*backend_);
+  tokens_per_update_estimate_ = spec_.batch().tokens_per_update() > 0
+                                    ? spec_.batch().tokens_per_update()
+                                    : int64_t{spec_.batch().grad_accum_steps()} * B_ * T_ * world_;
+  if (budget_ && plan_.total() > *budget_) {
+    const bool gpu = backend_->kind() == kernels::DeviceKind::kCuda;
+    return out_of_memory(absl::StrCat("out of memory: ", gpu ? "the GPU has " : "the host has ",
+                                      human_bytes(*budget_), gpu ? " free" : " available"),
+                         false);
   }
   const auto& model_spec = spec_.model();
   const int vocab = model_spec.vocab_size();
@@ -164,11 +170,9 @@ absl::Status Trainer::setup() {
                        " tokens; needs at least B*T+1 = ", int64_t{B_} * T_ + 1));
     }
   }
-  try {
-    model_ = std::make_unique<model::Gpt2>(backend_.get(), config, B_, T_);
-  } catch (const std::bad_alloc&) {
-    return out_of_memory("out of memory allocating the model");
-  }
+  // Allocations the arithmetic does not see (the allocator's rounding, scratch that grows
+  // in the first micro-step) can still fail: run() turns std::bad_alloc into the same advice.
+  model_ = std::make_unique<model::Gpt2>(backend_.get(), config, B_, T_);
   comm::GradReducerOptions options;
   options.bucket_bytes = static_cast<size_t>(spec_.distributed().bucket_mb() * (1 << 20));
   options.zero_stage = spec_.distributed().zero_stage();
@@ -182,6 +186,19 @@ absl::Status Trainer::setup() {
   }
   optimizer_ = std::make_unique<AdamW>(backend_.get(), model_->tensors(), owned);
   return absl::OkStatus();
+}
+
+absl::Status Trainer::out_of_memory(const std::string& what, bool arithmetic_fit) const {
+  const size_t budget = budget_.value_or(plan_.total());
+  return absl::ResourceExhaustedError(absl::StrCat(
+      what,
+      arithmetic_fit ? absl::StrCat(" after the memory arithmetic fit in the ", human_bytes(budget),
+                                    " reported free")
+                     : "",
+      ": needs ", describe(plan_), arithmetic_fit ? " and what the arithmetic does not see" : "",
+      "; ",
+      out_of_memory_advice(*backend_, spec::model_config(spec_), arithmetic_fit ? B_ - 1 : B_, T_,
+                           world_, tokens_per_update_estimate_, owned_estimate_, budget)));
 }
 
 absl::Status Trainer::restore_or_init() {
@@ -461,12 +478,25 @@ absl::StatusOr<TrainResult> run_training(const accum::v1::JobSpec& spec, comm::C
   Trainer trainer(spec, comm, link);
   try {
     return trainer.run();
+  } catch (const std::bad_alloc&) {
+    // The arithmetic said the job fits (setup checks it first) and an allocation failed
+    // anyway: while building the model, the reducer or Adam's state, or in a micro-step.
+    const absl::Status status = trainer.out_of_memory("out of memory", true);
+    // Other ranks may be in a collective with this one, and buckets may be in flight.
+    if (comm->world_size() > 1) {
+      comm::abort_job(comm, std::string(status.message()), worker::kExitRuntimeFailure);
+    }
+    return status;
   } catch (const comm::CommError& error) {
     // A collective failed or timed out: the ranks are out of step and the buffers of
     // the collectives still in flight must not be waited for again (unwinding would
     // run ~GradReducer, which waits another full timeout). End the job here, with the
     // trainer and its buffers still alive, naming the rank and the optimizer step.
     comm::abort_job(comm, error.what(), worker::kExitRuntimeFailure);
+  } catch (const std::exception& error) {
+    // Any other failure, with other ranks: the same reasons to end the job from here.
+    if (comm->world_size() > 1) comm::abort_job(comm, error.what(), worker::kExitRuntimeFailure);
+    throw;
   }
 }
 
