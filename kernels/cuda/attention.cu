@@ -24,6 +24,7 @@
 //    baseline the tensor-core kernels are compared with (ACCUM_ATTENTION=simple selects them
 //    for every head size).
 #include <cstdlib>
+#include <initializer_list>
 #include <string>
 
 #include "kernels/cuda/attention_mma.h"
@@ -61,8 +62,8 @@ __global__ void __launch_bounds__(kTile)
                              float scale) {
   __shared__ alignas(16) bf16 k_tile[kTile][HS];
   __shared__ alignas(16) bf16 v_tile[kTile][HS];
-  const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
-  const int q_tile = blockIdx.x;
+  const int bh = blockIdx.x, b = bh / NH, h = bh % NH;
+  const int q_tile = blockIdx.y;
   const int i = q_tile * kTile + threadIdx.x;
   const size_t row_stride = 3 * static_cast<size_t>(C);
   const bf16* q_base = qkv + static_cast<size_t>(b) * T * row_stride + h * HS;
@@ -137,8 +138,8 @@ __global__ void __launch_bounds__(kTile)
   __shared__ alignas(16) bf16 q_tile[kTile][HS];
   __shared__ alignas(16) bf16 do_tile[kTile][HS];
   __shared__ float lse_tile[kTile], delta_tile[kTile];
-  const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
-  const int k_tile_index = blockIdx.x;
+  const int bh = blockIdx.x, b = bh / NH, h = bh % NH;
+  const int k_tile_index = blockIdx.y;
   const int j = k_tile_index * kTile + threadIdx.x;
   const size_t row_stride = 3 * static_cast<size_t>(C);
   const bf16* q_base = qkv + static_cast<size_t>(b) * T * row_stride + h * HS;
@@ -192,8 +193,8 @@ __global__ void __launch_bounds__(kTile)
                                  const float* delta, int T, int C, int NH, float scale) {
   __shared__ alignas(16) bf16 k_tile[kTile][HS];
   __shared__ alignas(16) bf16 v_tile[kTile][HS];
-  const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
-  const int q_tile = blockIdx.x;
+  const int bh = blockIdx.x, b = bh / NH, h = bh % NH;
+  const int q_tile = blockIdx.y;
   const int i = q_tile * kTile + threadIdx.x;
   const size_t row_stride = 3 * static_cast<size_t>(C);
   const bf16* q_base = qkv + static_cast<size_t>(b) * T * row_stride + h * HS;
@@ -230,7 +231,7 @@ __global__ void __launch_bounds__(kTile)
   store_row<HS>(dqkv + (static_cast<size_t>(b) * T + i) * row_stride + h * HS, dq, scale);
 }
 
-void check_attention_args(const char* op, const void* a, const void* b, const void* c, int C,
+void check_attention_args(const char* op, std::initializer_list<const void*> buffers, int C,
                           int NH) {
   if (NH <= 0 || C % NH != 0) {
     cuda_fatal(op,
@@ -245,8 +246,10 @@ void check_attention_args(const char* op, const void* a, const void* b, const vo
             .c_str(),
         __FILE__, __LINE__);
   }
-  if (!aligned16(a) || !aligned16(b) || !aligned16(c)) {
-    cuda_fatal(op, "attention buffers must be 16-byte aligned", __FILE__, __LINE__);
+  for (const void* buffer : buffers) {  // every one is read or written 16 bytes at a time
+    if (!aligned16(buffer)) {
+      cuda_fatal(op, "attention buffers must be 16-byte aligned", __FILE__, __LINE__);
+    }
   }
 }
 
@@ -289,7 +292,7 @@ bool use_tensor_cores(int hs) {
 
 void attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int T, int C, int NH,
                        cudaStream_t stream) {
-  check_attention_args("attention_forward", out, qkv, qkv, C, NH);
+  check_attention_args("attention_forward", {out, qkv}, C, NH);
   const int hs = C / NH;
   if (use_tensor_cores(hs)) {
     const ForwardKernel kernel = attention_choice_is("mma_fwd128") ? ForwardKernel::kWide
@@ -299,7 +302,7 @@ void attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int T, int
     return;
   }
   const float scale = 1.f / sqrtf(static_cast<float>(hs));
-  const dim3 grid(ceil_div(T, kTile), B * NH);
+  const dim3 grid(B * NH, ceil_div(T, kTile));  // B*NH on x: y stops at 65535
   dispatch_head_size(hs, [&](auto head_size) {
     attention_forward_kernel<decltype(head_size)::value>
         <<<grid, kTile, 0, stream>>>(out, lse, qkv, T, C, NH, scale);
@@ -310,12 +313,12 @@ void attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int T, int
 void attention_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out,
                         const float* lse, int B, int T, int C, int NH, DeviceScratch& scratch,
                         cudaStream_t stream) {
-  check_attention_args("attention_backward", dqkv, dout, qkv, C, NH);
+  check_attention_args("attention_backward", {dqkv, dout, qkv, out}, C, NH);
   const int hs = C / NH;
   const float scale = 1.f / sqrtf(static_cast<float>(hs));
   const size_t rows = static_cast<size_t>(B) * NH * T;
   auto* delta = static_cast<float*>(scratch.get(ScratchSlot::kRowStats, sizeof(float) * rows));
-  const dim3 grid(ceil_div(T, kTile), B * NH);
+  const dim3 grid(B * NH, ceil_div(T, kTile));  // B*NH on x: y stops at 65535
   const bool tensor_cores = use_tensor_cores(hs);
   dispatch_head_size(hs, [&](auto head_size) {
     constexpr int HS = decltype(head_size)::value;

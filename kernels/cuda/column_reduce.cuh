@@ -15,6 +15,8 @@
 // x 8 chunk lanes per block: 4.9 us).
 #pragma once
 
+#include <algorithm>
+
 #include "kernels/backend.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_common.cuh"
@@ -24,38 +26,43 @@ namespace accum::kernels::cuda {
 
 constexpr int kRowsPerChunk = 64;
 constexpr int kRowLanes = 8;
+constexpr int kMaxGridY = 65535;  // CUDA's limit on gridDim.y
 
 // `Value` is a device functor: template <int W> void operator()(int row, int col,
 // float (&acc)[kOut][W]) adds value_k(row, col + j) into acc[k][j] for j < W (W = 8: col is
 // a multiple of 8 and the row's 8 values may be read as one 16-byte vector).
 template <int kOut, int kVec, typename Value>
-__global__ void column_partials_kernel(float* partial, int rows, int cols, Value value) {
+__global__ void column_partials_kernel(float* partial, int rows, int cols, int num_chunks,
+                                       Value value) {
   constexpr int kTileCols = kWarpSize * kVec;
   __shared__ float lane_sums[kOut][kRowLanes][kTileCols];
   const int tile0 = blockIdx.x * kTileCols;
   const int c0 = tile0 + threadIdx.x * kVec;
-  const int chunk = blockIdx.y;
-  const int num_chunks = gridDim.y;
-  float acc[kOut][kVec];
-  for (int k = 0; k < kOut; ++k)
-    for (int j = 0; j < kVec; ++j) acc[k][j] = 0.f;
-  if (c0 < cols) {
-    const int row_end = min(rows, (chunk + 1) * kRowsPerChunk);
-    for (int r = chunk * kRowsPerChunk + threadIdx.y; r < row_end; r += kRowLanes) {
-      value.template operator()<kVec>(r, c0, acc);
-    }
-  }
-  for (int k = 0; k < kOut; ++k)
-    for (int j = 0; j < kVec; ++j) lane_sums[k][threadIdx.y][threadIdx.x * kVec + j] = acc[k][j];
-  __syncthreads();
   const int thread = threadIdx.y * kWarpSize + threadIdx.x;
-  for (int col = thread; col < kTileCols; col += kWarpSize * kRowLanes) {
-    if (tile0 + col >= cols) break;
-    for (int k = 0; k < kOut; ++k) {
-      float sum = 0.f;
-      for (int lane = 0; lane < kRowLanes; ++lane) sum += lane_sums[k][lane][col];
-      partial[(static_cast<size_t>(k) * num_chunks + chunk) * cols + tile0 + col] = sum;
+  // One chunk per block, unless there are more chunks than gridDim.y may have (65535:
+  // 4.2M rows); then a block takes every gridDim.y-th chunk, each summed as alone.
+  for (int chunk = blockIdx.y; chunk < num_chunks; chunk += gridDim.y) {
+    float acc[kOut][kVec];
+    for (int k = 0; k < kOut; ++k)
+      for (int j = 0; j < kVec; ++j) acc[k][j] = 0.f;
+    if (c0 < cols) {
+      const int row_end = min(rows, (chunk + 1) * kRowsPerChunk);
+      for (int r = chunk * kRowsPerChunk + threadIdx.y; r < row_end; r += kRowLanes) {
+        value.template operator()<kVec>(r, c0, acc);
+      }
     }
+    for (int k = 0; k < kOut; ++k)
+      for (int j = 0; j < kVec; ++j) lane_sums[k][threadIdx.y][threadIdx.x * kVec + j] = acc[k][j];
+    __syncthreads();
+    for (int col = thread; col < kTileCols; col += kWarpSize * kRowLanes) {
+      if (tile0 + col >= cols) break;
+      for (int k = 0; k < kOut; ++k) {
+        float sum = 0.f;
+        for (int lane = 0; lane < kRowLanes; ++lane) sum += lane_sums[k][lane][col];
+        partial[(static_cast<size_t>(k) * num_chunks + chunk) * cols + tile0 + col] = sum;
+      }
+    }
+    __syncthreads();  // the next chunk rewrites lane_sums
   }
 }
 
@@ -109,12 +116,15 @@ void column_reduce(ColumnOutputs<kOut> outputs, int rows, int cols, Value value,
   auto* partial = static_cast<float*>(scratch.get(
       ScratchSlot::kPartials, sizeof(float) * kOut * static_cast<size_t>(num_chunks) * cols));
   const dim3 block(kWarpSize, kRowLanes);
+  const int grid_chunks = std::min(num_chunks, kMaxGridY);
   if (vector && cols % 8 == 0) {
-    const dim3 grid(ceil_div(cols, kWarpSize * 8), num_chunks);
-    column_partials_kernel<kOut, 8><<<grid, block, 0, stream>>>(partial, rows, cols, value);
+    const dim3 grid(ceil_div(cols, kWarpSize * 8), grid_chunks);
+    column_partials_kernel<kOut, 8>
+        <<<grid, block, 0, stream>>>(partial, rows, cols, num_chunks, value);
   } else {
-    const dim3 grid(ceil_div(cols, kWarpSize), num_chunks);
-    column_partials_kernel<kOut, 1><<<grid, block, 0, stream>>>(partial, rows, cols, value);
+    const dim3 grid(ceil_div(cols, kWarpSize), grid_chunks);
+    column_partials_kernel<kOut, 1>
+        <<<grid, block, 0, stream>>>(partial, rows, cols, num_chunks, value);
   }
   CUDA_CHECK_LAUNCH("column_partials_kernel");
   column_finalize<kOut>(outputs, partial, num_chunks, cols, mode, stream);

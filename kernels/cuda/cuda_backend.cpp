@@ -350,7 +350,10 @@ bool cuda_memory_info(int local_rank, size_t* used_bytes, size_t* total_bytes) {
   CUDA_CHECK(cudaSetDevice((local_rank < 0 ? 0 : local_rank) % count));
   const cudaError_t err = cudaMemGetInfo(&free_bytes, &total);
   CUDA_CHECK(cudaSetDevice(previous));
-  if (err != cudaSuccess) return false;
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();  // or the next CUDA_CHECK_LAUNCH would report it as its own
+    return false;
+  }
   if (used_bytes) *used_bytes = total - free_bytes;
   if (total_bytes) *total_bytes = total;
   return true;

@@ -90,6 +90,33 @@ TEST(CudaOps, AttentionHeadSize128) {
   attention_case(1, 70, 256, 2);
 }
 
+// More (batch, head) pairs than CUDA's gridDim.y limit (65535) on the CUDA-core kernels
+// (head size 8 always takes them): B = 8200 x 8 heads. With T = 1 each query sees only its
+// own key, so out = v, and the backward gives dq = dk = 0 and dv = dout, exactly.
+TEST(CudaGridLimits, AttentionOverMoreHeadsThanGridY) {
+  ACCUM_REQUIRE_CUDA();
+  auto be = make_backend(DeviceKind::kCuda);
+  const int B = 8200, T = 1, C = 64, NH = 8;
+  const size_t rows = size_t(B) * T;
+  const auto qkv_values = random_bf16_values(rows * 3 * C, 31);
+  const auto dout_values = random_bf16_values(rows * C, 32);
+  Buffer qkv = upload_act(*be, qkv_values), dout = upload_act(*be, dout_values);
+  Buffer out = poisoned_act(*be, rows * C), dqkv = poisoned_act(*be, rows * 3 * C);
+  Buffer saved(*be, be->attention_saved_bytes(B, T, NH));
+  be->attention_forward(out.get(), saved.get(), qkv.get(), B, T, C, NH);
+  be->attention_backward(dqkv.get(), dout.get(), qkv.get(), out.get(), saved.get(), B, T, C, NH);
+  const auto got = download_act(*be, out.get(), rows * C);
+  const auto grads = download_act(*be, dqkv.get(), rows * 3 * C);
+  for (size_t r = 0; r < rows; ++r) {
+    for (int c = 0; c < C; ++c) {
+      ASSERT_EQ(got[r * C + c], qkv_values[r * 3 * C + 2 * C + c]) << "out, row " << r;
+      ASSERT_EQ(grads[r * 3 * C + c], 0.f) << "dq, row " << r;
+      ASSERT_EQ(grads[r * 3 * C + C + c], 0.f) << "dk, row " << r;
+      ASSERT_EQ(grads[r * 3 * C + 2 * C + c], dout_values[r * C + c]) << "dv, row " << r;
+    }
+  }
+}
+
 // ACCUM_ATTENTION_HEAD_GROUP changes only the order the blocks start in: every order gives
 // the default's bits. 6 heads x 4 tiles: groups of 1 (head by head), 4 (a last group of 2
 // heads) and 100 (capped at the 6 heads) against the default (all heads at once).

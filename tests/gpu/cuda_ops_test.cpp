@@ -334,6 +334,23 @@ TEST(CudaOps, MatmulBiasGradientMoreChunksThanFinalizeLanes) {
   matmul_case(2113, 16, 40, WeightLayout::kInOut, true);
 }
 
+// More rows than 65535 chunks of 64 (CUDA's gridDim.y limit, where the column reduction's
+// chunks go): B*T = 4.2M, e.g. B = 2048 at T = 2048 on a small model. Every dout is 1, so
+// every bias gradient is exactly the row count (fp32 holds it exactly), tail chunk included.
+// (Not a CudaOps test: the emulator's schedules, which CudaOps.* runs under, are about
+// barriers, and 65538 blocks take it seconds each time.)
+TEST(CudaGridLimits, MatmulBiasGradientOverMoreChunksThanGridY) {
+  ACCUM_REQUIRE_CUDA();
+  auto be = make_backend(DeviceKind::kCuda);
+  const int N = 65536 * 64 + 100, C = 8, OC = 8;
+  Buffer dout = upload_act(*be, std::vector<float>(size_t(N) * OC, 1.f));
+  Buffer inp(*be, size_t(N) * C * be->act_bytes()), w(*be, size_t(C) * OC * be->act_bytes());
+  Buffer dbias = poisoned_f32(*be, OC);
+  be->matmul_backward(nullptr, nullptr, dbias.f32(), dout.get(), inp.get(), w.get(), N, C, OC,
+                      WeightLayout::kInOut, GradMode::kWrite);
+  for (const float sum : download_f32(*be, dbias.get(), OC)) EXPECT_EQ(sum, float(N));
+}
+
 TEST(CudaOps, MatmulOutInWithBias) {
   ACCUM_REQUIRE_CUDA();
   matmul_case(33, 64, 48, WeightLayout::kOutIn, true);
