@@ -4,7 +4,10 @@
 #include "daemon/control/job_manager.h"
 
 #include <signal.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -31,6 +34,27 @@ absl::Status check_id(const std::string& id) {
   if (id.empty()) return absl::InvalidArgumentError("id: empty; expected a job id like job-000001");
   if (id.size() > kMaxIdLength) {
     return absl::InvalidArgumentError(absl::StrCat("id: ", id.size(), " bytes; at most 64"));
+  }
+  return absl::OkStatus();
+}
+
+// A path mpirun reads when the job starts: "" (not set) or a regular file this process
+// can read, checked at submit so that a typo is not a failed attempt later.
+absl::Status check_readable_file(const std::string& field, const std::string& path) {
+  if (path.empty()) return absl::OkStatus();
+  std::error_code error;
+  const auto status = fs::status(path, error);
+  if (!fs::exists(status)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": '", path, "' does not exist; expected a readable file"));
+  }
+  if (!fs::is_regular_file(status)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": '", path, "' is not a regular file; expected a readable file"));
+  }
+  if (::access(path.c_str(), R_OK) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": '", path, "' cannot be read (", std::strerror(errno), ")"));
   }
   return absl::OkStatus();
 }
@@ -96,9 +120,9 @@ absl::StatusOr<JobStatus> JobManager::submit(accum::v1::JobSpec spec, const std:
   }
   const std::string base = spec_dir.empty() ? fs::current_path().string() : spec_dir;
   spec::resolve_paths(&spec, base);
-  const int world_size = spec.world_size() <= 0 ? 1 : spec.world_size();
-  spec.set_world_size(world_size);
+  // The validator judges world_size (a left-out 0 becomes 1, a negative is refused).
   if (auto status = spec::validate_and_fill(&spec); !status.ok()) return status;
+  const int world_size = spec.world_size();
   // Fixed now, so the job's status shows the number it runs under and an accumd
   // restarted with another --max-restarts does not change it.
   if (!spec.has_max_restarts()) spec.set_max_restarts(config_.default_max_restarts);
@@ -117,6 +141,8 @@ absl::StatusOr<JobStatus> JobManager::submit(accum::v1::JobSpec spec, const std:
     return absl::InvalidArgumentError(
         absl::StrCat("init_from: '", spec.init_from(), "' does not exist"));
   }
+  if (auto status = check_readable_file("launch.hostfile", spec.launch().hostfile()); !status.ok())
+    return status;
   if (auto status = check_resume_from(spec); !status.ok()) return status;
 
   std::lock_guard lock(mutex_);
