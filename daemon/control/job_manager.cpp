@@ -16,6 +16,7 @@
 #include "daemon/control/job_state.h"
 #include "daemon/control/resume_point.h"
 #include "daemon/spec/spec.h"
+#include "daemon/worker/io/checkpoint_dir.h"
 #include "google/protobuf/util/json_util.h"
 #include "spdlog/spdlog.h"
 
@@ -174,11 +175,11 @@ absl::StatusOr<JobStatus> JobManager::submit(accum::v1::JobSpec spec, const std:
     fs::remove_all(record.job_dir, ignored);
     return status;
   };
-  std::error_code error;
-  fs::create_directories(record.job_dir + "/checkpoints", error);
-  if (!error) fs::create_directories(record.job_dir + "/logs", error);
-  if (error) {
-    return refuse(absl::UnavailableError(absl::StrCat(record.job_dir, ": ", error.message())));
+  // Durably (the parents fsynced), as the job record will be: see write_job_spec().
+  for (const char* sub : {"/checkpoints", "/logs"}) {
+    if (auto status = io::create_directories_durable(record.job_dir + sub); !status.ok()) {
+      return refuse(absl::UnavailableError(status.message()));
+    }
   }
   if (auto status = write_job_spec(record.job_dir, spec); !status.ok()) return refuse(status);
   record.message = "waiting for slots";
