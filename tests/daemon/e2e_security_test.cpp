@@ -305,16 +305,9 @@ TEST(DaemonSecurity, OutOfRangeFlagIsRefusedNamingTheRange) {
   DaemonHarness daemon;  // not started: only its build and scratch folders are used
   // `timeout`: an accumd that accepted the flag would serve forever.
   const std::string command = "timeout 20 " + daemon.build_dir() + "/bin/accumd --state-dir '" +
-                              daemon.dir() +
-                              "/state' --listen 127.0.0.1:0 --max-restarts 1001 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
-  ASSERT_NE(pipe, nullptr);
+                              daemon.dir() + "/state' --listen 127.0.0.1:0 --max-restarts 1001";
   std::string output;
-  char buffer[4096];
-  while (size_t n = fread(buffer, 1, sizeof(buffer), pipe)) output.append(buffer, n);
-  const int status = pclose(pipe);
-  ASSERT_TRUE(WIFEXITED(status)) << output;
-  EXPECT_EQ(WEXITSTATUS(status), 2) << output;  // accumd's usage error
+  EXPECT_EQ(run_command(command, &output), 2) << output;  // accumd's usage error
   EXPECT_NE(output.find("--max-restarts '1001': expected an integer in [0, 1000]"),
             std::string::npos)
       << output;
