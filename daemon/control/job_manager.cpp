@@ -4,7 +4,10 @@
 #include "daemon/control/job_manager.h"
 
 #include <signal.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -13,6 +16,7 @@
 #include "daemon/control/job_state.h"
 #include "daemon/control/resume_point.h"
 #include "daemon/spec/spec.h"
+#include "daemon/worker/io/checkpoint_dir.h"
 #include "google/protobuf/util/json_util.h"
 #include "spdlog/spdlog.h"
 
@@ -31,6 +35,27 @@ absl::Status check_id(const std::string& id) {
   if (id.empty()) return absl::InvalidArgumentError("id: empty; expected a job id like job-000001");
   if (id.size() > kMaxIdLength) {
     return absl::InvalidArgumentError(absl::StrCat("id: ", id.size(), " bytes; at most 64"));
+  }
+  return absl::OkStatus();
+}
+
+// A path mpirun reads when the job starts: "" (not set) or a regular file this process
+// can read, checked at submit so that a typo is not a failed attempt later.
+absl::Status check_readable_file(const std::string& field, const std::string& path) {
+  if (path.empty()) return absl::OkStatus();
+  std::error_code error;
+  const auto status = fs::status(path, error);
+  if (!fs::exists(status)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": '", path, "' does not exist; expected a readable file"));
+  }
+  if (!fs::is_regular_file(status)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": '", path, "' is not a regular file; expected a readable file"));
+  }
+  if (::access(path.c_str(), R_OK) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": '", path, "' cannot be read (", std::strerror(errno), ")"));
   }
   return absl::OkStatus();
 }
@@ -96,9 +121,9 @@ absl::StatusOr<JobStatus> JobManager::submit(accum::v1::JobSpec spec, const std:
   }
   const std::string base = spec_dir.empty() ? fs::current_path().string() : spec_dir;
   spec::resolve_paths(&spec, base);
-  const int world_size = spec.world_size() <= 0 ? 1 : spec.world_size();
-  spec.set_world_size(world_size);
+  // The validator judges world_size (a left-out 0 becomes 1, a negative is refused).
   if (auto status = spec::validate_and_fill(&spec); !status.ok()) return status;
+  const int world_size = spec.world_size();
   // Fixed now, so the job's status shows the number it runs under and an accumd
   // restarted with another --max-restarts does not change it.
   if (!spec.has_max_restarts()) spec.set_max_restarts(config_.default_max_restarts);
@@ -117,6 +142,8 @@ absl::StatusOr<JobStatus> JobManager::submit(accum::v1::JobSpec spec, const std:
     return absl::InvalidArgumentError(
         absl::StrCat("init_from: '", spec.init_from(), "' does not exist"));
   }
+  if (auto status = check_readable_file("launch.hostfile", spec.launch().hostfile()); !status.ok())
+    return status;
   if (auto status = check_resume_from(spec); !status.ok()) return status;
 
   std::lock_guard lock(mutex_);
@@ -148,11 +175,11 @@ absl::StatusOr<JobStatus> JobManager::submit(accum::v1::JobSpec spec, const std:
     fs::remove_all(record.job_dir, ignored);
     return status;
   };
-  std::error_code error;
-  fs::create_directories(record.job_dir + "/checkpoints", error);
-  if (!error) fs::create_directories(record.job_dir + "/logs", error);
-  if (error) {
-    return refuse(absl::UnavailableError(absl::StrCat(record.job_dir, ": ", error.message())));
+  // Durably (the parents fsynced), as the job record will be: see write_job_spec().
+  for (const char* sub : {"/checkpoints", "/logs"}) {
+    if (auto status = io::create_directories_durable(record.job_dir + sub); !status.ok()) {
+      return refuse(absl::UnavailableError(status.message()));
+    }
   }
   if (auto status = write_job_spec(record.job_dir, spec); !status.ok()) return refuse(status);
   record.message = "waiting for slots";

@@ -3,13 +3,12 @@
 
 #include <unistd.h>
 
-#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 
 #include "absl/strings/str_cat.h"
 #include "daemon/spec/spec.h"
+#include "daemon/worker/io/checkpoint_dir.h"
 
 namespace accum::control {
 
@@ -28,20 +27,23 @@ std::string job_spec_path(const std::string& job_dir) { return job_dir + "/spec.
 absl::Status write_job_spec(const std::string& job_dir, const accum::v1::JobSpec& spec) {
   const std::string path = job_spec_path(job_dir);
   const std::string temp = path + ".tmp";
-  {
-    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
-    out << spec::spec_to_json(spec, /*pretty=*/true);
-    out.flush();
-    if (!out) return absl::UnavailableError(absl::StrCat("cannot write ", temp));
-  }
-  if (FILE* file = std::fopen(temp.c_str(), "r")) {
-    fsync(fileno(file));
-    std::fclose(file);
+  // accumd.db is SQLite with synchronous=FULL: once a job's record is committed, the
+  // spec.json it points at must survive a power loss too, or the next attempt runs from
+  // a missing or empty file. Hence fsync the file, rename, then fsync the folder.
+  if (auto status = io::write_file_durable(temp, spec::spec_to_json(spec, /*pretty=*/true));
+      !status.ok()) {
+    std::error_code ignored;
+    std::filesystem::remove(temp, ignored);
+    return absl::UnavailableError(absl::StrCat("cannot write the job's spec: ", status.message()));
   }
   std::error_code error;
   std::filesystem::rename(temp, path, error);
   if (error) {
-    return absl::UnavailableError(absl::StrCat("cannot rename ", temp, ": ", error.message()));
+    return absl::UnavailableError(
+        absl::StrCat("cannot rename ", temp, " to ", path, ": ", error.message()));
+  }
+  if (auto status = io::fsync_dir(job_dir); !status.ok()) {
+    return absl::UnavailableError(absl::StrCat("cannot write the job's spec: ", status.message()));
   }
   return absl::OkStatus();
 }

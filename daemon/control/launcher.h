@@ -54,7 +54,8 @@ struct LaunchInfo {
 std::string attempt_log_dir(const std::string& job_dir, int attempt);
 std::string job_spec_path(const std::string& job_dir);  // <job_dir>/spec.json
 // Writes the spec the next attempt runs to job_spec_path(), so that it is either
-// the old file or the complete new one (temp + fsync + rename).
+// the old file or the complete new one, durably (temp + fsync + rename + fsync
+// of job_dir). UNAVAILABLE naming the path that failed and why.
 absl::Status write_job_spec(const std::string& job_dir, const accum::v1::JobSpec& spec);
 
 // The command line, environment and files of one attempt.

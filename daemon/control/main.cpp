@@ -16,6 +16,7 @@
 #include "daemon/control/metrics_http.h"
 #include "daemon/control/prometheus.h"
 #include "daemon/control/server.h"
+#include "daemon/control/state_dir_lock.h"
 #include "spdlog/spdlog.h"
 
 namespace {
@@ -27,7 +28,8 @@ using accum::control::ServerOptions;
 constexpr const char* kUsage = R"(usage: accumd --state-dir DIR [options]
 
   --listen HOST:PORT        where to serve gRPC (default 127.0.0.1:7070; port 0 picks one)
-  --state-dir DIR           job database (accumd.db) and job folders (DIR/jobs/<id>/)
+  --state-dir DIR           job database (accumd.db) and job folders (DIR/jobs/<id>/);
+                            one accumd per DIR (it locks DIR/accumd.lock)
   --token-file F            require 'authorization: Bearer <token>' on every RPC but health
   --slots N                 ranks (CPU) or GPUs this host offers (default: number of cores)
   --tls-cert F --tls-key F  serve TLS with this PEM certificate and key
@@ -191,6 +193,12 @@ int main(int argc, char** argv) {
   if (!std::filesystem::exists(flags.manager.launcher.worker_binary)) {
     spdlog::warn("worker binary {} does not exist (--worker-bin); jobs will fail to launch",
                  flags.manager.launcher.worker_binary);
+  }
+  // Before reconcile: a second accumd on this state dir must not touch its jobs.
+  auto state_dir_lock = accum::control::StateDirLock::acquire(flags.manager.state_dir);
+  if (!state_dir_lock.ok()) {
+    spdlog::error("{}", std::string(state_dir_lock.status().message()));
+    return absl::IsFailedPrecondition(state_dir_lock.status()) ? 2 : 1;
   }
   // The address workers dial back is known before any job launches: bind first.
   std::unique_ptr<JobManager> manager;

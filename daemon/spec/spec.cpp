@@ -3,6 +3,7 @@
 // line and of the daemon's SubmitJob RPC.
 #include "daemon/spec/spec.h"
 
+#include <google/protobuf/descriptor.h>
 #include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
 
@@ -61,6 +62,19 @@ absl::Status check_range(const std::string& field, double value, double lo, doub
     return invalid(field, absl::StrCat("got ", value, ", expected ", expected));
   }
   return absl::OkStatus();
+}
+
+// A number outside its enum (JSON accepts numbers, and a proto client can send any)
+// is refused by name, listing the values the enum has.
+absl::Status check_enum(const std::string& field, int value,
+                        const google::protobuf::EnumDescriptor* descriptor) {
+  if (descriptor->FindValueByNumber(value) != nullptr) return absl::OkStatus();
+  std::string names;
+  for (int i = 0; i < descriptor->value_count(); ++i) {
+    absl::StrAppend(&names, i == 0 ? "" : ", ", descriptor->value(i)->name());
+  }
+  return invalid(
+      field, absl::StrCat("got ", value, ", which is not a known value; expected one of ", names));
 }
 
 absl::Status fill_model(accum::v1::ModelSpec* model) {
@@ -130,9 +144,21 @@ absl::Status fill_data(accum::v1::JobSpec* spec) {
   if (data->train_size() == 0) {
     return invalid("data.train", "missing; expected a path, a list of paths or a glob");
   }
-  for (const auto& path : data->train()) {
-    if (path.empty()) return invalid("data.train", "contains an empty path");
+  struct PathList {
+    const char* field;
+    const google::protobuf::RepeatedPtrField<std::string>& paths;
+  };
+  for (const PathList& list :
+       {PathList{"data.train", data->train()}, PathList{"data.val", data->val()}}) {
+    for (const auto& path : list.paths) {
+      if (path.empty()) {
+        return invalid(list.field, "contains an empty path (\"\"); expected a file path or a glob");
+      }
+    }
   }
+  if (auto s = check_enum("data.format", data->format(), accum::v1::DataFormat_descriptor());
+      !s.ok())
+    return s;
   if (data->format() == accum::v1::TEXT_BYTES && spec->model().vocab_size() < 256) {
     return invalid("model.vocab_size",
                    absl::StrCat("got ", spec->model().vocab_size(),
@@ -223,12 +249,23 @@ absl::Status fill_rest(accum::v1::JobSpec* spec) {
   }
   auto* ckpt = spec->mutable_checkpoint();
   if (!ckpt->has_keep_last()) ckpt->set_keep_last(3);
-  if (ckpt->every_steps() < 0) return invalid("checkpoint.every_steps", "expected >= 0");
-  if (ckpt->keep_last() < 0) return invalid("checkpoint.keep_last", "expected >= 0 (0 keeps all)");
+  if (ckpt->every_steps() < 0) {
+    return invalid("checkpoint.every_steps", absl::StrCat("got ", ckpt->every_steps(),
+                                                          ", expected >= 0 (0: only at the end)"));
+  }
+  if (ckpt->keep_last() < 0) {
+    return invalid("checkpoint.keep_last",
+                   absl::StrCat("got ", ckpt->keep_last(), ", expected >= 0 (0 keeps all)"));
+  }
   auto* eval = spec->mutable_eval();
-  if (eval->every_steps() < 0) return invalid("eval.every_steps", "expected >= 0");
+  if (eval->every_steps() < 0) {
+    return invalid("eval.every_steps",
+                   absl::StrCat("got ", eval->every_steps(), ", expected >= 0 (0: never)"));
+  }
   if (eval->batches() == 0) eval->set_batches(4);
-  if (eval->batches() < 0) return invalid("eval.batches", "expected >= 1");
+  if (eval->batches() < 0) {
+    return invalid("eval.batches", absl::StrCat("got ", eval->batches(), ", expected >= 1"));
+  }
   if (eval->every_steps() > 0 && spec->data().val_size() == 0) {
     return invalid("data.val", "eval.every_steps is set but there is no validation data");
   }
@@ -249,8 +286,8 @@ absl::Status fill_rest(accum::v1::JobSpec* spec) {
     return s;
   if (spec->world_size() == 0) spec->set_world_size(1);
   if (spec->world_size() < 1 || spec->world_size() > 4096) {
-    return invalid("world_size",
-                   absl::StrCat("got ", spec->world_size(), ", expected in [1, 4096]"));
+    return invalid("world_size", absl::StrCat("got ", spec->world_size(),
+                                              ", expected in [1, 4096] (left out or 0: 1)"));
   }
   // Left unset, it stays unset: the default is the daemon's (--max-restarts), and an
   // explicit 0 must stay distinguishable from it, since 0 means "never restart".
@@ -261,7 +298,22 @@ absl::Status fill_rest(accum::v1::JobSpec* spec) {
                                 "leave it out for the daemon's default)"));
   }
   if (spec->log_every_steps() == 0) spec->set_log_every_steps(1);
-  if (spec->log_every_steps() < 0) return invalid("log_every_steps", "expected >= 1");
+  if (spec->log_every_steps() < 0) {
+    return invalid("log_every_steps",
+                   absl::StrCat("got ", spec->log_every_steps(), ", expected >= 1 (left out: 1)"));
+  }
+  return absl::OkStatus();
+}
+
+// The back end: device, its precision and what its kernels support. REQUIRES: the model
+// is filled (fill_model).
+absl::Status check_device(accum::v1::JobSpec* spec) {
+  if (auto s = check_enum("device", spec->device(), accum::v1::Device_descriptor()); !s.ok()) {
+    return s;
+  }
+  if (auto s = check_enum("precision", spec->precision(), accum::v1::Precision_descriptor());
+      !s.ok())
+    return s;
   if (spec->precision() == accum::v1::PRECISION_DEFAULT) {
     spec->set_precision(spec->device() == accum::v1::CUDA ? accum::v1::BF16 : accum::v1::FP32);
   }
@@ -272,6 +324,23 @@ absl::Status fill_rest(accum::v1::JobSpec* spec) {
     return invalid("precision",
                    "the CUDA back end trains with BF16 activations (fp32 master weights); "
                    "expected BF16");
+  }
+  if (spec->device() == accum::v1::CUDA) {
+    const auto& model = spec->model();
+    const int head_size = model.d_model() / model.n_head();
+    bool supported = false;
+    std::string sizes;
+    for (int size : kCudaAttentionHeadSizes) {
+      supported = supported || size == head_size;
+      absl::StrAppend(&sizes, sizes.empty() ? "" : ", ", size);
+    }
+    if (!supported) {
+      return invalid("model.n_head",
+                     absl::StrCat("model.d_model ", model.d_model(), " / model.n_head ",
+                                  model.n_head(), " gives head size ", head_size,
+                                  ", but device CUDA's attention kernels support head sizes ",
+                                  sizes, " only"));
+    }
   }
   return absl::OkStatus();
 }
@@ -332,7 +401,8 @@ absl::Status validate_and_fill(JobSpec* spec) {
   if (auto s = fill_data(spec); !s.ok()) return s;
   if (auto s = fill_batch(spec); !s.ok()) return s;
   if (auto s = fill_optimizer(spec); !s.ok()) return s;
-  return fill_rest(spec);
+  if (auto s = fill_rest(spec); !s.ok()) return s;
+  return check_device(spec);
 }
 
 absl::StatusOr<JobSpec> load_spec_file(const std::string& path) {

@@ -17,6 +17,12 @@
 
 namespace accum::spec {
 
+// Head sizes (d_model / n_head) the CUDA attention kernels are instantiated for: see
+// dispatch_head_size() and the check before it in kernels/cuda/attention.cu, which must
+// stay in step with this list. validate_and_fill() refuses any other with device CUDA, so
+// such a spec fails at submit rather than at the worker's first forward.
+inline constexpr int kCudaAttentionHeadSizes[] = {8, 16, 32, 64, 128};
+
 // Parses JSON text into a JobSpec (no validation). Accepts a single string where
 // a list of paths is expected (data.train, data.val).
 absl::StatusOr<accum::v1::JobSpec> parse_spec_json(const std::string& json);

@@ -239,6 +239,8 @@ void check_attention_args(const char* op, std::initializer_list<const void*> buf
                __FILE__, __LINE__);
   }
   const int hs = C / NH;
+  // The job spec validator refuses other head sizes up front (spec::kCudaAttentionHeadSizes
+  // in daemon/spec/spec.h): change both together.
   if (hs != 8 && hs != 16 && hs != 32 && hs != 64 && hs != 128) {
     cuda_fatal(
         op,

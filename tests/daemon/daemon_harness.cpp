@@ -292,19 +292,22 @@ std::vector<std::pair<int64_t, double>> read_metrics(const std::string& path) {
   return rows;
 }
 
-int run_accumctl(const DaemonHarness& harness, const std::vector<std::string>& args,
-                 std::string* output, bool with_token) {
-  std::string command = harness.build_dir() + "/bin/accumctl --server " + harness.address();
-  if (with_token) command += " --token-file " + harness.token_file();
-  for (const auto& arg : args) command += " '" + arg + "'";
-  command += " 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
+int run_command(const std::string& command, std::string* output) {
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
   if (!pipe) return -1;
   char buffer[4096];
   output->clear();
   while (size_t n = fread(buffer, 1, sizeof(buffer), pipe)) output->append(buffer, n);
   const int status = pclose(pipe);
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+int run_accumctl(const DaemonHarness& harness, const std::vector<std::string>& args,
+                 std::string* output, bool with_token) {
+  std::string command = harness.build_dir() + "/bin/accumctl --server " + harness.address();
+  if (with_token) command += " --token-file " + harness.token_file();
+  for (const auto& arg : args) command += " '" + arg + "'";
+  return run_command(command, output);
 }
 
 }  // namespace accum::testing

@@ -72,6 +72,9 @@ class DaemonHarness {
 
 // The job's metrics.jsonl as (step, loss) in file order.
 std::vector<std::pair<int64_t, double>> read_metrics(const std::string& path);
+// Runs a shell command line; returns its exit code (-1 when it did not exit) and fills
+// *output with its stdout and stderr.
+int run_command(const std::string& command, std::string* output);
 // Runs accumctl with arguments; returns its exit code and fills *output (stdout+stderr).
 int run_accumctl(const DaemonHarness& harness, const std::vector<std::string>& args,
                  std::string* output, bool with_token = true);

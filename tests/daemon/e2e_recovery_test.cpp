@@ -4,7 +4,7 @@
 // finishes; a worker that rejects its input fails the job without restarts, on one
 // rank or several; max_restarts 0 means no restart, unset the daemon's default; a full
 // disk refuses submits and loses no job record, also when accumd starts on it; watches
-// ride out an accumd restart.
+// ride out an accumd restart; a second accumd on the same state dir is refused.
 #include <signal.h>
 
 #include <filesystem>
@@ -189,6 +189,41 @@ TEST(DaemonRecovery, KilledDaemonRestartsWithJobIntactAndJobFinishes) {
   const auto rows = read_metrics(done.job_dir() + "/metrics.jsonl");
   ASSERT_EQ(rows.size(), 150u);
   EXPECT_EQ(rows.back().first, 150);
+}
+
+// Two accumd on one state dir would both reconcile and supervise its jobs. The second
+// exits at once with 2, naming the lock file, and the first keeps serving: its running
+// job finishes unrestarted and it takes new submits. (The restart tests above show that
+// the lock goes with the process, also when its workers live on.)
+TEST(DaemonRecovery, SecondAccumdOnTheSameStateDirExitsAndTheFirstKeepsServing) {
+  DaemonHarness daemon;
+  ASSERT_TRUE(daemon.start(with_slots(1)));
+  JobStatus job;
+  ASSERT_TRUE(daemon.submit(daemon.spec_json("first", 40, 1, 0), &job).ok());
+  ASSERT_EQ(
+      daemon.wait_for(job.id(), [](const JobStatus& j) { return j.state() == accum::v1::RUNNING; })
+          .state(),
+      accum::v1::RUNNING);
+  const std::string state_dir = daemon.dir() + "/state";
+  // `timeout`: a second accumd that was let in would serve until killed (exit 124).
+  std::string output;
+  const int exit_code =
+      run_command("timeout 20 " + daemon.build_dir() + "/bin/accumd --listen 127.0.0.1:0 " +
+                      "--state-dir '" + state_dir + "' --token-file '" + daemon.token_file() + "'",
+                  &output);
+  EXPECT_EQ(exit_code, 2) << output;
+  EXPECT_NE(output.find("another accumd"), std::string::npos) << output;
+  EXPECT_NE(output.find(state_dir + "/accumd.lock"), std::string::npos) << output;
+
+  auto finished = [](const JobStatus& j) {
+    return j.state() == accum::v1::SUCCEEDED || j.state() == accum::v1::FAILED;
+  };
+  const JobStatus done = daemon.wait_for(job.id(), finished);
+  EXPECT_EQ(done.state(), accum::v1::SUCCEEDED) << done.message();
+  EXPECT_EQ(done.restarts(), 0);
+  JobStatus next;
+  ASSERT_TRUE(daemon.submit(daemon.spec_json("next", 3, 1, 0), &next).ok());
+  EXPECT_EQ(daemon.wait_for(next.id(), finished).state(), accum::v1::SUCCEEDED);
 }
 
 // accumd's disk fills up: a submit is refused with RESOURCE_EXHAUSTED that names the full

@@ -80,13 +80,19 @@ TEST(DaemonSecurity, MalformedSpecsAreInvalidArgumentNamingTheField) {
     std::string field;  // must appear in the error
   };
   const std::string valid = daemon.spec_json("bad", 5, 1, 0);
-  auto replace = [&](const std::string& from, const std::string& to) {
-    std::string text = valid;
+  auto replace_in = [&](std::string text, const std::string& from, const std::string& to) {
     const auto at = text.find(from);
     EXPECT_NE(at, std::string::npos) << from;
     if (at != std::string::npos) text.replace(at, from.size(), to);
     return text;
   };
+  auto replace = [&](const std::string& from, const std::string& to) {
+    return replace_in(valid, from, to);
+  };
+  auto with = [&](const std::string& field) {  // a field added to the valid spec
+    return replace("\"max_steps\": 5", "\"max_steps\": 5, " + field);
+  };
+  std::filesystem::create_directories(daemon.dir() + "/a-folder");
   const std::vector<std::pair<std::string, std::string>> cases = {
       {replace("\"seq_len\": 32", "\"seq_len\": -4"), "batch.seq_len"},
       {replace("\"n_head\": 2", "\"n_head\": 3"), "n_head"},
@@ -96,6 +102,22 @@ TEST(DaemonSecurity, MalformedSpecsAreInvalidArgumentNamingTheField) {
        "`max_restarts`: got -1, expected an integer in [0, 1000]"},
       {replace("\"lr\": 0.003", "\"lr\": -1"), "optimizer.lr"},
       {replace("corpus.txt", "no-such-corpus.txt"), "data.train"},
+      // Each of these used to be accepted and fail only when the job ran.
+      {replace("\"world_size\": 1", "\"world_size\": -3"), "`world_size`: got -3"},
+      {with("\"device\": 7"), "`device`: got 7"},
+      {replace("\"TEXT_BYTES\"", "42"), "`data.format`: got 42"},
+      {with("\"precision\": 9"), "`precision`: got 9, which is not a known value"},
+      {with("\"launch\": {\"hostfile\": \"no-such-hostfile\"}"),
+       "launch.hostfile: '" + daemon.dir() + "/no-such-hostfile' does not exist"},
+      {with("\"launch\": {\"hostfile\": \"a-folder\"}"),
+       "launch.hostfile: '" + daemon.dir() + "/a-folder' is not a regular file"},
+      {replace("\"format\"", "\"val\": \"\", \"format\""), "`data.val`: contains an empty path"},
+      {replace("\"every_steps\": 0", "\"every_steps\": -2"), "`checkpoint.every_steps`: got -2"},
+      {with("\"log_every_steps\": -1"), "`log_every_steps`: got -1"},
+      // d_model 64 / n_head 16 = head size 4: no CUDA attention kernel for it.
+      {replace_in(daemon.spec_json("bad", 5, 1, 0, "\"device\": \"CUDA\""), "\"n_head\": 2",
+                  "\"n_head\": 16"),
+       "model.d_model 64 / model.n_head 16 gives head size 4"},
   };
   for (const auto& [json, field] : cases) {
     accum::v1::JobStatus job;
@@ -283,16 +305,9 @@ TEST(DaemonSecurity, OutOfRangeFlagIsRefusedNamingTheRange) {
   DaemonHarness daemon;  // not started: only its build and scratch folders are used
   // `timeout`: an accumd that accepted the flag would serve forever.
   const std::string command = "timeout 20 " + daemon.build_dir() + "/bin/accumd --state-dir '" +
-                              daemon.dir() +
-                              "/state' --listen 127.0.0.1:0 --max-restarts 1001 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
-  ASSERT_NE(pipe, nullptr);
+                              daemon.dir() + "/state' --listen 127.0.0.1:0 --max-restarts 1001";
   std::string output;
-  char buffer[4096];
-  while (size_t n = fread(buffer, 1, sizeof(buffer), pipe)) output.append(buffer, n);
-  const int status = pclose(pipe);
-  ASSERT_TRUE(WIFEXITED(status)) << output;
-  EXPECT_EQ(WEXITSTATUS(status), 2) << output;  // accumd's usage error
+  EXPECT_EQ(run_command(command, &output), 2) << output;  // accumd's usage error
   EXPECT_NE(output.find("--max-restarts '1001': expected an integer in [0, 1000]"),
             std::string::npos)
       << output;

@@ -7,14 +7,18 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <thread>
 
 #include "daemon/control/job_files.h"
 #include "daemon/control/process.h"
+#include "daemon/spec/spec.h"
 #include "gtest/gtest.h"
+#include "tests/common/scratch_tmpfs.h"
 
 namespace accum::control {
 namespace {
@@ -170,6 +174,53 @@ TEST_F(ProcessTest, KilledChildIsReportedAsSignalAndTreeKillReachesGrandchildren
   EXPECT_EQ(describe_wait_status(status), "signal 9 (Killed)");
   EXPECT_EQ(read_exit_code_file(dir_ + "/exit_code"), 128 + 9);
   EXPECT_FALSE(process_alive(*pid, *ticks));
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+accum::v1::JobSpec named_spec(const std::string& name) {
+  accum::v1::JobSpec spec;
+  spec.set_name(name);
+  spec.mutable_data()->add_train("/data/corpus.txt");
+  spec.set_max_steps(7);
+  return spec;
+}
+
+TEST_F(ProcessTest, JobSpecIsWrittenWholeAndReplacedWhole) {
+  ASSERT_TRUE(write_job_spec(dir_, named_spec("first")).ok());
+  ASSERT_TRUE(write_job_spec(dir_, named_spec("second")).ok());
+  const auto read = spec::parse_spec_json(read_text(job_spec_path(dir_)));
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(read->SerializeAsString(), named_spec("second").SerializeAsString());
+  EXPECT_FALSE(std::filesystem::exists(job_spec_path(dir_) + ".tmp"));
+}
+
+TEST_F(ProcessTest, JobSpecInAMissingFolderIsRefusedNamingThePathAndWhy) {
+  const absl::Status status = write_job_spec(dir_ + "/no-such-job", named_spec("lost"));
+  EXPECT_TRUE(absl::IsUnavailable(status)) << status;
+  EXPECT_NE(status.message().find(dir_ + "/no-such-job/spec.json.tmp"), std::string::npos)
+      << status;
+  EXPECT_NE(status.message().find(std::strerror(ENOENT)), std::string::npos) << status;
+}
+
+// A full disk: the refused write names the file and the reason, the spec.json already
+// there is kept as it was, and no temporary file is left behind.
+TEST_F(ProcessTest, JobSpecOnAFullDiskKeepsTheOldOneAndLeavesNoTempFile) {
+  const std::string job_dir = dir_ + "/disk";
+  accum::testing::ScratchTmpfs disk(job_dir, 1 << 20);
+  ACCUM_SKIP_UNLESS_MOUNTED(disk);
+  ASSERT_TRUE(write_job_spec(job_dir, named_spec("before")).ok());
+  const std::string before = read_text(job_spec_path(job_dir));
+  ASSERT_GT(disk.fill("filler"), 0u);
+  const absl::Status status = write_job_spec(job_dir, named_spec("after-the-disk-filled"));
+  EXPECT_TRUE(absl::IsUnavailable(status)) << status;
+  EXPECT_NE(status.message().find(job_dir + "/spec.json.tmp"), std::string::npos) << status;
+  EXPECT_NE(status.message().find(std::strerror(ENOSPC)), std::string::npos) << status;
+  EXPECT_EQ(read_text(job_spec_path(job_dir)), before);
+  EXPECT_FALSE(std::filesystem::exists(job_spec_path(job_dir) + ".tmp"));
 }
 
 TEST_F(ProcessTest, ListsOnlyCompleteCheckpointsAndRemovesPartialOnes) {

@@ -82,6 +82,17 @@ TEST(CheckpointDir, Sha256MatchesKnownVector) {
   EXPECT_EQ(*read_file(dir.file("abc")), "abc");
 }
 
+TEST(CheckpointDir, CreateDirectoriesDurableMakesEveryLevelAndNamesWhatBlocksIt) {
+  TempDir dir;
+  ASSERT_TRUE(create_directories_durable(dir.file("a/b/c")).ok());
+  EXPECT_TRUE(fs::is_directory(dir.file("a/b/c")));
+  EXPECT_TRUE(create_directories_durable(dir.file("a/b/c/")).ok()) << "it exists: nothing to do";
+  ASSERT_TRUE(write_file_durable(dir.file("plain"), "not a folder").ok());
+  const absl::Status blocked = create_directories_durable(dir.file("plain/sub"));
+  EXPECT_FALSE(blocked.ok());
+  EXPECT_MENTIONS(std::string(blocked.message()), dir.file("plain/sub") + ": create directory");
+}
+
 TEST(CheckpointDir, CommittedCheckpointVerifiesAndIsLatest) {
   TempDir dir;
   const std::string root = dir.file("ckpt");

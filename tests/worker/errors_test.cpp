@@ -54,7 +54,14 @@ TEST_F(WorkerErrorsTest, EverySpecFieldIsRangeChecked) {
       {"optimizer.schedule", "\"linear\"", {"optimizer.schedule", "cosine", "constant"}},
       {"max_steps", "0", {"max_steps", ">= 1"}},
       {"checkpoint.keep_last", "-1", {"checkpoint.keep_last"}},
-      {"checkpoint.every_steps", "-2", {"checkpoint.every_steps"}},
+      {"checkpoint.every_steps", "-2", {"checkpoint.every_steps", "got -2"}},
+      {"log_every_steps", "-1", {"log_every_steps", "got -1"}},
+      {"world_size", "-3", {"world_size", "got -3"}},
+      {"data.val", "\"\"", {"data.val", "empty path"}},
+      // Enums given as numbers (JSON, or any proto client) outside the enum.
+      {"device", "7", {"device", "got 7", "CPU, CUDA"}},
+      {"data.format", "42", {"data.format", "got 42", "AUTO, LLMC, NANOGPT_BIN, TEXT_BYTES"}},
+      {"precision", "9", {"precision", "got 9", "not a known value", "FP32, BF16"}},
       {"distributed.zero_stage", "3", {"distributed.zero_stage", "0 or 1"}},
       {"distributed.timeout_s", "-1", {"distributed.timeout_s"}},
       {"precision", "\"BF16\"", {"precision", "CUDA"}},
@@ -110,6 +117,25 @@ TEST_F(WorkerErrorsTest, HeadsMustDivideModelWidth) {
   EXPECT_EQ(result.exit_code, 2);
   EXPECT_NE(result.output.find("n_head 3 does not divide d_model 32"), std::string::npos)
       << result.output;
+}
+
+// The CUDA attention kernels exist for a few head sizes only (kernels/cuda/attention.cu):
+// any other is refused by the validator, not by the first forward on the GPU.
+TEST_F(WorkerErrorsTest, CudaHeadSizeWithoutAnAttentionKernelIsRefused) {
+  // d_model 32 / n_head 8 = 4.
+  auto result = run_with({{"device", "\"CUDA\""}, {"model.n_head", "8"}});
+  EXPECT_EQ(result.exit_code, 2) << result.output;
+  for (const char* word : {"model.n_head", "model.d_model 32", "model.n_head 8", "head size 4",
+                           "8, 16, 32, 64, 128"}) {
+    EXPECT_NE(result.output.find(word), std::string::npos) << word << ": " << result.output;
+  }
+  // A supported head size (32 / 2 = 16) passes; the CPU back end has no such limit.
+  write_file(dir_ / "job.json", tiny_spec_json({{"device", "\"CUDA\""}}));
+  result = run({worker_binary(), "--spec", dir_ / "job.json", "--print-spec"});
+  EXPECT_EQ(result.exit_code, 0) << result.output;
+  write_file(dir_ / "job.json", tiny_spec_json({{"model.n_head", "8"}}));
+  result = run({worker_binary(), "--spec", dir_ / "job.json", "--print-spec"});
+  EXPECT_EQ(result.exit_code, 0) << result.output;
 }
 
 TEST_F(WorkerErrorsTest, SeqLenAboveModelContextIsRefused) {

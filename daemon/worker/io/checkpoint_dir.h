@@ -83,6 +83,9 @@ absl::Status apply_retention(const std::string& root_dir, int keep_last);
 absl::StatusOr<std::string> sha256_file(const std::string& path);
 absl::Status write_file_durable(const std::string& path, const std::string& contents);  // + fsync
 absl::Status fsync_dir(const std::string& dir);
+// create_directories(), then fsyncs the parent of every folder it created, so the new
+// folders survive a power loss. OK when `dir` already exists.
+absl::Status create_directories_durable(const std::string& dir);
 absl::StatusOr<std::string> read_file(const std::string& path);
 
 }  // namespace accum::io

@@ -1,5 +1,6 @@
 // io/durable_file.cpp — the small file helpers checkpoint code is built from:
-// read a whole file, write one and fsync it, fsync a directory, sha256 of a file.
+// read a whole file, write one and fsync it, fsync a directory, create folders
+// durably, sha256 of a file.
 //
 // Durability rule (POSIX): data reaches the disk after fsync(file); a new name
 // or a rename reaches it after fsync(parent directory). Callers that publish a
@@ -10,6 +11,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <vector>
 
@@ -79,6 +81,25 @@ absl::Status fsync_dir(const std::string& dir) {
   if (fd < 0) return errno_error(dir, "open directory", errno);
   FdCloser closer{fd};
   if (::fsync(fd) != 0) return errno_error(dir, "fsync directory", errno);
+  return absl::OkStatus();
+}
+
+absl::Status create_directories_durable(const std::string& dir) {
+  std::filesystem::path target = std::filesystem::path(dir).lexically_normal();
+  if (!target.has_filename()) target = target.parent_path();  // "a/b/" names "a/b"
+  std::vector<std::filesystem::path> created;                 // deepest first
+  std::error_code error;
+  for (auto path = target; !path.empty() && !std::filesystem::exists(path, error);
+       path = path.parent_path()) {
+    created.push_back(path);
+    if (path == path.parent_path()) break;
+  }
+  std::filesystem::create_directories(target, error);
+  if (error) return errno_error(target.string(), "create directory", error.value());
+  for (auto it = created.rbegin(); it != created.rend(); ++it) {
+    const auto parent = it->parent_path();
+    if (absl::Status s = fsync_dir(parent.empty() ? "." : parent.string()); !s.ok()) return s;
+  }
   return absl::OkStatus();
 }
 
