@@ -93,10 +93,15 @@ void wait_for_event(NcclShared* shared, cudaEvent_t event, const WorkInfo& info,
     const cudaError_t query = cudaEventQuery(event);
     if (query == cudaSuccess) return;
     if (query != cudaErrorNotReady) {
-      throw CommError(failure_message(info, cudaGetErrorString(query)));
+      // CUDA errors are sticky: this may be any earlier kernel's fault, not the collective's.
+      throw CommError(failure_message(
+          info, std::string("CUDA error while waiting for it (possibly from an earlier kernel "
+                            "on this GPU): ") +
+                    cudaGetErrorString(query)));
     }
     ncclResult_t async_error = ncclSuccess;
-    ncclCommGetAsyncError(shared->comm, &async_error);
+    const ncclResult_t asked = ncclCommGetAsyncError(shared->comm, &async_error);
+    if (asked != ncclSuccess) async_error = asked;  // cannot even ask: as bad as an error
     if (async_error != ncclSuccess && async_error != ncclInProgress) {
       shared->abort();
       throw CommError(
