@@ -256,7 +256,8 @@ absl::StatusOr<std::pair<std::vector<JobStatus>, std::string>> JobManager::list(
 }
 
 absl::Status JobManager::transition_locked(const std::string& id, accum::v1::JobState to,
-                                           const std::string& reason, const std::string& message) {
+                                           const std::string& reason, const std::string& message,
+                                           const TransitionUpdate& update) {
   // A job's final metrics are stored before its terminal state is: a client that reacts
   // to the terminal event (GetJob when WatchJob ends) must find them in the store, not
   // the last throttled progress (set_progress runs at most once a second while running).
@@ -265,7 +266,9 @@ absl::Status JobManager::transition_locked(const std::string& id, accum::v1::Job
       (void)store_->set_progress(id, it->second.history.back());
     }
   }
-  if (auto status = store_->transition(id, to, reason, message); !status.ok()) return status;
+  if (auto status = store_->transition(id, to, reason, message, update); !status.ok()) {
+    return status;
+  }
   if (auto it = runtimes_.find(id); it != runtimes_.end()) it->second.state = to;
   spdlog::info("job {} -> {} ({}){}{}", id, state_name(to), reason, message.empty() ? "" : ": ",
                message);

@@ -150,9 +150,11 @@ class JobManager {
 
   explicit JobManager(ManagerConfig config, std::unique_ptr<JobStore> store);
   absl::StatusOr<accum::v1::JobStatus> status_of(const JobRecord& record);
-  // Records a transition and tells watchers. REQUIRES: mutex_ held.
+  // Records a transition (with `update`, in one transaction) and tells watchers.
+  // REQUIRES: mutex_ held.
   absl::Status transition_locked(const std::string& id, accum::v1::JobState to,
-                                 const std::string& reason, const std::string& message);
+                                 const std::string& reason, const std::string& message,
+                                 const TransitionUpdate& update = {});
   absl::Status reconcile();
   // Reads a re-attached job's history back from its metrics file. REQUIRES: mutex_ held.
   void seed_history_locked(const JobRecord& record, Runtime& runtime);

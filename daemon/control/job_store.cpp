@@ -283,7 +283,8 @@ absl::StatusOr<std::map<accum::v1::JobState, int64_t>> JobStore::count_by_state(
 }
 
 absl::Status JobStore::transition(const std::string& id, accum::v1::JobState to,
-                                  const std::string& reason, const std::string& message) {
+                                  const std::string& reason, const std::string& message,
+                                  const TransitionUpdate& update) {
   std::lock_guard lock(mutex_);
   forget_locked(id);
   if (auto s = exec("BEGIN IMMEDIATE"); !s.ok()) return s;
@@ -305,8 +306,14 @@ absl::Status JobStore::transition(const std::string& id, accum::v1::JobState to,
         absl::StrCat("job ", id, " is ", state_name(from), "; it cannot become ", state_name(to))));
   }
   const int64_t now = now_unix_ms();
-  auto s = run(db_, "UPDATE jobs SET state = ?, message = ?, updated_ms = ? WHERE id = ?",
-               {int64_t{to}, message, now, id});
+  std::string assignments = "state = ?, message = ?, updated_ms = ?";
+  std::vector<Arg> args = {int64_t{to}, message, now};
+  if (update.attempt >= 0) {
+    absl::StrAppend(&assignments, ", attempt = ?, launcher_pid = 0, launcher_start_ticks = 0");
+    args.emplace_back(int64_t{update.attempt});
+  }
+  args.emplace_back(id);
+  auto s = run(db_, absl::StrCat("UPDATE jobs SET ", assignments, " WHERE id = ?"), args);
   if (s.ok()) {
     s = run(db_,
             "INSERT INTO transitions(job_id, state, time_ms, reason, message) VALUES(?,?,?,?,?)",

@@ -187,5 +187,29 @@ TEST_F(JobStoreTest, ListFiltersByStateAndPages) {
   EXPECT_EQ(store->list_active()->size(), 3u);
 }
 
+// A launch's attempt number is written with its STARTING state, in one transaction (and
+// the previous attempt's pid cleared with it): both, or, when the move is refused, neither.
+TEST_F(JobStoreTest, TransitionRecordsTheNewAttemptWithTheState) {
+  auto store = *JobStore::open(path_);
+  auto record = make_record(*store, "launch");
+  ASSERT_TRUE(store->insert(record, "submitted").ok());
+  TransitionUpdate launch;
+  launch.attempt = 1;
+  ASSERT_TRUE(store->transition(record.id, STARTING, "launch", "attempt 1", launch).ok());
+  ASSERT_TRUE(store->set_process(record.id, 4242, 99, 1).ok());
+  ASSERT_TRUE(store->transition(record.id, RESTARTING, "worker_failed", "restart 1").ok());
+
+  launch.attempt = 2;
+  ASSERT_TRUE(store->transition(record.id, STARTING, "launch", "attempt 2", launch).ok());
+  auto got = store->get(record.id);
+  EXPECT_EQ(got->attempt, 2);
+  EXPECT_EQ(got->launcher_pid, 0) << "attempt 2 has no process yet; 4242 was attempt 1's";
+  EXPECT_EQ(got->launcher_start_ticks, 0);
+  launch.attempt = 3;  // STARTING -> STARTING is refused
+  EXPECT_EQ(store->transition(record.id, STARTING, "launch", "attempt 3", launch).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store->get(record.id)->attempt, 2) << "a refused transition recorded its attempt";
+}
+
 }  // namespace
 }  // namespace accum::control
