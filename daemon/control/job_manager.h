@@ -20,6 +20,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -87,9 +88,12 @@ class JobManager {
   // stop_grace, SIGKILL after twice that. Force: SIGKILL now.
   absl::StatusOr<accum::v1::JobStatus> cancel(const std::string& id, bool force);
   // Asks rank 0 for a checkpoint at the next optimizer-step boundary and blocks
-  // until it is complete (or DEADLINE_EXCEEDED at `deadline`).
-  absl::StatusOr<accum::v1::CheckpointInfo> checkpoint(const std::string& id,
-                                                       Clock::time_point deadline);
+  // until it is complete. ABORTED when the attempt the request went to ends first
+  // (its request dies with it), DEADLINE_EXCEEDED at `deadline`, CANCELLED once
+  // `client_gone` (polled; may be empty) returns true.
+  absl::StatusOr<accum::v1::CheckpointInfo> checkpoint(
+      const std::string& id, Clock::time_point deadline,
+      const std::function<bool()>& client_gone = {});
   absl::StatusOr<std::vector<accum::v1::CheckpointInfo>> checkpoints(const std::string& id);
   absl::StatusOr<WatchStart> watch(const std::string& id);
   void unwatch(const std::string& id, const std::shared_ptr<JobSubscription>& subscription);

@@ -1,10 +1,13 @@
 // tests/daemon/e2e_supervision_test.cpp — the supervisor's edges, on a real accumd with
 // real workers: accumd dying between spawning an attempt and recording it leaves one
-// worker and a new attempt, not two copies of the old one.
+// worker and a new attempt, not two copies of the old one; a checkpoint request whose
+// attempt dies is answered at once.
 #include <signal.h>
 #include <sys/wait.h>
 
 #include <filesystem>
+#include <fstream>
+#include <future>
 #include <optional>
 #include <thread>
 
@@ -16,6 +19,22 @@ namespace {
 
 using accum::v1::JobStatus;
 using Clock = std::chrono::steady_clock;
+
+bool log_says(const DaemonHarness& daemon, const std::string& text) {
+  std::ifstream in(daemon.dir() + "/accumd.log");
+  const std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return all.find(text) != std::string::npos;
+}
+
+// Polls accumd's log for `text` until `timeout`.
+bool wait_for_log(const DaemonHarness& daemon, const std::string& text,
+                  std::chrono::seconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  while (!log_says(daemon, text) && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return log_says(daemon, text);
+}
 
 bool ended(const JobStatus& job) {
   return job.state() == accum::v1::SUCCEEDED || job.state() == accum::v1::FAILED ||
@@ -88,6 +107,105 @@ TEST(DaemonSupervision, CrashRightAfterSpawnLeavesOneWorkerAndANewAttempt) {
   for (size_t k = 0; k < rows.size(); ++k) {
     ASSERT_EQ(rows[k].first, static_cast<int64_t>(k + 1)) << "at row " << k;
   }
+}
+
+// Starts accumd (one slot) and a job whose optimizer steps take seconds (K = 8192
+// micro-batches of 2 x 32 tokens): a checkpoint request waits for the next step boundary,
+// which a killed worker never reaches. Returns the job once it RUNS (its worker said hello),
+// or nullopt with the failure reported.
+std::optional<JobStatus> run_slow_step_job(DaemonHarness& daemon) {
+  if (!daemon.start(with_slots(1))) return std::nullopt;
+  std::string spec = daemon.spec_json("slow-steps", 100000, 1, 0, R"("max_restarts": 3)");
+  const std::string tokens = R"("tokens_per_update": 256)";
+  const auto at = spec.find(tokens);
+  if (at == std::string::npos) {
+    ADD_FAILURE() << "the harness's spec no longer says " << tokens << ": " << spec;
+    return std::nullopt;
+  }
+  spec.replace(at, tokens.size(), R"("tokens_per_update": 524288)");
+  JobStatus job;
+  if (const grpc::Status submitted = daemon.submit(spec, &job); !submitted.ok()) {
+    ADD_FAILURE() << "submit: " << submitted.error_message();
+    return std::nullopt;
+  }
+  const JobStatus running = daemon.wait_for(
+      job.id(), [](const JobStatus& j) { return j.state() == accum::v1::RUNNING || ended(j); });
+  if (running.state() != accum::v1::RUNNING) {
+    ADD_FAILURE() << "the slow job does not run: " << running.message();
+    return std::nullopt;
+  }
+  return running;
+}
+
+struct CheckpointCall {
+  grpc::Status status;
+  accum::v1::CheckpointInfo info;
+  std::chrono::milliseconds took{0};
+};
+
+// The worker dies with a checkpoint request in flight: the job goes to RESTARTING and the
+// request dies with the old attempt, so CheckpointJob answers ABORTED at once instead of
+// holding the caller until its deadline.
+TEST(DaemonSupervision, CheckpointRequestIsAbortedWhenItsAttemptDies) {
+  DaemonHarness daemon;
+  const std::optional<JobStatus> job = run_slow_step_job(daemon);
+  ASSERT_TRUE(job);
+  const auto pids = daemon.worker_pids(job->job_dir());
+  ASSERT_EQ(pids.size(), 1u);
+
+  constexpr int kClientDeadlineS = 60;
+  auto call = std::async(std::launch::async, [&] {
+    accum::v1::CheckpointJobRequest request;
+    request.set_id(job->id());
+    CheckpointCall result;
+    auto context = daemon.context(kClientDeadlineS);
+    const auto started = Clock::now();
+    result.status = daemon.stub().CheckpointJob(context.get(), request, &result.info);
+    result.took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started);
+    return result;
+  });
+  ASSERT_TRUE(
+      wait_for_log(daemon, "checkpoint request 1 sent to attempt 1", std::chrono::seconds(30)))
+      << "accumd never sent the checkpoint request";
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_EQ(kill(pids[0], SIGKILL), 0);
+
+  const CheckpointCall result = call.get();
+  EXPECT_EQ(result.status.error_code(), grpc::StatusCode::ABORTED)
+      << result.status.error_message() << " (after " << result.took.count() << " ms)";
+  EXPECT_NE(result.status.error_message().find("attempt 1 ended before the checkpoint was written"),
+            std::string::npos)
+      << result.status.error_message();
+  EXPECT_LT(result.took, std::chrono::seconds(10))
+      << "CheckpointJob held the caller for " << result.took.count() << " ms after the worker died";
+  const JobStatus after = daemon.get(job->id());
+  EXPECT_TRUE(after.state() == accum::v1::RESTARTING || after.state() == accum::v1::STARTING ||
+              after.state() == accum::v1::RUNNING)
+      << "the job should restart, but it is " << accum::v1::JobState_Name(after.state());
+}
+
+// A client that gives up on a CheckpointJob call stops accumd waiting on its behalf (the
+// handler would otherwise hold a server thread until the checkpoint or its deadline).
+TEST(DaemonSupervision, CheckpointWaitEndsWhenTheClientCancels) {
+  DaemonHarness daemon;
+  const std::optional<JobStatus> job = run_slow_step_job(daemon);
+  ASSERT_TRUE(job);
+
+  auto context = daemon.context(120);
+  auto call = std::async(std::launch::async, [&] {
+    accum::v1::CheckpointJobRequest request;
+    request.set_id(job->id());
+    accum::v1::CheckpointInfo info;
+    return daemon.stub().CheckpointJob(context.get(), request, &info);
+  });
+  ASSERT_TRUE(
+      wait_for_log(daemon, "checkpoint request 1 sent to attempt 1", std::chrono::seconds(30)))
+      << "accumd never sent the checkpoint request";
+  context->TryCancel();
+  EXPECT_EQ(call.get().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_TRUE(
+      wait_for_log(daemon, "checkpoint request 1: the client went away", std::chrono::seconds(5)))
+      << "accumd still waits for a checkpoint its client cancelled";
 }
 
 }  // namespace
