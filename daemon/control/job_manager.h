@@ -81,7 +81,7 @@ class JobManager {
   // dir and queues the job. spec_dir: absolute folder relative paths resolve against.
   absl::StatusOr<accum::v1::JobStatus> submit(accum::v1::JobSpec spec, const std::string& spec_dir);
   absl::StatusOr<accum::v1::JobStatus> get(const std::string& id);
-  // Page of jobs in id order; returns the next page token ("" at the end).
+  // Page of jobs in submission order; returns the next page token ("" at the end).
   absl::StatusOr<std::pair<std::vector<accum::v1::JobStatus>, std::string>> list(
       const std::vector<accum::v1::JobState>& states, int page_size, const std::string& page_token);
   // Graceful: STOP through the link (checkpoint, exit 0), SIGTERM after

@@ -252,14 +252,28 @@ absl::StatusOr<JobRecord> JobStore::get(const std::string& id) {
 absl::StatusOr<std::vector<JobRecord>> JobStore::list(
     const std::vector<accum::v1::JobState>& states, const std::string& after_id, int limit) {
   std::lock_guard lock(mutex_);
-  std::string sql = absl::StrCat("SELECT ", kJobColumns, " FROM jobs WHERE id > ?");
+  // Pages follow the submission sequence, not the id text: 'job-1000000' sorts before
+  // 'job-999999' as text.
+  int64_t after_seq = 0;
+  if (!after_id.empty()) {
+    Statement seq(db_, "SELECT seq FROM jobs WHERE id = ?");
+    if (auto s = seq.bind({after_id}); !s.ok()) return s;
+    const int rc = seq.step();
+    if (rc == SQLITE_DONE) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "page_token: no job '", after_id, "'; expected the token a previous page returned"));
+    }
+    if (rc != SQLITE_ROW) return seq.error("page");
+    after_seq = seq.integer(0);
+  }
+  std::string sql = absl::StrCat("SELECT ", kJobColumns, " FROM jobs WHERE seq > ?");
   if (!states.empty()) {
     std::vector<std::string> numbers;
     for (auto state : states) numbers.push_back(std::to_string(static_cast<int>(state)));
     absl::StrAppend(&sql, " AND state IN (", absl::StrJoin(numbers, ","), ")");
   }
-  absl::StrAppend(&sql, " ORDER BY id LIMIT ?");
-  return query_records(db_, sql, {after_id, int64_t{limit}});
+  absl::StrAppend(&sql, " ORDER BY seq LIMIT ?");
+  return query_records(db_, sql, {after_seq, int64_t{limit}});
 }
 
 absl::StatusOr<std::vector<JobRecord>> JobStore::list_active() {

@@ -78,8 +78,8 @@ class JobStore {
   // Inserts a new job with an initial transition into record.state.
   absl::Status insert(const JobRecord& record, const std::string& reason);
   absl::StatusOr<JobRecord> get(const std::string& id);  // NOT_FOUND for unknown ids
-  // Jobs in id order after `after_id` ("" from the start), filtered by states
-  // (empty: all), at most `limit`.
+  // Jobs in submission order after the job `after_id` ("" from the start; an unknown
+  // id is INVALID_ARGUMENT), filtered by states (empty: all), at most `limit`.
   absl::StatusOr<std::vector<JobRecord>> list(const std::vector<accum::v1::JobState>& states,
                                               const std::string& after_id, int limit);
   // Jobs not in a terminal state (daemon start-up reconciliation, scheduling).
