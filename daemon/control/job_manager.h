@@ -47,6 +47,9 @@ struct ManagerConfig {
   int slots = 1;  // CPU ranks or GPUs this host offers
   LauncherConfig launcher;
   std::chrono::milliseconds heartbeat_timeout{60000};  // after the worker's hello
+  // From a launch (or a re-attach) to the worker's hello; a worker that never connects
+  // is killed and restarted. Generous: rank 0 says hello after loading data and weights.
+  std::chrono::milliseconds hello_timeout{300000};
   std::chrono::milliseconds restart_backoff{1000};     // doubled per restart, capped at 60 s
   std::chrono::milliseconds stop_grace{60000};         // STOP -> SIGTERM -> SIGKILL
   int default_max_restarts = 3;                        // for a spec that leaves max_restarts unset
@@ -172,6 +175,9 @@ class JobManager {
   // On success a terminal transition erases the Runtime. REQUIRES: mutex_ held.
   void settle_locked(const std::string& id, Runtime& runtime, Outcome outcome);
   void check_cancel_locked(const JobRecord& record, Runtime& runtime, Clock::time_point now);
+  // Kills an attempt whose worker has been silent too long: no heartbeat within
+  // heartbeat_timeout after its hello, or no hello within hello_timeout. REQUIRES: mutex_ held.
+  void check_silence_locked(Runtime& runtime, const std::string& id, Clock::time_point now);
   void start_queued_locked();
   int slots_in_use_locked();
   // The restarts a job may spend: its spec's max_restarts (0: none).

@@ -111,20 +111,30 @@ void JobManager::tick() {
       }
       if (runtime.state == accum::v1::CANCELLING) {
         check_cancel_locked(*record, runtime, now);
-      } else if (runtime.hello_seen && runtime.kill_reason.empty() &&
-                 now - runtime.last_heard > config_.heartbeat_timeout) {
-        runtime.kill_reason = absl::StrCat(
-            "no heartbeat for ",
-            std::chrono::duration_cast<std::chrono::seconds>(now - runtime.last_heard).count(),
-            " s (timeout ", config_.heartbeat_timeout.count() / 1000.0, " s)");
-        spdlog::warn("job {}: {}; killing attempt {}", id, runtime.kill_reason, runtime.attempt);
-        signal_process_tree(runtime.pid, SIGKILL);
+      } else if (runtime.kill_reason.empty()) {
+        check_silence_locked(runtime, id, now);
       }
     } else if (runtime.state == accum::v1::RESTARTING && now >= runtime.restart_at) {
       start_attempt_locked(*record, runtime);
     }
   }
   start_queued_locked();
+}
+
+void JobManager::check_silence_locked(Runtime& runtime, const std::string& id,
+                                      Clock::time_point now) {
+  // Before the hello, last_heard is when the attempt was launched (or re-attached): a
+  // worker that never connects (a wrong --advertise, a firewall, a hang before the
+  // hello) is not waited for forever.
+  const auto silent = now - runtime.last_heard;
+  const auto timeout = runtime.hello_seen ? config_.heartbeat_timeout : config_.hello_timeout;
+  if (silent <= timeout) return;
+  runtime.kill_reason =
+      absl::StrCat(runtime.hello_seen ? "no heartbeat for " : "no hello from the worker for ",
+                   std::chrono::duration_cast<std::chrono::seconds>(silent).count(), " s (timeout ",
+                   timeout.count() / 1000.0, " s)");
+  spdlog::warn("job {}: {}; killing attempt {}", id, runtime.kill_reason, runtime.attempt);
+  signal_process_tree(runtime.pid, SIGKILL);
 }
 
 void JobManager::start_queued_locked() {

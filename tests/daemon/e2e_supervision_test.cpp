@@ -1,7 +1,7 @@
 // tests/daemon/e2e_supervision_test.cpp — the supervisor's edges, on a real accumd with
 // real workers: accumd dying between spawning an attempt and recording it leaves one
 // worker and a new attempt, not two copies of the old one; a checkpoint request whose
-// attempt dies is answered at once.
+// attempt dies is answered at once; a worker that never says hello is restarted.
 #include <signal.h>
 #include <sys/wait.h>
 
@@ -206,6 +206,37 @@ TEST(DaemonSupervision, CheckpointWaitEndsWhenTheClientCancels) {
   EXPECT_TRUE(
       wait_for_log(daemon, "checkpoint request 1: the client went away", std::chrono::seconds(5)))
       << "accumd still waits for a checkpoint its client cancelled";
+}
+
+// The workers dial an address where no accumd listens, so rank 0's hello never arrives.
+// Each attempt is killed after --hello-timeout-s and restarted like any failed attempt,
+// until max_restarts runs out; without the deadline the job would sit in STARTING forever.
+TEST(DaemonSupervision, WorkerThatNeverSaysHelloIsKilledAndRestarted) {
+  DaemonHarness daemon;
+  DaemonOptions options = with_slots(1);
+  options.extra_args = {"--hello-timeout-s", "1", "--advertise", "127.0.0.1:1"};
+  ASSERT_TRUE(daemon.start(options));
+  JobStatus job;
+  ASSERT_TRUE(
+      daemon.submit(daemon.spec_json("unheard", 100000, 1, 0, R"("max_restarts": 1)"), &job).ok());
+  const JobStatus done = daemon.wait_for(job.id(), ended, std::chrono::seconds(60));
+  ASSERT_EQ(done.state(), accum::v1::FAILED) << done.message();
+  EXPECT_EQ(done.restarts(), 1);
+  EXPECT_NE(done.message().find("attempt 2: no hello from the worker for "), std::string::npos)
+      << done.message();
+  EXPECT_NE(done.message().find("(timeout 1 s)"), std::string::npos) << done.message();
+  EXPECT_NE(done.message().find("no restarts left (1 of 1 used)"), std::string::npos)
+      << done.message();
+  int restarting = 0;
+  for (const auto& t : done.transitions()) {
+    EXPECT_NE(t.state(), accum::v1::RUNNING) << "no worker could have said hello";
+    if (t.state() != accum::v1::RESTARTING) continue;
+    ++restarting;
+    EXPECT_NE(t.message().find("attempt 1: no hello from the worker for "), std::string::npos)
+        << t.message();
+  }
+  EXPECT_EQ(restarting, 1);
+  EXPECT_TRUE(daemon.worker_pids(done.job_dir()).empty()) << "a killed attempt still runs";
 }
 
 }  // namespace
