@@ -126,7 +126,7 @@ class JobManager {
   struct Outcome {
     accum::v1::JobState to = accum::v1::QUEUED;
     std::string reason, message;
-    int restarts = -1;  // >= 0: store this restart count before the transition
+    int restarts = -1;  // >= 0: store this restart count with the transition
   };
   struct Runtime {
     accum::v1::JobState state = accum::v1::QUEUED;  // mirrors the store

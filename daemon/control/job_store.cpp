@@ -326,6 +326,10 @@ absl::Status JobStore::transition(const std::string& id, accum::v1::JobState to,
     absl::StrAppend(&assignments, ", attempt = ?, launcher_pid = 0, launcher_start_ticks = 0");
     args.emplace_back(int64_t{update.attempt});
   }
+  if (update.restarts >= 0) {
+    absl::StrAppend(&assignments, ", restarts = ?");
+    args.emplace_back(int64_t{update.restarts});
+  }
   args.emplace_back(id);
   auto s = run(db_, absl::StrCat("UPDATE jobs SET ", assignments, " WHERE id = ?"), args);
   if (s.ok()) {

@@ -63,6 +63,7 @@ struct TransitionUpdate {
   // launcher pid and start ticks are cleared with it: "attempt N, no pid" in a
   // STARTING/RUNNING/CANCELLING record means a launch that may have spawned processes.
   int attempt = -1;
+  int restarts = -1;  // >= 0: the restarts spent (written with RESTARTING)
 };
 
 class JobStore {

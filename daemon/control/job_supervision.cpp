@@ -297,28 +297,27 @@ void JobManager::handle_exit_locked(const JobRecord& record, Runtime& runtime, i
 }
 
 void JobManager::settle_locked(const std::string& id, Runtime& runtime, Outcome outcome) {
-  absl::Status status = absl::OkStatus();
-  if (outcome.restarts >= 0) status = store_->set_restarts(id, outcome.restarts);
   const int failures = runtime.record_failures;
+  // The restart count and the RESTARTING state go in one transaction: written apart, a
+  // crash between them would spend a restart twice (or not at all).
+  TransitionUpdate update;
+  update.restarts = outcome.restarts;
+  runtime.unrecorded.reset();  // set again below if the store refuses
+  runtime.record_failures = 0;
+  const absl::Status status =
+      transition_locked(id, outcome.to, outcome.reason, outcome.message, update);
   if (status.ok()) {
-    runtime.unrecorded.reset();
-    runtime.record_failures = 0;
-    status = transition_locked(id, outcome.to, outcome.reason, outcome.message);
     // Success may have erased `runtime` (a terminal state): it is not touched again then.
-    if (status.ok()) {
-      if (failures > 0) {
-        spdlog::info("job {}: {} recorded after {} refused tries", id, state_name(outcome.to),
-                     failures);
-      }
-      return;
+    if (failures > 0) {
+      spdlog::info("job {}: {} recorded after {} refused tries", id, state_name(outcome.to),
+                   failures);
     }
+    return;
   }
   if (status.code() == absl::StatusCode::kFailedPrecondition) {
     // The state machine refuses it (the job moved on meanwhile): retrying cannot help.
     spdlog::error("job {}: {} not recorded: {}", id, state_name(outcome.to),
                   std::string(status.message()));
-    runtime.unrecorded.reset();
-    runtime.record_failures = 0;
     return;
   }
   // Logged on the first refusal and then about once a minute (a tick is 100 ms).

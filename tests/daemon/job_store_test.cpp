@@ -255,5 +255,23 @@ TEST_F(JobStoreTest, TransitionRecordsTheNewAttemptWithTheState) {
   EXPECT_EQ(store->get(record.id)->attempt, 2) << "a refused transition recorded its attempt";
 }
 
+// A restart's count is written with its RESTARTING state, in one transaction: a crash
+// between two writes cannot spend a restart without the state (or the other way round),
+// and a refused move spends none.
+TEST_F(JobStoreTest, TransitionRecordsTheRestartCountWithTheState) {
+  auto store = *JobStore::open(path_);
+  auto record = make_record(*store, "restart");
+  ASSERT_TRUE(store->insert(record, "submitted").ok());
+  ASSERT_TRUE(store->transition(record.id, STARTING, "launch", "attempt 1").ok());
+  TransitionUpdate restart;
+  restart.restarts = 1;
+  ASSERT_TRUE(store->transition(record.id, RESTARTING, "worker_failed", "restart 1", restart).ok());
+  EXPECT_EQ(store->get(record.id)->restarts, 1);
+  restart.restarts = 2;  // RESTARTING -> RESTARTING is refused
+  EXPECT_EQ(store->transition(record.id, RESTARTING, "worker_failed", "again", restart).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store->get(record.id)->restarts, 1) << "a refused transition spent a restart";
+}
+
 }  // namespace
 }  // namespace accum::control
