@@ -113,7 +113,8 @@ grpc::Status ControlService::CheckpointJob(grpc::ServerContext* context,
     deadline =
         std::min(deadline, Clock::now() + (client_deadline - std::chrono::system_clock::now()));
   }
-  auto info = manager_->checkpoint(request->id(), deadline);
+  auto info =
+      manager_->checkpoint(request->id(), deadline, [context] { return context->IsCancelled(); });
   if (!info.ok()) return to_grpc(info.status());
   *response = *std::move(info);
   return grpc::Status::OK;

@@ -283,7 +283,8 @@ absl::StatusOr<std::pair<std::vector<JobStatus>, std::string>> JobManager::list(
 }
 
 absl::Status JobManager::transition_locked(const std::string& id, accum::v1::JobState to,
-                                           const std::string& reason, const std::string& message) {
+                                           const std::string& reason, const std::string& message,
+                                           const TransitionUpdate& update) {
   // A job's final metrics are stored before its terminal state is: a client that reacts
   // to the terminal event (GetJob when WatchJob ends) must find them in the store, not
   // the last throttled progress (set_progress runs at most once a second while running).
@@ -292,7 +293,9 @@ absl::Status JobManager::transition_locked(const std::string& id, accum::v1::Job
       (void)store_->set_progress(id, it->second.history.back());
     }
   }
-  if (auto status = store_->transition(id, to, reason, message); !status.ok()) return status;
+  if (auto status = store_->transition(id, to, reason, message, update); !status.ok()) {
+    return status;
+  }
   if (auto it = runtimes_.find(id); it != runtimes_.end()) it->second.state = to;
   spdlog::info("job {} -> {} ({}){}{}", id, state_name(to), reason, message.empty() ? "" : ": ",
                message);
@@ -360,8 +363,10 @@ absl::StatusOr<JobStatus> JobManager::cancel(const std::string& id, bool force) 
   return get(id);
 }
 
-absl::StatusOr<accum::v1::CheckpointInfo> JobManager::checkpoint(const std::string& id,
-                                                                 Clock::time_point deadline) {
+absl::StatusOr<accum::v1::CheckpointInfo> JobManager::checkpoint(
+    const std::string& id, Clock::time_point deadline, const std::function<bool()>& client_gone) {
+  // Client cancellation cannot wake the wait: it is polled this often.
+  constexpr auto kPollClient = std::chrono::milliseconds(100);
   if (auto status = check_id(id); !status.ok()) return status;
   std::unique_lock lock(mutex_);
   auto record = store_->get(id);
@@ -374,11 +379,13 @@ absl::StatusOr<accum::v1::CheckpointInfo> JobManager::checkpoint(const std::stri
         "; a checkpoint needs a RUNNING job"));
   }
   const uint64_t request_id = next_request_++;
+  // The request lives in this attempt's worker only: a restarted attempt never answers it.
+  const int attempt = it->second.attempt;
   WorkerCommand command;
   command.set_kind(WorkerCommand::CHECKPOINT);
   command.set_request_id(request_id);
   it->second.link->send(command);
-  spdlog::info("job {}: checkpoint request {} sent", id, request_id);
+  spdlog::info("job {}: checkpoint request {} sent to attempt {}", id, request_id, attempt);
   while (true) {
     auto runtime = runtimes_.find(id);
     if (runtime == runtimes_.end()) {
@@ -390,12 +397,23 @@ absl::StatusOr<accum::v1::CheckpointInfo> JobManager::checkpoint(const std::stri
       runtime->second.checkpoints_done.erase(done);
       return info;
     }
+    if (runtime->second.attempt != attempt || runtime->second.pid == 0) {
+      return absl::AbortedError(absl::StrCat(
+          "job ", id, ": attempt ", attempt, " ended before the checkpoint was written (request ",
+          request_id, "); the job is ", state_name(runtime->second.state)));
+    }
     if (stopping_) return absl::UnavailableError("accumd is shutting down");
-    if (checkpoint_done_.wait_until(lock, deadline) == std::cv_status::timeout &&
-        Clock::now() >= deadline) {
+    if (client_gone && client_gone()) {
+      spdlog::info("job {}: checkpoint request {}: the client went away; no longer waiting", id,
+                   request_id);
+      return absl::CancelledError(absl::StrCat("job ", id, ": checkpoint request ", request_id,
+                                               " cancelled by the client"));
+    }
+    if (Clock::now() >= deadline) {
       return absl::DeadlineExceededError(absl::StrCat("job ", id, ": checkpoint request ",
                                                       request_id, " did not complete in time"));
     }
+    checkpoint_done_.wait_until(lock, std::min(deadline, Clock::now() + kPollClient));
   }
 }
 

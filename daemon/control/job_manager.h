@@ -20,6 +20,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -46,6 +47,9 @@ struct ManagerConfig {
   int slots = 1;  // CPU ranks or GPUs this host offers
   LauncherConfig launcher;
   std::chrono::milliseconds heartbeat_timeout{60000};  // after the worker's hello
+  // From a launch (or a re-attach) to the worker's hello; a worker that never connects
+  // is killed and restarted. Generous: rank 0 says hello after loading data and weights.
+  std::chrono::milliseconds hello_timeout{300000};
   std::chrono::milliseconds restart_backoff{1000};     // doubled per restart, capped at 60 s
   std::chrono::milliseconds stop_grace{60000};         // STOP -> SIGTERM -> SIGKILL
   int default_max_restarts = 3;                        // for a spec that leaves max_restarts unset
@@ -80,16 +84,19 @@ class JobManager {
   // dir and queues the job. spec_dir: absolute folder relative paths resolve against.
   absl::StatusOr<accum::v1::JobStatus> submit(accum::v1::JobSpec spec, const std::string& spec_dir);
   absl::StatusOr<accum::v1::JobStatus> get(const std::string& id);
-  // Page of jobs in id order; returns the next page token ("" at the end).
+  // Page of jobs in submission order; returns the next page token ("" at the end).
   absl::StatusOr<std::pair<std::vector<accum::v1::JobStatus>, std::string>> list(
       const std::vector<accum::v1::JobState>& states, int page_size, const std::string& page_token);
   // Graceful: STOP through the link (checkpoint, exit 0), SIGTERM after
   // stop_grace, SIGKILL after twice that. Force: SIGKILL now.
   absl::StatusOr<accum::v1::JobStatus> cancel(const std::string& id, bool force);
   // Asks rank 0 for a checkpoint at the next optimizer-step boundary and blocks
-  // until it is complete (or DEADLINE_EXCEEDED at `deadline`).
-  absl::StatusOr<accum::v1::CheckpointInfo> checkpoint(const std::string& id,
-                                                       Clock::time_point deadline);
+  // until it is complete. ABORTED when the attempt the request went to ends first
+  // (its request dies with it), DEADLINE_EXCEEDED at `deadline`, CANCELLED once
+  // `client_gone` (polled; may be empty) returns true.
+  absl::StatusOr<accum::v1::CheckpointInfo> checkpoint(
+      const std::string& id, Clock::time_point deadline,
+      const std::function<bool()>& client_gone = {});
   absl::StatusOr<std::vector<accum::v1::CheckpointInfo>> checkpoints(const std::string& id);
   absl::StatusOr<WatchStart> watch(const std::string& id);
   void unwatch(const std::string& id, const std::shared_ptr<JobSubscription>& subscription);
@@ -119,7 +126,7 @@ class JobManager {
   struct Outcome {
     accum::v1::JobState to = accum::v1::QUEUED;
     std::string reason, message;
-    int restarts = -1;  // >= 0: store this restart count before the transition
+    int restarts = -1;  // >= 0: store this restart count with the transition
   };
   struct Runtime {
     accum::v1::JobState state = accum::v1::QUEUED;  // mirrors the store
@@ -150,9 +157,11 @@ class JobManager {
 
   explicit JobManager(ManagerConfig config, std::unique_ptr<JobStore> store);
   absl::StatusOr<accum::v1::JobStatus> status_of(const JobRecord& record);
-  // Records a transition and tells watchers. REQUIRES: mutex_ held.
+  // Records a transition (with `update`, in one transaction) and tells watchers.
+  // REQUIRES: mutex_ held.
   absl::Status transition_locked(const std::string& id, accum::v1::JobState to,
-                                 const std::string& reason, const std::string& message);
+                                 const std::string& reason, const std::string& message,
+                                 const TransitionUpdate& update = {});
   absl::Status reconcile();
   // Reads a re-attached job's history back from its metrics file. REQUIRES: mutex_ held.
   void seed_history_locked(const JobRecord& record, Runtime& runtime);
@@ -166,6 +175,9 @@ class JobManager {
   // On success a terminal transition erases the Runtime. REQUIRES: mutex_ held.
   void settle_locked(const std::string& id, Runtime& runtime, Outcome outcome);
   void check_cancel_locked(const JobRecord& record, Runtime& runtime, Clock::time_point now);
+  // Kills an attempt whose worker has been silent too long: no heartbeat within
+  // heartbeat_timeout after its hello, or no hello within hello_timeout. REQUIRES: mutex_ held.
+  void check_silence_locked(Runtime& runtime, const std::string& id, Clock::time_point now);
   void start_queued_locked();
   int slots_in_use_locked();
   // The restarts a job may spend: its spec's max_restarts (0: none).

@@ -252,14 +252,28 @@ absl::StatusOr<JobRecord> JobStore::get(const std::string& id) {
 absl::StatusOr<std::vector<JobRecord>> JobStore::list(
     const std::vector<accum::v1::JobState>& states, const std::string& after_id, int limit) {
   std::lock_guard lock(mutex_);
-  std::string sql = absl::StrCat("SELECT ", kJobColumns, " FROM jobs WHERE id > ?");
+  // Pages follow the submission sequence, not the id text: 'job-1000000' sorts before
+  // 'job-999999' as text.
+  int64_t after_seq = 0;
+  if (!after_id.empty()) {
+    Statement seq(db_, "SELECT seq FROM jobs WHERE id = ?");
+    if (auto s = seq.bind({after_id}); !s.ok()) return s;
+    const int rc = seq.step();
+    if (rc == SQLITE_DONE) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "page_token: no job '", after_id, "'; expected the token a previous page returned"));
+    }
+    if (rc != SQLITE_ROW) return seq.error("page");
+    after_seq = seq.integer(0);
+  }
+  std::string sql = absl::StrCat("SELECT ", kJobColumns, " FROM jobs WHERE seq > ?");
   if (!states.empty()) {
     std::vector<std::string> numbers;
     for (auto state : states) numbers.push_back(std::to_string(static_cast<int>(state)));
     absl::StrAppend(&sql, " AND state IN (", absl::StrJoin(numbers, ","), ")");
   }
-  absl::StrAppend(&sql, " ORDER BY id LIMIT ?");
-  return query_records(db_, sql, {after_id, int64_t{limit}});
+  absl::StrAppend(&sql, " ORDER BY seq LIMIT ?");
+  return query_records(db_, sql, {after_seq, int64_t{limit}});
 }
 
 absl::StatusOr<std::vector<JobRecord>> JobStore::list_active() {
@@ -283,7 +297,8 @@ absl::StatusOr<std::map<accum::v1::JobState, int64_t>> JobStore::count_by_state(
 }
 
 absl::Status JobStore::transition(const std::string& id, accum::v1::JobState to,
-                                  const std::string& reason, const std::string& message) {
+                                  const std::string& reason, const std::string& message,
+                                  const TransitionUpdate& update) {
   std::lock_guard lock(mutex_);
   forget_locked(id);
   if (auto s = exec("BEGIN IMMEDIATE"); !s.ok()) return s;
@@ -305,8 +320,18 @@ absl::Status JobStore::transition(const std::string& id, accum::v1::JobState to,
         absl::StrCat("job ", id, " is ", state_name(from), "; it cannot become ", state_name(to))));
   }
   const int64_t now = now_unix_ms();
-  auto s = run(db_, "UPDATE jobs SET state = ?, message = ?, updated_ms = ? WHERE id = ?",
-               {int64_t{to}, message, now, id});
+  std::string assignments = "state = ?, message = ?, updated_ms = ?";
+  std::vector<Arg> args = {int64_t{to}, message, now};
+  if (update.attempt >= 0) {
+    absl::StrAppend(&assignments, ", attempt = ?, launcher_pid = 0, launcher_start_ticks = 0");
+    args.emplace_back(int64_t{update.attempt});
+  }
+  if (update.restarts >= 0) {
+    absl::StrAppend(&assignments, ", restarts = ?");
+    args.emplace_back(int64_t{update.restarts});
+  }
+  args.emplace_back(id);
+  auto s = run(db_, absl::StrCat("UPDATE jobs SET ", assignments, " WHERE id = ?"), args);
   if (s.ok()) {
     s = run(db_,
             "INSERT INTO transitions(job_id, state, time_ms, reason, message) VALUES(?,?,?,?,?)",

@@ -56,6 +56,16 @@ struct JobRecord {
 
 int64_t now_unix_ms();
 
+// Columns that change in the same transaction as a state, so that a crash between two
+// writes cannot leave the one without the other.
+struct TransitionUpdate {
+  // >= 0: the attempt about to be launched. Its process is not known yet, so the
+  // launcher pid and start ticks are cleared with it: "attempt N, no pid" in a
+  // STARTING/RUNNING/CANCELLING record means a launch that may have spawned processes.
+  int attempt = -1;
+  int restarts = -1;  // >= 0: the restarts spent (written with RESTARTING)
+};
+
 class JobStore {
  public:
   // Opens (creating if needed) the database at `path`.
@@ -69,8 +79,8 @@ class JobStore {
   // Inserts a new job with an initial transition into record.state.
   absl::Status insert(const JobRecord& record, const std::string& reason);
   absl::StatusOr<JobRecord> get(const std::string& id);  // NOT_FOUND for unknown ids
-  // Jobs in id order after `after_id` ("" from the start), filtered by states
-  // (empty: all), at most `limit`.
+  // Jobs in submission order after the job `after_id` ("" from the start; an unknown
+  // id is INVALID_ARGUMENT), filtered by states (empty: all), at most `limit`.
   absl::StatusOr<std::vector<JobRecord>> list(const std::vector<accum::v1::JobState>& states,
                                               const std::string& after_id, int limit);
   // Jobs not in a terminal state (daemon start-up reconciliation, scheduling).
@@ -79,9 +89,10 @@ class JobStore {
   absl::StatusOr<std::map<accum::v1::JobState, int64_t>> count_by_state();
 
   // Moves a job to `to`; FAILED_PRECONDITION naming both states when the state
-  // machine forbids it. The message also becomes the job's current message.
+  // machine forbids it. The message also becomes the job's current message. `update`
+  // is written in the same transaction (nothing of it when the move is refused).
   absl::Status transition(const std::string& id, accum::v1::JobState to, const std::string& reason,
-                          const std::string& message);
+                          const std::string& message, const TransitionUpdate& update = {});
   absl::StatusOr<std::vector<accum::v1::Transition>> transitions(const std::string& id);
 
   absl::Status set_process(const std::string& id, int64_t pid, int64_t start_ticks, int attempt);

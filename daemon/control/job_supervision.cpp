@@ -7,8 +7,11 @@
 // a previous accumd.
 #include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "daemon/control/job_files.h"
@@ -27,6 +30,38 @@ constexpr auto kMaxBackoff = std::chrono::milliseconds(60000);
 int64_t latest_step(const JobRecord& record) {
   const auto listed = list_job_checkpoints(record.spec.checkpoint().dir());
   return listed.empty() ? 0 : listed.back().step();
+}
+
+// TEST ONLY: with ACCUM_TEST_EXIT_AFTER_SPAWN=1 in its environment, accumd exits (code 86)
+// right after it spawned an attempt and before it recorded the pid, the window a crash
+// during a launch hits (tests/daemon/e2e_supervision_test.cpp). Never set it in production.
+constexpr int kExitAfterSpawnCode = 86;
+bool exit_after_spawn_for_test() {
+  static const bool enabled = [] {
+    const char* value = std::getenv("ACCUM_TEST_EXIT_AFTER_SPAWN");
+    return value != nullptr && std::string(value) == "1";
+  }();
+  return enabled;
+}
+
+// Kills what still runs of a launch accumd is not attached to (found by the job folder
+// every launched process carries in its environment, launcher.h), and waits until it is gone.
+void kill_stray_processes(const JobRecord& record) {
+  constexpr auto kWaitForExit = std::chrono::seconds(10);
+  auto strays = processes_with_env(kJobDirEnv, record.job_dir);
+  if (strays.empty()) return;
+  spdlog::warn("job {}: killing {} stray process(es) of an earlier launch (attempt {})", record.id,
+               strays.size(), record.attempt);
+  const auto deadline = Clock::now() + kWaitForExit;
+  while (!strays.empty() && Clock::now() < deadline) {
+    for (pid_t pid : strays) kill(pid, SIGKILL);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    strays = processes_with_env(kJobDirEnv, record.job_dir);
+  }
+  if (!strays.empty()) {
+    spdlog::error("job {}: {} stray process(es) still alive {} s after SIGKILL (pid {})", record.id,
+                  strays.size(), kWaitForExit.count(), strays.front());
+  }
 }
 
 }  // namespace
@@ -76,20 +111,30 @@ void JobManager::tick() {
       }
       if (runtime.state == accum::v1::CANCELLING) {
         check_cancel_locked(*record, runtime, now);
-      } else if (runtime.hello_seen && runtime.kill_reason.empty() &&
-                 now - runtime.last_heard > config_.heartbeat_timeout) {
-        runtime.kill_reason = absl::StrCat(
-            "no heartbeat for ",
-            std::chrono::duration_cast<std::chrono::seconds>(now - runtime.last_heard).count(),
-            " s (timeout ", config_.heartbeat_timeout.count() / 1000.0, " s)");
-        spdlog::warn("job {}: {}; killing attempt {}", id, runtime.kill_reason, runtime.attempt);
-        signal_process_tree(runtime.pid, SIGKILL);
+      } else if (runtime.kill_reason.empty()) {
+        check_silence_locked(runtime, id, now);
       }
     } else if (runtime.state == accum::v1::RESTARTING && now >= runtime.restart_at) {
       start_attempt_locked(*record, runtime);
     }
   }
   start_queued_locked();
+}
+
+void JobManager::check_silence_locked(Runtime& runtime, const std::string& id,
+                                      Clock::time_point now) {
+  // Before the hello, last_heard is when the attempt was launched (or re-attached): a
+  // worker that never connects (a wrong --advertise, a firewall, a hang before the
+  // hello) is not waited for forever.
+  const auto silent = now - runtime.last_heard;
+  const auto timeout = runtime.hello_seen ? config_.heartbeat_timeout : config_.hello_timeout;
+  if (silent <= timeout) return;
+  runtime.kill_reason =
+      absl::StrCat(runtime.hello_seen ? "no heartbeat for " : "no hello from the worker for ",
+                   std::chrono::duration_cast<std::chrono::seconds>(silent).count(), " s (timeout ",
+                   timeout.count() / 1000.0, " s)");
+  spdlog::warn("job {}: {}; killing attempt {}", id, runtime.kill_reason, runtime.attempt);
+  signal_process_tree(runtime.pid, SIGKILL);
 }
 
 void JobManager::start_queued_locked() {
@@ -117,12 +162,21 @@ void JobManager::start_attempt_locked(const JobRecord& record, Runtime& runtime)
   } else if (resume_step > 0) {
     from = absl::StrCat(", resuming from step ", resume_step);
   }
-  if (!transition_locked(
-           record.id, accum::v1::STARTING, "launch",
-           absl::StrCat("attempt ", attempt, " on ", record.world_size, " rank(s)", from))
-           .ok()) {
+  // The attempt number is durable before anything is spawned: an accumd that dies after
+  // the spawn finds "attempt N, no pid" in the store, kills what N left running and
+  // launches N+1 (reconcile), instead of a second N beside the first. A refused write
+  // spawns nothing; the supervisor tries again on a later tick.
+  TransitionUpdate update;
+  update.attempt = attempt;
+  if (auto status = transition_locked(
+          record.id, accum::v1::STARTING, "launch",
+          absl::StrCat("attempt ", attempt, " on ", record.world_size, " rank(s)", from), update);
+      !status.ok()) {
+    spdlog::error("job {}: attempt {} not launched: {}", record.id, attempt,
+                  std::string(status.message()));
     return;
   }
+  runtime.attempt = attempt;  // from now on, hellos of earlier attempts are refused
   if (resumes_from_path(record.spec)) {
     // spec.json is what this attempt runs: the user's checkpoint until the job has its own.
     accum::v1::JobSpec spec = record.spec;
@@ -145,17 +199,23 @@ void JobManager::start_attempt_locked(const JobRecord& record, Runtime& runtime)
                             std::string(pid.status().message()));
     return;
   }
+  if (exit_after_spawn_for_test()) _exit(kExitAfterSpawnCode);
   runtime.pid = *pid;
   runtime.start_ticks = process_start_ticks(*pid).value_or(0);
   runtime.is_child = true;
-  runtime.attempt = attempt;
   runtime.hello_seen = false;
   runtime.last_heard = Clock::now();
   runtime.kill_reason.clear();
   runtime.link.reset();
   runtime.link_session = 0;
   runtime.catch_up_through = 0;  // a new attempt's steps are new, even where they repeat
-  (void)store_->set_process(record.id, *pid, runtime.start_ticks, attempt);
+  if (auto status = store_->set_process(record.id, *pid, runtime.start_ticks, attempt);
+      !status.ok()) {
+    // Supervised all the same (waitpid); only a restarted accumd could not re-attach, and
+    // it kills the attempt's processes by their tag and launches the next attempt.
+    spdlog::error("job {}: attempt {} (pid {}) not recorded: {}", record.id, attempt, *pid,
+                  std::string(status.message()));
+  }
   spdlog::info("job {}: attempt {} launched, pid {}", record.id, attempt, *pid);
 }
 
@@ -237,28 +297,27 @@ void JobManager::handle_exit_locked(const JobRecord& record, Runtime& runtime, i
 }
 
 void JobManager::settle_locked(const std::string& id, Runtime& runtime, Outcome outcome) {
-  absl::Status status = absl::OkStatus();
-  if (outcome.restarts >= 0) status = store_->set_restarts(id, outcome.restarts);
   const int failures = runtime.record_failures;
+  // The restart count and the RESTARTING state go in one transaction: written apart, a
+  // crash between them would spend a restart twice (or not at all).
+  TransitionUpdate update;
+  update.restarts = outcome.restarts;
+  runtime.unrecorded.reset();  // set again below if the store refuses
+  runtime.record_failures = 0;
+  const absl::Status status =
+      transition_locked(id, outcome.to, outcome.reason, outcome.message, update);
   if (status.ok()) {
-    runtime.unrecorded.reset();
-    runtime.record_failures = 0;
-    status = transition_locked(id, outcome.to, outcome.reason, outcome.message);
     // Success may have erased `runtime` (a terminal state): it is not touched again then.
-    if (status.ok()) {
-      if (failures > 0) {
-        spdlog::info("job {}: {} recorded after {} refused tries", id, state_name(outcome.to),
-                     failures);
-      }
-      return;
+    if (failures > 0) {
+      spdlog::info("job {}: {} recorded after {} refused tries", id, state_name(outcome.to),
+                   failures);
     }
+    return;
   }
   if (status.code() == absl::StatusCode::kFailedPrecondition) {
     // The state machine refuses it (the job moved on meanwhile): retrying cannot help.
     spdlog::error("job {}: {} not recorded: {}", id, state_name(outcome.to),
                   std::string(status.message()));
-    runtime.unrecorded.reset();
-    runtime.record_failures = 0;
     return;
   }
   // Logged on the first refusal and then about once a minute (a tick is 100 ms).
@@ -309,6 +368,11 @@ absl::Status JobManager::reconcile() {
                    runtime.history.size());
       continue;
     }
+    // Not re-attached, so anything of this job still running is a stray: ranks that
+    // outlived their launcher, or a whole attempt spawned just before the previous accumd
+    // died (its pid never reached the store). It would train beside the next attempt, in
+    // the same folders: it goes first.
+    kill_stray_processes(record);
     if (pid != 0) {
       runtime.pid = pid;
       const auto code =
@@ -316,15 +380,17 @@ absl::Status JobManager::reconcile() {
       handle_exit_locked(record, runtime, code ? (*code << 8) : 0, code.has_value());
       continue;
     }
-    // No process recorded: accumd died between a transition and a launch.
+    // No process recorded: accumd died during a launch (the attempt number is written
+    // before the spawn), or before its first.
     if (record.state == accum::v1::CANCELLING) {
       settle_locked(record.id, runtime,
                     {accum::v1::CANCELLED, "reconcile", "no worker was running"});
     } else if (record.state == accum::v1::STARTING || record.state == accum::v1::RUNNING) {
       runtime.restart_at = Clock::now();
-      settle_locked(
-          record.id, runtime,
-          {accum::v1::RESTARTING, "reconcile", "accumd restarted before the worker was launched"});
+      settle_locked(record.id, runtime,
+                    {accum::v1::RESTARTING, "reconcile",
+                     absl::StrCat("accumd restarted during the launch of attempt ", record.attempt,
+                                  "; its processes, if any, were killed")});
     } else {
       runtime.restart_at = Clock::now();  // RESTARTING: relaunch now
     }

@@ -53,7 +53,12 @@ SpawnRequest build_launch(const LauncherConfig& config, const LaunchInfo& job) {
   SpawnRequest request;
   request.cwd = job.job_dir;
   request.exit_code_path = log_dir + "/exit_code";
-  request.env = {{"ACCUM_JOB_ID", job.id}, {"ACCUM_ATTEMPT", std::to_string(job.attempt)}};
+  // ACCUM_JOB_DIR tags every process of the launch (local ranks inherit it): an accumd
+  // that crashed before it recorded the launcher's pid finds them by it (job ids repeat
+  // across state dirs; job folders do not).
+  request.env = {{"ACCUM_JOB_ID", job.id},
+                 {"ACCUM_ATTEMPT", std::to_string(job.attempt)},
+                 {kJobDirEnv, job.job_dir}};
   if (!config.control_addr.empty()) request.env["ACCUM_CONTROL_ADDR"] = config.control_addr;
   if (!config.token_file.empty()) request.env["ACCUM_TOKEN_FILE"] = config.token_file;
   if (!config.tls_ca.empty()) request.env["ACCUM_CONTROL_TLS_CA"] = config.tls_ca;

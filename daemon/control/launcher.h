@@ -58,6 +58,9 @@ std::string job_spec_path(const std::string& job_dir);  // <job_dir>/spec.json
 // of job_dir). UNAVAILABLE naming the path that failed and why.
 absl::Status write_job_spec(const std::string& job_dir, const accum::v1::JobSpec& spec);
 
+// The environment variable that tags every process of a launch with its job folder.
+inline constexpr const char* kJobDirEnv = "ACCUM_JOB_DIR";
+
 // The command line, environment and files of one attempt.
 SpawnRequest build_launch(const LauncherConfig& config, const LaunchInfo& job);
 // Creates the attempt's log folder and spawns build_launch(). Returns the pid of

@@ -41,6 +41,8 @@ constexpr const char* kUsage = R"(usage: accumd --state-dir DIR [options]
   --advertise HOST:PORT     address workers dial back (default: the bound address)
   --addr-file F             write the bound HOST:PORT to F once serving
   --heartbeat-timeout-s S   restart a job whose rank 0 is silent this long (default 60)
+  --hello-timeout-s S       restart a job whose rank 0 has not connected this long after
+                            its launch or accumd's restart (default 300)
   --restart-backoff-ms MS   first restart delay, doubled per restart (default 1000)
   --stop-grace-s S          graceful cancel: STOP, SIGTERM after S, SIGKILL after 2S (default 60)
   --max-restarts N          restarts of a job whose spec leaves max_restarts unset
@@ -129,6 +131,8 @@ Flags parse_flags(int argc, char** argv) {
       flags.addr_file = value;
     else if (flag == "--heartbeat-timeout-s")
       flags.manager.heartbeat_timeout = std::chrono::seconds(parse_int(flag, value, 1));
+    else if (flag == "--hello-timeout-s")
+      flags.manager.hello_timeout = std::chrono::seconds(parse_int(flag, value, 1));
     else if (flag == "--restart-backoff-ms")
       flags.manager.restart_backoff = std::chrono::milliseconds(parse_int(flag, value, 0));
     else if (flag == "--stop-grace-s")

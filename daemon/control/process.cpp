@@ -151,6 +151,37 @@ std::vector<pid_t> process_descendants(pid_t root) {
   return result;
 }
 
+std::vector<pid_t> processes_with_env(const std::string& name, const std::string& value) {
+  const std::string wanted = name + "=" + value;
+  std::vector<pid_t> found;
+  DIR* proc = opendir("/proc");
+  if (proc == nullptr) return found;
+  while (dirent* entry = readdir(proc)) {
+    pid_t pid = 0;
+    if (!absl::SimpleAtoi(entry->d_name, &pid) || pid == getpid()) continue;
+    std::ifstream file(absl::StrCat("/proc/", pid, "/environ"), std::ios::binary);
+    std::string environment((std::istreambuf_iterator<char>(file)),
+                            std::istreambuf_iterator<char>());
+    // Entries are NUL-terminated: compare whole entries, so that VALUE does not match a
+    // longer value it is a prefix of (job-1 vs job-10).
+    bool has = false;
+    for (size_t start = 0; start < environment.size() && !has;) {
+      size_t end = environment.find('\0', start);
+      if (end == std::string::npos) end = environment.size();
+      has = environment.compare(start, end - start, wanted) == 0;
+      start = end + 1;
+    }
+    char state = '?';
+    pid_t ppid = 0;
+    int64_t ticks = 0;
+    if (has && read_stat(pid, &state, &ppid, &ticks) && state != 'Z' && state != 'X') {
+      found.push_back(pid);
+    }
+  }
+  closedir(proc);
+  return found;
+}
+
 void signal_process_tree(pid_t root, int signal) {
   if (root <= 0) return;
   const auto descendants = process_descendants(root);

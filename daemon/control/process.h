@@ -39,6 +39,10 @@ std::optional<int64_t> process_start_ticks(pid_t pid);
 bool process_alive(pid_t pid, int64_t start_ticks);
 // Every descendant of `root` (children first-level first), from /proc.
 std::vector<pid_t> process_descendants(pid_t root);
+// Live (not zombie) processes whose initial environment holds NAME=VALUE, read from
+// /proc/<pid>/environ (only processes of this user are readable; this process is
+// never listed). Finds a launch's processes when their root pid is unknown.
+std::vector<pid_t> processes_with_env(const std::string& name, const std::string& value);
 // Sends `signal` to root and all its descendants (ranks may sit in their own
 // process groups under mpirun, so a group kill is not enough).
 void signal_process_tree(pid_t root, int signal);

@@ -148,6 +148,7 @@ bool DaemonHarness::start(const DaemonOptions& options) {
   // Workers inherit accumd's environment: one OpenMP thread per rank keeps the
   // tiny test models fast on a small, shared machine.
   std::vector<std::string> env_strings = {"OMP_NUM_THREADS=1"};
+  env_strings.insert(env_strings.end(), options.extra_env.begin(), options.extra_env.end());
   for (char** entry = environ; *entry; ++entry) {
     if (std::string(*entry).rfind("OMP_NUM_THREADS=", 0) != 0) env_strings.emplace_back(*entry);
   }
@@ -187,6 +188,21 @@ void DaemonHarness::kill9() {
   kill(daemon_pid_, SIGKILL);
   waitpid(daemon_pid_, nullptr, 0);
   daemon_pid_ = 0;
+}
+
+std::optional<int> DaemonHarness::wait_exit(std::chrono::seconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (daemon_pid_ > 0 && std::chrono::steady_clock::now() < deadline) {
+    int status = 0;
+    if (waitpid(daemon_pid_, &status, WNOHANG) == daemon_pid_) {
+      daemon_pid_ = 0;
+      return status;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ADD_FAILURE() << "accumd (pid " << daemon_pid_ << ") still runs after " << timeout.count()
+                << " s; expected it to exit by itself";
+  return std::nullopt;
 }
 
 void DaemonHarness::stop() {

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,7 @@ namespace accum::testing {
 struct DaemonOptions {
   int slots = 2;
   std::vector<std::string> extra_args;  // e.g. {"--heartbeat-timeout-s", "5"}
+  std::vector<std::string> extra_env;   // NAME=VALUE for accumd (and so its workers)
 };
 
 inline DaemonOptions with_slots(int slots) {
@@ -40,6 +42,9 @@ class DaemonHarness {
   bool start(const DaemonOptions& options = {});
   void kill9();  // SIGKILL accumd, reap it
   void stop();   // SIGTERM accumd, wait
+  // Waits for accumd to exit by itself; its waitpid status, or nullopt (with a gtest
+  // failure) if it still runs after `timeout`.
+  std::optional<int> wait_exit(std::chrono::seconds timeout);
   const std::string& address() const { return address_; }
   const std::string& dir() const { return dir_; }
   const std::string& token_file() const { return token_file_; }

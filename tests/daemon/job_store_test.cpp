@@ -3,6 +3,7 @@
 // across re-opening.
 #include "daemon/control/job_store.h"
 
+#include <sqlite3.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -23,6 +24,17 @@ class JobStoreTest : public ::testing::Test {
     path_ = dir_ + "/accumd.db";
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  // Inserts `count` QUEUED jobs named prefix0, prefix1, ...; returns their ids in order.
+  std::vector<std::string> insert_jobs(JobStore& store, const std::string& prefix, int count) {
+    std::vector<std::string> ids;
+    for (int i = 0; i < count; ++i) {
+      auto record = make_record(store, prefix + std::to_string(i));
+      EXPECT_TRUE(store.insert(record, "submitted").ok());
+      ids.push_back(record.id);
+    }
+    return ids;
+  }
 
   JobRecord make_record(JobStore& store, const std::string& name) {
     JobRecord record;
@@ -168,12 +180,7 @@ TEST_F(JobStoreTest, FullDiskRefusesWritesAndLosesNoRecord) {
 
 TEST_F(JobStoreTest, ListFiltersByStateAndPages) {
   auto store = *JobStore::open(path_);
-  std::vector<std::string> ids;
-  for (int i = 0; i < 5; ++i) {
-    auto record = make_record(*store, "job" + std::to_string(i));
-    ASSERT_TRUE(store->insert(record, "submitted").ok());
-    ids.push_back(record.id);
-  }
+  const std::vector<std::string> ids = insert_jobs(*store, "job", 5);
   ASSERT_TRUE(store->transition(ids[1], CANCELLED, "cancel", "").ok());
   ASSERT_TRUE(store->transition(ids[3], CANCELLED, "cancel", "").ok());
   auto cancelled = store->list({CANCELLED}, "", 100);
@@ -185,6 +192,85 @@ TEST_F(JobStoreTest, ListFiltersByStateAndPages) {
   ASSERT_EQ(page2->size(), 2u);
   EXPECT_EQ((*page2)[0].id, ids[2]);
   EXPECT_EQ(store->list_active()->size(), 3u);
+}
+
+// Ids are 'job-%06d', so past job-999999 their text order is not their submission order
+// ('job-1000000' < 'job-999999'). Listing and paging follow the submission order.
+TEST_F(JobStoreTest, ListPagesInSubmissionOrderPastJob999999) {
+  { ASSERT_TRUE(JobStore::open(path_).ok()); }  // creates the schema
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+  // The id counter as 999,997 submits would have left it.
+  const int rc = sqlite3_exec(db, "INSERT INTO counters(name, value) VALUES('job', 999997)",
+                              nullptr, nullptr, nullptr);
+  sqlite3_close(db);
+  ASSERT_EQ(rc, SQLITE_OK);
+
+  auto store = *JobStore::open(path_);
+  const std::vector<std::string> ids = insert_jobs(*store, "late", 4);
+  ASSERT_EQ(ids,
+            (std::vector<std::string>{"job-999998", "job-999999", "job-1000000", "job-1000001"}));
+  const auto listed = store->list({}, "", 10);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  std::vector<std::string> all;
+  for (const auto& record : *listed) all.push_back(record.id);
+  EXPECT_EQ(all, ids);
+  std::vector<std::string> paged;
+  std::string token;
+  for (int page = 0; page < 10; ++page) {
+    auto records = store->list({}, token, 1);
+    ASSERT_TRUE(records.ok()) << records.status();
+    if (records->empty()) break;
+    paged.push_back(records->front().id);
+    token = records->front().id;
+  }
+  EXPECT_EQ(paged, ids) << "paging one job at a time skipped or repeated jobs";
+  const auto unknown = store->list({}, "job-123", 1);
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kInvalidArgument) << unknown.status();
+  EXPECT_NE(unknown.status().message().find("page_token: no job 'job-123'"), std::string::npos)
+      << unknown.status();
+}
+
+// A launch's attempt number is written with its STARTING state, in one transaction (and
+// the previous attempt's pid cleared with it): both, or, when the move is refused, neither.
+TEST_F(JobStoreTest, TransitionRecordsTheNewAttemptWithTheState) {
+  auto store = *JobStore::open(path_);
+  auto record = make_record(*store, "launch");
+  ASSERT_TRUE(store->insert(record, "submitted").ok());
+  TransitionUpdate launch;
+  launch.attempt = 1;
+  ASSERT_TRUE(store->transition(record.id, STARTING, "launch", "attempt 1", launch).ok());
+  ASSERT_TRUE(store->set_process(record.id, 4242, 99, 1).ok());
+  ASSERT_TRUE(store->transition(record.id, RESTARTING, "worker_failed", "restart 1").ok());
+
+  launch.attempt = 2;
+  ASSERT_TRUE(store->transition(record.id, STARTING, "launch", "attempt 2", launch).ok());
+  auto got = store->get(record.id);
+  EXPECT_EQ(got->attempt, 2);
+  EXPECT_EQ(got->launcher_pid, 0) << "attempt 2 has no process yet; 4242 was attempt 1's";
+  EXPECT_EQ(got->launcher_start_ticks, 0);
+  launch.attempt = 3;  // STARTING -> STARTING is refused
+  EXPECT_EQ(store->transition(record.id, STARTING, "launch", "attempt 3", launch).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store->get(record.id)->attempt, 2) << "a refused transition recorded its attempt";
+}
+
+// A restart's count is written with its RESTARTING state, in one transaction: a crash
+// between two writes cannot spend a restart without the state (or the other way round),
+// and a refused move spends none.
+TEST_F(JobStoreTest, TransitionRecordsTheRestartCountWithTheState) {
+  auto store = *JobStore::open(path_);
+  auto record = make_record(*store, "restart");
+  ASSERT_TRUE(store->insert(record, "submitted").ok());
+  ASSERT_TRUE(store->transition(record.id, STARTING, "launch", "attempt 1").ok());
+  TransitionUpdate restart;
+  restart.restarts = 1;
+  ASSERT_TRUE(store->transition(record.id, RESTARTING, "worker_failed", "restart 1", restart).ok());
+  EXPECT_EQ(store->get(record.id)->restarts, 1);
+  restart.restarts = 2;  // RESTARTING -> RESTARTING is refused
+  EXPECT_EQ(store->transition(record.id, RESTARTING, "worker_failed", "again", restart).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store->get(record.id)->restarts, 1) << "a refused transition spent a restart";
 }
 
 }  // namespace

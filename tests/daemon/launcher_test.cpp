@@ -41,6 +41,7 @@ TEST(Launcher, SingleProcessRunsTheWorkerDirectly) {
   EXPECT_EQ(request.env.at("ACCUM_JOB_ID"), "job-000007");
   EXPECT_EQ(request.env.at("ACCUM_ATTEMPT"), "2");
   EXPECT_EQ(request.env.at("ACCUM_CONTROL_ADDR"), "127.0.0.1:5000");
+  EXPECT_EQ(request.env.at("ACCUM_JOB_DIR"), "/state/jobs/job-000007");  // the stray-finding tag
   EXPECT_EQ(request.env.count("ACCUM_TOKEN_FILE"), 0u);
   EXPECT_EQ(request.stdout_path, "/state/jobs/job-000007/logs/attempt-2/1/rank.0/stdout");
   EXPECT_EQ(request.exit_code_path, "/state/jobs/job-000007/logs/attempt-2/exit_code");
@@ -221,6 +222,44 @@ TEST_F(ProcessTest, JobSpecOnAFullDiskKeepsTheOldOneAndLeavesNoTempFile) {
   EXPECT_NE(status.message().find(std::strerror(ENOSPC)), std::string::npos) << status;
   EXPECT_EQ(read_text(job_spec_path(job_dir)), before);
   EXPECT_FALSE(std::filesystem::exists(job_spec_path(job_dir) + ".tmp"));
+}
+
+// A launch's processes are found by their job folder tag alone (the pid of their root is
+// what a crashed accumd lost): the wrapper and its grandchild, not a job whose folder
+// merely starts with the same text, and no longer once they are dead.
+TEST_F(ProcessTest, ProcessesAreFoundByTheirEnvironmentTag) {
+  auto spawn_tagged = [&](const std::string& job_dir) {
+    SpawnRequest request;
+    request.argv = {"/bin/sh", "-c", "sleep 30; exit $?"};  // sh -c, then sleep under it
+    request.env = {{kJobDirEnv, job_dir}};
+    request.stdout_path = dir_ + "/log";
+    request.exit_code_path = dir_ + "/exit_code-" + std::to_string(job_dir.size());
+    return spawn_process(request);
+  };
+  const std::string job_dir = dir_ + "/jobs/job-1";
+  auto tagged = spawn_tagged(job_dir);
+  auto other = spawn_tagged(job_dir + "0");  // job-10: the same prefix
+  ASSERT_TRUE(tagged.ok() && other.ok());
+  std::vector<pid_t> found;
+  for (int i = 0; i < 100 && found.size() < 3; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    found = processes_with_env(kJobDirEnv, job_dir);
+  }
+  std::vector<pid_t> expected = process_descendants(*tagged);
+  expected.push_back(*tagged);
+  std::sort(expected.begin(), expected.end());
+  std::sort(found.begin(), found.end());
+  EXPECT_EQ(expected.size(), 3u) << "wrapper sh, sh -c, sleep";
+  EXPECT_EQ(found, expected) << "the processes tagged " << job_dir;
+  for (pid_t pid : found) kill(pid, SIGKILL);
+  ASSERT_EQ(waitpid(*tagged, nullptr, 0), *tagged);
+  for (int i = 0; i < 100 && !processes_with_env(kJobDirEnv, job_dir).empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(processes_with_env(kJobDirEnv, job_dir).empty()) << "dead processes are not strays";
+  EXPECT_FALSE(processes_with_env(kJobDirEnv, job_dir + "0").empty());
+  signal_process_tree(*other, SIGKILL);
+  waitpid(*other, nullptr, 0);
 }
 
 TEST_F(ProcessTest, ListsOnlyCompleteCheckpointsAndRemovesPartialOnes) {
