@@ -26,6 +26,7 @@
 #include "daemon/worker/train/memory_plan.h"
 #include "daemon/worker/train/metrics.h"
 #include "daemon/worker/train/optimizer.h"
+#include "daemon/worker/train/resume_point.h"
 #include "kernels/backend.h"
 
 namespace accum::train {
@@ -202,23 +203,9 @@ absl::Status Trainer::out_of_memory(const std::string& what, bool arithmetic_fit
 }
 
 absl::Status Trainer::restore_or_init() {
-  const auto& ckpt = spec_.checkpoint();
-  std::string resume_path;
-  if (!ckpt.resume_from().empty()) {
-    std::string passed_over;
-    auto resolved = io::resolve_checkpoint(ckpt.dir(), ckpt.resume_from(), &passed_over);
-    const bool none_yet =
-        ckpt.resume_from() == "latest" && io::list_checkpoints(ckpt.dir()).empty();
-    if (resolved.ok()) {
-      resume_path = *resolved;
-      if (!passed_over.empty()) {  // a damaged newer checkpoint: say so, do not hide it
-        spdlog::warn("not resuming from a newer checkpoint: {}; resuming from {} instead",
-                     passed_over, resume_path);
-      }
-    } else if (!none_yet) {
-      return resolved.status();
-    }
-  }
+  auto resolved = resolve_resume_checkpoint(comm_, spec_.checkpoint());
+  if (!resolved.ok()) return resolved.status();
+  const std::string& resume_path = *resolved;
   auto accum_steps = spec::grad_accum_steps(spec_, world_);
   if (resume_path.empty()) {
     if (!accum_steps.ok()) return accum_steps.status();
