@@ -210,6 +210,32 @@ TEST_F(WorkerErrorsTest, MismatchedResumeIsRefusedAndTheGoodCheckpointSurvives) 
   EXPECT_TRUE(io::verify_checkpoint(dir_ / "ckpt/step_00000002").ok());
 }
 
+// `latest` names a checkpoint whose manifest is broken and no other one verifies: the
+// worker refuses (bad input, naming the file) instead of training again from step 1
+// over the old metrics. A folder without any checkpoint still starts fresh.
+TEST_F(WorkerErrorsTest, UnreadableLatestCheckpointIsRefusedNotRestartedFromScratch) {
+  ASSERT_EQ(run_with({{"max_steps", "3"}}).exit_code, 0);
+  const std::string metrics_before = read_file(dir_ / "metrics.jsonl");
+  const std::string manifest = dir_ / "ckpt/step_00000003/manifest.json";
+  write_file(manifest, read_file(manifest).substr(0, 20));
+  auto result = run_with({{"max_steps", "5"}, {"checkpoint.resume_from", "\"latest\""}});
+  EXPECT_EQ(result.exit_code, 2) << result.output;
+  for (const char* words : {"holds checkpoints but none of them can be read",
+                            "step_00000003: manifest.json is not valid JSON"}) {
+    EXPECT_NE(result.output.find(words), std::string::npos) << words << ": " << result.output;
+  }
+  EXPECT_EQ(read_file(dir_ / "metrics.jsonl"), metrics_before);
+
+  // Nothing was ever saved under ckpt_new (only a crashed writer's temp folder): fresh start.
+  std::filesystem::create_directories(dir_ / "ckpt_new/.tmp-step_00000001-999999");
+  auto fresh = run_with({{"max_steps", "2"},
+                         {"checkpoint.dir", "\"ckpt_new\""},
+                         {"metrics_path", "\"fresh.jsonl\""},
+                         {"checkpoint.resume_from", "\"latest\""}});
+  EXPECT_EQ(fresh.exit_code, 0) << fresh.output;
+  EXPECT_EQ(read_metrics(dir_ / "fresh.jsonl").size(), 2u);
+}
+
 // Bytes a directory's files take on a tmpfs (whole 4 KiB pages).
 size_t pages_bytes(const std::filesystem::path& dir) {
   size_t total = 0;

@@ -271,6 +271,15 @@ absl::StatusOr<CheckpointManifest> read_manifest(const std::string& step_dir) {
   return manifest;
 }
 
+bool has_checkpoint_traces(const std::string& root_dir) {
+  std::error_code ec;
+  if (fs::exists(join(root_dir, kLatest), ec)) return true;
+  for (const fs::directory_entry& entry : fs::directory_iterator(root_dir, ec)) {
+    if (parse_step_dir_name(entry.path().filename().string())) return true;
+  }
+  return false;
+}
+
 absl::Status verify_checkpoint(const std::string& step_dir) {
   return check_checkpoint(step_dir, /*hashes=*/true);
 }

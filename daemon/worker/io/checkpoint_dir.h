@@ -68,6 +68,11 @@ struct CheckpointManifest {
 // step that differs from the directory's name). Does not look at the listed files.
 absl::StatusOr<CheckpointManifest> read_manifest(const std::string& step_dir);
 
+// Whether `root_dir` holds any trace of a checkpoint: a `latest` file or a step_*
+// directory, complete or not. A resume from "latest" that finds nothing usable in
+// such a directory must fail, not start from scratch.
+bool has_checkpoint_traces(const std::string& root_dir);
+
 // Verifies a step directory against its manifest (missing manifest, missing file,
 // size or sha256 mismatch, extra file in the manifest missing on disk) — the error
 // names the file.

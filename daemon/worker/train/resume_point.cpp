@@ -22,10 +22,13 @@ absl::StatusOr<std::string> resolve_on_this_rank(const CheckpointSpec& ckpt) {
   std::string passed_over;
   auto resolved = io::resolve_checkpoint(ckpt.dir(), ckpt.resume_from(), &passed_over);
   if (!resolved.ok()) {
-    const bool none_yet =
-        ckpt.resume_from() == "latest" && io::list_checkpoints(ckpt.dir()).empty();
-    if (none_yet) return std::string();
-    return resolved.status();
+    if (ckpt.resume_from() != "latest") return resolved.status();
+    if (!io::has_checkpoint_traces(ckpt.dir())) return std::string();  // nothing saved yet
+    return absl::Status(resolved.status().code(),
+                        absl::StrCat("checkpoint.resume_from \"latest\": ", ckpt.dir(),
+                                     " holds checkpoints but none of them can be read, so "
+                                     "training will not start over from step 0: ",
+                                     resolved.status().message()));
   }
   if (!passed_over.empty()) {  // a damaged newer checkpoint: say so, do not hide it
     spdlog::warn("not resuming from a newer checkpoint: {}; resuming from {} instead", passed_over,

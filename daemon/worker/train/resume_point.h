@@ -17,9 +17,11 @@
 namespace accum::train {
 
 // Collective: every rank calls it. Returns the step directory to resume from, or "" for
-// a fresh start (resume_from empty, or "latest" where checkpoint.dir holds no complete
-// checkpoint). An input error (exit 2) when this rank cannot resolve it, or when the
-// ranks resolved different checkpoints (FAILED_PRECONDITION naming what each rank found).
+// a fresh start (resume_from empty, or "latest" where checkpoint.dir holds no trace of a
+// checkpoint: no `latest`, no step directory). An input error (exit 2) when this rank
+// cannot resolve it (a `latest` or step directories that no longer verify is one: the
+// run must not silently start over), or when the ranks resolved different checkpoints
+// (FAILED_PRECONDITION naming what each rank found).
 absl::StatusOr<std::string> resolve_resume_checkpoint(comm::Communicator* comm,
                                                       const accum::v1::CheckpointSpec& checkpoint);
 
