@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "daemon/worker/io/checkpoint_dir.h"
+#include "daemon/worker/io/json.h"
 #include "tests/common/scratch_tmpfs.h"
 #include "tests/worker/worker_test_util.h"
 
@@ -234,6 +235,100 @@ TEST_F(WorkerErrorsTest, UnreadableLatestCheckpointIsRefusedNotRestartedFromScra
                          {"checkpoint.resume_from", "\"latest\""}});
   EXPECT_EQ(fresh.exit_code, 0) << fresh.output;
   EXPECT_EQ(read_metrics(dir_ / "fresh.jsonl").size(), 2u);
+}
+
+// Rewrites the manifest's entry for `file` (size and sha256) to match the file as it is
+// now, so only the reader's own checks of its contents can catch a damage.
+void reseal_manifest(const std::string& step_dir, const std::string& file) {
+  auto manifest = io::read_manifest(step_dir);
+  ASSERT_TRUE(manifest.ok()) << manifest.status();
+  io::Json files = io::Json::array();
+  for (io::ManifestEntry entry : manifest->files) {
+    if (entry.name == file) {
+      entry.size = static_cast<int64_t>(std::filesystem::file_size(step_dir + "/" + file));
+      entry.sha256 = *io::sha256_file(step_dir + "/" + file);
+    }
+    io::Json json = io::Json::object();
+    json.set("name", entry.name);
+    json.set("size", entry.size);
+    json.set("sha256", entry.sha256);
+    files.push_back(std::move(json));
+  }
+  io::Json json = io::Json::object();
+  json.set("step", manifest->step);
+  json.set("files", std::move(files));
+  write_file(step_dir + "/manifest.json", json.dump(2) + "\n");
+  ASSERT_TRUE(io::verify_checkpoint(step_dir).ok());
+}
+
+// A state.json the manifest vouches for but whose contents cannot be right: refused as
+// bad input naming the field and what was expected, not resumed from the wrong place.
+struct StateCase {
+  std::string name, from, to;
+  std::vector<std::string> expected;
+};
+
+TEST_F(WorkerErrorsTest, DamagedCheckpointStateIsRefusedNamingTheField) {
+  ASSERT_EQ(run_with({{"max_steps", "2"}}).exit_code, 0);
+  const std::string state = read_file(dir_ / "ckpt/step_00000002/state.json");
+  ASSERT_NE(state.find("\"format_version\": 1,"), std::string::npos) << state;
+  ASSERT_NE(state.find("\"step\": \"2\","), std::string::npos) << state;
+  ASSERT_NE(state.find("\"tokens_per_update\": \"128\","), std::string::npos) << state;
+  ASSERT_NE(state.find("\"optimizer.safetensors\""), std::string::npos) << state;
+  const std::vector<StateCase> cases = {
+      {"newer_format",
+       "\"format_version\": 1,",
+       "\"format_version\": 2,",
+       {"format_version is 2", "reads format_version 1"}},
+      {"no_format",
+       "\"format_version\": 1,",
+       "",
+       {"format_version is 0", "reads format_version 1"}},
+      {"zero_batch",
+       "\"tokens_per_update\": \"128\",",
+       "",
+       {"tokens_per_update is 0", "expected > 0"}},
+      {"negative_batch",
+       "\"tokens_per_update\": \"128\",",
+       "\"tokens_per_update\": \"-128\",",
+       {"tokens_per_update is -128", "expected > 0"}},
+      {"other_step",
+       "\"step\": \"2\",",
+       "\"step\": \"1\",",
+       {"step is 1", "expected 2, the step of manifest.json"}},
+      {"escaping_file",
+       "\"optimizer.safetensors\"",
+       "\"../moments.safetensors\"",
+       {"optimizer_files names \"../moments.safetensors\"", "listed in manifest.json"}},
+      {"unlisted_file",
+       "\"optimizer.safetensors\"",
+       "\"moments.safetensors\"",
+       {"optimizer_files names \"moments.safetensors\"", "listed in manifest.json"}},
+  };
+  for (const StateCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    const std::string root = dir_ / ("ckpt_" + c.name);
+    std::filesystem::copy(dir_ / "ckpt", root, std::filesystem::copy_options::recursive);
+    const std::string step_dir = root + "/step_00000002";
+    // The files the damaged names point at exist and hold the real moments, so only the
+    // check of the name can refuse them.
+    std::filesystem::copy_file(step_dir + "/optimizer.safetensors", root + "/moments.safetensors");
+    std::filesystem::copy_file(step_dir + "/optimizer.safetensors",
+                               step_dir + "/moments.safetensors");
+    std::string damaged = state;
+    damaged.replace(damaged.find(c.from), c.from.size(), c.to);  // the first: not the spec's
+    write_file(step_dir + "/state.json", damaged);
+    reseal_manifest(step_dir, "state.json");
+    auto result = run_with({{"max_steps", "4"},
+                            {"checkpoint.dir", "\"ckpt_" + c.name + "\""},
+                            {"metrics_path", "\"" + c.name + ".jsonl\""},
+                            {"checkpoint.resume_from", "\"latest\""}});
+    EXPECT_EQ(result.exit_code, 2) << result.output;
+    EXPECT_NE(result.output.find("step_00000002/state.json"), std::string::npos) << result.output;
+    for (const std::string& words : c.expected) {
+      EXPECT_NE(result.output.find(words), std::string::npos) << words << ": " << result.output;
+    }
+  }
 }
 
 // Bytes a directory's files take on a tmpfs (whole 4 KiB pages).

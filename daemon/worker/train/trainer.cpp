@@ -300,7 +300,7 @@ std::optional<double> Trainer::evaluate() {
 
 absl::StatusOr<std::string> Trainer::checkpoint(int64_t step, double last_loss) {
   accum::v1::CheckpointState state;
-  state.set_format_version(1);
+  state.set_format_version(kCheckpointFormatVersion);
   state.set_step(step);
   state.set_tokens_per_update(tokens_per_update_);
   state.set_world_size(world_);
