@@ -331,6 +331,37 @@ TEST_F(WorkerErrorsTest, DamagedCheckpointStateIsRefusedNamingTheField) {
   }
 }
 
+// A resumed run keeps the checkpoint's effective batch; a spec asking for another one
+// (directly, or through grad_accum_steps) is refused naming both, not ignored.
+TEST_F(WorkerErrorsTest, ResumeWithAnotherTokensPerUpdateIsRefusedNamingBoth) {
+  ASSERT_EQ(run_with({{"max_steps", "2"}}).exit_code, 0);  // 128 tokens per update, K=4
+  auto resume_with = [&](const std::string& field, const std::string& value) {
+    std::map<std::string, std::string> overrides = {{"max_steps", "4"},
+                                                    {"batch.tokens_per_update", ""},
+                                                    {"checkpoint.resume_from", "\"latest\""}};
+    overrides[field] = value;
+    return run_with(overrides);
+  };
+  auto larger = resume_with("batch.tokens_per_update", "256");
+  EXPECT_EQ(larger.exit_code, 2) << larger.output;
+  for (const char* words :
+       {"trained with tokens_per_update 128", "the spec asks for batch.tokens_per_update 256",
+        "set batch.tokens_per_update to 128"}) {
+    EXPECT_NE(larger.output.find(words), std::string::npos) << words << ": " << larger.output;
+  }
+  auto fewer_steps = resume_with("batch.grad_accum_steps", "2");
+  EXPECT_EQ(fewer_steps.exit_code, 2) << fewer_steps.output;
+  for (const char* words : {"trained with tokens_per_update 128",
+                            "batch.grad_accum_steps 2 on 1 ranks, i.e. tokens_per_update 64"}) {
+    EXPECT_NE(fewer_steps.output.find(words), std::string::npos)
+        << words << ": " << fewer_steps.output;
+  }
+  // The same effective batch, said with grad_accum_steps, resumes.
+  auto same = resume_with("batch.grad_accum_steps", "4");
+  EXPECT_EQ(same.exit_code, 0) << same.output;
+  EXPECT_NE(same.output.find("resumed from"), std::string::npos) << same.output;
+}
+
 // Bytes a directory's files take on a tmpfs (whole 4 KiB pages).
 size_t pages_bytes(const std::filesystem::path& dir) {
   size_t total = 0;

@@ -226,8 +226,26 @@ absl::Status Trainer::restore_or_init() {
   if (!loaded.ok()) return loaded.status();
   const auto& state = loaded->state;
   // Elastic resume: the effective batch (tokens_per_update) is the checkpoint's; K follows N.
+  // A spec asking for another one is refused, not ignored: the data position and the
+  // schedule of the steps done assume the checkpoint's.
   tokens_per_update_ = state.tokens_per_update();
   const int64_t per_window = int64_t{B_} * T_ * world_;
+  const auto& batch = spec_.batch();
+  const int64_t spec_tokens_per_update = batch.tokens_per_update() > 0
+                                             ? batch.tokens_per_update()
+                                             : int64_t{batch.grad_accum_steps()} * per_window;
+  if (spec_tokens_per_update != tokens_per_update_) {
+    const std::string asked =
+        batch.tokens_per_update() > 0
+            ? absl::StrCat("batch.tokens_per_update ", spec_tokens_per_update)
+            : absl::StrCat("batch.grad_accum_steps ", batch.grad_accum_steps(), " on ", world_,
+                           " ranks, i.e. tokens_per_update ", spec_tokens_per_update);
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot resume ", resume_path, ": it was trained with tokens_per_update ",
+        tokens_per_update_, " and the spec asks for ", asked,
+        "; a resumed run keeps the checkpoint's effective batch: set batch.tokens_per_update to ",
+        tokens_per_update_, " (or start a new run without checkpoint.resume_from)"));
+  }
   if (tokens_per_update_ % per_window != 0) {
     accum::v1::JobSpec probe = spec_;
     probe.mutable_batch()->set_grad_accum_steps(0);
