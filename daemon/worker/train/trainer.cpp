@@ -402,12 +402,19 @@ absl::StatusOr<TrainResult> Trainer::run() {
     params.grad_scale = static_cast<float>(scale * clip);
     params.step = static_cast<int>(step + 1);
     const bool sharded = spec_.distributed().zero_stage() > 0 && world_ > 1;
-    optimizer_->step(model_->params(),
-                     backend_->has_working_copy() && !sharded ? model_->working_copy() : nullptr,
-                     model_->grads(), params, static_cast<float>(spec_.optimizer().weight_decay()));
-    if (sharded) {
-      reducer_->all_gather_params(model_->params());
-      model_->sync_working_copy();
+    // No target counted in the whole global batch (all masked): there is no gradient, and
+    // an AdamW step would still decay the weights and move the moments. Every rank sees
+    // the same all-reduced count, so every rank skips alike.
+    const bool skip_update = agreed.counted == 0;
+    if (!skip_update) {
+      optimizer_->step(model_->params(),
+                       backend_->has_working_copy() && !sharded ? model_->working_copy() : nullptr,
+                       model_->grads(), params,
+                       static_cast<float>(spec_.optimizer().weight_decay()));
+      if (sharded) {
+        reducer_->all_gather_params(model_->params());
+        model_->sync_working_copy();
+      }
     }
     backend_->synchronize();
     const comm::CommCounters step_counters = comm_->counters();
@@ -449,6 +456,11 @@ absl::StatusOr<TrainResult> Trainer::run() {
       detail.step_collectives = step_counters.collectives;
       metrics_.write(m, &detail);
       link_->report_metrics(m);
+      if (skip_update) {
+        metrics_.message(absl::StrCat("step ", done,
+                                      ": every target of the global batch is masked (0 counted "
+                                      "tokens); the optimizer update was skipped"));
+      }
     }
     // ---- checkpoint / stop at this boundary, on every rank alike ---------------------------
     const bool stop = agreed.stop || agreed.command == accum::v1::WorkerCommand::STOP;
