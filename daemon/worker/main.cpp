@@ -89,6 +89,12 @@ int main(int argc, char** argv) {
     comm->set_default_timeout(
         std::chrono::milliseconds(static_cast<int64_t>(spec->distributed().timeout_s() * 1000)));
   } catch (const std::exception& e) {
+    // The other ranks may have got further (into NCCL's init, which waits for every rank):
+    // under mpirun only MPI_Abort ends them. MPI_Finalize here would wait for them instead.
+    if (accum::comm::launched_under_mpi()) {
+      std::cerr << "accum-worker: error: " << e.what() << std::endl;
+      accum::comm::abort_job(nullptr, e.what(), kExitRuntimeFailure);
+    }
     return fail(nullptr, kExitRuntimeFailure, e.what());
   }
   std::signal(SIGTERM, on_signal);

@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "daemon/worker/io/checkpoint_dir.h"
+#include "daemon/worker/io/json.h"
 #include "tests/common/scratch_tmpfs.h"
 #include "tests/worker/worker_test_util.h"
 
@@ -234,6 +235,157 @@ TEST_F(WorkerErrorsTest, MismatchedResumeIsRefusedAndTheGoodCheckpointSurvives) 
   EXPECT_EQ(read_file(model), before);
   EXPECT_EQ(read_file(dir_ / "ckpt/latest"), latest_before);
   EXPECT_TRUE(io::verify_checkpoint(dir_ / "ckpt/step_00000002").ok());
+}
+
+// `latest` names a checkpoint whose manifest is broken and no other one verifies: the
+// worker refuses (bad input, naming the file) instead of training again from step 1
+// over the old metrics. A folder without any checkpoint still starts fresh.
+TEST_F(WorkerErrorsTest, UnreadableLatestCheckpointIsRefusedNotRestartedFromScratch) {
+  ASSERT_EQ(run_with({{"max_steps", "3"}}).exit_code, 0);
+  const std::string metrics_before = read_file(dir_ / "metrics.jsonl");
+  const std::string manifest = dir_ / "ckpt/step_00000003/manifest.json";
+  write_file(manifest, read_file(manifest).substr(0, 20));
+  auto result = run_with({{"max_steps", "5"}, {"checkpoint.resume_from", "\"latest\""}});
+  EXPECT_EQ(result.exit_code, 2) << result.output;
+  for (const char* words : {"holds checkpoints but none of them can be read",
+                            "step_00000003: manifest.json is not valid JSON"}) {
+    EXPECT_NE(result.output.find(words), std::string::npos) << words << ": " << result.output;
+  }
+  EXPECT_EQ(read_file(dir_ / "metrics.jsonl"), metrics_before);
+
+  // Nothing was ever saved under ckpt_new (only a crashed writer's temp folder): fresh start.
+  std::filesystem::create_directories(dir_ / "ckpt_new/.tmp-step_00000001-999999");
+  auto fresh = run_with({{"max_steps", "2"},
+                         {"checkpoint.dir", "\"ckpt_new\""},
+                         {"metrics_path", "\"fresh.jsonl\""},
+                         {"checkpoint.resume_from", "\"latest\""}});
+  EXPECT_EQ(fresh.exit_code, 0) << fresh.output;
+  EXPECT_EQ(read_metrics(dir_ / "fresh.jsonl").size(), 2u);
+}
+
+// Rewrites the manifest's entry for `file` (size and sha256) to match the file as it is
+// now, so only the reader's own checks of its contents can catch a damage.
+void reseal_manifest(const std::string& step_dir, const std::string& file) {
+  auto manifest = io::read_manifest(step_dir);
+  ASSERT_TRUE(manifest.ok()) << manifest.status();
+  io::Json files = io::Json::array();
+  for (io::ManifestEntry entry : manifest->files) {
+    if (entry.name == file) {
+      entry.size = static_cast<int64_t>(std::filesystem::file_size(step_dir + "/" + file));
+      entry.sha256 = *io::sha256_file(step_dir + "/" + file);
+    }
+    io::Json json = io::Json::object();
+    json.set("name", entry.name);
+    json.set("size", entry.size);
+    json.set("sha256", entry.sha256);
+    files.push_back(std::move(json));
+  }
+  io::Json json = io::Json::object();
+  json.set("step", manifest->step);
+  json.set("files", std::move(files));
+  write_file(step_dir + "/manifest.json", json.dump(2) + "\n");
+  ASSERT_TRUE(io::verify_checkpoint(step_dir).ok());
+}
+
+// A state.json the manifest vouches for but whose contents cannot be right: refused as
+// bad input naming the field and what was expected, not resumed from the wrong place.
+struct StateCase {
+  std::string name, from, to;
+  std::vector<std::string> expected;
+};
+
+TEST_F(WorkerErrorsTest, DamagedCheckpointStateIsRefusedNamingTheField) {
+  ASSERT_EQ(run_with({{"max_steps", "2"}}).exit_code, 0);
+  const std::string state = read_file(dir_ / "ckpt/step_00000002/state.json");
+  ASSERT_NE(state.find("\"format_version\": 1,"), std::string::npos) << state;
+  ASSERT_NE(state.find("\"step\": \"2\","), std::string::npos) << state;
+  ASSERT_NE(state.find("\"tokens_per_update\": \"128\","), std::string::npos) << state;
+  ASSERT_NE(state.find("\"optimizer.safetensors\""), std::string::npos) << state;
+  const std::vector<StateCase> cases = {
+      {"newer_format",
+       "\"format_version\": 1,",
+       "\"format_version\": 2,",
+       {"format_version is 2", "reads format_version 1"}},
+      {"no_format",
+       "\"format_version\": 1,",
+       "",
+       {"format_version is 0", "reads format_version 1"}},
+      {"zero_batch",
+       "\"tokens_per_update\": \"128\",",
+       "",
+       {"tokens_per_update is 0", "expected > 0"}},
+      {"negative_batch",
+       "\"tokens_per_update\": \"128\",",
+       "\"tokens_per_update\": \"-128\",",
+       {"tokens_per_update is -128", "expected > 0"}},
+      {"other_step",
+       "\"step\": \"2\",",
+       "\"step\": \"1\",",
+       {"step is 1", "expected 2, the step of manifest.json"}},
+      {"escaping_file",
+       "\"optimizer.safetensors\"",
+       "\"../moments.safetensors\"",
+       {"optimizer_files names \"../moments.safetensors\"", "listed in manifest.json"}},
+      {"unlisted_file",
+       "\"optimizer.safetensors\"",
+       "\"moments.safetensors\"",
+       {"optimizer_files names \"moments.safetensors\"", "listed in manifest.json"}},
+  };
+  for (const StateCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    const std::string root = dir_ / ("ckpt_" + c.name);
+    std::filesystem::copy(dir_ / "ckpt", root, std::filesystem::copy_options::recursive);
+    const std::string step_dir = root + "/step_00000002";
+    // The files the damaged names point at exist and hold the real moments, so only the
+    // check of the name can refuse them.
+    std::filesystem::copy_file(step_dir + "/optimizer.safetensors", root + "/moments.safetensors");
+    std::filesystem::copy_file(step_dir + "/optimizer.safetensors",
+                               step_dir + "/moments.safetensors");
+    std::string damaged = state;
+    damaged.replace(damaged.find(c.from), c.from.size(), c.to);  // the first: not the spec's
+    write_file(step_dir + "/state.json", damaged);
+    reseal_manifest(step_dir, "state.json");
+    auto result = run_with({{"max_steps", "4"},
+                            {"checkpoint.dir", "\"ckpt_" + c.name + "\""},
+                            {"metrics_path", "\"" + c.name + ".jsonl\""},
+                            {"checkpoint.resume_from", "\"latest\""}});
+    EXPECT_EQ(result.exit_code, 2) << result.output;
+    EXPECT_NE(result.output.find("step_00000002/state.json"), std::string::npos) << result.output;
+    for (const std::string& words : c.expected) {
+      EXPECT_NE(result.output.find(words), std::string::npos) << words << ": " << result.output;
+    }
+  }
+}
+
+// A resumed run keeps the checkpoint's effective batch; a spec asking for another one
+// (directly, or through grad_accum_steps) is refused naming both, not ignored.
+TEST_F(WorkerErrorsTest, ResumeWithAnotherTokensPerUpdateIsRefusedNamingBoth) {
+  ASSERT_EQ(run_with({{"max_steps", "2"}}).exit_code, 0);  // 128 tokens per update, K=4
+  auto resume_with = [&](const std::string& field, const std::string& value) {
+    std::map<std::string, std::string> overrides = {{"max_steps", "4"},
+                                                    {"batch.tokens_per_update", ""},
+                                                    {"checkpoint.resume_from", "\"latest\""}};
+    overrides[field] = value;
+    return run_with(overrides);
+  };
+  auto larger = resume_with("batch.tokens_per_update", "256");
+  EXPECT_EQ(larger.exit_code, 2) << larger.output;
+  for (const char* words :
+       {"trained with tokens_per_update 128", "the spec asks for batch.tokens_per_update 256",
+        "set batch.tokens_per_update to 128"}) {
+    EXPECT_NE(larger.output.find(words), std::string::npos) << words << ": " << larger.output;
+  }
+  auto fewer_steps = resume_with("batch.grad_accum_steps", "2");
+  EXPECT_EQ(fewer_steps.exit_code, 2) << fewer_steps.output;
+  for (const char* words : {"trained with tokens_per_update 128",
+                            "batch.grad_accum_steps 2 on 1 ranks, i.e. tokens_per_update 64"}) {
+    EXPECT_NE(fewer_steps.output.find(words), std::string::npos)
+        << words << ": " << fewer_steps.output;
+  }
+  // The same effective batch, said with grad_accum_steps, resumes.
+  auto same = resume_with("batch.grad_accum_steps", "4");
+  EXPECT_EQ(same.exit_code, 0) << same.output;
+  EXPECT_NE(same.output.find("resumed from"), std::string::npos) << same.output;
 }
 
 // Bytes a directory's files take on a tmpfs (whole 4 KiB pages).

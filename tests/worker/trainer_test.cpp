@@ -114,6 +114,33 @@ TEST_F(TrainerTest, ResumeIsBitIdentical) {
             read_file(dir_ / "ckpt_r/step_00000008/optimizer.safetensors"));
 }
 
+// A global batch whose every target is masked has no gradient: the optimizer update is
+// skipped (no weight decay, no moment update) and said so, and training goes on.
+TEST_F(TrainerTest, FullyMaskedGlobalBatchSkipsTheOptimizerUpdate) {
+  ASSERT_EQ(train("init", {{"max_steps", "1"}, {"checkpoint.dir", "\"ckpt_init\""}}).exit_code, 0);
+  const std::string init = dir_ / "ckpt_init/step_00000001/model.safetensors";
+  write_file(dir_ / "corpus.txt.mask", std::string(60000, '\0'));
+  auto result = train("masked", {{"max_steps", "3"},
+                                 {"data.use_mask", "true"},
+                                 {"init_from", "\"" + init + "\""},
+                                 {"optimizer.weight_decay", "0.5"},
+                                 {"metrics_path", "\"masked.jsonl\""}});
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const auto metrics = read_metrics(dir_ / "masked.jsonl");
+  ASSERT_EQ(metrics.size(), 3u);
+  for (int step = 1; step <= 3; ++step) {
+    EXPECT_EQ(metrics[step - 1].tokens, 0);
+    const std::string words = "step " + std::to_string(step) +
+                              ": every target of the global batch is masked (0 counted tokens); "
+                              "the optimizer update was skipped";
+    EXPECT_NE(result.output.find(words), std::string::npos) << words << ":\n" << result.output;
+  }
+  EXPECT_EQ(read_weights(dir_ / "ckpt/step_00000003/model.safetensors"), read_weights(init));
+  for (float moment : read_weights(dir_ / "ckpt/step_00000003/optimizer.safetensors")) {
+    ASSERT_EQ(moment, 0.0f);
+  }
+}
+
 TEST_F(TrainerTest, SigtermFinishesTheStepCheckpointsAndResumes) {
   const auto overrides = std::map<std::string, std::string>{{"max_steps", "400"},
                                                             {"model.n_layer", "3"},

@@ -119,7 +119,9 @@ bool launched_under_mpi() {
   return false;
 }
 
-std::unique_ptr<Communicator> make_communicator(CommBackend backend) {
+namespace {
+
+std::unique_ptr<Communicator> make_backend_communicator(CommBackend backend) {
   switch (backend) {
     case CommBackend::kSingle:
       return make_single_communicator();
@@ -133,6 +135,24 @@ std::unique_ptr<Communicator> make_communicator(CommBackend backend) {
 #endif
   }
   throw CommError("unknown CommBackend " + std::to_string(static_cast<int>(backend)));
+}
+
+// TEST ONLY: the rank named by $ACCUM_TEST_FAIL_COMM_SETUP_RANK fails its communicator
+// setup after MPI is up, as a failing ncclCommInitRank would, so tests can check that the
+// other ranks are not left waiting (tests/distributed/comm_setup_failure_test.cpp).
+constexpr char kTestFailSetupRankEnv[] = "ACCUM_TEST_FAIL_COMM_SETUP_RANK";
+
+}  // namespace
+
+std::unique_ptr<Communicator> make_communicator(CommBackend backend) {
+  std::unique_ptr<Communicator> comm = make_backend_communicator(backend);
+  const char* failing_rank = std::getenv(kTestFailSetupRankEnv);
+  if (failing_rank != nullptr && std::to_string(comm->rank()) == failing_rank) {
+    throw CommError(std::string(comm->backend_name()) + " communicator setup failed on rank " +
+                    failing_rank + " of " + std::to_string(comm->world_size()) + " (injected by " +
+                    kTestFailSetupRankEnv + ", a test-only fault)");
+  }
+  return comm;
 }
 
 void finalize_communicators() { finalize_mpi_if_owned(); }

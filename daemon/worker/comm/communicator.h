@@ -124,7 +124,8 @@ enum class CommBackend { kSingle, kMpi, kNccl };
 
 // Creates the communicator: kSingle (one process, collectives are copies), kMpi
 // (Open MPI; calls MPI_Init_thread if needed), kNccl (GPU buffers; ncclUniqueId
-// broadcast over MPI). Throws CommError when the back end is unavailable.
+// broadcast over MPI). Throws CommError when the back end is unavailable. TEST ONLY:
+// also throws on the rank named by $ACCUM_TEST_FAIL_COMM_SETUP_RANK (fault injection).
 std::unique_ptr<Communicator> make_communicator(CommBackend backend);
 // Whether this process was started by mpirun/srun (world size > 1 possible).
 bool launched_under_mpi();

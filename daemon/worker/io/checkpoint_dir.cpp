@@ -76,57 +76,26 @@ bool process_alive(int64_t pid) {
 // Checks a step directory against its manifest; with `hashes` also the sha256
 // of every file (expensive: reads every byte).
 absl::Status check_checkpoint(const std::string& step_dir, bool hashes) {
+  auto manifest = read_manifest(step_dir);
+  if (!manifest.ok()) return manifest.status();
   std::error_code ec;
-  if (!fs::is_directory(step_dir, ec))
-    return absl::NotFoundError(absl::StrCat("checkpoint ", step_dir, " does not exist"));
-  const std::string manifest_path = join(step_dir, kManifest);
-  auto text = read_file(manifest_path);
-  if (!text.ok())
-    return absl::DataLossError(absl::StrCat("checkpoint ", step_dir, " is incomplete: ", kManifest,
-                                            " is missing or unreadable (", text.status().message(),
-                                            ")"));
-  auto bad_manifest = [&](absl::string_view what) {
-    return absl::DataLossError(absl::StrCat("checkpoint ", step_dir, ": ", kManifest, " ", what));
-  };
-  auto manifest = parse_json(*text);
-  if (!manifest.ok())
-    return bad_manifest(absl::StrCat("is not valid JSON: ", manifest.status().message()));
-  const Json* step = manifest->find("step");
-  const Json* files = manifest->find("files");
-  if (step == nullptr || !step->is_int()) return bad_manifest("has no integer \"step\"");
-  if (files == nullptr || !files->is_array()) return bad_manifest("has no array \"files\"");
-  std::optional<int64_t> dir_step = parse_step_dir_name(fs::path(step_dir).filename().string());
-  if (dir_step && *dir_step != step->as_int())
-    return bad_manifest(
-        absl::StrCat("says step ", step->as_int(), " but the directory is step ", *dir_step));
-  for (const Json& entry : files->as_array()) {
-    const Json* name = entry.find("name");
-    const Json* size = entry.find("size");
-    const Json* sha = entry.find("sha256");
-    if (name == nullptr || !name->is_string() || size == nullptr || !size->is_int() ||
-        sha == nullptr || !sha->is_string())
-      return bad_manifest(
-          "has a file entry without string \"name\", integer \"size\" and "
-          "string \"sha256\"");
-    const std::string& file = name->as_string();
-    if (file.empty() || file.find('/') != std::string::npos || file == "." || file == "..")
-      return bad_manifest(absl::StrCat("lists an invalid file name '", file, "'"));
-    const std::string path = join(step_dir, file);
+  for (const ManifestEntry& entry : manifest->files) {
+    const std::string path = join(step_dir, entry.name);
     uintmax_t actual_size = fs::file_size(path, ec);
     if (ec)
-      return absl::DataLossError(absl::StrCat("checkpoint ", step_dir, ": file ", file,
+      return absl::DataLossError(absl::StrCat("checkpoint ", step_dir, ": file ", entry.name,
                                               " (listed in ", kManifest, ") is missing"));
-    if (static_cast<int64_t>(actual_size) != size->as_int())
-      return absl::DataLossError(absl::StrCat("checkpoint ", step_dir, ": file ", file, " has ",
-                                              actual_size, " bytes; ", kManifest, " says ",
-                                              size->as_int()));
+    if (static_cast<int64_t>(actual_size) != entry.size)
+      return absl::DataLossError(absl::StrCat("checkpoint ", step_dir, ": file ", entry.name,
+                                              " has ", actual_size, " bytes; ", kManifest, " says ",
+                                              entry.size));
     if (!hashes) continue;
     auto digest = sha256_file(path);
     if (!digest.ok()) return digest.status();
-    if (*digest != sha->as_string())
-      return absl::DataLossError(absl::StrCat("checkpoint ", step_dir, ": file ", file,
+    if (*digest != entry.sha256)
+      return absl::DataLossError(absl::StrCat("checkpoint ", step_dir, ": file ", entry.name,
                                               " has sha256 ", *digest, "; ", kManifest, " says ",
-                                              sha->as_string()));
+                                              entry.sha256));
   }
   return absl::OkStatus();
 }
@@ -251,6 +220,64 @@ absl::StatusOr<std::string> CheckpointWriter::commit() {
       !s.ok())
     return s;
   return final_;
+}
+
+const ManifestEntry* CheckpointManifest::find(std::string_view name) const {
+  for (const ManifestEntry& entry : files) {
+    if (entry.name == name) return &entry;
+  }
+  return nullptr;
+}
+
+absl::StatusOr<CheckpointManifest> read_manifest(const std::string& step_dir) {
+  std::error_code ec;
+  if (!fs::is_directory(step_dir, ec))
+    return absl::NotFoundError(absl::StrCat("checkpoint ", step_dir, " does not exist"));
+  const std::string manifest_path = join(step_dir, kManifest);
+  auto text = read_file(manifest_path);
+  if (!text.ok())
+    return absl::DataLossError(absl::StrCat("checkpoint ", step_dir, " is incomplete: ", kManifest,
+                                            " is missing or unreadable (", text.status().message(),
+                                            ")"));
+  auto bad_manifest = [&](absl::string_view what) {
+    return absl::DataLossError(absl::StrCat("checkpoint ", step_dir, ": ", kManifest, " ", what));
+  };
+  auto json = parse_json(*text);
+  if (!json.ok()) return bad_manifest(absl::StrCat("is not valid JSON: ", json.status().message()));
+  const Json* step = json->find("step");
+  const Json* files = json->find("files");
+  if (step == nullptr || !step->is_int()) return bad_manifest("has no integer \"step\"");
+  if (files == nullptr || !files->is_array()) return bad_manifest("has no array \"files\"");
+  std::optional<int64_t> dir_step = parse_step_dir_name(fs::path(step_dir).filename().string());
+  if (dir_step && *dir_step != step->as_int())
+    return bad_manifest(
+        absl::StrCat("says step ", step->as_int(), " but the directory is step ", *dir_step));
+  CheckpointManifest manifest;
+  manifest.step = step->as_int();
+  for (const Json& entry : files->as_array()) {
+    const Json* name = entry.find("name");
+    const Json* size = entry.find("size");
+    const Json* sha = entry.find("sha256");
+    if (name == nullptr || !name->is_string() || size == nullptr || !size->is_int() ||
+        sha == nullptr || !sha->is_string())
+      return bad_manifest(
+          "has a file entry without string \"name\", integer \"size\" and "
+          "string \"sha256\"");
+    const std::string& file = name->as_string();
+    if (file.empty() || file.find('/') != std::string::npos || file == "." || file == "..")
+      return bad_manifest(absl::StrCat("lists an invalid file name '", file, "'"));
+    manifest.files.push_back({file, size->as_int(), sha->as_string()});
+  }
+  return manifest;
+}
+
+bool has_checkpoint_traces(const std::string& root_dir) {
+  std::error_code ec;
+  if (fs::exists(join(root_dir, kLatest), ec)) return true;
+  for (const fs::directory_entry& entry : fs::directory_iterator(root_dir, ec)) {
+    if (parse_step_dir_name(entry.path().filename().string())) return true;
+  }
+  return false;
 }
 
 absl::Status verify_checkpoint(const std::string& step_dir) {

@@ -51,6 +51,28 @@ class CheckpointWriter {
   bool committed_ = false;
 };
 
+// A step directory's manifest.json: {"step": s, "files": [{"name", "size", "sha256"}]}.
+struct ManifestEntry {
+  std::string name;  // a plain file name inside the step directory
+  int64_t size = 0;
+  std::string sha256;
+};
+struct CheckpointManifest {
+  int64_t step = 0;
+  std::vector<ManifestEntry> files;
+  // The entry named `name`, or nullptr.
+  const ManifestEntry* find(std::string_view name) const;
+};
+// Reads and checks the shape of <step_dir>/manifest.json (NOT_FOUND: no such directory;
+// DATA_LOSS: missing or malformed manifest, a file name that is not a plain name, a
+// step that differs from the directory's name). Does not look at the listed files.
+absl::StatusOr<CheckpointManifest> read_manifest(const std::string& step_dir);
+
+// Whether `root_dir` holds any trace of a checkpoint: a `latest` file or a step_*
+// directory, complete or not. A resume from "latest" that finds nothing usable in
+// such a directory must fail, not start from scratch.
+bool has_checkpoint_traces(const std::string& root_dir);
+
 // Verifies a step directory against its manifest (missing manifest, missing file,
 // size or sha256 mismatch, extra file in the manifest missing on disk) — the error
 // names the file.

@@ -47,6 +47,38 @@ std::string optimizer_file_name(int rank, int world, bool sharded) {
   return absl::StrFormat("optimizer-rank%05d-of-%05d.safetensors", rank, world);
 }
 
+// What the reader relies on in state.json beyond the spec: fields that, wrong, would make
+// a resume go on silently from the wrong place (the manifest's sha256 of state.json only
+// proves it was written so, not that its writer wrote sense).
+absl::Status check_state(const std::string& step_dir, const CheckpointState& state) {
+  const std::string where = step_dir + "/state.json";
+  if (state.format_version() != kCheckpointFormatVersion) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(where, ": format_version is ", state.format_version(), "; this worker reads ",
+                     "format_version ", kCheckpointFormatVersion));
+  }
+  if (state.tokens_per_update() <= 0) {
+    return absl::DataLossError(absl::StrCat(where, ": tokens_per_update is ",
+                                            state.tokens_per_update(), "; expected > 0"));
+  }
+  auto manifest = io::read_manifest(step_dir);
+  if (!manifest.ok()) return manifest.status();
+  if (state.step() != manifest->step) {
+    return absl::DataLossError(absl::StrCat(where, ": step is ", state.step(), "; expected ",
+                                            manifest->step,
+                                            ", the step of manifest.json and of the directory"));
+  }
+  for (const std::string& name : state.optimizer_files()) {
+    if (name.empty() || name.find('/') != std::string::npos || name == "." || name == ".." ||
+        manifest->find(name) == nullptr) {
+      return absl::DataLossError(
+          absl::StrCat(where, ": optimizer_files names \"", name,
+                       "\"; expected a file of the checkpoint listed in manifest.json"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 // 1.0 when ok, 0.0 when not: all ranks learn whether every rank succeeded.
 bool all_ok(comm::Communicator* comm, bool ok) {
   double flag = ok ? 0.0 : 1.0;
@@ -143,6 +175,7 @@ absl::StatusOr<LoadedCheckpoint> load_checkpoint(const std::string& step_dir,
         step_dir, "/state.json: not a valid checkpoint state: ", s.message().as_string()));
   }
   const CheckpointState& state = loaded.state;
+  if (auto s = check_state(step_dir, state); !s.ok()) return s;
   if (auto s = spec::check_resume_compatible(state.spec(), spec); !s.ok()) {
     return absl::FailedPreconditionError(absl::StrCat(step_dir, ": ", s.message()));
   }

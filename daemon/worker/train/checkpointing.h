@@ -23,6 +23,9 @@
 
 namespace accum::train {
 
+// state.json's format_version: what this worker writes and the only one it reads.
+constexpr int kCheckpointFormatVersion = 1;
+
 // Writes a complete checkpoint of `state.step()`. Collective: every rank calls it.
 // Returns the final directory (on every rank) or the first error of any rank.
 absl::StatusOr<std::string> save_checkpoint(comm::Communicator* comm, model::Gpt2* model,
@@ -37,7 +40,9 @@ struct LoadedCheckpoint {
 
 // Reads the checkpoint at `step_dir` (verified against its manifest) into the model
 // and this rank's optimizer shard. Refuses shapes or a spec that do not match
-// (spec::check_resume_compatible).
+// (spec::check_resume_compatible), and a state.json whose format_version, step,
+// tokens_per_update or optimizer_files cannot be right (FAILED_PRECONDITION/DATA_LOSS
+// naming the field and the expected value).
 absl::StatusOr<LoadedCheckpoint> load_checkpoint(const std::string& step_dir,
                                                  const accum::v1::JobSpec& spec, model::Gpt2* model,
                                                  AdamW* optimizer);

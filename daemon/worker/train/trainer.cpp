@@ -26,6 +26,7 @@
 #include "daemon/worker/train/memory_plan.h"
 #include "daemon/worker/train/metrics.h"
 #include "daemon/worker/train/optimizer.h"
+#include "daemon/worker/train/resume_point.h"
 #include "kernels/backend.h"
 
 namespace accum::train {
@@ -202,23 +203,9 @@ absl::Status Trainer::out_of_memory(const std::string& what, bool arithmetic_fit
 }
 
 absl::Status Trainer::restore_or_init() {
-  const auto& ckpt = spec_.checkpoint();
-  std::string resume_path;
-  if (!ckpt.resume_from().empty()) {
-    std::string passed_over;
-    auto resolved = io::resolve_checkpoint(ckpt.dir(), ckpt.resume_from(), &passed_over);
-    const bool none_yet =
-        ckpt.resume_from() == "latest" && io::list_checkpoints(ckpt.dir()).empty();
-    if (resolved.ok()) {
-      resume_path = *resolved;
-      if (!passed_over.empty()) {  // a damaged newer checkpoint: say so, do not hide it
-        spdlog::warn("not resuming from a newer checkpoint: {}; resuming from {} instead",
-                     passed_over, resume_path);
-      }
-    } else if (!none_yet) {
-      return resolved.status();
-    }
-  }
+  auto resolved = resolve_resume_checkpoint(comm_, spec_.checkpoint());
+  if (!resolved.ok()) return resolved.status();
+  const std::string& resume_path = *resolved;
   auto accum_steps = spec::grad_accum_steps(spec_, world_);
   if (resume_path.empty()) {
     if (!accum_steps.ok()) return accum_steps.status();
@@ -239,8 +226,26 @@ absl::Status Trainer::restore_or_init() {
   if (!loaded.ok()) return loaded.status();
   const auto& state = loaded->state;
   // Elastic resume: the effective batch (tokens_per_update) is the checkpoint's; K follows N.
+  // A spec asking for another one is refused, not ignored: the data position and the
+  // schedule of the steps done assume the checkpoint's.
   tokens_per_update_ = state.tokens_per_update();
   const int64_t per_window = int64_t{B_} * T_ * world_;
+  const auto& batch = spec_.batch();
+  const int64_t spec_tokens_per_update = batch.tokens_per_update() > 0
+                                             ? batch.tokens_per_update()
+                                             : int64_t{batch.grad_accum_steps()} * per_window;
+  if (spec_tokens_per_update != tokens_per_update_) {
+    const std::string asked =
+        batch.tokens_per_update() > 0
+            ? absl::StrCat("batch.tokens_per_update ", spec_tokens_per_update)
+            : absl::StrCat("batch.grad_accum_steps ", batch.grad_accum_steps(), " on ", world_,
+                           " ranks, i.e. tokens_per_update ", spec_tokens_per_update);
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot resume ", resume_path, ": it was trained with tokens_per_update ",
+        tokens_per_update_, " and the spec asks for ", asked,
+        "; a resumed run keeps the checkpoint's effective batch: set batch.tokens_per_update to ",
+        tokens_per_update_, " (or start a new run without checkpoint.resume_from)"));
+  }
   if (tokens_per_update_ % per_window != 0) {
     accum::v1::JobSpec probe = spec_;
     probe.mutable_batch()->set_grad_accum_steps(0);
@@ -313,7 +318,7 @@ std::optional<double> Trainer::evaluate() {
 
 absl::StatusOr<std::string> Trainer::checkpoint(int64_t step, double last_loss) {
   accum::v1::CheckpointState state;
-  state.set_format_version(1);
+  state.set_format_version(kCheckpointFormatVersion);
   state.set_step(step);
   state.set_tokens_per_update(tokens_per_update_);
   state.set_world_size(world_);
@@ -397,12 +402,19 @@ absl::StatusOr<TrainResult> Trainer::run() {
     params.grad_scale = static_cast<float>(scale * clip);
     params.step = static_cast<int>(step + 1);
     const bool sharded = spec_.distributed().zero_stage() > 0 && world_ > 1;
-    optimizer_->step(model_->params(),
-                     backend_->has_working_copy() && !sharded ? model_->working_copy() : nullptr,
-                     model_->grads(), params, static_cast<float>(spec_.optimizer().weight_decay()));
-    if (sharded) {
-      reducer_->all_gather_params(model_->params());
-      model_->sync_working_copy();
+    // No target counted in the whole global batch (all masked): there is no gradient, and
+    // an AdamW step would still decay the weights and move the moments. Every rank sees
+    // the same all-reduced count, so every rank skips alike.
+    const bool skip_update = agreed.counted == 0;
+    if (!skip_update) {
+      optimizer_->step(model_->params(),
+                       backend_->has_working_copy() && !sharded ? model_->working_copy() : nullptr,
+                       model_->grads(), params,
+                       static_cast<float>(spec_.optimizer().weight_decay()));
+      if (sharded) {
+        reducer_->all_gather_params(model_->params());
+        model_->sync_working_copy();
+      }
     }
     backend_->synchronize();
     const comm::CommCounters step_counters = comm_->counters();
@@ -444,6 +456,11 @@ absl::StatusOr<TrainResult> Trainer::run() {
       detail.step_collectives = step_counters.collectives;
       metrics_.write(m, &detail);
       link_->report_metrics(m);
+      if (skip_update) {
+        metrics_.message(absl::StrCat("step ", done,
+                                      ": every target of the global batch is masked (0 counted "
+                                      "tokens); the optimizer update was skipped"));
+      }
     }
     // ---- checkpoint / stop at this boundary, on every rank alike ---------------------------
     const bool stop = agreed.stop || agreed.command == accum::v1::WorkerCommand::STOP;
