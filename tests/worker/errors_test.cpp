@@ -263,6 +263,25 @@ TEST_F(WorkerErrorsTest, UnreadableLatestCheckpointIsRefusedNotRestartedFromScra
   EXPECT_EQ(read_metrics(dir_ / "fresh.jsonl").size(), 2u);
 }
 
+// The saved data position means the same batches only on the same data: a resume after
+// data.train changed size (a shard added to a glob, a file rewritten) is refused, naming
+// both sizes, instead of continuing on other batches; on the same data it resumes.
+TEST_F(WorkerErrorsTest, ResumeOnDataOfAnotherSizeIsRefused) {
+  ASSERT_EQ(run_with({{"max_steps", "2"}}).exit_code, 0);
+  const std::string corpus = read_file(dir_ / "corpus.txt");
+  write_file(dir_ / "corpus.txt", corpus + make_corpus(3000));
+  auto result = run_with({{"max_steps", "4"}, {"checkpoint.resume_from", "\"latest\""}});
+  EXPECT_EQ(result.exit_code, 2) << result.output;
+  const std::string sizes = "data.train held " + std::to_string(corpus.size()) +
+                            " tokens when it was written and holds " +
+                            std::to_string(corpus.size() + 3000) + " now";
+  EXPECT_NE(result.output.find(sizes), std::string::npos) << result.output;
+  write_file(dir_ / "corpus.txt", corpus);
+  auto resumed = run_with({{"max_steps", "4"}, {"checkpoint.resume_from", "\"latest\""}});
+  EXPECT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_EQ(read_metrics(dir_ / "metrics.jsonl").size(), 4u);
+}
+
 // Rewrites the manifest's entry for `file` (size and sha256) to match the file as it is
 // now, so only the reader's own checks of its contents can catch a damage.
 void reseal_manifest(const std::string& step_dir, const std::string& file) {

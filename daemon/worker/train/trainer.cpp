@@ -246,6 +246,15 @@ absl::Status Trainer::restore_or_init() {
         "; a resumed run keeps the checkpoint's effective batch: set batch.tokens_per_update to ",
         tokens_per_update_, " (or start a new run without checkpoint.resume_from)"));
   }
+  if (state.train_tokens() != 0 && state.train_tokens() != train_data_->size()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot resume ", resume_path, ": data.train held ", state.train_tokens(),
+        " tokens when it was written and holds ", train_data_->size(),
+        " now; on other data the saved position (the next batch, the shuffle) picks other "
+        "batches, so the run would not continue as it began. Restore data.train, or start "
+        "a new run from the weights (init_from ",
+        resume_path, "/model.safetensors)"));
+  }
   if (tokens_per_update_ % per_window != 0) {
     accum::v1::JobSpec probe = spec_;
     probe.mutable_batch()->set_grad_accum_steps(0);
@@ -330,6 +339,7 @@ absl::StatusOr<std::string> Trainer::checkpoint(int64_t step, double last_loss) 
   state.set_num_params(static_cast<int64_t>(model_->num_params()));
   *state.mutable_spec() = spec_;
   state.set_last_loss(last_loss);
+  state.set_train_tokens(train_data_->size());
   const std::string& root = spec_.checkpoint().dir();
   auto saved = save_checkpoint(comm_, model_.get(), *optimizer_, state, root,
                                spec_.checkpoint().keep_last());
