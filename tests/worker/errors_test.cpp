@@ -320,7 +320,12 @@ TEST_F(WorkerErrorsTest, DamagedCheckpointStateIsRefusedNamingTheField) {
   ASSERT_NE(state.find("\"step\": \"2\","), std::string::npos) << state;
   ASSERT_NE(state.find("\"tokens_per_update\": \"128\","), std::string::npos) << state;
   ASSERT_NE(state.find("\"optimizer.safetensors\""), std::string::npos) << state;
+  ASSERT_NE(state.find("\"updates_applied\": \"2\""), std::string::npos) << state;
   const std::vector<StateCase> cases = {
+      {"more_updates_than_steps",
+       "\"updates_applied\": \"2\"",
+       "\"updates_applied\": \"3\"",
+       {"updates_applied is 3", "expected 0 to step (2)"}},
       {"newer_format",
        "\"format_version\": 1,",
        "\"format_version\": 2,",

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -139,6 +140,62 @@ TEST_F(TrainerTest, FullyMaskedGlobalBatchSkipsTheOptimizerUpdate) {
   for (float moment : read_weights(dir_ / "ckpt/step_00000003/optimizer.safetensors")) {
     ASSERT_EQ(moment, 0.0f);
   }
+}
+
+// Adam's bias correction counts the updates made, not the steps (as torch.optim counts its
+// step() calls): two fully masked steps, then one counted, give the bits of one counted
+// step from the same start. Every global batch holds the same tokens (the corpus repeats
+// every 128 bytes, one global batch of 4 micro-batches of 2 x 16), so the counted step
+// sees the same batch in both runs; the schedule is constant.
+TEST_F(TrainerTest, SkippedUpdatesDoNotCountInAdamsBiasCorrection) {
+  std::string period = make_corpus(128);
+  std::string corpus;
+  for (int i = 0; i < 100; ++i) corpus += period;
+  write_file(dir_ / "periodic.txt", corpus);
+  std::string mask(corpus.size(), '\1');
+  std::fill(mask.begin(), mask.begin() + 257, '\0');  // the targets of steps 1 and 2
+  write_file(dir_ / "periodic.txt.mask", mask);
+  write_file(dir_ / "plain.txt", corpus);
+  write_file(dir_ / "plain.txt.mask", std::string(corpus.size(), '\1'));
+  const std::map<std::string, std::string> common = {{"data.use_mask", "true"},
+                                                     {"data.shuffle", "false"},
+                                                     {"optimizer.schedule", "\"constant\""},
+                                                     {"optimizer.warmup_steps", "0"}};
+  auto skipped = common, counted = common;
+  skipped.insert({{"data.train", "\"periodic.txt\""},
+                  {"max_steps", "3"},
+                  {"checkpoint.dir", "\"ckpt_skipped\""},
+                  {"metrics_path", "\"skipped.jsonl\""}});
+  counted.insert({{"data.train", "\"plain.txt\""},
+                  {"max_steps", "1"},
+                  {"checkpoint.dir", "\"ckpt_counted\""},
+                  {"metrics_path", "\"counted.jsonl\""}});
+  auto a = train("skipped", skipped);
+  ASSERT_EQ(a.exit_code, 0) << a.output;
+  auto b = train("counted", counted);
+  ASSERT_EQ(b.exit_code, 0) << b.output;
+  const auto ma = read_metrics(dir_ / "skipped.jsonl"), mb = read_metrics(dir_ / "counted.jsonl");
+  ASSERT_EQ(ma.size(), 3u);
+  ASSERT_EQ(mb.size(), 1u);
+  EXPECT_EQ(ma[0].tokens, 0);
+  EXPECT_EQ(ma[1].tokens, 0);
+  EXPECT_EQ(ma[2].tokens, mb[0].tokens);
+  EXPECT_EQ(ma[2].loss, mb[0].loss);  // the same weights saw the same batch
+  EXPECT_EQ(read_weights(dir_ / "ckpt_skipped/step_00000003/model.safetensors"),
+            read_weights(dir_ / "ckpt_counted/step_00000001/model.safetensors"));
+  EXPECT_EQ(read_weights(dir_ / "ckpt_skipped/step_00000003/optimizer.safetensors"),
+            read_weights(dir_ / "ckpt_counted/step_00000001/optimizer.safetensors"));
+  // The count is saved: stopped after the two skipped steps and resumed, the same bits.
+  auto first = skipped, second = skipped;
+  first["max_steps"] = "2";
+  first["checkpoint.dir"] = second["checkpoint.dir"] = "\"ckpt_resumed\"";
+  first["metrics_path"] = second["metrics_path"] = "\"resumed.jsonl\"";
+  second["checkpoint.resume_from"] = "\"latest\"";
+  ASSERT_EQ(train("first", first).exit_code, 0);
+  auto resumed = train("second", second);
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_EQ(read_weights(dir_ / "ckpt_resumed/step_00000003/model.safetensors"),
+            read_weights(dir_ / "ckpt_counted/step_00000001/model.safetensors"));
 }
 
 TEST_F(TrainerTest, SigtermFinishesTheStepCheckpointsAndResumes) {

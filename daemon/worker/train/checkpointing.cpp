@@ -68,6 +68,11 @@ absl::Status check_state(const std::string& step_dir, const CheckpointState& sta
                                             manifest->step,
                                             ", the step of manifest.json and of the directory"));
   }
+  if (state.has_updates_applied() &&
+      (state.updates_applied() < 0 || state.updates_applied() > state.step())) {
+    return absl::DataLossError(absl::StrCat(where, ": updates_applied is ", state.updates_applied(),
+                                            "; expected 0 to step (", state.step(), ")"));
+  }
   for (const std::string& name : state.optimizer_files()) {
     if (name.empty() || name.find('/') != std::string::npos || name == "." || name == ".." ||
         manifest->find(name) == nullptr) {

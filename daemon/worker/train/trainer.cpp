@@ -101,6 +101,7 @@ class Trainer {
   int world_ = 1, K_ = 1, B_ = 1, T_ = 1;
   int64_t tokens_per_update_ = 0;
   int64_t start_step_ = 0;
+  int64_t updates_applied_ = 0;  // AdamW updates made so far (skipped steps do not count)
   std::unique_ptr<kernels::Backend> backend_;
   std::unique_ptr<model::Gpt2> model_;
   std::unique_ptr<data::TokenStream> train_data_, val_data_;
@@ -266,6 +267,7 @@ absl::Status Trainer::restore_or_init() {
   }
   K_ = static_cast<int>(tokens_per_update_ / per_window);
   start_step_ = state.step();
+  updates_applied_ = state.has_updates_applied() ? state.updates_applied() : state.step();
   if (is_rank0()) {
     spdlog::info("resumed from {} at step {} (written by {} ranks x K={}; now {} ranks x K={})",
                  resume_path, start_step_, state.world_size(), state.grad_accum_steps(), world_,
@@ -340,6 +342,7 @@ absl::StatusOr<std::string> Trainer::checkpoint(int64_t step, double last_loss) 
   *state.mutable_spec() = spec_;
   state.set_last_loss(last_loss);
   state.set_train_tokens(train_data_->size());
+  state.set_updates_applied(updates_applied_);
   const std::string& root = spec_.checkpoint().dir();
   auto saved = save_checkpoint(comm_, model_.get(), *optimizer_, state, root,
                                spec_.checkpoint().keep_last());
@@ -410,7 +413,7 @@ absl::StatusOr<TrainResult> Trainer::run() {
     params.beta2 = static_cast<float>(spec_.optimizer().beta2());
     params.eps = static_cast<float>(spec_.optimizer().eps());
     params.grad_scale = static_cast<float>(scale * clip);
-    params.step = static_cast<int>(step + 1);
+    params.step = static_cast<int>(updates_applied_ + 1);  // bias correction: this update's
     const bool sharded = spec_.distributed().zero_stage() > 0 && world_ > 1;
     // No target counted in the whole global batch (all masked): there is no gradient, and
     // an AdamW step would still decay the weights and move the moments. Every rank sees
@@ -421,6 +424,7 @@ absl::StatusOr<TrainResult> Trainer::run() {
                        backend_->has_working_copy() && !sharded ? model_->working_copy() : nullptr,
                        model_->grads(), params,
                        static_cast<float>(spec_.optimizer().weight_decay()));
+      ++updates_applied_;
       if (sharded) {
         reducer_->all_gather_params(model_->params());
         model_->sync_working_copy();
