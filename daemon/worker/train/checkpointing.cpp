@@ -3,6 +3,7 @@
 #include <google/protobuf/util/json_util.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "absl/strings/numbers.h"
@@ -195,40 +196,54 @@ absl::StatusOr<LoadedCheckpoint> load_checkpoint(const std::string& step_dir,
     return s;
   }
 
-  // Gather the flat moments from every optimizer file, then keep this rank's ranges.
+  // This rank's moments, its owned ranges one after the other, filled from every optimizer
+  // file one file at a time (a ZeRO-1 rank never holds more than its own share and one
+  // file: the full fp32 moments of a large model would not fit every rank's memory).
   const size_t n = model->num_params();
-  std::vector<float> full_m(n, 0.0f), full_v(n, 0.0f);
-  std::vector<bool> covered(n, false);
+  struct Owned {
+    size_t begin, end, offset;  // parameters [begin, end) at m[offset ...]
+  };
+  std::vector<Owned> owned;
+  size_t owned_total = 0;
+  for (const auto& [begin, end] : optimizer->owned()) {
+    owned.push_back({begin, end, owned_total});
+    owned_total += end - begin;
+  }
+  std::vector<float> m(owned_total, 0.0f), v(owned_total, 0.0f);
+  std::vector<bool> covered(owned_total, false);
   for (const std::string& name : state.optimizer_files()) {
     const std::string path = step_dir + "/" + name;
     auto file = io::read_safetensors(path);
     if (!file.ok()) return file.status();
     auto ranges = ranges_from_string(file->metadata["ranges"], path);
     if (!ranges.ok()) return ranges.status();
-    const auto& m = file->tensors["exp_avg"].data;
-    const auto& v = file->tensors["exp_avg_sq"].data;
-    size_t cursor = 0;
+    const auto& file_m = file->tensors["exp_avg"].data;
+    const auto& file_v = file->tensors["exp_avg_sq"].data;
+    size_t cursor = 0;  // where the file's range [begin, end) starts in its tensors
     for (const auto& [begin, end] : *ranges) {
-      if (end > n || cursor + (end - begin) > m.size() || m.size() != v.size()) {
+      if (end > n || begin > end || cursor + (end - begin) > file_m.size() ||
+          file_m.size() != file_v.size()) {
         return absl::DataLossError(
             absl::StrCat(path, ": optimizer ranges do not match its tensors"));
       }
-      std::copy(m.begin() + cursor, m.begin() + cursor + (end - begin), full_m.begin() + begin);
-      std::copy(v.begin() + cursor, v.begin() + cursor + (end - begin), full_v.begin() + begin);
-      std::fill(covered.begin() + begin, covered.begin() + end, true);
+      for (const Owned& mine : owned) {
+        const size_t lo = std::max(begin, mine.begin), hi = std::min(end, mine.end);
+        if (lo >= hi) continue;
+        const size_t from = cursor + (lo - begin), to = mine.offset + (lo - mine.begin);
+        std::copy(file_m.begin() + from, file_m.begin() + from + (hi - lo), m.begin() + to);
+        std::copy(file_v.begin() + from, file_v.begin() + from + (hi - lo), v.begin() + to);
+        std::fill(covered.begin() + to, covered.begin() + to + (hi - lo), true);
+      }
       cursor += end - begin;
     }
   }
-  std::vector<float> m, v;
-  for (const auto& [begin, end] : optimizer->owned()) {
-    for (size_t i = begin; i < end; ++i) {
-      if (!covered[i]) {
+  for (const Owned& mine : owned) {
+    for (size_t i = mine.begin; i < mine.end; ++i) {
+      if (!covered[mine.offset + (i - mine.begin)]) {
         return absl::DataLossError(
             absl::StrCat(step_dir, ": optimizer state misses parameter ", i));
       }
     }
-    m.insert(m.end(), full_m.begin() + begin, full_m.begin() + end);
-    v.insert(v.end(), full_v.begin() + begin, full_v.begin() + end);
   }
   optimizer->upload(m, v);
   return loaded;
