@@ -11,6 +11,7 @@
 #include <string>
 
 #include "kernels/backend.h"
+#include "tests/gpu/gpu_test_util.h"
 #include "tests/worker/worker_test_util.h"
 
 namespace accum::testing {
@@ -119,11 +120,13 @@ TEST_F(GpuTrainerTest, OutOfMemoryAnywhereGivesAdviceThatFits) {
   GTEST_SKIP() << "needs the SIMT emulator's ACCUM_SIMT_DEVICE_BYTES (a GPU's memory size is "
                   "fixed); simt.GpuTrainerTest.OutOfMemoryAnywhereGivesAdviceThatFits runs it";
 #else
-  struct DeviceBytes {  // the emulated device's size for the workers this test starts
-    explicit DeviceBytes(size_t bytes) {
-      setenv("ACCUM_SIMT_DEVICE_BYTES", std::to_string(bytes).c_str(), 1);
-    }
-    ~DeviceBytes() { unsetenv("ACCUM_SIMT_DEVICE_BYTES"); }
+  // The emulated device's size for the workers `train` starts.
+  auto train_on = [&](size_t bytes, const std::string& name,
+                      const std::map<std::string, std::string>& overrides) {
+    RunResult result;
+    kernels::gpu_testing::with_env("ACCUM_SIMT_DEVICE_BYTES", std::to_string(bytes).c_str(),
+                                   [&] { result = train(name, overrides); });
+    return result;
   };
   std::map<std::string, std::string> spec = {{"model.max_seq_len", "64"},
                                              {"batch.seq_len", "64"},
@@ -137,11 +140,10 @@ TEST_F(GpuTrainerTest, OutOfMemoryAnywhereGivesAdviceThatFits) {
   for (size_t bytes = (size_t{32} << 20) - 100000; fitted < 2 && runs < 40;
        bytes += 400000, ++runs) {
     SCOPED_TRACE("device of " + std::to_string(bytes) + " bytes");
-    DeviceBytes device(bytes);
     const std::string name = "oom" + std::to_string(runs);
     spec["checkpoint.dir"] = "\"ckpt_" + name + "\"";
     spec["metrics_path"] = "\"" + name + ".jsonl\"";
-    const RunResult result = train(name, spec);
+    const RunResult result = train_on(bytes, name, spec);
     if (result.exit_code == 0) {
       ++fitted;
       continue;
@@ -166,7 +168,7 @@ TEST_F(GpuTrainerTest, OutOfMemoryAnywhereGivesAdviceThatFits) {
     smaller["batch.micro_batch_size"] = m[2];
     smaller["batch.tokens_per_update"] = "";
     smaller["batch.grad_accum_steps"] = m[3];
-    const RunResult rerun = train(name + "_advised", smaller);
+    const RunResult rerun = train_on(bytes, name + "_advised", smaller);
     EXPECT_EQ(rerun.exit_code, 0) << "the advice was: " << m[0] << "\n" << rerun.output;
   }
   // Every regime was met: no back end, no micro-batch fits, a smaller one fits, the spec's.
@@ -179,15 +181,13 @@ TEST_F(GpuTrainerTest, OutOfMemoryAnywhereGivesAdviceThatFits) {
   size_t low = (size_t{32} << 20), high = (size_t{32} << 20) + 8000000;
   for (int i = 0; high - low > 1000; ++i) {
     const size_t mid = low + (high - low) / 2;
-    DeviceBytes device(mid);
     spec["checkpoint.dir"] = "\"ckpt_b" + std::to_string(i) + "\"";
     spec["metrics_path"] = "\"b" + std::to_string(i) + ".jsonl\"";
-    (train("bisect" + std::to_string(i), spec).exit_code == 0 ? high : low) = mid;
+    (train_on(mid, "bisect" + std::to_string(i), spec).exit_code == 0 ? high : low) = mid;
   }
-  DeviceBytes device(high - 1000);
   spec["checkpoint.dir"] = "\"ckpt_edge\"";
   spec["metrics_path"] = "\"edge.jsonl\"";
-  const RunResult edge = train("edge", spec);
+  const RunResult edge = train_on(high - 1000, "edge", spec);
   EXPECT_NE(edge.exit_code, 0);
   EXPECT_TRUE(std::regex_search(edge.output, advice)) << edge.output;
   EXPECT_EQ(edge.output.find("cudaMalloc"), std::string::npos) << edge.output;
@@ -202,15 +202,17 @@ TEST_F(GpuTrainerTest, OutOfMemoryAfterTheArithmeticFitAdvisesASmallerMicroBatch
                   "cannot be made wrong); simt.GpuTrainerTest runs it";
 #else
   // 32 MiB of workspace + 2.5 MB: the spec below needs about 4 MB.
-  setenv("ACCUM_SIMT_DEVICE_BYTES", std::to_string((size_t{32} << 20) + 2500000).c_str(), 1);
-  setenv("ACCUM_SIMT_MEMINFO_OVERSTATE", "8000000", 1);
-  const RunResult result = train("over", {{"model.max_seq_len", "64"},
-                                          {"batch.seq_len", "64"},
-                                          {"batch.micro_batch_size", "8"},
-                                          {"batch.tokens_per_update", "1024"},
-                                          {"max_steps", "1"}});
-  unsetenv("ACCUM_SIMT_DEVICE_BYTES");
-  unsetenv("ACCUM_SIMT_MEMINFO_OVERSTATE");
+  using kernels::gpu_testing::with_env;
+  RunResult result;
+  with_env("ACCUM_SIMT_DEVICE_BYTES", std::to_string((size_t{32} << 20) + 2500000).c_str(), [&] {
+    with_env("ACCUM_SIMT_MEMINFO_OVERSTATE", "8000000", [&] {
+      result = train("over", {{"model.max_seq_len", "64"},
+                              {"batch.seq_len", "64"},
+                              {"batch.micro_batch_size", "8"},
+                              {"batch.tokens_per_update", "1024"},
+                              {"max_steps", "1"}});
+    });
+  });
   EXPECT_NE(result.exit_code, 0);
   EXPECT_NE(result.output.find("out of memory after the memory arithmetic fit"), std::string::npos)
       << result.output;

@@ -111,7 +111,8 @@ class Trainer {
   MemoryPlan plan_;
   size_t owned_estimate_ = 0;               // parameters this rank keeps Adam state for
   std::optional<size_t> budget_;            // memory_budget() before the model existed
-  int64_t tokens_per_update_estimate_ = 0;  // the spec's, for the out-of-memory advice
+  // What the spec asks for: batch.tokens_per_update, or grad_accum_steps x B x T x world.
+  int64_t spec_tokens_per_update_ = 0;
   data::MicroBatch batch_;
   StepAgreement last_;
   double last_grad_norm_ = 0;
@@ -141,9 +142,9 @@ absl::Status Trainer::setup() {
   owned_estimate_ = sharded ? (n + world_ - 1) / world_ : n;
   plan_ = plan_memory(*backend_, config, B_, T_, owned_estimate_);
   budget_ = memory_budget(*backend_);
-  tokens_per_update_estimate_ = spec_.batch().tokens_per_update() > 0
-                                    ? spec_.batch().tokens_per_update()
-                                    : int64_t{spec_.batch().grad_accum_steps()} * B_ * T_ * world_;
+  spec_tokens_per_update_ = spec_.batch().tokens_per_update() > 0
+                                ? spec_.batch().tokens_per_update()
+                                : int64_t{spec_.batch().grad_accum_steps()} * B_ * T_ * world_;
   if (budget_ && plan_.total() > *budget_) {
     const bool gpu = backend_->kind() == kernels::DeviceKind::kCuda;
     return out_of_memory(absl::StrCat("out of memory: ", gpu ? "the GPU has " : "the host has ",
@@ -200,7 +201,7 @@ absl::Status Trainer::out_of_memory(const std::string& what, bool arithmetic_fit
       ": needs ", describe(plan_), arithmetic_fit ? " and what the arithmetic does not see" : "",
       "; ",
       out_of_memory_advice(*backend_, spec::model_config(spec_), arithmetic_fit ? B_ - 1 : B_, T_,
-                           world_, tokens_per_update_estimate_, owned_estimate_, budget)));
+                           world_, spec_tokens_per_update_, owned_estimate_, budget)));
 }
 
 absl::Status Trainer::restore_or_init() {
@@ -232,9 +233,7 @@ absl::Status Trainer::restore_or_init() {
   tokens_per_update_ = state.tokens_per_update();
   const int64_t per_window = int64_t{B_} * T_ * world_;
   const auto& batch = spec_.batch();
-  const int64_t spec_tokens_per_update = batch.tokens_per_update() > 0
-                                             ? batch.tokens_per_update()
-                                             : int64_t{batch.grad_accum_steps()} * per_window;
+  const int64_t spec_tokens_per_update = spec_tokens_per_update_;
   if (spec_tokens_per_update != tokens_per_update_) {
     const std::string asked =
         batch.tokens_per_update() > 0
