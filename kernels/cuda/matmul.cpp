@@ -175,7 +175,7 @@ bool Matmul::gemm(void* d, bool d_is_f32, const void* a, bool trans_a, long lda,
           " | " + (beta != 0.f ? "1" : "0") + " | " + epilogue_name(epilogue, bias != nullptr) +
           " | " + std::to_string(align_a) + "/" + std::to_string(align_b) + "/" +
           std::to_string(align_d);
-      report_candidates(*plan, shape, a, b, m, n, d_is_f32);
+      report_candidates(*plan, shape, a, b, m, n, d_is_f32, bias != nullptr, uses_aux);
     }
     found = plans_.emplace(key, std::move(plan)).first;
   }
@@ -209,7 +209,7 @@ const char* Matmul::epilogue_name(Epilogue epilogue, bool bias) {
 }
 
 void Matmul::report_candidates(Plan& plan, const std::string& shape, const void* a, const void* b,
-                               long m, long n, bool d_is_f32) {
+                               long m, long n, bool d_is_f32, bool uses_bias, bool uses_aux) {
   constexpr int kCandidates = 8, kWarmup = 2, kTimed = 10;
   cublasLtMatmulHeuristicResult_t results[kCandidates] = {};
   int returned = 0;
@@ -225,11 +225,17 @@ void Matmul::report_candidates(Plan& plan, const std::string& shape, const void*
   CUDA_CHECK(cudaMemsetAsync(d, 0, d_bytes, stream_));
   CUDA_CHECK(cudaMemsetAsync(aux, 0, static_cast<size_t>(m) * n * 2, stream_));
   CUDA_CHECK(cudaMemsetAsync(bias, 0, static_cast<size_t>(m) * 4, stream_));
-  // The pointers ride in the descriptor; gemm() sets the caller's again before every product.
-  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER,
-                                              &aux, sizeof(aux)));
-  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
-                                              sizeof(bias)));
+  // The pointers ride in the descriptor; gemm() sets the caller's again before every product
+  // that uses them. Only those an epilogue uses are set: cuBLASLt refuses (status 7) a product
+  // whose descriptor has a pointer its epilogue does not use.
+  if (uses_aux) {
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
+        plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof(aux)));
+  }
+  if (uses_bias) {
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                                sizeof(bias)));
+  }
   cudaEvent_t start = nullptr, stop = nullptr;
   CUDA_CHECK(cudaEventCreate(&start));
   CUDA_CHECK(cudaEventCreate(&stop));

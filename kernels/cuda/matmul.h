@@ -84,7 +84,7 @@ class Matmul {
   // itself still runs the first algorithm, as without the switch (same bits); the timing syncs the
   // stream.
   void report_candidates(Plan& plan, const std::string& shape, const void* a, const void* b, long m,
-                         long n, bool d_is_f32);
+                         long n, bool d_is_f32, bool uses_bias, bool uses_aux);
   static const char* epilogue_name(Epilogue epilogue, bool bias);
   // Whether a GELU epilogue may be tried for a (rows, ld) aux matrix at `aux`.
   bool gelu_fusion_allowed(long ld, const void* aux) const;

@@ -22,22 +22,31 @@
 namespace accum::kernels::gpu_testing {
 
 // Runs `body` with environment variable `name` set to `value` ("" = unset), then restores
-// it. Back ends read their switches (ACCUM_ATTENTION, ACCUM_CUBLASLT_*) when created.
+// it, also when `body` throws: a test that fails inside must not leave its switch on for the
+// tests after it (a cuBLASLt report left on failed every later test on the H100).
+// Back ends read their switches (ACCUM_ATTENTION, ACCUM_CUBLASLT_*) when created.
 template <typename Body>
 void with_env(const char* name, const char* value, Body body) {
+  struct Restore {
+    const char* name;
+    bool was_set;
+    std::string saved;
+    ~Restore() {
+      if (was_set) {
+        setenv(name, saved.c_str(), 1);
+      } else {
+        unsetenv(name);
+      }
+    }
+  };
   const char* before = std::getenv(name);
-  const std::string saved = before ? before : "";
+  const Restore restore{name, before != nullptr, before ? before : ""};
   if (*value) {
     setenv(name, value, 1);
   } else {
     unsetenv(name);
   }
   body();
-  if (before) {
-    setenv(name, saved.c_str(), 1);
-  } else {
-    unsetenv(name);
-  }
 }
 
 // Skips the current test, with the reason, when no CUDA device can be used.

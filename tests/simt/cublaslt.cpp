@@ -341,6 +341,18 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
   accum::simt::check_device_range(C, span(c), "cublasLtMatmul C");
   accum::simt::check_device_range(D, span(d), "cublasLtMatmul D");
   if (workspace_bytes > 0) accum::simt::check_device_range(workspace, workspace_bytes, "workspace");
+  // An operand pointer the epilogue does not use is refused. On an H100 (cuBLASLt 13, lease of
+  // 2026-11-27), products whose descriptors carried a bias and an aux pointer under an epilogue
+  // using neither failed with status 7; which of the two it checks is not known, so both are.
+  const bool bias_used = has_bias(desc.epilogue) || desc.epilogue == CUBLASLT_EPILOGUE_BGRADA;
+  if (desc.bias != nullptr && !bias_used) {
+    return invalid("a bias pointer is set, but the epilogue (" +
+                   std::to_string(static_cast<int>(desc.epilogue)) + ") uses no bias");
+  }
+  if (desc.aux != nullptr && !has_aux(desc.epilogue)) {
+    return invalid("an epilogue aux pointer is set, but the epilogue (" +
+                   std::to_string(static_cast<int>(desc.epilogue)) + ") uses no aux matrix");
+  }
   if (has_bias(desc.epilogue)) accum::simt::check_device_range(desc.bias, 2 * m, "bias");
   if (desc.epilogue == CUBLASLT_EPILOGUE_BGRADA) {
     accum::simt::check_device_range(
