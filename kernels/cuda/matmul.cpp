@@ -175,7 +175,7 @@ bool Matmul::gemm(void* d, bool d_is_f32, const void* a, bool trans_a, long lda,
           " | " + (beta != 0.f ? "1" : "0") + " | " + epilogue_name(epilogue, bias != nullptr) +
           " | " + std::to_string(align_a) + "/" + std::to_string(align_b) + "/" +
           std::to_string(align_d);
-      report_candidates(*plan, shape, a, b, m, n, d_is_f32, bias != nullptr, uses_aux);
+      report_candidates(*plan, shape, a, b, m, n, d_is_f32, beta, bias != nullptr, uses_aux);
     }
     found = plans_.emplace(key, std::move(plan)).first;
   }
@@ -209,14 +209,15 @@ const char* Matmul::epilogue_name(Epilogue epilogue, bool bias) {
 }
 
 void Matmul::report_candidates(Plan& plan, const std::string& shape, const void* a, const void* b,
-                               long m, long n, bool d_is_f32, bool uses_bias, bool uses_aux) {
+                               long m, long n, bool d_is_f32, float beta, bool uses_bias,
+                               bool uses_aux) {
   constexpr int kCandidates = 8, kWarmup = 2, kTimed = 10;
   cublasLtMatmulHeuristicResult_t results[kCandidates] = {};
   int returned = 0;
   CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle_, plan.desc, plan.a, plan.b, plan.d, plan.d,
                                               plan.preference, kCandidates, results, &returned));
   // Scratch for everything the product may write (D, the GELU aux, BGRADA's bias gradient):
-  // the timed runs leave the caller's buffers alone. Zeroed, so beta = 1 reads numbers.
+  // the timed runs leave the caller's buffers alone. Zeroed, so a product with beta = 1 reads numbers.
   const size_t d_bytes = static_cast<size_t>(m) * n * (d_is_f32 ? 4 : 2);
   void *d = nullptr, *aux = nullptr, *bias = nullptr;
   CUDA_CHECK(cudaMalloc(&d, d_bytes));
@@ -239,7 +240,7 @@ void Matmul::report_candidates(Plan& plan, const std::string& shape, const void*
   cudaEvent_t start = nullptr, stop = nullptr;
   CUDA_CHECK(cudaEventCreate(&start));
   CUDA_CHECK(cudaEventCreate(&stop));
-  const float alpha = 1.f, beta = 1.f;
+  const float alpha = 1.f;  // beta: the product's own (0 or 1), so its C reads are timed too
   std::vector<float> us(returned, -1.f);  // -1: the algorithm failed to run
   for (int i = 0; i < returned; ++i) {
     if (results[i].state != CUBLAS_STATUS_SUCCESS) continue;
