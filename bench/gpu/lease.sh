@@ -25,6 +25,10 @@
 #          run of the "before" binary, and ncu_compare.md (per kernel, before and after on
 #          this card: the previous leases' per-kernel numbers came from another card);
 #       then OUT_DIR/g.tgz holds every log and JSON, and the tables are printed last.
+#   bench/gpu/lease.sh check OUT_DIR          on the GPU host: a short call (~2 min) after a fix,
+#       when a lease has time left: the gpu tests, each switch of ACCUM_LEASE_CHECK_SWITCHES
+#       against the default in alternating rounds (compare.py), cuBLASLt's candidate table
+#       (2 layers); OUT_DIR/c.tgz.
 #
 # With the device tool of this workplace: prepare here, then run
 #   command "bash bench/gpu/lease.sh run $OUT", carry ["build-lease", "build-lease-base"].
@@ -193,8 +197,41 @@ run() {
   echo "lease.sh: results in $out/g.tgz"
 }
 
+check() {
+  local out="${1:?usage: lease.sh check OUT_DIR}"
+  local c="$out/c" new="$ROOT/build-lease/bin"
+  mkdir -p "$c"
+  export LD_LIBRARY_PATH="/usr/local/cuda/lib64:/usr/local/cuda/lib:$ROOT/build-lease/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$c/card.txt" 2>&1
+  cat "$c/card.txt"
+  [[ -x "$new/gpt2_bench" ]] || { echo "lease.sh: no build-lease/bin: run prepare first"; return 1; }
+  sed 's/^/revision /' "$ROOT/build-lease/REVISION" 2> /dev/null
+  timeout 60 "$new/gpu_test" > "$c/gpu_test.log" 2>&1
+  echo "gpu_test exit $?: $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$c/gpu_test.log" | tr '\n' ' ')"
+  local builds=(default="$new/gpt2_bench") switch
+  for switch in ${ACCUM_LEASE_CHECK_SWITCHES-ACCUM_CUDA_GRAPHS=0}; do
+    builds+=("${switch//=/:}=$switch $new/gpt2_bench")  # a label has no '='
+
+  done
+  timeout "${ACCUM_LEASE_CHECK_COMPARE_SECONDS:-120}" python3 bench/gpu/compare.py \
+    --rounds "${ACCUM_LEASE_COMPARE_ROUNDS:-5}" --out "$c/compare.md" "${builds[@]}" \
+    -- --batch "${ACCUM_BENCH_BATCH:-8}" --seq "${ACCUM_BENCH_SEQ:-1024}" --steps 20 --warmup 5 \
+    2> "$c/compare.log"
+  echo "compare.py exit $?"
+  # bench/gpu.sh's cuBLASLt table: every GEMM shape of a step (2 layers are enough).
+  timeout 60 env ACCUM_CUBLASLT_REPORT="$c/gemm_algos.md" "$new/gpt2_bench" --layers 2 \
+    --batch "${ACCUM_BENCH_BATCH:-8}" --seq "${ACCUM_BENCH_SEQ:-1024}" --steps 1 --warmup 0 \
+    > /dev/null 2> "$c/gemm_algos.log"
+  echo "cuBLASLt report exit $?"
+  cat "$c/compare.md" "$c/gemm_algos.md" 2> /dev/null
+  grep -E "^\[  FAILED  \]|Failure|actual:" "$c/gpu_test.log" | head -20
+  (cd "$out" && tar czf c.tgz c && rm -rf c)
+  echo "lease.sh: results in $out/c.tgz"
+}
+
 case "${1:-}" in
   prepare) shift; prepare "$@" ;;
   run) shift; run "$@" ;;
-  *) echo "usage: bench/gpu/lease.sh prepare [BASE_REV|last] | run OUT_DIR" >&2; exit 2 ;;
+  check) shift; check "$@" ;;
+  *) echo "usage: bench/gpu/lease.sh prepare [BASE_REV|last] | run OUT_DIR | check OUT_DIR" >&2; exit 2 ;;
 esac
