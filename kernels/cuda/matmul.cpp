@@ -217,7 +217,8 @@ void Matmul::report_candidates(Plan& plan, const std::string& shape, const void*
   CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle_, plan.desc, plan.a, plan.b, plan.d, plan.d,
                                               plan.preference, kCandidates, results, &returned));
   // Scratch for everything the product may write (D, the GELU aux, BGRADA's bias gradient):
-  // the timed runs leave the caller's buffers alone. Zeroed, so a product with beta = 1 reads numbers.
+  // the timed runs leave the caller's buffers alone. Zeroed, so a product with beta = 1 reads
+  // numbers.
   const size_t d_bytes = static_cast<size_t>(m) * n * (d_is_f32 ? 4 : 2);
   void *d = nullptr, *aux = nullptr, *bias = nullptr;
   CUDA_CHECK(cudaMalloc(&d, d_bytes));

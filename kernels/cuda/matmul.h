@@ -78,11 +78,11 @@ class Matmul {
             bool trans_b, long ldb, long m, long n, long k, float beta, const void* bias,
             Epilogue epilogue = Epilogue::kNone, const void* aux = nullptr);
   // ACCUM_CUBLASLT_REPORT=FILE (a benchmark's switch): when a plan is made, up to 8 of the
-  // heuristic's algorithms for it are each timed (cudaEvents, 10 runs after 2, with the product's beta) on scratch
-  // outputs, and one markdown row per plan (shape and operand alignments) is appended to
-  // FILE: the times in the heuristic's order, its first, the best and their ratio. The product
-  // itself still runs the first algorithm, as without the switch (same bits); the timing syncs the
-  // stream.
+  // heuristic's algorithms for it are each timed (cudaEvents, 10 runs after 2, with the product's
+  // beta) on scratch outputs, and one markdown row per plan (shape and operand alignments) is
+  // appended to FILE: the times in the heuristic's order, its first, the best and their ratio. The
+  // product itself still runs the first algorithm, as without the switch (same bits); the timing
+  // syncs the stream.
   void report_candidates(Plan& plan, const std::string& shape, const void* a, const void* b, long m,
                          long n, bool d_is_f32, float beta, bool uses_bias, bool uses_aux);
   static const char* epilogue_name(Epilogue epilogue, bool bias);
