@@ -8,8 +8,7 @@
 #
 # Environment knobs (all optional):
 #   ACCUM_GPU_BUILD=DIR       build directory (default: <repo>/build-gpu)
-#   ACCUM_CUDA_ARCHS="90a"    architectures (default: the visible GPU's, with 90a for an
-#                             H100/H200 so the wgmma kernels are built; else "80;90")
+#   ACCUM_CUDA_ARCHS="90"     architectures (default: the visible GPU's, else "80;90")
 #   ACCUM_BENCH_BATCH=8       micro-batch B;  ACCUM_BENCH_STEPS=20 timed steps
 #   ACCUM_BENCH_BATCHES="16 32"  more micro-batches for accum-cuda alone: MFU as B grows ("" skips)
 #   ACCUM_BENCH_K="1 8 64"    grad_accum values for the K-scaling run ("" skips it)
@@ -75,7 +74,6 @@ if command -v nvidia-smi >/dev/null 2>&1; then
   if [[ -z "${ACCUM_CUDA_ARCHS:-}" ]]; then
     cap="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n1 | tr -d '. ')"
     [[ "$cap" =~ ^[0-9]+$ ]] && ACCUM_CUDA_ARCHS="$cap"
-    [[ "$cap" == 90 ]] && ACCUM_CUDA_ARCHS=90a  # Hopper: wgmma needs the arch-specific code
   fi
   nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
 else
@@ -146,17 +144,14 @@ fi
 # Before/after for each optimization: the same run with it switched off; and candidates
 # not the default, switched on (ACCUM_ATTENTION=mma_dkdv32: 32-query dK/dV steps;
 # ACCUM_ATTENTION=mma_fwd128: the attention forward in blocks of 128 queries;
-# ACCUM_ATTENTION=wgmma: the attention on Hopper's warpgroup MMA (sm_90a builds);
-# ACCUM_CUDA_GRAPHS=1: each micro-step's forward and backward layers as CUDA graphs; and
-# the two together, as the product would run if both pay;
+# ACCUM_CUDA_GRAPHS=1: each micro-step's forward and backward layers as CUDA graphs;
 # ACCUM_CUBLASLT_BGRAD=1: bias gradients from the weight-gradient GEMM's BGRADA epilogue).
 # ACCUM_LAYERNORM_GRADS=two_pass: LayerNorm dweight/dbias in a pass of their own.
 # ACCUM_ATTENTION_HEAD_GROUP: attention blocks longest first within groups of 48 heads
 # (half the K and V in L2 at once), or 1: head by head, the order up to RESULTS 4.9.
 ABLATIONS=()
 for ablation in ACCUM_ATTENTION=simple ACCUM_CUBLASLT_GELU=0 ACCUM_ATTENTION=mma_dkdv32 \
-                ACCUM_ATTENTION=mma_fwd128 ACCUM_ATTENTION=wgmma ACCUM_CUDA_GRAPHS=1 \
-                "ACCUM_ATTENTION=wgmma ACCUM_CUDA_GRAPHS=1" ACCUM_CUBLASLT_BGRAD=1 \
+                ACCUM_ATTENTION=mma_fwd128 ACCUM_CUDA_GRAPHS=1 ACCUM_CUBLASLT_BGRAD=1 \
                 ACCUM_LAYERNORM_GRADS=two_pass \
                 ACCUM_ATTENTION_HEAD_GROUP=48 ACCUM_ATTENTION_HEAD_GROUP=1; do
   name="${ablation//[^A-Za-z0-9]/_}"

@@ -14,8 +14,7 @@
 #       1. bench/gpu.sh with those binaries: gpu tests, GPT-2 124M vs PyTorch, ablations,
 #          K scaling, micro-batches 16 and 32, the 1.3B search, per-kernel ncu table;
 #       2. bench/gpu/compare.py before/after, if build-lease-base exists;
-#       3. bench/gpu/wgmma_probe: which shared-memory layouts wgmma reads as which matrix;
-#          and if step 1 timed the kernels under ncu: the attention kernels again under ncu with
+#       3. if step 1 timed the kernels under ncu: the attention kernels again under ncu with
 #          each switch of ACCUM_LEASE_NCU_VARIANTS, side by side with the default
 #          (ncu_variants.md: candidates too small for a step time to resolve);
 #       4. compute-sanitizer memcheck and racecheck on the op tests of ACCUM_LEASE_FILTER;
@@ -32,7 +31,8 @@
 #
 # With the device tool of this workplace: prepare here, then run
 #   command "bash bench/gpu/lease.sh run $OUT", carry ["build-lease", "build-lease-base"].
-# Knobs: ACCUM_CUDA_ARCHS (prepare; default 90a: H100/H200 with the wgmma kernels), ACCUM_LEASE_FILTER (default: the attention,
+# Knobs: ACCUM_CUDA_ARCHS (prepare; default 90: H100/H200; nothing needs the arch-specific
+# 90a since the wgmma attention was removed), ACCUM_LEASE_FILTER (default: the attention,
 # classifier, LayerNorm and AdamW op tests, and for memcheck also the encoder and the BGRADA
 # matmul test; none: no sanitizer), ACCUM_LEASE_GPU_SH_SECONDS
 # (default 270), ACCUM_BENCH_NCU_DETAIL (default 1: ncu's sections for the largest kernels
@@ -52,12 +52,10 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT" || exit 1
 
 build_standalone() {  # SOURCE_ROOT BUILD_DIR
-  local targets=(gpu_test gpt2_bench)
-  [[ -f "$1/bench/gpu/wgmma_probe.cu" ]] && targets+=(wgmma_probe)  # older revisions lack it
   cmake -S "$1/bench/gpu" -B "$2" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-    -DACCUM_CUDA_ARCHS="${ACCUM_CUDA_ARCHS:-90a}" -DACCUM_GPU_FORCE_MINIGTEST=ON \
+    -DACCUM_CUDA_ARCHS="${ACCUM_CUDA_ARCHS:-90}" -DACCUM_GPU_FORCE_MINIGTEST=ON \
     -DACCUM_GPU_FORCE_NAIVE_BLAS=ON -DACCUM_GPU_WERROR=ON > /dev/null &&
-    cmake --build "$2" -j "$(nproc)" --target "${targets[@]}"
+    cmake --build "$2" -j "$(nproc)" --target gpu_test gpt2_bench
 }
 
 prepare() {
@@ -122,17 +120,10 @@ run() {
       "after: $(cat "$ROOT/build-lease/REVISION" 2> /dev/null || echo unknown)" >> "$g/compare.md"
   fi
 
-  # Which shared-memory layouts wgmma reads as which matrix (bench/gpu/wgmma_probe.cu): the
-  # facts a Hopper-native attention would be built on, a few seconds of the lease.
-  if [[ -x "$new/wgmma_probe" ]]; then
-    timeout 30 "$new/wgmma_probe" > "$g/wgmma_probe.log" 2>&1
-    echo "wgmma_probe exit $?"
-  fi
-
   # Candidates too small for a step time to resolve (one kernel of ~60 per layer): the
   # attention kernels under ncu with each switch, against the default's from step 1.
   local variant_s="${ACCUM_LEASE_NCU_VARIANT_SECONDS:-25}"
-  local variants="${ACCUM_LEASE_NCU_VARIANTS-ACCUM_ATTENTION=wgmma ACCUM_ATTENTION_HEAD_GROUP=1 ACCUM_ATTENTION_HEAD_GROUP=48 ACCUM_ATTENTION=mma_fwd128 ACCUM_ATTENTION=mma_dkdv32}"
+  local variants="${ACCUM_LEASE_NCU_VARIANTS-ACCUM_ATTENTION_HEAD_GROUP=1 ACCUM_ATTENTION_HEAD_GROUP=48 ACCUM_ATTENTION=mma_fwd128 ACCUM_ATTENTION=mma_dkdv32}"
   if [[ -s "$g/ncu.csv" && -n "$variants" ]]; then
     for variant in $variants; do
       local name="${variant//[^A-Za-z0-9]/_}"
@@ -192,7 +183,6 @@ run() {
   [[ -s "$g/gaps.md" ]] && head -8 "$g/gaps.md"
   [[ -s "$g/ncu_stalls.md" ]] && head -30 "$g/ncu_stalls.md"
   [[ -s "$g/ncu_variants.md" ]] && cat "$g/ncu_variants.md"
-  [[ -s "$g/wgmma_probe.log" ]] && cat "$g/wgmma_probe.log"
   (cd "$out" && tar czf g.tgz g && rm -rf g)
   echo "lease.sh: results in $out/g.tgz"
 }

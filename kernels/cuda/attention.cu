@@ -277,17 +277,30 @@ void dispatch_head_size(int hs, Body body) {
   }
 }
 
-// ACCUM_ATTENTION: unset = tensor cores; "simple" = CUDA cores; candidates (attention_mma.h):
-// "mma_dkdv32" = tensor cores with 32-query dK/dV steps, "mma_fwd128" = a forward of 128
-// queries per block, "wgmma" = forward and backward on Hopper's warpgroup MMA.
-bool attention_choice_is(const char* name) {
-  const char* choice = std::getenv("ACCUM_ATTENTION");
-  return choice != nullptr && std::string(choice) == name;
+// ACCUM_ATTENTION, read at every call: unset or empty = tensor cores; "simple" = CUDA cores;
+// candidates (attention_mma.h): "mma_dkdv32" = tensor cores with 32-query dK/dV steps,
+// "mma_fwd128" = a forward of 128 queries per block. Any other value throws, naming the
+// accepted ones: a misspelt or retired switch would otherwise run, and be measured as, the
+// default.
+enum class AttentionChoice { kDefault, kSimple, kNarrowDkDv, kWideForward };
+AttentionChoice attention_choice() {
+  const char* value = std::getenv("ACCUM_ATTENTION");
+  if (value == nullptr || *value == '\0') return AttentionChoice::kDefault;
+  const std::string choice = value;
+  if (choice == "simple") return AttentionChoice::kSimple;
+  if (choice == "mma_dkdv32") return AttentionChoice::kNarrowDkDv;
+  if (choice == "mma_fwd128") return AttentionChoice::kWideForward;
+  cuda_fatal("attention",
+             ("ACCUM_ATTENTION='" + choice +
+              "': expected simple, mma_dkdv32 or mma_fwd128 (or unset for the default "
+              "tensor-core kernels)")
+                 .c_str(),
+             __FILE__, __LINE__);
 }
 
 // Tensor cores unless ACCUM_ATTENTION=simple or the head size has no mma instantiation.
-bool use_tensor_cores(int hs) {
-  return !attention_choice_is("simple") && attention_mma_supports(hs);
+bool use_tensor_cores(AttentionChoice choice, int hs) {
+  return choice != AttentionChoice::kSimple && attention_mma_supports(hs);
 }
 
 }  // namespace
@@ -296,10 +309,10 @@ void attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int T, int
                        cudaStream_t stream) {
   check_attention_args("attention_forward", {out, qkv}, C, NH);
   const int hs = C / NH;
-  if (use_tensor_cores(hs)) {
-    const ForwardKernel kernel = attention_choice_is("mma_fwd128") ? ForwardKernel::kWide
-                                 : attention_choice_is("wgmma")    ? ForwardKernel::kWgmma
-                                                                   : ForwardKernel::kDefault;
+  const AttentionChoice choice = attention_choice();
+  if (use_tensor_cores(choice, hs)) {
+    const ForwardKernel kernel =
+        choice == AttentionChoice::kWideForward ? ForwardKernel::kWide : ForwardKernel::kDefault;
     attention_forward_mma(out, lse, qkv, B, T, C, NH, kernel, stream);
     return;
   }
@@ -321,14 +334,14 @@ void attention_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf1
   const size_t rows = static_cast<size_t>(B) * NH * T;
   auto* delta = static_cast<float*>(scratch.get(ScratchSlot::kRowStats, sizeof(float) * rows));
   const dim3 grid(B * NH, ceil_div(T, kTile));  // B*NH on x: y stops at 65535
-  const bool tensor_cores = use_tensor_cores(hs);
+  const AttentionChoice choice = attention_choice();
+  const bool tensor_cores = use_tensor_cores(choice, hs);
   dispatch_head_size(hs, [&](auto head_size) {
     constexpr int HS = decltype(head_size)::value;
     if (tensor_cores) {  // the dQ kernel writes D, then the dK/dV kernel reads it
-      const BackwardKernels kernels = attention_choice_is("mma_dkdv32")
+      const BackwardKernels kernels = choice == AttentionChoice::kNarrowDkDv
                                           ? BackwardKernels::kNarrowDkDv
-                                      : attention_choice_is("wgmma") ? BackwardKernels::kWgmma
-                                                                     : BackwardKernels::kDefault;
+                                          : BackwardKernels::kDefault;
       attention_backward_mma(dqkv, dout, qkv, out, lse, delta, B, T, C, NH, kernels, stream);
       return;
     }

@@ -24,8 +24,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
-#include <map>
-#include <mutex>
 #include <string>
 
 #include "kernels/cuda/attention_mma.h"
@@ -33,7 +31,6 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/mma.cuh"
-#include "kernels/cuda/wgmma.cuh"
 
 namespace accum::kernels::cuda {
 namespace {
@@ -356,121 +353,6 @@ __global__ void __launch_bounds__(kThreads, HS >= 128 || kM > 1 ? 2 : 4)
   }
 }
 
-// Descriptors of a CoreTile as wgmma's B (or A) for k16 step kk: K-major, the tile's rows are
-// the operand's N (or M) and its columns 16 kk .. the k; MN-major, its rows 16 kk .. are the k.
-template <int HS>
-__device__ inline uint64_t k_major(const unsigned char* tile, int kk) {
-  using Core = CoreTile<HS>;
-  return wgmma::descriptor(tile + 2 * kk * Core::kCoreStride, Core::kCoreStride,
-                           Core::kBlockStride);
-}
-template <int HS>
-__device__ inline uint64_t mn_major(const unsigned char* tile, int kk) {
-  using Core = CoreTile<HS>;
-  return wgmma::descriptor(tile + 2 * kk * Core::kBlockStride, Core::kBlockStride,
-                           Core::kCoreStride);
-}
-
-// The A fragments of P (kCols columns of fp32 accumulators, rounded to bf16), for
-// the wgmma kernels' second products. Made before the batch's wgmma::fence: a register written
-// between the fence and a wgmma that reads it makes ptxas insert another fence (its C7519 note).
-template <int kCols>
-__device__ inline void a_fragments(uint32_t (&p_frag)[kCols / 16][4],
-                                   const float (&p)[kCols / 8][4]) {
-  for (int kk = 0; kk < kCols / 16; ++kk) mma::acc_to_a(p_frag[kk], p[2 * kk], p[2 * kk + 1]);
-}
-
-// The forward on Hopper's warpgroup MMA (ACCUM_ATTENTION=wgmma, a candidate; HS = 64 and a
-// build with sm_90a code: attention_wgmma_available). The block's 4 warps are one warpgroup;
-// per 64-key step it issues S = Q K^T as 4 wgmma m64n64k16 (k over the head dimension) and
-// O += P V as 4 more (k over the keys), so the tensor cores read K and V straight from
-// shared memory: no ldmatrix and no B fragments in registers, which were 36 of the mma
-// kernel's 100 shared-memory instructions per warp and step and most of its short-scoreboard
-// and MIO stalls (RESULTS 4.9). Q and P stay the A operand in registers and the accumulators
-// have mma.sync's layout (wgmma.cuh), so the softmax and the stores are the mma kernel's,
-// and every element sums the same products in the same order as there. K and V land in
-// shared memory as core matrices (CoreTile); Q as padded rows for ldmatrix, once.
-template <int HS>
-__global__ void __launch_bounds__(kThreads, 4)
-    attention_forward_wgmma_kernel(bf16* out, float* lse, const bf16* qkv, int T, int C, int NH,
-                                   float scale, BlockOrder order) {
-#if ACCUM_HAVE_WGMMA
-  static_assert(HS == 64, "the wgmma products are m64n64k16: 64 keys by 64 channels");
-  using S = Shape<HS>;
-  const float scale_log2 = scale * kLog2e;
-  constexpr int kKeys = kForwardKeys;
-  constexpr int kTileBytes = CoreTile<HS>::bytes(kKeys);
-  extern __shared__ __align__(16) unsigned char smem_bytes[];
-  bf16* q_tile = reinterpret_cast<bf16*>(smem_bytes);
-  unsigned char* kv_tiles = smem_bytes + kRows * S::kStride * sizeof(bf16);  // 2 x (K, V)
-  auto k_tile = [&](int buf) { return kv_tiles + (2 * buf) * kTileBytes; };
-  auto v_tile = [&](int buf) { return kv_tiles + (2 * buf + 1) * kTileBytes; };
-
-  const BlockTask task = block_task(order);
-  const int bh = task.bh, b = bh / NH, h = bh % NH;
-  const int q0 = (order.tiles - 1 - task.rank) * kRows;
-  const int warp_row0 = q0 + (threadIdx.x / kWarpSize) * 16;
-  const size_t row_stride = 3 * static_cast<size_t>(C);
-  const bf16* q_base = qkv + static_cast<size_t>(b) * T * row_stride + h * HS;
-  auto load_kv = [&](int k0, int buf) {
-    load_core_rows_async<HS, kKeys, kThreads>(k_tile(buf), q_base + C, row_stride, k0, T);
-    load_core_rows_async<HS, kKeys, kThreads>(v_tile(buf), q_base + 2 * C, row_stride, k0, T);
-    cp_async_commit();
-  };
-
-  load_rows<HS>(q_tile, S::kStride, q_base, row_stride, q0, kRows, T);
-  load_kv(0, 0);
-  __syncthreads();
-  uint32_t q_frag[S::kDSteps][4];
-  for (int kk = 0; kk < S::kDSteps; ++kk) {
-    mma::load_a(q_frag[kk], q_tile, S::kStride, warp_row0 - q0, kk * 16);
-  }
-  float o[S::kDTiles][4];
-  zero(o);
-  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
-  const int last_key = min(T, q0 + kRows) - 1;
-
-  // One barrier per step as in the mma kernel; every wgmma batch is waited for within its
-  // step, so the barrier also proves the previous step's reads of buffer buf ^ 1 done.
-  for (int k0 = 0, buf = 0; k0 <= last_key; k0 += kKeys, buf ^= 1) {
-    cp_async_wait<0>();
-    wgmma::fence_proxy_async();  // the copies were ordinary writes; wgmma reads async
-    __syncthreads();
-    float s[kKeys / 8][4];
-    wgmma::fence();
-    for (int kk = 0; kk < S::kDSteps; ++kk) {  // S = Q K^T, K-major B: K's rows are B's columns
-      wgmma::mma_m64n64k16<false>(s, q_frag[kk], k_major<HS>(k_tile(buf), kk), kk > 0);
-    }
-    wgmma::commit_group();
-    if (k0 + kKeys <= last_key) load_kv(k0 + kKeys, buf ^ 1);
-    wgmma::wait_group<0>();
-    wgmma::fence_operands(s);
-    wgmma::fence_operands(q_frag);
-    online_softmax<HS>(s, o, m, l, warp_row0, k0, k0 + kKeys > q0, T, scale_log2);
-    uint32_t p_frag[kKeys / 16][4];
-    a_fragments<kKeys>(p_frag, s);
-    wgmma::fence();
-    for (int kk = 0; kk < kKeys / 16; ++kk) {  // O += P V, MN-major B: V's rows are B's rows
-      wgmma::mma_m64n64k16<true>(o, p_frag[kk], mn_major<HS>(v_tile(buf), kk), true);
-    }
-    wgmma::commit_group();
-    wgmma::wait_group<0>();
-    wgmma::fence_operands(o);
-    wgmma::fence_operands(p_frag);
-  }
-  store_forward_rows<HS>(out, lse, bh, b * T, h, warp_row0, T, C, o, m, l, scale_log2);
-#else
-  (void)out, (void)lse, (void)qkv, (void)T, (void)C, (void)NH, (void)scale, (void)order;
-  __trap();  // launched only where attention_wgmma_available()
-#endif
-}
-
-// 1 in the device code of a pass with wgmma (sm_90a), 0 in the others: which pass's code the
-// runtime loaded for this GPU is what cudaMemcpyFromSymbol reads.
-#if !defined(ACCUM_SIMT_EMULATION)
-__device__ int g_attention_wgmma_built = ACCUM_HAVE_WGMMA;
-#endif
-
 // The dK/dV kernels' step for one warp's 16 keys (key_row0 ..) and kInner queries (q0 ..):
 // S^T, dP^T in, P^T = exp(S^T - lse) and dS^T = P^T (dP^T - D) out, in place. lse_q and
 // delta_q are the step's lse (natural log) and D per query, in shared memory. `masked`: the
@@ -499,7 +381,7 @@ __device__ inline void transposed_probabilities(float (&st)[kInner / 8][4],
   }
 }
 
-// The dQ kernels' step for one warp's 16 queries (row0 ..) and kInner keys (k0 ..): S, dP in,
+// The dQ kernel's step for one warp's 16 queries (row0 ..) and kInner keys (k0 ..): S, dP in,
 // dS = P (dP - D) out in s, with P = exp(S - lse); row_lse (base 2) and row_delta for the
 // lane's rows g and g + 8. `masked`: the step reaches the diagonal or rows past T.
 template <int kInner>
@@ -693,193 +575,6 @@ __global__ void __launch_bounds__(kThreads, HS >= 128 ? 2 : 4)
                  q0 + warp_row0, T, dq, {scale, scale});
 }
 
-// The backward on wgmma (ACCUM_ATTENTION=wgmma, HS = 64; see the forward above): the mma
-// kernels' blocks and 64-row steps, with S (S^T) and dP (dP^T) as wgmma whose two operands
-// are both in shared memory (the block's resident rows as K-major A, the streamed tile as
-// K-major B), and the gradient sums as wgmma with dS (P^T, dS^T) from registers and the
-// streamed tile as MN-major B. Every tile is in core matrices (CoreTile), copied with
-// cp.async; every element sums the mma kernels' products in their order.
-// x = A1 B1 and y = A2 B2 over the head dimension (k), A from a1, a2 (the warpgroup's 64
-// rows), B[d][n] = b1[n][d], b2[n][d]; issued as one group and waited for.
-template <int HS>
-__device__ inline void two_products_wgmma(float (&x)[8][4], float (&y)[8][4],
-                                          const unsigned char* a1, const unsigned char* a2,
-                                          const unsigned char* b1, const unsigned char* b2) {
-  wgmma::fence();
-  for (int kk = 0; kk < HS / 16; ++kk) {
-    wgmma::mma_m64n64k16_ss<false>(x, k_major<HS>(a1, kk), k_major<HS>(b1, kk), kk > 0);
-  }
-  for (int kk = 0; kk < HS / 16; ++kk) {
-    wgmma::mma_m64n64k16_ss<false>(y, k_major<HS>(a2, kk), k_major<HS>(b2, kk), kk > 0);
-  }
-  wgmma::commit_group();
-  wgmma::wait_group<0>();
-  wgmma::fence_operands(x);
-  wgmma::fence_operands(y);
-}
-
-// acc += P tile for the warpgroup's 64 rows, P as p_frag (which the caller keeps until the
-// wait), tile's rows the k index; issued into the caller's open group.
-template <int HS>
-__device__ inline void issue_rows_times_tile(float (&acc)[8][4], const uint32_t (&p_frag)[4][4],
-                                             const unsigned char* tile) {
-  for (int kk = 0; kk < 4; ++kk) {
-    wgmma::mma_m64n64k16<true>(acc, p_frag[kk], mn_major<HS>(tile, kk), true);
-  }
-}
-
-template <int HS>
-__global__ void __launch_bounds__(kThreads, kDkDvBlocksPerSm)
-    attention_backward_dkdv_wgmma_kernel(bf16* dqkv, const bf16* dout, const bf16* qkv,
-                                         const float* lse, const float* delta, int T, int C, int NH,
-                                         float scale, BlockOrder order) {
-#if ACCUM_HAVE_WGMMA
-  static_assert(HS == 64, "the wgmma products are m64n64k16");
-  constexpr int kInner = 64;
-  constexpr int kTileBytes = CoreTile<HS>::bytes(kRows);
-  const float scale_log2 = scale * kLog2e;
-  extern __shared__ __align__(16) unsigned char smem_bytes[];
-  unsigned char* k_tile = smem_bytes;
-  unsigned char* v_tile = k_tile + kTileBytes;
-  unsigned char* qdo_tiles = v_tile + kTileBytes;  // two buffers of (Q, dO) tiles
-  auto q_tile = [&](int buf) { return qdo_tiles + (2 * buf) * kTileBytes; };
-  auto do_tile = [&](int buf) { return qdo_tiles + (2 * buf + 1) * kTileBytes; };
-  float* stats = reinterpret_cast<float*>(qdo_tiles + 4 * kTileBytes);
-  auto lse_tile = [&](int buf) { return stats + (2 * buf) * kInner; };
-  auto delta_tile = [&](int buf) { return stats + (2 * buf + 1) * kInner; };
-
-  const BlockTask task = block_task(order);
-  const int bh = task.bh, b = bh / NH, h = bh % NH;
-  const int key0 = task.rank * kRows;
-  const int warp_row0 = (threadIdx.x / kWarpSize) * 16;
-  const size_t row_stride = 3 * static_cast<size_t>(C);
-  const bf16* q_base = qkv + static_cast<size_t>(b) * T * row_stride + h * HS;
-  const bf16* do_base = dout + static_cast<size_t>(b) * T * C + h * HS;
-  const float* lse_row = lse + static_cast<size_t>(bh) * T;
-  const float* delta_row = delta + static_cast<size_t>(bh) * T;
-  auto load_step = [&](int q0, int buf) {  // as the mma kernel's, tiles as core matrices
-    load_core_rows_async<HS, kInner, kThreads>(q_tile(buf), q_base, row_stride, q0, T);
-    load_core_rows_async<HS, kInner, kThreads>(do_tile(buf), do_base, C, q0, T);
-    load_stats_async<kInner>(lse_tile(buf), lse_row, delta_row, q0, T);
-    cp_async_commit();
-  };
-
-  // K and V join the first step's copies.
-  load_core_rows_async<HS, kRows, kThreads>(k_tile, q_base + C, row_stride, key0, T);
-  load_core_rows_async<HS, kRows, kThreads>(v_tile, q_base + 2 * C, row_stride, key0, T);
-  load_step(key0, 0);
-  float dk[8][4], dv[8][4];
-  zero(dk);
-  zero(dv);
-
-  // Every wgmma group is waited for within its step, so each step's barrier proves the
-  // previous step's reads of buffer buf ^ 1 done before the refill.
-  for (int q0 = key0, buf = 0; q0 < T; q0 += kInner, buf ^= 1) {
-    cp_async_wait<0>();
-    wgmma::fence_proxy_async();
-    __syncthreads();
-    if (q0 + kInner < T) load_step(q0 + kInner, buf ^ 1);
-
-    float st[8][4], dpt[8][4];  // S^T = K Q^T, dP^T = V dO^T: 64 keys x 64 queries
-    two_products_wgmma<HS>(st, dpt, k_tile, v_tile, q_tile(buf), do_tile(buf));
-    transposed_probabilities<kInner>(st, dpt, lse_tile(buf), delta_tile(buf), key0 + warp_row0, q0,
-                                     q0 < key0 + kRows || q0 + kInner > T, T, scale_log2);
-    uint32_t pt_frag[4][4], dst_frag[4][4];
-    a_fragments<kInner>(pt_frag, st);
-    a_fragments<kInner>(dst_frag, dpt);
-    wgmma::fence();
-    issue_rows_times_tile<HS>(dv, pt_frag, do_tile(buf));  // dV += P^T dO
-    issue_rows_times_tile<HS>(dk, dst_frag, q_tile(buf));  // dK += dS^T Q
-    wgmma::commit_group();
-    wgmma::wait_group<0>();
-    wgmma::fence_operands(dv);
-    wgmma::fence_operands(dk);
-    wgmma::fence_operands(pt_frag);
-    wgmma::fence_operands(dst_frag);
-  }
-  bf16* dqkv_base = dqkv + static_cast<size_t>(b) * T * row_stride + h * HS;
-  store_rows<HS>(dqkv_base + C, row_stride, key0 + warp_row0, T, dk, {scale, scale});
-  store_rows<HS>(dqkv_base + 2 * C, row_stride, key0 + warp_row0, T, dv, {1.f, 1.f});
-#else
-  (void)dqkv, (void)dout, (void)qkv, (void)lse, (void)delta, (void)T, (void)C, (void)NH;
-  (void)scale, (void)order;
-  __trap();  // launched only where attention_wgmma_available()
-#endif
-}
-
-template <int HS>
-__global__ void __launch_bounds__(kThreads, 4)
-    attention_backward_dq_wgmma_kernel(bf16* dqkv, const bf16* dout, const bf16* qkv,
-                                       const bf16* out, const float* lse, float* delta, int T,
-                                       int C, int NH, float scale, BlockOrder order) {
-#if ACCUM_HAVE_WGMMA
-  static_assert(HS == 64, "the wgmma products are m64n64k16");
-  constexpr int kInner = 64;
-  constexpr int kTileBytes = CoreTile<HS>::bytes(kRows);
-  const float scale_log2 = scale * kLog2e;
-  extern __shared__ __align__(16) unsigned char smem_bytes[];
-  unsigned char* q_tile = smem_bytes;
-  unsigned char* do_tile = q_tile + kTileBytes;
-  unsigned char* kv_tiles = do_tile + kTileBytes;  // two buffers of (K, V) tiles
-  auto k_tile = [&](int buf) { return kv_tiles + (2 * buf) * kTileBytes; };
-  auto v_tile = [&](int buf) { return kv_tiles + (2 * buf + 1) * kTileBytes; };
-
-  const BlockTask task = block_task(order);
-  const int bh = task.bh, b = bh / NH, h = bh % NH;
-  const int q0 = (order.tiles - 1 - task.rank) * kRows;
-  const int warp_row0 = (threadIdx.x / kWarpSize) * 16;
-  const size_t row_stride = 3 * static_cast<size_t>(C);
-  const bf16* q_base = qkv + static_cast<size_t>(b) * T * row_stride + h * HS;
-  const bf16* do_base = dout + static_cast<size_t>(b) * T * C + h * HS;
-  auto load_kv = [&](int k0, int buf) {
-    load_core_rows_async<HS, kInner, kThreads>(k_tile(buf), q_base + C, row_stride, k0, T);
-    load_core_rows_async<HS, kInner, kThreads>(v_tile(buf), q_base + 2 * C, row_stride, k0, T);
-    cp_async_commit();
-  };
-
-  // Q and dO join the first key step's copies.
-  load_core_rows_async<HS, kRows, kThreads>(q_tile, q_base, row_stride, q0, T);
-  load_core_rows_async<HS, kRows, kThreads>(do_tile, do_base, C, q0, T);
-  load_kv(0, 0);
-  float row_lse[2], row_delta[2];
-  for (int half = 0; half < 2; ++half) {
-    const int row = q0 + warp_row0 + mma::lane_g() + 8 * half;
-    row_lse[half] = row < T ? lse[static_cast<size_t>(bh) * T + row] * kLog2e : 0.f;
-  }
-  warp_row_deltas<HS>(row_delta, delta + static_cast<size_t>(bh) * T, do_base,
-                      out + static_cast<size_t>(b) * T * C + h * HS, q0 + warp_row0, T, C);
-  float dq[8][4];
-  zero(dq);
-  const int last_key = min(T, q0 + kRows) - 1;
-
-  for (int k0 = 0, buf = 0; k0 <= last_key; k0 += kInner, buf ^= 1) {
-    cp_async_wait<0>();
-    wgmma::fence_proxy_async();
-    __syncthreads();
-    if (k0 + kInner <= last_key) load_kv(k0 + kInner, buf ^ 1);
-
-    float s[8][4], dp[8][4];  // S = Q K^T, dP = dO V^T: 64 queries x 64 keys
-    two_products_wgmma<HS>(s, dp, q_tile, do_tile, k_tile(buf), v_tile(buf));
-    score_gradients<kInner>(s, dp, row_lse, row_delta, q0 + warp_row0, k0,
-                            k0 + kInner > q0 || q0 + kRows > T, T, scale_log2);
-    uint32_t ds_frag[4][4];
-    a_fragments<kInner>(ds_frag, s);
-    wgmma::fence();
-    issue_rows_times_tile<HS>(dq, ds_frag, k_tile(buf));  // dQ += dS K
-    wgmma::commit_group();
-    wgmma::wait_group<0>();
-    wgmma::fence_operands(dq);
-    wgmma::fence_operands(ds_frag);
-  }
-  store_rows<HS>(dqkv + static_cast<size_t>(b) * T * row_stride + h * HS, row_stride,
-                 q0 + warp_row0, T, dq, {scale, scale});
-#else
-  (void)dqkv, (void)dout, (void)qkv, (void)out, (void)lse, (void)delta, (void)T, (void)C;
-  (void)NH, (void)scale, (void)order;
-  __trap();  // launched only where attention_wgmma_available()
-#endif
-}
-
 // Launches `kernel` with `smem` bytes of dynamic shared memory, raising the kernel's limit
 // above the 48 KiB default when needed (HS = 128 tiles take ~52 KiB).
 template <typename Kernel, typename... Args>
@@ -937,41 +632,6 @@ int attention_head_group(int heads) {
   return static_cast<int>(std::min<long>(group, heads));
 }
 
-bool attention_wgmma_available() {
-#if defined(ACCUM_SIMT_EMULATION)
-  return ::accum::simt::wgmma_in_image();
-#else
-  // Asked once per device: the copy from the symbol waits for the device, and the forward
-  // and backward ask at every call.
-  int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return false;
-  }
-  static std::mutex mutex;
-  static std::map<int, bool> known;
-  std::lock_guard<std::mutex> lock(mutex);
-  const auto found = known.find(device);
-  if (found != known.end()) return found->second;
-  int built = 0;
-  if (cudaMemcpyFromSymbol(&built, g_attention_wgmma_built, sizeof(built)) != cudaSuccess) {
-    (void)cudaGetLastError();  // no image for this GPU: not available, and no sticky error
-  }
-  return known[device] = built == 1;
-#endif
-}
-
-namespace {
-void require_wgmma() {
-  if (!attention_wgmma_available()) {
-    cuda_fatal("attention",
-               "ACCUM_ATTENTION=wgmma: this build has no sm_90a code for this GPU (wgmma needs an "
-               "H100/H200 and a build with ACCUM_CUDA_ARCHS including 90a)",
-               __FILE__, __LINE__);
-  }
-}
-}  // namespace
-
 void attention_forward_mma(bf16* out, float* lse, const bf16* qkv, int B, int T, int C, int NH,
                            ForwardKernel choice, cudaStream_t stream) {
   const int hs = C / NH;
@@ -984,16 +644,6 @@ void attention_forward_mma(bf16* out, float* lse, const bf16* qkv, int B, int T,
       launch(kernel, "attention_forward_mma_kernel", block_order(B * NH, T, kRows * m_tiles), smem,
              stream, out, lse, qkv, T, C, NH, scale);
     };
-    if constexpr (HS == 64) {
-      if (choice == ForwardKernel::kWgmma) {
-        require_wgmma();
-        // The query tile (padded rows) and two buffers of K and V as core matrices.
-        const size_t smem =
-            sizeof(bf16) * kRows * Shape<HS>::kStride + 4 * CoreTile<HS>::bytes(kForwardKeys);
-        return launch(attention_forward_wgmma_kernel<HS>, "attention_forward_wgmma_kernel",
-                      block_order(B * NH, T), smem, stream, out, lse, qkv, T, C, NH, scale);
-      }
-    }
     if constexpr (HS <= 64) {  // with HS = 128, two m-tiles would spill
       if (choice == ForwardKernel::kWide) return forward(attention_forward_mma_kernel<HS, 2>, 2);
     }
@@ -1010,19 +660,6 @@ void attention_backward_mma(bf16* dqkv, const bf16* dout, const bf16* qkv, const
   dispatch_mma_head_size(hs, [&](auto head_size) {
     constexpr int HS = decltype(head_size)::value;
     using S = Shape<HS>;
-    if constexpr (HS == 64) {
-      if (choice == BackwardKernels::kWgmma) {
-        require_wgmma();
-        // Two resident tiles and two buffers of two streamed ones; dK/dV also the steps' lse, D.
-        const size_t tiles = 6 * static_cast<size_t>(CoreTile<HS>::bytes(kRows));
-        launch(attention_backward_dq_wgmma_kernel<HS>, "attention_backward_dq_wgmma_kernel", order,
-               tiles, stream, dqkv, dout, qkv, out, lse, delta, T, C, NH, scale);
-        launch(attention_backward_dkdv_wgmma_kernel<HS>, "attention_backward_dkdv_wgmma_kernel",
-               order, tiles + 4 * sizeof(float) * kRows, stream, dqkv, dout, qkv, lse, delta, T, C,
-               NH, scale);
-        return;
-      }
-    }
     // Two rows of kRows resident, two buffers of two kInner-row tiles streamed.
     const size_t tiles = sizeof(bf16) * (2 * kRows + 4 * S::kInner) * S::kStride;
     // dQ first: it writes D, which every dK/dV block reads for all its query steps.

@@ -15,23 +15,16 @@ bool attention_mma_supports(int head_size);
 // capped at `heads`. Only the start order changes, never the bits. Throws (naming the variable
 // and what it expects) when the value is not an integer >= 1.
 int attention_head_group(int heads);
-// The forward's kernels: the default (64 queries per block, mma.sync); kWide, 128 queries per
-// block, 32 per warp (ACCUM_ATTENTION=mma_fwd128, a candidate, head sizes up to 64); kWgmma,
-// Hopper's warpgroup MMA (ACCUM_ATTENTION=wgmma, a candidate, head size 64 on a GPU for which
-// the build has sm_90a code: attention_wgmma_available()). Head sizes a candidate does not
-// cover run the default. Every kernel gives the same bits on the SIMT emulator; on a GPU the
-// wgmma kernel's tensor cores may round differently from mma.sync's.
-enum class ForwardKernel { kDefault, kWide, kWgmma };
+// The forward's kernels: the default (64 queries per block); kWide, 128 queries per block, 32
+// per warp (ACCUM_ATTENTION=mma_fwd128, a candidate, head sizes up to 64; other head sizes run
+// the default). Both give the same bits.
+enum class ForwardKernel { kDefault, kWide };
 void attention_forward_mma(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int B, int T,
                            int C, int NH, ForwardKernel kernel, cudaStream_t stream);
-// Whether this build holds wgmma code (sm_90a) for the current GPU (on the SIMT emulator:
-// unless ACCUM_SIMT_WGMMA=0).
-bool attention_wgmma_available();
 // delta: (B, NH, T) fp32 scratch, where the dQ kernel writes D = rowsum(dout * out) for the
 // dK/dV kernel. Kernels: the default; kNarrowDkDv, 32 queries per dK/dV step instead of 64
-// (ACCUM_ATTENTION=mma_dkdv32, a candidate, head sizes up to 64); kWgmma, both kernels on
-// Hopper's warpgroup MMA (ACCUM_ATTENTION=wgmma, as for the forward).
-enum class BackwardKernels { kDefault, kNarrowDkDv, kWgmma };
+// (ACCUM_ATTENTION=mma_dkdv32, a candidate, head sizes up to 64).
+enum class BackwardKernels { kDefault, kNarrowDkDv };
 void attention_backward_mma(__nv_bfloat16* dqkv, const __nv_bfloat16* dout,
                             const __nv_bfloat16* qkv, const __nv_bfloat16* out, const float* lse,
                             float* delta, int B, int T, int C, int NH, BackwardKernels kernels,

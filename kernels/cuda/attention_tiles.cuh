@@ -107,33 +107,6 @@ __device__ inline void load_rows_async(bf16* tile, int tile_stride, const bf16* 
       [=](int row, int col) { return tile + row * tile_stride + col; }, src, src_stride, row0, T);
 }
 
-// A tile of rows x HS bf16 as wgmma's 8 x 8 core matrices (wgmma.cuh, no swizzle): rows r..r+7,
-// columns c..c+7 form one core of 128 contiguous bytes (row r + i at byte 16 i). Cores along a
-// row are kCoreStride = 144 bytes apart, not 128: the 16 bytes the 8 threads of a quarter warp
-// copy (one row, 8 column pieces) then fall in 8 distinct bank groups. Row blocks are
-// kBlockStride apart. As wgmma's B: K-major (B[k][n] = tile[n][k], S = Q K^T) with LBO =
-// kCoreStride and SBO = kBlockStride; MN-major (B[k][n] = tile[k][n], O = P V) with LBO =
-// kBlockStride and SBO = kCoreStride.
-template <int HS>
-struct CoreTile {
-  static constexpr int kCoreStride = 144;
-  static constexpr int kBlockStride = (HS / 8 - 1) * kCoreStride + 128;
-  static constexpr int bytes(int rows) { return rows / 8 * kBlockStride; }
-  static_assert(kBlockStride % 16 == 0, "descriptor strides are in 16-byte units");
-};
-
-template <int HS, int kTileRows, int kThreads>
-__device__ inline void load_core_rows_async(unsigned char* tile, const bf16* src, size_t src_stride,
-                                            int row0, int T) {
-  static_assert(kTileRows % 8 == 0, "whole core matrices");
-  copy_rows_async<HS, kTileRows, kThreads>(
-      [=](int row, int col) {
-        return reinterpret_cast<bf16*>(tile + (row / 8) * CoreTile<HS>::kBlockStride +
-                                       (col / 8) * CoreTile<HS>::kCoreStride + (row % 8) * 16);
-      },
-      src, src_stride, row0, T);
-}
-
 // The dot product of one row of dout and out over a head (HS elements) by HS/8 lanes of a warp:
 // lane `piece` of the row multiplies the row's elements piece*8 .. piece*8+7 (one 16-byte load
 // of each) in order, then a fixed shuffle tree adds the row's lanes; every lane ends with the

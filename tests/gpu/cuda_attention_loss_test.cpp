@@ -1,15 +1,12 @@
 // tests/gpu/cuda_attention_loss_test.cpp — fused causal attention (tensor-core and CUDA-core
 // kernels), the fused classifier, AdamW and the gradient norm on CUDA against the CPU oracle
 // (see op_harness.h).
-#include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
-#include <array>
 #include <cmath>
 #include <string>
 #include <vector>
 
-#include "kernels/cuda/attention_mma.h"
 #include "tests/gpu/op_harness.h"
 
 namespace accum::kernels::gpu_testing {
@@ -153,83 +150,26 @@ TEST(CudaOps, AttentionWideForwardBlocksGiveTheDefaultBits) {
   }
 }
 
-// The SIMT emulator stands in for the GPU (its device name says so).
-bool on_simt_emulator() {
-  cudaDeviceProp prop{};
-  return cudaGetDeviceProperties(&prop, 0) == cudaSuccess &&
-         std::string(prop.name).find("SIMT emulator") != std::string::npos;
-}
-
-// The candidate kernels on Hopper's warpgroup MMA (ACCUM_ATTENTION=wgmma: forward, dQ and
-// dK/dV, head size 64) against the CPU: GPT-2's shape (16 tiles of 64 rows; on a GPU only:
-// the emulator takes a minute for it, and the test below ties the emulated kernels to the
-// mma ones bit for bit) and ragged T; and a rerun gives the same bits.
-TEST(CudaOps, AttentionWgmmaKernelsMatchTheCpu) {
+// ACCUM_ATTENTION takes only the values attention.cu knows; anything else (a retired
+// candidate such as wgmma, a misspelling) is refused with the accepted values, rather than
+// running the default kernels under the candidate's name.
+TEST(CudaOps, AttentionChoiceThatIsNotKnownIsRefused) {
   ACCUM_REQUIRE_CUDA();
-  if (!cuda::attention_wgmma_available()) {
-    GTEST_SKIP() << "this build has no sm_90a code for this GPU (wgmma needs an H100/H200 and "
-                    "ACCUM_CUDA_ARCHS with 90a, as bench/gpu.sh and lease.sh build)";
-  }
-  std::vector<std::array<int, 4>> shapes = {{2, 100, 128, 2}, {1, 130, 128, 2}};
-  if (!on_simt_emulator()) shapes.push_back({1, 1024, 256, 4});
-  with_env("ACCUM_ATTENTION", "wgmma", [&] {
-    for (const auto& [B, T, C, NH] : shapes) {
-      SCOPED_TRACE("B=" + std::to_string(B) + " T=" + std::to_string(T));
-      const Scenario scenario = attention_scenario(B, T, C, NH);
-      check_against_cpu(scenario, kBf16Tolerance, {.written = {"dqkv"}});
-      // Deterministic like the mma kernels (no atomics): a rerun gives the same bits.
-      Backends backends;
-      const Outputs first = scenario(*backends.gpu, {}), second = scenario(*backends.gpu, {});
-      expect_bit_identical(second, first, "rerun changed ");
-    }
-  });
-}
-
-// On the emulator, where both kinds of tensor-core product sum each element's 16 products in
-// order, the wgmma kernels give the mma.sync kernels' bits (out and dqkv): the same products
-// of the same operands, so their core-matrix tiles, descriptors and fragment layouts are the
-// ones wgmma.cuh states. (On a GPU the two instructions may round differently; the test above
-// covers it there.) T = 200: ragged, 4 tiles; 64: one; 7: one, mostly past T.
-TEST(CudaOps, AttentionWgmmaKernelsGiveTheMmaBitsOnTheEmulator) {
-  ACCUM_REQUIRE_CUDA();
-  if (!on_simt_emulator()) {
-    GTEST_SKIP() << "bit equality with mma.sync holds on the SIMT emulator only; on a GPU "
-                    "AttentionWgmmaKernelsMatchTheCpu checks the wgmma kernels";
-  }
-  for (const int T : {200, 64, 7}) {
-    SCOPED_TRACE("T=" + std::to_string(T));
-    const Scenario scenario = attention_scenario(2, T, 128, 2);
-    Backends backends;
-    const Outputs want = scenario(*backends.gpu, {});
-    with_env("ACCUM_ATTENTION", "wgmma", [&] {
-      const Outputs got = scenario(*backends.gpu, {});
-      expect_bit_identical(got, want, "output ");
-    });
-  }
-}
-
-// A build without wgmma code for the GPU refuses the candidate with the reason, rather than
-// trapping in the kernel (emulated: ACCUM_SIMT_WGMMA=0 is an image without sm_90a code).
-TEST(CudaOps, AttentionWgmmaWithoutSm90aCodeIsRefused) {
-  ACCUM_REQUIRE_CUDA();
-  const bool emulated = on_simt_emulator();
-  if (!emulated && cuda::attention_wgmma_available()) {
-    GTEST_SKIP() << "this build has sm_90a code for this GPU: nothing to refuse";
-  }
-  std::string error = "(accepted)";
-  with_env("ACCUM_SIMT_WGMMA", emulated ? "0" : "", [&] {
-    with_env("ACCUM_ATTENTION", "wgmma", [&] {
+  const Scenario scenario = attention_scenario(1, 64, 128, 2);
+  Backends backends;
+  for (const char* choice : {"wgmma", "SIMPLE", "mma_fwd"}) {
+    std::string error = "(accepted)";
+    with_env("ACCUM_ATTENTION", choice, [&] {
       try {
-        Backends backends;
-        attention_scenario(1, 64, 128, 2)(*backends.gpu, {});
+        scenario(*backends.gpu, {});
       } catch (const std::exception& e) {
         error = e.what();
       }
     });
-  });
-  EXPECT_TRUE(error.find("ACCUM_ATTENTION=wgmma: this build has no sm_90a code for this GPU") !=
-              std::string::npos)
-      << "error: " << error;
+    const std::string expected =
+        std::string("ACCUM_ATTENTION='") + choice + "': expected simple, mma_dkdv32 or mma_fwd128";
+    EXPECT_TRUE(error.find(expected) != std::string::npos) << "error: " << error;
+  }
 }
 
 TEST(CudaOps, AttentionHeadGroupThatIsNotACountIsRefused) {

@@ -4,7 +4,7 @@
 # benchmark with its ablations and variants, K scaling, and the largest-micro-batch search of the
 # large run (the emulated device is sized so that B=16 does not fit and B=8 does), then
 # the summary. A tiny model stands in for GPT-2 (one head of GPT-2's size 64, so every
-# attention candidate runs, the wgmma kernels too); PyTorch is skipped (it needs CUDA).
+# attention candidate runs); PyTorch is skipped (it needs CUDA).
 # Asserts the script's exit status and what the summary says.
 #
 # usage: gpu_sh_dry_run.sh REPO_ROOT GPU_SIMT_TEST GPT2_BENCH_SIMT
@@ -41,9 +41,7 @@ expect "| accum-cuda with ACCUM_ATTENTION=simple |"
 expect "| accum-cuda with ACCUM_CUBLASLT_GELU=0 |"
 expect "| accum-cuda with ACCUM_ATTENTION=mma_dkdv32 |"
 expect "| accum-cuda with ACCUM_ATTENTION=mma_fwd128 |"
-expect "| accum-cuda with ACCUM_ATTENTION=wgmma |"
 expect "| accum-cuda with ACCUM_CUDA_GRAPHS=1 |"
-expect "| accum-cuda with ACCUM_ATTENTION=wgmma ACCUM_CUDA_GRAPHS=1 |"
 expect "| accum-cuda with ACCUM_CUBLASLT_BGRAD=1 |"
 expect "| accum-cuda with ACCUM_LAYERNORM_GRADS=two_pass |"
 expect "| accum-cuda with ACCUM_ATTENTION_HEAD_GROUP=48 |"

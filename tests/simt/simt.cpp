@@ -2,10 +2,8 @@
 // wait for every thread that must arrive, warp-synchronous exchanges (see simt.h).
 #include "tests/simt/simt.h"
 
-#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -75,32 +73,6 @@ struct Fiber {
   };
   std::vector<std::vector<AsyncCopy>> async_groups;
   std::vector<AsyncCopy> async_open;
-  // wgmma products issued but not yet made, grouped the same way (wgmma_bf16).
-  struct Wgmma {
-    float* d;
-    int n;
-    float a_rows[2][16];  // A's rows g and g + 8 of the thread's warp, as issued
-    uint64_t descriptor;
-    bool trans_b, accumulate;
-    bool a_shared;  // A is read through a_descriptor when the product is made
-    uint64_t a_descriptor;
-    // A from registers: the thread's registers and what they held at the issue. The tensor
-    // cores read them asynchronously, so they must hold it until the wait covers the product.
-    const uint32_t* a_registers = nullptr;
-    uint32_t a_issued[4] = {};
-  };
-  std::vector<std::vector<Wgmma>> wgmma_groups;
-  std::vector<Wgmma> wgmma_open;
-  // The value an accumulator array has in the tensor cores while products into it are
-  // pending (a chain of them accumulates in issue order); the registers read NaN meanwhile.
-  struct Accumulator {
-    std::vector<float> values;
-    int pending = 0;
-  };
-  std::map<float*, Accumulator> accumulators;
-  // Dynamic shared memory its cp.async copies wrote (offset, bytes) since its last
-  // fence.proxy.async: not yet visible to wgmma (the async proxy).
-  std::vector<std::pair<size_t, size_t>> unfenced;
 };
 
 // Two slot tables, used alternately: a lane can only start exchange k + 2 (overwriting
@@ -118,14 +90,12 @@ struct Block {
   dim3 block_dim, grid_dim;
   std::vector<Fiber> fibers;
   std::vector<Warp> warps;
-  std::vector<Barrier> warpgroups;  // one per 4 warps (wgmma's participants)
   Barrier block_barrier;
   int live = 0;
   Fiber* current = nullptr;
   void* scheduler_sp = nullptr;
   uint64_t serial = 0;  // distinct for every block run on this OS thread (never 0)
   std::vector<unsigned char> shared;
-  std::vector<unsigned char> unfenced;  // per byte of `shared`: 1 = in some thread's unfenced
 };
 
 thread_local Block* t_block = nullptr;
@@ -216,9 +186,6 @@ Warp& my_warp() {
   if (!b.current->async_groups.empty() || !b.current->async_open.empty()) {
     fail("a thread ended with cp.async copies it never waited for (cp.async.wait_group)");
   }
-  if (!b.current->wgmma_groups.empty() || !b.current->wgmma_open.empty()) {
-    fail("a thread ended with wgmma products it never waited for (wgmma.wait_group)");
-  }
   b.current->state = State::kDone;
   --b.live;
   // Exited threads no longer count at __syncthreads (as on sm_70 and later).
@@ -267,11 +234,9 @@ void run_block(Block& b) {
     b.warps[w].barrier = Barrier{};
     b.warps[w].lanes = std::min(kWarp, threads - w * kWarp);
   }
-  b.warpgroups.assign((threads + 4 * kWarp - 1) / (4 * kWarp), Barrier{});
   b.block_barrier = Barrier{};
   b.live = threads;
   std::fill(b.shared.begin(), b.shared.end(), 0xFF);  // unwritten shared memory reads as NaN
-  b.unfenced.assign(b.shared.size(), 0);
   for (int i = 0; i < threads; ++i) {
     Fiber& fiber = b.fibers[i];
     fiber.linear = i;
@@ -435,13 +400,6 @@ void land(const Fiber::AsyncCopy& copy) {
   } else {
     std::memcpy(copy.dst, copy.src, copy.bytes);
   }
-  Block& b = block();
-  const auto* dst = static_cast<const unsigned char*>(copy.dst);
-  if (!b.shared.empty() && dst >= b.shared.data() && dst < b.shared.data() + b.shared.size()) {
-    const size_t offset = static_cast<size_t>(dst - b.shared.data());
-    std::fill_n(b.unfenced.begin() + static_cast<std::ptrdiff_t>(offset), copy.bytes, 1);
-    b.current->unfenced.emplace_back(offset, copy.bytes);
-  }
 }
 
 }  // namespace
@@ -459,14 +417,6 @@ void cp_async(void* shared_dst, const void* global_src, int bytes, bool zero_fil
     return;
   }
   block().current->async_open.push_back(copy);
-}
-
-void fence_proxy_async() {
-  Block& b = block();
-  for (const auto& [offset, bytes] : b.current->unfenced) {
-    std::fill_n(b.unfenced.begin() + static_cast<std::ptrdiff_t>(offset), bytes, 0);
-  }
-  b.current->unfenced.clear();
 }
 
 void cp_async_commit() {
@@ -536,150 +486,6 @@ void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b
     float sum = 0.f;
     for (int k = 0; k < 16; ++k) sum += a_rows[e >> 1][k] * b_cols[e & 1][k];
     d[e] += sum;
-  }
-}
-
-uint32_t shared_address(const void* p) {
-  Block& b = block();
-  const auto* byte = static_cast<const unsigned char*>(p);
-  if (b.shared.empty() || byte < b.shared.data() || byte >= b.shared.data() + b.shared.size()) {
-    fail("a shared-memory address (wgmma descriptor) outside the block's dynamic shared memory");
-  }
-  return static_cast<uint32_t>(byte - b.shared.data());
-}
-
-namespace {
-
-// The product of one issued wgmma, made now: B read from shared memory through the
-// descriptor (no swizzle), D = (accumulate ? D : 0) + A B, each element summed over k in
-// order (as mma_m16n8k16_bf16 does); D reaches the registers when no product into them is
-// pending.
-// The bf16 element of a no-swizzle operand at (row, col) = (n, k) for K-major, where the
-// 16 contiguous bytes of a core run along k; (k, n) for MN-major, bytes along n.
-float operand_at(const uint64_t desc, int k, int mn, bool mn_major, const char* which) {
-  Block& b = block();
-  if (((desc >> 49) & 0x7u) != 0 || (desc >> 62) != 0) {
-    fail(std::string("wgmma: ") + which +
-         "'s descriptor has a base offset or a swizzle mode (only no-swizzle is emulated)");
-  }
-  const size_t start = (desc & 0x3FFFu) << 4, lbo = ((desc >> 16) & 0x3FFFu) << 4,
-               sbo = ((desc >> 32) & 0x3FFFu) << 4;
-  const size_t inner = mn_major ? (k % 8) * 16 + (mn % 8) * 2 : (mn % 8) * 16 + (k % 8) * 2;
-  const size_t offset = start + (mn / 8) * sbo + (k / 8) * lbo + inner;
-  if (offset + 2 > b.shared.size()) {
-    fail(std::string("wgmma: ") + which + " element (k " + std::to_string(k) + ", " +
-         std::to_string(mn) + ") read past the block's dynamic shared memory");
-  }
-  if (b.unfenced[offset] != 0 || b.unfenced[offset + 1] != 0) {
-    fail(std::string("wgmma: ") + which + " read shared memory that a cp.async wrote with no " +
-         "fence.proxy.async by the writing thread after it (the tensor cores may not see it)");
-  }
-  uint16_t bits;
-  std::memcpy(&bits, b.shared.data() + offset, sizeof(bits));
-  return half_of(bits, 0);
-}
-
-void make_wgmma(Fiber::Wgmma& op) {
-  Block& b = block();
-  Fiber::Accumulator& acc = b.current->accumulators.at(op.d);
-  const int lane = lane_id(), g = lane / 4, t = lane % 4;
-  if (op.a_registers != nullptr &&
-      std::memcmp(op.a_registers, op.a_issued, sizeof(op.a_issued)) != 0) {
-    fail(
-        "wgmma: A's registers changed before the wgmma.wait_group that covers the product "
-        "(the tensor cores read them asynchronously)");
-  }
-  if (op.a_shared) {  // rows 16 (warp % 4) + g and + 8 of A, K-major
-    const int row0 = 16 * ((b.current->linear / kWarp) % 4) + g;
-    for (int r = 0; r < 2; ++r) {
-      for (int k = 0; k < 16; ++k)
-        op.a_rows[r][k] = operand_at(op.a_descriptor, k, row0 + 8 * r, false, "A");
-    }
-  }
-  for (int j = 0; j < op.n / 8; ++j) {
-    for (int e = 0; e < 4; ++e) {
-      const int col = 8 * j + 2 * t + (e & 1);
-      float sum = 0.f;
-      for (int k = 0; k < 16; ++k) {
-        sum += op.a_rows[e >> 1][k] * operand_at(op.descriptor, k, col, op.trans_b, "B");
-      }
-      acc.values[4 * j + e] = (op.accumulate ? acc.values[4 * j + e] : 0.f) + sum;
-    }
-  }
-  if (--acc.pending == 0) {
-    std::copy(acc.values.begin(), acc.values.end(), op.d);
-    b.current->accumulators.erase(op.d);
-  }
-}
-
-// Every thread of the warpgroup issues the product (a barrier of its 128 threads); d's
-// registers go to the tensor cores (NaN until the wait) and the op joins the open group.
-void issue_wgmma(const Fiber::Wgmma& op) {
-  Block& b = block();
-  Fiber::Accumulator& acc = b.current->accumulators[op.d];
-  if (acc.pending++ == 0) {
-    acc.values.assign(op.d, op.d + op.n / 2);  // the registers as issued: the chain's input
-  } else if (acc.values.size() != static_cast<size_t>(op.n / 2)) {
-    fail("wgmma: pending products of different widths into the same accumulators");
-  }
-  std::fill(op.d, op.d + op.n / 2, std::numeric_limits<float>::quiet_NaN());
-  b.current->wgmma_open.push_back(op);
-}
-
-void arrive_at_warpgroup(int n) {
-  Block& b = block();
-  if (n < 8 || n > 256 || n % 8 != 0) fail("wgmma: n must be a multiple of 8 in 8..256");
-  const int warp = b.current->linear / kWarp, last = warp - warp % 4 + 3;
-  if (last >= static_cast<int>(b.warps.size()) || b.warps[last].lanes != kWarp) {
-    fail("wgmma: the thread's warpgroup (4 full warps) is incomplete");
-  }
-  arrive_and_wait(b.warpgroups[warp / 4], 4 * kWarp,
-                  "wgmma.mma_async (every thread of the warpgroup)");
-}
-
-}  // namespace
-
-void wgmma_bf16(float* d, int n, const uint32_t (&a)[4], uint64_t b_descriptor, bool trans_b,
-                bool accumulate) {
-  arrive_at_warpgroup(n);
-  // A's rows g and g + 8 from the warp's registers (the mma.sync A fragment).
-  Fiber::Wgmma op{d, n, {}, b_descriptor, trans_b, accumulate, false, 0, a, {}};
-  std::memcpy(op.a_issued, a, sizeof(op.a_issued));
-  MmaOperands mine{};
-  std::memcpy(mine.a, a, sizeof(mine.a));
-  const unsigned char* table = exchange_begin(&mine, sizeof(mine));
-  const int g = lane_id() / 4;
-  for (int k = 0; k < 16; ++k) {
-    const int holder = (k % 8) / 2, half = k % 2, k_hi = k >= 8 ? 1 : 0;
-    const auto* ops = reinterpret_cast<const MmaOperands*>(table + (4 * g + holder) * kSlotBytes);
-    for (int r = 0; r < 2; ++r) op.a_rows[r][k] = half_of(ops->a[r + 2 * k_hi], half);
-  }
-  exchange_end();
-  issue_wgmma(op);
-}
-
-void wgmma_bf16_ss(float* d, int n, uint64_t a_descriptor, uint64_t b_descriptor, bool trans_b,
-                   bool accumulate) {
-  arrive_at_warpgroup(n);
-  issue_wgmma({d, n, {}, b_descriptor, trans_b, accumulate, true, a_descriptor});
-}
-
-bool wgmma_in_image() {
-  const char* env = std::getenv("ACCUM_SIMT_WGMMA");
-  return env == nullptr || std::string(env) != "0";
-}
-
-void wgmma_commit() {
-  Fiber& f = *block().current;
-  f.wgmma_groups.push_back(std::move(f.wgmma_open));
-  f.wgmma_open.clear();
-}
-
-void wgmma_wait(int pending_allowed) {
-  Fiber& f = *block().current;
-  while (static_cast<int>(f.wgmma_groups.size()) > pending_allowed) {
-    for (Fiber::Wgmma& op : f.wgmma_groups.front()) make_wgmma(op);
-    f.wgmma_groups.erase(f.wgmma_groups.begin());
   }
 }
 

@@ -115,9 +115,6 @@ inline void cp_async16(void* shared_dst, const void* global_src, bool zero_fill)
 }
 void cp_async_commit();
 void cp_async_wait(int pending_allowed);
-// fence.proxy.async.shared::cta: the calling thread's landed cp.async copies become visible
-// to wgmma. A wgmma that reads bytes a copy wrote before its thread's fence fails.
-void fence_proxy_async();
 
 // ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16: lanes 8 i .. 8 i + 7 give the
 // addresses of rows 0..7 (16 bytes each, 16-byte aligned) of 8x8 matrix i; register i of
@@ -127,33 +124,5 @@ void ldmatrix_x4_b16(uint32_t (&r)[4], const void* row, bool trans);
 // d += A B for one warp-wide mma.sync.m16n8k16.row.col.f32.bf16.bf16.f32, operands in the
 // PTX ISA fragment layouts (kernels/cuda/mma.cuh describes them).
 void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]);
-
-// The shared-memory address the GPU would give `p` (__cvta_generic_to_shared): its offset in
-// the block's dynamic shared memory (the only shared memory wgmma descriptors point into
-// here; anything else fails).
-uint32_t shared_address(const void* p);
-
-// Hopper's warpgroup MMA (kernels/cuda/wgmma.cuh), sm_90a:
-// wgmma.mma_async.sync.aligned.m64n{n}k16.f32.bf16.bf16 with A from registers (the mma.sync
-// A fragment of warp w % 4 for rows 16 (w % 4) .. + 15) and B from shared memory through a
-// no-swizzle matrix descriptor: B[k][n] is read at start + (n / 8) SBO + (k / 8) LBO +
-// (K-major, !trans_b) (n % 8) 16 + (k % 8) 2, or (MN-major, trans_b) (k % 8) 16 + (n % 8) 2
-// bytes. d: this thread's n / 2 accumulators, 4 per n8 tile in mma.sync's C layout.
-// Asynchronous as on the GPU: every thread of the warpgroup must issue it (a barrier of the
-// 128 threads); A is taken at issue, d is poisoned (NaN) at issue, and the product is made
-// (reading B from shared memory then) only when a wgmma_wait covers its committed group, so a
-// read of d, or a refill of B's tile, before the wait gives wrong bits.
-void wgmma_bf16(float* d, int n, const uint32_t (&a)[4], uint64_t b_descriptor, bool trans_b,
-                bool accumulate);
-// The same with A from shared memory too (K-major: A[m][k] at start + (m / 8) SBO +
-// (k / 8) LBO + (m % 8) 16 + (k % 8) 2 bytes), read when the product is made.
-void wgmma_bf16_ss(float* d, int n, uint64_t a_descriptor, uint64_t b_descriptor, bool trans_b,
-                   bool accumulate);
-void wgmma_commit();
-void wgmma_wait(int pending_allowed);
-// Whether the emulated GPU's loaded image has wgmma code (an sm_90a build on an H100): yes,
-// unless the environment's ACCUM_SIMT_WGMMA is "0" (an image without it, whose host code
-// must refuse the wgmma kernels). Read at every call.
-bool wgmma_in_image();
 
 }  // namespace accum::simt

@@ -169,36 +169,24 @@ uint16_t bf16_bits(float x) {
 }
 uint32_t pack(float lo, float hi) { return bf16_bits(lo) | (uint32_t{bf16_bits(hi)} << 16); }
 
-// Standard normal values, rounded to bf16 (operands) or not (accumulators).
-template <size_t R, size_t K>
-void fill_normal(float (&m)[R][K], std::mt19937& rng, bool bf16) {
-  std::normal_distribution<float> dist;
-  for (auto& row : m)
-    for (float& x : row) x = bf16 ? bf16_round(dist(rng)) : dist(rng);
-}
-
-// The mma.sync A fragment of lane (g, t) for the 16 rows from row0 - g of A (16 columns):
-// rows row0 and row0 + 8, columns 2t, 2t + 1 and 2t + 8, 2t + 9.
-void a_fragment(uint32_t (&a)[4], const float (*A)[16], int row0, int t) {
-  a[0] = pack(A[row0][2 * t], A[row0][2 * t + 1]);
-  a[1] = pack(A[row0 + 8][2 * t], A[row0 + 8][2 * t + 1]);
-  a[2] = pack(A[row0][2 * t + 8], A[row0][2 * t + 9]);
-  a[3] = pack(A[row0 + 8][2 * t + 8], A[row0 + 8][2 * t + 9]);
-}
-
 // The fragments are built here from the PTX ISA's table for mma.m16n8k16 (.bf16), written
 // out element by element, independently of the emulator's decoding loops.
 TEST(SimtEmulator, MmaComputesTheMatrixProductOfPtxFragments) {
   std::mt19937 rng(3);
+  std::normal_distribution<float> dist;
   float A[16][16], B[16][8], C[16][8];
-  fill_normal(A, rng, true);
-  fill_normal(B, rng, true);
-  fill_normal(C, rng, false);
+  for (auto& row : A)
+    for (float& x : row) x = bf16_round(dist(rng));
+  for (auto& row : B)
+    for (float& x : row) x = bf16_round(dist(rng));
+  for (auto& row : C)
+    for (float& x : row) x = dist(rng);
   float D[16][8];
   launch_kernel({dim3(1), dim3(32), 0, nullptr}, nullptr, [&] {
     const int lane = static_cast<int>(thread_idx().x), g = lane / 4, t = lane % 4;
-    uint32_t a[4];
-    a_fragment(a, A, g, t);
+    const uint32_t a[4] = {
+        pack(A[g][2 * t], A[g][2 * t + 1]), pack(A[g + 8][2 * t], A[g + 8][2 * t + 1]),
+        pack(A[g][2 * t + 8], A[g][2 * t + 9]), pack(A[g + 8][2 * t + 8], A[g + 8][2 * t + 9])};
     const uint32_t b[2] = {pack(B[2 * t][g], B[2 * t + 1][g]),
                            pack(B[2 * t + 8][g], B[2 * t + 9][g])};
     float d[4] = {C[g][2 * t], C[g][2 * t + 1], C[g + 8][2 * t], C[g + 8][2 * t + 1]};
@@ -215,128 +203,6 @@ TEST(SimtEmulator, MmaComputesTheMatrixProductOfPtxFragments) {
       EXPECT_NEAR(D[i][j], want, 1e-4) << "D[" << i << "][" << j << "]";
     }
   }
-}
-
-// wgmma (m64n16k16 here) as kernels/cuda/wgmma.cuh states it: A from registers in the
-// mma.sync fragment of each warp's 16 rows, B from shared memory as no-swizzle core
-// matrices with LBO along K and SBO along N, K-major and MN-major; D in mma.sync's C layout
-// per n8 tile. Two products chained into the same accumulators in one group add up in
-// order; the accumulators read NaN until the wait.
-TEST(SimtEmulator, WgmmaReadsCoreMatricesThroughTheDescriptorAndLandsAtTheWait) {
-  std::mt19937 rng(5);
-  float A[64][16], B[16][16], C[64][16];
-  fill_normal(A, rng, true);
-  fill_normal(B, rng, true);
-  fill_normal(C, rng, false);
-  for (const bool mn_major : {false, true}) {
-    SCOPED_TRACE(mn_major ? "MN-major B" : "K-major B");
-    // Cores (k / 8, n / 8): along K 512 bytes apart (LBO), along N 128 (SBO); within a core
-    // row i is n % 8 (K-major) or k % 8 (MN-major), 16 bytes each.
-    constexpr uint32_t kLbo = 512, kSbo = 128;
-    float D[64][16];
-    bool nan_before_wait = true;
-    launch_kernel({dim3(1), dim3(128), 2048, nullptr}, nullptr, [&] {
-      const int tid = static_cast<int>(thread_idx().x), w = tid / 32, g = (tid % 32) / 4,
-                t = tid % 4;
-      unsigned char* smem = dynamic_shared();
-      if (tid == 0) {
-        for (int k = 0; k < 16; ++k) {
-          for (int n = 0; n < 16; ++n) {
-            const int inner = mn_major ? (k % 8) * 16 + (n % 8) * 2 : (n % 8) * 16 + (k % 8) * 2;
-            const uint16_t bits = bf16_bits(B[k][n]);
-            std::memcpy(smem + (k / 8) * kLbo + (n / 8) * kSbo + inner, &bits, 2);
-          }
-        }
-      }
-      sync_block();
-      const int r = 16 * w + g;
-      uint32_t a[4];
-      a_fragment(a, A, r, t);
-      float d[8];
-      for (int j = 0; j < 2; ++j) {
-        d[4 * j] = C[r][8 * j + 2 * t], d[4 * j + 1] = C[r][8 * j + 2 * t + 1];
-        d[4 * j + 2] = C[r + 8][8 * j + 2 * t], d[4 * j + 3] = C[r + 8][8 * j + 2 * t + 1];
-      }
-      const uint64_t desc =
-          (shared_address(smem) >> 4) | (uint64_t{kLbo >> 4} << 16) | (uint64_t{kSbo >> 4} << 32);
-      wgmma_bf16(d, 16, a, desc, mn_major, true);  // D = C + A B
-      wgmma_bf16(d, 16, a, desc, mn_major, true);  // D += A B
-      wgmma_commit();
-      for (const float x : d) nan_before_wait = nan_before_wait && std::isnan(x);
-      wgmma_wait(0);
-      for (int j = 0; j < 2; ++j) {
-        D[r][8 * j + 2 * t] = d[4 * j], D[r][8 * j + 2 * t + 1] = d[4 * j + 1];
-        D[r + 8][8 * j + 2 * t] = d[4 * j + 2], D[r + 8][8 * j + 2 * t + 1] = d[4 * j + 3];
-      }
-    });
-    EXPECT_TRUE(nan_before_wait);
-    for (int i = 0; i < 64; ++i) {
-      for (int j = 0; j < 16; ++j) {
-        double product = 0;
-        for (int k = 0; k < 16; ++k) product += double(A[i][k]) * B[k][j];
-        EXPECT_NEAR(D[i][j], C[i][j] + 2 * product, 1e-4) << "D[" << i << "][" << j << "]";
-      }
-    }
-  }
-}
-
-// cp.async copies are ordinary (generic-proxy) writes; wgmma reads through the async proxy,
-// so each writing thread must fence.proxy.async between its copies landing and the barrier
-// before the wgmma. Without the fence the read fails; with it, it goes through.
-void copy_then_wgmma(bool fence) {
-  static const std::vector<uint16_t> source(1024, 0x3F80);  // bf16 1.0
-  launch_kernel({dim3(1), dim3(128), 2048, nullptr}, nullptr, [&] {
-    unsigned char* smem = dynamic_shared();
-    const int tid = static_cast<int>(thread_idx().x);
-    cp_async(smem + 16 * tid, source.data() + 8 * tid, 16, false);
-    cp_async_commit();
-    cp_async_wait(0);
-    if (fence) fence_proxy_async();
-    sync_block();
-    float d[4] = {};
-    const uint32_t a[4] = {};
-    wgmma_bf16(d, 8, a, (shared_address(smem) >> 4) | (uint64_t{8} << 16) | (uint64_t{16} << 32),
-               false, false);
-    wgmma_commit();
-    wgmma_wait(0);
-  });
-}
-
-TEST(SimtEmulatorDeathTest, WgmmaReadingCopiesWithoutAProxyFenceFails) {
-  copy_then_wgmma(true);  // fenced: fine
-  EXPECT_DEATH(copy_then_wgmma(false), "no fence.proxy.async by the writing thread");
-}
-
-TEST(SimtEmulatorDeathTest, ThreadEndingWithWgmmaItNeverWaitedForFails) {
-  EXPECT_DEATH(launch_kernel({dim3(1), dim3(128), 1024, nullptr}, nullptr,
-                             [] {
-                               float d[4] = {};
-                               const uint32_t a[4] = {};
-                               wgmma_bf16(d, 8, a, shared_address(dynamic_shared()) >> 4, false,
-                                          false);
-                               wgmma_commit();
-                             }),
-               "wgmma products it never waited for");
-}
-
-// The tensor cores read A's registers asynchronously: a thread that writes them before the
-// wait that covers the product fails (on a GPU the product would read either value); one that
-// writes them after the wait is fine.
-void write_a_around_the_wait(bool before_wait) {
-  launch_kernel({dim3(1), dim3(128), 1024, nullptr}, nullptr, [before_wait] {
-    float d[4] = {};
-    uint32_t a[4] = {};
-    wgmma_bf16(d, 8, a, shared_address(dynamic_shared()) >> 4, false, false);
-    wgmma_commit();
-    if (before_wait) a[2] = 0x3f803f80u;
-    wgmma_wait(0);
-    if (!before_wait) a[2] = 0x3f803f80u;
-  });
-}
-
-TEST(SimtEmulatorDeathTest, WritingWgmmaARegistersBeforeTheWaitFails) {
-  write_a_around_the_wait(false);
-  EXPECT_DEATH(write_a_around_the_wait(true), "A's registers changed before the wgmma.wait_group");
 }
 
 // Stream capture as a CUDA graph records it: kernels and memsets queued on the capturing
