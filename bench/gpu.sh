@@ -141,17 +141,17 @@ else
   echo "PyTorch with CUDA not available to $PYTHON: reference skipped" | tee -a "$OUT/gpu.log"
 fi
 
-# Before/after for each optimization: the same run with it switched off; and candidates
-# not the default, switched on (ACCUM_ATTENTION=mma_dkdv32: 32-query dK/dV steps;
+# Before/after for each optimization: the same run with it switched off (ACCUM_CUDA_GRAPHS=0:
+# each micro-step's forward and backward layers launched op by op, not as CUDA graphs); and
+# candidates not the default, switched on (ACCUM_ATTENTION=mma_dkdv32: 32-query dK/dV steps;
 # ACCUM_ATTENTION=mma_fwd128: the attention forward in blocks of 128 queries;
-# ACCUM_CUDA_GRAPHS=1: each micro-step's forward and backward layers as CUDA graphs;
 # ACCUM_CUBLASLT_BGRAD=1: bias gradients from the weight-gradient GEMM's BGRADA epilogue).
 # ACCUM_LAYERNORM_GRADS=two_pass: LayerNorm dweight/dbias in a pass of their own.
 # ACCUM_ATTENTION_HEAD_GROUP: attention blocks longest first within groups of 48 heads
 # (half the K and V in L2 at once), or 1: head by head, the order up to RESULTS 4.9.
 ABLATIONS=()
 for ablation in ACCUM_ATTENTION=simple ACCUM_CUBLASLT_GELU=0 ACCUM_ATTENTION=mma_dkdv32 \
-                ACCUM_ATTENTION=mma_fwd128 ACCUM_CUDA_GRAPHS=1 ACCUM_CUBLASLT_BGRAD=1 \
+                ACCUM_ATTENTION=mma_fwd128 ACCUM_CUDA_GRAPHS=0 ACCUM_CUBLASLT_BGRAD=1 \
                 ACCUM_LAYERNORM_GRADS=two_pass \
                 ACCUM_ATTENTION_HEAD_GROUP=48 ACCUM_ATTENTION_HEAD_GROUP=1; do
   name="${ablation//[^A-Za-z0-9]/_}"

@@ -102,8 +102,9 @@ class Backend {
   // ---- recorded op sequences (CUDA graphs) ---------------------------------
   // Runs `body`: ops of this back end that take the same arguments at every call with the
   // same (owner, key) and no host work in between. A back end may record them once and
-  // from then on launch the record, all ops at once (CUDA with ACCUM_CUDA_GRAPHS=1: a CUDA
-  // graph, captured at the second call after an ordinary first one). The default runs it.
+  // from then on launch the record, all ops at once (CUDA: a CUDA graph, captured at the
+  // second call after an ordinary first one; ACCUM_CUDA_GRAPHS=0 turns it off). The default runs
+  // it.
   virtual void run_recorded(const void* owner, int key, const std::function<void()>& body) {
     (void)owner;
     (void)key;

@@ -61,12 +61,13 @@ struct BiasCorrections {
   float beta1, beta2;
 };
 
-// ACCUM_CUDA_GRAPHS: unset or "0" = ops launched one by one; "1" = run_recorded's sequences
-// as CUDA graphs (a candidate, measured against the default by bench/gpu.sh).
+// ACCUM_CUDA_GRAPHS: unset or "1" = run_recorded's sequences as CUDA graphs (the default since
+// an H100 measured 2.9% off the GPT-2 124M step, bench/RESULTS.md 4.14); "0" = ops launched one
+// by one (bench/gpu.sh measures it against the default).
 bool graphs_from_environment() {
   const char* value = std::getenv("ACCUM_CUDA_GRAPHS");
-  if (value == nullptr || *value == '\0' || std::string(value) == "0") return false;
-  if (std::string(value) == "1") return true;
+  if (value == nullptr || *value == '\0' || std::string(value) == "1") return true;
+  if (std::string(value) == "0") return false;
   cu::cuda_fatal(
       "CudaBackend",
       ("ACCUM_CUDA_GRAPHS='" + std::string(value) + "': expected 1 (CUDA graphs) or 0").c_str(),
