@@ -142,8 +142,11 @@ run() {
   # and cuBLASLt's BGRADA epilogue writing into scratch.
   local kernels="CudaOps.Attention*:CudaOps.CrossEntropy*:CudaOps.LayerNorm*:CudaOps.AdamW*"
   local filter="${ACCUM_LEASE_FILTER:-$kernels:CudaOps.Encoder*:CudaOps.MatmulBiasGradientFromTheGemmEpilogue}"
-  # racecheck runs ~50x slower than memcheck: ACCUM_LEASE_RACECHECK_FILTER can narrow it.
-  local race_filter="${ACCUM_LEASE_RACECHECK_FILTER:-${ACCUM_LEASE_FILTER:-$kernels}}"
+  # racecheck runs ~50x slower than memcheck: ACCUM_LEASE_RACECHECK_FILTER can narrow it. By
+  # default it leaves out the GPT-2-shape attention test: on an H100 (RESULTS 4.14, call 1)
+  # the run was still inside it at 100 s, the second test of 23. The smaller attention tests
+  # run the same kernels.
+  local race_filter="${ACCUM_LEASE_RACECHECK_FILTER:-${ACCUM_LEASE_FILTER:-$kernels-CudaOps.AttentionHeadSize64Gpt2Shape}}"
   [[ "$filter" == none ]] || for tool in memcheck racecheck; do
     local tool_filter="$filter" seconds="${ACCUM_LEASE_SANITIZER_SECONDS:-40}"
     if [[ $tool == racecheck ]]; then

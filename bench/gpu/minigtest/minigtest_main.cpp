@@ -1,6 +1,8 @@
 // bench/gpu/minigtest/minigtest_main.cpp — runs every registered TEST in registration
-// order, GoogleTest-style output; --gtest_filter=PATTERN (with '*' wildcards, ':'-separated)
-// selects tests. Exit status 1 when any test failed.
+// order, GoogleTest-style output; --gtest_filter=POSITIVE[-NEGATIVE] selects tests as
+// GoogleTest does: each side a ':'-separated list of patterns with '*' and '?' wildcards; a
+// test runs when it matches a positive pattern (an empty list: all) and no negative one.
+// Exit status 1 when any test failed.
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -29,18 +31,25 @@ bool wildcard_match(const char* pattern, const char* text) {
   return *text && (*pattern == '?' || *pattern == *text) && wildcard_match(pattern + 1, text + 1);
 }
 
-bool selected(const std::string& filter, const std::string& full_name) {
-  if (filter.empty()) return true;
+// Whether `name` matches one of the ':'-separated patterns in `patterns`.
+bool matches_any(const std::string& patterns, const std::string& name) {
   size_t start = 0;
-  while (start <= filter.size()) {
-    const size_t end = filter.find(':', start);
+  while (start <= patterns.size()) {
+    const size_t end = patterns.find(':', start);
     const std::string one =
-        filter.substr(start, end == std::string::npos ? std::string::npos : end - start);
-    if (wildcard_match(one.c_str(), full_name.c_str())) return true;
+        patterns.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    if (wildcard_match(one.c_str(), name.c_str())) return true;
     if (end == std::string::npos) break;
     start = end + 1;
   }
   return false;
+}
+
+bool selected(const std::string& filter, const std::string& full_name) {
+  const size_t dash = filter.find('-');
+  const std::string positive = filter.substr(0, dash);
+  if (!positive.empty() && !matches_any(positive, full_name)) return false;
+  return dash == std::string::npos || !matches_any(filter.substr(dash + 1), full_name);
 }
 
 }  // namespace
