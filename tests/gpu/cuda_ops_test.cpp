@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -255,6 +256,33 @@ TEST(CudaOps, MatmulBiasGradientFromTheGemmEpilogue) {
 // every new GEMM plan appends one row, with its shape and the candidates' times, and the
 // products keep the bits of a back end without the switch. A second step makes no plan and
 // so no row.
+// with_env restores a switch also when its body throws: on an H100 a report test that failed
+// inside it left ACCUM_CUBLASLT_REPORT set, and every later test failed with it
+// (RESULTS 4.14). Needs no GPU.
+TEST(GpuTestUtil, WithEnvRestoresTheVariableWhenTheBodyThrows) {
+  const char* name = "ACCUM_TEST_WITH_ENV_SWITCH";
+  for (const char* before : {"", "earlier"}) {
+    if (*before) {
+      setenv(name, before, 1);
+    } else {
+      unsetenv(name);
+    }
+    bool thrown = false;
+    try {
+      with_env(name, "during", [&] {
+        EXPECT_EQ(std::string(std::getenv(name)), "during");
+        throw std::runtime_error("the body failed");
+      });
+    } catch (const std::runtime_error&) {
+      thrown = true;
+    }
+    EXPECT_TRUE(thrown);
+    const char* after = std::getenv(name);
+    EXPECT_EQ(std::string(after ? after : ""), std::string(before)) << "before: '" << before << "'";
+  }
+  unsetenv(name);
+}
+
 TEST(CudaOps, MatmulCandidateReportAddsARowPerShapeAndChangesNoBits) {
   ACCUM_REQUIRE_CUDA();
   char path[] = "/tmp/accum_cublaslt_report_XXXXXX";
