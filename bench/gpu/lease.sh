@@ -205,7 +205,6 @@ check() {
   local builds=(default="$new/gpt2_bench") switch
   for switch in ${ACCUM_LEASE_CHECK_SWITCHES-ACCUM_CUDA_GRAPHS=0}; do
     builds+=("${switch//=/:}=$switch $new/gpt2_bench")  # a label has no '='
-
   done
   timeout "${ACCUM_LEASE_CHECK_COMPARE_SECONDS:-120}" python3 bench/gpu/compare.py \
     --rounds "${ACCUM_LEASE_COMPARE_ROUNDS:-5}" --out "$c/compare.md" "${builds[@]}" \

@@ -62,8 +62,8 @@ struct BiasCorrections {
 };
 
 // ACCUM_CUDA_GRAPHS: unset or "1" = run_recorded's sequences as CUDA graphs (the default since
-// an H100 measured 2.9% off the GPT-2 124M step, bench/RESULTS.md 4.14); "0" = ops launched one
-// by one (bench/gpu.sh measures it against the default).
+// an H100 measured 2.0% off the GPT-2 124M step in alternating rounds, bench/RESULTS.md 4.14);
+// "0" = ops launched one by one (bench/gpu.sh measures it against the default).
 bool graphs_from_environment() {
   const char* value = std::getenv("ACCUM_CUDA_GRAPHS");
   if (value == nullptr || *value == '\0' || std::string(value) == "1") return true;
