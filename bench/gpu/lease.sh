@@ -96,12 +96,17 @@ prepare() {
   du -sh build-lease* | sed 's/^/lease.sh: carry /'
 }
 
+# CUDA's libraries and the libgomp that prepare copied (a GPU host may lack Debian's).
+lease_libraries() {
+  export LD_LIBRARY_PATH="/usr/local/cuda/lib64:/usr/local/cuda/lib:$ROOT/build-lease/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+}
+
 run() {
   local out="${1:?usage: lease.sh run OUT_DIR}"
   local g="$out/g" new="$ROOT/build-lease/bin" old="$ROOT/build-lease-base/bin"
   mkdir -p "$g"
   export PYTHONUNBUFFERED=1 PATH="$PATH:/usr/local/cuda/bin"
-  export LD_LIBRARY_PATH="/usr/local/cuda/lib64:/usr/local/cuda/lib:$ROOT/build-lease/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  lease_libraries
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,temperature.gpu \
     --format=csv,noheader | tee "$g/card.txt"
   [[ -x "$new/gpt2_bench" ]] || { echo "lease.sh: no build-lease/bin: run prepare first"; return 1; }
@@ -195,7 +200,7 @@ check() {
   local out="${1:?usage: lease.sh check OUT_DIR}"
   local c="$out/c" new="$ROOT/build-lease/bin"
   mkdir -p "$c"
-  export LD_LIBRARY_PATH="/usr/local/cuda/lib64:/usr/local/cuda/lib:$ROOT/build-lease/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  lease_libraries
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$c/card.txt" 2>&1
   cat "$c/card.txt"
   [[ -x "$new/gpt2_bench" ]] || { echo "lease.sh: no build-lease/bin: run prepare first"; return 1; }

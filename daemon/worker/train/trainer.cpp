@@ -233,13 +233,12 @@ absl::Status Trainer::restore_or_init() {
   tokens_per_update_ = state.tokens_per_update();
   const int64_t per_window = int64_t{B_} * T_ * world_;
   const auto& batch = spec_.batch();
-  const int64_t spec_tokens_per_update = spec_tokens_per_update_;
-  if (spec_tokens_per_update != tokens_per_update_) {
+  if (spec_tokens_per_update_ != tokens_per_update_) {
     const std::string asked =
         batch.tokens_per_update() > 0
-            ? absl::StrCat("batch.tokens_per_update ", spec_tokens_per_update)
+            ? absl::StrCat("batch.tokens_per_update ", spec_tokens_per_update_)
             : absl::StrCat("batch.grad_accum_steps ", batch.grad_accum_steps(), " on ", world_,
-                           " ranks, i.e. tokens_per_update ", spec_tokens_per_update);
+                           " ranks, i.e. tokens_per_update ", spec_tokens_per_update_);
     return absl::FailedPreconditionError(absl::StrCat(
         "cannot resume ", resume_path, ": it was trained with tokens_per_update ",
         tokens_per_update_, " and the spec asks for ", asked,
