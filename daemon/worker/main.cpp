@@ -85,8 +85,8 @@ int main(int argc, char** argv) {
     if (accum::comm::launched_under_mpi()) {
       backend = spec->device() == accum::v1::CUDA ? CommBackend::kNccl : CommBackend::kMpi;
     }
-    comm = accum::comm::make_communicator(backend);
-    comm->set_default_timeout(
+    comm = accum::comm::make_communicator(
+        backend,
         std::chrono::milliseconds(static_cast<int64_t>(spec->distributed().timeout_s() * 1000)));
   } catch (const std::exception& e) {
     // The other ranks may have got further (into NCCL's init, which waits for every rank):

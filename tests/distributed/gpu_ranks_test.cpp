@@ -5,10 +5,12 @@
 // run: two emulated GPUs per node, the emulated NCCL's collectives going over MPI.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <string>
 #include <vector>
 
+#include "daemon/worker/exit_codes.h"
 #include "kernels/backend.h"
 #include "tests/distributed/mpi_job.h"
 
@@ -35,7 +37,9 @@ std::string unavailable_reason() {
   return "";
 }
 
-class GpuRanksTest : public ::testing::TestWithParam<int> {
+// Runs accum-worker on GPU ranks: the SIMT build's worker and emulated GPUs where this
+// test is built for the emulator; SKIPPED unless this node has a GPU per rank.
+class GpuJobTest : public ::testing::Test {
  protected:
   void SetUp() override {
 #ifdef ACCUM_WORKER_BINARY_DEFAULT
@@ -47,6 +51,11 @@ class GpuRanksTest : public ::testing::TestWithParam<int> {
     const std::string why = unavailable_reason();
     if (!why.empty()) GTEST_SKIP() << why;
   }
+  std::vector<std::string> mpirun_args_;
+};
+
+class GpuRanksTest : public GpuJobTest, public ::testing::WithParamInterface<int> {
+ protected:
   Overrides spec(const std::string& tag, Overrides more) const {
     more["device"] = "\"CUDA\"";
     more["precision"] = "\"BF16\"";
@@ -58,7 +67,6 @@ class GpuRanksTest : public ::testing::TestWithParam<int> {
   RunResult train(const MpiJobDir& job, const std::string& name, int ranks) const {
     return run(mpirun_argv(ranks, job.write_spec(name, spec(name, {})), mpirun_args_), 240);
   }
-  std::vector<std::string> mpirun_args_;
 };
 
 TEST_P(GpuRanksTest, TwoGpusTrainLikeOneWithTwiceTheMicroBatches) {
@@ -86,6 +94,35 @@ TEST_P(GpuRanksTest, TwoGpusTrainLikeOneWithTwiceTheMicroBatches) {
 
 INSTANTIATE_TEST_SUITE_P(ZeroStage, GpuRanksTest, ::testing::Values(0, 1),
                          [](const auto& info) { return "stage" + std::to_string(info.param); });
+
+// A rank that never arrives at NCCL's setup (hung, or unable to reach rank 0) must not
+// leave the others waiting in it for ever: ncclCommInitRank and the ncclUniqueId
+// broadcast have no deadline, so the setup has a watchdog (distributed.timeout_s) that
+// ends the whole job, saying where the waiting rank waits. The stall is the test-only
+// ACCUM_TEST_STALL_NCCL_SETUP_RANK (comm/nccl_comm.cpp).
+TEST_F(GpuJobTest, ARankThatNeverJoinsNcclSetupEndsTheJobAtTheTimeout) {
+  using Clock = std::chrono::steady_clock;
+  constexpr int kWaitS = 60;  // far longer than the 2 s setup timeout
+  MpiJobDir job;
+  const std::string spec = job.write_spec("stall", {{"device", "\"CUDA\""},
+                                                    {"precision", "\"BF16\""},
+                                                    {"max_steps", "2"},
+                                                    {"distributed.timeout_s", "2"}});
+  std::vector<std::string> args = mpirun_args_;
+  args.insert(args.end(), {"-x", "ACCUM_TEST_STALL_NCCL_SETUP_RANK=1"});
+  const auto started = Clock::now();
+  const RunResult result = run(mpirun_argv(kRanks, spec, args), kWaitS);
+  const double seconds = std::chrono::duration<double>(Clock::now() - started).count();
+  EXPECT_LT(seconds, kWaitS - 1) << "mpirun had to be killed: the job hung\n" << result.output;
+  EXPECT_EQ(result.exit_code, worker::kExitRuntimeFailure) << result.output;
+  EXPECT_NE(result.output.find("NCCL setup did not finish within 2000 ms (distributed.timeout_s) "
+                               "on rank 0 of 2: it waits for every rank to join the communicator "
+                               "(ncclCommInitRank)"),
+            std::string::npos)
+      << result.output;
+  EXPECT_EQ(read_metrics(job / "metrics.jsonl").size(), 0u) << "a step was taken";
+  EXPECT_EQ(count_rank_processes(spec), 0) << "a rank outlived mpirun";
+}
 
 }  // namespace
 }  // namespace accum::testing

@@ -121,7 +121,8 @@ bool launched_under_mpi() {
 
 namespace {
 
-std::unique_ptr<Communicator> make_backend_communicator(CommBackend backend) {
+std::unique_ptr<Communicator> make_backend_communicator(CommBackend backend,
+                                                        std::chrono::milliseconds timeout) {
   switch (backend) {
     case CommBackend::kSingle:
       return make_single_communicator();
@@ -129,8 +130,9 @@ std::unique_ptr<Communicator> make_backend_communicator(CommBackend backend) {
       return make_mpi_communicator();
     case CommBackend::kNccl:
 #ifdef ACCUM_HAVE_CUDA
-      return make_nccl_communicator();
+      return make_nccl_communicator(timeout);
 #else
+      (void)timeout;
       throw CommError("the NCCL back end is not available: accumd was built without CUDA");
 #endif
   }
@@ -144,8 +146,10 @@ constexpr char kTestFailSetupRankEnv[] = "ACCUM_TEST_FAIL_COMM_SETUP_RANK";
 
 }  // namespace
 
-std::unique_ptr<Communicator> make_communicator(CommBackend backend) {
-  std::unique_ptr<Communicator> comm = make_backend_communicator(backend);
+std::unique_ptr<Communicator> make_communicator(CommBackend backend,
+                                                std::chrono::milliseconds timeout) {
+  std::unique_ptr<Communicator> comm = make_backend_communicator(backend, timeout);
+  comm->set_default_timeout(timeout);
   const char* failing_rank = std::getenv(kTestFailSetupRankEnv);
   if (failing_rank != nullptr && std::to_string(comm->rank()) == failing_rank) {
     throw CommError(std::string(comm->backend_name()) + " communicator setup failed on rank " +

@@ -124,9 +124,12 @@ enum class CommBackend { kSingle, kMpi, kNccl };
 
 // Creates the communicator: kSingle (one process, collectives are copies), kMpi
 // (Open MPI; calls MPI_Init_thread if needed), kNccl (GPU buffers; ncclUniqueId
-// broadcast over MPI). Throws CommError when the back end is unavailable. TEST ONLY:
-// also throws on the rank named by $ACCUM_TEST_FAIL_COMM_SETUP_RANK (fault injection).
-std::unique_ptr<Communicator> make_communicator(CommBackend backend);
+// broadcast over MPI). `timeout` becomes its default_timeout(); kNccl's setup gets as
+// long, then ends the job (abort_job) rather than wait for ever on a rank that never
+// joins. Throws CommError when the back end is unavailable. TEST ONLY: also throws on
+// the rank named by $ACCUM_TEST_FAIL_COMM_SETUP_RANK (fault injection).
+std::unique_ptr<Communicator> make_communicator(
+    CommBackend backend, std::chrono::milliseconds timeout = std::chrono::milliseconds(300000));
 // Whether this process was started by mpirun/srun (world size > 1 possible).
 bool launched_under_mpi();
 // Finalizes MPI if this process initialized it (call once before exit, after every

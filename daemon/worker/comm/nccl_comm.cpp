@@ -2,7 +2,11 @@
 //
 // Bootstrap: MPI gives rank, world size and the rank among the processes of this
 // node (MPI_Comm_split_type(MPI_COMM_TYPE_SHARED)); local rank l drives GPU l; rank 0
-// makes the ncclUniqueId and broadcasts it over MPI; then ncclCommInitRank.
+// makes the ncclUniqueId and broadcasts it over MPI; then ncclCommInitRank. Neither call
+// can be interrupted, and either waits for ever on a rank that never arrives (hung, or
+// unable to reach rank 0 over the network), so a watchdog thread ends the whole job
+// (abort_job: MPI_Abort) when the setup outlasts the collective timeout, saying where
+// this rank waits.
 // Every collective runs on the communicator's own stream, after the compute stream's
 // queued work (an event), and records a completion event that the Work polls:
 // wait() spins on cudaEventQuery and ncclCommGetAsyncError until its deadline, and on
@@ -19,6 +23,8 @@
 #include <nccl.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <cstdlib>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -26,6 +32,7 @@
 #include "daemon/worker/comm/backends.h"
 #include "daemon/worker/comm/mpi_runtime.h"
 #include "daemon/worker/comm/work_info.h"
+#include "daemon/worker/exit_codes.h"
 
 namespace accum::comm {
 namespace {
@@ -115,6 +122,61 @@ void wait_for_event(NcclShared* shared, cudaEvent_t event, const WorkInfo& info,
   }
 }
 
+// TEST ONLY: the rank named by $ACCUM_TEST_STALL_NCCL_SETUP_RANK sleeps before its NCCL
+// setup until the job is ended, as a rank that never arrives would
+// (tests/distributed/gpu_ranks_test.cpp, run on emulated GPUs in CI).
+constexpr char kTestStallSetupRankEnv[] = "ACCUM_TEST_STALL_NCCL_SETUP_RANK";
+
+void stall_if_named_by_test(int rank) {
+  const char* stalled = std::getenv(kTestStallSetupRankEnv);
+  if (stalled == nullptr || std::to_string(rank) != stalled) return;
+  comm_logger()->warn("rank {} stalls before its NCCL setup ({}, a test-only fault)", rank,
+                      kTestStallSetupRankEnv);
+  for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
+}
+
+// While alive, ends the whole job if it is not destroyed within `timeout`: the watched
+// calls (MPI_Bcast, ncclCommInitRank) block without a deadline of their own. phase()
+// names the call in progress for the message.
+class SetupWatchdog {
+ public:
+  SetupWatchdog(int rank, int world_size, std::chrono::milliseconds timeout)
+      : rank_(rank), world_size_(world_size), timeout_(timeout), thread_([this] { watch(); }) {}
+  ~SetupWatchdog() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      done_ = true;
+    }
+    woken_.notify_all();
+    thread_.join();
+  }
+  SetupWatchdog(const SetupWatchdog&) = delete;
+  SetupWatchdog& operator=(const SetupWatchdog&) = delete;
+
+  void phase(const char* waiting_for) { waiting_for_.store(waiting_for); }
+
+ private:
+  void watch() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (woken_.wait_for(lock, timeout_, [this] { return done_; })) return;
+    abort_job(nullptr,
+              "NCCL setup did not finish within " + std::to_string(timeout_.count()) +
+                  " ms (distributed.timeout_s) on rank " + std::to_string(rank_) + " of " +
+                  std::to_string(world_size_) + ": it waits for " + waiting_for_.load() +
+                  ". A rank that did not start, or that cannot reach rank 0 over the network, "
+                  "holds the job here; NCCL_DEBUG=INFO shows where NCCL waits",
+              worker::kExitRuntimeFailure);
+  }
+
+  const int rank_, world_size_;
+  const std::chrono::milliseconds timeout_;
+  std::atomic<const char*> waiting_for_{"the start of the setup"};
+  std::mutex mutex_;
+  std::condition_variable woken_;
+  bool done_ = false;
+  std::thread thread_;  // last: starts once the members above exist
+};
+
 class NcclWork final : public Work {
  public:
   NcclWork(std::shared_ptr<NcclShared> shared, cudaEvent_t done, WorkInfo info)
@@ -137,7 +199,8 @@ class NcclWork final : public Work {
 
 class NcclCommunicator final : public Communicator {
  public:
-  NcclCommunicator() : shared_(std::make_shared<NcclShared>()) {
+  explicit NcclCommunicator(std::chrono::milliseconds setup_timeout)
+      : shared_(std::make_shared<NcclShared>()) {
     ensure_mpi_initialized();
     {
       MpiCallGuard guard;
@@ -160,15 +223,22 @@ class NcclCommunicator final : public Communicator {
     }
     shared_->device = local_rank_;
     ACCUM_CUDA_CHECK(cudaSetDevice(local_rank_));
-    ncclUniqueId id;
-    if (rank_ == 0) ACCUM_NCCL_CHECK(ncclGetUniqueId(&id));
-    {
-      MpiCallGuard guard;
-      check_mpi(MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, mpi_comm_), "MPI_Bcast(ncclUniqueId)");
-    }
     ACCUM_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     ACCUM_CUDA_CHECK(cudaEventCreateWithFlags(&inputs_ready_, cudaEventDisableTiming));
-    ACCUM_NCCL_CHECK(ncclCommInitRank(&shared_->comm, world_size_, id, rank_));
+    stall_if_named_by_test(rank_);
+    {
+      SetupWatchdog watchdog(rank_, world_size_, setup_timeout);
+      ncclUniqueId id;
+      if (rank_ == 0) ACCUM_NCCL_CHECK(ncclGetUniqueId(&id));
+      watchdog.phase(rank_ == 0 ? "every rank to take the ncclUniqueId (MPI_Bcast)"
+                                : "the ncclUniqueId from rank 0 (MPI_Bcast)");
+      {
+        MpiCallGuard guard;
+        check_mpi(MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, mpi_comm_), "MPI_Bcast(ncclUniqueId)");
+      }
+      watchdog.phase("every rank to join the communicator (ncclCommInitRank)");
+      ACCUM_NCCL_CHECK(ncclCommInitRank(&shared_->comm, world_size_, id, rank_));
+    }
     ACCUM_CUDA_CHECK(cudaMalloc(&barrier_scratch_, sizeof(float)));
     comm_logger()->info("NCCL {}.{}: rank {} of {} on GPU {}", NCCL_MAJOR, NCCL_MINOR, rank_,
                         world_size_, local_rank_);
@@ -361,8 +431,8 @@ class NcclCommunicator final : public Communicator {
 
 }  // namespace
 
-std::unique_ptr<Communicator> make_nccl_communicator() {
-  return std::make_unique<NcclCommunicator>();
+std::unique_ptr<Communicator> make_nccl_communicator(std::chrono::milliseconds setup_timeout) {
+  return std::make_unique<NcclCommunicator>(setup_timeout);
 }
 
 }  // namespace accum::comm
