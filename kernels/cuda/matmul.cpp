@@ -24,6 +24,15 @@ int alignment_of(const void* p) {
   return alignment;
 }
 
+// What a choice of algorithm holds for: the GPU and the cuBLASLt version.
+std::string machine() {
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  cudaDeviceProp prop{};
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  return std::string(prop.name) + " | cuBLASLt " + std::to_string(cublasLtGetVersion());
+}
+
 }  // namespace
 
 struct Matmul::Plan {
@@ -48,6 +57,8 @@ Matmul::Matmul(cudaStream_t stream) : stream_(stream) {
   bgrad_fusion_ = bgrad != nullptr && std::string(bgrad) == "1";
   const char* report = std::getenv("ACCUM_CUBLASLT_REPORT");
   report_path_ = report != nullptr ? report : "";
+  const char* algos = std::getenv("ACCUM_CUBLASLT_ALGOS");
+  if (algos != nullptr && *algos != '\0') algos_ = std::make_unique<AlgoTable>(algos, machine());
   CUBLAS_CHECK(cublasLtCreate(&handle_));
   const cudaError_t err = cudaMalloc(&workspace_, kWorkspaceBytes);
   if (err == cudaErrorMemoryAllocation) {  // as Backend::alloc: the trainer explains it
@@ -168,6 +179,16 @@ bool Matmul::gemm(void* d, bool d_is_f32, const void* a, bool trans_a, long lda,
       cuda_fatal("cublasLtMatmulAlgoGetHeuristic", ("no algorithm for " + shape).c_str(), __FILE__,
                  __LINE__);
     }
+    if (algos_) {
+      const std::string name =
+          std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(k) + " " +
+          (trans_a ? "T" : "N") + (trans_b ? "T" : "N") + " lda=" + std::to_string(lda) +
+          " ldb=" + std::to_string(ldb) + (d_is_f32 ? " D=fp32" : " D=bf16") +
+          (beta != 0.f ? " beta=1 " : " beta=0 ") + epilogue_name(epilogue, bias != nullptr) +
+          " align=" + std::to_string(align_a) + "/" + std::to_string(align_b) + "/" +
+          std::to_string(align_d) + "/" + std::to_string(align_aux);
+      choose_algorithm(*plan, name, a, b, m, n, d_is_f32, beta, bias != nullptr, uses_aux);
+    }
     if (!report_path_.empty()) {
       const std::string shape =
           std::to_string(m) + " x " + std::to_string(n) + " x " + std::to_string(k) + " | " +
@@ -208,14 +229,21 @@ const char* Matmul::epilogue_name(Epilogue epilogue, bool bias) {
   }
 }
 
-void Matmul::report_candidates(Plan& plan, const std::string& shape, const void* a, const void* b,
-                               long m, long n, bool d_is_f32, float beta, bool uses_bias,
-                               bool uses_aux) {
-  constexpr int kCandidates = 8, kWarmup = 2, kTimed = 10;
-  cublasLtMatmulHeuristicResult_t results[kCandidates] = {};
+std::vector<cublasLtMatmulHeuristicResult_t> Matmul::candidates(const Plan& plan) {
+  constexpr int kCandidates = 8;
+  std::vector<cublasLtMatmulHeuristicResult_t> results(kCandidates);
   int returned = 0;
   CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle_, plan.desc, plan.a, plan.b, plan.d, plan.d,
-                                              plan.preference, kCandidates, results, &returned));
+                                              plan.preference, kCandidates, results.data(),
+                                              &returned));
+  results.resize(static_cast<size_t>(returned));
+  return results;
+}
+
+std::vector<float> Matmul::time_candidates(
+    Plan& plan, const std::vector<cublasLtMatmulHeuristicResult_t>& results, const void* a,
+    const void* b, long m, long n, bool d_is_f32, float beta, bool uses_bias, bool uses_aux) {
+  constexpr int kWarmup = 2, kTimed = 10;
   // Scratch for everything the product may write (D, the GELU aux, BGRADA's bias gradient):
   // the timed runs leave the caller's buffers alone. Zeroed, so a product with beta = 1 reads
   // numbers.
@@ -242,8 +270,8 @@ void Matmul::report_candidates(Plan& plan, const std::string& shape, const void*
   CUDA_CHECK(cudaEventCreate(&start));
   CUDA_CHECK(cudaEventCreate(&stop));
   const float alpha = 1.f;  // beta: the product's own (0 or 1), so its C reads are timed too
-  std::vector<float> us(returned, -1.f);  // -1: the algorithm failed to run
-  for (int i = 0; i < returned; ++i) {
+  std::vector<float> us(results.size(), -1.f);  // -1: the algorithm failed to run
+  for (size_t i = 0; i < results.size(); ++i) {
     if (results[i].state != CUBLAS_STATUS_SUCCESS) continue;
     auto run = [&] {
       return cublasLtMatmul(handle_, plan.desc, &alpha, a, plan.a, b, plan.b, &beta, d, plan.d, d,
@@ -264,11 +292,43 @@ void Matmul::report_candidates(Plan& plan, const std::string& shape, const void*
   CUDA_CHECK(cudaFree(d));
   CUDA_CHECK(cudaFree(aux));
   CUDA_CHECK(cudaFree(bias));
+  return us;
+}
 
-  int best = -1;
-  for (int i = 0; i < returned; ++i) {
-    if (us[i] > 0.f && (best < 0 || us[i] < us[best])) best = i;
+void Matmul::choose_algorithm(Plan& plan, const std::string& name, const void* a, const void* b,
+                              long m, long n, bool d_is_f32, float beta, bool uses_bias,
+                              bool uses_aux) {
+  const std::vector<cublasLtMatmulHeuristicResult_t> results = candidates(plan);
+  const int offered = static_cast<int>(results.size());
+  if (const AlgoChoice* kept = algos_->find(name)) {
+    if (kept->candidates != offered) {
+      cuda_fatal("ACCUM_CUBLASLT_ALGOS",
+                 ("file '" + algos_->path() + "' chose candidate #" + std::to_string(kept->index) +
+                  " of " + std::to_string(kept->candidates) + " for GEMM " + name +
+                  ", but cuBLASLt offers " + std::to_string(offered) +
+                  " here (delete the file to time them again)")
+                     .c_str(),
+                 __FILE__, __LINE__);
+    }
+    plan.heuristic = results[static_cast<size_t>(kept->index)];
+    return;
   }
+  const std::vector<float> us =
+      time_candidates(plan, results, a, b, m, n, d_is_f32, beta, uses_bias, uses_aux);
+  const int fastest = fastest_candidate(us);
+  if (fastest < 0) return;  // none ran when timed: keep the heuristic's first, record nothing
+  algos_->add(name, AlgoChoice{fastest, offered}, us);
+  plan.heuristic = results[static_cast<size_t>(fastest)];
+}
+
+void Matmul::report_candidates(Plan& plan, const std::string& shape, const void* a, const void* b,
+                               long m, long n, bool d_is_f32, float beta, bool uses_bias,
+                               bool uses_aux) {
+  const std::vector<cublasLtMatmulHeuristicResult_t> results = candidates(plan);
+  const int returned = static_cast<int>(results.size());
+  const std::vector<float> us =
+      time_candidates(plan, results, a, b, m, n, d_is_f32, beta, uses_bias, uses_aux);
+  const int best = fastest_candidate(us);
   std::string times;
   for (int i = 0; i < returned; ++i) {
     char cell[32];

@@ -21,7 +21,9 @@
 //
 // Thread safety: none; one Matmul per back end. Plans (descriptors + the heuristic's
 // algorithm) are cached per shape, so the heuristic runs once per distinct GEMM and the
-// same shape always runs the same algorithm (reproducible bits).
+// same shape always runs the same algorithm (reproducible bits). With
+// ACCUM_CUBLASLT_ALGOS=FILE the algorithm is the fastest of the heuristic's first 8, timed
+// once and kept in FILE for every later run (matmul_algos.h).
 #pragma once
 
 #include <cublasLt.h>
@@ -32,8 +34,10 @@
 #include <memory>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "kernels/backend.h"
+#include "kernels/cuda/matmul_algos.h"
 #include "kernels/cuda/scratch.h"
 
 namespace accum::kernels::cuda {
@@ -85,6 +89,18 @@ class Matmul {
   // syncs the stream.
   void report_candidates(Plan& plan, const std::string& shape, const void* a, const void* b, long m,
                          long n, bool d_is_f32, float beta, bool uses_bias, bool uses_aux);
+  // ACCUM_CUBLASLT_ALGOS=FILE: sets plan.heuristic to the candidate FILE names for `name`, or
+  // times the candidates, takes the fastest and records it in FILE.
+  void choose_algorithm(Plan& plan, const std::string& name, const void* a, const void* b, long m,
+                        long n, bool d_is_f32, float beta, bool uses_bias, bool uses_aux);
+  // Up to 8 of the heuristic's candidates for `plan`, in its order.
+  std::vector<cublasLtMatmulHeuristicResult_t> candidates(const Plan& plan);
+  // Each candidate's µs per product (10 runs after 2, cudaEvents, the product's own beta) on
+  // scratch outputs; -1 for one that failed to run. Syncs the stream.
+  std::vector<float> time_candidates(Plan& plan,
+                                     const std::vector<cublasLtMatmulHeuristicResult_t>& results,
+                                     const void* a, const void* b, long m, long n, bool d_is_f32,
+                                     float beta, bool uses_bias, bool uses_aux);
   static const char* epilogue_name(Epilogue epilogue, bool bias);
   // Whether a GELU epilogue may be tried for a (rows, ld) aux matrix at `aux`.
   bool gelu_fusion_allowed(long ld, const void* aux) const;
@@ -95,6 +111,7 @@ class Matmul {
   bool gelu_fusion_ = true;    // ACCUM_CUBLASLT_GELU=0 turns the GELU epilogues off (A/B runs)
   bool bgrad_fusion_ = false;  // ACCUM_CUBLASLT_BGRAD=1 turns the bias-gradient epilogue on
   std::string report_path_;    // ACCUM_CUBLASLT_REPORT: report_candidates' file, or empty
+  std::unique_ptr<AlgoTable> algos_;  // ACCUM_CUBLASLT_ALGOS: the kept choices, or null
   cublasLtHandle_t handle_ = nullptr;
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;

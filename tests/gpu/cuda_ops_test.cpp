@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cuda/matmul_algos.h"
 #include "tests/gpu/op_harness.h"
 
 namespace accum::kernels::gpu_testing {
@@ -283,30 +284,38 @@ TEST(GpuTestUtil, WithEnvRestoresTheVariableWhenTheBodyThrows) {
   unsetenv(name);
 }
 
-TEST(CudaOps, MatmulCandidateReportAddsARowPerShapeAndChangesNoBits) {
-  ACCUM_REQUIRE_CUDA();
-  char path[] = "/tmp/accum_cublaslt_report_XXXXXX";
-  const int fd = mkstemp(path);
-  ASSERT_TRUE(fd >= 0);
-  close(fd);
-  const int N = 70, C = 96, OC = 136;
-  const auto inp = random_bf16_values(size_t(N) * C, 20);
-  const auto weight = random_bf16_values(size_t(C) * OC, 21, 0.1f);
-  const auto bias = random_bf16_values(OC, 22, 0.5f);
-  const auto dout = random_bf16_values(size_t(N) * OC, 23);
-  auto step = [&](Backend& be) {
+// One linear layer's forward and backward (N=70, C=96, OC=136, bias, kInOut) on fixed
+// random inputs: the three GEMM shapes of a layer, for the cuBLASLt switches' tests.
+struct LinearLayerStep {
+  static constexpr int N = 70, C = 96, OC = 136;
+  std::vector<float> inp = random_bf16_values(size_t(N) * C, 20);
+  std::vector<float> weight = random_bf16_values(size_t(C) * OC, 21, 0.1f);
+  std::vector<float> bias = random_bf16_values(OC, 22, 0.5f);
+  std::vector<float> dout = random_bf16_values(size_t(N) * OC, 23);
+
+  Outputs run(Backend& be, GradMode mode) const {
     Buffer inp_b = upload_act(be, inp), w = upload_act(be, weight), b = upload_act(be, bias),
            dout_b = upload_act(be, dout);
     Buffer out = poisoned_act(be, size_t(N) * OC), dinp = poisoned_act(be, inp.size());
     Buffer dweight(be, weight.size() * sizeof(float)), dbias(be, OC * sizeof(float));
     be.matmul_forward(out.get(), inp_b.get(), w.get(), b.get(), N, C, OC, WeightLayout::kInOut);
     be.matmul_backward(dinp.get(), dweight.f32(), dbias.f32(), dout_b.get(), inp_b.get(), w.get(),
-                       N, C, OC, WeightLayout::kInOut, GradMode::kAdd);
+                       N, C, OC, WeightLayout::kInOut, mode);
     return Outputs{{"out", download_act(be, out.get(), size_t(N) * OC)},
                    {"dinp", download_act(be, dinp.get(), inp.size())},
                    {"dweight", download_f32(be, dweight.get(), weight.size())},
                    {"dbias", download_f32(be, dbias.get(), OC)}};
-  };
+  }
+};
+
+TEST(CudaOps, MatmulCandidateReportAddsARowPerShapeAndChangesNoBits) {
+  ACCUM_REQUIRE_CUDA();
+  char path[] = "/tmp/accum_cublaslt_report_XXXXXX";
+  const int fd = mkstemp(path);
+  ASSERT_TRUE(fd >= 0);
+  close(fd);
+  const LinearLayerStep layer;
+  auto step = [&](Backend& be) { return layer.run(be, GradMode::kAdd); };
   Backends plain;
   const Outputs want = step(*plain.gpu);
   Outputs got, again;
@@ -342,6 +351,148 @@ TEST(CudaOps, MatmulCandidateReportAddsARowPerShapeAndChangesNoBits) {
     EXPECT_GT(std::stod(cells[1]), 0.0) << "the first algorithm's time: " << line;
     EXPECT_LE(std::stod(cells[2]), std::stod(cells[1])) << "best <= first: " << line;
   }
+}
+
+// ACCUM_CUBLASLT_ALGOS=FILE: the first back end times the heuristic's candidates for each
+// new GEMM shape and records the fastest in FILE; a second back end reads the choices, times
+// nothing (FILE unchanged) and gets the first one's bits, as a rerun or resume must. A choice
+// naming more candidates than cuBLASLt offers is refused: the file is really consulted. On the
+// emulator the candidates share one arithmetic; on a GPU they may not, so the bits are
+// compared between the two runs with the file, not with a run without it.
+TEST(CudaOps, MatmulAlgorithmFileTimesOnceThenKeepsTheChoices) {
+  ACCUM_REQUIRE_CUDA();
+  char dir[] = "/tmp/accum_cublaslt_algos_XXXXXX";
+  ASSERT_TRUE(mkdtemp(dir) != nullptr);
+  const std::string path = std::string(dir) + "/algos.tsv";
+  const LinearLayerStep layer;
+  auto step = [&](Backend& be) { return layer.run(be, GradMode::kWrite); };
+  auto read_lines = [&] {
+    std::ifstream file(path);
+    std::vector<std::string> lines;
+    for (std::string line; std::getline(file, line);) lines.push_back(line);
+    return lines;
+  };
+  Outputs first, second;
+  std::vector<std::string> after_first, after_second;
+  with_env("ACCUM_CUBLASLT_ALGOS", path.c_str(), [&] {
+    {
+      Backends timing;
+      first = step(*timing.gpu);
+    }
+    after_first = read_lines();
+    Backends keeping;
+    second = step(*keeping.gpu);
+    after_second = read_lines();
+  });
+  ASSERT_EQ(after_first.size(), size_t(5)) << "a comment, the machine, one line per GEMM shape";
+  EXPECT_EQ(after_first[0].rfind("# ", 0), size_t(0)) << after_first[0];
+  EXPECT_EQ(after_first[1].rfind("machine\t", 0), size_t(0)) << after_first[1];
+  for (size_t row = 2; row < after_first.size(); ++row) {
+    std::vector<std::string> fields;
+    std::stringstream line(after_first[row]);
+    for (std::string field; std::getline(line, field, '\t');) fields.push_back(field);
+    ASSERT_EQ(fields.size(), size_t(4)) << after_first[row];
+    EXPECT_LT(std::stoi(fields[1]), std::stoi(fields[2])) << after_first[row];
+  }
+  EXPECT_TRUE(after_second == after_first) << "the second back end timed again";
+  for (const auto& [name, values] : first) {
+    EXPECT_TRUE(bit_identical(second.at(name), values)) << "output " << name;
+  }
+
+  // Every choice now claims 99 candidates: cuBLASLt offers fewer, and says so.
+  {
+    std::ofstream file(path, std::ios::trunc);
+    for (size_t row = 0; row < after_first.size(); ++row) {
+      std::string line = after_first[row];
+      if (row >= 2) {
+        std::vector<std::string> fields;
+        std::stringstream in(line);
+        for (std::string field; std::getline(in, field, '\t');) fields.push_back(field);
+        std::string times;
+        for (int i = 0; i < 99; ++i) times += i ? " 1.0" : "1.0";
+        line = fields[0] + "\t0\t99\t" + times;
+      }
+      file << line << "\n";
+    }
+  }
+  std::string error;
+  with_env("ACCUM_CUBLASLT_ALGOS", path.c_str(), [&] {
+    try {
+      Backends refusing;
+      step(*refusing.gpu);
+    } catch (const std::runtime_error& e) {
+      error = e.what();
+    }
+  });
+  EXPECT_NE(error.find("of 99 for GEMM"), std::string::npos) << error;
+  EXPECT_NE(error.find("delete the file to time them again"), std::string::npos) << error;
+  std::remove(path.c_str());
+  rmdir(dir);
+}
+
+// The file's edges, host code only (no GPU needed): a choice round-trips through the file,
+// a file timed on another machine, a malformed line and a shape chosen twice are refused with
+// the file, the line and what was expected, and a last line cut short by a crash is dropped
+// (that shape is timed again) while the choices before it are kept.
+TEST(CublasLtAlgoFile, KeepsChoicesAndRefusesWhatItCannotTrust) {
+  char dir[] = "/tmp/accum_algo_file_XXXXXX";
+  ASSERT_TRUE(mkdtemp(dir) != nullptr);
+  const std::string path = std::string(dir) + "/algos.tsv";
+  auto write = [&](const std::string& text) { std::ofstream(path, std::ios::trunc) << text; };
+  auto refusal = [&](const std::string& machine) {
+    try {
+      cuda::AlgoTable table(path, machine);
+    } catch (const std::runtime_error& e) {
+      return std::string(e.what());
+    }
+    return std::string("(accepted)");
+  };
+  {
+    cuda::AlgoTable table(path, "GPU A | cuBLASLt 1");  // no file yet: empty
+    EXPECT_EQ(table.find("64x64x64 NN"), nullptr);
+    table.add("64x64x64 NN", {2, 3}, {5.0f, 4.0f, 3.0f});
+    table.add("32x32x32 TN", {0, 2}, {1.0f, -1.0f});
+  }
+  {
+    cuda::AlgoTable table(path, "GPU A | cuBLASLt 1");
+    ASSERT_NE(table.find("64x64x64 NN"), nullptr);
+    EXPECT_EQ(table.find("64x64x64 NN")->index, 2);
+    EXPECT_EQ(table.find("64x64x64 NN")->candidates, 3);
+    ASSERT_NE(table.find("32x32x32 TN"), nullptr);
+    EXPECT_EQ(table.find("32x32x32 TN")->index, 0);
+  }
+  EXPECT_NE(refusal("GPU B | cuBLASLt 1")
+                .find("timed on 'GPU A | cuBLASLt 1', this is 'GPU B | cuBLASLt 1'"),
+            std::string::npos);
+
+  write("machine\tM\nshape one\t3\t3\t1 2 3\n");
+  EXPECT_NE(refusal("M").find("line 2: expected 'SHAPE<TAB>INDEX<TAB>CANDIDATES<TAB>TIMES'"),
+            std::string::npos)
+      << refusal("M");
+  write("machine\tM\nshape one\t0\t2\t1 2 3\n");  // three times for two candidates
+  EXPECT_NE(refusal("M").find("line 2: expected"), std::string::npos) << refusal("M");
+  write("shape one\t0\t1\t1\nmachine\tM\n");
+  EXPECT_NE(refusal("M").find("line 1: a choice before the 'machine' line"), std::string::npos)
+      << refusal("M");
+  write("machine\tM\nshape one\t0\t1\t1\n# note\nshape one\t0\t1\t2\n");
+  EXPECT_NE(refusal("M").find("line 4: shape 'shape one' chosen again (first on line 2)"),
+            std::string::npos)
+      << refusal("M");
+
+  write("machine\tM\nshape one\t1\t2\t3.0 2.0\nshape two\t0\t2\t1.");  // torn append
+  {
+    cuda::AlgoTable table(path, "M");
+    ASSERT_NE(table.find("shape one"), nullptr);
+    EXPECT_EQ(table.find("shape one")->index, 1);
+    EXPECT_EQ(table.find("shape two"), nullptr) << "a torn line was taken for a choice";
+    table.add("shape two", {1, 2}, {2.0f, 1.0f});
+  }
+  std::ifstream file(path);
+  std::stringstream content;
+  content << file.rdbuf();
+  EXPECT_EQ(content.str(), "machine\tM\nshape one\t1\t2\t3.0 2.0\nshape two\t1\t2\t2.0 1.0\n");
+  std::remove(path.c_str());
+  rmdir(dir);
 }
 
 TEST(CudaOps, MatmulOutInWithoutBias) {

@@ -12,9 +12,11 @@
 // checked here too: layouts that match the operation's shapes, leading dimensions >= rows,
 // C == D layouts, declared minimum alignments the pointers really have, aux leading
 // dimension a multiple of 8 (the heuristic refuses the GELU epilogues otherwise), and
-// every pointer inside a cudaMalloc allocation.
+// every pointer inside a cudaMalloc allocation. The heuristic offers 3 algorithms, one
+// arithmetic: a product with an algorithm it never offered is refused.
 #include <cublasLt.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -30,6 +32,11 @@ struct cublasLtContext {
 };
 
 namespace {
+
+// The heuristic offers this many algorithms (all the same arithmetic); an algorithm's
+// data[kCandidateSlot] says which it is (data[0..3]: the alignments it was chosen for).
+constexpr int kEmulatedCandidates = 3;
+constexpr int kCandidateSlot = 4;
 
 struct Desc {
   cublasOperation_t trans_a = CUBLAS_OP_N, trans_b = CUBLAS_OP_N;
@@ -162,6 +169,8 @@ cublasStatus_t check_problem(const Desc& desc, const Layout& a, const Layout& b,
 
 }  // namespace
 
+size_t cublasLtGetVersion() { return 0; }  // names the emulator in ACCUM_CUBLASLT_ALGOS files
+
 cublasStatus_t cublasLtCreate(cublasLtHandle_t* handle) {
   *handle = new cublasLtContext;
   return CUBLAS_STATUS_SUCCESS;
@@ -290,14 +299,20 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDe
                     *mine<cublasLtMatrixLayoutOpaque_t, Layout>(d), &m, &n, &k);
   if (status != CUBLAS_STATUS_SUCCESS) return status;
   if (has_aux(dd.epilogue) && dd.aux_ld % 8 != 0) return CUBLAS_STATUS_NOT_SUPPORTED;
-  std::memset(&results[0], 0, sizeof(results[0]));
-  results[0].state = CUBLAS_STATUS_SUCCESS;
-  results[0].workspaceSize = 0;
-  results[0].wavesCount = 1.f;
-  // The algorithm remembers the alignments it was chosen for; cublasLtMatmul checks them.
+  // Up to kEmulatedCandidates algorithms, as cuBLASLt offers several: the same arithmetic,
+  // told apart by data[kCandidateSlot] so that a choice among them is exercised.
   const Preference& p = *mine<cublasLtMatmulPreferenceOpaque_t, Preference>(pref);
-  for (int i = 0; i < 4; ++i) results[0].algo.data[i] = p.min_alignment[i];
-  *returned = 1;
+  const int offered = std::min(requested, kEmulatedCandidates);
+  for (int c = 0; c < offered; ++c) {
+    std::memset(&results[c], 0, sizeof(results[c]));
+    results[c].state = CUBLAS_STATUS_SUCCESS;
+    results[c].workspaceSize = 0;
+    results[c].wavesCount = 1.f;
+    // The algorithm remembers the alignments it was chosen for; cublasLtMatmul checks them.
+    for (int i = 0; i < 4; ++i) results[c].algo.data[i] = p.min_alignment[i];
+    results[c].algo.data[kCandidateSlot] = static_cast<uint64_t>(c);
+  }
+  *returned = offered;
   return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -324,6 +339,10 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
   if (status != CUBLAS_STATUS_SUCCESS) return status;
   accum::simt::check_stream(stream);
   if (algo != nullptr) {
+    if (algo->data[kCandidateSlot] >= static_cast<uint64_t>(kEmulatedCandidates)) {
+      return invalid("an algorithm the heuristic never offered (candidate " +
+                     std::to_string(algo->data[kCandidateSlot]) + ")");
+    }
     const void* pointers[4] = {A, B, C, D};
     for (int i = 0; i < 4; ++i) {
       if (alignment_of(pointers[i]) < algo->data[i]) {

@@ -1,6 +1,6 @@
 // bench/gpu/minigtest/gtest/gtest.h — a tiny stand-in for GoogleTest, used ONLY by the
 // standalone GPU build (bench/gpu/CMakeLists.txt) on hosts without GoogleTest. It covers
-// what tests/gpu uses: TEST, GTEST_SKIP, EXPECT/ASSERT_{TRUE,EQ,LE,GT,NEAR} with streamed
+// what tests/gpu uses: TEST, GTEST_SKIP, EXPECT/ASSERT_{TRUE,EQ,NE,LT,LE,GT,NEAR} with streamed
 // messages, SCOPED_TRACE (of anything streamable), and prints GoogleTest's status lines ("[ SKIPPED
 // ]", "[  FAILED  ]",
 // ...) so ctest's SKIP_REGULAR_EXPRESSION and human readers see the same thing. Where GoogleTest is
@@ -122,6 +122,12 @@ std::string describe_near(const char* a_text, const char* b_text, const char* to
 #define EXPECT_EQ(a, b) \
   MINIGTEST_CHECK_((a) == (b), ::minigtest::Kind::kExpect, MINIGTEST_CMP_(a, ==, b))
 #define ASSERT_EQ(a, b) MINIGTEST_ASSERT_((a) == (b), MINIGTEST_CMP_(a, ==, b))
+#define EXPECT_NE(a, b) \
+  MINIGTEST_CHECK_((a) != (b), ::minigtest::Kind::kExpect, MINIGTEST_CMP_(a, !=, b))
+#define ASSERT_NE(a, b) MINIGTEST_ASSERT_((a) != (b), MINIGTEST_CMP_(a, !=, b))
+#define EXPECT_LT(a, b) \
+  MINIGTEST_CHECK_((a) < (b), ::minigtest::Kind::kExpect, MINIGTEST_CMP_(a, <, b))
+#define ASSERT_LT(a, b) MINIGTEST_ASSERT_((a) < (b), MINIGTEST_CMP_(a, <, b))
 #define EXPECT_LE(a, b) \
   MINIGTEST_CHECK_((a) <= (b), ::minigtest::Kind::kExpect, MINIGTEST_CMP_(a, <=, b))
 #define ASSERT_LE(a, b) MINIGTEST_ASSERT_((a) <= (b), MINIGTEST_CMP_(a, <=, b))

@@ -1,0 +1,197 @@
+// kernels/cuda/matmul_algos.cpp — the ACCUM_CUBLASLT_ALGOS file (see matmul_algos.h).
+// Host code only: no CUDA call, so its tests need no GPU.
+#include "kernels/cuda/matmul_algos.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <sstream>
+#include <stdexcept>
+#include <utility>
+
+namespace accum::kernels::cuda {
+namespace {
+
+constexpr char kHeader[] =
+    "# accumd: cuBLASLt algorithm choices (ACCUM_CUBLASLT_ALGOS); delete this file to time "
+    "them again\n";
+
+[[noreturn]] void fail(const std::string& path, const std::string& what) {
+  throw std::runtime_error("ACCUM_CUBLASLT_ALGOS file '" + path + "': " + what);
+}
+
+std::string system_error(const char* doing) {
+  return std::string(doing) + ": " + std::strerror(errno);
+}
+
+// Writes all of `text` to `fd`, then fsyncs it.
+bool write_all(int fd, const std::string& text) {
+  size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    done += static_cast<size_t>(n);
+  }
+  return ::fsync(fd) == 0;
+}
+
+// `content` to `path` through a temporary file and rename: readers see the old file or the
+// new one, never a mix.
+void replace_file(const std::string& path, const std::string& content) {
+  const std::string temporary = path + ".tmp";
+  const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) fail(path, system_error(("cannot create '" + temporary + "'").c_str()));
+  const bool written = write_all(fd, content);
+  ::close(fd);
+  if (!written || std::rename(temporary.c_str(), path.c_str()) != 0) {
+    const std::string why = system_error("cannot rewrite it");
+    std::remove(temporary.c_str());
+    fail(path, why);
+  }
+}
+
+std::vector<std::string> split(const std::string& line, char separator) {
+  std::vector<std::string> fields;
+  std::string field;
+  std::istringstream in(line);
+  while (std::getline(in, field, separator)) fields.push_back(field);
+  if (!line.empty() && line.back() == separator) fields.emplace_back();
+  return fields;
+}
+
+// A whole-string decimal integer, or false.
+bool parse_int(const std::string& text, int* value) {
+  if (text.empty()) return false;
+  char* end = nullptr;
+  errno = 0;
+  const long parsed = std::strtol(text.c_str(), &end, 10);
+  if (errno != 0 || *end != '\0' || parsed < -1000000 || parsed > 1000000) return false;
+  *value = static_cast<int>(parsed);
+  return true;
+}
+
+bool parse_times(const std::string& text, size_t expected) {
+  std::istringstream in(text);
+  size_t count = 0;
+  for (std::string word; in >> word; ++count) {
+    char* end = nullptr;
+    std::strtod(word.c_str(), &end);
+    if (*end != '\0') return false;
+  }
+  return count == expected;
+}
+
+}  // namespace
+
+AlgoTable::AlgoTable(std::string path, std::string machine)
+    : path_(std::move(path)), machine_(std::move(machine)) {
+  std::string content;
+  const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return;  // no file yet: every plan is timed, then recorded
+    fail(path_, system_error("cannot read it"));
+  }
+  char buffer[1 << 16];
+  for (;;) {
+    const ssize_t n = ::read(fd, buffer, sizeof(buffer));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const std::string why = system_error("cannot read it");
+      ::close(fd);
+      fail(path_, why);
+    }
+    if (n == 0) break;
+    content.append(buffer, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  if (!content.empty() && content.back() != '\n') {
+    // A crash between the start and the end of an append: the torn line was never a choice.
+    const size_t keep = content.rfind('\n') == std::string::npos ? 0 : content.rfind('\n') + 1;
+    std::fprintf(stderr,
+                 "accum: ACCUM_CUBLASLT_ALGOS file '%s': dropping its unfinished last line "
+                 "(%zu bytes; a write cut short); that GEMM shape is timed again\n",
+                 path_.c_str(), content.size() - keep);
+    content.resize(keep);
+    replace_file(path_, content);
+  }
+  std::map<std::string, int> first_line;
+  std::istringstream lines(content);
+  int number = 0;
+  for (std::string line; std::getline(lines, line);) {
+    ++number;
+    const std::string where = "line " + std::to_string(number) + ": ";
+    if (line.empty() || line[0] == '#') continue;
+    const std::vector<std::string> fields = split(line, '\t');
+    if (fields[0] == "machine") {
+      if (fields.size() != 2 || fields[1].empty()) {
+        fail(path_, where + "expected 'machine<TAB>NAME'");
+      }
+      if (machine_written_) fail(path_, where + "a second 'machine' line");
+      if (fields[1] != machine_) {
+        fail(path_, "its choices were timed on '" + fields[1] + "', this is '" + machine_ +
+                        "': they do not hold here (delete the file to time them again, or name "
+                        "another file)");
+      }
+      machine_written_ = true;
+      continue;
+    }
+    if (!machine_written_) fail(path_, where + "a choice before the 'machine' line");
+    AlgoChoice choice;
+    if (fields.size() != 4 || fields[0].empty() || !parse_int(fields[1], &choice.index) ||
+        !parse_int(fields[2], &choice.candidates) || choice.candidates < 1 || choice.index < 0 ||
+        choice.index >= choice.candidates ||
+        !parse_times(fields[3], static_cast<size_t>(choice.candidates))) {
+      fail(path_, where +
+                      "expected 'SHAPE<TAB>INDEX<TAB>CANDIDATES<TAB>TIMES' with 0 <= INDEX < "
+                      "CANDIDATES and one time per candidate, got '" +
+                      line + "'");
+    }
+    const auto [seen, inserted] = first_line.emplace(fields[0], number);
+    if (!inserted) {
+      fail(path_, where + "shape '" + fields[0] + "' chosen again (first on line " +
+                      std::to_string(seen->second) + ")");
+    }
+    choices_[fields[0]] = choice;
+  }
+}
+
+const AlgoChoice* AlgoTable::find(const std::string& shape) const {
+  const auto found = choices_.find(shape);
+  return found == choices_.end() ? nullptr : &found->second;
+}
+
+void AlgoTable::add(const std::string& shape, AlgoChoice choice, const std::vector<float>& us) {
+  std::string text;
+  if (!machine_written_) text = std::string(kHeader) + "machine\t" + machine_ + "\n";
+  text +=
+      shape + "\t" + std::to_string(choice.index) + "\t" + std::to_string(choice.candidates) + "\t";
+  for (size_t i = 0; i < us.size(); ++i) {
+    char cell[32];
+    std::snprintf(cell, sizeof(cell), "%s%.1f", i ? " " : "", us[i]);
+    text += cell;
+  }
+  text += "\n";
+  const int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) fail(path_, system_error("cannot open it for appending"));
+  const bool written = write_all(fd, text);
+  const std::string why = written ? "" : system_error("cannot append to it");
+  ::close(fd);
+  if (!written) fail(path_, why);
+  machine_written_ = true;
+  choices_[shape] = choice;
+}
+
+int fastest_candidate(const std::vector<float>& us) {
+  int best = -1;
+  for (int i = 0; i < static_cast<int>(us.size()); ++i) {
+    if (us[i] > 0.f && (best < 0 || us[i] < us[best])) best = i;
+  }
+  return best;
+}
+
+}  // namespace accum::kernels::cuda

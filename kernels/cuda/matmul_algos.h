@@ -1,0 +1,55 @@
+// kernels/cuda/matmul_algos.h — ACCUM_CUBLASLT_ALGOS=FILE: cuBLASLt algorithm choices
+// timed once, then kept in FILE and reused (as PyTorch's TunableOp keeps its results).
+//
+// cuBLASLt's heuristic picks an algorithm per GEMM shape without running it; on an H200 its
+// first choice was up to 1.13x slower than the best of its first 8 (bench/RESULTS.md 4.15).
+// Timing the candidates at run time would make the choice, and so the bits, depend on timing
+// noise; keeping the choice in a file makes every later run (a rerun, a resume) use the same
+// algorithms and get the same bits. The file names the machine (GPU and cuBLASLt version) it
+// was made on; another machine's file is refused, since its choices mean nothing here.
+//
+// File format (text, tab-separated):
+//   # a comment line (written first; '#' lines are skipped)
+//   machine<TAB>NAME                      exactly once, before any choice
+//   SHAPE<TAB>I<TAB>N<TAB>US              one per GEMM plan: the heuristic's candidate #I
+//                                          (0-based) of the N it offered; US: the candidates'
+//                                          times in µs, space-separated (-1: failed to run)
+// A choice line is appended (one write, then fsync) as soon as it is timed; a final line
+// without its newline (a crash mid-write) is dropped, and the file rewritten without it,
+// when the file is next opened.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace accum::kernels::cuda {
+
+struct AlgoChoice {
+  int index = 0;       // into the heuristic's candidates, in its order
+  int candidates = 0;  // how many it offered when the choice was made
+};
+
+class AlgoTable {
+ public:
+  // Reads `path` (a missing file is an empty table, created on the first add()) for
+  // `machine`. Throws std::runtime_error naming the file, the line and what was expected
+  // when the file is unreadable, malformed, or made on another machine.
+  AlgoTable(std::string path, std::string machine);
+
+  const AlgoChoice* find(const std::string& shape) const;
+  // Records the choice for `shape` and appends its line. Throws std::runtime_error when the
+  // file cannot be written.
+  void add(const std::string& shape, AlgoChoice choice, const std::vector<float>& us);
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_, machine_;
+  bool machine_written_ = false;
+  std::map<std::string, AlgoChoice> choices_;
+};
+
+// The candidate with the smallest time (times <= 0: failed to run), or -1 if none ran.
+int fastest_candidate(const std::vector<float>& us);
+
+}  // namespace accum::kernels::cuda
