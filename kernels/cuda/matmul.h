@@ -82,11 +82,10 @@ class Matmul {
             bool trans_b, long ldb, long m, long n, long k, float beta, const void* bias,
             Epilogue epilogue = Epilogue::kNone, const void* aux = nullptr);
   // ACCUM_CUBLASLT_REPORT=FILE (a benchmark's switch): when a plan is made, up to 8 of the
-  // heuristic's algorithms for it are each timed (cudaEvents, 10 runs after 2, with the product's
-  // beta) on scratch outputs, and one markdown row per plan (shape and operand alignments) is
-  // appended to FILE: the times in the heuristic's order, its first, the best and their ratio. The
-  // product itself still runs the first algorithm, as without the switch (same bits); the timing
-  // syncs the stream.
+  // heuristic's algorithms for it are each timed (time_candidates), and one markdown row per
+  // plan (shape and operand alignments) is appended to FILE: the times in the heuristic's order,
+  // its first, the best and their ratio. The product itself still runs the algorithm it would
+  // run without the switch (same bits); the timing syncs the stream.
   void report_candidates(Plan& plan, const std::string& shape, const void* a, const void* b, long m,
                          long n, bool d_is_f32, float beta, bool uses_bias, bool uses_aux);
   // ACCUM_CUBLASLT_ALGOS=FILE: sets plan.heuristic to the candidate FILE names for `name`, or
@@ -95,8 +94,9 @@ class Matmul {
                         long n, bool d_is_f32, float beta, bool uses_bias, bool uses_aux);
   // Up to 8 of the heuristic's candidates for `plan`, in its order.
   std::vector<cublasLtMatmulHeuristicResult_t> candidates(const Plan& plan);
-  // Each candidate's µs per product (10 runs after 2, cudaEvents, the product's own beta) on
-  // scratch outputs; -1 for one that failed to run. Syncs the stream.
+  // Each candidate's µs per product (cudaEvents; the best of 3 rounds of 5 runs, the rounds
+  // interleaved over the candidates, after 2 runs each; the product's own beta) on scratch
+  // outputs; -1 for one that failed to run. Syncs the stream.
   std::vector<float> time_candidates(Plan& plan,
                                      const std::vector<cublasLtMatmulHeuristicResult_t>& results,
                                      const void* a, const void* b, long m, long n, bool d_is_f32,

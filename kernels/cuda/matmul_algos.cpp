@@ -3,6 +3,7 @@
 #include "kernels/cuda/matmul_algos.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -12,6 +13,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <utility>
+#include <vector>
 
 namespace accum::kernels::cuda {
 namespace {
@@ -40,20 +42,72 @@ bool write_all(int fd, const std::string& text) {
   return ::fsync(fd) == 0;
 }
 
-// `content` to `path` through a temporary file and rename: readers see the old file or the
-// new one, never a mix.
-void replace_file(const std::string& path, const std::string& content) {
-  const std::string temporary = path + ".tmp";
-  const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) fail(path, system_error(("cannot create '" + temporary + "'").c_str()));
-  const bool written = write_all(fd, content);
-  ::close(fd);
-  if (!written || std::rename(temporary.c_str(), path.c_str()) != 0) {
-    const std::string why = system_error("cannot rewrite it");
-    std::remove(temporary.c_str());
-    fail(path, why);
+// The file, open and locked (flock, exclusive) while the object lives: every process of a
+// job may share one file, and a reader must not see another's append half-written.
+class LockedFile {
+ public:
+  // A missing file is created when `create`, else open() is false. Without `create`, a file
+  // this process may not write (a kept file made read-only) is opened to read, under a
+  // shared lock.
+  LockedFile(const std::string& path, bool create) : path_(path) {
+    fd_ = ::open(path.c_str(), O_RDWR | O_APPEND | O_CLOEXEC | (create ? O_CREAT : 0), 0644);
+    if (fd_ < 0 && !create && (errno == EACCES || errno == EROFS)) {
+      fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      writable_ = false;
+    }
+    if (fd_ < 0) {
+      if (errno == ENOENT && !create) return;
+      fail(path, system_error("cannot open it"));
+    }
+    while (::flock(fd_, writable_ ? LOCK_EX : LOCK_SH) != 0) {
+      if (errno != EINTR) {
+        const std::string why = system_error("cannot lock it");
+        ::close(fd_);
+        fail(path, why);
+      }
+    }
   }
-}
+  ~LockedFile() {
+    if (fd_ >= 0) ::close(fd_);  // closing releases the lock
+  }
+  LockedFile(const LockedFile&) = delete;
+  LockedFile& operator=(const LockedFile&) = delete;
+
+  bool open() const { return fd_ >= 0; }
+  int fd() const { return fd_; }
+
+  // The whole file. A last line without its newline (a crash in the middle of an append) was
+  // never a choice: it is left out, and cut off the file here (under the lock) if writable.
+  std::string read_complete_lines() {
+    std::string content;
+    char buffer[1 << 16];
+    for (off_t at = 0;;) {
+      const ssize_t n = ::pread(fd_, buffer, sizeof(buffer), at);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) fail(path_, system_error("cannot read it"));
+      if (n == 0) break;
+      content.append(buffer, static_cast<size_t>(n));
+      at += n;
+    }
+    if (!content.empty() && content.back() != '\n') {
+      const size_t keep = content.rfind('\n') == std::string::npos ? 0 : content.rfind('\n') + 1;
+      std::fprintf(stderr,
+                   "accum: ACCUM_CUBLASLT_ALGOS file '%s': dropping its unfinished last line "
+                   "(%zu bytes; a write cut short); that GEMM shape is timed again\n",
+                   path_.c_str(), content.size() - keep);
+      if (writable_ && (::ftruncate(fd_, static_cast<off_t>(keep)) != 0 || ::fsync(fd_) != 0)) {
+        fail(path_, system_error("cannot cut its unfinished last line"));
+      }
+      content.resize(keep);
+    }
+    return content;
+  }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+  bool writable_ = true;
+};
 
 std::vector<std::string> split(const std::string& line, char separator) {
   std::vector<std::string> fields;
@@ -90,35 +144,13 @@ bool parse_times(const std::string& text, size_t expected) {
 
 AlgoTable::AlgoTable(std::string path, std::string machine)
     : path_(std::move(path)), machine_(std::move(machine)) {
-  std::string content;
-  const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    if (errno == ENOENT) return;  // no file yet: every plan is timed, then recorded
-    fail(path_, system_error("cannot read it"));
-  }
-  char buffer[1 << 16];
-  for (;;) {
-    const ssize_t n = ::read(fd, buffer, sizeof(buffer));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      const std::string why = system_error("cannot read it");
-      ::close(fd);
-      fail(path_, why);
-    }
-    if (n == 0) break;
-    content.append(buffer, static_cast<size_t>(n));
-  }
-  ::close(fd);
-  if (!content.empty() && content.back() != '\n') {
-    // A crash between the start and the end of an append: the torn line was never a choice.
-    const size_t keep = content.rfind('\n') == std::string::npos ? 0 : content.rfind('\n') + 1;
-    std::fprintf(stderr,
-                 "accum: ACCUM_CUBLASLT_ALGOS file '%s': dropping its unfinished last line "
-                 "(%zu bytes; a write cut short); that GEMM shape is timed again\n",
-                 path_.c_str(), content.size() - keep);
-    content.resize(keep);
-    replace_file(path_, content);
-  }
+  LockedFile file(path_, /*create=*/false);
+  if (file.open()) parse(file.read_complete_lines());  // else: every plan is timed, then kept
+}
+
+void AlgoTable::parse(const std::string& content) {
+  machine_written_ = false;
+  choices_.clear();
   std::map<std::string, int> first_line;
   std::istringstream lines(content);
   int number = 0;
@@ -165,7 +197,11 @@ const AlgoChoice* AlgoTable::find(const std::string& shape) const {
   return found == choices_.end() ? nullptr : &found->second;
 }
 
-void AlgoTable::add(const std::string& shape, AlgoChoice choice, const std::vector<float>& us) {
+AlgoChoice AlgoTable::record(const std::string& shape, AlgoChoice choice,
+                             const std::vector<float>& us) {
+  LockedFile file(path_, /*create=*/true);
+  parse(file.read_complete_lines());  // what other processes have kept since
+  if (const AlgoChoice* kept = find(shape)) return *kept;
   std::string text;
   if (!machine_written_) text = std::string(kHeader) + "machine\t" + machine_ + "\n";
   text +=
@@ -176,14 +212,10 @@ void AlgoTable::add(const std::string& shape, AlgoChoice choice, const std::vect
     text += cell;
   }
   text += "\n";
-  const int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (fd < 0) fail(path_, system_error("cannot open it for appending"));
-  const bool written = write_all(fd, text);
-  const std::string why = written ? "" : system_error("cannot append to it");
-  ::close(fd);
-  if (!written) fail(path_, why);
+  if (!write_all(file.fd(), text)) fail(path_, system_error("cannot append to it"));
   machine_written_ = true;
   choices_[shape] = choice;
+  return choice;
 }
 
 int fastest_candidate(const std::vector<float>& us) {

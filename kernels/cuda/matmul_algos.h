@@ -14,9 +14,11 @@
 //   SHAPE<TAB>I<TAB>N<TAB>US              one per GEMM plan: the heuristic's candidate #I
 //                                          (0-based) of the N it offered; US: the candidates'
 //                                          times in µs, space-separated (-1: failed to run)
-// A choice line is appended (one write, then fsync) as soon as it is timed; a final line
-// without its newline (a crash mid-write) is dropped, and the file rewritten without it,
-// when the file is next opened.
+// Every process of a job may share one file: each read and append happens under an exclusive
+// flock, and a process that has timed a shape another has meanwhile kept takes the kept
+// choice, so all ranks run the same algorithms. A choice line is appended in one write, then
+// fsynced; a last line without its newline (a crash mid-write) is cut off when the file is
+// next read, and its shape is timed again.
 #pragma once
 
 #include <map>
@@ -38,12 +40,18 @@ class AlgoTable {
   AlgoTable(std::string path, std::string machine);
 
   const AlgoChoice* find(const std::string& shape) const;
-  // Records the choice for `shape` and appends its line. Throws std::runtime_error when the
-  // file cannot be written.
-  void add(const std::string& shape, AlgoChoice choice, const std::vector<float>& us);
+  // Keeps `choice` (timed as `us`) for `shape`: re-reads the file, and returns the choice
+  // already there if another process kept one for `shape` meanwhile; else appends this one and
+  // returns it. Throws std::runtime_error when the file cannot be read or written, or has
+  // become malformed.
+  AlgoChoice record(const std::string& shape, AlgoChoice choice, const std::vector<float>& us);
   const std::string& path() const { return path_; }
 
  private:
+  // Replaces the table with the choices in `content` (the whole file); throws as the
+  // constructor does.
+  void parse(const std::string& content);
+
   std::string path_, machine_;
   bool machine_written_ = false;
   std::map<std::string, AlgoChoice> choices_;

@@ -7,6 +7,8 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <map>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -122,6 +124,35 @@ TEST_F(GpuJobTest, ARankThatNeverJoinsNcclSetupEndsTheJobAtTheTimeout) {
       << result.output;
   EXPECT_EQ(read_metrics(job / "metrics.jsonl").size(), 0u) << "a step was taken";
   EXPECT_EQ(count_rank_processes(spec), 0) << "a rank outlived mpirun";
+}
+
+// Ranks that share one ACCUM_CUBLASLT_ALGOS file (the same path on every rank) keep one
+// choice per GEMM shape: each appends under a lock, and a rank that timed a shape another
+// rank kept meanwhile takes the kept choice, so both run the same algorithms.
+TEST_F(GpuJobTest, RanksSharingACublasLtAlgorithmFileKeepOneChoicePerShape) {
+  MpiJobDir job;
+  const std::string algos = job / "algos.tsv";
+  const std::string spec = job.write_spec(
+      "shared", {{"device", "\"CUDA\""}, {"precision", "\"BF16\""}, {"max_steps", "2"}});
+  std::vector<std::string> args = mpirun_args_;
+  args.insert(args.end(), {"-x", "ACCUM_CUBLASLT_ALGOS=" + algos});
+  const RunResult result = run(mpirun_argv(kRanks, spec, args), 240);
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  std::map<std::string, int> shapes;
+  int machines = 0;
+  std::istringstream lines(read_file(algos));
+  for (std::string line; std::getline(lines, line);) {
+    if (line.empty() || line[0] == '#') continue;
+    const std::string first_field = line.substr(0, line.find('\t'));
+    if (first_field == "machine") {
+      ++machines;
+    } else {
+      ++shapes[first_field];
+    }
+  }
+  EXPECT_EQ(machines, 1) << read_file(algos);
+  EXPECT_GE(shapes.size(), 3u) << read_file(algos);
+  for (const auto& [shape, count] : shapes) EXPECT_EQ(count, 1) << shape;
 }
 
 }  // namespace

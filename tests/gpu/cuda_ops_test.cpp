@@ -431,9 +431,10 @@ TEST(CudaOps, MatmulAlgorithmFileTimesOnceThenKeepsTheChoices) {
 }
 
 // The file's edges, host code only (no GPU needed): a choice round-trips through the file,
-// a file timed on another machine, a malformed line and a shape chosen twice are refused with
-// the file, the line and what was expected, and a last line cut short by a crash is dropped
-// (that shape is timed again) while the choices before it are kept.
+// processes sharing the file agree on one choice per shape, a file timed on another machine, a
+// malformed line and a shape chosen twice are refused with the file, the line and what was
+// expected, and a last line cut short by a crash is dropped (that shape is timed again) while the
+// choices before it are kept.
 TEST(CublasLtAlgoFile, KeepsChoicesAndRefusesWhatItCannotTrust) {
   char dir[] = "/tmp/accum_algo_file_XXXXXX";
   ASSERT_TRUE(mkdtemp(dir) != nullptr);
@@ -450,8 +451,8 @@ TEST(CublasLtAlgoFile, KeepsChoicesAndRefusesWhatItCannotTrust) {
   {
     cuda::AlgoTable table(path, "GPU A | cuBLASLt 1");  // no file yet: empty
     EXPECT_EQ(table.find("64x64x64 NN"), nullptr);
-    table.add("64x64x64 NN", {2, 3}, {5.0f, 4.0f, 3.0f});
-    table.add("32x32x32 TN", {0, 2}, {1.0f, -1.0f});
+    EXPECT_EQ(table.record("64x64x64 NN", {2, 3}, {5.0f, 4.0f, 3.0f}).index, 2);
+    table.record("32x32x32 TN", {0, 2}, {1.0f, -1.0f});
   }
   {
     cuda::AlgoTable table(path, "GPU A | cuBLASLt 1");
@@ -460,6 +461,18 @@ TEST(CublasLtAlgoFile, KeepsChoicesAndRefusesWhatItCannotTrust) {
     EXPECT_EQ(table.find("64x64x64 NN")->candidates, 3);
     ASSERT_NE(table.find("32x32x32 TN"), nullptr);
     EXPECT_EQ(table.find("32x32x32 TN")->index, 0);
+  }
+  {
+    // Two processes (two tables) timing the same new shape: the second to record takes the
+    // first's choice, so every rank of a job runs the same algorithm.
+    cuda::AlgoTable rank0(path, "GPU A | cuBLASLt 1"), rank1(path, "GPU A | cuBLASLt 1");
+    EXPECT_EQ(rank1.record("16x16x16 NN", {1, 3}, {3.0f, 1.0f, 2.0f}).index, 1);
+    EXPECT_EQ(rank0.record("16x16x16 NN", {2, 3}, {3.0f, 2.0f, 1.0f}).index, 1);
+    ASSERT_NE(rank0.find("16x16x16 NN"), nullptr);
+    EXPECT_EQ(rank0.find("16x16x16 NN")->index, 1);
+    cuda::AlgoTable reread(path, "GPU A | cuBLASLt 1");  // one line for the shape, not two
+    ASSERT_NE(reread.find("16x16x16 NN"), nullptr);
+    EXPECT_EQ(reread.find("16x16x16 NN")->index, 1);
   }
   EXPECT_NE(refusal("GPU B | cuBLASLt 1")
                 .find("timed on 'GPU A | cuBLASLt 1', this is 'GPU B | cuBLASLt 1'"),
@@ -485,7 +498,7 @@ TEST(CublasLtAlgoFile, KeepsChoicesAndRefusesWhatItCannotTrust) {
     ASSERT_NE(table.find("shape one"), nullptr);
     EXPECT_EQ(table.find("shape one")->index, 1);
     EXPECT_EQ(table.find("shape two"), nullptr) << "a torn line was taken for a choice";
-    table.add("shape two", {1, 2}, {2.0f, 1.0f});
+    table.record("shape two", {1, 2}, {2.0f, 1.0f});
   }
   std::ifstream file(path);
   std::stringstream content;

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <functional>
 #include <map>
 #include <regex>
 #include <string>
@@ -33,6 +34,31 @@ class GpuTrainerTest : public ::testing::Test {
     overrides["precision"] = "\"BF16\"";
     write_file(dir_ / (name + ".json"), tiny_spec_json(overrides));
     return run({worker_binary(), "--spec", dir_ / (name + ".json")});
+  }
+  // Trains 6 steps straight ("s"), calls `after_straight`, then 3 steps and a resume to 6
+  // ("r"), and expects the resumed run to end with the straight run's losses and weights, bit
+  // for bit.
+  void expect_resume_is_bit_identical(const std::function<void()>& after_straight = [] {}) {
+    auto straight = train(
+        "s",
+        {{"max_steps", "6"}, {"checkpoint.dir", "\"ckpt_s\""}, {"metrics_path", "\"s.jsonl\""}});
+    ASSERT_EQ(straight.exit_code, 0) << straight.output;
+    after_straight();
+    auto first = train(
+        "r1",
+        {{"max_steps", "3"}, {"checkpoint.dir", "\"ckpt_r\""}, {"metrics_path", "\"r.jsonl\""}});
+    ASSERT_EQ(first.exit_code, 0) << first.output;
+    auto second = train("r2", {{"max_steps", "6"},
+                               {"checkpoint.dir", "\"ckpt_r\""},
+                               {"metrics_path", "\"r.jsonl\""},
+                               {"checkpoint.resume_from", "\"latest\""}});
+    ASSERT_EQ(second.exit_code, 0) << second.output;
+    const auto s = read_metrics(dir_ / "s.jsonl"), r = read_metrics(dir_ / "r.jsonl");
+    ASSERT_EQ(s.size(), 6u);
+    ASSERT_EQ(r.size(), 6u);
+    for (size_t i = 0; i < 6; ++i) EXPECT_EQ(s[i].loss, r[i].loss) << "step " << i + 1;
+    EXPECT_EQ(read_file(dir_ / "ckpt_s/step_00000006/model.safetensors"),
+              read_file(dir_ / "ckpt_r/step_00000006/model.safetensors"));
   }
   TempDir dir_;
 };
@@ -62,25 +88,22 @@ TEST_F(GpuTrainerTest, EightMicroBatchesOfOneTrainLikeOneBatchOfEight) {
             1e-3);
 }
 
-TEST_F(GpuTrainerTest, ResumeIsBitIdentical) {
-  auto straight = train(
-      "s", {{"max_steps", "6"}, {"checkpoint.dir", "\"ckpt_s\""}, {"metrics_path", "\"s.jsonl\""}});
-  ASSERT_EQ(straight.exit_code, 0) << straight.output;
-  auto first = train(
-      "r1",
-      {{"max_steps", "3"}, {"checkpoint.dir", "\"ckpt_r\""}, {"metrics_path", "\"r.jsonl\""}});
-  ASSERT_EQ(first.exit_code, 0) << first.output;
-  auto second = train("r2", {{"max_steps", "6"},
-                             {"checkpoint.dir", "\"ckpt_r\""},
-                             {"metrics_path", "\"r.jsonl\""},
-                             {"checkpoint.resume_from", "\"latest\""}});
-  ASSERT_EQ(second.exit_code, 0) << second.output;
-  const auto s = read_metrics(dir_ / "s.jsonl"), r = read_metrics(dir_ / "r.jsonl");
-  ASSERT_EQ(s.size(), 6u);
-  ASSERT_EQ(r.size(), 6u);
-  for (size_t i = 0; i < 6; ++i) EXPECT_EQ(s[i].loss, r[i].loss) << "step " << i + 1;
-  EXPECT_EQ(read_file(dir_ / "ckpt_s/step_00000006/model.safetensors"),
-            read_file(dir_ / "ckpt_r/step_00000006/model.safetensors"));
+TEST_F(GpuTrainerTest, ResumeIsBitIdentical) { expect_resume_is_bit_identical(); }
+
+// ACCUM_CUBLASLT_ALGOS=FILE through the real worker: the first run times cuBLASLt's
+// candidates and keeps its choices in FILE; a run cut at step 3 and resumed reads them (FILE
+// does not change) and ends with the uninterrupted run's bits, though a choice timed again
+// could differ.
+TEST_F(GpuTrainerTest, ResumeWithKeptCublasLtAlgorithmsIsBitIdentical) {
+  const std::string algos = dir_ / "algos.tsv";
+  std::string kept;
+  kernels::gpu_testing::with_env("ACCUM_CUBLASLT_ALGOS", algos.c_str(), [&] {
+    expect_resume_is_bit_identical([&] {
+      kept = read_file(algos);
+      EXPECT_NE(kept.find("\nmachine\t"), std::string::npos) << kept;
+    });
+  });
+  EXPECT_EQ(read_file(algos), kept) << "a later run timed the algorithms again";
 }
 
 TEST_F(GpuTrainerTest, MemoryReportAndOutOfMemoryAdvice) {
