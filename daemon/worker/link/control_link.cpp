@@ -133,14 +133,23 @@ class GrpcControlLink final : public ControlLink {
       wake_.notify_all();
       drained_.wait_for(lock, std::chrono::seconds(3), [&] { return outbox_.empty(); });
       closing_ = true;
+      wake_.notify_all();
+      // A connected stream ends itself: stream_once half-closes it and waits (bounded) for
+      // accumd to read the rest. Anything else (a connection accumd never answers) is
+      // cancelled at once, as is a goodbye that outlasts its bound.
+      if (streaming_) {
+        stopped_.wait_for(lock, kGoodbyeTimeout + std::chrono::seconds(1),
+                          [&] { return !streaming_; });
+      }
       if (context_) context_->TryCancel();
     }
-    wake_.notify_all();
     if (worker_.joinable()) worker_.join();
   }
 
  private:
   static constexpr size_t kMaxQueued = 10000;
+  // How long a stream that is ending waits for accumd to read the rest of it.
+  static constexpr std::chrono::seconds kGoodbyeTimeout{5};
 
   void enqueue(accum::v1::WorkerEvent event) {
     std::lock_guard lock(mutex_);
@@ -195,6 +204,10 @@ class GrpcControlLink final : public ControlLink {
     std::atomic<bool> reader_done{false};
     std::thread reader;
     if (connected) {
+      {
+        std::lock_guard lock(mutex_);
+        streaming_ = true;
+      }
       spdlog::debug("control link: connected to {}", addr_);
       reader = std::thread([&] {
         accum::v1::WorkerCommand command;
@@ -223,12 +236,22 @@ class GrpcControlLink final : public ControlLink {
       if (outbox_.empty()) drained_.notify_all();
     }
     stream->WritesDone();
+    // accumd handles each event it reads, and ends the call once it reads the end of the
+    // stream: wait for that before cancelling (bounded, accumd may be gone). A cancel right
+    // after WritesDone drops the events accumd has not read yet, such as the last step's
+    // metrics of a worker that is exiting while accumd is busy.
+    if (connected) {
+      std::unique_lock lock(mutex_);
+      wake_.wait_for(lock, kGoodbyeTimeout, [&] { return reader_done.load(); });
+    }
     context->TryCancel();
     if (reader.joinable()) reader.join();
     const grpc::Status status = stream->Finish();
     {
       std::lock_guard lock(mutex_);
       context_.reset();
+      streaming_ = false;
+      stopped_.notify_all();
     }
     if (!status.ok() && status.error_code() != grpc::StatusCode::CANCELLED) {
       spdlog::warn("control link to {}: {} (will retry)", addr_, status.error_message());
@@ -252,6 +275,8 @@ class GrpcControlLink final : public ControlLink {
   Clock::time_point last_heartbeat_{};            // GUARDED_BY(mutex_)
   std::shared_ptr<grpc::ClientContext> context_;  // GUARDED_BY(mutex_)
   bool closing_ = false;                          // GUARDED_BY(mutex_)
+  bool streaming_ = false;           // a stream got its hello through; GUARDED_BY(mutex_)
+  std::condition_variable stopped_;  // streaming_ became false
   std::thread worker_;
 };
 
