@@ -149,11 +149,14 @@ fi
 # ACCUM_LAYERNORM_GRADS=two_pass: LayerNorm dweight/dbias in a pass of their own.
 # ACCUM_ATTENTION_HEAD_GROUP: attention blocks longest first within groups of 48 heads
 # (half the K and V in L2 at once), or 1: head by head, the order up to RESULTS 4.9.
+# ACCUM_CUBLASLT_ALGOS: cuBLASLt's algorithms timed in the warm-up and kept (opt-in; RESULTS
+# 4.16), in a file of this run's own.
 ABLATIONS=()
 for ablation in ACCUM_ATTENTION=simple ACCUM_CUBLASLT_GELU=0 ACCUM_ATTENTION=mma_dkdv32 \
                 ACCUM_ATTENTION=mma_fwd128 ACCUM_CUDA_GRAPHS=0 ACCUM_CUBLASLT_BGRAD=1 \
                 ACCUM_LAYERNORM_GRADS=two_pass \
-                ACCUM_ATTENTION_HEAD_GROUP=48 ACCUM_ATTENTION_HEAD_GROUP=1; do
+                ACCUM_ATTENTION_HEAD_GROUP=48 ACCUM_ATTENTION_HEAD_GROUP=1 \
+                "ACCUM_CUBLASLT_ALGOS=$OUT/cublaslt_algos.tsv"; do
   name="${ablation//[^A-Za-z0-9]/_}"
   log "accum-cuda with $ablation (ablation)"
   # shellcheck disable=SC2086  # an entry may set several variables

@@ -46,6 +46,8 @@ expect "| accum-cuda with ACCUM_CUBLASLT_BGRAD=1 |"
 expect "| accum-cuda with ACCUM_LAYERNORM_GRADS=two_pass |"
 expect "| accum-cuda with ACCUM_ATTENTION_HEAD_GROUP=48 |"
 expect "| accum-cuda with ACCUM_ATTENTION_HEAD_GROUP=1 |"
+expect "| accum-cuda with ACCUM_CUBLASLT_ALGOS=$work/out/cublaslt_algos.tsv |"
+grep -q "^machine	" "$work/out/cublaslt_algos.tsv" || fail "the ACCUM_CUBLASLT_ALGOS row kept no choices"
 expect "PyTorch reference: not run"
 expect "| micro-batch B | step ms | tokens/s | MFU |"
 batch_rows=$(awk '/^\| micro-batch B/ {f = 1; next} f && /^$/ {f = 0} f' "$summary" | grep -c '^| [24] |')
