@@ -44,8 +44,12 @@ void print_status(const accum::v1::JobStatus& job) {
             << "state:     " << state_text(job.state()) << "\n"
             << "progress:  step " << job.last_metrics().step() << "/" << job.spec().max_steps();
   if (job.last_metrics().step() > 0) {
-    std::cout << absl::StrFormat("  loss %.4f  %.0f tok/s", job.last_metrics().loss(),
-                                 job.last_metrics().tokens_per_s());
+    const accum::v1::StepMetrics& last = job.last_metrics();
+    std::cout << absl::StrFormat("  loss %.4f  %.0f tok/s", last.loss(), last.tokens_per_s());
+    if (last.model_tflops() > 0) {
+      std::cout << absl::StrFormat("  %.3g TFLOP/s per rank", last.model_tflops());
+    }
+    if (last.has_mfu()) std::cout << absl::StrFormat("  MFU %.1f%%", 100.0 * last.mfu());
   }
   std::cout << "\n"
             << "ranks:     " << std::max(1, job.spec().world_size()) << "\n"

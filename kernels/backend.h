@@ -90,6 +90,9 @@ class Backend {
   virtual void f32_to_act(void* dst, const float* src, size_t n) = 0;
   // Device memory in use and in total (false when the back end cannot tell; the CPU
   // back end leaves host memory to the caller).
+  // The device's dense peak for this back end's matmul precision, TFLOP/s; 0 when unknown
+  // (the CPU back end; a GPU not in the CUDA back end's table).
+  virtual double peak_tflops() const { return 0.0; }
   virtual bool memory_info(size_t* used_bytes, size_t* total_bytes) const {
     (void)used_bytes;
     (void)total_bytes;

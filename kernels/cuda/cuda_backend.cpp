@@ -21,6 +21,7 @@
 #include <utility>
 
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/device_peak.h"
 #include "kernels/cuda/matmul.h"
 #include "kernels/cuda/ops.h"
 #include "kernels/cuda/scratch.h"
@@ -61,6 +62,12 @@ struct BiasCorrections {
   float beta1, beta2;
 };
 
+std::string device_name(int device) {
+  cudaDeviceProp prop{};
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  return prop.name;
+}
+
 // ACCUM_CUDA_GRAPHS: unset or "1" = run_recorded's sequences as CUDA graphs (the default since
 // an H100 measured 2.0% off the GPT-2 124M step in alternating rounds, bench/RESULTS.md 4.14);
 // "0" = ops launched one by one (bench/gpu.sh measures it against the default).
@@ -82,7 +89,8 @@ class CudaBackend final : public Backend {
         scratch_(stream_.get()),
         staging_(stream_.get()),
         matmul_(stream_.get()),
-        graphs_(graphs_from_environment()) {}
+        graphs_(graphs_from_environment()),
+        peak_tflops_(cu::peak_tflops_for(device_name(device))) {}
   ~CudaBackend() override {
     for (auto& [key, record] : records_) {
       if (record.exec != nullptr) cudaGraphExecDestroy(record.exec);  // destructor: no report
@@ -90,6 +98,7 @@ class CudaBackend final : public Backend {
   }
 
   const char* name() const override { return "cuda"; }
+  double peak_tflops() const override { return peak_tflops_; }
   bool memory_info(size_t* used_bytes, size_t* total_bytes) const override {
     return cuda_memory_info(device_, used_bytes, total_bytes);
   }
@@ -317,6 +326,7 @@ class CudaBackend final : public Backend {
     return total;
   }
   bool graphs_;
+  double peak_tflops_;
   std::map<std::pair<const void*, int>, Record> records_;
   long launches_ = 0;
 };

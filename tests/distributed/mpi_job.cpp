@@ -115,21 +115,6 @@ int count_rank_processes(const std::string& spec_path) {
   return count;
 }
 
-double metric_value(const MetricsLine& line, const std::string& key) {
-  const std::string needle = "\"" + key + "\":";
-  const auto pos = line.raw.find(needle);
-  if (pos == std::string::npos) return NAN;
-  return std::strtod(line.raw.c_str() + pos + needle.size(), nullptr);
-}
-
-int64_t gpt2_parameter_count(int64_t n_layer, int64_t d_model, int64_t vocab, int64_t max_seq_len) {
-  const int64_t C = d_model;
-  // ln_1 (2C) + c_attn (C x 3C + 3C) + attn c_proj (C x C + C) + ln_2 (2C)
-  // + c_fc (C x 4C + 4C) + mlp c_proj (4C x C + C) = 12C^2 + 13C per block.
-  const int64_t per_block = 12 * C * C + 13 * C;
-  return vocab * C + max_seq_len * C + n_layer * per_block + 2 * C /*ln_f*/;
-}
-
 int64_t expected_bucket_count(int64_t n, double bucket_mb, int world, int zero_stage) {
   int64_t per_bucket = std::max<int64_t>(1, static_cast<int64_t>(bucket_mb * (1 << 20)) / 4);
   if (zero_stage == 1) per_bucket = std::max<int64_t>(world, per_bucket / world * world);

@@ -49,12 +49,6 @@ pid_t find_rank_pid(const std::string& spec_path, int rank);
 // How many accum-worker processes naming `spec_path` are alive.
 int count_rank_processes(const std::string& spec_path);
 
-// A numeric field of a metrics line (NaN when absent).
-double metric_value(const MetricsLine& line, const std::string& key);
-
-// GPT-2 parameter count (DESIGN.md's model; LM head tied): what the flat gradient buffer holds.
-int64_t gpt2_parameter_count(int64_t n_layer, int64_t d_model, int64_t vocab, int64_t max_seq_len);
-
 // Gradient buckets the reducer cuts (grad_reducer.cpp: bucket_bytes/4 elements, rounded
 // down to a multiple of N under ZeRO-1) from a buffer of n elements.
 int64_t expected_bucket_count(int64_t n, double bucket_mb, int world, int zero_stage);

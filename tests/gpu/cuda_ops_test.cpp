@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cuda/device_peak.h"
 #include "kernels/cuda/matmul_algos.h"
 #include "tests/gpu/op_harness.h"
 
@@ -428,6 +429,30 @@ TEST(CudaOps, MatmulAlgorithmFileTimesOnceThenKeepsTheChoices) {
   EXPECT_NE(error.find("delete the file to time them again"), std::string::npos) << error;
   std::remove(path.c_str());
   rmdir(dir);
+}
+
+// The dense bf16 peaks MFU is reported against (host code, no GPU needed): the most
+// specific name wins, unknown cards have none, ACCUM_PEAK_TFLOPS overrides and is checked.
+TEST(CudaDevicePeak, KnownCardsUnknownCardsAndTheOverride) {
+  EXPECT_EQ(cuda::dense_bf16_peak_tflops("NVIDIA H100 80GB HBM3"), 989.4);
+  EXPECT_EQ(cuda::dense_bf16_peak_tflops("NVIDIA H100 PCIe"), 756.0);
+  EXPECT_EQ(cuda::dense_bf16_peak_tflops("NVIDIA H200"), 989.4);
+  EXPECT_EQ(cuda::dense_bf16_peak_tflops("NVIDIA A100-SXM4-80GB"), 312.0);
+  EXPECT_EQ(cuda::dense_bf16_peak_tflops("SIMT emulator"), 0.0);
+  with_env("ACCUM_PEAK_TFLOPS", "400",
+           [] { EXPECT_EQ(cuda::peak_tflops_for("NVIDIA H100 80GB HBM3"), 400.0); });
+  for (const char* bad : {"-1", "0", "fast", "12abc"}) {
+    std::string error;
+    with_env("ACCUM_PEAK_TFLOPS", bad, [&] {
+      try {
+        cuda::peak_tflops_for("NVIDIA H200");
+      } catch (const std::runtime_error& e) {
+        error = e.what();
+      }
+    });
+    EXPECT_NE(error.find(std::string("ACCUM_PEAK_TFLOPS='") + bad + "'"), std::string::npos)
+        << bad << ": " << error;
+  }
 }
 
 // The file's edges, host code only (no GPU needed): a choice round-trips through the file,

@@ -106,6 +106,32 @@ TEST_F(GpuTrainerTest, ResumeWithKeptCublasLtAlgorithmsIsBitIdentical) {
   EXPECT_EQ(read_file(algos), kept) << "a later run timed the algorithms again";
 }
 
+// On a GPU the metrics give MFU: model_tflops over the card's dense peak, here the one
+// ACCUM_PEAK_TFLOPS names (the emulator is in no table, and a test must know the peak);
+// a value that is not a positive number is refused, naming the variable.
+TEST_F(GpuTrainerTest, MetricsGiveMfuAgainstTheDevicePeak) {
+  RunResult result, refused;
+  kernels::gpu_testing::with_env("ACCUM_PEAK_TFLOPS", "0.25", [&] {
+    result = train("mfu", {{"max_steps", "2"}, {"metrics_path", "\"mfu.jsonl\""}});
+  });
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const auto metrics = read_metrics(dir_ / "mfu.jsonl");
+  ASSERT_EQ(metrics.size(), 2u);
+  for (const auto& line : metrics) {
+    const double tflops = metric_value(line, "model_tflops");
+    EXPECT_GT(tflops, 0) << line.raw;
+    EXPECT_NEAR(metric_value(line, "mfu"), tflops / 0.25, 1e-9 + 1e-6 * tflops / 0.25) << line.raw;
+  }
+  kernels::gpu_testing::with_env("ACCUM_PEAK_TFLOPS", "fast", [&] {
+    refused = train("refused", {{"max_steps", "1"}, {"metrics_path", "\"refused.jsonl\""}});
+  });
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_NE(refused.output.find("ACCUM_PEAK_TFLOPS='fast': expected the device's dense peak in "
+                                "TFLOP/s, a positive number"),
+            std::string::npos)
+      << refused.output;
+}
+
 TEST_F(GpuTrainerTest, MemoryReportAndOutOfMemoryAdvice) {
   auto small = train(
       "small",

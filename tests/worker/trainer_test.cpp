@@ -54,6 +54,25 @@ TEST_F(TrainerTest, LossFallsAndMetricsFollowTheContract) {
   EXPECT_TRUE(io::verify_checkpoint(dir_ / "ckpt/step_00000012").ok());
 }
 
+// model_tflops: tokens/s per rank x (6 N + 12 L C T) / 1e12 (the PaLM and llm.c count); no
+// MFU on the CPU, whose peak the back end does not know.
+TEST_F(TrainerTest, MetricsCountModelFlopsAndGiveNoMfuOnTheCpu) {
+  auto result = train("flops", {{"max_steps", "3"}});
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const auto metrics = read_metrics(dir_ / "metrics.jsonl");
+  ASSERT_EQ(metrics.size(), 3u);
+  // tiny_spec_json: L=2, C=32, V=256, max_seq_len 16, T=16.
+  const double flops_per_token = 6.0 * gpt2_parameter_count(2, 32, 256, 16) + 12.0 * 2 * 32 * 16;
+  for (const auto& line : metrics) {
+    const double tokens_per_s = metric_value(line, "tokens_per_s");
+    ASSERT_GT(tokens_per_s, 0) << line.raw;
+    EXPECT_NEAR(metric_value(line, "model_tflops"), tokens_per_s * flops_per_token / 1e12,
+                1e-6 * tokens_per_s * flops_per_token / 1e12)
+        << line.raw;
+    EXPECT_EQ(line.raw.find("\"mfu\""), std::string::npos) << line.raw;
+  }
+}
+
 TEST_F(TrainerTest, EightMicroBatchesOfOneTrainLikeOneBatchOfEight) {
   // K=8 x B=1 and K=1 x B=8 read the same 8 sequences per optimizer step.
   auto a = train("accumulated", {{"batch.micro_batch_size", "1"},

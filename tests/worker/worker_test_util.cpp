@@ -208,4 +208,19 @@ double relative_l2(const std::vector<float>& a, const std::vector<float>& b) {
   return std::sqrt(diff) / std::max(std::sqrt(norm), 1e-30);
 }
 
+double metric_value(const MetricsLine& line, const std::string& key) {
+  const std::string needle = "\"" + key + "\":";
+  const auto pos = line.raw.find(needle);
+  if (pos == std::string::npos) return NAN;
+  return std::strtod(line.raw.c_str() + pos + needle.size(), nullptr);
+}
+
+int64_t gpt2_parameter_count(int64_t n_layer, int64_t d_model, int64_t vocab, int64_t max_seq_len) {
+  const int64_t C = d_model;
+  // ln_1 (2C) + c_attn (C x 3C + 3C) + attn c_proj (C x C + C) + ln_2 (2C)
+  // + c_fc (C x 4C + 4C) + mlp c_proj (4C x C + C) = 12C^2 + 13C per block.
+  const int64_t per_block = 12 * C * C + 13 * C;
+  return vocab * C + max_seq_len * C + n_layer * per_block + 2 * C /*ln_f*/;
+}
+
 }  // namespace accum::testing

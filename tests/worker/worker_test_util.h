@@ -42,6 +42,11 @@ struct MetricsLine {
   std::string raw;
 };
 std::vector<MetricsLine> read_metrics(const std::string& path);
+// A numeric field of a metrics line (NaN when absent).
+double metric_value(const MetricsLine& line, const std::string& key);
+
+// GPT-2 parameter count (DESIGN.md's model; LM head tied): what the flat gradient buffer holds.
+int64_t gpt2_parameter_count(int64_t n_layer, int64_t d_model, int64_t vocab, int64_t max_seq_len);
 
 // All fp32 values of a safetensors file, tensor by tensor in name order.
 std::vector<float> read_weights(const std::string& path);

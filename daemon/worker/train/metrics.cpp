@@ -63,7 +63,9 @@ std::string metrics_json(const accum::v1::StepMetrics& m, const StepCommDetail* 
   absl::StrAppend(&out, ",\"grad_accum_steps\":", m.grad_accum_steps(),
                   ",\"world_size\":", m.world_size(), ",\"collectives\":", m.collectives(),
                   ",\"bytes_reduced\":", m.bytes_reduced(),
-                  ",\"comm_exposed_ms\":", number(m.comm_exposed_ms()));
+                  ",\"comm_exposed_ms\":", number(m.comm_exposed_ms()),
+                  ",\"model_tflops\":", number(m.model_tflops()));
+  if (m.has_mfu()) absl::StrAppend(&out, ",\"mfu\":", number(m.mfu()));
   if (detail != nullptr) {
     absl::StrAppend(
         &out,

@@ -100,6 +100,8 @@ class Trainer {
   link::ControlLink* link_;
   int world_ = 1, K_ = 1, B_ = 1, T_ = 1;
   int64_t tokens_per_update_ = 0;
+  double model_flops_per_token_ = 0;  // 6 N + 12 L C T (StepMetrics.model_tflops)
+  double peak_tflops_ = 0;            // the back end's, 0 when unknown
   int64_t start_step_ = 0;
   int64_t updates_applied_ = 0;  // AdamW updates made so far (skipped steps do not count)
   std::unique_ptr<kernels::Backend> backend_;
@@ -176,6 +178,9 @@ absl::Status Trainer::setup() {
   // Allocations the arithmetic does not see (the allocator's rounding, scratch that grows
   // in the first micro-step) can still fail: run() turns std::bad_alloc into the same advice.
   model_ = std::make_unique<model::Gpt2>(backend_.get(), config, B_, T_);
+  model_flops_per_token_ = 6.0 * static_cast<double>(model_->num_params()) +
+                           12.0 * config.n_layer * static_cast<double>(config.d_model) * T_;
+  peak_tflops_ = backend_->peak_tflops();
   comm::GradReducerOptions options;
   options.bucket_bytes = static_cast<size_t>(spec_.distributed().bucket_mb() * (1 << 20));
   options.zero_stage = spec_.distributed().zero_stage();
@@ -456,6 +461,8 @@ absl::StatusOr<TrainResult> Trainer::run() {
       m.set_bytes_reduced(gradient_counters.bytes_reduced);
       m.set_comm_exposed_ms(gradient_counters.exposed_ms);
       m.set_max_steps(max_steps);
+      m.set_model_tflops(m.tokens_per_s() / world_ * model_flops_per_token_ / 1e12);
+      if (peak_tflops_ > 0) m.set_mfu(m.model_tflops() / peak_tflops_);
       StepCommDetail detail;
       detail.first_gradient_collective_micro_step =
           window_comm_.first_gradient_collective_micro_step;
