@@ -251,6 +251,7 @@ absl::StatusOr<DaemonSnapshot> JobManager::metrics_snapshot() {
     job.step = last.step();
     job.loss = last.loss();
     job.tokens_per_s = last.tokens_per_s();
+    job.model_tflops = last.model_tflops();
     snapshot.active_jobs.push_back(std::move(job));
   }
   return snapshot;

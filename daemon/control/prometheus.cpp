@@ -73,6 +73,9 @@ std::string render_prometheus(const DaemonSnapshot& snapshot) {
   per_job(&out, snapshot, "accumd_job_tokens_per_second",
           "Training throughput of the last reported step.",
           [](const JobGauges& job) { return job.tokens_per_s; });
+  per_job(&out, snapshot, "accumd_job_model_tflops",
+          "Model FLOP/s per rank / 1e12 of the last reported step, (6 N + 12 L C T) per token.",
+          [](const JobGauges& job) { return job.model_tflops; });
   per_job(&out, snapshot, "accumd_job_restarts", "Restarts of the job by the supervisor.",
           [](const JobGauges& job) { return static_cast<double>(job.restarts); });
 

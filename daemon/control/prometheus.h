@@ -35,6 +35,7 @@ struct JobGauges {
   int64_t max_steps = 0;
   double loss = 0;
   double tokens_per_s = 0;
+  double model_tflops = 0;  // per rank (StepMetrics.model_tflops)
   int restarts = 0;
 };
 

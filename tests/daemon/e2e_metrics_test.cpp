@@ -149,6 +149,8 @@ TEST_F(MetricsEndpointTest, ScrapeWhileJobTrainsMatchesGrpcAndMetricsFile) {
   const double loss = value_of(series, job_series("accumd_job_loss", id, "scraped"));
   const double tokens_per_s =
       value_of(series, job_series("accumd_job_tokens_per_second", id, "scraped"));
+  const double model_tflops =
+      value_of(series, job_series("accumd_job_model_tflops", id, "scraped"));
   EXPECT_EQ(value_of(series, "accumd_jobs{state=\"RUNNING\"}"), 1);
   EXPECT_EQ(value_of(series, "accumd_jobs{state=\"SUCCEEDED\"}"), 0);
   EXPECT_EQ(value_of(series, "accumd_slots"), 2);
@@ -202,7 +204,8 @@ TEST_F(MetricsEndpointTest, ScrapeWhileJobTrainsMatchesGrpcAndMetricsFile) {
   EXPECT_EQ(value_of(ended, "accumd_jobs{state=\"RUNNING\"}"), 0);
   EXPECT_EQ(value_of(ended, "accumd_slots_in_use"), 0);
 
-  // The scraped loss and tokens/s are those of the scraped step in metrics.jsonl.
+  // The scraped loss, tokens/s and model TFLOP/s are those of the scraped step in
+  // metrics.jsonl.
   std::ifstream metrics_file(after.job_dir() + "/metrics.jsonl");
   google::protobuf::util::JsonParseOptions options;
   options.ignore_unknown_fields = true;
@@ -214,6 +217,8 @@ TEST_F(MetricsEndpointTest, ScrapeWhileJobTrainsMatchesGrpcAndMetricsFile) {
     found = true;
     EXPECT_NEAR(loss, row.loss(), 1e-9 * std::abs(row.loss()));
     EXPECT_NEAR(tokens_per_s, row.tokens_per_s(), 1e-9 * row.tokens_per_s());
+    EXPECT_GT(row.model_tflops(), 0) << line;
+    EXPECT_NEAR(model_tflops, row.model_tflops(), 1e-9 * row.model_tflops());
   }
   EXPECT_TRUE(found) << "step " << step << " is not in " << after.job_dir() << "/metrics.jsonl";
 }
