@@ -278,6 +278,9 @@ TEST(DaemonSecurity, AccumctlExitCodesAndMessages) {
   // The spec left max_restarts out: the daemon's default (3) is what the job runs under.
   EXPECT_EQ(run_accumctl(daemon, {"status", id}, &output), 0) << output;
   EXPECT_NE(output.find("restarts:  0 of 3 allowed"), std::string::npos) << output;
+  // The last step's model FLOP/s; a CPU job has no MFU (its back end knows no peak).
+  EXPECT_NE(output.find(" TFLOP/s per rank"), std::string::npos) << output;
+  EXPECT_EQ(output.find("MFU"), std::string::npos) << output;
   EXPECT_EQ(run_accumctl(daemon, {"logs", id, "--rank", "0"}, &output), 0) << output;
   EXPECT_NE(output.find("[rank 0]"), std::string::npos) << output;
   // Cancelling an ended job: 7.
