@@ -22,10 +22,10 @@
 // the first time (it was trained on), so when a run revisits one, a loss that did not fall
 // is reported as a wrong training step. Prints one JSON object (also written to --out) with
 // tokens_per_s, step_ms (split into micro_ms per micro-step and optimizer_ms for clip +
-// AdamW), flops_per_token, memory and "learned" (true / false / null when no micro-batch
-// was seen twice).
-// Exit status: 0 ok, 2 bad flags, 3 no GPU, 4 did not learn, 5 out of device memory (the
-// micro-batch does not fit: bench/gpu.sh then tries a smaller one), 1 any other error.
+// AdamW), flops_per_token, peak_tflops (the card's, kernels/cuda/device_peak.h), memory and
+// "learned" (true / false / null when no micro-batch was seen twice). Exit status: 0 ok, 2 bad
+// flags, 3 no GPU, 4 did not learn, 5 out of device memory (the micro-batch does not fit:
+// bench/gpu.sh then tries a smaller one), 1 any other error.
 #include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 #include <unistd.h>  // environ
@@ -47,6 +47,7 @@
 #include "bench/gpu/clock_sampler.h"
 #include "bench/gpu/gpt2_step.h"
 #include "kernels/backend.h"
+#include "kernels/cuda/device_peak.h"
 
 namespace {
 
@@ -314,10 +315,9 @@ int run(const Args& args) {
   const double optimizer_ms = timed_optimizer_seconds / args.steps * 1e3;
   const double tokens_per_s = double(tokens_per_micro) * args.grad_accum / (step_ms / 1e3);
   const auto& m = args.model;
-  // PaLM / llm.c convention: 6 N per token for the matmuls of forward + backward, plus
-  // attention scores 12 L C T (not halved for causality); the PyTorch side uses the same.
+  // The trainer's count (the PaLM / llm.c convention); the PyTorch side uses the same.
   const double flops_per_token =
-      6.0 * double(model.num_parameters()) + 12.0 * m.n_layer * double(m.d_model) * args.seq;
+      accum::model::flops_per_token(model.num_parameters(), m.n_layer, m.d_model, args.seq);
   const bool checked = batch0_visits >= 2;
   const bool learned = checked && batch0_last < batch0_first;
 
@@ -330,8 +330,9 @@ int run(const Args& args) {
        << ",\"params\":" << model.num_parameters() << ",\"steps\":" << args.steps
        << ",\"step_ms\":" << step_ms << ",\"micro_ms\":" << micro_ms
        << ",\"optimizer_ms\":" << optimizer_ms << ",\"tokens_per_s\":" << tokens_per_s
-       << ",\"flops_per_token\":" << flops_per_token << ",\"first_loss\":" << first_loss
-       << ",\"last_loss\":" << last_loss
+       << ",\"flops_per_token\":" << flops_per_token
+       << ",\"peak_tflops\":" << accum::kernels::cuda::peak_tflops_for(prop.name)
+       << ",\"first_loss\":" << first_loss << ",\"last_loss\":" << last_loss
        << ",\"learned\":" << (checked ? (learned ? "true" : "false") : "null")
        << ",\"model_bytes_allocated\":" << model.allocated_bytes()
        << ",\"device_bytes_used\":" << (used_after - used_before)

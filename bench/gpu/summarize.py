@@ -10,28 +10,13 @@ micro-batch grows: the per-step costs that do not scale with it, the optimizer a
 weigh less).
 An ablation is the same accum-cuda run with one optimization switched off (e.g. the
 CUDA-core attention instead of the tensor-core one): its row shows what that optimization buys.
-MFU = tokens_per_s * flops_per_token / peak dense bf16 FLOP/s of the card (table below,
-or ACCUM_PEAK_TFLOPS from the environment).
+MFU = tokens_per_s * flops_per_token / peak dense bf16 FLOP/s of the card: the peak_tflops
+gpt2_bench reports (the product's table in kernels/cuda/device_peak.cpp, or ACCUM_PEAK_TFLOPS).
 """
 import argparse
 import datetime
 import json
 import os
-
-# Dense bf16 tensor-core peaks (TFLOP/s, without sparsity), most specific names first.
-PEAKS = [("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), ("H200", 989.4),
-         ("GH200", 989.4), ("B200", 2250.0), ("A100", 312.0), ("L40S", 362.0), ("L4", 121.0),
-         ("A10", 125.0), ("RTX 4090", 165.2)]
-
-
-def peak_tflops(card):
-    if os.environ.get("ACCUM_PEAK_TFLOPS"):
-        return float(os.environ["ACCUM_PEAK_TFLOPS"])
-    for name, tflops in PEAKS:
-        if name in card:
-            return tflops
-    return None
-
 
 def load(path):
     with open(path) as f:
@@ -56,8 +41,8 @@ def main():
     ap.add_argument("--batches", nargs="*", default=[])
     ap.add_argument("results", nargs="+")
     args = ap.parse_args()
-    peak = peak_tflops(args.card)
     ours = load(args.results[0])
+    peak = ours.get("peak_tflops") or None  # 0: a card the table does not know
     theirs = load(args.results[1]) if len(args.results) > 1 else None
 
     lines = [f"### GPU benchmark — {args.card}, {datetime.date.today().isoformat()}", "",

@@ -1,5 +1,5 @@
 // kernels/cuda/device_peak.h — a GPU's dense bf16 tensor-core peak, for the MFU the trainer
-// reports (StepMetrics.mfu). bench/gpu/summarize.py keeps the same table for the benchmark.
+// reports (StepMetrics.mfu) and bench/gpu's (gpt2_bench's peak_tflops, read by summarize.py).
 #pragma once
 
 #include <string>

@@ -426,4 +426,8 @@ void Gpt2::backward(GradMode mode, const std::function<void(size_t)>& on_ready) 
   if (on_ready) on_ready(0);
 }
 
+double flops_per_token(size_t params, int n_layer, int d_model, int T) {
+  return 6.0 * static_cast<double>(params) + 12.0 * n_layer * static_cast<double>(d_model) * T;
+}
+
 }  // namespace accum::model

@@ -126,4 +126,9 @@ class Gpt2 {
   Acts* acts_ = nullptr;
 };
 
+// Model FLOPs of one token's forward + backward, the PaLM and llm.c count behind MFU: 6 per
+// parameter for the matmuls, plus 12 L C T for attention's scores and weighted values (not
+// halved for causality). The trainer's metrics and bench/gpu's benchmark use it.
+double flops_per_token(size_t params, int n_layer, int d_model, int T);
+
 }  // namespace accum::model

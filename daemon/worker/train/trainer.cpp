@@ -100,7 +100,7 @@ class Trainer {
   link::ControlLink* link_;
   int world_ = 1, K_ = 1, B_ = 1, T_ = 1;
   int64_t tokens_per_update_ = 0;
-  double model_flops_per_token_ = 0;  // 6 N + 12 L C T (StepMetrics.model_tflops)
+  double model_flops_per_token_ = 0;  // model::flops_per_token (StepMetrics.model_tflops)
   double peak_tflops_ = 0;            // the back end's, 0 when unknown
   int64_t start_step_ = 0;
   int64_t updates_applied_ = 0;  // AdamW updates made so far (skipped steps do not count)
@@ -178,8 +178,8 @@ absl::Status Trainer::setup() {
   // Allocations the arithmetic does not see (the allocator's rounding, scratch that grows
   // in the first micro-step) can still fail: run() turns std::bad_alloc into the same advice.
   model_ = std::make_unique<model::Gpt2>(backend_.get(), config, B_, T_);
-  model_flops_per_token_ = 6.0 * static_cast<double>(model_->num_params()) +
-                           12.0 * config.n_layer * static_cast<double>(config.d_model) * T_;
+  model_flops_per_token_ =
+      model::flops_per_token(model_->num_params(), config.n_layer, config.d_model, T_);
   peak_tflops_ = backend_->peak_tflops();
   comm::GradReducerOptions options;
   options.bucket_bytes = static_cast<size_t>(spec_.distributed().bucket_mb() * (1 << 20));
