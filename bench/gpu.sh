@@ -145,7 +145,6 @@ fi
 # each micro-step's forward and backward layers launched op by op, not as CUDA graphs); and
 # candidates not the default, switched on (ACCUM_ATTENTION=mma_dkdv32: 32-query dK/dV steps;
 # ACCUM_ATTENTION=mma_fwd128: the attention forward in blocks of 128 queries;
-# ACCUM_ATTENTION=mma_saved_ds: the attention backward keeps dS^T for its dQ kernel;
 # ACCUM_CUBLASLT_BGRAD=1: bias gradients from the weight-gradient GEMM's BGRADA epilogue).
 # ACCUM_LAYERNORM_GRADS=two_pass: LayerNorm dweight/dbias in a pass of their own.
 # ACCUM_ATTENTION_HEAD_GROUP: attention blocks longest first within groups of 48 heads
@@ -154,8 +153,7 @@ fi
 # 4.16), in a file of this run's own.
 ABLATIONS=()
 for ablation in ACCUM_ATTENTION=simple ACCUM_CUBLASLT_GELU=0 ACCUM_ATTENTION=mma_dkdv32 \
-                ACCUM_ATTENTION=mma_fwd128 ACCUM_ATTENTION=mma_saved_ds ACCUM_CUDA_GRAPHS=0 \
-                ACCUM_CUBLASLT_BGRAD=1 \
+                ACCUM_ATTENTION=mma_fwd128 ACCUM_CUDA_GRAPHS=0 ACCUM_CUBLASLT_BGRAD=1 \
                 ACCUM_LAYERNORM_GRADS=two_pass \
                 ACCUM_ATTENTION_HEAD_GROUP=48 ACCUM_ATTENTION_HEAD_GROUP=1 \
                 "ACCUM_CUBLASLT_ALGOS=$OUT/cublaslt_algos.tsv"; do

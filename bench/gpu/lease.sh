@@ -129,7 +129,7 @@ run() {
   # Candidates too small for a step time to resolve (one kernel of ~60 per layer): the
   # attention kernels under ncu with each switch, against the default's from step 1.
   local variant_s="${ACCUM_LEASE_NCU_VARIANT_SECONDS:-25}"
-  local variants="${ACCUM_LEASE_NCU_VARIANTS-ACCUM_ATTENTION_HEAD_GROUP=1 ACCUM_ATTENTION_HEAD_GROUP=48 ACCUM_ATTENTION=mma_saved_ds ACCUM_ATTENTION=mma_fwd128 ACCUM_ATTENTION=mma_dkdv32}"
+  local variants="${ACCUM_LEASE_NCU_VARIANTS-ACCUM_ATTENTION_HEAD_GROUP=1 ACCUM_ATTENTION_HEAD_GROUP=48 ACCUM_ATTENTION=mma_fwd128 ACCUM_ATTENTION=mma_dkdv32}"
   if [[ -s "$g/ncu.csv" && -n "$variants" ]]; then
     for variant in $variants; do
       local name="${variant//[^A-Za-z0-9]/_}"

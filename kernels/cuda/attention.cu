@@ -279,10 +279,10 @@ void dispatch_head_size(int hs, Body body) {
 
 // ACCUM_ATTENTION, read at every call: unset or empty = tensor cores; "simple" = CUDA cores;
 // candidates (attention_mma.h): "mma_dkdv32" = tensor cores with 32-query dK/dV steps,
-// "mma_fwd128" = a forward of 128 queries per block, "mma_saved_ds" = a backward that keeps
-// dS^T from its dK/dV kernel for its dQ kernel. Any other value throws, naming the accepted
-// ones: a misspelt or retired switch would otherwise run, and be measured as, the default.
-enum class AttentionChoice { kDefault, kSimple, kNarrowDkDv, kWideForward, kSavedDs };
+// "mma_fwd128" = a forward of 128 queries per block. Any other value throws, naming the
+// accepted ones: a misspelt or retired switch would otherwise run, and be measured as, the
+// default.
+enum class AttentionChoice { kDefault, kSimple, kNarrowDkDv, kWideForward };
 AttentionChoice attention_choice() {
   const char* value = std::getenv("ACCUM_ATTENTION");
   if (value == nullptr || *value == '\0') return AttentionChoice::kDefault;
@@ -290,11 +290,10 @@ AttentionChoice attention_choice() {
   if (choice == "simple") return AttentionChoice::kSimple;
   if (choice == "mma_dkdv32") return AttentionChoice::kNarrowDkDv;
   if (choice == "mma_fwd128") return AttentionChoice::kWideForward;
-  if (choice == "mma_saved_ds") return AttentionChoice::kSavedDs;
   cuda_fatal("attention",
              ("ACCUM_ATTENTION='" + choice +
-              "': expected simple, mma_dkdv32, mma_fwd128 or mma_saved_ds (or unset for the "
-              "default tensor-core kernels)")
+              "': expected simple, mma_dkdv32 or mma_fwd128 (or unset for the default "
+              "tensor-core kernels)")
                  .c_str(),
              __FILE__, __LINE__);
 }
@@ -339,32 +338,18 @@ void attention_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf1
   const bool tensor_cores = use_tensor_cores(choice, hs);
   dispatch_head_size(hs, [&](auto head_size) {
     constexpr int HS = decltype(head_size)::value;
-    const unsigned delta_grid =
-        static_cast<unsigned>(ceil_div(rows * (HS / 8), static_cast<size_t>(256)));
-    auto delta_pass = [&] {
-      attention_backward_delta_kernel<HS>
-          <<<delta_grid, 256, 0, stream>>>(delta, dout, out, B, T, C, NH);
-      CUDA_CHECK_LAUNCH("attention_backward_delta_kernel");
-    };
-    if (tensor_cores) {
-      if (choice == AttentionChoice::kSavedDs && attention_saved_ds_supports(HS)) {
-        // Its dK/dV kernel runs first and needs D for every query: a pass of its own.
-        auto* saved_ds = static_cast<bf16*>(
-            scratch.get(ScratchSlot::kAttentionDs, attention_saved_ds_bytes(B, T, NH)));
-        delta_pass();
-        attention_backward_mma(dqkv, dout, qkv, out, lse, delta, saved_ds, B, T, C, NH,
-                               BackwardKernels::kSavedDs, stream);
-        return;
-      }
-      // The dQ kernel writes D, then the dK/dV kernel reads it.
+    if (tensor_cores) {  // the dQ kernel writes D, then the dK/dV kernel reads it
       const BackwardKernels kernels = choice == AttentionChoice::kNarrowDkDv
                                           ? BackwardKernels::kNarrowDkDv
                                           : BackwardKernels::kDefault;
-      attention_backward_mma(dqkv, dout, qkv, out, lse, delta, nullptr, B, T, C, NH, kernels,
-                             stream);
+      attention_backward_mma(dqkv, dout, qkv, out, lse, delta, B, T, C, NH, kernels, stream);
       return;
     }
-    delta_pass();
+    const unsigned delta_grid =
+        static_cast<unsigned>(ceil_div(rows * (HS / 8), static_cast<size_t>(256)));
+    attention_backward_delta_kernel<HS>
+        <<<delta_grid, 256, 0, stream>>>(delta, dout, out, B, T, C, NH);
+    CUDA_CHECK_LAUNCH("attention_backward_delta_kernel");
     attention_backward_dkdv_kernel<HS>
         <<<grid, kTile, 0, stream>>>(dqkv, dout, qkv, lse, delta, T, C, NH, scale);
     CUDA_CHECK_LAUNCH("attention_backward_dkdv_kernel");

@@ -66,19 +66,6 @@ __device__ inline BlockTask block_task(const BlockOrder& order) {
   const int heads_in_group = min(order.group, order.heads - g * order.group);  // last: fewer
   return {g * order.group + within % heads_in_group, within / heads_in_group};
 }
-// Where ACCUM_ATTENTION=mma_saved_ds keeps dS^T between its dK/dV and dQ kernels: for every
-// (b, h) and every pair of a key tile kt and a query tile qt >= kt (the causal ones), one
-// 64 x 64 bf16 tile, row-major by key (row = key - 64 kt, column = query - 64 qt), zero
-// where the query does not see the key or either is past T. The pairs of one head are
-// numbered key tile by key tile: kt's first pair comes after the (tiles - i) pairs of
-// every key tile i < kt. Offset in elements.
-__host__ __device__ inline size_t saved_ds_tile(int bh, int kt, int qt, int tiles) {
-  const size_t pairs_per_head = static_cast<size_t>(tiles) * (tiles + 1) / 2;
-  const size_t pair = static_cast<size_t>(kt) * tiles - static_cast<size_t>(kt) * (kt - 1) / 2 +
-                      static_cast<size_t>(qt - kt);
-  return (static_cast<size_t>(bh) * pairs_per_head + pair) * kRows * kRows;
-}
-
 // Softmax in base 2 (kLog2e, kLn2: cuda_common.cuh). The scores are scaled by scale * log2 e once,
 // so every exponential is one ex2 (and in the backward one fma + ex2); the saved lse stays
 // natural (ln), as the other implementations and the CPU twin have it.
@@ -89,10 +76,6 @@ __host__ __device__ inline size_t saved_ds_tile(int bh, int kt, int qt, int tile
 #define ACCUM_ATTENTION_DKDV_BLOCKS_PER_SM 3
 #endif
 constexpr int kDkDvBlocksPerSm = ACCUM_ATTENTION_DKDV_BLOCKS_PER_SM;
-
-// The row stride of the dK/dV kernel's dS^T staging tile (kSaveDs): 64 + 8 elements, 144
-// bytes, so the 4-byte stores of a warp's fragments fall in distinct banks.
-constexpr int kDsStageStride = 64 + 8;
 
 // The forward kernels' key tile (they hold no dK/dV, so 64 rows fit every head size).
 constexpr int kForwardKeys = 64;
@@ -437,17 +420,13 @@ __device__ inline void load_stats_async(float* stats, const float* lse_row, cons
 // registers, so 4 blocks per SM fit at 128 registers instead of 3 at 168; on an H200 it
 // measured 1% faster per GPT-2 step once and 184 vs 178 us per launch under ncu another
 // time, so it stays a candidate).
-// kSaveDs (ACCUM_ATTENTION=mma_saved_ds, kInner = 64): every step also stores its dS^T for
-// attention_backward_dq_saved_kernel (saved_ds_tile), rounded to bf16 as the dK product
-// rounds it.
-template <int HS, int kInner, bool kSaveDs>
+template <int HS, int kInner>
 __global__ void __launch_bounds__(kThreads, HS >= 128      ? 2
                                             : kInner <= 32 ? 4
                                                            : kDkDvBlocksPerSm)
-    attention_backward_dkdv_mma_kernel(bf16* dqkv, bf16* saved_ds, const bf16* dout,
-                                       const bf16* qkv, const float* lse, const float* delta, int T,
-                                       int C, int NH, float scale, BlockOrder order) {
-  static_assert(!kSaveDs || kInner == kRows, "saved dS^T tiles are 64 x 64");
+    attention_backward_dkdv_mma_kernel(bf16* dqkv, const bf16* dout, const bf16* qkv,
+                                       const float* lse, const float* delta, int T, int C, int NH,
+                                       float scale, BlockOrder order) {
   using S = Shape<HS>;
   const float scale_log2 = scale * kLog2e;
   extern __shared__ __align__(16) unsigned char smem_bytes[];
@@ -459,7 +438,6 @@ __global__ void __launch_bounds__(kThreads, HS >= 128      ? 2
   float* stats = reinterpret_cast<float*>(qdo_tiles + 4 * kInner * S::kStride);
   auto lse_tile = [&](int buf) { return stats + (2 * buf) * kInner; };
   auto delta_tile = [&](int buf) { return stats + (2 * buf + 1) * kInner; };
-  bf16* ds_stage = reinterpret_cast<bf16*>(stats + 4 * kInner);  // kSaveDs: kRows rows
 
   const BlockTask task = block_task(order);
   const int bh = task.bh, b = bh / NH, h = bh % NH;
@@ -491,12 +469,6 @@ __global__ void __launch_bounds__(kThreads, HS >= 128      ? 2
   zero(dk);
   zero(dv);
 
-  // kSaveDs: the step's dS^T tile in saved_ds (the diagonal pair first), staged in ds_stage.
-  // ptxas: 36 bytes of spill at the 168-register cap for HS = 64 (none for 16 and 32).
-  bf16* ds_tile_out = nullptr;
-  if constexpr (kSaveDs)
-    ds_tile_out = saved_ds + saved_ds_tile(bh, task.rank, task.rank, order.tiles);
-
   // Causal: queries i >= key0. Double buffering with one barrier per step, as in the
   // forward (the first step's barrier also publishes the K, V tiles).
   for (int q0 = key0, buf = 0; q0 < T; q0 += kInner, buf ^= 1) {
@@ -509,44 +481,7 @@ __global__ void __launch_bounds__(kThreads, HS >= 128      ? 2
     transposed_probabilities<kInner>(st, dpt, lse_tile(buf), delta_tile(buf), key0 + warp_row0, q0,
                                      q0 < key0 + kRows || q0 + kInner > T, T, scale_log2);
     accumulate_times_tile<HS, kInner>(dv, st, do_tile(buf));  // dV += P^T dO
-    if constexpr (kSaveDs) {
-      // dS^T in bf16, rounded as the dK product rounds it (mma::pack), once P^T is dead: the
-      // warp's 16 key rows go to its rows of ds_stage (4-byte stores, conflict-free: rows
-      // 144 bytes apart), then out as whole 128-byte rows, 16 bytes per lane (stores from
-      // the fragments were 16-byte pieces of 8 rows per instruction: on an H200, 195 us per
-      // launch against the default's 151; staged, 178). __syncwarp publishes the rows to the warp's
-      // other lanes; the previous step's copy-out is over before these writes, as the warp-wide
-      // mma.sync products of this step lie between them.
-      for (int j = 0; j < kInner / 8; ++j) {
-        for (int half = 0; half < 2; ++half) {
-          const int key = warp_row0 + mma::lane_g() + 8 * half;
-          *reinterpret_cast<uint32_t*>(ds_stage + key * kDsStageStride + j * 8 + acc_col(0)) =
-              mma::pack(dpt[j][2 * half], dpt[j][2 * half + 1]);
-        }
-      }
-      __syncwarp();
-      const int lane = threadIdx.x % kWarpSize;
-      for (int i = 0; i < 16 * kRows / 8 / kWarpSize; ++i) {  // 16 rows x 8 pieces, 4 per lane
-        const int piece = lane + i * kWarpSize, key = warp_row0 + piece / 8, d = (piece % 8) * 8;
-        store128(ds_tile_out + key * kRows + d, load128(ds_stage + key * kDsStageStride + d));
-      }
-      ds_tile_out += kRows * kRows;  // the next query tile's pair follows (saved_ds_tile)
-      // dK += dS^T Q with dS^T's A fragments from the staged rows (ldmatrix: the values
-      // acc_to_a would make of dpt, in accumulate_times_tile's order, so the same bits),
-      // which frees dpt's 64 registers here.
-      for (int kk = 0; kk < kInner / 16; ++kk) {
-        uint32_t ds_frag[4];
-        mma::load_a(ds_frag, ds_stage, kDsStageStride, warp_row0, kk * 16);
-        for (int j = 0; j < HS / 8; j += 2) {
-          uint32_t b[2][2];
-          mma::load_b2_rows_k(b[0], b[1], q_tile(buf), S::kStride, kk * 16, j * 8);
-          mma::mma_16816(dk[j], ds_frag, b[0]);
-          mma::mma_16816(dk[j + 1], ds_frag, b[1]);
-        }
-      }
-    } else {
-      accumulate_times_tile<HS, kInner>(dk, dpt, q_tile(buf));  // dK += dS^T Q
-    }
+    accumulate_times_tile<HS, kInner>(dk, dpt, q_tile(buf));  // dK += dS^T Q
   }
   bf16* dqkv_base = dqkv + static_cast<size_t>(b) * T * row_stride + h * HS;
   store_rows<HS>(dqkv_base + C, row_stride, key0 + warp_row0, T, dk, {scale, scale});
@@ -640,95 +575,6 @@ __global__ void __launch_bounds__(kThreads, HS >= 128 ? 2 : 4)
                  q0 + warp_row0, T, dq, {scale, scale});
 }
 
-// ACCUM_ATTENTION=mma_saved_ds's dQ: dQ = sum over the key tiles up to the diagonal of
-// dS K, with dS read from the tiles the dK/dV kernel saved (one product per step instead of
-// recomputing S, dP and dS: two products and the exponentials fewer). A block owns kM query
-// tiles of 64 (tiles kM p .. kM p + kM - 1), and warp w the 16 rows 16 w .. of each, so the
-// block reads each K tile once for all of them. Every row sees the default dQ kernel's
-// products, in its order, on the same bf16 dS. The kernel moves more bytes than it
-// computes (the dS tiles and, per query tile, the K tiles up to its diagonal), so it runs at
-// what L2 and memory deliver: kM = 2 halves the K reads (on an H200, GPT-2 124M at B = 8:
-// 56 us per launch; kM = 1: 63, also with 3 or 4 buffers instead of 2).
-constexpr int kDqSavedStages = 2;
-constexpr int kDsTileStride = kRows + 8;  // padded as the other tiles: conflict-free ldmatrix
-template <int HS, int kM>
-__global__ void __launch_bounds__(kThreads, 4)
-    attention_backward_dq_saved_kernel(bf16* dqkv, const bf16* saved_ds, const bf16* qkv, int T,
-                                       int C, int NH, float scale, BlockOrder order) {
-  using S = Shape<HS>;
-  constexpr int kStageElems = kRows * (S::kStride + kM * kDsTileStride);  // K + kM dS^T tiles
-  extern __shared__ __align__(16) unsigned char smem_bytes[];
-  bf16* stages = reinterpret_cast<bf16*>(smem_bytes);
-  auto k_tile = [&](int buf) { return stages + buf * kStageElems; };
-  auto ds_tile = [&](int buf, int i) {
-    return stages + buf * kStageElems + kRows * S::kStride + i * kRows * kDsTileStride;
-  };
-
-  const BlockTask task = block_task(order);
-  const int bh = task.bh, b = bh / NH, h = bh % NH;
-  const int tiles = ceil_div(T, kRows);                // 64-row tiles
-  const int qt0 = (order.tiles - 1 - task.rank) * kM;  // the block's first query tile
-  const int last_qt = min(qt0 + kM, tiles) - 1;        // and its last one
-  const int warp_row0 = (threadIdx.x / kWarpSize) * 16;
-  const size_t row_stride = 3 * static_cast<size_t>(C);
-  const bf16* k_base = qkv + static_cast<size_t>(b) * T * row_stride + C + h * HS;
-  // Key tile kt's copies into buffer kt % kDqSavedStages, as one group: K and the dS^T tile
-  // of every query tile of the block that sees it (kt <= qt); past the last query tile's
-  // diagonal an empty group, so that every step waits for the same count.
-  auto load_step = [&](int kt) {
-    if (kt <= last_qt) {
-      const int buf = kt % kDqSavedStages;
-      load_rows_async<HS, kRows, kThreads>(k_tile(buf), S::kStride, k_base, row_stride, kt * kRows,
-                                           T);
-      ACCUM_UNROLL for (int i = 0; i < kM; ++i) {
-        const int qt = qt0 + i;
-        if (kt <= qt && qt <= last_qt) {
-          load_rows_async<kRows, kRows, kThreads>(ds_tile(buf, i), kDsTileStride,
-                                                  saved_ds + saved_ds_tile(bh, kt, qt, tiles),
-                                                  kRows, 0, kRows);
-        }
-      }
-    }
-    cp_async_commit();
-  };
-
-  for (int kt = 0; kt < kDqSavedStages - 1; ++kt) load_step(kt);
-  float dq[kM][S::kDTiles][4];
-  ACCUM_UNROLL for (int i = 0; i < kM; ++i) zero(dq[i]);
-  // One barrier per step: once tile kt has landed (at most kDqSavedStages - 2 newer groups
-  // pending), the barrier publishes it and proves every warp done with step kt - 1, whose
-  // buffer the copies of tile kt + kDqSavedStages - 1 then refill.
-  for (int kt = 0; kt <= last_qt; ++kt) {
-    cp_async_wait<kDqSavedStages - 2>();
-    __syncthreads();
-    load_step(kt + kDqSavedStages - 1);
-    const int buf = kt % kDqSavedStages;
-    bool active[kM];  // query tile qt0 + i sees key tile kt
-    ACCUM_UNROLL for (int i = 0; i < kM; ++i) active[i] = kt <= qt0 + i && qt0 + i <= last_qt;
-    for (int kk = 0; kk < kRows / 16; ++kk) {  // dQ += dS K, 16 keys at a time
-      uint32_t ds_frag[kM][4];
-      ACCUM_UNROLL for (int i = 0; i < kM; ++i) {
-        if (active[i])
-          mma::load_a_trans(ds_frag[i], ds_tile(buf, i), kDsTileStride, warp_row0, kk * 16);
-      }
-      for (int j = 0; j < HS / 8; j += 2) {
-        uint32_t kb[2][2];
-        mma::load_b2_rows_k(kb[0], kb[1], k_tile(buf), S::kStride, kk * 16, j * 8);
-        ACCUM_UNROLL for (int i = 0; i < kM; ++i) {
-          if (!active[i]) continue;
-          mma::mma_16816(dq[i][j], ds_frag[i], kb[0]);
-          mma::mma_16816(dq[i][j + 1], ds_frag[i], kb[1]);
-        }
-      }
-    }
-  }
-  cp_async_wait<0>();  // the empty groups: nothing is left in flight at exit
-  ACCUM_UNROLL for (int i = 0; i < kM; ++i) {
-    store_rows<HS>(dqkv + static_cast<size_t>(b) * T * row_stride + h * HS, row_stride,
-                   (qt0 + i) * kRows + warp_row0, T, dq[i], {scale, scale});
-  }
-}
-
 // Launches `kernel` with `smem` bytes of dynamic shared memory, raising the kernel's limit
 // above the 48 KiB default when needed (HS = 128 tiles take ~52 KiB).
 template <typename Kernel, typename... Args>
@@ -769,13 +615,6 @@ bool dispatch_mma_head_size(int hs, Body body) {
 
 bool attention_mma_supports(int hs) { return hs == 16 || hs == 32 || hs == 64 || hs == 128; }
 
-bool attention_saved_ds_supports(int hs) { return attention_mma_supports(hs) && hs <= 64; }
-
-size_t attention_saved_ds_bytes(int B, int T, int NH) {
-  const int tiles = ceil_div(T, kRows);
-  return sizeof(bf16) * saved_ds_tile(B * NH, 0, 0, tiles);  // the tile after the last head's
-}
-
 int attention_head_group(int heads) {
   const char* value = std::getenv("ACCUM_ATTENTION_HEAD_GROUP");
   if (value == nullptr || *value == '\0') return heads;
@@ -813,8 +652,8 @@ void attention_forward_mma(bf16* out, float* lse, const bf16* qkv, int B, int T,
 }
 
 void attention_backward_mma(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out,
-                            const float* lse, float* delta, bf16* saved_ds, int B, int T, int C,
-                            int NH, BackwardKernels choice, cudaStream_t stream) {
+                            const float* lse, float* delta, int B, int T, int C, int NH,
+                            BackwardKernels choice, cudaStream_t stream) {
   const int hs = C / NH;
   const float scale = 1.f / sqrtf(static_cast<float>(hs));
   const BlockOrder order = block_order(B * NH, T);
@@ -823,32 +662,18 @@ void attention_backward_mma(bf16* dqkv, const bf16* dout, const bf16* qkv, const
     using S = Shape<HS>;
     // Two rows of kRows resident, two buffers of two kInner-row tiles streamed.
     const size_t tiles = sizeof(bf16) * (2 * kRows + 4 * S::kInner) * S::kStride;
-    auto dkdv = [&](auto kernel, int inner, bf16* ds, size_t stage_bytes) {
-      const size_t smem = sizeof(bf16) * (2 * kRows + 4 * inner) * S::kStride;
-      launch(kernel, "attention_backward_dkdv_mma_kernel", order,
-             smem + 4 * sizeof(float) * inner + stage_bytes, stream, dqkv, ds, dout, qkv, lse,
-             delta, T, C, NH, scale);
-    };
-    if constexpr (S::kInner == kRows) {
-      if (choice == BackwardKernels::kSavedDs) {  // D is already there (the caller's delta pass)
-        dkdv(attention_backward_dkdv_mma_kernel<HS, kRows, true>, kRows, saved_ds,
-             sizeof(bf16) * kRows * kDsStageStride);
-        constexpr int kM = 2;  // query tiles per dQ block
-        const size_t smem =
-            sizeof(bf16) * kDqSavedStages * kRows * (S::kStride + kM * kDsTileStride);
-        launch(attention_backward_dq_saved_kernel<HS, kM>, "attention_backward_dq_saved_kernel",
-               block_order(B * NH, T, kRows * kM), smem, stream, dqkv,
-               static_cast<const bf16*>(saved_ds), qkv, T, C, NH, scale);
-        return;
-      }
-    }
     // dQ first: it writes D, which every dK/dV block reads for all its query steps.
     launch(attention_backward_dq_mma_kernel<HS>, "attention_backward_dq_mma_kernel", order, tiles,
            stream, dqkv, dout, qkv, out, lse, delta, T, C, NH, scale);
+    auto dkdv = [&](auto kernel, int inner) {
+      const size_t smem = sizeof(bf16) * (2 * kRows + 4 * inner) * S::kStride;
+      launch(kernel, "attention_backward_dkdv_mma_kernel", order, smem + 4 * sizeof(float) * inner,
+             stream, dqkv, dout, qkv, lse, delta, T, C, NH, scale);
+    };
     if (choice == BackwardKernels::kNarrowDkDv && S::kInner > 32) {
-      dkdv(attention_backward_dkdv_mma_kernel<HS, 32, false>, 32, nullptr, 0);
+      dkdv(attention_backward_dkdv_mma_kernel<HS, 32>, 32);
     } else {
-      dkdv(attention_backward_dkdv_mma_kernel<HS, S::kInner, false>, S::kInner, nullptr, 0);
+      dkdv(attention_backward_dkdv_mma_kernel<HS, S::kInner>, S::kInner);
     }
   });
 }

@@ -84,16 +84,6 @@ __device__ inline void load_a(uint32_t (&a)[4], const bf16* tile, int stride, in
   ldmatrix_x4<false>(a, tile + (row0 + l % 8 + ((l / 8) & 1) * 8) * stride + col0 + (l / 16) * 8);
 }
 
-// A = the transpose of a stored block: A[r][c] = tile[col0 + c][row0 + r] for r, c < 16
-// (the attention backward's dS from a saved dS^T tile). ldmatrix.trans hands lane (g, t)
-// column g, rows 2t and 2t + 1 of each stored 8x8 matrix, which is row g, columns 2t and
-// 2t + 1 of its transpose: matrix i is stored rows col0 + 8 (i / 2) .., columns row0 + 8 (i % 2).
-__device__ inline void load_a_trans(uint32_t (&a)[4], const bf16* tile, int stride, int row0,
-                                    int col0) {
-  const int l = lane_id();
-  ldmatrix_x4<true>(a, tile + (col0 + l % 8 + (l / 16) * 8) * stride + row0 + ((l / 8) & 1) * 8);
-}
-
 // Two B fragments, for columns n0..n0+7 (lo) and n0+8..n0+15 (hi), k0..k0+15:
 // B[k][n] = tile[n0 + n][k0 + k]: the tile's rows are B's columns (K for S = Q K^T).
 __device__ inline void load_b2_rows_n(uint32_t (&lo)[2], uint32_t (&hi)[2], const bf16* tile,

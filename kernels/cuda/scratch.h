@@ -16,9 +16,8 @@
 namespace accum::kernels::cuda {
 
 // kTable: small host-built tables (adamw_update_pieces); kBiasGrad: a bias gradient
-// cuBLASLt writes before it is added into the fp32 gradients; kAttentionDs: the attention
-// backward's saved dS^T tiles (ACCUM_ATTENTION=mma_saved_ds only; not in scratch_bound).
-enum class ScratchSlot { kPartials, kTokens, kRowStats, kTable, kBiasGrad, kAttentionDs, kCount };
+// cuBLASLt writes before it is added into the fp32 gradients.
+enum class ScratchSlot { kPartials, kTokens, kRowStats, kTable, kBiasGrad, kCount };
 
 // The most a DeviceScratch holds after a micro-step of `rows` = B*T tokens of a model
 // with width C, NH heads and V output classes (the memory arithmetic's share of it).

@@ -34,15 +34,6 @@
 
 inline void __syncthreads() { ::accum::simt::sync_block(); }
 [[noreturn]] inline void __trap() { ::accum::simt::trap(); }
-// A barrier of the calling thread's warp (full warps only, as the kernels use it): no lane
-// goes on until all 32 have arrived, so shared memory one lane wrote before it is visible
-// to the others after it.
-inline void __syncwarp(unsigned mask = 0xffffffffu) {
-  if (mask != 0xffffffffu) ::accum::simt::trap();
-  const char nothing = 0;
-  ::accum::simt::exchange_begin(&nothing, sizeof(nothing));
-  ::accum::simt::exchange_end();
-}
 template <typename T>
 inline T __shfl_xor_sync(unsigned mask, T value, int lane_mask, int width = 32) {
   if (width != 32) ::accum::simt::trap();
