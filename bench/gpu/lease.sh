@@ -13,6 +13,7 @@
 #   bench/gpu/lease.sh run OUT_DIR            on the GPU host, from the repository root
 #       1. bench/gpu.sh with those binaries: gpu tests, GPT-2 124M vs PyTorch, ablations,
 #          K scaling, micro-batches 16 and 32, the 1.3B search, per-kernel ncu table;
+#          then PyTorch's attention kernels on GPT-2's attention shape (torch_attention.py);
 #       2. bench/gpu/compare.py before/after, if build-lease-base exists;
 #       3. if step 1 timed the kernels under ncu: the attention kernels again under ncu with
 #          each switch of ACCUM_LEASE_NCU_VARIANTS, side by side with the default
@@ -117,6 +118,12 @@ run() {
     timeout "${ACCUM_LEASE_GPU_SH_SECONDS:-300}" bash bench/gpu.sh > "$g/run.log" 2>&1
   echo "gpu.sh exit $?"
 
+  # PyTorch's fused attention kernels on GPT-2's attention shape (~20 s): what exists on
+  # this card to set ours against (bench/RESULTS.md 4.18). Ours: ncu.csv from step 1.
+  timeout 60 python3 bench/gpu/torch_attention.py --out "$g/torch_attention.json" \
+    > "$g/torch_attention.md" 2> "$g/torch_attention.log"
+  echo "torch_attention.py exit $?"
+
   if [[ -x "$old/gpt2_bench" ]]; then
     timeout 90 python3 bench/gpu/compare.py --rounds "${ACCUM_LEASE_COMPARE_ROUNDS:-3}" --out "$g/compare.md" \
       before="$old/gpt2_bench" after="$new/gpt2_bench" \
@@ -192,6 +199,7 @@ run() {
   [[ -s "$g/gaps.md" ]] && head -8 "$g/gaps.md"
   [[ -s "$g/ncu_stalls.md" ]] && head -30 "$g/ncu_stalls.md"
   [[ -s "$g/ncu_variants.md" ]] && cat "$g/ncu_variants.md"
+  [[ -s "$g/torch_attention.md" ]] && cat "$g/torch_attention.md"
   (cd "$out" && tar czf g.tgz g && rm -rf g)
   echo "lease.sh: results in $out/g.tgz"
 }
