@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -308,22 +309,30 @@ std::vector<std::pair<int64_t, double>> read_metrics(const std::string& path) {
   return rows;
 }
 
-int run_command(const std::string& command, std::string* output) {
+int run_command(const std::string& command, std::string* output, std::atomic<bool>* printed) {
   FILE* pipe = popen((command + " 2>&1").c_str(), "r");
   if (!pipe) return -1;
   char buffer[4096];
   output->clear();
-  while (size_t n = fread(buffer, 1, sizeof(buffer), pipe)) output->append(buffer, n);
+  // read(), not fread(): fread waits to fill its buffer, and a follower prints a line at a time.
+  for (ssize_t n; (n = read(fileno(pipe), buffer, sizeof(buffer))) != 0;) {
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    output->append(buffer, static_cast<size_t>(n));
+    if (printed) printed->store(true);
+  }
   const int status = pclose(pipe);
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
 int run_accumctl(const DaemonHarness& harness, const std::vector<std::string>& args,
-                 std::string* output, bool with_token) {
+                 std::string* output, bool with_token, std::atomic<bool>* printed) {
   std::string command = harness.build_dir() + "/bin/accumctl --server " + harness.address();
   if (with_token) command += " --token-file " + harness.token_file();
   for (const auto& arg : args) command += " '" + arg + "'";
-  return run_command(command, output);
+  return run_command(command, output, printed);
 }
 
 }  // namespace accum::testing

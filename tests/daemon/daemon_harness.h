@@ -8,6 +8,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -78,10 +79,12 @@ class DaemonHarness {
 // The job's metrics.jsonl as (step, loss) in file order.
 std::vector<std::pair<int64_t, double>> read_metrics(const std::string& path);
 // Runs a shell command line; returns its exit code (-1 when it did not exit) and fills
-// *output with its stdout and stderr.
-int run_command(const std::string& command, std::string* output);
+// *output with its stdout and stderr. `printed`, if given, turns true once the command has
+// printed anything (another thread may wait for it; *output is only for after the return).
+int run_command(const std::string& command, std::string* output,
+                std::atomic<bool>* printed = nullptr);
 // Runs accumctl with arguments; returns its exit code and fills *output (stdout+stderr).
 int run_accumctl(const DaemonHarness& harness, const std::vector<std::string>& args,
-                 std::string* output, bool with_token = true);
+                 std::string* output, bool with_token = true, std::atomic<bool>* printed = nullptr);
 
 }  // namespace accum::testing

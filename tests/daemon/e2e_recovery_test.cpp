@@ -7,6 +7,7 @@
 // ride out an accumd restart; a second accumd on the same state dir is refused.
 #include <signal.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <future>
@@ -354,17 +355,24 @@ TEST(DaemonRecovery, WatchAndLogsFollowTheJobAcrossAnAccumdRestart) {
   ASSERT_TRUE(daemon.submit(daemon.spec_json("watched", kSteps, 1, 0), &job).ok());
   // The watch runs to the job's end, even if an assertion below returns early.
   std::string watch_output;
+  std::atomic<bool> watch_printed{false}, follow_printed{false};
   auto watch_exit = std::async(std::launch::async, [&] {
-    return run_accumctl(daemon, {"watch", job.id()}, &watch_output);
+    return run_accumctl(daemon, {"watch", job.id()}, &watch_output, true, &watch_printed);
   });
   std::string follow_output;
   auto follow_exit = std::async(std::launch::async, [&] {
-    return run_accumctl(daemon, {"logs", job.id(), "-f"}, &follow_output);
+    return run_accumctl(daemon, {"logs", job.id(), "-f"}, &follow_output, true, &follow_printed);
   });
-  const auto before = daemon.wait_for(job.id(), [](const JobStatus& j) {
-    return j.state() == accum::v1::RUNNING && j.last_metrics().step() >= 20;
+  // accumd goes down only once both clients have reached it (printed something): one that
+  // first connects after the kill finds no accumd, which is an error, not a reconnect. On a
+  // loaded machine the job reached step 20 before accumctl had started.
+  const auto before = daemon.wait_for(job.id(), [&](const JobStatus& j) {
+    const bool ended = j.state() >= accum::v1::SUCCEEDED;  // SUCCEEDED, FAILED, CANCELLED
+    return ended || (j.state() == accum::v1::RUNNING && j.last_metrics().step() >= 20 &&
+                     watch_printed.load() && follow_printed.load());
   });
   ASSERT_EQ(before.state(), accum::v1::RUNNING) << before.message();
+  ASSERT_TRUE(watch_printed.load() && follow_printed.load()) << "accumctl never got through";
   daemon.kill9();
   std::this_thread::sleep_for(std::chrono::seconds(1));
   ASSERT_TRUE(daemon.start(with_slots(1)));
