@@ -235,9 +235,21 @@ class Backend {
   }
 };
 
+// What a job spec chooses about its back end beyond the device (the CPU back end has no
+// such choices).
+struct BackendOptions {
+  // CUDA: the folder where cuBLASLt's timed algorithm choices are kept and reused, one file
+  // per GPU model and cuBLASLt version (kernels/cuda/matmul_algos.h), "" for none.
+  // ACCUM_CUBLASLT_ALGOS, when set, names the file instead.
+  std::string cublaslt_algorithms_dir;
+  // What chose the folder, for error messages (the spec field).
+  std::string cublaslt_algorithms_source = "cublaslt_algorithms_dir";
+};
+
 // Creates the back end for `kind` (CUDA: device `local_rank` of this node).
 // Throws std::runtime_error naming the back end when it is not built or no device exists.
-std::unique_ptr<Backend> make_backend(DeviceKind kind, int local_rank = 0);
+std::unique_ptr<Backend> make_backend(DeviceKind kind, int local_rank = 0,
+                                      const BackendOptions& options = {});
 // Whether make_backend(kind) can succeed on this build and machine; `why` says why not.
 bool backend_available(DeviceKind kind, std::string* why);
 

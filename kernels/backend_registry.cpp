@@ -24,7 +24,8 @@ bool backend_available(DeviceKind kind, std::string* why) {
   return false;
 }
 
-std::unique_ptr<Backend> make_backend(DeviceKind kind, int local_rank) {
+std::unique_ptr<Backend> make_backend(DeviceKind kind, int local_rank,
+                                      const BackendOptions& options) {
   std::string why;
   if (!backend_available(kind, &why)) throw std::runtime_error("CUDA back end unavailable: " + why);
   switch (kind) {
@@ -32,12 +33,13 @@ std::unique_ptr<Backend> make_backend(DeviceKind kind, int local_rank) {
       return make_cpu_backend();
     case DeviceKind::kCuda:
 #ifdef ACCUM_HAVE_CUDA
-      return make_cuda_backend(local_rank);
+      return make_cuda_backend(local_rank, options);
 #else
       break;
 #endif
   }
   (void)local_rank;
+  (void)options;
   throw std::runtime_error("unknown back end");
 }
 

@@ -325,6 +325,11 @@ absl::Status check_device(accum::v1::JobSpec* spec) {
                    "the CUDA back end trains with BF16 activations (fp32 master weights); "
                    "expected BF16");
   }
+  if (spec->device() != accum::v1::CUDA && spec->cuda().keep_cublaslt_algorithms()) {
+    return invalid("cuda.keep_cublaslt_algorithms",
+                   "applies to device CUDA only (cuBLASLt is the CUDA back end's); got device "
+                   "CPU");
+  }
   if (spec->device() == accum::v1::CUDA) {
     const auto& model = spec->model();
     const int head_size = model.d_model() / model.n_head();

@@ -83,12 +83,12 @@ bool graphs_from_environment() {
 
 class CudaBackend final : public Backend {
  public:
-  explicit CudaBackend(int device)
+  CudaBackend(int device, const BackendOptions& options)
       : device_(device),
         stream_(device),
         scratch_(stream_.get()),
         staging_(stream_.get()),
-        matmul_(stream_.get()),
+        matmul_(stream_.get(), options.cublaslt_algorithms_dir, options.cublaslt_algorithms_source),
         graphs_(graphs_from_environment()),
         peak_tflops_(cu::peak_tflops_for(device_name(device))) {}
   ~CudaBackend() override {
@@ -370,14 +370,14 @@ bool cuda_memory_info(int local_rank, size_t* used_bytes, size_t* total_bytes) {
   return true;
 }
 
-std::unique_ptr<Backend> make_cuda_backend(int local_rank) {
+std::unique_ptr<Backend> make_cuda_backend(int local_rank, const BackendOptions& options) {
   int count = 0;
   CUDA_CHECK(cudaGetDeviceCount(&count));
   if (count <= 0) {
     cu::cuda_fatal("make_cuda_backend", "no CUDA device visible", __FILE__, __LINE__);
   }
   const int device = (local_rank < 0 ? 0 : local_rank) % count;
-  return std::make_unique<CudaBackend>(device);
+  return std::make_unique<CudaBackend>(device, options);
 }
 
 }  // namespace accum::kernels

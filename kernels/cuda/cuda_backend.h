@@ -11,9 +11,10 @@
 
 namespace accum::kernels {
 
-// Creates the CUDA back end on device `local_rank` (modulo the visible device count).
-// Throws std::runtime_error naming file:line and the failing call when CUDA fails.
-std::unique_ptr<Backend> make_cuda_backend(int local_rank);
+// Creates the CUDA back end on device `local_rank` (modulo the visible device count), with
+// the spec's `options` (backend.h). Throws std::runtime_error naming file:line and the
+// failing call when CUDA fails.
+std::unique_ptr<Backend> make_cuda_backend(int local_rank, const BackendOptions& options = {});
 
 // True when at least one CUDA device is visible; otherwise `why` (if non-null) says why,
 // e.g. "no CUDA device visible (cudaGetDeviceCount: no CUDA-capable device is detected)".

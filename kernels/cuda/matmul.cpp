@@ -51,7 +51,9 @@ struct Matmul::Plan {
   }
 };
 
-Matmul::Matmul(cudaStream_t stream) : stream_(stream) {
+Matmul::Matmul(cudaStream_t stream, const std::string& algorithms_dir,
+               const std::string& algorithms_source)
+    : stream_(stream) {
   const char* gelu = std::getenv("ACCUM_CUBLASLT_GELU");
   gelu_fusion_ = gelu == nullptr || std::string(gelu) != "0";
   const char* bgrad = std::getenv("ACCUM_CUBLASLT_BGRAD");
@@ -59,7 +61,13 @@ Matmul::Matmul(cudaStream_t stream) : stream_(stream) {
   const char* report = std::getenv("ACCUM_CUBLASLT_REPORT");
   report_path_ = report != nullptr ? report : "";
   const char* algos = std::getenv("ACCUM_CUBLASLT_ALGOS");
-  if (algos != nullptr && *algos != '\0') algos_ = std::make_unique<AlgoTable>(algos, machine());
+  if (algos != nullptr && *algos != '\0') {
+    algos_ = std::make_unique<AlgoTable>(algos, machine());
+  } else if (!algorithms_dir.empty()) {
+    const std::string here = machine();
+    algos_ = std::make_unique<AlgoTable>(algorithms_dir + "/" + algo_file_name(here), here,
+                                         algorithms_source);
+  }
   CUBLAS_CHECK(cublasLtCreate(&handle_));
   const cudaError_t err = cudaMalloc(&workspace_, kWorkspaceBytes);
   if (err == cudaErrorMemoryAllocation) {  // as Backend::alloc: the trainer explains it
@@ -313,7 +321,7 @@ void Matmul::choose_algorithm(Plan& plan, const std::string& name, const void* a
   const int offered = static_cast<int>(results.size());
   if (const AlgoChoice* kept = algos_->find(name)) {
     if (kept->candidates != offered) {
-      cuda_fatal("ACCUM_CUBLASLT_ALGOS",
+      cuda_fatal(algos_->source().c_str(),
                  ("file '" + algos_->path() + "' chose candidate #" + std::to_string(kept->index) +
                   " of " + std::to_string(kept->candidates) + " for GEMM " + name +
                   ", but cuBLASLt offers " + std::to_string(offered) +

@@ -44,7 +44,11 @@ namespace accum::kernels::cuda {
 
 class Matmul {
  public:
-  explicit Matmul(cudaStream_t stream);
+  // `algorithms_dir`: the folder where cuBLASLt's choices are kept, in this machine's file
+  // (algo_file_name), "" for none, named in messages as `algorithms_source`;
+  // ACCUM_CUBLASLT_ALGOS, when set, names the file instead.
+  explicit Matmul(cudaStream_t stream, const std::string& algorithms_dir = "",
+                  const std::string& algorithms_source = "");
   ~Matmul();
   Matmul(const Matmul&) = delete;
   Matmul& operator=(const Matmul&) = delete;
@@ -111,7 +115,7 @@ class Matmul {
   bool gelu_fusion_ = true;    // ACCUM_CUBLASLT_GELU=0 turns the GELU epilogues off (A/B runs)
   bool bgrad_fusion_ = false;  // ACCUM_CUBLASLT_BGRAD=1 turns the bias-gradient epilogue on
   std::string report_path_;    // ACCUM_CUBLASLT_REPORT: report_candidates' file, or empty
-  std::unique_ptr<AlgoTable> algos_;  // ACCUM_CUBLASLT_ALGOS: the kept choices, or null
+  std::unique_ptr<AlgoTable> algos_;  // the kept choices (file or ACCUM_CUBLASLT_ALGOS), or null
   cublasLtHandle_t handle_ = nullptr;
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;

@@ -6,6 +6,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -22,8 +23,10 @@ constexpr char kHeader[] =
     "# accumd: cuBLASLt algorithm choices (ACCUM_CUBLASLT_ALGOS); delete this file to time "
     "them again\n";
 
-[[noreturn]] void fail(const std::string& path, const std::string& what) {
-  throw std::runtime_error("ACCUM_CUBLASLT_ALGOS file '" + path + "': " + what);
+// `source`: what named the file (ACCUM_CUBLASLT_ALGOS, or the spec field).
+[[noreturn]] void fail(const std::string& source, const std::string& path,
+                       const std::string& what) {
+  throw std::runtime_error(source + " file '" + path + "': " + what);
 }
 
 std::string system_error(const char* doing) {
@@ -49,7 +52,8 @@ class LockedFile {
   // A missing file is created when `create`, else open() is false. Without `create`, a file
   // this process may not write (a kept file made read-only) is opened to read, under a
   // shared lock.
-  LockedFile(const std::string& path, bool create) : path_(path) {
+  LockedFile(const std::string& source, const std::string& path, bool create)
+      : source_(source), path_(path) {
     fd_ = ::open(path.c_str(), O_RDWR | O_APPEND | O_CLOEXEC | (create ? O_CREAT : 0), 0644);
     if (fd_ < 0 && !create && (errno == EACCES || errno == EROFS)) {
       fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -57,13 +61,13 @@ class LockedFile {
     }
     if (fd_ < 0) {
       if (errno == ENOENT && !create) return;
-      fail(path, system_error("cannot open it"));
+      fail(source, path, system_error("cannot open it"));
     }
     while (::flock(fd_, writable_ ? LOCK_EX : LOCK_SH) != 0) {
       if (errno != EINTR) {
         const std::string why = system_error("cannot lock it");
         ::close(fd_);
-        fail(path, why);
+        fail(source, path, why);
       }
     }
   }
@@ -84,7 +88,7 @@ class LockedFile {
     for (off_t at = 0;;) {
       const ssize_t n = ::pread(fd_, buffer, sizeof(buffer), at);
       if (n < 0 && errno == EINTR) continue;
-      if (n < 0) fail(path_, system_error("cannot read it"));
+      if (n < 0) fail(source_, path_, system_error("cannot read it"));
       if (n == 0) break;
       content.append(buffer, static_cast<size_t>(n));
       at += n;
@@ -92,11 +96,11 @@ class LockedFile {
     if (!content.empty() && content.back() != '\n') {
       const size_t keep = content.rfind('\n') == std::string::npos ? 0 : content.rfind('\n') + 1;
       std::fprintf(stderr,
-                   "accum: ACCUM_CUBLASLT_ALGOS file '%s': dropping its unfinished last line "
-                   "(%zu bytes; a write cut short); that GEMM shape is timed again\n",
-                   path_.c_str(), content.size() - keep);
+                   "accum: %s file '%s': dropping its unfinished last line (%zu bytes; a write "
+                   "cut short); that GEMM shape is timed again\n",
+                   source_.c_str(), path_.c_str(), content.size() - keep);
       if (writable_ && (::ftruncate(fd_, static_cast<off_t>(keep)) != 0 || ::fsync(fd_) != 0)) {
-        fail(path_, system_error("cannot cut its unfinished last line"));
+        fail(source_, path_, system_error("cannot cut its unfinished last line"));
       }
       content.resize(keep);
     }
@@ -104,7 +108,7 @@ class LockedFile {
   }
 
  private:
-  std::string path_;
+  std::string source_, path_;
   int fd_ = -1;
   bool writable_ = true;
 };
@@ -142,9 +146,24 @@ bool parse_times(const std::string& text, size_t expected) {
 
 }  // namespace
 
-AlgoTable::AlgoTable(std::string path, std::string machine)
-    : path_(std::move(path)), machine_(std::move(machine)) {
-  LockedFile file(path_, /*create=*/false);
+std::string algo_file_name(const std::string& machine) {
+  std::string name = "cublaslt_algos_";
+  bool gap = false;
+  for (const char c : machine) {
+    if (std::isalnum(static_cast<unsigned char>(c))) {
+      if (gap && name.back() != '_') name += '_';
+      name += c;
+      gap = false;
+    } else {
+      gap = true;
+    }
+  }
+  return name + ".tsv";
+}
+
+AlgoTable::AlgoTable(std::string path, std::string machine, std::string source)
+    : path_(std::move(path)), machine_(std::move(machine)), source_(std::move(source)) {
+  LockedFile file(source_, path_, /*create=*/false);
   if (file.open()) parse(file.read_complete_lines());  // else: every plan is timed, then kept
 }
 
@@ -161,32 +180,35 @@ void AlgoTable::parse(const std::string& content) {
     const std::vector<std::string> fields = split(line, '\t');
     if (fields[0] == "machine") {
       if (fields.size() != 2 || fields[1].empty()) {
-        fail(path_, where + "expected 'machine<TAB>NAME'");
+        fail(source_, path_, where + "expected 'machine<TAB>NAME'");
       }
-      if (machine_written_) fail(path_, where + "a second 'machine' line");
+      if (machine_written_) fail(source_, path_, where + "a second 'machine' line");
       if (fields[1] != machine_) {
-        fail(path_, "its choices were timed on '" + fields[1] + "', this is '" + machine_ +
-                        "': they do not hold here (delete the file to time them again, or name "
-                        "another file)");
+        fail(source_, path_,
+             "its choices were timed on '" + fields[1] + "', this is '" + machine_ +
+                 "': they do not hold here (delete the file to time them again, or name "
+                 "another file)");
       }
       machine_written_ = true;
       continue;
     }
-    if (!machine_written_) fail(path_, where + "a choice before the 'machine' line");
+    if (!machine_written_) fail(source_, path_, where + "a choice before the 'machine' line");
     AlgoChoice choice;
     if (fields.size() != 4 || fields[0].empty() || !parse_int(fields[1], &choice.index) ||
         !parse_int(fields[2], &choice.candidates) || choice.candidates < 1 || choice.index < 0 ||
         choice.index >= choice.candidates ||
         !parse_times(fields[3], static_cast<size_t>(choice.candidates))) {
-      fail(path_, where +
-                      "expected 'SHAPE<TAB>INDEX<TAB>CANDIDATES<TAB>TIMES' with 0 <= INDEX < "
-                      "CANDIDATES and one time per candidate, got '" +
-                      line + "'");
+      fail(source_, path_,
+           where +
+               "expected 'SHAPE<TAB>INDEX<TAB>CANDIDATES<TAB>TIMES' with 0 <= INDEX < "
+               "CANDIDATES and one time per candidate, got '" +
+               line + "'");
     }
     const auto [seen, inserted] = first_line.emplace(fields[0], number);
     if (!inserted) {
-      fail(path_, where + "shape '" + fields[0] + "' chosen again (first on line " +
-                      std::to_string(seen->second) + ")");
+      fail(source_, path_,
+           where + "shape '" + fields[0] + "' chosen again (first on line " +
+               std::to_string(seen->second) + ")");
     }
     choices_[fields[0]] = choice;
   }
@@ -199,7 +221,7 @@ const AlgoChoice* AlgoTable::find(const std::string& shape) const {
 
 AlgoChoice AlgoTable::record(const std::string& shape, AlgoChoice choice,
                              const std::vector<float>& us) {
-  LockedFile file(path_, /*create=*/true);
+  LockedFile file(source_, path_, /*create=*/true);
   parse(file.read_complete_lines());  // what other processes have kept since
   if (const AlgoChoice* kept = find(shape)) return *kept;
   std::string text;
@@ -212,7 +234,7 @@ AlgoChoice AlgoTable::record(const std::string& shape, AlgoChoice choice,
     text += cell;
   }
   text += "\n";
-  if (!write_all(file.fd(), text)) fail(path_, system_error("cannot append to it"));
+  if (!write_all(file.fd(), text)) fail(source_, path_, system_error("cannot append to it"));
   machine_written_ = true;
   choices_[shape] = choice;
   return choice;

@@ -37,7 +37,8 @@ class AlgoTable {
   // Reads `path` (a missing file is an empty table, created on the first add()) for
   // `machine`. Throws std::runtime_error naming the file, the line and what was expected
   // when the file is unreadable, malformed, or made on another machine.
-  AlgoTable(std::string path, std::string machine);
+  // `source` names what chose the file, in every message: the variable or the spec field.
+  AlgoTable(std::string path, std::string machine, std::string source = "ACCUM_CUBLASLT_ALGOS");
 
   const AlgoChoice* find(const std::string& shape) const;
   // Keeps `choice` (timed as `us`) for `shape`: re-reads the file, and returns the choice
@@ -46,16 +47,24 @@ class AlgoTable {
   // become malformed.
   AlgoChoice record(const std::string& shape, AlgoChoice choice, const std::vector<float>& us);
   const std::string& path() const { return path_; }
+  const std::string& source() const { return source_; }
 
  private:
   // Replaces the table with the choices in `content` (the whole file); throws as the
   // constructor does.
   void parse(const std::string& content);
 
-  std::string path_, machine_;
+  std::string path_, machine_, source_;
   bool machine_written_ = false;
   std::map<std::string, AlgoChoice> choices_;
 };
+
+// The name of the file that keeps `machine`'s choices in a folder of them (the spec's
+// cuda.keep_cublaslt_algorithms): "cublaslt_algos_" + machine with every run of characters
+// other than letters and digits as one '_' + ".tsv", e.g.
+// cublaslt_algos_NVIDIA_H200_cuBLASLt_130100.tsv. A job moved to another kind of GPU, or to
+// another cuBLASLt, times its algorithms again in a file of its own.
+std::string algo_file_name(const std::string& machine);
 
 // The candidate with the smallest time (times <= 0: failed to run), or -1 if none ran.
 int fastest_candidate(const std::vector<float>& us);

@@ -455,6 +455,18 @@ TEST(CudaDevicePeak, KnownCardsUnknownCardsAndTheOverride) {
   }
 }
 
+// The spec keeps one file per machine in its folder: the GPU's name and cuBLASLt's version
+// with every run of other characters as one '_', so two kinds of GPU never share a file.
+TEST(CublasLtAlgoFile, NamesAFileForEachMachine) {
+  EXPECT_EQ(cuda::algo_file_name("NVIDIA H200 | cuBLASLt 130100"),
+            "cublaslt_algos_NVIDIA_H200_cuBLASLt_130100.tsv");
+  EXPECT_EQ(cuda::algo_file_name("NVIDIA H100 80GB HBM3 | cuBLASLt 130100"),
+            "cublaslt_algos_NVIDIA_H100_80GB_HBM3_cuBLASLt_130100.tsv");
+  EXPECT_NE(cuda::algo_file_name("NVIDIA H100 80GB HBM3 | cuBLASLt 130100"),
+            cuda::algo_file_name("NVIDIA H100 80GB HBM3 | cuBLASLt 130200"));
+  EXPECT_EQ(cuda::algo_file_name("/../x"), "cublaslt_algos_x.tsv");  // never leaves the folder
+}
+
 // The file's edges, host code only (no GPU needed): a choice round-trips through the file,
 // processes sharing the file agree on one choice per shape, a file timed on another machine, a
 // malformed line and a shape chosen twice are refused with the file, the line and what was
@@ -502,6 +514,15 @@ TEST(CublasLtAlgoFile, KeepsChoicesAndRefusesWhatItCannotTrust) {
   EXPECT_NE(refusal("GPU B | cuBLASLt 1")
                 .find("timed on 'GPU A | cuBLASLt 1', this is 'GPU B | cuBLASLt 1'"),
             std::string::npos);
+  // A file the spec keeps is named in messages after the spec field, not the variable.
+  std::string labelled = "(accepted)";
+  try {
+    cuda::AlgoTable table(path, "GPU B | cuBLASLt 1", "cuda.keep_cublaslt_algorithms");
+  } catch (const std::runtime_error& e) {
+    labelled = e.what();
+  }
+  EXPECT_EQ(labelled.rfind("cuda.keep_cublaslt_algorithms file '" + path + "': ", 0), 0u)
+      << labelled;
 
   write("machine\tM\nshape one\t3\t3\t1 2 3\n");
   EXPECT_NE(refusal("M").find("line 2: expected 'SHAPE<TAB>INDEX<TAB>CANDIDATES<TAB>TIMES'"),

@@ -66,6 +66,7 @@ TEST_F(WorkerErrorsTest, EverySpecFieldIsRangeChecked) {
       {"distributed.zero_stage", "3", {"distributed.zero_stage", "0 or 1"}},
       {"distributed.timeout_s", "-1", {"distributed.timeout_s"}},
       {"precision", "\"BF16\"", {"precision", "CUDA"}},
+      {"cuda.keep_cublaslt_algorithms", "true", {"cuda.keep_cublaslt_algorithms", "device CUDA"}},
       {"eval.every_steps", "5", {"data.val"}},
       {"max_restarts", "-1", {"max_restarts", "got -1", "[0, 1000]"}},
       {"max_restarts", "1001", {"max_restarts", "got 1001", "[0, 1000]"}},

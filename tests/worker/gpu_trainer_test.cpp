@@ -6,10 +6,12 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <regex>
 #include <string>
+#include <vector>
 
 #include "kernels/backend.h"
 #include "tests/gpu/gpu_test_util.h"
@@ -37,22 +39,30 @@ class GpuTrainerTest : public ::testing::Test {
   }
   // Trains 6 steps straight ("s"), calls `after_straight`, then 3 steps and a resume to 6
   // ("r"), and expects the resumed run to end with the straight run's losses and weights, bit
-  // for bit.
-  void expect_resume_is_bit_identical(const std::function<void()>& after_straight = [] {}) {
-    auto straight = train(
-        "s",
-        {{"max_steps", "6"}, {"checkpoint.dir", "\"ckpt_s\""}, {"metrics_path", "\"s.jsonl\""}});
+  // for bit. `extra`: more spec fields for every run; `outputs`, if given, gets the runs'.
+  void expect_resume_is_bit_identical(
+      const std::function<void()>& after_straight = [] {},
+      const std::map<std::string, std::string>& extra = {},
+      std::vector<std::string>* outputs = nullptr) {
+    auto with = [&](std::map<std::string, std::string> fields) {
+      fields.insert(extra.begin(), extra.end());
+      return fields;
+    };
+    auto straight = train("s", with({{"max_steps", "6"},
+                                     {"checkpoint.dir", "\"ckpt_s\""},
+                                     {"metrics_path", "\"s.jsonl\""}}));
     ASSERT_EQ(straight.exit_code, 0) << straight.output;
     after_straight();
-    auto first = train(
-        "r1",
-        {{"max_steps", "3"}, {"checkpoint.dir", "\"ckpt_r\""}, {"metrics_path", "\"r.jsonl\""}});
+    auto first = train("r1", with({{"max_steps", "3"},
+                                   {"checkpoint.dir", "\"ckpt_r\""},
+                                   {"metrics_path", "\"r.jsonl\""}}));
     ASSERT_EQ(first.exit_code, 0) << first.output;
-    auto second = train("r2", {{"max_steps", "6"},
-                               {"checkpoint.dir", "\"ckpt_r\""},
-                               {"metrics_path", "\"r.jsonl\""},
-                               {"checkpoint.resume_from", "\"latest\""}});
+    auto second = train("r2", with({{"max_steps", "6"},
+                                    {"checkpoint.dir", "\"ckpt_r\""},
+                                    {"metrics_path", "\"r.jsonl\""},
+                                    {"checkpoint.resume_from", "\"latest\""}}));
     ASSERT_EQ(second.exit_code, 0) << second.output;
+    if (outputs) *outputs = {straight.output, first.output, second.output};
     const auto s = read_metrics(dir_ / "s.jsonl"), r = read_metrics(dir_ / "r.jsonl");
     ASSERT_EQ(s.size(), 6u);
     ASSERT_EQ(r.size(), 6u);
@@ -104,6 +114,54 @@ TEST_F(GpuTrainerTest, ResumeWithKeptCublasLtAlgorithmsIsBitIdentical) {
     });
   });
   EXPECT_EQ(read_file(algos), kept) << "a later run timed the algorithms again";
+}
+
+// cuda.keep_cublaslt_algorithms: the worker times cuBLASLt's candidates and keeps its choices
+// in checkpoint.dir, in a file named for the machine (cublaslt_algos_<GPU>_<cuBLASLt>.tsv),
+// and a run resumed from that folder reads them (the file does not change). The resumed runs
+// get the straight run's file before they start, so they use its choices and must end with
+// its bits. ACCUM_CUBLASLT_ALGOS, when set, names the file instead.
+TEST_F(GpuTrainerTest, SpecKeepsCublasLtAlgorithmsBesideTheCheckpoints) {
+  auto kept_files = [&](const std::string& folder) {
+    std::vector<std::string> names;
+    if (!std::filesystem::exists(folder)) return names;
+    for (const auto& entry : std::filesystem::directory_iterator(folder)) {
+      const std::string name = entry.path().filename().string();
+      if (name.rfind("cublaslt_algos_", 0) == 0) names.push_back(name);
+    }
+    return names;
+  };
+  std::string name, kept;
+  std::vector<std::string> outputs;
+  expect_resume_is_bit_identical(
+      [&] {
+        const auto names = kept_files(dir_ / "ckpt_s");
+        ASSERT_EQ(names.size(), 1u) << "one file for the one machine";
+        name = names[0];
+        kept = read_file(dir_ / ("ckpt_s/" + name));
+        EXPECT_NE(kept.find("\nmachine\t"), std::string::npos) << kept;
+        EXPECT_NE(kept.find(" NN "), std::string::npos) << "no GEMM choice kept: " << kept;
+        std::filesystem::create_directories(dir_ / "ckpt_r");
+        write_file(dir_ / ("ckpt_r/" + name), kept);
+      },
+      {{"cuda.keep_cublaslt_algorithms", "true"}}, &outputs);
+  EXPECT_EQ(read_file(dir_ / ("ckpt_r/" + name)), kept) << "a resumed run timed them again";
+  EXPECT_EQ(kept_files(dir_ / "ckpt_r").size(), 1u);
+  ASSERT_EQ(outputs.size(), 3u);
+  EXPECT_NE(outputs[2].find("cuBLASLt algorithms: kept in " + (dir_ / "ckpt_r")), std::string::npos)
+      << outputs[2];
+
+  const std::string named = dir_ / "named.tsv";
+  RunResult overridden;
+  kernels::gpu_testing::with_env("ACCUM_CUBLASLT_ALGOS", named.c_str(), [&] {
+    overridden = train("o", {{"max_steps", "1"},
+                             {"checkpoint.dir", "\"ckpt_o\""},
+                             {"metrics_path", "\"o.jsonl\""},
+                             {"cuda.keep_cublaslt_algorithms", "true"}});
+  });
+  ASSERT_EQ(overridden.exit_code, 0) << overridden.output;
+  EXPECT_TRUE(std::filesystem::exists(named)) << overridden.output;
+  EXPECT_TRUE(kept_files(dir_ / "ckpt_o").empty());
 }
 
 // On a GPU the metrics give MFU: model_tflops over the card's dense peak, here the one

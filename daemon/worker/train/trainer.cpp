@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -127,8 +128,37 @@ absl::Status Trainer::setup() {
   T_ = spec_.batch().seq_len();
   const auto device =
       spec_.device() == accum::v1::CUDA ? kernels::DeviceKind::kCuda : kernels::DeviceKind::kCpu;
+  kernels::BackendOptions backend_options;
+  if (spec_.cuda().keep_cublaslt_algorithms()) {
+    // Beside the checkpoints, so that restarts and resumes from them reuse the choices. The
+    // folder must exist before the first GEMM keeps its choice there.
+    const std::string& dir = spec_.checkpoint().dir();
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("cuda.keep_cublaslt_algorithms: cannot create checkpoint.dir ", dir,
+                       " to keep the algorithm choices in: ", ec.message()));
+    }
+    backend_options.cublaslt_algorithms_dir = dir;
+    backend_options.cublaslt_algorithms_source = "cuda.keep_cublaslt_algorithms";
+    if (is_rank0()) {
+      const char* env = std::getenv("ACCUM_CUBLASLT_ALGOS");
+      if (env != nullptr && *env != '\0') {
+        spdlog::info(
+            "cuBLASLt algorithms: kept in {} (ACCUM_CUBLASLT_ALGOS, which takes "
+            "precedence over cuda.keep_cublaslt_algorithms)",
+            env);
+      } else {
+        spdlog::info(
+            "cuBLASLt algorithms: kept in {}/cublaslt_algos_<GPU>_<cuBLASLt>.tsv "
+            "(cuda.keep_cublaslt_algorithms)",
+            dir);
+      }
+    }
+  }
   try {
-    backend_ = kernels::make_backend(device, comm_->local_rank());
+    backend_ = kernels::make_backend(device, comm_->local_rank(), backend_options);
     comm_->set_compute_stream(backend_->compute_stream());  // NCCL waits for the backward
   } catch (const std::bad_alloc&) {
     return absl::ResourceExhaustedError(
