@@ -16,6 +16,8 @@
 #   ACCUM_SKIP_TORCH=1        skip the PyTorch reference;  PYTHON=python3  interpreter
 #   ACCUM_BENCH_1P3B=0        skip the 1.3B (d_model 2048, T 2048) largest-batch run
 #   ACCUM_BENCH_GEMM_REPORT=0 skip the table of cuBLASLt's candidate algorithms per GEMM
+#   ACCUM_BENCH_VOCAB=50257   the vocabulary of the run that sets the preset's unpadded
+#                             vocabulary against the padded 50304 ("" skips it)
 #   ACCUM_PEAK_TFLOPS=989     peak dense bf16 TFLOP/s for MFU when the card is not known
 # Knobs for a dry run of this script (tests/simt/gpu_sh_dry_run.sh runs it on the SIMT
 # emulator with a tiny model in CI, so the lease of a real GPU is not spent on its bugs):
@@ -166,6 +168,26 @@ for ablation in ACCUM_ATTENTION=simple ACCUM_CUBLASLT_GELU=0 ACCUM_ATTENTION=mma
   tail -n 1 "$OUT/accum_$name.log"
 done
 
+# The vocabulary a spec's GPT-2 preset trains (50257: odd, so the logits' rows are not
+# 16-byte aligned), against the padded 50304 of the rows above, for accum-cuda and PyTorch:
+# what an unpadded vocabulary costs each (ACCUM_BENCH_VOCAB="" skips it).
+VOCAB_RUNS=()
+BENCH_VOCAB="${ACCUM_BENCH_VOCAB-50257}"
+if [[ -n "$BENCH_VOCAB" ]]; then
+  log "accum-cuda GPT-2 ${MODEL[*]:-124M} at V=$BENCH_VOCAB, B=$BATCH T=$SEQ"
+  "$BIN/gpt2_bench" "${MODEL[@]}" --vocab "$BENCH_VOCAB" --batch "$BATCH" --seq "$SEQ" \
+    --steps "$STEPS" --warmup 5 --out "$OUT/accum_v$BENCH_VOCAB.json" 2> "$OUT/accum_v$BENCH_VOCAB.log" &&
+    VOCAB_RUNS+=("$OUT/accum_v$BENCH_VOCAB.json")
+  tail -n 1 "$OUT/accum_v$BENCH_VOCAB.log"
+  if [[ -s "$OUT/torch.json" ]]; then
+    log "PyTorch at V=$BENCH_VOCAB, B=$BATCH T=$SEQ"
+    "$PYTHON" "$ROOT/bench/gpu/torch_gpt2.py" "${MODEL[@]}" --vocab "$BENCH_VOCAB" --batch "$BATCH" \
+      --seq "$SEQ" --steps "$STEPS" --warmup 5 --out "$OUT/torch_v$BENCH_VOCAB.json" \
+      2> "$OUT/torch_v$BENCH_VOCAB.log" && VOCAB_RUNS+=("$OUT/torch_v$BENCH_VOCAB.json")
+    tail -n 1 "$OUT/torch_v$BENCH_VOCAB.log"
+  fi
+fi
+
 # The same model at larger micro-batches (accum-cuda only): what MFU the card gives once the
 # optimizer and the other per-step costs weigh less. Out of memory (exit 5) ends the list.
 BATCHES=()
@@ -227,7 +249,7 @@ fi
 if [[ ${#RESULTS[@]} -gt 0 ]] && [[ "${RESULTS[0]}" == "$OUT/accum.json" ]]; then
   "$PYTHON" "$ROOT/bench/gpu/summarize.py" --card "$CARD" --command "$COMMAND" --tests "$TESTS" \
     --out "$OUT/summary.md" "${RESULTS[@]}" --scaling "${SCALING[@]}" --ablation "${ABLATIONS[@]}" \
-    --batches "${BATCHES[@]}" "${LARGE[@]}"
+    --batches "${BATCHES[@]}" --vocab-runs "${VOCAB_RUNS[@]}" "${LARGE[@]}"
   if [[ -s "$OUT/gemm_algos.md" ]]; then
     { echo; echo "cuBLASLt's candidate algorithms per GEMM shape, us (ACCUM_CUBLASLT_REPORT):"
       echo; cat "$OUT/gemm_algos.md"; } >> "$OUT/summary.md"

@@ -39,6 +39,8 @@ def main():
     ap.add_argument("--ablation", nargs="*", default=[])
     ap.add_argument("--large", default="")
     ap.add_argument("--batches", nargs="*", default=[])
+    ap.add_argument("--vocab-runs", nargs="*", default=[],
+                    help="accum-cuda's (and PyTorch's) run at another vocabulary size")
     ap.add_argument("results", nargs="+")
     args = ap.parse_args()
     ours = load(args.results[0])
@@ -77,6 +79,18 @@ def main():
         for r in sorted([ours] + batches, key=lambda r: r["batch"]):
             lines.append(f"| {r['batch']} | {r['step_ms']:.1f} | {r['tokens_per_s']:.0f} | "
                          f"{mfu(r, peak)} |")
+    vocab_runs = [load(path) for path in args.vocab_runs if os.path.exists(path)]
+    if vocab_runs:
+        v = vocab_runs[0]["vocab"]
+        lines += ["", f"The same runs at V={v}, the vocabulary a spec's GPT-2 preset trains (the "
+                      f"rows above use V={ours['vocab']}, a multiple of 64, as llm.c pads it):", "",
+                  "| implementation | V | step ms | tokens/s | MFU | against the same at "
+                  f"V={ours['vocab']} |", "|---|---|---|---|---|---|"]
+        for r in vocab_runs:
+            same = ours if r["impl"] == ours["impl"] else theirs
+            against = (f"{same['step_ms'] / r['step_ms']:.3f}x" if same else "-")
+            lines.append(f"| {r['impl']} | {r['vocab']} | {r['step_ms']:.1f} | "
+                         f"{r['tokens_per_s']:.0f} | {mfu(r, peak)} | {against} |")
     if theirs:
         lines += ["", f"tokens/s ratio accum-cuda / PyTorch: "
                       f"**{ours['tokens_per_s'] / theirs['tokens_per_s']:.3f}x** (goal >= 1.1x)"]

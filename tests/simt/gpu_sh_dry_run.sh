@@ -27,7 +27,7 @@ ACCUM_GPU_TEST_ARGS="--gtest_filter=CudaOps.Gelu:CudaOps.AdamWTwoSteps" \
 ACCUM_BENCH_MODEL="--layers 1 --heads 1 --dmodel 64 --vocab 96" ACCUM_BENCH_SEQ=64 \
 ACCUM_BENCH_BATCH=2 ACCUM_BENCH_BATCHES=4 ACCUM_BENCH_STEPS=4 ACCUM_BENCH_K="1 2 4" \
 ACCUM_BENCH_LARGE="--layers 1 --heads 2 --dmodel 64 --vocab 96 --seq 128" \
-ACCUM_BENCH_LARGE_B="16 8 4" ACCUM_SKIP_TORCH=1 ACCUM_PEAK_TFLOPS=1 \
+ACCUM_BENCH_LARGE_B="16 8 4" ACCUM_SKIP_TORCH=1 ACCUM_PEAK_TFLOPS=1 ACCUM_BENCH_VOCAB=97 \
 ACCUM_BENCH_OUT="$work/out" ACCUM_RESULTS="$work/RESULTS.md" \
   bash "$root/bench/gpu.sh" > "$work/gpu.out" 2>&1 || status=$?
 
@@ -49,6 +49,9 @@ expect "| accum-cuda with ACCUM_ATTENTION_HEAD_GROUP=1 |"
 expect "| accum-cuda with ACCUM_CUBLASLT_ALGOS=$work/out/cublaslt_algos.tsv |"
 grep -q "^machine	" "$work/out/cublaslt_algos.tsv" || fail "the ACCUM_CUBLASLT_ALGOS row kept no choices"
 expect "PyTorch reference: not run"
+expect "The same runs at V=97, the vocabulary a spec's GPT-2 preset trains (the rows above use V=96"
+grep -qE '^\| accum-cuda \| 97 \| [0-9.]+ \| [0-9]+ \| [0-9.]+% \| [0-9.]+x \|$' "$summary" ||
+  fail "no accum-cuda row at V=97 set against V=96"
 expect "| micro-batch B | step ms | tokens/s | MFU |"
 batch_rows=$(awk '/^\| micro-batch B/ {f = 1; next} f && /^$/ {f = 0} f' "$summary" | grep -c '^| [24] |')
 [[ $batch_rows == 2 ]] || fail "the micro-batch table lacks the rows of B=2 and B=4"
