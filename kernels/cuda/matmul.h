@@ -21,9 +21,10 @@
 //
 // Thread safety: none; one Matmul per back end. Plans (descriptors + the heuristic's
 // algorithm) are cached per shape, so the heuristic runs once per distinct GEMM and the
-// same shape always runs the same algorithm (reproducible bits). With
-// ACCUM_CUBLASLT_ALGOS=FILE the algorithm is the fastest of the heuristic's first 8, timed
-// once and kept in FILE for every later run (matmul_algos.h).
+// same shape always runs the same algorithm (reproducible bits). With a kept-choices file
+// (ACCUM_CUBLASLT_ALGOS=FILE, or the spec's cuda.keep_cublaslt_algorithms) the algorithm is
+// the fastest of the heuristic's first 8, timed once and kept in the file for every later run
+// (matmul_algos.h).
 #pragma once
 
 #include <cublasLt.h>

@@ -20,8 +20,8 @@ namespace accum::kernels::cuda {
 namespace {
 
 constexpr char kHeader[] =
-    "# accumd: cuBLASLt algorithm choices (ACCUM_CUBLASLT_ALGOS); delete this file to time "
-    "them again\n";
+    "# accumd: cuBLASLt algorithm choices (ACCUM_CUBLASLT_ALGOS or the spec's "
+    "cuda.keep_cublaslt_algorithms); delete this file to time them again\n";
 
 // `source`: what named the file (ACCUM_CUBLASLT_ALGOS, or the spec field).
 [[noreturn]] void fail(const std::string& source, const std::string& path,

@@ -1,5 +1,7 @@
-// kernels/cuda/matmul_algos.h — ACCUM_CUBLASLT_ALGOS=FILE: cuBLASLt algorithm choices
-// timed once, then kept in FILE and reused (as PyTorch's TunableOp keeps its results).
+// kernels/cuda/matmul_algos.h — cuBLASLt algorithm choices timed once, then kept in a file
+// and reused (as PyTorch's TunableOp keeps its results): the file ACCUM_CUBLASLT_ALGOS=FILE
+// names, or, with the spec's cuda.keep_cublaslt_algorithms, this machine's file in
+// checkpoint.dir (algo_file_name).
 //
 // cuBLASLt's heuristic picks an algorithm per GEMM shape without running it; on an H200 its
 // first choice was up to 1.13x slower than the best of its first 8 (bench/RESULTS.md 4.15).
