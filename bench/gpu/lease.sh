@@ -36,7 +36,8 @@
 # 90a since the wgmma attention was removed), ACCUM_LEASE_FILTER (default: the attention,
 # classifier, LayerNorm and AdamW op tests, and for memcheck also the encoder and the BGRADA
 # matmul test; none: no sanitizer), ACCUM_LEASE_GPU_SH_SECONDS (default 300: 270 ran out
-# in the ncu stall step on an H100, RESULTS 4.14), ACCUM_BENCH_NCU_DETAIL (default 1: ncu's
+# in the ncu stall step on an H100, RESULTS 4.14), ACCUM_BENCH_NCU (default 1: each kernel's
+# time under ncu; 0 skips ncu, ~20 s), ACCUM_BENCH_NCU_DETAIL (default 1: ncu's
 # sections for the largest kernels and the stall reasons of all of ours),
 # ACCUM_BENCH_NSYS (default 1: the GPU's idle time between operations, when nsys exists),
 # ACCUM_LEASE_RACECHECK_FILTER (default: ACCUM_LEASE_FILTER or our kernels' tests but the
@@ -112,7 +113,7 @@ run() {
     --format=csv,noheader | tee "$g/card.txt"
   [[ -x "$new/gpt2_bench" ]] || { echo "lease.sh: no build-lease/bin: run prepare first"; return 1; }
 
-  ACCUM_GPU_BIN="$new" ACCUM_BENCH_OUT="$g" ACCUM_RESULTS="$g/RESULTS.part" ACCUM_BENCH_NCU=1 \
+  ACCUM_GPU_BIN="$new" ACCUM_BENCH_OUT="$g" ACCUM_RESULTS="$g/RESULTS.part" ACCUM_BENCH_NCU="${ACCUM_BENCH_NCU:-1}" \
     ACCUM_BENCH_NCU_DETAIL="${ACCUM_BENCH_NCU_DETAIL:-1}" ACCUM_BENCH_NSYS="${ACCUM_BENCH_NSYS:-1}" \
     ACCUM_GPU_TEST_TIMEOUT=150 ACCUM_NCU_TIMEOUT=80 \
     timeout "${ACCUM_LEASE_GPU_SH_SECONDS:-300}" bash bench/gpu.sh > "$g/run.log" 2>&1
