@@ -88,11 +88,14 @@ class Backend {
   // Converts n act-dtype values to fp32 (for losses/logits read-back and tests).
   virtual void act_to_f32(float* dst, const void* src, size_t n) = 0;
   virtual void f32_to_act(void* dst, const float* src, size_t n) = 0;
-  // Device memory in use and in total (false when the back end cannot tell; the CPU
-  // back end leaves host memory to the caller).
   // The device's dense peak for this back end's matmul precision, TFLOP/s; 0 when unknown
   // (the CPU back end; a GPU not in the CUDA back end's table).
   virtual double peak_tflops() const { return 0.0; }
+  // The file cuBLASLt's kept algorithm choices are read from and added to (BackendOptions,
+  // or ACCUM_CUBLASLT_ALGOS, which wins), "" when there is none (the CPU back end).
+  virtual std::string kept_algorithms_file() const { return {}; }
+  // Device memory in use and in total (false when the back end cannot tell; the CPU
+  // back end leaves host memory to the caller).
   virtual bool memory_info(size_t* used_bytes, size_t* total_bytes) const {
     (void)used_bytes;
     (void)total_bytes;

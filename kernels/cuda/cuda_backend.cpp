@@ -99,6 +99,7 @@ class CudaBackend final : public Backend {
 
   const char* name() const override { return "cuda"; }
   double peak_tflops() const override { return peak_tflops_; }
+  std::string kept_algorithms_file() const override { return matmul_.algorithms_file(); }
   bool memory_info(size_t* used_bytes, size_t* total_bytes) const override {
     return cuda_memory_info(device_, used_bytes, total_bytes);
   }

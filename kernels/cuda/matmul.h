@@ -53,6 +53,8 @@ class Matmul {
   ~Matmul();
   Matmul(const Matmul&) = delete;
   Matmul& operator=(const Matmul&) = delete;
+  // The file of kept algorithm choices in use, "" for none.
+  std::string algorithms_file() const { return algos_ ? algos_->path() : std::string(); }
 
   void forward(__nv_bfloat16* out, const __nv_bfloat16* inp, const __nv_bfloat16* weight,
                const __nv_bfloat16* bias, int N, int C, int OC, WeightLayout layout);

@@ -6,7 +6,6 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
-#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -142,20 +141,6 @@ absl::Status Trainer::setup() {
     }
     backend_options.cublaslt_algorithms_dir = dir;
     backend_options.cublaslt_algorithms_source = "cuda.keep_cublaslt_algorithms";
-    if (is_rank0()) {
-      const char* env = std::getenv("ACCUM_CUBLASLT_ALGOS");
-      if (env != nullptr && *env != '\0') {
-        spdlog::info(
-            "cuBLASLt algorithms: kept in {} (ACCUM_CUBLASLT_ALGOS, which takes "
-            "precedence over cuda.keep_cublaslt_algorithms)",
-            env);
-      } else {
-        spdlog::info(
-            "cuBLASLt algorithms: kept in {}/cublaslt_algos_<GPU>_<cuBLASLt>.tsv "
-            "(cuda.keep_cublaslt_algorithms)",
-            dir);
-      }
-    }
   }
   try {
     backend_ = kernels::make_backend(device, comm_->local_rank(), backend_options);
@@ -166,6 +151,10 @@ absl::Status Trainer::setup() {
         "workspace): the device is full before the model; free it or use another device");
   } catch (const std::exception& e) {
     return absl::FailedPreconditionError(e.what());
+  }
+  if (spec_.cuda().keep_cublaslt_algorithms() && is_rank0()) {
+    // The file the back end chose: this machine's in checkpoint.dir, or ACCUM_CUBLASLT_ALGOS's.
+    spdlog::info("cuBLASLt algorithms: kept in {}", backend_->kept_algorithms_file());
   }
   // The note's memory arithmetic, checked before allocating anything large.
   const auto config = spec::model_config(spec_);
