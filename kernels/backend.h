@@ -28,6 +28,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -42,6 +43,18 @@ enum class WeightLayout { kInOut, kOutIn };
 // How a backward op stores a PARAMETER gradient: kWrite replaces what the buffer holds (the
 // first micro-batch of a window), kAdd adds to it (the others).
 enum class GradMode { kWrite, kAdd };
+
+// The row stride an op uses: `stride`, or `columns` for 0 (packed rows). A stride shorter than
+// a row is refused: std::invalid_argument naming `op`.
+inline int resolve_row_stride(int stride, int columns, const char* op) {
+  if (stride == 0) return columns;
+  if (stride < columns) {
+    throw std::invalid_argument(std::string(op) + ": row stride " + std::to_string(stride) +
+                                " is shorter than a row of " + std::to_string(columns) +
+                                " columns (expected 0 or >= " + std::to_string(columns) + ")");
+  }
+  return stride;
+}
 
 struct AdamWParams {
   float lr = 0;
@@ -69,6 +82,13 @@ class Backend {
     (void)rows, (void)C, (void)NH, (void)V;
     return 0;
   }
+
+  // How many elements apart this back end wants the rows of a wide (rows, columns) activation
+  // (the logits, columns = the vocabulary): `columns`, or more where the ops run faster on
+  // aligned rows (CUDA: a multiple of 64, 128 bytes, so an odd vocabulary such as GPT-2's
+  // 50257 keeps cuBLASLt's aligned kernels and the classifier's 16-byte accesses). The model
+  // allocates rows this far apart and passes it as the ops' stride.
+  virtual int row_stride(int columns) const { return columns; }
 
   // ---- memory ------------------------------------------------------------
   // Returns zero-filled device memory; throws std::bad_alloc when out of memory.
@@ -129,9 +149,11 @@ class Backend {
   virtual void layernorm_forward(void* out, float* mean, float* rstd, const void* inp,
                                  const void* weight, const void* bias, int N, int C) = 0;
   // out(N,OC) = inp(N,C) @ W + bias, W (C,OC) for kInOut or W^T with W (OC,C) for kOutIn.
-  // bias may be null.
+  // bias may be null. out_stride: elements from one row of out to the next (>= OC; 0: OC).
+  // Only the OC columns of each row are written (see row_stride()).
+  // (Overrides take out_stride without a default: calls go through Backend.)
   virtual void matmul_forward(void* out, const void* inp, const void* weight, const void* bias,
-                              int N, int C, int OC, WeightLayout layout) = 0;
+                              int N, int C, int OC, WeightLayout layout, int out_stride = 0) = 0;
   // Causal multi-head attention. qkv(B,T,3C) = [q | k | v], head h uses channels
   // h*hs..(h+1)*hs with hs = C/NH; out(B,T,C). `saved` holds what the backward
   // needs (attention_saved_bytes of it; the CPU keeps probabilities, CUDA keeps
@@ -172,10 +194,11 @@ class Backend {
                                   const float* mean, const float* rstd, int N, int C,
                                   GradMode mode) = 0;
   // dinp = dout @ W^T (written; may be null); by `mode`, dweight (+)= (kInOut) inp^T @ dout |
-  // (kOutIn) dout^T @ inp; dbias (+)= sum_rows dout (dbias may be null).
+  // (kOutIn) dout^T @ inp; dbias (+)= sum_rows dout (dbias may be null). dout_stride: elements
+  // from one row of dout to the next (>= OC; 0: OC); only its OC columns are read.
   virtual void matmul_backward(void* dinp, float* dweight, float* dbias, const void* dout,
                                const void* inp, const void* weight, int N, int C, int OC,
-                               WeightLayout layout, GradMode mode) = 0;
+                               WeightLayout layout, GradMode mode, int dout_stride = 0) = 0;
   // dqkv(B,T,3C) = d/dqkv of <dout, out> (written, every element).
   virtual void attention_backward(void* dqkv, const void* dout, const void* qkv, const void* out,
                                   const void* saved, int B, int T, int C, int NH) = 0;
@@ -195,9 +218,11 @@ class Backend {
   //   losses[i] = mask_i ? -log softmax(logits_i)[targets_i] : 0          (fp32)
   //   if dlogits != null: dlogits[i] = mask_i ? dloss * (softmax(logits_i) - onehot) : 0
   //   (written, not added: logits are recomputed every micro-batch; dlogits may alias logits)
+  // stride: elements from one row of logits (and dlogits) to the next (>= V; 0: V). Only the
+  // V columns of a row are read; the columns after them in dlogits may be overwritten.
   virtual void crossentropy_forward_backward(float* losses, void* dlogits, const void* logits,
                                              const int32_t* targets, const uint8_t* mask,
-                                             float dloss, int N, int V) = 0;
+                                             float dloss, int N, int V, int stride = 0) = 0;
   // *acc += sum_i x[i], in double and in a fixed order; acc is one double from alloc().
   // The model sums each micro-batch's losses on the device and reads them once per step.
   virtual void sum_add(double* acc, const float* x, size_t n) = 0;

@@ -26,9 +26,11 @@
 #          this card: the previous leases' per-kernel numbers came from another card);
 #       then OUT_DIR/g.tgz holds every log and JSON, and the tables are printed last.
 #   bench/gpu/lease.sh check OUT_DIR          on the GPU host: a short call (~2 min) after a fix,
-#       when a lease has time left: the gpu tests, each switch of ACCUM_LEASE_CHECK_SWITCHES
-#       against the default in alternating rounds (compare.py), cuBLASLt's candidate table
-#       (2 layers); OUT_DIR/c.tgz.
+#       when a lease has time left: the gpu tests (and the bundle's, if packed), the "before"
+#       build (if build-lease-base exists) and each switch of ACCUM_LEASE_CHECK_SWITCHES
+#       against the default in alternating rounds (compare.py), once per vocabulary of
+#       ACCUM_LEASE_CHECK_VOCABS, PyTorch at each of ACCUM_LEASE_CHECK_TORCH_VOCABS, cuBLASLt's
+#       candidate table (2 layers); OUT_DIR/c.tgz.
 #
 # With the device tool of this workplace: prepare here, then run
 #   command "bash bench/gpu/lease.sh run $OUT", carry ["build-lease", "build-lease-base"].
@@ -207,7 +209,7 @@ run() {
 
 check() {
   local out="${1:?usage: lease.sh check OUT_DIR}"
-  local c="$out/c" new="$ROOT/build-lease/bin"
+  local c="$out/c" new="$ROOT/build-lease/bin" old="$ROOT/build-lease-base/bin"
   mkdir -p "$c"
   lease_libraries
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$c/card.txt" 2>&1
@@ -216,15 +218,36 @@ check() {
   sed 's/^/revision /' "$ROOT/build-lease/REVISION" 2> /dev/null
   timeout 60 "$new/gpu_test" > "$c/gpu_test.log" 2>&1
   echo "gpu_test exit $?: $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$c/gpu_test.log" | tr '\n' ' ')"
-  local builds=(default="$new/gpt2_bench") switch
+  if [[ -s "$ROOT/build-lease/bundle.tar.xz" ]]; then  # the worker and NCCL (~30 s)
+    timeout 120 bash bench/gpu/bundle.sh test -L gpu -E '^(CudaOps|CudaTraining|CudaMemory)[.]' \
+      > "$c/bundle.log" 2>&1
+    echo "bundle.sh test exit $?: $(grep -E 'tests passed|tests failed' "$c/bundle.log")"
+  fi
+  local builds=() switch vocab
+  # With build-lease-base (prepare BASE_REV|last): the "before" binary first, the speed-ups
+  # are then against it.
+  [[ -x "$old/gpt2_bench" ]] && builds+=(before="$old/gpt2_bench")
+  builds+=(default="$new/gpt2_bench")
   for switch in ${ACCUM_LEASE_CHECK_SWITCHES-ACCUM_CUDA_GRAPHS=0}; do
     builds+=("${switch//=/:}=$switch $new/gpt2_bench")  # a label has no '='
   done
-  timeout "${ACCUM_LEASE_CHECK_COMPARE_SECONDS:-120}" python3 bench/gpu/compare.py \
-    --rounds "${ACCUM_LEASE_COMPARE_ROUNDS:-5}" --out "$c/compare.md" "${builds[@]}" \
-    -- --batch "${ACCUM_BENCH_BATCH:-8}" --seq "${ACCUM_BENCH_SEQ:-1024}" --steps 20 --warmup 5 \
-    2> "$c/compare.log"
-  echo "compare.py exit $?"
+  # One comparison per vocabulary of ACCUM_LEASE_CHECK_VOCABS (default: gpt2_bench's 50304).
+  for vocab in ${ACCUM_LEASE_CHECK_VOCABS:-50304}; do
+    timeout "${ACCUM_LEASE_CHECK_COMPARE_SECONDS:-120}" python3 bench/gpu/compare.py \
+      --rounds "${ACCUM_LEASE_COMPARE_ROUNDS:-5}" --out "$c/compare_v$vocab.md" "${builds[@]}" \
+      -- --vocab "$vocab" --batch "${ACCUM_BENCH_BATCH:-8}" --seq "${ACCUM_BENCH_SEQ:-1024}" \
+      --steps 20 --warmup 5 2> "$c/compare_v$vocab.log"
+    echo "compare.py V=$vocab exit $?"
+    { echo "V=$vocab"; cat "$c/compare_v$vocab.md"; } >> "$c/compare.md" 2> /dev/null
+  done
+  # PyTorch at each vocabulary of ACCUM_LEASE_CHECK_TORCH_VOCABS (~50 s each): the reference
+  # for the same rows, on the same card in the same call.
+  for vocab in ${ACCUM_LEASE_CHECK_TORCH_VOCABS-}; do
+    timeout 120 python3 bench/gpu/torch_gpt2.py --vocab "$vocab" --batch "${ACCUM_BENCH_BATCH:-8}" \
+      --seq "${ACCUM_BENCH_SEQ:-1024}" --steps 20 --warmup 5 --out "$c/torch_v$vocab.json" \
+      2> "$c/torch_v$vocab.log"
+    echo "torch_gpt2.py V=$vocab exit $?: $(tail -n 1 "$c/torch_v$vocab.log")"
+  done
   # bench/gpu.sh's cuBLASLt table: every GEMM shape of a step (2 layers are enough).
   timeout 60 env ACCUM_CUBLASLT_REPORT="$c/gemm_algos.md" "$new/gpt2_bench" --layers 2 \
     --batch "${ACCUM_BENCH_BATCH:-8}" --seq "${ACCUM_BENCH_SEQ:-1024}" --steps 1 --warmup 0 \

@@ -65,8 +65,8 @@ class CpuBackend final : public Backend {
     cpu::layernorm_forward(F(out), mean, rstd, F(inp), F(weight), F(bias), N, C);
   }
   void matmul_forward(void* out, const void* inp, const void* weight, const void* bias, int N,
-                      int C, int OC, WeightLayout layout) override {
-    cpu::matmul_forward(F(out), F(inp), F(weight), F(bias), N, C, OC, layout);
+                      int C, int OC, WeightLayout layout, int out_stride) override {
+    cpu::matmul_forward(F(out), F(inp), F(weight), F(bias), N, C, OC, layout, out_stride);
   }
   size_t attention_saved_bytes(int B, int T, int NH) const override {
     return sizeof(float) * size_t(B) * NH * T * T;  // probabilities (B,NH,T,T)
@@ -106,10 +106,10 @@ class CpuBackend final : public Backend {
                             rstd, N, C, mode);
   }
   void matmul_backward(void* dinp, float* dweight, float* dbias, const void* dout, const void* inp,
-                       const void* weight, int N, int C, int OC, WeightLayout layout,
-                       GradMode mode) override {
+                       const void* weight, int N, int C, int OC, WeightLayout layout, GradMode mode,
+                       int dout_stride) override {
     cpu::matmul_backward(F(dinp), dweight, dbias, F(dout), F(inp), F(weight), N, C, OC, layout,
-                         mode);
+                         mode, dout_stride);
   }
   void attention_backward(void* dqkv, const void* dout, const void* qkv, const void* /*out*/,
                           const void* saved, int B, int T, int C, int NH) override {
@@ -128,8 +128,9 @@ class CpuBackend final : public Backend {
 
   void crossentropy_forward_backward(float* losses, void* dlogits, const void* logits,
                                      const int32_t* targets, const uint8_t* mask, float dloss,
-                                     int N, int V) override {
-    cpu::crossentropy_forward_backward(losses, F(dlogits), F(logits), targets, mask, dloss, N, V);
+                                     int N, int V, int stride) override {
+    cpu::crossentropy_forward_backward(losses, F(dlogits), F(logits), targets, mask, dloss, N, V,
+                                       stride);
   }
 
   void sum_add(double* acc, const float* x, size_t n) override {

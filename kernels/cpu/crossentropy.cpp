@@ -62,7 +62,8 @@ ACCUM_CPU_CLONES F crossentropy_row(F* drow, const F* row, int target, F dloss, 
 
 template <typename F>
 void crossentropy_forward_backward(F* losses, F* dlogits, const F* logits, const int32_t* targets,
-                                   const uint8_t* mask, F dloss, int N, int V) {
+                                   const uint8_t* mask, F dloss, int N, int V, int ld) {
+  ld = resolve_row_stride(ld, V, "crossentropy_forward_backward");
   for (int i = 0; i < N; ++i) {
     const bool counted = mask == nullptr || mask[i] != 0;
     if (counted && (targets[i] < 0 || targets[i] >= V)) {
@@ -74,20 +75,20 @@ void crossentropy_forward_backward(F* losses, F* dlogits, const F* logits, const
 #pragma omp parallel for schedule(static) if (worth_parallel(size_t(N) * V, 1 << 14))
   for (int i = 0; i < N; ++i) {
     const bool counted = mask == nullptr || mask[i] != 0;
-    F* drow = dlogits != nullptr ? dlogits + size_t(i) * V : nullptr;
+    F* drow = dlogits != nullptr ? dlogits + size_t(i) * ld : nullptr;
     if (!counted) {
       if (losses != nullptr) losses[i] = F(0);
       if (drow != nullptr) std::memset(static_cast<void*>(drow), 0, sizeof(F) * V);
       continue;
     }
-    const F loss = crossentropy_row(drow, logits + size_t(i) * V, targets[i], dloss, V);
+    const F loss = crossentropy_row(drow, logits + size_t(i) * ld, targets[i], dloss, V);
     if (losses != nullptr) losses[i] = loss;
   }
 }
 
 template void crossentropy_forward_backward<float>(float*, float*, const float*, const int32_t*,
-                                                   const uint8_t*, float, int, int);
+                                                   const uint8_t*, float, int, int, int);
 template void crossentropy_forward_backward<double>(double*, double*, const double*, const int32_t*,
-                                                    const uint8_t*, double, int, int);
+                                                    const uint8_t*, double, int, int, int);
 
 }  // namespace accum::kernels::cpu

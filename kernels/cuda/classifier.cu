@@ -9,11 +9,14 @@
 // One block per row, two passes over the row: (1) per-thread online max/sum, combined
 // by fixed block trees (deterministic); (2) dlogits. No probability tensor is kept;
 // dlogits may alias logits (each element is read, then written, by the same thread).
-// When V % 8 == 0 (a padded vocabulary, 50304) the rows are read and written in 16-byte
-// chunks, and pass 1 takes one max and one rescale per chunk of 8; an odd V (50257) takes
-// plain coalesced bf16 loads. With dlogits and a row that fits in shared memory, pass 1
-// also caches the row there, so the logits are read from DRAM once, not twice. Exponentials
-// run in base 2 (one fma + ex2 each) and the target's -1 is applied to its chunk only.
+// Rows are ld (>= V) elements apart. When ld % 8 == 0 (a padded vocabulary, 50304, or the
+// padded rows of an odd one, 50257 in rows of 50304: Backend::row_stride) the rows are read
+// and written in 16-byte chunks, and pass 1 takes one max and one rescale per chunk of 8; the
+// row's last chunk may reach past V into the padding, whose values count as -inf and whose
+// dlogits are written as 0. Rows an odd number of elements apart take plain coalesced bf16
+// loads. With dlogits and a row that fits in shared memory, pass 1 also caches the row there,
+// so the logits are read from DRAM once, not twice. Exponentials run in base 2 (one fma + ex2
+// each) and the target's -1 is applied to its chunk only.
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/ops.h"
@@ -45,12 +48,13 @@ __device__ inline void online_add(float& max, float& sum, const float (&x)[n]) {
 template <bool kVector, bool kCached>
 __global__ void crossentropy_forward_backward_kernel(float* losses, bf16* dlogits,
                                                      const bf16* logits, const int32_t* targets,
-                                                     const uint8_t* mask, float dloss, int V) {
+                                                     const uint8_t* mask, float dloss, int V,
+                                                     int ld) {
   __shared__ float shared[kWarpSize];
   extern __shared__ __align__(16) unsigned char row_cache_bytes[];
   bf16* row_cache = reinterpret_cast<bf16*>(row_cache_bytes);
   const int row = blockIdx.x;
-  const size_t base = static_cast<size_t>(row) * V;
+  const size_t base = static_cast<size_t>(row) * ld;
   const bf16* x = logits + base;
   const bool counted = mask == nullptr || mask[row] != 0;
   if (!counted) {
@@ -73,9 +77,13 @@ __global__ void crossentropy_forward_backward_kernel(float* losses, bf16* dlogit
       }
       ACCUM_UNROLL for (int u = 0; u < kInFlight; ++u) {
         if (v0 + u * kStep >= V) break;
-        if constexpr (kCached) store128(row_cache + v0 + u * kStep, chunks[u]);
+        const int v = v0 + u * kStep;
+        if constexpr (kCached) store128(row_cache + v, chunks[u]);
         float values[8];
         for (int k = 0; k < 8; ++k) values[k] = to_f32(chunks[u][k]);
+        if (v + 8 > V) {  // the row's last chunk reaches into the padding
+          for (int k = 0; k < 8; ++k) values[k] = v + k < V ? values[k] : -INFINITY;
+        }
         online_add(local_max, local_sum, values);
       }
     }
@@ -115,6 +123,9 @@ __global__ void crossentropy_forward_backward_kernel(float* losses, bf16* dlogit
           if (v + k == target) grad[k] = to_bf16(dloss * (p[k] - 1.f));
         }
       }
+      if (v + 8 > V) {  // padding after the row's V values: 0, not exp(whatever it held)
+        for (int k = 0; k < 8; ++k) grad[k] = v + k < V ? grad[k] : to_bf16(0.f);
+      }
       store128(dx + v, grad);
     }
   } else {
@@ -129,12 +140,14 @@ __global__ void crossentropy_forward_backward_kernel(float* losses, bf16* dlogit
 
 void crossentropy_forward_backward(float* losses, bf16* dlogits, const bf16* logits,
                                    const int32_t* targets, const uint8_t* mask, float dloss, int N,
-                                   int V, cudaStream_t stream) {
+                                   int V, int ld, cudaStream_t stream) {
   if (N == 0) return;
-  const bool vector = V % 8 == 0 && aligned16(logits) && (dlogits == nullptr || aligned16(dlogits));
-  // The row cache: V bf16 of dynamic shared memory (100 KB for GPT-2's 50304: two blocks
-  // per SM on sm_90); only with dlogits (the loss alone reads the row once anyway).
-  const size_t cache_bytes = sizeof(bf16) * static_cast<size_t>(V);
+  const bool vector =
+      ld % 8 == 0 && aligned16(logits) && (dlogits == nullptr || aligned16(dlogits));
+  // The row cache: V bf16 (rounded up to whole chunks) of dynamic shared memory (100 KB for
+  // GPT-2's 50257 or 50304: two blocks per SM on sm_90); only with dlogits (the loss alone
+  // reads the row once anyway).
+  const size_t cache_bytes = sizeof(bf16) * ceil_div(static_cast<size_t>(V), size_t{8}) * 8;
   int device = 0, max_optin = 0;
   CUDA_CHECK(cudaGetDevice(&device));
   CUDA_CHECK(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
@@ -142,7 +155,7 @@ void crossentropy_forward_backward(float* losses, bf16* dlogits, const bf16* log
                       cache_bytes + kWarpSize * sizeof(float) <= static_cast<size_t>(max_optin);
   auto launch = [&](auto kernel, size_t smem) {
     allow_dynamic_shared(kernel, smem);
-    kernel<<<N, kThreads, smem, stream>>>(losses, dlogits, logits, targets, mask, dloss, V);
+    kernel<<<N, kThreads, smem, stream>>>(losses, dlogits, logits, targets, mask, dloss, V, ld);
   };
   if (cached) {
     launch(crossentropy_forward_backward_kernel<true, true>, cache_bytes);

@@ -1,5 +1,5 @@
 // kernels/cuda/column_sum.cu — bias gradient of a linear layer:
-//   dbias(OC) (+)= sum_{rows} dout(N, OC)      (+= for GradMode::kAdd)
+//   dbias(OC) (+)= sum_{rows} dout(N, OC)      (+= for GradMode::kAdd; rows ld apart)
 // through the deterministic two-stage column reduction of column_reduce.cuh; and
 //   add_f32: dst(n) += src(n), for a bias gradient cuBLASLt's BGRADA epilogue wrote.
 #include "kernels/cuda/column_reduce.cuh"
@@ -11,10 +11,10 @@ namespace {
 
 struct RowValue {
   const bf16* in;
-  int cols;
+  int ld;  // elements from one row to the next
   template <int W>
   __device__ void operator()(int row, int col, float (&acc)[1][W]) const {
-    const bf16* p = in + static_cast<size_t>(row) * cols + col;
+    const bf16* p = in + static_cast<size_t>(row) * ld + col;
     if constexpr (W == 8) {
       const Packed128<bf16> x = load128(p);
       for (int j = 0; j < 8; ++j) acc[0][j] += to_f32(x[j]);
@@ -39,10 +39,11 @@ void add_f32(float* dst, const float* src, size_t n, cudaStream_t stream) {
   CUDA_CHECK_LAUNCH("add_f32_kernel");
 }
 
-void column_sum(float* out, const bf16* in, int rows, int cols, GradMode mode,
+void column_sum(float* out, const bf16* in, int rows, int cols, int ld, GradMode mode,
                 DeviceScratch& scratch, cudaStream_t stream) {
   ColumnOutputs<1> outputs{{out}};
-  column_reduce<1>(outputs, rows, cols, RowValue{in, cols}, aligned16(in), mode, scratch, stream);
+  column_reduce<1>(outputs, rows, cols, RowValue{in, ld}, aligned16(in) && ld % 8 == 0, mode,
+                   scratch, stream);
 }
 
 }  // namespace accum::kernels::cuda

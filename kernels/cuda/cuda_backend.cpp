@@ -159,8 +159,13 @@ class CudaBackend final : public Backend {
     cu::layernorm_forward(act(out), mean, rstd, act(inp), act(weight), act(bias), N, C, s());
   }
   void matmul_forward(void* out, const void* inp, const void* weight, const void* bias, int N,
-                      int C, int OC, WeightLayout layout) override {
-    matmul_.forward(act(out), act(inp), act(weight), act(bias), N, C, OC, layout);
+                      int C, int OC, WeightLayout layout, int out_stride) override {
+    matmul_.forward(act(out), act(inp), act(weight), act(bias), N, C, OC, layout,
+                    resolve_row_stride(out_stride, OC, "matmul_forward"));
+  }
+  int row_stride(int columns) const override {
+    constexpr int kRowAlignment = 64;  // elements: 128 bytes of bf16
+    return (columns + kRowAlignment - 1) / kRowAlignment * kRowAlignment;
   }
   size_t attention_saved_bytes(int B, int T, int NH) const override {
     return sizeof(float) * static_cast<size_t>(B) * NH * T;  // log-sum-exp per query row
@@ -201,10 +206,10 @@ class CudaBackend final : public Backend {
                            mean, rstd, N, C, mode, scratch_, s());
   }
   void matmul_backward(void* dinp, float* dweight, float* dbias, const void* dout, const void* inp,
-                       const void* weight, int N, int C, int OC, WeightLayout layout,
-                       GradMode mode) override {
+                       const void* weight, int N, int C, int OC, WeightLayout layout, GradMode mode,
+                       int dout_stride) override {
     matmul_.backward(act(dinp), dweight, dbias, act(dout), act(inp), act(weight), N, C, OC, layout,
-                     mode, scratch_);
+                     mode, resolve_row_stride(dout_stride, OC, "matmul_backward"), scratch_);
   }
   void attention_backward(void* dqkv, const void* dout, const void* qkv, const void* out,
                           const void* saved, int B, int T, int C, int NH) override {
@@ -224,9 +229,10 @@ class CudaBackend final : public Backend {
   // ---- loss ----
   void crossentropy_forward_backward(float* losses, void* dlogits, const void* logits,
                                      const int32_t* targets, const uint8_t* mask, float dloss,
-                                     int N, int V) override {
-    cu::crossentropy_forward_backward(losses, act(dlogits), act(logits), targets, mask, dloss, N, V,
-                                      s());
+                                     int N, int V, int stride) override {
+    cu::crossentropy_forward_backward(
+        losses, act(dlogits), act(logits), targets, mask, dloss, N, V,
+        resolve_row_stride(stride, V, "crossentropy_forward_backward"), s());
   }
 
   // ---- recorded op sequences ----

@@ -41,6 +41,7 @@ struct Matmul::Plan {
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
   cublasLtMatmulPreference_t preference = nullptr;
   cublasLtMatmulHeuristicResult_t heuristic{};
+  long ldd = 0;  // D's leading dimension (>= m)
   ~Plan() {
     // Destructor: failures cannot be reported and do not matter at teardown.
     if (preference) cublasLtMatmulPreferenceDestroy(preference);
@@ -90,26 +91,16 @@ bool Matmul::gelu_fusion_allowed(long ld, const void* aux) const {
   return gelu_fusion_ && ld % 8 == 0 && alignment_of(aux) >= 16;
 }
 
-bool Matmul::gemm(void* d, bool d_is_f32, const void* a, bool trans_a, long lda, const void* b,
-                  bool trans_b, long ldb, long m, long n, long k, float beta, const void* bias,
-                  Epilogue epilogue, const void* aux) {
+bool Matmul::gemm(void* d, bool d_is_f32, long ldd, const void* a, bool trans_a, long lda,
+                  const void* b, bool trans_b, long ldb, long m, long n, long k, float beta,
+                  const void* bias, Epilogue epilogue, const void* aux) {
   const int align_a = alignment_of(a), align_b = alignment_of(b), align_d = alignment_of(d);
   const int align_aux = aux != nullptr ? alignment_of(aux) : 0;
-  const Key key{m,
-                n,
-                k,
-                lda,
-                ldb,
-                trans_a,
-                trans_b,
-                d_is_f32,
-                bias != nullptr,
-                beta != 0.f,
-                align_a,
-                align_b,
-                align_d,
-                static_cast<int>(epilogue),
-                align_aux};
+  // A plan per shape, leading dimensions, operations, types, alignments and epilogue.
+  const bool has_bias = bias != nullptr, adds = beta != 0.f;
+  const int epilogue_id = static_cast<int>(epilogue);
+  const Key key(m, n, k, lda, ldb, ldd, trans_a, trans_b, d_is_f32, has_bias, adds, align_a,
+                align_b, align_d, epilogue_id, align_aux);
   auto found = plans_.find(key);
   if (found == plans_.end()) {
     auto plan = std::make_unique<Plan>();
@@ -153,7 +144,8 @@ bool Matmul::gemm(void* d, bool d_is_f32, const void* a, bool trans_a, long lda,
         cublasLtMatrixLayoutCreate(&plan->a, CUDA_R_16BF, trans_a ? k : m, trans_a ? m : k, lda));
     CUBLAS_CHECK(
         cublasLtMatrixLayoutCreate(&plan->b, CUDA_R_16BF, trans_b ? n : k, trans_b ? k : n, ldb));
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->d, d_type, m, n, m));  // C == D in place
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->d, d_type, m, n, ldd));  // C == D in place
+    plan->ldd = ldd;
     CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&plan->preference));
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(plan->preference,
                                                       CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
@@ -192,10 +184,10 @@ bool Matmul::gemm(void* d, bool d_is_f32, const void* a, bool trans_a, long lda,
       const std::string name =
           std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(k) + " " +
           (trans_a ? "T" : "N") + (trans_b ? "T" : "N") + " lda=" + std::to_string(lda) +
-          " ldb=" + std::to_string(ldb) + (d_is_f32 ? " D=fp32" : " D=bf16") +
-          (beta != 0.f ? " beta=1 " : " beta=0 ") + epilogue_name(epilogue, bias != nullptr) +
-          " align=" + std::to_string(align_a) + "/" + std::to_string(align_b) + "/" +
-          std::to_string(align_d) + "/" + std::to_string(align_aux);
+          " ldb=" + std::to_string(ldb) + (ldd != m ? " ldd=" + std::to_string(ldd) : "") +
+          (d_is_f32 ? " D=fp32" : " D=bf16") + (beta != 0.f ? " beta=1 " : " beta=0 ") +
+          epilogue_name(epilogue, bias != nullptr) + " align=" + std::to_string(align_a) + "/" +
+          std::to_string(align_b) + "/" + std::to_string(align_d) + "/" + std::to_string(align_aux);
       choose_algorithm(*plan, name, a, b, m, n, d_is_f32, beta, bias != nullptr, uses_aux);
     }
     if (!report_path_.empty()) {
@@ -259,7 +251,7 @@ std::vector<float> Matmul::time_candidates(
   // Scratch for everything the product may write (D, the GELU aux, BGRADA's bias gradient):
   // the timed runs leave the caller's buffers alone. Zeroed, so a product with beta = 1 reads
   // numbers.
-  const size_t d_bytes = static_cast<size_t>(m) * n * (d_is_f32 ? 4 : 2);
+  const size_t d_bytes = static_cast<size_t>(plan.ldd) * n * (d_is_f32 ? 4 : 2);
   void *d = nullptr, *aux = nullptr, *bias = nullptr;
   CUDA_CHECK(cudaMalloc(&d, d_bytes));
   CUDA_CHECK(cudaMalloc(&aux, static_cast<size_t>(m) * n * 2));
@@ -377,22 +369,24 @@ void Matmul::report_candidates(Plan& plan, const std::string& shape, const void*
 }
 
 void Matmul::forward(__nv_bfloat16* out, const __nv_bfloat16* inp, const __nv_bfloat16* weight,
-                     const __nv_bfloat16* bias, int N, int C, int OC, WeightLayout layout) {
+                     const __nv_bfloat16* bias, int N, int C, int OC, WeightLayout layout,
+                     int out_ld) {
   // out^T(OC,N) = op(W)(OC,C) x inp^T(C,N); W as stored is (OC,C) col-major for kInOut
   // (ld OC) and (C,OC) col-major for kOutIn (ld C, transposed).
   const bool in_out = layout == WeightLayout::kInOut;
-  gemm(out, false, weight, !in_out, in_out ? OC : C, inp, false, C, OC, N, C, 0.f, bias);
+  gemm(out, false, out_ld, weight, !in_out, in_out ? OC : C, inp, false, C, OC, N, C, 0.f, bias);
 }
 
 void Matmul::forward_gelu(__nv_bfloat16* out, __nv_bfloat16* pre, const __nv_bfloat16* inp,
                           const __nv_bfloat16* weight, const __nv_bfloat16* bias, int N, int C,
                           int OC, WeightLayout layout) {
   const bool in_out = layout == WeightLayout::kInOut;
-  if (gelu_fusion_allowed(OC, pre) && gemm(out, false, weight, !in_out, in_out ? OC : C, inp, false,
-                                           C, OC, N, C, 0.f, bias, Epilogue::kGeluAux, pre)) {
+  if (gelu_fusion_allowed(OC, pre) &&
+      gemm(out, false, OC, weight, !in_out, in_out ? OC : C, inp, false, C, OC, N, C, 0.f, bias,
+           Epilogue::kGeluAux, pre)) {
     return;
   }
-  forward(pre, inp, weight, bias, N, C, OC, layout);
+  forward(pre, inp, weight, bias, N, C, OC, layout, OC);
   gelu_forward(out, pre, static_cast<size_t>(N) * OC, stream_);
 }
 
@@ -403,23 +397,24 @@ void Matmul::backward_gelu(__nv_bfloat16* dpre, float* dweight, float* dbias,
   const bool in_out = layout == WeightLayout::kInOut;
   // dpre^T(C,N) = op(W)(C,OC) x dout^T(OC,N), then * gelu'(pre) — beta 0: written.
   const bool fused =
-      gelu_fusion_allowed(C, pre) && gemm(dpre, false, weight, in_out, in_out ? OC : C, dout, false,
-                                          OC, C, N, OC, 0.f, nullptr, Epilogue::kDGelu, pre);
+      gelu_fusion_allowed(C, pre) && gemm(dpre, false, C, weight, in_out, in_out ? OC : C, dout,
+                                          false, OC, C, N, OC, 0.f, nullptr, Epilogue::kDGelu, pre);
   if (!fused) {
-    gemm(dpre, false, weight, in_out, in_out ? OC : C, dout, false, OC, C, N, OC, 0.f, nullptr);
+    gemm(dpre, false, C, weight, in_out, in_out ? OC : C, dout, false, OC, C, N, OC, 0.f, nullptr);
     gelu_backward_inplace(dpre, pre, static_cast<size_t>(N) * C, stream_);
   }
-  backward(nullptr, dweight, dbias, dout, inp, weight, N, C, OC, layout, mode, scratch);
+  backward(nullptr, dweight, dbias, dout, inp, weight, N, C, OC, layout, mode, OC, scratch);
 }
 
 void Matmul::backward(__nv_bfloat16* dinp, float* dweight, float* dbias, const __nv_bfloat16* dout,
                       const __nv_bfloat16* inp, const __nv_bfloat16* weight, int N, int C, int OC,
-                      WeightLayout layout, GradMode mode, DeviceScratch& scratch) {
+                      WeightLayout layout, GradMode mode, int dout_ld, DeviceScratch& scratch) {
   const bool in_out = layout == WeightLayout::kInOut;
   const float beta = mode == GradMode::kAdd ? 1.f : 0.f;  // dweight: added or written
   if (dinp != nullptr) {
     // dinp^T(C,N) = op(W)(C,OC) x dout^T(OC,N) — beta 0: written, C is never read.
-    gemm(dinp, false, weight, in_out, in_out ? OC : C, dout, false, OC, C, N, OC, 0.f, nullptr);
+    gemm(dinp, false, C, weight, in_out, in_out ? OC : C, dout, false, dout_ld, C, N, OC, 0.f,
+         nullptr);
   }
   if (dweight != nullptr) {
     if (in_out) {
@@ -433,7 +428,7 @@ void Matmul::backward(__nv_bfloat16* dinp, float* dweight, float* dbias, const _
         const size_t bytes = sizeof(float) * static_cast<size_t>(OC);
         float* bgrad =
             direct ? dbias : static_cast<float*>(scratch.get(ScratchSlot::kBiasGrad, bytes));
-        if (gemm(dweight, true, dout, false, OC, inp, true, C, OC, C, N, beta, bgrad,
+        if (gemm(dweight, true, OC, dout, false, dout_ld, inp, true, C, OC, C, N, beta, bgrad,
                  Epilogue::kBGradA)) {
           if (mode == GradMode::kAdd) {
             add_f32(dbias, bgrad, static_cast<size_t>(OC), stream_);
@@ -443,13 +438,13 @@ void Matmul::backward(__nv_bfloat16* dinp, float* dweight, float* dbias, const _
           return;
         }
       }
-      gemm(dweight, true, dout, false, OC, inp, true, C, OC, C, N, beta, nullptr);
+      gemm(dweight, true, OC, dout, false, dout_ld, inp, true, C, OC, C, N, beta, nullptr);
     } else {
       // dW (OC,C) row-major = (C,OC) col-major: dW^T (+)= inp^T(C,N) x dout(N,OC)
-      gemm(dweight, true, inp, false, C, dout, true, OC, C, OC, N, beta, nullptr);
+      gemm(dweight, true, C, inp, false, C, dout, true, dout_ld, C, OC, N, beta, nullptr);
     }
   }
-  if (dbias != nullptr) column_sum(dbias, dout, N, OC, mode, scratch, stream_);
+  if (dbias != nullptr) column_sum(dbias, dout, N, OC, dout_ld, mode, scratch, stream_);
 }
 
 }  // namespace accum::kernels::cuda

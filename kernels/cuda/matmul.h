@@ -1,6 +1,8 @@
 // kernels/cuda/matmul.h — linear layers on cuBLASLt (CPU twin: kernels/cpu/matmul.cpp).
 //
 //   forward:  out(N,OC) = inp(N,C) @ W + bias      W (C,OC) kInOut | W^T with W (OC,C) kOutIn
+//   (out's and dout's rows may lie further apart than OC: out_ld, dout_ld, the logits' padded
+//   rows; cuBLASLt then keeps its 16-byte-aligned kernels for an odd vocabulary)
 //   backward: dinp(N,C)    = dout @ W^T (kInOut) | dout @ W (kOutIn)       bf16, beta = 0
 //             dweight    (+)= inp^T @ dout (C,OC) | dout^T @ inp (OC,C)    fp32, beta = 1 | 0
 //             dbias(OC)  (+)= sum_rows dout                                fp32, column_sum
@@ -56,8 +58,9 @@ class Matmul {
   // The file of kept algorithm choices in use, "" for none.
   std::string algorithms_file() const { return algos_ ? algos_->path() : std::string(); }
 
+  // Rows of out are out_ld (>= OC) elements apart.
   void forward(__nv_bfloat16* out, const __nv_bfloat16* inp, const __nv_bfloat16* weight,
-               const __nv_bfloat16* bias, int N, int C, int OC, WeightLayout layout);
+               const __nv_bfloat16* bias, int N, int C, int OC, WeightLayout layout, int out_ld);
   // pre = inp @ W + bias; out = gelu(pre) — cuBLASLt's GELU_AUX(_BIAS) epilogue (gelu of the
   // fp32 sum; pre is its aux output), else matmul then the gelu kernel.
   void forward_gelu(__nv_bfloat16* out, __nv_bfloat16* pre, const __nv_bfloat16* inp,
@@ -70,10 +73,11 @@ class Matmul {
                      const __nv_bfloat16* weight, int N, int C, int OC, WeightLayout layout,
                      GradMode mode, DeviceScratch& scratch);
   // dinp / dweight / dbias may each be null (that gradient is not wanted); dweight and dbias
-  // are added to (GradMode::kAdd: beta 1) or written (kWrite: beta 0).
+  // are added to (GradMode::kAdd: beta 1) or written (kWrite: beta 0). Rows of dout are
+  // dout_ld (>= OC) elements apart.
   void backward(__nv_bfloat16* dinp, float* dweight, float* dbias, const __nv_bfloat16* dout,
                 const __nv_bfloat16* inp, const __nv_bfloat16* weight, int N, int C, int OC,
-                WeightLayout layout, GradMode mode, DeviceScratch& scratch);
+                WeightLayout layout, GradMode mode, int dout_ld, DeviceScratch& scratch);
 
  private:
   struct Plan;
@@ -82,10 +86,11 @@ class Matmul {
   // kBGradA: `bias` is an OUTPUT, fp32 (m): the sum of op(A) over k, written.
   enum class Epilogue { kNone, kGeluAux, kDGelu, kBGradA };
   // Column-major D(m,n) = epilogue(op(A) op(B) + beta * D (+ bias(m) broadcast over columns)).
-  // A is stored (m,k) or, if trans_a, (k,m); likewise B (k,n) or (n,k).
+  // A is stored (m,k) or, if trans_a, (k,m); likewise B (k,n) or (n,k). Each operand comes
+  // with its leading dimension (ldd >= m: the GELU aux matrix, when used, has ld m).
   // Returns false only for an epilogue cuBLASLt has no algorithm for (the caller then runs
   // the unfused ops); a plain GEMM without an algorithm is fatal.
-  bool gemm(void* d, bool d_is_f32, const void* a, bool trans_a, long lda, const void* b,
+  bool gemm(void* d, bool d_is_f32, long ldd, const void* a, bool trans_a, long lda, const void* b,
             bool trans_b, long ldb, long m, long n, long k, float beta, const void* bias,
             Epilogue epilogue = Epilogue::kNone, const void* aux = nullptr);
   // ACCUM_CUBLASLT_REPORT=FILE (a benchmark's switch): when a plan is made, up to 8 of the
@@ -112,8 +117,8 @@ class Matmul {
   // Whether a GELU epilogue may be tried for a (rows, ld) aux matrix at `aux`.
   bool gelu_fusion_allowed(long ld, const void* aux) const;
 
-  using Key = std::tuple<long, long, long, long, long, bool, bool, bool, bool, bool, int, int, int,
-                         int, int>;
+  using Key = std::tuple<long, long, long, long, long, long, bool, bool, bool, bool, bool, int, int,
+                         int, int, int>;
   cudaStream_t stream_;
   bool gelu_fusion_ = true;    // ACCUM_CUBLASLT_GELU=0 turns the GELU epilogues off (A/B runs)
   bool bgrad_fusion_ = false;  // ACCUM_CUBLASLT_BGRAD=1 turns the bias-gradient epilogue on

@@ -41,9 +41,9 @@ void layernorm_backward(bf16* dinp, float* dweight, float* dbias, float* dinp_su
                         int N, int C, GradMode mode, DeviceScratch& scratch, cudaStream_t stream);
 
 // ---- column_sum.cu ---- out[c] (+)= sum_rows in[r, c] by `mode`, deterministic two-stage
-// reduction; add_f32: dst[i] += src[i].
+// reduction over rows `ld` (>= cols) elements apart; add_f32: dst[i] += src[i].
 void add_f32(float* dst, const float* src, size_t n, cudaStream_t stream);
-void column_sum(float* out, const bf16* in, int rows, int cols, GradMode mode,
+void column_sum(float* out, const bf16* in, int rows, int cols, int ld, GradMode mode,
                 DeviceScratch& scratch, cudaStream_t stream);
 
 // ---- attention.cu ---- saved = lse (B, NH, T) fp32.
@@ -60,9 +60,10 @@ void gelu_backward_inplace(bf16* d, const bf16* pre, size_t n, cudaStream_t stre
 void residual_forward(bf16* out, const bf16* a, const bf16* b, size_t n, cudaStream_t stream);
 
 // ---- classifier.cu ----
+// Rows of logits and dlogits are ld (>= V) elements apart.
 void crossentropy_forward_backward(float* losses, bf16* dlogits, const bf16* logits,
                                    const int32_t* targets, const uint8_t* mask, float dloss, int N,
-                                   int V, cudaStream_t stream);
+                                   int V, int ld, cudaStream_t stream);
 
 // ---- adamw.cu ---- bias corrections computed by the caller in double.
 void adamw_update(float* master, bf16* working, const float* grads, float* m, float* v, size_t n,

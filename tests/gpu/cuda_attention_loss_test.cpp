@@ -191,9 +191,13 @@ TEST(CudaOps, AttentionHeadGroupThatIsNotACountIsRefused) {
   }
 }
 
-// alias_logits: dlogits written over the logits buffer, as the model does.
-void crossentropy_case(int N, int V, bool with_mask, bool with_dlogits, bool alias_logits) {
-  const auto logits = random_bf16_values(size_t(N) * V, 70, 2.f);
+// alias_logits: dlogits written over the logits buffer, as the model does. stride > 0: rows
+// `stride` apart (the model's padded logits) with NaN in the padding, which must count for
+// nothing (a NaN read spreads into the row's loss) and is compared only as dlogits' columns.
+void crossentropy_case(int N, int V, bool with_mask, bool with_dlogits, bool alias_logits,
+                       int stride = 0) {
+  const int ld = stride > 0 ? stride : V;
+  const auto logits = padded_rows(random_bf16_values(size_t(N) * V, 70, 2.f), N, V, ld, NAN);
   const auto targets = random_ints(N, V, 71);
   std::vector<uint8_t> mask(N, 1);
   for (int i = 0; i < N; i += 3) mask[i] = 0;
@@ -209,9 +213,11 @@ void crossentropy_case(int N, int V, bool with_mask, bool with_dlogits, bool ali
             with_dlogits ? (alias_logits ? logits_b.get() : dlogits.get()) : nullptr;
         be.crossentropy_forward_backward(
             losses.f32(), dlogits_ptr, logits_b.get(), static_cast<const int32_t*>(targets_b.get()),
-            with_mask ? static_cast<const uint8_t*>(mask_b.get()) : nullptr, dloss, N, V);
+            with_mask ? static_cast<const uint8_t*>(mask_b.get()) : nullptr, dloss, N, V, stride);
         Outputs outputs{{"losses", download_f32(be, losses.get(), N)}};
-        if (with_dlogits) outputs["dlogits"] = download_act(be, dlogits_ptr, logits.size());
+        if (with_dlogits) {
+          outputs["dlogits"] = packed_rows(download_act(be, dlogits_ptr, logits.size()), N, V, ld);
+        }
         return outputs;
       },
       kBf16Tolerance);
@@ -242,6 +248,23 @@ TEST(CudaOps, CrossEntropyLossOnlyPaddedVocab) {
 TEST(CudaOps, CrossEntropyLossOnlyUnmasked) {
   ACCUM_REQUIRE_CUDA();
   crossentropy_case(6, 513, false, false, false);
+}
+
+// An odd vocabulary in rows padded to a multiple of 8 (Backend::row_stride pads to 64): the
+// 16-byte path with a last chunk that is mostly padding (1001 = 125 * 8 + 1), written over the
+// logits, separately, and for the loss alone.
+TEST(CudaOps, CrossEntropyOddVocabInPaddedRows) {
+  ACCUM_REQUIRE_CUDA();
+  crossentropy_case(7, 1001, true, true, true, 1024);
+  crossentropy_case(7, 1001, false, true, false, 1024);
+  crossentropy_case(5, 1001, true, false, false, 1024);
+}
+
+// GPT-2's own vocabulary in the rows the model gives it (50257 in rows of 50304): the row
+// cached in shared memory, its last chunk one logit and seven of padding.
+TEST(CudaOps, CrossEntropyGpt2VocabInPaddedRows) {
+  ACCUM_REQUIRE_CUDA();
+  crossentropy_case(2, 50257, false, true, true, 50304);
 }
 
 AdamWParams adamw_test_params() {

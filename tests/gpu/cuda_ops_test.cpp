@@ -211,26 +211,33 @@ TEST(CudaOps, LayerNormDinpSumIsTheMatmulBiasGradient) {
   }
 }
 
-void matmul_case(int N, int C, int OC, WeightLayout layout, bool with_bias) {
+// stride > 0: out and dout in rows `stride` apart (the logits' padded rows), the padding of
+// dout NaN (a read of it spreads into every gradient) and that of out poisoned (a write of it
+// fails here).
+void matmul_case(int N, int C, int OC, WeightLayout layout, bool with_bias, int stride = 0) {
+  const int ld = stride > 0 ? stride : OC;
   const auto inp = random_bf16_values(size_t(N) * C, 20);
   const auto weight = random_bf16_values(size_t(C) * OC, 21, 0.1f);
   const auto bias = random_bf16_values(OC, 22, 0.5f);
-  const auto dout = random_bf16_values(size_t(N) * OC, 23);
+  const auto dout = padded_rows(random_bf16_values(size_t(N) * OC, 23), N, OC, ld, NAN);
   Gradients gradients{.params = {"dweight"}, .written = {"dinp"}};
   if (with_bias) gradients.params.insert("dbias");
   check_against_cpu(
       [&](Backend& be, const BackwardRuns& runs) {
         Buffer inp_b = upload_act(be, inp), w = upload_act(be, weight), b = upload_act(be, bias),
                dout_b = upload_act(be, dout);
-        Buffer out = poisoned_act(be, size_t(N) * OC), dinp = poisoned_act(be, inp.size());
+        Buffer out = poisoned_act(be, size_t(N) * ld), dinp = poisoned_act(be, inp.size());
         Buffer dweight = runs.param_grads(be, weight.size()), dbias = runs.param_grads(be, OC);
         be.matmul_forward(out.get(), inp_b.get(), w.get(), with_bias ? b.get() : nullptr, N, C, OC,
-                          layout);
+                          layout, stride);
         for (int call = 0; call < runs.calls; ++call) {
           be.matmul_backward(dinp.get(), dweight.f32(), with_bias ? dbias.f32() : nullptr,
-                             dout_b.get(), inp_b.get(), w.get(), N, C, OC, layout, runs.mode(call));
+                             dout_b.get(), inp_b.get(), w.get(), N, C, OC, layout, runs.mode(call),
+                             stride);
         }
-        Outputs outputs{{"out", download_act(be, out.get(), size_t(N) * OC)},
+        const auto out_rows = download_act(be, out.get(), size_t(N) * ld);
+        EXPECT_EQ(finite_padding(out_rows, N, OC, ld), 0) << be.name() << " wrote out's padding";
+        Outputs outputs{{"out", packed_rows(out_rows, N, OC, ld)},
                         {"dinp", download_act(be, dinp.get(), inp.size())},
                         {"dweight", download_f32(be, dweight.get(), weight.size())}};
         if (with_bias) outputs["dbias"] = download_f32(be, dbias.get(), OC);
@@ -557,6 +564,21 @@ TEST(CublasLtAlgoFile, KeepsChoicesAndRefusesWhatItCannotTrust) {
 TEST(CudaOps, MatmulOutInWithoutBias) {
   ACCUM_REQUIRE_CUDA();
   matmul_case(70, 96, 200, WeightLayout::kOutIn, false);  // the tied LM head's layout
+}
+
+// The tied LM head over an odd vocabulary in rows padded to 64 (Backend::row_stride): the
+// 16-byte-aligned leading dimensions GPT-2's 50257 gets.
+TEST(CudaOps, MatmulOutInOddColumnsInPaddedRows) {
+  ACCUM_REQUIRE_CUDA();
+  matmul_case(70, 96, 201, WeightLayout::kOutIn, false, 256);
+}
+
+// A bias and its gradient over padded rows: the column reduction's 16-byte path (stride and
+// OC multiples of 8), then its scalar path (an odd stride).
+TEST(CudaOps, MatmulBiasGradientOverPaddedRows) {
+  ACCUM_REQUIRE_CUDA();
+  matmul_case(70, 32, 136, WeightLayout::kInOut, true, 200);
+  matmul_case(70, 32, 136, WeightLayout::kInOut, true, 139);
 }
 
 // 600 rows for the bias gradient's column reduction (as LayerNormManyRows), 264 columns:

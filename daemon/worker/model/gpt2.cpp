@@ -105,15 +105,16 @@ std::vector<ParamTensor> gpt2_parameter_table(const spec::ModelConfig& config) {
 
 size_t gpt2_activation_bytes(const kernels::Backend& backend, const spec::ModelConfig& config,
                              int B, int T) {
-  const size_t N = static_cast<size_t>(B) * T, C = config.d_model, V = config.vocab_size;
+  const size_t N = static_cast<size_t>(B) * T, C = config.d_model;
+  const size_t V = static_cast<size_t>(backend.row_stride(config.vocab_size));  // padded rows
   const size_t act = backend.act_bytes(), f32 = sizeof(float);
   // Per block: ln1, atty, attproj, residual2, ln2, fcproj, residual3 (7C), qkv (3C),
   // fch and fch_gelu (8C); LayerNorm statistics (4 per row); attention's saved state.
   const size_t per_layer =
       N * 18 * C * act + N * 4 * f32 + backend.attention_saved_bytes(B, T, config.n_head);
-  // Whole model: encoded, lnf (2C), logits (V), backward scratch dresidual, dln, datty
-  // (3C), dqkv (3C), dfch (4C); lnf statistics and losses (3 per row); what the back end's
-  // ops borrow on top.
+  // Whole model: encoded, lnf (2C), logits (V, in the back end's padded rows), backward
+  // scratch dresidual, dln, datty (3C), dqkv (3C), dfch (4C); lnf statistics and losses (3
+  // per row); what the back end's ops borrow on top.
   const size_t global = N * (12 * C + V) * act + N * 3 * f32 +
                         backend.scratch_bytes(N, config.d_model, config.n_head, config.vocab_size);
   return config.n_layer * per_layer + global;
@@ -150,7 +151,8 @@ struct Gpt2::Acts {
   void* lnf;                         // (B,T,C)
   float* lnf_mean;
   float* lnf_rstd;
-  void* logits;   // (B,T,V), replaced by dlogits in forward(for_backward)
+  void* logits;       // (B,T,V) in rows logits_stride apart, replaced by dlogits in forward()
+  int logits_stride;  // Backend::row_stride(V): V or more (aligned rows for an odd V)
   float* losses;  // (B,T) fp32
   // backward scratch (act dtype): the backward ops write these (kernels/backend.h), except
   // dresidual, the residual stream's gradient, which layernorm_backward adds into
@@ -215,7 +217,8 @@ Gpt2::Gpt2(kernels::Backend* backend, const spec::ModelConfig& config, int B, in
   acts_->lnf = act_alloc(N * C);
   acts_->lnf_mean = f32_alloc(N);
   acts_->lnf_rstd = f32_alloc(N);
-  acts_->logits = act_alloc(N * V);
+  acts_->logits_stride = backend_->row_stride(static_cast<int>(V));
+  acts_->logits = act_alloc(N * acts_->logits_stride);
   acts_->losses = f32_alloc(N);
   acts_->dresidual = act_alloc(N * C);
   acts_->dln = act_alloc(N * C);
@@ -342,10 +345,11 @@ void Gpt2::forward(const int32_t* inputs, const int32_t* targets, const uint8_t*
     }
     // lnf was written with the last block's residual (or right after the encoder).
     be->matmul_forward(acts_->logits, acts_->lnf, working(acts_->wte_offset), nullptr, N, C, V,
-                       WeightLayout::kOutIn);
+                       WeightLayout::kOutIn, acts_->logits_stride);
     // dloss = 1: the gradient of the SUM of counted losses (normalized after the reduction).
     be->crossentropy_forward_backward(acts_->losses, for_backward ? acts_->logits : nullptr,
-                                      acts_->logits, acts_->targets, acts_->mask, 1.0f, N, V);
+                                      acts_->logits, acts_->targets, acts_->mask, 1.0f, N, V,
+                                      acts_->logits_stride);
     be->sum_add(acts_->loss_sum, acts_->losses, N);
   });
 }
@@ -402,7 +406,8 @@ void Gpt2::backward(GradMode mode, const std::function<void(size_t)>& on_ready) 
     // logits now hold dlogits (written by the fused classifier in forward()). The tied LM
     // head stores dwte by `mode`; the encoder adds its rows to it last.
     be->matmul_backward(acts_->dln, g + acts_->wte_offset, nullptr, acts_->logits, acts_->lnf,
-                        working(acts_->wte_offset), N, C, V, WeightLayout::kOutIn, mode);
+                        working(acts_->wte_offset), N, C, V, WeightLayout::kOutIn, mode,
+                        acts_->logits_stride);
     be->fill_zero(acts_->dresidual, size_t(N) * C * act);
     const void* last = L > 0 ? layers_[L - 1].residual3 : acts_->encoded;
     // dresidual is then d(residual3) of the last block: its MLP projection's bias gradient.
