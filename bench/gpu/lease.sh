@@ -226,8 +226,11 @@ check() {
   local builds=() switch vocab
   # With build-lease-base (prepare BASE_REV|last): the "before" binary first, the speed-ups
   # are then against it.
-  [[ -x "$old/gpt2_bench" ]] && builds+=(before="$old/gpt2_bench")
-  builds+=(default="$new/gpt2_bench")
+  if [[ -x "$old/gpt2_bench" ]]; then
+    builds+=(before="$old/gpt2_bench" after="$new/gpt2_bench")
+  else
+    builds+=(default="$new/gpt2_bench")
+  fi
   for switch in ${ACCUM_LEASE_CHECK_SWITCHES-ACCUM_CUDA_GRAPHS=0}; do
     builds+=("${switch//=/:}=$switch $new/gpt2_bench")  # a label has no '='
   done
