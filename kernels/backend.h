@@ -219,7 +219,7 @@ class Backend {
   //   if dlogits != null: dlogits[i] = mask_i ? dloss * (softmax(logits_i) - onehot) : 0
   //   (written, not added: logits are recomputed every micro-batch; dlogits may alias logits)
   // stride: elements from one row of logits (and dlogits) to the next (>= V; 0: V). Only the
-  // V columns of a row are read; the columns after them in dlogits may be overwritten.
+  // V columns of a row are read; with dlogits, its padding columns V..stride are written 0.
   virtual void crossentropy_forward_backward(float* losses, void* dlogits, const void* logits,
                                              const int32_t* targets, const uint8_t* mask,
                                              float dloss, int N, int V, int stride = 0) = 0;

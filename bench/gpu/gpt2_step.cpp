@@ -6,15 +6,19 @@
 
 namespace accum::bench {
 
+spec::ModelConfig Gpt2Config::model_config() const {
+  spec::ModelConfig config;
+  config.n_layer = n_layer;
+  config.n_head = n_head;
+  config.d_model = d_model;
+  config.vocab_size = vocab;
+  config.max_seq_len = max_seq;
+  return config;
+}
+
 Gpt2Step::Gpt2Step(kernels::Backend& backend, const Gpt2Config& config, int B, int T, uint64_t seed)
     : be_(backend), B_(B), T_(T) {
-  spec::ModelConfig model_config;
-  model_config.n_layer = config.n_layer;
-  model_config.n_head = config.n_head;
-  model_config.d_model = config.d_model;
-  model_config.vocab_size = config.vocab;
-  model_config.max_seq_len = config.max_seq;
-  model_ = std::make_unique<model::Gpt2>(&backend, model_config, B, T);
+  model_ = std::make_unique<model::Gpt2>(&backend, config.model_config(), B, T);
   model_->init_random(seed);
   optimizer_ = std::make_unique<train::AdamW>(&backend, model_->tensors(),
                                               std::vector<comm::Range>{{0, model_->num_params()}});
@@ -26,7 +30,7 @@ Gpt2Step::Gpt2Step(kernels::Backend& backend, const Gpt2Config& config, int B, i
 
 size_t Gpt2Step::allocated_bytes() const {
   const size_t P = model_->num_params();
-  const size_t working = be_.has_working_copy() ? P * be_.act_bytes() : 0;
+  const size_t working = model::gpt2_working_elements(be_, model_->config()) * be_.act_bytes();
   // master + gradients + Adam m and v, all fp32
   return 4 * P * sizeof(float) + working + model_->activation_bytes();
 }

@@ -18,6 +18,7 @@ namespace accum::bench {
 
 struct Gpt2Config {
   int n_layer = 12, n_head = 12, d_model = 768, vocab = 50304, max_seq = 1024;
+  spec::ModelConfig model_config() const;  // the product's description of the same model
 };
 
 class Gpt2Step {

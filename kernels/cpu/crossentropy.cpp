@@ -78,11 +78,12 @@ void crossentropy_forward_backward(F* losses, F* dlogits, const F* logits, const
     F* drow = dlogits != nullptr ? dlogits + size_t(i) * ld : nullptr;
     if (!counted) {
       if (losses != nullptr) losses[i] = F(0);
-      if (drow != nullptr) std::memset(static_cast<void*>(drow), 0, sizeof(F) * V);
+      if (drow != nullptr) std::memset(static_cast<void*>(drow), 0, sizeof(F) * ld);
       continue;
     }
     const F loss = crossentropy_row(drow, logits + size_t(i) * ld, targets[i], dloss, V);
     if (losses != nullptr) losses[i] = loss;
+    if (drow != nullptr) std::memset(static_cast<void*>(drow + V), 0, sizeof(F) * (ld - V));
   }
 }
 

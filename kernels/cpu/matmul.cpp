@@ -101,10 +101,11 @@ void matmul_backward(F* dinp, F* dweight, F* dbias, const F* dout, const F* inp,
     const Range outs = thread_share(OC, thread, threads);
     if (outs.begin < outs.end) {
       const int count = outs.end - outs.begin;
-      if (layout == WeightLayout::kInOut) {  // dW(C,OC)[:, o0:o1] (+)= inp^T @ dout[:, o0:o1]
+      if (dweight != nullptr && layout == WeightLayout::kInOut) {
+        // dW(C,OC)[:, o0:o1] (+)= inp^T @ dout[:, o0:o1]
         gemm(true, false, C, count, N, F(1), inp, C, dout + outs.begin, dout_ld, grad_beta,
              dweight + outs.begin, OC);
-      } else {  // dW(OC,C)[o0:o1, :] (+)= dout[:, o0:o1]^T @ inp
+      } else if (dweight != nullptr) {  // dW(OC,C)[o0:o1, :] (+)= dout[:, o0:o1]^T @ inp
         gemm(true, false, count, C, N, F(1), dout + outs.begin, dout_ld, inp, C, grad_beta,
              dweight + size_t(outs.begin) * C, C);
       }

@@ -60,8 +60,8 @@ template <typename F>
 void matmul_forward(F* out, const F* inp, const F* weight, const F* bias, int N, int C, int OC,
                     WeightLayout layout, int out_ld = 0);
 // dinp = dout @ W^T (written); by `mode`, dweight (+)= inp^T @ dout (kInOut) |
-// dout^T @ inp (kOutIn) and dbias (+)= sum_rows dout. dinp and dbias may be null. Rows of
-// dout are dout_ld elements apart (>= OC; 0: OC).
+// dout^T @ inp (kOutIn) and dbias (+)= sum_rows dout. dinp, dweight and dbias may each be
+// null. Rows of dout are dout_ld elements apart (>= OC; 0: OC).
 template <typename F>
 void matmul_backward(F* dinp, F* dweight, F* dbias, const F* dout, const F* inp, const F* weight,
                      int N, int C, int OC, WeightLayout layout, GradMode mode, int dout_ld = 0);
@@ -100,8 +100,8 @@ void residual_forward(F* out, const F* a, const F* b, size_t n);
 //   losses[i] = mask_i ? -log softmax(logits_i)[targets_i] : 0
 //   dlogits[i] = mask_i ? dloss * (softmax(logits_i) - onehot(targets_i)) : 0  (written)
 // dlogits may be null (loss only) or alias logits. Rows of both are ld elements apart (>= V;
-// 0: V); only V columns are read and written. Throws std::invalid_argument when a counted
-// target is outside [0, V).
+// 0: V); only V columns are read, and dlogits' padding columns V..ld are written 0. Throws
+// std::invalid_argument when a counted target is outside [0, V).
 template <typename F>
 void crossentropy_forward_backward(F* losses, F* dlogits, const F* logits, const int32_t* targets,
                                    const uint8_t* mask, F dloss, int N, int V, int ld = 0);

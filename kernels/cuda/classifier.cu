@@ -12,9 +12,10 @@
 // Rows are ld (>= V) elements apart. When ld % 8 == 0 (a padded vocabulary, 50304, or the
 // padded rows of an odd one, 50257 in rows of 50304: Backend::row_stride) the rows are read
 // and written in 16-byte chunks, and pass 1 takes one max and one rescale per chunk of 8; the
-// row's last chunk may reach past V into the padding, whose values count as -inf and whose
-// dlogits are written as 0. Rows an odd number of elements apart take plain coalesced bf16
-// loads. With dlogits and a row that fits in shared memory, pass 1 also caches the row there,
+// row's last chunk may reach past V into the padding, whose values count as -inf. Every
+// padding column of dlogits (V..ld) is written 0: the model's LM head multiplies them by the
+// padding rows it reads after wte. Rows an odd number of elements apart take plain coalesced
+// bf16 loads. With dlogits and a row that fits in shared memory, pass 1 also caches the row there,
 // so the logits are read from DRAM once, not twice. Exponentials run in base 2 (one fma + ex2
 // each) and the target's -1 is applied to its chunk only.
 #include "kernels/cuda/cuda_check.h"
@@ -60,7 +61,7 @@ __global__ void crossentropy_forward_backward_kernel(float* losses, bf16* dlogit
   if (!counted) {
     if (threadIdx.x == 0) losses[row] = 0.f;
     if (dlogits != nullptr) {
-      for (int v = threadIdx.x; v < V; v += kThreads) dlogits[base + v] = to_bf16(0.f);
+      for (int v = threadIdx.x; v < ld; v += kThreads) dlogits[base + v] = to_bf16(0.f);
     }
     return;
   }
@@ -128,11 +129,18 @@ __global__ void crossentropy_forward_backward_kernel(float* losses, bf16* dlogit
       }
       store128(dx + v, grad);
     }
+    // The chunks of padding after the row's last one: 0.
+    Packed128<bf16> zeros;
+    for (int k = 0; k < 8; ++k) zeros[k] = to_bf16(0.f);
+    for (int v = ceil_div(V, 8) * 8 + threadIdx.x * 8; v < ld; v += kThreads * 8) {
+      store128(dx + v, zeros);
+    }
   } else {
     for (int v = threadIdx.x; v < V; v += kThreads) {
       const float indicator = v == target ? 1.f : 0.f;
       dx[v] = to_bf16(dloss * (expf(to_f32(x[v]) - lse) - indicator));
     }
+    for (int v = V + threadIdx.x; v < ld; v += kThreads) dx[v] = to_bf16(0.f);
   }
 }
 

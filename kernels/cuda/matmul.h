@@ -122,6 +122,7 @@ class Matmul {
   cudaStream_t stream_;
   bool gelu_fusion_ = true;    // ACCUM_CUBLASLT_GELU=0 turns the GELU epilogues off (A/B runs)
   bool bgrad_fusion_ = false;  // ACCUM_CUBLASLT_BGRAD=1 turns the bias-gradient epilogue on
+  bool split_ragged_ = true;   // ACCUM_CUBLASLT_SPLIT=0: one dW product for a ragged OC (A/B)
   std::string report_path_;    // ACCUM_CUBLASLT_REPORT: report_candidates' file, or empty
   std::unique_ptr<AlgoTable> algos_;  // the kept choices (file or ACCUM_CUBLASLT_ALGOS), or null
   cublasLtHandle_t handle_ = nullptr;

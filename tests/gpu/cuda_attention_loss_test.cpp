@@ -193,7 +193,7 @@ TEST(CudaOps, AttentionHeadGroupThatIsNotACountIsRefused) {
 
 // alias_logits: dlogits written over the logits buffer, as the model does. stride > 0: rows
 // `stride` apart (the model's padded logits) with NaN in the padding, which must count for
-// nothing (a NaN read spreads into the row's loss) and is compared only as dlogits' columns.
+// nothing (a NaN read spreads into the row's loss) and be written 0 in dlogits.
 void crossentropy_case(int N, int V, bool with_mask, bool with_dlogits, bool alias_logits,
                        int stride = 0) {
   const int ld = stride > 0 ? stride : V;
@@ -216,7 +216,15 @@ void crossentropy_case(int N, int V, bool with_mask, bool with_dlogits, bool ali
             with_mask ? static_cast<const uint8_t*>(mask_b.get()) : nullptr, dloss, N, V, stride);
         Outputs outputs{{"losses", download_f32(be, losses.get(), N)}};
         if (with_dlogits) {
-          outputs["dlogits"] = packed_rows(download_act(be, dlogits_ptr, logits.size()), N, V, ld);
+          const auto rows = download_act(be, dlogits_ptr, logits.size());
+          outputs["dlogits"] = packed_rows(rows, N, V, ld);
+          // The padding columns, written 0 (the model's LM head multiplies them by weights).
+          std::vector<float> padding;
+          for (int r = 0; r < N; ++r) {
+            padding.insert(padding.end(), rows.begin() + size_t(r) * ld + V,
+                           rows.begin() + size_t(r + 1) * ld);
+          }
+          if (!padding.empty()) outputs["dlogits padding"] = padding;
         }
         return outputs;
       },

@@ -566,11 +566,14 @@ TEST(CudaOps, MatmulOutInWithoutBias) {
   matmul_case(70, 96, 200, WeightLayout::kOutIn, false);  // the tied LM head's layout
 }
 
-// The tied LM head over an odd vocabulary in rows padded to 64 (Backend::row_stride): the
-// 16-byte-aligned leading dimensions GPT-2's 50257 gets.
+// The tied LM head's weight gradient over an odd vocabulary in rows padded to 64
+// (Backend::row_stride): the 16-byte-aligned leading dimensions GPT-2's 50257 gets, and its
+// dW in two products (the first 192 rows, then 9), or in one with ACCUM_CUBLASLT_SPLIT=0.
 TEST(CudaOps, MatmulOutInOddColumnsInPaddedRows) {
   ACCUM_REQUIRE_CUDA();
   matmul_case(70, 96, 201, WeightLayout::kOutIn, false, 256);
+  with_env("ACCUM_CUBLASLT_SPLIT", "0",
+           [] { matmul_case(70, 96, 201, WeightLayout::kOutIn, false, 256); });
 }
 
 // A bias and its gradient over padded rows: the column reduction's 16-byte path (stride and

@@ -2,6 +2,7 @@
 // one residual-gradient buffer flows back through the blocks; every op adds).
 #include "daemon/worker/model/gpt2.h"
 
+#include <algorithm>
 #include <cmath>
 #include <memory>
 #include <stdexcept>
@@ -103,6 +104,15 @@ std::vector<ParamTensor> gpt2_parameter_table(const spec::ModelConfig& config) {
   return table;
 }
 
+size_t gpt2_working_elements(const kernels::Backend& backend, const spec::ModelConfig& config) {
+  if (!backend.has_working_copy()) return 0;
+  const auto table = gpt2_parameter_table(config);
+  const size_t params = table.back().offset + table.back().numel;
+  // The LM head reads row_stride(V) rows from wte, the first tensor, on.
+  const size_t padded_rows = static_cast<size_t>(backend.row_stride(config.vocab_size));
+  return std::max(params, padded_rows * static_cast<size_t>(config.d_model));
+}
+
 size_t gpt2_activation_bytes(const kernels::Backend& backend, const spec::ModelConfig& config,
                              int B, int T) {
   const size_t N = static_cast<size_t>(B) * T, C = config.d_model;
@@ -175,7 +185,14 @@ Gpt2::Gpt2(kernels::Backend* backend, const spec::ModelConfig& config, int B, in
   num_params_ = tensors_.back().offset + tensors_.back().numel;
   master_ = f32_alloc(num_params_);
   grads_ = f32_alloc(num_params_);
-  working_ = backend_->has_working_copy() ? act_alloc(num_params_) : master_;
+  // A back end without a working copy keeps its logits in packed rows: the LM head reads
+  // padding rows (see forward()) only from a working copy, allocated with room for them.
+  if (!backend_->has_working_copy() &&
+      backend_->row_stride(config.vocab_size) != config.vocab_size) {
+    throw std::logic_error("Gpt2: a back end without a working copy must keep packed logits");
+  }
+  working_ =
+      backend_->has_working_copy() ? act_alloc(gpt2_working_elements(*backend_, config)) : master_;
 
   const size_t N = static_cast<size_t>(B) * T, C = config.d_model, V = config.vocab_size;
   const size_t before = activation_bytes_;
@@ -343,9 +360,15 @@ void Gpt2::forward(const int32_t* inputs, const int32_t* targets, const uint8_t*
       layer_forward(l, residual);
       residual = layers_[l].residual3;
     }
-    // lnf was written with the last block's residual (or right after the encoder).
-    be->matmul_forward(acts_->logits, acts_->lnf, working(acts_->wte_offset), nullptr, N, C, V,
-                       WeightLayout::kOutIn, acts_->logits_stride);
+    // lnf was written with the last block's residual (or right after the encoder). The LM
+    // head computes logits_stride (Vp >= V) columns: with an odd vocabulary, cuBLASLt has only
+    // generic kernels for the products over V (GPT-2's 50257 on an H200: 6.2 ms instead of
+    // 0.9 for the forward, RESULTS 4.19). Rows V..Vp of the weight are what follows wte in the
+    // working copy (wpe's first rows, or slack: gpt2_working_elements): their logits are
+    // masked by the classifier, which writes 0 as their dlogits, so they add nothing to dln.
+    const int Vp = acts_->logits_stride;
+    be->matmul_forward(acts_->logits, acts_->lnf, working(acts_->wte_offset), nullptr, N, C, Vp,
+                       WeightLayout::kOutIn, Vp);
     // dloss = 1: the gradient of the SUM of counted losses (normalized after the reduction).
     be->crossentropy_forward_backward(acts_->losses, for_backward ? acts_->logits : nullptr,
                                       acts_->logits, acts_->targets, acts_->mask, 1.0f, N, V,
@@ -403,11 +426,14 @@ void Gpt2::backward(GradMode mode, const std::function<void(size_t)>& on_ready) 
     be->run_recorded(this, kRecordBackward + 2 * index + (mode == GradMode::kWrite ? 1 : 0), ops);
   };
   segment(0, [&] {
-    // logits now hold dlogits (written by the fused classifier in forward()). The tied LM
+    // logits now hold dlogits (written by the fused classifier in forward(); 0 in the padding
+    // columns). dln over all Vp rows of the head (see forward()), dwte over its V: the tied LM
     // head stores dwte by `mode`; the encoder adds its rows to it last.
-    be->matmul_backward(acts_->dln, g + acts_->wte_offset, nullptr, acts_->logits, acts_->lnf,
-                        working(acts_->wte_offset), N, C, V, WeightLayout::kOutIn, mode,
-                        acts_->logits_stride);
+    const int Vp = acts_->logits_stride;
+    be->matmul_backward(acts_->dln, nullptr, nullptr, acts_->logits, acts_->lnf,
+                        working(acts_->wte_offset), N, C, Vp, WeightLayout::kOutIn, mode, Vp);
+    be->matmul_backward(nullptr, g + acts_->wte_offset, nullptr, acts_->logits, acts_->lnf,
+                        working(acts_->wte_offset), N, C, V, WeightLayout::kOutIn, mode, Vp);
     be->fill_zero(acts_->dresidual, size_t(N) * C * act);
     const void* last = L > 0 ? layers_[L - 1].residual3 : acts_->encoded;
     // dresidual is then d(residual3) of the last block: its MLP projection's bias gradient.

@@ -50,6 +50,11 @@ std::vector<ParamTensor> gpt2_parameter_table(const spec::ModelConfig& config);
 size_t gpt2_activation_bytes(const kernels::Backend& backend, const spec::ModelConfig& config,
                              int B, int T);
 
+// Elements of the act-dtype working copy of the weights (0 without one): the parameters, plus
+// zeroed slack when fewer than the LM head's padding rows follow wte (Gpt2::forward; usually
+// none).
+size_t gpt2_working_elements(const kernels::Backend& backend, const spec::ModelConfig& config);
+
 class Gpt2 {
  public:
   // Allocates parameters, gradients and activations for micro-batches of (B, T)

@@ -18,7 +18,7 @@ MemoryPlan plan_memory(const kernels::Backend& backend, const spec::ModelConfig&
   const size_t n = static_cast<size_t>(spec::parameter_count(config));
   MemoryPlan plan;
   plan.params = n * sizeof(float);
-  plan.working = backend.has_working_copy() ? n * backend.act_bytes() : 0;
+  plan.working = model::gpt2_working_elements(backend, config) * backend.act_bytes();
   plan.grads = n * sizeof(float);
   plan.optimizer = 2 * owned_params * sizeof(float);
   plan.activations = model::gpt2_activation_bytes(backend, config, B, T);
