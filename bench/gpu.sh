@@ -168,9 +168,10 @@ for ablation in ACCUM_ATTENTION=simple ACCUM_CUBLASLT_GELU=0 ACCUM_ATTENTION=mma
   tail -n 1 "$OUT/accum_$name.log"
 done
 
-# The vocabulary a spec's GPT-2 preset trains (50257: odd, so the logits' rows are not
-# 16-byte aligned), against the padded 50304 of the rows above, for accum-cuda and PyTorch:
-# what an unpadded vocabulary costs each (ACCUM_BENCH_VOCAB="" skips it).
+# The vocabulary a spec's GPT-2 preset trains (50257: odd; accum-cuda runs its LM head over
+# 50304 padded rows, RESULTS 4.19), against the padded 50304 of the rows above, for
+# accum-cuda and PyTorch: what an unpadded vocabulary costs each (ACCUM_BENCH_VOCAB="" skips
+# it).
 VOCAB_RUNS=()
 BENCH_VOCAB="${ACCUM_BENCH_VOCAB-50257}"
 if [[ -n "$BENCH_VOCAB" ]]; then

@@ -2,7 +2,10 @@
 //
 //   forward:  out(N,OC) = inp(N,C) @ W + bias      W (C,OC) kInOut | W^T with W (OC,C) kOutIn
 //   (out's and dout's rows may lie further apart than OC: out_ld, dout_ld, the logits' padded
-//   rows; cuBLASLt then keeps its 16-byte-aligned kernels for an odd vocabulary)
+//   rows; cuBLASLt then keeps its 16-byte-aligned kernels for an odd vocabulary. A kOutIn
+//   dweight with OC not a multiple of 8 runs as two products, the rows up to the last multiple
+//   of 64 and the rest: one product over an odd OC gets slower kernels; ACCUM_CUBLASLT_SPLIT=0
+//   turns the split off)
 //   backward: dinp(N,C)    = dout @ W^T (kInOut) | dout @ W (kOutIn)       bf16, beta = 0
 //             dweight    (+)= inp^T @ dout (C,OC) | dout^T @ inp (OC,C)    fp32, beta = 1 | 0
 //             dbias(OC)  (+)= sum_rows dout                                fp32, column_sum
