@@ -126,6 +126,47 @@ TEST_F(GpuJobTest, ARankThatNeverJoinsNcclSetupEndsTheJobAtTheTimeout) {
   EXPECT_EQ(count_rank_processes(spec), 0) << "a rank outlived mpirun";
 }
 
+// A collective that never completes (a rank that died or hangs inside NCCL leaves the others'
+// kernels waiting) must end the job at the collective timeout (distributed.timeout_s), the
+// NCCL communicator aborted so that no kernel stays stuck, saying which collective timed out.
+// The hang is the emulated NCCL's test-only fault (ACCUM_SIMT_NCCL_HANG_AFTER: every
+// collective after the first n never completes), so this runs on emulated GPUs only. Three
+// collectives in (the setup's check and step 1's gradient and loss reductions), step 2's
+// gradient all-reduce hangs.
+TEST_F(GpuJobTest, ACollectiveThatNeverCompletesEndsTheJobAtTheTimeout) {
+#ifndef ACCUM_WORKER_BINARY_DEFAULT
+  GTEST_SKIP() << "the hung collective is a fault of the emulated NCCL (SIMT build only)";
+#endif
+  using Clock = std::chrono::steady_clock;
+  constexpr int kWaitS = 60;  // far longer than the 2 s collective timeout
+  MpiJobDir job;
+  const std::string spec = job.write_spec("hang", {{"device", "\"CUDA\""},
+                                                   {"precision", "\"BF16\""},
+                                                   {"max_steps", "3"},
+                                                   {"distributed.timeout_s", "2"}});
+  std::vector<std::string> args = mpirun_args_;
+  args.insert(args.end(), {"-x", "ACCUM_SIMT_NCCL_HANG_AFTER=3"});
+  const auto started = Clock::now();
+  const RunResult result = run(mpirun_argv(kRanks, spec, args), kWaitS);
+  const double seconds = std::chrono::duration<double>(Clock::now() - started).count();
+  EXPECT_LT(seconds, kWaitS - 1) << "mpirun had to be killed: the job hung\n" << result.output;
+  EXPECT_EQ(result.exit_code, worker::kExitRuntimeFailure) << result.output;
+  // The deadline is shared by the step's buckets: the time is 2000 ms or just under it.
+  EXPECT_NE(result.output.find("aborting the job at optimizer step 2: gradient reduction "),
+            std::string::npos)
+      << result.output;
+  EXPECT_NE(result.output.find(": all_reduce timed out after "), std::string::npos)
+      << result.output;
+  EXPECT_NE(result.output.find("another rank did not join it (dead, hung, or issuing collectives "
+                               "in another order) (NCCL communicator aborted)"),
+            std::string::npos)
+      << result.output;
+  EXPECT_EQ(read_metrics(job / "metrics.jsonl").size(), 1u) << "step 1 should have been taken";
+  // The emulated ncclCommAbort ended the hung collective (as the real one ends its kernels).
+  EXPECT_NE(result.output.find("hung stream(s) released"), std::string::npos) << result.output;
+  EXPECT_EQ(count_rank_processes(spec), 0) << "a rank outlived mpirun";
+}
+
 // Ranks that share one ACCUM_CUBLASLT_ALGOS file (the same path on every rank) keep one
 // choice per GEMM shape: each appends under a lock, and a rank that timed a shape another
 // rank kept meanwhile takes the kept choice, so both run the same algorithms.

@@ -48,6 +48,9 @@ struct Device {
   // Each event and when it was last recorded (every stream's work is done by then).
   std::map<cudaEvent_t, std::chrono::steady_clock::time_point> events;
   std::map<uintptr_t, size_t> pinned;  // cudaMallocHost: start -> bytes
+  // hang_stream: streams whose work never finishes, and the events recorded on them since.
+  std::set<cudaStream_t> hung;
+  std::set<cudaEvent_t> pending;
   HostWaits waits;
   // The stream being captured (nullptr: none) and what it recorded so far.
   cudaStream_t capturing = nullptr;
@@ -103,6 +106,22 @@ void check_stream(cudaStream_t stream) {
   Device& d = device();
   std::lock_guard<std::mutex> lock(d.mutex);
   if (d.streams.count(stream) == 0) fail("work queued on a stream that does not exist");
+}
+
+void hang_stream(cudaStream_t stream) {
+  Device& d = device();
+  std::lock_guard<std::mutex> lock(d.mutex);
+  d.hung.insert(stream);
+}
+
+void release_hung_streams() {
+  Device& d = device();
+  std::lock_guard<std::mutex> lock(d.mutex);
+  if (d.hung.empty()) return;
+  std::fprintf(stderr, "SIMT emulator (CUDA runtime): %zu hung stream(s) released\n",
+               d.hung.size());
+  d.hung.clear();
+  d.pending.clear();
 }
 
 void check_device_range(const void* ptr, size_t bytes, const char* what) {
@@ -389,11 +408,19 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int /*flags*/)
 cudaError_t cudaEventCreate(cudaEvent_t* event) { return cudaEventCreateWithFlags(event, 0); }
 
 namespace {
-cudaError_t check_event(cudaEvent_t event) {
+// cudaSuccess for a complete event; for one recorded on a hung stream, cudaErrorNotReady, or,
+// with `host_waits` (the caller would block until it completes), the process aborts.
+cudaError_t check_event(cudaEvent_t event, const char* host_waits = nullptr) {
   auto& d = accum::simt::device();
   std::lock_guard<std::mutex> lock(d.mutex);
-  return d.events.count(event) != 0 ? cudaSuccess
-                                    : accum::simt::record(cudaErrorInvalidResourceHandle);
+  if (d.events.count(event) == 0) return accum::simt::record(cudaErrorInvalidResourceHandle);
+  if (d.pending.count(event) == 0) return cudaSuccess;
+  if (host_waits != nullptr) {
+    accum::simt::fail(std::string(host_waits) +
+                      " on an event after a collective that never completes: it would wait for "
+                      "ever");
+  }
+  return cudaErrorNotReady;
 }
 }  // namespace
 
@@ -404,6 +431,11 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   std::lock_guard<std::mutex> lock(d.mutex);
   const auto found = d.events.find(event);
   if (found == d.events.end()) return accum::simt::record(cudaErrorInvalidResourceHandle);
+  if (d.hung.count(stream) != 0) {  // it completes when the hung work does: never
+    d.pending.insert(event);
+    return cudaSuccess;
+  }
+  d.pending.erase(event);
   found->second = std::chrono::steady_clock::now();  // the stream's work is done: it completes now
   return cudaSuccess;
 }
@@ -429,12 +461,17 @@ cudaError_t cudaEventSynchronize(cudaEvent_t event) {
     std::lock_guard<std::mutex> lock(d.mutex);
     ++d.waits.event_syncs;
   }
-  return check_event(event);
+  return check_event(event, "cudaEventSynchronize");
 }
 
 cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int /*flags*/) {
   check_stream(stream);
-  return check_event(event);
+  const cudaError_t status = check_event(event);
+  if (status == cudaErrorNotReady) {  // the stream's later work waits for what never ends
+    accum::simt::hang_stream(stream);
+    return cudaSuccess;
+  }
+  return status;
 }
 
 cudaError_t cudaEventDestroy(cudaEvent_t event) {
@@ -468,6 +505,11 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
     auto& d = accum::simt::device();
     std::lock_guard<std::mutex> lock(d.mutex);
     ++d.waits.stream_syncs;
+    if (d.hung.count(stream) != 0) {
+      accum::simt::fail(
+          "cudaStreamSynchronize on a stream behind a collective that never completes: it "
+          "would wait for ever");
+    }
   }
   accum::simt::check_guards();
   return cudaSuccess;  // every operation finished when it was queued
@@ -479,6 +521,11 @@ cudaError_t cudaDeviceSynchronize() {
     auto& d = accum::simt::device();
     std::lock_guard<std::mutex> lock(d.mutex);
     ++d.waits.stream_syncs;
+    if (!d.hung.empty()) {
+      accum::simt::fail(
+          "cudaDeviceSynchronize behind a collective that never completes: it would wait for "
+          "ever");
+    }
   }
   accum::simt::check_guards();
   return cudaSuccess;

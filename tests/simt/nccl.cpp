@@ -7,11 +7,13 @@
 //
 // What NCCL requires is checked: buffers must be device memory of the right size (the
 // emulated cudaMalloc's), ranks and counts must agree (MPI would hang or fail
-// otherwise), and a communicator is unusable after ncclCommAbort.
+// otherwise), and a communicator is unusable after ncclCommAbort. A test-only fault makes
+// collectives never complete (ACCUM_SIMT_NCCL_HANG_AFTER, never_completes).
 #include <mpi.h>
 #include <nccl.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
@@ -68,6 +70,21 @@ ncclResult_t begin_collective(ncclComm_t comm, ncclDataType_t datatype, cudaStre
 }
 
 bool reduction_used(ncclRedOp_t op) { return op == ncclSum || op == ncclAvg; }
+
+// TEST ONLY: with ACCUM_SIMT_NCCL_HANG_AFTER=n, the process's first n collectives run and
+// every later one never completes, as when another rank never joins it: no MPI call is made
+// and `stream` hangs (simt_runtime.h: its later events stay not ready) until ncclCommAbort.
+// Lets a test see the collective timeout's message on emulated GPUs.
+bool never_completes(cudaStream_t stream) {
+  static const long hang_after = [] {
+    const char* env = std::getenv("ACCUM_SIMT_NCCL_HANG_AFTER");
+    return env != nullptr ? std::atol(env) : -1L;
+  }();
+  static long issued = 0;
+  if (hang_after < 0 || issued++ < hang_after) return false;
+  accum::simt::hang_stream(stream);
+  return true;
+}
 
 ncclResult_t mpi_result(int rc) { return rc == MPI_SUCCESS ? ncclSuccess : ncclSystemError; }
 
@@ -136,6 +153,7 @@ ncclResult_t ncclCommDestroy(ncclComm_t comm) {
 ncclResult_t ncclCommAbort(ncclComm_t comm) {
   if (comm == nullptr) return ncclSuccess;
   comm->aborted = true;  // the MPI communicator is left to MPI_Finalize: peers may be stuck
+  accum::simt::release_hung_streams();  // its kernels end
   return ncclSuccess;
 }
 
@@ -168,6 +186,7 @@ ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataT
   if (!reduction_used(op)) return invalid("reduction not used by accumd");
   accum::simt::check_device_range(send, count * bytes, "ncclAllReduce send buffer");
   accum::simt::check_device_range(recv, count * bytes, "ncclAllReduce receive buffer");
+  if (never_completes(stream)) return ncclSuccess;
   return reduce_all(send, recv, count, type, bytes, op, comm->mpi, comm->size);
 }
 
@@ -186,6 +205,7 @@ ncclResult_t ncclReduceScatter(const void* send, void* recv, size_t recvcount,
   const size_t total = recvcount * comm->size;
   accum::simt::check_device_range(send, total * bytes, "ncclReduceScatter send buffer");
   accum::simt::check_device_range(recv, recvcount * bytes, "ncclReduceScatter receive buffer");
+  if (never_completes(stream)) return ncclSuccess;
   std::vector<unsigned char> reduced(total * bytes);
   if (const ncclResult_t rc =
           reduce_all(send, reduced.data(), total, type, bytes, op, comm->mpi, comm->size);
@@ -209,6 +229,7 @@ ncclResult_t ncclAllGather(const void* send, void* recv, size_t sendcount, ncclD
   accum::simt::check_device_range(send, sendcount * bytes, "ncclAllGather send buffer");
   accum::simt::check_device_range(recv, sendcount * comm->size * bytes,
                                   "ncclAllGather receive buffer");
+  if (never_completes(stream)) return ncclSuccess;
   std::vector<unsigned char> mine(static_cast<const unsigned char*>(send),
                                   static_cast<const unsigned char*>(send) + sendcount * bytes);
   return mpi_result(MPI_Allgather(mine.data(), static_cast<int>(sendcount), type, recv,
@@ -227,7 +248,8 @@ ncclResult_t ncclBroadcast(const void* send, void* recv, size_t count, ncclDataT
   accum::simt::check_device_range(recv, count * bytes, "ncclBroadcast receive buffer");
   if (comm->rank == root) {
     accum::simt::check_device_range(send, count * bytes, "ncclBroadcast send buffer");
-    if (send != recv) std::memmove(recv, send, count * bytes);
   }
+  if (never_completes(stream)) return ncclSuccess;
+  if (comm->rank == root && send != recv) std::memmove(recv, send, count * bytes);
   return mpi_result(MPI_Bcast(recv, static_cast<int>(count), type, root, comm->mpi));
 }

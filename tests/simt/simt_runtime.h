@@ -40,6 +40,15 @@ bool capture_if_capturing(cudaStream_t stream, std::function<void()> op);
 // the device, an allocation, work on another stream) or what the emulator does not record.
 void refuse_while_capturing(const char* what);
 
+// A collective that never completes (the emulated NCCL's test-only fault, nccl.cpp): work
+// queued on `stream` from now on never finishes. Events recorded on it stay not ready, a
+// stream made to wait for one of them hangs as well, and a host wait for any of them aborts
+// the process naming it (a GPU would wait for ever). release_hung_streams(): the
+// communicator was aborted, which ends its kernels: everything hung completes (and stderr
+// says how many streams were released, so a test sees the abort).
+void hang_stream(cudaStream_t stream);
+void release_hung_streams();
+
 // How many cublasLtMatmul calls ran with `epilogue` (a cublasLtEpilogue_t) so far: lets a
 // test see that a fused path was taken rather than its fallback.
 int matmul_calls_with_epilogue(int epilogue);
