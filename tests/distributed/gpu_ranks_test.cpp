@@ -53,6 +53,27 @@ class GpuJobTest : public ::testing::Test {
     const std::string why = unavailable_reason();
     if (!why.empty()) GTEST_SKIP() << why;
   }
+
+  // A job of `max_steps` on kRanks GPU ranks with a 2 s collective timeout and `fault`
+  // (VAR=VALUE) in every rank's environment, which must end it: the job ends by itself well
+  // within kFaultWaitS (else mpirun is killed, and this fails the test), no rank outlives it.
+  static constexpr int kFaultWaitS = 60;
+  RunResult run_faulty_job(MpiJobDir& job, const std::string& name, int max_steps,
+                           const std::string& fault) {
+    const std::string spec = job.write_spec(name, {{"device", "\"CUDA\""},
+                                                   {"precision", "\"BF16\""},
+                                                   {"max_steps", std::to_string(max_steps)},
+                                                   {"distributed.timeout_s", "2"}});
+    std::vector<std::string> args = mpirun_args_;
+    args.insert(args.end(), {"-x", fault});
+    const auto started = std::chrono::steady_clock::now();
+    const RunResult result = run(mpirun_argv(kRanks, spec, args), kFaultWaitS);
+    const std::chrono::duration<double> took = std::chrono::steady_clock::now() - started;
+    EXPECT_LT(took.count(), kFaultWaitS - 1) << "mpirun had to be killed: the job hung\n"
+                                             << result.output;
+    EXPECT_EQ(count_rank_processes(spec), 0) << "a rank outlived mpirun";
+    return result;
+  }
   std::vector<std::string> mpirun_args_;
 };
 
@@ -103,19 +124,8 @@ INSTANTIATE_TEST_SUITE_P(ZeroStage, GpuRanksTest, ::testing::Values(0, 1),
 // ends the whole job, saying where the waiting rank waits. The stall is the test-only
 // ACCUM_TEST_STALL_NCCL_SETUP_RANK (comm/nccl_comm.cpp).
 TEST_F(GpuJobTest, ARankThatNeverJoinsNcclSetupEndsTheJobAtTheTimeout) {
-  using Clock = std::chrono::steady_clock;
-  constexpr int kWaitS = 60;  // far longer than the 2 s setup timeout
   MpiJobDir job;
-  const std::string spec = job.write_spec("stall", {{"device", "\"CUDA\""},
-                                                    {"precision", "\"BF16\""},
-                                                    {"max_steps", "2"},
-                                                    {"distributed.timeout_s", "2"}});
-  std::vector<std::string> args = mpirun_args_;
-  args.insert(args.end(), {"-x", "ACCUM_TEST_STALL_NCCL_SETUP_RANK=1"});
-  const auto started = Clock::now();
-  const RunResult result = run(mpirun_argv(kRanks, spec, args), kWaitS);
-  const double seconds = std::chrono::duration<double>(Clock::now() - started).count();
-  EXPECT_LT(seconds, kWaitS - 1) << "mpirun had to be killed: the job hung\n" << result.output;
+  const RunResult result = run_faulty_job(job, "stall", 2, "ACCUM_TEST_STALL_NCCL_SETUP_RANK=1");
   EXPECT_EQ(result.exit_code, worker::kExitRuntimeFailure) << result.output;
   EXPECT_NE(result.output.find("NCCL setup did not finish within 2000 ms (distributed.timeout_s) "
                                "on rank 0 of 2: it waits for every rank to join the communicator "
@@ -123,7 +133,6 @@ TEST_F(GpuJobTest, ARankThatNeverJoinsNcclSetupEndsTheJobAtTheTimeout) {
             std::string::npos)
       << result.output;
   EXPECT_EQ(read_metrics(job / "metrics.jsonl").size(), 0u) << "a step was taken";
-  EXPECT_EQ(count_rank_processes(spec), 0) << "a rank outlived mpirun";
 }
 
 // A collective that never completes (a rank that died or hangs inside NCCL leaves the others'
@@ -137,19 +146,8 @@ TEST_F(GpuJobTest, ACollectiveThatNeverCompletesEndsTheJobAtTheTimeout) {
 #ifndef ACCUM_WORKER_BINARY_DEFAULT
   GTEST_SKIP() << "the hung collective is a fault of the emulated NCCL (SIMT build only)";
 #endif
-  using Clock = std::chrono::steady_clock;
-  constexpr int kWaitS = 60;  // far longer than the 2 s collective timeout
   MpiJobDir job;
-  const std::string spec = job.write_spec("hang", {{"device", "\"CUDA\""},
-                                                   {"precision", "\"BF16\""},
-                                                   {"max_steps", "3"},
-                                                   {"distributed.timeout_s", "2"}});
-  std::vector<std::string> args = mpirun_args_;
-  args.insert(args.end(), {"-x", "ACCUM_SIMT_NCCL_HANG_AFTER=3"});
-  const auto started = Clock::now();
-  const RunResult result = run(mpirun_argv(kRanks, spec, args), kWaitS);
-  const double seconds = std::chrono::duration<double>(Clock::now() - started).count();
-  EXPECT_LT(seconds, kWaitS - 1) << "mpirun had to be killed: the job hung\n" << result.output;
+  const RunResult result = run_faulty_job(job, "hang", 3, "ACCUM_SIMT_NCCL_HANG_AFTER=3");
   EXPECT_EQ(result.exit_code, worker::kExitRuntimeFailure) << result.output;
   // The deadline is shared by the step's buckets: the time is 2000 ms or just under it.
   EXPECT_NE(result.output.find("aborting the job at optimizer step 2: gradient reduction "),
@@ -164,7 +162,6 @@ TEST_F(GpuJobTest, ACollectiveThatNeverCompletesEndsTheJobAtTheTimeout) {
   EXPECT_EQ(read_metrics(job / "metrics.jsonl").size(), 1u) << "step 1 should have been taken";
   // The emulated ncclCommAbort ended the hung collective (as the real one ends its kernels).
   EXPECT_NE(result.output.find("hung stream(s) released"), std::string::npos) << result.output;
-  EXPECT_EQ(count_rank_processes(spec), 0) << "a rank outlived mpirun";
 }
 
 // Ranks that share one ACCUM_CUBLASLT_ALGOS file (the same path on every rank) keep one
