@@ -113,6 +113,7 @@ class Trainer {
   MemoryPlan plan_;
   size_t owned_estimate_ = 0;               // parameters this rank keeps Adam state for
   std::optional<size_t> budget_;            // memory_budget() before the model existed
+  std::optional<size_t> device_used_before_;  // Backend::memory_info's used bytes, likewise
   // What the spec asks for: batch.tokens_per_update, or grad_accum_steps x B x T x world.
   int64_t spec_tokens_per_update_ = 0;
   data::MicroBatch batch_;
@@ -163,6 +164,7 @@ absl::Status Trainer::setup() {
   owned_estimate_ = sharded ? (n + world_ - 1) / world_ : n;
   plan_ = plan_memory(*backend_, config, B_, T_, owned_estimate_);
   budget_ = memory_budget(*backend_);
+  if (size_t used = 0, total = 0; backend_->memory_info(&used, &total)) device_used_before_ = used;
   spec_tokens_per_update_ = spec_.batch().tokens_per_update() > 0
                                 ? spec_.batch().tokens_per_update()
                                 : int64_t{spec_.batch().grad_accum_steps()} * B_ * T_ * world_;
@@ -393,11 +395,16 @@ absl::StatusOr<TrainResult> Trainer::run() {
         "%.2fM params | steps %d..%d",
         spec_.name(), backend_->name(), world_, K_, B_, T_, tokens_per_update_,
         spec::parameter_count(config) / 1e6, start_step_ + 1, spec_.max_steps()));
+    // Next to the arithmetic, what the device says this worker took (cudaMemGetInfo: the
+    // bytes in use now less those in use before the model, so the CUDA context, the back end's
+    // workspace and other processes do not count), and what it says is in use in all. The
+    // scratch that grows in the first micro-step is not allocated yet.
     size_t used = 0, total = 0;
     std::string measured;
-    if (backend_->memory_info(&used, &total)) {
-      measured =
-          absl::StrFormat(" | device reports %.2f GB used of %.2f GB", used / 1e9, total / 1e9);
+    if (device_used_before_ && backend_->memory_info(&used, &total)) {
+      const size_t taken = used > *device_used_before_ ? used - *device_used_before_ : 0;
+      measured = absl::StrFormat(" | the device: %s taken by the model (%.2f of %.2f GB in use)",
+                                 human_bytes(taken), used / 1e9, total / 1e9);
     }
     metrics_.message(absl::StrCat("memory: ", describe(plan_), measured));
     accum::v1::WorkerHello hello;
