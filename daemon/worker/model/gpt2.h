@@ -16,6 +16,10 @@
 //  * The loss is a SUM over counted targets (dloss = 1 per target); the trainer
 //    divides once by the global number of counted targets after the reduction.
 //  * Activations are allocated once for (B, T) and reused, so memory does not grow with K.
+//  * The tied LM head runs over the back end's padded vocabulary (Backend::row_stride: 50304
+//    for GPT-2's 50257 on CUDA, where an odd vocabulary gets only cuBLASLt's generic kernels):
+//    the weight rows after wte's are what follows it in the working copy, their logits are
+//    masked and their gradients are 0; the parameters and the loss keep the real vocabulary.
 //
 // Depends only on kernels/backend.h (no proto, absl or I/O), so the standalone GPU build
 // (bench/gpu) trains this very model; Hugging Face weights load through gpt2_hf.h.
