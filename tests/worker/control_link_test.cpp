@@ -54,6 +54,21 @@ class SlowWorkerLink final : public accum::v1::WorkerLink::Service {
   int hellos_ = 0;
 };
 
+// A WorkerLink service that reads the hello and then nothing more, without ending the call
+// (a hung accumd): the worker's writes stop once gRPC's flow-control window is full. It
+// returns when the worker cancels the call.
+class StalledWorkerLink final : public accum::v1::WorkerLink::Service {
+ public:
+  grpc::Status Connect(
+      grpc::ServerContext* context,
+      grpc::ServerReaderWriter<accum::v1::WorkerCommand, accum::v1::WorkerEvent>* stream) override {
+    accum::v1::WorkerEvent hello;
+    stream->Read(&hello);
+    while (!context->IsCancelled()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    return grpc::Status::CANCELLED;
+  }
+};
+
 // A loopback port that was free a moment ago and has no listener now (0 on failure).
 int closed_port() {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -81,15 +96,20 @@ std::unique_ptr<link::ControlLink> link_to(int port) {
   return link;
 }
 
+// A real gRPC server on a loopback port running `service` (null, and port 0, on failure).
+std::unique_ptr<grpc::Server> serve(grpc::Service* service, int* port) {
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), port);
+  builder.RegisterService(service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  return server != nullptr && *port > 0 ? std::move(server) : nullptr;
+}
+
 TEST(ControlLinkTest, CloseDeliversEveryReportedEventToASlowDaemon) {
   SlowWorkerLink service;
   int port = 0;
-  grpc::ServerBuilder builder;
-  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(&service);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  std::unique_ptr<grpc::Server> server = serve(&service, &port);
   ASSERT_TRUE(server != nullptr);
-  ASSERT_GT(port, 0);
 
   std::unique_ptr<link::ControlLink> link = link_to(port);
   accum::v1::WorkerHello hello;
@@ -126,6 +146,31 @@ TEST(ControlLinkTest, CloseReturnsWhenNoDaemonListens) {
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   EXPECT_LT(seconds, 6.0) << "close() waited for a daemon that is not there";
+}
+
+// An accumd that stops reading (hung, not dead: the connection stays up) holds a closing
+// worker for one bounded wait in all, kCloseTimeout (5 s), not for the wait for the events to
+// drain (3 s) and then the wait for the goodbye (6 s) one after the other, 9 s.
+TEST(ControlLinkTest, CloseReturnsWithinItsBoundWhenTheDaemonStopsReading) {
+  StalledWorkerLink service;
+  int port = 0;
+  std::unique_ptr<grpc::Server> server = serve(&service, &port);
+  ASSERT_TRUE(server != nullptr);
+
+  std::unique_ptr<link::ControlLink> link = link_to(port);
+  link->hello(accum::v1::WorkerHello());
+  // 24 MB of events, far more than gRPC's flow-control window and the sockets' buffers hold:
+  // the link's writer blocks, and the events cannot drain.
+  const std::string path(8000, 'x');
+  for (int step = 1; step <= 3000; ++step) link->report_checkpoint(step, path, 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // the writer fills the window
+  const auto started = std::chrono::steady_clock::now();
+  link->close();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  EXPECT_LT(seconds, 6.5) << "close() waited for its drain and its goodbye one after the other";
+  EXPECT_GT(seconds, 2.5) << "close() gave up at once: a slow daemon would lose events";
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 // trainer stuck in a collective stops heartbeating and the daemon notices.
 #include "daemon/worker/link/control_link.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -129,18 +130,21 @@ class GrpcControlLink final : public ControlLink {
     {
       std::unique_lock lock(mutex_);
       if (closing_) return;
+      // Everything close() waits for shares one bound: an accumd that stopped reading holds
+      // an exiting worker kCloseTimeout at most (it was the drain's 3 s, then the goodbye's
+      // 6 s).
+      const auto now = std::chrono::steady_clock::now();
+      const auto deadline = now + kCloseTimeout;
       // Give the stream a bounded chance to deliver the last events.
       wake_.notify_all();
-      drained_.wait_for(lock, std::chrono::seconds(3), [&] { return outbox_.empty(); });
+      drained_.wait_until(lock, std::min(deadline, now + kDrainTimeout),
+                          [&] { return outbox_.empty(); });
       closing_ = true;
       wake_.notify_all();
       // A connected stream ends itself: stream_once half-closes it and waits (bounded) for
       // accumd to read the rest. Anything else (a connection accumd never answers) is
-      // cancelled at once, as is a goodbye that outlasts its bound.
-      if (streaming_) {
-        stopped_.wait_for(lock, kGoodbyeTimeout + std::chrono::seconds(1),
-                          [&] { return !streaming_; });
-      }
+      // cancelled at once, as is a goodbye that outlasts the bound.
+      if (streaming_) stopped_.wait_until(lock, deadline, [&] { return !streaming_; });
       if (context_) context_->TryCancel();
     }
     if (worker_.joinable()) worker_.join();
@@ -150,6 +154,10 @@ class GrpcControlLink final : public ControlLink {
   static constexpr size_t kMaxQueued = 10000;
   // How long a stream that is ending waits for accumd to read the rest of it.
   static constexpr std::chrono::seconds kGoodbyeTimeout{5};
+  // close(): how long it waits for the queued events to be written (with no accumd to take
+  // them they never are), and how long it waits in all.
+  static constexpr std::chrono::seconds kDrainTimeout{3};
+  static constexpr std::chrono::seconds kCloseTimeout{5};
 
   void enqueue(accum::v1::WorkerEvent event) {
     std::lock_guard lock(mutex_);

@@ -38,7 +38,8 @@ class ControlLink {
   virtual void heartbeat(int64_t step, int micro_step) = 0;
   // Returns and clears the oldest pending command (kind NONE when there is none).
   virtual Command poll_command() = 0;
-  // Flushes pending events (bounded wait) before the process exits.
+  // Flushes pending events before the process exits: 5 s at most in all, 3 s when no accumd
+  // takes them.
   virtual void close() = 0;
 };
 
