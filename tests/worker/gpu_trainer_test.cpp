@@ -100,6 +100,14 @@ TEST_F(GpuTrainerTest, EightMicroBatchesOfOneTrainLikeOneBatchOfEight) {
 
 TEST_F(GpuTrainerTest, ResumeIsBitIdentical) { expect_resume_is_bit_identical(); }
 
+// An odd vocabulary (257 byte tokens and one more, as GPT-2's 50257 is odd): the LM head runs
+// over 320 padded rows on CUDA, while the checkpoints and the exported weights keep 257.
+TEST_F(GpuTrainerTest, ResumeIsBitIdenticalWithAnOddVocabulary) {
+  expect_resume_is_bit_identical([] {}, {{"model.vocab_size", "257"}});
+  EXPECT_EQ(read_weights(dir_ / "ckpt_s/step_00000006/model.safetensors").size(),
+            size_t(gpt2_parameter_count(2, 32, 257, 16)));
+}
+
 // ACCUM_CUBLASLT_ALGOS=FILE through the real worker: the first run times cuBLASLt's
 // candidates and keeps its choices in FILE; a run cut at step 3 and resumed reads them (FILE
 // does not change) and ends with the uninterrupted run's bits, though a choice timed again
