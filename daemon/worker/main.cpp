@@ -3,8 +3,11 @@
 // optimizer step is finished and checkpointed), 2 bad spec/data/checkpoint, 1 runtime
 // failure. Under mpirun a failing rank ends the job with its code, so mpirun exits with it.
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <string>
@@ -39,6 +42,23 @@ int fail(accum::comm::Communicator* comm, int code, const std::string& message) 
   return code;
 }
 
+// A short OpenMP spin for every rank unless its environment chose one (GOMP_SPINCOUNT or
+// OMP_WAIT_POLICY): threads that spin while their partner waits for a core made a rank 13x
+// slower beside one busy process, and the short spin costs 1.5% on idle cores (bench/
+// RESULTS.md 1). accumd and deploy/mpirun.sh set it; this covers a plain `mpirun
+// accum-worker`. libgomp reads the variable when it loads, before main: so the worker sets
+// it and starts itself again, the same process (pid, arguments, MPI environment), before it
+// has done anything else. If that fails it carries on with libgomp's default.
+void ensure_short_openmp_spin(char** argv) {
+  if (std::getenv("GOMP_SPINCOUNT") != nullptr || std::getenv("OMP_WAIT_POLICY") != nullptr) {
+    return;
+  }
+  if (setenv("GOMP_SPINCOUNT", "10000", 1) != 0) return;
+  execv("/proc/self/exe", argv);
+  std::cerr << "accum-worker: could not restart with GOMP_SPINCOUNT=10000 (" << std::strerror(errno)
+            << "); OpenMP threads keep libgomp's long spin\n";
+}
+
 bool is_input_error(const absl::Status& status) {
   return absl::IsInvalidArgument(status) || absl::IsNotFound(status) ||
          absl::IsFailedPrecondition(status) || absl::IsDataLoss(status) ||
@@ -70,6 +90,7 @@ int main(int argc, char** argv) {
     std::cerr << "accum-worker: missing --spec JOB.json\n" << kUsage;
     return kExitBadInput;
   }
+  if (!print_spec) ensure_short_openmp_spin(argv);
   spdlog::set_pattern("[%H:%M:%S.%e] [%n] %v");
   auto spec = accum::spec::load_spec_file(spec_path);
   if (!spec.ok()) return fail(nullptr, kExitBadInput, std::string(spec.status().message()));

@@ -31,6 +31,47 @@ class TrainerTest : public ::testing::Test {
   TempDir dir_;
 };
 
+// The environment a running process started with (/proc/PID/environ), one "\nNAME=value\n"
+// line each; "" if it is gone.
+std::string environment_of(pid_t pid) {
+  std::string env = read_file("/proc/" + std::to_string(pid) + "/environ");
+  std::replace(env.begin(), env.end(), '\0', '\n');
+  return env.empty() ? env : "\n" + env;
+}
+
+// Every rank gets a short OpenMP spin unless its environment chose one: a worker started
+// without GOMP_SPINCOUNT or OMP_WAIT_POLICY (a plain `mpirun accum-worker`) restarts itself
+// with GOMP_SPINCOUNT=10000, the same process; one started with OMP_WAIT_POLICY keeps that.
+TEST_F(TrainerTest, AWorkerWithoutAnOpenMpWaitPolicyRunsWithAShortSpin) {
+  write_file(dir_ / "long.json", tiny_spec_json({{"max_steps", "400"}}));
+  const std::vector<std::string> argv = {worker_binary(), "--spec", dir_ / "long.json"};
+  const char* saved_spin = std::getenv("GOMP_SPINCOUNT");
+  const std::string spin = saved_spin != nullptr ? saved_spin : "";
+  unsetenv("GOMP_SPINCOUNT");
+  for (const bool passive : {false, true}) {
+    if (passive) setenv("OMP_WAIT_POLICY", "passive", 1);
+    const pid_t pid = spawn(argv, dir_ / "long.log");
+    if (passive) unsetenv("OMP_WAIT_POLICY");
+    // The worker has run for a while once it writes its first metrics line.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (read_file(dir_ / "metrics.jsonl").empty() &&
+           std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    const std::string env = environment_of(pid);
+    kill(pid, SIGKILL);
+    wait_exit(pid, 30);
+    fs::remove(dir_ / "metrics.jsonl");
+    ASSERT_FALSE(env.empty()) << "the worker ended too soon: bad setup";
+    if (passive) {
+      EXPECT_EQ(env.find("GOMP_SPINCOUNT="), std::string::npos) << env;
+    } else {
+      EXPECT_NE(env.find("\nGOMP_SPINCOUNT=10000\n"), std::string::npos) << env;
+    }
+  }
+  if (!spin.empty()) setenv("GOMP_SPINCOUNT", spin.c_str(), 1);
+}
+
 TEST_F(TrainerTest, LossFallsAndMetricsFollowTheContract) {
   auto result = train("job", {{"max_steps", "12"}, {"optimizer.lr", "0.01"}});
   ASSERT_EQ(result.exit_code, 0) << result.output;
