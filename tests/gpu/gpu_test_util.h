@@ -8,7 +8,6 @@
 
 #include <gtest/gtest.h>
 
-#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -19,6 +18,7 @@
 #include <vector>
 
 #include "kernels/backend.h"
+#include "tests/kernels/test_util.h"
 
 namespace accum::kernels::gpu_testing {
 
@@ -181,34 +181,10 @@ inline std::vector<uint8_t> download_bytes(Backend& backend, const void* src, si
   return values;
 }
 
-// rows x columns values in rows `stride` (>= columns) apart, the padding `fill`.
-inline std::vector<float> padded_rows(const std::vector<float>& packed, int rows, int columns,
-                                      int stride, float fill) {
-  std::vector<float> out(size_t(rows) * stride, fill);
-  for (int r = 0; r < rows; ++r) {
-    std::copy_n(packed.begin() + size_t(r) * columns, columns, out.begin() + size_t(r) * stride);
-  }
-  return out;
-}
-
-// The `columns` values of each of `rows` rows `stride` apart, packed.
-inline std::vector<float> packed_rows(const std::vector<float>& strided, int rows, int columns,
-                                      int stride) {
-  std::vector<float> out(size_t(rows) * columns);
-  for (int r = 0; r < rows; ++r) {
-    std::copy_n(strided.begin() + size_t(r) * stride, columns, out.begin() + size_t(r) * columns);
-  }
-  return out;
-}
-
-// How many padding elements (columns..stride of each row) are not NaN: written over poison.
-inline int finite_padding(const std::vector<float>& strided, int rows, int columns, int stride) {
-  int written = 0;
-  for (int r = 0; r < rows; ++r) {
-    for (int c = columns; c < stride; ++c) written += !std::isnan(strided[size_t(r) * stride + c]);
-  }
-  return written;
-}
+// Padded rows (the logits' row stride): shared with the CPU kernel tests.
+using testing::finite_padding;
+using testing::packed_rows;
+using testing::padded_rows;
 
 // Fills with 0xFF bytes: NaN in fp32 and in bf16.
 inline void poison(Backend& backend, const Buffer& buffer) {

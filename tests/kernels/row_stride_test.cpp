@@ -20,6 +20,9 @@
 namespace accum::kernels {
 namespace {
 
+using testing::finite_padding;
+using testing::packed_rows;
+using testing::padded_rows;
 using testing::random_tokens;
 using testing::random_values;
 
@@ -27,34 +30,6 @@ constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-}
-
-// rows x columns values in rows `stride` apart; the padding holds `fill`.
-std::vector<float> padded(const std::vector<float>& packed, int rows, int columns, int stride,
-                          float fill) {
-  std::vector<float> out(size_t(rows) * stride, fill);
-  for (int r = 0; r < rows; ++r) {
-    std::memcpy(&out[size_t(r) * stride], &packed[size_t(r) * columns], sizeof(float) * columns);
-  }
-  return out;
-}
-
-// The columns of rows `stride` apart, packed.
-std::vector<float> unpadded(const std::vector<float>& strided, int rows, int columns, int stride) {
-  std::vector<float> out(size_t(rows) * columns);
-  for (int r = 0; r < rows; ++r) {
-    std::memcpy(&out[size_t(r) * columns], &strided[size_t(r) * stride], sizeof(float) * columns);
-  }
-  return out;
-}
-
-// How many padding elements of rows `stride` apart are not NaN (were written).
-int written_padding(const std::vector<float>& strided, int rows, int columns, int stride) {
-  int written = 0;
-  for (int r = 0; r < rows; ++r) {
-    for (int c = columns; c < stride; ++c) written += !std::isnan(strided[size_t(r) * stride + c]);
-  }
-  return written;
 }
 
 // How many padding elements of rows `stride` apart are 0.
@@ -82,9 +57,9 @@ TEST_F(RowStride, MatmulForwardWritesOnlyTheColumnsOfEachRow) {
       backend_->matmul_forward(packed.data(), inp.data(), weight.data(), b, N, C, OC, layout);
       backend_->matmul_forward(strided.data(), inp.data(), weight.data(), b, N, C, OC, layout,
                                kStride);
-      EXPECT_TRUE(same_bits(unpadded(strided, N, OC, kStride), packed))
+      EXPECT_TRUE(same_bits(packed_rows(strided, N, OC, kStride), packed))
           << "layout " << int(layout) << (b ? " with" : " without") << " bias";
-      EXPECT_EQ(written_padding(strided, N, OC, kStride), 0) << "the padding was written";
+      EXPECT_EQ(finite_padding(strided, N, OC, kStride), 0) << "the padding was written";
     }
   }
 }
@@ -92,7 +67,7 @@ TEST_F(RowStride, MatmulForwardWritesOnlyTheColumnsOfEachRow) {
 TEST_F(RowStride, MatmulBackwardReadsOnlyTheColumnsOfEachRow) {
   const auto inp = random_values<float>(N * C, 4), weight = random_values<float>(OC * C, 5),
              dout = random_values<float>(N * OC, 6);
-  const auto dout_strided = padded(dout, N, OC, kStride, kNaN);
+  const auto dout_strided = padded_rows(dout, N, OC, kStride, kNaN);
   for (const WeightLayout layout : {WeightLayout::kOutIn, WeightLayout::kInOut}) {
     for (const GradMode mode : {GradMode::kWrite, GradMode::kAdd}) {
       std::vector<float> dinp[2], dweight[2], dbias[2];
@@ -125,14 +100,14 @@ TEST_F(RowStride, CrossEntropyReadsOnlyTheVocabularyAndZeroesThePadding) {
                                           targets.data(), mask.data(), dloss, N, V);
   // Separate dlogits, and dlogits over the logits (as the model runs it).
   for (const bool in_place : {false, true}) {
-    auto strided = padded(logits, N, V, kStride, kNaN);
+    auto strided = padded_rows(logits, N, V, kStride, kNaN);
     std::vector<float> strided_losses(N), separate(size_t(N) * kStride, kNaN);
     float* d = in_place ? strided.data() : separate.data();
     backend_->crossentropy_forward_backward(strided_losses.data(), d, strided.data(),
                                             targets.data(), mask.data(), dloss, N, V, kStride);
     const std::vector<float> got(d, d + size_t(N) * kStride);
     EXPECT_TRUE(same_bits(strided_losses, losses)) << "losses, in place " << in_place;
-    EXPECT_TRUE(same_bits(unpadded(got, N, V, kStride), dlogits))
+    EXPECT_TRUE(same_bits(packed_rows(got, N, V, kStride), dlogits))
         << "dlogits, in place " << in_place;
     const auto padding = zeros_in_padding(got, N, V, kStride);
     EXPECT_EQ(padding, N * (kStride - V)) << "dlogits' padding is not all 0, in place " << in_place;

@@ -1,7 +1,8 @@
-// tests/kernels/test_util.h — random inputs, finite differences and error norms
-// shared by the kernel tests.
+// tests/kernels/test_util.h — random inputs, finite differences, error norms and padded rows
+// shared by the kernel tests (and, for the rows, by tests/gpu).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -67,6 +68,36 @@ double relative_error(const std::vector<A>& a, const std::vector<B>& b) {
     ref += double(b[i]) * double(b[i]);
   }
   return ref > 0 ? std::sqrt(diff / ref) : std::sqrt(diff);
+}
+
+// rows x columns values in rows `stride` (>= columns) apart, the padding `fill` (the logits'
+// padded rows, Backend::row_stride).
+inline std::vector<float> padded_rows(const std::vector<float>& packed, int rows, int columns,
+                                      int stride, float fill) {
+  std::vector<float> out(size_t(rows) * stride, fill);
+  for (int r = 0; r < rows; ++r) {
+    std::copy_n(packed.begin() + size_t(r) * columns, columns, out.begin() + size_t(r) * stride);
+  }
+  return out;
+}
+
+// The `columns` values of each of `rows` rows `stride` apart, packed.
+inline std::vector<float> packed_rows(const std::vector<float>& strided, int rows, int columns,
+                                      int stride) {
+  std::vector<float> out(size_t(rows) * columns);
+  for (int r = 0; r < rows; ++r) {
+    std::copy_n(strided.begin() + size_t(r) * stride, columns, out.begin() + size_t(r) * columns);
+  }
+  return out;
+}
+
+// How many padding elements (columns..stride of each row) are not NaN: written over poison.
+inline int finite_padding(const std::vector<float>& strided, int rows, int columns, int stride) {
+  int written = 0;
+  for (int r = 0; r < rows; ++r) {
+    for (int c = columns; c < stride; ++c) written += !std::isnan(strided[size_t(r) * stride + c]);
+  }
+  return written;
 }
 
 }  // namespace accum::kernels::testing
