@@ -18,6 +18,7 @@
 #include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -56,6 +57,25 @@ struct Device {
   cudaStream_t capturing = nullptr;
   bool capture_active = false;
   std::vector<std::function<void()>> captured;
+  // Streams that joined the capture (they waited for an event the capture recorded): their
+  // work is held back and goes into the graph where the capturing stream waits for it (a
+  // join), so in the graph it runs as late as the graph allows. A missing join then shows:
+  // the capturing stream's later work overwrites what the held-back work reads.
+  struct Member {
+    std::vector<std::function<void()>> held;  // queued since the capture began
+    size_t joined = 0;                        // how many of `held` are in the graph
+    long activity = 0;                        // ops and waits so far
+    long joined_activity = 0;                 // of them, what a join covered
+  };
+  std::map<cudaStream_t, Member> members;
+  // Events recorded during the capture: the stream, and for a member, how much of its work
+  // (held ops, activity) lies before the event.
+  struct CapturedEvent {
+    cudaStream_t stream;
+    size_t held;
+    long activity;
+  };
+  std::map<cudaEvent_t, CapturedEvent> captured_events;
 };
 
 Device& device() {
@@ -167,10 +187,18 @@ bool capture_if_capturing(cudaStream_t stream, std::function<void()> op) {
   Device& d = device();
   std::lock_guard<std::mutex> lock(d.mutex);
   if (!d.capture_active) return false;
-  if (stream != d.capturing) {
-    fail("work queued on another stream while a stream captures (a graph records one stream)");
+  if (stream == d.capturing) {
+    d.captured.push_back(std::move(op));
+    return true;
   }
-  d.captured.push_back(std::move(op));
+  const auto member = d.members.find(stream);
+  if (member == d.members.end()) {
+    fail(
+        "work queued on a stream that is not part of the capture while a stream captures "
+        "(a stream joins a capture by waiting for an event the capture recorded)");
+  }
+  member->second.held.push_back(std::move(op));
+  ++member->second.activity;
   return true;
 }
 
@@ -426,11 +454,25 @@ cudaError_t check_event(cudaEvent_t event, const char* host_waits = nullptr) {
 
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   check_stream(stream);
-  accum::simt::refuse_while_capturing("cudaEventRecord (not emulated in a graph)");
   auto& d = accum::simt::device();
   std::lock_guard<std::mutex> lock(d.mutex);
   const auto found = d.events.find(event);
   if (found == d.events.end()) return accum::simt::record(cudaErrorInvalidResourceHandle);
+  if (d.capture_active) {  // a node of the graph: the point in its stream's work
+    if (stream == d.capturing) {
+      d.captured_events[event] = {stream, 0, 0};
+      return cudaSuccess;
+    }
+    const auto member = d.members.find(stream);
+    if (member == d.members.end()) {
+      accum::simt::fail(
+          "cudaEventRecord on a stream outside the capture while a stream captures (not "
+          "emulated)");
+    }
+    d.captured_events[event] = {stream, member->second.held.size(), member->second.activity};
+    return cudaSuccess;
+  }
+  d.captured_events.erase(event);
   if (d.hung.count(stream) != 0) {  // it completes when the hung work does: never
     d.pending.insert(event);
     return cudaSuccess;
@@ -466,6 +508,32 @@ cudaError_t cudaEventSynchronize(cudaEvent_t event) {
 
 cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int /*flags*/) {
   check_stream(stream);
+  {
+    auto& d = accum::simt::device();
+    std::lock_guard<std::mutex> lock(d.mutex);
+    const auto captured =
+        d.capture_active ? d.captured_events.find(event) : d.captured_events.end();
+    if (captured != d.captured_events.end()) {
+      const auto recorded = captured->second;
+      if (stream == d.capturing) {
+        if (recorded.stream == d.capturing) return cudaSuccess;
+        // A join: the member's work up to the event goes into the graph here.
+        auto& member = d.members.at(recorded.stream);
+        for (; member.joined < recorded.held; ++member.joined) {
+          d.captured.push_back(std::move(member.held[member.joined]));
+        }
+        member.joined_activity = std::max(member.joined_activity, recorded.activity);
+        return cudaSuccess;
+      }
+      if (recorded.stream != d.capturing) {
+        accum::simt::fail(
+            "cudaStreamWaitEvent between two streams that joined a capture (not emulated: only "
+            "forks from and joins to the capturing stream)");
+      }
+      ++d.members[stream].activity;  // a fork: the stream joins the capture
+      return cudaSuccess;
+    }
+  }
   const cudaError_t status = check_event(event);
   if (status == cudaErrorNotReady) {  // the stream's later work waits for what never ends
     accum::simt::hang_stream(stream);
@@ -551,6 +619,8 @@ const char* cudaGetErrorString(cudaError_t error) {
       return "invalid device ordinal";
     case cudaErrorInvalidResourceHandle:
       return "invalid resource handle";
+    case cudaErrorStreamCaptureUnjoined:
+      return "capture sequence contains a fork that was not joined to the primary stream";
     default:
       return "unrecognized error code (SIMT emulator)";
   }
@@ -584,6 +654,8 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode /*
   d.capture_active = true;
   d.capturing = stream;
   d.captured.clear();
+  d.members.clear();
+  d.captured_events.clear();
   return cudaSuccess;
 }
 
@@ -591,8 +663,9 @@ cudaError_t cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus* 
   check_stream(stream);
   auto& d = accum::simt::device();
   std::lock_guard<std::mutex> lock(d.mutex);
-  *status = d.capture_active && d.capturing == stream ? cudaStreamCaptureStatusActive
-                                                      : cudaStreamCaptureStatusNone;
+  *status = d.capture_active && (d.capturing == stream || d.members.count(stream) != 0)
+                ? cudaStreamCaptureStatusActive
+                : cudaStreamCaptureStatusNone;
   return cudaSuccess;
 }
 
@@ -603,10 +676,23 @@ cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
   if (!d.capture_active || d.capturing != stream) {
     return accum::simt::record(cudaErrorIllegalState);
   }
-  *graph = new CUgraph_st{std::move(d.captured)};
+  bool unjoined = false;
+  for (const auto& [member_stream, member] : d.members) {
+    unjoined = unjoined || member.activity > member.joined_activity;
+  }
+  std::vector<std::function<void()>> ops = std::move(d.captured);
   d.captured.clear();
+  d.members.clear();
+  d.captured_events.clear();
   d.capture_active = false;
   d.capturing = nullptr;
+  // As a real capture: a stream forked from the capturing one and not joined back
+  // invalidates the capture, and no graph comes out.
+  if (unjoined) {
+    *graph = nullptr;
+    return accum::simt::record(cudaErrorStreamCaptureUnjoined);
+  }
+  *graph = new CUgraph_st{std::move(ops)};
   return cudaSuccess;
 }
 

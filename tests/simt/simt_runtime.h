@@ -31,10 +31,15 @@ struct HostWaits {
 };
 HostWaits host_waits();
 
-// Stream capture (cudaStreamBeginCapture .. cudaStreamEndCapture, one stream at a time):
+// Stream capture (cudaStreamBeginCapture .. cudaStreamEndCapture, one capture at a time):
 // work queued on the capturing stream is recorded into the graph, with its arguments as
-// they are now, instead of run; cudaGraphLaunch runs the recorded work in order. Returns
-// true when `op` was recorded (the caller then does nothing else).
+// they are now, instead of run; cudaGraphLaunch runs the recorded work in order. A stream
+// that waits for an event recorded on the capturing stream joins the capture (a fork); its
+// work is held back and enters the graph where the capturing stream waits for an event
+// recorded after it (a join), so it runs as late as the graph allows and a missing join
+// changes the results. A fork not joined back fails cudaStreamEndCapture with
+// cudaErrorStreamCaptureUnjoined, as on a GPU. Returns true when `op` was recorded or held
+// (the caller then does nothing else).
 bool capture_if_capturing(cudaStream_t stream, std::function<void()> op);
 // Aborts, naming `what`, while a stream captures: what a real capture refuses (a wait for
 // the device, an allocation, work on another stream) or what the emulator does not record.

@@ -237,6 +237,82 @@ TEST(SimtEmulator, CapturedWorkRunsOnlyWhenTheGraphIsLaunched) {
   EXPECT_EQ(cudaStreamDestroy(stream), cudaSuccess);
 }
 
+// A stream forked from a capture (it waits for an event the capturing stream recorded) has
+// its work held back and put into the graph where the capturing stream joins it (waits for an
+// event recorded after it): in the graph it runs as late as the graph allows. So a join
+// placed after an overwrite of what the forked work reads changes the result, as it may on a
+// GPU where the two streams run concurrently.
+int forked_read(bool join_before_overwrite) {
+  cudaStream_t main_stream = nullptr, side = nullptr;
+  cudaEvent_t fork = nullptr, done = nullptr;
+  EXPECT_EQ(cudaStreamCreateWithFlags(&main_stream, cudaStreamNonBlocking), cudaSuccess);
+  EXPECT_EQ(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking), cudaSuccess);
+  EXPECT_EQ(cudaEventCreate(&fork), cudaSuccess);
+  EXPECT_EQ(cudaEventCreate(&done), cudaSuccess);
+  int* x = nullptr;  // x[0]: what the side stream reads; x[1]: what it copied
+  EXPECT_EQ(cudaMalloc(reinterpret_cast<void**>(&x), 2 * sizeof(int)), cudaSuccess);
+  EXPECT_EQ(cudaStreamBeginCapture(main_stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  launch_kernel({dim3(1), dim3(1), 0, main_stream}, nullptr, [x] { x[0] = 1, x[1] = 0; });
+  EXPECT_EQ(cudaEventRecord(fork, main_stream), cudaSuccess);
+  EXPECT_EQ(cudaStreamWaitEvent(side, fork, 0), cudaSuccess);
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  EXPECT_EQ(cudaStreamIsCapturing(side, &status), cudaSuccess);
+  EXPECT_EQ(status, cudaStreamCaptureStatusActive) << "the forked stream joined the capture";
+  launch_kernel({dim3(1), dim3(1), 0, side}, nullptr, [x] { x[1] = x[0]; });
+  EXPECT_EQ(cudaEventRecord(done, side), cudaSuccess);
+  if (join_before_overwrite) {
+    EXPECT_EQ(cudaStreamWaitEvent(main_stream, done, 0), cudaSuccess);
+  }
+  launch_kernel({dim3(1), dim3(1), 0, main_stream}, nullptr, [x] { x[0] = 5; });
+  if (!join_before_overwrite) {
+    EXPECT_EQ(cudaStreamWaitEvent(main_stream, done, 0), cudaSuccess);
+  }
+  cudaGraph_t graph = nullptr;
+  EXPECT_EQ(cudaStreamEndCapture(main_stream, &graph), cudaSuccess);
+  cudaGraphExec_t exec = nullptr;
+  EXPECT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  EXPECT_EQ(cudaGraphLaunch(exec, main_stream), cudaSuccess);
+  int copied = -1;
+  EXPECT_EQ(cudaMemcpy(&copied, x + 1, sizeof(int), cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(cudaGraphExecDestroy(exec), cudaSuccess);
+  EXPECT_EQ(cudaGraphDestroy(graph), cudaSuccess);
+  EXPECT_EQ(cudaFree(x), cudaSuccess);
+  for (cudaEvent_t e : {fork, done}) EXPECT_EQ(cudaEventDestroy(e), cudaSuccess);
+  for (cudaStream_t st : {main_stream, side}) EXPECT_EQ(cudaStreamDestroy(st), cudaSuccess);
+  return copied;
+}
+
+TEST(SimtEmulator, ForkedStreamWorkRunsAtItsJoinInTheGraph) {
+  EXPECT_EQ(forked_read(true), 1) << "joined before the overwrite: the side read the first value";
+  EXPECT_EQ(forked_read(false), 5) << "joined after the overwrite: the side ran at the join";
+}
+
+// A fork that is never joined back invalidates the capture, as on a GPU.
+TEST(SimtEmulator, ForkNotJoinedBackFailsTheCapture) {
+  cudaStream_t main_stream = nullptr, side = nullptr;
+  cudaEvent_t fork = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&main_stream, cudaStreamNonBlocking), cudaSuccess);
+  ASSERT_EQ(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking), cudaSuccess);
+  ASSERT_EQ(cudaEventCreate(&fork), cudaSuccess);
+  int* x = nullptr;
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&x), sizeof(int)), cudaSuccess);
+  ASSERT_EQ(cudaStreamBeginCapture(main_stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  ASSERT_EQ(cudaEventRecord(fork, main_stream), cudaSuccess);
+  ASSERT_EQ(cudaStreamWaitEvent(side, fork, 0), cudaSuccess);
+  ASSERT_EQ(cudaMemsetAsync(x, 0, sizeof(int), side), cudaSuccess);
+  cudaGraph_t graph = reinterpret_cast<cudaGraph_t>(&x);  // not null: must be cleared
+  EXPECT_EQ(cudaStreamEndCapture(main_stream, &graph), cudaErrorStreamCaptureUnjoined);
+  EXPECT_EQ(graph, nullptr);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorStreamCaptureUnjoined);
+  // The streams are free again: a new capture works.
+  ASSERT_EQ(cudaStreamBeginCapture(main_stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  ASSERT_EQ(cudaStreamEndCapture(main_stream, &graph), cudaSuccess);
+  EXPECT_EQ(cudaGraphDestroy(graph), cudaSuccess);
+  EXPECT_EQ(cudaFree(x), cudaSuccess);
+  EXPECT_EQ(cudaEventDestroy(fork), cudaSuccess);
+  for (cudaStream_t st : {main_stream, side}) EXPECT_EQ(cudaStreamDestroy(st), cudaSuccess);
+}
+
 // What a real capture refuses (waiting for the device, allocating) stops the emulator too.
 TEST(SimtEmulatorDeathTest, WaitingForTheDeviceWhileCapturingFails) {
   EXPECT_DEATH(
