@@ -138,6 +138,23 @@ class Backend {
   }
   // Drops the records of `owner` (before the buffers they use are released).
   virtual void forget_recorded(const void* owner) { (void)owner; }
+
+  // ---- work beside the main sequence (CUDA: a second stream) -----------------
+  // side_work(ops) queues `ops` so that they may run concurrently with the ops queued after
+  // it, until a join: join_side_work(ticket) orders everything queued after the join behind
+  // the side work up to that ticket (side work runs in the order it was queued), and
+  // join_side_work() behind all of it. The caller promises that between side_work and the
+  // join, no op reads what `ops` write or writes what they read (the model's weight-gradient
+  // products beside the activation-gradient chain, Gpt2::layer_backward). Side work must be
+  // joined before a run_recorded body ends; synchronize(), download() and sum_squares() join
+  // it first. Bits do not depend on it: the same ops run, in another interleaving. The default
+  // runs `ops` at once (the CPU back end; CUDA with ACCUM_CUDA_SIDE_STREAM=0).
+  virtual int side_work(const std::function<void()>& ops) {
+    ops();
+    return 0;
+  }
+  virtual void join_side_work(int ticket) { (void)ticket; }
+  virtual void join_side_work() {}
   // How many times run_recorded launched a record instead of running its body.
   virtual long recorded_launches() const { return 0; }
 

@@ -12,11 +12,14 @@
 
 #include <cuda_runtime.h>
 
+#include <array>
 #include <cmath>
 #include <cstdlib>
 #include <functional>
 #include <map>
+#include <memory>
 #include <new>
+#include <stdexcept>
 #include <string>
 #include <utility>
 
@@ -81,6 +84,52 @@ bool graphs_from_environment() {
       __FILE__, __LINE__);
 }
 
+// ACCUM_CUDA_SIDE_STREAM: "1" = side_work (Backend) runs on a second stream, with its own
+// cuBLASLt workspace and scratch, beside the main one: the backward's weight-gradient
+// products overlap the activation-gradient chain. Unset or "0" = side work runs in line on the
+// main stream (the default until a GPU has measured the second stream; the bits are the same).
+bool side_stream_from_environment() {
+  const char* value = std::getenv("ACCUM_CUDA_SIDE_STREAM");
+  if (value == nullptr || *value == '\0' || std::string(value) == "0") return false;
+  if (std::string(value) == "1") return true;
+  cu::cuda_fatal("CudaBackend",
+                 ("ACCUM_CUDA_SIDE_STREAM='" + std::string(value) +
+                  "': expected 1 (a second stream for side work) or 0")
+                     .c_str(),
+                 __FILE__, __LINE__);
+}
+
+// The side stream's part of CudaBackend: its stream, cuBLASLt (own handle and workspace:
+// two streams never share one) and scratch, and the events that order it against the main
+// stream. Side work runs on it in the order it was queued.
+struct SideStream {
+  static constexpr int kDoneEvents = 16;  // a ring: ticket t records done[t % kDoneEvents]
+
+  SideStream(int device, const BackendOptions& options)
+      : stream(device),
+        scratch(stream.get()),
+        matmul(stream.get(), options.cublaslt_algorithms_dir, options.cublaslt_algorithms_source) {
+    CUDA_CHECK(cudaEventCreateWithFlags(&fork, cudaEventDisableTiming));
+    for (cudaEvent_t& event : done)
+      CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
+  }
+  ~SideStream() {
+    cudaEventDestroy(fork);  // destructor: errors cannot be reported
+    for (cudaEvent_t event : done) cudaEventDestroy(event);
+  }
+  SideStream(const SideStream&) = delete;
+  SideStream& operator=(const SideStream&) = delete;
+
+  Stream stream;
+  cu::DeviceScratch scratch;
+  cu::Matmul matmul;
+  cudaEvent_t fork = nullptr;  // recorded on the main stream when side work is queued
+  std::array<cudaEvent_t, kDoneEvents> done{};
+  int issued = 0;       // tickets handed out
+  int joined = 0;       // the main stream waits for side work up to this ticket
+  bool active = false;  // inside side_work(): ops go to the side stream
+};
+
 class CudaBackend final : public Backend {
  public:
   CudaBackend(int device, const BackendOptions& options)
@@ -89,6 +138,8 @@ class CudaBackend final : public Backend {
         scratch_(stream_.get()),
         staging_(stream_.get()),
         matmul_(stream_.get(), options.cublaslt_algorithms_dir, options.cublaslt_algorithms_source),
+        side_(side_stream_from_environment() ? std::make_unique<SideStream>(device, options)
+                                             : nullptr),
         graphs_(graphs_from_environment()),
         peak_tflops_(cu::peak_tflops_for(device_name(device))) {}
   ~CudaBackend() override {
@@ -97,7 +148,8 @@ class CudaBackend final : public Backend {
     }
   }
 
-  const char* name() const override { return "cuda"; }
+  // The worker's start line names it: "cuda+side-stream back end" says which path a run took.
+  const char* name() const override { return side_ ? "cuda+side-stream" : "cuda"; }
   double peak_tflops() const override { return peak_tflops_; }
   std::string kept_algorithms_file() const override { return matmul_.algorithms_file(); }
   bool memory_info(size_t* used_bytes, size_t* total_bytes) const override {
@@ -122,20 +174,25 @@ class CudaBackend final : public Backend {
   }
   void release(void* ptr) override {
     if (ptr == nullptr) return;
+    join_side_work();
     CUDA_CHECK(cudaStreamSynchronize(s()));  // queued work may still read `ptr`
     CUDA_CHECK(cudaFree(ptr));
   }
   void upload(void* dst, const void* host_src, size_t bytes) override {
-    staging_.copy_to_device(dst, host_src, bytes);
+    staging().copy_to_device(dst, host_src, bytes);
   }
   void download(void* host_dst, const void* src, size_t bytes) override {
+    join_side_work();
     CUDA_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, s()));
     CUDA_CHECK(cudaStreamSynchronize(s()));
   }
   void fill_zero(void* dst, size_t bytes) override {
     CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, s()));
   }
-  void synchronize() override { CUDA_CHECK(cudaStreamSynchronize(s())); }
+  void synchronize() override {
+    join_side_work();
+    CUDA_CHECK(cudaStreamSynchronize(s()));
+  }
   void copy_f32(float* dst, const float* src, size_t n) override {
     CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice, s()));
   }
@@ -160,8 +217,8 @@ class CudaBackend final : public Backend {
   }
   void matmul_forward(void* out, const void* inp, const void* weight, const void* bias, int N,
                       int C, int OC, WeightLayout layout, int out_stride) override {
-    matmul_.forward(act(out), act(inp), act(weight), act(bias), N, C, OC, layout,
-                    resolve_row_stride(out_stride, OC, "matmul_forward"));
+    mm().forward(act(out), act(inp), act(weight), act(bias), N, C, OC, layout,
+                 resolve_row_stride(out_stride, OC, "matmul_forward"));
   }
   int row_stride(int columns) const override {
     constexpr int kRowAlignment = 64;  // elements: 128 bytes of bf16
@@ -171,7 +228,8 @@ class CudaBackend final : public Backend {
     return sizeof(float) * static_cast<size_t>(B) * NH * T;  // log-sum-exp per query row
   }
   size_t scratch_bytes(size_t rows, int C, int NH, int V) const override {
-    return cu::scratch_bound(rows, C, NH, V);
+    return cu::scratch_bound(rows, C, NH, V) +
+           (side_ ? cu::scratch_bound(rows, C, NH, V, /*side_work_only=*/true) : 0);
   }
   void attention_forward(void* out, void* saved, const void* qkv, int B, int T, int C,
                          int NH) override {
@@ -191,30 +249,30 @@ class CudaBackend final : public Backend {
   }
   void matmul_gelu_forward(void* out, void* pre, const void* inp, const void* weight,
                            const void* bias, int N, int C, int OC, WeightLayout layout) override {
-    matmul_.forward_gelu(act(out), act(pre), act(inp), act(weight), act(bias), N, C, OC, layout);
+    mm().forward_gelu(act(out), act(pre), act(inp), act(weight), act(bias), N, C, OC, layout);
   }
 
   // ---- backward ----
   void encoder_backward(float* dwte, float* dwpe, const void* dout, const int32_t* host_tokens,
                         int B, int T, int C) override {
-    cu::encoder_backward(dwte, dwpe, act(dout), host_tokens, B, T, C, scratch_, staging_, s());
+    cu::encoder_backward(dwte, dwpe, act(dout), host_tokens, B, T, C, scr(), staging(), s());
   }
   void layernorm_backward(void* dinp, float* dweight, float* dbias, float* dinp_sum,
                           const void* dout, const void* inp, const void* weight, const float* mean,
                           const float* rstd, int N, int C, GradMode mode) override {
     cu::layernorm_backward(act(dinp), dweight, dbias, dinp_sum, act(dout), act(inp), act(weight),
-                           mean, rstd, N, C, mode, scratch_, s());
+                           mean, rstd, N, C, mode, scr(), s());
   }
   void matmul_backward(void* dinp, float* dweight, float* dbias, const void* dout, const void* inp,
                        const void* weight, int N, int C, int OC, WeightLayout layout, GradMode mode,
                        int dout_stride) override {
-    matmul_.backward(act(dinp), dweight, dbias, act(dout), act(inp), act(weight), N, C, OC, layout,
-                     mode, resolve_row_stride(dout_stride, OC, "matmul_backward"), scratch_);
+    mm().backward(act(dinp), dweight, dbias, act(dout), act(inp), act(weight), N, C, OC, layout,
+                  mode, resolve_row_stride(dout_stride, OC, "matmul_backward"), scr());
   }
   void attention_backward(void* dqkv, const void* dout, const void* qkv, const void* out,
                           const void* saved, int B, int T, int C, int NH) override {
     cu::attention_backward(act(dqkv), act(dout), act(qkv), act(out),
-                           static_cast<const float*>(saved), B, T, C, NH, scratch_, s());
+                           static_cast<const float*>(saved), B, T, C, NH, scr(), s());
   }
   void gelu_backward(void* dinp, const void* inp, const void* dout, size_t n) override {
     cu::gelu_backward(act(dinp), act(inp), act(dout), n, s());
@@ -222,8 +280,8 @@ class CudaBackend final : public Backend {
   void matmul_gelu_backward(void* dpre, float* dweight, float* dbias, const void* dout,
                             const void* inp, const void* pre, const void* weight, int N, int C,
                             int OC, WeightLayout layout, GradMode mode) override {
-    matmul_.backward_gelu(act(dpre), dweight, dbias, act(dout), act(inp), act(pre), act(weight), N,
-                          C, OC, layout, mode, scratch_);
+    mm().backward_gelu(act(dpre), dweight, dbias, act(dout), act(inp), act(pre), act(weight), N, C,
+                       OC, layout, mode, scr());
   }
 
   // ---- loss ----
@@ -243,6 +301,7 @@ class CudaBackend final : public Backend {
   void run_recorded(const void* owner, int key, const std::function<void()>& body) override {
     if (!graphs_) {
       body();
+      join_side_work();
       return;
     }
     Record& record = records_[{owner, key}];
@@ -252,9 +311,11 @@ class CudaBackend final : public Backend {
     }
     if (!record.warm) {
       scratch_.watch();
+      if (side_) side_->scratch.watch();
       body();
+      join_side_work();
       record.warm = true;
-      record.slots = scratch_.touched();
+      record.slots = scratch_.touched() | (side_ ? side_->scratch.touched() << kSideSlotShift : 0);
       record.scratch_moves = scratch_moves(record.slots);
       return;
     }
@@ -263,6 +324,7 @@ class CudaBackend final : public Backend {
       cudaGraph_t graph = nullptr;
       try {
         body();
+        join_side_work();  // a capture ends with every stream it forked joined back
       } catch (...) {
         if (cudaStreamEndCapture(s(), &graph) == cudaSuccess && graph != nullptr) {
           cudaGraphDestroy(graph);
@@ -278,6 +340,43 @@ class CudaBackend final : public Backend {
     CUDA_CHECK(cudaGraphLaunch(record.exec, s()));
     ++launches_;
   }
+  // ---- side work (kernels/backend.h): a fork from the main stream to the side stream, the
+  // ops with s(), mm() and scr() pointing at the side stream's, then an event per ticket that
+  // joins wait for. Inside a capture these become the graph's edges.
+  int side_work(const std::function<void()>& ops) override {
+    if (!side_) return Backend::side_work(ops);
+    if (side_->active) throw std::logic_error("side_work: called inside side work");
+    CUDA_CHECK(cudaEventRecord(side_->fork, stream_.get()));
+    CUDA_CHECK(cudaStreamWaitEvent(side_->stream.get(), side_->fork, 0));
+    side_->active = true;
+    try {
+      ops();
+    } catch (...) {
+      side_->active = false;
+      throw;
+    }
+    side_->active = false;
+    const int ticket = ++side_->issued;
+    CUDA_CHECK(cudaEventRecord(side_->done[ticket % SideStream::kDoneEvents], side_->stream.get()));
+    return ticket;
+  }
+  // A ticket whose event was re-recorded by a later ticket (the ring wrapped) waits for that
+  // later side work too: stricter, never wrong, since side work runs in order.
+  void join_side_work(int ticket) override {
+    if (!side_ || ticket <= side_->joined) return;
+    if (side_->active) throw std::logic_error("join_side_work: called inside side work");
+    if (ticket > side_->issued) {
+      throw std::logic_error("join_side_work: ticket " + std::to_string(ticket) +
+                             " was never handed out (last: " + std::to_string(side_->issued) + ")");
+    }
+    CUDA_CHECK(
+        cudaStreamWaitEvent(stream_.get(), side_->done[ticket % SideStream::kDoneEvents], 0));
+    side_->joined = ticket;
+  }
+  void join_side_work() override {
+    if (side_) join_side_work(side_->issued);
+  }
+
   void forget_recorded(const void* owner) override {
     for (auto it = records_.begin(); it != records_.end();) {
       if (it->first.first != owner) {
@@ -293,7 +392,8 @@ class CudaBackend final : public Backend {
   // ---- optimizer ----
   void sum_add(double* acc, const float* x, size_t n) override { cu::sum_add(acc, x, n, s()); }
   double sum_squares(const float* grads, size_t n) override {
-    return cu::sum_squares(grads, n, scratch_, s());
+    join_side_work();
+    return cu::sum_squares(grads, n, scr(), s());
   }
   void adamw_update(float* master, void* working, const float* grads, float* m, float* v, size_t n,
                     const AdamWParams& p) override {
@@ -306,18 +406,29 @@ class CudaBackend final : public Backend {
                              const AdamWParams& p) override {
     const BiasCorrections c(p);
     cu::adamw_update_pieces(master, act(working), grads, m, v, segments, p.lr, p.beta1, p.beta2,
-                            p.eps, p.weight_decay, p.grad_scale, c.beta1, c.beta2, scratch_,
-                            staging_, s());
+                            p.eps, p.weight_decay, p.grad_scale, c.beta1, c.beta2, scr(), staging(),
+                            s());
   }
 
  private:
   int device_;
-  cudaStream_t s() const { return stream_.get(); }
+  // The stream, cuBLASLt and scratch an op uses: the side stream's inside side_work().
+  cudaStream_t s() const { return side_ && side_->active ? side_->stream.get() : stream_.get(); }
+  cu::Matmul& mm() { return side_ && side_->active ? side_->matmul : matmul_; }
+  cu::DeviceScratch& scr() { return side_ && side_->active ? side_->scratch : scratch_; }
+  // Host staging belongs to the main stream: side work does not upload.
+  cu::HostStaging& staging() {
+    if (side_ && side_->active) throw std::logic_error("side work may not copy from the host");
+    return staging_;
+  }
 
   Stream stream_;
   cu::DeviceScratch scratch_;
   cu::HostStaging staging_;
   cu::Matmul matmul_;
+  std::unique_ptr<SideStream> side_;         // null unless ACCUM_CUDA_SIDE_STREAM=1
+  static constexpr int kSideSlotShift = 16;  // Record::slots: the side scratch's bits
+  static_assert(static_cast<int>(cu::ScratchSlot::kCount) <= kSideSlotShift);
   struct Record {
     bool warm = false;               // the body ran once without recording
     uint32_t slots = 0;              // the scratch slots the body uses (a bit per slot)
@@ -328,7 +439,9 @@ class CudaBackend final : public Backend {
   uint64_t scratch_moves(uint32_t slots) const {
     uint64_t total = 0;
     for (int i = 0; i < static_cast<int>(cu::ScratchSlot::kCount); ++i) {
-      if (slots & (1u << i)) total += scratch_.moves(static_cast<cu::ScratchSlot>(i));
+      const auto slot = static_cast<cu::ScratchSlot>(i);
+      if (slots & (1u << i)) total += scratch_.moves(slot);
+      if (side_ && (slots & (1u << (i + kSideSlotShift)))) total += side_->scratch.moves(slot);
     }
     return total;
   }

@@ -9,23 +9,23 @@
 
 namespace accum::kernels::cuda {
 
-size_t scratch_bound(size_t rows, int C, int NH, int V) {
+size_t scratch_bound(size_t rows, int C, int NH, int V, bool side_work_only) {
   const size_t chunks = (rows + 63) / 64;  // column_reduce.cuh's kRowsPerChunk
   const size_t c = static_cast<size_t>(C);
-  const size_t slots[] = {
-      // kPartials: column sums over 64-row chunks, at most 4C columns (the fc bias; the
-      // LayerNorm gradients are 3 x C); sum_squares' 513 doubles are less.
-      sizeof(float) * chunks * 4 * c,
-      // kTokens: the encoder's buckets (unique tokens, their starts, every position).
-      sizeof(int32_t) * (3 * rows + 1),
-      // kRowStats: attention's D, one float per query row and head.
-      sizeof(float) * rows * static_cast<size_t>(NH),
-      // kBiasGrad: one float per output column of a biased matmul.
-      sizeof(float) * std::max<size_t>(4 * c, static_cast<size_t>(V)),
-  };
-  size_t bytes = size_t{64} << 10;                           // kTable: AdamW's pieces, a few KB
-  for (const size_t slot : slots) bytes += slot + slot / 4;  // get() grows by 1.25x
-  return bytes;
+  // kPartials: column sums over 64-row chunks, at most 4C columns (the fc bias; the
+  // LayerNorm gradients are 3 x C); sum_squares' 513 doubles are less.
+  const size_t partials = sizeof(float) * chunks * 4 * c;
+  // kBiasGrad: one float per output column of a biased matmul.
+  const size_t bias_grad = sizeof(float) * std::max<size_t>(4 * c, static_cast<size_t>(V));
+  // kTokens: the encoder's buckets (unique tokens, their starts, every position).
+  const size_t tokens = sizeof(int32_t) * (3 * rows + 1);
+  // kRowStats: attention's D, one float per query row and head.
+  const size_t row_stats = sizeof(float) * rows * static_cast<size_t>(NH);
+  auto grown = [](size_t slot) { return slot + slot / 4; };  // get() grows by 1.25x
+  // Side work (the backward's weight gradients) uses only the matmul's slots.
+  if (side_work_only) return grown(partials) + grown(bias_grad);
+  return (size_t{64} << 10) +  // kTable: AdamW's pieces, a few KB
+         grown(partials) + grown(bias_grad) + grown(tokens) + grown(row_stats);
 }
 
 DeviceScratch::~DeviceScratch() {

@@ -20,8 +20,9 @@ namespace accum::kernels::cuda {
 enum class ScratchSlot { kPartials, kTokens, kRowStats, kTable, kBiasGrad, kCount };
 
 // The most a DeviceScratch holds after a micro-step of `rows` = B*T tokens of a model
-// with width C, NH heads and V output classes (the memory arithmetic's share of it).
-size_t scratch_bound(size_t rows, int C, int NH, int V);
+// with width C, NH heads and V output classes (the memory arithmetic's share of it);
+// side_work_only: the side stream's, which only matmul backwards use.
+size_t scratch_bound(size_t rows, int C, int NH, int V, bool side_work_only = false);
 
 class DeviceScratch {
  public:

@@ -8,12 +8,18 @@
 //     new model gives the uninterrupted run's steps 3-4, bit for bit;
 //   * the op sequences recorded as CUDA graphs (the default; ACCUM_CUDA_GRAPHS=0 launches the ops
 //   one by one) train to the same bits.
+//   * the weight gradients as side work on a second stream (ACCUM_CUDA_SIDE_STREAM=1), with
+//     and without graphs, train to the bits of the one-stream run. On the emulator a captured
+//     side stream's work runs at its join (tests/simt/simt_runtime.h), so a join placed too
+//     late in Gpt2::layer_backward changes the bits here.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <functional>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -152,17 +158,94 @@ TEST(CudaTraining, CudaGraphsTrainToTheSameBits) {
 
 TEST(CudaTraining, CudaGraphsSwitchThatIsNotZeroOrOneIsRefused) {
   ACCUM_REQUIRE_CUDA();
-  std::string error = "(accepted)";
-  with_env("ACCUM_CUDA_GRAPHS", "yes", [&] {
-    try {
-      Backends backends;
-    } catch (const std::exception& e) {
-      error = e.what();
-    }
-  });
+  std::string error;
+  with_env("ACCUM_CUDA_GRAPHS", "yes",
+           [&] { error = thrown_message<std::exception>([] { Backends backends; }); });
   EXPECT_TRUE(error.find("ACCUM_CUDA_GRAPHS='yes': expected 1 (CUDA graphs) or 0") !=
               std::string::npos)
       << "error: " << error;
+}
+
+// Losses and weights after 4 steps with `side` as ACCUM_CUDA_SIDE_STREAM and `graphs` as
+// ACCUM_CUDA_GRAPHS; the graph launches of the last step in *last_launches.
+std::vector<float> train_with(const char* side, const char* graphs, std::vector<float>* weights,
+                              long* last_launches) {
+  std::vector<float> losses;
+  with_env("ACCUM_CUDA_SIDE_STREAM", side, [&] {
+    with_env("ACCUM_CUDA_GRAPHS", graphs, [&] {
+      Backends backends;
+      long before_last = -1;
+      losses = train(*backends.gpu, 4, weights, [&](int step) {
+        if (step == 4) before_last = backends.gpu->recorded_launches();
+      });
+      *last_launches = backends.gpu->recorded_launches() - before_last;
+    });
+  });
+  return losses;
+}
+
+TEST(CudaTraining, SideStreamTrainsToTheSameBits) {
+  ACCUM_REQUIRE_CUDA();
+  std::vector<float> one_stream_weights;
+  long launches = 0;
+  const auto one_stream_losses = train_with("0", "1", &one_stream_weights, &launches);
+  for (const char* graphs : {"1", "0"}) {
+    SCOPED_TRACE(std::string("ACCUM_CUDA_GRAPHS=") + graphs);
+    std::vector<float> weights;
+    long side_launches = 0;
+    const auto losses = train_with("1", graphs, &weights, &side_launches);
+    // With graphs, the segments with side work are still captured and launched as graphs
+    // (the forks joined back before each capture ends).
+    EXPECT_EQ(side_launches, std::string(graphs) == "1" ? launches : 0);
+    ASSERT_EQ(losses.size(), one_stream_losses.size());
+    EXPECT_EQ(std::memcmp(losses.data(), one_stream_losses.data(), losses.size() * 4), 0);
+    ASSERT_EQ(weights.size(), one_stream_weights.size());
+    size_t differing = 0;
+    for (size_t i = 0; i < weights.size(); ++i) {
+      differing += std::memcmp(&weights[i], &one_stream_weights[i], sizeof(float)) != 0;
+    }
+    EXPECT_EQ(differing, 0u) << differing << " of " << weights.size()
+                             << " weights differ from the one-stream run: side work read or "
+                                "wrote a buffer before its join (Gpt2::layer_backward)?";
+  }
+}
+
+TEST(CudaTraining, SideStreamSwitchThatIsNotZeroOrOneIsRefused) {
+  ACCUM_REQUIRE_CUDA();
+  std::string error;
+  with_env("ACCUM_CUDA_SIDE_STREAM", "on",
+           [&] { error = thrown_message<std::exception>([] { Backends backends; }); });
+  EXPECT_TRUE(error.find("ACCUM_CUDA_SIDE_STREAM='on': expected 1") != std::string::npos)
+      << "error: " << error;
+}
+
+// What side work may not do is refused by name, not left to race: nesting, a join for a
+// ticket never handed out, a copy from the host (the staging buffers are the main stream's).
+TEST(CudaTraining, SideWorkMisuseIsRefused) {
+  ACCUM_REQUIRE_CUDA();
+  with_env("ACCUM_CUDA_SIDE_STREAM", "1", [&] {
+    Backends backends;
+    Backend& gpu = *backends.gpu;
+    auto message = thrown_message<std::logic_error>;
+    EXPECT_NE(message([&] {
+                gpu.side_work([&] { gpu.side_work([] {}); });
+              }).find("side_work: called inside side work"),
+              std::string::npos);
+    EXPECT_NE(message([&] { gpu.join_side_work(1000); }).find("ticket 1000 was never handed out"),
+              std::string::npos);
+    void* buffer = gpu.alloc(64);
+    const std::vector<char> host(64, 1);
+    EXPECT_NE(message([&] {
+                gpu.side_work([&] { gpu.upload(buffer, host.data(), 64); });
+              }).find("side work may not copy from the host"),
+              std::string::npos);
+    // The back end is still usable: a side fill, joined by the download.
+    gpu.side_work([&] { gpu.fill_zero(buffer, 64); });
+    std::vector<char> back(64, 7);
+    gpu.download(back.data(), buffer, 64);
+    EXPECT_EQ(std::count(back.begin(), back.end(), 0), 64);
+    gpu.release(buffer);
+  });
 }
 
 // The gradient buffer after one window of `batches` micro-batches of B rows each.

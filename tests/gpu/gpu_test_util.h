@@ -185,6 +185,7 @@ inline std::vector<uint8_t> download_bytes(Backend& backend, const void* src, si
 using testing::finite_padding;
 using testing::packed_rows;
 using testing::padded_rows;
+using testing::thrown_message;
 
 // Fills with 0xFF bytes: NaN in fp32 and in bf16.
 inline void poison(Backend& backend, const Buffer& buffer) {

@@ -25,6 +25,7 @@ using testing::packed_rows;
 using testing::padded_rows;
 using testing::random_tokens;
 using testing::random_values;
+using testing::thrown_message;
 
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
@@ -118,14 +119,7 @@ TEST_F(RowStride, AStrideShorterThanARowIsRefused) {
   std::vector<float> buffer(size_t(N) * kStride), small(size_t(N) * C), weight(OC * C);
   std::vector<float> losses(N);
   const std::vector<int32_t> targets(N, 0);
-  auto message = [](const std::function<void()>& call) {
-    try {
-      call();
-    } catch (const std::invalid_argument& e) {
-      return std::string(e.what());
-    }
-    return std::string("(accepted)");
-  };
+  auto message = thrown_message<std::invalid_argument>;
   EXPECT_EQ(message([&] {
               backend_->matmul_forward(buffer.data(), small.data(), weight.data(), nullptr, N, C,
                                        OC, WeightLayout::kOutIn, OC - 1);

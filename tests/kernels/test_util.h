@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <random>
+#include <string>
 #include <vector>
 
 namespace accum::kernels::testing {
@@ -98,6 +99,18 @@ inline int finite_padding(const std::vector<float>& strided, int rows, int colum
     for (int c = columns; c < stride; ++c) written += !std::isnan(strided[size_t(r) * stride + c]);
   }
   return written;
+}
+
+// What `call` throws as an E, or "(accepted)" when it returns: lets a test check that bad
+// input is refused with a message that names it.
+template <typename E>
+std::string thrown_message(const std::function<void()>& call) {
+  try {
+    call();
+  } catch (const E& e) {
+    return e.what();
+  }
+  return "(accepted)";
 }
 
 }  // namespace accum::kernels::testing

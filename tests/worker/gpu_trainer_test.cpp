@@ -108,6 +108,34 @@ TEST_F(GpuTrainerTest, ResumeIsBitIdenticalWithAnOddVocabulary) {
             size_t(gpt2_parameter_count(2, 32, 257, 16)));
 }
 
+// ACCUM_CUDA_SIDE_STREAM=1 through the real worker: its start line names the path
+// ("cuda+side-stream back end"), and 4 steps end with the losses and weights of the
+// one-stream run, bit for bit (the backward's weight gradients only run elsewhere).
+TEST_F(GpuTrainerTest, SideStreamTrainsTheWorkerToTheSameBits) {
+  auto run_named = [&](const std::string& name) {
+    return train(name, {{"max_steps", "4"},
+                        {"checkpoint.dir", "\"ckpt_" + name + "\""},
+                        {"checkpoint.every_steps", "4"},
+                        {"metrics_path", "\"" + name + ".jsonl\""}});
+  };
+  RunResult one, side;
+  kernels::gpu_testing::with_env("ACCUM_CUDA_SIDE_STREAM", "0", [&] { one = run_named("one"); });
+  kernels::gpu_testing::with_env("ACCUM_CUDA_SIDE_STREAM", "1", [&] { side = run_named("side"); });
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  ASSERT_EQ(side.exit_code, 0) << side.output;
+  EXPECT_NE(one.output.find("| cuda back end |"), std::string::npos) << one.output;
+  EXPECT_NE(side.output.find("| cuda+side-stream back end |"), std::string::npos) << side.output;
+  const auto a = read_metrics(dir_ / "one.jsonl"), b = read_metrics(dir_ / "side.jsonl");
+  ASSERT_EQ(a.size(), 4u);
+  ASSERT_EQ(b.size(), 4u);
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(a[i].loss, b[i].loss) << "step " << i + 1;
+    EXPECT_EQ(a[i].grad_norm, b[i].grad_norm) << "step " << i + 1;
+  }
+  EXPECT_EQ(read_file(dir_ / "ckpt_one/step_00000004/model.safetensors"),
+            read_file(dir_ / "ckpt_side/step_00000004/model.safetensors"));
+}
+
 // ACCUM_CUBLASLT_ALGOS=FILE through the real worker: the first run times cuBLASLt's
 // candidates and keeps its choices in FILE; a run cut at step 3 and resumed reads them (FILE
 // does not change) and ends with the uninterrupted run's bits, though a choice timed again

@@ -389,30 +389,53 @@ void Gpt2::layer_backward(int l, const void* residual, GradMode mode) {
   Layer& a = layers_[l];
   auto* be = backend_;
   float* g = grads_;
+  // The activation-gradient chain runs in order; each weight gradient is side work
+  // (Backend::side_work: on CUDA it may overlap the chain) joined before the chain next
+  // writes what it reads: dresidual (rewritten by each LayerNorm backward), dfch and dqkv
+  // (rewritten by the block below, after the segment's closing join).
   // dresidual holds d(residual3); residual3 = residual2 + fcproj.
   // dfch = (dresidual @ Wproj^T) * gelu'(fch). Activation gradients are written: no zeroing.
   // The projections' bias gradients are the column sums of dresidual: the LayerNorm backward
   // that last added into it summed them (its dinp_sum), so these calls pass no dbias.
-  be->matmul_gelu_backward(acts_->dfch, g + a.param[kFcProjW], nullptr, acts_->dresidual,
-                           a.fch_gelu, a.fch, working(a.param[kFcProjW]), N, 4 * C, C,
-                           WeightLayout::kInOut, mode);
-  be->matmul_backward(acts_->dln, g + a.param[kFcW], g + a.param[kFcB], acts_->dfch, a.ln2,
-                      working(a.param[kFcW]), N, C, 4 * C, WeightLayout::kInOut, mode);
+  be->matmul_gelu_backward(acts_->dfch, nullptr, nullptr, acts_->dresidual, a.fch_gelu, a.fch,
+                           working(a.param[kFcProjW]), N, 4 * C, C, WeightLayout::kInOut, mode);
+  const int fcproj_dw = be->side_work([&] {
+    be->matmul_backward(nullptr, g + a.param[kFcProjW], nullptr, acts_->dresidual, a.fch_gelu,
+                        working(a.param[kFcProjW]), N, 4 * C, C, WeightLayout::kInOut, mode);
+  });
+  be->matmul_backward(acts_->dln, nullptr, nullptr, acts_->dfch, a.ln2, working(a.param[kFcW]), N,
+                      C, 4 * C, WeightLayout::kInOut, mode);
+  be->side_work([&] {
+    be->matmul_backward(nullptr, g + a.param[kFcW], g + a.param[kFcB], acts_->dfch, a.ln2,
+                        working(a.param[kFcW]), N, C, 4 * C, WeightLayout::kInOut, mode);
+  });
+  be->join_side_work(fcproj_dw);  // it reads dresidual, which the LayerNorm backward rewrites
   be->layernorm_backward(acts_->dresidual, g + a.param[kLn2W], g + a.param[kLn2B],
                          g + a.param[kAttnProjB], acts_->dln, a.residual2, working(a.param[kLn2W]),
                          a.ln2_mean, a.ln2_rstd, N, C, mode);
   // dresidual now holds d(residual2); residual2 = residual + attproj.
-  be->matmul_backward(acts_->datty, g + a.param[kAttnProjW], nullptr, acts_->dresidual, a.atty,
+  be->matmul_backward(acts_->datty, nullptr, nullptr, acts_->dresidual, a.atty,
                       working(a.param[kAttnProjW]), N, C, C, WeightLayout::kInOut, mode);
+  const int attproj_dw = be->side_work([&] {
+    be->matmul_backward(nullptr, g + a.param[kAttnProjW], nullptr, acts_->dresidual, a.atty,
+                        working(a.param[kAttnProjW]), N, C, C, WeightLayout::kInOut, mode);
+  });
   be->attention_backward(acts_->dqkv, acts_->datty, a.qkv, a.atty, a.att_saved, B_, T_, C, NH);
-  be->matmul_backward(acts_->dln, g + a.param[kAttnW], g + a.param[kAttnB], acts_->dqkv, a.ln1,
-                      working(a.param[kAttnW]), N, C, 3 * C, WeightLayout::kInOut, mode);
+  be->matmul_backward(acts_->dln, nullptr, nullptr, acts_->dqkv, a.ln1, working(a.param[kAttnW]), N,
+                      C, 3 * C, WeightLayout::kInOut, mode);
+  be->side_work([&] {
+    be->matmul_backward(nullptr, g + a.param[kAttnW], g + a.param[kAttnB], acts_->dqkv, a.ln1,
+                        working(a.param[kAttnW]), N, C, 3 * C, WeightLayout::kInOut, mode);
+  });
+  be->join_side_work(attproj_dw);  // as above: dresidual is rewritten next
   // d(residual in) is d(residual3) of the block below: its MLP projection's bias gradient.
   float* below_fcproj_bias = l > 0 ? g + layers_[l - 1].param[kFcProjB] : nullptr;
   be->layernorm_backward(acts_->dresidual, g + a.param[kLn1W], g + a.param[kLn1B],
                          below_fcproj_bias, acts_->dln, residual, working(a.param[kLn1W]),
                          a.ln1_mean, a.ln1_rstd, N, C, mode);
-  // dresidual now holds d(residual in) for the block below.
+  // dresidual now holds d(residual in) for the block below. The block's gradients are
+  // complete once the side work is joined (the caller's on_ready reduces them).
+  be->join_side_work();
 }
 
 void Gpt2::backward(GradMode mode, const std::function<void(size_t)>& on_ready) {
@@ -429,11 +452,14 @@ void Gpt2::backward(GradMode mode, const std::function<void(size_t)>& on_ready) 
     // logits now hold dlogits (written by the fused classifier in forward(); 0 in the padding
     // columns). dln over all Vp rows of the head (see forward()), dwte over its V: the tied LM
     // head stores dwte by `mode`; the encoder adds its rows to it last.
+    // dwte is side work: nothing in this segment writes the dlogits or lnf it reads.
     const int Vp = acts_->logits_stride;
     be->matmul_backward(acts_->dln, nullptr, nullptr, acts_->logits, acts_->lnf,
                         working(acts_->wte_offset), N, C, Vp, WeightLayout::kOutIn, mode, Vp);
-    be->matmul_backward(nullptr, g + acts_->wte_offset, nullptr, acts_->logits, acts_->lnf,
-                        working(acts_->wte_offset), N, C, V, WeightLayout::kOutIn, mode, Vp);
+    be->side_work([&] {
+      be->matmul_backward(nullptr, g + acts_->wte_offset, nullptr, acts_->logits, acts_->lnf,
+                          working(acts_->wte_offset), N, C, V, WeightLayout::kOutIn, mode, Vp);
+    });
     be->fill_zero(acts_->dresidual, size_t(N) * C * act);
     const void* last = L > 0 ? layers_[L - 1].residual3 : acts_->encoded;
     // dresidual is then d(residual3) of the last block: its MLP projection's bias gradient.
@@ -441,6 +467,7 @@ void Gpt2::backward(GradMode mode, const std::function<void(size_t)>& on_ready) 
     be->layernorm_backward(acts_->dresidual, g + acts_->ln_f_offset, g + acts_->ln_f_offset + C,
                            last_fcproj_bias, acts_->dln, last, working(acts_->ln_f_offset),
                            acts_->lnf_mean, acts_->lnf_rstd, N, C, mode);
+    be->join_side_work();
   });
   if (on_ready) on_ready(acts_->ln_f_offset);
   for (int l = L - 1; l >= 0; --l) {

@@ -20,6 +20,9 @@
 //    for GPT-2's 50257 on CUDA, where an odd vocabulary gets only cuBLASLt's generic kernels):
 //    the weight rows after wte's are what follows it in the working copy, their logits are
 //    masked and their gradients are 0; the parameters and the loss keep the real vocabulary.
+//  * The weight gradients of the backward are Backend::side_work beside the chain of
+//    activation gradients, each joined before the chain rewrites what it reads: on CUDA with
+//    ACCUM_CUDA_SIDE_STREAM=1 they run on a second stream, concurrently; the bits are the same.
 //
 // Depends only on kernels/backend.h (no proto, absl or I/O), so the standalone GPU build
 // (bench/gpu) trains this very model; Hugging Face weights load through gpt2_hf.h.

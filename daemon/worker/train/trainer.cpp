@@ -149,7 +149,8 @@ absl::Status Trainer::setup() {
   } catch (const std::bad_alloc&) {
     return absl::ResourceExhaustedError(
         "out of memory creating the back end (the CUDA back end holds a 32 MiB cuBLASLt "
-        "workspace): the device is full before the model; free it or use another device");
+        "workspace, two with ACCUM_CUDA_SIDE_STREAM=1): the device is full before the model; "
+        "free it or use another device");
   } catch (const std::exception& e) {
     return absl::FailedPreconditionError(e.what());
   }
