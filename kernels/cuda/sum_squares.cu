@@ -6,9 +6,11 @@
 //   sum_add:     *acc  += sum_i x[i]            (double accumulation, stays on the device)
 //
 // Reproducible by construction: a FIXED grid (kBlocks x kThreads, independent of the
-// device) where thread j sums elements j, j + stride, ... in order; each block reduces with
-// a fixed shuffle tree into partial[block]; one block then adds the partials in the same
-// tree. No atomics, so the same gradients give the same bits on every run.
+// device) where thread j sums the 16-byte groups of 4 values j, j + stride, ... in order (or,
+// for a pointer not 16-byte aligned, single values); the up to 3 values after the last
+// group go to threads 0-2. Each block reduces with a fixed shuffle tree into
+// partial[block]; one block then adds the partials in the same tree. No atomics, so the same
+// gradients at the same address alignment give the same bits on every run.
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/ops.h"
@@ -22,8 +24,22 @@ constexpr int kThreads = 512;
 __global__ void sum_squares_partial_kernel(double* partial, const float* x, size_t n) {
   __shared__ double shared[kWarpSize];
   const size_t stride = static_cast<size_t>(kBlocks) * kThreads;
+  const size_t thread = static_cast<size_t>(blockIdx.x) * kThreads + threadIdx.x;
   double acc = 0.0;
-  for (size_t i = static_cast<size_t>(blockIdx.x) * kThreads + threadIdx.x; i < n; i += stride) {
+  size_t singles_from = 0;  // where the values summed one by one begin
+  if ((reinterpret_cast<uintptr_t>(x) & 15u) == 0) {
+    const size_t groups = n / 4;
+    const auto* x4 = reinterpret_cast<const float4*>(x);
+    for (size_t i = thread; i < groups; i += stride) {
+      const float4 v = x4[i];
+      acc += static_cast<double>(v.x) * v.x;
+      acc += static_cast<double>(v.y) * v.y;
+      acc += static_cast<double>(v.z) * v.z;
+      acc += static_cast<double>(v.w) * v.w;
+    }
+    singles_from = groups * 4;
+  }
+  for (size_t i = singles_from + thread; i < n; i += stride) {
     const double value = x[i];
     acc += value * value;
   }

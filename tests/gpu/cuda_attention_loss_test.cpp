@@ -382,17 +382,25 @@ TEST(CudaOps, AdamWEveryTensorInOneLaunch) {
 TEST(CudaOps, SumSquaresMatchesCpuAndIsReproducible) {
   ACCUM_REQUIRE_CUDA();
   Backends backends;
-  const size_t n = (size_t(1) << 21) + 3;  // more than one pass of the fixed grid, with a tail
-  const auto grads = random_bf16_values(n, 90, 0.01f);
+  // More than one pass of the fixed grid in 16-byte groups, and 3 values after the last group.
+  const size_t n = (size_t(1) << 23) + 3;
+  const auto grads = random_bf16_values(n + 1, 90, 0.01f);
   Buffer cpu_grads = upload_f32(*backends.cpu, grads);
   Buffer gpu_grads = upload_f32(*backends.gpu, grads);
-  const double want = backends.cpu->sum_squares(cpu_grads.f32(), n);
-  const double got = backends.gpu->sum_squares(gpu_grads.f32(), n);
-  const double again = backends.gpu->sum_squares(gpu_grads.f32(), n);
-  ASSERT_GT(want, 0.0);
-  EXPECT_LE(std::abs(got - want) / want, kF32Tolerance) << "got " << got << " want " << want;
-  EXPECT_EQ(std::memcmp(&got, &again, sizeof(double)), 0)
-      << "two runs differ: " << got << " vs " << again;
+  // From the buffer's start (16-byte aligned: groups of 4) and from its second value (not
+  // aligned: one by one); and ranges of 1-3 values (no group at all).
+  for (size_t offset : {0, 1}) {
+    for (size_t count : {n, size_t(1), size_t(3)}) {
+      SCOPED_TRACE("offset " + std::to_string(offset) + ", " + std::to_string(count) + " values");
+      const double want = backends.cpu->sum_squares(cpu_grads.f32() + offset, count);
+      const double got = backends.gpu->sum_squares(gpu_grads.f32() + offset, count);
+      const double again = backends.gpu->sum_squares(gpu_grads.f32() + offset, count);
+      ASSERT_GT(want, 0.0);
+      EXPECT_LE(std::abs(got - want) / want, kF32Tolerance) << "got " << got << " want " << want;
+      EXPECT_EQ(std::memcmp(&got, &again, sizeof(double)), 0)
+          << "two runs differ: " << got << " vs " << again;
+    }
+  }
 }
 
 }  // namespace
