@@ -2,7 +2,7 @@
 // whole mpirun job ends non-zero within the collective timeout (distributed.timeout_s),
 // leaving no rank behind. Twice: once with mpirun's own teardown (the default), once
 // with it disabled, where the surviving ranks' collective timeout must end the job and
-// name the rank and the optimizer step.
+// name the rank and the optimizer step. And SIGKILL of mpirun itself: no rank outlives it.
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -29,46 +29,75 @@ struct KilledJob {
   int ranks_left = -1;
 };
 
-KilledJob kill_rank_mid_run(const MpiJobDir& job, int victim,
-                            const std::vector<std::string>& extra_mpirun_args) {
+// A 4-rank job of 100000 steps under mpirun, once it has logged 2 steps (pid -1 if it never
+// did within 120 s: then it is killed and `output` holds its log).
+struct LongJob {
+  pid_t mpirun = -1;
+  std::string spec, log, output;
+  int steps = 0;
+};
+
+LongJob start_long_job(const MpiJobDir& job, const std::vector<std::string>& extra_mpirun_args) {
   // Steps of a few hundred ms (K=4 micro-batches of 4 x 64 tokens on each rank), so
-  // the kill lands inside an accumulation window.
-  const std::string spec =
-      job.write_spec("long", {{"model.d_model", "64"},
-                              {"model.max_seq_len", "64"},
-                              {"batch.seq_len", "64"},
-                              {"batch.micro_batch_size", "4"},
-                              {"batch.tokens_per_update", "4096"},
-                              {"max_steps", "100000"},
-                              {"distributed.timeout_s", std::to_string(kTimeoutS)},
-                              {"optimizer.schedule", "\"constant\""}});
-  const std::string log = job / "mpirun.log";
-  const pid_t mpirun = spawn(mpirun_argv(4, spec, extra_mpirun_args), log);
-  KilledJob result;
+  // a kill lands inside an accumulation window.
+  LongJob long_job;
+  long_job.spec = job.write_spec("long", {{"model.d_model", "64"},
+                                          {"model.max_seq_len", "64"},
+                                          {"batch.seq_len", "64"},
+                                          {"batch.micro_batch_size", "4"},
+                                          {"batch.tokens_per_update", "4096"},
+                                          {"max_steps", "100000"},
+                                          {"distributed.timeout_s", std::to_string(kTimeoutS)},
+                                          {"optimizer.schedule", "\"constant\""}});
+  long_job.log = job / "mpirun.log";
+  const pid_t mpirun = spawn(mpirun_argv(4, long_job.spec, extra_mpirun_args), long_job.log);
   const auto started = Clock::now();
   while (read_metrics(job / "metrics.jsonl").size() < 2 &&
          Clock::now() - started < std::chrono::seconds(120)) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  result.steps_before_kill = static_cast<int>(read_metrics(job / "metrics.jsonl").size());
-  const pid_t victim_pid = find_rank_pid(spec, victim);
-  if (result.steps_before_kill < 2 || victim_pid <= 0) {
+  long_job.steps = static_cast<int>(read_metrics(job / "metrics.jsonl").size());
+  if (long_job.steps < 2) {
     kill(-mpirun, SIGKILL);
     wait_exit(mpirun, 30);
-    result.output = read_file(log);
+    long_job.output = read_file(long_job.log);
+    return long_job;
+  }
+  long_job.mpirun = mpirun;
+  return long_job;
+}
+
+// How many ranks of `spec` are still alive after waiting up to `seconds` for none to be.
+int ranks_left_after(const std::string& spec, double seconds) {
+  const auto deadline = Clock::now() + std::chrono::duration<double>(seconds);
+  while (count_rank_processes(spec) > 0 && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return count_rank_processes(spec);
+}
+
+KilledJob kill_rank_mid_run(const MpiJobDir& job, int victim,
+                            const std::vector<std::string>& extra_mpirun_args) {
+  const LongJob long_job = start_long_job(job, extra_mpirun_args);
+  KilledJob result;
+  result.steps_before_kill = long_job.steps;
+  const pid_t victim_pid = long_job.mpirun > 0 ? find_rank_pid(long_job.spec, victim) : -1;
+  if (victim_pid <= 0) {
+    if (long_job.mpirun > 0) {
+      kill(-long_job.mpirun, SIGKILL);
+      wait_exit(long_job.mpirun, 30);
+    }
+    result.output = read_file(long_job.log);
     result.exit_code = -2;
     return result;
   }
   const auto killed_at = Clock::now();
   kill(victim_pid, SIGKILL);
-  result.exit_code = wait_exit(mpirun, kTimeoutS + kSlackS);  // -1: we had to kill it
+  result.exit_code = wait_exit(long_job.mpirun, kTimeoutS + kSlackS);  // -1: we had to kill it
   result.seconds_to_exit = std::chrono::duration<double>(Clock::now() - killed_at).count();
   // mpirun has exited; give the OS a moment to reap what it tore down.
-  for (int i = 0; i < 100 && count_rank_processes(spec) > 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  result.ranks_left = count_rank_processes(spec);
-  result.output = read_file(log);
+  result.ranks_left = ranks_left_after(long_job.spec, 5);
+  result.output = read_file(long_job.log);
   return result;
 }
 
@@ -105,6 +134,30 @@ TEST(RankFailureTest, WithoutMpirunTeardownTheCollectiveTimeoutEndsTheJob) {
       std::regex("rank [0-2] of 4 aborting the job at optimizer step [0-9]+.*timed out")))
       << killed.output;
   EXPECT_EQ(killed.ranks_left, 0) << "surviving ranks outlived mpirun";
+}
+
+// The launcher itself killed (as accumd's sweep of an attempt it cannot re-attach to kills it,
+// job_supervision.cpp): every rank ends on its own within seconds, with no teardown by
+// mpirun and no collective timeout, since Open MPI ends a rank whose launcher is gone. On a
+// cluster, each host's orted loses mpirun the same way and takes its ranks with it; this test
+// can only show the ranks of this host.
+TEST(RankFailureTest, SigkillOfMpirunLeavesNoRankBehind) {
+  MpiJobDir job;
+  const LongJob long_job = start_long_job(job, {});
+  ASSERT_GT(long_job.mpirun, 0) << "the job never reached 2 steps:\n" << long_job.output;
+  ASSERT_EQ(count_rank_processes(long_job.spec), 4);
+  const auto killed_at = Clock::now();
+  kill(long_job.mpirun, SIGKILL);  // mpirun alone, not its process group
+  EXPECT_EQ(wait_exit(long_job.mpirun, 10), 128 + SIGKILL) << "mpirun did not die of SIGKILL";
+  // Well under the 10 s collective timeout: the ranks did not wait for it.
+  EXPECT_EQ(ranks_left_after(long_job.spec, kTimeoutS * 0.8), 0)
+      << "ranks outlived their launcher:\n"
+      << read_file(long_job.log);
+  const double seconds = std::chrono::duration<double>(Clock::now() - killed_at).count();
+  EXPECT_LT(seconds, kTimeoutS * 0.8);
+  const size_t steps = read_metrics(job / "metrics.jsonl").size();
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  EXPECT_EQ(read_metrics(job / "metrics.jsonl").size(), steps) << "training went on";
 }
 
 }  // namespace
