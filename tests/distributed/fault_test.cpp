@@ -7,8 +7,13 @@
 #include <signal.h>
 
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <regex>
+#include <string>
 #include <thread>
+#include <utility>
 
 #include "tests/distributed/mpi_job.h"
 
@@ -158,6 +163,77 @@ TEST(RankFailureTest, SigkillOfMpirunLeavesNoRankBehind) {
   const size_t steps = read_metrics(job / "metrics.jsonl").size();
   std::this_thread::sleep_for(std::chrono::seconds(1));
   EXPECT_EQ(read_metrics(job / "metrics.jsonl").size(), steps) << "training went on";
+}
+
+// A stand-in for a second host: an ssh for mpirun (its plm_rsh_agent) that runs the command
+// on this machine in a UTS namespace named after the host, the way ssh would run it there: mpirun
+// starts an orted "on" the host and the orted starts that host's ranks, as on a cluster. Returns
+// the agent's path, or "" with `why` when `unshare --uts` is not allowed here (it needs root).
+std::string second_host_agent(const MpiJobDir& job, std::string* why) {
+  if (std::system("unshare --uts true > /dev/null 2>&1") != 0) {
+    *why = "needs `unshare --uts` (root) to stand in for a second host, and it was refused here";
+    return "";
+  }
+  const std::string agent = job / "fake_ssh";
+  write_file(agent,
+             "#!/bin/bash\n"
+             "# mpirun's ssh: HOST COMMAND..., run here under HOST's name; eval, as a remote\n"
+             "# shell parses the command line ssh hands it.\n"
+             "host=\"$1\"; shift\n"
+             "exec unshare --uts bash -c 'hostname \"$0\"; eval \"$*\"' \"$host\" \"$@\"\n");
+  std::filesystem::permissions(agent, std::filesystem::perms::owner_all);
+  return agent;
+}
+
+// /proc/PID/stat's parent pid and state ('Z': exited, not yet reaped), or {-1, 0} when gone.
+std::pair<pid_t, char> parent_and_state(pid_t pid) {
+  const std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
+  const size_t after_name = stat.rfind(')');
+  if (stat.empty() || after_name == std::string::npos) return {-1, 0};
+  char state = 0;
+  int parent = -1;
+  std::sscanf(stat.c_str() + after_name + 1, " %c %d", &state, &parent);
+  return {parent, state};
+}
+
+bool alive(pid_t pid) {
+  const auto [parent, state] = parent_and_state(pid);
+  return parent >= 0 && state != 'Z';
+}
+
+// The same for ranks on another host: when mpirun dies, that host's orted loses it, ends, and
+// its ranks end with it. This is what the sweep of a restarted accumd relies on for the hosts it
+// cannot see (job_supervision.cpp kills only what runs on its own host).
+TEST(RankFailureTest, RanksOnAnotherHostEndWhenMpirunIsKilled) {
+  MpiJobDir job;
+  std::string why;
+  const std::string agent = second_host_agent(job, &why);
+  if (agent.empty()) GTEST_SKIP() << why;
+  write_file(job / "hosts", "hostb slots=4\n");
+  const LongJob long_job =
+      start_long_job(job, {"--hostfile", job / "hosts", "--mca", "plm_rsh_agent", agent});
+  ASSERT_GT(long_job.mpirun, 0) << "the job never reached 2 steps:\n" << long_job.output;
+  ASSERT_EQ(count_rank_processes(long_job.spec), 4);
+  // The ranks run "on hostb": under an orted that the agent started in another UTS namespace,
+  // not as mpirun's children.
+  const pid_t rank0 = find_rank_pid(long_job.spec, 0);
+  ASSERT_GT(rank0, 0);
+  const pid_t orted = parent_and_state(rank0).first;
+  ASSERT_GT(orted, 0);
+  EXPECT_NE(orted, long_job.mpirun);
+  EXPECT_NE(read_file("/proc/" + std::to_string(orted) + "/cmdline").find("orted"),
+            std::string::npos);
+  std::error_code error;
+  EXPECT_NE(std::filesystem::read_symlink("/proc/" + std::to_string(rank0) + "/ns/uts", error),
+            std::filesystem::read_symlink("/proc/self/ns/uts", error));
+  kill(long_job.mpirun, SIGKILL);  // mpirun alone: the other host's processes are not its group
+  EXPECT_EQ(wait_exit(long_job.mpirun, 10), 128 + SIGKILL);
+  EXPECT_EQ(ranks_left_after(long_job.spec, kTimeoutS * 0.8), 0)
+      << "ranks on the other host outlived mpirun";
+  for (int i = 0; i < 100 && alive(orted); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_FALSE(alive(orted)) << "the other host's orted outlived mpirun";
 }
 
 }  // namespace
