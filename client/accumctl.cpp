@@ -25,6 +25,8 @@ verbs:
   watch ID [--reconnect-s N]  follow a job to its end: a live progress bar (plain lines when not a terminal);
                               if accumd restarts meanwhile, reconnects for up to N s (default 60; 0: exit 3)
   cancel ID [--force]         graceful: checkpoint then stop; --force kills at once
+  continue ID [--max-steps N] a new job that goes on from an ended job's latest checkpoint (the same
+                              spec; N: train to step N instead of the job's max_steps); prints its id
   checkpoint ID               checkpoint at the next optimizer step; waits until it is complete
   checkpoints ID              the job's complete checkpoints
   logs ID [-f] [--rank R] [--tail N]   the job's per-rank logs (-f follows until the job ends,
@@ -58,6 +60,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> words;
   bool force = false, follow = false;
   int rank = -1, tail = 0, reconnect_s = 60;
+  int64_t max_steps = 0;
   std::string state;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -87,6 +90,10 @@ int main(int argc, char** argv) {
       if (!absl::SimpleAtoi(value(), &rank) || rank < 0) usage("--rank: expected a rank >= 0");
     } else if (arg == "--tail") {
       if (!absl::SimpleAtoi(value(), &tail) || tail < 0) usage("--tail: expected a count >= 0");
+    } else if (arg == "--max-steps") {
+      if (!absl::SimpleAtoi(value(), &max_steps) || max_steps < 1) {
+        usage("--max-steps: expected a step count >= 1");
+      }
     } else if (arg == "--state") {
       state = value();
     } else if (arg == "--reconnect-s") {
@@ -116,6 +123,7 @@ int main(int argc, char** argv) {
   if (verb == "status") return show_job(*connection, need_argument("job id"));
   if (verb == "watch") return watch_job(*connection, need_argument("job id"), reconnect_s);
   if (verb == "cancel") return cancel_job(*connection, need_argument("job id"), force);
+  if (verb == "continue") return continue_job(*connection, need_argument("job id"), max_steps);
   if (verb == "checkpoint") return checkpoint_job(*connection, need_argument("job id"));
   if (verb == "checkpoints") return list_checkpoints(*connection, need_argument("job id"));
   if (verb == "logs") {

@@ -75,6 +75,15 @@ void print_status(const accum::v1::JobStatus& job) {
   }
 }
 
+// A job just queued: its id, or with --output json its status.
+void print_queued(const Connection& connection, const accum::v1::JobStatus& job) {
+  if (connection.options().json) {
+    std::cout << to_json(job) << "\n";
+  } else {
+    std::cout << job.id() << "\n";
+  }
+}
+
 }  // namespace
 
 int submit_job(Connection& connection, const std::string& spec_path) {
@@ -97,11 +106,19 @@ int submit_job(Connection& connection, const std::string& spec_path) {
   auto context = connection.context();
   const auto status = connection.stub().SubmitJob(context.get(), request, &response);
   if (!status.ok()) return connection.report(status, "submit " + spec_path);
-  if (connection.options().json) {
-    std::cout << to_json(response.job()) << "\n";
-  } else {
-    std::cout << response.job().id() << "\n";
-  }
+  print_queued(connection, response.job());
+  return kOk;
+}
+
+int continue_job(Connection& connection, const std::string& id, int64_t max_steps) {
+  accum::v1::ContinueJobRequest request;
+  request.set_id(id);
+  request.set_max_steps(max_steps);
+  accum::v1::SubmitJobResponse response;
+  auto context = connection.context();
+  const auto status = connection.stub().ContinueJob(context.get(), request, &response);
+  if (!status.ok()) return connection.report(status, "continue " + id);
+  print_queued(connection, response.job());
   return kOk;
 }
 

@@ -3,6 +3,7 @@
 // reply as canonical protobuf JSON (one object per line for streams).
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "client/connection.h"
@@ -16,6 +17,9 @@ int show_job(Connection& connection, const std::string& id);
 // to `reconnect_s` seconds and goes on from the last step shown (0: exit 3 at once).
 int watch_job(Connection& connection, const std::string& id, int reconnect_s);
 int cancel_job(Connection& connection, const std::string& id, bool force);
+// Submits a new job continuing the ended job `id` from its latest checkpoint (max_steps 0: the
+// job's own); prints the new job's id.
+int continue_job(Connection& connection, const std::string& id, int64_t max_steps);
 int checkpoint_job(Connection& connection, const std::string& id);
 int list_checkpoints(Connection& connection, const std::string& id);
 // Prints a job's log lines; with `follow`, rides out an accumd restart as watch_job does.

@@ -102,6 +102,16 @@ grpc::Status ControlService::CancelJob(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
+grpc::Status ControlService::ContinueJob(grpc::ServerContext* context,
+                                         const accum::v1::ContinueJobRequest* request,
+                                         accum::v1::SubmitJobResponse* response) {
+  ACCUM_CHECK_AUTH(context);
+  auto job = manager_->continue_job(request->id(), request->max_steps());
+  if (!job.ok()) return to_grpc(job.status());
+  *response->mutable_job() = *std::move(job);
+  return grpc::Status::OK;
+}
+
 grpc::Status ControlService::CheckpointJob(grpc::ServerContext* context,
                                            const accum::v1::CheckpointJobRequest* request,
                                            accum::v1::CheckpointInfo* response) {

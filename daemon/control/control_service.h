@@ -31,6 +31,9 @@ class ControlService final : public accum::v1::Control::Service {
                         grpc::ServerWriter<accum::v1::JobEvent>* writer) final;
   grpc::Status CancelJob(grpc::ServerContext* context, const accum::v1::CancelJobRequest* request,
                          accum::v1::JobStatus* response) final;
+  grpc::Status ContinueJob(grpc::ServerContext* context,
+                           const accum::v1::ContinueJobRequest* request,
+                           accum::v1::SubmitJobResponse* response) final;
   grpc::Status CheckpointJob(grpc::ServerContext* context,
                              const accum::v1::CheckpointJobRequest* request,
                              accum::v1::CheckpointInfo* response) final;

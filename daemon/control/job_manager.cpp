@@ -113,7 +113,8 @@ int JobManager::max_restarts(const JobRecord& record) const {
   return record.spec.has_max_restarts() ? record.spec.max_restarts() : config_.default_max_restarts;
 }
 
-absl::StatusOr<JobStatus> JobManager::submit(accum::v1::JobSpec spec, const std::string& spec_dir) {
+absl::StatusOr<JobStatus> JobManager::submit(accum::v1::JobSpec spec, const std::string& spec_dir,
+                                             const std::string& note) {
   if (spec_dir.size() > 4096) return absl::InvalidArgumentError("spec_dir: longer than 4096 bytes");
   if (!spec_dir.empty() && spec_dir.front() != '/') {
     return absl::InvalidArgumentError(
@@ -182,7 +183,7 @@ absl::StatusOr<JobStatus> JobManager::submit(accum::v1::JobSpec spec, const std:
     }
   }
   if (auto status = write_job_spec(record.job_dir, spec); !status.ok()) return refuse(status);
-  record.message = "waiting for slots";
+  record.message = note.empty() ? "waiting for slots" : absl::StrCat(note, "; waiting for slots");
   if (auto status = store_->insert(record, "submitted"); !status.ok()) return refuse(status);
   Runtime& runtime = runtimes_[record.id];
   runtime.world_size = world_size;
@@ -416,6 +417,38 @@ absl::StatusOr<accum::v1::CheckpointInfo> JobManager::checkpoint(
     }
     checkpoint_done_.wait_until(lock, std::min(deadline, Clock::now() + kPollClient));
   }
+}
+
+absl::StatusOr<JobStatus> JobManager::continue_job(const std::string& id, int64_t max_steps) {
+  auto record = this->record(id);
+  if (!record.ok()) return record.status();
+  if (!is_terminal(record->state)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", id, " is ", state_name(record->state),
+                     ": a job continues once it has ended (a graceful cancel ends it with a "
+                     "checkpoint)"));
+  }
+  const auto listed = list_job_checkpoints(record->spec.checkpoint().dir());
+  if (listed.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", id, " has no complete checkpoint to continue from (in ",
+                     record->spec.checkpoint().dir(), ")"));
+  }
+  const accum::v1::CheckpointInfo& latest = listed.back();
+  if (max_steps < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_steps: got ", max_steps, "; expected 0 (the job's own) or more than ", latest.step()));
+  }
+  accum::v1::JobSpec spec = record->spec;
+  if (max_steps > 0) spec.set_max_steps(max_steps);
+  if (spec.max_steps() <= latest.step()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_steps: ", spec.max_steps(), " leaves nothing to train: job ", id,
+                     "'s latest checkpoint is at step ", latest.step(), "; expected more"));
+  }
+  spec.mutable_checkpoint()->set_resume_from(latest.path());
+  return submit(std::move(spec), record->spec_dir,
+                absl::StrCat("continues ", id, " from its checkpoint at step ", latest.step()));
 }
 
 absl::StatusOr<std::vector<accum::v1::CheckpointInfo>> JobManager::checkpoints(

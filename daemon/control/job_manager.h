@@ -82,7 +82,14 @@ class JobManager {
 
   // Validates (INVALID_ARGUMENT naming the field), rewrites paths into the job
   // dir and queues the job. spec_dir: absolute folder relative paths resolve against.
-  absl::StatusOr<accum::v1::JobStatus> submit(accum::v1::JobSpec spec, const std::string& spec_dir);
+  // `note`, if given, goes into the job's first transition ("submitted: <note>; waiting ...").
+  absl::StatusOr<accum::v1::JobStatus> submit(accum::v1::JobSpec spec, const std::string& spec_dir,
+                                              const std::string& note = "");
+  // Submits a new job that continues the ended job `id` from its latest complete checkpoint,
+  // with max_steps (0: the job's own, which must lie beyond the checkpoint).
+  // FAILED_PRECONDITION while the job is active or when it has no checkpoint;
+  // INVALID_ARGUMENT for a max_steps that leaves nothing to train.
+  absl::StatusOr<accum::v1::JobStatus> continue_job(const std::string& id, int64_t max_steps);
   absl::StatusOr<accum::v1::JobStatus> get(const std::string& id);
   // Page of jobs in submission order; returns the next page token ("" at the end).
   absl::StatusOr<std::pair<std::vector<accum::v1::JobStatus>, std::string>> list(

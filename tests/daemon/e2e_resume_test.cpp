@@ -3,6 +3,9 @@
 // job's next steps bit for bit), a restart after a failure resumes from the job's
 // own newer checkpoint, and a resume_from that is missing, incomplete or written
 // for another model is refused at submit, naming the field.
+// And `accumctl continue` (ContinueJob): a new job that goes on from an ended job's latest
+// checkpoint repeats an uninterrupted run's later steps bit for bit; an active job, one
+// without a checkpoint and a max_steps that leaves nothing to train are refused by name.
 #include <signal.h>
 
 #include <filesystem>
@@ -156,6 +159,85 @@ TEST(DaemonResumeFrom, MissingOrIncompleteCheckpointIsInvalidArgument) {
   auto context = daemon.context();
   ASSERT_TRUE(daemon.stub().ListJobs(context.get(), request, &response).ok());
   EXPECT_EQ(response.jobs_size(), 0) << "a refused spec creates no job";
+}
+
+TEST(DaemonContinue, AnEndedJobContinuesFromItsLatestCheckpointBitForBit) {
+  DaemonHarness daemon;
+  ASSERT_TRUE(daemon.start(with_slots(2)));
+  // The reference: 12 steps straight. Job A: the same spec, stopped at 8 (checkpoints at 4, 8).
+  JobStatus straight, first;
+  ASSERT_TRUE(daemon.submit(daemon.spec_json("straight", 12, 1, 4), &straight).ok());
+  ASSERT_TRUE(daemon.submit(daemon.spec_json("first", 8, 1, 4), &first).ok());
+  straight = daemon.wait_for(straight.id(), ended);
+  first = daemon.wait_for(first.id(), ended);
+  ASSERT_EQ(straight.state(), accum::v1::SUCCEEDED) << straight.message();
+  ASSERT_EQ(first.state(), accum::v1::SUCCEEDED) << first.message();
+
+  // At its own max_steps there is nothing left to train: refused, naming the field.
+  std::string output;
+  EXPECT_EQ(run_accumctl(daemon, {"continue", first.id()}, &output), 5) << output;
+  EXPECT_NE(output.find("max_steps: 8 leaves nothing to train"), std::string::npos) << output;
+  EXPECT_NE(output.find("latest checkpoint is at step 8"), std::string::npos) << output;
+  EXPECT_EQ(run_accumctl(daemon, {"continue", first.id(), "--max-steps", "0"}, &output), 2)
+      << output;
+
+  ASSERT_EQ(run_accumctl(daemon, {"continue", first.id(), "--max-steps", "12"}, &output), 0)
+      << output;
+  const std::string id = output.substr(0, output.find('\n'));
+  ASSERT_NE(id, first.id());
+  const JobStatus next = daemon.wait_for(id, ended);
+  ASSERT_EQ(next.state(), accum::v1::SUCCEEDED) << next.message();
+  EXPECT_EQ(next.spec().max_steps(), 12);
+  EXPECT_EQ(next.spec().checkpoint().resume_from(), first.job_dir() + "/checkpoints/step_00000008");
+  ASSERT_FALSE(next.transitions().empty());
+  EXPECT_NE(next.transitions(0).message().find(
+                absl::StrCat("continues ", first.id(), " from its checkpoint at step 8")),
+            std::string::npos)
+      << next.transitions(0).message();
+  // Steps 9..12, each once, with the straight run's losses bit for bit.
+  std::map<int64_t, double> straight_loss;
+  for (const auto& [step, loss] : read_metrics(straight.job_dir() + "/metrics.jsonl")) {
+    straight_loss[step] = loss;
+  }
+  const auto rows = read_metrics(next.job_dir() + "/metrics.jsonl");
+  ASSERT_EQ(rows.size(), 4u);
+  for (size_t k = 0; k < rows.size(); ++k) {
+    EXPECT_EQ(rows[k].first, static_cast<int64_t>(k + 9));
+    EXPECT_EQ(rows[k].second, straight_loss[rows[k].first]) << "step " << rows[k].first;
+  }
+  // The source job is left as it was.
+  EXPECT_EQ(daemon.get(first.id()).state(), accum::v1::SUCCEEDED);
+}
+
+TEST(DaemonContinue, ActiveJobsAndJobsWithoutACheckpointAreRefused) {
+  DaemonHarness daemon;
+  ASSERT_TRUE(daemon.start());
+  // No checkpoints on a schedule, and a force cancel writes none either.
+  JobStatus job;
+  ASSERT_TRUE(daemon.submit(daemon.spec_json("long", 100000, 1, 0), &job).ok());
+  job =
+      daemon.wait_for(job.id(), [](const JobStatus& j) { return j.state() == accum::v1::RUNNING; });
+  ASSERT_EQ(job.state(), accum::v1::RUNNING) << job.message();
+  std::string output;
+  EXPECT_EQ(run_accumctl(daemon, {"continue", job.id()}, &output), 7) << output;
+  EXPECT_NE(output.find("is RUNNING: a job continues once it has ended"), std::string::npos)
+      << output;
+  ASSERT_EQ(run_accumctl(daemon, {"cancel", job.id(), "--force"}, &output), 0) << output;
+  job = daemon.wait_for(job.id(), ended);
+  ASSERT_EQ(job.state(), accum::v1::CANCELLED) << job.message();
+  EXPECT_EQ(run_accumctl(daemon, {"continue", job.id(), "--max-steps", "5"}, &output), 7) << output;
+  EXPECT_NE(output.find("has no complete checkpoint to continue from"), std::string::npos)
+      << output;
+  // A negative max_steps through the RPC itself (accumctl refuses it first).
+  accum::v1::ContinueJobRequest request;
+  request.set_id(job.id());
+  request.set_max_steps(-3);
+  accum::v1::SubmitJobResponse response;
+  auto context = daemon.context();
+  const auto status = daemon.stub().ContinueJob(context.get(), request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
+      << "the missing checkpoint is found first: " << status.error_message();
+  EXPECT_EQ(run_accumctl(daemon, {"continue", "job-999999"}, &output), 6) << output;
 }
 
 }  // namespace

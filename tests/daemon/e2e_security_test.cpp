@@ -165,6 +165,14 @@ TEST(DaemonSecurity, UnknownIdIsNotFoundEverywhere) {
               grpc::StatusCode::NOT_FOUND);
   }
   {
+    accum::v1::ContinueJobRequest request;
+    request.set_id(id);
+    accum::v1::SubmitJobResponse response;
+    auto context = daemon.context();
+    EXPECT_EQ(daemon.stub().ContinueJob(context.get(), request, &response).error_code(),
+              grpc::StatusCode::NOT_FOUND);
+  }
+  {
     accum::v1::WatchJobRequest request;
     request.set_id(id);
     auto context = daemon.context();

@@ -199,6 +199,19 @@ class PythonClientTest(unittest.TestCase):
         self.assertEqual(refused.exception.code, grpc.StatusCode.FAILED_PRECONDITION)
         self.assertIn("already ended", refused.exception.details)
 
+        # The ended job goes on from its checkpoint (step 3) as a new job, to step 5.
+        more = self.client.continue_job(job.id, max_steps=5)
+        self.assertNotEqual(more.id, job.id)
+        self.assertEqual(more.spec.max_steps, 5)
+        self.assertEqual(self.client.wait(more.id, timeout=120).state, accum_pb2.SUCCEEDED)
+        steps = [e.metrics.step for e in self.client.watch(more.id)
+                 if e.WhichOneof("event") == "metrics"]
+        self.assertEqual(steps, [4, 5])
+        with self.assertRaises(AccumdError) as refused:
+            self.client.continue_job(job.id)  # its own max_steps, 3: nothing left to train
+        self.assertEqual(refused.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("max_steps: 3 leaves nothing to train", refused.exception.details)
+
     def test_running_job_checkpoint_now_then_graceful_cancel(self):
         job = self.client.submit(example_spec_path())  # a path: resolved like accumctl's
         self.assertEqual(job.spec.max_steps, 150)
