@@ -149,11 +149,11 @@ class Backend {
   // joined before a run_recorded body ends; synchronize(), download() and sum_squares() join
   // it first. Bits do not depend on it: the same ops run, in another interleaving. The default
   // runs `ops` at once (the CPU back end; CUDA with ACCUM_CUDA_SIDE_STREAM=0).
-  virtual int side_work(const std::function<void()>& ops) {
+  virtual int64_t side_work(const std::function<void()>& ops) {
     ops();
     return 0;
   }
-  virtual void join_side_work(int ticket) { (void)ticket; }
+  virtual void join_side_work(int64_t ticket) { (void)ticket; }
   virtual void join_side_work() {}
   // How many times run_recorded launched a record instead of running its body.
   virtual long recorded_launches() const { return 0; }

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "daemon/control/job_files.h"
@@ -420,6 +421,10 @@ absl::StatusOr<accum::v1::CheckpointInfo> JobManager::checkpoint(
 }
 
 absl::StatusOr<JobStatus> JobManager::continue_job(const std::string& id, int64_t max_steps) {
+  if (max_steps < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_steps: got ", max_steps, "; expected 0 (the job's own) or a step count"));
+  }
   auto record = this->record(id);
   if (!record.ok()) return record.status();
   if (!is_terminal(record->state)) {
@@ -428,27 +433,34 @@ absl::StatusOr<JobStatus> JobManager::continue_job(const std::string& id, int64_
                      ": a job continues once it has ended (a graceful cancel ends it with a "
                      "checkpoint)"));
   }
+  // Its own latest checkpoint; or, if it wrote none, the one it started from.
+  std::optional<accum::v1::CheckpointInfo> point;
   const auto listed = list_job_checkpoints(record->spec.checkpoint().dir());
-  if (listed.empty()) {
+  if (!listed.empty()) {
+    point = listed.back();
+  } else if (resumes_from_path(record->spec)) {
+    const std::string& from = record->spec.checkpoint().resume_from();
+    for (const auto& info : list_job_checkpoints(fs::path(from).parent_path().string())) {
+      std::error_code error;
+      if (fs::equivalent(info.path(), from, error)) point = info;
+    }
+  }
+  if (!point) {
     return absl::FailedPreconditionError(
         absl::StrCat("job ", id, " has no complete checkpoint to continue from (in ",
                      record->spec.checkpoint().dir(), ")"));
   }
-  const accum::v1::CheckpointInfo& latest = listed.back();
-  if (max_steps < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "max_steps: got ", max_steps, "; expected 0 (the job's own) or more than ", latest.step()));
-  }
   accum::v1::JobSpec spec = record->spec;
   if (max_steps > 0) spec.set_max_steps(max_steps);
-  if (spec.max_steps() <= latest.step()) {
+  if (spec.max_steps() <= point->step()) {
     return absl::InvalidArgumentError(
         absl::StrCat("max_steps: ", spec.max_steps(), " leaves nothing to train: job ", id,
-                     "'s latest checkpoint is at step ", latest.step(), "; expected more"));
+                     "'s latest checkpoint is at step ", point->step(), "; expected more"));
   }
-  spec.mutable_checkpoint()->set_resume_from(latest.path());
+  spec.mutable_checkpoint()->set_resume_from(point->path());
+  spec.clear_init_from();  // a resume reads the checkpoint's weights, never init_from
   return submit(std::move(spec), record->spec_dir,
-                absl::StrCat("continues ", id, " from its checkpoint at step ", latest.step()));
+                absl::StrCat("continues ", id, " from its checkpoint at step ", point->step()));
 }
 
 absl::StatusOr<std::vector<accum::v1::CheckpointInfo>> JobManager::checkpoints(

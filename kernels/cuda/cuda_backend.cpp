@@ -107,7 +107,6 @@ struct SideStream {
 
   SideStream(int device, const BackendOptions& options)
       : stream(device),
-        scratch(stream.get()),
         matmul(stream.get(), options.cublaslt_algorithms_dir, options.cublaslt_algorithms_source) {
     CUDA_CHECK(cudaEventCreateWithFlags(&fork, cudaEventDisableTiming));
     for (cudaEvent_t& event : done)
@@ -125,8 +124,8 @@ struct SideStream {
   cu::Matmul matmul;
   cudaEvent_t fork = nullptr;  // recorded on the main stream when side work is queued
   std::array<cudaEvent_t, kDoneEvents> done{};
-  int issued = 0;       // tickets handed out
-  int joined = 0;       // the main stream waits for side work up to this ticket
+  int64_t issued = 0;   // tickets handed out
+  int64_t joined = 0;   // the main stream waits for side work up to this ticket
   bool active = false;  // inside side_work(): ops go to the side stream
 };
 
@@ -135,7 +134,6 @@ class CudaBackend final : public Backend {
   CudaBackend(int device, const BackendOptions& options)
       : device_(device),
         stream_(device),
-        scratch_(stream_.get()),
         staging_(stream_.get()),
         matmul_(stream_.get(), options.cublaslt_algorithms_dir, options.cublaslt_algorithms_source),
         side_(side_stream_from_environment() ? std::make_unique<SideStream>(device, options)
@@ -320,6 +318,9 @@ class CudaBackend final : public Backend {
       return;
     }
     if (record.exec == nullptr) {
+      // A capture may not wait for work queued before it (a GPU refuses a dependency across
+      // the capture's edge): side work from before is joined first, outside the capture.
+      join_side_work();
       CUDA_CHECK(cudaStreamBeginCapture(s(), cudaStreamCaptureModeThreadLocal));
       cudaGraph_t graph = nullptr;
       try {
@@ -330,6 +331,9 @@ class CudaBackend final : public Backend {
           cudaGraphDestroy(graph);
         }
         (void)cudaGetLastError();
+        // The captured side work never runs, and its events may not be waited for outside
+        // the capture: nothing is left to join.
+        if (side_) side_->joined = side_->issued;
         throw;
       }
       CUDA_CHECK(cudaStreamEndCapture(s(), &graph));
@@ -343,26 +347,32 @@ class CudaBackend final : public Backend {
   // ---- side work (kernels/backend.h): a fork from the main stream to the side stream, the
   // ops with s(), mm() and scr() pointing at the side stream's, then an event per ticket that
   // joins wait for. Inside a capture these become the graph's edges.
-  int side_work(const std::function<void()>& ops) override {
+  int64_t side_work(const std::function<void()>& ops) override {
     if (!side_) return Backend::side_work(ops);
     if (side_->active) throw std::logic_error("side_work: called inside side work");
     CUDA_CHECK(cudaEventRecord(side_->fork, stream_.get()));
     CUDA_CHECK(cudaStreamWaitEvent(side_->stream.get(), side_->fork, 0));
     side_->active = true;
+    // Whatever `ops` queued, also when it throws partway, gets a ticket: later joins (and
+    // synchronize(), release()) then wait for it.
+    auto issue = [&] {
+      side_->active = false;
+      const int64_t ticket = ++side_->issued;
+      CUDA_CHECK(
+          cudaEventRecord(side_->done[ticket % SideStream::kDoneEvents], side_->stream.get()));
+      return ticket;
+    };
     try {
       ops();
     } catch (...) {
-      side_->active = false;
+      (void)issue();
       throw;
     }
-    side_->active = false;
-    const int ticket = ++side_->issued;
-    CUDA_CHECK(cudaEventRecord(side_->done[ticket % SideStream::kDoneEvents], side_->stream.get()));
-    return ticket;
+    return issue();
   }
   // A ticket whose event was re-recorded by a later ticket (the ring wrapped) waits for that
   // later side work too: stricter, never wrong, since side work runs in order.
-  void join_side_work(int ticket) override {
+  void join_side_work(int64_t ticket) override {
     if (!side_ || ticket <= side_->joined) return;
     if (side_->active) throw std::logic_error("join_side_work: called inside side work");
     if (ticket > side_->issued) {

@@ -39,7 +39,9 @@ void* DeviceScratch::get(ScratchSlot slot, size_t bytes) {
   touched_ |= 1u << static_cast<unsigned>(slot);
   if (bytes <= buffer.bytes) return buffer.ptr;
   const size_t grown = bytes + bytes / 4;  // amortize repeated growth
-  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  // The whole device, not only `stream`: a graph launched on another stream may hold work
+  // that reads the old buffer (the side stream's nodes are launched on the main stream's).
+  CUDA_CHECK(cudaDeviceSynchronize());
   if (buffer.ptr != nullptr) CUDA_CHECK(cudaFree(buffer.ptr));
   buffer.ptr = nullptr;
   buffer.bytes = 0;

@@ -26,13 +26,13 @@ size_t scratch_bound(size_t rows, int C, int NH, int V, bool side_work_only = fa
 
 class DeviceScratch {
  public:
-  explicit DeviceScratch(cudaStream_t stream) : stream_(stream) {}
+  DeviceScratch() = default;
   ~DeviceScratch();
   DeviceScratch(const DeviceScratch&) = delete;
   DeviceScratch& operator=(const DeviceScratch&) = delete;
 
   // Returns >= `bytes` of device memory for `slot` (16-byte aligned). Growing waits for
-  // `stream` first, so work still reading the old buffer finishes before it is freed;
+  // the device first, so work still reading the old buffer finishes before it is freed;
   // throws std::bad_alloc when the device has no room for the grown buffer.
   void* get(ScratchSlot slot, size_t bytes);
   // Which slots get() handed out since watch() (a bit per slot), and how often each slot
@@ -46,7 +46,6 @@ class DeviceScratch {
     void* ptr = nullptr;
     size_t bytes = 0;
   };
-  cudaStream_t stream_;
   std::array<Buffer, static_cast<size_t>(ScratchSlot::kCount)> buffers_{};
   std::array<uint64_t, static_cast<size_t>(ScratchSlot::kCount)> moves_{};
   uint32_t touched_ = 0;

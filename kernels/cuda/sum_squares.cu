@@ -6,10 +6,10 @@
 //   sum_add:     *acc  += sum_i x[i]            (double accumulation, stays on the device)
 //
 // Reproducible by construction: a FIXED grid (kBlocks x kThreads, independent of the
-// device) where thread j sums the 16-byte groups of 4 values j, j + stride, ... in order (or,
-// for a pointer not 16-byte aligned, single values); the up to 3 values after the last
-// group go to threads 0-2. Each block reduces with a fixed shuffle tree into
-// partial[block]; one block then adds the partials in the same tree. No atomics, so the same
+// device) where threads 0-2 first take the up to 3 values before the first 16-byte boundary,
+// then thread j sums the 16-byte groups of 4 values j, j + stride, ... in order, and threads
+// 0-2 take the up to 3 values after the last group. Each block reduces with a fixed shuffle tree
+// into partial[block]; one block then adds the partials in the same tree. No atomics, so the same
 // gradients at the same address alignment give the same bits on every run.
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_common.cuh"
@@ -25,24 +25,23 @@ __global__ void sum_squares_partial_kernel(double* partial, const float* x, size
   __shared__ double shared[kWarpSize];
   const size_t stride = static_cast<size_t>(kBlocks) * kThreads;
   const size_t thread = static_cast<size_t>(blockIdx.x) * kThreads + threadIdx.x;
+  // Values before the first 16-byte boundary (a range that starts inside a group, e.g. a
+  // ZeRO-1 shard), then whole groups, then the values after the last group.
+  const size_t misaligned = (reinterpret_cast<uintptr_t>(x) & 15u) / sizeof(float);
+  const size_t head = misaligned == 0 ? 0 : (n < 4 - misaligned ? n : 4 - misaligned);
   double acc = 0.0;
-  size_t singles_from = 0;  // where the values summed one by one begin
-  if ((reinterpret_cast<uintptr_t>(x) & 15u) == 0) {
-    const size_t groups = n / 4;
-    const auto* x4 = reinterpret_cast<const float4*>(x);
-    for (size_t i = thread; i < groups; i += stride) {
-      const float4 v = x4[i];
-      acc += static_cast<double>(v.x) * v.x;
-      acc += static_cast<double>(v.y) * v.y;
-      acc += static_cast<double>(v.z) * v.z;
-      acc += static_cast<double>(v.w) * v.w;
-    }
-    singles_from = groups * 4;
+  if (thread < head) acc += static_cast<double>(x[thread]) * x[thread];
+  const size_t groups = (n - head) / 4;
+  const auto* x4 = reinterpret_cast<const float4*>(x + head);
+  for (size_t i = thread; i < groups; i += stride) {
+    const float4 v = x4[i];
+    acc += static_cast<double>(v.x) * v.x;
+    acc += static_cast<double>(v.y) * v.y;
+    acc += static_cast<double>(v.z) * v.z;
+    acc += static_cast<double>(v.w) * v.w;
   }
-  for (size_t i = singles_from + thread; i < n; i += stride) {
-    const double value = x[i];
-    acc += value * value;
-  }
+  const size_t tail = head + groups * 4 + thread;
+  if (tail < n) acc += static_cast<double>(x[tail]) * x[tail];
   const double total = block_sum(acc, shared);
   if (threadIdx.x == 0) partial[blockIdx.x] = total;
 }

@@ -207,6 +207,28 @@ TEST(DaemonContinue, AnEndedJobContinuesFromItsLatestCheckpointBitForBit) {
   }
   // The source job is left as it was.
   EXPECT_EQ(daemon.get(first.id()).state(), accum::v1::SUCCEEDED);
+
+  // A job that ended before a checkpoint of its own continues from the one it started from.
+  const std::string step4 = first.job_dir() + "/checkpoints/step_00000004";
+  JobStatus seeded;
+  ASSERT_TRUE(
+      daemon.submit(with_resume_from(daemon.spec_json("seeded", 100000, 1, 0), step4), &seeded)
+          .ok());
+  seeded = daemon.wait_for(seeded.id(),
+                           [](const JobStatus& j) { return j.state() == accum::v1::RUNNING; });
+  ASSERT_EQ(run_accumctl(daemon, {"cancel", seeded.id(), "--force"}, &output), 0) << output;
+  seeded = daemon.wait_for(seeded.id(), ended);
+  ASSERT_EQ(seeded.state(), accum::v1::CANCELLED) << seeded.message();
+  ASSERT_EQ(seeded.latest_checkpoint_step(), 0);
+  ASSERT_EQ(run_accumctl(daemon, {"continue", seeded.id(), "--max-steps", "6"}, &output), 0)
+      << output;
+  const JobStatus again = daemon.wait_for(output.substr(0, output.find('\n')), ended);
+  ASSERT_EQ(again.state(), accum::v1::SUCCEEDED) << again.message();
+  EXPECT_EQ(again.spec().checkpoint().resume_from(), step4);
+  const auto again_rows = read_metrics(again.job_dir() + "/metrics.jsonl");
+  ASSERT_EQ(again_rows.size(), 2u);
+  EXPECT_EQ(again_rows[0].first, 5);
+  EXPECT_EQ(again_rows[0].second, straight_loss[5]);
 }
 
 TEST(DaemonContinue, ActiveJobsAndJobsWithoutACheckpointAreRefused) {
@@ -235,8 +257,9 @@ TEST(DaemonContinue, ActiveJobsAndJobsWithoutACheckpointAreRefused) {
   accum::v1::SubmitJobResponse response;
   auto context = daemon.context();
   const auto status = daemon.stub().ContinueJob(context.get(), request, &response);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
-      << "the missing checkpoint is found first: " << status.error_message();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+  EXPECT_NE(status.error_message().find("max_steps: got -3"), std::string::npos)
+      << status.error_message();
   EXPECT_EQ(run_accumctl(daemon, {"continue", "job-999999"}, &output), 6) << output;
 }
 

@@ -72,6 +72,15 @@ LongJob start_long_job(const MpiJobDir& job, const std::vector<std::string>& ext
   return long_job;
 }
 
+// Kills what is left of a long job when a test ends, passed or failed: 100000-step ranks must
+// not outlive a failed assertion.
+struct RankCleanup {
+  std::string spec;
+  ~RankCleanup() {
+    if (!spec.empty()) kill_rank_processes(spec);
+  }
+};
+
 // How many ranks of `spec` are still alive after waiting up to `seconds` for none to be.
 int ranks_left_after(const std::string& spec, double seconds) {
   const auto deadline = Clock::now() + std::chrono::duration<double>(seconds);
@@ -149,6 +158,7 @@ TEST(RankFailureTest, WithoutMpirunTeardownTheCollectiveTimeoutEndsTheJob) {
 TEST(RankFailureTest, SigkillOfMpirunLeavesNoRankBehind) {
   MpiJobDir job;
   const LongJob long_job = start_long_job(job, {});
+  const RankCleanup cleanup{long_job.spec};
   ASSERT_GT(long_job.mpirun, 0) << "the job never reached 2 steps:\n" << long_job.output;
   ASSERT_EQ(count_rank_processes(long_job.spec), 4);
   const auto killed_at = Clock::now();
@@ -170,6 +180,13 @@ TEST(RankFailureTest, SigkillOfMpirunLeavesNoRankBehind) {
 // starts an orted "on" the host and the orted starts that host's ranks, as on a cluster. Returns
 // the agent's path, or "" with `why` when `unshare --uts` is not allowed here (it needs root).
 std::string second_host_agent(const MpiJobDir& job, std::string* why) {
+  // Open MPI 4's launcher (ORTE): mpirun starts an `orted` per host through plm_rsh_agent.
+  const std::string version = run({mpirun_argv(1, "")[0], "--version"}, 30).output;
+  if (version.find("(OpenRTE) 4.") == std::string::npos &&
+      version.find("(Open MPI) 4.") == std::string::npos) {
+    *why = "the stand-in second host needs Open MPI 4's orted and plm_rsh_agent";
+    return "";
+  }
   if (std::system("unshare --uts true > /dev/null 2>&1") != 0) {
     *why = "needs `unshare --uts` (root) to stand in for a second host, and it was refused here";
     return "";
@@ -212,6 +229,7 @@ TEST(RankFailureTest, RanksOnAnotherHostEndWhenMpirunIsKilled) {
   write_file(job / "hosts", "hostb slots=4\n");
   const LongJob long_job =
       start_long_job(job, {"--hostfile", job / "hosts", "--mca", "plm_rsh_agent", agent});
+  const RankCleanup cleanup{long_job.spec};
   ASSERT_GT(long_job.mpirun, 0) << "the job never reached 2 steps:\n" << long_job.output;
   ASSERT_EQ(count_rank_processes(long_job.spec), 4);
   // The ranks run "on hostb": under an orted that the agent started in another UTS namespace,

@@ -1,6 +1,7 @@
 #include "tests/distributed/mpi_job.h"
 
 #include <dirent.h>
+#include <signal.h>
 
 #include <algorithm>
 #include <cmath>
@@ -113,6 +114,10 @@ int count_rank_processes(const std::string& spec_path) {
     ++count;
   });
   return count;
+}
+
+void kill_rank_processes(const std::string& spec_path) {
+  for_each_worker(spec_path, [](pid_t pid, const std::string&) { kill(pid, SIGKILL); });
 }
 
 int64_t expected_bucket_count(int64_t n, double bucket_mb, int world, int zero_stage) {

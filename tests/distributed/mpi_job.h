@@ -48,6 +48,8 @@ Overrides outputs_for(const std::string& tag, Overrides more = {});
 pid_t find_rank_pid(const std::string& spec_path, int rank);
 // How many accum-worker processes naming `spec_path` are alive.
 int count_rank_processes(const std::string& spec_path);
+// SIGKILLs every accum-worker process naming `spec_path` (a test's cleanup).
+void kill_rank_processes(const std::string& spec_path);
 
 // Gradient buckets the reducer cuts (grad_reducer.cpp: bucket_bytes/4 elements, rounded
 // down to a multiple of N under ZeRO-1) from a buffer of n elements.

@@ -384,12 +384,13 @@ TEST(CudaOps, SumSquaresMatchesCpuAndIsReproducible) {
   Backends backends;
   // More than one pass of the fixed grid in 16-byte groups, and 3 values after the last group.
   const size_t n = (size_t(1) << 23) + 3;
-  const auto grads = random_bf16_values(n + 1, 90, 0.01f);
+  const auto grads = random_bf16_values(n + 3, 90, 0.01f);
   Buffer cpu_grads = upload_f32(*backends.cpu, grads);
   Buffer gpu_grads = upload_f32(*backends.gpu, grads);
-  // From the buffer's start (16-byte aligned: groups of 4) and from its second value (not
-  // aligned: one by one); and ranges of 1-3 values (no group at all).
-  for (size_t offset : {0, 1}) {
+  // From the buffer's start (16-byte aligned: groups of 4) and from its second, third and
+  // fourth values (1-3 values before the first group, as a ZeRO-1 shard may start); and
+  // ranges of 1-3 values.
+  for (size_t offset : {0, 1, 2, 3}) {
     for (size_t count : {n, size_t(1), size_t(3)}) {
       SCOPED_TRACE("offset " + std::to_string(offset) + ", " + std::to_string(count) + " values");
       const double want = backends.cpu->sum_squares(cpu_grads.f32() + offset, count);

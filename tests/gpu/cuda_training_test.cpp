@@ -220,7 +220,8 @@ TEST(CudaTraining, SideStreamSwitchThatIsNotZeroOrOneIsRefused) {
 }
 
 // What side work may not do is refused by name, not left to race: nesting, a join for a
-// ticket never handed out, a copy from the host (the staging buffers are the main stream's).
+// ticket never handed out, a copy from the host (the staging buffers are the main stream's);
+// and a recorded body that throws mid-capture leaves nothing behind to wait for.
 TEST(CudaTraining, SideWorkMisuseIsRefused) {
   ACCUM_REQUIRE_CUDA();
   with_env("ACCUM_CUDA_SIDE_STREAM", "1", [&] {
@@ -239,11 +240,24 @@ TEST(CudaTraining, SideWorkMisuseIsRefused) {
                 gpu.side_work([&] { gpu.upload(buffer, host.data(), 64); });
               }).find("side work may not copy from the host"),
               std::string::npos);
+    // A recorded body that throws after queuing side work, while it is being captured (its
+    // second run): the capture is dropped, and nothing waits for its side work later (a GPU
+    // refuses waits on events recorded in a capture).
+    int runs = 0;
+    auto body = [&] {
+      gpu.side_work([&] { gpu.fill_zero(buffer, 64); });
+      if (++runs == 2) throw std::runtime_error("thrown while capturing");
+    };
+    gpu.run_recorded(&runs, 0, body);
+    EXPECT_EQ(thrown_message<std::runtime_error>([&] { gpu.run_recorded(&runs, 0, body); }),
+              "thrown while capturing");
+    std::vector<char> back(64, 7);
+    gpu.download(back.data(), buffer, 64);  // joins first: nothing of the capture to wait for
     // The back end is still usable: a side fill, joined by the download.
     gpu.side_work([&] { gpu.fill_zero(buffer, 64); });
-    std::vector<char> back(64, 7);
     gpu.download(back.data(), buffer, 64);
     EXPECT_EQ(std::count(back.begin(), back.end(), 0), 64);
+    gpu.forget_recorded(&runs);
     gpu.release(buffer);
   });
 }

@@ -76,6 +76,9 @@ struct Device {
     long activity;
   };
   std::map<cudaEvent_t, CapturedEvent> captured_events;
+  // Events whose last record was in a capture (this one or an earlier one): outside a
+  // capture they may not be queried, synchronized or waited for (cudaErrorCapturedEvent).
+  std::set<cudaEvent_t> last_recorded_in_capture;
 };
 
 Device& device() {
@@ -442,6 +445,9 @@ cudaError_t check_event(cudaEvent_t event, const char* host_waits = nullptr) {
   auto& d = accum::simt::device();
   std::lock_guard<std::mutex> lock(d.mutex);
   if (d.events.count(event) == 0) return accum::simt::record(cudaErrorInvalidResourceHandle);
+  if (d.last_recorded_in_capture.count(event) != 0) {
+    return accum::simt::record(cudaErrorCapturedEvent);
+  }
   if (d.pending.count(event) == 0) return cudaSuccess;
   if (host_waits != nullptr) {
     accum::simt::fail(std::string(host_waits) +
@@ -459,6 +465,7 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   const auto found = d.events.find(event);
   if (found == d.events.end()) return accum::simt::record(cudaErrorInvalidResourceHandle);
   if (d.capture_active) {  // a node of the graph: the point in its stream's work
+    d.last_recorded_in_capture.insert(event);
     if (stream == d.capturing) {
       d.captured_events[event] = {stream, 0, 0};
       return cudaSuccess;
@@ -473,6 +480,7 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
     return cudaSuccess;
   }
   d.captured_events.erase(event);
+  d.last_recorded_in_capture.erase(event);
   if (d.hung.count(stream) != 0) {  // it completes when the hung work does: never
     d.pending.insert(event);
     return cudaSuccess;
@@ -533,6 +541,11 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned
       ++d.members[stream].activity;  // a fork: the stream joins the capture
       return cudaSuccess;
     }
+    if (d.capture_active && (stream == d.capturing || d.members.count(stream) != 0)) {
+      accum::simt::fail(
+          "cudaStreamWaitEvent in a capture on an event recorded outside it: a dependency "
+          "across the capture's edge (a GPU refuses it: cudaErrorStreamCaptureIsolation)");
+    }
   }
   const cudaError_t status = check_event(event);
   if (status == cudaErrorNotReady) {  // the stream's later work waits for what never ends
@@ -546,6 +559,8 @@ cudaError_t cudaEventDestroy(cudaEvent_t event) {
   auto& d = accum::simt::device();
   std::lock_guard<std::mutex> lock(d.mutex);
   if (d.events.erase(event) == 0) return accum::simt::record(cudaErrorInvalidResourceHandle);
+  d.last_recorded_in_capture.erase(event);
+  d.captured_events.erase(event);
   delete reinterpret_cast<char*>(event);
   return cudaSuccess;
 }
@@ -619,6 +634,8 @@ const char* cudaGetErrorString(cudaError_t error) {
       return "invalid device ordinal";
     case cudaErrorInvalidResourceHandle:
       return "invalid resource handle";
+    case cudaErrorCapturedEvent:
+      return "operation not permitted on an event last recorded in a capturing stream";
     case cudaErrorStreamCaptureUnjoined:
       return "capture sequence contains a fork that was not joined to the primary stream";
     default:

@@ -274,6 +274,13 @@ int forked_read(bool join_before_overwrite) {
   EXPECT_EQ(cudaGraphLaunch(exec, main_stream), cudaSuccess);
   int copied = -1;
   EXPECT_EQ(cudaMemcpy(&copied, x + 1, sizeof(int), cudaMemcpyDeviceToHost), cudaSuccess);
+  // Outside the capture, an event last recorded in it may not be used (as on a GPU) until it
+  // is recorded again.
+  EXPECT_EQ(cudaStreamWaitEvent(main_stream, done, 0), cudaErrorCapturedEvent);
+  EXPECT_EQ(cudaEventQuery(done), cudaErrorCapturedEvent);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorCapturedEvent);
+  EXPECT_EQ(cudaEventRecord(done, side), cudaSuccess);
+  EXPECT_EQ(cudaStreamWaitEvent(main_stream, done, 0), cudaSuccess);
   EXPECT_EQ(cudaGraphExecDestroy(exec), cudaSuccess);
   EXPECT_EQ(cudaGraphDestroy(graph), cudaSuccess);
   EXPECT_EQ(cudaFree(x), cudaSuccess);
@@ -285,6 +292,22 @@ int forked_read(bool join_before_overwrite) {
 TEST(SimtEmulator, ForkedStreamWorkRunsAtItsJoinInTheGraph) {
   EXPECT_EQ(forked_read(true), 1) << "joined before the overwrite: the side read the first value";
   EXPECT_EQ(forked_read(false), 5) << "joined after the overwrite: the side ran at the join";
+}
+
+// A capture may not wait for an event recorded before it began: the emulator stops, as a GPU
+// refuses the capture (cudaErrorStreamCaptureIsolation).
+TEST(SimtEmulatorDeathTest, CaptureWaitingForWorkFromBeforeItFails) {
+  EXPECT_DEATH(
+      {
+        cudaStream_t stream = nullptr;
+        cudaEvent_t before = nullptr;
+        (void)cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking);
+        (void)cudaEventCreate(&before);
+        (void)cudaEventRecord(before, stream);
+        (void)cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal);
+        (void)cudaStreamWaitEvent(stream, before, 0);
+      },
+      "an event recorded outside it");
 }
 
 // A fork that is never joined back invalidates the capture, as on a GPU.

@@ -399,7 +399,7 @@ void Gpt2::layer_backward(int l, const void* residual, GradMode mode) {
   // that last added into it summed them (its dinp_sum), so these calls pass no dbias.
   be->matmul_gelu_backward(acts_->dfch, nullptr, nullptr, acts_->dresidual, a.fch_gelu, a.fch,
                            working(a.param[kFcProjW]), N, 4 * C, C, WeightLayout::kInOut, mode);
-  const int fcproj_dw = be->side_work([&] {
+  const int64_t fcproj_dw = be->side_work([&] {
     be->matmul_backward(nullptr, g + a.param[kFcProjW], nullptr, acts_->dresidual, a.fch_gelu,
                         working(a.param[kFcProjW]), N, 4 * C, C, WeightLayout::kInOut, mode);
   });
@@ -416,7 +416,7 @@ void Gpt2::layer_backward(int l, const void* residual, GradMode mode) {
   // dresidual now holds d(residual2); residual2 = residual + attproj.
   be->matmul_backward(acts_->datty, nullptr, nullptr, acts_->dresidual, a.atty,
                       working(a.param[kAttnProjW]), N, C, C, WeightLayout::kInOut, mode);
-  const int attproj_dw = be->side_work([&] {
+  const int64_t attproj_dw = be->side_work([&] {
     be->matmul_backward(nullptr, g + a.param[kAttnProjW], nullptr, acts_->dresidual, a.atty,
                         working(a.param[kAttnProjW]), N, C, C, WeightLayout::kInOut, mode);
   });
