@@ -154,11 +154,12 @@ fi
 # ACCUM_CUBLASLT_ALGOS: cuBLASLt's algorithms timed in the warm-up and kept (opt-in; RESULTS
 # 4.16), in a file of this run's own.
 # ACCUM_CUDA_SIDE_STREAM=1: the backward's weight-gradient products on a second stream, beside
-# the activation-gradient chain (a candidate; RESULTS 4.20).
+# the activation-gradient chain, below the main stream's priority (a candidate; RESULTS 4.20);
+# =equal: the same at equal priorities.
 ABLATIONS=()
 for ablation in ACCUM_ATTENTION=simple ACCUM_CUBLASLT_GELU=0 ACCUM_ATTENTION=mma_dkdv32 \
                 ACCUM_ATTENTION=mma_fwd128 ACCUM_CUDA_GRAPHS=0 ACCUM_CUBLASLT_BGRAD=1 \
-                ACCUM_CUDA_SIDE_STREAM=1 \
+                ACCUM_CUDA_SIDE_STREAM=1 ACCUM_CUDA_SIDE_STREAM=equal \
                 ACCUM_LAYERNORM_GRADS=two_pass \
                 ACCUM_ATTENTION_HEAD_GROUP=48 ACCUM_ATTENTION_HEAD_GROUP=1 \
                 "ACCUM_CUBLASLT_ALGOS=$OUT/cublaslt_algos.tsv"; do

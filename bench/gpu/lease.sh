@@ -231,7 +231,7 @@ check() {
   else
     builds+=(default="$new/gpt2_bench")
   fi
-  for switch in ${ACCUM_LEASE_CHECK_SWITCHES-ACCUM_CUDA_SIDE_STREAM=1}; do
+  for switch in ${ACCUM_LEASE_CHECK_SWITCHES-ACCUM_CUDA_SIDE_STREAM=1 ACCUM_CUDA_SIDE_STREAM=equal}; do
     builds+=("${switch//=/:}=$switch $new/gpt2_bench")  # a label has no '='
   done
   # One comparison per vocabulary of ACCUM_LEASE_CHECK_VOCABS (default: gpt2_bench's 50304).

@@ -38,12 +38,20 @@ using cu::bf16;
 inline bf16* act(void* p) { return static_cast<bf16*>(p); }
 inline const bf16* act(const void* p) { return static_cast<const bf16*>(p); }
 
+// Which end of the device's stream priorities a Stream takes: kLow is the default (CUDA's
+// least priority); kHigh, the greatest, makes the block scheduler start its kernels' blocks
+// before those of lower-priority streams whenever both wait for room on an SM.
+enum class Priority { kLow, kHigh };
+
 // Owns the stream; declared first in CudaBackend so it outlives everything using it.
 class Stream {
  public:
-  explicit Stream(int device) {
+  Stream(int device, Priority priority) {
     CUDA_CHECK(cudaSetDevice(device));
-    CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    int least = 0, greatest = 0;
+    CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+    CUDA_CHECK(cudaStreamCreateWithPriority(&stream_, cudaStreamNonBlocking,
+                                            priority == Priority::kHigh ? greatest : least));
   }
   ~Stream() {
     cudaStreamSynchronize(stream_);  // destructor: nothing to report to
@@ -86,15 +94,22 @@ bool graphs_from_environment() {
 
 // ACCUM_CUDA_SIDE_STREAM: "1" = side_work (Backend) runs on a second stream, with its own
 // cuBLASLt workspace and scratch, beside the main one: the backward's weight-gradient
-// products overlap the activation-gradient chain. Unset or "0" = side work runs in line on the
-// main stream (the default until a GPU has measured the second stream; the bits are the same).
-bool side_stream_from_environment() {
+// products overlap the activation-gradient chain. The main stream then takes the device's
+// highest priority, so the chain's blocks go first and side work fills the SMs left idle
+// (the dW products launch 96-120 blocks for an H100's 132 SMs, bench/RESULTS.md 4.20).
+// "equal" = the same, both streams at the default priority (to measure what the priority
+// buys). Unset or "0" = side work runs in line on the main stream (the default until a GPU
+// has measured the second stream; the bits are the same in every mode).
+enum class SideMode { kOff, kBelowMain, kEqual };
+SideMode side_mode_from_environment() {
   const char* value = std::getenv("ACCUM_CUDA_SIDE_STREAM");
-  if (value == nullptr || *value == '\0' || std::string(value) == "0") return false;
-  if (std::string(value) == "1") return true;
+  if (value == nullptr || *value == '\0' || std::string(value) == "0") return SideMode::kOff;
+  if (std::string(value) == "1") return SideMode::kBelowMain;
+  if (std::string(value) == "equal") return SideMode::kEqual;
   cu::cuda_fatal("CudaBackend",
                  ("ACCUM_CUDA_SIDE_STREAM='" + std::string(value) +
-                  "': expected 1 (a second stream for side work) or 0")
+                  "': expected 1 (a second stream for side work, below the main one's priority), "
+                  "equal (a second stream at the same priority) or 0")
                      .c_str(),
                  __FILE__, __LINE__);
 }
@@ -106,7 +121,7 @@ struct SideStream {
   static constexpr int kDoneEvents = 16;  // a ring: ticket t records done[t % kDoneEvents]
 
   SideStream(int device, const BackendOptions& options)
-      : stream(device),
+      : stream(device, Priority::kLow),
         matmul(stream.get(), options.cublaslt_algorithms_dir, options.cublaslt_algorithms_source) {
     CUDA_CHECK(cudaEventCreateWithFlags(&fork, cudaEventDisableTiming));
     for (cudaEvent_t& event : done)
@@ -132,12 +147,14 @@ struct SideStream {
 class CudaBackend final : public Backend {
  public:
   CudaBackend(int device, const BackendOptions& options)
+      : CudaBackend(device, options, side_mode_from_environment()) {}
+  CudaBackend(int device, const BackendOptions& options, SideMode side_mode)
       : device_(device),
-        stream_(device),
+        stream_(device, side_mode == SideMode::kBelowMain ? Priority::kHigh : Priority::kLow),
         staging_(stream_.get()),
         matmul_(stream_.get(), options.cublaslt_algorithms_dir, options.cublaslt_algorithms_source),
-        side_(side_stream_from_environment() ? std::make_unique<SideStream>(device, options)
-                                             : nullptr),
+        side_(side_mode != SideMode::kOff ? std::make_unique<SideStream>(device, options)
+                                          : nullptr),
         graphs_(graphs_from_environment()),
         peak_tflops_(cu::peak_tflops_for(device_name(device))) {}
   ~CudaBackend() override {

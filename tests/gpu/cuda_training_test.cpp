@@ -8,8 +8,9 @@
 //     new model gives the uninterrupted run's steps 3-4, bit for bit;
 //   * the op sequences recorded as CUDA graphs (the default; ACCUM_CUDA_GRAPHS=0 launches the ops
 //   one by one) train to the same bits.
-//   * the weight gradients as side work on a second stream (ACCUM_CUDA_SIDE_STREAM=1), with
-//     and without graphs, train to the bits of the one-stream run. On the emulator a captured
+//   * the weight gradients as side work on a second stream (ACCUM_CUDA_SIDE_STREAM=1, and
+//     =equal at the main stream's priority), with and without graphs, train to the bits of
+//     the one-stream run. On the emulator a captured
 //     side stream's work runs at its join (tests/simt/simt_runtime.h), so a join placed too
 //     late in Gpt2::layer_backward changes the bits here.
 #include <gtest/gtest.h>
@@ -21,6 +22,7 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bench/gpu/gpt2_step.h"
@@ -189,11 +191,12 @@ TEST(CudaTraining, SideStreamTrainsToTheSameBits) {
   std::vector<float> one_stream_weights;
   long launches = 0;
   const auto one_stream_losses = train_with("0", "1", &one_stream_weights, &launches);
-  for (const char* graphs : {"1", "0"}) {
-    SCOPED_TRACE(std::string("ACCUM_CUDA_GRAPHS=") + graphs);
+  for (const auto& [side, graphs] :
+       std::vector<std::pair<const char*, const char*>>{{"1", "1"}, {"1", "0"}, {"equal", "1"}}) {
+    SCOPED_TRACE(std::string("ACCUM_CUDA_SIDE_STREAM=") + side + " ACCUM_CUDA_GRAPHS=" + graphs);
     std::vector<float> weights;
     long side_launches = 0;
-    const auto losses = train_with("1", graphs, &weights, &side_launches);
+    const auto losses = train_with(side, graphs, &weights, &side_launches);
     // With graphs, the segments with side work are still captured and launched as graphs
     // (the forks joined back before each capture ends).
     EXPECT_EQ(side_launches, std::string(graphs) == "1" ? launches : 0);
@@ -215,7 +218,8 @@ TEST(CudaTraining, SideStreamSwitchThatIsNotZeroOrOneIsRefused) {
   std::string error;
   with_env("ACCUM_CUDA_SIDE_STREAM", "on",
            [&] { error = thrown_message<std::exception>([] { Backends backends; }); });
-  EXPECT_TRUE(error.find("ACCUM_CUDA_SIDE_STREAM='on': expected 1") != std::string::npos)
+  EXPECT_TRUE(error.find("ACCUM_CUDA_SIDE_STREAM='on': expected 1 (a second stream for side "
+                         "work, below the main one's priority), equal") != std::string::npos)
       << "error: " << error;
 }
 

@@ -573,6 +573,20 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int /*flags
   return cudaSuccess;
 }
 
+// An H100's range: 0 (the default) is the least priority, -5 the greatest. The emulator runs
+// one thing at a time, so a priority changes nothing here; it is accepted (and, as by CUDA,
+// clamped into the range).
+cudaError_t cudaDeviceGetStreamPriorityRange(int* least, int* greatest) {
+  if (least != nullptr) *least = 0;
+  if (greatest != nullptr) *greatest = -5;
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamCreateWithPriority(cudaStream_t* stream, unsigned int flags,
+                                         int /*priority*/) {
+  return cudaStreamCreateWithFlags(stream, flags);
+}
+
 cudaError_t cudaStreamDestroy(cudaStream_t stream) {
   auto& d = accum::simt::device();
   std::lock_guard<std::mutex> lock(d.mutex);
