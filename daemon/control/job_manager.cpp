@@ -439,10 +439,14 @@ absl::StatusOr<JobStatus> JobManager::continue_job(const std::string& id, int64_
   if (!listed.empty()) {
     point = listed.back();
   } else if (resumes_from_path(record->spec)) {
-    const std::string& from = record->spec.checkpoint().resume_from();
-    for (const auto& info : list_job_checkpoints(fs::path(from).parent_path().string())) {
-      std::error_code error;
-      if (fs::equivalent(info.path(), from, error)) point = info;
+    // Complete as list_job_checkpoints counts it: a step directory with its manifest.
+    const fs::path from = record->spec.checkpoint().resume_from();
+    const auto step = io::parse_step_dir_name(from.filename().string());
+    std::error_code error;
+    if (step && fs::exists(from / "manifest.json", error)) {
+      point.emplace();
+      point->set_step(*step);
+      point->set_path(from.string());
     }
   }
   if (!point) {

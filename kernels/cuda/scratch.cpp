@@ -39,8 +39,8 @@ void* DeviceScratch::get(ScratchSlot slot, size_t bytes) {
   touched_ |= 1u << static_cast<unsigned>(slot);
   if (bytes <= buffer.bytes) return buffer.ptr;
   const size_t grown = bytes + bytes / 4;  // amortize repeated growth
-  // The whole device, not only `stream`: a graph launched on another stream may hold work
-  // that reads the old buffer (the side stream's nodes are launched on the main stream's).
+  // The whole device: work that reads the old buffer may sit on any stream (the side
+  // stream's graph nodes are launched on the main stream).
   CUDA_CHECK(cudaDeviceSynchronize());
   if (buffer.ptr != nullptr) CUDA_CHECK(cudaFree(buffer.ptr));
   buffer.ptr = nullptr;

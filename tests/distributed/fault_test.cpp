@@ -7,13 +7,11 @@
 #include <signal.h>
 
 #include <chrono>
-#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <regex>
 #include <string>
 #include <thread>
-#include <utility>
 
 #include "tests/distributed/mpi_job.h"
 
@@ -202,22 +200,6 @@ std::string second_host_agent(const MpiJobDir& job, std::string* why) {
   return agent;
 }
 
-// /proc/PID/stat's parent pid and state ('Z': exited, not yet reaped), or {-1, 0} when gone.
-std::pair<pid_t, char> parent_and_state(pid_t pid) {
-  const std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
-  const size_t after_name = stat.rfind(')');
-  if (stat.empty() || after_name == std::string::npos) return {-1, 0};
-  char state = 0;
-  int parent = -1;
-  std::sscanf(stat.c_str() + after_name + 1, " %c %d", &state, &parent);
-  return {parent, state};
-}
-
-bool alive(pid_t pid) {
-  const auto [parent, state] = parent_and_state(pid);
-  return parent >= 0 && state != 'Z';
-}
-
 // The same for ranks on another host: when mpirun dies, that host's orted loses it, ends, and
 // its ranks end with it. This is what the sweep of a restarted accumd relies on for the hosts it
 // cannot see (job_supervision.cpp kills only what runs on its own host).
@@ -236,7 +218,7 @@ TEST(RankFailureTest, RanksOnAnotherHostEndWhenMpirunIsKilled) {
   // not as mpirun's children.
   const pid_t rank0 = find_rank_pid(long_job.spec, 0);
   ASSERT_GT(rank0, 0);
-  const pid_t orted = parent_and_state(rank0).first;
+  const pid_t orted = read_proc_stat(rank0).parent;
   ASSERT_GT(orted, 0);
   EXPECT_NE(orted, long_job.mpirun);
   EXPECT_NE(read_file("/proc/" + std::to_string(orted) + "/cmdline").find("orted"),
@@ -248,10 +230,10 @@ TEST(RankFailureTest, RanksOnAnotherHostEndWhenMpirunIsKilled) {
   EXPECT_EQ(wait_exit(long_job.mpirun, 10), 128 + SIGKILL);
   EXPECT_EQ(ranks_left_after(long_job.spec, kTimeoutS * 0.8), 0)
       << "ranks on the other host outlived mpirun";
-  for (int i = 0; i < 100 && alive(orted); ++i) {
+  for (int i = 0; i < 100 && process_running(orted); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  EXPECT_FALSE(alive(orted)) << "the other host's orted outlived mpirun";
+  EXPECT_FALSE(process_running(orted)) << "the other host's orted outlived mpirun";
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -101,18 +102,26 @@ pid_t find_rank_pid(const std::string& spec_path, int rank) {
   return found;
 }
 
+ProcStat read_proc_stat(pid_t pid) {
+  const std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
+  const size_t after_name = stat.rfind(')');  // the name, in parentheses, may hold spaces
+  ProcStat result;
+  if (stat.empty() || after_name == std::string::npos) return result;
+  int parent = -1;
+  std::sscanf(stat.c_str() + after_name + 1, " %c %d", &result.state, &parent);
+  result.parent = parent;
+  return result;
+}
+
+bool process_running(pid_t pid) {
+  const ProcStat stat = read_proc_stat(pid);
+  return stat.state != 0 && stat.state != 'Z';
+}
+
 int count_rank_processes(const std::string& spec_path) {
   int count = 0;
-  for_each_worker(spec_path, [&](pid_t, const std::string& pid_dir) {
-    // A zombie waiting for mpirun to reap it is no longer running.
-    const std::string stat = read_file(pid_dir + "/stat");
-    const auto close_paren = stat.rfind(')');
-    if (close_paren != std::string::npos && close_paren + 2 < stat.size() &&
-        stat[close_paren + 2] == 'Z') {
-      return;
-    }
-    ++count;
-  });
+  // A zombie waiting for mpirun to reap it is no longer running.
+  for_each_worker(spec_path, [&](pid_t pid, const std::string&) { count += process_running(pid); });
   return count;
 }
 
