@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <set>
 #include <thread>
 
 #include "absl/strings/numbers.h"
@@ -47,7 +48,7 @@ constexpr const char* kUsage = R"(usage: accumd --state-dir DIR [options]
   --stop-grace-s S          graceful cancel: STOP, SIGTERM after S, SIGKILL after 2S (default 60)
   --max-restarts N          restarts of a job whose spec leaves max_restarts unset
                             (default 3; a spec's own value, 0 included, wins)
-  --log-level L             trace|debug|info|warn|error (default info)
+  --log-level L             trace|debug|info|warn|error|critical|off (default info)
   --metrics-listen HOST:PORT  serve Prometheus metrics at http://HOST:PORT/metrics
                             (a bare PORT means 127.0.0.1:PORT; port 0 picks one; default off)
   --metrics-addr-file F     write the metrics endpoint's bound HOST:PORT to F
@@ -91,6 +92,30 @@ int parse_int(const std::string& flag, const std::string& value, int min, int ma
   return number;
 }
 
+// --listen: HOST:PORT with PORT in [0, 65535] (0: any free port); gRPC would take 99999 as
+// 34463.
+std::string parse_listen(const std::string& flag, const std::string& value) {
+  const size_t colon = value.rfind(':');
+  int port = -1;
+  if (colon == std::string::npos || !absl::SimpleAtoi(value.substr(colon + 1), &port) || port < 0 ||
+      port > 65535) {
+    usage_error(absl::StrCat(flag, " '", value,
+                             "': expected HOST:PORT with PORT in [0, 65535] (0: any free port)"));
+  }
+  return value;
+}
+
+// spdlog reads an unknown level as "off", which would silence even fatal errors.
+std::string parse_log_level(const std::string& flag, const std::string& value) {
+  static const std::set<std::string> kLevels = {"trace", "debug", "info",     "warn", "warning",
+                                                "error", "err",   "critical", "off"};
+  if (!kLevels.count(value)) {
+    usage_error(absl::StrCat(flag, " '", value,
+                             "': expected one of trace, debug, info, warn, error, critical, off"));
+  }
+  return value;
+}
+
 Flags parse_flags(int argc, char** argv) {
   Flags flags;
   flags.manager.slots = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -106,7 +131,7 @@ Flags parse_flags(int argc, char** argv) {
     if (i + 1 >= argc) usage_error(flag + ": missing value (or unknown flag)");
     const std::string value = argv[++i];
     if (flag == "--listen")
-      flags.server.listen = value;
+      flags.server.listen = parse_listen(flag, value);
     else if (flag == "--state-dir")
       flags.manager.state_dir = value;
     else if (flag == "--token-file")
@@ -140,7 +165,7 @@ Flags parse_flags(int argc, char** argv) {
     else if (flag == "--max-restarts")
       flags.manager.default_max_restarts = parse_int(flag, value, 0, 1000);  // a spec's range
     else if (flag == "--log-level")
-      flags.log_level = value;
+      flags.log_level = parse_log_level(flag, value);
     else if (flag == "--metrics-listen")
       flags.metrics_listen = value;
     else if (flag == "--metrics-addr-file")

@@ -40,6 +40,9 @@ absl::StatusOr<std::string> DaemonServer::start(const ServerOptions& options) {
     credentials = grpc::SslServerCredentials(ssl);
   }
   grpc::ServerBuilder builder;
+  // gRPC sets SO_REUSEPORT by default, so a second accumd could bind the same port and
+  // take half of the RPCs (jobs it has never heard of); with it off, the second one fails.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   int port = 0;
   builder.AddListeningPort(options.listen, credentials, &port);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);

@@ -314,14 +314,40 @@ bool make_self_signed(const std::string& dir, std::string* cert, std::string* ke
 // daemon goes over TLS too (the launcher hands them the CA), and plaintext is refused.
 TEST(DaemonSecurity, OutOfRangeFlagIsRefusedNamingTheRange) {
   DaemonHarness daemon;  // not started: only its build and scratch folders are used
-  // `timeout`: an accumd that accepted the flag would serve forever.
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"--listen 127.0.0.1:0 --max-restarts 1001",
+       "--max-restarts '1001': expected an integer in [0, 1000]"},
+      // gRPC alone would listen on 99999 - 65536 = 34463.
+      {"--listen 127.0.0.1:99999", "--listen '127.0.0.1:99999': expected HOST:PORT with PORT in"},
+      {"--listen 127.0.0.1", "--listen '127.0.0.1': expected HOST:PORT"},
+      // spdlog alone reads an unknown level as "off": a fatal error would print nothing.
+      {"--listen 127.0.0.1:0 --log-level loud",
+       "--log-level 'loud': expected one of trace, debug, info, warn, error, critical, off"},
+  };
+  for (const auto& [flags, expected] : cases) {
+    // `timeout`: an accumd that accepted the flag would serve forever.
+    const std::string command = "timeout 20 " + daemon.build_dir() + "/bin/accumd --state-dir '" +
+                                daemon.dir() + "/state' " + flags;
+    std::string output;
+    EXPECT_EQ(run_command(command, &output), 2) << flags << "\n" << output;  // a usage error
+    EXPECT_NE(output.find(expected), std::string::npos) << flags << "\n" << output;
+  }
+}
+
+// gRPC sets SO_REUSEPORT unless told not to: a second accumd on the same port would then
+// start, and the kernel would hand it half of the connections (jobs it has never heard of).
+TEST(DaemonSecurity, SecondDaemonOnTheSamePortIsRefused) {
+  DaemonHarness daemon;
+  ASSERT_TRUE(daemon.start());
   const std::string command = "timeout 20 " + daemon.build_dir() + "/bin/accumd --state-dir '" +
-                              daemon.dir() + "/state' --listen 127.0.0.1:0 --max-restarts 1001";
+                              daemon.dir() + "/second-state' --listen " + daemon.address();
   std::string output;
-  EXPECT_EQ(run_command(command, &output), 2) << output;  // accumd's usage error
-  EXPECT_NE(output.find("--max-restarts '1001': expected an integer in [0, 1000]"),
-            std::string::npos)
-      << output;
+  EXPECT_NE(run_command(command, &output), 0) << output;
+  EXPECT_NE(output.find("cannot listen on " + daemon.address()), std::string::npos) << output;
+  // The first one still answers every call.
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_EQ(run_accumctl(daemon, {"list"}, &output), 0) << output;
+  }
 }
 
 TEST(DaemonSecurity, TlsServesClientsAndWorkersAndRefusesPlaintext) {
