@@ -233,6 +233,9 @@ void JobManager::handle_exit_locked(const JobRecord& record, Runtime& runtime, i
   (void)store_->set_process(record.id, 0, 0, attempt);
   const int64_t checkpoint_step = latest_step(record);
   if (checkpoint_step > 0) (void)store_->set_latest_checkpoint(record.id, checkpoint_step);
+  // An attempt that ended while accumd was away (or re-attached to) sent its last steps
+  // to nobody: the metrics file has them, and the job's final progress comes from there.
+  if (!runtime.is_child) seed_history_locked(record, runtime);
 
   if (runtime.state == accum::v1::CANCELLING) {
     if (runtime.force) remove_partial_checkpoints(record.spec.checkpoint().dir());
@@ -244,18 +247,26 @@ void JobManager::handle_exit_locked(const JobRecord& record, Runtime& runtime, i
                   {accum::v1::CANCELLED, runtime.force ? "force_cancel" : "cancel", message});
     return;
   }
-  if (clean_exit && runtime.kill_reason.empty()) {
+  // The worker checkpoints at max_steps, so a clean exit without that checkpoint stopped
+  // early: a SIGTERM from outside accumd (an administrator, a node shutting down). The job
+  // is not done: it restarts from that stop's checkpoint, like any other interruption.
+  const int64_t max_steps = record.spec.max_steps();
+  const bool finished = checkpoint_step >= max_steps;
+  if (clean_exit && runtime.kill_reason.empty() && finished) {
     settle_locked(record.id, runtime,
                   {accum::v1::SUCCEEDED, "worker_exit",
                    absl::StrCat("finished; latest checkpoint step ", checkpoint_step)});
     return;
   }
   const FailureSummary summary = summarize_failure(record.job_dir, attempt, 5);
-  std::string what = runtime.kill_reason.empty()
-                         ? absl::StrCat(summary.rank >= 0 ? absl::StrCat("rank ", summary.rank, " ")
-                                                          : std::string("the worker "),
-                                        "ended with ", how)
-                         : runtime.kill_reason;
+  std::string what =
+      !runtime.kill_reason.empty() ? runtime.kill_reason
+      : clean_exit
+          ? absl::StrCat("the worker exited 0 at checkpoint step ", checkpoint_step, " of ",
+                         max_steps, " without being asked to stop (a SIGTERM from outside accumd?)")
+          : absl::StrCat(summary.rank >= 0 ? absl::StrCat("rank ", summary.rank, " ")
+                                           : std::string("the worker "),
+                         "ended with ", how);
   const std::string tail = summary.last_lines.empty() ? "" : "\n" + summary.last_lines;
   // A rerun reads the same input and fails the same way, so such an exit fails the
   // job at once instead of spending its restarts. mpirun exits with the code of the

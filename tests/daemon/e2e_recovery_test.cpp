@@ -192,6 +192,35 @@ TEST(DaemonRecovery, KilledDaemonRestartsWithJobIntactAndJobFinishes) {
   EXPECT_EQ(rows.back().first, 150);
 }
 
+// A job whose worker finishes while accumd is down told nobody its last steps: the
+// restarted accumd reads them back from the metrics file, so the job ends SUCCEEDED at
+// step max_steps, not at the step accumd last heard of.
+TEST(DaemonRecovery, JobThatEndsWhileAccumdIsDownShowsItsFinalStep) {
+  DaemonHarness daemon;
+  ASSERT_TRUE(daemon.start(with_slots(1)));
+  JobStatus job;
+  ASSERT_TRUE(daemon.submit(daemon.spec_json("unseen-end", 300, 1, 100), &job).ok());
+  const auto before = daemon.wait_for(job.id(), [](const JobStatus& j) {
+    return j.state() == accum::v1::RUNNING && j.last_metrics().step() >= 3;
+  });
+  ASSERT_EQ(before.state(), accum::v1::RUNNING);
+  daemon.kill9();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (!daemon.worker_pids(before.job_dir()).empty() &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(daemon.worker_pids(before.job_dir()).empty()) << "the worker did not finish";
+  ASSERT_LT(before.last_metrics().step(), 300);
+  ASSERT_TRUE(daemon.start(with_slots(1)));
+  const auto done = daemon.wait_for(
+      job.id(), [](const JobStatus& j) { return j.state() == accum::v1::SUCCEEDED; },
+      std::chrono::seconds(60));
+  ASSERT_EQ(done.state(), accum::v1::SUCCEEDED) << done.message();
+  EXPECT_EQ(done.last_metrics().step(), 300);
+  EXPECT_EQ(done.restarts(), 0);
+}
+
 // Two accumd on one state dir would both reconcile and supervise its jobs. The second
 // exits at once with 2, naming the lock file, and the first keeps serving: its running
 // job finishes unrestarted and it takes new submits. (The restart tests above show that

@@ -239,5 +239,41 @@ TEST(DaemonSupervision, WorkerThatNeverSaysHelloIsKilledAndRestarted) {
   EXPECT_TRUE(daemon.worker_pids(done.job_dir()).empty()) << "a killed attempt still runs";
 }
 
+// A worker stopped by a SIGTERM accumd did not send (an administrator, a node going down)
+// checkpoints and exits 0, as it does for accumd's own STOP. The job is not done: it
+// restarts from that checkpoint and trains to max_steps, and never reads as SUCCEEDED
+// partway.
+TEST(DaemonSupervision, WorkerStoppedBySigtermFromOutsideRestartsInsteadOfSucceeding) {
+  DaemonHarness daemon;
+  ASSERT_TRUE(daemon.start(with_slots(1)));
+  JobStatus job;
+  ASSERT_TRUE(daemon.submit(daemon.spec_json("outside-term", 120, 1, 0), &job).ok());
+  const JobStatus running = daemon.wait_for(job.id(), [](const JobStatus& j) {
+    return j.state() == accum::v1::RUNNING && j.last_metrics().step() >= 3;
+  });
+  ASSERT_EQ(running.state(), accum::v1::RUNNING) << running.message();
+  const auto pids = daemon.worker_pids(running.job_dir());
+  ASSERT_EQ(pids.size(), 1u);
+  ASSERT_EQ(kill(pids[0], SIGTERM), 0);
+
+  const JobStatus done = daemon.wait_for(job.id(), ended, std::chrono::seconds(180));
+  ASSERT_EQ(done.state(), accum::v1::SUCCEEDED) << done.message();
+  EXPECT_EQ(done.last_metrics().step(), 120);
+  EXPECT_EQ(done.restarts(), 1);
+  int restarting = 0, succeeded = 0;
+  for (const auto& t : done.transitions()) {
+    if (t.state() == accum::v1::SUCCEEDED) ++succeeded;
+    if (t.state() != accum::v1::RESTARTING) continue;
+    ++restarting;
+    EXPECT_NE(t.message().find("attempt 1: the worker exited 0 at checkpoint step "),
+              std::string::npos)
+        << t.message();
+    EXPECT_NE(t.message().find(" of 120 without being asked to stop"), std::string::npos)
+        << t.message();
+  }
+  EXPECT_EQ(restarting, 1);
+  EXPECT_EQ(succeeded, 1);
+}
+
 }  // namespace
 }  // namespace accum::testing
