@@ -146,6 +146,7 @@ absl::StatusOr<JobStatus> JobManager::submit(accum::v1::JobSpec spec, const std:
   }
   if (auto status = check_readable_file("launch.hostfile", spec.launch().hostfile()); !status.ok())
     return status;
+  if (auto status = check_job_mpirun_args(spec.launch()); !status.ok()) return status;
   if (auto status = check_resume_from(spec); !status.ok()) return status;
 
   std::lock_guard lock(mutex_);

@@ -3,9 +3,11 @@
 
 #include <unistd.h>
 
+#include <cctype>
 #include <cstdlib>
 #include <filesystem>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "daemon/spec/spec.h"
 #include "daemon/worker/io/checkpoint_dir.h"
@@ -16,6 +18,82 @@ std::string default_gomp_spincount() {
   const bool chosen =
       std::getenv("GOMP_SPINCOUNT") != nullptr || std::getenv("OMP_WAIT_POLICY") != nullptr;
   return chosen ? "" : "10000";
+}
+
+namespace {
+
+bool starts_with_any(const std::string& text, std::initializer_list<const char*> prefixes) {
+  for (const char* prefix : prefixes) {
+    if (absl::StartsWith(text, prefix)) return true;
+  }
+  return false;
+}
+
+bool is_identifier(const std::string& text) {
+  if (text.empty() || std::isdigit(static_cast<unsigned char>(text[0]))) return false;
+  for (const char c : text) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_') return false;
+  }
+  return true;
+}
+
+constexpr const char* kAllowedMpirunArgs =
+    "expected mpirun options only: --mca NAME VALUE (btl, pml, mtl, coll, osc, mpi_, "
+    "rmaps_base_, hwloc_base_), -x NAME[=VALUE] (NCCL_, OMP_, GOMP_, UCX_, ACCUM_, "
+    "CUDA_VISIBLE_DEVICES, CUDA_DEVICE_ORDER), --bind-to X, --map-by X, --rank-by X, "
+    "--report-bindings, --display-map, --display-allocation, --tag-output, --timestamp-output";
+
+}  // namespace
+
+absl::Status check_job_mpirun_args(const accum::v1::LaunchSpec& launch) {
+  const auto& args = launch.mpirun_args();
+  auto refuse = [&](int i, const std::string& why) {
+    return absl::InvalidArgumentError(absl::StrCat("launch.mpirun_args[", i, "]: '", args[i], "' ",
+                                                   why, "; ", kAllowedMpirunArgs));
+  };
+  auto value_of = [&](int i) -> const std::string* {
+    return i + 1 < args.size() ? &args[i + 1] : nullptr;
+  };
+  for (int i = 0; i < args.size(); ++i) {
+    const std::string& arg = args[i];
+    if (arg == "--mca" || arg == "-mca") {
+      if (i + 2 >= args.size()) return refuse(i, "needs a parameter name and a value");
+      const std::string& name = args[i + 1];
+      if (!is_identifier(name) ||
+          !starts_with_any(
+              name, {"btl", "pml", "mtl", "coll", "osc", "mpi_", "rmaps_base_", "hwloc_base_"}) ||
+          absl::StrContains(name, "agent")) {
+        return refuse(i + 1, "is not an MCA parameter a job may set");
+      }
+      i += 2;
+    } else if (arg == "-x") {
+      const std::string* value = value_of(i);
+      if (value == nullptr) return refuse(i, "needs NAME or NAME=VALUE");
+      const std::string name = value->substr(0, value->find('='));
+      const bool allowed = is_identifier(name) &&
+                           (starts_with_any(name, {"NCCL_", "OMP_", "GOMP_", "UCX_", "ACCUM_"}) ||
+                            name == "CUDA_VISIBLE_DEVICES" || name == "CUDA_DEVICE_ORDER") &&
+                           !absl::StrContains(name, "PLUGIN") && !absl::StrContains(name, "LIB") &&
+                           !absl::StrContains(name, "PATH");
+      if (!allowed) return refuse(i + 1, "is not an environment variable a job may set");
+      i += 1;
+    } else if (arg == "--bind-to" || arg == "--map-by" || arg == "--rank-by") {
+      const std::string* value = value_of(i);
+      if (value == nullptr || value->empty() || absl::StartsWith(*value, "-")) {
+        return refuse(i, "needs a value");
+      }
+      i += 1;
+    } else if (arg == "--report-bindings" || arg == "--display-map" ||
+               arg == "--display-allocation" || arg == "--tag-output" ||
+               arg == "--timestamp-output") {
+      continue;
+    } else if (!absl::StartsWith(arg, "-")) {
+      return refuse(i, "is not an option (a program or its argument): accumd runs accum-worker");
+    } else {
+      return refuse(i, "is not allowed here (accumd sets -np, hosts, output files itself)");
+    }
+  }
+  return absl::OkStatus();
 }
 
 std::string attempt_log_dir(const std::string& job_dir, int attempt) {

@@ -26,6 +26,20 @@ namespace accum::control {
 // (see LauncherConfig::gomp_spincount).
 std::string default_gomp_spincount();
 
+// A spec's launch.mpirun_args, checked at submit. They are options of mpirun, never a
+// program or its arguments, and never what accumd sets itself (-np, hosts, output files):
+// an argument list is otherwise a way to run any command as accumd's user, or to start
+// more ranks than the job's slots. Allowed, each with its values:
+//   --mca NAME VALUE   NAME of the btl, pml, mtl, coll, osc, mpi_, rmaps_base_ or
+//                      hwloc_base_ frameworks (not the launch agents: plm_, orte_, odls_)
+//   -x NAME[=VALUE]    NAME starting NCCL_, OMP_, GOMP_, UCX_, ACCUM_, CUDA_VISIBLE_DEVICES
+//                      or CUDA_DEVICE_ORDER, and not naming a plugin or library to load
+//   --bind-to X, --map-by X, --rank-by X
+//   --report-bindings, --display-map, --display-allocation, --tag-output,
+//   --timestamp-output
+// The operator's own --mpirun-arg is not checked. The error names launch.mpirun_args[i].
+absl::Status check_job_mpirun_args(const accum::v1::LaunchSpec& launch);
+
 struct LauncherConfig {
   std::string worker_binary;             // accum-worker
   std::string mpirun = "mpirun";         // Open MPI's launcher

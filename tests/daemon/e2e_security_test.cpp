@@ -112,6 +112,9 @@ TEST(DaemonSecurity, MalformedSpecsAreInvalidArgumentNamingTheField) {
       {with("\"launch\": {\"hostfile\": \"a-folder\"}"),
        "launch.hostfile: '" + daemon.dir() + "/a-folder' is not a regular file"},
       {replace("\"format\"", "\"val\": \"\", \"format\""), "`data.val`: contains an empty path"},
+      // Would run a shell as accumd's user.
+      {with("\"launch\": {\"mpirun_args\": [\"/bin/sh\", \"-c\", \"id\"]}"),
+       "launch.mpirun_args[0]: '/bin/sh' is not an option"},
       {replace("\"every_steps\": 0", "\"every_steps\": -2"), "`checkpoint.every_steps`: got -2"},
       {with("\"log_every_steps\": -1"), "`log_every_steps`: got -1"},
       // d_model 64 / n_head 16 = head size 4: no CUDA attention kernel for it.

@@ -14,6 +14,7 @@
 #include <fstream>
 #include <thread>
 
+#include "absl/strings/str_join.h"
 #include "daemon/control/job_files.h"
 #include "daemon/control/process.h"
 #include "daemon/spec/spec.h"
@@ -122,6 +123,64 @@ TEST(Launcher, MpirunLineHasRanksRootOversubscribeHostfileAndArgs) {
   const auto small = build_launch(config, two).argv;
   EXPECT_FALSE(contains(small, "--allow-run-as-root"));
   EXPECT_FALSE(contains(small, "--oversubscribe"));
+}
+
+accum::v1::LaunchSpec launch_with(const std::vector<std::string>& args) {
+  accum::v1::LaunchSpec launch;
+  for (const auto& arg : args) launch.add_mpirun_args(arg);
+  return launch;
+}
+
+TEST(Launcher, JobMpirunArgsAcceptMpirunOptions) {
+  const std::vector<std::vector<std::string>> accepted = {
+      {},
+      {"--bind-to", "none"},
+      {"--map-by", "ppr:4:node", "--rank-by", "slot", "--report-bindings"},
+      {"--mca", "btl", "self,vader", "--mca", "btl_tcp_if_include", "eth0"},
+      {"-mca", "pml", "ob1", "--mca", "coll_hcoll_enable", "0"},
+      {"-x", "NCCL_DEBUG=INFO", "-x", "OMP_NUM_THREADS", "-x", "CUDA_VISIBLE_DEVICES=0,1"},
+      {"--tag-output", "--timestamp-output", "--display-map", "--display-allocation"},
+  };
+  for (const auto& args : accepted) {
+    const auto status = check_job_mpirun_args(launch_with(args));
+    EXPECT_TRUE(status.ok()) << absl::StrJoin(args, " ") << ": " << status.message();
+  }
+}
+
+// Each of these would run another program as accumd's user, start more ranks than the
+// job's slots, or take over what accumd sets itself.
+TEST(Launcher, JobMpirunArgsRefuseProgramsLaunchOptionsAndLoaders) {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> refused = {
+      {{"/bin/sh", "-c", "id > /tmp/owned"},
+       "launch.mpirun_args[0]: '/bin/sh' is not an option (a program or its argument)"},
+      {{"--bind-to", "none", "hostname"}, "launch.mpirun_args[2]: 'hostname' is not an option"},
+      {{"-np", "2"}, "launch.mpirun_args[0]: '-np' is not allowed here"},
+      {{"--host", "a,b"}, "launch.mpirun_args[0]: '--host' is not allowed here"},
+      {{"--hostfile", "h"}, "'--hostfile' is not allowed here"},
+      {{"--launch-agent", "/tmp/x"}, "'--launch-agent' is not allowed here"},
+      {{"--prefix", "/tmp"}, "'--prefix' is not allowed here"},
+      {{"--definitely-not-a-flag"}, "'--definitely-not-a-flag' is not allowed here"},
+      {{"--mca", "plm_rsh_agent", "/bin/sh"},
+       "launch.mpirun_args[1]: 'plm_rsh_agent' is not an MCA parameter a job may set"},
+      {{"--mca", "orte_launch_agent", "x"}, "'orte_launch_agent' is not an MCA parameter"},
+      {{"--mca", "btl"}, "launch.mpirun_args[0]: '--mca' needs a parameter name and a value"},
+      {{"-x", "LD_PRELOAD=/tmp/evil.so"},
+       "launch.mpirun_args[1]: 'LD_PRELOAD=/tmp/evil.so' is not an environment variable"},
+      {{"-x", "PATH=/tmp"}, "'PATH=/tmp' is not an environment variable a job may set"},
+      {{"-x", "NCCL_NET_PLUGIN=/tmp/p.so"}, "'NCCL_NET_PLUGIN=/tmp/p.so' is not an environment"},
+      {{"-x", "OMP_TOOL_LIBRARIES=/tmp/t.so"}, "is not an environment variable"},
+      {{"-x"}, "launch.mpirun_args[0]: '-x' needs NAME or NAME=VALUE"},
+      {{"--map-by"}, "'--map-by' needs a value"},
+  };
+  for (const auto& [args, expected] : refused) {
+    const auto status = check_job_mpirun_args(launch_with(args));
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << absl::StrJoin(args, " ");
+    EXPECT_NE(std::string(status.message()).find(expected), std::string::npos)
+        << absl::StrJoin(args, " ") << ": " << status.message();
+    EXPECT_NE(std::string(status.message()).find("expected mpirun options only: --mca NAME VALUE"),
+              std::string::npos)
+        << status.message();
+  }
 }
 
 class ProcessTest : public ::testing::Test {
