@@ -115,7 +115,8 @@ int continue_job(Connection& connection, const std::string& id, int64_t max_step
   request.set_id(id);
   request.set_max_steps(max_steps);
   accum::v1::SubmitJobResponse response;
-  auto context = connection.context();
+  // accumd reads the checkpoint through (sha256) before it submits: gigabytes for big models.
+  auto context = connection.context(600);
   const auto status = connection.stub().ContinueJob(context.get(), request, &response);
   if (!status.ok()) return connection.report(status, "continue " + id);
   print_queued(connection, response.job());

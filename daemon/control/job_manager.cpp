@@ -10,9 +10,11 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "daemon/control/job_files.h"
 #include "daemon/control/job_state.h"
 #include "daemon/control/resume_point.h"
@@ -422,9 +424,10 @@ absl::StatusOr<accum::v1::CheckpointInfo> JobManager::checkpoint(
 }
 
 absl::StatusOr<JobStatus> JobManager::continue_job(const std::string& id, int64_t max_steps) {
-  if (max_steps < 0) {
+  if (max_steps < 0 || max_steps > std::numeric_limits<int32_t>::max()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("max_steps: got ", max_steps, "; expected 0 (the job's own) or a step count"));
+        absl::StrCat("max_steps: got ", max_steps, "; expected 0 (the job's own) or a step count ",
+                     "of at most ", std::numeric_limits<int32_t>::max()));
   }
   auto record = this->record(id);
   if (!record.ok()) return record.status();
@@ -434,12 +437,27 @@ absl::StatusOr<JobStatus> JobManager::continue_job(const std::string& id, int64_
                      ": a job continues once it has ended (a graceful cancel ends it with a "
                      "checkpoint)"));
   }
-  // Its own latest checkpoint; or, if it wrote none, the one it started from.
+  // Its own newest checkpoint that verifies (sha256 of every file, as the worker will check
+  // it: a damaged one would only fail the new job); or, if it wrote none, the one it
+  // started from.
   std::optional<accum::v1::CheckpointInfo> point;
   const auto listed = list_job_checkpoints(record->spec.checkpoint().dir());
-  if (!listed.empty()) {
-    point = listed.back();
-  } else if (resumes_from_path(record->spec)) {
+  std::vector<std::string> damaged;
+  for (auto it = listed.rbegin(); it != listed.rend() && !point; ++it) {
+    if (const absl::Status verified = io::verify_checkpoint(it->path()); !verified.ok()) {
+      spdlog::warn("continue {}: checkpoint {} does not verify: {}", id, it->path(),
+                   std::string(verified.message()));
+      damaged.push_back(absl::StrCat("step ", it->step(), ": ", verified.message()));
+    } else {
+      point = *it;
+    }
+  }
+  if (!listed.empty() && !point) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", id, " has no checkpoint that verifies (in ",
+                     record->spec.checkpoint().dir(), "): ", absl::StrJoin(damaged, "; ")));
+  }
+  if (listed.empty() && resumes_from_path(record->spec)) {
     // Complete as list_job_checkpoints counts it: a step directory with its manifest.
     const fs::path from = record->spec.checkpoint().resume_from();
     const auto step = io::parse_step_dir_name(from.filename().string());
@@ -464,8 +482,11 @@ absl::StatusOr<JobStatus> JobManager::continue_job(const std::string& id, int64_
   }
   spec.mutable_checkpoint()->set_resume_from(point->path());
   spec.clear_init_from();  // a resume reads the checkpoint's weights, never init_from
-  return submit(std::move(spec), record->spec_dir,
-                absl::StrCat("continues ", id, " from its checkpoint at step ", point->step()));
+  std::string note = absl::StrCat("continues ", id, " from its checkpoint at step ", point->step());
+  if (!damaged.empty()) {
+    absl::StrAppend(&note, " (newer ones do not verify: ", absl::StrJoin(damaged, "; "), ")");
+  }
+  return submit(std::move(spec), record->spec_dir, note);
 }
 
 absl::StatusOr<std::vector<accum::v1::CheckpointInfo>> JobManager::checkpoints(

@@ -263,5 +263,64 @@ TEST(DaemonContinue, ActiveJobsAndJobsWithoutACheckpointAreRefused) {
   EXPECT_EQ(run_accumctl(daemon, {"continue", "job-999999"}, &output), 6) << output;
 }
 
+// A damaged newest checkpoint (same size, one byte flipped: only its sha256 tells) would
+// fail the continued job at its first load; continue passes over it to the newest one that
+// verifies and says so, and refuses when none does. A max_steps beyond the spec's 32 bits is
+// refused, not cut short.
+TEST(DaemonContinue, DamagedCheckpointsArePassedOverAndHugeMaxStepsIsRefused) {
+  DaemonHarness daemon;
+  ASSERT_TRUE(daemon.start());
+  JobStatus first;
+  ASSERT_TRUE(daemon.submit(daemon.spec_json("first", 8, 1, 4), &first).ok());
+  first = daemon.wait_for(first.id(), ended);
+  ASSERT_EQ(first.state(), accum::v1::SUCCEEDED) << first.message();
+  auto flip_a_byte = [](const std::string& path) {
+    std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
+    ASSERT_TRUE(file) << path;
+    file.seekg(0, std::ios::end);
+    const std::streamoff middle = file.tellg() / 2;
+    char byte = 0;
+    file.seekg(middle);
+    file.read(&byte, 1);
+    byte = static_cast<char>(byte ^ 0x40);
+    file.seekp(middle);
+    file.write(&byte, 1);
+  };
+  const std::string checkpoints = first.job_dir() + "/checkpoints";
+  flip_a_byte(checkpoints + "/step_00000008/model.safetensors");
+
+  std::string output;
+  for (const std::string huge : {"4294967746", "2147483648"}) {
+    EXPECT_EQ(run_accumctl(daemon, {"continue", first.id(), "--max-steps", huge}, &output), 5)
+        << output;
+    EXPECT_NE(output.find("max_steps: got " + huge +
+                          "; expected 0 (the job's own) or a step "
+                          "count of at most 2147483647"),
+              std::string::npos)
+        << output;
+  }
+  ASSERT_EQ(run_accumctl(daemon, {"continue", first.id(), "--max-steps", "10"}, &output), 0)
+      << output;
+  const JobStatus next = daemon.wait_for(output.substr(0, output.find('\n')), ended);
+  ASSERT_EQ(next.state(), accum::v1::SUCCEEDED) << next.message();
+  EXPECT_EQ(next.spec().checkpoint().resume_from(), checkpoints + "/step_00000004");
+  ASSERT_FALSE(next.transitions().empty());
+  const std::string& note = next.transitions(0).message();
+  EXPECT_NE(note.find("from its checkpoint at step 4 (newer ones do not verify: step 8: "),
+            std::string::npos)
+      << note;
+  EXPECT_NE(note.find("model.safetensors"), std::string::npos) << note;
+  const auto rows = read_metrics(next.job_dir() + "/metrics.jsonl");
+  ASSERT_EQ(rows.size(), 6u);
+  EXPECT_EQ(rows.front().first, 5);
+
+  flip_a_byte(checkpoints + "/step_00000004/model.safetensors");
+  EXPECT_EQ(run_accumctl(daemon, {"continue", first.id(), "--max-steps", "10"}, &output), 7)
+      << output;
+  EXPECT_NE(output.find(absl::StrCat("job ", first.id(), " has no checkpoint that verifies")),
+            std::string::npos)
+      << output;
+}
+
 }  // namespace
 }  // namespace accum::testing

@@ -139,13 +139,14 @@ class Client:
         Returns the JobStatus (CANCELLING, or CANCELLED when nothing was running)."""
         return self._unary(self._stub.CancelJob, accum_pb2.CancelJobRequest(id=job_id, force=force))
 
-    def continue_job(self, job_id, max_steps=0):
-        """Queues a new job that goes on from the ended job's latest complete checkpoint
-        (the same spec; max_steps 0: the job's own, else train to that step). Returns the
-        new job's JobStatus. FAILED_PRECONDITION while the job is active or when it has no
-        checkpoint; INVALID_ARGUMENT when max_steps leaves nothing to train."""
+    def continue_job(self, job_id, max_steps=0, timeout=600.0):
+        """Queues a new job that goes on from the ended job's newest checkpoint that
+        verifies (the same spec; max_steps 0: the job's own, else train to that step).
+        Returns the new job's JobStatus. FAILED_PRECONDITION while the job is active or when
+        no checkpoint verifies; INVALID_ARGUMENT when max_steps leaves nothing to train.
+        accumd reads the checkpoint through first, hence the long timeout."""
         request = accum_pb2.ContinueJobRequest(id=job_id, max_steps=max_steps)
-        return self._unary(self._stub.ContinueJob, request).job
+        return self._unary(self._stub.ContinueJob, request, timeout).job
 
     def checkpoint(self, job_id, timeout=600.0):
         """Checkpoints a RUNNING job at its next optimizer step; returns the
