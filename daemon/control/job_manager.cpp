@@ -183,7 +183,7 @@ absl::StatusOr<JobStatus> JobManager::submit(accum::v1::JobSpec spec, const std:
   // Durably (the parents fsynced), as the job record will be: see write_job_spec().
   for (const char* sub : {"/checkpoints", "/logs"}) {
     if (auto status = io::create_directories_durable(record.job_dir + sub); !status.ok()) {
-      return refuse(absl::UnavailableError(status.message()));
+      return refuse(state_dir_error(status, "cannot create the job's folder"));
     }
   }
   if (auto status = write_job_spec(record.job_dir, spec); !status.ok()) return refuse(status);

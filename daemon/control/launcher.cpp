@@ -102,6 +102,14 @@ std::string attempt_log_dir(const std::string& job_dir, int attempt) {
 
 std::string job_spec_path(const std::string& job_dir) { return job_dir + "/spec.json"; }
 
+absl::Status state_dir_error(const absl::Status& cause, absl::string_view what) {
+  if (absl::IsResourceExhausted(cause)) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(what, ": ", cause.message(), " (the disk is full; free space and retry)"));
+  }
+  return absl::UnavailableError(absl::StrCat(what, ": ", cause.message()));
+}
+
 absl::Status write_job_spec(const std::string& job_dir, const accum::v1::JobSpec& spec) {
   const std::string path = job_spec_path(job_dir);
   const std::string temp = path + ".tmp";
@@ -112,7 +120,7 @@ absl::Status write_job_spec(const std::string& job_dir, const accum::v1::JobSpec
       !status.ok()) {
     std::error_code ignored;
     std::filesystem::remove(temp, ignored);
-    return absl::UnavailableError(absl::StrCat("cannot write the job's spec: ", status.message()));
+    return state_dir_error(status, "cannot write the job's spec");
   }
   std::error_code error;
   std::filesystem::rename(temp, path, error);
@@ -121,7 +129,7 @@ absl::Status write_job_spec(const std::string& job_dir, const accum::v1::JobSpec
         absl::StrCat("cannot rename ", temp, " to ", path, ": ", error.message()));
   }
   if (auto status = io::fsync_dir(job_dir); !status.ok()) {
-    return absl::UnavailableError(absl::StrCat("cannot write the job's spec: ", status.message()));
+    return state_dir_error(status, "cannot write the job's spec");
   }
   return absl::OkStatus();
 }

@@ -26,6 +26,10 @@ namespace accum::control {
 // (see LauncherConfig::gomp_spincount).
 std::string default_gomp_spincount();
 
+// An error writing under the state dir, as a status for clients: RESOURCE_EXHAUSTED when
+// `cause` is a full disk (accumctl: exit 8, "free space"), else UNAVAILABLE.
+absl::Status state_dir_error(const absl::Status& cause, absl::string_view what);
+
 // A spec's launch.mpirun_args, checked at submit. They are options of mpirun, never a
 // program or its arguments, and never what accumd sets itself (-np, hosts, output files):
 // an argument list is otherwise a way to run any command as accumd's user, or to start

@@ -266,7 +266,8 @@ TEST_F(ProcessTest, JobSpecInAMissingFolderIsRefusedNamingThePathAndWhy) {
   EXPECT_NE(status.message().find(std::strerror(ENOENT)), std::string::npos) << status;
 }
 
-// A full disk: the refused write names the file and the reason, the spec.json already
+// A full disk: the refused write is RESOURCE_EXHAUSTED (accumctl says the disk is full and
+// exits 8, not "cannot reach accumd"), names the file and the reason, the spec.json already
 // there is kept as it was, and no temporary file is left behind.
 TEST_F(ProcessTest, JobSpecOnAFullDiskKeepsTheOldOneAndLeavesNoTempFile) {
   const std::string job_dir = dir_ + "/disk";
@@ -276,7 +277,9 @@ TEST_F(ProcessTest, JobSpecOnAFullDiskKeepsTheOldOneAndLeavesNoTempFile) {
   const std::string before = read_text(job_spec_path(job_dir));
   ASSERT_GT(disk.fill("filler"), 0u);
   const absl::Status status = write_job_spec(job_dir, named_spec("after-the-disk-filled"));
-  EXPECT_TRUE(absl::IsUnavailable(status)) << status;
+  EXPECT_TRUE(absl::IsResourceExhausted(status)) << status;
+  EXPECT_NE(status.message().find("the disk is full; free space and retry"), std::string::npos)
+      << status;
   EXPECT_NE(status.message().find(job_dir + "/spec.json.tmp"), std::string::npos) << status;
   EXPECT_NE(status.message().find(std::strerror(ENOSPC)), std::string::npos) << status;
   EXPECT_EQ(read_text(job_spec_path(job_dir)), before);

@@ -24,6 +24,8 @@ namespace {
 absl::Status errno_error(const std::string& path, absl::string_view action, int err) {
   std::string what = absl::StrCat(path, ": ", action, " failed: ", std::strerror(err));
   if (err == ENOENT) return absl::NotFoundError(what);
+  // A full disk (or quota) is the caller's to tell apart: freeing space is the remedy.
+  if (err == ENOSPC || err == EDQUOT) return absl::ResourceExhaustedError(what);
   return absl::InternalError(what);
 }
 
