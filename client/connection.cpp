@@ -51,6 +51,8 @@ std::unique_ptr<Connection> Connection::open(const ConnectionOptions& options, s
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+  // As much as accumd sends (a list of many jobs, each with its spec), not gRPC's 4 MiB.
+  args.SetMaxReceiveMessageSize(64 << 20);
   connection->channel_ = grpc::CreateCustomChannel(options.server, credentials, args);
   connection->stub_ = accum::v1::Control::NewStub(connection->channel_);
   return connection;

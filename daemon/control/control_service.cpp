@@ -147,6 +147,12 @@ grpc::Status ControlService::StreamLogs(grpc::ServerContext* context,
   if (request->tail() < 0) return {grpc::StatusCode::INVALID_ARGUMENT, "tail: negative"};
   auto record = manager_->record(request->id());
   if (!record.ok()) return to_grpc(record.status());
+  if (request->rank() < -1 || request->rank() >= record->world_size) {
+    return {grpc::StatusCode::INVALID_ARGUMENT,
+            absl::StrCat("rank: got ", request->rank(), "; job ", record->id, " has ",
+                         record->world_size, record->world_size == 1 ? " rank" : " ranks",
+                         ", so expected -1 (all) or 0..", record->world_size - 1)};
+  }
   const std::string id = request->id();
   stream_job_logs(
       record->job_dir, request->rank(), request->tail(), request->follow(),

@@ -19,6 +19,7 @@
 #include "daemon/control/job_state.h"
 #include "daemon/control/resume_point.h"
 #include "daemon/spec/spec.h"
+#include "daemon/worker/data/token_stream.h"
 #include "daemon/worker/io/checkpoint_dir.h"
 #include "google/protobuf/util/json_util.h"
 #include "spdlog/spdlog.h"
@@ -59,6 +60,24 @@ absl::Status check_readable_file(const std::string& field, const std::string& pa
   if (::access(path.c_str(), R_OK) != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat(field, ": '", path, "' cannot be read (", std::strerror(errno), ")"));
+  }
+  return absl::OkStatus();
+}
+
+constexpr size_t kMaxSpecBytes = 256 << 10;
+
+// The files data.train or data.val name, as the worker will expand them (globs in order,
+// each matching at least one file): each must be a readable file. Checked at submit, so a
+// typo or an empty glob is refused with its field instead of failing the first attempt.
+absl::Status check_data_files(const std::string& field,
+                              const google::protobuf::RepeatedPtrField<std::string>& paths) {
+  if (paths.empty()) return absl::OkStatus();
+  auto files = data::expand_paths(std::vector<std::string>(paths.begin(), paths.end()));
+  if (!files.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": ", files.status().message()));
+  }
+  for (const auto& file : *files) {
+    if (auto status = check_readable_file(field, file); !status.ok()) return status;
   }
   return absl::OkStatus();
 }
@@ -119,6 +138,13 @@ int JobManager::max_restarts(const JobRecord& record) const {
 absl::StatusOr<JobStatus> JobManager::submit(accum::v1::JobSpec spec, const std::string& spec_dir,
                                              const std::string& note) {
   if (spec_dir.size() > 4096) return absl::InvalidArgumentError("spec_dir: longer than 4096 bytes");
+  // Every job's spec travels in each ListJobs answer and sits in the job store: a huge one
+  // (thousands of listed paths) would make `list` too big for any client.
+  if (const size_t bytes = spec.ByteSizeLong(); bytes > kMaxSpecBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the spec is ", bytes, " bytes (data.train lists ", spec.data().train_size(),
+        " paths); expected at most ", kMaxSpecBytes, ": name many data files with one glob"));
+  }
   if (!spec_dir.empty() && spec_dir.front() != '/') {
     return absl::InvalidArgumentError(
         absl::StrCat("spec_dir: '", spec_dir, "' is relative; expected an absolute folder"));
@@ -137,15 +163,10 @@ absl::StatusOr<JobStatus> JobManager::submit(accum::v1::JobSpec spec, const std:
                                                      " ranks, but this accumd has only ",
                                                      config_.slots, " slots (--slots)"));
   }
-  for (const auto& train : spec.data().train()) {
-    if (train.find_first_of("*?[") == std::string::npos && !fs::exists(train)) {
-      return absl::InvalidArgumentError(absl::StrCat("data.train: '", train, "' does not exist"));
-    }
-  }
-  if (!spec.init_from().empty() && !fs::exists(spec.init_from())) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("init_from: '", spec.init_from(), "' does not exist"));
-  }
+  if (auto status = check_data_files("data.train", spec.data().train()); !status.ok())
+    return status;
+  if (auto status = check_data_files("data.val", spec.data().val()); !status.ok()) return status;
+  if (auto status = check_readable_file("init_from", spec.init_from()); !status.ok()) return status;
   if (auto status = check_readable_file("launch.hostfile", spec.launch().hostfile()); !status.ok())
     return status;
   if (auto status = check_job_mpirun_args(spec.launch()); !status.ok()) return status;

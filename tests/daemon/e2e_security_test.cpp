@@ -112,6 +112,15 @@ TEST(DaemonSecurity, MalformedSpecsAreInvalidArgumentNamingTheField) {
       {with("\"launch\": {\"hostfile\": \"a-folder\"}"),
        "launch.hostfile: '" + daemon.dir() + "/a-folder' is not a regular file"},
       {replace("\"format\"", "\"val\": \"\", \"format\""), "`data.val`: contains an empty path"},
+      // Each of these used to be accepted, and failed the job's first attempt instead.
+      {replace("corpus.txt", "no-such-*.txt"),
+       "data.train: data path pattern '" + daemon.dir() + "/no-such-*.txt' matches no file"},
+      {replace("\"format\"", "\"val\": \"no-such-val.txt\", \"format\""),
+       "data.val: '" + daemon.dir() + "/no-such-val.txt' does not exist; expected a readable file"},
+      {replace("corpus.txt", "a-folder"),
+       "data.train: '" + daemon.dir() + "/a-folder' is not a regular file"},
+      {with("\"init_from\": \"a-folder\""),
+       "init_from: '" + daemon.dir() + "/a-folder' is not a regular file"},
       // Would run a shell as accumd's user.
       {with("\"launch\": {\"mpirun_args\": [\"/bin/sh\", \"-c\", \"id\"]}"),
        "launch.mpirun_args[0]: '/bin/sh' is not an option"},
@@ -129,6 +138,18 @@ TEST(DaemonSecurity, MalformedSpecsAreInvalidArgumentNamingTheField) {
     EXPECT_NE(status.error_message().find(field), std::string::npos)
         << "error '" << status.error_message() << "' should name " << field;
   }
+  // A spec too big for the job store and ListJobs: 12000 copies of the corpus path.
+  std::string many = "[";
+  for (int i = 0; i < 12000; ++i) many += (i ? ", \"" : "\"") + daemon.dir() + "/corpus.txt\"";
+  many += "]";
+  const std::string huge =
+      replace("\"train\": \"" + daemon.dir() + "/corpus.txt\"", "\"train\": " + many);
+  accum::v1::JobStatus none;
+  const auto too_big = daemon.submit(huge, &none);
+  EXPECT_EQ(too_big.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << too_big.error_message();
+  EXPECT_NE(too_big.error_message().find("(data.train lists 12000 paths); expected at most 262144"),
+            std::string::npos)
+      << too_big.error_message();
   // A relative spec_dir is refused, naming the field.
   accum::v1::SubmitJobRequest request;
   request.set_spec_dir("relative/dir");
@@ -294,6 +315,11 @@ TEST(DaemonSecurity, AccumctlExitCodesAndMessages) {
   EXPECT_EQ(output.find("MFU"), std::string::npos) << output;
   EXPECT_EQ(run_accumctl(daemon, {"logs", id, "--rank", "0"}, &output), 0) << output;
   EXPECT_NE(output.find("[rank 0]"), std::string::npos) << output;
+  // A rank the job does not have: 5, naming the ranks it has (it used to print nothing).
+  EXPECT_EQ(run_accumctl(daemon, {"logs", id, "--rank", "7"}, &output), 5) << output;
+  EXPECT_NE(output.find("rank: got 7; job " + id + " has 1 rank, so expected -1 (all) or 0..0"),
+            std::string::npos)
+      << output;
   // Cancelling an ended job: 7.
   EXPECT_EQ(run_accumctl(daemon, {"cancel", id}, &output), 7) << output;
   // Unreachable daemon: 3.

@@ -41,7 +41,9 @@ class Client:
         # A watch waiting out an accumd restart reconnects within 2 s of accumd listening
         # again (gRPC's default backoff grows to 120 s).
         options = [("grpc.initial_reconnect_backoff_ms", 200),
-                   ("grpc.max_reconnect_backoff_ms", 2000)]
+                   ("grpc.max_reconnect_backoff_ms", 2000),
+                   # As much as accumd sends (many jobs with their specs), not gRPC's 4 MiB.
+                   ("grpc.max_receive_message_length", 64 << 20)]
         if tls_ca:
             pem = _read_text(tls_ca, "tls_ca").encode()
             self._channel = grpc.secure_channel(self.server, grpc.ssl_channel_credentials(pem),
