@@ -18,6 +18,7 @@
 #include "daemon/worker/data/token_stream.h"
 #include "daemon/worker/exit_codes.h"
 #include "daemon/worker/io/checkpoint_dir.h"
+#include "daemon/worker/io/finite_values.h"
 #include "daemon/worker/io/safetensors.h"
 #include "daemon/worker/model/gpt2.h"
 #include "daemon/worker/model/gpt2_hf.h"
@@ -93,6 +94,9 @@ class Trainer {
   };
   std::optional<double> evaluate();
   absl::StatusOr<std::string> checkpoint(int64_t step, double last_loss);
+  // INVALID_ARGUMENT for optimizer step `step` (1-based) whose loss or gradient norm is not
+  // finite: what diverged, the last checkpoint to go back to, and what to change.
+  absl::Status diverged(int64_t step, double loss, double grad_norm) const;
   bool is_rank0() const { return comm_->rank() == 0; }
 
   accum::v1::JobSpec spec_;
@@ -120,6 +124,10 @@ class Trainer {
   StepAgreement last_;
   double last_grad_norm_ = 0;
   WindowComm window_comm_;
+  // The newest checkpoint this run resumed from or wrote, "" before there is one; every
+  // one of them holds finite weights (the reader and the writer refuse any other).
+  std::string last_checkpoint_;
+  int64_t last_checkpoint_step_ = 0;
 };
 
 absl::Status Trainer::setup() {
@@ -298,6 +306,8 @@ absl::Status Trainer::restore_or_init() {
                  resume_path, start_step_, state.world_size(), state.grad_accum_steps(), world_,
                  K_);
   }
+  last_checkpoint_ = resume_path;
+  last_checkpoint_step_ = start_step_;
   return absl::OkStatus();
 }
 
@@ -384,6 +394,19 @@ absl::StatusOr<std::string> Trainer::checkpoint(int64_t step, double last_loss) 
           "): ", saved.status().message()));
 }
 
+absl::Status Trainer::diverged(int64_t step, double loss, double grad_norm) const {
+  const std::string go_back =
+      last_checkpoint_.empty() ? std::string("no checkpoint was written before it")
+                               : absl::StrCat("the last checkpoint, step ", last_checkpoint_step_,
+                                              " (", last_checkpoint_, "), holds finite weights");
+  return absl::InvalidArgumentError(
+      absl::StrCat("step ", step, ": loss is ", io::value_name(loss), " and grad_norm is ",
+                   io::value_name(grad_norm), ": training diverged; ", go_back, "; step ", step,
+                   "'s update was not applied and no checkpoint follows it. A rerun diverges the "
+                   "same way (training is bit-reproducible): lower optimizer.lr, "
+                   "raise optimizer.eps or set optimizer.grad_clip, or check the data"));
+}
+
 absl::StatusOr<TrainResult> Trainer::run() {
   if (auto s = setup(); !s.ok()) return s;
   if (auto s = restore_or_init(); !s.ok()) return s;
@@ -433,6 +456,15 @@ absl::StatusOr<TrainResult> Trainer::run() {
       comm_->all_reduce(&sum_squares, 1, {comm::ReduceOp::kSum, comm::DataType::kFloat64});
     }
     const double grad_norm = std::sqrt(sum_squares) * scale;
+    // The loss sum came through exchange_scalars and the norm is over the reduced gradient
+    // (all-reduced itself under ZeRO-1): both are global, so every rank stops here alike.
+    // Before the update, so the weights stay those of the step before, and no checkpoint
+    // follows a step that is not finite.
+    if (!std::isfinite(agreed.loss_sum) || !std::isfinite(sum_squares)) {
+      return diverged(step + 1,
+                      agreed.counted > 0 ? agreed.loss_sum / agreed.counted : agreed.loss_sum,
+                      grad_norm);
+    }
     double clip = 1.0;
     const double max_norm = spec_.optimizer().grad_clip();
     if (max_norm > 0 && grad_norm > max_norm) clip = max_norm / (grad_norm + 1e-6);
@@ -516,6 +548,8 @@ absl::StatusOr<TrainResult> Trainer::run() {
       auto path = checkpoint(done, result.final_loss);
       if (!path.ok()) return path.status();
       result.last_checkpoint = *path;
+      last_checkpoint_ = *path;
+      last_checkpoint_step_ = done;
       if (is_rank0()) {
         // request_id is the command's (0 for scheduled checkpoints and signals).
         link_->report_checkpoint(done, *path, agreed.request_id);
