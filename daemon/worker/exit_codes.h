@@ -22,6 +22,7 @@ constexpr int kExitRuntimeFailure = 1;
 // Also training that diverged (a loss or gradient norm that is not finite, or weights
 // an update left so): training is bit-reproducible, so a rerun from the last
 // checkpoint diverges at the same step; the spec's optimizer settings must change.
+// So is a spec whose memory arithmetic exceeds all the memory the device has.
 constexpr int kExitBadInput = 2;
 
 }  // namespace accum::worker

@@ -451,6 +451,33 @@ TEST_F(WorkerErrorsTest, FullDiskDuringACheckpointLosesNothing) {
             read_file(dir_ / "ref_ckpt/step_00000006/optimizer.safetensors"));
 }
 
+// A spec whose memory arithmetic exceeds all the memory the host has never fits, on any
+// rerun: bad input (exit 2), which accumd does not restart.
+TEST_F(WorkerErrorsTest, SpecThatCanNeverFitIsBadInput) {
+  auto result =
+      run_with({{"model.n_layer", "256"}, {"model.n_head", "256"}, {"model.d_model", "65536"}});
+  EXPECT_EQ(result.exit_code, 2) << result.output;
+  for (const char* words :
+       {"out of memory: the host has", "the host has in all: this spec never fits it"}) {
+    EXPECT_NE(result.output.find(words), std::string::npos) << words << ": " << result.output;
+  }
+}
+
+// An allocation that fails although the arithmetic fits (here an address-space limit the
+// arithmetic cannot see, as memory another process holds) stays a runtime failure (exit 1):
+// a restart may find the memory free.
+TEST_F(WorkerErrorsTest, AllocationThatFailsWhereTheArithmeticFitsIsARuntimeFailure) {
+  // About 1.6 GB of parameters, gradients and Adam state under a 1 GB address space.
+  write_file(
+      dir_ / "job.json",
+      tiny_spec_json({{"model.n_layer", "8"}, {"model.n_head", "8"}, {"model.d_model", "1024"}}));
+  auto result = run({"/bin/sh", "-c", "ulimit -v 1000000 && exec \"$0\" --spec \"$1\"",
+                     worker_binary(), dir_ / "job.json"});
+  EXPECT_EQ(result.exit_code, 1) << result.output;
+  EXPECT_NE(result.output.find("out of memory after the memory arithmetic fit"), std::string::npos)
+      << result.output;
+}
+
 TEST_F(WorkerErrorsTest, MissingSpecFileAndBadArgumentsExitNonZero) {
   EXPECT_EQ(run({worker_binary(), "--spec", dir_ / "absent.json"}).exit_code, 2);
   auto result = run({worker_binary(), "--bogus"});

@@ -179,9 +179,20 @@ absl::Status Trainer::setup() {
                                 : int64_t{spec_.batch().grad_accum_steps()} * B_ * T_ * world_;
   if (budget_ && plan_.total() > *budget_) {
     const bool gpu = backend_->kind() == kernels::DeviceKind::kCuda;
-    return out_of_memory(absl::StrCat("out of memory: ", gpu ? "the GPU has " : "the host has ",
-                                      human_bytes(*budget_), gpu ? " free" : " available"),
-                         false);
+    const absl::Status refused =
+        out_of_memory(absl::StrCat("out of memory: ", gpu ? "the GPU has " : "the host has ",
+                                   human_bytes(*budget_), gpu ? " free" : " available"),
+                      false);
+    // More than the device holds in all: no rerun fits it, so it is bad input (exit 2), not
+    // a runtime failure for accumd to restart. Within the total, other processes hold the
+    // difference, and a restart may find it free.
+    const std::optional<size_t> capacity = memory_capacity(*backend_);
+    if (capacity && plan_.total() > *capacity) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          refused.message(), " (the arithmetic needs more than the ", human_bytes(*capacity),
+          " the ", gpu ? "GPU" : "host", " has in all: this spec never fits it)"));
+    }
+    return refused;
   }
   const auto& model_spec = spec_.model();
   const int vocab = model_spec.vocab_size();
