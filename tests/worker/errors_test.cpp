@@ -478,6 +478,21 @@ TEST_F(WorkerErrorsTest, AllocationThatFailsWhereTheArithmeticFitsIsARuntimeFail
       << result.output;
 }
 
+// Resuming with max_steps below the checkpoint's step would train nothing and say it
+// succeeded: refused, naming both numbers, with the checkpoint and the metrics untouched.
+TEST_F(WorkerErrorsTest, ResumeWithMaxStepsBelowTheCheckpointIsRefused) {
+  ASSERT_EQ(run_with({{"max_steps", "5"}}).exit_code, 0);
+  const std::string metrics_before = read_file(dir_ / "metrics.jsonl");
+  auto result = run_with({{"max_steps", "3"}, {"checkpoint.resume_from", "\"latest\""}});
+  EXPECT_EQ(result.exit_code, 2) << result.output;
+  for (const char* words : {"max_steps 3 is below the checkpoint's step 5", "step_00000005",
+                            "nothing to train; expected max_steps >= 5"}) {
+    EXPECT_NE(result.output.find(words), std::string::npos) << words << ": " << result.output;
+  }
+  EXPECT_EQ(read_file(dir_ / "metrics.jsonl"), metrics_before);
+  EXPECT_EQ(read_file(dir_ / "ckpt/latest"), "step_00000005\n");
+}
+
 TEST_F(WorkerErrorsTest, MissingSpecFileAndBadArgumentsExitNonZero) {
   EXPECT_EQ(run({worker_binary(), "--spec", dir_ / "absent.json"}).exit_code, 2);
   auto result = run({worker_binary(), "--bogus"});

@@ -311,6 +311,11 @@ absl::Status Trainer::restore_or_init() {
   }
   K_ = static_cast<int>(tokens_per_update_ / per_window);
   start_step_ = state.step();
+  if (spec_.max_steps() < start_step_) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_steps ", spec_.max_steps(), " is below the checkpoint's step ", start_step_, " (",
+        resume_path, "): nothing to train; expected max_steps >= ", start_step_));
+  }
   updates_applied_ = state.has_updates_applied() ? state.updates_applied() : state.step();
   if (is_rank0()) {
     spdlog::info("resumed from {} at step {} (written by {} ranks x K={}; now {} ranks x K={})",
@@ -442,6 +447,10 @@ absl::StatusOr<TrainResult> Trainer::run() {
                                  human_bytes(taken), used / 1e9, total / 1e9);
     }
     metrics_.message(absl::StrCat("memory: ", describe(plan_), measured));
+    if (start_step_ == spec_.max_steps()) {
+      metrics_.message(absl::StrCat("nothing to train: the checkpoint's step ", start_step_,
+                                    " is max_steps; the job is complete"));
+    }
     accum::v1::WorkerHello hello;
     hello.set_world_size(world_);
     hello.set_start_step(start_step_);
