@@ -451,6 +451,27 @@ TEST_F(WorkerErrorsTest, FullDiskDuringACheckpointLosesNothing) {
             read_file(dir_ / "ref_ckpt/step_00000006/optimizer.safetensors"));
 }
 
+// A checkpoint.dir that cannot hold checkpoints (a regular file, or a path under one) is
+// bad input found before training, not a runtime failure at the first checkpoint.
+TEST_F(WorkerErrorsTest, UnusableCheckpointDirIsRefusedBeforeTraining) {
+  write_file(dir_ / "a_file", "not a directory\n");
+  const std::string file = dir_ / "a_file";
+  for (const std::string& ckpt : {std::string("a_file"), std::string("a_file/under/it")}) {
+    SCOPED_TRACE(ckpt);
+    auto result = run_with({{"checkpoint.dir", "\"" + ckpt + "\""}});
+    EXPECT_EQ(result.exit_code, 2) << result.output;
+    const std::string named =
+        "checkpoint.dir " + (dir_ / ckpt) + " cannot hold checkpoints: " + file +
+        (ckpt == "a_file" ? " exists and is not a directory" : " is not a directory");
+    EXPECT_NE(result.output.find(named), std::string::npos) << result.output;
+    EXPECT_NE(result.output.find("expected a directory this worker can create and write into"),
+              std::string::npos)
+        << result.output;
+    EXPECT_FALSE(std::filesystem::exists(dir_ / "metrics.jsonl")) << "it trained first";
+  }
+  EXPECT_EQ(read_file(dir_ / "a_file"), "not a directory\n");
+}
+
 // A spec whose memory arithmetic exceeds all the memory the host has never fits, on any
 // rerun: bad input (exit 2), which accumd does not restart.
 TEST_F(WorkerErrorsTest, SpecThatCanNeverFitIsBadInput) {

@@ -131,6 +131,12 @@ class Trainer {
 };
 
 absl::Status Trainer::setup() {
+  // Found now, not at the first checkpoint after hours of training (as metrics_path is).
+  if (auto s = io::ensure_checkpoint_root(spec_.checkpoint().dir()); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "checkpoint.dir ", spec_.checkpoint().dir(), " cannot hold checkpoints: ", s.message(),
+        "; expected a directory this worker can create and write into"));
+  }
   world_ = comm_->world_size();
   B_ = spec_.batch().micro_batch_size();
   T_ = spec_.batch().seq_len();
