@@ -19,6 +19,10 @@ constexpr int kExitSuccess = 0;
 constexpr int kExitRuntimeFailure = 1;
 // Bad input: the spec, a data file, a checkpoint or the link's CA file. A rerun
 // reads the same input and fails the same way, so accumd fails the job at once.
+// Also training that diverged (a loss or gradient norm that is not finite, or weights
+// an update left so): training is bit-reproducible, so a rerun from the last
+// checkpoint diverges at the same step; the spec's optimizer settings must change.
+// So is a spec whose memory arithmetic exceeds all the memory the device has.
 constexpr int kExitBadInput = 2;
 
 }  // namespace accum::worker

@@ -1,7 +1,8 @@
 // accum-worker — one rank of a training job: `accum-worker --spec job.json`, alone or
 // under mpirun/srun. Exit codes (exit_codes.h): 0 success (also after SIGTERM: the current
-// optimizer step is finished and checkpointed), 2 bad spec/data/checkpoint, 1 runtime
-// failure. Under mpirun a failing rank ends the job with its code, so mpirun exits with it.
+// optimizer step is finished and checkpointed), 2 bad spec/data/checkpoint (or training
+// that diverged to NaN/Inf), 1 runtime failure. Under mpirun a failing rank ends the job
+// with its code, so mpirun exits with it.
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 

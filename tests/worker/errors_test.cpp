@@ -283,30 +283,6 @@ TEST_F(WorkerErrorsTest, ResumeOnDataOfAnotherSizeIsRefused) {
   EXPECT_EQ(read_metrics(dir_ / "metrics.jsonl").size(), 4u);
 }
 
-// Rewrites the manifest's entry for `file` (size and sha256) to match the file as it is
-// now, so only the reader's own checks of its contents can catch a damage.
-void reseal_manifest(const std::string& step_dir, const std::string& file) {
-  auto manifest = io::read_manifest(step_dir);
-  ASSERT_TRUE(manifest.ok()) << manifest.status();
-  io::Json files = io::Json::array();
-  for (io::ManifestEntry entry : manifest->files) {
-    if (entry.name == file) {
-      entry.size = static_cast<int64_t>(std::filesystem::file_size(step_dir + "/" + file));
-      entry.sha256 = *io::sha256_file(step_dir + "/" + file);
-    }
-    io::Json json = io::Json::object();
-    json.set("name", entry.name);
-    json.set("size", entry.size);
-    json.set("sha256", entry.sha256);
-    files.push_back(std::move(json));
-  }
-  io::Json json = io::Json::object();
-  json.set("step", manifest->step);
-  json.set("files", std::move(files));
-  write_file(step_dir + "/manifest.json", json.dump(2) + "\n");
-  ASSERT_TRUE(io::verify_checkpoint(step_dir).ok());
-}
-
 // A state.json the manifest vouches for but whose contents cannot be right: refused as
 // bad input naming the field and what was expected, not resumed from the wrong place.
 struct StateCase {
@@ -369,7 +345,7 @@ TEST_F(WorkerErrorsTest, DamagedCheckpointStateIsRefusedNamingTheField) {
     std::string damaged = state;
     damaged.replace(damaged.find(c.from), c.from.size(), c.to);  // the first: not the spec's
     write_file(step_dir + "/state.json", damaged);
-    reseal_manifest(step_dir, "state.json");
+    ASSERT_NO_THROW(reseal_manifest(step_dir, "state.json"));
     auto result = run_with({{"max_steps", "4"},
                             {"checkpoint.dir", "\"ckpt_" + c.name + "\""},
                             {"metrics_path", "\"" + c.name + ".jsonl\""},
@@ -473,6 +449,69 @@ TEST_F(WorkerErrorsTest, FullDiskDuringACheckpointLosesNothing) {
             read_file(dir_ / "ref_ckpt/step_00000006/model.safetensors"));
   EXPECT_EQ(read_file(root + "/step_00000006/optimizer.safetensors"),
             read_file(dir_ / "ref_ckpt/step_00000006/optimizer.safetensors"));
+}
+
+// A checkpoint.dir that cannot hold checkpoints (a regular file, or a path under one) is
+// bad input found before training, not a runtime failure at the first checkpoint.
+TEST_F(WorkerErrorsTest, UnusableCheckpointDirIsRefusedBeforeTraining) {
+  write_file(dir_ / "a_file", "not a directory\n");
+  const std::string file = dir_ / "a_file";
+  for (const std::string& ckpt : {std::string("a_file"), std::string("a_file/under/it")}) {
+    SCOPED_TRACE(ckpt);
+    auto result = run_with({{"checkpoint.dir", "\"" + ckpt + "\""}});
+    EXPECT_EQ(result.exit_code, 2) << result.output;
+    const std::string named =
+        "checkpoint.dir " + (dir_ / ckpt) + " cannot hold checkpoints: " + file +
+        (ckpt == "a_file" ? " exists and is not a directory" : " is not a directory");
+    EXPECT_NE(result.output.find(named), std::string::npos) << result.output;
+    EXPECT_NE(result.output.find("expected a directory this worker can create and write into"),
+              std::string::npos)
+        << result.output;
+    EXPECT_FALSE(std::filesystem::exists(dir_ / "metrics.jsonl")) << "it trained first";
+  }
+  EXPECT_EQ(read_file(dir_ / "a_file"), "not a directory\n");
+}
+
+// A spec whose memory arithmetic exceeds all the memory the host has never fits, on any
+// rerun: bad input (exit 2), which accumd does not restart.
+TEST_F(WorkerErrorsTest, SpecThatCanNeverFitIsBadInput) {
+  auto result =
+      run_with({{"model.n_layer", "256"}, {"model.n_head", "256"}, {"model.d_model", "65536"}});
+  EXPECT_EQ(result.exit_code, 2) << result.output;
+  for (const char* words :
+       {"out of memory: the host has", "the host has in all: this spec never fits it"}) {
+    EXPECT_NE(result.output.find(words), std::string::npos) << words << ": " << result.output;
+  }
+}
+
+// An allocation that fails although the arithmetic fits (here an address-space limit the
+// arithmetic cannot see, as memory another process holds) stays a runtime failure (exit 1):
+// a restart may find the memory free.
+TEST_F(WorkerErrorsTest, AllocationThatFailsWhereTheArithmeticFitsIsARuntimeFailure) {
+  // About 1.6 GB of parameters, gradients and Adam state under a 1 GB address space.
+  write_file(
+      dir_ / "job.json",
+      tiny_spec_json({{"model.n_layer", "8"}, {"model.n_head", "8"}, {"model.d_model", "1024"}}));
+  auto result = run({"/bin/sh", "-c", "ulimit -v 1000000 && exec \"$0\" --spec \"$1\"",
+                     worker_binary(), dir_ / "job.json"});
+  EXPECT_EQ(result.exit_code, 1) << result.output;
+  EXPECT_NE(result.output.find("out of memory after the memory arithmetic fit"), std::string::npos)
+      << result.output;
+}
+
+// Resuming with max_steps below the checkpoint's step would train nothing and say it
+// succeeded: refused, naming both numbers, with the checkpoint and the metrics untouched.
+TEST_F(WorkerErrorsTest, ResumeWithMaxStepsBelowTheCheckpointIsRefused) {
+  ASSERT_EQ(run_with({{"max_steps", "5"}}).exit_code, 0);
+  const std::string metrics_before = read_file(dir_ / "metrics.jsonl");
+  auto result = run_with({{"max_steps", "3"}, {"checkpoint.resume_from", "\"latest\""}});
+  EXPECT_EQ(result.exit_code, 2) << result.output;
+  for (const char* words : {"max_steps 3 is below the checkpoint's step 5", "step_00000005",
+                            "nothing to train; expected max_steps >= 5"}) {
+    EXPECT_NE(result.output.find(words), std::string::npos) << words << ": " << result.output;
+  }
+  EXPECT_EQ(read_file(dir_ / "metrics.jsonl"), metrics_before);
+  EXPECT_EQ(read_file(dir_ / "ckpt/latest"), "step_00000005\n");
 }
 
 TEST_F(WorkerErrorsTest, MissingSpecFileAndBadArgumentsExitNonZero) {

@@ -175,6 +175,23 @@ TEST_F(TrainerTest, ResumeIsBitIdentical) {
             read_file(dir_ / "ckpt_r/step_00000008/optimizer.safetensors"));
 }
 
+// A job resumed at its last step (accumd restarts one that ended right after its final
+// checkpoint) has nothing left to train: it succeeds, says so, and changes nothing.
+TEST_F(TrainerTest, ResumeAtMaxStepsTrainsNothingAndSucceeds) {
+  ASSERT_EQ(train("job", {{"max_steps", "5"}}).exit_code, 0);
+  const std::string metrics_before = read_file(dir_ / "metrics.jsonl");
+  const std::string weights_before = read_file(dir_ / "ckpt/step_00000005/model.safetensors");
+  auto result = train("job", {{"max_steps", "5"}, {"checkpoint.resume_from", "\"latest\""}});
+  EXPECT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find("nothing to train: the checkpoint's step 5 is max_steps; the job "
+                               "is complete"),
+            std::string::npos)
+      << result.output;
+  EXPECT_EQ(read_file(dir_ / "metrics.jsonl"), metrics_before);
+  EXPECT_EQ(read_file(dir_ / "ckpt/step_00000005/model.safetensors"), weights_before);
+  EXPECT_EQ(io::list_checkpoints(dir_ / "ckpt").size(), 1u);
+}
+
 // A global batch whose every target is masked has no gradient: the optimizer update is
 // skipped (no weight decay, no moment update) and said so, and training goes on.
 TEST_F(TrainerTest, FullyMaskedGlobalBatchSkipsTheOptimizerUpdate) {

@@ -15,6 +15,8 @@
 #include <stdexcept>
 #include <thread>
 
+#include "daemon/worker/io/checkpoint_dir.h"
+#include "daemon/worker/io/json.h"
 #include "daemon/worker/io/safetensors.h"
 
 namespace accum::testing {
@@ -186,6 +188,44 @@ std::vector<MetricsLine> read_metrics(const std::string& path) {
     lines.push_back(m);
   }
   return lines;
+}
+
+void reseal_manifest(const std::string& step_dir, const std::string& file) {
+  auto manifest = io::read_manifest(step_dir);
+  if (!manifest.ok()) throw std::runtime_error(std::string(manifest.status().message()));
+  io::Json files = io::Json::array();
+  for (io::ManifestEntry entry : manifest->files) {
+    if (entry.name == file) {
+      entry.size = static_cast<int64_t>(fs::file_size(step_dir + "/" + file));
+      entry.sha256 = *io::sha256_file(step_dir + "/" + file);
+    }
+    io::Json json = io::Json::object();
+    json.set("name", entry.name);
+    json.set("size", entry.size);
+    json.set("sha256", entry.sha256);
+    files.push_back(std::move(json));
+  }
+  io::Json json = io::Json::object();
+  json.set("step", manifest->step);
+  json.set("files", std::move(files));
+  write_file(step_dir + "/manifest.json", json.dump(2) + "\n");
+  if (auto status = io::verify_checkpoint(step_dir); !status.ok()) {
+    throw std::runtime_error(std::string(status.message()));
+  }
+}
+
+void rewrite_tensor(const std::string& path, const std::string& tensor,
+                    const std::function<void(std::vector<float>*)>& change) {
+  auto file = io::read_safetensors(path);
+  if (!file.ok()) throw std::runtime_error(std::string(file.status().message()));
+  auto found = file->tensors.find(tensor);
+  if (found == file->tensors.end()) throw std::runtime_error(path + " has no tensor " + tensor);
+  change(&found->second.data);
+  std::vector<io::TensorView> views;
+  for (const auto& [name, t] : file->tensors) views.push_back({name, t.shape, t.data.data()});
+  if (auto status = io::write_safetensors(path, views, file->metadata); !status.ok()) {
+    throw std::runtime_error(std::string(status.message()));
+  }
 }
 
 std::vector<float> read_weights(const std::string& path) {

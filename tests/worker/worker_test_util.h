@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -47,6 +48,15 @@ double metric_value(const MetricsLine& line, const std::string& key);
 
 // GPT-2 parameter count (DESIGN.md's model; LM head tied): what the flat gradient buffer holds.
 int64_t gpt2_parameter_count(int64_t n_layer, int64_t d_model, int64_t vocab, int64_t max_seq_len);
+
+// Rewrites a checkpoint's manifest entry for `file` (size and sha256) to match the file as
+// it is now, so only the reader's own checks of its contents can catch a change made to
+// it. Throws std::runtime_error when the manifest cannot be read or does not verify after.
+void reseal_manifest(const std::string& step_dir, const std::string& file);
+// Applies `change` to every element of `tensor` in the safetensors file at `path` and
+// writes the file back (metadata kept). Throws std::runtime_error on any failure.
+void rewrite_tensor(const std::string& path, const std::string& tensor,
+                    const std::function<void(std::vector<float>*)>& change);
 
 // All fp32 values of a safetensors file, tensor by tensor in name order.
 std::vector<float> read_weights(const std::string& path);

@@ -139,6 +139,32 @@ CheckpointWriter::~CheckpointWriter() {
   fs::remove_all(tmp_, ec);  // best effort: a leftover is removed later by apply_retention
 }
 
+absl::Status ensure_checkpoint_root(const std::string& root_dir) {
+  std::error_code ec;
+  fs::create_directories(root_dir, ec);
+  if (fs::is_directory(root_dir)) {
+    if (::access(root_dir.c_str(), W_OK | X_OK) != 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("cannot write into ", root_dir, ": ", std::strerror(errno)));
+    }
+    return absl::OkStatus();
+  }
+  // The nearest existing path at or above root_dir is what is in the way.
+  for (fs::path at = fs::path(root_dir); !at.empty(); at = at.parent_path()) {
+    std::error_code exists_ec;
+    if (!fs::exists(fs::symlink_status(at, exists_ec)) || fs::is_directory(at, exists_ec)) {
+      if (at == at.parent_path()) break;
+      continue;
+    }
+    return absl::FailedPreconditionError(
+        at == fs::path(root_dir)
+            ? absl::StrCat(root_dir, " exists and is not a directory")
+            : absl::StrCat(at.string(), " is not a directory, so nothing can be created under it"));
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      "cannot create ", root_dir, ": ", ec ? ec.message() : std::string("unknown error")));
+}
+
 absl::Status CheckpointWriter::begin() {
   if (step_ < 0)
     return absl::InvalidArgumentError(absl::StrCat("checkpoint step must be >= 0, got ", step_));

@@ -95,6 +95,11 @@ absl::StatusOr<std::string> resolve_checkpoint(const std::string& root_dir,
 // is the cheap check (manifest parses, every listed file exists with its size);
 // verify_checkpoint() also compares the sha256 of every file.
 std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& root_dir);
+// Makes sure `root_dir` can hold checkpoints before any is written: creates it (and its
+// parents) when missing, then requires a directory this process may write into. Otherwise
+// FAILED_PRECONDITION naming what is in the way (a regular file at `root_dir` or above it,
+// a folder without write permission).
+absl::Status ensure_checkpoint_root(const std::string& root_dir);
 // Keeps the newest `keep_last` complete checkpoints (0 keeps all) plus the one
 // `latest` names; removes stale temp entries (".tmp-*-<pid>" of pids no longer
 // alive on this host). Deleted directories are first renamed to a temp name, so

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "daemon/worker/io/finite_values.h"
 
 namespace accum::model {
 namespace {
@@ -40,6 +41,13 @@ absl::Status load_hf_weights(Gpt2* model, const io::SafetensorsFile& file,
       return absl::InvalidArgumentError(absl::StrCat(source, ": tensor ", raw_name, " has shape ",
                                                      shape_string(tensor.shape), ", expected ",
                                                      shape_string(want.shape)));
+    }
+    // A NaN or infinity would train on as NaN from the first step, and a resumed run would
+    // write it into every later checkpoint.
+    if (auto bad = io::first_non_finite(tensor.data.data(), tensor.data.size())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          source, ": tensor ", raw_name, " holds ", io::value_name(tensor.data[*bad]),
+          " at element ", *bad, " of ", tensor.data.size(), "; expected finite weights"));
     }
     std::copy(tensor.data.begin(), tensor.data.end(), host.begin() + want.offset);
     seen[index] = true;

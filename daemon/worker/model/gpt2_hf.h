@@ -13,7 +13,8 @@ namespace accum::model {
 // Loads every tensor of `file` (names with or without "transformer."; attn.bias buffers
 // and the tied lm_head ignored) into `model`'s master weights and working copy.
 // INVALID_ARGUMENT names `source`, the tensor and both shapes for an unexpected, missing
-// or misshapen tensor; the model is then left unchanged.
+// or misshapen tensor, and names the tensor and the element for a NaN or infinity; the
+// model is then left unchanged.
 absl::Status load_hf_weights(Gpt2* model, const io::SafetensorsFile& file,
                              const std::string& source);
 

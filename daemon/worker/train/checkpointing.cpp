@@ -12,6 +12,7 @@
 #include "absl/strings/str_split.h"
 #include "daemon/spec/spec.h"
 #include "daemon/worker/io/checkpoint_dir.h"
+#include "daemon/worker/io/finite_values.h"
 #include "daemon/worker/io/safetensors.h"
 #include "daemon/worker/model/gpt2_hf.h"
 
@@ -85,6 +86,50 @@ absl::Status check_state(const std::string& step_dir, const CheckpointState& sta
   return absl::OkStatus();
 }
 
+// Adam's moments as a reader may trust them: finite, and a second moment that is a mean of
+// squares, so never negative (its square root divides the update). INVALID_ARGUMENT names
+// the file, the tensor and the first element that is not.
+absl::Status check_moments(const std::string& path, const std::vector<float>& exp_avg,
+                           const std::vector<float>& exp_avg_sq) {
+  for (const auto& [name, values] : {std::pair{"exp_avg", &exp_avg}, {"exp_avg_sq", &exp_avg_sq}}) {
+    if (auto bad = io::first_non_finite(values->data(), values->size())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ": tensor ", name, " holds ", io::value_name((*values)[*bad]), " at element ", *bad,
+          " of ", values->size(), "; expected finite optimizer moments"));
+    }
+  }
+  const auto negative =
+      std::find_if(exp_avg_sq.begin(), exp_avg_sq.end(), [](float v) { return v < 0; });
+  if (negative != exp_avg_sq.end()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": tensor exp_avg_sq holds ", io::value_name(*negative), " at element ",
+                     negative - exp_avg_sq.begin(), " of ", exp_avg_sq.size(),
+                     "; expected >= 0 (Adam's second moment is a running mean of squared "
+                     "gradients)"));
+  }
+  return absl::OkStatus();
+}
+
+constexpr const char* kDivergedAdvice =
+    "lower optimizer.lr, raise optimizer.eps or set optimizer.grad_clip, then resume from the "
+    "last checkpoint";
+
+// The master weights of `step` about to be saved: INVALID_ARGUMENT naming the tensor and the
+// element when one is not finite (the update of that step diverged).
+absl::Status check_weights_finite(const model::Gpt2& model, const std::vector<float>& params,
+                                  int64_t step) {
+  for (const auto& tensor : model.tensors()) {
+    const float* data = params.data() + tensor.offset;
+    if (auto bad = io::first_non_finite(data, tensor.numel)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("step ", step, "'s update left weights that are not finite (tensor ",
+                       tensor.name, " holds ", io::value_name(data[*bad]), " at element ", *bad,
+                       " of ", tensor.numel, "): training diverged; ", kDivergedAdvice));
+    }
+  }
+  return absl::OkStatus();
+}
+
 // 1.0 when ok, 0.0 when not: all ranks learn whether every rank succeeded.
 bool all_ok(comm::Communicator* comm, bool ok) {
   double flag = ok ? 0.0 : 1.0;
@@ -99,6 +144,34 @@ absl::StatusOr<std::string> save_checkpoint(comm::Communicator* comm, model::Gpt
                                             const std::string& root_dir, int keep_last) {
   const int rank = comm->rank(), world = comm->world_size();
   const bool sharded = state.zero_stage() > 0 && world > 1;
+  const bool writes_optimizer = sharded || rank == 0;
+  // What this rank writes, downloaded and checked before anything is on disk: weights or
+  // moments that are not finite (a diverged update) would make a checkpoint that looks
+  // complete, that `latest` names and that retention keeps in place of the last good one.
+  std::vector<float> params, m, v;
+  if (rank == 0) params = model->download_params();
+  if (writes_optimizer) optimizer.download(&m, &v);
+  absl::Status finite = absl::OkStatus();
+  if (rank == 0) finite = check_weights_finite(*model, params, state.step());
+  if (finite.ok() && writes_optimizer) {
+    finite = check_moments(optimizer_file_name(rank, world, sharded), m, v);
+    if (!finite.ok()) {
+      finite = absl::InvalidArgumentError(absl::StrCat(
+          "step ", state.step(), "'s update left optimizer moments that are not finite (",
+          finite.message(), "): training diverged; ", kDivergedAdvice));
+    }
+  }
+  // Every rank refuses alike, so the job ends with this error's exit code whichever rank
+  // ends it first.
+  if (!all_ok(comm, finite.ok())) {
+    return finite.ok() ? absl::InvalidArgumentError(absl::StrCat(
+                             "step ", state.step(),
+                             ": another rank found weights or optimizer moments that are not "
+                             "finite: training diverged; ",
+                             kDivergedAdvice))
+                       : finite;
+  }
+
   // Rank 0 creates the temporary directory; everyone learns its name from rank 0's pid.
   io::CheckpointWriter writer(root_dir, state.step());
   absl::Status status = absl::OkStatus();
@@ -121,7 +194,6 @@ absl::StatusOr<std::string> save_checkpoint(comm::Communicator* comm, model::Gpt
     full_state.add_optimizer_files(optimizer_file_name(r, world, sharded));
   }
   if (rank == 0) {
-    std::vector<float> params = model->download_params();
     std::vector<io::TensorView> views;
     for (const auto& tensor : model->tensors()) {
       views.push_back({tensor.name, tensor.shape, params.data() + tensor.offset});
@@ -137,9 +209,7 @@ absl::StatusOr<std::string> save_checkpoint(comm::Communicator* comm, model::Gpt
       status = io::write_file_durable(tmp_dir + "/state.json", json);
     }
   }
-  if (status.ok() && (sharded || rank == 0)) {
-    std::vector<float> m, v;
-    optimizer.download(&m, &v);
+  if (status.ok() && writes_optimizer) {
     const int64_t count = static_cast<int64_t>(m.size());
     status =
         io::write_safetensors(tmp_dir + "/" + optimizer_file_name(rank, world, sharded),
@@ -219,6 +289,7 @@ absl::StatusOr<LoadedCheckpoint> load_checkpoint(const std::string& step_dir,
     if (!ranges.ok()) return ranges.status();
     const auto& file_m = file->tensors["exp_avg"].data;
     const auto& file_v = file->tensors["exp_avg_sq"].data;
+    if (auto s = check_moments(path, file_m, file_v); !s.ok()) return s;
     size_t cursor = 0;  // where the file's range [begin, end) starts in its tensors
     for (const auto& [begin, end] : *ranges) {
       if (end > n || begin > end || cursor + (end - begin) > file_m.size() ||

@@ -28,6 +28,8 @@ constexpr int kCheckpointFormatVersion = 1;
 
 // Writes a complete checkpoint of `state.step()`. Collective: every rank calls it.
 // Returns the final directory (on every rank) or the first error of any rank.
+// INVALID_ARGUMENT on every rank, with nothing written (no temporary directory, no
+// retention), when the weights or the optimizer moments are not finite: a diverged step.
 absl::StatusOr<std::string> save_checkpoint(comm::Communicator* comm, model::Gpt2* model,
                                             const AdamW& optimizer,
                                             const accum::v1::CheckpointState& state,
@@ -42,7 +44,8 @@ struct LoadedCheckpoint {
 // and this rank's optimizer shard. Refuses shapes or a spec that do not match
 // (spec::check_resume_compatible), and a state.json whose format_version, step,
 // tokens_per_update or optimizer_files cannot be right (FAILED_PRECONDITION/DATA_LOSS
-// naming the field and the expected value).
+// naming the field and the expected value), and weights or moments that are not finite or
+// a negative exp_avg_sq (INVALID_ARGUMENT naming the file, the tensor and the element).
 absl::StatusOr<LoadedCheckpoint> load_checkpoint(const std::string& step_dir,
                                                  const accum::v1::JobSpec& spec, model::Gpt2* model,
                                                  AdamW* optimizer);

@@ -34,17 +34,32 @@ std::string describe(const MemoryPlan& plan) {
   return out;
 }
 
-std::optional<size_t> memory_budget(const kernels::Backend& backend) {
-  size_t used = 0, total = 0;
-  if (backend.memory_info(&used, &total)) return total - used;
+namespace {
+
+// A /proc/meminfo line's value in bytes ("MemAvailable:", "MemTotal:").
+std::optional<size_t> meminfo_bytes(const std::string& wanted) {
   std::ifstream meminfo("/proc/meminfo");
   std::string key;
   size_t kilobytes = 0;
   std::string unit;
   while (meminfo >> key >> kilobytes >> unit) {
-    if (key == "MemAvailable:") return kilobytes * 1024;
+    if (key == wanted) return kilobytes * 1024;
   }
   return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<size_t> memory_budget(const kernels::Backend& backend) {
+  size_t used = 0, total = 0;
+  if (backend.memory_info(&used, &total)) return total - used;
+  return meminfo_bytes("MemAvailable:");
+}
+
+std::optional<size_t> memory_capacity(const kernels::Backend& backend) {
+  size_t used = 0, total = 0;
+  if (backend.memory_info(&used, &total)) return total;
+  return meminfo_bytes("MemTotal:");
 }
 
 std::string out_of_memory_advice(const kernels::Backend& backend, const spec::ModelConfig& config,

@@ -33,6 +33,9 @@ std::string describe(const MemoryPlan& plan);
 // (CUDA: the context, the cuBLASLt workspace, the communicator and other processes already
 // taken out) or MemAvailable (CPU).
 std::optional<size_t> memory_budget(const kernels::Backend& backend);
+// All the memory the device has, used or not (CUDA: cudaMemGetInfo's total; CPU:
+// MemTotal): a plan above it fits no run of the spec on this device.
+std::optional<size_t> memory_capacity(const kernels::Backend& backend);
 // When a micro-batch does not fit `budget`: the largest micro_batch_size up to `most` that
 // fits and the grad_accum_steps that keeps tokens_per_update (or why none does). `most` is
 // the spec's B when the arithmetic said it does not fit, B - 1 when the arithmetic said it

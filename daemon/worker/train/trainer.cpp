@@ -18,6 +18,7 @@
 #include "daemon/worker/data/token_stream.h"
 #include "daemon/worker/exit_codes.h"
 #include "daemon/worker/io/checkpoint_dir.h"
+#include "daemon/worker/io/finite_values.h"
 #include "daemon/worker/io/safetensors.h"
 #include "daemon/worker/model/gpt2.h"
 #include "daemon/worker/model/gpt2_hf.h"
@@ -93,6 +94,9 @@ class Trainer {
   };
   std::optional<double> evaluate();
   absl::StatusOr<std::string> checkpoint(int64_t step, double last_loss);
+  // INVALID_ARGUMENT for optimizer step `step` (1-based) whose loss or gradient norm is not
+  // finite: what diverged, the last checkpoint to go back to, and what to change.
+  absl::Status diverged(int64_t step, double loss, double grad_norm) const;
   bool is_rank0() const { return comm_->rank() == 0; }
 
   accum::v1::JobSpec spec_;
@@ -120,9 +124,19 @@ class Trainer {
   StepAgreement last_;
   double last_grad_norm_ = 0;
   WindowComm window_comm_;
+  // The newest checkpoint this run resumed from or wrote, "" before there is one; every
+  // one of them holds finite weights (the reader and the writer refuse any other).
+  std::string last_checkpoint_;
+  int64_t last_checkpoint_step_ = 0;
 };
 
 absl::Status Trainer::setup() {
+  // Found now, not at the first checkpoint after hours of training (as metrics_path is).
+  if (auto s = io::ensure_checkpoint_root(spec_.checkpoint().dir()); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "checkpoint.dir ", spec_.checkpoint().dir(), " cannot hold checkpoints: ", s.message(),
+        "; expected a directory this worker can create and write into"));
+  }
   world_ = comm_->world_size();
   B_ = spec_.batch().micro_batch_size();
   T_ = spec_.batch().seq_len();
@@ -171,9 +185,20 @@ absl::Status Trainer::setup() {
                                 : int64_t{spec_.batch().grad_accum_steps()} * B_ * T_ * world_;
   if (budget_ && plan_.total() > *budget_) {
     const bool gpu = backend_->kind() == kernels::DeviceKind::kCuda;
-    return out_of_memory(absl::StrCat("out of memory: ", gpu ? "the GPU has " : "the host has ",
-                                      human_bytes(*budget_), gpu ? " free" : " available"),
-                         false);
+    const absl::Status refused =
+        out_of_memory(absl::StrCat("out of memory: ", gpu ? "the GPU has " : "the host has ",
+                                   human_bytes(*budget_), gpu ? " free" : " available"),
+                      false);
+    // More than the device holds in all: no rerun fits it, so it is bad input (exit 2), not
+    // a runtime failure for accumd to restart. Within the total, other processes hold the
+    // difference, and a restart may find it free.
+    const std::optional<size_t> capacity = memory_capacity(*backend_);
+    if (capacity && plan_.total() > *capacity) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          refused.message(), " (the arithmetic needs more than the ", human_bytes(*capacity),
+          " the ", gpu ? "GPU" : "host", " has in all: this spec never fits it)"));
+    }
+    return refused;
   }
   const auto& model_spec = spec_.model();
   const int vocab = model_spec.vocab_size();
@@ -292,12 +317,19 @@ absl::Status Trainer::restore_or_init() {
   }
   K_ = static_cast<int>(tokens_per_update_ / per_window);
   start_step_ = state.step();
+  if (spec_.max_steps() < start_step_) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_steps ", spec_.max_steps(), " is below the checkpoint's step ", start_step_, " (",
+        resume_path, "): nothing to train; expected max_steps >= ", start_step_));
+  }
   updates_applied_ = state.has_updates_applied() ? state.updates_applied() : state.step();
   if (is_rank0()) {
     spdlog::info("resumed from {} at step {} (written by {} ranks x K={}; now {} ranks x K={})",
                  resume_path, start_step_, state.world_size(), state.grad_accum_steps(), world_,
                  K_);
   }
+  last_checkpoint_ = resume_path;
+  last_checkpoint_step_ = start_step_;
   return absl::OkStatus();
 }
 
@@ -384,6 +416,19 @@ absl::StatusOr<std::string> Trainer::checkpoint(int64_t step, double last_loss) 
           "): ", saved.status().message()));
 }
 
+absl::Status Trainer::diverged(int64_t step, double loss, double grad_norm) const {
+  const std::string go_back =
+      last_checkpoint_.empty() ? std::string("no checkpoint was written before it")
+                               : absl::StrCat("the last checkpoint, step ", last_checkpoint_step_,
+                                              " (", last_checkpoint_, "), holds finite weights");
+  return absl::InvalidArgumentError(
+      absl::StrCat("step ", step, ": loss is ", io::value_name(loss), " and grad_norm is ",
+                   io::value_name(grad_norm), ": training diverged; ", go_back, "; step ", step,
+                   "'s update was not applied and no checkpoint follows it. A rerun diverges the "
+                   "same way (training is bit-reproducible): lower optimizer.lr, "
+                   "raise optimizer.eps or set optimizer.grad_clip, or check the data"));
+}
+
 absl::StatusOr<TrainResult> Trainer::run() {
   if (auto s = setup(); !s.ok()) return s;
   if (auto s = restore_or_init(); !s.ok()) return s;
@@ -408,6 +453,10 @@ absl::StatusOr<TrainResult> Trainer::run() {
                                  human_bytes(taken), used / 1e9, total / 1e9);
     }
     metrics_.message(absl::StrCat("memory: ", describe(plan_), measured));
+    if (start_step_ == spec_.max_steps()) {
+      metrics_.message(absl::StrCat("nothing to train: the checkpoint's step ", start_step_,
+                                    " is max_steps; the job is complete"));
+    }
     accum::v1::WorkerHello hello;
     hello.set_world_size(world_);
     hello.set_start_step(start_step_);
@@ -433,6 +482,15 @@ absl::StatusOr<TrainResult> Trainer::run() {
       comm_->all_reduce(&sum_squares, 1, {comm::ReduceOp::kSum, comm::DataType::kFloat64});
     }
     const double grad_norm = std::sqrt(sum_squares) * scale;
+    // The loss sum came through exchange_scalars and the norm is over the reduced gradient
+    // (all-reduced itself under ZeRO-1): both are global, so every rank stops here alike.
+    // Before the update, so the weights stay those of the step before, and no checkpoint
+    // follows a step that is not finite.
+    if (!std::isfinite(agreed.loss_sum) || !std::isfinite(sum_squares)) {
+      return diverged(step + 1,
+                      agreed.counted > 0 ? agreed.loss_sum / agreed.counted : agreed.loss_sum,
+                      grad_norm);
+    }
     double clip = 1.0;
     const double max_norm = spec_.optimizer().grad_clip();
     if (max_norm > 0 && grad_norm > max_norm) clip = max_norm / (grad_norm + 1e-6);
@@ -516,6 +574,8 @@ absl::StatusOr<TrainResult> Trainer::run() {
       auto path = checkpoint(done, result.final_loss);
       if (!path.ok()) return path.status();
       result.last_checkpoint = *path;
+      last_checkpoint_ = *path;
+      last_checkpoint_step_ = done;
       if (is_rank0()) {
         // request_id is the command's (0 for scheduled checkpoints and signals).
         link_->report_checkpoint(done, *path, agreed.request_id);
