@@ -1,6 +1,7 @@
 #include "daemon/worker/train/checkpointing.h"
 
 #include <google/protobuf/util/json_util.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -92,15 +93,14 @@ bool all_ok(comm::Communicator* comm, bool ok) {
   return flag == 0.0;
 }
 
-}  // namespace
-
-absl::StatusOr<std::string> save_checkpoint(comm::Communicator* comm, model::Gpt2* model,
-                                            const AdamW& optimizer, const CheckpointState& state,
-                                            const std::string& root_dir, int keep_last) {
+// save_checkpoint() without the explanation of a failure: `writer` is rank 0's.
+absl::StatusOr<std::string> write_checkpoint(comm::Communicator* comm, model::Gpt2* model,
+                                             const AdamW& optimizer, const CheckpointState& state,
+                                             const std::string& root_dir, int keep_last,
+                                             io::CheckpointWriter& writer) {
   const int rank = comm->rank(), world = comm->world_size();
   const bool sharded = state.zero_stage() > 0 && world > 1;
   // Rank 0 creates the temporary directory; everyone learns its name from rank 0's pid.
-  io::CheckpointWriter writer(root_dir, state.step());
   absl::Status status = absl::OkStatus();
   double pid = 0;
   if (rank == 0) {
@@ -155,6 +155,7 @@ absl::StatusOr<std::string> save_checkpoint(comm::Communicator* comm, model::Gpt
   absl::StatusOr<std::string> final_dir = std::string();
   if (rank == 0) {
     final_dir = writer.commit();
+    if (!writer.set_aside_note().empty()) spdlog::warn("{}", writer.set_aside_note());
     if (final_dir.ok()) status = io::apply_retention(root_dir, keep_last);
     if (!final_dir.ok()) status = final_dir.status();
   }
@@ -162,6 +163,29 @@ absl::StatusOr<std::string> save_checkpoint(comm::Communicator* comm, model::Gpt
     return status.ok() ? absl::InternalError("checkpoint: rank 0 failed to commit") : status;
   }
   return fs::path(root_dir) / io::step_dir_name(state.step());
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> save_checkpoint(comm::Communicator* comm, model::Gpt2* model,
+                                            const AdamW& optimizer, const CheckpointState& state,
+                                            const std::string& root_dir, int keep_last) {
+  io::CheckpointWriter writer(root_dir, state.step());
+  auto saved = write_checkpoint(comm, model, optimizer, state, root_dir, keep_last, writer);
+  if (saved.ok() || comm->rank() != 0) return saved;
+  // Say what the failure cost. Committed: the step directory is complete and only
+  // `latest` lags (commit()'s message says so; a resume takes the newer directory).
+  if (writer.committed()) return saved;
+  // Otherwise nothing of this checkpoint was kept (the writer removes its temporary
+  // directory), and the last complete one still stands.
+  const auto complete = io::list_checkpoints(root_dir);
+  return absl::Status(saved.status().code(),
+                      absl::StrCat("checkpoint of step ", state.step(), " in ", root_dir,
+                                   " failed, and nothing of it was kept (",
+                                   complete.empty() ? std::string("no complete checkpoint yet")
+                                                    : "the last complete one, " +
+                                                          complete.back().second + ", is untouched",
+                                   "): ", saved.status().message()));
 }
 
 absl::StatusOr<LoadedCheckpoint> load_checkpoint(const std::string& step_dir,
