@@ -400,6 +400,20 @@ TEST(CheckpointDir, NewerCompleteCheckpointWinsOverALaggingLatest) {
   EXPECT_MENTIONS(passed_over, fifth);
 }
 
+TEST(CheckpointDir, ResumeFromAFileSaysItIsNotADirectory) {
+  TempDir dir;
+  const std::string root = dir.file("ckpt");
+  commit_checkpoint(root, 1, "a");
+  const std::string file = dir.file("passwd");
+  ASSERT_TRUE(write_file_durable(file, "root:x:0:0\n").ok());
+  auto resolved = resolve_checkpoint(root, file);
+  ASSERT_FALSE(resolved.ok());
+  EXPECT_TRUE(absl::IsInvalidArgument(resolved.status())) << resolved.status();
+  const std::string message(resolved.status().message());
+  EXPECT_MENTIONS(message, file + " is not a directory");
+  EXPECT_EQ(message.find("does not exist"), std::string::npos) << message;
+}
+
 // The disk fills up after step 5's files and manifest are written, as `latest` is
 // replaced: the commit reports the checkpoint complete and `latest` not updated (not
 // "lost"), leaves no temp file, and a resume from "latest" takes step 5.

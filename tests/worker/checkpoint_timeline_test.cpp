@@ -124,5 +124,13 @@ TEST_F(CheckpointTimelineTest, ResumeFromAnOlderCheckpointKeepsItAndSetsTheOldTi
   EXPECT_EQ(read_file(root + "/latest"), "step_00000017\n");
 }
 
+TEST_F(CheckpointTimelineTest, ResumeFromARegularFileSaysItIsNotADirectory) {
+  write_file(dir_ / "passwd", "root:x:0:0:root:/root:/bin/bash\n");
+  auto result = run_with({{"checkpoint.resume_from", "\"" + std::string(dir_ / "passwd") + "\""}});
+  EXPECT_EQ(result.exit_code, 2) << result.output;
+  EXPECT_OUTPUT_HAS(result, std::string(dir_ / "passwd") + " is not a directory");
+  EXPECT_EQ(result.output.find("does not exist"), std::string::npos) << result.output;
+}
+
 }  // namespace
 }  // namespace accum::testing

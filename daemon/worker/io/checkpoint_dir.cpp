@@ -304,8 +304,14 @@ const ManifestEntry* CheckpointManifest::find(std::string_view name) const {
 
 absl::StatusOr<CheckpointManifest> read_manifest(const std::string& step_dir) {
   std::error_code ec;
-  if (!fs::is_directory(step_dir, ec))
+  if (!fs::is_directory(step_dir, ec)) {
+    if (fs::exists(step_dir, ec))
+      return absl::InvalidArgumentError(
+          absl::StrCat("checkpoint ", step_dir,
+                       " is not a directory; expected a checkpoint step directory "
+                       "(.../step_00000100) holding manifest.json"));
     return absl::NotFoundError(absl::StrCat("checkpoint ", step_dir, " does not exist"));
+  }
   const std::string manifest_path = join(step_dir, kManifest);
   auto text = read_file(manifest_path);
   if (!text.ok())

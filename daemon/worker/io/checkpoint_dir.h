@@ -73,8 +73,9 @@ struct CheckpointManifest {
   const ManifestEntry* find(std::string_view name) const;
 };
 // Reads and checks the shape of <step_dir>/manifest.json (NOT_FOUND: no such directory;
-// DATA_LOSS: missing or malformed manifest, a file name that is not a plain name, a
-// step that differs from the directory's name). Does not look at the listed files.
+// INVALID_ARGUMENT: the path is not a directory; DATA_LOSS: missing or malformed manifest, a file
+// name that is not a plain name, a step that differs from the directory's name). Does not look at
+// the listed files.
 absl::StatusOr<CheckpointManifest> read_manifest(const std::string& step_dir);
 
 // Whether `root_dir` holds any trace of a checkpoint: a `latest` file or a step_*
@@ -99,6 +100,7 @@ absl::Status check_checkpoint_complete(const std::string& step_dir);
 // NOT_FOUND when none does. `passed_over` (if given) says what was wrong with each newer
 // checkpoint it skipped, and `stale_latest` (if given) names both when a newer one won
 // over `latest`, so the caller can tell the user; both are left empty otherwise.
+// An explicit path that exists but is not a directory is INVALID_ARGUMENT.
 absl::StatusOr<std::string> resolve_checkpoint(const std::string& root_dir,
                                                const std::string& resume_from,
                                                std::string* passed_over = nullptr,
