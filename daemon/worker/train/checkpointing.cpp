@@ -83,6 +83,38 @@ absl::Status check_state(const std::string& step_dir, const CheckpointState& sta
                        "\"; expected a file of the checkpoint listed in manifest.json"));
     }
   }
+  // The optimizer files the format requires of the writer's ranks: one, or one per rank
+  // under ZeRO-1. Each must be named in state.json (and so, above, listed in the manifest).
+  if (state.world_size() < 1) {
+    return absl::DataLossError(
+        absl::StrCat(where, ": world_size is ", state.world_size(), "; expected >= 1"));
+  }
+  const bool sharded = state.zero_stage() > 0 && state.world_size() > 1;
+  for (int r = 0; r < (sharded ? state.world_size() : 1); ++r) {
+    const std::string required = optimizer_file_name(r, state.world_size(), sharded);
+    if (std::find(state.optimizer_files().begin(), state.optimizer_files().end(), required) ==
+        state.optimizer_files().end()) {
+      return absl::DataLossError(absl::StrCat(
+          where, ": optimizer_files does not name ", required, "; a checkpoint written by ",
+          state.world_size(), " ranks at ZeRO stage ", state.zero_stage(), " has it"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// model.safetensors and state.json must be listed in manifest.json: verify_checkpoint()
+// checks only what the manifest lists, so an unlisted file would be read unverified.
+absl::Status check_manifest_lists_required_files(const std::string& step_dir) {
+  auto manifest = io::read_manifest(step_dir);
+  if (!manifest.ok()) return manifest.status();
+  for (const char* required : {"model.safetensors", "state.json"}) {
+    if (manifest->find(required) == nullptr) {
+      return absl::DataLossError(absl::StrCat(
+          step_dir, "/manifest.json does not list ", required,
+          "; expected every file of the checkpoint (model.safetensors, state.json and the "
+          "optimizer files) listed with its size and sha256, so that it is verified"));
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -192,6 +224,7 @@ absl::StatusOr<LoadedCheckpoint> load_checkpoint(const std::string& step_dir,
                                                  const accum::v1::JobSpec& spec, model::Gpt2* model,
                                                  AdamW* optimizer) {
   if (auto status = io::verify_checkpoint(step_dir); !status.ok()) return status;
+  if (auto status = check_manifest_lists_required_files(step_dir); !status.ok()) return status;
   LoadedCheckpoint loaded;
   loaded.path = step_dir;
   auto state_json = io::read_file(step_dir + "/state.json");
