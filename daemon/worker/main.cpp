@@ -16,6 +16,7 @@
 #include "daemon/spec/spec.h"
 #include "daemon/worker/comm/communicator.h"
 #include "daemon/worker/exit_codes.h"
+#include "daemon/worker/io/mapping_fault.h"
 #include "daemon/worker/link/control_link.h"
 #include "daemon/worker/train/trainer.h"
 
@@ -119,6 +120,9 @@ int main(int argc, char** argv) {
     }
     return fail(nullptr, kExitRuntimeFailure, e.what());
   }
+  // After MPI_Init (which installs its own SIGBUS handler): a data file truncated under
+  // the worker is named, and the job restarts from its last checkpoint.
+  accum::io::install_mapping_fault_handler(kExitRuntimeFailure);
   std::signal(SIGTERM, on_signal);
   std::signal(SIGINT, on_signal);
   if (comm->rank() != 0) spdlog::set_level(spdlog::level::warn);

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "daemon/worker/io/json.h"
+#include "tests/common/scratch_tmpfs.h"
 #include "tests/io/temp_dir.h"
 
 namespace accum::io {
@@ -285,20 +286,27 @@ TEST(CheckpointDir, KillAtAnyMomentOfRepeatedCommitsNeverLeavesABrokenCheckpoint
     ::kill(child, SIGKILL);
     int status = 0;
     ASSERT_EQ(::waitpid(child, &status, 0), child);
-    // Every directory that looks like a checkpoint verifies completely, and
-    // `latest` names one of them.
+    // Every directory that looks like a checkpoint verifies completely, and a resume
+    // from "latest" takes the newest of them (the child re-commits older steps, which
+    // moves the newer ones aside; `latest` may lag a kill between rename and update).
+    std::string newest;
     for (const auto& entry : fs::directory_iterator(root)) {
       if (!parse_step_dir_name(entry.path().filename().string())) continue;
       EXPECT_TRUE(verify_checkpoint(entry.path().string()).ok())
           << verify_checkpoint(entry.path().string());
+      newest = std::max(newest, entry.path().string());
     }
     auto latest = resolve_checkpoint(root, "latest");
     ASSERT_TRUE(latest.ok()) << latest.status();
-    std::string named = latest_of(root);
-    EXPECT_EQ(root + "/" + named.substr(0, named.size() - 1), *latest);
+    EXPECT_EQ(*latest, newest) << "latest names " << latest_of(root);
     ASSERT_TRUE(apply_retention(root, 0).ok());
     EXPECT_TRUE(temp_entries(root).empty());
-    most_checkpoints = std::max(most_checkpoints, list_checkpoints(root).size());
+    // Counting those moved aside too: the cycle back to step 2 empties the folder.
+    size_t committed = 0;
+    for (const auto& entry : fs::recursive_directory_iterator(root)) {
+      committed += parse_step_dir_name(entry.path().filename().string()) ? 1 : 0;
+    }
+    most_checkpoints = std::max(most_checkpoints, committed);
   }
   // The writer really got through commits (so kills landed between and inside them).
   EXPECT_GT(most_checkpoints, 2u);
@@ -325,11 +333,123 @@ TEST(CheckpointDir, RetentionKeepsNewestNAndTheOneLatestNames) {
   EXPECT_EQ(steps_of(root), (std::vector<int64_t>{3, 4, 5}));
   EXPECT_FALSE(fs::exists(root + "/step_00000001"));
   EXPECT_TRUE(temp_entries(root).empty());
-  // A run resumed from step 3 re-commits it: `latest` names it and it survives.
-  commit_checkpoint(root, 3, "resumed");
+  // The one `latest` names survives even when older than the newest N (a `latest` that
+  // lagged behind, say on a full disk).
+  ASSERT_TRUE(write_file_durable(root + "/latest", "step_00000003\n").ok());
   ASSERT_TRUE(apply_retention(root, 1).ok());
   EXPECT_EQ(steps_of(root), (std::vector<int64_t>{3, 5}));
   EXPECT_FALSE(apply_retention(root, -1).ok());
+}
+
+// A run that resumed from step 10 of a folder that went on to step 20 writes step 15:
+// step 20 is of the timeline it left. It is moved aside whole (not deleted, not counted
+// by retention, never resumed from), so the resume source survives retention until a
+// newer checkpoint of this run exists, and "latest" is this run's newest.
+TEST(CheckpointDir, CommittingAnOlderStepSetsTheAbandonedTimelineAside) {
+  TempDir dir;
+  const std::string root = dir.file("ckpt");
+  const std::string source = commit_checkpoint(root, 10, "a");
+  commit_checkpoint(root, 20, "a");
+  {
+    CheckpointWriter writer(root, 15);
+    ASSERT_TRUE(writer.begin().ok());
+    ASSERT_TRUE(write_file_durable(writer.path() + "/model.safetensors", "b15").ok());
+    ASSERT_TRUE(writer.commit().ok());
+    EXPECT_MENTIONS(writer.set_aside_note(), "step_00000020");
+    EXPECT_MENTIONS(writer.set_aside_note(), root + "/abandoned-by-step_00000015");
+  }
+  ASSERT_TRUE(apply_retention(root, 2).ok());
+  EXPECT_EQ(steps_of(root), (std::vector<int64_t>{10, 15}));
+  EXPECT_TRUE(verify_checkpoint(source).ok());
+  EXPECT_EQ(latest_of(root), "step_00000015\n");
+  EXPECT_TRUE(verify_checkpoint(root + "/abandoned-by-step_00000015/step_00000020").ok());
+  std::string stale = "not cleared";
+  EXPECT_EQ(*resolve_checkpoint(root, "latest", nullptr, &stale), root + "/step_00000015");
+  EXPECT_EQ(stale, "");
+  // The same again (this run's own step 20, then a resume from 15 once more): a new folder.
+  commit_checkpoint(root, 20, "c");
+  commit_checkpoint(root, 15, "d");
+  EXPECT_TRUE(verify_checkpoint(root + "/abandoned-by-step_00000015-2/step_00000020").ok());
+  EXPECT_EQ(steps_of(root), (std::vector<int64_t>{10, 15}));
+  // Nothing above the committed step: nothing moves.
+  CheckpointWriter next(root, 16);
+  ASSERT_TRUE(next.begin().ok());
+  ASSERT_TRUE(next.commit().ok());
+  EXPECT_EQ(next.set_aside_note(), "");
+}
+
+// `latest` names step 4, but step 5 was committed after it (then `latest` could not be
+// replaced): the complete step 5 is resumed from, and the caller learns both names. A
+// newer step that does not verify does not win; it is reported as passed over.
+TEST(CheckpointDir, NewerCompleteCheckpointWinsOverALaggingLatest) {
+  TempDir dir;
+  const std::string root = dir.file("ckpt");
+  const std::string fourth = commit_checkpoint(root, 4, "a");
+  const std::string fifth = commit_checkpoint(root, 5, "b");
+  ASSERT_TRUE(write_file_durable(root + "/latest", "step_00000004\n").ok());
+  std::string passed_over = "x", stale = "x";
+  auto resolved = resolve_checkpoint(root, "latest", &passed_over, &stale);
+  ASSERT_TRUE(resolved.ok()) << resolved.status();
+  EXPECT_EQ(*resolved, fifth);
+  EXPECT_MENTIONS(stale, fourth);
+  EXPECT_MENTIONS(stale, fifth);
+  EXPECT_EQ(passed_over, "");
+  // Step 5 damaged: `latest`'s step 4 it is, and step 5 is named as passed over.
+  std::string state = *read_file(fifth + "/state.json");
+  state[0] = '[';
+  ASSERT_TRUE(write_file_durable(fifth + "/state.json", state).ok());
+  resolved = resolve_checkpoint(root, "latest", &passed_over, &stale);
+  ASSERT_TRUE(resolved.ok()) << resolved.status();
+  EXPECT_EQ(*resolved, fourth);
+  EXPECT_EQ(stale, "");
+  EXPECT_MENTIONS(passed_over, fifth);
+}
+
+TEST(CheckpointDir, ResumeFromAFileSaysItIsNotADirectory) {
+  TempDir dir;
+  const std::string root = dir.file("ckpt");
+  commit_checkpoint(root, 1, "a");
+  const std::string file = dir.file("passwd");
+  ASSERT_TRUE(write_file_durable(file, "root:x:0:0\n").ok());
+  auto resolved = resolve_checkpoint(root, file);
+  ASSERT_FALSE(resolved.ok());
+  EXPECT_TRUE(absl::IsInvalidArgument(resolved.status())) << resolved.status();
+  const std::string message(resolved.status().message());
+  EXPECT_MENTIONS(message, file + " is not a directory");
+  EXPECT_EQ(message.find("does not exist"), std::string::npos) << message;
+}
+
+// The disk fills up after step 5's files and manifest are written, as `latest` is
+// replaced: the commit reports the checkpoint complete and `latest` not updated (not
+// "lost"), leaves no temp file, and a resume from "latest" takes step 5.
+TEST(CheckpointDir, FullDiskAtLatestKeepsTheCompleteCheckpointAndNoTempFile) {
+  TempDir dir;
+  accum::testing::ScratchTmpfs disk(dir.file("disk"), 512 * 1024);
+  ACCUM_SKIP_UNLESS_MOUNTED(disk);
+  const std::string root = dir.file("disk/ckpt");
+  const std::string fourth = commit_checkpoint(root, 4, "a", 64 * 1024);
+  CheckpointWriter writer(root, 5);
+  ASSERT_TRUE(writer.begin().ok());
+  ASSERT_TRUE(
+      write_file_durable(writer.path() + "/model.safetensors", std::string(65536, 'm')).ok());
+  ASSERT_TRUE(write_file_durable(writer.path() + "/state.json", "{\"step\": 5}\n").ok());
+  // Full, then exactly one page free: manifest.json (under a page) fits, `latest` does not.
+  ASSERT_GT(disk.fill("filler"), 0u);
+  fs::resize_file(dir.file("disk/filler"), fs::file_size(dir.file("disk/filler")) - 4096);
+  auto committed = writer.commit();
+  ASSERT_FALSE(committed.ok()) << "the disk did not fill up where this test needs it";
+  EXPECT_TRUE(writer.committed());
+  EXPECT_TRUE(absl::IsResourceExhausted(committed.status())) << committed.status();
+  const std::string message(committed.status().message());
+  EXPECT_MENTIONS(message, "checkpoint step 5 is complete in " + root + "/step_00000005");
+  EXPECT_MENTIONS(message, "`latest` could not be updated (disk full)");
+  EXPECT_MENTIONS(message, "still names step_00000004");
+  EXPECT_MENTIONS(message, "No space left on device");
+  EXPECT_TRUE(temp_entries(root).empty()) << temp_entries(root).front();
+  EXPECT_EQ(latest_of(root), "step_00000004\n");
+  EXPECT_TRUE(verify_checkpoint(root + "/step_00000005").ok());
+  EXPECT_EQ(*resolve_checkpoint(root, "latest"), root + "/step_00000005");
+  EXPECT_TRUE(verify_checkpoint(fourth).ok());
 }
 
 TEST(CheckpointDir, RetentionRemovesOnlyTempsOfDeadWriters) {

@@ -101,13 +101,33 @@ absl::Status check_checkpoint(const std::string& step_dir, bool hashes) {
 }
 
 // Publishes `contents` as root/name atomically: temp file, fsync, rename, fsync dir.
+// On failure the temp file is removed (a full disk must not also leave litter behind).
 absl::Status replace_file_atomically(const std::string& root, const std::string& name,
                                      const std::string& contents) {
   const std::string tmp = join(root, absl::StrCat(kTmpPrefix, name, "-", ::getpid()));
   const std::string target = join(root, name);
-  if (absl::Status s = write_file_durable(tmp, contents); !s.ok()) return s;
-  if (::rename(tmp.c_str(), target.c_str()) != 0) return rename_error(tmp, target, errno);
+  absl::Status status = write_file_durable(tmp, contents);
+  if (status.ok() && ::rename(tmp.c_str(), target.c_str()) != 0)
+    status = rename_error(tmp, target, errno);
+  if (!status.ok()) {
+    ::unlink(tmp.c_str());
+    return status;
+  }
   return fsync_dir(root);
+}
+
+// The step directory `latest` names (its plain name), or "" when there is none.
+std::string latest_name(const std::string& root) {
+  auto text = read_file(join(root, kLatest));
+  return text.ok() ? std::string(absl::StripAsciiWhitespace(*text)) : std::string();
+}
+
+// A folder under root that does not exist yet: `base`, else `base-2`, `base-3`, ...
+std::string unused_name(const std::string& root, const std::string& base) {
+  std::error_code ec;
+  std::string name = base;
+  for (int n = 2; fs::exists(join(root, name), ec); ++n) name = absl::StrCat(base, "-", n);
+  return name;
 }
 
 }  // namespace
@@ -228,6 +248,7 @@ absl::StatusOr<std::string> CheckpointWriter::commit() {
     return s;
   if (absl::Status s = fsync_dir(tmp_); !s.ok()) return s;
 
+  if (absl::Status s = set_aside_later_steps(); !s.ok()) return s;
   if (!fs::exists(final_, ec)) {
     if (::rename(tmp_.c_str(), final_.c_str()) != 0) return rename_error(tmp_, final_, errno);
   } else if (::renameat2(AT_FDCWD, tmp_.c_str(), AT_FDCWD, final_.c_str(), RENAME_EXCHANGE) == 0) {
@@ -241,11 +262,63 @@ absl::StatusOr<std::string> CheckpointWriter::commit() {
     fs::remove_all(aside, ec);
   }
   committed_ = true;
-  if (absl::Status s = fsync_dir(root_); !s.ok()) return s;
-  if (absl::Status s = replace_file_atomically(root_, kLatest, step_dir_name(step_) + "\n");
-      !s.ok())
-    return s;
+  // From here on the checkpoint is complete: a failure only leaves `latest` behind, which
+  // resolve_checkpoint() tolerates (the newest verified step directory wins), so the
+  // error must say so rather than suggest the checkpoint was lost.
+  const std::string previous = latest_name(root_);
+  absl::Status status = fsync_dir(root_);
+  if (status.ok()) status = replace_file_atomically(root_, kLatest, step_dir_name(step_) + "\n");
+  if (!status.ok()) {
+    return absl::Status(
+        status.code(),
+        absl::StrCat("checkpoint step ", step_, " is complete in ", final_,
+                     " but `latest` could not be updated",
+                     absl::IsResourceExhausted(status) ? " (disk full)" : "", "; it still names ",
+                     previous.empty() ? std::string("nothing") : previous,
+                     ", and a resume from \"latest\" takes the newer complete ", final_,
+                     " anyway: ", status.message()));
+  }
   return final_;
+}
+
+// Step directories above the step being committed belong to a timeline this run left:
+// it resumed from an older checkpoint (or started afresh) in a folder that already held
+// newer ones. Left in place, they would count as the newest for retention (which would
+// then delete this run's own checkpoints, the one it resumed from first) and for a resume
+// from "latest". They are moved, whole and untouched, into <root>/abandoned-by-step_S/
+// (S this step; -2, -3... if taken), where no reader looks, so nothing is lost and the
+// user can inspect or delete them. This runs before the new directory appears and before
+// `latest` moves: a crash in between leaves `latest` naming a moved directory, and
+// resolve_checkpoint() then falls back to the newest verified one left, which is of this
+// run's timeline.
+absl::Status CheckpointWriter::set_aside_later_steps() {
+  std::error_code ec;
+  std::vector<std::pair<int64_t, std::string>> later;
+  for (const fs::directory_entry& entry : fs::directory_iterator(root_, ec)) {
+    const std::string name = entry.path().filename().string();
+    std::optional<int64_t> step = parse_step_dir_name(name);
+    if (step && *step > step_ && entry.is_directory(ec)) later.emplace_back(*step, name);
+  }
+  if (ec) return absl::InternalError(absl::StrCat("cannot list ", root_, ": ", ec.message()));
+  if (later.empty()) return absl::OkStatus();
+  std::sort(later.begin(), later.end());
+  const std::string folder = unused_name(root_, "abandoned-by-" + step_dir_name(step_));
+  const std::string folder_path = join(root_, folder);
+  if (absl::Status s = create_directories_durable(folder_path); !s.ok()) return s;
+  std::string moved;
+  for (const auto& [step, name] : later) {
+    const std::string from = join(root_, name), to = join(folder_path, name);
+    if (::rename(from.c_str(), to.c_str()) != 0) return rename_error(from, to, errno);
+    absl::StrAppend(&moved, moved.empty() ? "" : ", ", name);
+  }
+  if (absl::Status s = fsync_dir(folder_path); !s.ok()) return s;
+  if (absl::Status s = fsync_dir(root_); !s.ok()) return s;
+  set_aside_note_ =
+      absl::StrCat("checkpoint step ", step_, " goes back before ", moved, " in ", root_,
+                   " (a run resumed from an older step there): ", "moved them into ", folder_path,
+                   " so they are never taken for this run's newest; delete that "
+                   "folder when they are no longer needed");
+  return absl::OkStatus();
 }
 
 const ManifestEntry* CheckpointManifest::find(std::string_view name) const {
@@ -257,8 +330,14 @@ const ManifestEntry* CheckpointManifest::find(std::string_view name) const {
 
 absl::StatusOr<CheckpointManifest> read_manifest(const std::string& step_dir) {
   std::error_code ec;
-  if (!fs::is_directory(step_dir, ec))
+  if (!fs::is_directory(step_dir, ec)) {
+    if (fs::exists(step_dir, ec))
+      return absl::InvalidArgumentError(
+          absl::StrCat("checkpoint ", step_dir,
+                       " is not a directory; expected a checkpoint step directory "
+                       "(.../step_00000100) holding manifest.json"));
     return absl::NotFoundError(absl::StrCat("checkpoint ", step_dir, " does not exist"));
+  }
   const std::string manifest_path = join(step_dir, kManifest);
   auto text = read_file(manifest_path);
   if (!text.ok())
@@ -329,8 +408,10 @@ std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string&
 
 absl::StatusOr<std::string> resolve_checkpoint(const std::string& root_dir,
                                                const std::string& resume_from,
-                                               std::string* passed_over) {
+                                               std::string* passed_over,
+                                               std::string* stale_latest) {
   if (passed_over != nullptr) passed_over->clear();
+  if (stale_latest != nullptr) stale_latest->clear();
   if (resume_from.empty())
     return absl::InvalidArgumentError(
         "checkpoint.resume_from is empty; expected \"latest\" or a "
@@ -342,30 +423,47 @@ absl::StatusOr<std::string> resolve_checkpoint(const std::string& root_dir,
     if (absl::Status s = verify_checkpoint(path); !s.ok()) return s;
     return path;
   }
-  std::string latest_problem;
+  // `latest`'s checkpoint, when it verifies; its step bounds what counts as newer.
+  std::string latest_problem, latest_path;
+  int64_t latest_step = -1;
   auto latest = read_file(join(root_dir, kLatest));
   if (latest.ok()) {
     std::string name(absl::StripAsciiWhitespace(*latest));
     if (name.empty() || name.find('/') != std::string::npos) {
       latest_problem = absl::StrCat(join(root_dir, kLatest), " names '", name, "'");
-    } else {
-      absl::Status s = verify_checkpoint(join(root_dir, name));
-      if (s.ok()) return join(root_dir, name);
+    } else if (absl::Status s = verify_checkpoint(join(root_dir, name)); !s.ok()) {
       latest_problem = std::string(s.message());
+    } else if (auto manifest = read_manifest(join(root_dir, name)); manifest.ok()) {
+      latest_path = join(root_dir, name);
+      latest_step = manifest->step;
     }
   }
-  // Fall back to the newest checkpoint that verifies, noting what was passed over.
+  // A step directory newer than `latest`'s wins when it verifies: it was committed and
+  // then `latest` could not be moved (a full disk, a crash in between). Directories of a
+  // timeline a run went back from are never here to win: CheckpointWriter::commit() moves
+  // them aside before it publishes the older step. Without a usable `latest`, this is the
+  // fall back to the newest checkpoint that verifies, noting what was passed over.
   std::string skipped = latest_problem;
   auto all = list_checkpoints(root_dir);
-  for (auto it = all.rbegin(); it != all.rend(); ++it) {
+  for (auto it = all.rbegin(); it != all.rend() && it->first > latest_step; ++it) {
     absl::Status s = verify_checkpoint(it->second);
     if (s.ok()) {
       if (passed_over != nullptr) *passed_over = skipped;
+      if (stale_latest != nullptr && !latest_path.empty()) {
+        *stale_latest =
+            absl::StrCat(join(root_dir, kLatest), " names ", latest_path, " but ", it->second,
+                         " is newer and complete (`latest` was not updated after "
+                         "it was written)");
+      }
       return it->second;
     }
     if (skipped.find(it->second) == std::string::npos) {  // not the one latest named
       absl::StrAppend(&skipped, skipped.empty() ? "" : "; ", s.message());
     }
+  }
+  if (!latest_path.empty()) {
+    if (passed_over != nullptr) *passed_over = skipped;
+    return latest_path;
   }
   return absl::NotFoundError(absl::StrCat(
       "no complete checkpoint under ", root_dir,

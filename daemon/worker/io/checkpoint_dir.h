@@ -28,8 +28,9 @@ std::optional<int64_t> parse_step_dir_name(std::string_view name);
 
 // Builds one checkpoint. Usage: begin(), write files into path(), commit().
 // Destroying an uncommitted writer removes its temporary directory. `latest` is
-// set to the committed step (the newest written, which after a resume from an
-// older step may be lower than other step directories).
+// set to the committed step. Step directories above it (a timeline the run went back
+// from, by resuming from an older step) are moved into <root>/abandoned-by-step_S/
+// first; set_aside_note() says so.
 // Thread safety: none; one writer per step directory at a time.
 class CheckpointWriter {
  public:
@@ -42,13 +43,21 @@ class CheckpointWriter {
   const std::string& path() const;  // the temporary directory to write files into
   // Hashes every file, writes manifest.json, fsyncs, renames to step_XXXXXXXX
   // (replacing an older directory of the same step only after the new one is
-  // complete), updates `latest`. Returns the final directory.
+  // complete), updates `latest`. Returns the final directory. On an error, committed()
+  // tells whether the step directory was already complete in place (only `latest`
+  // failed; the message says so) or nothing of it was kept.
   absl::StatusOr<std::string> commit();
+  bool committed() const { return committed_; }
+  // What commit() moved aside (for the log), or "" when nothing.
+  const std::string& set_aside_note() const { return set_aside_note_; }
 
  private:
+  absl::Status set_aside_later_steps();
+
   std::string root_, tmp_, final_;
   int64_t step_;
   bool committed_ = false;
+  std::string set_aside_note_;
 };
 
 // A step directory's manifest.json: {"step": s, "files": [{"name", "size", "sha256"}]}.
@@ -64,8 +73,9 @@ struct CheckpointManifest {
   const ManifestEntry* find(std::string_view name) const;
 };
 // Reads and checks the shape of <step_dir>/manifest.json (NOT_FOUND: no such directory;
-// DATA_LOSS: missing or malformed manifest, a file name that is not a plain name, a
-// step that differs from the directory's name). Does not look at the listed files.
+// INVALID_ARGUMENT: the path is not a directory; DATA_LOSS: missing or malformed manifest, a file
+// name that is not a plain name, a step that differs from the directory's name). Does not look at
+// the listed files.
 absl::StatusOr<CheckpointManifest> read_manifest(const std::string& step_dir);
 
 // Whether `root_dir` holds any trace of a checkpoint: a `latest` file or a step_*
@@ -81,16 +91,20 @@ absl::Status verify_checkpoint(const std::string& step_dir);
 // lists exists with its size, without reading the files (for callers that must
 // answer quickly, like accumd at submit; the reader verifies fully when it loads).
 absl::Status check_checkpoint_complete(const std::string& step_dir);
-// Resolves "latest" (reads <root>/latest; when it is missing or names a checkpoint
-// that fails verification, falls back to the newest step directory that verifies;
-// NOT_FOUND when none does) or a path (absolute; a relative one is taken as given
-// when it exists, else under root, so "step_00000100" works). Verifies it fully
-// (sha256 of every file) and returns the step directory. When "latest" falls back,
-// `passed_over` (if given) says what was wrong with each newer checkpoint it skipped,
-// so the caller can tell the user; it is left empty otherwise.
+// Resolves "latest" or a path (absolute; a relative one is taken as given when it
+// exists, else under root, so "step_00000100" works). Verifies it fully (sha256 of
+// every file) and returns the step directory. "latest" is the newest step directory
+// under root that verifies, starting from the one <root>/latest names: a newer one
+// that verifies wins (it was committed, then `latest` could not be updated, e.g. on a
+// full disk), and when `latest` is missing or damaged the newest that verifies is taken;
+// NOT_FOUND when none does. `passed_over` (if given) says what was wrong with each newer
+// checkpoint it skipped, and `stale_latest` (if given) names both when a newer one won
+// over `latest`, so the caller can tell the user; both are left empty otherwise.
+// An explicit path that exists but is not a directory is INVALID_ARGUMENT.
 absl::StatusOr<std::string> resolve_checkpoint(const std::string& root_dir,
                                                const std::string& resume_from,
-                                               std::string* passed_over = nullptr);
+                                               std::string* passed_over = nullptr,
+                                               std::string* stale_latest = nullptr);
 // Complete checkpoints under root, oldest first, as (step, path). "Complete" here
 // is the cheap check (manifest parses, every listed file exists with its size);
 // verify_checkpoint() also compares the sha256 of every file.

@@ -24,7 +24,7 @@ namespace {
 absl::Status errno_error(const std::string& path, absl::string_view action, int err) {
   std::string what = absl::StrCat(path, ": ", action, " failed: ", std::strerror(err));
   if (err == ENOENT) return absl::NotFoundError(what);
-  // A full disk (or quota) is the caller's to tell apart: freeing space is the remedy.
+  // A full disk (or quota) is no bug and no bad input: callers tell the user so.
   if (err == ENOSPC || err == EDQUOT) return absl::ResourceExhaustedError(what);
   return absl::InternalError(what);
 }

@@ -3,6 +3,8 @@
 // Header-only on purpose: the data loader and the safetensors reader both map
 // files, and the data library does not link the io library. An empty file maps
 // to {nullptr, 0} (mmap refuses length 0). Errors name the file and the errno.
+// Each mapping is registered with mapping_fault.h, so that a SIGBUS from the file
+// shrinking under the worker is reported by name (once the handler is installed).
 //
 // Thread safety: the mapping is immutable; reads from several threads are fine.
 #pragma once
@@ -22,6 +24,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "daemon/worker/io/mapping_fault.h"
 
 namespace accum::io {
 
@@ -59,12 +62,15 @@ class MappedFile {
         return absl::InternalError(absl::StrCat(path, ": mmap failed: ", std::strerror(err)));
       }
       file->data_ = static_cast<const uint8_t*>(base);
+      // So that a SIGBUS from the file shrinking under us names it (mapping_fault.h).
+      file->fault_slot_ = register_mapping(base, file->size_, path);
     }
     ::close(fd);  // the mapping stays valid after close
     return file;
   }
 
   ~MappedFile() {
+    unregister_mapping(fault_slot_);
     if (data_ != nullptr) ::munmap(const_cast<uint8_t*>(data_), size_);
   }
   MappedFile(const MappedFile&) = delete;
@@ -82,6 +88,7 @@ class MappedFile {
   MappedFile() = default;
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
+  int fault_slot_ = -1;  // register_mapping()'s slot, or -1
 };
 
 }  // namespace accum::io

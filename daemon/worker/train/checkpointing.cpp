@@ -1,6 +1,7 @@
 #include "daemon/worker/train/checkpointing.h"
 
 #include <google/protobuf/util/json_util.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -83,6 +84,38 @@ absl::Status check_state(const std::string& step_dir, const CheckpointState& sta
                        "\"; expected a file of the checkpoint listed in manifest.json"));
     }
   }
+  // The optimizer files the format requires of the writer's ranks: one, or one per rank
+  // under ZeRO-1. Each must be named in state.json (and so, above, listed in the manifest).
+  if (state.world_size() < 1) {
+    return absl::DataLossError(
+        absl::StrCat(where, ": world_size is ", state.world_size(), "; expected >= 1"));
+  }
+  const bool sharded = state.zero_stage() > 0 && state.world_size() > 1;
+  for (int r = 0; r < (sharded ? state.world_size() : 1); ++r) {
+    const std::string required = optimizer_file_name(r, state.world_size(), sharded);
+    if (std::find(state.optimizer_files().begin(), state.optimizer_files().end(), required) ==
+        state.optimizer_files().end()) {
+      return absl::DataLossError(absl::StrCat(
+          where, ": optimizer_files does not name ", required, "; a checkpoint written by ",
+          state.world_size(), " ranks at ZeRO stage ", state.zero_stage(), " has it"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// model.safetensors and state.json must be listed in manifest.json: verify_checkpoint()
+// checks only what the manifest lists, so an unlisted file would be read unverified.
+absl::Status check_manifest_lists_required_files(const std::string& step_dir) {
+  auto manifest = io::read_manifest(step_dir);
+  if (!manifest.ok()) return manifest.status();
+  for (const char* required : {"model.safetensors", "state.json"}) {
+    if (manifest->find(required) == nullptr) {
+      return absl::DataLossError(absl::StrCat(
+          step_dir, "/manifest.json does not list ", required,
+          "; expected every file of the checkpoint (model.safetensors, state.json and the "
+          "optimizer files) listed with its size and sha256, so that it is verified"));
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -137,11 +170,11 @@ bool all_ok(comm::Communicator* comm, bool ok) {
   return flag == 0.0;
 }
 
-}  // namespace
-
-absl::StatusOr<std::string> save_checkpoint(comm::Communicator* comm, model::Gpt2* model,
-                                            const AdamW& optimizer, const CheckpointState& state,
-                                            const std::string& root_dir, int keep_last) {
+// save_checkpoint() without the explanation of a failure: `writer` is rank 0's.
+absl::StatusOr<std::string> write_checkpoint(comm::Communicator* comm, model::Gpt2* model,
+                                             const AdamW& optimizer, const CheckpointState& state,
+                                             const std::string& root_dir, int keep_last,
+                                             io::CheckpointWriter& writer) {
   const int rank = comm->rank(), world = comm->world_size();
   const bool sharded = state.zero_stage() > 0 && world > 1;
   const bool writes_optimizer = sharded || rank == 0;
@@ -173,7 +206,6 @@ absl::StatusOr<std::string> save_checkpoint(comm::Communicator* comm, model::Gpt
   }
 
   // Rank 0 creates the temporary directory; everyone learns its name from rank 0's pid.
-  io::CheckpointWriter writer(root_dir, state.step());
   absl::Status status = absl::OkStatus();
   double pid = 0;
   if (rank == 0) {
@@ -225,6 +257,7 @@ absl::StatusOr<std::string> save_checkpoint(comm::Communicator* comm, model::Gpt
   absl::StatusOr<std::string> final_dir = std::string();
   if (rank == 0) {
     final_dir = writer.commit();
+    if (!writer.set_aside_note().empty()) spdlog::warn("{}", writer.set_aside_note());
     if (final_dir.ok()) status = io::apply_retention(root_dir, keep_last);
     if (!final_dir.ok()) status = final_dir.status();
   }
@@ -234,10 +267,34 @@ absl::StatusOr<std::string> save_checkpoint(comm::Communicator* comm, model::Gpt
   return fs::path(root_dir) / io::step_dir_name(state.step());
 }
 
+}  // namespace
+
+absl::StatusOr<std::string> save_checkpoint(comm::Communicator* comm, model::Gpt2* model,
+                                            const AdamW& optimizer, const CheckpointState& state,
+                                            const std::string& root_dir, int keep_last) {
+  io::CheckpointWriter writer(root_dir, state.step());
+  auto saved = write_checkpoint(comm, model, optimizer, state, root_dir, keep_last, writer);
+  if (saved.ok() || comm->rank() != 0) return saved;
+  // Say what the failure cost. Committed: the step directory is complete and only
+  // `latest` lags (commit()'s message says so; a resume takes the newer directory).
+  if (writer.committed()) return saved;
+  // Otherwise nothing of this checkpoint was kept (the writer removes its temporary
+  // directory), and the last complete one still stands.
+  const auto complete = io::list_checkpoints(root_dir);
+  return absl::Status(saved.status().code(),
+                      absl::StrCat("checkpoint of step ", state.step(), " in ", root_dir,
+                                   " failed, and nothing of it was kept (",
+                                   complete.empty() ? std::string("no complete checkpoint yet")
+                                                    : "the last complete one, " +
+                                                          complete.back().second + ", is untouched",
+                                   "): ", saved.status().message()));
+}
+
 absl::StatusOr<LoadedCheckpoint> load_checkpoint(const std::string& step_dir,
                                                  const accum::v1::JobSpec& spec, model::Gpt2* model,
                                                  AdamW* optimizer) {
   if (auto status = io::verify_checkpoint(step_dir); !status.ok()) return status;
+  if (auto status = check_manifest_lists_required_files(step_dir); !status.ok()) return status;
   LoadedCheckpoint loaded;
   loaded.path = step_dir;
   auto state_json = io::read_file(step_dir + "/state.json");

@@ -19,8 +19,9 @@ using accum::v1::CheckpointSpec;
 // or why it cannot resume.
 absl::StatusOr<std::string> resolve_on_this_rank(const CheckpointSpec& ckpt) {
   if (ckpt.resume_from().empty()) return std::string();
-  std::string passed_over;
-  auto resolved = io::resolve_checkpoint(ckpt.dir(), ckpt.resume_from(), &passed_over);
+  std::string passed_over, stale_latest;
+  auto resolved =
+      io::resolve_checkpoint(ckpt.dir(), ckpt.resume_from(), &passed_over, &stale_latest);
   if (!resolved.ok()) {
     if (ckpt.resume_from() != "latest") return resolved.status();
     if (!io::has_checkpoint_traces(ckpt.dir())) return std::string();  // nothing saved yet
@@ -33,6 +34,9 @@ absl::StatusOr<std::string> resolve_on_this_rank(const CheckpointSpec& ckpt) {
   if (!passed_over.empty()) {  // a damaged newer checkpoint: say so, do not hide it
     spdlog::warn("not resuming from a newer checkpoint: {}; resuming from {} instead", passed_over,
                  *resolved);
+  }
+  if (!stale_latest.empty()) {  // a complete checkpoint is never ignored for a stale pointer
+    spdlog::warn("{}: resuming from {}", stale_latest, *resolved);
   }
   return *resolved;
 }

@@ -401,19 +401,9 @@ absl::StatusOr<std::string> Trainer::checkpoint(int64_t step, double last_loss) 
   state.set_train_tokens(train_data_->size());
   state.set_updates_applied(updates_applied_);
   const std::string& root = spec_.checkpoint().dir();
-  auto saved = save_checkpoint(comm_, model_.get(), *optimizer_, state, root,
-                               spec_.checkpoint().keep_last());
-  if (saved.ok()) return saved;
-  // Say what the failure cost: nothing of this checkpoint was kept (the writer removed its
-  // temporary directory), and the last complete one still stands.
-  const auto complete = io::list_checkpoints(root);
-  return absl::Status(
-      saved.status().code(),
-      absl::StrCat(
-          "checkpoint of step ", step, " in ", root, " failed, and nothing of it was kept (",
-          complete.empty() ? std::string("no complete checkpoint yet")
-                           : "the last complete one, " + complete.back().second + ", is untouched",
-          "): ", saved.status().message()));
+  // On failure the message says what it cost (save_checkpoint()).
+  return save_checkpoint(comm_, model_.get(), *optimizer_, state, root,
+                         spec_.checkpoint().keep_last());
 }
 
 absl::Status Trainer::diverged(int64_t step, double loss, double grad_norm) const {
