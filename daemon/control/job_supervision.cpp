@@ -279,8 +279,10 @@ void JobManager::handle_exit_locked(const JobRecord& record, Runtime& runtime, i
     settle_locked(
         record.id, runtime,
         {accum::v1::FAILED, "bad_input",
-         absl::StrCat("attempt ", attempt, ": ", what, " (bad spec, data file or checkpoint)",
-                      error, "; not restarted: a rerun would fail the same way", tail)});
+         absl::StrCat(
+             "attempt ", attempt, ": ", what,
+             " (bad input: the spec, a data file or checkpoint, or training that diverged)", error,
+             "; not restarted: a rerun would fail the same way", tail)});
     return;
   }
   const int allowed = max_restarts(record);

@@ -8,6 +8,7 @@
 #include <signal.h>
 
 #include <atomic>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <future>
@@ -518,6 +519,49 @@ TEST(DaemonRecovery, WorkerRejectingItsInputFailsTheJobAtOnceWithoutRestarts) {
 
 TEST(DaemonRecovery, RanksRejectingTheirInputFailTheJobAtOnceWithoutRestarts) {
   expect_rejected_input_fails_without_restarts(2);
+}
+
+// A job whose training diverges (a loss that is not a number) would diverge again from its
+// last checkpoint, bit for bit: accumd fails it at once, says why, and the job's checkpoints
+// all hold finite weights.
+TEST(DaemonRecovery, DivergedJobFailsWithoutRestartsAndKeepsOnlyFiniteCheckpoints) {
+  DaemonHarness daemon;
+  ASSERT_TRUE(daemon.start());
+  std::string spec = daemon.spec_json("diverges", 200, 1, 1);
+  const std::string optimizer = R"("lr": 0.003)";
+  ASSERT_NE(spec.find(optimizer), std::string::npos);
+  spec.replace(spec.find(optimizer), optimizer.size(),
+               R"("lr": 10, "beta2": 0, "eps": 1e-30, "grad_clip": 0, "weight_decay": 0)");
+  JobStatus job;
+  const grpc::Status submitted = daemon.submit(spec, &job);
+  ASSERT_TRUE(submitted.ok()) << submitted.error_message();
+  const JobStatus done = daemon.wait_for(
+      job.id(),
+      [](const JobStatus& j) {
+        return j.state() == accum::v1::SUCCEEDED || j.state() == accum::v1::FAILED;
+      },
+      std::chrono::seconds(120));
+  ASSERT_EQ(done.state(), accum::v1::FAILED) << done.message();
+  EXPECT_EQ(done.restarts(), 0);
+  EXPECT_NE(done.message().find("training diverged"), std::string::npos) << done.message();
+  EXPECT_NE(done.message().find("not restarted: a rerun would fail the same way"),
+            std::string::npos)
+      << done.message();
+  // Every step that reported is finite, and a checkpoint (one per step) follows each of
+  // them and no other: the diverged step was neither applied nor checkpointed.
+  const auto rows = read_metrics(done.job_dir() + "/metrics.jsonl");
+  ASSERT_FALSE(rows.empty());
+  for (const auto& [step, loss] : rows) EXPECT_TRUE(std::isfinite(loss)) << "step " << step;
+  std::vector<int64_t> checkpointed;
+  for (const auto& entry : std::filesystem::directory_iterator(done.job_dir() + "/checkpoints")) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("step_", 0) == 0) checkpointed.push_back(std::stoll(name.substr(5)));
+  }
+  std::sort(checkpointed.begin(), checkpointed.end());
+  ASSERT_FALSE(checkpointed.empty());
+  EXPECT_EQ(checkpointed.size(), rows.size());
+  EXPECT_EQ(checkpointed.back(), rows.back().first);
+  EXPECT_EQ(done.latest_checkpoint_step(), rows.back().first);
 }
 
 // SIGKILLs rank 0 of a job once it runs and has reported `after_step` steps.
