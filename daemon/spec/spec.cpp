@@ -7,12 +7,15 @@
 #include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 
@@ -36,6 +39,8 @@ constexpr Preset kPresets[] = {
 };
 constexpr int kGpt2Vocab = 50257;
 constexpr int kGpt2Context = 1024;
+// An evaluation reads this many micro-batches at most: more would stall training for hours.
+constexpr int kMaxEvalBatches = 10000;
 
 // A single string where a list of paths is expected becomes a one-element list.
 // Returns true when `root` was changed.
@@ -240,7 +245,10 @@ absl::Status fill_optimizer(accum::v1::JobSpec* spec) {
 
 absl::Status fill_rest(accum::v1::JobSpec* spec) {
   if (spec->name().empty()) spec->set_name("job");
-  if (spec->name().size() > 128) return invalid("name", "longer than 128 characters");
+  if (spec->name().size() > 128) {
+    return invalid(
+        "name", absl::StrCat("got ", spec->name().size(), " bytes of UTF-8, expected at most 128"));
+  }
   for (unsigned char c : spec->name()) {
     if (c < 0x20 || c == 0x7f) return invalid("name", "contains a control character");
   }
@@ -263,8 +271,9 @@ absl::Status fill_rest(accum::v1::JobSpec* spec) {
                    absl::StrCat("got ", eval->every_steps(), ", expected >= 0 (0: never)"));
   }
   if (eval->batches() == 0) eval->set_batches(4);
-  if (eval->batches() < 0) {
-    return invalid("eval.batches", absl::StrCat("got ", eval->batches(), ", expected >= 1"));
+  if (eval->batches() < 0 || eval->batches() > kMaxEvalBatches) {
+    return invalid("eval.batches", absl::StrCat("got ", eval->batches(), ", expected 1..",
+                                                kMaxEvalBatches, " micro-batches per evaluation"));
   }
   if (eval->every_steps() > 0 && spec->data().val_size() == 0) {
     return invalid("data.val", "eval.every_steps is set but there is no validation data");
@@ -350,6 +359,62 @@ absl::Status check_device(accum::v1::JobSpec* spec) {
   return absl::OkStatus();
 }
 
+// A key given twice in one JSON object: protobuf's parser takes the last value of a field,
+// or appends both lists of a repeated one, and reads `max_steps` and `maxSteps` as one
+// field. Keys are compared by their protobuf JSON names (max_steps is maxSteps). Text that is
+// not well-formed JSON is left to the parser's own error.
+absl::Status check_duplicate_keys(const std::string& json) {
+  struct Object {
+    std::string path;
+    std::set<std::string> keys;
+  };
+  std::vector<Object> objects;   // the objects we are inside, innermost last
+  std::vector<char> containers;  // '{' or '[' for each open bracket
+  std::string last_string;
+  bool expect_key = false;  // the next string in this object is a key
+  for (size_t i = 0; i < json.size(); ++i) {
+    const char c = json[i];
+    if (c == '"') {
+      std::string text;
+      for (++i; i < json.size() && json[i] != '"'; ++i) {
+        if (json[i] == '\\' && i + 1 < json.size()) ++i;
+        text += json[i];
+      }
+      if (expect_key && !objects.empty()) {
+        std::string normal;  // as protobuf's JSON name: max_steps -> maxSteps
+        for (size_t k = 0; k < text.size(); ++k) {
+          if (text[k] == '_' && k + 1 < text.size()) {
+            normal += static_cast<char>(std::toupper(static_cast<unsigned char>(text[++k])));
+          } else {
+            normal += text[k];
+          }
+        }
+        const std::string field =
+            objects.back().path.empty() ? text : absl::StrCat(objects.back().path, ".", text);
+        if (!objects.back().keys.insert(normal).second) {
+          return invalid(field, "given twice in one object; expected each field once");
+        }
+        last_string = field;
+        expect_key = false;
+      }
+    } else if (c == '{') {
+      const bool nested_in_object = !containers.empty() && containers.back() == '{';
+      objects.push_back({nested_in_object ? last_string : std::string(), {}});
+      containers.push_back('{');
+      expect_key = true;
+    } else if (c == '[') {
+      containers.push_back('[');
+    } else if (c == '}' || c == ']') {
+      if (containers.empty()) return absl::OkStatus();
+      if (containers.back() == '{' && !objects.empty()) objects.pop_back();
+      containers.pop_back();
+    } else if (c == ',') {
+      expect_key = !containers.empty() && containers.back() == '{';
+    }
+  }
+  return absl::OkStatus();
+}
+
 std::string resolve(const std::string& path, const std::string& base_dir) {
   if (path.empty() || fs::path(path).is_absolute() || base_dir.empty()) return path;
   return (fs::path(base_dir) / path).lexically_normal().string();
@@ -358,6 +423,7 @@ std::string resolve(const std::string& path, const std::string& base_dir) {
 }  // namespace
 
 absl::StatusOr<JobSpec> parse_spec_json(const std::string& json) {
+  if (auto status = check_duplicate_keys(json); !status.ok()) return status;
   google::protobuf::util::JsonParseOptions options;
   options.ignore_unknown_fields = false;
   std::string text = json;

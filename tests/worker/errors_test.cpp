@@ -100,6 +100,45 @@ TEST_F(WorkerErrorsTest, UnknownFieldIsRejectedByName) {
   EXPECT_NE(result.output.find("learning_rate"), std::string::npos) << result.output;
 }
 
+// protobuf's JSON parser would take the last of two values, or append two lists, and reads
+// max_steps and maxSteps as one field: a key given twice is refused, naming it.
+TEST_F(WorkerErrorsTest, FieldGivenTwiceIsRefusedByName) {
+  auto result = run_with({{"maxSteps", "7"}});
+  EXPECT_EQ(result.exit_code, 2) << result.output;
+  EXPECT_NE(result.output.find("spec field `max_steps`: given twice in one object"),
+            std::string::npos)
+      << result.output;
+  std::string json = tiny_spec_json();
+  const std::string train = "\"train\": \"corpus.txt\"";
+  ASSERT_NE(json.find(train), std::string::npos) << json;
+  json.replace(json.find(train), train.size(), train + ", \"train\": \"/etc/passwd\"");
+  result = run_spec(json);
+  EXPECT_EQ(result.exit_code, 2) << result.output;
+  EXPECT_NE(result.output.find("spec field `data.train`: given twice in one object"),
+            std::string::npos)
+      << result.output;
+  // The same key in two objects is two fields.
+  write_file(dir_ / "job.json",
+             tiny_spec_json({{"eval.every_steps", "0"}, {"checkpoint.every_steps", "0"}}));
+  result = run({worker_binary(), "--spec", dir_ / "job.json", "--print-spec"});
+  EXPECT_EQ(result.exit_code, 0) << result.output;
+}
+
+TEST_F(WorkerErrorsTest, EvalBatchesAndNameHaveUpperBounds) {
+  auto result = run_with({{"eval.batches", "2000000000"}});
+  EXPECT_EQ(result.exit_code, 2) << result.output;
+  EXPECT_NE(result.output.find("spec field `eval.batches`: got 2000000000, expected 1..10000"),
+            std::string::npos)
+      << result.output;
+  std::string name;
+  for (int i = 0; i < 70; ++i) name += "\u00e9";  // 2 bytes of UTF-8 each
+  result = run_with({{"name", "\"" + name + "\""}});
+  EXPECT_EQ(result.exit_code, 2) << result.output;
+  EXPECT_NE(result.output.find("spec field `name`: got 140 bytes of UTF-8, expected at most 128"),
+            std::string::npos)
+      << result.output;
+}
+
 TEST_F(WorkerErrorsTest, MalformedJsonNamesTheFile) {
   auto result = run_spec("{\"name\": ");
   EXPECT_EQ(result.exit_code, 2);
