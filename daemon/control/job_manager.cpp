@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -65,6 +66,26 @@ absl::Status check_readable_file(const std::string& field, const std::string& pa
 }
 
 constexpr size_t kMaxSpecBytes = 256 << 10;
+
+// What is wrong with a worker's event, "" for nothing: a step outside [0, max_steps], or a
+// checkpoint that is not a step folder of the job's checkpoint dir.
+std::string malformed_event(const accum::v1::WorkerEvent& event, int64_t max_steps,
+                            const std::string& checkpoint_dir) {
+  if (event.has_metrics() && (event.metrics().step() < 0 || event.metrics().step() > max_steps)) {
+    return absl::StrCat("metrics of step ", event.metrics().step(), "; expected 0..", max_steps);
+  }
+  if (event.has_checkpoint_done()) {
+    const auto& done = event.checkpoint_done();
+    const fs::path path = done.path();
+    const auto step = io::parse_step_dir_name(path.filename().string());
+    if (done.step() < 1 || done.step() > max_steps || !step || *step != done.step() ||
+        path.parent_path() != fs::path(checkpoint_dir)) {
+      return absl::StrCat("checkpoint of step ", done.step(), " at '", done.path(),
+                          "'; expected a step of 1..", max_steps, " in ", checkpoint_dir);
+    }
+  }
+  return "";
+}
 
 // The files data.train or data.val name, as the worker will expand them (globs in order,
 // each matching at least one file): each must be a readable file. Checked at submit, so a
@@ -539,7 +560,20 @@ absl::StatusOr<WatchStart> JobManager::watch(const std::string& id) {
       *start.backlog.emplace_back().mutable_metrics() = std::move(metrics);
     }
   }
-  if (!is_terminal(record->state)) start.subscription = hub_.subscribe(id);
+  // Each step says out of how many (the metrics file's lines do not): an ended job's status
+  // comes after them.
+  for (auto& event : start.backlog) {
+    if (event.has_metrics() && event.metrics().max_steps() == 0) {
+      event.mutable_metrics()->set_max_steps(record->spec.max_steps());
+    }
+  }
+  if (!is_terminal(record->state)) {
+    start.subscription = hub_.subscribe(id);
+  } else {
+    // An ended job's stream ends with its final state, as a live watch does: the metrics
+    // first, then the status (a script reading the last event gets the outcome either way).
+    std::rotate(start.backlog.begin(), start.backlog.begin() + 1, start.backlog.end());
+  }
   return start;
 }
 
@@ -570,8 +604,16 @@ absl::StatusOr<uint64_t> JobManager::worker_connected(const accum::v1::WorkerHel
                                                       hello.attempt(), " is stale; current is ",
                                                       runtime.attempt));
   }
+  if (!runtime.link_key.empty() && hello.link_key() != runtime.link_key) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("job ", hello.job_id(), " attempt ", hello.attempt(),
+                     ": the hello does not carry the link key accumd gave this attempt's workers "
+                     "(ACCUM_LINK_KEY); only they may connect"));
+  }
   runtime.link = std::move(sink);
   runtime.link_session = next_session_++;
+  runtime.max_steps = record->spec.max_steps();
+  runtime.checkpoint_dir = record->spec.checkpoint().dir();
   runtime.last_heard = Clock::now();
   runtime.hello_seen = true;
   if (record->state == accum::v1::STARTING || record->state == accum::v1::RESTARTING) {
@@ -594,6 +636,11 @@ void JobManager::worker_event(const std::string& job_id, uint64_t session,
   if (it == runtimes_.end() || it->second.link_session != session) return;
   Runtime& runtime = it->second;
   runtime.last_heard = Clock::now();
+  if (const std::string wrong = malformed_event(event, runtime.max_steps, runtime.checkpoint_dir);
+      !wrong.empty()) {
+    spdlog::warn("job {}: ignored a worker event: {}", job_id, wrong);
+    return;
+  }
   if (event.has_metrics() && runtime.catch_up_through > 0) {
     if (event.metrics().step() <= runtime.catch_up_through) return;  // already in the history
     runtime.catch_up_through = 0;

@@ -144,6 +144,9 @@ class JobManager {
     int attempt = 0;
     std::shared_ptr<CommandSink> link;
     uint64_t link_session = 0;
+    std::string link_key;   // the attempt's ACCUM_LINK_KEY; "" accepts any hello (older attempts)
+    int64_t max_steps = 0;  // of the spec, for checking the link's events
+    std::string checkpoint_dir;  // likewise
     Clock::time_point last_heard{};
     bool hello_seen = false;
     Clock::time_point restart_at{};

@@ -7,6 +7,7 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <chrono>
 #include <variant>
 
@@ -15,6 +16,7 @@
 #include "absl/strings/str_join.h"
 #include "daemon/control/job_state.h"
 #include "google/protobuf/util/json_util.h"
+#include "spdlog/spdlog.h"
 
 namespace accum::control {
 namespace {
@@ -142,15 +144,24 @@ absl::StatusOr<JobRecord> read_record(Statement& row) {
   return record;
 }
 
+// `lists`: a row that cannot be read is left out (logged) instead of failing the query.
 absl::StatusOr<std::vector<JobRecord>> query_records(sqlite3* db, const std::string& sql,
-                                                     const std::vector<Arg>& args) {
+                                                     const std::vector<Arg>& args,
+                                                     bool lists = true) {
   Statement statement(db, sql);
   if (auto status = statement.bind(args); !status.ok()) return status;
   std::vector<JobRecord> records;
   for (int rc = statement.step(); rc != SQLITE_DONE; rc = statement.step()) {
     if (rc != SQLITE_ROW) return statement.error("query");
     auto record = read_record(statement);
-    if (!record.ok()) return record.status();
+    if (!record.ok() && !lists) return record.status();
+    if (!record.ok()) {
+      // One damaged row does not hide the others (a list, accumd's start); GetJob of that
+      // id answers DATA_LOSS.
+      spdlog::error("job database {}: {}; left out", sqlite3_db_filename(db, "main"),
+                    std::string(record.status().message()));
+      continue;
+    }
     records.push_back(*std::move(record));
   }
   return records;
@@ -174,11 +185,31 @@ absl::StatusOr<std::unique_ptr<JobStore>> JobStore::open(const std::string& path
   }
   sqlite3_busy_timeout(db, 5000);
   std::unique_ptr<JobStore> store(new JobStore(db));
+  // A file that is not a database, or one damaged beyond SQLite's own recovery, is named with
+  // what the user can do; a full disk keeps its RESOURCE_EXHAUSTED.
+  auto unusable = [&](const absl::Status& status) {
+    if (!absl::IsInternal(status)) return status;
+    return absl::DataLossError(absl::StrCat(
+        "job database ", path, " cannot be used (", status.message(),
+        "); move it aside to start with an empty one (each job's folder under the state dir "
+        "keeps its spec.json), or put back a copy"));
+  };
   for (const char* pragma : {"PRAGMA journal_mode=WAL;", "PRAGMA synchronous=FULL;"}) {
-    if (auto status = store->exec(pragma); !status.ok()) return status;
+    if (auto status = store->exec(pragma); !status.ok()) return unusable(status);
   }
-  if (auto status = store->exec(kSchema); !status.ok()) {
-    return absl::DataLossError(absl::StrCat(path, ": ", status.message()));
+  if (auto status = store->exec(kSchema); !status.ok()) return unusable(status);
+  {
+    Statement check(db, "PRAGMA quick_check;");
+    std::vector<std::string> problems;
+    for (int rc = check.step(); rc == SQLITE_ROW; rc = check.step()) {
+      if (check.text(0) != "ok") problems.push_back(check.text(0));
+    }
+    if (!problems.empty()) {
+      return unusable(absl::InternalError(absl::StrCat(
+          "quick_check: ",
+          absl::StrJoin(problems.begin(), problems.begin() + std::min<size_t>(problems.size(), 3),
+                        "; "))));
+    }
   }
   return store;
 }
@@ -241,7 +272,8 @@ absl::StatusOr<JobRecord> JobStore::get(const std::string& id) {
   std::lock_guard lock(mutex_);
   if (auto cached = record_cache_.find(id); cached != record_cache_.end()) return cached->second;
   auto records =
-      query_records(db_, absl::StrCat("SELECT ", kJobColumns, " FROM jobs WHERE id = ?"), {id});
+      query_records(db_, absl::StrCat("SELECT ", kJobColumns, " FROM jobs WHERE id = ?"), {id},
+                    /*lists=*/false);
   if (!records.ok()) return records.status();
   if (records->empty()) return absl::NotFoundError(absl::StrCat("no job with id '", id, "'"));
   if (record_cache_.size() >= kMaxCachedJobs) record_cache_.clear();

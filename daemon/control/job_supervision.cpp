@@ -193,6 +193,13 @@ void JobManager::start_attempt_locked(const JobRecord& record, Runtime& runtime)
   info.world_size = record.world_size;
   info.attempt = attempt;
   info.launch = record.spec.launch();
+  info.link_key = new_link_key();
+  if (auto status = write_link_key(record.job_dir, attempt, info.link_key); !status.ok()) {
+    // Launched all the same: only an accumd restarted during this attempt needs the file,
+    // and it then lets the attempt's hello in unchecked.
+    spdlog::warn("job {}: {}", record.id, std::string(status.message()));
+  }
+  runtime.link_key = info.link_key;
   auto pid = launch(config_.launcher, info);
   if (!pid.ok()) {
     (void)transition_locked(record.id, accum::v1::FAILED, "launch_failed",
@@ -375,6 +382,7 @@ absl::Status JobManager::reconcile() {
       runtime.is_child = false;
       runtime.last_heard = Clock::now();
       runtime.cancel_at = Clock::now();
+      runtime.link_key = read_link_key(record.job_dir, record.attempt);
       seed_history_locked(record, runtime);
       spdlog::info("job {}: re-attached to attempt {} (pid {}), {}; {} steps of history read back",
                    record.id, record.attempt, pid, state_name(record.state),

@@ -1,11 +1,16 @@
 // control/launcher.cpp — the mpirun / single-process command lines.
 #include "daemon/control/launcher.h"
 
+#include <fcntl.h>
+#include <openssl/rand.h>
 #include <unistd.h>
 
 #include <cctype>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -102,6 +107,39 @@ std::string attempt_log_dir(const std::string& job_dir, int attempt) {
 
 std::string job_spec_path(const std::string& job_dir) { return job_dir + "/spec.json"; }
 
+std::string new_link_key() {
+  unsigned char bytes[16];
+  if (RAND_bytes(bytes, sizeof(bytes)) != 1) return "";  // no key: hellos are not checked
+  std::string key;
+  for (const unsigned char byte : bytes) absl::StrAppend(&key, absl::Hex(byte, absl::kZeroPad2));
+  return key;
+}
+
+std::string link_key_path(const std::string& job_dir, int attempt) {
+  return attempt_log_dir(job_dir, attempt) + "/link_key";
+}
+
+absl::Status write_link_key(const std::string& job_dir, int attempt, const std::string& key) {
+  const std::string path = link_key_path(job_dir, attempt);
+  std::error_code error;
+  std::filesystem::create_directories(attempt_log_dir(job_dir, attempt), error);
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0 || ::write(fd, key.data(), key.size()) != static_cast<ssize_t>(key.size())) {
+    const int err = errno;
+    if (fd >= 0) ::close(fd);
+    return absl::UnavailableError(absl::StrCat("cannot write ", path, ": ", std::strerror(err)));
+  }
+  ::close(fd);
+  return absl::OkStatus();
+}
+
+std::string read_link_key(const std::string& job_dir, int attempt) {
+  std::ifstream file(link_key_path(job_dir, attempt));
+  std::string key;
+  file >> key;
+  return key;
+}
+
 absl::Status state_dir_error(const absl::Status& cause, absl::string_view what) {
   if (absl::IsResourceExhausted(cause)) {
     return absl::ResourceExhaustedError(
@@ -149,6 +187,7 @@ SpawnRequest build_launch(const LauncherConfig& config, const LaunchInfo& job) {
   if (!config.token_file.empty()) request.env["ACCUM_TOKEN_FILE"] = config.token_file;
   if (!config.tls_ca.empty()) request.env["ACCUM_CONTROL_TLS_CA"] = config.tls_ca;
   if (!config.gomp_spincount.empty()) request.env["GOMP_SPINCOUNT"] = config.gomp_spincount;
+  if (!job.link_key.empty()) request.env["ACCUM_LINK_KEY"] = job.link_key;
   const std::vector<std::string> worker = {config.worker_binary, "--spec",
                                            job_spec_path(job.job_dir)};
   const bool use_mpirun =

@@ -67,7 +67,17 @@ struct LaunchInfo {
   int world_size = 1;
   int attempt = 0;
   accum::v1::LaunchSpec launch;  // hostfile, extra mpirun arguments
+  std::string link_key;          // ACCUM_LINK_KEY for the workers ("" for none)
 };
+
+// A new attempt's link key: 128 random bits in hex. Kept in the attempt's log folder
+// (link_key_path, mode 0600) so that an accumd restarted while the attempt runs can check
+// the hello of the worker it re-attaches to.
+std::string new_link_key();
+std::string link_key_path(const std::string& job_dir, int attempt);
+absl::Status write_link_key(const std::string& job_dir, int attempt, const std::string& key);
+// The key write_link_key() kept, "" when there is none (an attempt of an older accumd).
+std::string read_link_key(const std::string& job_dir, int attempt);
 
 std::string attempt_log_dir(const std::string& job_dir, int attempt);
 std::string job_spec_path(const std::string& job_dir);  // <job_dir>/spec.json

@@ -290,14 +290,20 @@ TEST(DaemonContinue, DamagedCheckpointsArePassedOverAndHugeMaxStepsIsRefused) {
   flip_a_byte(checkpoints + "/step_00000008/model.safetensors");
 
   std::string output;
-  for (const std::string huge : {"4294967746", "2147483648"}) {
-    EXPECT_EQ(run_accumctl(daemon, {"continue", first.id(), "--max-steps", huge}, &output), 5)
-        << output;
-    EXPECT_NE(output.find("max_steps: got " + huge +
-                          "; expected 0 (the job's own) or a step "
-                          "count of at most 2147483647"),
+  // Through the RPC itself (accumctl refuses them first): not cut to 32 bits (450, -2^31).
+  for (const int64_t huge : {int64_t{4294967746}, int64_t{2147483648}}) {
+    accum::v1::ContinueJobRequest request;
+    request.set_id(first.id());
+    request.set_max_steps(huge);
+    accum::v1::SubmitJobResponse response;
+    auto context = daemon.context();
+    const auto status = daemon.stub().ContinueJob(context.get(), request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+    EXPECT_NE(status.error_message().find(absl::StrCat("max_steps: got ", huge,
+                                                       "; expected 0 (the job's own) or a step "
+                                                       "count of at most 2147483647")),
               std::string::npos)
-        << output;
+        << status.error_message();
   }
   ASSERT_EQ(run_accumctl(daemon, {"continue", first.id(), "--max-steps", "10"}, &output), 0)
       << output;

@@ -298,6 +298,17 @@ TEST(DaemonSecurity, AccumctlExitCodesAndMessages) {
   EXPECT_EQ(run_accumctl(daemon, {"list"}, &output, false), 4) << output;
   // Unknown id: 6.
   EXPECT_EQ(run_accumctl(daemon, {"status", "job-424242"}, &output), 6) << output;
+  // A folder, or a file that is not there, as the spec: 2, saying which.
+  EXPECT_EQ(run_accumctl(daemon, {"submit", daemon.dir()}, &output), 2) << output;
+  EXPECT_NE(output.find(daemon.dir() + " is a folder; expected a job spec file"), std::string::npos)
+      << output;
+  EXPECT_EQ(run_accumctl(daemon, {"submit", daemon.dir() + "/none.json"}, &output), 2) << output;
+  EXPECT_NE(output.find("none.json: No such file or directory"), std::string::npos) << output;
+  EXPECT_EQ(run_accumctl(daemon, {"continue", "job-000001", "--max-steps", "99999999999"}, &output),
+            2)
+      << output;
+  EXPECT_NE(output.find("--max-steps: expected a step count in [1, 2147483647]"), std::string::npos)
+      << output;
   // Submit, then watch to the end: 0.
   ASSERT_EQ(run_accumctl(daemon, {"submit", spec_path}, &output), 0) << output;
   const std::string id = output.substr(0, output.find('\n'));
@@ -305,6 +316,12 @@ TEST(DaemonSecurity, AccumctlExitCodesAndMessages) {
   EXPECT_EQ(run_accumctl(daemon, {"watch", id}, &output), 0) << output;
   EXPECT_NE(output.find("step 4/4"), std::string::npos) << output;
   EXPECT_NE(output.find("SUCCEEDED"), std::string::npos) << output;
+  // Watching it again, now that it has ended: its steps, then its final state, last.
+  EXPECT_EQ(run_accumctl(daemon, {"watch", id}, &output), 0) << output;
+  EXPECT_LT(output.find("step 4/4"), output.find("SUCCEEDED")) << output;
+  // States are read in any case.
+  EXPECT_EQ(run_accumctl(daemon, {"list", "--state", "succeeded"}, &output), 0) << output;
+  EXPECT_NE(output.find(id), std::string::npos) << output;
   EXPECT_EQ(run_accumctl(daemon, {"--output", "json", "status", id}, &output), 0) << output;
   EXPECT_NE(output.find("\"state\":\"SUCCEEDED\""), std::string::npos) << output;
   // The spec left max_restarts out: the daemon's default (3) is what the job runs under.
@@ -315,6 +332,10 @@ TEST(DaemonSecurity, AccumctlExitCodesAndMessages) {
   EXPECT_EQ(output.find("MFU"), std::string::npos) << output;
   EXPECT_EQ(run_accumctl(daemon, {"logs", id, "--rank", "0"}, &output), 0) << output;
   EXPECT_NE(output.find("[rank 0]"), std::string::npos) << output;
+  // JSON lines carry every field, rank 0's rank too.
+  EXPECT_EQ(run_accumctl(daemon, {"--output", "json", "logs", id, "--rank", "0"}, &output), 0)
+      << output;
+  EXPECT_NE(output.find("\"rank\":0"), std::string::npos) << output;
   // A rank the job does not have: 5, naming the ranks it has (it used to print nothing).
   EXPECT_EQ(run_accumctl(daemon, {"logs", id, "--rank", "7"}, &output), 5) << output;
   EXPECT_NE(output.find("rank: got 7; job " + id + " has 1 rank, so expected -1 (all) or 0..0"),
@@ -403,11 +424,73 @@ TEST(DaemonSecurity, TlsServesClientsAndWorkersAndRefusesPlaintext) {
       << output;
   // Plaintext clients get nothing: accumctl without --tls-ca, and a raw insecure stub.
   EXPECT_EQ(run_accumctl(daemon, {"list"}, &output), 3) << output;
+  EXPECT_NE(output.find("if it serves TLS, pass --tls-ca FILE"), std::string::npos) << output;
+  EXPECT_EQ(output.find("ID "), std::string::npos) << "a table header without a table:\n" << output;
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
   accum::v1::ListJobsResponse response;
   EXPECT_EQ(daemon.stub().ListJobs(&context, accum::v1::ListJobsRequest(), &response).error_code(),
             grpc::StatusCode::UNAVAILABLE);
+}
+
+// The worker link accepts only the processes accumd launched for the attempt: the token
+// alone (which every user of a token-protected accumd holds) does not let a client take
+// over a running job's link. And what comes over the link is checked: a step outside the
+// job's range or a checkpoint outside its folder is ignored, not recorded.
+TEST(DaemonSecurity, OnlyTheAttemptsOwnWorkersMayHoldItsLink) {
+  DaemonHarness daemon;
+  ASSERT_TRUE(daemon.start());
+  accum::v1::JobStatus job;
+  ASSERT_TRUE(daemon.submit(daemon.spec_json("linked", 100000, 1, 0), &job).ok());
+  job = daemon.wait_for(job.id(), [](const accum::v1::JobStatus& j) {
+    return j.state() == accum::v1::RUNNING && j.last_metrics().step() >= 2;
+  });
+  ASSERT_EQ(job.state(), accum::v1::RUNNING) << job.message();
+  auto channel = grpc::CreateChannel(daemon.address(), grpc::InsecureChannelCredentials());
+  auto link = accum::v1::WorkerLink::NewStub(channel);
+  auto connect = [&](const std::string& key, const std::vector<accum::v1::WorkerEvent>& more) {
+    auto context = daemon.context(10);
+    auto stream = link->Connect(context.get());
+    accum::v1::WorkerEvent hello;
+    hello.mutable_hello()->set_job_id(job.id());
+    hello.mutable_hello()->set_attempt(1);
+    hello.mutable_hello()->set_link_key(key);
+    stream->Write(hello);
+    for (const auto& event : more) stream->Write(event);
+    stream->WritesDone();
+    return stream->Finish();
+  };
+  const grpc::Status refused = connect("", std::vector<accum::v1::WorkerEvent>{});
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::PERMISSION_DENIED) << refused.error_message();
+  EXPECT_NE(refused.error_message().find("does not carry the link key"), std::string::npos)
+      << refused.error_message();
+  EXPECT_EQ(connect("0123456789abcdef0123456789abcdef", std::vector<accum::v1::WorkerEvent>{})
+                .error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  // The real worker's link is untouched: its steps keep arriving.
+  const int64_t before = daemon.get(job.id()).last_metrics().step();
+  const accum::v1::JobStatus later = daemon.wait_for(job.id(), [&](const accum::v1::JobStatus& j) {
+    return j.last_metrics().step() > before + 2;
+  });
+  EXPECT_GT(later.last_metrics().step(), before + 2) << "the worker's link was taken over";
+
+  // With the attempt's key (only the daemon's user can read it): bad events are dropped.
+  std::ifstream key_file(job.job_dir() + "/logs/attempt-1/link_key");
+  std::string key;
+  key_file >> key;
+  ASSERT_EQ(key.size(), 32u);
+  accum::v1::WorkerEvent negative, far, outside;
+  negative.mutable_metrics()->set_step(-5);
+  far.mutable_checkpoint_done()->set_step(987654321);
+  far.mutable_checkpoint_done()->set_path(job.job_dir() + "/checkpoints/step_987654321");
+  outside.mutable_checkpoint_done()->set_step(3);
+  outside.mutable_checkpoint_done()->set_path("/etc/step_00000003");
+  EXPECT_TRUE(connect(key, std::vector<accum::v1::WorkerEvent>{negative, far, outside}).ok());
+  const accum::v1::JobStatus after = daemon.get(job.id());
+  EXPECT_GE(after.last_metrics().step(), 0);
+  EXPECT_EQ(after.latest_checkpoint_step(), 0);
+  std::string output;
+  EXPECT_EQ(run_accumctl(daemon, {"cancel", job.id(), "--force"}, &output), 0) << output;
 }
 
 }  // namespace

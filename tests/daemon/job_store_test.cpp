@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 
 #include "gtest/gtest.h"
 #include "tests/common/scratch_tmpfs.h"
@@ -192,6 +193,64 @@ TEST_F(JobStoreTest, ListFiltersByStateAndPages) {
   ASSERT_EQ(page2->size(), 2u);
   EXPECT_EQ((*page2)[0].id, ids[2]);
   EXPECT_EQ(store->list_active()->size(), 3u);
+}
+
+// A file that is not a SQLite database, or one damaged inside: accumd does not start on it,
+// and the error names the file and what to do.
+TEST_F(JobStoreTest, UnusableDatabaseIsRefusedNamingTheFileAndTheWayOut) {
+  { std::ofstream(path_) << std::string(8192, 'x'); }
+  auto garbage = JobStore::open(path_);
+  EXPECT_EQ(garbage.status().code(), absl::StatusCode::kDataLoss) << garbage.status();
+  EXPECT_NE(garbage.status().message().find("job database " + path_ + " cannot be used"),
+            std::string::npos)
+      << garbage.status();
+  EXPECT_NE(garbage.status().message().find("move it aside"), std::string::npos)
+      << garbage.status();
+
+  // Damage inside: a table's pages overwritten where SQLite's header still reads fine.
+  std::filesystem::remove(path_);
+  {
+    auto store = *JobStore::open(path_);
+    insert_jobs(*store, "job", 200);
+  }
+  std::filesystem::remove(path_ + "-wal");
+  std::filesystem::remove(path_ + "-shm");
+  {
+    std::fstream file(path_, std::ios::in | std::ios::out | std::ios::binary);
+    file.seekp(4096 + 8);  // past the header page, into the b-tree pages after it
+    const std::string noise(4096 * 3, '\x5a');
+    file.write(noise.data(), static_cast<std::streamsize>(noise.size()));
+  }
+  auto damaged = JobStore::open(path_);
+  ASSERT_FALSE(damaged.ok()) << "a damaged database was opened";
+  EXPECT_NE(damaged.status().message().find(path_), std::string::npos) << damaged.status();
+}
+
+// One row whose spec cannot be read: the list shows the other jobs (and accumd's start finds
+// them), and asking for that job says what is wrong with it.
+TEST_F(JobStoreTest, DamagedRowIsLeftOutOfListsAndReadAsDataLoss) {
+  std::vector<std::string> ids;
+  {
+    auto store = *JobStore::open(path_);
+    ids = insert_jobs(*store, "job", 3);
+  }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(
+      sqlite3_exec(
+          db, ("UPDATE jobs SET spec_json = '{\"name\": ' WHERE id = '" + ids[1] + "'").c_str(),
+          nullptr, nullptr, nullptr),
+      SQLITE_OK);
+  sqlite3_close(db);
+  auto store = *JobStore::open(path_);
+  auto listed = store->list({}, "", 100);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  ASSERT_EQ(listed->size(), 2u);
+  EXPECT_EQ((*listed)[0].id, ids[0]);
+  EXPECT_EQ((*listed)[1].id, ids[2]);
+  EXPECT_EQ(store->list_active()->size(), 2u);
+  auto read = store->get(ids[1]);
+  EXPECT_EQ(read.status().code(), absl::StatusCode::kDataLoss) << read.status();
 }
 
 // Ids are 'job-%06d', so past job-999999 their text order is not their submission order

@@ -176,9 +176,12 @@ class PythonClientTest(unittest.TestCase):
                          ["QUEUED", "STARTING", "RUNNING", "SUCCEEDED"])
         self.assertTrue(seen_steps <= {0, 1, 2, 3}, seen_steps)
 
-        # An ended job's watch replays its status and every step's metrics, then ends.
+        # An ended job's watch replays every step's metrics, then its final status (last,
+        # as in a live watch), then ends.
         events = list(self.client.watch(job.id))
-        self.assertEqual(events[0].WhichOneof("event"), "status")
+        self.assertEqual(events[-1].WhichOneof("event"), "status")
+        self.assertEqual(events[-1].status.state, accum_pb2.SUCCEEDED)
+        self.assertEqual([e.WhichOneof("event") for e in events].count("status"), 1)
         metrics = [e.metrics for e in events if e.WhichOneof("event") == "metrics"]
         self.assertEqual([m.step for m in metrics], [1, 2, 3])
         for m in metrics:

@@ -101,7 +101,8 @@ class Client:
     def watch(self, job_id, reconnect_s=60.0):
         """Yields JobEvents (`event.status` or `event.metrics`, see WhichOneof("event")):
         the current status, the metrics so far, then live events; ends when the job
-        ends.
+        ends, with its final status. (A job that has already ended: its metrics, then
+        its final status.)
 
         If accumd goes away once the watch has begun (a restart: the job trains on),
         waits up to `reconnect_s` seconds for it, re-opens the watch and yields only

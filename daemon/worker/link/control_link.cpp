@@ -58,11 +58,16 @@ std::string env_or(const char* name, const std::string& fallback) {
 class GrpcControlLink final : public ControlLink {
  public:
   // tls_roots: PEM root certificates to verify a TLS daemon with; empty = plaintext.
+  // link_key: ACCUM_LINK_KEY, the secret accumd gave this attempt ("" for none).
   GrpcControlLink(std::string addr, std::string job_id, std::string token, int attempt,
-                  const std::string& tls_roots)
-      : addr_(std::move(addr)), job_id_(std::move(job_id)), token_(std::move(token)) {
+                  std::string link_key, const std::string& tls_roots)
+      : addr_(std::move(addr)),
+        job_id_(std::move(job_id)),
+        token_(std::move(token)),
+        link_key_(std::move(link_key)) {
     hello_.set_job_id(job_id_);
     hello_.set_attempt(attempt);
+    hello_.set_link_key(link_key_);
     grpc::ChannelArguments args;
     args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
     args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
@@ -85,6 +90,7 @@ class GrpcControlLink final : public ControlLink {
     const int attempt = hello_.attempt();
     hello_ = hello;
     hello_.set_job_id(job_id_);
+    hello_.set_link_key(link_key_);
     if (hello_.attempt() == 0) hello_.set_attempt(attempt);  // the launcher's ACCUM_ATTEMPT
     have_hello_ = true;
     wake_.notify_all();
@@ -270,6 +276,7 @@ class GrpcControlLink final : public ControlLink {
   const std::string addr_;
   const std::string job_id_;
   const std::string token_;
+  const std::string link_key_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<accum::v1::WorkerLink::Stub> stub_;
 
@@ -320,7 +327,7 @@ std::unique_ptr<ControlLink> make_link_from_env() {
   }
   const int attempt = std::atoi(env_or("ACCUM_ATTEMPT", "0").c_str());
   return std::make_unique<GrpcControlLink>(addr, env_or("ACCUM_JOB_ID", ""), token, attempt,
-                                           tls_roots);
+                                           env_or("ACCUM_LINK_KEY", ""), tls_roots);
 }
 
 }  // namespace accum::link
