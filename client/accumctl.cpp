@@ -4,10 +4,12 @@
 // Global flags may come before or after the verb. Exit codes: connection.h.
 #include <cstdlib>
 #include <iostream>
+#include <limits>
 #include <string>
 #include <vector>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "client/commands.h"
 #include "client/connection.h"
 
@@ -91,8 +93,10 @@ int main(int argc, char** argv) {
     } else if (arg == "--tail") {
       if (!absl::SimpleAtoi(value(), &tail) || tail < 0) usage("--tail: expected a count >= 0");
     } else if (arg == "--max-steps") {
-      if (!absl::SimpleAtoi(value(), &max_steps) || max_steps < 1) {
-        usage("--max-steps: expected a step count >= 1");
+      if (!absl::SimpleAtoi(value(), &max_steps) || max_steps < 1 ||
+          max_steps > std::numeric_limits<int32_t>::max()) {
+        usage(absl::StrCat("--max-steps: expected a step count in [1, ",
+                           std::numeric_limits<int32_t>::max(), "]"));
       }
     } else if (arg == "--state") {
       state = value();

@@ -3,6 +3,8 @@
 
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -10,8 +12,10 @@
 #include <map>
 #include <sstream>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_replace.h"
 #include "client/progress_bar.h"
 #include "daemon/spec/spec.h"
 #include "google/protobuf/util/json_util.h"
@@ -25,6 +29,8 @@ std::string to_json(const google::protobuf::Message& message) {
   std::string json;
   google::protobuf::util::JsonPrintOptions options;
   options.preserve_proto_field_names = true;
+  // Every field, zeros too: a script finds the same keys on every line ("rank": 0).
+  options.always_print_primitive_fields = true;
   (void)google::protobuf::util::MessageToJsonString(message, &json, options);
   return json;
 }
@@ -58,7 +64,11 @@ void print_status(const accum::v1::JobStatus& job) {
                     ? absl::StrCat(" of ", job.spec().max_restarts(), " allowed")
                     : std::string())
             << "\n"
-            << "checkpoint: step " << job.latest_checkpoint_step() << "\n"
+            << "checkpoint: "
+            << (job.latest_checkpoint_step() > 0
+                    ? absl::StrCat("step ", job.latest_checkpoint_step())
+                    : std::string("none of its own yet"))
+            << "\n"
             << "job dir:   " << job.job_dir() << "\n";
   if (!job.message().empty()) std::cout << "message:   " << job.message() << "\n";
   std::cout << "history:\n";
@@ -68,7 +78,7 @@ void print_status(const accum::v1::JobStatus& job) {
               << transition.reason();
     if (!transition.message().empty()) {
       std::string message = transition.message();
-      std::replace(message.begin(), message.end(), '\n', ' ');
+      message = absl::StrReplaceAll(message, {{"\n", " | "}});  // a log tail's lines
       std::cout << ": " << message;
     }
     std::cout << "\n";
@@ -87,9 +97,15 @@ void print_queued(const Connection& connection, const accum::v1::JobStatus& job)
 }  // namespace
 
 int submit_job(Connection& connection, const std::string& spec_path) {
+  std::error_code error;
+  if (std::filesystem::is_directory(spec_path, error)) {
+    std::cerr << "accumctl: submit: " << spec_path << " is a folder; expected a job spec file\n";
+    return kUsage;
+  }
   std::ifstream file(spec_path);
   if (!file) {
-    std::cerr << "accumctl: submit: cannot read spec file " << spec_path << "\n";
+    std::cerr << "accumctl: submit: cannot read spec file " << spec_path << ": "
+              << std::strerror(errno) << "\n";
     return kUsage;
   }
   std::stringstream text;
@@ -127,7 +143,7 @@ int list_jobs(Connection& connection, const std::string& state_filter) {
   accum::v1::ListJobsRequest request;
   if (!state_filter.empty()) {
     JobState state;
-    if (!accum::v1::JobState_Parse(state_filter, &state)) {
+    if (!accum::v1::JobState_Parse(absl::AsciiStrToUpper(state_filter), &state)) {
       std::cerr << "accumctl: list --state " << state_filter
                 << ": expected QUEUED, STARTING, RUNNING, RESTARTING, CANCELLING, SUCCEEDED, "
                    "FAILED or CANCELLED\n";
@@ -136,15 +152,17 @@ int list_jobs(Connection& connection, const std::string& state_filter) {
     request.add_states(state);
   }
   request.set_page_size(500);
-  if (!connection.options().json) {
-    std::cout << absl::StrFormat("%-12s %-20s %-11s %11s %10s %8s\n", "ID", "NAME", "STATE", "STEP",
-                                 "LOSS", "RESTARTS");
-  }
+  bool header = !connection.options().json;  // printed once accumd has answered
   do {
     accum::v1::ListJobsResponse response;
     auto context = connection.context();
     const auto status = connection.stub().ListJobs(context.get(), request, &response);
     if (!status.ok()) return connection.report(status, "list");
+    if (header) {
+      std::cout << absl::StrFormat("%-12s %-20s %-11s %11s %10s %8s\n", "ID", "NAME", "STATE",
+                                   "STEP", "LOSS", "RESTARTS");
+      header = false;
+    }
     for (const auto& job : response.jobs()) {
       if (connection.options().json) {
         std::cout << to_json(job) << "\n";
@@ -248,7 +266,7 @@ struct WatchView {
       state = job.state();
       max_steps = job.spec().max_steps();
       std::string message = job.message();
-      std::replace(message.begin(), message.end(), '\n', ' ');
+      message = absl::StrReplaceAll(message, {{"\n", " | "}});  // a log tail's lines
       const std::string line =
           absl::StrCat(job.id(), " ", state_text(state), message.empty() ? "" : ": ", message);
       if (line == last_status) return;
@@ -404,6 +422,7 @@ int stream_logs(Connection& connection, const std::string& id, bool follow, int 
       } else {
         std::cout << "[rank " << line.rank() << "] " << line.line() << "\n";
       }
+      if (follow) std::cout.flush();  // as it comes, also into a pipe or a file
     }
     std::cout.flush();
     status = reader->Finish();

@@ -87,7 +87,12 @@ int Connection::report(const grpc::Status& status, const std::string& what) cons
   switch (status.error_code()) {
     case grpc::StatusCode::UNAVAILABLE:
       std::cerr << "accumctl: cannot reach accumd at " << options_.server << " (" << message
-                << "); is it running? (--server HOST:PORT)\n";
+                << "); is it running? (--server HOST:PORT)"
+                // What a plaintext call to a TLS accumd meets: it hangs up on the handshake.
+                << (options_.tls_ca.empty() && message.find("Socket closed") != std::string::npos
+                        ? "; if it serves TLS, pass --tls-ca FILE"
+                        : "")
+                << "\n";
       return kUnreachable;
     case grpc::StatusCode::DEADLINE_EXCEEDED:
       std::cerr << "accumctl: " << what << ": accumd at " << options_.server

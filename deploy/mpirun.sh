@@ -8,6 +8,8 @@
 set -euo pipefail
 NP=${1:?usage: mpirun.sh NP SPEC.json}
 SPEC=${2:?usage: mpirun.sh NP SPEC.json}
+[[ "$NP" =~ ^[1-9][0-9]*$ ]] || { echo "mpirun.sh: NP '$NP': expected a rank count >= 1" >&2; exit 2; }
+[ -f "$SPEC" ] || { echo "mpirun.sh: $SPEC: no such spec file" >&2; exit 2; }
 BIN=${BIN:-$(cd "$(dirname "$0")/.." && pwd)/build/bin}
 ARGS=(-np "$NP" --bind-to none)
 [ "$(id -u)" = 0 ] && ARGS+=(--allow-run-as-root)

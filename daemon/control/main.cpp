@@ -71,7 +71,8 @@ void write_addr_file(const std::string& path, const std::string& address) {
 }
 
 [[noreturn]] void usage_error(const std::string& message) {
-  std::cerr << "accumd: " << message << "\n\n" << kUsage;
+  // The reason alone, where it is seen; the 30 lines of flags would scroll it away.
+  std::cerr << "accumd: " << message << "\n(accumd --help lists the flags)\n";
   std::exit(2);
 }
 

@@ -3,6 +3,7 @@
 // optimizer step is finished and checkpointed), 2 bad spec/data/checkpoint (or training
 // that diverged to NaN/Inf), 1 runtime failure. Under mpirun a failing rank ends the job
 // with its code, so mpirun exits with it.
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -93,6 +94,8 @@ int main(int argc, char** argv) {
     return kExitBadInput;
   }
   if (!print_spec) ensure_short_openmp_spin(argv);
+  // Named, so that its lines read "[worker]" beside the communicator's "[comm]".
+  spdlog::set_default_logger(spdlog::stdout_color_mt("worker"));
   spdlog::set_pattern("[%H:%M:%S.%e] [%n] %v");
   auto spec = accum::spec::load_spec_file(spec_path);
   if (!spec.ok()) return fail(nullptr, kExitBadInput, std::string(spec.status().message()));

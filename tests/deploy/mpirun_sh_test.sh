@@ -3,7 +3,7 @@
 # run the worker under mpirun themselves, starts 2 real ranks of accum-worker on this host
 # (as root it must add --allow-run-as-root itself) and they train a tiny job to its end
 # together: exit 0, a metrics line for every step that says world_size 2, and a complete
-# checkpoint of the last step.
+# checkpoint of the last step. A rank count that is not a number is refused by name.
 # Usage: mpirun_sh_test.sh SOURCE_DIR BUILD_DIR
 set -euo pipefail
 source_dir=$1 build_dir=$2
@@ -38,4 +38,12 @@ assert all(r["grad_accum_steps"] == 2 for r in rows), [r["grad_accum_steps"] for
 print("steps 1..6 on 2 ranks, K = 2")
 PY
 [[ -f $work/checkpoints/step_00000006/manifest.json ]] || fail "no complete checkpoint of step 6"
+
+# A rank count that is not a number: 2 and a message naming it, not a bash error.
+status=0
+BIN=$build_dir/bin "$source_dir/deploy/mpirun.sh" four "$work/job.json" > "$work/bad.txt" 2>&1 ||
+  status=$?
+[[ $status -eq 2 ]] || fail "deploy/mpirun.sh four exited $status, expected 2"
+grep -q "NP 'four': expected a rank count >= 1" "$work/bad.txt" || fail "$(cat "$work/bad.txt")"
+echo "a rank count 'four' is refused by name"
 echo "PASS"

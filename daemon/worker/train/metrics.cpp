@@ -20,6 +20,15 @@
 namespace accum::train {
 namespace {
 
+// Whether an MPI launcher (mpirun / mpiexec of Open MPI, MPICH's Hydra, srun with PMI or
+// PMIx) started this process.
+bool launched_by_mpi() {
+  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"}) {
+    if (std::getenv(name) != nullptr) return true;
+  }
+  return false;
+}
+
 // Shortest text that reads back to the same double: metrics lines compare exactly.
 std::string number(double value) {
   if (!std::isfinite(value)) return "null";
@@ -80,7 +89,10 @@ std::string metrics_json(const accum::v1::StepMetrics& m, const StepCommDetail* 
 }
 
 absl::Status MetricsSink::open(const std::string& path, int64_t resume_step, int log_every) {
-  tty_ = isatty(STDOUT_FILENO) == 1;
+  // A progress bar on a terminal; one line per step otherwise. Open MPI gives each rank a
+  // pseudo-terminal even when mpirun's output goes to a file (accumd's logs), so under an
+  // MPI launcher the lines are what a reader of the logs wants.
+  tty_ = isatty(STDOUT_FILENO) == 1 && !launched_by_mpi();
   log_every_ = log_every > 0 ? log_every : 1;
   path_ = path;
   if (path.empty()) return absl::OkStatus();
