@@ -279,6 +279,12 @@ accum::v1::JobStatus DaemonHarness::wait_for(
   return job;
 }
 
+accum::v1::JobStatus DaemonHarness::wait_running(const std::string& id, int64_t step) {
+  return wait_for(id, [&](const accum::v1::JobStatus& job) {
+    return job.state() == accum::v1::RUNNING && job.last_metrics().step() >= step;
+  });
+}
+
 std::vector<pid_t> DaemonHarness::worker_pids(const std::string& job_dir) const {
   std::vector<std::pair<int, pid_t>> ranked;
   const std::string spec = job_dir + "/spec.json";

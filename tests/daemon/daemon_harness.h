@@ -64,6 +64,8 @@ class DaemonHarness {
   accum::v1::JobStatus wait_for(const std::string& id,
                                 const std::function<bool(const accum::v1::JobStatus&)>& done,
                                 std::chrono::seconds timeout = std::chrono::seconds(120));
+  // wait_for(RUNNING, with at least `step` steps reported).
+  accum::v1::JobStatus wait_running(const std::string& id, int64_t step);
   // pids of this job's accum-worker processes, by MPI rank (rank 0 first).
   std::vector<pid_t> worker_pids(const std::string& job_dir) const;
 

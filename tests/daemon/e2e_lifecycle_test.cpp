@@ -70,9 +70,7 @@ TEST(DaemonLifecycle, CheckpointNowOnEveryRankOfTwoRankJob) {
   auto status = daemon.submit(
       daemon.spec_json("ckpt-now", 100000, 2, 0, R"("distributed": {"zero_stage": 1})"), &job);
   ASSERT_TRUE(status.ok()) << status.error_message();
-  auto running = daemon.wait_for(job.id(), [](const JobStatus& j) {
-    return j.state() == accum::v1::RUNNING && j.last_metrics().step() >= 2;
-  });
+  auto running = daemon.wait_running(job.id(), 2);
   ASSERT_EQ(running.state(), accum::v1::RUNNING);
   const int64_t step_before = running.last_metrics().step();
 
@@ -112,9 +110,7 @@ TEST(DaemonLifecycle, GracefulCancelEndsWithFinalCheckpoint) {
   ASSERT_TRUE(daemon.start(with_slots(2)));
   JobStatus job;
   ASSERT_TRUE(daemon.submit(daemon.spec_json("graceful", 100000, 1, 0), &job).ok());
-  daemon.wait_for(job.id(), [](const JobStatus& j) {
-    return j.state() == accum::v1::RUNNING && j.last_metrics().step() >= 3;
-  });
+  daemon.wait_running(job.id(), 3);
   accum::v1::CancelJobRequest cancel;
   cancel.set_id(job.id());
   JobStatus reply;
@@ -145,9 +141,7 @@ TEST(DaemonLifecycle, ForceCancelLeavesNoHalfWrittenCheckpoint) {
   JobStatus job;
   // A checkpoint every step, so the SIGKILL very likely lands inside one.
   ASSERT_TRUE(daemon.submit(daemon.spec_json("force", 100000, 2, 1), &job).ok());
-  daemon.wait_for(job.id(), [](const JobStatus& j) {
-    return j.state() == accum::v1::RUNNING && j.last_metrics().step() >= 3;
-  });
+  daemon.wait_running(job.id(), 3);
   accum::v1::CancelJobRequest cancel;
   cancel.set_id(job.id());
   cancel.set_force(true);

@@ -110,9 +110,7 @@ TEST(DaemonRecovery, KilledRankRestartsFromCheckpointAndLossCurveContinues) {
       }
     }
   });
-  const auto running = daemon.wait_for(job.id(), [](const JobStatus& j) {
-    return j.state() == accum::v1::RUNNING && j.last_metrics().step() >= 14;
-  });
+  const auto running = daemon.wait_running(job.id(), 14);
   const auto pids = daemon.worker_pids(running.job_dir());
   ASSERT_EQ(pids.size(), 2u);
   ASSERT_EQ(kill(pids[1], SIGKILL), 0);  // rank 1
@@ -164,9 +162,7 @@ TEST(DaemonRecovery, KilledDaemonRestartsWithJobIntactAndJobFinishes) {
   ASSERT_TRUE(daemon.start(with_slots(2)));
   JobStatus job;
   ASSERT_TRUE(daemon.submit(daemon.spec_json("survivor", 150, 1, 50), &job).ok());
-  const auto before = daemon.wait_for(job.id(), [](const JobStatus& j) {
-    return j.state() == accum::v1::RUNNING && j.last_metrics().step() >= 3;
-  });
+  const auto before = daemon.wait_running(job.id(), 3);
   ASSERT_EQ(before.state(), accum::v1::RUNNING);
   const auto pids_before = daemon.worker_pids(before.job_dir());
   ASSERT_EQ(pids_before.size(), 1u);
@@ -201,9 +197,7 @@ TEST(DaemonRecovery, JobThatEndsWhileAccumdIsDownShowsItsFinalStep) {
   ASSERT_TRUE(daemon.start(with_slots(1)));
   JobStatus job;
   ASSERT_TRUE(daemon.submit(daemon.spec_json("unseen-end", 300, 1, 100), &job).ok());
-  const auto before = daemon.wait_for(job.id(), [](const JobStatus& j) {
-    return j.state() == accum::v1::RUNNING && j.last_metrics().step() >= 3;
-  });
+  const auto before = daemon.wait_running(job.id(), 3);
   ASSERT_EQ(before.state(), accum::v1::RUNNING);
   daemon.kill9();
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);

@@ -79,9 +79,7 @@ TEST(DaemonResumeFrom, UserCheckpointSeedsTheJobAndRestartsUseTheJobsOwn) {
   status = daemon.submit(with_resume_from(daemon.spec_json("seeded", 60, 2, 10), seed), &job);
   ASSERT_TRUE(status.ok()) << status.error_message();
   EXPECT_EQ(job.spec().checkpoint().resume_from(), seed) << "the stored spec keeps the user's";
-  const auto running = daemon.wait_for(job.id(), [](const JobStatus& j) {
-    return j.state() == accum::v1::RUNNING && j.last_metrics().step() >= 14;
-  });
+  const auto running = daemon.wait_running(job.id(), 14);
   ASSERT_EQ(running.state(), accum::v1::RUNNING) << running.message();
   const auto pids = daemon.worker_pids(running.job_dir());
   ASSERT_EQ(pids.size(), 2u);

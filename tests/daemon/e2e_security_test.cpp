@@ -442,9 +442,7 @@ TEST(DaemonSecurity, OnlyTheAttemptsOwnWorkersMayHoldItsLink) {
   ASSERT_TRUE(daemon.start());
   accum::v1::JobStatus job;
   ASSERT_TRUE(daemon.submit(daemon.spec_json("linked", 100000, 1, 0), &job).ok());
-  job = daemon.wait_for(job.id(), [](const accum::v1::JobStatus& j) {
-    return j.state() == accum::v1::RUNNING && j.last_metrics().step() >= 2;
-  });
+  job = daemon.wait_running(job.id(), 2);
   ASSERT_EQ(job.state(), accum::v1::RUNNING) << job.message();
   auto channel = grpc::CreateChannel(daemon.address(), grpc::InsecureChannelCredentials());
   auto link = accum::v1::WorkerLink::NewStub(channel);

@@ -248,9 +248,7 @@ TEST(DaemonSupervision, WorkerStoppedBySigtermFromOutsideRestartsInsteadOfSuccee
   ASSERT_TRUE(daemon.start(with_slots(1)));
   JobStatus job;
   ASSERT_TRUE(daemon.submit(daemon.spec_json("outside-term", 120, 1, 0), &job).ok());
-  const JobStatus running = daemon.wait_for(job.id(), [](const JobStatus& j) {
-    return j.state() == accum::v1::RUNNING && j.last_metrics().step() >= 3;
-  });
+  const JobStatus running = daemon.wait_running(job.id(), 3);
   ASSERT_EQ(running.state(), accum::v1::RUNNING) << running.message();
   const auto pids = daemon.worker_pids(running.job_dir());
   ASSERT_EQ(pids.size(), 1u);

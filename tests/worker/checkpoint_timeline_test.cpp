@@ -126,22 +126,7 @@ TEST_F(CheckpointTimelineTest, ResumeFromAnOlderCheckpointKeepsItAndSetsTheOldTi
 
 // Rewrites a step directory's manifest without the entry for `file`.
 void drop_from_manifest(const std::string& step_dir, const std::string& file) {
-  auto manifest = io::read_manifest(step_dir);
-  ASSERT_TRUE(manifest.ok()) << manifest.status();
-  io::Json files = io::Json::array();
-  for (const io::ManifestEntry& entry : manifest->files) {
-    if (entry.name == file) continue;
-    io::Json json = io::Json::object();
-    json.set("name", entry.name);
-    json.set("size", entry.size);
-    json.set("sha256", entry.sha256);
-    files.push_back(std::move(json));
-  }
-  io::Json json = io::Json::object();
-  json.set("step", manifest->step);
-  json.set("files", std::move(files));
-  write_file(step_dir + "/manifest.json", json.dump(2) + "\n");
-  ASSERT_TRUE(io::verify_checkpoint(step_dir).ok());
+  rewrite_manifest(step_dir, [&](const io::ManifestEntry& entry) { return entry.name != file; });
 }
 
 // A manifest that leaves out a file the checkpoint needs cannot vouch for it: the resume

@@ -190,15 +190,13 @@ std::vector<MetricsLine> read_metrics(const std::string& path) {
   return lines;
 }
 
-void reseal_manifest(const std::string& step_dir, const std::string& file) {
+void rewrite_manifest(const std::string& step_dir,
+                      const std::function<bool(io::ManifestEntry&)>& change) {
   auto manifest = io::read_manifest(step_dir);
   if (!manifest.ok()) throw std::runtime_error(std::string(manifest.status().message()));
   io::Json files = io::Json::array();
   for (io::ManifestEntry entry : manifest->files) {
-    if (entry.name == file) {
-      entry.size = static_cast<int64_t>(fs::file_size(step_dir + "/" + file));
-      entry.sha256 = *io::sha256_file(step_dir + "/" + file);
-    }
+    if (!change(entry)) continue;
     io::Json json = io::Json::object();
     json.set("name", entry.name);
     json.set("size", entry.size);
@@ -212,6 +210,16 @@ void reseal_manifest(const std::string& step_dir, const std::string& file) {
   if (auto status = io::verify_checkpoint(step_dir); !status.ok()) {
     throw std::runtime_error(std::string(status.message()));
   }
+}
+
+void reseal_manifest(const std::string& step_dir, const std::string& file) {
+  rewrite_manifest(step_dir, [&](io::ManifestEntry& entry) {
+    if (entry.name == file) {
+      entry.size = static_cast<int64_t>(fs::file_size(step_dir + "/" + file));
+      entry.sha256 = *io::sha256_file(step_dir + "/" + file);
+    }
+    return true;
+  });
 }
 
 void rewrite_tensor(const std::string& path, const std::string& tensor,

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "daemon/worker/io/checkpoint_dir.h"
 #include "tests/common/temp_dir.h"
 
 namespace accum::testing {
@@ -53,6 +54,11 @@ int64_t gpt2_parameter_count(int64_t n_layer, int64_t d_model, int64_t vocab, in
 // it is now, so only the reader's own checks of its contents can catch a change made to
 // it. Throws std::runtime_error when the manifest cannot be read or does not verify after.
 void reseal_manifest(const std::string& step_dir, const std::string& file);
+// Rewrites a checkpoint's manifest with each entry as `change` leaves it, dropping those it
+// returns false for. Throws std::runtime_error when the manifest cannot be read or does not
+// verify after.
+void rewrite_manifest(const std::string& step_dir,
+                      const std::function<bool(io::ManifestEntry&)>& change);
 // Applies `change` to every element of `tensor` in the safetensors file at `path` and
 // writes the file back (metadata kept). Throws std::runtime_error on any failure.
 void rewrite_tensor(const std::string& path, const std::string& tensor,
