@@ -248,11 +248,7 @@ int main(int argc, char** argv) {
   for (const std::string any : {"0.0.0.0:", "[::]:"}) {
     if (advertise.rfind(any, 0) == 0) advertise = "127.0.0.1:" + advertise.substr(any.size());
   }
-  manager->set_control_addr(advertise);
-  manager->start();
-  std::cout << "accumd listening on " << *bound << " (state " << flags.manager.state_dir
-            << ", slots " << flags.manager.slots << ", auth " << (auth.enabled() ? "on" : "off")
-            << ", tls " << (flags.server.tls_cert.empty() ? "off" : "on") << ")" << std::endl;
+  // Both ports are bound before any job is touched, and before accumd says it listens.
   // Prometheus: the manager's snapshot plus the server's RPC counts, per scrape.
   const auto started = std::chrono::steady_clock::now();
   accum::control::MetricsHttpServer metrics([&]() -> absl::StatusOr<std::string> {
@@ -268,13 +264,17 @@ int main(int argc, char** argv) {
     if (!metrics_bound.ok()) {
       spdlog::error("{}", std::string(metrics_bound.status().message()));
       server.shutdown();
-      manager->shutdown();
       server.wait();
-      return 1;
+      return 1;  // before the manager started: no job was launched or touched
     }
     std::cout << "accumd metrics at http://" << *metrics_bound << "/metrics" << std::endl;
     if (!flags.metrics_addr_file.empty()) write_addr_file(flags.metrics_addr_file, *metrics_bound);
   }
+  manager->set_control_addr(advertise);
+  manager->start();
+  std::cout << "accumd listening on " << *bound << " (state " << flags.manager.state_dir
+            << ", slots " << flags.manager.slots << ", auth " << (auth.enabled() ? "on" : "off")
+            << ", tls " << (flags.server.tls_cert.empty() ? "off" : "on") << ")" << std::endl;
   if (!flags.addr_file.empty()) write_addr_file(flags.addr_file, *bound);
 
   int received = 0;

@@ -248,6 +248,20 @@ TEST_F(MetricsEndpointTest, AnswersOtherRequestsWithHttpErrors) {
   close(silent);
 }
 
+// A metrics port that is taken stops accumd before it touches any job, and before it says
+// it listens: a second accumd on the same state dir is refused anyway, but a fresh one must
+// not launch queued jobs and then exit.
+TEST_F(MetricsEndpointTest, BusyMetricsPortStopsAccumdBeforeItServes) {
+  ASSERT_TRUE(start_daemon());
+  std::string output;
+  const std::string command = "timeout 20 " + harness_.build_dir() + "/bin/accumd --state-dir '" +
+                              harness_.dir() + "/other-state' --listen 127.0.0.1:0 " +
+                              "--metrics-listen " + metrics_address_;
+  EXPECT_EQ(run_command(command, &output), 1) << output;
+  EXPECT_NE(output.find(metrics_address_), std::string::npos) << output;
+  EXPECT_EQ(output.find("accumd listening on"), std::string::npos) << output;
+}
+
 TEST(PrometheusText, EscapesLabelValuesAndRendersOneHotState) {
   EXPECT_EQ(accum::control::escape_label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
   accum::control::DaemonSnapshot snapshot;
