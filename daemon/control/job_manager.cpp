@@ -267,10 +267,23 @@ absl::StatusOr<JobStatus> JobManager::get(const std::string& id) {
   auto status = status_of(*record);
   if (!status.ok()) return status;
   std::lock_guard lock(mutex_);
-  if (auto it = runtimes_.find(id); it != runtimes_.end() && !it->second.history.empty()) {
-    *status->mutable_last_metrics() = it->second.history.back();  // fresher than the store
-  }
+  overlay_runtime_locked(&*status);
   return status;
+}
+
+void JobManager::overlay_runtime_locked(JobStatus* status) const {
+  const auto it = runtimes_.find(status->id());
+  if (it == runtimes_.end()) return;
+  const Runtime& runtime = it->second;
+  // Fresher than the store, which takes progress about once a second.
+  if (!runtime.history.empty()) *status->mutable_last_metrics() = runtime.history.back();
+  // A state the store refused (a full disk) is the job's state all the same.
+  if (runtime.unrecorded) {
+    status->set_state(runtime.unrecorded->to);
+    status->set_message(absl::StrCat(runtime.unrecorded->message,
+                                     " (not yet in the job store, which refused the write; "
+                                     "accumd retries until it takes it)"));
+  }
 }
 
 absl::StatusOr<DaemonSnapshot> JobManager::metrics_snapshot() {
@@ -327,6 +340,8 @@ absl::StatusOr<std::pair<std::vector<JobStatus>, std::string>> JobManager::list(
     if (!status.ok()) return status.status();
     jobs.push_back(*std::move(status));
   }
+  std::lock_guard lock(mutex_);
+  for (auto& job : jobs) overlay_runtime_locked(&job);  // as GetJob shows them
   return std::make_pair(std::move(jobs), next);
 }
 

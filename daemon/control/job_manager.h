@@ -167,6 +167,9 @@ class JobManager {
 
   explicit JobManager(ManagerConfig config, std::unique_ptr<JobStore> store);
   absl::StatusOr<accum::v1::JobStatus> status_of(const JobRecord& record);
+  // What the runtime knows beyond the store: the newest step, and a state the store has
+  // refused so far. REQUIRES: mutex_ held.
+  void overlay_runtime_locked(accum::v1::JobStatus* status) const;
   // Records a transition (with `update`, in one transaction) and tells watchers.
   // REQUIRES: mutex_ held.
   absl::Status transition_locked(const std::string& id, accum::v1::JobState to,

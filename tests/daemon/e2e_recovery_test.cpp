@@ -316,8 +316,13 @@ TEST(DaemonRecovery, JobSurvivesTheDiskFillingUpWhileItTrains) {
   ASSERT_TRUE(log_says(daemon, "the job store refused its new state RESTARTING"))
       << "the worker did not fail on the full disk, or accumd recorded its exit anyway";
   std::this_thread::sleep_for(std::chrono::milliseconds(500));  // a few refused ticks
+  // GetJob and ListJobs say what happened, and that the store does not have it yet.
   const JobStatus stuck = daemon.get(job->id());
-  EXPECT_EQ(stuck.state(), accum::v1::RUNNING) << "the store holds the last recorded state";
+  EXPECT_EQ(stuck.state(), accum::v1::RESTARTING) << stuck.message();
+  EXPECT_NE(stuck.message().find("not yet in the job store"), std::string::npos) << stuck.message();
+  std::string output;
+  EXPECT_EQ(run_accumctl(daemon, {"list"}, &output), 0) << output;
+  EXPECT_NE(output.find("RESTARTING"), std::string::npos) << output;
 
   std::filesystem::remove(daemon.dir() + "/state/filler");
   expect_finished_after_one_late_restart(daemon, job->id(), 600);
@@ -358,8 +363,9 @@ TEST(DaemonRecovery, RestartFoundAtStartUpOnAFullDiskIsRecordedOnceThereIsSpace)
       << "accumd recorded the restart on a full disk, or did not find the worker gone";
   std::this_thread::sleep_for(std::chrono::milliseconds(500));  // a few refused ticks
   const JobStatus stuck = daemon.get(before->id());
-  EXPECT_EQ(stuck.state(), accum::v1::RUNNING) << "the store holds the last recorded state";
-  EXPECT_EQ(stuck.transitions_size(), before->transitions_size());
+  EXPECT_EQ(stuck.state(), accum::v1::RESTARTING) << stuck.message();
+  EXPECT_NE(stuck.message().find("not yet in the job store"), std::string::npos) << stuck.message();
+  EXPECT_EQ(stuck.transitions_size(), before->transitions_size()) << "the history is the store's";
 
   std::filesystem::remove(daemon.dir() + "/state/filler");
   expect_finished_after_one_late_restart(daemon, before->id(), 400);
