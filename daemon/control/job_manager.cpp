@@ -1,6 +1,6 @@
-// control/job_manager.cpp — JobManager's API: submit, query, cancel,
-// checkpoint, watch, and the worker link's events. The supervisor loop is in
-// job_supervision.cpp.
+// control/job_manager.cpp — JobManager's API: submit (with the checks a first attempt
+// would otherwise meet), query, cancel, checkpoint, continue, watch. The supervisor loop is
+// in job_supervision.cpp, the worker link's hello and events in job_link.cpp.
 #include "daemon/control/job_manager.h"
 
 #include <signal.h>
@@ -33,16 +33,7 @@ using accum::v1::WorkerCommand;
 
 namespace {
 
-constexpr size_t kMaxHistory = 100000;  // metrics kept in memory per job for watchers
 constexpr size_t kMaxIdLength = 64;
-
-absl::Status check_id(const std::string& id) {
-  if (id.empty()) return absl::InvalidArgumentError("id: empty; expected a job id like job-000001");
-  if (id.size() > kMaxIdLength) {
-    return absl::InvalidArgumentError(absl::StrCat("id: ", id.size(), " bytes; at most 64"));
-  }
-  return absl::OkStatus();
-}
 
 // A path mpirun reads when the job starts: "" (not set) or a regular file this process
 // can read, checked at submit so that a typo is not a failed attempt later.
@@ -66,26 +57,6 @@ absl::Status check_readable_file(const std::string& field, const std::string& pa
 }
 
 constexpr size_t kMaxSpecBytes = 256 << 10;
-
-// What is wrong with a worker's event, "" for nothing: a step outside [0, max_steps], or a
-// checkpoint that is not a step folder of the job's checkpoint dir.
-std::string malformed_event(const accum::v1::WorkerEvent& event, int64_t max_steps,
-                            const std::string& checkpoint_dir) {
-  if (event.has_metrics() && (event.metrics().step() < 0 || event.metrics().step() > max_steps)) {
-    return absl::StrCat("metrics of step ", event.metrics().step(), "; expected 0..", max_steps);
-  }
-  if (event.has_checkpoint_done()) {
-    const auto& done = event.checkpoint_done();
-    const fs::path path = done.path();
-    const auto step = io::parse_step_dir_name(path.filename().string());
-    if (done.step() < 1 || done.step() > max_steps || !step || *step != done.step() ||
-        path.parent_path() != fs::path(checkpoint_dir)) {
-      return absl::StrCat("checkpoint of step ", done.step(), " at '", done.path(),
-                          "'; expected a step of 1..", max_steps, " in ", checkpoint_dir);
-    }
-  }
-  return "";
-}
 
 // The files data.train or data.val name, as the worker will expand them (globs in order,
 // each matching at least one file): each must be a readable file. Checked at submit, so a
@@ -119,6 +90,14 @@ std::vector<accum::v1::StepMetrics> read_metrics_file(const std::string& path) {
 }
 
 }  // namespace
+
+absl::Status check_id(const std::string& id) {
+  if (id.empty()) return absl::InvalidArgumentError("id: empty; expected a job id like job-000001");
+  if (id.size() > kMaxIdLength) {
+    return absl::InvalidArgumentError(absl::StrCat("id: ", id.size(), " bytes; at most 64"));
+  }
+  return absl::OkStatus();
+}
 
 JobManager::JobManager(ManagerConfig config, std::unique_ptr<JobStore> store)
     : config_(std::move(config)), store_(std::move(store)) {}
@@ -600,100 +579,6 @@ void JobManager::seed_history_locked(const JobRecord& record, Runtime& runtime) 
   const auto rows = read_metrics_file(record.spec.metrics_path());
   runtime.history.assign(rows.begin(), rows.end());
   runtime.catch_up_through = runtime.history.empty() ? 0 : runtime.history.back().step();
-}
-
-absl::StatusOr<uint64_t> JobManager::worker_connected(const accum::v1::WorkerHello& hello,
-                                                      std::shared_ptr<CommandSink> sink) {
-  if (auto status = check_id(hello.job_id()); !status.ok()) return status;
-  std::lock_guard lock(mutex_);
-  auto record = store_->get(hello.job_id());
-  if (!record.ok()) return record.status();
-  auto it = runtimes_.find(hello.job_id());
-  if (is_terminal(record->state) || it == runtimes_.end()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("job ", hello.job_id(), " is ", state_name(record->state)));
-  }
-  Runtime& runtime = it->second;
-  if (hello.attempt() != runtime.attempt) {
-    return absl::FailedPreconditionError(absl::StrCat("job ", hello.job_id(), ": attempt ",
-                                                      hello.attempt(), " is stale; current is ",
-                                                      runtime.attempt));
-  }
-  if (!runtime.link_key.empty() && hello.link_key() != runtime.link_key) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("job ", hello.job_id(), " attempt ", hello.attempt(),
-                     ": the hello does not carry the link key accumd gave this attempt's workers "
-                     "(ACCUM_LINK_KEY); only they may connect"));
-  }
-  runtime.link = std::move(sink);
-  runtime.link_session = next_session_++;
-  runtime.max_steps = record->spec.max_steps();
-  runtime.checkpoint_dir = record->spec.checkpoint().dir();
-  runtime.last_heard = Clock::now();
-  runtime.hello_seen = true;
-  if (record->state == accum::v1::STARTING || record->state == accum::v1::RESTARTING) {
-    (void)transition_locked(record->id, accum::v1::RUNNING, "worker_hello",
-                            absl::StrCat("attempt ", hello.attempt(), ": ", hello.world_size(),
-                                         " ranks, from step ", hello.start_step()));
-  } else if (record->state == accum::v1::CANCELLING && !runtime.force) {
-    WorkerCommand stop;  // re-attached during a graceful cancel: ask again
-    stop.set_kind(WorkerCommand::STOP);
-    stop.set_request_id(next_request_++);
-    runtime.link->send(stop);
-  }
-  return runtime.link_session;
-}
-
-void JobManager::worker_event(const std::string& job_id, uint64_t session,
-                              const accum::v1::WorkerEvent& event) {
-  std::lock_guard lock(mutex_);
-  auto it = runtimes_.find(job_id);
-  if (it == runtimes_.end() || it->second.link_session != session) return;
-  Runtime& runtime = it->second;
-  runtime.last_heard = Clock::now();
-  if (const std::string wrong = malformed_event(event, runtime.max_steps, runtime.checkpoint_dir);
-      !wrong.empty()) {
-    spdlog::warn("job {}: ignored a worker event: {}", job_id, wrong);
-    return;
-  }
-  if (event.has_metrics() && runtime.catch_up_through > 0) {
-    if (event.metrics().step() <= runtime.catch_up_through) return;  // already in the history
-    runtime.catch_up_through = 0;
-  }
-  if (event.has_metrics()) {
-    if (runtime.history.size() >= kMaxHistory) runtime.history.pop_front();
-    runtime.history.push_back(event.metrics());
-    JobEvent job_event;
-    *job_event.mutable_metrics() = event.metrics();
-    hub_.publish(job_id, job_event);
-    if (runtime.last_heard - runtime.last_persisted > std::chrono::seconds(1)) {
-      runtime.last_persisted = runtime.last_heard;
-      (void)store_->set_progress(job_id, event.metrics());
-    }
-  } else if (event.has_checkpoint_done()) {
-    const auto& done = event.checkpoint_done();
-    (void)store_->set_latest_checkpoint(job_id, done.step());
-    accum::v1::CheckpointInfo info;
-    info.set_step(done.step());
-    info.set_path(done.path());
-    for (const auto& listed : list_job_checkpoints(fs::path(done.path()).parent_path().string())) {
-      if (listed.step() == done.step()) info = listed;
-    }
-    info.set_path(done.path());
-    spdlog::info("job {}: checkpoint at step {} complete: {}", job_id, done.step(), done.path());
-    if (done.request_id() != 0) {
-      runtime.checkpoints_done[done.request_id()] = info;
-      checkpoint_done_.notify_all();
-    }
-  }
-}
-
-void JobManager::worker_disconnected(const std::string& job_id, uint64_t session) {
-  std::lock_guard lock(mutex_);
-  auto it = runtimes_.find(job_id);
-  if (it == runtimes_.end() || it->second.link_session != session) return;
-  it->second.link.reset();
-  spdlog::info("job {}: worker link closed", job_id);
 }
 
 }  // namespace accum::control

@@ -40,6 +40,11 @@
 
 namespace accum::control {
 
+// Metrics kept in memory per job for watchers (the newest ones).
+inline constexpr size_t kMaxHistory = 100000;
+// INVALID_ARGUMENT for an empty job id or one over 64 bytes.
+absl::Status check_id(const std::string& id);
+
 using Clock = std::chrono::steady_clock;
 
 struct ManagerConfig {
