@@ -257,6 +257,11 @@ void JobManager::overlay_runtime_locked(JobStatus* status) const {
   // Fresher than the store, which takes progress about once a second.
   if (!runtime.history.empty()) *status->mutable_last_metrics() = runtime.history.back();
   // A state the store refused (a full disk) is the job's state all the same.
+  if (status->state() == accum::v1::QUEUED && runtime.world_size > config_.slots) {
+    status->set_message(absl::StrCat("waiting: it needs ", runtime.world_size,
+                                     " slots, and this accumd has ", config_.slots,
+                                     " (--slots); it starts under an accumd with enough"));
+  }
   if (runtime.unrecorded) {
     status->set_state(runtime.unrecorded->to);
     status->set_message(absl::StrCat(runtime.unrecorded->message,
@@ -371,9 +376,10 @@ absl::StatusOr<JobStatus> JobManager::cancel(const std::string& id, bool force) 
     Runtime& runtime = runtimes_[id];
     if (runtime.pid == 0) {
       // Nothing runs (queued, or waiting to restart): cancelled at once.
-      if (auto status =
-              transition_locked(id, accum::v1::CANCELLED, force ? "force_cancel" : "cancel",
-                                "cancelled before it ran");
+      if (auto status = transition_locked(
+              id, accum::v1::CANCELLED, force ? "force_cancel" : "cancel",
+              runtime.state == accum::v1::RESTARTING ? "cancelled while it waited to restart"
+                                                     : "cancelled before it ran");
           !status.ok()) {
         return status;
       }

@@ -143,6 +143,9 @@ void JobManager::start_queued_locked() {
   if (!active.ok()) return;
   for (const auto& record : *active) {
     if (record.state != accum::v1::QUEUED) continue;
+    // More ranks than this accumd has at all (it was restarted with fewer --slots since the
+    // submit): it waits for an accumd with enough, and does not hold up the queue.
+    if (record.world_size > config_.slots) continue;
     if (record.world_size > free_slots) break;  // strict FIFO: no overtaking
     auto it = runtimes_.find(record.id);
     if (it == runtimes_.end()) continue;
@@ -228,8 +231,10 @@ void JobManager::start_attempt_locked(const JobRecord& record, Runtime& runtime)
 
 void JobManager::handle_exit_locked(const JobRecord& record, Runtime& runtime, int wait_status,
                                     bool known) {
-  const std::string how = known ? describe_wait_status(wait_status)
-                                : "an unknown status (it ended while accumd was down)";
+  const std::string how =
+      known ? describe_wait_status(wait_status)
+            : "an unknown status (no exit code was left: its launcher was killed, or it ended "
+              "while accumd was down)";
   const bool clean_exit = known && WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 0;
   const int attempt = runtime.attempt;
   spdlog::info("job {}: attempt {} (pid {}) ended with {}", record.id, attempt, runtime.pid, how);
@@ -238,12 +243,26 @@ void JobManager::handle_exit_locked(const JobRecord& record, Runtime& runtime, i
   runtime.link_session = 0;
   runtime.hello_seen = false;
   (void)store_->set_process(record.id, 0, 0, attempt);
+  // The launcher is gone, but a rank it started may not be (a launcher killed on its own
+  // leaves its worker to init): it would train on beside the next attempt, in the same
+  // folders, or after a cancel. It goes now, before the checkpoints are counted.
+  kill_stray_processes(record);
   const int64_t checkpoint_step = latest_step(record);
   if (checkpoint_step > 0) (void)store_->set_latest_checkpoint(record.id, checkpoint_step);
   // An attempt that ended while accumd was away (or re-attached to) sent its last steps
   // to nobody: the metrics file has them, and the job's final progress comes from there.
   if (!runtime.is_child) seed_history_locked(record, runtime);
 
+  const int64_t max_steps = record.spec.max_steps();
+  const bool finished = checkpoint_step >= max_steps;
+  if (runtime.state == accum::v1::CANCELLING && clean_exit && finished) {
+    // The cancel came as the job ended: it trained to max_steps and checkpointed it.
+    settle_locked(record.id, runtime,
+                  {accum::v1::SUCCEEDED, "worker_exit",
+                   absl::StrCat("finished (a cancel arrived as it ended); latest checkpoint step ",
+                                checkpoint_step)});
+    return;
+  }
   if (runtime.state == accum::v1::CANCELLING) {
     if (runtime.force) remove_partial_checkpoints(record.spec.checkpoint().dir());
     const std::string message =
@@ -257,8 +276,6 @@ void JobManager::handle_exit_locked(const JobRecord& record, Runtime& runtime, i
   // The worker checkpoints at max_steps, so a clean exit without that checkpoint stopped
   // early: a SIGTERM from outside accumd (an administrator, a node shutting down). The job
   // is not done: it restarts from that stop's checkpoint, like any other interruption.
-  const int64_t max_steps = record.spec.max_steps();
-  const bool finished = checkpoint_step >= max_steps;
   if (clean_exit && runtime.kill_reason.empty() && finished) {
     settle_locked(record.id, runtime,
                   {accum::v1::SUCCEEDED, "worker_exit",

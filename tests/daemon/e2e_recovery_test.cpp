@@ -216,6 +216,31 @@ TEST(DaemonRecovery, JobThatEndsWhileAccumdIsDownShowsItsFinalStep) {
   EXPECT_EQ(done.restarts(), 0);
 }
 
+// accumd restarted with fewer --slots than a queued job needs: that job waits, says why,
+// and does not hold up the smaller jobs queued behind it.
+TEST(DaemonRecovery, QueuedJobLargerThanTheSlotsAfterARestartDoesNotBlockTheQueue) {
+  DaemonHarness daemon;
+  ASSERT_TRUE(daemon.start(with_slots(2)));
+  JobStatus running, big, small;
+  ASSERT_TRUE(daemon.submit(daemon.spec_json("running", 100000, 2, 0), &running).ok());
+  ASSERT_EQ(daemon.wait_running(running.id(), 1).state(), accum::v1::RUNNING);
+  ASSERT_TRUE(daemon.submit(daemon.spec_json("big", 5, 2, 0), &big).ok());
+  ASSERT_TRUE(daemon.submit(daemon.spec_json("small", 5, 1, 0), &small).ok());
+  daemon.stop();
+  ASSERT_TRUE(daemon.start(with_slots(1)));
+  std::string output;
+  ASSERT_EQ(run_accumctl(daemon, {"cancel", running.id(), "--force"}, &output), 0) << output;
+  const JobStatus done = daemon.wait_for(small.id(), [](const JobStatus& j) {
+    return j.state() == accum::v1::SUCCEEDED || j.state() == accum::v1::FAILED;
+  });
+  EXPECT_EQ(done.state(), accum::v1::SUCCEEDED) << done.message();
+  const JobStatus waiting = daemon.get(big.id());
+  EXPECT_EQ(waiting.state(), accum::v1::QUEUED);
+  EXPECT_NE(waiting.message().find("it needs 2 slots, and this accumd has 1 (--slots)"),
+            std::string::npos)
+      << waiting.message();
+}
+
 // Two accumd on one state dir would both reconcile and supervise its jobs. The second
 // exits at once with 2, naming the lock file, and the first keeps serving: its running
 // job finishes unrestarted and it takes new submits. (The restart tests above show that

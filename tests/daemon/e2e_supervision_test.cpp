@@ -5,10 +5,13 @@
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <iterator>
 #include <optional>
+#include <sstream>
 #include <thread>
 
 #include "gtest/gtest.h"
@@ -271,6 +274,51 @@ TEST(DaemonSupervision, WorkerStoppedBySigtermFromOutsideRestartsInsteadOfSuccee
   }
   EXPECT_EQ(restarting, 1);
   EXPECT_EQ(succeeded, 1);
+}
+
+// /proc/PID/stat's state letter and parent; state 0 and parent -1 when it is gone.
+std::pair<char, pid_t> proc_stat(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  const size_t close = text.rfind(')');
+  if (close == std::string::npos) return {0, -1};
+  std::istringstream rest(text.substr(close + 2));
+  char state = 0;
+  pid_t parent = -1;
+  rest >> state >> parent;
+  return {state, parent};
+}
+
+// A launcher killed on its own leaves its worker to init. accumd restarts the job, and the
+// orphan must not train on beside the next attempt in the same folders (nor after a
+// cancel): it is killed when accumd sees the launcher end.
+TEST(DaemonSupervision, WorkerOrphanedByItsKilledLauncherIsKilledBeforeTheNextAttempt) {
+  DaemonHarness daemon;
+  ASSERT_TRUE(daemon.start(with_slots(1)));
+  JobStatus job;
+  ASSERT_TRUE(daemon.submit(daemon.spec_json("orphan", 100000, 1, 0), &job).ok());
+  const JobStatus running = daemon.wait_running(job.id(), 3);
+  ASSERT_EQ(running.state(), accum::v1::RUNNING) << running.message();
+  const auto pids = daemon.worker_pids(running.job_dir());
+  ASSERT_EQ(pids.size(), 1u);
+  const pid_t orphan = pids[0];
+  const pid_t launcher = proc_stat(orphan).second;
+  ASSERT_GT(launcher, 1);
+  ASSERT_EQ(kill(launcher, SIGKILL), 0);
+
+  const JobStatus again = daemon.wait_for(job.id(), [](const JobStatus& j) {
+    return j.state() == accum::v1::RUNNING && j.restarts() == 1 && j.last_metrics().step() >= 1;
+  });
+  ASSERT_EQ(again.restarts(), 1) << again.message();
+  const auto now = daemon.worker_pids(again.job_dir());
+  EXPECT_EQ(now.size(), 1u) << "two attempts' workers train side by side";
+  EXPECT_EQ(std::count(now.begin(), now.end(), orphan), 0) << "the orphan still runs";
+  const char state = proc_stat(orphan).first;
+  EXPECT_TRUE(state == 0 || state == 'Z') << "pid " << orphan << " is in state " << state;
+  std::string output;
+  EXPECT_EQ(run_accumctl(daemon, {"cancel", job.id(), "--force"}, &output), 0) << output;
+  daemon.wait_for(job.id(), ended);
+  EXPECT_TRUE(daemon.worker_pids(again.job_dir()).empty());
 }
 
 }  // namespace
