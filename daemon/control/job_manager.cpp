@@ -421,10 +421,12 @@ absl::StatusOr<accum::v1::CheckpointInfo> JobManager::checkpoint(
   if (!record.ok()) return record.status();
   auto it = runtimes_.find(id);
   if (record->state != accum::v1::RUNNING || it == runtimes_.end() || !it->second.link) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "job ", id, " is ", state_name(record->state),
-        record->state == accum::v1::RUNNING ? " but its worker is not connected yet" : "",
-        "; a checkpoint needs a RUNNING job"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", id, " is ", state_name(record->state),
+                     record->state == accum::v1::RUNNING
+                         ? " but its worker is not connected (it is starting, or has just ended)"
+                         : "",
+                     "; a checkpoint needs a RUNNING job"));
   }
   const uint64_t request_id = next_request_++;
   // The request lives in this attempt's worker only: a restarted attempt never answers it.
