@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "gtest/gtest.h"
+#include "tests/common/proc_stat.h"
 #include "tests/daemon/daemon_harness.h"
 
 namespace accum::testing {
@@ -276,19 +277,6 @@ TEST(DaemonSupervision, WorkerStoppedBySigtermFromOutsideRestartsInsteadOfSuccee
   EXPECT_EQ(succeeded, 1);
 }
 
-// /proc/PID/stat's state letter and parent; state 0 and parent -1 when it is gone.
-std::pair<char, pid_t> proc_stat(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-  const size_t close = text.rfind(')');
-  if (close == std::string::npos) return {0, -1};
-  std::istringstream rest(text.substr(close + 2));
-  char state = 0;
-  pid_t parent = -1;
-  rest >> state >> parent;
-  return {state, parent};
-}
-
 // A launcher killed on its own leaves its worker to init. accumd restarts the job, and the
 // orphan must not train on beside the next attempt in the same folders (nor after a
 // cancel): it is killed when accumd sees the launcher end.
@@ -302,7 +290,7 @@ TEST(DaemonSupervision, WorkerOrphanedByItsKilledLauncherIsKilledBeforeTheNextAt
   const auto pids = daemon.worker_pids(running.job_dir());
   ASSERT_EQ(pids.size(), 1u);
   const pid_t orphan = pids[0];
-  const pid_t launcher = proc_stat(orphan).second;
+  const pid_t launcher = read_proc_stat(orphan).parent;
   ASSERT_GT(launcher, 1);
   ASSERT_EQ(kill(launcher, SIGKILL), 0);
 
@@ -313,8 +301,8 @@ TEST(DaemonSupervision, WorkerOrphanedByItsKilledLauncherIsKilledBeforeTheNextAt
   const auto now = daemon.worker_pids(again.job_dir());
   EXPECT_EQ(now.size(), 1u) << "two attempts' workers train side by side";
   EXPECT_EQ(std::count(now.begin(), now.end(), orphan), 0) << "the orphan still runs";
-  const char state = proc_stat(orphan).first;
-  EXPECT_TRUE(state == 0 || state == 'Z') << "pid " << orphan << " is in state " << state;
+  EXPECT_FALSE(process_running(orphan))
+      << "pid " << orphan << " is in state " << read_proc_stat(orphan).state;
   std::string output;
   EXPECT_EQ(run_accumctl(daemon, {"cancel", job.id(), "--force"}, &output), 0) << output;
   daemon.wait_for(job.id(), ended);

@@ -102,22 +102,6 @@ pid_t find_rank_pid(const std::string& spec_path, int rank) {
   return found;
 }
 
-ProcStat read_proc_stat(pid_t pid) {
-  const std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
-  const size_t after_name = stat.rfind(')');  // the name, in parentheses, may hold spaces
-  ProcStat result;
-  if (stat.empty() || after_name == std::string::npos) return result;
-  int parent = -1;
-  std::sscanf(stat.c_str() + after_name + 1, " %c %d", &result.state, &parent);
-  result.parent = parent;
-  return result;
-}
-
-bool process_running(pid_t pid) {
-  const ProcStat stat = read_proc_stat(pid);
-  return stat.state != 0 && stat.state != 'Z';
-}
-
 int count_rank_processes(const std::string& spec_path) {
   int count = 0;
   // A zombie waiting for mpirun to reap it is no longer running.

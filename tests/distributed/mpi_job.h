@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/common/proc_stat.h"
 #include "tests/worker/worker_test_util.h"
 
 namespace accum::testing {
@@ -46,15 +47,6 @@ Overrides outputs_for(const std::string& tag, Overrides more = {});
 // The pid of the accum-worker process of MPI rank `rank` whose command line names
 // `spec_path`, or -1 (reads /proc/*/cmdline and OMPI_COMM_WORLD_RANK in /proc/*/environ).
 pid_t find_rank_pid(const std::string& spec_path, int rank);
-// /proc/PID/stat's state letter ('Z': exited, not yet reaped) and parent pid; state 0 and
-// parent -1 when the process is gone.
-struct ProcStat {
-  char state = 0;
-  pid_t parent = -1;
-};
-ProcStat read_proc_stat(pid_t pid);
-// Whether `pid` exists and has not exited (a zombie has).
-bool process_running(pid_t pid);
 // How many accum-worker processes naming `spec_path` are alive.
 int count_rank_processes(const std::string& spec_path);
 // SIGKILLs every accum-worker process naming `spec_path` (a test's cleanup).
