@@ -240,6 +240,20 @@ absl::Status fill_optimizer(accum::v1::JobSpec* spec) {
     return invalid("optimizer.warmup_steps",
                    absl::StrCat("got ", opt->warmup_steps(), ", expected >= 0"));
   }
+  if (opt->decay_steps() != 0) {
+    if (opt->schedule() != "cosine") {
+      return invalid("optimizer.decay_steps",
+                     absl::StrCat("got ", opt->decay_steps(), " with schedule \"", opt->schedule(),
+                                  "\"; expected 0, since only \"cosine\" decays"));
+    }
+    if (opt->decay_steps() <= opt->warmup_steps()) {
+      return invalid("optimizer.decay_steps",
+                     absl::StrCat("got ", opt->decay_steps(),
+                                  ", expected 0 (decay over max_steps) or a step count above "
+                                  "optimizer.warmup_steps (",
+                                  opt->warmup_steps(), ")"));
+    }
+  }
   return absl::OkStatus();
 }
 

@@ -343,15 +343,18 @@ def optimizer_settings(spec):
     return {"lr": o.get("lr", 6e-4), "min_lr": o.get("min_lr", 0.0), "warmup": o.get("warmup_steps", 0),
             "schedule": o.get("schedule", "cosine") or "cosine", "wd": o.get("weight_decay", 0.1),
             "beta1": o.get("beta1", 0.9), "beta2": o.get("beta2", 0.95), "eps": o.get("eps", 1e-8),
-            "clip": o.get("grad_clip", 1.0)}
+            "clip": o.get("grad_clip", 1.0), "decay_steps": o.get("decay_steps", 0)}
 
 
 def learning_rate(opt, step, max_steps):
     if step < opt["warmup"]:
         return opt["lr"] * (step + 1) / opt["warmup"]
-    if opt["schedule"] == "constant" or max_steps <= opt["warmup"]:
+    decay_end = opt["decay_steps"] or max_steps
+    if opt["schedule"] == "constant" or decay_end <= opt["warmup"]:
         return opt["lr"]
-    progress = (step - opt["warmup"]) / (max_steps - opt["warmup"])
+    if step >= decay_end:
+        return opt["min_lr"]
+    progress = (step - opt["warmup"]) / (decay_end - opt["warmup"])
     return opt["min_lr"] + 0.5 * (1.0 + math.cos(math.pi * progress)) * (opt["lr"] - opt["min_lr"])
 
 

@@ -53,6 +53,8 @@ TEST_F(WorkerErrorsTest, EverySpecFieldIsRangeChecked) {
       {"optimizer.grad_clip", "-1", {"optimizer.grad_clip"}},
       {"optimizer.warmup_steps", "-5", {"optimizer.warmup_steps"}},
       {"optimizer.schedule", "\"linear\"", {"optimizer.schedule", "cosine", "constant"}},
+      {"optimizer.decay_steps", "2", {"optimizer.decay_steps", "above optimizer.warmup_steps (2)"}},
+      {"optimizer.decay_steps", "-1", {"optimizer.decay_steps", "got -1"}},
       {"max_steps", "0", {"max_steps", ">= 1"}},
       {"checkpoint.keep_last", "-1", {"checkpoint.keep_last"}},
       {"checkpoint.every_steps", "-2", {"checkpoint.every_steps", "got -2"}},
@@ -79,6 +81,15 @@ TEST_F(WorkerErrorsTest, EverySpecFieldIsRangeChecked) {
           << test_case.field << " message lacks \"" << word << "\": " << result.output;
     }
   }
+}
+
+// Only the cosine decays: a decay_steps beside a constant schedule is a mistake, said so.
+TEST_F(WorkerErrorsTest, DecayStepsWithAConstantScheduleIsRefused) {
+  auto result = run_with({{"optimizer.schedule", "\"constant\""}, {"optimizer.decay_steps", "10"}});
+  EXPECT_EQ(result.exit_code, 2) << result.output;
+  EXPECT_NE(result.output.find("`optimizer.decay_steps`: got 10 with schedule \"constant\""),
+            std::string::npos)
+      << result.output;
 }
 
 // max_restarts is the daemon's: an explicit 0 ("never restart") must survive

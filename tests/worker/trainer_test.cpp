@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "daemon/worker/io/checkpoint_dir.h"
 #include "tests/worker/worker_test_util.h"
 
@@ -26,6 +27,42 @@ class TrainerTest : public ::testing::Test {
   RunResult train(const std::string& name, const std::map<std::string, std::string>& overrides) {
     write_file(dir_ / (name + ".json"), tiny_spec_json(overrides));
     return run({worker_binary(), "--spec", dir_ / (name + ".json")});
+  }
+
+  // Trains `steps` straight, and again as a run to `first_steps` resumed to `steps`: the
+  // same losses, grad norms, learning rates and final weights and Adam moments, bit for bit.
+  // `first_steps` is the first run's max_steps, so the two must not depend on it.
+  void expect_resume_matches_straight(std::map<std::string, std::string> spec, int first_steps,
+                                      int steps) {
+    const auto run_with = [&](const std::string& name, int max_steps, const char* ckpt,
+                              const char* metrics, bool resume) {
+      auto overrides = spec;
+      overrides["max_steps"] = std::to_string(max_steps);
+      overrides["checkpoint.dir"] = absl::StrCat("\"", ckpt, "\"");
+      overrides["metrics_path"] = absl::StrCat("\"", metrics, "\"");
+      if (resume) overrides["checkpoint.resume_from"] = "\"latest\"";
+      return train(name, overrides);
+    };
+    auto straight = run_with("straight", steps, "ckpt_s", "s.jsonl", false);
+    ASSERT_EQ(straight.exit_code, 0) << straight.output;
+    auto first = run_with("first", first_steps, "ckpt_r", "r.jsonl", false);
+    ASSERT_EQ(first.exit_code, 0) << first.output;
+    auto second = run_with("second", steps, "ckpt_r", "r.jsonl", true);
+    ASSERT_EQ(second.exit_code, 0) << second.output;
+    EXPECT_NE(second.output.find("resumed from"), std::string::npos) << second.output;
+    const auto s = read_metrics(dir_ / "s.jsonl"), r = read_metrics(dir_ / "r.jsonl");
+    ASSERT_EQ(s.size(), size_t(steps));
+    ASSERT_EQ(r.size(), size_t(steps));
+    for (int i = 0; i < steps; ++i) {
+      EXPECT_EQ(s[i].loss, r[i].loss) << "step " << i + 1;
+      EXPECT_EQ(s[i].grad_norm, r[i].grad_norm) << "step " << i + 1;
+      EXPECT_EQ(s[i].lr, r[i].lr) << "step " << i + 1;
+    }
+    const std::string last = io::step_dir_name(steps);
+    for (const char* file : {"model.safetensors", "optimizer.safetensors"}) {
+      const std::string path = absl::StrCat("/", last, "/", file);
+      EXPECT_EQ(read_file(dir_ / ("ckpt_s" + path)), read_file(dir_ / ("ckpt_r" + path))) << file;
+    }
   }
 
   TempDir dir_;
@@ -143,36 +180,15 @@ TEST_F(TrainerTest, EightMicroBatchesOfOneTrainLikeOneBatchOfEight) {
 }
 
 TEST_F(TrainerTest, ResumeIsBitIdentical) {
-  auto straight = train("straight", {{"max_steps", "8"},
-                                     {"checkpoint.dir", "\"ckpt_s\""},
-                                     {"metrics_path", "\"s.jsonl\""},
-                                     {"data.shuffle", "true"}});
-  ASSERT_EQ(straight.exit_code, 0) << straight.output;
-  auto first = train("first", {{"max_steps", "3"},
-                               {"checkpoint.dir", "\"ckpt_r\""},
-                               {"metrics_path", "\"r.jsonl\""},
-                               {"data.shuffle", "true"}});
-  ASSERT_EQ(first.exit_code, 0) << first.output;
   // The resumed run names the full max_steps: the cosine schedule is the same one.
-  auto second = train("second", {{"max_steps", "8"},
-                                 {"checkpoint.dir", "\"ckpt_r\""},
-                                 {"metrics_path", "\"r.jsonl\""},
-                                 {"data.shuffle", "true"},
-                                 {"checkpoint.resume_from", "\"latest\""}});
-  ASSERT_EQ(second.exit_code, 0) << second.output;
-  EXPECT_NE(second.output.find("resumed from"), std::string::npos) << second.output;
-  const auto s = read_metrics(dir_ / "s.jsonl"), r = read_metrics(dir_ / "r.jsonl");
-  ASSERT_EQ(s.size(), 8u);
-  ASSERT_EQ(r.size(), 8u);
-  for (size_t i = 0; i < 8; ++i) {
-    EXPECT_EQ(s[i].loss, r[i].loss) << "step " << i + 1;
-    EXPECT_EQ(s[i].grad_norm, r[i].grad_norm) << "step " << i + 1;
-    EXPECT_EQ(s[i].lr, r[i].lr) << "step " << i + 1;
-  }
-  EXPECT_EQ(read_file(dir_ / "ckpt_s/step_00000008/model.safetensors"),
-            read_file(dir_ / "ckpt_r/step_00000008/model.safetensors"));
-  EXPECT_EQ(read_file(dir_ / "ckpt_s/step_00000008/optimizer.safetensors"),
-            read_file(dir_ / "ckpt_r/step_00000008/optimizer.safetensors"));
+  expect_resume_matches_straight({{"data.shuffle", "true"}}, 3, 8);
+}
+
+// A run planned with optimizer.decay_steps, stopped early at its max_steps and resumed with a
+// larger one (what `accumctl continue --max-steps` does), trains to the bits of the run
+// that went straight there: the cosine is over decay_steps, not max_steps.
+TEST_F(TrainerTest, DecayStepsLetsAShortRunContinueOnTheSameCurve) {
+  expect_resume_matches_straight({{"optimizer.decay_steps", "8"}}, 4, 8);
 }
 
 // A job resumed at its last step (accumd restarts one that ended right after its final
