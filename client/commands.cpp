@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
@@ -136,6 +137,16 @@ int continue_job(Connection& connection, const std::string& id, int64_t max_step
   const auto status = connection.stub().ContinueJob(context.get(), request, &response);
   if (!status.ok()) return connection.report(status, "continue " + id);
   print_queued(connection, response.job());
+  if (!connection.options().json && response.job().transitions_size() > 0) {
+    // The submission's note: where it continues from, and what a new max_steps changes.
+    // stdout stays the id alone, for scripts.
+    absl::string_view note = response.job().transitions(0).message();
+    for (absl::string_view queued : {"; waiting for slots", "waiting for slots"}) {
+      if (absl::EndsWith(note, queued)) note.remove_suffix(queued.size());
+    }
+    std::cout << std::flush;
+    std::cerr << "accumctl: " << response.job().id() << " " << note << "\n";
+  }
   return kOk;
 }
 

@@ -530,6 +530,14 @@ absl::StatusOr<JobStatus> JobManager::continue_job(const std::string& id, int64_
   if (!damaged.empty()) {
     absl::StrAppend(&note, " (newer ones do not verify: ", absl::StrJoin(damaged, "; "), ")");
   }
+  const auto& opt = spec.optimizer();
+  if (spec.max_steps() != record->spec.max_steps() && opt.schedule() == "cosine" &&
+      opt.decay_steps() == 0) {
+    absl::StrAppend(&note, "; its cosine learning rate now decays to step ", spec.max_steps(),
+                    " instead of ", record->spec.max_steps(),
+                    ", so it goes on at a higher rate than the one it stopped at "
+                    "(optimizer.decay_steps in a spec keeps one curve)");
+  }
   return submit(std::move(spec), record->spec_dir, note);
 }
 

@@ -229,6 +229,46 @@ TEST(DaemonContinue, AnEndedJobContinuesFromItsLatestCheckpointBitForBit) {
   EXPECT_EQ(again_rows[0].second, straight_loss[5]);
 }
 
+// A cosine schedule decays over max_steps: `continue --max-steps` with a larger one goes on
+// at a higher rate on a new curve, and accumctl says so. A spec with optimizer.decay_steps
+// keeps one curve, and the note is not given.
+TEST(DaemonContinue, ANewMaxStepsSaysWhenTheCosineCurveChanges) {
+  DaemonHarness daemon;
+  ASSERT_TRUE(daemon.start(with_slots(2)));
+  auto cosine = [&](const std::string& name, const std::string& decay) {
+    std::string json = daemon.spec_json(name, 4, 1, 4);
+    const std::string constant = R"("schedule": "constant")";
+    return json.replace(json.find(constant), constant.size(),
+                        R"("schedule": "cosine", "min_lr": 0.0003)" + decay);
+  };
+  JobStatus over_max_steps, planned;
+  ASSERT_TRUE(daemon.submit(cosine("over-max-steps", ""), &over_max_steps).ok());
+  ASSERT_TRUE(daemon.submit(cosine("planned", R"(, "decay_steps": 8)"), &planned).ok());
+  for (JobStatus* job : {&over_max_steps, &planned}) {
+    *job = daemon.wait_for(job->id(), ended);
+    ASSERT_EQ(job->state(), accum::v1::SUCCEEDED) << job->message();
+  }
+  const std::string curve_note = "its cosine learning rate now decays to step 8 instead of 4";
+  std::string output;
+  ASSERT_EQ(run_accumctl(daemon, {"continue", over_max_steps.id(), "--max-steps", "8"}, &output), 0)
+      << output;
+  EXPECT_NE(output.find(curve_note), std::string::npos) << output;
+  EXPECT_NE(output.find("optimizer.decay_steps"), std::string::npos) << output;
+  const std::string id = output.substr(0, output.find('\n'));
+  EXPECT_EQ(id.rfind("job-", 0), 0u) << output;  // stdout's id comes first, the note after
+  EXPECT_NE(daemon.wait_for(id, ended).transitions(0).message().find(curve_note),
+            std::string::npos);
+
+  ASSERT_EQ(run_accumctl(daemon, {"continue", planned.id(), "--max-steps", "8"}, &output), 0)
+      << output;
+  EXPECT_NE(output.find(absl::StrCat("continues ", planned.id(), " from its checkpoint at step 4")),
+            std::string::npos)
+      << output;
+  EXPECT_EQ(output.find("its cosine learning rate"), std::string::npos) << output;
+  EXPECT_EQ(daemon.wait_for(output.substr(0, output.find('\n')), ended).state(),
+            accum::v1::SUCCEEDED);
+}
+
 TEST(DaemonContinue, ActiveJobsAndJobsWithoutACheckpointAreRefused) {
   DaemonHarness daemon;
   ASSERT_TRUE(daemon.start());
