@@ -52,9 +52,11 @@ grpc::Status ControlService::ListJobs(grpc::ServerContext* context,
   ACCUM_CHECK_AUTH(context);
   std::vector<accum::v1::JobState> states;
   for (int state : request->states()) {
-    if (!accum::v1::JobState_IsValid(state)) {
+    if (!accum::v1::JobState_IsValid(state) || state == accum::v1::JOB_STATE_UNSPECIFIED) {
       return {grpc::StatusCode::INVALID_ARGUMENT,
-              "states: unknown job state " + std::to_string(state)};
+              "states: unknown job state " + std::to_string(state) + "; expected " +
+                  std::to_string(accum::v1::QUEUED) + " (QUEUED) to " +
+                  std::to_string(accum::v1::CANCELLED) + " (CANCELLED)"};
     }
     states.push_back(static_cast<accum::v1::JobState>(state));
   }
