@@ -154,7 +154,8 @@ int list_jobs(Connection& connection, const std::string& state_filter) {
   accum::v1::ListJobsRequest request;
   if (!state_filter.empty()) {
     JobState state;
-    if (!accum::v1::JobState_Parse(absl::AsciiStrToUpper(state_filter), &state)) {
+    if (!accum::v1::JobState_Parse(absl::AsciiStrToUpper(state_filter), &state) ||
+        state == accum::v1::JOB_STATE_UNSPECIFIED) {
       std::cerr << "accumctl: list --state " << state_filter
                 << ": expected QUEUED, STARTING, RUNNING, RESTARTING, CANCELLING, SUCCEEDED, "
                    "FAILED or CANCELLED\n";

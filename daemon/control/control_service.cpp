@@ -3,6 +3,7 @@
 
 #include "daemon/control/job_files.h"
 #include "daemon/control/job_state.h"
+#include "daemon/control/valid_utf8.h"
 
 namespace accum::control {
 namespace {
@@ -51,9 +52,11 @@ grpc::Status ControlService::ListJobs(grpc::ServerContext* context,
   ACCUM_CHECK_AUTH(context);
   std::vector<accum::v1::JobState> states;
   for (int state : request->states()) {
-    if (!accum::v1::JobState_IsValid(state)) {
+    if (!accum::v1::JobState_IsValid(state) || state == accum::v1::JOB_STATE_UNSPECIFIED) {
       return {grpc::StatusCode::INVALID_ARGUMENT,
-              "states: unknown job state " + std::to_string(state)};
+              "states: unknown job state " + std::to_string(state) + "; expected " +
+                  std::to_string(accum::v1::QUEUED) + " (QUEUED) to " +
+                  std::to_string(accum::v1::CANCELLED) + " (CANCELLED)"};
     }
     states.push_back(static_cast<accum::v1::JobState>(state));
   }
@@ -136,7 +139,10 @@ grpc::Status ControlService::ListCheckpoints(grpc::ServerContext* context,
   ACCUM_CHECK_AUTH(context);
   auto list = manager_->checkpoints(request->id());
   if (!list.ok()) return to_grpc(list.status());
-  for (auto& info : *list) *response->add_checkpoints() = std::move(info);
+  for (auto& info : *list) {
+    info.set_path(valid_utf8(info.path()));
+    *response->add_checkpoints() = std::move(info);
+  }
   return grpc::Status::OK;
 }
 
@@ -159,7 +165,7 @@ grpc::Status ControlService::StreamLogs(grpc::ServerContext* context,
       [&](int rank, int64_t index, const std::string& line) {
         accum::v1::LogLine message;
         message.set_rank(rank);
-        message.set_line(line);
+        message.set_line(valid_utf8(line));  // a log may hold any bytes
         message.set_index(index);
         return writer->Write(message);
       },

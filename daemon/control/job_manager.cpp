@@ -19,6 +19,7 @@
 #include "daemon/control/job_files.h"
 #include "daemon/control/job_state.h"
 #include "daemon/control/resume_point.h"
+#include "daemon/control/valid_utf8.h"
 #include "daemon/spec/spec.h"
 #include "daemon/worker/data/token_stream.h"
 #include "daemon/worker/io/checkpoint_dir.h"
@@ -228,14 +229,20 @@ absl::StatusOr<JobStatus> JobManager::status_of(const JobRecord& record) {
   *status.mutable_spec() = record.spec;
   *status.mutable_last_metrics() = record.last_metrics;
   status.set_restarts(record.restarts);
-  status.set_message(record.message);
+  // Messages quote the workers' logs, which may hold any bytes (a file name in Latin-1):
+  // a reply that is not UTF-8 is one no client can read.
+  status.set_message(valid_utf8(record.message));
   status.set_created_unix_ms(record.created_ms);
   status.set_updated_unix_ms(record.updated_ms);
-  status.set_job_dir(record.job_dir);
+  status.set_job_dir(valid_utf8(record.job_dir));
   status.set_latest_checkpoint_step(record.latest_checkpoint_step);
   auto transitions = store_->transitions(record.id);
   if (!transitions.ok()) return transitions.status();
-  for (auto& transition : *transitions) *status.add_transitions() = std::move(transition);
+  for (auto& transition : *transitions) {
+    transition.set_reason(valid_utf8(transition.reason()));
+    transition.set_message(valid_utf8(transition.message()));
+    *status.add_transitions() = std::move(transition);
+  }
   return status;
 }
 
@@ -264,7 +271,7 @@ void JobManager::overlay_runtime_locked(JobStatus* status) const {
   }
   if (runtime.unrecorded) {
     status->set_state(runtime.unrecorded->to);
-    status->set_message(absl::StrCat(runtime.unrecorded->message,
+    status->set_message(absl::StrCat(valid_utf8(runtime.unrecorded->message),
                                      " (not yet in the job store, which refused the write; "
                                      "accumd retries until it takes it)"));
   }

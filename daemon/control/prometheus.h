@@ -12,7 +12,8 @@
 // Daemon-wide:
 //   accumd_jobs{state}                    jobs in the store by state (all of them)
 //   accumd_slots, accumd_slots_in_use
-//   accumd_rpcs_total{method,code}        RPCs answered (counter)
+//   accumd_rpcs_total{method,code}        RPCs answered (counter); methods accumd does not
+//                                         serve count as method="unknown" (rpc_stats.h)
 //   accumd_uptime_seconds
 // The label is `job_id`, not `job`: Prometheus reserves `job` for the scrape job.
 #pragma once

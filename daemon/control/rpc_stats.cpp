@@ -2,6 +2,7 @@
 #include "daemon/control/rpc_stats.h"
 
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/descriptor.h"
 
 namespace accum::control {
 namespace {
@@ -31,7 +32,7 @@ class CountingInterceptorFactory final
   explicit CountingInterceptorFactory(RpcStats* stats) : stats_(stats) {}
   grpc::experimental::Interceptor* CreateServerInterceptor(
       grpc::experimental::ServerRpcInfo* info) override {
-    return new CountingInterceptor(stats_, info->method() ? info->method() : "unknown");
+    return new CountingInterceptor(stats_, rpc_method_label(info->method() ? info->method() : ""));
   }
 
  private:
@@ -39,6 +40,21 @@ class CountingInterceptorFactory final
 };
 
 }  // namespace
+
+std::string rpc_method_label(const std::string& method) {
+  // The health service is not in the generated descriptor pool (gRPC encodes it with upb).
+  if (method == "/grpc.health.v1.Health/Check" || method == "/grpc.health.v1.Health/Watch") {
+    return method;
+  }
+  const size_t slash = method.rfind('/');
+  if (method.empty() || method.front() != '/' || slash == 0) return "unknown";
+  const auto* service = google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(
+      method.substr(1, slash - 1));
+  if (service == nullptr || service->FindMethodByName(method.substr(slash + 1)) == nullptr) {
+    return "unknown";
+  }
+  return method;
+}
 
 void RpcStats::record(const std::string& method, int status_code) {
   std::lock_guard lock(mutex_);

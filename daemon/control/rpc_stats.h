@@ -32,6 +32,11 @@ class RpcStats {
   std::map<std::pair<std::string, int>, int64_t> counts_;  // GUARDED_BY(mutex_)
 };
 
+// The `method` label of an RPC: its full name when accumd serves that method (Control,
+// WorkerLink, reflection, health), else "unknown". Any client may call any path, and each
+// label value is a series kept for the daemon's lifetime: unknown paths share one.
+std::string rpc_method_label(const std::string& method);
+
 // An interceptor factory that records into `stats` (which must outlive the server).
 std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
 rpc_stats_interceptor_factory(RpcStats* stats);

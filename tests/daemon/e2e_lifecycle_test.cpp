@@ -1,7 +1,9 @@
 // tests/daemon/e2e_lifecycle_test.cpp — a job's life through a real accumd and
 // real accum-worker processes: submit/watch to SUCCEEDED, checkpoint-now on a
-// 2-rank mpirun job, graceful and forced cancel, FIFO queueing on one slot.
+// 2-rank mpirun job, graceful and forced cancel, FIFO queueing on one slot, a failed job
+// whose logs quote bytes that are not UTF-8.
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <set>
 #include <thread>
@@ -186,6 +188,42 @@ TEST(DaemonLifecycle, SecondJobWaitsQueuedUntilTheSlotIsFree) {
     if (t.state() == accum::v1::STARTING) second_start = t.time_unix_ms();
   }
   EXPECT_GE(second_start, first_end);
+}
+
+// A worker's error quotes a data file's name, which may be in any encoding (here Latin-1
+// "caf\xE9"): the job's status, the list of every job, its watch and its logs must stay
+// readable, with the stray byte shown as U+FFFD, not end in a reply no client can parse.
+TEST(DaemonLifecycle, FailedJobQuotingANonUtf8FileNameStaysReadableEverywhere) {
+  DaemonHarness daemon;
+  ASSERT_TRUE(daemon.start());
+  const std::string folder = daemon.dir() + "/latin1";
+  fs::create_directories(folder);
+  std::ofstream(folder + "/caf\xE9.txt") << std::string(4096, 'x');  // not an llm.c shard
+  std::string spec = daemon.spec_json("latin1", 5, 1, 0);
+  const size_t train = spec.find(R"("train": ")") + 10;
+  spec.replace(train, spec.find('"', train) - train, folder + "/*.txt");
+  spec.replace(spec.find("TEXT_BYTES"), 10, "LLMC");
+  JobStatus job;
+  ASSERT_TRUE(daemon.submit(spec, &job).ok());
+  const JobStatus failed =
+      daemon.wait_for(job.id(), [](const JobStatus& j) { return in_state(j, accum::v1::FAILED); });
+  ASSERT_EQ(failed.state(), accum::v1::FAILED) << failed.message();
+  EXPECT_NE(failed.message().find("caf\xEF\xBF\xBD.txt"), std::string::npos) << failed.message();
+  ASSERT_FALSE(failed.transitions().empty());
+  EXPECT_NE(failed.transitions().rbegin()->message().find("caf\xEF\xBF\xBD"), std::string::npos);
+
+  std::string output;
+  EXPECT_EQ(run_accumctl(daemon, {"list"}, &output), 0) << output;
+  EXPECT_NE(output.find(job.id() + "   latin1"), std::string::npos) << output;
+  EXPECT_EQ(run_accumctl(daemon, {"status", job.id()}, &output), 0) << output;
+  EXPECT_NE(output.find("caf\xEF\xBF\xBD.txt"), std::string::npos) << output;
+  EXPECT_EQ(run_accumctl(daemon, {"logs", job.id()}, &output), 0) << output;
+  EXPECT_NE(
+      output.find("[rank 0] accum-worker: error: data file " + folder + "/caf\xEF\xBF\xBD.txt"),
+      std::string::npos)
+      << output;
+  EXPECT_EQ(run_accumctl(daemon, {"watch", job.id()}, &output), 1) << output;
+  EXPECT_NE(output.find(job.id() + " FAILED: "), std::string::npos) << output;
 }
 
 }  // namespace

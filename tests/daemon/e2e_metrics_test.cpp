@@ -18,7 +18,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "daemon/control/prometheus.h"
+#include "daemon/control/rpc_stats.h"
 #include "google/protobuf/util/json_util.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "gtest/gtest.h"
 #include "tests/daemon/daemon_harness.h"
 
@@ -260,6 +262,57 @@ TEST_F(MetricsEndpointTest, BusyMetricsPortStopsAccumdBeforeItServes) {
   EXPECT_EQ(run_command(command, &output), 1) << output;
   EXPECT_NE(output.find(metrics_address_), std::string::npos) << output;
   EXPECT_EQ(output.find("accumd listening on"), std::string::npos) << output;
+}
+
+// Any client, without a token, may call any method path: each one it makes up must not
+// become a series of its own (the scrape and accumd's memory would grow without bound).
+TEST_F(MetricsEndpointTest, MethodsAccumdDoesNotServeShareOneSeries) {
+  ASSERT_TRUE(start_daemon());
+  const auto before = scrape(metrics_address_);
+  auto channel = grpc::CreateChannel(harness_.address(), grpc::InsecureChannelCredentials());
+  grpc::GenericStub stub(channel);
+  grpc::CompletionQueue queue;
+  constexpr int kCalls = 20;
+  for (int i = 0; i < kCalls; ++i) {
+    grpc::ClientContext context;
+    grpc::ByteBuffer request, reply;
+    auto call =
+        stub.PrepareUnaryCall(&context, absl::StrCat("/made.Up/Method", i), request, &queue);
+    call->StartCall();
+    grpc::Status status;
+    call->Finish(&reply, &status, reinterpret_cast<void*>(1));
+    void* tag = nullptr;
+    bool ok = false;
+    ASSERT_TRUE(queue.Next(&tag, &ok));
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  }
+  queue.Shutdown();
+  const auto after = scrape(metrics_address_);
+  const std::string unknown = "accumd_rpcs_total{method=\"unknown\",code=\"UNIMPLEMENTED\"}";
+  EXPECT_EQ(value_of(after, unknown) - (before.count(unknown) ? before.at(unknown) : 0), kCalls);
+  for (const auto& [series, value] : after) {
+    EXPECT_EQ(series.find("made.Up"), std::string::npos) << series << " " << value;
+  }
+  // accumd's own methods keep their names.
+  accum::v1::GetJobRequest request;
+  request.set_id("job-999999");
+  accum::v1::JobStatus unused;
+  auto context = harness_.context();
+  EXPECT_EQ(harness_.stub().GetJob(context.get(), request, &unused).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(rpc_count(scrape(metrics_address_), "GetJob", "NOT_FOUND"), 1);
+}
+
+TEST(RpcMethodLabel, NamesServedMethodsAndFoldsTheRest) {
+  using accum::control::rpc_method_label;
+  EXPECT_EQ(rpc_method_label("/accum.v1.Control/GetJob"), "/accum.v1.Control/GetJob");
+  EXPECT_EQ(rpc_method_label("/accum.v1.WorkerLink/Connect"), "/accum.v1.WorkerLink/Connect");
+  EXPECT_EQ(rpc_method_label("/grpc.health.v1.Health/Check"), "/grpc.health.v1.Health/Check");
+  EXPECT_EQ(rpc_method_label("/accum.v1.Control/NoSuchMethod"), "unknown");
+  EXPECT_EQ(rpc_method_label("/made.Up/Method"), "unknown");
+  EXPECT_EQ(rpc_method_label("/accum.v1.JobSpec/name"), "unknown");  // a message, not a service
+  EXPECT_EQ(rpc_method_label("no-slash"), "unknown");
+  EXPECT_EQ(rpc_method_label(""), "unknown");
 }
 
 TEST(PrometheusText, EscapesLabelValuesAndRendersOneHotState) {

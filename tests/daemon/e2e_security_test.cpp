@@ -322,6 +322,10 @@ TEST(DaemonSecurity, AccumctlExitCodesAndMessages) {
   // States are read in any case.
   EXPECT_EQ(run_accumctl(daemon, {"list", "--state", "succeeded"}, &output), 0) << output;
   EXPECT_NE(output.find(id), std::string::npos) << output;
+  // The proto's placeholder state names no job's state: refused, not an empty list.
+  EXPECT_EQ(run_accumctl(daemon, {"list", "--state", "job_state_unspecified"}, &output), 2)
+      << output;
+  EXPECT_NE(output.find("expected QUEUED, STARTING"), std::string::npos) << output;
   EXPECT_EQ(run_accumctl(daemon, {"--output", "json", "status", id}, &output), 0) << output;
   EXPECT_NE(output.find("\"state\":\"SUCCEEDED\""), std::string::npos) << output;
   // The spec left max_restarts out: the daemon's default (3) is what the job runs under.

@@ -289,6 +289,58 @@ class PythonClientTest(unittest.TestCase):
         finally:
             daemon.close()
 
+    def test_wait_rides_out_an_accumd_restart(self):
+        # Its own accumd: this test kills it while wait() blocks.
+        daemon = Daemon()
+        restarter = None
+        try:
+            with Client(daemon.address, token_file=daemon.token_file) as client:
+                spec = example_spec_dict()
+                spec["max_steps"] = 30
+                job = client.submit(spec, spec_dir=os.path.dirname(example_spec_path()))
+                with self.assertRaises(AccumdError) as late:
+                    client.wait(job.id, timeout=0.5)
+                self.assertEqual(late.exception.code, grpc.StatusCode.DEADLINE_EXCEEDED)
+                restarted = threading.Event()
+
+                def restart_at_step_3():
+                    with Client(daemon.address, token_file=daemon.token_file) as poller:
+                        while poller.get(job.id).last_metrics.step < 3:
+                            time.sleep(0.05)
+                    daemon.restart(down_s=1.0)
+                    restarted.set()
+
+                restarter = threading.Thread(target=restart_at_step_3)
+                restarter.start()
+                final = client.wait(job.id, timeout=300)
+                restarter.join(timeout=60)
+                self.assertTrue(restarted.is_set(), "accumd was not restarted during the wait")
+                self.assertEqual(final.state, accum_pb2.SUCCEEDED, final.message)
+                self.assertEqual(final.last_metrics.step, 30)
+        finally:
+            if restarter is not None:
+                restarter.join(timeout=60)  # it may still be restarting accumd
+            daemon.close()
+
+    def test_list_takes_state_names_in_any_case(self):
+        job = self.client.submit(dict(example_spec_dict(), max_steps=2),
+                                 spec_dir=os.path.dirname(example_spec_path()))
+        self.assertEqual(self.client.wait(job.id, timeout=120).state, accum_pb2.SUCCEEDED)
+        by_value = [j.id for j in self.client.list(states=[accum_pb2.SUCCEEDED])]
+        self.assertIn(job.id, by_value)
+        self.assertEqual([j.id for j in self.client.list(states=["succeeded"])], by_value)
+        self.assertEqual([j.id for j in self.client.list(states=["Succeeded"])], by_value)
+        self.assertNotIn(job.id, [j.id for j in self.client.list(states=["running", "failed"])])
+        with self.assertRaises(AccumdError) as unknown:
+            self.client.list(states=["done"])
+        self.assertEqual(unknown.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("'done'", unknown.exception.details)
+        self.assertIn("QUEUED", unknown.exception.details)
+        for unspecified in ("JOB_STATE_UNSPECIFIED", 0):  # matches no job: refused, not empty
+            with self.assertRaises(AccumdError) as refused:
+                self.client.list(states=[unspecified])
+            self.assertEqual(refused.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
+
     def test_unknown_job_and_wrong_token(self):
         with self.assertRaises(AccumdError) as missing:
             self.client.get("job-999999")

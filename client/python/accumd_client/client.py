@@ -86,10 +86,10 @@ class Client:
         return self._unary(self._stub.GetJob, accum_pb2.GetJobRequest(id=job_id))
 
     def list(self, states=()):
-        """All jobs (or those in `states`, JobState values or names) in id order."""
-        request = accum_pb2.ListJobsRequest(
-            states=[accum_pb2.JobState.Value(s) if isinstance(s, str) else s for s in states],
-            page_size=500)
+        """All jobs (or those in `states`, JobState values or names in any case, as
+        `accumctl list --state running` takes them) in id order. An unknown name raises
+        AccumdError(INVALID_ARGUMENT) naming the states there are."""
+        request = accum_pb2.ListJobsRequest(states=[_job_state(s) for s in states], page_size=500)
         jobs = []
         while True:
             response = self._unary(self._stub.ListJobs, request)
@@ -129,11 +129,14 @@ class Client:
                 last_step = event.metrics.step
                 yield event
 
-    def wait(self, job_id, timeout=None):
+    def wait(self, job_id, timeout=None, reconnect_s=60.0):
         """Blocks until the job ends (or raises AccumdError(DEADLINE_EXCEEDED) after
-        `timeout` seconds); returns its final JobStatus."""
-        stream = self._stream(self._stub.WatchJob, accum_pb2.WatchJobRequest(id=job_id), timeout)
-        for _ in stream:
+        `timeout` seconds); returns its final JobStatus. Rides out an accumd restart as
+        watch() does: the job trains on meanwhile."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        request = accum_pb2.WatchJobRequest(id=job_id)
+        for _ in self._stream_across_restarts(self._stub.WatchJob, lambda began: request,
+                                              reconnect_s, deadline):
             pass
         return self.get(job_id)
 
@@ -185,15 +188,17 @@ class Client:
 
     # ---- plumbing -------------------------------------------------------------
 
-    def _stream_across_restarts(self, method, make_request, reconnect_s):
+    def _stream_across_restarts(self, method, make_request, reconnect_s, deadline=None):
         """Yields the items of the stream method(make_request(began)). If accumd goes
         away once the stream has begun (a restart: the job goes on), waits up to
         reconnect_s seconds for it, yields None to mark the reconnection (the caller
         skips what the new stream replays), and opens the stream again; otherwise a
-        failure raises AccumdError."""
+        failure raises AccumdError. `deadline` (time.monotonic()) bounds it all:
+        DEADLINE_EXCEEDED once it passes."""
         began, give_up = False, None
         while True:
-            call = method(make_request(began), metadata=self._metadata)
+            timeout = None if deadline is None else max(deadline - time.monotonic(), 0.001)
+            call = method(make_request(began), metadata=self._metadata, timeout=timeout)
             try:
                 for item in call:
                     began, give_up = True, None
@@ -207,7 +212,13 @@ class Client:
                 call.cancel()
             if give_up is None:
                 give_up = time.monotonic() + reconnect_s
-            self._wait_for_accumd(lost, give_up)
+            try:
+                self._wait_for_accumd(lost, give_up if deadline is None else min(give_up, deadline))
+            except AccumdError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise AccumdError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                      "the deadline passed while accumd was away") from None
+                raise
             yield None
 
     def _wait_for_accumd(self, lost, give_up):
@@ -235,6 +246,18 @@ class Client:
             raise AccumdError.from_rpc_error(error) from None
         finally:
             call.cancel()  # the consumer stopped early: end the stream on the server too
+
+
+def _job_state(state):
+    """A JobState value from a value or a name in any case ("running", "RUNNING")."""
+    if not isinstance(state, str):
+        return state
+    names = [name for name in accum_pb2.JobState.keys() if name != "JOB_STATE_UNSPECIFIED"]
+    if state.upper() not in names:
+        raise AccumdError(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"states: unknown job state {state!r}; expected one of "
+                          f"{', '.join(names)}")
+    return accum_pb2.JobState.Value(state.upper())
 
 
 def _read_text(path, what):
