@@ -27,7 +27,11 @@ constexpr const char* kUsage =
     "usage: accum-worker --spec JOB.json [--print-spec]\n"
     "  Trains the GPT-2 described by JOB.json (accum.v1.JobSpec as JSON) with exact gradient\n"
     "  accumulation. Run it alone, or as N ranks under `mpirun -np N accum-worker --spec ...`.\n"
-    "  --print-spec   validate the spec, print it with every default filled in, and exit\n";
+    "  --print-spec   validate the spec, print it with every default filled in, and exit\n"
+    "  SIGTERM, SIGINT or SIGUSR1 finishes the current optimizer step, writes a checkpoint\n"
+    "  and exits 0. Under mpirun, send SIGUSR1 to mpirun (`kill -USR1 PID`): Open MPI\n"
+    "  forwards it to every rank, while its own Ctrl-C/SIGTERM kills the ranks a second\n"
+    "  later. deploy/mpirun.sh turns Ctrl-C into that SIGUSR1.\n";
 
 void on_signal(int) { accum::train::request_stop(); }
 
@@ -128,6 +132,9 @@ int main(int argc, char** argv) {
   accum::io::install_mapping_fault_handler(kExitRuntimeFailure);
   std::signal(SIGTERM, on_signal);
   std::signal(SIGINT, on_signal);
+  // mpirun's own SIGINT/SIGTERM kill the ranks (SIGTERM, then SIGKILL a second later), so
+  // a graceful stop of a plain mpirun job needs a signal Open MPI forwards: SIGUSR1.
+  std::signal(SIGUSR1, on_signal);
   if (comm->rank() != 0) spdlog::set_level(spdlog::level::warn);
 
   std::unique_ptr<accum::link::ControlLink> link;
