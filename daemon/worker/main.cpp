@@ -43,7 +43,9 @@ using accum::worker::kExitSuccess;
 // ends every rank with that code (the others may be waiting in a collective), so the
 // job's exit status says what failed.
 int fail(accum::comm::Communicator* comm, int code, const std::string& message) {
-  std::cerr << "accum-worker: error: " << message << std::endl;
+  // One write: std::cerr writes each << at once, and under mpirun the ranks' pieces of
+  // the same error interleaved within one line.
+  std::cerr << ("accum-worker: error: " + message + "\n") << std::flush;
   if (comm != nullptr && comm->world_size() > 1) accum::comm::abort_job(comm, message, code);
   accum::comm::finalize_communicators();
   return code;
@@ -79,7 +81,12 @@ int main(int argc, char** argv) {
   bool print_spec = false;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    if (arg == "--spec" && i + 1 < argc) {
+    if (arg == "--spec") {
+      if (i + 1 == argc) {
+        std::cerr << (std::string("accum-worker: --spec needs a value: --spec JOB.json\n") +
+                      kUsage);
+        return kExitBadInput;
+      }
       spec_path = argv[++i];
     } else if (arg.rfind("--spec=", 0) == 0) {
       spec_path = arg.substr(7);
@@ -89,12 +96,12 @@ int main(int argc, char** argv) {
       std::cout << kUsage;
       return kExitSuccess;
     } else {
-      std::cerr << "accum-worker: unknown argument \"" << arg << "\"\n" << kUsage;
+      std::cerr << ("accum-worker: unknown argument \"" + arg + "\"\n" + kUsage);
       return kExitBadInput;
     }
   }
   if (spec_path.empty()) {
-    std::cerr << "accum-worker: missing --spec JOB.json\n" << kUsage;
+    std::cerr << (std::string("accum-worker: missing --spec JOB.json\n") + kUsage);
     return kExitBadInput;
   }
   if (!print_spec) ensure_short_openmp_spin(argv);
@@ -122,7 +129,7 @@ int main(int argc, char** argv) {
     // The other ranks may have got further (into NCCL's init, which waits for every rank):
     // under mpirun only MPI_Abort ends them. MPI_Finalize here would wait for them instead.
     if (accum::comm::launched_under_mpi()) {
-      std::cerr << "accum-worker: error: " << e.what() << std::endl;
+      std::cerr << (std::string("accum-worker: error: ") + e.what() + "\n") << std::flush;
       accum::comm::abort_job(nullptr, e.what(), kExitRuntimeFailure);
     }
     return fail(nullptr, kExitRuntimeFailure, e.what());

@@ -561,6 +561,10 @@ TEST_F(WorkerErrorsTest, MissingSpecFileAndBadArgumentsExitNonZero) {
   auto result = run({worker_binary(), "--bogus"});
   EXPECT_EQ(result.exit_code, 2);
   EXPECT_NE(result.output.find("--bogus"), std::string::npos);
+  // A flag without its value says so, rather than calling the flag unknown.
+  result = run({worker_binary(), "--spec"});
+  EXPECT_EQ(result.exit_code, 2);
+  EXPECT_NE(result.output.find("--spec needs a value"), std::string::npos) << result.output;
 }
 
 // A second run started on a checkpoint.dir that a run is still training into (a job launched
