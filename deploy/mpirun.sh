@@ -3,6 +3,10 @@
 #   deploy/mpirun.sh 4 job.json               # 4 ranks here
 #   HOSTFILE=hosts deploy/mpirun.sh 16 job.json
 # Extra mpirun arguments: MPIRUN_ARGS="--mca btl_tcp_if_include eth0".
+# Ctrl-C (or SIGTERM or SIGHUP to this script) stops the job gracefully: every rank finishes its
+# optimizer step, writes a checkpoint and exits 0. mpirun's own Ctrl-C would kill the ranks
+# a second later, so mpirun runs in a session of its own and gets SIGUSR1 instead, which Open
+# MPI forwards to every rank. A second Ctrl-C kills the job.
 # Every rank gets GOMP_SPINCOUNT=10000 (a short OpenMP spin: ranks that share cores with other
 # work stay fast; bench/RESULTS.md 1) unless OMP_WAIT_POLICY or GOMP_SPINCOUNT is set here.
 set -euo pipefail
@@ -18,5 +22,19 @@ ARGS=(-np "$NP" --bind-to none)
 if [ -n "${OMP_WAIT_POLICY:-}" ]; then ARGS+=(-x OMP_WAIT_POLICY)
 else ARGS+=(-x GOMP_SPINCOUNT="${GOMP_SPINCOUNT:-10000}"); fi
 # shellcheck disable=SC2086
-exec mpirun "${ARGS[@]}" ${MPIRUN_ARGS:-} -x OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" \
-  "$BIN/accum-worker" --spec "$SPEC"
+setsid mpirun "${ARGS[@]}" ${MPIRUN_ARGS:-} -x OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" \
+  "$BIN/accum-worker" --spec "$SPEC" < /dev/null &
+MPIRUN_PID=$!
+stop_gracefully() {
+  echo "mpirun.sh: stopping: each rank finishes its step and writes a checkpoint" \
+    "(Ctrl-C again to kill the job)" >&2 || true  # the terminal may be gone (SIGHUP)
+  trap 'kill -TERM "$MPIRUN_PID" 2>/dev/null || true' INT TERM HUP
+  kill -USR1 "$MPIRUN_PID" 2>/dev/null || true
+}
+trap stop_gracefully INT TERM HUP
+# A trap interrupts `wait`: wait again until mpirun itself has ended, then exit with its
+# status (bash keeps it for a later `wait` of the same pid).
+while kill -0 "$MPIRUN_PID" 2>/dev/null; do wait "$MPIRUN_PID" || true; done
+status=0
+wait "$MPIRUN_PID" || status=$?
+exit "$status"

@@ -27,7 +27,11 @@ constexpr const char* kUsage =
     "usage: accum-worker --spec JOB.json [--print-spec]\n"
     "  Trains the GPT-2 described by JOB.json (accum.v1.JobSpec as JSON) with exact gradient\n"
     "  accumulation. Run it alone, or as N ranks under `mpirun -np N accum-worker --spec ...`.\n"
-    "  --print-spec   validate the spec, print it with every default filled in, and exit\n";
+    "  --print-spec   validate the spec, print it with every default filled in, and exit\n"
+    "  SIGTERM, SIGINT or SIGUSR1 finishes the current optimizer step, writes a checkpoint\n"
+    "  and exits 0. Under mpirun, send SIGUSR1 to mpirun (`kill -USR1 PID`): Open MPI\n"
+    "  forwards it to every rank, while its own Ctrl-C/SIGTERM kills the ranks a second\n"
+    "  later. deploy/mpirun.sh turns Ctrl-C into that SIGUSR1.\n";
 
 void on_signal(int) { accum::train::request_stop(); }
 
@@ -39,7 +43,9 @@ using accum::worker::kExitSuccess;
 // ends every rank with that code (the others may be waiting in a collective), so the
 // job's exit status says what failed.
 int fail(accum::comm::Communicator* comm, int code, const std::string& message) {
-  std::cerr << "accum-worker: error: " << message << std::endl;
+  // One write: std::cerr writes each << at once, and under mpirun the ranks' pieces of
+  // the same error interleaved within one line.
+  std::cerr << ("accum-worker: error: " + message + "\n") << std::flush;
   if (comm != nullptr && comm->world_size() > 1) accum::comm::abort_job(comm, message, code);
   accum::comm::finalize_communicators();
   return code;
@@ -75,7 +81,12 @@ int main(int argc, char** argv) {
   bool print_spec = false;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    if (arg == "--spec" && i + 1 < argc) {
+    if (arg == "--spec") {
+      if (i + 1 == argc) {
+        std::cerr << (std::string("accum-worker: --spec needs a value: --spec JOB.json\n") +
+                      kUsage);
+        return kExitBadInput;
+      }
       spec_path = argv[++i];
     } else if (arg.rfind("--spec=", 0) == 0) {
       spec_path = arg.substr(7);
@@ -85,12 +96,12 @@ int main(int argc, char** argv) {
       std::cout << kUsage;
       return kExitSuccess;
     } else {
-      std::cerr << "accum-worker: unknown argument \"" << arg << "\"\n" << kUsage;
+      std::cerr << ("accum-worker: unknown argument \"" + arg + "\"\n" + kUsage);
       return kExitBadInput;
     }
   }
   if (spec_path.empty()) {
-    std::cerr << "accum-worker: missing --spec JOB.json\n" << kUsage;
+    std::cerr << (std::string("accum-worker: missing --spec JOB.json\n") + kUsage);
     return kExitBadInput;
   }
   if (!print_spec) ensure_short_openmp_spin(argv);
@@ -118,7 +129,7 @@ int main(int argc, char** argv) {
     // The other ranks may have got further (into NCCL's init, which waits for every rank):
     // under mpirun only MPI_Abort ends them. MPI_Finalize here would wait for them instead.
     if (accum::comm::launched_under_mpi()) {
-      std::cerr << "accum-worker: error: " << e.what() << std::endl;
+      std::cerr << (std::string("accum-worker: error: ") + e.what() + "\n") << std::flush;
       accum::comm::abort_job(nullptr, e.what(), kExitRuntimeFailure);
     }
     return fail(nullptr, kExitRuntimeFailure, e.what());
@@ -128,6 +139,9 @@ int main(int argc, char** argv) {
   accum::io::install_mapping_fault_handler(kExitRuntimeFailure);
   std::signal(SIGTERM, on_signal);
   std::signal(SIGINT, on_signal);
+  // mpirun's own SIGINT/SIGTERM kill the ranks (SIGTERM, then SIGKILL a second later), so
+  // a graceful stop of a plain mpirun job needs a signal Open MPI forwards: SIGUSR1.
+  std::signal(SIGUSR1, on_signal);
   if (comm->rank() != 0) spdlog::set_level(spdlog::level::warn);
 
   std::unique_ptr<accum::link::ControlLink> link;

@@ -3,7 +3,9 @@
 # run the worker under mpirun themselves, starts 2 real ranks of accum-worker on this host
 # (as root it must add --allow-run-as-root itself) and they train a tiny job to its end
 # together: exit 0, a metrics line for every step that says world_size 2, and a complete
-# checkpoint of the last step. A rank count that is not a number is refused by name.
+# checkpoint of the last step. A rank count that is not a number is refused by name. Ctrl-C
+# (SIGINT to the script's process group, as a terminal sends it) stops the job gracefully:
+# every rank finishes its step, the step is checkpointed, and the script exits 0.
 # Usage: mpirun_sh_test.sh SOURCE_DIR BUILD_DIR
 set -euo pipefail
 source_dir=$1 build_dir=$2
@@ -46,4 +48,29 @@ BIN=$build_dir/bin "$source_dir/deploy/mpirun.sh" four "$work/job.json" > "$work
 [[ $status -eq 2 ]] || fail "deploy/mpirun.sh four exited $status, expected 2"
 grep -q "NP 'four': expected a rank count >= 1" "$work/bad.txt" || fail "$(cat "$work/bad.txt")"
 echo "a rank count 'four' is refused by name"
+
+# Ctrl-C: the script and mpirun's ranks keep running until the step is checkpointed.
+sed -e 's/"max_steps": 6/"max_steps": 100000/' -e 's/"checkpoints"/"long-checkpoints"/' \
+  -e 's/"metrics.jsonl"/"long.jsonl"/' "$work/job.json" > "$work/long.json"
+# Job control: the script gets a process group of its own, as a terminal's foreground job
+# does, and keeps SIGINT (a plain background job would start with SIGINT ignored).
+set -m
+BIN=$build_dir/bin "$source_dir/deploy/mpirun.sh" 2 "$work/long.json" > "$work/long.txt" 2>&1 &
+script=$!
+set +m
+steps() { grep -c '^{"step"' "$work/long.jsonl" 2>/dev/null || true; }
+for _ in $(seq 600); do [[ $(steps) -ge 2 ]] && break; sleep 0.2; done
+[[ $(steps) -ge 2 ]] || { kill -KILL -- -"$script"; fail "no 2 steps: $(cat "$work/long.txt")"; }
+kill -INT -- -"$script"  # the whole foreground group, as a terminal's Ctrl-C
+status=0
+wait "$script" || status=$?
+cat "$work/long.txt"
+[[ $status -eq 0 ]] || fail "deploy/mpirun.sh exited $status after Ctrl-C, expected 0"
+last=$(grep '^{"step"' "$work/long.jsonl" | tail -1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["step"])')
+ckpt=$work/long-checkpoints/$(printf 'step_%08d' "$last")
+[[ -f $ckpt/manifest.json ]] || fail "no complete checkpoint of the last step, $last"
+[[ $(cat "$work/long-checkpoints/latest") == $(basename "$ckpt") ]] || fail "latest is not step $last"
+grep -q "stopped at step $last (checkpointed)" "$work/long.txt" || fail "no 'stopped at step $last'"
+! pgrep -f "accum-worker --spec $work/long.json" > /dev/null || fail "a rank outlived the script"
+echo "Ctrl-C stopped the job at step $last with a complete checkpoint, exit 0"
 echo "PASS"

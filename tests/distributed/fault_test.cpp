@@ -3,6 +3,7 @@
 // leaving no rank behind. Twice: once with mpirun's own teardown (the default), once
 // with it disabled, where the surviving ranks' collective timeout must end the job and
 // name the rank and the optimizer step. And SIGKILL of mpirun itself: no rank outlives it.
+// A graceful stop of a plain mpirun job (SIGUSR1 to mpirun) ends it with a checkpoint, exit 0.
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -13,6 +14,7 @@
 #include <string>
 #include <thread>
 
+#include "daemon/worker/io/checkpoint_dir.h"
 #include "tests/distributed/mpi_job.h"
 
 namespace accum::testing {
@@ -171,6 +173,30 @@ TEST(RankFailureTest, SigkillOfMpirunLeavesNoRankBehind) {
   const size_t steps = read_metrics(job / "metrics.jsonl").size();
   std::this_thread::sleep_for(std::chrono::seconds(1));
   EXPECT_EQ(read_metrics(job / "metrics.jsonl").size(), steps) << "training went on";
+}
+
+// A user who launched the ranks with mpirun and wants them to stop with a checkpoint:
+// mpirun's own SIGINT/SIGTERM kill the ranks a second later, so the worker also stops on
+// SIGUSR1, which Open MPI forwards to every rank. Each finishes its optimizer step, they
+// checkpoint it together, and mpirun exits 0.
+TEST(GracefulStopTest, SigusrOneToMpirunCheckpointsTheStepAndExitsZero) {
+  MpiJobDir job;
+  const LongJob long_job = start_long_job(job, {});
+  const RankCleanup cleanup{long_job.spec};
+  ASSERT_GT(long_job.mpirun, 0) << "the job never reached 2 steps:\n" << long_job.output;
+  ASSERT_EQ(kill(long_job.mpirun, SIGUSR1), 0);
+  ASSERT_EQ(wait_exit(long_job.mpirun, 120), 0) << read_file(long_job.log);
+  EXPECT_EQ(ranks_left_after(long_job.spec, 5), 0);
+  const auto metrics = read_metrics(job / "metrics.jsonl");
+  ASSERT_FALSE(metrics.empty());
+  const auto checkpoints = io::list_checkpoints(job / "ckpt");
+  ASSERT_FALSE(checkpoints.empty()) << read_file(long_job.log);
+  EXPECT_EQ(checkpoints.back().first, metrics.back().step);  // the step it finished
+  EXPECT_TRUE(io::verify_checkpoint(checkpoints.back().second).ok());
+  EXPECT_NE(read_file(long_job.log)
+                .find("stopped at step " + std::to_string(metrics.back().step) + " (checkpointed)"),
+            std::string::npos)
+      << read_file(long_job.log);
 }
 
 // A stand-in for a second host: an ssh for mpirun (its plm_rsh_agent) that runs the command

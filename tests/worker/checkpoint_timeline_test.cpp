@@ -60,8 +60,9 @@ TEST_F(CheckpointTimelineTest, FullDiskWhileLatestIsWrittenKeepsTheCompleteCheck
   ASSERT_EQ(run_with(with({{"checkpoint.dir", "\"ref_ckpt\""}})).exit_code, 0);
   const size_t checkpoint_bytes = pages_bytes(dir_ / "ref_ckpt/step_00000004");
   ASSERT_GT(checkpoint_bytes, 0u);
-  // Step 4 with its `latest` (a page), then step 5: nothing left for the next `latest`.
-  ScratchTmpfs disk(dir_ / "disk", 2 * checkpoint_bytes + 4096);
+  // Step 4 with its `latest` (a page) and the run's checkpoint.dir/.lock naming its holder (a
+  // page), then step 5: nothing left for the next `latest`.
+  ScratchTmpfs disk(dir_ / "disk", 2 * checkpoint_bytes + 2 * 4096);
   ACCUM_SKIP_UNLESS_MOUNTED(disk);
   const std::string root = dir_ / "disk/ckpt";
   auto full = run_with(with({{"checkpoint.dir", "\"disk/ckpt\""}}));

@@ -1,10 +1,13 @@
 // Bad input reaches the user as a clear error and a non-zero exit, and loses
 // nothing: one test per error path of the worker's edge (spec, data, checkpoints).
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <thread>
 
 #include "daemon/worker/io/checkpoint_dir.h"
 #include "daemon/worker/io/json.h"
@@ -569,6 +572,56 @@ TEST_F(WorkerErrorsTest, MissingSpecFileAndBadArgumentsExitNonZero) {
   auto result = run({worker_binary(), "--bogus"});
   EXPECT_EQ(result.exit_code, 2);
   EXPECT_NE(result.output.find("--bogus"), std::string::npos);
+  // A flag without its value says so, rather than calling the flag unknown.
+  result = run({worker_binary(), "--spec"});
+  EXPECT_EQ(result.exit_code, 2);
+  EXPECT_NE(result.output.find("--spec needs a value"), std::string::npos) << result.output;
+}
+
+// A second run started on a checkpoint.dir that a run is still training into (a job launched
+// twice, two specs sharing a folder) would resume from the first's checkpoints and the two
+// would replace each other's step directories: it is refused, naming the folder and the
+// holder, and the first run is not disturbed. Once the first has ended, the folder is free.
+TEST_F(WorkerErrorsTest, SecondRunInACheckpointDirInUseIsRefused) {
+  const std::map<std::string, std::string> first_run = {{"max_steps", "100000"},
+                                                        {"checkpoint.every_steps", "1"},
+                                                        {"optimizer.schedule", "\"constant\""},
+                                                        {"optimizer.warmup_steps", "0"}};
+  write_file(dir_ / "first.json", tiny_spec_json(first_run));
+  const pid_t first = spawn({worker_binary(), "--spec", dir_ / "first.json"}, dir_ / "first.log");
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (io::list_checkpoints(dir_ / "ckpt").empty() &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_FALSE(io::list_checkpoints(dir_ / "ckpt").empty()) << read_file(dir_ / "first.log");
+
+  write_file(dir_ / "second.json", tiny_spec_json({{"max_steps", "3"},
+                                                   {"metrics_path", "\"second.jsonl\""},
+                                                   {"checkpoint.resume_from", "\"latest\""}}));
+  const RunResult second = run({worker_binary(), "--spec", dir_ / "second.json"});
+  EXPECT_EQ(second.exit_code, 1) << second.output;  // transient: accumd retries it later
+  for (const std::string& words :
+       {std::string("checkpoint.dir ") + (dir_ / "ckpt") + " is in use by another training run",
+        "pid " + std::to_string(first) + " on host",
+        std::string("give this one another checkpoint.dir")}) {
+    EXPECT_NE(second.output.find(words), std::string::npos) << words << ": " << second.output;
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "second.jsonl"));
+
+  ASSERT_EQ(kill(first, SIGTERM), 0);
+  ASSERT_EQ(wait_exit(first, 120), 0) << read_file(dir_ / "first.log");
+  const auto metrics = read_metrics(dir_ / "metrics.jsonl");
+  ASSERT_FALSE(metrics.empty());
+  EXPECT_EQ(io::list_checkpoints(dir_ / "ckpt").back().first, metrics.back().step);
+  // The folder is free again: the second run resumes from the first's last checkpoint.
+  write_file(dir_ / "second.json",
+             tiny_spec_json({{"max_steps", std::to_string(metrics.back().step + 1)},
+                             {"metrics_path", "\"second.jsonl\""},
+                             {"checkpoint.resume_from", "\"latest\""}}));
+  const RunResult after = run({worker_binary(), "--spec", dir_ / "second.json"});
+  EXPECT_EQ(after.exit_code, 0) << after.output;
+  EXPECT_EQ(read_metrics(dir_ / "second.jsonl").size(), 1u);
 }
 
 }  // namespace

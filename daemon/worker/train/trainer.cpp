@@ -18,6 +18,7 @@
 #include "daemon/worker/data/token_stream.h"
 #include "daemon/worker/exit_codes.h"
 #include "daemon/worker/io/checkpoint_dir.h"
+#include "daemon/worker/io/checkpoint_dir_lock.h"
 #include "daemon/worker/io/finite_values.h"
 #include "daemon/worker/io/safetensors.h"
 #include "daemon/worker/model/gpt2.h"
@@ -101,6 +102,7 @@ class Trainer {
 
   accum::v1::JobSpec spec_;
   comm::Communicator* comm_;
+  std::unique_ptr<io::CheckpointDirLock> dir_lock_;  // rank 0's, for the whole run
   link::ControlLink* link_;
   int world_ = 1, K_ = 1, B_ = 1, T_ = 1;
   int64_t tokens_per_update_ = 0;
@@ -136,6 +138,12 @@ absl::Status Trainer::setup() {
     return absl::InvalidArgumentError(absl::StrCat(
         "checkpoint.dir ", spec_.checkpoint().dir(), " cannot hold checkpoints: ", s.message(),
         "; expected a directory this worker can create and write into"));
+  }
+  // Rank 0 commits every checkpoint, so its lock keeps a second run out of the folder.
+  if (is_rank0()) {
+    auto lock = io::CheckpointDirLock::acquire(spec_.checkpoint().dir());
+    if (!lock.ok()) return lock.status();
+    dir_lock_ = std::move(*lock);
   }
   world_ = comm_->world_size();
   B_ = spec_.batch().micro_batch_size();
