@@ -7,6 +7,7 @@
 // fsync would pass every other test and lose a checkpoint only on a power cut.
 #include <gtest/gtest.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -93,6 +94,24 @@ TEST(CheckpointDurabilityTest, FilesAndFoldersAreFsyncedBeforeACheckpointIsPubli
       << "the checkpoint folder was not fsynced between the step's rename and latest's";
   EXPECT_GT(find_line(lines, "fsync " + root, latest), latest)
       << "the checkpoint folder was not fsynced after latest was replaced";
+}
+
+// A checkpoint folder on a file system that takes no locks (flock fails with ENOLCK) cannot
+// keep a second run out; the run says so and trains, rather than refusing to start.
+TEST(CheckpointDurabilityTest, AFolderWithoutLocksTrainsWithAWarning) {
+  TempDir dir;
+  write_file(dir / "corpus.txt", make_corpus(20000));
+  write_file(dir / "job.json", tiny_spec_json({{"max_steps", "2"}}));
+  setenv("LD_PRELOAD", ACCUM_FSYNC_LOG_SHIM, 1);
+  setenv("ACCUM_TEST_FLOCK_ERRNO", std::to_string(ENOLCK).c_str(), 1);
+  const RunResult result = run({worker_binary(), "--spec", dir / "job.json"});
+  unsetenv("LD_PRELOAD");
+  unsetenv("ACCUM_TEST_FLOCK_ERRNO");
+  EXPECT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find("does not take locks"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("nothing keeps a second run out of"), std::string::npos)
+      << result.output;
+  EXPECT_TRUE(fs::exists(dir / "ckpt/step_00000002/manifest.json"));
 }
 
 }  // namespace

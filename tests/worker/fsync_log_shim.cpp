@@ -1,7 +1,10 @@
 // tests/worker/fsync_log_shim.cpp — an LD_PRELOAD library for the durability test: it logs
 // every fsync (with the path of the descriptor) and every rename, in call order, to the file
-// $ACCUM_TEST_SYSCALL_LOG, then makes the real call. It observes only; nothing is faked.
+// $ACCUM_TEST_SYSCALL_LOG, then makes the real call. One fault can be asked for:
+// $ACCUM_TEST_FLOCK_ERRNO=n makes every flock fail with errno n, as on a file system that
+// takes no locks (ENOLCK: an NFS mount without lockd).
 #include <dlfcn.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
@@ -56,4 +59,12 @@ extern "C" int renameat2(int from_dir, const char* from, int to_dir, const char*
   log_line("renameat2 " + absolute(from) + " " + absolute(to));
   return real<int (*)(int, const char*, int, const char*, unsigned int)>("renameat2")(
       from_dir, from, to_dir, to, flags);
+}
+
+extern "C" int flock(int fd, int operation) {
+  if (const char* forced = getenv("ACCUM_TEST_FLOCK_ERRNO")) {
+    errno = atoi(forced);
+    return -1;
+  }
+  return real<int (*)(int, int)>("flock")(fd, operation);
 }

@@ -37,6 +37,11 @@ absl::StatusOr<std::unique_ptr<CheckpointDirLock>> CheckpointDirLock::acquire(
     const int error = errno;
     const std::string holder = error == EWOULDBLOCK ? read_holder(fd) : "";
     ::close(fd);
+    if (error == ENOLCK || error == EOPNOTSUPP || error == ENOSYS || error == EINVAL) {
+      return absl::UnimplementedError(absl::StrCat("the file system of ", path,
+                                                   " does not take locks (", std::strerror(error),
+                                                   "): nothing keeps a second run out of ", dir));
+    }
     if (error != EWOULDBLOCK) {
       return absl::InternalError(absl::StrCat("cannot lock ", path, ": ", std::strerror(error)));
     }

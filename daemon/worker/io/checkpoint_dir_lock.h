@@ -20,7 +20,9 @@ class CheckpointDirLock {
  public:
   // Takes the lock on `dir`/.lock, creating the file (REQUIRES: `dir` exists). Another
   // run holding it: UNAVAILABLE naming the folder and the holder (pid and host, as the
-  // holder wrote them into the file). Any other failure: INTERNAL naming the file.
+  // holder wrote them into the file). A file system that takes no locks (ENOLCK,
+  // EOPNOTSUPP: some NFS mounts, Lustre without flock): UNIMPLEMENTED, for the caller to
+  // warn and go on unlocked. Any other failure: INTERNAL naming the file.
   static absl::StatusOr<std::unique_ptr<CheckpointDirLock>> acquire(const std::string& dir);
   ~CheckpointDirLock();
   CheckpointDirLock(const CheckpointDirLock&) = delete;

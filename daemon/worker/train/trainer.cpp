@@ -142,8 +142,13 @@ absl::Status Trainer::setup() {
   // Rank 0 commits every checkpoint, so its lock keeps a second run out of the folder.
   if (is_rank0()) {
     auto lock = io::CheckpointDirLock::acquire(spec_.checkpoint().dir());
-    if (!lock.ok()) return lock.status();
-    dir_lock_ = std::move(*lock);
+    if (lock.ok()) {
+      dir_lock_ = std::move(*lock);
+    } else if (absl::IsUnimplemented(lock.status())) {
+      spdlog::warn("{}", std::string(lock.status().message()));
+    } else {
+      return lock.status();
+    }
   }
   world_ = comm_->world_size();
   B_ = spec_.batch().micro_batch_size();
