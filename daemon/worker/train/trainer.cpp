@@ -487,8 +487,8 @@ absl::StatusOr<TrainResult> Trainer::run() {
     const double lr = learning_rate(spec_.optimizer(), step, max_steps);
     kernels::AdamWParams params;
     params.lr = static_cast<float>(lr);
-    params.beta1 = static_cast<float>(spec_.optimizer().beta1());
-    params.beta2 = static_cast<float>(spec_.optimizer().beta2());
+    params.beta1 = spec_.optimizer().beta1();
+    params.beta2 = spec_.optimizer().beta2();
     params.eps = static_cast<float>(spec_.optimizer().eps());
     params.grad_scale = static_cast<float>(scale * clip);
     params.step = static_cast<int>(updates_applied_ + 1);  // bias correction: this update's
