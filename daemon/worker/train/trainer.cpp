@@ -92,6 +92,8 @@ class Trainer {
     int64_t first_gradient_collective_micro_step = -1;
     int64_t collectives_before_last_micro_step = 0;
   };
+  // Token-weighted validation loss over eval.batches micro-batches per rank, all ranks
+  // together; nullopt without validation data or when none of its targets is counted.
   std::optional<double> evaluate();
   absl::StatusOr<std::string> checkpoint(int64_t step, double last_loss);
   // INVALID_ARGUMENT for optimizer step `step` (1-based) whose loss or gradient norm is not
@@ -381,7 +383,14 @@ std::optional<double> Trainer::evaluate() {
   }
   sums[0] = model_->take_loss_sum();
   comm_->all_reduce(sums, 2, {comm::ReduceOp::kSum, comm::DataType::kFloat64});
-  return sums[1] > 0 ? sums[0] / sums[1] : 0.0;
+  if (sums[1] > 0) return sums[0] / sums[1];
+  // A mean over no target is no loss: reported as 0 it would read as a perfect model.
+  if (is_rank0()) {
+    metrics_.message(absl::StrCat(
+        "evaluation: every target of the ", spec_.eval().batches(), " x ", world_,
+        " validation micro-batches is masked (0 counted tokens); no val_loss reported"));
+  }
+  return std::nullopt;
 }
 
 absl::StatusOr<std::string> Trainer::checkpoint(int64_t step, double last_loss) {
