@@ -58,8 +58,12 @@ inline int resolve_row_stride(int stride, int columns, const char* op) {
 
 struct AdamWParams {
   float lr = 0;
-  float beta1 = 0.9f;
-  float beta2 = 0.95f;
+  // Double, as torch.optim keeps them (Python floats): 1 - beta and the bias corrections
+  // 1 - beta^t are taken before any rounding to fp32, which would make a beta2 of
+  // 0.99999999 exactly 1 (no second moment, bias correction 0: NaN weights) and give
+  // 0.999's 1 - beta2 a 1.3e-5 relative error.
+  double beta1 = 0.9;
+  double beta2 = 0.95;
   float eps = 1e-8f;
   float weight_decay = 0;  // decoupled: p -= lr * wd * p
   float grad_scale = 1;    // g = grads * grad_scale (loss normalization x clipping)

@@ -203,6 +203,12 @@ absl::Status fill_batch(accum::v1::JobSpec* spec) {
   return absl::OkStatus();
 }
 
+// The largest beta the fp32 kernels hold below 1: closer to 1 rounds to 1.0f, where the
+// CUDA AdamW's 1 - beta is 0 (the moment never moves) and its updates blow up.
+constexpr double kMaxBeta = 0.99999997;
+constexpr char kBetaRange[] =
+    "a number in [0, 1), at most 0.99999997 (closer to 1 is 1 in the fp32 optimizer kernels)";
+
 absl::Status fill_optimizer(accum::v1::JobSpec* spec) {
   auto* opt = spec->mutable_optimizer();
   if (!opt->has_lr()) opt->set_lr(6e-4);
@@ -226,8 +232,8 @@ absl::Status fill_optimizer(accum::v1::JobSpec* spec) {
       {"optimizer.lr", opt->lr(), 0, 10, "a number in (0, 10]"},
       {"optimizer.min_lr", opt->min_lr(), 0, opt->lr(), "a number in [0, optimizer.lr]"},
       {"optimizer.weight_decay", opt->weight_decay(), 0, 10, "a number in [0, 10]"},
-      {"optimizer.beta1", opt->beta1(), 0, 0.999999999, "a number in [0, 1)"},
-      {"optimizer.beta2", opt->beta2(), 0, 0.999999999, "a number in [0, 1)"},
+      {"optimizer.beta1", opt->beta1(), 0, kMaxBeta, kBetaRange},
+      {"optimizer.beta2", opt->beta2(), 0, kMaxBeta, kBetaRange},
       {"optimizer.eps", opt->eps(), 1e-30, 1, "a number in (0, 1]"},
       {"optimizer.grad_clip", opt->grad_clip(), 0, 1e9, "a number >= 0 (0 disables clipping)"},
   };

@@ -67,6 +67,32 @@ TEST(AdamW, MatchesPyTorchFormulaOverSteps) {
   EXPECT_GT(relative_error(p, random_values(n, 1)), 1e-4);
 }
 
+// The spec allows any beta in [0, 1). Betas this close to 1 round to 1.0f in fp32, where
+// the second moment would stop moving and 1 - beta2^t would be 0: torch.optim keeps them as
+// Python floats (double), and so must the update, or the first step makes every weight NaN.
+TEST(AdamW, BetasCloseToOneKeepTheirDoublePrecision) {
+  const size_t n = 1000;
+  std::vector<double> p_ref = random_values(n, 3), m_ref(n, 0.0), v_ref(n, 0.0);
+  std::vector<float> p = testing::convert<double, float>(p_ref), m(n, 0.0f), v(n, 0.0f);
+  AdamWParams hp;
+  hp.lr = 1e-3f;
+  hp.beta1 = 0.99999999;
+  hp.beta2 = 0.99999999;
+  ASSERT_EQ(static_cast<float>(hp.beta2), 1.0f) << "pick a beta that rounds to 1 in fp32";
+  hp.weight_decay = 0.1f;
+  for (int step = 1; step <= 3; ++step) {
+    hp.step = step;
+    const std::vector<float> grads = testing::convert<double, float>(random_values(n, 20 + step));
+    reference_adamw(&p_ref, testing::convert<float, double>(grads), &m_ref, &v_ref, hp);
+    cpu::adamw_update(p.data(), grads.data(), m.data(), v.data(), n, hp);
+  }
+  for (size_t i = 0; i < n; ++i) ASSERT_TRUE(std::isfinite(p[i])) << "p[" << i << "]";
+  EXPECT_LT(relative_error(p, p_ref), 1e-6);
+  EXPECT_LT(relative_error(m, m_ref), 1e-6);
+  EXPECT_LT(relative_error(v, v_ref), 1e-6);
+  EXPECT_GT(relative_error(p, random_values(n, 3)), 1e-4);  // the weights moved
+}
+
 TEST(AdamW, WeightDecayAloneShrinksParameters) {
   // Zero gradients: m = v = 0, so p <- p (1 - lr wd) exactly as PyTorch does.
   const size_t n = 100;

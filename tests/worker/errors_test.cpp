@@ -51,6 +51,7 @@ TEST_F(WorkerErrorsTest, EverySpecFieldIsRangeChecked) {
       {"optimizer.min_lr", "1.0", {"optimizer.min_lr"}},
       {"optimizer.beta1", "1.0", {"optimizer.beta1", "[0, 1)"}},
       {"optimizer.beta2", "1.5", {"optimizer.beta2"}},
+      {"optimizer.beta2", "0.99999999", {"optimizer.beta2", "at most 0.99999997"}},
       {"optimizer.eps", "0", {"optimizer.eps"}},
       {"optimizer.weight_decay", "-1", {"optimizer.weight_decay"}},
       {"optimizer.grad_clip", "-1", {"optimizer.grad_clip"}},

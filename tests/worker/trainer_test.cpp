@@ -345,6 +345,30 @@ TEST_F(TrainerTest, ValidationLossIsReportedEveryEvalInterval) {
   EXPECT_NE(result.output.find("memory: params"), std::string::npos) << result.output;
 }
 
+// A validation set whose every target is masked has no mean loss: none is reported (0
+// would read as a perfect model), and the log says why.
+TEST_F(TrainerTest, FullyMaskedValidationReportsNoValidationLoss) {
+  write_file(dir_ / "val.txt", make_corpus(5000, 99));
+  write_file(dir_ / "val.txt.mask", std::string(5000, '\0'));
+  write_file(dir_ / "corpus.txt.mask", std::string(60000, '\1'));
+  auto result = train("job", {{"max_steps", "2"},
+                              {"data.use_mask", "true"},
+                              {"data.val", "\"val.txt\""},
+                              {"eval.every_steps", "1"},
+                              {"eval.batches", "3"}});
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const auto metrics = read_metrics(dir_ / "metrics.jsonl");
+  ASSERT_EQ(metrics.size(), 2u);
+  for (const auto& m : metrics) {
+    EXPECT_EQ(m.raw.find("\"val_loss\":"), std::string::npos) << m.raw;
+    EXPECT_GT(m.tokens, 0);  // the training targets still count
+  }
+  EXPECT_NE(result.output.find("evaluation: every target of the 3 x 1 validation micro-batches "
+                               "is masked (0 counted tokens); no val_loss reported"),
+            std::string::npos)
+      << result.output;
+}
+
 TEST_F(TrainerTest, MicroBatchThatCannotFitIsRefusedWithAdvice) {
   // 1M-token micro-batches of a 50k vocabulary need terabytes of logits.
   auto result = train("huge", {{"model.vocab_size", "50000"},

@@ -93,6 +93,8 @@ class Trainer {
     int64_t first_gradient_collective_micro_step = -1;
     int64_t collectives_before_last_micro_step = 0;
   };
+  // Token-weighted validation loss over eval.batches micro-batches per rank, all ranks
+  // together; nullopt without validation data or when none of its targets is counted.
   std::optional<double> evaluate();
   absl::StatusOr<std::string> checkpoint(int64_t step, double last_loss);
   // INVALID_ARGUMENT for optimizer step `step` (1-based) whose loss or gradient norm is not
@@ -394,7 +396,14 @@ std::optional<double> Trainer::evaluate() {
   }
   sums[0] = model_->take_loss_sum();
   comm_->all_reduce(sums, 2, {comm::ReduceOp::kSum, comm::DataType::kFloat64});
-  return sums[1] > 0 ? sums[0] / sums[1] : 0.0;
+  if (sums[1] > 0) return sums[0] / sums[1];
+  // A mean over no target is no loss: reported as 0 it would read as a perfect model.
+  if (is_rank0()) {
+    metrics_.message(absl::StrCat(
+        "evaluation: every target of the ", spec_.eval().batches(), " x ", world_,
+        " validation micro-batches is masked (0 counted tokens); no val_loss reported"));
+  }
+  return std::nullopt;
 }
 
 absl::StatusOr<std::string> Trainer::checkpoint(int64_t step, double last_loss) {
@@ -500,8 +509,8 @@ absl::StatusOr<TrainResult> Trainer::run() {
     const double lr = learning_rate(spec_.optimizer(), step, max_steps);
     kernels::AdamWParams params;
     params.lr = static_cast<float>(lr);
-    params.beta1 = static_cast<float>(spec_.optimizer().beta1());
-    params.beta2 = static_cast<float>(spec_.optimizer().beta2());
+    params.beta1 = spec_.optimizer().beta1();
+    params.beta2 = spec_.optimizer().beta2();
     params.eps = static_cast<float>(spec_.optimizer().eps());
     params.grad_scale = static_cast<float>(scale * clip);
     params.step = static_cast<int>(updates_applied_ + 1);  // bias correction: this update's
