@@ -58,6 +58,8 @@ absl::Status check_readable_file(const std::string& field, const std::string& pa
 }
 
 constexpr size_t kMaxSpecBytes = 256 << 10;
+// A ListJobs page's jobs, in bytes: far below the 64 MiB a reply may have.
+constexpr size_t kMaxListPageBytes = 4 << 20;
 
 // The files data.train or data.val name, as the worker will expand them (globs in order,
 // each matching at least one file): each must be a readable file. Checked at submit, so a
@@ -333,6 +335,17 @@ absl::StatusOr<std::pair<std::vector<JobStatus>, std::string>> JobManager::list(
   }
   std::lock_guard lock(mutex_);
   for (auto& job : jobs) overlay_runtime_locked(&job);  // as GetJob shows them
+  // And at most kMaxListPageBytes a page (at least one job), so that specs near their limit
+  // or long restart histories never make a page too big to send: the next page goes on.
+  size_t bytes = 0;
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    bytes += jobs[i].ByteSizeLong();
+    if (i > 0 && bytes > kMaxListPageBytes) {
+      jobs.resize(i);
+      next = jobs.back().id();
+      break;
+    }
+  }
   return std::make_pair(std::move(jobs), next);
 }
 

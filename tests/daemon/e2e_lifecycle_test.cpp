@@ -190,6 +190,43 @@ TEST(DaemonLifecycle, SecondJobWaitsQueuedUntilTheSlotIsFree) {
   EXPECT_GE(second_start, first_end);
 }
 
+// ListJobs pages are cut at 4 MiB as well as at page_size: 20 queued jobs whose specs list
+// their corpus 6000 times (~220 KB each, under the 256 KiB a spec may have) come in two
+// pages, and `accumctl list` shows every one of them. (At 300 such jobs one page would pass
+// the 64 MiB a reply may have, and list would fail for every job.)
+TEST(DaemonLifecycle, ListPagesAreCutByBytesSoJobsWithBigSpecsStillList) {
+  DaemonHarness daemon;
+  ASSERT_TRUE(daemon.start(with_slots(1)));
+  JobStatus blocker;  // holds the one slot, so the big ones stay queued and never read data
+  ASSERT_TRUE(daemon.submit(daemon.spec_json("blocker", 1000000, 1, 0), &blocker).ok());
+  std::string spec = daemon.spec_json("big", 5, 1, 0);
+  const std::string corpus = "\"" + daemon.dir() + "/corpus.txt\"";
+  std::string many = "[" + corpus;
+  for (int i = 1; i < 6000; ++i) many += ", " + corpus;
+  spec.replace(spec.find(corpus), corpus.size(), many + "]");
+  for (int i = 0; i < 20; ++i) {
+    JobStatus job;
+    ASSERT_TRUE(daemon.submit(spec, &job).ok()) << i;
+  }
+  accum::v1::ListJobsRequest request;
+  request.set_page_size(1000);
+  accum::v1::ListJobsResponse page;
+  auto context = daemon.context();
+  ASSERT_TRUE(daemon.stub().ListJobs(context.get(), request, &page).ok());
+  EXPECT_LT(page.jobs_size(), 21);
+  EXPECT_GT(page.jobs_size(), 1);
+  EXPECT_LE(page.ByteSizeLong(), size_t{4 << 20} + (size_t{256} << 10) * 2);
+  ASSERT_FALSE(page.next_page_token().empty());
+  EXPECT_EQ(page.next_page_token(), page.jobs(page.jobs_size() - 1).id());
+  std::string output;
+  ASSERT_EQ(run_accumctl(daemon, {"list"}, &output), 0) << output.substr(0, 2000);
+  std::set<std::string> listed;
+  for (size_t at = output.find("job-"); at != std::string::npos; at = output.find("job-", at + 1)) {
+    listed.insert(output.substr(at, 10));
+  }
+  EXPECT_EQ(listed.size(), 21u) << output.substr(0, 2000);
+}
+
 // A worker's error quotes a data file's name, which may be in any encoding (here Latin-1
 // "caf\xE9"): the job's status, the list of every job, its watch and its logs must stay
 // readable, with the stray byte shown as U+FFFD, not end in a reply no client can parse.
