@@ -18,7 +18,6 @@
 #include "daemon/worker/data/token_stream.h"
 #include "daemon/worker/exit_codes.h"
 #include "daemon/worker/io/checkpoint_dir.h"
-#include "daemon/worker/io/checkpoint_dir_lock.h"
 #include "daemon/worker/io/finite_values.h"
 #include "daemon/worker/io/safetensors.h"
 #include "daemon/worker/model/gpt2.h"
@@ -29,6 +28,7 @@
 #include "daemon/worker/train/metrics.h"
 #include "daemon/worker/train/optimizer.h"
 #include "daemon/worker/train/resume_point.h"
+#include "daemon/worker/train/trainer_internal.h"
 #include "kernels/backend.h"
 
 namespace accum::train {
@@ -40,16 +40,6 @@ using Clock = std::chrono::steady_clock;
 double ms_since(Clock::time_point start) {
   return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
 }
-
-// What every rank agrees on after an optimizer step's single scalar exchange.
-struct StepAgreement {
-  double loss_sum = 0;
-  double counted = 0;
-  bool stop = false;
-  accum::v1::WorkerCommand::Kind command = accum::v1::WorkerCommand::NONE;
-  uint64_t request_id = 0;
-  double collectives_before_last_micro_step = 0;  // summed over ranks
-};
 
 StepAgreement exchange_scalars(comm::Communicator* comm, double loss_sum, double counted,
                                bool stop_local, const link::Command& command,
@@ -73,203 +63,7 @@ StepAgreement exchange_scalars(comm::Communicator* comm, double loss_sum, double
   return agreement;
 }
 
-class Trainer {
- public:
-  Trainer(const accum::v1::JobSpec& spec, comm::Communicator* comm, link::ControlLink* link)
-      : spec_(spec), comm_(comm), link_(link) {}
-
-  absl::StatusOr<TrainResult> run();
-  // RESOURCE_EXHAUSTED for an allocation that failed (`what`): the memory arithmetic and the
-  // largest micro-batch that fits. `arithmetic_fit`: the arithmetic said B fits and the
-  // device disagreed, so the advice starts below B.
-  absl::Status out_of_memory(const std::string& what, bool arithmetic_fit) const;
-
- private:
-  absl::Status setup();
-  absl::Status restore_or_init();
-  std::pair<double, double> accumulate_window(int64_t step);
-  // Where this rank's communication fell within the last window (see StepCommDetail).
-  struct WindowComm {
-    int64_t first_gradient_collective_micro_step = -1;
-    int64_t collectives_before_last_micro_step = 0;
-  };
-  // Token-weighted validation loss over eval.batches micro-batches per rank, all ranks
-  // together; nullopt without validation data or when none of its targets is counted.
-  std::optional<double> evaluate();
-  absl::StatusOr<std::string> checkpoint(int64_t step, double last_loss);
-  // INVALID_ARGUMENT for optimizer step `step` (1-based) whose loss or gradient norm is not
-  // finite: what diverged, the last checkpoint to go back to, and what to change.
-  absl::Status diverged(int64_t step, double loss, double grad_norm) const;
-  bool is_rank0() const { return comm_->rank() == 0; }
-
-  accum::v1::JobSpec spec_;
-  comm::Communicator* comm_;
-  std::unique_ptr<io::CheckpointDirLock> dir_lock_;  // rank 0's, for the whole run
-  link::ControlLink* link_;
-  int world_ = 1, K_ = 1, B_ = 1, T_ = 1;
-  int64_t tokens_per_update_ = 0;
-  double model_flops_per_token_ = 0;  // model::flops_per_token (StepMetrics.model_tflops)
-  double peak_tflops_ = 0;            // the back end's, 0 when unknown
-  int64_t start_step_ = 0;
-  int64_t updates_applied_ = 0;  // AdamW updates made so far (skipped steps do not count)
-  std::unique_ptr<kernels::Backend> backend_;
-  std::unique_ptr<model::Gpt2> model_;
-  std::unique_ptr<data::TokenStream> train_data_, val_data_;
-  std::unique_ptr<comm::GradReducer> reducer_;
-  std::unique_ptr<AdamW> optimizer_;
-  MetricsSink metrics_;
-  MemoryPlan plan_;
-  size_t owned_estimate_ = 0;               // parameters this rank keeps Adam state for
-  std::optional<size_t> budget_;            // memory_budget() before the model existed
-  std::optional<size_t> device_used_before_;  // Backend::memory_info's used bytes, likewise
-  // What the spec asks for: batch.tokens_per_update, or grad_accum_steps x B x T x world.
-  int64_t spec_tokens_per_update_ = 0;
-  data::MicroBatch batch_;
-  StepAgreement last_;
-  double last_grad_norm_ = 0;
-  WindowComm window_comm_;
-  // The newest checkpoint this run resumed from or wrote, "" before there is one; every
-  // one of them holds finite weights (the reader and the writer refuse any other).
-  std::string last_checkpoint_;
-  int64_t last_checkpoint_step_ = 0;
-};
-
-absl::Status Trainer::setup() {
-  // Found now, not at the first checkpoint after hours of training (as metrics_path is).
-  if (auto s = io::ensure_checkpoint_root(spec_.checkpoint().dir()); !s.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "checkpoint.dir ", spec_.checkpoint().dir(), " cannot hold checkpoints: ", s.message(),
-        "; expected a directory this worker can create and write into"));
-  }
-  // Rank 0 commits every checkpoint, so its lock keeps a second run out of the folder.
-  if (is_rank0()) {
-    auto lock = io::CheckpointDirLock::acquire(spec_.checkpoint().dir());
-    if (lock.ok()) {
-      dir_lock_ = std::move(*lock);
-    } else if (absl::IsUnimplemented(lock.status())) {
-      spdlog::warn("{}", std::string(lock.status().message()));
-    } else {
-      return lock.status();
-    }
-  }
-  world_ = comm_->world_size();
-  B_ = spec_.batch().micro_batch_size();
-  T_ = spec_.batch().seq_len();
-  const auto device =
-      spec_.device() == accum::v1::CUDA ? kernels::DeviceKind::kCuda : kernels::DeviceKind::kCpu;
-  kernels::BackendOptions backend_options;
-  if (spec_.cuda().keep_cublaslt_algorithms()) {
-    // Beside the checkpoints, so that restarts and resumes from them reuse the choices. The
-    // folder must exist before the first GEMM keeps its choice there.
-    const std::string& dir = spec_.checkpoint().dir();
-    std::error_code ec;
-    std::filesystem::create_directories(dir, ec);
-    if (ec) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("cuda.keep_cublaslt_algorithms: cannot create checkpoint.dir ", dir,
-                       " to keep the algorithm choices in: ", ec.message()));
-    }
-    backend_options.cublaslt_algorithms_dir = dir;
-    backend_options.cublaslt_algorithms_source = "cuda.keep_cublaslt_algorithms";
-  }
-  try {
-    backend_ = kernels::make_backend(device, comm_->local_rank(), backend_options);
-    comm_->set_compute_stream(backend_->compute_stream());  // NCCL waits for the backward
-  } catch (const std::bad_alloc&) {
-    return absl::ResourceExhaustedError(
-        "out of memory creating the back end (the CUDA back end holds a 32 MiB cuBLASLt "
-        "workspace, two with ACCUM_CUDA_SIDE_STREAM=1): the device is full before the model; "
-        "free it or use another device");
-  } catch (const std::exception& e) {
-    return absl::FailedPreconditionError(e.what());
-  }
-  if (spec_.cuda().keep_cublaslt_algorithms() && is_rank0()) {
-    // The file the back end chose: this machine's in checkpoint.dir, or ACCUM_CUBLASLT_ALGOS's.
-    spdlog::info("cuBLASLt algorithms: kept in {}", backend_->kept_algorithms_file());
-  }
-  // The note's memory arithmetic, checked before allocating anything large.
-  const auto config = spec::model_config(spec_);
-  const size_t n = static_cast<size_t>(spec::parameter_count(config));
-  const bool sharded = spec_.distributed().zero_stage() > 0 && world_ > 1;
-  owned_estimate_ = sharded ? (n + world_ - 1) / world_ : n;
-  plan_ = plan_memory(*backend_, config, B_, T_, owned_estimate_);
-  budget_ = memory_budget(*backend_);
-  if (size_t used = 0, total = 0; backend_->memory_info(&used, &total)) device_used_before_ = used;
-  spec_tokens_per_update_ = spec_.batch().tokens_per_update() > 0
-                                ? spec_.batch().tokens_per_update()
-                                : int64_t{spec_.batch().grad_accum_steps()} * B_ * T_ * world_;
-  if (budget_ && plan_.total() > *budget_) {
-    const bool gpu = backend_->kind() == kernels::DeviceKind::kCuda;
-    const absl::Status refused =
-        out_of_memory(absl::StrCat("out of memory: ", gpu ? "the GPU has " : "the host has ",
-                                   human_bytes(*budget_), gpu ? " free" : " available"),
-                      false);
-    // More than the device holds in all: no rerun fits it, so it is bad input (exit 2), not
-    // a runtime failure for accumd to restart. Within the total, other processes hold the
-    // difference, and a restart may find it free.
-    const std::optional<size_t> capacity = memory_capacity(*backend_);
-    if (capacity && plan_.total() > *capacity) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          refused.message(), " (the arithmetic needs more than the ", human_bytes(*capacity),
-          " the ", gpu ? "GPU" : "host", " has in all: this spec never fits it)"));
-    }
-    return refused;
-  }
-  const auto& model_spec = spec_.model();
-  const int vocab = model_spec.vocab_size();
-  auto train = data::TokenStream::open({spec_.data().train().begin(), spec_.data().train().end()},
-                                       spec_.data().format(), vocab, spec_.data().use_mask());
-  if (!train.ok()) return train.status();
-  train_data_ = std::move(*train);
-  if (train_data_->chunk_count(int64_t{B_} * T_) < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("data.train has ", train_data_->size(),
-                     " tokens; a micro-batch needs at least B*T+1 = ", int64_t{B_} * T_ + 1));
-  }
-  if (spec_.data().val_size() > 0) {
-    auto val = data::TokenStream::open({spec_.data().val().begin(), spec_.data().val().end()},
-                                       spec_.data().format(), vocab, spec_.data().use_mask());
-    if (!val.ok()) return val.status();
-    val_data_ = std::move(*val);
-    if (val_data_->chunk_count(int64_t{B_} * T_) < 1) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("data.val has ", val_data_->size(),
-                       " tokens; needs at least B*T+1 = ", int64_t{B_} * T_ + 1));
-    }
-  }
-  // Allocations the arithmetic does not see (the allocator's rounding, scratch that grows
-  // in the first micro-step) can still fail: run() turns std::bad_alloc into the same advice.
-  model_ = std::make_unique<model::Gpt2>(backend_.get(), config, B_, T_);
-  model_flops_per_token_ =
-      model::flops_per_token(model_->num_params(), config.n_layer, config.d_model, T_);
-  peak_tflops_ = backend_->peak_tflops();
-  comm::GradReducerOptions options;
-  options.bucket_bytes = static_cast<size_t>(spec_.distributed().bucket_mb() * (1 << 20));
-  options.zero_stage = spec_.distributed().zero_stage();
-  options.overlap = !spec_.distributed().no_overlap();
-  reducer_ =
-      std::make_unique<comm::GradReducer>(comm_, model_->grads(), model_->num_params(), options);
-  std::vector<comm::Range> owned;
-  for (auto [begin, end] : reducer_->owned_ranges()) {
-    end = std::min(end, model_->num_params());
-    if (begin < end) owned.emplace_back(begin, end);
-  }
-  optimizer_ = std::make_unique<AdamW>(backend_.get(), model_->tensors(), owned);
-  return absl::OkStatus();
-}
-
-absl::Status Trainer::out_of_memory(const std::string& what, bool arithmetic_fit) const {
-  const size_t budget = budget_.value_or(plan_.total());
-  return absl::ResourceExhaustedError(absl::StrCat(
-      what,
-      arithmetic_fit ? absl::StrCat(" after the memory arithmetic fit in the ", human_bytes(budget),
-                                    " reported free")
-                     : "",
-      ": needs ", describe(plan_), arithmetic_fit ? " and what the arithmetic does not see" : "",
-      "; ",
-      out_of_memory_advice(*backend_, spec::model_config(spec_), arithmetic_fit ? B_ - 1 : B_, T_,
-                           world_, spec_tokens_per_update_, owned_estimate_, budget)));
-}
+}  // namespace
 
 absl::Status Trainer::restore_or_init() {
   auto resolved = resolve_resume_checkpoint(comm_, spec_.checkpoint());
@@ -603,8 +397,6 @@ absl::StatusOr<TrainResult> Trainer::run() {
   if (is_rank0()) metrics_.finish();
   return result;
 }
-
-}  // namespace
 
 void request_stop() { g_stop_requested.store(true); }
 
