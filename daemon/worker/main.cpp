@@ -48,7 +48,14 @@ int fail(accum::comm::Communicator* comm, int code, const std::string& message) 
   std::cerr << ("accum-worker: error: " + message + "\n") << std::flush;
   if (comm != nullptr && comm->world_size() > 1) accum::comm::abort_job(comm, message, code);
   accum::comm::finalize_communicators();
-  return code;
+  // Ends here, without the libraries' teardown: after an out-of-memory, OpenBLAS's exit
+  // handler joins a thread that retries its buffer's allocation forever under an
+  // address-space limit (ulimit -v), and the rank would spin instead of exiting. Everything
+  // that matters is on disk already (checkpoints and metrics are written and closed by the
+  // trainer); only the log and the standard streams need flushing.
+  spdlog::default_logger()->flush();
+  std::cout << std::flush;
+  std::_Exit(code);
 }
 
 // A short OpenMP spin for every rank unless its environment chose one (GOMP_SPINCOUNT or

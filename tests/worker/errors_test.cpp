@@ -65,6 +65,8 @@ TEST_F(WorkerErrorsTest, EverySpecFieldIsRangeChecked) {
       {"log_every_steps", "-1", {"log_every_steps", "got -1"}},
       {"world_size", "-3", {"world_size", "got -3"}},
       {"data.val", "\"\"", {"data.val", "empty path"}},
+      {"data.val", "\"missing.txt\"", {"data.val: data file", "missing.txt does not exist"}},
+      {"data.train", "\"missing.txt\"", {"data.train: data file", "missing.txt does not exist"}},
       // Enums given as numbers (JSON, or any proto client) outside the enum.
       {"device", "7", {"device", "got 7", "CPU, CUDA"}},
       {"data.format", "42", {"data.format", "got 42", "AUTO, LLMC, NANOGPT_BIN, TEXT_BYTES"}},
@@ -540,14 +542,19 @@ TEST_F(WorkerErrorsTest, SpecThatCanNeverFitIsBadInput) {
 
 // An allocation that fails although the arithmetic fits (here an address-space limit the
 // arithmetic cannot see, as memory another process holds) stays a runtime failure (exit 1):
-// a restart may find the memory free.
+// a restart may find the memory free. With two BLAS threads, as a user's default has: at
+// exit OpenBLAS joins a thread that retries its buffer's allocation forever under the
+// limit, so the worker must not wait for library teardown after the error (it used to spin
+// there at 100% CPU and never exit).
 TEST_F(WorkerErrorsTest, AllocationThatFailsWhereTheArithmeticFitsIsARuntimeFailure) {
   // About 1.6 GB of parameters, gradients and Adam state under a 1 GB address space.
   write_file(
       dir_ / "job.json",
       tiny_spec_json({{"model.n_layer", "8"}, {"model.n_head", "8"}, {"model.d_model", "1024"}}));
-  auto result = run({"/bin/sh", "-c", "ulimit -v 1000000 && exec \"$0\" --spec \"$1\"",
-                     worker_binary(), dir_ / "job.json"});
+  auto result =
+      run({"/bin/sh", "-c", "ulimit -v 1000000 && OMP_NUM_THREADS=2 exec \"$0\" --spec \"$1\"",
+           worker_binary(), dir_ / "job.json"},
+          60);
   EXPECT_EQ(result.exit_code, 1) << result.output;
   EXPECT_NE(result.output.find("out of memory after the memory arithmetic fit"), std::string::npos)
       << result.output;

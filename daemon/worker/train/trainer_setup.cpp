@@ -98,27 +98,27 @@ absl::Status Trainer::setup() {
     }
     return refused;
   }
-  const auto& model_spec = spec_.model();
-  const int vocab = model_spec.vocab_size();
-  auto train = data::TokenStream::open({spec_.data().train().begin(), spec_.data().train().end()},
-                                       spec_.data().format(), vocab, spec_.data().use_mask());
-  if (!train.ok()) return train.status();
-  train_data_ = std::move(*train);
-  if (train_data_->chunk_count(int64_t{B_} * T_) < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("data.train has ", train_data_->size(),
-                     " tokens; a micro-batch needs at least B*T+1 = ", int64_t{B_} * T_ + 1));
-  }
-  if (spec_.data().val_size() > 0) {
-    auto val = data::TokenStream::open({spec_.data().val().begin(), spec_.data().val().end()},
-                                       spec_.data().format(), vocab, spec_.data().use_mask());
-    if (!val.ok()) return val.status();
-    val_data_ = std::move(*val);
-    if (val_data_->chunk_count(int64_t{B_} * T_) < 1) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("data.val has ", val_data_->size(),
-                       " tokens; needs at least B*T+1 = ", int64_t{B_} * T_ + 1));
+  // data.train, and data.val if given: each named in its errors, each at least one micro-batch.
+  const auto open_tokens = [&](const char* field,
+                               const google::protobuf::RepeatedPtrField<std::string>& paths,
+                               std::unique_ptr<data::TokenStream>* stream) -> absl::Status {
+    auto opened = data::TokenStream::open({paths.begin(), paths.end()}, spec_.data().format(),
+                                          spec_.model().vocab_size(), spec_.data().use_mask());
+    if (!opened.ok()) {
+      return absl::Status(opened.status().code(),
+                          absl::StrCat(field, ": ", opened.status().message()));
     }
+    if ((*opened)->chunk_count(int64_t{B_} * T_) < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, " has ", (*opened)->size(),
+                       " tokens; a micro-batch needs at least B*T+1 = ", int64_t{B_} * T_ + 1));
+    }
+    *stream = std::move(*opened);
+    return absl::OkStatus();
+  };
+  if (auto s = open_tokens("data.train", spec_.data().train(), &train_data_); !s.ok()) return s;
+  if (spec_.data().val_size() > 0) {
+    if (auto s = open_tokens("data.val", spec_.data().val(), &val_data_); !s.ok()) return s;
   }
   // Allocations the arithmetic does not see (the allocator's rounding, scratch that grows
   // in the first micro-step) can still fail: run() turns std::bad_alloc into the same advice.
