@@ -26,6 +26,18 @@ namespace {
 
 using accum::v1::JobState;
 
+// `text` in a column `width` characters wide: cut after `width` UTF-8 characters (never
+// inside one) and padded with spaces to that many, so that names in any script line up.
+std::string column(const std::string& text, size_t width) {
+  size_t chars = 0, end = 0;
+  while (end < text.size() && chars < width) {
+    ++end;
+    while (end < text.size() && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) ++end;
+    ++chars;
+  }
+  return text.substr(0, end) + std::string(width - chars, ' ');
+}
+
 std::string to_json(const google::protobuf::Message& message) {
   std::string json;
   google::protobuf::util::JsonPrintOptions options;
@@ -181,7 +193,7 @@ int list_jobs(Connection& connection, const std::string& state_filter) {
         continue;
       }
       std::cout << absl::StrFormat(
-          "%-12s %-20s %-11s %11s %10s %8d\n", job.id(), job.name().substr(0, 20),
+          "%-12s %s %-11s %11s %10s %8d\n", job.id(), column(job.name(), 20),
           state_text(job.state()),
           absl::StrFormat("%d/%d", job.last_metrics().step(), job.spec().max_steps()),
           job.last_metrics().step() > 0 ? absl::StrFormat("%.4f", job.last_metrics().loss()) : "-",

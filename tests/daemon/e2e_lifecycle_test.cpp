@@ -6,6 +6,7 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "daemon/worker/io/checkpoint_dir.h"
@@ -225,6 +226,57 @@ TEST(DaemonLifecycle, ListPagesAreCutByBytesSoJobsWithBigSpecsStillList) {
     listed.insert(output.substr(at, 10));
   }
   EXPECT_EQ(listed.size(), 21u) << output.substr(0, 2000);
+}
+
+// `accumctl list` cuts a long name to 20 characters, never inside a UTF-8 character, and
+// pads it by characters: the STATE column starts at character 34 on every line.
+TEST(DaemonLifecycle, ListLinesUpNamesInAnyScript) {
+  DaemonHarness daemon;
+  ASSERT_TRUE(daemon.start(with_slots(1)));
+  JobStatus running, queued;
+  ASSERT_TRUE(daemon.submit(daemon.spec_json("plain", 1000000, 1, 0), &running).ok());
+  const std::string name =
+      "\xC3\x9C"
+      "berpr\xC3\xBC"
+      "fung der Gr\xC3\xB6\xC3\x9F"
+      "e \xE2\x9C\x93";
+  ASSERT_TRUE(daemon.submit(daemon.spec_json(name, 5, 1, 0), &queued).ok());
+  std::string output;
+  ASSERT_EQ(run_accumctl(daemon, {"list"}, &output), 0) << output;
+  // The characters of a line (the bytes that do not continue a UTF-8 sequence), and where
+  // `word` starts among them; -1 for a line that is not valid UTF-8 or lacks it.
+  const auto char_index = [](const std::string& line, const std::string& word) -> long {
+    const size_t at = line.find(word);
+    if (at == std::string::npos) return -1;
+    long chars = 0;
+    for (size_t i = 0; i < at;) {
+      const unsigned char lead = static_cast<unsigned char>(line[i]);
+      const size_t length = lead < 0x80 ? 1 : lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2;
+      if (lead >= 0x80 && lead < 0xC0) return -1;  // a cut character's tail
+      for (size_t k = 1; k < length; ++k) {
+        if (i + k >= line.size() || (static_cast<unsigned char>(line[i + k]) & 0xC0) != 0x80) {
+          return -1;  // a character cut short
+        }
+      }
+      i += length;
+      ++chars;
+    }
+    return chars;
+  };
+  std::istringstream lines(output);
+  std::map<std::string, std::string> line_of;
+  for (std::string line; std::getline(lines, line);) line_of[line.substr(0, 10)] = line;
+  ASSERT_TRUE(line_of.count(running.id()) && line_of.count(queued.id())) << output;
+  EXPECT_EQ(char_index(line_of["ID        "], "STATE"), 34) << output;
+  EXPECT_EQ(char_index(line_of[queued.id()], "QUEUED"), 34) << line_of[queued.id()];
+  const std::string& plain = line_of[running.id()];
+  EXPECT_TRUE(char_index(plain, "STARTING") == 34 || char_index(plain, "RUNNING") == 34) << plain;
+  // The name's first 20 characters, whole, then the column's space.
+  const std::string first_20 =
+      "\xC3\x9C"
+      "berpr\xC3\xBC"
+      "fung der Gr\xC3\xB6\xC3\x9F ";
+  EXPECT_NE(line_of[queued.id()].find(first_20), std::string::npos) << line_of[queued.id()];
 }
 
 // A worker's error quotes a data file's name, which may be in any encoding (here Latin-1
