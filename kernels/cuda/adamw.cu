@@ -7,7 +7,9 @@
 //   p -= lr * (weight_decay * p + m_hat / (sqrt(v_hat) + eps))
 //   working = bf16(p)   (if working != null: the copy the forward reads)
 //
-// The caller passes the bias corrections (1 - beta^t) computed in double on the host.
+// The caller passes the bias corrections (1 - beta^t) computed in double on the host, and
+// 1 - beta is taken in double here before rounding (as the CPU twin and torch.optim do): in
+// fp32, 1 - 0.999f is 1.3e-5 off.
 // One pass over memory: read g, m, v, p; write m, v, p and the bf16 copy. adamw_update_pieces
 // runs the same update over every tensor of a model in one launch.
 #include <algorithm>
@@ -23,14 +25,29 @@ namespace accum::kernels::cuda {
 namespace {
 
 struct AdamWArgs {
-  float lr, beta1, beta2, eps, weight_decay, grad_scale, beta1_correction, beta2_correction;
+  float lr, beta1, beta2, one_minus_beta1, one_minus_beta2, eps, weight_decay, grad_scale,
+      beta1_correction, beta2_correction;
 };
+
+AdamWArgs adamw_args(float lr, double beta1, double beta2, float eps, float weight_decay,
+                     float grad_scale, float beta1_correction, float beta2_correction) {
+  return {lr,
+          static_cast<float>(beta1),
+          static_cast<float>(beta2),
+          static_cast<float>(1.0 - beta1),
+          static_cast<float>(1.0 - beta2),
+          eps,
+          weight_decay,
+          grad_scale,
+          beta1_correction,
+          beta2_correction};
+}
 
 // The update of one element (the formulas above); p, m, v are updated in place.
 __device__ inline void adamw_element(float& p, float& m, float& v, float grad, const AdamWArgs& a) {
   const float g = grad * a.grad_scale;
-  m = a.beta1 * m + (1.f - a.beta1) * g;
-  v = a.beta2 * v + (1.f - a.beta2) * g * g;
+  m = a.beta1 * m + a.one_minus_beta1 * g;
+  v = a.beta2 * v + a.one_minus_beta2 * g * g;
   const float m_hat = m / a.beta1_correction;
   const float v_hat = v / a.beta2_correction;
   p -= a.lr * (a.weight_decay * p + m_hat / (sqrtf(v_hat) + a.eps));
@@ -136,12 +153,12 @@ __global__ void __launch_bounds__(kPieceThreads)
 }  // namespace
 
 void adamw_update(float* master, bf16* working, const float* grads, float* m, float* v, size_t n,
-                  float lr, float beta1, float beta2, float eps, float weight_decay,
+                  float lr, double beta1, double beta2, float eps, float weight_decay,
                   float grad_scale, float beta1_correction, float beta2_correction,
                   cudaStream_t stream) {
   if (n == 0) return;
-  const AdamWArgs args{
-      lr, beta1, beta2, eps, weight_decay, grad_scale, beta1_correction, beta2_correction};
+  const AdamWArgs args = adamw_args(lr, beta1, beta2, eps, weight_decay, grad_scale,
+                                    beta1_correction, beta2_correction);
   const bool vector = n % 4 == 0 && aligned16(master) && aligned16(grads) && aligned16(m) &&
                       aligned16(v) && (reinterpret_cast<uintptr_t>(working) & 7u) == 0;
   const int block = 256;
@@ -157,10 +174,10 @@ void adamw_update(float* master, bf16* working, const float* grads, float* m, fl
 }
 
 void adamw_update_pieces(float* master, bf16* working, const float* grads, float* m, float* v,
-                         const std::vector<AdamWPiece>& pieces, float lr, float beta1, float beta2,
-                         float eps, float weight_decay, float grad_scale, float beta1_correction,
-                         float beta2_correction, DeviceScratch& scratch, HostStaging& staging,
-                         cudaStream_t stream) {
+                         const std::vector<AdamWPiece>& pieces, float lr, double beta1,
+                         double beta2, float eps, float weight_decay, float grad_scale,
+                         float beta1_correction, float beta2_correction, DeviceScratch& scratch,
+                         HostStaging& staging, cudaStream_t stream) {
   std::vector<DevicePiece> table;
   table.reserve(pieces.size());
   size_t blocks = 0;
@@ -183,8 +200,8 @@ void adamw_update_pieces(float* master, bf16* working, const float* grads, float
   auto* device_table = static_cast<DevicePiece*>(
       scratch.get(ScratchSlot::kTable, sizeof(DevicePiece) * table.size()));
   staging.copy_to_device(device_table, table.data(), sizeof(DevicePiece) * table.size());
-  const AdamWArgs args{
-      lr, beta1, beta2, eps, weight_decay, grad_scale, beta1_correction, beta2_correction};
+  const AdamWArgs args = adamw_args(lr, beta1, beta2, eps, weight_decay, grad_scale,
+                                    beta1_correction, beta2_correction);
   adamw_pieces_kernel<<<static_cast<unsigned>(blocks), kPieceThreads, 0, stream>>>(
       master, working, grads, m, v, device_table, static_cast<int>(table.size()), args);
   CUDA_CHECK_LAUNCH("adamw_pieces_kernel");

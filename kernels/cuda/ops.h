@@ -65,9 +65,10 @@ void crossentropy_forward_backward(float* losses, bf16* dlogits, const bf16* log
                                    const int32_t* targets, const uint8_t* mask, float dloss, int N,
                                    int V, int ld, cudaStream_t stream);
 
-// ---- adamw.cu ---- bias corrections computed by the caller in double.
+// ---- adamw.cu ---- bias corrections computed by the caller in double; the betas in double,
+// as AdamWParams holds them (1 - beta is taken before rounding).
 void adamw_update(float* master, bf16* working, const float* grads, float* m, float* v, size_t n,
-                  float lr, float beta1, float beta2, float eps, float weight_decay,
+                  float lr, double beta1, double beta2, float eps, float weight_decay,
                   float grad_scale, float beta1_correction, float beta2_correction,
                   cudaStream_t stream);
 
@@ -75,10 +76,10 @@ void adamw_update(float* master, bf16* working, const float* grads, float* m, fl
 // weight_decay where piece.decay and 0 elsewhere (kernels::Backend::adamw_update_segments).
 using AdamWPiece = Backend::AdamWSegment;  // offset, count, moment_offset, decay
 void adamw_update_pieces(float* master, bf16* working, const float* grads, float* m, float* v,
-                         const std::vector<AdamWPiece>& pieces, float lr, float beta1, float beta2,
-                         float eps, float weight_decay, float grad_scale, float beta1_correction,
-                         float beta2_correction, DeviceScratch& scratch, HostStaging& staging,
-                         cudaStream_t stream);
+                         const std::vector<AdamWPiece>& pieces, float lr, double beta1,
+                         double beta2, float eps, float weight_decay, float grad_scale,
+                         float beta1_correction, float beta2_correction, DeviceScratch& scratch,
+                         HostStaging& staging, cudaStream_t stream);
 
 // ---- sum_squares.cu ---- fixed grid, fixed order; returns after synchronizing `stream`.
 double sum_squares(const float* grads, size_t n, DeviceScratch& scratch, cudaStream_t stream);
