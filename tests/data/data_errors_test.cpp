@@ -74,6 +74,15 @@ TEST(DataErrors, BadVersionIsNamed) {
   EXPECT_MENTIONS(message, "expected 1");
 }
 
+TEST(DataErrors, BadUint32VersionNamesTheVersionLlmcWrites) {
+  TempDir dir;
+  testing::write_llmc(dir.file("v2.bin"), iota_tokens(0, 8), /*wide=*/true, /*version=*/2);
+  std::string message = open_error({dir.file("v2.bin")}, accum::v1::AUTO, 50257);
+  EXPECT_MENTIONS(message, dir.file("v2.bin"));
+  EXPECT_MENTIONS(message, "version 2");
+  EXPECT_MENTIONS(message, "expected 7 (or 1) with magic 20240801");
+}
+
 TEST(DataErrors, SizeDifferentFromHeaderIsNamed) {
   TempDir dir;
   testing::write_llmc(dir.file("cut.bin"), iota_tokens(0, 100));

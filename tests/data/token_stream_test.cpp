@@ -57,6 +57,17 @@ TEST(TokenStreamFormats, LlmcUint32RoundTrip) {
   EXPECT_EQ(all_tokens(*stream), as_int(tokens));
 }
 
+// llm.c's dev/data/data_common.py writes its uint32 (Llama 3) shards with version 7.
+TEST(TokenStreamFormats, LlmcUint32ShardOfVersion7AsLlmcWritesItIsRead) {
+  TempDir dir;
+  auto tokens = iota_tokens(128000, 129);
+  testing::write_llmc(dir.file("llama3.bin"), tokens, /*wide=*/true, /*version=*/7);
+  auto stream = open_ok({dir.file("llama3.bin")}, accum::v1::AUTO, 128256);
+  ASSERT_NE(stream, nullptr);
+  EXPECT_EQ(stream->size(), 129);
+  EXPECT_EQ(all_tokens(*stream), as_int(tokens));
+}
+
 TEST(TokenStreamFormats, NanoGptBinRoundTrip) {
   TempDir dir;
   auto tokens = iota_tokens(65000, 500);

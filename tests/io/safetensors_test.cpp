@@ -184,6 +184,32 @@ TEST_F(SafetensorsCorrupt, UnsupportedDtypeIsNamedWithTheTensor) {
   EXPECT_MENTIONS(message, "unsupported dtype 'I64'");
 }
 
+// A model's buffers (older transformers saved GPT-2's causal mask as BOOL) are skipped
+// whatever their dtype, yet their layout is still checked.
+TEST_F(SafetensorsCorrupt, SkippedTensorsOfAnyDtypeAreCheckedButNotRead) {
+  float w = 1.5f;
+  const std::string header = R"({"mask":{"dtype":"BOOL","shape":[2,2],"data_offsets":[0,4]},)"
+                             R"("w":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})";
+  const std::string path = write(
+      header, std::string("\x01\x00\x01\x01", 4) + std::string(reinterpret_cast<char*>(&w), 4));
+  EXPECT_MENTIONS(read_error(path), "tensor 'mask': unsupported dtype 'BOOL'");
+  auto skip_mask = [](const std::string& name) { return name == "mask"; };
+  auto file = read_safetensors(path, skip_mask);
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ(file->tensors.count("mask"), 0u);
+  ASSERT_EQ(file->tensors.count("w"), 1u);
+  EXPECT_EQ(file->tensors.at("w").data, std::vector<float>{1.5f});
+
+  const std::string short_mask = R"({"mask":{"dtype":"BOOL","shape":[2,2],"data_offsets":[0,3]},)"
+                                 R"("w":{"dtype":"F32","shape":[1],"data_offsets":[3,7]}})";
+  auto bad = read_safetensors(write(short_mask, std::string(7, '\0')), skip_mask);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_MENTIONS(std::string(bad.status().message()), "tensor 'mask'");
+  EXPECT_MENTIONS(read_error(write(R"({"m":{"dtype":"Q4","shape":[1],"data_offsets":[0,1]}})",
+                                   std::string(1, '\0'))),
+                  "unknown dtype 'Q4'");
+}
+
 TEST_F(SafetensorsCorrupt, MissingFieldsAndBadMetadataAreNamed) {
   EXPECT_MENTIONS(read_error(write(R"({"w":{"dtype":"F32","data_offsets":[0,0]}})", "")),
                   "tensor 'w': missing array field \"shape\"");

@@ -67,9 +67,15 @@ absl::Status check_llmc_header(ShardFile* shard) {
                            " (uint16 tokens) or ", kLlmcMagicU32, " (uint32 tokens)"));
   }
   const int32_t version = header_word(file, 1);
-  if (version != 1)
+  if (magic == kLlmcMagicU16 && version != kLlmcVersionU16)
     return data_error(path, absl::StrCat("unsupported llm.c shard version ", version,
-                                         " at byte offset 4; expected 1"));
+                                         " at byte offset 4; expected ", kLlmcVersionU16,
+                                         " with magic ", kLlmcMagicU16));
+  // Version 1 with the uint32 magic is what this loader's own format note once asked for.
+  if (magic == kLlmcMagicU32 && version != kLlmcVersionU32 && version != kLlmcVersionU16)
+    return data_error(path, absl::StrCat("unsupported llm.c shard version ", version,
+                                         " at byte offset 4; expected ", kLlmcVersionU32, " (or ",
+                                         kLlmcVersionU16, ") with magic ", kLlmcMagicU32));
   const int32_t count = header_word(file, 2);
   if (count < 0)
     return data_error(path, absl::StrCat("negative token count ", count, " at byte offset 8"));

@@ -1,8 +1,9 @@
 // data/shard_file.h — one validated, memory-mapped token file of a stream.
 //
 // Formats (DESIGN.md "Data"):
-//   LLMC         256 x int32 header: [0] magic 20240520 (uint16 tokens) or
-//                20240801 (uint32 tokens), [1] version 1, [2] token count;
+//   LLMC         256 x int32 header: [0] magic 20240520 (uint16 tokens, [1]
+//                version 1) or 20240801 (uint32 tokens, [1] version 7 as llm.c's
+//                dev/data writes its Llama 3 shards, or 1), [2] token count;
 //                tokens follow at byte 1024; size must be 1024 + count*width.
 //   NANOGPT_BIN  raw little-endian uint16 tokens, no header (size must be even).
 //   TEXT_BYTES   any file; each byte is a token.
@@ -29,6 +30,8 @@ namespace accum::data {
 
 constexpr int32_t kLlmcMagicU16 = 20240520;
 constexpr int32_t kLlmcMagicU32 = 20240801;
+constexpr int32_t kLlmcVersionU16 = 1;
+constexpr int32_t kLlmcVersionU32 = 7;  // llm.c's HEADERS_INFO["llama-3"]
 constexpr int64_t kLlmcHeaderBytes = 256 * sizeof(int32_t);
 
 struct ShardFile {

@@ -1,5 +1,5 @@
 // io/safetensors.cpp — safetensors writer (F32) and validating reader (F32, F16,
-// BF16 -> fp32).
+// BF16 -> fp32; every other dtype is checked for layout and may only be skipped).
 //
 // File layout: u64 little-endian N | N bytes of JSON header | data. The header
 // maps each tensor name to {"dtype", "shape", "data_offsets": [begin, end)} with
@@ -70,6 +70,20 @@ float half_to_float(uint16_t h) {
   return std::bit_cast<float>(bits);
 }
 
+// Bytes per element of a safetensors dtype; 0 for a name the format does not define.
+int dtype_size(const std::string& dtype) {
+  if (dtype == "BOOL" || dtype == "U8" || dtype == "I8" || dtype == "F8_E5M2" || dtype == "F8_E4M3")
+    return 1;
+  if (dtype == "F16" || dtype == "BF16" || dtype == "I16" || dtype == "U16") return 2;
+  if (dtype == "F32" || dtype == "I32" || dtype == "U32") return 4;
+  if (dtype == "F64" || dtype == "I64" || dtype == "U64") return 8;
+  return 0;
+}
+
+bool converts_to_float(const std::string& dtype) {
+  return dtype == "F32" || dtype == "F16" || dtype == "BF16";
+}
+
 struct TensorEntry {
   std::string name;
   int dtype_bytes = 0;
@@ -93,12 +107,9 @@ absl::StatusOr<TensorEntry> parse_entry(const std::string& path, const std::stri
   const Json* dtype = info.find("dtype");
   if (dtype == nullptr || !dtype->is_string()) return bad("missing string field \"dtype\"");
   entry.dtype = dtype->as_string();
-  if (entry.dtype == "F32") {
-    entry.dtype_bytes = 4;
-  } else if (entry.dtype == "F16" || entry.dtype == "BF16") {
-    entry.dtype_bytes = 2;
-  } else {
-    return bad(absl::StrCat("unsupported dtype '", entry.dtype, "' (expected F32, F16 or BF16)"));
+  entry.dtype_bytes = dtype_size(entry.dtype);
+  if (entry.dtype_bytes == 0) {
+    return bad(absl::StrCat("unknown dtype '", entry.dtype, "' (expected a safetensors dtype)"));
   }
   const Json* shape = info.find("shape");
   if (shape == nullptr || !shape->is_array()) return bad("missing array field \"shape\"");
@@ -199,7 +210,8 @@ absl::Status write_safetensors(const std::string& path, const std::vector<Tensor
   return status;
 }
 
-absl::StatusOr<SafetensorsFile> read_safetensors(const std::string& path) {
+absl::StatusOr<SafetensorsFile> read_safetensors(const std::string& path,
+                                                 const TensorFilter& skip) {
   auto mapped = MappedFile::open(path);
   if (!mapped.ok()) return mapped.status();
   const uint8_t* base = (*mapped)->data();
@@ -265,6 +277,12 @@ absl::StatusOr<SafetensorsFile> read_safetensors(const std::string& path) {
                                            " bytes of a data section of ", data_size, " bytes"));
 
   const uint8_t* data = base + 8 + header_len;
+  std::erase_if(entries, [&](const TensorEntry& e) { return skip && skip(e.name); });
+  for (const TensorEntry& e : entries) {
+    if (!converts_to_float(e.dtype))
+      return header_error(path, absl::StrCat("tensor '", e.name, "': unsupported dtype '", e.dtype,
+                                             "' (expected F32, F16 or BF16)"));
+  }
   for (const TensorEntry& e : entries) {
     Tensor tensor;
     tensor.shape = e.shape;

@@ -1,10 +1,11 @@
 // io/safetensors.h — reading and writing safetensors files (8-byte little-endian
 // header length, JSON header {name: {dtype, shape, data_offsets}, "__metadata__"},
 // then the raw little-endian data). F32 is written; F32, F16 and BF16 are read
-// (converted to fp32).
+// (converted to fp32); tensors of the other safetensors dtypes can be skipped.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -35,8 +36,15 @@ struct SafetensorsFile {
   std::map<std::string, std::string> metadata;
 };
 
+// Names of tensors a reader does not want (e.g. a model's non-parameter buffers).
+using TensorFilter = std::function<bool(const std::string& name)>;
+
 // Reads a whole file; errors name the file and what is wrong (short file, bad
-// header JSON, offsets out of range, unsupported dtype).
-absl::StatusOr<SafetensorsFile> read_safetensors(const std::string& path);
+// header JSON, offsets out of range, unsupported dtype). Tensors for which `skip`
+// returns true are checked for layout like the others (any safetensors dtype, e.g.
+// the BOOL causal-mask buffers older transformers saved) but neither converted nor
+// returned.
+absl::StatusOr<SafetensorsFile> read_safetensors(const std::string& path,
+                                                 const TensorFilter& skip = nullptr);
 
 }  // namespace accum::io

@@ -15,18 +15,32 @@ std::string shape_string(const std::vector<int64_t>& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }
 
+constexpr char kTiedHead[] = "lm_head.weight";
+constexpr char kTokenEmbedding[] = "transformer.wte.weight";
+constexpr char kTokenEmbeddingUnprefixed[] = "wte.weight";
+
 }  // namespace
+
+bool is_hf_gpt2_buffer(const std::string& name) {
+  return name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias");
+}
 
 absl::Status load_hf_weights(Gpt2* model, const io::SafetensorsFile& file,
                              const std::string& source) {
   const std::vector<ParamTensor>& tensors = model->tensors();
   std::vector<float> host(model->num_params(), 0.0f);
   std::vector<bool> seen(tensors.size(), false);
+  // The head shares wte's storage, so a file may hold either name (or both, equal).
+  const bool head_is_wte = file.tensors.count(kTiedHead) != 0 &&
+                           file.tensors.count(kTokenEmbedding) == 0 &&
+                           file.tensors.count(kTokenEmbeddingUnprefixed) == 0;
   for (const auto& [raw_name, tensor] : file.tensors) {
     std::string name = raw_name;
-    if (name == "lm_head.weight" || name.ends_with(".attn.bias") ||
-        name.ends_with(".attn.masked_bias")) {
-      continue;  // tied head and causal-mask buffers
+    if (name == kTiedHead) {
+      if (!head_is_wte) continue;
+      name = kTokenEmbedding;
+    } else if (is_hf_gpt2_buffer(name)) {
+      continue;
     }
     if (!name.starts_with("transformer.")) name = "transformer." + name;
     size_t index = 0;

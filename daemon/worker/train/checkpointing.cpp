@@ -317,7 +317,7 @@ absl::StatusOr<LoadedCheckpoint> load_checkpoint(const std::string& step_dir,
                                                       state.num_params(), " parameters, the model ",
                                                       model->num_params()));
   }
-  auto weights = io::read_safetensors(step_dir + "/model.safetensors");
+  auto weights = io::read_safetensors(step_dir + "/model.safetensors", model::is_hf_gpt2_buffer);
   if (!weights.ok()) return weights.status();
   if (auto s = model::load_hf_weights(model, *weights, step_dir + "/model.safetensors"); !s.ok()) {
     return s;
