@@ -307,9 +307,9 @@ TEST(DaemonLifecycle, FailedJobQuotingANonUtf8FileNameStaysReadableEverywhere) {
   EXPECT_EQ(run_accumctl(daemon, {"status", job.id()}, &output), 0) << output;
   EXPECT_NE(output.find("caf\xEF\xBF\xBD.txt"), std::string::npos) << output;
   EXPECT_EQ(run_accumctl(daemon, {"logs", job.id()}, &output), 0) << output;
-  EXPECT_NE(
-      output.find("[rank 0] accum-worker: error: data file " + folder + "/caf\xEF\xBF\xBD.txt"),
-      std::string::npos)
+  EXPECT_NE(output.find("[rank 0] accum-worker: error: data.train: data file " + folder +
+                        "/caf\xEF\xBF\xBD.txt"),
+            std::string::npos)
       << output;
   EXPECT_EQ(run_accumctl(daemon, {"watch", job.id()}, &output), 1) << output;
   EXPECT_NE(output.find(job.id() + " FAILED: "), std::string::npos) << output;
