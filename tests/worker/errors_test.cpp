@@ -141,6 +141,19 @@ TEST_F(WorkerErrorsTest, FieldGivenTwiceIsRefusedByName) {
   EXPECT_EQ(result.exit_code, 0) << result.output;
 }
 
+// protobuf's JSON parser takes time quadratic in the nesting depth: 100,000 levels of '['
+// kept the worker busy for over a minute. Nesting no spec needs is refused at once, by field.
+TEST_F(WorkerErrorsTest, DeepNestingIsRefusedQuicklyByName) {
+  constexpr int kDepth = 100000;
+  write_file(dir_ / "job.json",
+             tiny_spec_json({{"name", std::string(kDepth, '[') + std::string(kDepth, ']')}}));
+  auto result = run({worker_binary(), "--spec", dir_ / "job.json", "--print-spec"}, 60);
+  EXPECT_EQ(result.exit_code, 2) << result.output.substr(0, 2000);
+  EXPECT_NE(result.output.find("spec field `name`: nested deeper than 32 objects and lists"),
+            std::string::npos)
+      << result.output.substr(0, 2000);
+}
+
 TEST_F(WorkerErrorsTest, EvalBatchesAndNameHaveUpperBounds) {
   auto result = run_with({{"eval.batches", "2000000000"}});
   EXPECT_EQ(result.exit_code, 2) << result.output;
