@@ -427,6 +427,32 @@ TEST_F(WorkerErrorsTest, DamagedCheckpointStateIsRefusedNamingTheField) {
   }
 }
 
+// A checkpoint in a folder of any name, its state.json and manifest.json agreeing on a
+// negative step: it was resumed, training "steps" -2, -1 and 0 at negative learning rates
+// until Adam's bias correction gave NaN. It is refused, naming the step.
+TEST_F(WorkerErrorsTest, CheckpointOfNegativeStepIsRefused) {
+  ASSERT_EQ(run_with({{"max_steps", "2"}}).exit_code, 0);
+  const std::string step_dir = dir_ / "ckpt/mine";
+  std::filesystem::copy(dir_ / "ckpt/step_00000002", step_dir);
+  std::string state = read_file(step_dir + "/state.json");
+  for (const auto& [from, to] :
+       {std::pair<std::string, std::string>{"\"step\": \"2\",", "\"step\": \"-3\","},
+        {",\n \"updates_applied\": \"2\"", ""}}) {
+    ASSERT_NE(state.find(from), std::string::npos) << state;
+    state.replace(state.find(from), from.size(), to);
+  }
+  std::string manifest = read_file(step_dir + "/manifest.json");
+  ASSERT_NE(manifest.find("\"step\": 2,"), std::string::npos) << manifest;
+  manifest.replace(manifest.find("\"step\": 2,"), 10, "\"step\": -3,");
+  write_file(step_dir + "/manifest.json", manifest);
+  write_file(step_dir + "/state.json", state);
+  ASSERT_NO_THROW(reseal_manifest(step_dir, "state.json"));
+  auto result = run_with({{"max_steps", "4"}, {"checkpoint.resume_from", "\"ckpt/mine\""}});
+  EXPECT_EQ(result.exit_code, 2) << result.output;
+  EXPECT_NE(result.output.find("mine/state.json: step is -3; expected >= 0"), std::string::npos)
+      << result.output;
+}
+
 // A resumed run keeps the checkpoint's effective batch; a spec asking for another one
 // (directly, or through grad_accum_steps) is refused naming both, not ignored.
 TEST_F(WorkerErrorsTest, ResumeWithAnotherTokensPerUpdateIsRefusedNamingBoth) {
