@@ -1,7 +1,13 @@
 // tests/data/data_errors_test.cpp — every way a data file can be wrong is
 // refused at open, and the message names the file (and the offset and value
 // where there is one).
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <future>
 
 #include "daemon/worker/data/token_stream.h"
 #include "tests/data/data_files.h"
@@ -30,6 +36,28 @@ TEST(DataErrors, MissingFileIsNamed) {
   ASSERT_FALSE(stream.ok());
   EXPECT_TRUE(absl::IsNotFound(stream.status()));
   EXPECT_MENTIONS(std::string(stream.status().message()), path);
+}
+
+// A named pipe is no data file: opening it for reading used to wait for a writer forever
+// (the worker hung, and ignored SIGTERM). It is refused at once, by name.
+TEST(DataErrors, NamedPipeIsRefusedWithoutWaiting) {
+  TempDir dir;
+  const std::string path = dir.file("pipe.txt");
+  ASSERT_EQ(::mkfifo(path.c_str(), 0600), 0);
+  auto opened = std::async(std::launch::async, [&] {
+    auto stream = TokenStream::open({path}, accum::v1::TEXT_BYTES, 256, false);
+    return stream.ok() ? std::string("opened") : std::string(stream.status().message());
+  });
+  if (opened.wait_for(std::chrono::seconds(20)) != std::future_status::ready) {
+    int writer = ::open(path.c_str(), O_WRONLY | O_NONBLOCK);  // lets the blocked open return
+    ADD_FAILURE() << "opening a named pipe as data did not return within 20 s";
+    opened.wait();
+    if (writer >= 0) ::close(writer);
+    return;
+  }
+  const std::string message = opened.get();
+  EXPECT_MENTIONS(message, path);
+  EXPECT_MENTIONS(message, "not a regular file");
 }
 
 TEST(DataErrors, EmptyFileIsNamed) {

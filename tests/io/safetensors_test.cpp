@@ -6,9 +6,11 @@
 #include <gtest/gtest.h>
 
 #include <bit>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 
+#include "absl/strings/str_cat.h"
 #include "daemon/worker/io/checkpoint_dir.h"
 #include "tests/io/temp_dir.h"
 
@@ -219,6 +221,26 @@ TEST_F(SafetensorsCorrupt, MissingFieldsAndBadMetadataAreNamed) {
   EXPECT_MENTIONS(read_error(write(R"({"__metadata__":{"k":1}})", "")),
                   "\"__metadata__\" value of 'k' is not a string");
   EXPECT_MENTIONS(read_error(write(R"([1,2])", "")), "header is not a JSON object");
+}
+
+// A header of many keys is read in time linear in their number: with a linear search for
+// duplicates, these 120,000 (a 3 MB header) took over a minute to refuse, and the 100 MB
+// the reader allows would have taken days.
+TEST_F(SafetensorsCorrupt, HeaderWithManyKeysIsRefusedQuickly) {
+  constexpr int kKeys = 120000;
+  std::string header = "{";
+  for (int i = 0; i < kKeys; ++i) {
+    absl::StrAppend(&header, "\"t", i,
+                    "\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]},");
+  }
+  header += "\"t7\":{}}";  // a duplicate, at the end
+  const auto start = std::chrono::steady_clock::now();
+  std::string message = read_error(write(header, ""));
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_MENTIONS(message, path_);
+  EXPECT_MENTIONS(message, "duplicate key \"t7\"");
+  EXPECT_LT(seconds, 20.0) << "reading a " << header.size() << "-byte header";
 }
 
 TEST(Safetensors, MissingFileIsNotFound) {

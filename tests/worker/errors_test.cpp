@@ -141,6 +141,19 @@ TEST_F(WorkerErrorsTest, FieldGivenTwiceIsRefusedByName) {
   EXPECT_EQ(result.exit_code, 0) << result.output;
 }
 
+// protobuf's JSON parser takes time quadratic in the nesting depth: 100,000 levels of '['
+// kept the worker busy for over a minute. Nesting no spec needs is refused at once, by field.
+TEST_F(WorkerErrorsTest, DeepNestingIsRefusedQuicklyByName) {
+  constexpr int kDepth = 100000;
+  write_file(dir_ / "job.json",
+             tiny_spec_json({{"name", std::string(kDepth, '[') + std::string(kDepth, ']')}}));
+  auto result = run({worker_binary(), "--spec", dir_ / "job.json", "--print-spec"}, 60);
+  EXPECT_EQ(result.exit_code, 2) << result.output.substr(0, 2000);
+  EXPECT_NE(result.output.find("spec field `name`: nested deeper than 32 objects and lists"),
+            std::string::npos)
+      << result.output.substr(0, 2000);
+}
+
 TEST_F(WorkerErrorsTest, EvalBatchesAndNameHaveUpperBounds) {
   auto result = run_with({{"eval.batches", "2000000000"}});
   EXPECT_EQ(result.exit_code, 2) << result.output;
@@ -412,6 +425,32 @@ TEST_F(WorkerErrorsTest, DamagedCheckpointStateIsRefusedNamingTheField) {
       EXPECT_NE(result.output.find(words), std::string::npos) << words << ": " << result.output;
     }
   }
+}
+
+// A checkpoint in a folder of any name, its state.json and manifest.json agreeing on a
+// negative step: it was resumed, training "steps" -2, -1 and 0 at negative learning rates
+// until Adam's bias correction gave NaN. It is refused, naming the step.
+TEST_F(WorkerErrorsTest, CheckpointOfNegativeStepIsRefused) {
+  ASSERT_EQ(run_with({{"max_steps", "2"}}).exit_code, 0);
+  const std::string step_dir = dir_ / "ckpt/mine";
+  std::filesystem::copy(dir_ / "ckpt/step_00000002", step_dir);
+  std::string state = read_file(step_dir + "/state.json");
+  for (const auto& [from, to] :
+       {std::pair<std::string, std::string>{"\"step\": \"2\",", "\"step\": \"-3\","},
+        {",\n \"updates_applied\": \"2\"", ""}}) {
+    ASSERT_NE(state.find(from), std::string::npos) << state;
+    state.replace(state.find(from), from.size(), to);
+  }
+  std::string manifest = read_file(step_dir + "/manifest.json");
+  ASSERT_NE(manifest.find("\"step\": 2,"), std::string::npos) << manifest;
+  manifest.replace(manifest.find("\"step\": 2,"), 10, "\"step\": -3,");
+  write_file(step_dir + "/manifest.json", manifest);
+  write_file(step_dir + "/state.json", state);
+  ASSERT_NO_THROW(reseal_manifest(step_dir, "state.json"));
+  auto result = run_with({{"max_steps", "4"}, {"checkpoint.resume_from", "\"ckpt/mine\""}});
+  EXPECT_EQ(result.exit_code, 2) << result.output;
+  EXPECT_NE(result.output.find("mine/state.json: step is -3; expected >= 0"), std::string::npos)
+      << result.output;
 }
 
 // A resumed run keeps the checkpoint's effective batch; a spec asking for another one

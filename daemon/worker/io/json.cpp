@@ -8,6 +8,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstring>
+#include <unordered_set>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -100,6 +101,9 @@ class Parser {
   absl::Status parse_object(int depth, Json* out) {
     ++pos_;  // '{'
     Json object = Json::object();
+    // The keys seen so far: a linear search per key made an object of n keys cost n^2/2
+    // string compares (a safetensors header of a few MB took hours to read).
+    std::unordered_set<std::string> keys;
     skip_whitespace();
     if (pos_ < text_.size() && text_[pos_] == '}') {
       ++pos_;
@@ -112,7 +116,7 @@ class Parser {
       size_t key_pos = pos_;
       std::string key;
       if (absl::Status s = parse_string(&key); !s.ok()) return s;
-      if (object.find(key) != nullptr) {
+      if (!keys.insert(key).second) {
         pos_ = key_pos;
         return error(absl::StrCat("duplicate key \"", key, "\""));
       }

@@ -8,7 +8,8 @@
 //    fraction or exponent (or out of int64 range) is a double.
 //  - Objects keep insertion order (so written files read in a stable order);
 //    lookup is linear, which is fine for the small objects we handle. Duplicate
-//    keys are a parse error.
+//    keys are a parse error (found with a hash set: parsing stays linear in the
+//    number of keys, whatever a file holds).
 //  - The writer prints doubles in the shortest form that reads back to the same
 //    bits and always with a '.', 'e' or exponent so they re-parse as doubles.
 //    JSON has no NaN/Infinity: they are written as null.

@@ -33,7 +33,9 @@ class MappedFile {
   // Maps `path` read-only. NOT_FOUND when the file is missing, FAILED_PRECONDITION
   // when it is not a regular file, INTERNAL for other system errors.
   static absl::StatusOr<std::unique_ptr<MappedFile>> open(const std::string& path) {
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    // O_NONBLOCK: opening a FIFO (a named pipe given as a data file) for reading would
+    // wait for a writer forever, deaf to SIGTERM; this way fstat below refuses it at once.
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
       int err = errno;
       std::string what = absl::StrCat(path, ": cannot open: ", std::strerror(err));

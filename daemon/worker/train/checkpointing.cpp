@@ -64,6 +64,9 @@ absl::Status check_state(const std::string& step_dir, const CheckpointState& sta
     return absl::DataLossError(absl::StrCat(where, ": tokens_per_update is ",
                                             state.tokens_per_update(), "; expected > 0"));
   }
+  if (state.step() < 0) {  // it would train "steps" below 0 with a negative learning rate
+    return absl::DataLossError(absl::StrCat(where, ": step is ", state.step(), "; expected >= 0"));
+  }
   auto manifest = io::read_manifest(step_dir);
   if (!manifest.ok()) return manifest.status();
   if (state.step() != manifest->step) {
