@@ -599,6 +599,30 @@ TEST_F(WorkerErrorsTest, AllocationThatFailsWhereTheArithmeticFitsIsARuntimeFail
       << result.output;
 }
 
+// An init_from file of another model is refused by its header, before its data is read: a
+// 2 GB BF16 wte (a sparse file) would take 4 GB as fp32, which this address-space limit does
+// not allow, so reading first would end in an out-of-memory (exit 1, restarted by accumd)
+// instead of the bad input it is (exit 2, naming the tensor and both shapes).
+TEST_F(WorkerErrorsTest, InitFromAnotherModelIsRefusedBeforeItsDataIsRead) {
+  std::string header =
+      R"({"wte.weight":{"dtype":"BF16","shape":[262144,4096],"data_offsets":[0,2147483648]}})";
+  header.resize((header.size() + 7) / 8 * 8, ' ');
+  std::string prefix(8, '\0');
+  const uint64_t length = header.size();
+  std::memcpy(prefix.data(), &length, 8);
+  write_file(dir_ / "big.safetensors", prefix + header);
+  std::filesystem::resize_file(dir_ / "big.safetensors", 8 + length + (uint64_t{1} << 31));
+  write_file(dir_ / "job.json", tiny_spec_json({{"init_from", "\"big.safetensors\""}}));
+  auto result =
+      run({"/bin/sh", "-c", "ulimit -v 3000000 && OMP_NUM_THREADS=1 exec \"$0\" --spec \"$1\"",
+           worker_binary(), dir_ / "job.json"},
+          60);
+  EXPECT_EQ(result.exit_code, 2) << result.output;
+  EXPECT_NE(result.output.find("tensor wte.weight has shape [262144, 4096], expected [256, 32]"),
+            std::string::npos)
+      << result.output;
+}
+
 // Resuming with max_steps below the checkpoint's step would train nothing and say it
 // succeeded: refused, naming both numbers, with the checkpoint and the metrics untouched.
 TEST_F(WorkerErrorsTest, ResumeWithMaxStepsBelowTheCheckpointIsRefused) {

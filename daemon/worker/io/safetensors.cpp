@@ -210,8 +210,8 @@ absl::Status write_safetensors(const std::string& path, const std::vector<Tensor
   return status;
 }
 
-absl::StatusOr<SafetensorsFile> read_safetensors(const std::string& path,
-                                                 const TensorFilter& skip) {
+absl::StatusOr<SafetensorsFile> read_safetensors(const std::string& path, const TensorFilter& skip,
+                                                 const HeaderCheck& check) {
   auto mapped = MappedFile::open(path);
   if (!mapped.ok()) return mapped.status();
   const uint8_t* base = (*mapped)->data();
@@ -282,6 +282,11 @@ absl::StatusOr<SafetensorsFile> read_safetensors(const std::string& path,
     if (!converts_to_float(e.dtype))
       return header_error(path, absl::StrCat("tensor '", e.name, "': unsupported dtype '", e.dtype,
                                              "' (expected F32, F16 or BF16)"));
+  }
+  if (check) {
+    std::map<std::string, std::vector<int64_t>> shapes;
+    for (const TensorEntry& e : entries) shapes[e.name] = e.shape;
+    if (auto s = check(shapes); !s.ok()) return s;
   }
   for (const TensorEntry& e : entries) {
     Tensor tensor;

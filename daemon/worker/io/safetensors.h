@@ -44,7 +44,14 @@ using TensorFilter = std::function<bool(const std::string& name)>;
 // returns true are checked for layout like the others (any safetensors dtype, e.g.
 // the BOOL causal-mask buffers older transformers saved) but neither converted nor
 // returned.
+// Called with the names and shapes of the tensors to be read, once the header is checked and
+// before any data is converted: an error from it is read_safetensors' answer. A reader that
+// knows what it expects refuses another model's file without reading it.
+using HeaderCheck =
+    std::function<absl::Status(const std::map<std::string, std::vector<int64_t>>& shapes)>;
+
 absl::StatusOr<SafetensorsFile> read_safetensors(const std::string& path,
-                                                 const TensorFilter& skip = nullptr);
+                                                 const TensorFilter& skip = nullptr,
+                                                 const HeaderCheck& check = nullptr);
 
 }  // namespace accum::io

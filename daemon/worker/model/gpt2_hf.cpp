@@ -2,6 +2,7 @@
 #include "daemon/worker/model/gpt2_hf.h"
 
 #include <algorithm>
+#include <map>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -25,16 +26,16 @@ bool is_hf_gpt2_buffer(const std::string& name) {
   return name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias");
 }
 
-absl::Status load_hf_weights(Gpt2* model, const io::SafetensorsFile& file,
-                             const std::string& source) {
-  const std::vector<ParamTensor>& tensors = model->tensors();
-  std::vector<float> host(model->num_params(), 0.0f);
+absl::StatusOr<std::map<std::string, size_t>> place_hf_tensors(
+    const Gpt2& model, const std::map<std::string, std::vector<int64_t>>& shapes,
+    const std::string& source) {
+  const std::vector<ParamTensor>& tensors = model.tensors();
   std::vector<bool> seen(tensors.size(), false);
   // The head shares wte's storage, so a file may hold either name (or both, equal).
-  const bool head_is_wte = file.tensors.count(kTiedHead) != 0 &&
-                           file.tensors.count(kTokenEmbedding) == 0 &&
-                           file.tensors.count(kTokenEmbeddingUnprefixed) == 0;
-  for (const auto& [raw_name, tensor] : file.tensors) {
+  const bool head_is_wte = shapes.count(kTiedHead) != 0 && shapes.count(kTokenEmbedding) == 0 &&
+                           shapes.count(kTokenEmbeddingUnprefixed) == 0;
+  std::map<std::string, size_t> placed;
+  for (const auto& [raw_name, shape] : shapes) {
     std::string name = raw_name;
     if (name == kTiedHead) {
       if (!head_is_wte) continue;
@@ -48,22 +49,14 @@ absl::Status load_hf_weights(Gpt2* model, const io::SafetensorsFile& file,
     if (index == tensors.size()) {
       return absl::InvalidArgumentError(
           absl::StrCat(source, ": unexpected tensor \"", raw_name, "\" for a GPT-2 with n_layer ",
-                       model->config().n_layer, " (expected Hugging Face GPT2LMHeadModel names)"));
+                       model.config().n_layer, " (expected Hugging Face GPT2LMHeadModel names)"));
     }
-    const ParamTensor& want = tensors[index];
-    if (tensor.shape != want.shape) {
+    if (shape != tensors[index].shape) {
       return absl::InvalidArgumentError(absl::StrCat(source, ": tensor ", raw_name, " has shape ",
-                                                     shape_string(tensor.shape), ", expected ",
-                                                     shape_string(want.shape)));
+                                                     shape_string(shape), ", expected ",
+                                                     shape_string(tensors[index].shape)));
     }
-    // A NaN or infinity would train on as NaN from the first step, and a resumed run would
-    // write it into every later checkpoint.
-    if (auto bad = io::first_non_finite(tensor.data.data(), tensor.data.size())) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          source, ": tensor ", raw_name, " holds ", io::value_name(tensor.data[*bad]),
-          " at element ", *bad, " of ", tensor.data.size(), "; expected finite weights"));
-    }
-    std::copy(tensor.data.begin(), tensor.data.end(), host.begin() + want.offset);
+    placed[raw_name] = index;
     seen[index] = true;
   }
   for (size_t i = 0; i < tensors.size(); ++i) {
@@ -71,6 +64,28 @@ absl::Status load_hf_weights(Gpt2* model, const io::SafetensorsFile& file,
       return absl::InvalidArgumentError(absl::StrCat(source, ": missing tensor ", tensors[i].name,
                                                      " of shape ", shape_string(tensors[i].shape)));
     }
+  }
+  return placed;
+}
+
+absl::Status load_hf_weights(Gpt2* model, const io::SafetensorsFile& file,
+                             const std::string& source) {
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (const auto& [name, tensor] : file.tensors) shapes[name] = tensor.shape;
+  auto placed = place_hf_tensors(*model, shapes, source);
+  if (!placed.ok()) return placed.status();
+  std::vector<float> host(model->num_params(), 0.0f);
+  for (const auto& [raw_name, index] : *placed) {
+    const io::Tensor& tensor = file.tensors.at(raw_name);
+    // A NaN or infinity would train on as NaN from the first step, and a resumed run would
+    // write it into every later checkpoint.
+    if (auto bad = io::first_non_finite(tensor.data.data(), tensor.data.size())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          source, ": tensor ", raw_name, " holds ", io::value_name(tensor.data[*bad]),
+          " at element ", *bad, " of ", tensor.data.size(), "; expected finite weights"));
+    }
+    std::copy(tensor.data.begin(), tensor.data.end(),
+              host.begin() + model->tensors()[index].offset);
   }
   model->upload_params(host);
   return absl::OkStatus();

@@ -2,9 +2,13 @@
 // gpt2.h so the model itself needs no absl or I/O).
 #pragma once
 
+#include <cstdint>
+#include <map>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "daemon/worker/io/safetensors.h"
 #include "daemon/worker/model/gpt2.h"
 
@@ -14,6 +18,14 @@ namespace accum::model {
 // `attn.masked_bias`), which are no weights: pass it as read_safetensors' `skip`, since
 // older transformers saved them as BOOL or U8.
 bool is_hf_gpt2_buffer(const std::string& name);
+
+// Where each tensor named in `shapes` (a file's names and shapes, before any data is read)
+// goes: its index in model.tensors(), for the names load_hf_weights loads. The same
+// INVALID_ARGUMENT as load_hf_weights for an unexpected, missing or misshapen tensor, so a
+// file of another model is refused before its data is converted (GPT-2 XL's would be 6 GB).
+absl::StatusOr<std::map<std::string, size_t>> place_hf_tensors(
+    const Gpt2& model, const std::map<std::string, std::vector<int64_t>>& shapes,
+    const std::string& source);
 
 // Loads every tensor of `file` (names with or without "transformer."; attn.bias buffers
 // ignored) into `model`'s master weights and working copy. The LM head is tied to wte:
