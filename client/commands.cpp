@@ -115,15 +115,12 @@ int submit_job(Connection& connection, const std::string& spec_path) {
     std::cerr << "accumctl: submit: " << spec_path << " is a folder; expected a job spec file\n";
     return kUsage;
   }
-  std::ifstream file(spec_path);
-  if (!file) {
-    std::cerr << "accumctl: submit: cannot read spec file " << spec_path << ": "
-              << std::strerror(errno) << "\n";
-    return kUsage;
+  auto text = accum::spec::read_spec_text(spec_path);
+  if (!text.ok()) {
+    std::cerr << "accumctl: submit: " << text.status().message() << "\n";
+    return absl::IsNotFound(text.status()) ? kUsage : kInvalidArgument;
   }
-  std::stringstream text;
-  text << file.rdbuf();
-  auto spec = accum::spec::parse_spec_json(text.str());
+  auto spec = accum::spec::parse_spec_json(*text);
   if (!spec.ok()) {
     std::cerr << "accumctl: submit: " << spec_path << ": " << spec.status().message() << "\n";
     return kInvalidArgument;

@@ -504,15 +504,27 @@ absl::Status validate_and_fill(JobSpec* spec) {
   return check_device(spec);
 }
 
-absl::StatusOr<JobSpec> load_spec_file(const std::string& path) {
+absl::StatusOr<std::string> read_spec_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     return absl::NotFoundError(
         absl::StrCat("cannot read spec file ", path, ": ", std::strerror(errno)));
   }
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  auto spec = parse_spec_json(buffer.str());
+  std::string text(kMaxSpecFileBytes + 1, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<size_t>(in.gcount()));
+  if (text.size() > kMaxSpecFileBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("spec file ", path, " holds more than ", kMaxSpecFileBytes >> 20,
+                     " MiB; expected a JSON job spec (is it a data file?)"));
+  }
+  return text;
+}
+
+absl::StatusOr<JobSpec> load_spec_file(const std::string& path) {
+  auto text = read_spec_text(path);
+  if (!text.ok()) return text.status();
+  auto spec = parse_spec_json(*text);
   if (!spec.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": ", spec.status().message()));
   }

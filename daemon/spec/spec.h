@@ -35,6 +35,11 @@ void resolve_paths(accum::v1::JobSpec* spec, const std::string& base_dir);
 // defaults (see accum.proto). Checks that need the world size are in
 // grad_accum_steps(). Idempotent.
 absl::Status validate_and_fill(accum::v1::JobSpec* spec);
+// A spec file's text: NOT_FOUND naming the file and the error when it cannot be read, and
+// INVALID_ARGUMENT for more than kMaxSpecFileBytes (a data file or /dev/zero given by
+// mistake is refused after that much, not read into memory whole). Pipes work.
+inline constexpr size_t kMaxSpecFileBytes = 16 << 20;
+absl::StatusOr<std::string> read_spec_text(const std::string& path);
 // Reads, parses, resolves (against the file's folder) and validates a spec file.
 absl::StatusOr<accum::v1::JobSpec> load_spec_file(const std::string& path);
 

@@ -304,6 +304,9 @@ TEST(DaemonSecurity, AccumctlExitCodesAndMessages) {
       << output;
   EXPECT_EQ(run_accumctl(daemon, {"submit", daemon.dir() + "/none.json"}, &output), 2) << output;
   EXPECT_NE(output.find("none.json: No such file or directory"), std::string::npos) << output;
+  // Endless bytes as the spec: 5, after 16 MiB.
+  EXPECT_EQ(run_accumctl(daemon, {"submit", "/dev/zero"}, &output), 5) << output;
+  EXPECT_NE(output.find("/dev/zero holds more than 16 MiB"), std::string::npos) << output;
   EXPECT_EQ(run_accumctl(daemon, {"continue", "job-000001", "--max-steps", "99999999999"}, &output),
             2)
       << output;

@@ -647,6 +647,13 @@ TEST_F(WorkerErrorsTest, MissingSpecFileAndBadArgumentsExitNonZero) {
   result = run({worker_binary(), "--spec"});
   EXPECT_EQ(result.exit_code, 2);
   EXPECT_NE(result.output.find("--spec needs a value"), std::string::npos) << result.output;
+  // Something that is no spec (here endless zeros) is refused after 16 MiB, not read whole.
+  result = run({worker_binary(), "--spec", "/dev/zero"}, 60);
+  EXPECT_EQ(result.exit_code, 2) << result.output;
+  EXPECT_NE(result.output.find("spec file /dev/zero holds more than 16 MiB; expected a JSON job "
+                               "spec"),
+            std::string::npos)
+      << result.output;
 }
 
 // A second run started on a checkpoint.dir that a run is still training into (a job launched
