@@ -6,11 +6,13 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <map>
 #include <numeric>
 #include <random>
 
 #include "daemon/spec/spec.h"
 #include "daemon/worker/model/gpt2.h"
+#include "daemon/worker/model/gpt2_hf.h"
 #include "kernels/backend.h"
 
 namespace accum::model {
@@ -70,6 +72,36 @@ TEST(Gpt2Test, ParameterTableMatchesHuggingFaceNamesAndCount) {
   const size_t total = table.back().offset + table.back().numel;
   EXPECT_EQ(total, 124439808u);  // GPT-2 small with the tied head, as Hugging Face counts it
   EXPECT_EQ(static_cast<int64_t>(total), spec::parameter_count(config));
+}
+
+// Each parameter comes from exactly one tensor of a Hugging Face file: the model's own names
+// place, lm_head.weight stands for a missing wte, and a parameter named twice (with and
+// without "transformer.") is refused naming both, not loaded from whichever came last.
+TEST(Gpt2HfTest, EachParameterComesFromOneTensorOfTheFile) {
+  auto backend = kernels::make_backend(kernels::DeviceKind::kCpu);
+  Gpt2 model(backend.get(), tiny_config(), 2, 8);
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (const ParamTensor& t : model.tensors()) shapes[t.name] = t.shape;
+  auto placed = place_hf_tensors(model, shapes, "f");
+  ASSERT_TRUE(placed.ok()) << placed.status();
+  EXPECT_EQ(placed->size(), model.tensors().size());
+
+  auto head_only = shapes;
+  head_only["lm_head.weight"] = head_only.at("transformer.wte.weight");
+  head_only.erase("transformer.wte.weight");
+  placed = place_hf_tensors(model, head_only, "f");
+  ASSERT_TRUE(placed.ok()) << placed.status();
+  EXPECT_EQ(model.tensors()[placed->at("lm_head.weight")].name, "transformer.wte.weight");
+
+  auto twice = shapes;
+  twice["wte.weight"] = twice.at("transformer.wte.weight");
+  placed = place_hf_tensors(model, twice, "f");
+  ASSERT_FALSE(placed.ok());
+  EXPECT_NE(std::string(placed.status().message())
+                .find("tensors transformer.wte.weight and wte.weight both hold "
+                      "transformer.wte.weight; expected one"),
+            std::string::npos)
+      << placed.status();
 }
 
 TEST(Gpt2Test, ActivationEstimateMatchesWhatTheModelAllocates) {

@@ -56,6 +56,16 @@ absl::StatusOr<std::map<std::string, size_t>> place_hf_tensors(
                                                      shape_string(shape), ", expected ",
                                                      shape_string(tensors[index].shape)));
     }
+    if (seen[index]) {
+      // wte.weight beside transformer.wte.weight, say: which one is meant is not known.
+      for (const auto& [other, at] : placed) {
+        if (at == index) {
+          return absl::InvalidArgumentError(absl::StrCat(source, ": tensors ", other, " and ",
+                                                         raw_name, " both hold ",
+                                                         tensors[index].name, "; expected one"));
+        }
+      }
+    }
     placed[raw_name] = index;
     seen[index] = true;
   }

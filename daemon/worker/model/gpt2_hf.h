@@ -21,7 +21,8 @@ bool is_hf_gpt2_buffer(const std::string& name);
 
 // Where each tensor named in `shapes` (a file's names and shapes, before any data is read)
 // goes: its index in model.tensors(), for the names load_hf_weights loads. The same
-// INVALID_ARGUMENT as load_hf_weights for an unexpected, missing or misshapen tensor, so a
+// INVALID_ARGUMENT as load_hf_weights for an unexpected, missing, misshapen or twice-given
+// tensor (with and without "transformer."), so a
 // file of another model is refused before its data is converted (GPT-2 XL's would be 6 GB).
 absl::StatusOr<std::map<std::string, size_t>> place_hf_tensors(
     const Gpt2& model, const std::map<std::string, std::vector<int64_t>>& shapes,
