@@ -119,6 +119,15 @@ class MetricsEndpointTest : public ::testing::Test {
     EXPECT_FALSE(metrics_address_.empty()) << "accumd wrote no --metrics-addr-file";
     return !metrics_address_.empty();
   }
+  // One GetJob of an id no job has, answered NOT_FOUND (one count for the RPC series).
+  void get_unknown_job() {
+    accum::v1::GetJobRequest request;
+    request.set_id("job-999999");
+    accum::v1::JobStatus unused;
+    auto context = harness_.context();
+    EXPECT_EQ(harness_.stub().GetJob(context.get(), request, &unused).error_code(),
+              grpc::StatusCode::NOT_FOUND);
+  }
 
   DaemonHarness harness_;
   std::string metrics_address_;
@@ -164,14 +173,7 @@ TEST_F(MetricsEndpointTest, ScrapeWhileJobTrainsMatchesGrpcAndMetricsFile) {
   // 1 UNAUTHENTICATED (no token).
   const auto counted_before = scrape(metrics_address_);
   for (int i = 0; i < 3; ++i) (void)harness_.get(id);
-  for (int i = 0; i < 2; ++i) {
-    accum::v1::GetJobRequest request;
-    request.set_id("job-999999");
-    accum::v1::JobStatus unused;
-    auto context = harness_.context();
-    EXPECT_EQ(harness_.stub().GetJob(context.get(), request, &unused).error_code(),
-              grpc::StatusCode::NOT_FOUND);
-  }
+  for (int i = 0; i < 2; ++i) get_unknown_job();
   {
     accum::v1::GetJobRequest request;
     request.set_id(id);
@@ -294,12 +296,7 @@ TEST_F(MetricsEndpointTest, MethodsAccumdDoesNotServeShareOneSeries) {
     EXPECT_EQ(series.find("made.Up"), std::string::npos) << series << " " << value;
   }
   // accumd's own methods keep their names.
-  accum::v1::GetJobRequest request;
-  request.set_id("job-999999");
-  accum::v1::JobStatus unused;
-  auto context = harness_.context();
-  EXPECT_EQ(harness_.stub().GetJob(context.get(), request, &unused).error_code(),
-            grpc::StatusCode::NOT_FOUND);
+  get_unknown_job();
   EXPECT_EQ(rpc_count(scrape(metrics_address_), "GetJob", "NOT_FOUND"), 1);
 }
 
