@@ -6,7 +6,8 @@
 # Ctrl-C (or SIGTERM or SIGHUP to this script) stops the job gracefully: every rank finishes its
 # optimizer step, writes a checkpoint and exits 0. mpirun's own Ctrl-C would kill the ranks
 # a second later, so mpirun runs in a session of its own and gets SIGUSR1 instead, which Open
-# MPI forwards to every rank. A second Ctrl-C kills the job.
+# MPI forwards to every rank. A second Ctrl-C kills the job. kill -9 of this script stops the
+# job gracefully as well.
 # Every rank gets GOMP_SPINCOUNT=10000 (a short OpenMP spin: ranks that share cores with other
 # work stay fast; bench/RESULTS.md 1) unless OMP_WAIT_POLICY or GOMP_SPINCOUNT is set here.
 set -euo pipefail
@@ -21,8 +22,13 @@ ARGS=(-np "$NP" --bind-to none)
 [ -n "${HOSTFILE:-}" ] && ARGS+=(--hostfile "$HOSTFILE")
 if [ -n "${OMP_WAIT_POLICY:-}" ]; then ARGS+=(-x OMP_WAIT_POLICY)
 else ARGS+=(-x GOMP_SPINCOUNT="${GOMP_SPINCOUNT:-10000}"); fi
+# Killed outright (kill -9: no trap runs), this script would leave mpirun running with no one
+# to stop it: setpriv gives mpirun SIGUSR1 as its parent-death signal, so the job then stops
+# gracefully too. (util-linux's setpriv; without it, mpirun runs on.)
+ORPHAN_SIGNAL=()
+command -v setpriv > /dev/null && ORPHAN_SIGNAL=(setpriv --pdeathsig USR1)
 # shellcheck disable=SC2086
-setsid mpirun "${ARGS[@]}" ${MPIRUN_ARGS:-} -x OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" \
+setsid "${ORPHAN_SIGNAL[@]}" mpirun "${ARGS[@]}" ${MPIRUN_ARGS:-} -x OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" \
   "$BIN/accum-worker" --spec "$SPEC" < /dev/null &
 MPIRUN_PID=$!
 stop_gracefully() {

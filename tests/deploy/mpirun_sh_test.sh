@@ -5,7 +5,8 @@
 # together: exit 0, a metrics line for every step that says world_size 2, and a complete
 # checkpoint of the last step. A rank count that is not a number is refused by name. Ctrl-C
 # (SIGINT to the script's process group, as a terminal sends it) stops the job gracefully:
-# every rank finishes its step, the step is checkpointed, and the script exits 0.
+# every rank finishes its step, the step is checkpointed, and the script exits 0. kill -9 of
+# the script stops the job the same way (mpirun's parent-death signal).
 # Usage: mpirun_sh_test.sh SOURCE_DIR BUILD_DIR
 set -euo pipefail
 source_dir=$1 build_dir=$2
@@ -73,4 +74,26 @@ ckpt=$work/long-checkpoints/$(printf 'step_%08d' "$last")
 grep -q "stopped at step $last (checkpointed)" "$work/long.txt" || fail "no 'stopped at step $last'"
 ! pgrep -f "accum-worker --spec $work/long.json" > /dev/null || fail "a rank outlived the script"
 echo "Ctrl-C stopped the job at step $last with a complete checkpoint, exit 0"
+
+# kill -9 of the script (no trap can run): mpirun must not run on with no one to stop it. It
+# gets SIGUSR1 as its parent-death signal, so the ranks finish the step and checkpoint it.
+sed -e 's/long-checkpoints/orphan-checkpoints/' -e 's/long.jsonl/orphan.jsonl/' \
+  "$work/long.json" > "$work/orphan.json"
+BIN=$build_dir/bin "$source_dir/deploy/mpirun.sh" 2 "$work/orphan.json" > "$work/orphan.txt" 2>&1 &
+script=$!
+orphan_steps() { grep -c '^{"step"' "$work/orphan.jsonl" 2>/dev/null || true; }
+for _ in $(seq 600); do [[ $(orphan_steps) -ge 2 ]] && break; sleep 0.2; done
+[[ $(orphan_steps) -ge 2 ]] || { pkill -KILL -f "$work/orphan.json"; fail "no 2 steps: $(cat "$work/orphan.txt")"; }
+kill -KILL "$script"
+wait "$script" 2>/dev/null || true
+for _ in $(seq 300); do pgrep -f "$work/orphan.json" > /dev/null || break; sleep 0.2; done
+if pgrep -f "$work/orphan.json" > /dev/null; then
+  pgrep -af "$work/orphan.json"
+  pkill -KILL -f "$work/orphan.json"
+  fail "mpirun or a rank outlived kill -9 of the script by 60 s"
+fi
+last=$(grep '^{"step"' "$work/orphan.jsonl" | tail -1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["step"])')
+[[ $(cat "$work/orphan-checkpoints/latest") == $(printf 'step_%08d' "$last") ]] ||
+  fail "after kill -9 of the script, latest is not the last step, $last"
+echo "kill -9 of the script stopped the job at step $last with a complete checkpoint"
 echo "PASS"
