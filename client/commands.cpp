@@ -64,7 +64,7 @@ void print_status(const accum::v1::JobStatus& job) {
             << "progress:  step " << job.last_metrics().step() << "/" << job.spec().max_steps();
   if (job.last_metrics().step() > 0) {
     const accum::v1::StepMetrics& last = job.last_metrics();
-    std::cout << absl::StrFormat("  loss %.4f  %.0f tok/s", last.loss(), last.tokens_per_s());
+    std::cout << absl::StrFormat("  loss %s  %.0f tok/s", format_loss(last), last.tokens_per_s());
     if (last.model_tflops() > 0) {
       std::cout << absl::StrFormat("  %.3g TFLOP/s per rank", last.model_tflops());
     }
@@ -193,8 +193,7 @@ int list_jobs(Connection& connection, const std::string& state_filter) {
           "%-12s %s %-11s %11s %10s %8d\n", job.id(), column(job.name(), 20),
           state_text(job.state()),
           absl::StrFormat("%d/%d", job.last_metrics().step(), job.spec().max_steps()),
-          job.last_metrics().step() > 0 ? absl::StrFormat("%.4f", job.last_metrics().loss()) : "-",
-          job.restarts());
+          format_loss(job.last_metrics()), job.restarts());
     }
     request.set_page_token(response.next_page_token());
   } while (!request.page_token().empty());

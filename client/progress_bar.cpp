@@ -26,6 +26,10 @@ std::string format_duration(double seconds) {
   return absl::StrFormat("%d:%02d", total / 60, total % 60);
 }
 
+std::string format_loss(const accum::v1::StepMetrics& metrics, int decimals) {
+  return metrics.has_loss() ? absl::StrFormat("%.*f", decimals, metrics.loss()) : "-";
+}
+
 std::string format_progress_bar(const accum::v1::StepMetrics& metrics, int64_t max_steps,
                                 const std::string& state, int width) {
   const double fraction =
@@ -34,15 +38,15 @@ std::string format_progress_bar(const accum::v1::StepMetrics& metrics, int64_t m
   std::string bar(filled, '#');
   bar.append(width - filled, '.');
   const double eta_s = (max_steps - metrics.step()) * metrics.step_ms() / 1000.0;
-  return absl::StrFormat("[%s] %*d/%d steps  loss %.4f  %s tok/s  ETA %s  %s", bar,
+  return absl::StrFormat("[%s] %*d/%d steps  loss %s  %s tok/s  ETA %s  %s", bar,
                          std::to_string(max_steps).size(), metrics.step(), max_steps,
-                         metrics.loss(), format_rate(metrics.tokens_per_s()),
+                         format_loss(metrics), format_rate(metrics.tokens_per_s()),
                          format_duration(eta_s), state);
 }
 
 std::string format_step_line(const accum::v1::StepMetrics& metrics, int64_t max_steps) {
-  return absl::StrFormat("step %d/%d loss %.6f lr %.3g grad_norm %.4f tokens/s %.0f step_ms %.1f",
-                         metrics.step(), max_steps, metrics.loss(), metrics.lr(),
+  return absl::StrFormat("step %d/%d loss %s lr %.3g grad_norm %.4f tokens/s %.0f step_ms %.1f",
+                         metrics.step(), max_steps, format_loss(metrics, 6), metrics.lr(),
                          metrics.grad_norm(), metrics.tokens_per_s(), metrics.step_ms());
 }
 

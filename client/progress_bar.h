@@ -14,5 +14,7 @@ std::string format_progress_bar(const accum::v1::StepMetrics& metrics, int64_t m
                                 const std::string& state, int width = 24);
 std::string format_step_line(const accum::v1::StepMetrics& metrics, int64_t max_steps);
 std::string format_duration(double seconds);  // "1:05", "1:02:03"
+// The loss with `decimals` digits, or "-" for a step that counted no target (all masked).
+std::string format_loss(const accum::v1::StepMetrics& metrics, int decimals = 4);
 
 }  // namespace accum::ctl

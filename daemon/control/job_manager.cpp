@@ -301,10 +301,7 @@ absl::StatusOr<DaemonSnapshot> JobManager::metrics_snapshot() {
     job.max_steps = record.spec.max_steps();
     accum::v1::StepMetrics last = record.last_metrics;
     if (!it->second.history.empty()) last = it->second.history.back();  // fresher than the store
-    job.step = last.step();
-    job.loss = last.loss();
-    job.tokens_per_s = last.tokens_per_s();
-    job.model_tflops = last.model_tflops();
+    set_step_gauges(&job, last);
     snapshot.active_jobs.push_back(std::move(job));
   }
   return snapshot;

@@ -25,11 +25,13 @@ std::string job_labels(const JobGauges& job) {
                       escape_label_value(job.name), "\"");
 }
 
+// A job whose value is nullopt has no sample (Prometheus's "no value"), not a made-up 0.
 void per_job(std::string* out, const DaemonSnapshot& snapshot, const char* name, const char* help,
-             double (*value)(const JobGauges&)) {
+             std::optional<double> (*value)(const JobGauges&)) {
   header(out, name, "gauge", help);
   for (const auto& job : snapshot.active_jobs) {
-    absl::StrAppend(out, name, "{", job_labels(job), "} ", number(value(job)), "\n");
+    const std::optional<double> v = value(job);
+    if (v) absl::StrAppend(out, name, "{", job_labels(job), "} ", number(*v), "\n");
   }
 }
 
@@ -51,6 +53,14 @@ std::string escape_label_value(const std::string& value) {
   return escaped;
 }
 
+void set_step_gauges(JobGauges* job, const accum::v1::StepMetrics& last) {
+  job->step = last.step();
+  job->loss = last.has_loss() ? std::optional<double>(last.loss()) : std::nullopt;
+  const bool running = job->state == accum::v1::RUNNING;
+  job->tokens_per_s = running ? last.tokens_per_s() : 0.0;
+  job->model_tflops = running ? last.model_tflops() : 0.0;
+}
+
 std::string render_prometheus(const DaemonSnapshot& snapshot) {
   std::string out;
   header(&out, "accumd_job_state", "gauge",
@@ -64,20 +74,22 @@ std::string render_prometheus(const DaemonSnapshot& snapshot) {
   }
   per_job(&out, snapshot, "accumd_job_step",
           "Completed optimizer steps, as last reported by rank 0.",
-          [](const JobGauges& job) { return static_cast<double>(job.step); });
+          [](const JobGauges& job) -> std::optional<double> { return job.step; });
   per_job(&out, snapshot, "accumd_job_max_steps", "The job's max_steps.",
-          [](const JobGauges& job) { return static_cast<double>(job.max_steps); });
+          [](const JobGauges& job) -> std::optional<double> { return job.max_steps; });
   per_job(&out, snapshot, "accumd_job_loss",
-          "Mean loss over the global batch of the last reported step.",
+          "Mean loss over the global batch of the last reported step (no sample when that step "
+          "counted no target).",
           [](const JobGauges& job) { return job.loss; });
   per_job(&out, snapshot, "accumd_job_tokens_per_second",
-          "Training throughput of the last reported step.",
-          [](const JobGauges& job) { return job.tokens_per_s; });
+          "Training throughput of the last reported step while the job is RUNNING, else 0.",
+          [](const JobGauges& job) -> std::optional<double> { return job.tokens_per_s; });
   per_job(&out, snapshot, "accumd_job_model_tflops",
-          "Model FLOP/s per rank / 1e12 of the last reported step, (6 N + 12 L C T) per token.",
-          [](const JobGauges& job) { return job.model_tflops; });
+          "Model FLOP/s per rank / 1e12 of the last reported step, (6 N + 12 L C T) per token, "
+          "while the job is RUNNING, else 0.",
+          [](const JobGauges& job) -> std::optional<double> { return job.model_tflops; });
   per_job(&out, snapshot, "accumd_job_restarts", "Restarts of the job by the supervisor.",
-          [](const JobGauges& job) { return static_cast<double>(job.restarts); });
+          [](const JobGauges& job) -> std::optional<double> { return job.restarts; });
 
   header(&out, "accumd_jobs", "gauge", "Jobs in the store by state.");
   for (int state = accum::v1::QUEUED; state <= accum::v1::CANCELLED; ++state) {

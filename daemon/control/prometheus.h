@@ -6,8 +6,9 @@
 //   accumd_job_state{job_id,name,state}   1 for the current state, 0 for the others
 //   accumd_job_step{job_id,name}          completed optimizer steps (last report)
 //   accumd_job_max_steps{job_id,name}
-//   accumd_job_loss{job_id,name}          loss of that step
-//   accumd_job_tokens_per_second{job_id,name}
+//   accumd_job_loss{job_id,name}          loss of that step (no sample if it counted no target)
+//   accumd_job_tokens_per_second{job_id,name}   that step's rate while RUNNING, else 0
+//   accumd_job_model_tflops{job_id,name}        likewise
 //   accumd_job_restarts{job_id,name}
 // Daemon-wide:
 //   accumd_jobs{state}                    jobs in the store by state (all of them)
@@ -20,6 +21,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -34,9 +36,9 @@ struct JobGauges {
   accum::v1::JobState state = accum::v1::QUEUED;
   int64_t step = 0;
   int64_t max_steps = 0;
-  double loss = 0;
-  double tokens_per_s = 0;
-  double model_tflops = 0;  // per rank (StepMetrics.model_tflops)
+  std::optional<double> loss;  // none before the first step, or when it counted no target
+  double tokens_per_s = 0;     // 0 while the job is not RUNNING
+  double model_tflops = 0;     // per rank (StepMetrics.model_tflops); 0 while not RUNNING
   int restarts = 0;
 };
 
@@ -51,6 +53,11 @@ struct DaemonSnapshot {
 
 // The exposition text (ends with a newline). Pure function.
 std::string render_prometheus(const DaemonSnapshot& snapshot);
+
+// Fills job's step, loss, tokens/s and TFLOP/s from its last reported step; job->state must
+// be set. The loss stays unset for a step that counted no target; the rates stay 0 unless the
+// job is RUNNING (a RESTARTING job trains nothing, whatever its last step did).
+void set_step_gauges(JobGauges* job, const accum::v1::StepMetrics& last);
 
 // A label value with \, " and newline escaped as the format requires.
 std::string escape_label_value(const std::string& value);

@@ -339,5 +339,45 @@ TEST(PrometheusText, EscapesLabelValuesAndRendersOneHotState) {
   EXPECT_NE(text.find("# TYPE accumd_rpcs_total counter\n"), std::string::npos) << text;
 }
 
+// A step that counted no target has no loss: the series has no sample rather than a 0 that
+// reads as a perfect model. A job that is not RUNNING trains no tokens, whatever its last
+// step's rate was.
+TEST(PrometheusText, StepGaugesShowNoLossForAnAllMaskedStepAndNoRateUnlessRunning) {
+  accum::v1::StepMetrics last;
+  last.set_step(7);
+  last.set_tokens_per_s(1234.5);
+  last.set_model_tflops(0.25);
+  accum::control::JobGauges job;
+  job.id = "job-000009";
+  job.name = "masked";
+  job.state = accum::v1::RUNNING;
+  accum::control::set_step_gauges(&job, last);  // no loss: every target was masked
+  EXPECT_EQ(job.step, 7);
+  EXPECT_FALSE(job.loss.has_value());
+  EXPECT_EQ(job.tokens_per_s, 1234.5);
+  EXPECT_EQ(job.model_tflops, 0.25);
+  accum::control::DaemonSnapshot snapshot;
+  snapshot.active_jobs.push_back(job);
+  std::string text = accum::control::render_prometheus(snapshot);
+  const std::string labels = "job_id=\"job-000009\",name=\"masked\"";
+  EXPECT_EQ(text.find("accumd_job_loss{"), std::string::npos) << text;
+  EXPECT_NE(text.find("# TYPE accumd_job_loss gauge\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("accumd_job_tokens_per_second{" + labels + "} 1234.5\n"), std::string::npos)
+      << text;
+
+  last.set_loss(3.5);
+  job.state = accum::v1::RESTARTING;
+  accum::control::set_step_gauges(&job, last);
+  EXPECT_EQ(job.loss, 3.5);
+  EXPECT_EQ(job.tokens_per_s, 0);
+  EXPECT_EQ(job.model_tflops, 0);
+  snapshot.active_jobs = {job};
+  text = accum::control::render_prometheus(snapshot);
+  EXPECT_NE(text.find("accumd_job_loss{" + labels + "} 3.5\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("accumd_job_tokens_per_second{" + labels + "} 0\n"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("accumd_job_model_tflops{" + labels + "} 0\n"), std::string::npos) << text;
+}
+
 }  // namespace
 }  // namespace accum::testing

@@ -208,8 +208,26 @@ TEST_F(TrainerTest, ResumeAtMaxStepsTrainsNothingAndSucceeds) {
   EXPECT_EQ(io::list_checkpoints(dir_ / "ckpt").size(), 1u);
 }
 
+// A global batch that reads more micro-batches than data.train holds reads some twice, so
+// they weigh double: legal, but said, with the numbers. Enough data: no warning.
+TEST_F(TrainerTest, DataShorterThanOneGlobalBatchIsWarnedAbout) {
+  write_file(dir_ / "short.txt", make_corpus(100));  // floor(99 / 32) = 3 micro-batches
+  auto result = train(
+      "short",
+      {{"max_steps", "1"}, {"data.train", "\"short.txt\""}, {"checkpoint.dir", "\"ckpt_short\""}});
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find("warning: data.train holds 3 micro-batches of B*T = 32 tokens, "
+                               "and one optimizer step reads 4 (1 ranks x K=4)"),
+            std::string::npos)
+      << result.output;
+  auto enough = train("enough", {{"max_steps", "1"}});
+  ASSERT_EQ(enough.exit_code, 0) << enough.output;
+  EXPECT_EQ(enough.output.find("warning: data.train"), std::string::npos) << enough.output;
+}
+
 // A global batch whose every target is masked has no gradient: the optimizer update is
-// skipped (no weight decay, no moment update) and said so, and training goes on.
+// skipped (no weight decay, no moment update) and said so, the step reports no loss, and
+// training goes on.
 TEST_F(TrainerTest, FullyMaskedGlobalBatchSkipsTheOptimizerUpdate) {
   ASSERT_EQ(train("init", {{"max_steps", "1"}, {"checkpoint.dir", "\"ckpt_init\""}}).exit_code, 0);
   const std::string init = dir_ / "ckpt_init/step_00000001/model.safetensors";
@@ -224,11 +242,15 @@ TEST_F(TrainerTest, FullyMaskedGlobalBatchSkipsTheOptimizerUpdate) {
   ASSERT_EQ(metrics.size(), 3u);
   for (int step = 1; step <= 3; ++step) {
     EXPECT_EQ(metrics[step - 1].tokens, 0);
+    // No counted target, no loss: null rather than a 0 that reads as a perfect model.
+    EXPECT_NE(metrics[step - 1].raw.find("\"loss\":null,"), std::string::npos)
+        << metrics[step - 1].raw;
     const std::string words = "step " + std::to_string(step) +
                               ": every target of the global batch is masked (0 counted tokens); "
                               "the optimizer update was skipped";
     EXPECT_NE(result.output.find(words), std::string::npos) << words << ":\n" << result.output;
   }
+  EXPECT_NE(result.output.find("step 3/3 loss - lr "), std::string::npos) << result.output;
   EXPECT_EQ(read_weights(dir_ / "ckpt/step_00000003/model.safetensors"), read_weights(init));
   for (float moment : read_weights(dir_ / "ckpt/step_00000003/optimizer.safetensors")) {
     ASSERT_EQ(moment, 0.0f);

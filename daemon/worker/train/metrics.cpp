@@ -65,9 +65,11 @@ absl::Status cut_after(const std::string& path, int64_t resume_step) {
 
 std::string metrics_json(const accum::v1::StepMetrics& m, const StepCommDetail* detail) {
   std::string out = absl::StrCat(
-      "{\"step\":", m.step(), ",\"loss\":", number(m.loss()), ",\"lr\":", number(m.lr()),
-      ",\"grad_norm\":", number(m.grad_norm()), ",\"tokens\":", m.tokens(),
-      ",\"tokens_per_s\":", number(m.tokens_per_s()), ",\"step_ms\":", number(m.step_ms()));
+      // A step that counted no target has no loss: null, so the key is still there.
+      "{\"step\":", m.step(), ",\"loss\":", m.has_loss() ? number(m.loss()) : "null",
+      ",\"lr\":", number(m.lr()), ",\"grad_norm\":", number(m.grad_norm()),
+      ",\"tokens\":", m.tokens(), ",\"tokens_per_s\":", number(m.tokens_per_s()),
+      ",\"step_ms\":", number(m.step_ms()));
   if (m.has_val_loss()) absl::StrAppend(&out, ",\"val_loss\":", number(m.val_loss()));
   absl::StrAppend(&out, ",\"grad_accum_steps\":", m.grad_accum_steps(),
                   ",\"world_size\":", m.world_size(), ",\"collectives\":", m.collectives(),
@@ -144,22 +146,23 @@ void MetricsSink::write(const accum::v1::StepMetrics& m, const StepCommDetail* d
   if (fd_ >= 0) append(metrics_json(m, detail) + "\n");
   const double remaining_s =
       m.tokens_per_s() > 0 ? (m.max_steps() - m.step()) * m.step_ms() / 1000.0 : 0.0;
+  // A step that counted no target (all masked) has no loss: "-".
+  const std::string loss = m.has_loss() ? absl::StrFormat("%.4f", m.loss()) : "-";
   std::string val = m.has_val_loss() ? absl::StrFormat(" val %.4f", m.val_loss()) : "";
   if (tty_) {
     const int width = 24;
     const int filled = static_cast<int>(width * m.step() / std::max<int64_t>(1, m.max_steps()));
     std::string bar(filled, '#');
     bar.resize(width, '.');
-    std::fprintf(stdout, "\r[%s] %lld/%lld loss %.4f%s lr %.2e %.0f tok/s ETA %.0fs   ",
-                 bar.c_str(), static_cast<long long>(m.step()),
-                 static_cast<long long>(m.max_steps()), m.loss(), val.c_str(), m.lr(),
-                 m.tokens_per_s(), remaining_s);
+    std::fprintf(stdout, "\r[%s] %lld/%lld loss %s%s lr %.2e %.0f tok/s ETA %.0fs   ", bar.c_str(),
+                 static_cast<long long>(m.step()), static_cast<long long>(m.max_steps()),
+                 loss.c_str(), val.c_str(), m.lr(), m.tokens_per_s(), remaining_s);
     std::fflush(stdout);
     bar_drawn_ = true;
   } else if (m.step() % log_every_ == 0 || m.step() == m.max_steps() || m.has_val_loss()) {
-    std::fprintf(stdout, "step %lld/%lld loss %.4f%s lr %.3e grad_norm %.3f %.0f tok/s %.1f ms\n",
-                 static_cast<long long>(m.step()), static_cast<long long>(m.max_steps()), m.loss(),
-                 val.c_str(), m.lr(), m.grad_norm(), m.tokens_per_s(), m.step_ms());
+    std::fprintf(stdout, "step %lld/%lld loss %s%s lr %.3e grad_norm %.3f %.0f tok/s %.1f ms\n",
+                 static_cast<long long>(m.step()), static_cast<long long>(m.max_steps()),
+                 loss.c_str(), val.c_str(), m.lr(), m.grad_norm(), m.tokens_per_s(), m.step_ms());
     std::fflush(stdout);
   }
 }

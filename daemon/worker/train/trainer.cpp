@@ -262,6 +262,16 @@ absl::StatusOr<TrainResult> Trainer::run() {
                                  human_bytes(taken), used / 1e9, total / 1e9);
     }
     metrics_.message(absl::StrCat("memory: ", describe(plan_), measured));
+    // Fewer micro-batches in data.train than one global batch reads: every step reads some
+    // of them twice, so they weigh double in the gradient. Legal (a tiny smoke test), but
+    // rarely what a user means.
+    const int64_t chunks = train_data_->chunk_count(int64_t{B_} * T_);
+    if (chunks < int64_t{K_} * world_) {
+      metrics_.message(absl::StrCat(
+          "warning: data.train holds ", chunks, " micro-batches of B*T = ", int64_t{B_} * T_,
+          " tokens, and one optimizer step reads ", int64_t{K_} * world_, " (", world_,
+          " ranks x K=", K_, "): every step reads some of them more than once"));
+    }
     if (start_step_ == spec_.max_steps()) {
       metrics_.message(absl::StrCat("nothing to train: the checkpoint's step ", start_step_,
                                     " is max_steps; the job is complete"));
@@ -342,7 +352,7 @@ absl::StatusOr<TrainResult> Trainer::run() {
     if (is_rank0()) {
       accum::v1::StepMetrics m;
       m.set_step(done);
-      m.set_loss(result.final_loss);
+      if (!skip_update) m.set_loss(result.final_loss);
       m.set_lr(lr);
       m.set_grad_norm(grad_norm);
       m.set_tokens(static_cast<int64_t>(agreed.counted));
