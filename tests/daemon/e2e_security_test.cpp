@@ -356,6 +356,31 @@ TEST(DaemonSecurity, AccumctlExitCodesAndMessages) {
   EXPECT_NE(output.find("cannot reach accumd"), std::string::npos) << output;
 }
 
+// A flag of another verb is a usage error naming the verbs it belongs to, not ignored:
+// `submit SPEC --max-steps 300` queued the spec's own max_steps, and `status ID --force`
+// did nothing a user could see. Nothing reaches accumd.
+TEST(DaemonSecurity, AccumctlRefusesAFlagOfAnotherVerb) {
+  DaemonHarness daemon;
+  ASSERT_TRUE(daemon.start());
+  std::string output;
+  const std::string spec_path = daemon.dir() + "/job.json";
+  std::ofstream(spec_path) << daemon.spec_json("flags", 4, 1, 0);
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"submit", spec_path, "--max-steps", "300"},
+       "--max-steps is a flag of continue, not of submit"},
+      {{"--force", "submit", spec_path}, "--force is a flag of cancel, not of submit"},
+      {{"submit", spec_path, "-f"}, "-f is a flag of logs, not of submit"},
+      {{"list", "--reconnect-s", "5"}, "--reconnect-s is a flag of logs and watch, not of list"},
+      {{"status", "job-000001", "--state", "running"}, "--state is a flag of list, not of status"},
+  };
+  for (const auto& [args, expected] : cases) {
+    EXPECT_EQ(run_accumctl(daemon, args, &output), 2) << expected << "\n" << output;
+    EXPECT_NE(output.find(expected), std::string::npos) << output;
+  }
+  ASSERT_EQ(run_accumctl(daemon, {"list"}, &output), 0) << output;
+  EXPECT_EQ(output.find("job-"), std::string::npos) << "a refused submit queued a job:\n" << output;
+}
+
 TEST(DaemonSecurity, OutOfRangeFlagIsRefusedNamingTheRange) {
   DaemonHarness daemon;  // not started: only its build and scratch folders are used
   const std::vector<std::pair<std::string, std::string>> cases = {
