@@ -5,11 +5,14 @@
 #include <cstdlib>
 #include <iostream>
 #include <limits>
+#include <map>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "client/commands.h"
 #include "client/connection.h"
 
@@ -48,6 +51,14 @@ exit codes:
   4 authentication failed (token)         9 any other error
 )";
 
+// The flags that belong to some verbs only, and those verbs.
+const std::map<std::string, std::set<std::string>> kVerbsOfFlag = {
+    {"--force", {"cancel"}}, {"-f", {"logs"}},
+    {"--follow", {"logs"}},  {"--rank", {"logs"}},
+    {"--tail", {"logs"}},    {"--max-steps", {"continue"}},
+    {"--state", {"list"}},   {"--reconnect-s", {"logs", "watch"}},
+};
+
 [[noreturn]] void usage(const std::string& message) {
   std::cerr << "accumctl: " << message << "\n(accumctl --help for usage)\n";
   std::exit(kUsage);
@@ -64,6 +75,9 @@ int main(int argc, char** argv) {
   int rank = -1, tail = 0, reconnect_s = 60;
   int64_t max_steps = 0;
   std::string state;
+  // The verb-specific flags given, by their spelling: each is refused with another verb
+  // (`submit SPEC --max-steps 300` would otherwise queue the spec's own max_steps).
+  std::vector<std::string> verb_flags;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     auto value = [&]() -> std::string {
@@ -109,9 +123,16 @@ int main(int argc, char** argv) {
     } else {
       words.push_back(arg);
     }
+    if (kVerbsOfFlag.count(arg)) verb_flags.push_back(arg);
   }
   if (words.empty()) usage("missing verb");
   const std::string verb = words[0];
+  for (const std::string& flag : verb_flags) {
+    const std::set<std::string>& verbs = kVerbsOfFlag.at(flag);
+    if (!verbs.count(verb)) {
+      usage(absl::StrCat(flag, " is a flag of ", absl::StrJoin(verbs, " and "), ", not of ", verb));
+    }
+  }
   auto need_argument = [&](const char* what) -> const std::string& {
     if (words.size() != 2) usage(verb + ": expected exactly one " + what);
     return words[1];

@@ -18,6 +18,7 @@
 #include "daemon/control/prometheus.h"
 #include "daemon/control/server.h"
 #include "daemon/control/state_dir_lock.h"
+#include "daemon/control/tls_names.h"
 #include "spdlog/spdlog.h"
 
 namespace {
@@ -247,6 +248,25 @@ int main(int argc, char** argv) {
   std::string advertise = flags.advertise.empty() ? *bound : flags.advertise;
   for (const std::string any : {"0.0.0.0:", "[::]:"}) {
     if (advertise.rfind(any, 0) == 0) advertise = "127.0.0.1:" + advertise.substr(any.size());
+  }
+  // Every job's rank 0 dials `advertise` and verifies the certificate against its host: a
+  // certificate that does not name it fails every job's link (the job trains unreported
+  // and is killed at --hello-timeout-s), so accumd refuses to serve with it.
+  if (!flags.server.tls_cert.empty()) {
+    const absl::Status named = accum::control::certificate_names_host(
+        flags.server.tls_cert, accum::control::host_of_address(advertise));
+    if (!named.ok()) {
+      spdlog::error(
+          "{}, the host the workers dial accumd at ({}{}), so every job's link back would "
+          "fail its TLS check: pass --advertise HOST:PORT with a host the certificate names "
+          "(and that the job's hosts reach), or a certificate that names this one",
+          std::string(named.message()), advertise,
+          flags.advertise.empty() ? ": the --listen address; 0.0.0.0 is dialled as 127.0.0.1"
+                                  : ": --advertise");
+      server.shutdown();
+      server.wait();
+      return 2;
+    }
   }
   // Both ports are bound before any job is touched, and before accumd says it listens.
   // Prometheus: the manager's snapshot plus the server's RPC counts, per scrape.

@@ -1,6 +1,6 @@
 // tests/daemon/e2e_security_test.cpp — the daemon's edges: tokens, malformed
-// specs, unknown ids, a burst of garbage, accumctl's exit codes, flags out of range,
-// and TLS.
+// specs, unknown ids, a burst of garbage, accumctl's exit codes and flags out of
+// range. TLS: e2e_tls_test.cpp.
 #include <sys/wait.h>
 
 #include <cstdio>
@@ -356,19 +356,31 @@ TEST(DaemonSecurity, AccumctlExitCodesAndMessages) {
   EXPECT_NE(output.find("cannot reach accumd"), std::string::npos) << output;
 }
 
-// A self-signed certificate for 127.0.0.1 (and localhost), made with the openssl CLI.
-bool make_self_signed(const std::string& dir, std::string* cert, std::string* key) {
-  *cert = dir + "/tls-cert.pem";
-  *key = dir + "/tls-key.pem";
-  const std::string command =
-      "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost -addext "
-      "subjectAltName=IP:127.0.0.1,DNS:localhost -keyout " +
-      *key + " -out " + *cert + " > " + dir + "/openssl.log 2>&1";
-  return std::system(command.c_str()) == 0;
+// A flag of another verb is a usage error naming the verbs it belongs to, not ignored:
+// `submit SPEC --max-steps 300` queued the spec's own max_steps, and `status ID --force`
+// did nothing a user could see. Nothing reaches accumd.
+TEST(DaemonSecurity, AccumctlRefusesAFlagOfAnotherVerb) {
+  DaemonHarness daemon;
+  ASSERT_TRUE(daemon.start());
+  std::string output;
+  const std::string spec_path = daemon.dir() + "/job.json";
+  std::ofstream(spec_path) << daemon.spec_json("flags", 4, 1, 0);
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"submit", spec_path, "--max-steps", "300"},
+       "--max-steps is a flag of continue, not of submit"},
+      {{"--force", "submit", spec_path}, "--force is a flag of cancel, not of submit"},
+      {{"submit", spec_path, "-f"}, "-f is a flag of logs, not of submit"},
+      {{"list", "--reconnect-s", "5"}, "--reconnect-s is a flag of logs and watch, not of list"},
+      {{"status", "job-000001", "--state", "running"}, "--state is a flag of list, not of status"},
+  };
+  for (const auto& [args, expected] : cases) {
+    EXPECT_EQ(run_accumctl(daemon, args, &output), 2) << expected << "\n" << output;
+    EXPECT_NE(output.find(expected), std::string::npos) << output;
+  }
+  ASSERT_EQ(run_accumctl(daemon, {"list"}, &output), 0) << output;
+  EXPECT_EQ(output.find("job-"), std::string::npos) << "a refused submit queued a job:\n" << output;
 }
 
-// TLS end to end: accumctl verifies the daemon with --tls-ca, the workers' link back to the
-// daemon goes over TLS too (the launcher hands them the CA), and plaintext is refused.
 TEST(DaemonSecurity, OutOfRangeFlagIsRefusedNamingTheRange) {
   DaemonHarness daemon;  // not started: only its build and scratch folders are used
   const std::vector<std::pair<std::string, std::string>> cases = {
@@ -405,39 +417,6 @@ TEST(DaemonSecurity, SecondDaemonOnTheSamePortIsRefused) {
   for (int i = 0; i < 10; ++i) {
     EXPECT_EQ(run_accumctl(daemon, {"list"}, &output), 0) << output;
   }
-}
-
-TEST(DaemonSecurity, TlsServesClientsAndWorkersAndRefusesPlaintext) {
-  DaemonHarness daemon;
-  std::string cert, key;
-  if (!make_self_signed(daemon.dir(), &cert, &key)) {
-    GTEST_SKIP() << "SKIPPED: the openssl command could not make a test certificate";
-  }
-  DaemonOptions options;
-  options.extra_args = {"--tls-cert", cert, "--tls-key", key};
-  ASSERT_TRUE(daemon.start(options));
-  std::string output;
-  const std::string spec_path = daemon.dir() + "/job.json";
-  std::ofstream(spec_path) << daemon.spec_json("tls", 4, 1, 0);
-  ASSERT_EQ(run_accumctl(daemon, {"--tls-ca", cert, "submit", spec_path}, &output), 0) << output;
-  const std::string id = output.substr(0, output.find('\n'));
-  ASSERT_EQ(run_accumctl(daemon, {"--tls-ca", cert, "watch", id}, &output), 0) << output;
-  EXPECT_NE(output.find("SUCCEEDED"), std::string::npos) << output;
-  // The last metrics reach the daemon only through the worker's TLS link.
-  ASSERT_EQ(run_accumctl(daemon, {"--tls-ca", cert, "--output", "json", "status", id}, &output), 0)
-      << output;
-  EXPECT_NE(output.find("\"step\":\"4\""), std::string::npos)
-      << "the worker's link did not report step 4 over TLS:\n"
-      << output;
-  // Plaintext clients get nothing: accumctl without --tls-ca, and a raw insecure stub.
-  EXPECT_EQ(run_accumctl(daemon, {"list"}, &output), 3) << output;
-  EXPECT_NE(output.find("if it serves TLS, pass --tls-ca FILE"), std::string::npos) << output;
-  EXPECT_EQ(output.find("ID "), std::string::npos) << "a table header without a table:\n" << output;
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-  accum::v1::ListJobsResponse response;
-  EXPECT_EQ(daemon.stub().ListJobs(&context, accum::v1::ListJobsRequest(), &response).error_code(),
-            grpc::StatusCode::UNAVAILABLE);
 }
 
 // The worker link accepts only the processes accumd launched for the attempt: the token

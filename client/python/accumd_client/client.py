@@ -37,6 +37,7 @@ class Client:
                 raise AccumdError(grpc.StatusCode.INVALID_ARGUMENT,
                                   f"token_file {token_file}: cannot read a token from it")
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._tls = bool(tls_ca)
         self._timeout = timeout
         # A watch waiting out an accumd restart reconnects within 2 s of accumd listening
         # again (gRPC's default backoff grows to 120 s).
@@ -206,7 +207,7 @@ class Client:
                 return
             except grpc.RpcError as error:
                 if error.code() != grpc.StatusCode.UNAVAILABLE or not began or reconnect_s <= 0:
-                    raise AccumdError.from_rpc_error(error) from None
+                    raise self._error(error) from None
                 lost = error
             finally:
                 call.cancel()
@@ -230,20 +231,29 @@ class Client:
                 raise grpc.FutureTimeoutError()
             grpc.channel_ready_future(self._channel).result(timeout=remaining)
         except grpc.FutureTimeoutError:
-            raise AccumdError.from_rpc_error(lost) from None
+            raise self._error(lost) from None
+
+    def _error(self, error):
+        """AccumdError of a failed call. A plaintext call to a TLS accumd meets a hung-up
+        handshake ("Socket closed"): say so, as accumctl does."""
+        details = error.details() or ""
+        if (error.code() == grpc.StatusCode.UNAVAILABLE and not self._tls
+                and "Socket closed" in details):
+            details += "; if accumd serves TLS, pass tls_ca= (its CA's PEM file)"
+        return AccumdError(error.code(), details)
 
     def _unary(self, method, request, timeout=None):
         try:
             return method(request, timeout=timeout or self._timeout, metadata=self._metadata)
         except grpc.RpcError as error:
-            raise AccumdError.from_rpc_error(error) from None
+            raise self._error(error) from None
 
     def _stream(self, method, request, timeout):
         call = method(request, timeout=timeout, metadata=self._metadata)
         try:
             yield from call
         except grpc.RpcError as error:
-            raise AccumdError.from_rpc_error(error) from None
+            raise self._error(error) from None
         finally:
             call.cancel()  # the consumer stopped early: end the stream on the server too
 
