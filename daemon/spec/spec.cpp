@@ -10,9 +10,11 @@
 #include <cctype>
 #include <cerrno>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <set>
 #include <sstream>
 #include <vector>
@@ -184,6 +186,17 @@ absl::Status fill_batch(accum::v1::JobSpec* spec) {
     return invalid("batch.seq_len",
                    absl::StrCat("seq_len ", batch->seq_len(), " exceeds model.max_seq_len ",
                                 spec->model().max_seq_len()));
+  }
+  // Every op takes a micro-batch's B*T rows as an int (kernels/backend.h), and the memory
+  // arithmetic multiplies them by the model's widths and depth in 64 bits: both hold below 2^31
+  // tokens. Each bound alone (2^20) let B*T reach 2^40.
+  const int64_t micro_tokens = int64_t{batch->micro_batch_size()} * batch->seq_len();
+  if (micro_tokens > std::numeric_limits<int32_t>::max()) {
+    return invalid("batch.micro_batch_size",
+                   absl::StrCat("micro_batch_size*seq_len = ", batch->micro_batch_size(), "*",
+                                batch->seq_len(), " = ", micro_tokens,
+                                " tokens in one micro-batch; expected at most 2147483647 (the "
+                                "ops index a micro-batch's rows with 32-bit integers)"));
   }
   if (batch->tokens_per_update() != 0 && batch->grad_accum_steps() != 0) {
     return invalid("batch.tokens_per_update",

@@ -56,6 +56,10 @@ __device__ inline void adamw_element(float& p, float& m, float& v, float grad, c
 // Four consecutive values at index i: 16-byte fp32 accesses, 8-byte bf16 store.
 __device__ inline void adamw_vec4(float* master, bf16* working, const float* grads, float* m_state,
                                   float* v_state, size_t i, const AdamWArgs& args) {
+  ACCUM_VECTOR_ACCESS(master + i, 16);
+  ACCUM_VECTOR_ACCESS(m_state + i, 16);
+  ACCUM_VECTOR_ACCESS(v_state + i, 16);
+  ACCUM_VECTOR_ACCESS(grads + i, 16);
   float4 p = *reinterpret_cast<const float4*>(master + i);
   float4 m = *reinterpret_cast<const float4*>(m_state + i);
   float4 v = *reinterpret_cast<const float4*>(v_state + i);
@@ -68,6 +72,7 @@ __device__ inline void adamw_vec4(float* master, bf16* working, const float* gra
   *reinterpret_cast<float4*>(m_state + i) = m;
   *reinterpret_cast<float4*>(v_state + i) = v;
   if (working != nullptr) {
+    ACCUM_VECTOR_ACCESS(working + i, 8);
     auto pair = [](float lo, float hi) {  // two bf16, the lower index in the low half
       return static_cast<unsigned>(__bfloat16_as_ushort(to_bf16(lo))) |
              (static_cast<unsigned>(__bfloat16_as_ushort(to_bf16(hi))) << 16);

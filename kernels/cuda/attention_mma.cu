@@ -364,6 +364,8 @@ __device__ inline void transposed_probabilities(float (&st)[kInner / 8][4],
                                                 bool masked, int T, float scale_log2) {
   for (int j = 0; j < kInner / 8; ++j) {
     // This lane's two query columns of tile j: adjacent, so one 8-byte load each.
+    ACCUM_VECTOR_ACCESS(lse_q + j * 8 + acc_col(0), 8);
+    ACCUM_VECTOR_ACCESS(delta_q + j * 8 + acc_col(0), 8);
     const float2 lse2 = *reinterpret_cast<const float2*>(lse_q + j * 8 + acc_col(0));
     const float2 delta2 = *reinterpret_cast<const float2*>(delta_q + j * 8 + acc_col(0));
     const float lse_x = lse2.x * kLog2e, lse_y = lse2.y * kLog2e;  // base 2

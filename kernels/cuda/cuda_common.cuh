@@ -34,6 +34,14 @@ __device__ inline float to_f32(bf16 x) { return __bfloat162float(x); }
 __device__ inline float to_f32(float x) { return x; }
 __device__ inline bf16 to_bf16(float x) { return __float2bfloat16_rn(x); }
 
+// A vector access of `bytes` at `ptr` must be aligned to its size, or a GPU faults; the SIMT
+// emulator (tests/simt), on a CPU that does not, checks it here. Nothing under nvcc.
+#if defined(ACCUM_SIMT_EMULATION)
+#define ACCUM_VECTOR_ACCESS(ptr, bytes) ::accum::simt::check_vector_access((ptr), (bytes))
+#else
+#define ACCUM_VECTOR_ACCESS(ptr, bytes) ((void)0)
+#endif
+
 // 16 bytes of T (8 bf16 or 4 float) moved with one vector load/store.
 // REQUIRES: the address is 16-byte aligned.
 template <typename T>
@@ -46,10 +54,12 @@ struct alignas(16) Packed128 {
 
 template <typename T>
 __device__ inline Packed128<T> load128(const T* ptr) {
+  ACCUM_VECTOR_ACCESS(ptr, 16);
   return *reinterpret_cast<const Packed128<T>*>(ptr);
 }
 template <typename T>
 __device__ inline void store128(T* ptr, const Packed128<T>& value) {
+  ACCUM_VECTOR_ACCESS(ptr, 16);
   *reinterpret_cast<Packed128<T>*>(ptr) = value;
 }
 

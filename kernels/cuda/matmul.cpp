@@ -25,6 +25,19 @@ int alignment_of(const void* p) {
   return alignment;
 }
 
+// cudaMalloc that reports running out of memory as std::bad_alloc, as Backend::alloc does, so
+// the trainer explains it with its memory advice (a CUDA error names no micro-batch).
+void* device_alloc(size_t bytes) {
+  void* ptr = nullptr;
+  const cudaError_t err = cudaMalloc(&ptr, bytes);
+  if (err == cudaErrorMemoryAllocation) {
+    (void)cudaGetLastError();  // clear it, or the next launch check would report it
+    throw std::bad_alloc();
+  }
+  CUDA_CHECK(err);
+  return ptr;
+}
+
 // What a choice of algorithm holds for: the GPU and the cuBLASLt version.
 std::string machine() {
   int device = 0;
@@ -72,13 +85,12 @@ Matmul::Matmul(cudaStream_t stream, const std::string& algorithms_dir,
                                          algorithms_source);
   }
   CUBLAS_CHECK(cublasLtCreate(&handle_));
-  const cudaError_t err = cudaMalloc(&workspace_, kWorkspaceBytes);
-  if (err == cudaErrorMemoryAllocation) {  // as Backend::alloc: the trainer explains it
-    (void)cudaGetLastError();
+  try {
+    workspace_ = device_alloc(kWorkspaceBytes);
+  } catch (const std::bad_alloc&) {
     cublasLtDestroy(handle_);
-    throw std::bad_alloc();
+    throw;
   }
-  CUDA_CHECK(err);
   workspace_bytes_ = kWorkspaceBytes;
 }
 
@@ -182,6 +194,7 @@ bool Matmul::gemm(void* d, bool d_is_f32, long ldd, const void* a, bool trans_a,
       cuda_fatal("cublasLtMatmulAlgoGetHeuristic", ("no algorithm for " + shape).c_str(), __FILE__,
                  __LINE__);
     }
+    const Operands operands{a, b, d, bias, uses_aux ? aux : nullptr};
     if (algos_) {
       const std::string name =
           std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(k) + " " +
@@ -190,7 +203,7 @@ bool Matmul::gemm(void* d, bool d_is_f32, long ldd, const void* a, bool trans_a,
           (d_is_f32 ? " D=fp32" : " D=bf16") + (beta != 0.f ? " beta=1 " : " beta=0 ") +
           epilogue_name(epilogue, bias != nullptr) + " align=" + std::to_string(align_a) + "/" +
           std::to_string(align_b) + "/" + std::to_string(align_d) + "/" + std::to_string(align_aux);
-      choose_algorithm(*plan, name, a, b, m, n, d_is_f32, beta, bias != nullptr, uses_aux);
+      choose_algorithm(*plan, name, operands, n, d_is_f32, beta);
     }
     if (!report_path_.empty()) {
       const std::string shape =
@@ -199,7 +212,7 @@ bool Matmul::gemm(void* d, bool d_is_f32, long ldd, const void* a, bool trans_a,
           " | " + (beta != 0.f ? "1" : "0") + " | " + epilogue_name(epilogue, bias != nullptr) +
           " | " + std::to_string(align_a) + "/" + std::to_string(align_b) + "/" +
           std::to_string(align_d);
-      report_candidates(*plan, shape, a, b, m, n, d_is_f32, beta, bias != nullptr, uses_aux);
+      report_candidates(*plan, shape, operands, n, d_is_f32, beta);
     }
     found = plans_.emplace(key, std::move(plan)).first;
   }
@@ -244,41 +257,39 @@ std::vector<cublasLtMatmulHeuristicResult_t> Matmul::candidates(const Plan& plan
 }
 
 std::vector<float> Matmul::time_candidates(
-    Plan& plan, const std::vector<cublasLtMatmulHeuristicResult_t>& results, const void* a,
-    const void* b, long m, long n, bool d_is_f32, float beta, bool uses_bias, bool uses_aux) {
+    Plan& plan, const std::vector<cublasLtMatmulHeuristicResult_t>& results,
+    const Operands& operands, long n, bool d_is_f32, float beta) {
   // Every candidate is warmed up, then timed in kRounds interleaved rounds of kTimed runs; its
   // time is its best round's. Interleaving spreads what changes over the timing (the clock
   // an idle GPU ramps up from when a process starts) over all candidates alike.
   constexpr int kWarmup = 2, kRounds = 3, kTimed = 5;
-  // Scratch for everything the product may write (D, the GELU aux, BGRADA's bias gradient):
-  // the timed runs leave the caller's buffers alone. Zeroed, so a product with beta = 1 reads
-  // numbers.
-  const size_t d_bytes = static_cast<size_t>(plan.ldd) * n * (d_is_f32 ? 4 : 2);
-  void *d = nullptr, *aux = nullptr, *bias = nullptr;
-  CUDA_CHECK(cudaMalloc(&d, d_bytes));
-  CUDA_CHECK(cudaMalloc(&aux, static_cast<size_t>(m) * n * 2));
-  CUDA_CHECK(cudaMalloc(&bias, static_cast<size_t>(m) * 4));
-  CUDA_CHECK(cudaMemsetAsync(d, 0, d_bytes, stream_));
-  CUDA_CHECK(cudaMemsetAsync(aux, 0, static_cast<size_t>(m) * n * 2, stream_));
-  CUDA_CHECK(cudaMemsetAsync(bias, 0, static_cast<size_t>(m) * 4, stream_));
-  // The pointers ride in the descriptor; gemm() sets the caller's again before every product
-  // that uses them. Only those an epilogue uses are set: cuBLASLt refuses (status 7) a product
-  // whose descriptor has a pointer its epilogue does not use.
-  if (uses_aux) {
-    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
-        plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof(aux)));
+  // Where the runs write. With beta 0 the product overwrites D, and its GELU aux or BGRADA
+  // output, when it runs for real right after this: the runs write the caller's buffers. Scratch
+  // copies of them (as large as the logits, Vp x B*T bf16: 6.6 GB for GPT-2 124M at B = 64, and
+  // an aux as large for every product) were outside the memory plan and ran out of memory at
+  // micro-batches it said fit. With beta 1, D holds gradients: the runs add into a zeroed copy.
+  void* d = operands.d;
+  void* scratch_d = nullptr;
+  if (beta != 0.f) {
+    const size_t d_bytes = static_cast<size_t>(plan.ldd) * n * (d_is_f32 ? 4 : 2);
+    scratch_d = device_alloc(d_bytes);
+    d = scratch_d;
+    CUDA_CHECK(cudaMemsetAsync(scratch_d, 0, d_bytes, stream_));
   }
-  if (uses_bias) {
-    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
-                                                sizeof(bias)));
+  // The aux pointer rides in the descriptor since the plan was made (the caller's); gemm() sets
+  // the bias pointer before every product that has one. cuBLASLt refuses (status 7) a product
+  // whose descriptor has a pointer its epilogue does not use: only a used one is set.
+  if (operands.bias != nullptr) {
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                &operands.bias, sizeof(operands.bias)));
   }
   cudaEvent_t start = nullptr, stop = nullptr;
   CUDA_CHECK(cudaEventCreate(&start));
   CUDA_CHECK(cudaEventCreate(&stop));
   const float alpha = 1.f;  // beta: the product's own (0 or 1), so its C reads are timed too
   auto run = [&](size_t i) {
-    return cublasLtMatmul(handle_, plan.desc, &alpha, a, plan.a, b, plan.b, &beta, d, plan.d, d,
-                          plan.d, &results[i].algo, workspace_, workspace_bytes_,
+    return cublasLtMatmul(handle_, plan.desc, &alpha, operands.a, plan.a, operands.b, plan.b, &beta,
+                          d, plan.d, d, plan.d, &results[i].algo, workspace_, workspace_bytes_,
                           stream_) == CUBLAS_STATUS_SUCCESS;
   };
   std::vector<bool> runs(results.size(), false);
@@ -302,15 +313,12 @@ std::vector<float> Matmul::time_candidates(
   }
   CUDA_CHECK(cudaEventDestroy(start));
   CUDA_CHECK(cudaEventDestroy(stop));
-  CUDA_CHECK(cudaFree(d));
-  CUDA_CHECK(cudaFree(aux));
-  CUDA_CHECK(cudaFree(bias));
+  if (scratch_d != nullptr) CUDA_CHECK(cudaFree(scratch_d));
   return us;
 }
 
-void Matmul::choose_algorithm(Plan& plan, const std::string& name, const void* a, const void* b,
-                              long m, long n, bool d_is_f32, float beta, bool uses_bias,
-                              bool uses_aux) {
+void Matmul::choose_algorithm(Plan& plan, const std::string& name, const Operands& operands, long n,
+                              bool d_is_f32, float beta) {
   const std::vector<cublasLtMatmulHeuristicResult_t> results = candidates(plan);
   const int offered = static_cast<int>(results.size());
   if (const AlgoChoice* kept = algos_->find(name)) {
@@ -326,8 +334,7 @@ void Matmul::choose_algorithm(Plan& plan, const std::string& name, const void* a
     plan.heuristic = results[static_cast<size_t>(kept->index)];
     return;
   }
-  const std::vector<float> us =
-      time_candidates(plan, results, a, b, m, n, d_is_f32, beta, uses_bias, uses_aux);
+  const std::vector<float> us = time_candidates(plan, results, operands, n, d_is_f32, beta);
   const int fastest = fastest_candidate(us);
   if (fastest < 0) return;  // none ran when timed: keep the heuristic's first, record nothing
   // Another process of the job may have kept a choice for this shape meanwhile: take it.
@@ -335,13 +342,11 @@ void Matmul::choose_algorithm(Plan& plan, const std::string& name, const void* a
   plan.heuristic = results[static_cast<size_t>(kept.index)];
 }
 
-void Matmul::report_candidates(Plan& plan, const std::string& shape, const void* a, const void* b,
-                               long m, long n, bool d_is_f32, float beta, bool uses_bias,
-                               bool uses_aux) {
+void Matmul::report_candidates(Plan& plan, const std::string& shape, const Operands& operands,
+                               long n, bool d_is_f32, float beta) {
   const std::vector<cublasLtMatmulHeuristicResult_t> results = candidates(plan);
   const int returned = static_cast<int>(results.size());
-  const std::vector<float> us =
-      time_candidates(plan, results, a, b, m, n, d_is_f32, beta, uses_bias, uses_aux);
+  const std::vector<float> us = time_candidates(plan, results, operands, n, d_is_f32, beta);
   const int best = fastest_candidate(us);
   std::string times;
   for (int i = 0; i < returned; ++i) {

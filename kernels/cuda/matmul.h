@@ -96,26 +96,36 @@ class Matmul {
   bool gemm(void* d, bool d_is_f32, long ldd, const void* a, bool trans_a, long lda, const void* b,
             bool trans_b, long ldb, long m, long n, long k, float beta, const void* bias,
             Epilogue epilogue = Epilogue::kNone, const void* aux = nullptr);
+  // What one product reads and writes, as gemm() was given them: the timed runs use them.
+  struct Operands {
+    const void* a;
+    const void* b;
+    void* d;
+    const void* bias;  // the bias vector (BGRADA: its output), null without one
+    const void* aux;   // the GELU aux matrix, null when the epilogue uses none
+  };
   // ACCUM_CUBLASLT_REPORT=FILE (a benchmark's switch): when a plan is made, up to 8 of the
   // heuristic's algorithms for it are each timed (time_candidates), and one markdown row per
   // plan (shape and operand alignments) is appended to FILE: the times in the heuristic's order,
   // its first, the best and their ratio. The product itself still runs the algorithm it would
   // run without the switch (same bits); the timing syncs the stream.
-  void report_candidates(Plan& plan, const std::string& shape, const void* a, const void* b, long m,
-                         long n, bool d_is_f32, float beta, bool uses_bias, bool uses_aux);
+  void report_candidates(Plan& plan, const std::string& shape, const Operands& operands, long n,
+                         bool d_is_f32, float beta);
   // ACCUM_CUBLASLT_ALGOS=FILE: sets plan.heuristic to the candidate FILE names for `name`, or
   // times the candidates, takes the fastest and records it in FILE.
-  void choose_algorithm(Plan& plan, const std::string& name, const void* a, const void* b, long m,
-                        long n, bool d_is_f32, float beta, bool uses_bias, bool uses_aux);
+  void choose_algorithm(Plan& plan, const std::string& name, const Operands& operands, long n,
+                        bool d_is_f32, float beta);
   // Up to 8 of the heuristic's candidates for `plan`, in its order.
   std::vector<cublasLtMatmulHeuristicResult_t> candidates(const Plan& plan);
   // Each candidate's µs per product (cudaEvents; the best of 3 rounds of 5 runs, the rounds
-  // interleaved over the candidates, after 2 runs each; the product's own beta) on scratch
-  // outputs; -1 for one that failed to run. Syncs the stream.
+  // interleaved over the candidates, after 2 runs each; the product's own beta); -1 for one that
+  // failed to run. Syncs the stream. With beta 0 the runs write the caller's D (and aux or
+  // BGRADA output), which the product itself then writes again: no copy of a logits-sized
+  // output outside the memory plan. With beta 1 D is a zeroed scratch copy (parameter-sized:
+  // dW); throws std::bad_alloc when the device has no room for it.
   std::vector<float> time_candidates(Plan& plan,
                                      const std::vector<cublasLtMatmulHeuristicResult_t>& results,
-                                     const void* a, const void* b, long m, long n, bool d_is_f32,
-                                     float beta, bool uses_bias, bool uses_aux);
+                                     const Operands& operands, long n, bool d_is_f32, float beta);
   static const char* epilogue_name(Epilogue epilogue, bool bias);
   // Whether a GELU epilogue may be tried for a (rows, ld) aux matrix at `aux`.
   bool gelu_fusion_allowed(long ld, const void* aux) const;

@@ -34,6 +34,7 @@ __global__ void sum_squares_partial_kernel(double* partial, const float* x, size
   const size_t groups = (n - head) / 4;
   const auto* x4 = reinterpret_cast<const float4*>(x + head);
   for (size_t i = thread; i < groups; i += stride) {
+    ACCUM_VECTOR_ACCESS(x4 + i, 16);
     const float4 v = x4[i];
     acc += static_cast<double>(v.x) * v.x;
     acc += static_cast<double>(v.y) * v.y;

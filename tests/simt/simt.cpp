@@ -404,6 +404,14 @@ void land(const Fiber::AsyncCopy& copy) {
 
 }  // namespace
 
+void check_vector_access(const void* address, int bytes) {
+  if ((reinterpret_cast<uintptr_t>(address) & (static_cast<uintptr_t>(bytes) - 1)) != 0) {
+    fail("a " + std::to_string(bytes) +
+         "-byte vector access at an address not aligned to its size (a GPU faults: misaligned "
+         "address)");
+  }
+}
+
 void cp_async(void* shared_dst, const void* global_src, int bytes, bool zero_fill) {
   if (bytes != 4 && bytes != 8 && bytes != 16) fail("cp.async: a size other than 4, 8, 16");
   const uintptr_t mask = static_cast<uintptr_t>(bytes) - 1;

@@ -102,6 +102,11 @@ T shfl_xor(unsigned mask, T value, int lane_mask) {
   return shfl(mask, value, lane_id() ^ lane_mask);
 }
 
+// A vector load or store of `bytes` (8 or 16: ld/st .v2/.v4) at `address`: a GPU faults
+// ("misaligned address") unless the address is aligned to the size, x86 does not, so the
+// kernels' vector accesses (kernels/cuda/cuda_common.cuh's ACCUM_VECTOR_ACCESS) are checked here.
+void check_vector_access(const void* address, int bytes);
+
 // cp.async.{cg,ca}.shared.global of `bytes` (4, 8 or 16; both addresses aligned to it;
 // zero_fill: src-size 0, `bytes` zero bytes), then cp.async.commit_group and
 // cp.async.wait_group N. A copy is made only when a wait covers its group, never earlier,

@@ -203,6 +203,26 @@ TEST_F(WorkerErrorsTest, SeqLenAboveModelContextIsRefused) {
       << result.output;
 }
 
+// Every op indexes a micro-batch's B*T rows with an int (kernels/backend.h). Each of the two
+// bounds alone (2^20) let B*T reach 2^40: a spec of 2^31 tokens per micro-batch is bad input
+// naming both numbers (on a host with memory for it, the ops would have run on overflowed
+// ints), and 4096 tokens fewer is a valid spec.
+TEST_F(WorkerErrorsTest, MicroBatchOfTwoToThe31TokensIsRefused) {
+  auto result = run_with({{"model.max_seq_len", "4096"},
+                          {"batch.seq_len", "4096"},
+                          {"batch.micro_batch_size", "524288"}});
+  EXPECT_EQ(result.exit_code, 2) << result.output;
+  EXPECT_NE(result.output.find("batch.micro_batch_size"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("micro_batch_size*seq_len = 524288*4096 = 2147483648 tokens"),
+            std::string::npos)
+      << result.output;
+  write_file(dir_ / "job.json", tiny_spec_json({{"model.max_seq_len", "4096"},
+                                                {"batch.seq_len", "4096"},
+                                                {"batch.micro_batch_size", "524287"}}));
+  result = run({worker_binary(), "--spec", dir_ / "job.json", "--print-spec"});
+  EXPECT_EQ(result.exit_code, 0) << result.output;
+}
+
 TEST_F(WorkerErrorsTest, MissingDataFileIsNamed) {
   auto result = run_with({{"data.train", "\"nowhere.txt\""}});
   EXPECT_EQ(result.exit_code, 2);
