@@ -1,6 +1,9 @@
 // accumd — the control daemon. Parses flags, opens the job store (reconciling
 // jobs left by a previous accumd), serves gRPC, and on SIGTERM/SIGINT stops
 // serving while the running workers carry on (a restarted accumd re-attaches).
+// SIGHUP (a closed terminal, a `kill -HUP` meant as "reload") is logged and ignored:
+// its default action would end accumd at once, and systemd counts such an end as
+// clean, so Restart=on-failure would leave the jobs unsupervised.
 //
 //   accumd --listen HOST:PORT --state-dir DIR [--token-file F] [--slots N] ...
 #include <signal.h>
@@ -190,6 +193,7 @@ int main(int argc, char** argv) {
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGTERM);
   sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
@@ -278,7 +282,12 @@ int main(int argc, char** argv) {
   if (!flags.addr_file.empty()) write_addr_file(flags.addr_file, *bound);
 
   int received = 0;
-  sigwait(&stop_signals, &received);
+  while (sigwait(&stop_signals, &received) != 0 || received == SIGHUP) {
+    if (received == SIGHUP) {
+      spdlog::warn("SIGHUP: ignored (accumd has nothing to reload); SIGTERM stops it");
+      received = 0;
+    }
+  }
   spdlog::info("signal {}: shutting down; running workers keep running", received);
   metrics.stop();
   server.shutdown();
