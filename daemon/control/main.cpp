@@ -7,6 +7,7 @@
 //
 //   accumd --listen HOST:PORT --state-dir DIR [--token-file F] [--slots N] ...
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -71,6 +72,18 @@ struct Flags {
 void write_addr_file(const std::string& path, const std::string& address) {
   std::ofstream(path + ".tmp") << address << "\n";
   std::filesystem::rename(path + ".tmp", path);
+}
+
+// A token or TLS key that other users can read lets them in: on a shared box, say so at
+// every start (ssh refuses such keys; accumd keeps serving, as it did before it checked).
+void warn_if_others_can_read(const std::string& flag, const std::string& path) {
+  struct stat st {};
+  if (path.empty() || ::stat(path.c_str(), &st) != 0) return;
+  if ((st.st_mode & (S_IRGRP | S_IROTH)) == 0) return;
+  spdlog::warn(
+      "{} {} is readable by other users (mode {:o}): anyone on this host who reads it "
+      "can use accumd as you; chmod 600 it",
+      flag, path, st.st_mode & 07777);
 }
 
 [[noreturn]] void usage_error(const std::string& message) {
@@ -205,11 +218,13 @@ int main(int argc, char** argv) {
       return 2;
     }
     token = *read;
+    warn_if_others_can_read("--token-file", flags.token_file);
     flags.manager.launcher.token_file = std::filesystem::absolute(flags.token_file).string();
   } else {
     spdlog::warn("no --token-file: every RPC is accepted without authentication");
   }
   accum::control::TokenAuth auth(token);
+  warn_if_others_can_read("--tls-key", flags.server.tls_key);
   // Workers dial back over the same port, so under TLS they must verify accumd too.
   if (!flags.server.tls_cert.empty()) {
     std::string& ca = flags.manager.launcher.tls_ca;

@@ -1,19 +1,22 @@
 // tests/daemon/e2e_operations_test.cpp — what the operator of a long-lived accumd meets:
 // signals sent to the daemon itself (a closed terminal's SIGHUP, a `kill -HUP` meant as
-// "reload") must not end it.
+// "reload") must not end it; a token file other users can read is warned about.
 #include <signal.h>
 #include <sys/wait.h>
 
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "tests/daemon/daemon_harness.h"
 
 namespace accum::testing {
 namespace {
 
+namespace fs = std::filesystem;
 using accum::v1::JobStatus;
 
 std::string accumd_log(const DaemonHarness& daemon) {
@@ -46,6 +49,29 @@ TEST(DaemonOperations, SighupIsIgnoredAndTheDaemonKeepsSupervising) {
   const auto status = daemon.wait_exit(std::chrono::seconds(20));
   ASSERT_TRUE(status.has_value());
   EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << "status " << *status;
+}
+
+size_t count_of(const std::string& text, const std::string& part) {
+  size_t count = 0;
+  for (size_t at = text.find(part); at != std::string::npos; at = text.find(part, at + 1)) ++count;
+  return count;
+}
+
+// The README's recipe (`... > /etc/accumd/token` under the usual umask 022) left the token
+// readable by every user of a shared box, and accumd said nothing: anyone could then submit
+// and cancel jobs as accumd's user. It warns at every start until the file is 0600.
+TEST(DaemonOperations, TokenFileOthersCanReadIsWarnedAbout) {
+  DaemonHarness daemon;
+  fs::permissions(daemon.token_file(), fs::perms::owner_read | fs::perms::owner_write |
+                                           fs::perms::group_read | fs::perms::others_read);
+  ASSERT_TRUE(daemon.start(with_slots(1)));
+  const std::string warning =
+      absl::StrCat("--token-file ", daemon.token_file(), " is readable by other users (mode 644)");
+  EXPECT_EQ(count_of(accumd_log(daemon), warning), 1u) << accumd_log(daemon);
+  daemon.stop();
+  fs::permissions(daemon.token_file(), fs::perms::owner_read | fs::perms::owner_write);
+  ASSERT_TRUE(daemon.start(with_slots(1)));
+  EXPECT_EQ(count_of(accumd_log(daemon), "readable by other users"), 1u) << accumd_log(daemon);
 }
 
 }  // namespace
