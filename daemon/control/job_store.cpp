@@ -372,6 +372,22 @@ absl::Status JobStore::transition(const std::string& id, accum::v1::JobState to,
   return finish(s);
 }
 
+absl::Status JobStore::remove(const std::string& id) {
+  std::lock_guard lock(mutex_);
+  forget_locked(id);
+  if (auto s = exec("BEGIN IMMEDIATE"); !s.ok()) return s;
+  auto s = run(db_, "DELETE FROM jobs WHERE id = ?", {id});
+  if (s.ok() && sqlite3_changes(db_) == 0) {
+    s = absl::NotFoundError(absl::StrCat("no job with id '", id, "'"));
+  }
+  if (s.ok()) s = run(db_, "DELETE FROM transitions WHERE job_id = ?", {id});
+  if (!s.ok()) {
+    (void)exec("ROLLBACK");
+    return s;
+  }
+  return exec("COMMIT");
+}
+
 absl::StatusOr<std::vector<accum::v1::Transition>> JobStore::transitions(const std::string& id) {
   std::lock_guard lock(mutex_);
   if (auto cached = transitions_cache_.find(id); cached != transitions_cache_.end()) {

@@ -1,6 +1,9 @@
 // tests/daemon/e2e_operations_test.cpp — what the operator of a long-lived accumd meets:
 // signals sent to the daemon itself (a closed terminal's SIGHUP, a `kill -HUP` meant as
-// "reload") must not end it; a token file other users can read is warned about.
+// "reload") must not end it; a token file other users can read is warned about; ended
+// jobs are deleted with their folders (the state dir would otherwise only grow), never an
+// active one or the checkpoint an active job starts from, and a delete cut short by a
+// crash is finished or undone at the next start.
 #include <signal.h>
 #include <sys/wait.h>
 
@@ -18,6 +21,29 @@ namespace {
 
 namespace fs = std::filesystem;
 using accum::v1::JobStatus;
+
+bool ended(const JobStatus& job) {
+  return job.state() == accum::v1::SUCCEEDED || job.state() == accum::v1::FAILED ||
+         job.state() == accum::v1::CANCELLED;
+}
+
+grpc::Status delete_job(DaemonHarness& daemon, const std::string& id,
+                        accum::v1::DeleteJobResponse* response) {
+  accum::v1::DeleteJobRequest request;
+  request.set_id(id);
+  auto context = daemon.context();
+  return daemon.stub().DeleteJob(context.get(), request, response);
+}
+
+// A job run to its end (checkpoints every 2 steps); its status.
+JobStatus run_to_end(DaemonHarness& daemon, const std::string& name) {
+  JobStatus job;
+  const grpc::Status submitted = daemon.submit(daemon.spec_json(name, 4, 1, 2), &job);
+  EXPECT_TRUE(submitted.ok()) << submitted.error_message();
+  job = daemon.wait_for(job.id(), ended);
+  EXPECT_EQ(job.state(), accum::v1::SUCCEEDED) << job.message();
+  return job;
+}
 
 std::string accumd_log(const DaemonHarness& daemon) {
   std::ifstream in(daemon.dir() + "/accumd.log");
@@ -72,6 +98,109 @@ TEST(DaemonOperations, TokenFileOthersCanReadIsWarnedAbout) {
   fs::permissions(daemon.token_file(), fs::perms::owner_read | fs::perms::owner_write);
   ASSERT_TRUE(daemon.start(with_slots(1)));
   EXPECT_EQ(count_of(accumd_log(daemon), "readable by other users"), 1u) << accumd_log(daemon);
+}
+
+// An ended job goes with its record and its folder, durably (across an accumd restart), and
+// its id is never handed out again.
+TEST(DaemonDeleteJob, AnEndedJobGoesWithItsFolderAndItsIdIsNotReused) {
+  DaemonHarness daemon;
+  ASSERT_TRUE(daemon.start(with_slots(1)));
+  const JobStatus done = run_to_end(daemon, "old");
+  const JobStatus kept = run_to_end(daemon, "kept");
+  ASSERT_TRUE(fs::exists(done.job_dir() + "/checkpoints/step_00000004/manifest.json"));
+
+  std::string output;
+  ASSERT_EQ(run_accumctl(daemon, {"delete", done.id()}, &output), 0) << output;
+  EXPECT_NE(output.find(absl::StrCat("deleted ", done.id(), ": removed ", done.job_dir())),
+            std::string::npos)
+      << output;
+  EXPECT_FALSE(fs::exists(done.job_dir()));
+  EXPECT_TRUE(fs::exists(kept.job_dir() + "/checkpoints/step_00000004/manifest.json"));
+  auto context = daemon.context();
+  accum::v1::GetJobRequest get;
+  get.set_id(done.id());
+  JobStatus gone;
+  EXPECT_EQ(daemon.stub().GetJob(context.get(), get, &gone).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(run_accumctl(daemon, {"delete", done.id()}, &output), 6) << output;
+  EXPECT_EQ(run_accumctl(daemon, {"status", kept.id()}, &output), 0) << output;
+
+  daemon.stop();
+  ASSERT_TRUE(daemon.start(with_slots(1)));
+  ASSERT_EQ(run_accumctl(daemon, {"list"}, &output), 0) << output;
+  EXPECT_EQ(output.find(done.id()), std::string::npos) << output;
+  EXPECT_NE(output.find(kept.id()), std::string::npos) << output;
+  const JobStatus next = run_to_end(daemon, "next");
+  EXPECT_NE(next.id(), done.id());
+  EXPECT_NE(next.id(), kept.id());
+}
+
+// A running job is refused (the folder its workers write stays), and so is an ended job
+// whose checkpoint an active job starts from until it has one of its own.
+TEST(DaemonDeleteJob, ActiveJobsAndTheCheckpointAnActiveJobStartsFromAreKept) {
+  DaemonHarness daemon;
+  ASSERT_TRUE(daemon.start(with_slots(1)));
+  const JobStatus source = run_to_end(daemon, "source");
+  JobStatus busy;
+  ASSERT_TRUE(daemon.submit(daemon.spec_json("busy", 100000, 1, 0), &busy).ok());
+  ASSERT_EQ(daemon.wait_running(busy.id(), 1).state(), accum::v1::RUNNING);
+  accum::v1::DeleteJobResponse response;
+  grpc::Status status = delete_job(daemon, busy.id(), &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(status.error_message().find("cancel it first"), std::string::npos)
+      << status.error_message();
+  std::string output;
+  EXPECT_EQ(run_accumctl(daemon, {"delete", busy.id()}, &output), 7) << output;
+  EXPECT_TRUE(fs::exists(busy.job_dir() + "/spec.json"));
+
+  // Seeded from source's step 2; queued behind `busy`, so it has no checkpoint of its own.
+  const std::string seed = source.job_dir() + "/checkpoints/step_00000002";
+  std::string spec = daemon.spec_json("seeded", 20, 1, 0);
+  const std::string keep = "\"keep_last\": 0}";
+  spec.replace(spec.find(keep), keep.size(),
+               absl::StrCat("\"keep_last\": 0, \"resume_from\": \"", seed, "\"}"));
+  JobStatus seeded;
+  ASSERT_TRUE(daemon.submit(spec, &seeded).ok());
+  status = delete_job(daemon, source.id(), &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(status.error_message().find(seeded.id()), std::string::npos) << status.error_message();
+  EXPECT_NE(status.error_message().find(seed), std::string::npos) << status.error_message();
+  EXPECT_TRUE(fs::exists(seed + "/manifest.json"));
+
+  // Once neither is active, both go.
+  EXPECT_EQ(run_accumctl(daemon, {"cancel", seeded.id()}, &output), 0) << output;
+  EXPECT_EQ(run_accumctl(daemon, {"cancel", "--force", busy.id()}, &output), 0) << output;
+  ASSERT_EQ(daemon.wait_for(busy.id(), ended).state(), accum::v1::CANCELLED);
+  status = delete_job(daemon, source.id(), &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(response.job_dir(), source.job_dir());
+  EXPECT_GT(response.bytes_freed(), 0);
+  EXPECT_TRUE(delete_job(daemon, busy.id(), &response).ok());
+  EXPECT_FALSE(fs::exists(source.job_dir()));
+  EXPECT_FALSE(fs::exists(busy.job_dir()));
+}
+
+// A delete moves the folder aside, drops the record, then removes the folder. An accumd that
+// died after the move but before the record went finds the record: the folder is put back.
+// One that died after the record went finishes removing the folder.
+TEST(DaemonDeleteJob, AnInterruptedDeleteIsFinishedOrUndoneAtTheNextStart) {
+  DaemonHarness daemon;
+  ASSERT_TRUE(daemon.start(with_slots(1)));
+  const JobStatus job = run_to_end(daemon, "interrupted");
+  daemon.kill9();
+  const fs::path jobs = fs::path(job.job_dir()).parent_path();
+  fs::rename(job.job_dir(), jobs / (".deleting-" + job.id()));
+  const fs::path orphan = jobs / ".deleting-job-999999";
+  fs::create_directories(orphan / "checkpoints");
+  std::ofstream(orphan / "checkpoints" / "big") << "left by a delete whose record went";
+
+  ASSERT_TRUE(daemon.start(with_slots(1)));
+  EXPECT_TRUE(fs::exists(job.job_dir() + "/checkpoints/step_00000004/manifest.json"));
+  EXPECT_FALSE(fs::exists(jobs / (".deleting-" + job.id())));
+  EXPECT_FALSE(fs::exists(orphan));
+  std::string output;
+  ASSERT_EQ(run_accumctl(daemon, {"checkpoints", job.id()}, &output), 0) << output;
+  EXPECT_NE(output.find("step_00000004"), std::string::npos) << output;
 }
 
 }  // namespace
