@@ -32,6 +32,7 @@ verbs:
   cancel ID [--force]         graceful: checkpoint then stop; --force kills at once
   continue ID [--max-steps N] a new job that goes on from an ended job's latest checkpoint (the same
                               spec; N: train to step N instead of the job's max_steps); prints its id
+  delete ID                   remove an ended job: its record and its folder (logs, metrics, checkpoints)
   checkpoint ID               checkpoint at the next optimizer step; waits until it is complete
   checkpoints ID              the job's complete checkpoints
   logs ID [-f] [--rank R] [--tail N]   the job's per-rank logs (-f follows until the job ends,
@@ -149,6 +150,7 @@ int main(int argc, char** argv) {
   if (verb == "watch") return watch_job(*connection, need_argument("job id"), reconnect_s);
   if (verb == "cancel") return cancel_job(*connection, need_argument("job id"), force);
   if (verb == "continue") return continue_job(*connection, need_argument("job id"), max_steps);
+  if (verb == "delete") return delete_job(*connection, need_argument("job id"));
   if (verb == "checkpoint") return checkpoint_job(*connection, need_argument("job id"));
   if (verb == "checkpoints") return list_checkpoints(*connection, need_argument("job id"));
   if (verb == "logs") {

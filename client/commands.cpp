@@ -378,6 +378,22 @@ int cancel_job(Connection& connection, const std::string& id, bool force) {
   return kOk;
 }
 
+int delete_job(Connection& connection, const std::string& id) {
+  accum::v1::DeleteJobRequest request;
+  request.set_id(id);
+  accum::v1::DeleteJobResponse response;
+  auto context = connection.context(600);  // removing a folder of big checkpoints takes a while
+  const auto status = connection.stub().DeleteJob(context.get(), request, &response);
+  if (!status.ok()) return connection.report(status, "delete " + id);
+  if (connection.options().json) {
+    std::cout << to_json(response) << "\n";
+  } else {
+    std::cout << "deleted " << response.id() << ": removed " << response.job_dir() << " ("
+              << response.bytes_freed() << " bytes)\n";
+  }
+  return kOk;
+}
+
 int checkpoint_job(Connection& connection, const std::string& id) {
   accum::v1::CheckpointJobRequest request;
   request.set_id(id);

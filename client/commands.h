@@ -20,6 +20,8 @@ int cancel_job(Connection& connection, const std::string& id, bool force);
 // Submits a new job continuing the ended job `id` from its latest checkpoint (max_steps 0: the
 // job's own); prints the new job's id.
 int continue_job(Connection& connection, const std::string& id, int64_t max_steps);
+// Removes an ended job's record and folder (checkpoints included); prints what it freed.
+int delete_job(Connection& connection, const std::string& id);
 int checkpoint_job(Connection& connection, const std::string& id);
 int list_checkpoints(Connection& connection, const std::string& id);
 // Prints a job's log lines; with `follow`, rides out an accumd restart as watch_job does.

@@ -146,6 +146,18 @@ grpc::Status ControlService::ListCheckpoints(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
+grpc::Status ControlService::DeleteJob(grpc::ServerContext* context,
+                                       const accum::v1::DeleteJobRequest* request,
+                                       accum::v1::DeleteJobResponse* response) {
+  ACCUM_CHECK_AUTH(context);
+  auto deleted = manager_->delete_job(request->id());
+  if (!deleted.ok()) return to_grpc(deleted.status());
+  response->set_id(request->id());
+  response->set_job_dir(valid_utf8(deleted->job_dir));
+  response->set_bytes_freed(deleted->bytes_freed);
+  return grpc::Status::OK;
+}
+
 grpc::Status ControlService::StreamLogs(grpc::ServerContext* context,
                                         const accum::v1::StreamLogsRequest* request,
                                         grpc::ServerWriter<accum::v1::LogLine>* writer) {

@@ -42,6 +42,8 @@ class ControlService final : public accum::v1::Control::Service {
                                accum::v1::ListCheckpointsResponse* response) final;
   grpc::Status StreamLogs(grpc::ServerContext* context, const accum::v1::StreamLogsRequest* request,
                           grpc::ServerWriter<accum::v1::LogLine>* writer) final;
+  grpc::Status DeleteJob(grpc::ServerContext* context, const accum::v1::DeleteJobRequest* request,
+                         accum::v1::DeleteJobResponse* response) final;
 
  private:
   JobManager* manager_;

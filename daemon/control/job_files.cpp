@@ -157,20 +157,32 @@ FailureSummary summarize_failure(const std::string& job_dir, int attempt, int li
 
 namespace {
 
-// Reads complete lines appended to `path` since `*offset` and advances it.
-std::vector<std::string> read_new_lines(const std::string& path, int64_t* offset) {
+// Hands each complete line appended to `path` since `*offset` to on_line(), reading a chunk
+// at a time: a log of any size (a worker that ran for weeks, or spewed debug output) costs
+// accumd one chunk, not the file. *offset moves past each line handed over; a partial last
+// line waits for its newline. Returns false once on_line() does.
+bool read_new_lines(const std::string& path, int64_t* offset,
+                    const std::function<bool(std::string&& line)>& on_line) {
+  constexpr size_t kChunk = 1 << 20;
   std::ifstream file(path, std::ios::binary);
-  std::vector<std::string> lines;
-  if (!file) return lines;
+  if (!file) return true;
   file.seekg(*offset);
-  std::string chunk((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
-  size_t start = 0;
-  for (size_t end = chunk.find('\n'); end != std::string::npos; end = chunk.find('\n', start)) {
-    lines.push_back(chunk.substr(start, end - start));
-    start = end + 1;
+  std::string chunk(kChunk, '\0');
+  std::string line;  // carried across chunks until its newline
+  while (file) {
+    file.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+    const size_t got = static_cast<size_t>(file.gcount());
+    size_t start = 0;
+    for (size_t end = chunk.find('\n'); end < got; end = chunk.find('\n', start)) {
+      line.append(chunk, start, end - start);
+      *offset += static_cast<int64_t>(line.size()) + 1;
+      if (!on_line(std::move(line))) return false;
+      line.clear();
+      start = end + 1;
+    }
+    line.append(chunk, start, got - start);
   }
-  *offset += static_cast<int64_t>(start);  // a partial last line waits for its newline
-  return lines;
+  return true;
 }
 
 }  // namespace
@@ -181,17 +193,28 @@ void stream_job_logs(
     const std::function<bool()>& should_stop) {
   std::map<std::string, int64_t> offsets;  // file -> bytes already emitted
   std::map<int, int64_t> next_index;       // rank -> lines so far
-  // First pass: the tail of each rank across all its files.
+  // First pass: the tail of each rank across all its files (all of it, as it is read, when
+  // tail is 0).
   for (const auto& [file_rank, files] : rank_log_files(job_dir)) {
     if (rank >= 0 && file_rank != rank) continue;
-    std::deque<std::string> lines;
     int64_t& count = next_index[file_rank];
+    if (tail <= 0) {
+      for (const auto& file : files) {
+        const bool more = read_new_lines(file, &offsets[file], [&](std::string&& line) {
+          return emit(file_rank, count++, line);
+        });
+        if (!more) return;
+      }
+      continue;
+    }
+    std::deque<std::string> lines;
     for (const auto& file : files) {
-      for (auto& line : read_new_lines(file, &offsets[file])) {
+      read_new_lines(file, &offsets[file], [&](std::string&& line) {
         lines.push_back(std::move(line));
         ++count;
-        if (tail > 0 && static_cast<int>(lines.size()) > tail) lines.pop_front();
-      }
+        if (static_cast<int>(lines.size()) > tail) lines.pop_front();
+        return true;
+      });
     }
     int64_t index = count - static_cast<int64_t>(lines.size());
     for (const auto& line : lines) {
@@ -204,9 +227,10 @@ void stream_job_logs(
     for (const auto& [file_rank, files] : rank_log_files(job_dir)) {
       if (rank >= 0 && file_rank != rank) continue;
       for (const auto& file : files) {
-        for (const auto& line : read_new_lines(file, &offsets[file])) {
-          if (!emit(file_rank, next_index[file_rank]++, line)) return;
-        }
+        const bool more = read_new_lines(file, &offsets[file], [&](std::string&& line) {
+          return emit(file_rank, next_index[file_rank]++, line);
+        });
+        if (!more) return;
       }
     }
     if (last_pass) return;

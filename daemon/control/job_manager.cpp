@@ -118,6 +118,7 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::create(ManagerConfig con
   auto store = JobStore::open(config.state_dir + "/accumd.db");
   if (!store.ok()) return store.status();
   std::unique_ptr<JobManager> manager(new JobManager(std::move(config), *std::move(store)));
+  manager->recover_deletes();
   if (auto status = manager->reconcile(); !status.ok()) return status;
   return manager;
 }

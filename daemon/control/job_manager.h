@@ -68,6 +68,12 @@ class CommandSink {
   virtual void send(const accum::v1::WorkerCommand& command) = 0;
 };
 
+// What delete_job() removed.
+struct DeletedJob {
+  std::string job_dir;
+  int64_t bytes_freed = 0;  // the sizes of the files that were in it
+};
+
 struct WatchStart {
   std::shared_ptr<JobSubscription> subscription;
   std::vector<accum::v1::JobEvent> backlog;  // current status, then metrics so far
@@ -110,6 +116,10 @@ class JobManager {
       const std::string& id, Clock::time_point deadline,
       const std::function<bool()>& client_gone = {});
   absl::StatusOr<std::vector<accum::v1::CheckpointInfo>> checkpoints(const std::string& id);
+  // Removes an ended job's record and folder (job_removal.cpp). FAILED_PRECONDITION while
+  // the job is active, while an active job's next attempt would start from one of its
+  // checkpoints, or when its folder is not <state_dir>/jobs/<id>.
+  absl::StatusOr<DeletedJob> delete_job(const std::string& id);
   absl::StatusOr<WatchStart> watch(const std::string& id);
   void unwatch(const std::string& id, const std::shared_ptr<JobSubscription>& subscription);
   // For StreamLogs: the job's folder (NOT_FOUND for unknown ids).
@@ -181,6 +191,8 @@ class JobManager {
                                  const std::string& reason, const std::string& message,
                                  const TransitionUpdate& update = {});
   absl::Status reconcile();
+  // Finishes or undoes the deletes an earlier accumd left half done (job_removal.cpp).
+  void recover_deletes();
   // Reads a re-attached job's history back from its metrics file. REQUIRES: mutex_ held.
   void seed_history_locked(const JobRecord& record, Runtime& runtime);
 

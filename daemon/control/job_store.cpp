@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS transitions (
   time_ms INTEGER NOT NULL, reason TEXT NOT NULL, message TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS transitions_by_job ON transitions(job_id, seq);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS deleted_jobs (id TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 )sql";
 
 constexpr const char* kJobColumns =
@@ -252,7 +253,8 @@ absl::Status JobStore::insert(const JobRecord& r, const std::string& reason) {
   auto s = run(db_,
                absl::StrCat("INSERT INTO jobs(", kJobColumns,
                             ", seq) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,"
-                            "(SELECT IFNULL(MAX(seq),0)+1 FROM jobs))"),
+                            "(SELECT MAX((SELECT IFNULL(MAX(seq),0) FROM jobs), "
+                            "(SELECT IFNULL(MAX(seq),0) FROM deleted_jobs))+1))"),
                {r.id, r.name, int64_t{r.state}, to_json(r.spec), r.spec_dir, r.job_dir,
                 int64_t{r.world_size}, int64_t{r.restarts}, int64_t{r.attempt}, r.message, now, now,
                 r.launcher_pid, r.launcher_start_ticks, r.latest_checkpoint_step, std::string()});
@@ -288,7 +290,10 @@ absl::StatusOr<std::vector<JobRecord>> JobStore::list(
   // 'job-999999' as text.
   int64_t after_seq = 0;
   if (!after_id.empty()) {
-    Statement seq(db_, "SELECT seq FROM jobs WHERE id = ?");
+    // A token whose job was deleted since (remove()) still marks its place.
+    Statement seq(db_,
+                  "SELECT seq FROM jobs WHERE id = ?1 UNION ALL "
+                  "SELECT seq FROM deleted_jobs WHERE id = ?1");
     if (auto s = seq.bind({after_id}); !s.ok()) return s;
     const int rc = seq.step();
     if (rc == SQLITE_DONE) {
@@ -370,6 +375,26 @@ absl::Status JobStore::transition(const std::string& id, accum::v1::JobState to,
             {id, int64_t{to}, now, reason, message});
   }
   return finish(s);
+}
+
+absl::Status JobStore::remove(const std::string& id) {
+  std::lock_guard lock(mutex_);
+  forget_locked(id);
+  if (auto s = exec("BEGIN IMMEDIATE"); !s.ok()) return s;
+  // Its place in the submission order stays: a ListJobs page that ended at it goes on.
+  auto s =
+      run(db_, "INSERT OR REPLACE INTO deleted_jobs(id, seq) SELECT id, seq FROM jobs WHERE id = ?",
+          {id});
+  if (s.ok()) s = run(db_, "DELETE FROM jobs WHERE id = ?", {id});
+  if (s.ok() && sqlite3_changes(db_) == 0) {
+    s = absl::NotFoundError(absl::StrCat("no job with id '", id, "'"));
+  }
+  if (s.ok()) s = run(db_, "DELETE FROM transitions WHERE job_id = ?", {id});
+  if (!s.ok()) {
+    (void)exec("ROLLBACK");
+    return s;
+  }
+  return exec("COMMIT");
 }
 
 absl::StatusOr<std::vector<accum::v1::Transition>> JobStore::transitions(const std::string& id) {

@@ -94,6 +94,10 @@ class JobStore {
   absl::Status transition(const std::string& id, accum::v1::JobState to, const std::string& reason,
                           const std::string& message, const TransitionUpdate& update = {});
   absl::StatusOr<std::vector<accum::v1::Transition>> transitions(const std::string& id);
+  // Deletes a job's record and its transitions in one transaction; NOT_FOUND for an
+  // unknown id. The id counter is not touched: ids are never handed out twice. The id
+  // keeps its place in the submission order, so list() still takes it as after_id.
+  absl::Status remove(const std::string& id);
 
   absl::Status set_process(const std::string& id, int64_t pid, int64_t start_ticks, int attempt);
   absl::Status set_restarts(const std::string& id, int restarts);

@@ -1,9 +1,13 @@
 // accumd — the control daemon. Parses flags, opens the job store (reconciling
 // jobs left by a previous accumd), serves gRPC, and on SIGTERM/SIGINT stops
 // serving while the running workers carry on (a restarted accumd re-attaches).
+// SIGHUP (a closed terminal, a `kill -HUP` meant as "reload") is logged and ignored:
+// its default action would end accumd at once, and systemd counts such an end as
+// clean, so Restart=on-failure would leave the jobs unsupervised.
 //
 //   accumd --listen HOST:PORT --state-dir DIR [--token-file F] [--slots N] ...
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -69,6 +73,18 @@ struct Flags {
 void write_addr_file(const std::string& path, const std::string& address) {
   std::ofstream(path + ".tmp") << address << "\n";
   std::filesystem::rename(path + ".tmp", path);
+}
+
+// A token or TLS key that other users can read lets them in: on a shared box, say so at
+// every start (ssh refuses such keys; accumd keeps serving, as it did before it checked).
+void warn_if_others_can_read(const std::string& flag, const std::string& path) {
+  struct stat st {};
+  if (path.empty() || ::stat(path.c_str(), &st) != 0) return;
+  if ((st.st_mode & (S_IRGRP | S_IROTH)) == 0) return;
+  spdlog::warn(
+      "{} {} is readable by other users (mode {:o}): anyone on this host who reads it "
+      "can use accumd as you; chmod 600 it",
+      flag, path, st.st_mode & 07777);
 }
 
 [[noreturn]] void usage_error(const std::string& message) {
@@ -191,6 +207,7 @@ int main(int argc, char** argv) {
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGTERM);
   sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
@@ -202,11 +219,13 @@ int main(int argc, char** argv) {
       return 2;
     }
     token = *read;
+    warn_if_others_can_read("--token-file", flags.token_file);
     flags.manager.launcher.token_file = std::filesystem::absolute(flags.token_file).string();
   } else {
     spdlog::warn("no --token-file: every RPC is accepted without authentication");
   }
   accum::control::TokenAuth auth(token);
+  warn_if_others_can_read("--tls-key", flags.server.tls_key);
   // Workers dial back over the same port, so under TLS they must verify accumd too.
   if (!flags.server.tls_cert.empty()) {
     std::string& ca = flags.manager.launcher.tls_ca;
@@ -298,7 +317,12 @@ int main(int argc, char** argv) {
   if (!flags.addr_file.empty()) write_addr_file(flags.addr_file, *bound);
 
   int received = 0;
-  sigwait(&stop_signals, &received);
+  while (sigwait(&stop_signals, &received) != 0 || received == SIGHUP) {
+    if (received == SIGHUP) {
+      spdlog::warn("SIGHUP: ignored (accumd has nothing to reload); SIGTERM stops it");
+      received = 0;
+    }
+  }
   spdlog::info("signal {}: shutting down; running workers keep running", received);
   metrics.stop();
   server.shutdown();

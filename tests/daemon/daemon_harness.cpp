@@ -213,6 +213,16 @@ void DaemonHarness::stop() {
   daemon_pid_ = 0;
 }
 
+void DaemonHarness::send_signal(int signal_number) {
+  if (daemon_pid_ > 0) kill(daemon_pid_, signal_number);
+}
+
+bool DaemonHarness::alive() {
+  if (daemon_pid_ <= 0) return false;
+  if (waitpid(daemon_pid_, nullptr, WNOHANG) == daemon_pid_) daemon_pid_ = 0;
+  return daemon_pid_ > 0;
+}
+
 std::string DaemonHarness::spec_json(const std::string& name, int max_steps, int world_size,
                                      int checkpoint_every, const std::string& extra_fields) const {
   // B*T*N*K: 2 x 32 x world x 4 tokens per update; K = 4 micro-batches per step.

@@ -43,6 +43,8 @@ class DaemonHarness {
   bool start(const DaemonOptions& options = {});
   void kill9();  // SIGKILL accumd, reap it
   void stop();   // SIGTERM accumd, wait
+  void send_signal(int signal_number);  // to accumd; does not wait
+  bool alive();                         // accumd has not exited (reaps it if it has)
   // Waits for accumd to exit by itself; its waitpid status, or nullopt (with a gtest
   // failure) if it still runs after `timeout`.
   std::optional<int> wait_exit(std::chrono::seconds timeout);

@@ -197,6 +197,14 @@ TEST(DaemonSecurity, UnknownIdIsNotFoundEverywhere) {
               grpc::StatusCode::NOT_FOUND);
   }
   {
+    accum::v1::DeleteJobRequest request;
+    request.set_id(id);
+    accum::v1::DeleteJobResponse response;
+    auto context = daemon.context();
+    EXPECT_EQ(daemon.stub().DeleteJob(context.get(), request, &response).error_code(),
+              grpc::StatusCode::NOT_FOUND);
+  }
+  {
     accum::v1::WatchJobRequest request;
     request.set_id(id);
     auto context = daemon.context();

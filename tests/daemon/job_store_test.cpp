@@ -290,6 +290,39 @@ TEST_F(JobStoreTest, ListPagesInSubmissionOrderPastJob999999) {
       << unknown.status();
 }
 
+// remove() (DeleteJob) drops a job's record and transitions; its id is never handed out
+// again, and a ListJobs page token naming it (a client paging while the operator deletes)
+// still marks its place, also when it was the newest job and another was submitted since.
+TEST_F(JobStoreTest, RemovedJobIsGoneButItsIdKeepsItsPlaceInPaging) {
+  auto store = *JobStore::open(path_);
+  const std::vector<std::string> ids = insert_jobs(*store, "job", 3);
+  const auto page1 = store->list({}, "", 2);
+  ASSERT_TRUE(page1.ok()) << page1.status();
+  ASSERT_EQ(page1->back().id, ids[1]);
+  ASSERT_TRUE(store->remove(ids[1]).ok());
+  EXPECT_EQ(store->get(ids[1]).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(store->transitions(ids[1])->empty());
+  EXPECT_EQ(store->remove(ids[1]).code(), absl::StatusCode::kNotFound);
+  const auto page2 = store->list({}, ids[1], 2);
+  ASSERT_TRUE(page2.ok()) << page2.status();
+  ASSERT_EQ(page2->size(), 1u);
+  EXPECT_EQ((*page2)[0].id, ids[2]);
+
+  ASSERT_TRUE(store->remove(ids[2]).ok());  // the newest
+  store.reset();
+  store = *JobStore::open(path_);
+  const std::vector<std::string> later = insert_jobs(*store, "later", 1);
+  EXPECT_EQ(later[0], "job-000004");
+  const auto after = store->list({}, ids[2], 10);
+  ASSERT_TRUE(after.ok()) << after.status();
+  ASSERT_EQ(after->size(), 1u) << "a job submitted after the deletion was skipped";
+  EXPECT_EQ((*after)[0].id, later[0]);
+  const auto all = store->list({}, "", 10);
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[0].id, ids[0]);
+  EXPECT_EQ((*all)[1].id, later[0]);
+}
+
 // A launch's attempt number is written with its STARTING state, in one transaction (and
 // the previous attempt's pid cleared with it): both, or, when the move is refused, neither.
 TEST_F(JobStoreTest, TransitionRecordsTheNewAttemptWithTheState) {

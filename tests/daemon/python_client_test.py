@@ -219,6 +219,16 @@ class PythonClientTest(unittest.TestCase):
         self.assertEqual(refused.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
         self.assertIn("max_steps: 3 leaves nothing to train", refused.exception.details)
 
+        # Once no active job starts from it, the ended job goes with its folder.
+        deleted = self.client.delete(job.id)
+        self.assertEqual(deleted.job_dir, job.job_dir)
+        self.assertGreater(deleted.bytes_freed, 0)
+        self.assertFalse(os.path.exists(job.job_dir))
+        with self.assertRaises(AccumdError) as gone:
+            self.client.get(job.id)
+        self.assertEqual(gone.exception.code, grpc.StatusCode.NOT_FOUND)
+        self.assertEqual(self.client.get(more.id).state, accum_pb2.SUCCEEDED)
+
     def test_running_job_checkpoint_now_then_graceful_cancel(self):
         job = self.client.submit(example_spec_path())  # a path: resolved like accumctl's
         self.assertEqual(job.spec.max_steps, 150)

@@ -378,6 +378,43 @@ TEST(CheckpointDir, CommittingAnOlderStepSetsTheAbandonedTimelineAside) {
   EXPECT_EQ(next.set_aside_note(), "");
 }
 
+// Each resume from an older step sets a timeline aside; on a months-long job (restarts
+// from a damaged newest checkpoint, repeated resumes) those folders would pile up
+// forever. With keep_last N, retention deletes abandoned-by-step_S/ together with step S
+// (once N newer checkpoints exist), and never while step S is kept; keep_last 0 keeps all.
+// Other folders (a user's own, a name that only looks alike) are left alone.
+TEST(CheckpointDir, RetentionRemovesAnAbandonedTimelineWithTheStepThatSetItAside) {
+  TempDir dir;
+  const std::string root = dir.file("ckpt");
+  commit_checkpoint(root, 10, "a");
+  commit_checkpoint(root, 20, "a");
+  commit_checkpoint(root, 15, "b");  // sets step 20 aside into abandoned-by-step_00000015
+  commit_checkpoint(root, 20, "b");
+  commit_checkpoint(root, 15, "c");  // again: abandoned-by-step_00000015-2
+  const std::string first = root + "/abandoned-by-step_00000015";
+  const std::string second = root + "/abandoned-by-step_00000015-2";
+  ASSERT_TRUE(fs::is_directory(first));
+  ASSERT_TRUE(fs::is_directory(second));
+  fs::create_directories(root + "/abandoned-by-step_00000001-keep");  // not accumd's name
+  fs::create_directories(root + "/my-notes");
+  commit_checkpoint(root, 16, "c");
+  ASSERT_TRUE(apply_retention(root, 2).ok());  // keeps 15 and 16: 15 set them aside
+  EXPECT_EQ(steps_of(root), (std::vector<int64_t>{15, 16}));
+  EXPECT_TRUE(fs::is_directory(first));
+  EXPECT_TRUE(fs::is_directory(second));
+  commit_checkpoint(root, 17, "c");
+  ASSERT_TRUE(apply_retention(root, 0).ok());  // 0 keeps everything
+  EXPECT_TRUE(fs::is_directory(first));
+  ASSERT_TRUE(apply_retention(root, 2).ok());  // keeps 16 and 17: step 15 is gone
+  EXPECT_EQ(steps_of(root), (std::vector<int64_t>{16, 17}));
+  EXPECT_FALSE(fs::exists(first));
+  EXPECT_FALSE(fs::exists(second));
+  EXPECT_TRUE(fs::is_directory(root + "/abandoned-by-step_00000001-keep"));
+  EXPECT_TRUE(fs::is_directory(root + "/my-notes"));
+  EXPECT_TRUE(temp_entries(root).empty());
+  EXPECT_EQ(*resolve_checkpoint(root, "latest"), root + "/step_00000017");
+}
+
 // `latest` names step 4, but step 5 was committed after it (then `latest` could not be
 // replaced): the complete step 5 is resumed from, and the caller learns both names. A
 // newer step that does not verify does not win; it is reported as passed over.

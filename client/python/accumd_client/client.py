@@ -155,6 +155,12 @@ class Client:
         request = accum_pb2.ContinueJobRequest(id=job_id, max_steps=max_steps)
         return self._unary(self._stub.ContinueJob, request, timeout).job
 
+    def delete(self, job_id, timeout=600.0):
+        """Removes an ended job: its record and its folder (logs, metrics, checkpoints).
+        Returns the DeleteJobResponse (job_dir, bytes_freed). FAILED_PRECONDITION while the
+        job is active or while an active job starts from one of its checkpoints."""
+        return self._unary(self._stub.DeleteJob, accum_pb2.DeleteJobRequest(id=job_id), timeout)
+
     def checkpoint(self, job_id, timeout=600.0):
         """Checkpoints a RUNNING job at its next optimizer step; returns the
         CheckpointInfo (step, path, bytes) once the checkpoint is complete."""

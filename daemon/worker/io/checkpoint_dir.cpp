@@ -123,6 +123,22 @@ std::string latest_name(const std::string& root) {
 }
 
 // A folder under root that does not exist yet: `base`, else `base-2`, `base-3`, ...
+constexpr std::string_view kAbandonedPrefix = "abandoned-by-";
+
+// S of a folder CheckpointWriter::set_aside_later_steps() made: "abandoned-by-step_S" or
+// "abandoned-by-step_S-<n>"; nullopt for any other name.
+std::optional<int64_t> abandoning_step(std::string_view name) {
+  if (name.substr(0, kAbandonedPrefix.size()) != kAbandonedPrefix) return std::nullopt;
+  std::string_view step_dir = name.substr(kAbandonedPrefix.size());
+  if (const size_t dash = step_dir.find('-'); dash != std::string_view::npos) {
+    const std::string_view copy = step_dir.substr(dash + 1);
+    if (copy.empty() || copy.find_first_not_of("0123456789") != std::string_view::npos)
+      return std::nullopt;
+    step_dir = step_dir.substr(0, dash);
+  }
+  return parse_step_dir_name(step_dir);
+}
+
 std::string unused_name(const std::string& root, const std::string& base) {
   std::error_code ec;
   std::string name = base;
@@ -302,7 +318,8 @@ absl::Status CheckpointWriter::set_aside_later_steps() {
   if (ec) return absl::InternalError(absl::StrCat("cannot list ", root_, ": ", ec.message()));
   if (later.empty()) return absl::OkStatus();
   std::sort(later.begin(), later.end());
-  const std::string folder = unused_name(root_, "abandoned-by-" + step_dir_name(step_));
+  const std::string folder =
+      unused_name(root_, std::string(kAbandonedPrefix) + step_dir_name(step_));
   const std::string folder_path = join(root_, folder);
   if (absl::Status s = create_directories_durable(folder_path); !s.ok()) return s;
   std::string moved;
@@ -316,8 +333,11 @@ absl::Status CheckpointWriter::set_aside_later_steps() {
   set_aside_note_ =
       absl::StrCat("checkpoint step ", step_, " goes back before ", moved, " in ", root_,
                    " (a run resumed from an older step there): ", "moved them into ", folder_path,
-                   " so they are never taken for this run's newest; delete that "
-                   "folder when they are no longer needed");
+                   " so they are never taken for this run's newest; with checkpoint.keep_last N, "
+                   "retention deletes that folder with step ",
+                   step_,
+                   " (once N newer checkpoints exist); delete it sooner when they are no longer "
+                   "needed");
   return absl::OkStatus();
 }
 
@@ -490,9 +510,26 @@ absl::Status apply_retention(const std::string& root_dir, int keep_last) {
     latest_name = std::string(absl::StripAsciiWhitespace(*latest));
   auto all = list_checkpoints(root_dir);
   const size_t keep = static_cast<size_t>(keep_last);
-  for (size_t i = 0; i + keep < all.size(); ++i) {  // all[i] is older than the newest `keep`
-    if (fs::path(all[i].second).filename() == latest_name) continue;
+  std::optional<int64_t> oldest_kept;
+  for (size_t i = 0; i < all.size(); ++i) {
+    // all[i] is older than the newest `keep` when i + keep < all.size().
+    if (i + keep >= all.size() || fs::path(all[i].second).filename() == latest_name) {
+      if (!oldest_kept) oldest_kept = all[i].first;
+      continue;
+    }
     remove_dir_safely(root_dir, all[i].second);
+  }
+  // A timeline set aside by step S goes with step S: once every kept checkpoint is newer
+  // than S, this run has written keep_last checkpoints since it left that timeline.
+  if (oldest_kept) {
+    std::vector<std::string> abandoned;
+    for (const fs::directory_entry& entry : fs::directory_iterator(root_dir, ec)) {
+      const std::string name = entry.path().filename().string();
+      const std::optional<int64_t> step = abandoning_step(name);
+      if (step && *step < *oldest_kept && entry.is_directory(ec)) abandoned.push_back(name);
+    }
+    if (ec) return absl::InternalError(absl::StrCat("cannot list ", root_dir, ": ", ec.message()));
+    for (const std::string& name : abandoned) remove_dir_safely(root_dir, join(root_dir, name));
   }
   return fsync_dir(root_dir);
 }

@@ -30,7 +30,7 @@ std::optional<int64_t> parse_step_dir_name(std::string_view name);
 // Destroying an uncommitted writer removes its temporary directory. `latest` is
 // set to the committed step. Step directories above it (a timeline the run went back
 // from, by resuming from an older step) are moved into <root>/abandoned-by-step_S/
-// first; set_aside_note() says so.
+// first; set_aside_note() says so. apply_retention() removes that folder with step S.
 // Thread safety: none; one writer per step directory at a time.
 class CheckpointWriter {
  public:
@@ -116,8 +116,10 @@ std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string&
 absl::Status ensure_checkpoint_root(const std::string& root_dir);
 // Keeps the newest `keep_last` complete checkpoints (0 keeps all) plus the one
 // `latest` names; removes stale temp entries (".tmp-*-<pid>" of pids no longer
-// alive on this host). Deleted directories are first renamed to a temp name, so
-// a half-deleted one never looks like a checkpoint.
+// alive on this host), and (keep_last > 0) each `abandoned-by-step_S[-n]/` folder
+// whose S is older than every checkpoint it keeps: the set-aside timeline goes with
+// the checkpoint that set it aside. Deleted directories are first renamed to a temp
+// name, so a half-deleted one never looks like a checkpoint.
 absl::Status apply_retention(const std::string& root_dir, int keep_last);
 
 // Small helpers shared by checkpoint code.
