@@ -4,6 +4,8 @@
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -26,8 +28,15 @@ TokenAuth::TokenAuth(std::string token) {
 }
 
 absl::StatusOr<std::string> TokenAuth::read_token_file(const std::string& path) {
+  errno = 0;
   std::ifstream file(path);
-  if (!file) return absl::InvalidArgumentError(absl::StrCat("token file ", path, ": cannot read"));
+  if (!file) {
+    // Why (no such file, permission denied): the fix differs.
+    const int error = errno;
+    return absl::InvalidArgumentError(absl::StrCat("token file ", path, ": cannot read",
+                                                   error != 0 ? ": " : "",
+                                                   error != 0 ? std::strerror(error) : ""));
+  }
   std::stringstream contents;
   contents << file.rdbuf();
   std::string token(absl::StripAsciiWhitespace(contents.str()));

@@ -25,6 +25,11 @@ using Arg = std::variant<int64_t, std::string>;
 
 constexpr size_t kMaxCachedJobs = 4096;  // beyond this the read cache starts over
 
+// The schema's version, kept in the database as SQLite's user_version. 1: the schema below
+// (0: a database from before versions, which the schema below upgrades by adding its tables).
+// A database from a newer accumd is refused rather than written by code that does not know it.
+constexpr int kSchemaVersion = 1;
+
 constexpr const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS jobs (
   id TEXT PRIMARY KEY, seq INTEGER UNIQUE NOT NULL, name TEXT NOT NULL, state INTEGER NOT NULL,
@@ -198,7 +203,26 @@ absl::StatusOr<std::unique_ptr<JobStore>> JobStore::open(const std::string& path
   for (const char* pragma : {"PRAGMA journal_mode=WAL;", "PRAGMA synchronous=FULL;"}) {
     if (auto status = store->exec(pragma); !status.ok()) return unusable(status);
   }
+  int64_t found_version = 0;
+  {
+    Statement version(db, "PRAGMA user_version;");
+    if (version.step() != SQLITE_ROW) return unusable(version.error("user_version"));
+    if (const int64_t found = found_version = version.integer(0); found > kSchemaVersion) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("job database ", path, " has schema version ", found,
+                       ", newer than this accumd's (", kSchemaVersion,
+                       "): a newer accumd wrote it; run that accumd on this state dir, or "
+                       "give this one another --state-dir. The database was not changed"));
+    }
+  }
   if (auto status = store->exec(kSchema); !status.ok()) return unusable(status);
+  // Written only when it changes: an accumd that starts on a full disk must still open it.
+  if (found_version != kSchemaVersion) {
+    if (auto status = store->exec(absl::StrCat("PRAGMA user_version = ", kSchemaVersion, ";"));
+        !status.ok()) {
+      return unusable(status);
+    }
+  }
   {
     Statement check(db, "PRAGMA quick_check;");
     std::vector<std::string> problems;

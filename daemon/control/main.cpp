@@ -255,7 +255,8 @@ int main(int argc, char** argv) {
   auto created = JobManager::create(flags.manager);
   if (!created.ok()) {
     spdlog::error("{}", std::string(created.status().message()));
-    return 1;
+    // Refused (a job database of a newer schema), as the state dir's lock is: 2.
+    return absl::IsFailedPrecondition(created.status()) ? 2 : 1;
   }
   manager = *std::move(created);
   accum::control::DaemonServer server(manager.get(), &auth);

@@ -1,6 +1,7 @@
 // tests/daemon/e2e_operations_test.cpp — what the operator of a long-lived accumd meets:
 // signals sent to the daemon itself (a closed terminal's SIGHUP, a `kill -HUP` meant as
-// "reload") must not end it; a token file other users can read is warned about; ended
+// "reload") must not end it; a token file other users can read is warned about; a job
+// database of a newer accumd is refused, not written; ended
 // jobs are deleted with their folders (the state dir would otherwise only grow), never an
 // active one or the checkpoint an active job starts from, and a delete cut short by a
 // crash is finished or undone at the next start.
@@ -98,6 +99,41 @@ TEST(DaemonOperations, TokenFileOthersCanReadIsWarnedAbout) {
   fs::permissions(daemon.token_file(), fs::perms::owner_read | fs::perms::owner_write);
   ASSERT_TRUE(daemon.start(with_slots(1)));
   EXPECT_EQ(count_of(accumd_log(daemon), "readable by other users"), 1u) << accumd_log(daemon);
+}
+
+// An operator who goes back to an older accumd after a newer one changed the job database's
+// schema: the old one must not write a database it does not know. It exits 2 at start,
+// naming both versions, and leaves the database (and so every job record) as it was.
+TEST(DaemonOperations, JobDatabaseOfANewerAccumdIsRefusedAtStart) {
+  DaemonHarness daemon;
+  ASSERT_TRUE(daemon.start(with_slots(1)));
+  const JobStatus job = run_to_end(daemon, "kept");
+  daemon.stop();
+  const std::string state_dir = daemon.dir() + "/state";
+  const std::string sql = "python3 -c \"import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); ";
+  std::string output;
+  ASSERT_EQ(run_command(sql + "db.execute('PRAGMA user_version = 7'); db.commit()\" '" + state_dir +
+                            "/accumd.db'",
+                        &output),
+            0)
+      << output;
+  const int exit_code =
+      run_command("timeout 20 " + daemon.build_dir() + "/bin/accumd --listen 127.0.0.1:0 " +
+                      "--state-dir '" + state_dir + "' --token-file '" + daemon.token_file() + "'",
+                  &output);
+  EXPECT_EQ(exit_code, 2) << output;
+  EXPECT_NE(output.find(state_dir + "/accumd.db has schema version 7, newer than this accumd's"),
+            std::string::npos)
+      << output;
+  std::string rows;
+  ASSERT_EQ(run_command(sql +
+                            "print(db.execute('PRAGMA user_version').fetchone()[0], "
+                            "db.execute('SELECT id FROM jobs').fetchall())\" '" +
+                            state_dir + "/accumd.db'",
+                        &rows),
+            0)
+      << rows;
+  EXPECT_EQ(rows, "7 [('" + job.id() + "',)]\n");
 }
 
 // An ended job goes with its record and its folder, durably (across an accumd restart), and

@@ -226,6 +226,52 @@ TEST_F(JobStoreTest, UnusableDatabaseIsRefusedNamingTheFileAndTheWayOut) {
   EXPECT_NE(damaged.status().message().find(path_), std::string::npos) << damaged.status();
 }
 
+// The database records its schema version (SQLite's user_version). One written by a newer
+// accumd is refused, naming both versions and the way out, and is left as it was: the jobs
+// are still there for the accumd that wrote it.
+TEST_F(JobStoreTest, DatabaseOfANewerSchemaIsRefusedAndLeftAsItWas) {
+  std::vector<std::string> ids;
+  {
+    auto store = *JobStore::open(path_);
+    ids = insert_jobs(*store, "job", 2);
+  }
+  auto user_version = [&] {
+    sqlite3* db = nullptr;
+    EXPECT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+    sqlite3_stmt* statement = nullptr;
+    EXPECT_EQ(sqlite3_prepare_v2(db, "PRAGMA user_version;", -1, &statement, nullptr), SQLITE_OK);
+    EXPECT_EQ(sqlite3_step(statement), SQLITE_ROW);
+    const int64_t version = sqlite3_column_int64(statement, 0);
+    sqlite3_finalize(statement);
+    sqlite3_close(db);
+    return version;
+  };
+  EXPECT_EQ(user_version(), 1);
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "PRAGMA user_version = 7; CREATE TABLE newer_things (x INTEGER);",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  auto refused = JobStore::open(path_);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition) << refused.status();
+  const std::string message(refused.status().message());
+  EXPECT_NE(message.find(path_ + " has schema version 7, newer than this accumd's (1)"),
+            std::string::npos)
+      << message;
+  EXPECT_NE(message.find("--state-dir"), std::string::npos) << message;
+  EXPECT_EQ(user_version(), 7);
+  // Back at this accumd's version (as the newer accumd might leave it), every job is there.
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "PRAGMA user_version = 1;", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+  auto store = JobStore::open(path_);
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_TRUE((*store)->get(ids[0]).ok());
+  EXPECT_TRUE((*store)->get(ids[1]).ok());
+}
+
 // One row whose spec cannot be read: the list shows the other jobs (and accumd's start finds
 // them), and asking for that job says what is wrong with it.
 TEST_F(JobStoreTest, DamagedRowIsLeftOutOfListsAndReadAsDataLoss) {
