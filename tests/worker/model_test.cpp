@@ -2,6 +2,7 @@
 // differences, and the two accumulation contracts — K micro-batches equal one big
 // batch, and token-weighted normalization stays exact under masks.
 #include <gtest/gtest.h>
+#include <malloc.h>
 
 #include <algorithm>
 #include <cmath>
@@ -110,6 +111,28 @@ TEST(Gpt2Test, ActivationEstimateMatchesWhatTheModelAllocates) {
     Gpt2 model(backend.get(), tiny_config(), B, 8);
     EXPECT_EQ(model.activation_bytes(), gpt2_activation_bytes(*backend, tiny_config(), B, 8));
   }
+}
+
+// The plan's arithmetic is what the model really allocates: measured with glibc's
+// allocator statistics around the constructor (the CPU back end allocates with
+// aligned_alloc), every buffer kept on the heap. The uploaded batch alone (9 bytes per token,
+// 36 KB here) is larger than the slack allowed for allocator headers and host-side tables.
+TEST(Gpt2Test, MemoryPlanCoversEveryBufferTheModelAllocates) {
+  ASSERT_EQ(mallopt(M_MMAP_THRESHOLD, 32 << 20), 1);  // no buffer below is mmapped on its own
+  auto backend = kernels::make_backend(kernels::DeviceKind::kCpu);
+  const auto config = tiny_config();
+  const int B = 512, T = 8;
+  const auto in_use = [] {
+    const struct mallinfo2 info = mallinfo2();
+    return info.uordblks + info.hblkhd;
+  };
+  const size_t before = in_use();
+  Gpt2 model(backend.get(), config, B, T);
+  const size_t allocated = in_use() - before;
+  const size_t n = static_cast<size_t>(spec::parameter_count(config));
+  const size_t planned = 2 * n * sizeof(float) + gpt2_activation_bytes(*backend, config, B, T);
+  EXPECT_GE(allocated, planned);
+  EXPECT_LE(allocated, planned + 16 * 1024) << "the model allocates more than its memory plan";
 }
 
 // The losses stay on the device between forwards: take_loss_sum() returns the sum over every

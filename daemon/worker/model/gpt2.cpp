@@ -113,6 +113,12 @@ size_t gpt2_working_elements(const kernels::Backend& backend, const spec::ModelC
   return std::max(params, padded_rows * static_cast<size_t>(config.d_model));
 }
 
+namespace {
+// What one token of an uploaded micro-batch takes on the device: its input and target ids
+// (int32) and its mask byte.
+constexpr size_t kBatchBytesPerToken = 2 * sizeof(int32_t) + sizeof(uint8_t);
+}  // namespace
+
 size_t gpt2_activation_bytes(const kernels::Backend& backend, const spec::ModelConfig& config,
                              int B, int T) {
   const size_t N = static_cast<size_t>(B) * T, C = config.d_model;
@@ -124,8 +130,10 @@ size_t gpt2_activation_bytes(const kernels::Backend& backend, const spec::ModelC
       N * 18 * C * act + N * 4 * f32 + backend.attention_saved_bytes(B, T, config.n_head);
   // Whole model: encoded, lnf (2C), logits (V, in the back end's padded rows), backward
   // scratch dresidual, dln, datty (3C), dqkv (3C), dfch (4C); lnf statistics and losses (3
-  // per row); what the back end's ops borrow on top.
-  const size_t global = N * (12 * C + V) * act + N * 3 * f32 +
+  // per row); the uploaded batch (int32 inputs and targets, a byte of mask per token) and
+  // the loss sum; what the back end's ops borrow on top.
+  const size_t global = N * (12 * C + V) * act + N * 3 * f32 + N * kBatchBytesPerToken +
+                        sizeof(double) +
                         backend.scratch_bytes(N, config.d_model, config.n_head, config.vocab_size);
   return config.n_layer * per_layer + global;
 }
@@ -203,6 +211,7 @@ Gpt2::Gpt2(kernels::Backend* backend, const spec::ModelConfig& config, int B, in
   acts_->loss_sum = static_cast<double*>(backend_->alloc(sizeof(double)));
   allocations_.insert(allocations_.end(),
                       {acts_->inputs, acts_->targets, acts_->mask, acts_->loss_sum});
+  activation_bytes_ += N * (2 * sizeof(int32_t) + sizeof(uint8_t)) + sizeof(double);
   acts_->encoded = act_alloc(N * C);
   layers_.resize(config.n_layer);
   size_t t = 2;  // tensors_[0] = wte, [1] = wpe
