@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 
 #include "absl/strings/numbers.h"
@@ -19,17 +20,37 @@ namespace accum::control {
 namespace {
 
 constexpr size_t kMaxRequestHead = 8192;
-constexpr int kIoTimeoutS = 2;
+using Clock = std::chrono::steady_clock;
 
-void send_all(int fd, const std::string& data) {
+// Waits until `fd` is ready for `events` (or has an error the next recv/send reports):
+// false once `deadline` has passed.
+bool wait_ready(int fd, short events, Clock::time_point deadline) {
+  for (;;) {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    if (left <= 0) return false;
+    pollfd ready{fd, events, 0};
+    const int rc = ::poll(&ready, 1, static_cast<int>(left));
+    if (rc > 0) return true;
+    if (rc == 0 || errno != EINTR) return false;
+  }
+}
+
+// Sends `data` on the non-blocking `fd` until it is all sent, the client goes away or
+// `deadline` passes.
+void send_all(int fd, const std::string& data, Clock::time_point deadline) {
   size_t sent = 0;
   while (sent < data.size()) {
     const ssize_t n = ::send(fd, data.data() + sent, data.size() - sent, MSG_NOSIGNAL);
-    if (n <= 0) {
-      if (n < 0 && errno == EINTR) continue;
-      return;  // the client went away or timed out: nothing more to do
+    if (n > 0) {
+      sent += static_cast<size_t>(n);
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      if (!wait_ready(fd, POLLOUT, deadline)) return;  // a client that does not read
+    } else {
+      return;  // the client went away: nothing more to do
     }
-    sent += static_cast<size_t>(n);
   }
 }
 
@@ -115,6 +136,9 @@ absl::StatusOr<std::string> MetricsHttpServer::start(const std::string& listen) 
 void MetricsHttpServer::stop() {
   if (stopping_.exchange(true)) return;
   if (thread_.joinable()) thread_.join();
+  // Each connection ends within its deadlines (and one render).
+  std::unique_lock lock(mutex_);
+  idle_.wait(lock, [this] { return open_connections_ == 0; });
   if (listen_fd_ >= 0) ::close(listen_fd_);
   listen_fd_ = -1;
 }
@@ -123,52 +147,88 @@ void MetricsHttpServer::serve_loop() {
   while (!stopping_.load()) {
     pollfd waiting{listen_fd_, POLLIN, 0};
     if (::poll(&waiting, 1, 200) <= 0) continue;  // timeout (check stopping_) or EINTR
-    const int connection = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    const int connection = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (connection < 0) continue;
-    timeval timeout{kIoTimeoutS, 0};
-    setsockopt(connection, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
-    setsockopt(connection, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
-    answer(connection);
-    ::close(connection);
+    {
+      std::lock_guard lock(mutex_);
+      if (open_connections_ >= kMaxConnections) {
+        // Busy with slow clients: say so at once rather than queue behind them.
+        const auto now = Clock::now();
+        send_all(
+            connection,
+            response("503 Service Unavailable", "text/plain",
+                     "too many open connections to the metrics endpoint\n", "Retry-After: 1\r\n"),
+            now);
+        ::close(connection);
+        continue;
+      }
+      ++open_connections_;
+    }
+    std::thread([this, connection] {
+      answer(connection);
+      ::close(connection);
+      std::lock_guard lock(mutex_);
+      if (--open_connections_ == 0) idle_.notify_all();
+    }).detach();
   }
 }
 
 void MetricsHttpServer::answer(int connection) {
+  // The whole request head within kIoTimeout, however slowly its bytes come, so a client
+  // that trickles them cannot hold a connection (one of kMaxConnections) for long.
+  const auto read_deadline = Clock::now() + kIoTimeout;
   std::string head;
   char buffer[1024];
+  bool timed_out = false;
   while (head.size() < kMaxRequestHead && head.find("\r\n\r\n") == std::string::npos &&
          head.find("\n\n") == std::string::npos) {
     const ssize_t n = ::recv(connection, buffer, sizeof(buffer), 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    head.append(buffer, static_cast<size_t>(n));
+    if (n > 0) {
+      head.append(buffer, static_cast<size_t>(n));
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      if (!wait_ready(connection, POLLIN, read_deadline)) {
+        timed_out = true;
+        break;
+      }
+    } else {
+      break;
+    }
+  }
+  const auto reply = [connection](const std::string& text) {
+    send_all(connection, text, Clock::now() + kIoTimeout);
+  };
+  if (timed_out) {
+    reply(response(
+        "408 Request Timeout", "text/plain",
+        absl::StrCat("the request head did not arrive within ", kIoTimeout.count(), " s\n")));
+    return;
   }
   const std::string request_line = head.substr(0, head.find_first_of("\r\n"));
   const std::vector<std::string> parts = absl::StrSplit(request_line, ' ', absl::SkipEmpty());
   if (parts.size() != 3 || parts[2].rfind("HTTP/", 0) != 0) {
-    send_all(connection,
-             response("400 Bad Request", "text/plain", "expected 'GET /metrics HTTP/1.x'\n"));
+    reply(response("400 Bad Request", "text/plain", "expected 'GET /metrics HTTP/1.x'\n"));
     return;
   }
   const std::string path = parts[1].substr(0, parts[1].find('?'));
   if (parts[0] != "GET") {
-    send_all(connection, response("405 Method Not Allowed", "text/plain", "only GET is served\n",
-                                  "Allow: GET\r\n"));
+    reply(
+        response("405 Method Not Allowed", "text/plain", "only GET is served\n", "Allow: GET\r\n"));
     return;
   }
   if (path != "/metrics") {
-    send_all(connection,
-             response("404 Not Found", "text/plain", "not found; metrics are at /metrics\n"));
+    reply(response("404 Not Found", "text/plain", "not found; metrics are at /metrics\n"));
     return;
   }
   auto body = render_();
   if (!body.ok()) {
     spdlog::error("metrics: {}", std::string(body.status().message()));
-    send_all(connection, response("500 Internal Server Error", "text/plain",
-                                  absl::StrCat(body.status().message(), "\n")));
+    reply(response("500 Internal Server Error", "text/plain",
+                   absl::StrCat(body.status().message(), "\n")));
     return;
   }
-  send_all(connection, response("200 OK", "text/plain; version=0.0.4; charset=utf-8", *body));
+  reply(response("200 OK", "text/plain; version=0.0.4; charset=utf-8", *body));
 }
 
 }  // namespace accum::control
