@@ -30,8 +30,9 @@ bool transition_allowed(JobState from, JobState to) {
     case CANCELLING:
       return from == STARTING || from == RUNNING || from == RESTARTING;
     case SUCCEEDED:
-      // A worker that finishes before its hello was processed still succeeded.
-      return from == RUNNING || from == STARTING;
+      // A worker that finishes before its hello was processed still succeeded, and so does
+      // one whose graceful cancel arrived during its last step: it trained to max_steps.
+      return from == RUNNING || from == STARTING || from == CANCELLING;
     case CANCELLED:
     case FAILED:
       return true;  // from any non-terminal state

@@ -3,6 +3,7 @@
 //   QUEUED -> STARTING -> RUNNING -> SUCCEEDED
 //                 |          |  \-> RESTARTING -> STARTING (next attempt)
 //                 |          \----> CANCELLING -> CANCELLED
+//                 |                       \-> SUCCEEDED (the cancel met the last step)
 //                 \-> FAILED (any non-terminal state may fail or be cancelled)
 //
 // The JobStore refuses any transition this table does not allow, so a bug in the

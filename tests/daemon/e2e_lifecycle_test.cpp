@@ -1,7 +1,7 @@
 // tests/daemon/e2e_lifecycle_test.cpp — a job's life through a real accumd and
 // real accum-worker processes: submit/watch to SUCCEEDED, checkpoint-now on a
-// 2-rank mpirun job, graceful and forced cancel, FIFO queueing on one slot, a failed job
-// whose logs quote bytes that are not UTF-8.
+// 2-rank mpirun job, graceful and forced cancel (also one that meets the job's end), FIFO queueing
+// on one slot, a failed job whose logs quote bytes that are not UTF-8.
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -136,6 +136,44 @@ TEST(DaemonLifecycle, GracefulCancelEndsWithFinalCheckpoint) {
   auto again_context = daemon.context();
   EXPECT_EQ(daemon.stub().CancelJob(again_context.get(), cancel, &reply).error_code(),
             grpc::StatusCode::FAILED_PRECONDITION);
+}
+
+// A graceful cancel that arrives during the last step meets the job's own end: the worker
+// finishes that step, which is max_steps, checkpoints it and exits 0. The job trained to the
+// end, so it is SUCCEEDED (and says a cancel arrived), not CANCELLED: a `continue` of it
+// would have nothing to train. Each step here takes seconds (320 micro-batches of a
+// 4-layer model), so the cancel, sent once step 1 is reported, lands inside step 2.
+TEST(DaemonLifecycle, GracefulCancelDuringTheLastStepEndsSucceeded) {
+  DaemonHarness daemon;
+  ASSERT_TRUE(daemon.start(with_slots(2)));
+  std::string spec = daemon.spec_json("last-step", 2, 1, 0);
+  const auto replace = [&spec](const std::string& from, const std::string& to) {
+    const size_t at = spec.find(from);
+    ASSERT_NE(at, std::string::npos) << from << " is not in " << spec;
+    spec.replace(at, from.size(), to);
+  };
+  replace(R"("n_layer": 2, "n_head": 2, "d_model": 64)",
+          R"("n_layer": 4, "n_head": 4, "d_model": 256)");
+  replace(R"("tokens_per_update": 256)", R"("tokens_per_update": 20480)");
+  JobStatus job;
+  ASSERT_TRUE(daemon.submit(spec, &job).ok());
+  daemon.wait_running(job.id(), 1);
+  accum::v1::CancelJobRequest cancel;
+  cancel.set_id(job.id());
+  JobStatus reply;
+  auto context = daemon.context();
+  const auto status = daemon.stub().CancelJob(context.get(), cancel, &reply);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(reply.state(), accum::v1::CANCELLING) << "the cancel did not find step 2 running";
+  const auto done = daemon.wait_for(
+      job.id(), [](const JobStatus& j) { return j.state() != accum::v1::CANCELLING; });
+  EXPECT_EQ(done.state(), accum::v1::SUCCEEDED) << done.message();
+  EXPECT_NE(done.message().find("a cancel arrived as it ended"), std::string::npos)
+      << done.message();
+  EXPECT_EQ(done.latest_checkpoint_step(), 2);
+  const auto rows = read_metrics(done.job_dir() + "/metrics.jsonl");
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows.back().first, 2);
 }
 
 TEST(DaemonLifecycle, ForceCancelLeavesNoHalfWrittenCheckpoint) {

@@ -16,6 +16,8 @@ TEST(JobState, HappyPathAndRestartsAreAllowed) {
   EXPECT_TRUE(transition_allowed(RESTARTING, STARTING));
   EXPECT_TRUE(transition_allowed(RUNNING, CANCELLING));
   EXPECT_TRUE(transition_allowed(CANCELLING, CANCELLED));
+  // A graceful cancel that arrives during the last step: the job trained to max_steps.
+  EXPECT_TRUE(transition_allowed(CANCELLING, SUCCEEDED));
   EXPECT_TRUE(transition_allowed(QUEUED, CANCELLED));
   EXPECT_TRUE(transition_allowed(RESTARTING, FAILED));
 }
@@ -31,7 +33,7 @@ TEST(JobState, TerminalStatesAreFinalAndNonsenseIsRefused) {
   EXPECT_FALSE(transition_allowed(QUEUED, RUNNING));
   EXPECT_FALSE(transition_allowed(QUEUED, SUCCEEDED));
   EXPECT_FALSE(transition_allowed(CANCELLING, RUNNING));
-  EXPECT_FALSE(transition_allowed(CANCELLING, SUCCEEDED));
+  EXPECT_FALSE(transition_allowed(CANCELLING, RESTARTING));
   EXPECT_FALSE(transition_allowed(RUNNING, RUNNING));
   EXPECT_FALSE(transition_allowed(RUNNING, QUEUED));
   EXPECT_FALSE(is_terminal(RUNNING));
