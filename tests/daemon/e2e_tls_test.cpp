@@ -8,6 +8,8 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
+#include <string>
 
 #include "gtest/gtest.h"
 #include "tests/daemon/daemon_harness.h"
@@ -16,16 +18,23 @@ namespace accum::testing {
 namespace {
 
 // A self-signed certificate with the subject alternative names `san` (openssl's syntax,
-// e.g. "IP:127.0.0.1,DNS:localhost"), made with the openssl CLI.
-bool make_self_signed(const std::string& dir, const std::string& san, std::string* cert,
-                      std::string* key) {
+// e.g. "IP:127.0.0.1,DNS:localhost"), made with the openssl CLI. Returns "" on success, else
+// what went wrong with openssl's own output. openssl is one of accumd's packages
+// (deploy/setup.sh), so a failure here fails the test: these tests are never skipped.
+std::string make_self_signed(const std::string& dir, const std::string& san, std::string* cert,
+                             std::string* key) {
   *cert = dir + "/tls-cert.pem";
   *key = dir + "/tls-key.pem";
+  const std::string log = dir + "/openssl.log";
   const std::string command =
       "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost -addext "
       "subjectAltName=" +
-      san + " -keyout " + *key + " -out " + *cert + " > " + dir + "/openssl.log 2>&1";
-  return std::system(command.c_str()) == 0;
+      san + " -keyout " + *key + " -out " + *cert + " > " + log + " 2>&1";
+  if (std::system(command.c_str()) == 0) return "";
+  std::ifstream in(log);
+  const std::string output((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return "the openssl command (deploy/setup.sh installs it) could not make a test certificate: " +
+         command + "\n" + output;
 }
 
 // A loopback port free at the time of the call (for a flag that needs it up front).
@@ -49,9 +58,9 @@ int free_port() {
 TEST(DaemonSecurity, TlsServesClientsAndWorkersAndRefusesPlaintext) {
   DaemonHarness daemon;
   std::string cert, key;
-  if (!make_self_signed(daemon.dir(), "IP:127.0.0.1,DNS:localhost", &cert, &key)) {
-    GTEST_SKIP() << "SKIPPED: the openssl command could not make a test certificate";
-  }
+  const std::string no_certificate =
+      make_self_signed(daemon.dir(), "IP:127.0.0.1,DNS:localhost", &cert, &key);
+  ASSERT_TRUE(no_certificate.empty()) << no_certificate;
   DaemonOptions options;
   options.extra_args = {"--tls-cert", cert, "--tls-key", key};
   ASSERT_TRUE(daemon.start(options));
@@ -86,9 +95,9 @@ TEST(DaemonSecurity, TlsServesClientsAndWorkersAndRefusesPlaintext) {
 TEST(DaemonSecurity, TlsCertificateThatDoesNotNameTheWorkersHostIsRefusedAtStart) {
   DaemonHarness daemon;  // not started: only its build and scratch folders are used
   std::string cert, key;
-  if (!make_self_signed(daemon.dir(), "DNS:trainer-host.invalid", &cert, &key)) {
-    GTEST_SKIP() << "SKIPPED: the openssl command could not make a test certificate";
-  }
+  const std::string no_certificate =
+      make_self_signed(daemon.dir(), "DNS:trainer-host.invalid", &cert, &key);
+  ASSERT_TRUE(no_certificate.empty()) << no_certificate;
   const std::string accumd = "timeout 20 " + daemon.build_dir() + "/bin/accumd --state-dir '" +
                              daemon.dir() + "/state' --tls-cert " + cert + " --tls-key " + key;
   std::string output;
@@ -109,9 +118,8 @@ TEST(DaemonSecurity, TlsCertificateThatDoesNotNameTheWorkersHostIsRefusedAtStart
 TEST(DaemonSecurity, TlsWithAnAdvertisedNameTheCertificateHoldsLinksTheWorkers) {
   DaemonHarness daemon;
   std::string cert, key;
-  if (!make_self_signed(daemon.dir(), "DNS:localhost", &cert, &key)) {
-    GTEST_SKIP() << "SKIPPED: the openssl command could not make a test certificate";
-  }
+  const std::string no_certificate = make_self_signed(daemon.dir(), "DNS:localhost", &cert, &key);
+  ASSERT_TRUE(no_certificate.empty()) << no_certificate;
   const int port = free_port();
   ASSERT_NE(port, 0);
   const std::string advertise = "localhost:" + std::to_string(port);

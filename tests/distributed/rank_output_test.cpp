@@ -15,7 +15,11 @@ TEST(RankOutputTest, RanksUnderMpirunPrintOneLinePerStepNotAProgressBar) {
   ASSERT_EQ(result.exit_code, 0) << result.output;
   EXPECT_EQ(result.output.find('\r'), std::string::npos) << result.output;
   for (int step = 1; step <= 4; ++step) {
-    EXPECT_NE(result.output.find("step " + std::to_string(step) + "/4 loss "), std::string::npos)
+    const std::string line = "step " + std::to_string(step) + "/4 loss ";
+    const size_t first = result.output.find(line);
+    EXPECT_NE(first, std::string::npos) << result.output;
+    EXPECT_EQ(result.output.find(line, first + 1), std::string::npos)
+        << "step " << step << " printed more than once:\n"
         << result.output;
   }
 }

@@ -348,10 +348,15 @@ TEST_F(WorkerErrorsTest, InitFromAnotherModelIsRefusedBeforeItsDataIsRead) {
 }
 
 TEST_F(WorkerErrorsTest, MissingSpecFileAndBadArgumentsExitNonZero) {
-  EXPECT_EQ(run({worker_binary(), "--spec", dir_ / "absent.json"}).exit_code, 2);
-  auto result = run({worker_binary(), "--bogus"});
+  const std::string absent = dir_ / "absent.json";
+  auto result = run({worker_binary(), "--spec", absent});
+  EXPECT_EQ(result.exit_code, 2) << result.output;
+  EXPECT_NE(result.output.find("cannot read spec file " + absent + ": No such file or directory"),
+            std::string::npos)
+      << result.output;
+  result = run({worker_binary(), "--bogus"});
   EXPECT_EQ(result.exit_code, 2);
-  EXPECT_NE(result.output.find("--bogus"), std::string::npos);
+  EXPECT_NE(result.output.find("--bogus"), std::string::npos) << result.output;
   // A flag without its value says so, rather than calling the flag unknown.
   result = run({worker_binary(), "--spec"});
   EXPECT_EQ(result.exit_code, 2);

@@ -338,17 +338,40 @@ TEST_F(TrainerTest, SigtermFinishesTheStepCheckpointsAndResumes) {
   EXPECT_EQ(checkpoints.back().first, stopped_at);  // the step it finished, complete
   EXPECT_TRUE(io::verify_checkpoint(checkpoints.back().second).ok());
 
-  // Resume to a few steps past the stop: the curve continues where it stopped.
+  // Resume to a few steps past the stop: the curve continues where it stopped, bit for bit
+  // the curve of a run to the same step that was never stopped (the constant schedule does
+  // not depend on max_steps).
   auto resumed = overrides;
   resumed["checkpoint.resume_from"] = "\"latest\"";
   resumed["max_steps"] = std::to_string(stopped_at + 2);
   write_file(dir_ / "resume.json", tiny_spec_json(resumed));
   auto result = run({worker_binary(), "--spec", dir_ / "resume.json"});
   ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find("at step " + std::to_string(stopped_at) + " (written by 1 ranks"),
+            std::string::npos)
+      << result.output;
   const auto after = read_metrics(dir_ / "metrics.jsonl");
   ASSERT_EQ(after.size(), static_cast<size_t>(stopped_at + 2));
   for (int64_t i = 0; i < stopped_at; ++i) EXPECT_EQ(after[i].loss, before[i].loss);
   EXPECT_EQ(after.back().step, stopped_at + 2);
+
+  auto straight = overrides;
+  straight["max_steps"] = std::to_string(stopped_at + 2);
+  straight["checkpoint.dir"] = "\"ckpt_straight\"";
+  straight["metrics_path"] = "\"straight.jsonl\"";
+  write_file(dir_ / "straight.json", tiny_spec_json(straight));
+  const auto uninterrupted = run({worker_binary(), "--spec", dir_ / "straight.json"});
+  ASSERT_EQ(uninterrupted.exit_code, 0) << uninterrupted.output;
+  const auto expected = read_metrics(dir_ / "straight.jsonl");
+  ASSERT_EQ(expected.size(), after.size());
+  for (size_t i = 0; i < after.size(); ++i) {
+    EXPECT_EQ(after[i].step, expected[i].step);
+    EXPECT_EQ(after[i].loss, expected[i].loss) << "step " << i + 1;
+    EXPECT_EQ(after[i].grad_norm, expected[i].grad_norm) << "step " << i + 1;
+  }
+  const std::string last =
+      absl::StrCat("/", io::step_dir_name(stopped_at + 2), "/model.safetensors");
+  EXPECT_EQ(read_weights(dir_ / ("ckpt" + last)), read_weights(dir_ / ("ckpt_straight" + last)));
 }
 
 TEST_F(TrainerTest, ValidationLossIsReportedEveryEvalInterval) {
