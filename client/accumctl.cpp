@@ -48,7 +48,7 @@ exit codes:
   0 success (watch: the job SUCCEEDED)    5 invalid argument (bad spec: the message names the field)
   1 the watched job FAILED or was CANCELLED  6 unknown job id
   2 usage error                           7 the job's state does not allow it
-  3 accumd unreachable                    8 resource exhausted (slots, queue, request size, a full disk)
+  3 accumd unreachable or not answering   8 resource exhausted (slots, queue, request size, a full disk)
   4 authentication failed (token)         9 any other error
 )";
 

@@ -50,14 +50,23 @@ class Connection {
   // Whether the channel is connected to accumd right now (it does not try to connect).
   bool connected() const;
   const ConnectionOptions& options() const { return options_; }
-  // Prints a message for a failed RPC to stderr and returns its exit code.
+  // Prints a message for a failed RPC to stderr and returns its exit code. A call that
+  // ended without an answer from accumd is told apart as "nothing accepts connections at
+  // --server" (accumd is not running there) or "accumd accepted the connection but did not
+  // answer" (stopped, wedged or overloaded), by a TCP connect to --server.
   int report(const grpc::Status& status, const std::string& what) const;
 
  private:
+  // Whether the call that failed with `status` got no answer from accumd: its deadline
+  // passed, or the connection attempt gave up waiting (the channel not READY).
+  bool unanswered(const grpc::Status& status) const;
+
   ConnectionOptions options_;
   std::string token_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<accum::v1::Control::Stub> stub_;
+  // When the newest context() was made: how long a call waited before it failed.
+  mutable std::chrono::steady_clock::time_point call_started_{};
 };
 
 }  // namespace accum::ctl
