@@ -55,6 +55,15 @@ std::unique_ptr<Connection> Connection::open(const ConnectionOptions& options, s
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+  // Keepalive: a call to an accumd that stops answering (SIGSTOP, a wedged process, a host
+  // gone from the network) ends with UNAVAILABLE instead of blocking forever; a watch or a
+  // logs -f would otherwise wait on a silent stream for good. Pings go only while a call is
+  // open, and keep going for as long as it is: gRPC's default stops a client's pings after 2
+  // without data of its own, and a watch sends none after its request. accumd's server
+  // permits this (server.cpp), as it does the workers' link (control_link.cpp).
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, options.keepalive_s * 1000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, options.keepalive_timeout_s * 1000);
+  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   // As much as accumd sends (a list of many jobs, each with its spec), not gRPC's 4 MiB.
   args.SetMaxReceiveMessageSize(64 << 20);
   connection->channel_ = grpc::CreateCustomChannel(options.server, credentials, args);
@@ -90,7 +99,8 @@ std::unique_ptr<grpc::ClientContext> Connection::context(int deadline_s) const {
 bool Connection::unanswered(const grpc::Status& status) const {
   if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) return true;
   // gRPC's words for a wait that ran out ("connection attempt timed out before receiving
-  // SETTINGS frame"); not a refusal, a reset or a GOAWAY, which are answers.
+  // SETTINGS frame", "keepalive watchdog timeout"); not a refusal, a reset or a GOAWAY,
+  // which are answers.
   const std::string message = absl::AsciiStrToLower(status.error_message());
   return status.error_code() == grpc::StatusCode::UNAVAILABLE && !connected() &&
          (absl::StrContains(message, "timed out") || absl::StrContains(message, "timeout") ||
@@ -107,11 +117,17 @@ int Connection::report(const grpc::Status& status, const std::string& what) cons
   // UNAVAILABLE as a refused connection. Only a connect of our own tells the two apart.
   if (unanswered(status) && !tls_hang_up &&
       probe_tcp(options_.server, std::chrono::seconds(3)) == TcpProbe::kAccepted) {
-    const auto waited = std::chrono::duration_cast<std::chrono::seconds>(
-        std::chrono::steady_clock::now() - call_started_);
     std::cerr << "accumctl: " << what << ": accumd at " << options_.server
-              << " accepted the connection but did not answer within " << waited.count()
-              << " s: it may be stopped (SIGSTOP) or overloaded (" << message << ")\n";
+              << " accepted the connection but ";
+    if (message.find("keepalive") != std::string::npos) {
+      std::cerr << "stopped answering (no reply to a keepalive ping within "
+                << options_.keepalive_timeout_s << " s)";
+    } else {
+      const auto waited = std::chrono::duration_cast<std::chrono::seconds>(
+          std::chrono::steady_clock::now() - call_started_);
+      std::cerr << "did not answer within " << waited.count() << " s";
+    }
+    std::cerr << ": it may be stopped (SIGSTOP) or overloaded (" << message << ")\n";
     return kUnreachable;
   }
   switch (status.error_code()) {

@@ -36,6 +36,11 @@ struct ConnectionOptions {
   std::string token_file;
   std::string tls_ca;  // PEM of the CA that signed accumd's certificate (enables TLS)
   bool json = false;
+  // gRPC keepalive on the channel: while a call is open (a watch, a logs -f, a long unary
+  // call), ping accumd after `keepalive_s` of silence and give the call up with UNAVAILABLE
+  // when no answer comes within `keepalive_timeout_s`. accumd allows pings 1 s apart.
+  int keepalive_s = 20;
+  int keepalive_timeout_s = 10;
 };
 
 class Connection {
@@ -58,7 +63,7 @@ class Connection {
 
  private:
   // Whether the call that failed with `status` got no answer from accumd: its deadline
-  // passed, or the connection attempt gave up waiting (the channel not READY).
+  // passed, or the connection attempt or keepalive gave up waiting (the channel not READY).
   bool unanswered(const grpc::Status& status) const;
 
   ConnectionOptions options_;
