@@ -5,7 +5,7 @@
 //   0 success (watch: the job SUCCEEDED)     5 invalid argument (bad spec, bad id)
 //   1 the job ended FAILED or CANCELLED      6 not found (unknown job id)
 //   2 usage error                            7 failed precondition (wrong job state)
-//   3 accumd unreachable                     8 resource exhausted (slots, queue, size)
+//   3 accumd unreachable or not answering    8 resource exhausted (slots, queue, size)
 //   4 authentication failed (token)          9 any other error
 #pragma once
 
