@@ -21,7 +21,8 @@ namespace {
 using namespace accum::ctl;
 
 constexpr const char* kHelp =
-    R"(usage: accumctl [--server HOST:PORT] [--token-file F] [--tls-ca F] [--output json] VERB
+    R"(usage: accumctl [--server HOST:PORT] [--token-file F] [--tls-ca F] [--output json]
+                [--keepalive-s N] [--keepalive-timeout-s N] VERB
 
 verbs:
   submit SPEC.json            queue a job (relative paths resolve against the spec's folder); prints its id
@@ -43,12 +44,17 @@ flags:
   --token-file F       bearer token (default $ACCUMD_TOKEN_FILE)
   --tls-ca F           verify accumd's TLS certificate with this CA (turns TLS on)
   --output json        print replies as JSON (one object per line)
+  --keepalive-s N      while a call is open (watch, logs -f, ...), ping accumd after N s of
+                       silence (default 20; 1 to 3600)
+  --keepalive-timeout-s N  give the call up when accumd does not answer a ping within N s
+                       (default 10; 1 to 3600): an accumd that was stopped (SIGSTOP), hangs, or
+                       whose host is gone ends a watch with exit 3, after --reconnect-s
 
 exit codes:
   0 success (watch: the job SUCCEEDED)    5 invalid argument (bad spec: the message names the field)
   1 the watched job FAILED or was CANCELLED  6 unknown job id
   2 usage error                           7 the job's state does not allow it
-  3 accumd unreachable                    8 resource exhausted (slots, queue, request size, a full disk)
+  3 accumd unreachable or not answering   8 resource exhausted (slots, queue, request size, a full disk)
   4 authentication failed (token)         9 any other error
 )";
 
@@ -99,6 +105,16 @@ int main(int argc, char** argv) {
       if (format != "json" && format != "text")
         usage("--output " + format + ": expected json or text");
       options.json = format == "json";
+    } else if (arg == "--keepalive-s") {
+      if (!absl::SimpleAtoi(value(), &options.keepalive_s) || options.keepalive_s < 1 ||
+          options.keepalive_s > 3600) {
+        usage("--keepalive-s: expected seconds in [1, 3600]");
+      }
+    } else if (arg == "--keepalive-timeout-s") {
+      if (!absl::SimpleAtoi(value(), &options.keepalive_timeout_s) ||
+          options.keepalive_timeout_s < 1 || options.keepalive_timeout_s > 3600) {
+        usage("--keepalive-timeout-s: expected seconds in [1, 3600]");
+      }
     } else if (arg == "--force") {
       force = true;
     } else if (arg == "-f" || arg == "--follow") {

@@ -250,9 +250,15 @@ class Reconnection {
     if (give_up_ == Clock::time_point{}) {
       give_up_ = now + std::chrono::seconds(seconds_);
       before_message_();
-      std::cerr << "accumctl: " << what_ << ": lost accumd at " << connection_.options().server
-                << " (" << status.error_message() << "); reconnecting for up to " << seconds_
-                << " s (" << hint_ << ")\n";
+      const ConnectionOptions& options = connection_.options();
+      std::cerr << "accumctl: " << what_ << ": lost accumd at " << options.server << " ("
+                << status.error_message() << ")"
+                << (status.error_message().find("keepalive") != std::string::npos
+                        ? absl::StrCat(
+                              ": it stopped answering (no reply to a keepalive ping within ",
+                              options.keepalive_timeout_s, " s)")
+                        : std::string())
+                << "; reconnecting for up to " << seconds_ << " s (" << hint_ << ")\n";
     } else if (now >= give_up_) {
       return false;
     }

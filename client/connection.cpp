@@ -6,6 +6,10 @@
 #include <iostream>
 #include <sstream>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "client/tcp_probe.h"
+
 namespace accum::ctl {
 namespace {
 
@@ -51,6 +55,15 @@ std::unique_ptr<Connection> Connection::open(const ConnectionOptions& options, s
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+  // Keepalive: a call to an accumd that stops answering (SIGSTOP, a wedged process, a host
+  // gone from the network) ends with UNAVAILABLE instead of blocking forever; a watch or a
+  // logs -f would otherwise wait on a silent stream for good. Pings go only while a call is
+  // open, and keep going for as long as it is: gRPC's default stops a client's pings after 2
+  // without data of its own, and a watch sends none after its request. accumd's server
+  // permits this (server.cpp), as it does the workers' link (control_link.cpp).
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, options.keepalive_s * 1000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, options.keepalive_timeout_s * 1000);
+  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   // As much as accumd sends (a list of many jobs, each with its spec), not gRPC's 4 MiB.
   args.SetMaxReceiveMessageSize(64 << 20);
   connection->channel_ = grpc::CreateCustomChannel(options.server, credentials, args);
@@ -75,6 +88,7 @@ bool Connection::connected() const { return channel_->GetState(false) == GRPC_CH
 
 std::unique_ptr<grpc::ClientContext> Connection::context(int deadline_s) const {
   auto context = std::make_unique<grpc::ClientContext>();
+  call_started_ = std::chrono::steady_clock::now();
   if (!token_.empty()) context->AddMetadata("authorization", "Bearer " + token_);
   if (deadline_s > 0) {
     context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(deadline_s));
@@ -82,17 +96,45 @@ std::unique_ptr<grpc::ClientContext> Connection::context(int deadline_s) const {
   return context;
 }
 
+bool Connection::unanswered(const grpc::Status& status) const {
+  if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) return true;
+  // gRPC's words for a wait that ran out ("connection attempt timed out before receiving
+  // SETTINGS frame", "keepalive watchdog timeout"); not a refusal, a reset or a GOAWAY,
+  // which are answers.
+  const std::string message = absl::AsciiStrToLower(status.error_message());
+  return status.error_code() == grpc::StatusCode::UNAVAILABLE && !connected() &&
+         (absl::StrContains(message, "timed out") || absl::StrContains(message, "timeout") ||
+          absl::StrContains(message, "deadline exceeded"));
+}
+
 int Connection::report(const grpc::Status& status, const std::string& what) const {
   const std::string& message = status.error_message();
+  // What a plaintext call to a TLS accumd meets: it hangs up on the handshake.
+  const bool tls_hang_up =
+      options_.tls_ca.empty() && message.find("Socket closed") != std::string::npos;
+  // A stopped or wedged accumd: the kernel still completes TCP handshakes on its port, and
+  // gRPC gives up on the HTTP/2 one after 20 s (its minimum connect timeout) with the same
+  // UNAVAILABLE as a refused connection. Only a connect of our own tells the two apart.
+  if (unanswered(status) && !tls_hang_up &&
+      probe_tcp(options_.server, std::chrono::seconds(3)) == TcpProbe::kAccepted) {
+    std::cerr << "accumctl: " << what << ": accumd at " << options_.server
+              << " accepted the connection but ";
+    if (message.find("keepalive") != std::string::npos) {
+      std::cerr << "stopped answering (no reply to a keepalive ping within "
+                << options_.keepalive_timeout_s << " s)";
+    } else {
+      const auto waited = std::chrono::duration_cast<std::chrono::seconds>(
+          std::chrono::steady_clock::now() - call_started_);
+      std::cerr << "did not answer within " << waited.count() << " s";
+    }
+    std::cerr << ": it may be stopped (SIGSTOP) or overloaded (" << message << ")\n";
+    return kUnreachable;
+  }
   switch (status.error_code()) {
     case grpc::StatusCode::UNAVAILABLE:
       std::cerr << "accumctl: cannot reach accumd at " << options_.server << " (" << message
                 << "); is it running? (--server HOST:PORT)"
-                // What a plaintext call to a TLS accumd meets: it hangs up on the handshake.
-                << (options_.tls_ca.empty() && message.find("Socket closed") != std::string::npos
-                        ? "; if it serves TLS, pass --tls-ca FILE"
-                        : "")
-                << "\n";
+                << (tls_hang_up ? "; if it serves TLS, pass --tls-ca FILE" : "") << "\n";
       return kUnreachable;
     case grpc::StatusCode::DEADLINE_EXCEEDED:
       std::cerr << "accumctl: " << what << ": accumd at " << options_.server

@@ -35,7 +35,8 @@ constexpr const char* kUsage = R"(usage: accumd --state-dir DIR [options]
 
   --listen HOST:PORT        where to serve gRPC (default 127.0.0.1:7070; port 0 picks one)
   --state-dir DIR           job database (accumd.db) and job folders (DIR/jobs/<id>/);
-                            one accumd per DIR (it locks DIR/accumd.lock)
+                            one accumd per DIR (it locks DIR/accumd.lock); accumd and its
+                            workers create files owner-only (umask 077)
   --token-file F            require 'authorization: Bearer <token>' on every RPC but health
   --slots N                 ranks (CPU) or GPUs this host offers (default: number of cores)
   --tls-cert F --tls-key F  serve TLS with this PEM certificate and key
@@ -85,6 +86,21 @@ void warn_if_others_can_read(const std::string& flag, const std::string& path) {
       "{} {} is readable by other users (mode {:o}): anyone on this host who reads it "
       "can use accumd as you; chmod 600 it",
       flag, path, st.st_mode & 07777);
+}
+
+// The state dir holds job specs (paths, hosts), logs, checkpoints and the job database:
+// accumd creates it and everything in it owner-only (umask 077, set in main). A state dir the
+// operator made with wider permissions is left as it is (a group-readable dir can be a
+// deliberate choice, and chmod of someone's folder is not accumd's to make), but said so:
+// what accumd writes into it is owner-only, what older accumds wrote may not be.
+void warn_if_state_dir_open(const std::string& state_dir) {
+  struct stat st {};
+  if (::stat(state_dir.c_str(), &st) != 0 || (st.st_mode & (S_IRWXG | S_IRWXO)) == 0) return;
+  spdlog::warn(
+      "--state-dir {} is accessible by other users (mode {:o}): job specs, logs, checkpoints "
+      "and the job database are in it; what accumd creates there is owner-only, but chmod 700 "
+      "it to keep others out of files written before",
+      state_dir, st.st_mode & 07777);
 }
 
 [[noreturn]] void usage_error(const std::string& message) {
@@ -198,6 +214,10 @@ Flags parse_flags(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Owner-only files (0600) and folders (0700), whatever umask accumd was started with: the
+  // state dir, the job database, job folders, logs, and the workers' checkpoints and
+  // metrics (mpirun and its ranks on this host inherit the umask). A stricter umask stays.
+  ::umask(::umask(0) | 077);
   Flags flags = parse_flags(argc, argv);
   spdlog::set_level(spdlog::level::from_str(flags.log_level));
   spdlog::set_pattern("[%Y-%m-%d %H:%M:%S.%e] [accumd] [%l] %v");
@@ -244,6 +264,7 @@ int main(int argc, char** argv) {
     spdlog::warn("worker binary {} does not exist (--worker-bin); jobs will fail to launch",
                  flags.manager.launcher.worker_binary);
   }
+  warn_if_state_dir_open(flags.manager.state_dir);
   // Before reconcile: a second accumd on this state dir must not touch its jobs.
   auto state_dir_lock = accum::control::StateDirLock::acquire(flags.manager.state_dir);
   if (!state_dir_lock.ok()) {

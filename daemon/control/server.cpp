@@ -43,6 +43,15 @@ absl::StatusOr<std::string> DaemonServer::start(const ServerOptions& options) {
   // gRPC sets SO_REUSEPORT by default, so a second accumd could bind the same port and
   // take half of the RPCs (jobs it has never heard of); with it off, the second one fails.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  // Keepalive pings from clients (accumctl: 20 s by default, down to 1 s with --keepalive-s;
+  // the workers' link: 10 s) are answered, also on a stream that carries nothing for a long
+  // time (an idle watch). gRPC's server defaults take a ping less than 5 minutes after the
+  // last, with no data sent in between, as abuse, and after 2 such strikes close the
+  // connection (GOAWAY "too_many_pings"): every quiet watch would end after a minute.
+  // Pings closer than 500 ms still count as strikes.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 500);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 2);
   int port = 0;
   builder.AddListeningPort(options.listen, credentials, &port);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
