@@ -303,6 +303,59 @@ class PythonClientTest(unittest.TestCase):
         finally:
             daemon.close()
 
+    def test_quiet_watch_lives_and_a_stopped_accumd_ends_it(self):
+        # Its own accumd: this test stops it. Job 1 takes both slots, so job 2 stays QUEUED
+        # and its watch is quiet after its first event.
+        daemon = Daemon()
+        stopped = False
+        try:
+            with Client(daemon.address, token_file=daemon.token_file, keepalive_s=1,
+                        keepalive_timeout_s=1) as client:
+                spec = example_spec_dict()
+                spec["max_steps"] = 100000
+                spec["world_size"] = 2
+                spec_dir = os.path.dirname(example_spec_path())
+                busy = client.submit(dict(spec, name="busy"), spec_dir=spec_dir)
+                queued = client.submit(dict(spec, name="queued"), spec_dir=spec_dir)
+                self.assertEqual(client.get(queued.id).state, accum_pb2.QUEUED)
+                outcome = {}
+
+                def watch():
+                    try:
+                        outcome["events"] = list(client.watch(queued.id, reconnect_s=2))
+                    except AccumdError as error:
+                        outcome["error"] = error
+
+                watcher = threading.Thread(target=watch)
+                watcher.start()
+                # 5 s of quiet is 5 keepalive intervals: accumd answers the pings (and
+                # permits them), so the watch goes on.
+                watcher.join(timeout=5)
+                self.assertTrue(watcher.is_alive(), f"a quiet watch ended: {outcome}")
+                os.kill(daemon.process.pid, signal.SIGSTOP)
+                stopped = True
+                watcher.join(timeout=40)
+                self.assertFalse(watcher.is_alive(),
+                                 "the watch of a stopped accumd did not end within 40 s")
+                error = outcome.get("error")
+                self.assertIsNotNone(error, f"the watch ended without an error: {outcome}")
+                self.assertEqual(error.code, grpc.StatusCode.UNAVAILABLE)
+                self.assertIn(f"accumd at {daemon.address} stopped answering", error.details)
+                os.kill(daemon.process.pid, signal.SIGCONT)
+                stopped = False
+                client.cancel(busy.id, force=True)
+        finally:
+            if stopped:
+                os.kill(daemon.process.pid, signal.SIGCONT)
+            daemon.close()
+
+    def test_keepalive_times_must_be_positive(self):
+        for bad in ({"keepalive_s": 0}, {"keepalive_timeout_s": -1}, {"keepalive_s": "20"}):
+            with self.assertRaises(AccumdError) as refused:
+                Client("127.0.0.1:1", **bad)
+            self.assertEqual(refused.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
+            self.assertIn(next(iter(bad)), refused.exception.details)
+
     def test_wait_rides_out_an_accumd_restart(self):
         # Its own accumd: this test kills it while wait() blocks.
         daemon = Daemon()

@@ -21,13 +21,19 @@ TERMINAL_STATES = frozenset({accum_pb2.SUCCEEDED, accum_pb2.FAILED, accum_pb2.CA
 
 
 class Client:
-    def __init__(self, server=None, token=None, token_file=None, tls_ca=None, timeout=30.0):
+    def __init__(self, server=None, token=None, token_file=None, tls_ca=None, timeout=30.0,
+                 keepalive_s=20.0, keepalive_timeout_s=10.0):
         """Opens a channel (connecting lazily, as gRPC does).
 
         server: "HOST:PORT". token or token_file: the bearer token accumd was started
         with (--token-file). tls_ca: PEM file of the CA that signed accumd's
-        certificate; turns TLS on. Raises AccumdError(INVALID_ARGUMENT) when a
-        token or CA file cannot be read.
+        certificate; turns TLS on. keepalive_s, keepalive_timeout_s: while a call is
+        open (watch, logs with follow, wait), ping accumd after keepalive_s seconds of
+        quiet and give the call up (UNAVAILABLE, "stopped answering") when a ping is not
+        answered within keepalive_timeout_s, as accumctl's --keepalive-s and
+        --keepalive-timeout-s do: an accumd that hangs, or whose host is gone, does not
+        hold a watch forever. Raises AccumdError(INVALID_ARGUMENT) when a token or CA
+        file cannot be read, or a keepalive time is not positive.
         """
         self.server = server or os.environ.get("ACCUMD_SERVER", "127.0.0.1:7070")
         token_file = token_file or (None if token else os.environ.get("ACCUMD_TOKEN_FILE"))
@@ -39,12 +45,23 @@ class Client:
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._tls = bool(tls_ca)
         self._timeout = timeout
+        for name, value in (("keepalive_s", keepalive_s),
+                            ("keepalive_timeout_s", keepalive_timeout_s)):
+            if not isinstance(value, (int, float)) or not 0 < value <= 3600:
+                raise AccumdError(grpc.StatusCode.INVALID_ARGUMENT,
+                                  f"{name}: expected seconds in (0, 3600], got {value!r}")
+        self._keepalive_timeout_s = keepalive_timeout_s
         # A watch waiting out an accumd restart reconnects within 2 s of accumd listening
         # again (gRPC's default backoff grows to 120 s).
         options = [("grpc.initial_reconnect_backoff_ms", 200),
                    ("grpc.max_reconnect_backoff_ms", 2000),
                    # As much as accumd sends (many jobs with their specs), not gRPC's 4 MiB.
-                   ("grpc.max_receive_message_length", 64 << 20)]
+                   ("grpc.max_receive_message_length", 64 << 20),
+                   ("grpc.keepalive_time_ms", int(keepalive_s * 1000)),
+                   ("grpc.keepalive_timeout_ms", int(keepalive_timeout_s * 1000)),
+                   # Pings go on however long a stream has been quiet (gRPC stops after
+                   # two without data of our own by default; accumd permits them).
+                   ("grpc.http2.max_pings_without_data", 0)]
         if tls_ca:
             pem = _read_text(tls_ca, "tls_ca").encode()
             self._channel = grpc.secure_channel(self.server, grpc.ssl_channel_credentials(pem),
@@ -246,6 +263,10 @@ class Client:
         if (error.code() == grpc.StatusCode.UNAVAILABLE and not self._tls
                 and "Socket closed" in details):
             details += "; if accumd serves TLS, pass tls_ca= (its CA's PEM file)"
+        elif error.code() == grpc.StatusCode.UNAVAILABLE and "keepalive" in details.lower():
+            details = (f"accumd at {self.server} stopped answering (no reply to a keepalive "
+                       f"ping within {self._keepalive_timeout_s:g} s): it may be stopped "
+                       f"(SIGSTOP) or overloaded, or its host is gone ({details})")
         return AccumdError(error.code(), details)
 
     def _unary(self, method, request, timeout=None):
