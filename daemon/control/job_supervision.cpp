@@ -318,7 +318,8 @@ void JobManager::handle_exit_locked(const JobRecord& record, Runtime& runtime, i
     const std::string message = absl::StrCat("attempt ", attempt, ": ", what, "; restart ",
                                              restarts, " of ", allowed, " from checkpoint step ",
                                              checkpoint_step, " in ", backoff.count(), " ms", tail);
-    if (runtime.state == accum::v1::RESTARTING) {  // already waiting (reconcile)
+    // Already waiting. Not expected: reconcile leaves a RESTARTING job's handled exit alone.
+    if (runtime.state == accum::v1::RESTARTING) {
       (void)store_->set_restarts(record.id, restarts);
       return;
     }
@@ -411,7 +412,10 @@ absl::Status JobManager::reconcile() {
     // died (its pid never reached the store). It would train beside the next attempt, in
     // the same folders: it goes first.
     kill_stray_processes(record);
-    if (pid != 0) {
+    // RESTARTING is recorded only once its attempt's exit was handled (its restart counted):
+    // a launcher pid still in the record (the write that clears it was refused, a full disk)
+    // is that old exit's, and handling it again would count a second restart for it.
+    if (pid != 0 && record.state != accum::v1::RESTARTING) {
       runtime.pid = pid;
       const auto code =
           read_exit_code_file(attempt_log_dir(record.job_dir, record.attempt) + "/exit_code");

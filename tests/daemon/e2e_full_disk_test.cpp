@@ -2,7 +2,7 @@
 // and fills, tests/common/scratch_tmpfs.h; SKIPPED without the right to mount): a submit is
 // refused and no job record is lost, also across a kill -9; a job survives the disk filling
 // up while it trains; a restart found at start-up on a full disk is recorded once there is
-// space again.
+// space again; a restart recorded late runs once, also across an accumd restart.
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -193,6 +193,64 @@ TEST(DaemonRecovery, RestartFoundAtStartUpOnAFullDiskIsRecordedOnceThereIsSpace)
 
   std::filesystem::remove(daemon.dir() + "/state/filler");
   expect_finished_after_one_late_restart(daemon, before->id(), 400);
+}
+
+// The disk fills up while a job trains (max_restarts 1): its worker fails, and the store
+// refuses both the "no process" and the RESTARTING that accumd writes for that exit. Once
+// there is space RESTARTING is recorded, with restart 1 of 1, and the job waits out its
+// backoff (60 s here, so the window below is wide). accumd is killed during that wait.
+// The restarted accumd must launch the restart that was recorded, not handle the old
+// attempt's exit a second time: that would count a second restart, find none left and
+// fail the job without its one restart ever having run.
+TEST(DaemonRecovery, RestartRecordedLateOnAFullDiskRunsOnceAfterAnAccumdRestart) {
+  DaemonHarness daemon;
+  ScratchTmpfs disk(daemon.dir() + "/state", 64 << 20);
+  ACCUM_SKIP_UNLESS_MOUNTED(disk);
+  DaemonOptions options = with_slots(1);
+  options.extra_args = {"--restart-backoff-ms", "60000"};  // after the harness's 200: it wins
+  ASSERT_TRUE(daemon.start(options));
+  JobStatus job;
+  const grpc::Status submitted =
+      daemon.submit(daemon.spec_json("late-restart", 600, 1, 50, R"("max_restarts": 1)"), &job);
+  ASSERT_TRUE(submitted.ok()) << submitted.error_message();
+  const JobStatus running = daemon.wait_for(job.id(), [](const JobStatus& j) {
+    return j.state() == accum::v1::RUNNING && j.latest_checkpoint_step() >= 50;
+  });
+  ASSERT_EQ(running.state(), accum::v1::RUNNING) << running.message();
+
+  ASSERT_GT(disk.fill("filler"), 0u);
+  auto wait_for_log = [&](const std::string& text) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (!log_says(daemon, text) && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return log_says(daemon, text);
+  };
+  ASSERT_TRUE(wait_for_log("the job store refused its new state RESTARTING"))
+      << "the worker did not fail on the full disk, or accumd recorded its exit anyway";
+  std::filesystem::remove(daemon.dir() + "/state/filler");
+  ASSERT_TRUE(wait_for_log("RESTARTING recorded after"));
+  const JobStatus waiting = daemon.get(job.id());
+  ASSERT_EQ(waiting.state(), accum::v1::RESTARTING) << waiting.message();
+  ASSERT_EQ(waiting.restarts(), 1);
+
+  daemon.kill9();  // well inside the 60 s backoff
+  ASSERT_TRUE(daemon.start(options));
+  const JobStatus done = daemon.wait_for(
+      job.id(),
+      [](const JobStatus& j) {
+        return j.state() == accum::v1::SUCCEEDED || j.state() == accum::v1::FAILED ||
+               j.state() == accum::v1::CANCELLED;
+      },
+      std::chrono::seconds(180));
+  ASSERT_EQ(done.state(), accum::v1::SUCCEEDED) << done.message();
+  EXPECT_EQ(done.restarts(), 1);
+  std::vector<accum::v1::JobState> states;
+  for (const auto& t : done.transitions()) states.push_back(t.state());
+  EXPECT_EQ(states,
+            (std::vector<accum::v1::JobState>{
+                accum::v1::QUEUED, accum::v1::STARTING, accum::v1::RUNNING, accum::v1::RESTARTING,
+                accum::v1::STARTING, accum::v1::RUNNING, accum::v1::SUCCEEDED}));
 }
 
 }  // namespace

@@ -1,7 +1,8 @@
 // tests/daemon/e2e_recovery_test.cpp — supervision: a rank killed with SIGKILL
 // is restarted from the latest checkpoint and the loss curve continues; accumd
 // killed with SIGKILL mid-job comes back with the job record intact and the job
-// finishes; a worker that rejects its input fails the job without restarts, on one
+// finishes, also one whose graceful cancel met its last step while accumd was down;
+// a worker that rejects its input fails the job without restarts, on one
 // rank or several; max_restarts 0 means no restart, unset the daemon's default; watches
 // ride out an accumd restart; a second accumd on the same state dir is refused. (A full
 // disk: e2e_full_disk_test.cpp.)
@@ -157,6 +158,64 @@ TEST(DaemonRecovery, JobThatEndsWhileAccumdIsDownShowsItsFinalStep) {
       std::chrono::seconds(60));
   ASSERT_EQ(done.state(), accum::v1::SUCCEEDED) << done.message();
   EXPECT_EQ(done.last_metrics().step(), 300);
+  EXPECT_EQ(done.restarts(), 0);
+}
+
+// A graceful cancel is recorded (CANCELLING) during a job's last step, and accumd is killed
+// before the worker ends: the worker finishes that step, which is max_steps, checkpoints it
+// and exits 0 while accumd is down. The restarted accumd finds the launcher gone and its
+// exit code 0 (reconcile), and the job trained to the end: SUCCEEDED, as when accumd sees
+// the exit itself (DaemonLifecycle.GracefulCancelDuringTheLastStepEndsSucceeded), never
+// stuck in CANCELLING with no process. Each step takes seconds (320 micro-batches of a
+// 4-layer model), so the cancel, sent once step 1 is reported, and the kill that follows it
+// at once both land inside step 2.
+TEST(DaemonRecovery, CancelDuringTheLastStepThenAccumdDiesEndsSucceededAfterTheRestart) {
+  DaemonHarness daemon;
+  ASSERT_TRUE(daemon.start(with_slots(1)));
+  std::string spec = daemon.spec_json("last-step-unseen", 2, 1, 0);
+  const auto replace = [&spec](const std::string& from, const std::string& to) {
+    const size_t at = spec.find(from);
+    ASSERT_NE(at, std::string::npos) << from << " is not in " << spec;
+    spec.replace(at, from.size(), to);
+  };
+  replace(R"("n_layer": 2, "n_head": 2, "d_model": 64)",
+          R"("n_layer": 4, "n_head": 4, "d_model": 256)");
+  replace(R"("tokens_per_update": 256)", R"("tokens_per_update": 20480)");
+  JobStatus job;
+  ASSERT_TRUE(daemon.submit(spec, &job).ok());
+  const JobStatus running = daemon.wait_running(job.id(), 1);
+  ASSERT_EQ(running.state(), accum::v1::RUNNING) << running.message();
+  accum::v1::CancelJobRequest cancel;
+  cancel.set_id(job.id());
+  JobStatus reply;
+  auto context = daemon.context();
+  const auto status = daemon.stub().CancelJob(context.get(), cancel, &reply);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(reply.state(), accum::v1::CANCELLING) << "the cancel did not find step 2 running";
+  daemon.kill9();
+  {
+    std::ifstream in(daemon.dir() + "/accumd.log");
+    const std::string log((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    ASSERT_EQ(log.find("-> SUCCEEDED"), std::string::npos)
+        << "the first accumd saw the job end: the exit was not left to the restarted one";
+  }
+  const std::string exit_code = running.job_dir() + "/logs/attempt-1/exit_code";
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (!std::filesystem::exists(exit_code) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(std::filesystem::exists(exit_code))
+      << "the worker did not finish while accumd was down";
+
+  ASSERT_TRUE(daemon.start(with_slots(1)));
+  const auto done = daemon.wait_for(
+      job.id(), [](const JobStatus& j) { return j.state() != accum::v1::CANCELLING; },
+      std::chrono::seconds(30));
+  EXPECT_EQ(done.state(), accum::v1::SUCCEEDED) << done.message();
+  EXPECT_NE(done.message().find("a cancel arrived as it ended"), std::string::npos)
+      << done.message();
+  EXPECT_EQ(done.latest_checkpoint_step(), 2);
+  EXPECT_EQ(done.last_metrics().step(), 2);
   EXPECT_EQ(done.restarts(), 0);
 }
 
