@@ -276,10 +276,15 @@ void JobManager::handle_exit_locked(const JobRecord& record, Runtime& runtime, i
   // The worker checkpoints at max_steps, so a clean exit without that checkpoint stopped
   // early: a SIGTERM from outside accumd (an administrator, a node shutting down). The job
   // is not done: it restarts from that stop's checkpoint, like any other interruption.
-  if (clean_exit && runtime.kill_reason.empty() && finished) {
-    settle_locked(record.id, runtime,
-                  {accum::v1::SUCCEEDED, "worker_exit",
-                   absl::StrCat("finished; latest checkpoint step ", checkpoint_step)});
+  // A complete checkpoint at max_steps is the end of training, however the workers ended
+  // after it: a rank that fails in its teardown (MPI_Finalize, NCCL's), or an exit accumd
+  // could not learn (its launcher ended while accumd was down). A restart would only find
+  // nothing to train, spending a restart, or, with none left, fail a job that trained to
+  // the end.
+  if (runtime.kill_reason.empty() && finished) {
+    std::string message = absl::StrCat("finished; latest checkpoint step ", checkpoint_step);
+    if (!clean_exit) absl::StrAppend(&message, " (after it, the workers ended with ", how, ")");
+    settle_locked(record.id, runtime, {accum::v1::SUCCEEDED, "worker_exit", message});
     return;
   }
   const FailureSummary summary = summarize_failure(record.job_dir, attempt, 5);

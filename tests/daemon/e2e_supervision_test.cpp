@@ -277,6 +277,34 @@ TEST(DaemonSupervision, WorkerStoppedBySigtermFromOutsideRestartsInsteadOfSuccee
   EXPECT_EQ(succeeded, 1);
 }
 
+// A complete checkpoint at max_steps ends the job SUCCEEDED even when the workers exit
+// non-zero after it (a rank that fails in MPI_Finalize or NCCL's teardown): the training is
+// done. Here a wrapper runs the real worker and then exits 1. Before, the job went to
+// restarts (each attempt finding nothing to train) or, with max_restarts 0 as here, FAILED.
+TEST(DaemonSupervision, NonZeroExitAfterTheFinalCheckpointStillSucceeds) {
+  DaemonHarness daemon;
+  const std::string wrapper = daemon.dir() + "/fails-after-finishing.sh";
+  std::ofstream(wrapper) << "#!/bin/sh\n'" << daemon.build_dir()
+                         << "/bin/accum-worker' \"$@\" || exit $?\nexit 1\n";
+  std::filesystem::permissions(wrapper, std::filesystem::perms::owner_all);
+  DaemonOptions options = with_slots(1);
+  options.extra_args = {"--worker-bin", wrapper};
+  ASSERT_TRUE(daemon.start(options));
+  JobStatus job;
+  ASSERT_TRUE(
+      daemon.submit(daemon.spec_json("teardown-fails", 4, 1, 0, R"("max_restarts": 0)"), &job)
+          .ok());
+  const JobStatus done = daemon.wait_for(job.id(), ended, std::chrono::seconds(120));
+  ASSERT_EQ(done.state(), accum::v1::SUCCEEDED) << done.message();
+  EXPECT_NE(done.message().find("finished; latest checkpoint step 4 (after it, the workers ended "
+                                "with exit code 1)"),
+            std::string::npos)
+      << done.message();
+  EXPECT_EQ(done.latest_checkpoint_step(), 4);
+  EXPECT_EQ(done.last_metrics().step(), 4);
+  EXPECT_EQ(done.restarts(), 0);
+}
+
 // A launcher killed on its own leaves its worker to init. accumd restarts the job, and the
 // orphan must not train on beside the next attempt in the same folders (nor after a
 // cancel): it is killed when accumd sees the launcher end.
