@@ -255,12 +255,16 @@ void JobManager::handle_exit_locked(const JobRecord& record, Runtime& runtime, i
 
   const int64_t max_steps = record.spec.max_steps();
   const bool finished = checkpoint_step >= max_steps;
-  if (runtime.state == accum::v1::CANCELLING && clean_exit && finished) {
+  // However the workers ended after it (below), a complete checkpoint at max_steps is the end
+  // of training.
+  const std::string ended_after =
+      clean_exit ? "" : absl::StrCat(" (after it, the workers ended with ", how, ")");
+  if (runtime.state == accum::v1::CANCELLING && finished) {
     // The cancel came as the job ended: it trained to max_steps and checkpointed it.
     settle_locked(record.id, runtime,
                   {accum::v1::SUCCEEDED, "worker_exit",
                    absl::StrCat("finished (a cancel arrived as it ended); latest checkpoint step ",
-                                checkpoint_step)});
+                                checkpoint_step, ended_after)});
     return;
   }
   if (runtime.state == accum::v1::CANCELLING) {
@@ -282,9 +286,10 @@ void JobManager::handle_exit_locked(const JobRecord& record, Runtime& runtime, i
   // nothing to train, spending a restart, or, with none left, fail a job that trained to
   // the end.
   if (runtime.kill_reason.empty() && finished) {
-    std::string message = absl::StrCat("finished; latest checkpoint step ", checkpoint_step);
-    if (!clean_exit) absl::StrAppend(&message, " (after it, the workers ended with ", how, ")");
-    settle_locked(record.id, runtime, {accum::v1::SUCCEEDED, "worker_exit", message});
+    settle_locked(
+        record.id, runtime,
+        {accum::v1::SUCCEEDED, "worker_exit",
+         absl::StrCat("finished; latest checkpoint step ", checkpoint_step, ended_after)});
     return;
   }
   const FailureSummary summary = summarize_failure(record.job_dir, attempt, 5);

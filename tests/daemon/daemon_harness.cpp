@@ -223,6 +223,14 @@ bool DaemonHarness::alive() {
   return daemon_pid_ > 0;
 }
 
+std::string DaemonHarness::worker_failing_after_it() const {
+  const std::string path = dir_ + "/worker-failing-after-it.sh";
+  std::ofstream(path) << "#!/bin/sh\n'" << build_dir() << "/bin/accum-worker' \"$@\" || exit $?\n"
+                      << "exit 1\n";
+  std::filesystem::permissions(path, std::filesystem::perms::owner_all);
+  return path;
+}
+
 std::string DaemonHarness::spec_json(const std::string& name, int max_steps, int world_size,
                                      int checkpoint_every, const std::string& extra_fields) const {
   // B*T*N*K: 2 x 32 x world x 4 tokens per update; K = 4 micro-batches per step.

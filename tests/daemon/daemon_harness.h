@@ -53,6 +53,9 @@ class DaemonHarness {
   const std::string& token_file() const { return token_file_; }
   std::string build_dir() const;
 
+  // A script for --worker-bin that runs the real accum-worker and then, if it exited 0,
+  // exits 1: workers that fail in their teardown (MPI_Finalize, NCCL's) after finishing.
+  std::string worker_failing_after_it() const;
   // A tiny GPT spec (TEXT_BYTES corpus written by the harness) as JSON text.
   std::string spec_json(const std::string& name, int max_steps, int world_size,
                         int checkpoint_every, const std::string& extra_fields = "") const;

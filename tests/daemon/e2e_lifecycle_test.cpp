@@ -139,41 +139,65 @@ TEST(DaemonLifecycle, GracefulCancelEndsWithFinalCheckpoint) {
 }
 
 // A graceful cancel that arrives during the last step meets the job's own end: the worker
-// finishes that step, which is max_steps, checkpoints it and exits 0. The job trained to the
+// finishes that step, which is max_steps, checkpoints it and exits. The job trained to the
 // end, so it is SUCCEEDED (and says a cancel arrived), not CANCELLED: a `continue` of it
 // would have nothing to train. Each step here takes seconds (320 micro-batches of a
 // 4-layer model), so the cancel, sent once step 1 is reported, lands inside step 2.
-TEST(DaemonLifecycle, GracefulCancelDuringTheLastStepEndsSucceeded) {
-  DaemonHarness daemon;
-  ASSERT_TRUE(daemon.start(with_slots(2)));
+JobStatus cancel_during_the_last_step(DaemonHarness& daemon) {
   std::string spec = daemon.spec_json("last-step", 2, 1, 0);
-  const auto replace = [&spec](const std::string& from, const std::string& to) {
+  for (const auto& [from, to] : std::vector<std::pair<std::string, std::string>>{
+           {R"("n_layer": 2, "n_head": 2, "d_model": 64)",
+            R"("n_layer": 4, "n_head": 4, "d_model": 256)"},
+           {R"("tokens_per_update": 256)", R"("tokens_per_update": 20480)"}}) {
     const size_t at = spec.find(from);
-    ASSERT_NE(at, std::string::npos) << from << " is not in " << spec;
-    spec.replace(at, from.size(), to);
-  };
-  replace(R"("n_layer": 2, "n_head": 2, "d_model": 64)",
-          R"("n_layer": 4, "n_head": 4, "d_model": 256)");
-  replace(R"("tokens_per_update": 256)", R"("tokens_per_update": 20480)");
+    EXPECT_NE(at, std::string::npos) << from << " is not in " << spec;
+    if (at != std::string::npos) spec.replace(at, from.size(), to);
+  }
   JobStatus job;
-  ASSERT_TRUE(daemon.submit(spec, &job).ok());
+  EXPECT_TRUE(daemon.submit(spec, &job).ok());
   daemon.wait_running(job.id(), 1);
   accum::v1::CancelJobRequest cancel;
   cancel.set_id(job.id());
   JobStatus reply;
   auto context = daemon.context();
   const auto status = daemon.stub().CancelJob(context.get(), cancel, &reply);
-  ASSERT_TRUE(status.ok()) << status.error_message();
-  ASSERT_EQ(reply.state(), accum::v1::CANCELLING) << "the cancel did not find step 2 running";
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(reply.state(), accum::v1::CANCELLING) << "the cancel did not find step 2 running";
   const auto done = daemon.wait_for(
       job.id(), [](const JobStatus& j) { return j.state() != accum::v1::CANCELLING; });
-  EXPECT_EQ(done.state(), accum::v1::SUCCEEDED) << done.message();
-  EXPECT_NE(done.message().find("a cancel arrived as it ended"), std::string::npos)
-      << done.message();
   EXPECT_EQ(done.latest_checkpoint_step(), 2);
   const auto rows = read_metrics(done.job_dir() + "/metrics.jsonl");
-  ASSERT_EQ(rows.size(), 2u);
-  EXPECT_EQ(rows.back().first, 2);
+  EXPECT_EQ(rows.size(), 2u);
+  return done;
+}
+
+TEST(DaemonLifecycle, GracefulCancelDuringTheLastStepEndsSucceeded) {
+  DaemonHarness daemon;
+  ASSERT_TRUE(daemon.start(with_slots(2)));
+  const JobStatus done = cancel_during_the_last_step(daemon);
+  EXPECT_EQ(done.state(), accum::v1::SUCCEEDED) << done.message();
+  EXPECT_NE(
+      done.message().find("finished (a cancel arrived as it ended); latest checkpoint step 2"),
+      std::string::npos)
+      << done.message();
+  EXPECT_EQ(done.message().find("after it"), std::string::npos) << done.message();
+}
+
+// The same when the workers exit non-zero after the final checkpoint (a wrapper runs the
+// real worker, then exits 1, as a rank failing in its MPI or NCCL teardown would): the
+// training is complete, so SUCCEEDED, saying how they ended. It used to be CANCELLED.
+TEST(DaemonLifecycle, CancelDuringTheLastStepOfWorkersFailingAfterItEndsSucceeded) {
+  DaemonHarness daemon;
+  const std::string wrapper = daemon.worker_failing_after_it();
+  DaemonOptions options = with_slots(2);
+  options.extra_args = {"--worker-bin", wrapper};
+  ASSERT_TRUE(daemon.start(options));
+  const JobStatus done = cancel_during_the_last_step(daemon);
+  EXPECT_EQ(done.state(), accum::v1::SUCCEEDED) << done.message();
+  EXPECT_NE(done.message().find("finished (a cancel arrived as it ended); latest checkpoint step 2 "
+                                "(after it, the workers ended with exit code 1)"),
+            std::string::npos)
+      << done.message();
 }
 
 TEST(DaemonLifecycle, ForceCancelLeavesNoHalfWrittenCheckpoint) {

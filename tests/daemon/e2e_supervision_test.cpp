@@ -283,10 +283,7 @@ TEST(DaemonSupervision, WorkerStoppedBySigtermFromOutsideRestartsInsteadOfSuccee
 // restarts (each attempt finding nothing to train) or, with max_restarts 0 as here, FAILED.
 TEST(DaemonSupervision, NonZeroExitAfterTheFinalCheckpointStillSucceeds) {
   DaemonHarness daemon;
-  const std::string wrapper = daemon.dir() + "/fails-after-finishing.sh";
-  std::ofstream(wrapper) << "#!/bin/sh\n'" << daemon.build_dir()
-                         << "/bin/accum-worker' \"$@\" || exit $?\nexit 1\n";
-  std::filesystem::permissions(wrapper, std::filesystem::perms::owner_all);
+  const std::string wrapper = daemon.worker_failing_after_it();
   DaemonOptions options = with_slots(1);
   options.extra_args = {"--worker-bin", wrapper};
   ASSERT_TRUE(daemon.start(options));
