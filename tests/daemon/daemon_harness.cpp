@@ -246,6 +246,19 @@ std::string DaemonHarness::spec_json(const std::string& name, int max_steps, int
       extra_fields.empty() ? "" : ", " + extra_fields);
 }
 
+std::string DaemonHarness::slow_spec_json(const std::string& name, int max_steps) const {
+  std::string spec = spec_json(name, max_steps, 1, 0);
+  for (const auto& [from, to] : std::vector<std::pair<std::string, std::string>>{
+           {R"("n_layer": 2, "n_head": 2, "d_model": 64)",
+            R"("n_layer": 4, "n_head": 4, "d_model": 256)"},
+           {R"("tokens_per_update": 256)", R"("tokens_per_update": 20480)"}}) {
+    const size_t at = spec.find(from);
+    if (at == std::string::npos) throw std::logic_error(from + " is not in spec_json's spec");
+    spec.replace(at, from.size(), to);
+  }
+  return spec;
+}
+
 std::unique_ptr<grpc::ClientContext> DaemonHarness::context(int deadline_s) const {
   auto context = std::make_unique<grpc::ClientContext>();
   std::string token = read_text(token_file_);
@@ -318,6 +331,12 @@ std::vector<pid_t> DaemonHarness::worker_pids(const std::string& job_dir) const 
   std::vector<pid_t> pids;
   for (const auto& [rank, pid] : ranked) pids.push_back(pid);
   return pids;
+}
+
+std::vector<accum::v1::JobState> transition_states(const accum::v1::JobStatus& job) {
+  std::vector<accum::v1::JobState> states;
+  for (const auto& transition : job.transitions()) states.push_back(transition.state());
+  return states;
 }
 
 std::vector<std::pair<int64_t, double>> read_metrics(const std::string& path) {

@@ -59,6 +59,9 @@ class DaemonHarness {
   // A tiny GPT spec (TEXT_BYTES corpus written by the harness) as JSON text.
   std::string spec_json(const std::string& name, int max_steps, int world_size,
                         int checkpoint_every, const std::string& extra_fields = "") const;
+  // spec_json's job with steps of seconds rather than milliseconds (4 layers, d_model 256,
+  // 320 micro-batches per step), for tests whose RPC must land inside a given step.
+  std::string slow_spec_json(const std::string& name, int max_steps) const;
   std::unique_ptr<grpc::ClientContext> context(int deadline_s = 60) const;
   accum::v1::Control::Stub& stub() { return *stub_; }
 
@@ -83,6 +86,8 @@ class DaemonHarness {
   std::unique_ptr<accum::v1::Control::Stub> stub_;
 };
 
+// The states of a job's transitions, in order.
+std::vector<accum::v1::JobState> transition_states(const accum::v1::JobStatus& job);
 // The job's metrics.jsonl as (step, loss) in file order.
 std::vector<std::pair<int64_t, double>> read_metrics(const std::string& path);
 // Runs a shell command line; returns its exit code (-1 when it did not exit) and fills

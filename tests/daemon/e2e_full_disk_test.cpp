@@ -64,9 +64,7 @@ void expect_finished_after_one_late_restart(DaemonHarness& daemon, const std::st
   ASSERT_EQ(done.state(), accum::v1::SUCCEEDED) << done.message();
   EXPECT_TRUE(log_says(daemon, "RESTARTING recorded after"));
   EXPECT_EQ(done.restarts(), 1);
-  std::vector<accum::v1::JobState> states;
-  for (const auto& t : done.transitions()) states.push_back(t.state());
-  EXPECT_EQ(states,
+  EXPECT_EQ(transition_states(done),
             (std::vector<accum::v1::JobState>{
                 accum::v1::QUEUED, accum::v1::STARTING, accum::v1::RUNNING, accum::v1::RESTARTING,
                 accum::v1::STARTING, accum::v1::RUNNING, accum::v1::SUCCEEDED}));
@@ -245,9 +243,7 @@ TEST(DaemonRecovery, RestartRecordedLateOnAFullDiskRunsOnceAfterAnAccumdRestart)
       std::chrono::seconds(180));
   ASSERT_EQ(done.state(), accum::v1::SUCCEEDED) << done.message();
   EXPECT_EQ(done.restarts(), 1);
-  std::vector<accum::v1::JobState> states;
-  for (const auto& t : done.transitions()) states.push_back(t.state());
-  EXPECT_EQ(states,
+  EXPECT_EQ(transition_states(done),
             (std::vector<accum::v1::JobState>{
                 accum::v1::QUEUED, accum::v1::STARTING, accum::v1::RUNNING, accum::v1::RESTARTING,
                 accum::v1::STARTING, accum::v1::RUNNING, accum::v1::SUCCEEDED}));

@@ -172,17 +172,8 @@ TEST(DaemonRecovery, JobThatEndsWhileAccumdIsDownShowsItsFinalStep) {
 TEST(DaemonRecovery, CancelDuringTheLastStepThenAccumdDiesEndsSucceededAfterTheRestart) {
   DaemonHarness daemon;
   ASSERT_TRUE(daemon.start(with_slots(1)));
-  std::string spec = daemon.spec_json("last-step-unseen", 2, 1, 0);
-  const auto replace = [&spec](const std::string& from, const std::string& to) {
-    const size_t at = spec.find(from);
-    ASSERT_NE(at, std::string::npos) << from << " is not in " << spec;
-    spec.replace(at, from.size(), to);
-  };
-  replace(R"("n_layer": 2, "n_head": 2, "d_model": 64)",
-          R"("n_layer": 4, "n_head": 4, "d_model": 256)");
-  replace(R"("tokens_per_update": 256)", R"("tokens_per_update": 20480)");
   JobStatus job;
-  ASSERT_TRUE(daemon.submit(spec, &job).ok());
+  ASSERT_TRUE(daemon.submit(daemon.slow_spec_json("last-step-unseen", 2), &job).ok());
   const JobStatus running = daemon.wait_running(job.id(), 1);
   ASSERT_EQ(running.state(), accum::v1::RUNNING) << running.message();
   accum::v1::CancelJobRequest cancel;
