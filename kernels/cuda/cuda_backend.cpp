@@ -23,6 +23,7 @@
 #include <string>
 #include <utility>
 
+#include "kernels/cuda/cublaslt_loader.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/device_peak.h"
 #include "kernels/cuda/matmul.h"
@@ -481,6 +482,11 @@ class CudaBackend final : public Backend {
 }  // namespace
 
 bool cuda_device_available(std::string* why) {
+  std::string library_error;
+  if (!cu::load_cublaslt(&library_error)) {
+    if (why) *why = library_error;
+    return false;
+  }
   int count = 0;
   const cudaError_t err = cudaGetDeviceCount(&count);
   if (err != cudaSuccess) {
@@ -518,6 +524,7 @@ bool cuda_memory_info(int local_rank, size_t* used_bytes, size_t* total_bytes) {
 }
 
 std::unique_ptr<Backend> make_cuda_backend(int local_rank, const BackendOptions& options) {
+  cu::require_cublaslt();
   int count = 0;
   CUDA_CHECK(cudaGetDeviceCount(&count));
   if (count <= 0) {

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cuda/cublaslt_loader.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/ops.h"
 
@@ -68,6 +69,8 @@ struct Matmul::Plan {
 Matmul::Matmul(cudaStream_t stream, const std::string& algorithms_dir,
                const std::string& algorithms_source)
     : stream_(stream) {
+  // Its reason, not a bare CUBLAS_STATUS_NOT_INITIALIZED, when cuBLASLt cannot be loaded.
+  require_cublaslt();
   const char* gelu = std::getenv("ACCUM_CUBLASLT_GELU");
   gelu_fusion_ = gelu == nullptr || std::string(gelu) != "0";
   const char* bgrad = std::getenv("ACCUM_CUBLASLT_BGRAD");
