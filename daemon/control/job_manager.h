@@ -166,7 +166,7 @@ class JobManager {
     bool hello_seen = false;
     Clock::time_point restart_at{};
     Clock::time_point cancel_at{};
-    bool force = false;
+    bool force = false;         // in the store as force_cancel
     int cancel_escalation = 0;  // 0: STOP sent, 1: SIGTERM sent, 2: SIGKILL sent
     std::string kill_reason;    // why the supervisor killed it (heartbeat timeout)
     std::deque<accum::v1::StepMetrics> history;  // the newest kMaxHistory steps

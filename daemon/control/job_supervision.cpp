@@ -402,6 +402,7 @@ absl::Status JobManager::reconcile() {
     runtime.state = record.state;
     runtime.world_size = record.world_size;
     runtime.attempt = record.attempt;
+    runtime.force = record.force_cancel;
     if (record.state == accum::v1::QUEUED) continue;
     const pid_t pid = static_cast<pid_t>(record.launcher_pid);
     if (pid != 0 && process_alive(pid, record.launcher_start_ticks)) {
@@ -415,6 +416,12 @@ absl::Status JobManager::reconcile() {
       spdlog::info("job {}: re-attached to attempt {} (pid {}), {}; {} steps of history read back",
                    record.id, record.attempt, pid, state_name(record.state),
                    runtime.history.size());
+      if (record.state == accum::v1::CANCELLING && runtime.force) {
+        // The previous accumd recorded a force cancel and may have died before its SIGKILL.
+        spdlog::warn("job {}: finishing its force cancel: SIGKILL", record.id);
+        signal_process_tree(pid, SIGKILL);
+        runtime.cancel_escalation = 2;
+      }
       continue;
     }
     // Not re-attached, so anything of this job still running is a stray: ranks that
@@ -435,6 +442,8 @@ absl::Status JobManager::reconcile() {
     // No process recorded: accumd died during a launch (the attempt number is written
     // before the spawn), or before its first.
     if (record.state == accum::v1::CANCELLING) {
+      // A force cancel's exit was handled up to its cleanup, perhaps not through it.
+      if (runtime.force) remove_partial_checkpoints(record.spec.checkpoint().dir());
       settle_locked(record.id, runtime,
                     {accum::v1::CANCELLED, "reconcile", "no worker was running"});
     } else if (record.state == accum::v1::STARTING || record.state == accum::v1::RUNNING) {
