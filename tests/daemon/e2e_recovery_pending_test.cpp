@@ -1,8 +1,10 @@
 // tests/daemon/e2e_recovery_pending_test.cpp — what accumd had pending when it died, finished
 // by the accumd restarted on its state dir as the first would have finished it: a force cancel
 // (killed, not stopped gracefully; its half-written checkpoint folders removed), whether it
-// died before or after sending the SIGKILL. The first accumd dies at the chosen point through
-// a test-only fault hook (ACCUM_TEST_EXIT_IN_FORCE_CANCEL, exit code 86).
+// died before or after sending the SIGKILL; and a restart's backoff (its remainder waited
+// out, not dropped). The first accumd dies at the chosen point through a test-only fault hook
+// (ACCUM_TEST_EXIT_IN_FORCE_CANCEL, exit code 86), or by SIGKILL.
+#include <signal.h>
 #include <sys/wait.h>
 
 #include <chrono>
@@ -128,6 +130,54 @@ TEST(DaemonRecovery, ForceCancelWhoseExitAccumdMissedEndsAsAForceCancel) {
   ASSERT_TRUE(fs::exists(partial));
   ASSERT_TRUE(daemon.start(with_slots(2)));
   expect_finished_as_a_force_cancel(daemon, *running, partial);
+}
+
+// A job waits out its restart backoff (8 s here) when accumd is killed, 2 s into it, and
+// started again 2 s later. The restarted accumd relaunches when the backoff recorded with
+// RESTARTING is due: not at once (what was left of it dropped), and not a whole backoff
+// after its own start (the time it was down counted twice).
+TEST(DaemonRecovery, RestartBackoffIsWaitedOutAcrossAnAccumdRestart) {
+  constexpr int64_t kBackoffMs = 8000;
+  DaemonHarness daemon;
+  DaemonOptions options = with_slots(1);
+  options.extra_args = {"--restart-backoff-ms", std::to_string(kBackoffMs)};
+  ASSERT_TRUE(daemon.start(options));
+  JobStatus job;
+  ASSERT_TRUE(
+      daemon.submit(daemon.spec_json("patient", 100000, 1, 0, R"("max_restarts": 3)"), &job).ok());
+  const JobStatus running = daemon.wait_running(job.id(), 2);
+  ASSERT_EQ(running.state(), accum::v1::RUNNING) << running.message();
+  const auto pids = daemon.worker_pids(running.job_dir());
+  ASSERT_EQ(pids.size(), 1u);
+  ASSERT_EQ(kill(pids[0], SIGKILL), 0);
+  const JobStatus waiting = daemon.wait_for(
+      job.id(), [](const JobStatus& j) { return j.state() == accum::v1::RESTARTING || ended(j); });
+  ASSERT_EQ(waiting.state(), accum::v1::RESTARTING) << waiting.message();
+  ASSERT_NE(waiting.message().find(absl::StrCat(" in ", kBackoffMs, " ms")), std::string::npos)
+      << waiting.message();
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  daemon.kill9();
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  ASSERT_TRUE(daemon.start(options));
+
+  const JobStatus relaunched = daemon.wait_for(
+      job.id(), [](const JobStatus& j) { return j.state() != accum::v1::RESTARTING; },
+      std::chrono::seconds(30));
+  ASSERT_TRUE(relaunched.state() == accum::v1::STARTING || relaunched.state() == accum::v1::RUNNING)
+      << relaunched.message();
+  int64_t restarting_ms = 0, relaunch_ms = 0;
+  for (const auto& t : relaunched.transitions()) {
+    if (t.state() == accum::v1::RESTARTING) restarting_ms = t.time_unix_ms();
+    if (t.state() == accum::v1::STARTING && restarting_ms > 0) relaunch_ms = t.time_unix_ms();
+  }
+  ASSERT_GT(restarting_ms, 0);
+  ASSERT_GT(relaunch_ms, 0) << "no launch after RESTARTING";
+  const int64_t waited_ms = relaunch_ms - restarting_ms;
+  // The due time is taken just before RESTARTING is recorded; a tick is 100 ms.
+  EXPECT_GE(waited_ms, kBackoffMs - 500) << "the rest of the backoff was dropped";
+  EXPECT_LE(waited_ms, kBackoffMs + 2500) << "the backoff started over at the restart";
+  std::string output;
+  EXPECT_EQ(run_accumctl(daemon, {"cancel", job.id(), "--force"}, &output), 0) << output;
 }
 
 }  // namespace
