@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -35,6 +36,16 @@ using accum::v1::WorkerCommand;
 namespace {
 
 constexpr size_t kMaxIdLength = 64;
+
+// TEST ONLY: with ACCUM_TEST_EXIT_IN_FORCE_CANCEL set to `point` ("before_kill": the force
+// cancel is recorded, its SIGKILL not sent; "after_kill": sent, the exit not handled) in its
+// environment, accumd exits (code 86) there, the windows an accumd restart must finish a force
+// cancel from (tests/daemon/e2e_recovery_pending_test.cpp). Never set it in production.
+constexpr int kExitInForceCancelCode = 86;
+void exit_in_force_cancel_for_test(const char* point) {
+  static const char* const configured = std::getenv("ACCUM_TEST_EXIT_IN_FORCE_CANCEL");
+  if (configured != nullptr && std::strcmp(configured, point) == 0) _exit(kExitInForceCancelCode);
+}
 
 // A path mpirun reads when the job starts: "" (not set) or a regular file this process
 // can read, checked at submit so that a typo is not a failed attempt later.
@@ -403,18 +414,27 @@ absl::StatusOr<JobStatus> JobManager::cancel(const std::string& id, bool force) 
       }
       start_queued_locked();
     } else if (force || record->state != accum::v1::CANCELLING) {
+      // A force cancel is durable before its SIGKILL: an accumd restarted before the exit is
+      // handled kills what still runs and records the end as this one would (reconcile).
       if (record->state != accum::v1::CANCELLING) {
+        TransitionUpdate update;
+        update.force_cancel = force;
         auto status = transition_locked(
             id, accum::v1::CANCELLING, force ? "force_cancel" : "cancel",
-            force ? "killing the workers (SIGKILL)" : "asking the workers to checkpoint and stop");
+            force ? "killing the workers (SIGKILL)" : "asking the workers to checkpoint and stop",
+            update);
         if (!status.ok()) return status;
+      } else if (force && !record->force_cancel) {
+        if (auto status = store_->set_force_cancel(id); !status.ok()) return status;
       }
       runtime.force = runtime.force || force;
       runtime.cancel_at = Clock::now();
       runtime.cancel_escalation = 0;
       if (force) {
+        exit_in_force_cancel_for_test("before_kill");
         signal_process_tree(runtime.pid, SIGKILL);
         runtime.cancel_escalation = 2;
+        exit_in_force_cancel_for_test("after_kill");
       } else if (runtime.link) {
         WorkerCommand command;
         command.set_kind(WorkerCommand::STOP);

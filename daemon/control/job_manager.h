@@ -148,7 +148,8 @@ class JobManager {
   struct Outcome {
     accum::v1::JobState to = accum::v1::QUEUED;
     std::string reason, message;
-    int restarts = -1;  // >= 0: store this restart count with the transition
+    int restarts = -1;            // >= 0: store this restart count with the transition
+    int64_t restart_due_ms = -1;  // >= 0: and when the restart is due (wall clock)
   };
   struct Runtime {
     accum::v1::JobState state = accum::v1::QUEUED;  // mirrors the store
@@ -164,9 +165,9 @@ class JobManager {
     std::string checkpoint_dir;  // likewise
     Clock::time_point last_heard{};
     bool hello_seen = false;
-    Clock::time_point restart_at{};
+    Clock::time_point restart_at{};  // in the store as the wall-clock restart_due_ms
     Clock::time_point cancel_at{};
-    bool force = false;
+    bool force = false;         // in the store as force_cancel
     int cancel_escalation = 0;  // 0: STOP sent, 1: SIGTERM sent, 2: SIGKILL sent
     std::string kill_reason;    // why the supervisor killed it (heartbeat timeout)
     std::deque<accum::v1::StepMetrics> history;  // the newest kMaxHistory steps

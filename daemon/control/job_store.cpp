@@ -26,9 +26,10 @@ using Arg = std::variant<int64_t, std::string>;
 constexpr size_t kMaxCachedJobs = 4096;  // beyond this the read cache starts over
 
 // The schema's version, kept in the database as SQLite's user_version. 1: the schema below
-// (0: a database from before versions, which the schema below upgrades by adding its tables).
-// A database from a newer accumd is refused rather than written by code that does not know it.
-constexpr int kSchemaVersion = 1;
+// (0: a database from before versions, which the schema below upgrades by adding its tables);
+// 2: jobs gained the columns of kAddedColumns. A database from a newer accumd is refused
+// rather than written by code that does not know it.
+constexpr int kSchemaVersion = 2;
 
 constexpr const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS jobs (
@@ -47,10 +48,23 @@ CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NU
 CREATE TABLE IF NOT EXISTS deleted_jobs (id TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 )sql";
 
+// Columns added to `jobs` after version 1, with the version that added them. An older
+// database gains each it lacks (ALTER TABLE), with a default that means what the older accumd
+// did: no forced cancel, no restart delay left.
+struct AddedColumn {
+  int version;
+  const char* name;
+  const char* definition;
+};
+constexpr AddedColumn kAddedColumns[] = {
+    {2, "force_cancel", "INTEGER NOT NULL DEFAULT 0"},
+    {2, "restart_due_ms", "INTEGER NOT NULL DEFAULT 0"},
+};
+
 constexpr const char* kJobColumns =
     "id, name, state, spec_json, spec_dir, job_dir, world_size, restarts, attempt, message, "
     "created_ms, updated_ms, launcher_pid, launcher_start_ticks, latest_checkpoint_step, "
-    "last_metrics_json";
+    "last_metrics_json, force_cancel, restart_due_ms";
 
 // The status of SQLite's last error on `db`. A full disk is RESOURCE_EXHAUSTED and names
 // the database file: the write was rolled back, and freeing space is what the user can do.
@@ -147,6 +161,8 @@ absl::StatusOr<JobRecord> read_record(Statement& row) {
   if (!metrics.empty()) {
     (void)google::protobuf::util::JsonStringToMessage(metrics, &record.last_metrics, options);
   }
+  record.force_cancel = row.integer(16) != 0;
+  record.restart_due_ms = row.integer(17);
   return record;
 }
 
@@ -218,10 +234,7 @@ absl::StatusOr<std::unique_ptr<JobStore>> JobStore::open(const std::string& path
   if (auto status = store->exec(kSchema); !status.ok()) return unusable(status);
   // Written only when it changes: an accumd that starts on a full disk must still open it.
   if (found_version != kSchemaVersion) {
-    if (auto status = store->exec(absl::StrCat("PRAGMA user_version = ", kSchemaVersion, ";"));
-        !status.ok()) {
-      return unusable(status);
-    }
+    if (auto status = store->migrate(found_version); !status.ok()) return unusable(status);
   }
   {
     Statement check(db, "PRAGMA quick_check;");
@@ -240,6 +253,42 @@ absl::StatusOr<std::unique_ptr<JobStore>> JobStore::open(const std::string& path
 }
 
 JobStore::~JobStore() { sqlite3_close(db_); }
+
+absl::Status JobStore::migrate(int64_t found_version) {
+  // Which columns `jobs` has: a database that says version 0 may hold any of them already
+  // (an accumd that died between creating the table and recording the version).
+  std::vector<std::string> have;
+  {
+    Statement columns(db_, "PRAGMA table_info(jobs);");
+    for (int rc = columns.step(); rc != SQLITE_DONE; rc = columns.step()) {
+      if (rc != SQLITE_ROW) return columns.error("table_info");
+      have.push_back(columns.text(1));
+    }
+  }
+  // The columns and the new version in one transaction: both, or (a crash, a full disk)
+  // neither, and the next start tries again.
+  if (auto status = exec("BEGIN IMMEDIATE"); !status.ok()) return status;
+  absl::Status status;
+  for (const AddedColumn& column : kAddedColumns) {
+    if (column.version <= found_version ||
+        std::find(have.begin(), have.end(), column.name) != have.end()) {
+      continue;
+    }
+    status = exec(
+        absl::StrCat("ALTER TABLE jobs ADD COLUMN ", column.name, " ", column.definition, ";"));
+    if (!status.ok()) break;
+  }
+  if (status.ok()) status = exec(absl::StrCat("PRAGMA user_version = ", kSchemaVersion, ";"));
+  if (!status.ok()) {
+    (void)exec("ROLLBACK");
+    return status;
+  }
+  if (found_version > 0) {
+    spdlog::info("job database {}: schema upgraded from version {} to {}",
+                 sqlite3_db_filename(db_, "main"), found_version, kSchemaVersion);
+  }
+  return exec("COMMIT");
+}
 
 absl::Status JobStore::exec(const std::string& sql) {
   char* error = nullptr;
@@ -276,12 +325,13 @@ absl::Status JobStore::insert(const JobRecord& r, const std::string& reason) {
   if (auto s = exec("BEGIN IMMEDIATE"); !s.ok()) return s;
   auto s = run(db_,
                absl::StrCat("INSERT INTO jobs(", kJobColumns,
-                            ", seq) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,"
+                            ", seq) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,"
                             "(SELECT MAX((SELECT IFNULL(MAX(seq),0) FROM jobs), "
                             "(SELECT IFNULL(MAX(seq),0) FROM deleted_jobs))+1))"),
                {r.id, r.name, int64_t{r.state}, to_json(r.spec), r.spec_dir, r.job_dir,
                 int64_t{r.world_size}, int64_t{r.restarts}, int64_t{r.attempt}, r.message, now, now,
-                r.launcher_pid, r.launcher_start_ticks, r.latest_checkpoint_step, std::string()});
+                r.launcher_pid, r.launcher_start_ticks, r.latest_checkpoint_step, std::string(),
+                int64_t{r.force_cancel}, r.restart_due_ms});
   if (s.ok()) {
     s = run(db_,
             "INSERT INTO transitions(job_id, state, time_ms, reason, message) VALUES(?,?,?,?,?)",
@@ -391,6 +441,11 @@ absl::Status JobStore::transition(const std::string& id, accum::v1::JobState to,
     absl::StrAppend(&assignments, ", restarts = ?");
     args.emplace_back(int64_t{update.restarts});
   }
+  if (update.restart_due_ms >= 0) {
+    absl::StrAppend(&assignments, ", restart_due_ms = ?");
+    args.emplace_back(update.restart_due_ms);
+  }
+  if (update.force_cancel) absl::StrAppend(&assignments, ", force_cancel = 1");
   args.emplace_back(id);
   auto s = run(db_, absl::StrCat("UPDATE jobs SET ", assignments, " WHERE id = ?"), args);
   if (s.ok()) {
@@ -465,6 +520,10 @@ absl::Status JobStore::set_process(const std::string& id, int64_t pid, int64_t s
 
 absl::Status JobStore::set_restarts(const std::string& id, int restarts) {
   return update_columns(id, "restarts = ?", {}, {restarts});
+}
+
+absl::Status JobStore::set_force_cancel(const std::string& id) {
+  return update_columns(id, "force_cancel = ?", {}, {1});
 }
 
 absl::Status JobStore::set_progress(const std::string& id, const accum::v1::StepMetrics& metrics) {

@@ -4,7 +4,8 @@
 // a client survives kill -9 and power loss). Tables:
 //   jobs(id, name, state, spec_json, spec_dir, job_dir, world_size, restarts,
 //        attempt, message, created_ms, updated_ms, launcher_pid,
-//        launcher_start_ticks, latest_checkpoint_step, last_metrics_json)
+//        launcher_start_ticks, latest_checkpoint_step, last_metrics_json,
+//        force_cancel, restart_due_ms)
 //   transitions(job_id, seq, state, time_ms, reason, message)
 // Every state change goes through transition(), which checks the state machine
 // (job_state.h) and writes the new state and its history row in one transaction.
@@ -52,6 +53,12 @@ struct JobRecord {
   int64_t launcher_start_ticks = 0;  // /proc/<pid>/stat starttime, guards against pid reuse
   int64_t latest_checkpoint_step = 0;
   accum::v1::StepMetrics last_metrics;
+  // The job's cancel is a forced one (SIGKILL, partial checkpoints removed): an accumd
+  // restarted before the workers' exit was handled finishes it as one.
+  bool force_cancel = false;
+  // When the RESTARTING job's next attempt is due (wall clock, ms since the epoch; 0: at
+  // once). Meaningful only in RESTARTING.
+  int64_t restart_due_ms = 0;
 };
 
 int64_t now_unix_ms();
@@ -64,6 +71,8 @@ struct TransitionUpdate {
   // STARTING/RUNNING/CANCELLING record means a launch that may have spawned processes.
   int attempt = -1;
   int restarts = -1;  // >= 0: the restarts spent (written with RESTARTING)
+  int64_t restart_due_ms = -1;  // >= 0: when the next attempt is due (written with RESTARTING)
+  bool force_cancel = false;    // true: the cancel is forced (written with CANCELLING)
 };
 
 class JobStore {
@@ -101,12 +110,17 @@ class JobStore {
 
   absl::Status set_process(const std::string& id, int64_t pid, int64_t start_ticks, int attempt);
   absl::Status set_restarts(const std::string& id, int restarts);
+  // Marks the job's cancel as forced (a force cancel of a job already CANCELLING gracefully).
+  absl::Status set_force_cancel(const std::string& id);
   absl::Status set_progress(const std::string& id, const accum::v1::StepMetrics& metrics);
   absl::Status set_latest_checkpoint(const std::string& id, int64_t step);
 
  private:
   explicit JobStore(sqlite3* db) : db_(db) {}
   absl::Status exec(const std::string& sql);
+  // Brings a database of schema version `found_version` (older than this accumd's) to this
+  // accumd's: adds the columns it lacks and records the version, in one transaction.
+  absl::Status migrate(int64_t found_version);
   absl::Status update_columns(const std::string& id, const std::string& assignments,
                               const std::vector<std::string>& text_args,
                               const std::vector<int64_t>& int_args);

@@ -17,6 +17,7 @@
 #include "daemon/control/job_files.h"
 #include "daemon/control/job_manager.h"
 #include "daemon/control/job_state.h"
+#include "daemon/control/restart_backoff.h"
 #include "daemon/control/resume_point.h"
 #include "daemon/worker/exit_codes.h"
 #include "spdlog/spdlog.h"
@@ -25,7 +26,6 @@ namespace accum::control {
 namespace {
 
 constexpr auto kTick = std::chrono::milliseconds(100);
-constexpr auto kMaxBackoff = std::chrono::milliseconds(60000);
 
 int64_t latest_step(const JobRecord& record) {
   const auto listed = list_job_checkpoints(record.spec.checkpoint().dir());
@@ -322,9 +322,9 @@ void JobManager::handle_exit_locked(const JobRecord& record, Runtime& runtime, i
   const int allowed = max_restarts(record);
   if (record.restarts < allowed) {
     const int restarts = record.restarts + 1;
-    auto backoff = config_.restart_backoff * (1 << std::min(restarts - 1, 16));
-    backoff = std::min<std::chrono::milliseconds>(backoff, kMaxBackoff);
+    const auto backoff = restart_backoff(config_.restart_backoff, restarts);
     runtime.restart_at = Clock::now() + backoff;
+    const int64_t restart_due_ms = now_unix_ms() + backoff.count();
     const std::string message = absl::StrCat("attempt ", attempt, ": ", what, "; restart ",
                                              restarts, " of ", allowed, " from checkpoint step ",
                                              checkpoint_step, " in ", backoff.count(), " ms", tail);
@@ -333,7 +333,8 @@ void JobManager::handle_exit_locked(const JobRecord& record, Runtime& runtime, i
       (void)store_->set_restarts(record.id, restarts);
       return;
     }
-    settle_locked(record.id, runtime, {accum::v1::RESTARTING, "worker_failed", message, restarts});
+    settle_locked(record.id, runtime,
+                  {accum::v1::RESTARTING, "worker_failed", message, restarts, restart_due_ms});
     return;
   }
   const std::string not_restarted =
@@ -350,6 +351,7 @@ void JobManager::settle_locked(const std::string& id, Runtime& runtime, Outcome 
   // crash between them would spend a restart twice (or not at all).
   TransitionUpdate update;
   update.restarts = outcome.restarts;
+  update.restart_due_ms = outcome.restart_due_ms;
   runtime.unrecorded.reset();  // set again below if the store refuses
   runtime.record_failures = 0;
   const absl::Status status =
@@ -402,6 +404,7 @@ absl::Status JobManager::reconcile() {
     runtime.state = record.state;
     runtime.world_size = record.world_size;
     runtime.attempt = record.attempt;
+    runtime.force = record.force_cancel;
     if (record.state == accum::v1::QUEUED) continue;
     const pid_t pid = static_cast<pid_t>(record.launcher_pid);
     if (pid != 0 && process_alive(pid, record.launcher_start_ticks)) {
@@ -415,6 +418,12 @@ absl::Status JobManager::reconcile() {
       spdlog::info("job {}: re-attached to attempt {} (pid {}), {}; {} steps of history read back",
                    record.id, record.attempt, pid, state_name(record.state),
                    runtime.history.size());
+      if (record.state == accum::v1::CANCELLING && runtime.force) {
+        // The previous accumd recorded a force cancel and may have died before its SIGKILL.
+        spdlog::warn("job {}: finishing its force cancel: SIGKILL", record.id);
+        signal_process_tree(pid, SIGKILL);
+        runtime.cancel_escalation = 2;
+      }
       continue;
     }
     // Not re-attached, so anything of this job still running is a stray: ranks that
@@ -435,6 +444,8 @@ absl::Status JobManager::reconcile() {
     // No process recorded: accumd died during a launch (the attempt number is written
     // before the spawn), or before its first.
     if (record.state == accum::v1::CANCELLING) {
+      // A force cancel's exit was handled up to its cleanup, perhaps not through it.
+      if (runtime.force) remove_partial_checkpoints(record.spec.checkpoint().dir());
       settle_locked(record.id, runtime,
                     {accum::v1::CANCELLED, "reconcile", "no worker was running"});
     } else if (record.state == accum::v1::STARTING || record.state == accum::v1::RUNNING) {
@@ -442,9 +453,14 @@ absl::Status JobManager::reconcile() {
       settle_locked(record.id, runtime,
                     {accum::v1::RESTARTING, "reconcile",
                      absl::StrCat("accumd restarted during the launch of attempt ", record.attempt,
-                                  "; its processes, if any, were killed")});
+                                  "; its processes, if any, were killed"),
+                     -1, now_unix_ms()});
     } else {
-      runtime.restart_at = Clock::now();  // RESTARTING: relaunch now
+      // RESTARTING: what is left of its backoff (at once for a store from before due times).
+      const auto remaining = backoff_remaining(record.restart_due_ms, now_unix_ms());
+      runtime.restart_at = Clock::now() + remaining;
+      spdlog::info("job {}: restarting in {} ms (attempt {} is next)", record.id, remaining.count(),
+                   record.attempt + 1);
     }
   }
   return absl::OkStatus();

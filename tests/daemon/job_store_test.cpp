@@ -246,7 +246,7 @@ TEST_F(JobStoreTest, DatabaseOfANewerSchemaIsRefusedAndLeftAsItWas) {
     sqlite3_close(db);
     return version;
   };
-  EXPECT_EQ(user_version(), 1);
+  EXPECT_EQ(user_version(), 2);
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
   ASSERT_EQ(sqlite3_exec(db, "PRAGMA user_version = 7; CREATE TABLE newer_things (x INTEGER);",
@@ -257,14 +257,14 @@ TEST_F(JobStoreTest, DatabaseOfANewerSchemaIsRefusedAndLeftAsItWas) {
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition) << refused.status();
   const std::string message(refused.status().message());
-  EXPECT_NE(message.find(path_ + " has schema version 7, newer than this accumd's (1)"),
+  EXPECT_NE(message.find(path_ + " has schema version 7, newer than this accumd's (2)"),
             std::string::npos)
       << message;
   EXPECT_NE(message.find("--state-dir"), std::string::npos) << message;
   EXPECT_EQ(user_version(), 7);
   // Back at this accumd's version (as the newer accumd might leave it), every job is there.
   ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(db, "PRAGMA user_version = 1;", nullptr, nullptr, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "PRAGMA user_version = 2;", nullptr, nullptr, nullptr), SQLITE_OK);
   sqlite3_close(db);
   auto store = JobStore::open(path_);
   ASSERT_TRUE(store.ok()) << store.status();
@@ -409,6 +409,110 @@ TEST_F(JobStoreTest, TransitionRecordsTheRestartCountWithTheState) {
   EXPECT_EQ(store->transition(record.id, RESTARTING, "worker_failed", "again", restart).code(),
             absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(store->get(record.id)->restarts, 1) << "a refused transition spent a restart";
+}
+
+// A database written by the accumd before schema version 2 (its jobs table exactly as that
+// accumd created it, a job waiting to restart and one cancelling) opens: it gains the
+// force_cancel and restart_due_ms columns with the defaults that mean what that accumd did (a
+// plain cancel, a restart due at once), keeps every job, records version 2, and takes the new
+// columns' writes. Opening it again changes nothing.
+TEST_F(JobStoreTest, DatabaseOfSchemaVersion1IsUpgradedKeepingItsJobs) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db,
+                         R"sql(
+CREATE TABLE jobs (
+  id TEXT PRIMARY KEY, seq INTEGER UNIQUE NOT NULL, name TEXT NOT NULL, state INTEGER NOT NULL,
+  spec_json TEXT NOT NULL, spec_dir TEXT NOT NULL, job_dir TEXT NOT NULL,
+  world_size INTEGER NOT NULL, restarts INTEGER NOT NULL DEFAULT 0,
+  attempt INTEGER NOT NULL DEFAULT 0, message TEXT NOT NULL DEFAULT '',
+  created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL,
+  launcher_pid INTEGER NOT NULL DEFAULT 0, launcher_start_ticks INTEGER NOT NULL DEFAULT 0,
+  latest_checkpoint_step INTEGER NOT NULL DEFAULT 0, last_metrics_json TEXT NOT NULL DEFAULT '');
+CREATE TABLE transitions (
+  job_id TEXT NOT NULL, seq INTEGER PRIMARY KEY AUTOINCREMENT, state INTEGER NOT NULL,
+  time_ms INTEGER NOT NULL, reason TEXT NOT NULL, message TEXT NOT NULL);
+CREATE INDEX transitions_by_job ON transitions(job_id, seq);
+CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE deleted_jobs (id TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+INSERT INTO jobs(id, seq, name, state, spec_json, spec_dir, job_dir, world_size, restarts,
+                 attempt, created_ms, updated_ms)
+  VALUES('job-000001', 1, 'waits', 4, '{"name":"waits","max_steps":"7"}', '/s', '/j1', 1, 1, 1,
+         1000, 2000),
+        ('job-000002', 2, 'stops', 5, '{"name":"stops","max_steps":"7"}', '/s', '/j2', 2, 0, 1,
+         1000, 2000);
+INSERT INTO counters(name, value) VALUES('job', 2);
+PRAGMA user_version = 1;
+)sql",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  ASSERT_EQ(RESTARTING, 4);  // the numbers written above
+  ASSERT_EQ(CANCELLING, 5);
+
+  for (int open_count = 1; open_count <= 2; ++open_count) {
+    SCOPED_TRACE(open_count == 1 ? "first open: upgrades" : "second open");
+    auto store = JobStore::open(path_);
+    ASSERT_TRUE(store.ok()) << store.status();
+    auto waits = (*store)->get("job-000001");
+    ASSERT_TRUE(waits.ok()) << waits.status();
+    EXPECT_EQ(waits->state, RESTARTING);
+    EXPECT_EQ(waits->spec.max_steps(), 7);
+    auto stops = (*store)->get("job-000002");
+    ASSERT_TRUE(stops.ok()) << stops.status();
+    EXPECT_EQ(stops->world_size, 2);
+    if (open_count == 1) {
+      EXPECT_EQ(waits->restarts, 1);
+      EXPECT_EQ(waits->restart_due_ms, 0) << "an old restart is due at once";
+      EXPECT_FALSE(stops->force_cancel) << "an old cancel is a plain one";
+      ASSERT_TRUE((*store)->set_force_cancel("job-000002").ok());
+      TransitionUpdate launch;
+      launch.attempt = 2;
+      ASSERT_TRUE((*store)->transition("job-000001", STARTING, "launch", "attempt 2", launch).ok());
+      TransitionUpdate restart;
+      restart.restarts = 2;
+      restart.restart_due_ms = 1234567;
+      ASSERT_TRUE(
+          (*store)->transition("job-000001", RESTARTING, "worker_failed", "again", restart).ok());
+    } else {
+      EXPECT_EQ(waits->restart_due_ms, 1234567);
+      EXPECT_EQ(waits->restarts, 2);
+      EXPECT_TRUE(stops->force_cancel);
+    }
+    EXPECT_EQ(*(*store)->next_id(), open_count == 1 ? "job-000003" : "job-000004");
+  }
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* statement = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "PRAGMA user_version;", -1, &statement, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(statement), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int64(statement, 0), 2);
+  sqlite3_finalize(statement);
+  sqlite3_close(db);
+}
+
+// A force cancel is written with its CANCELLING state, in one transaction, or by
+// set_force_cancel for a job already CANCELLING; a refused move records none.
+TEST_F(JobStoreTest, TransitionRecordsAForceCancelWithTheState) {
+  auto store = *JobStore::open(path_);
+  auto record = make_record(*store, "forced");
+  ASSERT_TRUE(store->insert(record, "submitted").ok());
+  EXPECT_FALSE(store->get(record.id)->force_cancel);
+  TransitionUpdate force;
+  force.force_cancel = true;
+  EXPECT_EQ(store->transition(record.id, RUNNING, "hello", "refused", force).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_FALSE(store->get(record.id)->force_cancel) << "a refused transition recorded it";
+  ASSERT_TRUE(store->transition(record.id, STARTING, "launch", "attempt 1").ok());
+  ASSERT_TRUE(store->transition(record.id, CANCELLING, "force_cancel", "killing", force).ok());
+  EXPECT_TRUE(store->get(record.id)->force_cancel);
+
+  auto graceful = make_record(*store, "graceful");
+  ASSERT_TRUE(store->insert(graceful, "submitted").ok());
+  ASSERT_TRUE(store->transition(graceful.id, STARTING, "launch", "attempt 1").ok());
+  ASSERT_TRUE(store->transition(graceful.id, CANCELLING, "cancel", "asking").ok());
+  EXPECT_FALSE(store->get(graceful.id)->force_cancel);
+  ASSERT_TRUE(store->set_force_cancel(graceful.id).ok());
+  EXPECT_TRUE(store->get(graceful.id)->force_cancel);
 }
 
 }  // namespace

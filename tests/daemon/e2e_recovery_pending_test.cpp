@@ -1,0 +1,184 @@
+// tests/daemon/e2e_recovery_pending_test.cpp — what accumd had pending when it died, finished
+// by the accumd restarted on its state dir as the first would have finished it: a force cancel
+// (killed, not stopped gracefully; its half-written checkpoint folders removed), whether it
+// died before or after sending the SIGKILL; and a restart's backoff (its remainder waited
+// out, not dropped). The first accumd dies at the chosen point through a test-only fault hook
+// (ACCUM_TEST_EXIT_IN_FORCE_CANCEL, exit code 86), or by SIGKILL.
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "tests/daemon/daemon_harness.h"
+
+namespace accum::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using accum::v1::JobStatus;
+
+bool ended(const JobStatus& job) {
+  return job.state() == accum::v1::SUCCEEDED || job.state() == accum::v1::FAILED ||
+         job.state() == accum::v1::CANCELLED;
+}
+
+// The names in the job's checkpoint folder that start with `prefix`.
+std::vector<std::string> checkpoint_entries(const std::string& job_dir, const std::string& prefix) {
+  std::vector<std::string> names;
+  std::error_code error;
+  for (const auto& entry : fs::directory_iterator(job_dir + "/checkpoints", error)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind(prefix, 0) == 0) names.push_back(name);
+  }
+  return names;
+}
+
+// A running job of two ranks under mpirun (no scheduled checkpoints) with a half-written
+// checkpoint folder, named as its rank 0 names one it is writing; an accumd whose fault hook
+// `exit_point` ends it inside the force cancel of that job. Returns the job, or nullopt with the
+// failure reported.
+std::optional<JobStatus> force_cancel_and_die(DaemonHarness& daemon, const std::string& exit_point,
+                                              std::string* partial) {
+  DaemonOptions dying = with_slots(2);
+  dying.extra_env = {"ACCUM_TEST_EXIT_IN_FORCE_CANCEL=" + exit_point};
+  if (!daemon.start(dying)) return std::nullopt;
+  JobStatus job;
+  if (!daemon.submit(daemon.spec_json("forced", 100000, 2, 0), &job).ok()) {
+    ADD_FAILURE() << "submit failed";
+    return std::nullopt;
+  }
+  const JobStatus running = daemon.wait_running(job.id(), 3);
+  if (running.state() != accum::v1::RUNNING) {
+    ADD_FAILURE() << "not running: " << running.message();
+    return std::nullopt;
+  }
+  const auto pids = daemon.worker_pids(running.job_dir());
+  if (pids.size() != 2u) {
+    ADD_FAILURE() << pids.size() << " workers";
+    return std::nullopt;
+  }
+  *partial = absl::StrCat(running.job_dir(), "/checkpoints/.tmp-step_00099999-", pids[0]);
+  fs::create_directories(*partial);
+  std::ofstream(*partial + "/model.safetensors") << "half";
+
+  accum::v1::CancelJobRequest cancel;
+  cancel.set_id(job.id());
+  cancel.set_force(true);
+  JobStatus reply;
+  auto context = daemon.context();
+  (void)daemon.stub().CancelJob(context.get(), cancel, &reply);  // accumd exits inside it
+  const std::optional<int> exit_status = daemon.wait_exit(std::chrono::seconds(30));
+  if (!exit_status || !WIFEXITED(*exit_status) || WEXITSTATUS(*exit_status) != 86) {
+    ADD_FAILURE() << "accumd did not take the fault hook's exit (86)";
+    return std::nullopt;
+  }
+  return running;
+}
+
+// Expects the job the restarted accumd settles to end as a force cancel does: CANCELLED by
+// "force_cancel", "killed (...)", no worker left, no partial checkpoint, and no final
+// checkpoint (a graceful stop would have written one).
+void expect_finished_as_a_force_cancel(DaemonHarness& daemon, const JobStatus& running,
+                                       const std::string& partial) {
+  const JobStatus done = daemon.wait_for(running.id(), ended, std::chrono::seconds(30));
+  ASSERT_EQ(done.state(), accum::v1::CANCELLED) << done.message();
+  ASSERT_GT(done.transitions_size(), 0);
+  const auto& last = done.transitions(done.transitions_size() - 1);
+  EXPECT_EQ(last.reason(), "force_cancel") << last.message();
+  EXPECT_EQ(done.message().rfind("killed (workers ended with ", 0), 0u) << done.message();
+  EXPECT_TRUE(daemon.worker_pids(done.job_dir()).empty()) << "a worker outlived the cancel";
+  EXPECT_FALSE(fs::exists(partial)) << "the half-written checkpoint was left: " << partial;
+  EXPECT_TRUE(checkpoint_entries(done.job_dir(), "step_").empty())
+      << "a final checkpoint was written: the job was stopped gracefully";
+  EXPECT_EQ(done.restarts(), 0);
+}
+
+// accumd records the force cancel (CANCELLING) and dies before it sends the SIGKILL: the
+// workers train on. The restarted accumd re-attaches to them and kills them, as the first would
+// have; it neither asks them for a graceful stop nor waits out a stop grace.
+TEST(DaemonRecovery, ForceCancelRecordedButNotSentIsFinishedByTheRestartedAccumd) {
+  DaemonHarness daemon;
+  std::string partial;
+  const auto running = force_cancel_and_die(daemon, "before_kill", &partial);
+  ASSERT_TRUE(running);
+  ASSERT_EQ(daemon.worker_pids(running->job_dir()).size(), 2u) << "the workers were killed";
+  ASSERT_TRUE(daemon.start(with_slots(2)));
+  expect_finished_as_a_force_cancel(daemon, *running, partial);
+}
+
+// accumd sends the SIGKILL of a force cancel and dies before it handles the workers' exit.
+// The restarted accumd finds them gone and records what the first would have: a force
+// cancel, with the half-written checkpoint removed.
+TEST(DaemonRecovery, ForceCancelWhoseExitAccumdMissedEndsAsAForceCancel) {
+  DaemonHarness daemon;
+  std::string partial;
+  const auto running = force_cancel_and_die(daemon, "after_kill", &partial);
+  ASSERT_TRUE(running);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!daemon.worker_pids(running->job_dir()).empty() &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_TRUE(daemon.worker_pids(running->job_dir()).empty()) << "the SIGKILL was not sent";
+  ASSERT_TRUE(fs::exists(partial));
+  ASSERT_TRUE(daemon.start(with_slots(2)));
+  expect_finished_as_a_force_cancel(daemon, *running, partial);
+}
+
+// A job waits out its restart backoff (8 s here) when accumd is killed, 2 s into it, and
+// started again 2 s later. The restarted accumd relaunches when the backoff recorded with
+// RESTARTING is due: not at once (what was left of it dropped), and not a whole backoff
+// after its own start (the time it was down counted twice).
+TEST(DaemonRecovery, RestartBackoffIsWaitedOutAcrossAnAccumdRestart) {
+  constexpr int64_t kBackoffMs = 8000;
+  DaemonHarness daemon;
+  DaemonOptions options = with_slots(1);
+  options.extra_args = {"--restart-backoff-ms", std::to_string(kBackoffMs)};
+  ASSERT_TRUE(daemon.start(options));
+  JobStatus job;
+  ASSERT_TRUE(
+      daemon.submit(daemon.spec_json("patient", 100000, 1, 0, R"("max_restarts": 3)"), &job).ok());
+  const JobStatus running = daemon.wait_running(job.id(), 2);
+  ASSERT_EQ(running.state(), accum::v1::RUNNING) << running.message();
+  const auto pids = daemon.worker_pids(running.job_dir());
+  ASSERT_EQ(pids.size(), 1u);
+  ASSERT_EQ(kill(pids[0], SIGKILL), 0);
+  const JobStatus waiting = daemon.wait_for(
+      job.id(), [](const JobStatus& j) { return j.state() == accum::v1::RESTARTING || ended(j); });
+  ASSERT_EQ(waiting.state(), accum::v1::RESTARTING) << waiting.message();
+  ASSERT_NE(waiting.message().find(absl::StrCat(" in ", kBackoffMs, " ms")), std::string::npos)
+      << waiting.message();
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  daemon.kill9();
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  ASSERT_TRUE(daemon.start(options));
+
+  const JobStatus relaunched = daemon.wait_for(
+      job.id(), [](const JobStatus& j) { return j.state() != accum::v1::RESTARTING; },
+      std::chrono::seconds(30));
+  ASSERT_TRUE(relaunched.state() == accum::v1::STARTING || relaunched.state() == accum::v1::RUNNING)
+      << relaunched.message();
+  int64_t restarting_ms = 0, relaunch_ms = 0;
+  for (const auto& t : relaunched.transitions()) {
+    if (t.state() == accum::v1::RESTARTING) restarting_ms = t.time_unix_ms();
+    if (t.state() == accum::v1::STARTING && restarting_ms > 0) relaunch_ms = t.time_unix_ms();
+  }
+  ASSERT_GT(restarting_ms, 0);
+  ASSERT_GT(relaunch_ms, 0) << "no launch after RESTARTING";
+  const int64_t waited_ms = relaunch_ms - restarting_ms;
+  // The due time is taken just before RESTARTING is recorded; a tick is 100 ms.
+  EXPECT_GE(waited_ms, kBackoffMs - 500) << "the rest of the backoff was dropped";
+  EXPECT_LE(waited_ms, kBackoffMs + 2500) << "the backoff started over at the restart";
+  std::string output;
+  EXPECT_EQ(run_accumctl(daemon, {"cancel", job.id(), "--force"}, &output), 0) << output;
+}
+
+}  // namespace
+}  // namespace accum::testing
