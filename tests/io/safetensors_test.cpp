@@ -7,6 +7,7 @@
 
 #include <bit>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 
@@ -105,6 +106,97 @@ TEST(Safetensors, ReadsBf16AndF16AsFloat) {
   EXPECT_EQ(f[2], 65504.0f);
   EXPECT_EQ(f[3], std::ldexp(1.0f, -24));
   EXPECT_TRUE(std::isinf(f[4]));
+}
+
+// The reader of checkpoints: any range of a tensor, in any order, equals the whole read;
+// bf16 and f16 ranges convert like whole tensors (through its small buffer of halves).
+TEST(SafetensorsReader, PiecesEqualTheWholeTensor) {
+  TempDir dir;
+  // 70,000 halves: more than one pass of the reader's buffer of 65,536.
+  const size_t n = 70000;
+  std::vector<uint16_t> halves(n);
+  for (size_t i = 0; i < n; ++i) halves[i] = static_cast<uint16_t>(0x3C00 + (i * 7) % 1021);
+  std::vector<float> f32(1000);
+  for (size_t i = 0; i < f32.size(); ++i) f32[i] = std::sin(static_cast<float>(i));
+  std::string data(reinterpret_cast<const char*>(halves.data()), 2 * n);
+  data += std::string(reinterpret_cast<const char*>(f32.data()), 4 * f32.size());
+  const std::string header = absl::StrCat(
+      R"({"__metadata__":{"step":"7"},"h":{"dtype":"BF16","shape":[)", n, R"(],"data_offsets":[0,)",
+      2 * n, R"(]},"f":{"dtype":"F32","shape":[10,100],"data_offsets":[)", 2 * n, ",", 2 * n + 4000,
+      "]}}");
+  const std::string path = dir.file("pieces.safetensors");
+  testing::write_text_file(path, raw_file(header, data));
+  auto whole = read_safetensors(path);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  auto reader = SafetensorsReader::open(path);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  EXPECT_EQ((*reader)->metadata().at("step"), "7");
+  EXPECT_EQ((*reader)->shapes().at("f"), (std::vector<int64_t>{10, 100}));
+  EXPECT_EQ((*reader)->elements("h"), n);
+  EXPECT_EQ((*reader)->elements("nope"), 0u);
+  for (const std::string name : {"h", "f"}) {
+    const std::vector<float>& expected = whole->tensors.at(name).data;
+    std::vector<float> got(expected.size(), -1.0f);
+    // Back to front, in uneven pieces.
+    for (size_t end = expected.size(); end > 0;) {
+      const size_t begin = end > 66001 ? end - 66001 : (end > 333 ? end - 333 : 0);
+      ASSERT_TRUE((*reader)->read(name, begin, end - begin, got.data() + begin).ok());
+      end = begin;
+    }
+    EXPECT_EQ(got, expected) << name;
+  }
+  std::vector<float> one(2);
+  auto past = (*reader)->read("f", 999, 2, one.data());
+  EXPECT_TRUE(absl::IsInvalidArgument(past)) << past;
+  EXPECT_MENTIONS(std::string(past.message()),
+                  "elements [999, 1001) of tensor 'f', which has 1000");
+  auto unknown = (*reader)->read("g", 0, 1, one.data());
+  EXPECT_TRUE(absl::IsInvalidArgument(unknown)) << unknown;
+  EXPECT_MENTIONS(std::string(unknown.message()), "no tensor 'g'");
+}
+
+// A file cut short after its header was checked (another process truncating it) is an
+// error naming the file, not a crash and not zeros.
+TEST(SafetensorsReader, FileTruncatedAfterOpenIsDataLoss) {
+  TempDir dir;
+  const std::string path = dir.file("cut.safetensors");
+  std::vector<float> values(4096, 1.25f);
+  ASSERT_TRUE(write_safetensors(path, {{"w", {4096}, values.data()}}).ok());
+  auto reader = SafetensorsReader::open(path);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  std::filesystem::resize_file(path, std::filesystem::file_size(path) - 1000);
+  std::vector<float> got(4096);
+  auto status = (*reader)->read("w", 0, 4096, got.data());
+  EXPECT_TRUE(absl::IsDataLoss(status)) << status;
+  EXPECT_MENTIONS(std::string(status.message()), path);
+  EXPECT_MENTIONS(std::string(status.message()), "truncated");
+}
+
+// The writer asks its PieceReader for pieces of at most kWritePieceFloats, in order, and
+// writes what it returns: a tensor larger than one piece comes out whole and in order.
+TEST(Safetensors, WriterTakesDataInPiecesThroughItsReader) {
+  TempDir dir;
+  const size_t n = kWritePieceFloats * 2 + 123;
+  std::vector<float> source(n);
+  for (size_t i = 0; i < n; ++i) source[i] = static_cast<float>(i % 100003);
+  const float small[3] = {1, 2, 3};
+  std::vector<float> staging;
+  std::vector<size_t> pieces;
+  auto through_staging = [&](const float* data, size_t count) -> const float* {
+    pieces.push_back(count);
+    staging.assign(data, data + count);  // as a GPU back end's download would
+    return staging.data();
+  };
+  const std::string path = dir.file("pieces.safetensors");
+  ASSERT_TRUE(write_safetensors(
+                  path, {{"big", {static_cast<int64_t>(n)}, source.data()}, {"small", {3}, small}},
+                  {}, through_staging)
+                  .ok());
+  EXPECT_EQ(pieces, (std::vector<size_t>{kWritePieceFloats, kWritePieceFloats, 123, 3}));
+  auto file = read_safetensors(path);
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ(file->tensors.at("big").data, source);
+  EXPECT_EQ(file->tensors.at("small").data, (std::vector<float>{1, 2, 3}));
 }
 
 class SafetensorsCorrupt : public ::testing::Test {

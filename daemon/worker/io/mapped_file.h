@@ -1,7 +1,7 @@
 // io/mapped_file.h — a read-only memory map of a whole file (RAII).
 //
-// Header-only on purpose: the data loader and the safetensors reader both map
-// files, and the data library does not link the io library. An empty file maps
+// Header-only on purpose: the data loader maps files and the safetensors reader opens them
+// (open_regular_file), and the data library does not link the io library. An empty file maps
 // to {nullptr, 0} (mmap refuses length 0). Errors name the file and the errno.
 // Each mapping is registered with mapping_fault.h, so that a SIGBUS from the file
 // shrinking under the worker is reported by name (once the handler is installed).
@@ -28,32 +28,46 @@
 
 namespace accum::io {
 
+// A regular file opened read-only, with its size; the caller closes fd. NOT_FOUND when the
+// file is missing, PERMISSION_DENIED when it cannot be opened, FAILED_PRECONDITION when it is
+// not a regular file, INTERNAL for other system errors; each names the file.
+struct OpenedFile {
+  int fd = -1;
+  size_t size = 0;
+};
+inline absl::StatusOr<OpenedFile> open_regular_file(const std::string& path) {
+  // O_NONBLOCK: opening a FIFO (a named pipe given as a data file) for reading would
+  // wait for a writer forever, deaf to SIGTERM; this way fstat below refuses it at once.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) {
+    int err = errno;
+    std::string what = absl::StrCat(path, ": cannot open: ", std::strerror(err));
+    if (err == ENOENT) return absl::NotFoundError(what);
+    return absl::PermissionDeniedError(what);
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    int err = errno;
+    ::close(fd);
+    return absl::InternalError(absl::StrCat(path, ": fstat failed: ", std::strerror(err)));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return absl::FailedPreconditionError(absl::StrCat(path, ": not a regular file"));
+  }
+  return OpenedFile{fd, static_cast<size_t>(st.st_size)};
+}
+
 class MappedFile {
  public:
   // Maps `path` read-only. NOT_FOUND when the file is missing, FAILED_PRECONDITION
   // when it is not a regular file, INTERNAL for other system errors.
   static absl::StatusOr<std::unique_ptr<MappedFile>> open(const std::string& path) {
-    // O_NONBLOCK: opening a FIFO (a named pipe given as a data file) for reading would
-    // wait for a writer forever, deaf to SIGTERM; this way fstat below refuses it at once.
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0) {
-      int err = errno;
-      std::string what = absl::StrCat(path, ": cannot open: ", std::strerror(err));
-      if (err == ENOENT) return absl::NotFoundError(what);
-      return absl::PermissionDeniedError(what);
-    }
-    struct stat st {};
-    if (::fstat(fd, &st) != 0) {
-      int err = errno;
-      ::close(fd);
-      return absl::InternalError(absl::StrCat(path, ": fstat failed: ", std::strerror(err)));
-    }
-    if (!S_ISREG(st.st_mode)) {
-      ::close(fd);
-      return absl::FailedPreconditionError(absl::StrCat(path, ": not a regular file"));
-    }
+    auto opened = open_regular_file(path);
+    if (!opened.ok()) return opened.status();
+    const int fd = opened->fd;
     auto file = std::unique_ptr<MappedFile>(new MappedFile());
-    file->size_ = static_cast<size_t>(st.st_size);
+    file->size_ = opened->size;
     if (file->size_ > 0) {
       // MAP_POPULATE: both users read every byte right away (validation scan,
       // tensor copy); prefaulting in one call is much cheaper than 4 KiB faults.

@@ -1,5 +1,7 @@
 // io/safetensors.cpp — safetensors writer (F32) and validating reader (F32, F16,
-// BF16 -> fp32; every other dtype is checked for layout and may only be skipped).
+// BF16 -> fp32; every other dtype is checked for layout and may only be skipped). Both move
+// tensor data in pieces (write / pread), so neither holds a file's data beyond what its
+// caller asks for.
 //
 // File layout: u64 little-endian N | N bytes of JSON header | data. The header
 // maps each tensor name to {"dtype", "shape", "data_offsets": [begin, end)} with
@@ -23,7 +25,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "daemon/worker/io/json.h"
-#include "daemon/worker/io/mapped_file.h"
+#include "daemon/worker/io/mapped_file.h"  // open_regular_file
 
 namespace accum::io {
 namespace {
@@ -138,25 +140,161 @@ absl::StatusOr<TensorEntry> parse_entry(const std::string& path, const std::stri
   return entry;
 }
 
-void convert_to_float(const TensorEntry& entry, const uint8_t* src, std::vector<float>* out) {
-  size_t count = (entry.end - entry.begin) / entry.dtype_bytes;
-  out->resize(count);
-  if (entry.dtype == "F32") {
-    if (count > 0) std::memcpy(out->data(), src, count * 4);
-    return;
+// pread of exactly `bytes` at `offset`, or an error naming the file (a short read: the file
+// shrank since its header was checked).
+absl::Status read_exactly(int fd, void* dst, size_t bytes, uint64_t offset,
+                          const std::string& path) {
+  char* p = static_cast<char*>(dst);
+  while (bytes > 0) {
+    const ssize_t n = ::pread(fd, p, std::min<size_t>(bytes, 1u << 30), static_cast<off_t>(offset));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return absl::InternalError(absl::StrCat(path, ": read failed: ", std::strerror(errno)));
+    }
+    if (n == 0) {
+      return absl::DataLossError(absl::StrCat(path, ": file ends at byte ", offset,
+                                              ", before the data its header describes (it was "
+                                              "truncated while being read)"));
+    }
+    p += n;
+    bytes -= static_cast<size_t>(n);
+    offset += static_cast<uint64_t>(n);
   }
-  const bool bf16 = entry.dtype == "BF16";
-  for (size_t i = 0; i < count; ++i) {
-    uint16_t raw;
-    std::memcpy(&raw, src + 2 * i, 2);
-    (*out)[i] = bf16 ? std::bit_cast<float>(static_cast<uint32_t>(raw) << 16) : half_to_float(raw);
-  }
+  return absl::OkStatus();
+}
+
+float half_bits_to_float(uint16_t raw, bool bf16) {
+  return bf16 ? std::bit_cast<float>(static_cast<uint32_t>(raw) << 16) : half_to_float(raw);
 }
 
 }  // namespace
 
+SafetensorsReader::~SafetensorsReader() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+absl::StatusOr<std::unique_ptr<SafetensorsReader>> SafetensorsReader::open(
+    const std::string& path, const TensorFilter& skip, const HeaderCheck& check) {
+  auto opened = open_regular_file(path);
+  if (!opened.ok()) return opened.status();
+  auto reader = std::unique_ptr<SafetensorsReader>(new SafetensorsReader());
+  reader->fd_ = opened->fd;
+  reader->path_ = path;
+  const uint64_t file_size = opened->size;
+  if (file_size < 8)
+    return header_error(path, absl::StrCat("file has ", file_size,
+                                           " bytes; expected at least the 8-byte header length"));
+  uint64_t header_len;
+  if (auto s = read_exactly(reader->fd_, &header_len, 8, 0, path); !s.ok()) return s;
+  if (header_len > kMaxHeaderBytes || header_len > file_size - 8)
+    return header_error(path, absl::StrCat("header length ", header_len, " exceeds the file (",
+                                           file_size, " bytes)"));
+  std::string header_text(header_len, '\0');
+  if (auto s = read_exactly(reader->fd_, header_text.data(), header_len, 8, path); !s.ok())
+    return s;
+  auto header = parse_json(header_text);
+  if (!header.ok())
+    return header_error(path,
+                        absl::StrCat("header is not valid JSON: ", header.status().message()));
+  if (!header->is_object()) return header_error(path, "header is not a JSON object");
+
+  std::vector<TensorEntry> entries;
+  for (const auto& [name, info] : header->as_object()) {
+    if (name == "__metadata__") {
+      if (!info.is_object()) return header_error(path, "\"__metadata__\" is not an object");
+      for (const auto& [key, value] : info.as_object()) {
+        if (!value.is_string())
+          return header_error(
+              path, absl::StrCat("\"__metadata__\" value of '", key, "' is not a string"));
+        reader->metadata_[key] = value.as_string();
+      }
+      continue;
+    }
+    auto entry = parse_entry(path, name, info);
+    if (!entry.ok()) return entry.status();
+    entries.push_back(std::move(*entry));
+  }
+
+  // The tensors must tile [0, data_size) exactly: sorted by begin, each starts
+  // where the previous one ended.
+  const uint64_t data_size = file_size - 8 - header_len;
+  std::vector<const TensorEntry*> by_offset;
+  for (const TensorEntry& e : entries) by_offset.push_back(&e);
+  std::stable_sort(by_offset.begin(), by_offset.end(),
+                   [](const TensorEntry* a, const TensorEntry* b) { return a->begin < b->begin; });
+  uint64_t expected_begin = 0;
+  const TensorEntry* previous = nullptr;
+  for (const TensorEntry* e : by_offset) {
+    if (e->end > data_size)
+      return header_error(
+          path, absl::StrCat("tensor '", e->name, "': data_offsets [", e->begin, ", ", e->end,
+                             "] run past the data section (", data_size, " bytes)"));
+    if (e->begin != expected_begin)
+      return header_error(
+          path, absl::StrCat("tensor '", e->name, "' starts at data byte ", e->begin,
+                             previous ? absl::StrCat(" but tensor '", previous->name, "' ends at ")
+                                      : std::string(" but the first tensor must start at "),
+                             expected_begin, " (tensors must be contiguous)"));
+    expected_begin = e->end;
+    previous = e;
+  }
+  if (expected_begin != data_size)
+    return header_error(path, absl::StrCat("tensors cover ", expected_begin,
+                                           " bytes of a data section of ", data_size, " bytes"));
+
+  std::erase_if(entries, [&](const TensorEntry& e) { return skip && skip(e.name); });
+  for (const TensorEntry& e : entries) {
+    if (!converts_to_float(e.dtype))
+      return header_error(path, absl::StrCat("tensor '", e.name, "': unsupported dtype '", e.dtype,
+                                             "' (expected F32, F16 or BF16)"));
+  }
+  for (const TensorEntry& e : entries) reader->shapes_[e.name] = e.shape;
+  if (check) {
+    if (auto s = check(reader->shapes_); !s.ok()) return s;
+  }
+  reader->data_start_ = 8 + header_len;
+  for (const TensorEntry& e : entries) {
+    reader->entries_.emplace(e.name, Entry{e.dtype, e.dtype_bytes, e.begin, e.end});
+  }
+  return reader;
+}
+
+uint64_t SafetensorsReader::elements(const std::string& name) const {
+  auto it = entries_.find(name);
+  return it == entries_.end() ? 0 : (it->second.end - it->second.begin) / it->second.dtype_bytes;
+}
+
+absl::Status SafetensorsReader::read(const std::string& name, uint64_t first, uint64_t count,
+                                     float* dst) const {
+  auto it = entries_.find(name);
+  if (it == entries_.end()) {
+    return absl::InvalidArgumentError(absl::StrCat(path_, ": no tensor '", name, "' to read"));
+  }
+  const Entry& e = it->second;
+  const uint64_t total = (e.end - e.begin) / e.dtype_bytes;
+  if (first > total || count > total - first) {
+    return absl::InvalidArgumentError(absl::StrCat(path_, ": elements [", first, ", ",
+                                                   first + count, ") of tensor '", name,
+                                                   "', which has ", total));
+  }
+  const uint64_t offset = data_start_ + e.begin + first * e.dtype_bytes;
+  if (e.dtype == "F32") return read_exactly(fd_, dst, count * sizeof(float), offset, path_);
+  // F16 / BF16: through a small buffer of the raw halves.
+  constexpr uint64_t kPiece = 1 << 16;
+  std::vector<uint16_t> raw(std::min(count, kPiece));
+  const bool bf16 = e.dtype == "BF16";
+  for (uint64_t done = 0; done < count;) {
+    const uint64_t n = std::min(count - done, kPiece);
+    if (auto s = read_exactly(fd_, raw.data(), n * 2, offset + done * 2, path_); !s.ok()) return s;
+    for (uint64_t i = 0; i < n; ++i) dst[done + i] = half_bits_to_float(raw[i], bf16);
+    done += n;
+  }
+  return absl::OkStatus();
+}
+
 absl::Status write_safetensors(const std::string& path, const std::vector<TensorView>& tensors,
-                               const std::map<std::string, std::string>& metadata) {
+                               const std::map<std::string, std::string>& metadata,
+                               const PieceReader& read) {
   Json header = Json::object();
   if (!metadata.empty()) {
     Json meta = Json::object();
@@ -201,8 +339,15 @@ absl::Status write_safetensors(const std::string& path, const std::vector<Tensor
     return absl::InternalError(absl::StrCat(path, ": cannot create: ", std::strerror(errno)));
   absl::Status status = write_all(fd, &header_len, sizeof(header_len), path);
   if (status.ok()) status = write_all(fd, header_text.data(), header_text.size(), path);
-  for (size_t i = 0; status.ok() && i < tensors.size(); ++i)
-    if (bytes_of[i] > 0) status = write_all(fd, tensors[i].data, bytes_of[i], path);
+  for (size_t i = 0; status.ok() && i < tensors.size(); ++i) {
+    const size_t count = bytes_of[i] / sizeof(float);
+    for (size_t first = 0; status.ok() && first < count; first += kWritePieceFloats) {
+      const size_t n = std::min(count - first, kWritePieceFloats);
+      const float* piece = tensors[i].data + first;
+      if (read) piece = read(piece, n);
+      status = write_all(fd, piece, n * sizeof(float), path);
+    }
+  }
   if (status.ok() && ::fsync(fd) != 0)
     status = absl::InternalError(absl::StrCat(path, ": fsync failed: ", std::strerror(errno)));
   if (::close(fd) != 0 && status.ok())
@@ -212,87 +357,18 @@ absl::Status write_safetensors(const std::string& path, const std::vector<Tensor
 
 absl::StatusOr<SafetensorsFile> read_safetensors(const std::string& path, const TensorFilter& skip,
                                                  const HeaderCheck& check) {
-  auto mapped = MappedFile::open(path);
-  if (!mapped.ok()) return mapped.status();
-  const uint8_t* base = (*mapped)->data();
-  const uint64_t file_size = (*mapped)->size();
-  if (file_size < 8)
-    return header_error(path, absl::StrCat("file has ", file_size,
-                                           " bytes; expected at least the 8-byte header length"));
-  uint64_t header_len;
-  std::memcpy(&header_len, base, 8);
-  if (header_len > kMaxHeaderBytes || header_len > file_size - 8)
-    return header_error(path, absl::StrCat("header length ", header_len, " exceeds the file (",
-                                           file_size, " bytes)"));
-  std::string_view header_text(reinterpret_cast<const char*>(base + 8), header_len);
-  auto header = parse_json(header_text);
-  if (!header.ok())
-    return header_error(path,
-                        absl::StrCat("header is not valid JSON: ", header.status().message()));
-  if (!header->is_object()) return header_error(path, "header is not a JSON object");
-
+  auto reader = SafetensorsReader::open(path, skip, check);
+  if (!reader.ok()) return reader.status();
   SafetensorsFile result;
-  std::vector<TensorEntry> entries;
-  for (const auto& [name, info] : header->as_object()) {
-    if (name == "__metadata__") {
-      if (!info.is_object()) return header_error(path, "\"__metadata__\" is not an object");
-      for (const auto& [key, value] : info.as_object()) {
-        if (!value.is_string())
-          return header_error(
-              path, absl::StrCat("\"__metadata__\" value of '", key, "' is not a string"));
-        result.metadata[key] = value.as_string();
-      }
-      continue;
-    }
-    auto entry = parse_entry(path, name, info);
-    if (!entry.ok()) return entry.status();
-    entries.push_back(std::move(*entry));
-  }
-
-  // The tensors must tile [0, data_size) exactly: sorted by begin, each starts
-  // where the previous one ended.
-  const uint64_t data_size = file_size - 8 - header_len;
-  std::vector<const TensorEntry*> by_offset;
-  for (const TensorEntry& e : entries) by_offset.push_back(&e);
-  std::stable_sort(by_offset.begin(), by_offset.end(),
-                   [](const TensorEntry* a, const TensorEntry* b) { return a->begin < b->begin; });
-  uint64_t expected_begin = 0;
-  const TensorEntry* previous = nullptr;
-  for (const TensorEntry* e : by_offset) {
-    if (e->end > data_size)
-      return header_error(
-          path, absl::StrCat("tensor '", e->name, "': data_offsets [", e->begin, ", ", e->end,
-                             "] run past the data section (", data_size, " bytes)"));
-    if (e->begin != expected_begin)
-      return header_error(
-          path, absl::StrCat("tensor '", e->name, "' starts at data byte ", e->begin,
-                             previous ? absl::StrCat(" but tensor '", previous->name, "' ends at ")
-                                      : std::string(" but the first tensor must start at "),
-                             expected_begin, " (tensors must be contiguous)"));
-    expected_begin = e->end;
-    previous = e;
-  }
-  if (expected_begin != data_size)
-    return header_error(path, absl::StrCat("tensors cover ", expected_begin,
-                                           " bytes of a data section of ", data_size, " bytes"));
-
-  const uint8_t* data = base + 8 + header_len;
-  std::erase_if(entries, [&](const TensorEntry& e) { return skip && skip(e.name); });
-  for (const TensorEntry& e : entries) {
-    if (!converts_to_float(e.dtype))
-      return header_error(path, absl::StrCat("tensor '", e.name, "': unsupported dtype '", e.dtype,
-                                             "' (expected F32, F16 or BF16)"));
-  }
-  if (check) {
-    std::map<std::string, std::vector<int64_t>> shapes;
-    for (const TensorEntry& e : entries) shapes[e.name] = e.shape;
-    if (auto s = check(shapes); !s.ok()) return s;
-  }
-  for (const TensorEntry& e : entries) {
+  result.metadata = (*reader)->metadata();
+  for (const auto& [name, shape] : (*reader)->shapes()) {
     Tensor tensor;
-    tensor.shape = e.shape;
-    convert_to_float(e, data + e.begin, &tensor.data);
-    result.tensors.emplace(e.name, std::move(tensor));
+    tensor.shape = shape;
+    tensor.data.resize((*reader)->elements(name));
+    if (auto s = (*reader)->read(name, 0, tensor.data.size(), tensor.data.data()); !s.ok()) {
+      return s;
+    }
+    result.tensors.emplace(name, std::move(tensor));
   }
   return result;
 }

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -21,10 +22,19 @@ struct TensorView {
   const float* data = nullptr;  // element count = product of shape
 };
 
+// Where write_safetensors gets a tensor's data: called with a piece of a TensorView's data
+// (`count` <= kWritePieceFloats floats at `data`), it returns host memory holding those
+// floats, valid until its next call. With it, TensorView::data may point where the process
+// cannot read (a GPU's memory) and the writer needs one piece of host memory, not a copy of
+// every tensor. Without it (nullptr), TensorView::data is read directly.
+using PieceReader = std::function<const float*(const float* data, size_t count)>;
+inline constexpr size_t kWritePieceFloats = size_t{4} << 20;  // 16 MiB
+
 // Writes tensors in the given order with metadata (string -> string). The write is
 // not atomic by itself (checkpoints use AtomicDir). fsyncs the file before returning.
 absl::Status write_safetensors(const std::string& path, const std::vector<TensorView>& tensors,
-                               const std::map<std::string, std::string>& metadata = {});
+                               const std::map<std::string, std::string>& metadata = {},
+                               const PieceReader& read = nullptr);
 
 struct Tensor {
   std::vector<int64_t> shape;
@@ -53,5 +63,45 @@ using HeaderCheck =
 absl::StatusOr<SafetensorsFile> read_safetensors(const std::string& path,
                                                  const TensorFilter& skip = nullptr,
                                                  const HeaderCheck& check = nullptr);
+
+// A safetensors file read in pieces: open() checks the header exactly as read_safetensors
+// does (same errors, same `skip` and `check`), and read() converts any range of a tensor's
+// elements to fp32 straight into the caller's memory (pread). read_safetensors holds every
+// tensor at once; checkpoints of a large model are read this way instead, a piece at a time.
+class SafetensorsReader {
+ public:
+  static absl::StatusOr<std::unique_ptr<SafetensorsReader>> open(
+      const std::string& path, const TensorFilter& skip = nullptr,
+      const HeaderCheck& check = nullptr);
+  ~SafetensorsReader();
+  SafetensorsReader(const SafetensorsReader&) = delete;
+  SafetensorsReader& operator=(const SafetensorsReader&) = delete;
+
+  const std::string& path() const { return path_; }
+  // The tensors read() serves (those `skip` left), by name.
+  const std::map<std::string, std::vector<int64_t>>& shapes() const { return shapes_; }
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  uint64_t elements(const std::string& name) const;  // 0 for a name it does not serve
+
+  // Elements [first, first + count) of tensor `name`, as fp32, into dst[0 .. count).
+  // INVALID_ARGUMENT for a name it does not serve or a range past the tensor; DATA_LOSS when
+  // the file ends early (truncated since open), INTERNAL when the read fails; each names the
+  // file.
+  absl::Status read(const std::string& name, uint64_t first, uint64_t count, float* dst) const;
+
+ private:
+  SafetensorsReader() = default;
+  struct Entry {
+    std::string dtype;
+    int dtype_bytes = 0;
+    uint64_t begin = 0, end = 0;  // bytes, relative to the data section
+  };
+  int fd_ = -1;
+  std::string path_;
+  uint64_t data_start_ = 0;
+  std::map<std::string, std::vector<int64_t>> shapes_;
+  std::map<std::string, std::string> metadata_;
+  std::map<std::string, Entry> entries_;
+};
 
 }  // namespace accum::io

@@ -8,6 +8,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "kernels/host_staging.h"
+
 namespace accum::model {
 namespace {
 
@@ -280,22 +282,31 @@ void* Gpt2::working(size_t offset) const {
 }
 
 void Gpt2::init_random(uint64_t seed) {
-  std::vector<float> host(num_params_, 0.0f);
+  // Written a piece at a time (in place on the CPU), so the host never holds a second copy of
+  // the weights; the draws are the same sequence as one pass over all of them.
+  kernels::HostStaging staging(backend_);
   NormalRng rng(seed);
   const float residual_std = 0.02f / std::sqrt(2.0f * config_.n_layer);
   for (const ParamTensor& tensor : tensors_) {
-    float* dst = host.data() + tensor.offset;
     const bool is_ln_gain =
         tensor.name.find("ln_") != std::string::npos && tensor.name.ends_with(".weight");
-    if (is_ln_gain) {
-      std::fill(dst, dst + tensor.numel, 1.0f);
-    } else if (tensor.shape.size() >= 2) {
-      const bool residual_proj = tensor.name.ends_with("c_proj.weight");
-      const float stddev = residual_proj ? residual_std : 0.02f;
-      for (size_t i = 0; i < tensor.numel; ++i) dst[i] = rng.normal(stddev);
-    }  // biases stay zero
+    const bool is_matrix = tensor.shape.size() >= 2;
+    const float stddev = tensor.name.ends_with("c_proj.weight") ? residual_std : 0.02f;
+    for (size_t first = 0; first < tensor.numel; first += kernels::HostStaging::kPieceFloats) {
+      const size_t n = std::min(tensor.numel - first, kernels::HostStaging::kPieceFloats);
+      float* device = master_ + tensor.offset + first;
+      float* dst = staging.buffer_for(device, n);
+      if (is_ln_gain) {
+        std::fill(dst, dst + n, 1.0f);
+      } else if (is_matrix) {
+        for (size_t i = 0; i < n; ++i) dst[i] = rng.normal(stddev);
+      } else {
+        std::fill(dst, dst + n, 0.0f);  // biases
+      }
+      staging.write(device, n);
+    }
   }
-  upload_params(host);
+  sync_working_copy();
 }
 
 std::vector<float> Gpt2::download_params() {

@@ -74,6 +74,7 @@ class Gpt2 {
   const spec::ModelConfig& config() const { return config_; }
   const std::vector<ParamTensor>& tensors() const { return tensors_; }
   size_t num_params() const { return num_params_; }
+  kernels::Backend* backend() const { return backend_; }
   float* params() { return master_; }  // fp32 master weights (device)
   float* grads() { return grads_; }    // fp32 gradient accumulation buffer (device)
   void* working_copy() {
@@ -85,7 +86,8 @@ class Gpt2 {
   // N(0, 0.02) weights, residual projections scaled by 1/sqrt(2*n_layer), zero biases,
   // unit LayerNorm gains; deterministic in `seed`.
   void init_random(uint64_t seed);
-  // Host copies of every tensor in canonical order (for checkpoints / export).
+  // Host copies of every tensor in canonical order (for tests and the GPU benchmark;
+  // checkpoints read params() a piece at a time, kernels/host_staging.h).
   std::vector<float> download_params();
   void upload_params(const std::vector<float>& host);
   // After the master weights changed outside adamw_update: refresh the working copy.

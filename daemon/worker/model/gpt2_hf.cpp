@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "daemon/worker/io/finite_values.h"
+#include "kernels/host_staging.h"
 
 namespace accum::model {
 namespace {
@@ -78,26 +79,40 @@ absl::StatusOr<std::map<std::string, size_t>> place_hf_tensors(
   return placed;
 }
 
-absl::Status load_hf_weights(Gpt2* model, const io::SafetensorsFile& file,
+absl::Status load_hf_weights(Gpt2* model, const io::SafetensorsReader& file,
                              const std::string& source) {
-  std::map<std::string, std::vector<int64_t>> shapes;
-  for (const auto& [name, tensor] : file.tensors) shapes[name] = tensor.shape;
-  auto placed = place_hf_tensors(*model, shapes, source);
+  auto placed = place_hf_tensors(*model, file.shapes(), source);
   if (!placed.ok()) return placed.status();
-  std::vector<float> host(model->num_params(), 0.0f);
+  constexpr size_t kPiece = kernels::HostStaging::kPieceFloats;
+  // First every value is checked: a NaN or infinity would train on as NaN from the first
+  // step, and a resumed run would write it into every later checkpoint.
+  std::vector<float> piece;
   for (const auto& [raw_name, index] : *placed) {
-    const io::Tensor& tensor = file.tensors.at(raw_name);
-    // A NaN or infinity would train on as NaN from the first step, and a resumed run would
-    // write it into every later checkpoint.
-    if (auto bad = io::first_non_finite(tensor.data.data(), tensor.data.size())) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          source, ": tensor ", raw_name, " holds ", io::value_name(tensor.data[*bad]),
-          " at element ", *bad, " of ", tensor.data.size(), "; expected finite weights"));
+    const size_t count = model->tensors()[index].numel;
+    for (size_t first = 0; first < count; first += kPiece) {
+      const size_t n = std::min(count - first, kPiece);
+      piece.resize(n);
+      if (auto s = file.read(raw_name, first, n, piece.data()); !s.ok()) return s;
+      if (auto bad = io::first_non_finite(piece.data(), n)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(source, ": tensor ", raw_name, " holds ", io::value_name(piece[*bad]),
+                         " at element ", first + *bad, " of ", count, "; expected finite weights"));
+      }
     }
-    std::copy(tensor.data.begin(), tensor.data.end(),
-              host.begin() + model->tensors()[index].offset);
   }
-  model->upload_params(host);
+  piece = {};
+  // Then loaded: on the CPU back end read straight into the weights.
+  kernels::HostStaging staging(model->backend());
+  for (const auto& [raw_name, index] : *placed) {
+    const ParamTensor& tensor = model->tensors()[index];
+    for (size_t first = 0; first < tensor.numel; first += kPiece) {
+      const size_t n = std::min(tensor.numel - first, kPiece);
+      float* device = model->params() + tensor.offset + first;
+      if (auto s = file.read(raw_name, first, n, staging.buffer_for(device, n)); !s.ok()) return s;
+      staging.write(device, n);
+    }
+  }
+  model->sync_working_copy();
   return absl::OkStatus();
 }
 

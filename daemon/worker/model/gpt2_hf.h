@@ -15,7 +15,7 @@
 namespace accum::model {
 
 // Whether `name` is one of GPT2LMHeadModel's causal-mask buffers (`attn.bias`,
-// `attn.masked_bias`), which are no weights: pass it as read_safetensors' `skip`, since
+// `attn.masked_bias`), which are no weights: pass it as SafetensorsReader's `skip`, since
 // older transformers saved them as BOOL or U8.
 bool is_hf_gpt2_buffer(const std::string& name);
 
@@ -29,12 +29,15 @@ absl::StatusOr<std::map<std::string, size_t>> place_hf_tensors(
     const std::string& source);
 
 // Loads every tensor of `file` (names with or without "transformer."; attn.bias buffers
-// ignored) into `model`'s master weights and working copy. The LM head is tied to wte:
+// ignored) into `model`'s master weights and working copy, a piece at a time (the host
+// holds one piece, not the weights: kernels/host_staging.h). The LM head is tied to wte:
 // `lm_head.weight` is ignored when wte is present and loaded as wte when it is not (as
 // safetensors' save_model writes a tied GPT-2). INVALID_ARGUMENT names `source`, the
 // tensor and both shapes for an unexpected, missing or misshapen tensor, and names the
-// tensor and the element for a NaN or infinity; the model is then left unchanged.
-absl::Status load_hf_weights(Gpt2* model, const io::SafetensorsFile& file,
+// tensor and the element for a NaN or infinity; the model is then left unchanged (every
+// value is checked before the first is loaded). A read error (the file cut short) may
+// leave it partly loaded.
+absl::Status load_hf_weights(Gpt2* model, const io::SafetensorsReader& file,
                              const std::string& source);
 
 }  // namespace accum::model

@@ -6,6 +6,10 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <functional>
+#include <optional>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -16,6 +20,7 @@
 #include "daemon/worker/io/finite_values.h"
 #include "daemon/worker/io/safetensors.h"
 #include "daemon/worker/model/gpt2_hf.h"
+#include "kernels/host_staging.h"
 
 namespace accum::train {
 namespace {
@@ -122,24 +127,39 @@ absl::Status check_manifest_lists_required_files(const std::string& step_dir) {
   return absl::OkStatus();
 }
 
-// Adam's moments as a reader may trust them: finite, and a second moment that is a mean of
-// squares, so never negative (its square root divides the update). INVALID_ARGUMENT names
-// the file, the tensor and the first element that is not.
-absl::Status check_moments(const std::string& path, const std::vector<float>& exp_avg,
-                           const std::vector<float>& exp_avg_sq) {
-  for (const auto& [name, values] : {std::pair{"exp_avg", &exp_avg}, {"exp_avg_sq", &exp_avg_sq}}) {
-    if (auto bad = io::first_non_finite(values->data(), values->size())) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          path, ": tensor ", name, " holds ", io::value_name((*values)[*bad]), " at element ", *bad,
-          " of ", values->size(), "; expected finite optimizer moments"));
+// A piece of Adam's moments in host memory: `n` values from element `first` of exp_avg
+// (second == false) or exp_avg_sq, valid until the next call.
+using MomentPiece =
+    std::function<absl::StatusOr<const float*>(bool second, size_t first, size_t n)>;
+
+// Adam's moments (`count` values each) as a reader may trust them: finite, and a second
+// moment that is a mean of squares, so never negative (its square root divides the update).
+// INVALID_ARGUMENT names the file, the tensor and the first element that is not (a value that
+// is not finite first). Read a piece at a time.
+absl::Status check_moments(const std::string& path, size_t count, const MomentPiece& piece) {
+  std::optional<std::pair<size_t, float>> negative;  // in exp_avg_sq
+  for (const bool second : {false, true}) {
+    const char* name = second ? "exp_avg_sq" : "exp_avg";
+    for (size_t first = 0; first < count; first += kernels::HostStaging::kPieceFloats) {
+      const size_t n = std::min(count - first, kernels::HostStaging::kPieceFloats);
+      auto values = piece(second, first, n);
+      if (!values.ok()) return values.status();
+      if (auto bad = io::first_non_finite(*values, n)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            path, ": tensor ", name, " holds ", io::value_name((*values)[*bad]), " at element ",
+            first + *bad, " of ", count, "; expected finite optimizer moments"));
+      }
+      if (second && !negative) {
+        const float* end = *values + n;
+        const float* below = std::find_if(*values, end, [](float v) { return v < 0; });
+        if (below != end) negative = {{first + (below - *values), *below}};
+      }
     }
   }
-  const auto negative =
-      std::find_if(exp_avg_sq.begin(), exp_avg_sq.end(), [](float v) { return v < 0; });
-  if (negative != exp_avg_sq.end()) {
+  if (negative) {
     return absl::InvalidArgumentError(
-        absl::StrCat(path, ": tensor exp_avg_sq holds ", io::value_name(*negative), " at element ",
-                     negative - exp_avg_sq.begin(), " of ", exp_avg_sq.size(),
+        absl::StrCat(path, ": tensor exp_avg_sq holds ", io::value_name(negative->second),
+                     " at element ", negative->first, " of ", count,
                      "; expected >= 0 (Adam's second moment is a running mean of squared "
                      "gradients)"));
   }
@@ -152,15 +172,17 @@ constexpr const char* kDivergedAdvice =
 
 // The master weights of `step` about to be saved: INVALID_ARGUMENT naming the tensor and the
 // element when one is not finite (the update of that step diverged).
-absl::Status check_weights_finite(const model::Gpt2& model, const std::vector<float>& params,
-                                  int64_t step) {
-  for (const auto& tensor : model.tensors()) {
-    const float* data = params.data() + tensor.offset;
-    if (auto bad = io::first_non_finite(data, tensor.numel)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("step ", step, "'s update left weights that are not finite (tensor ",
-                       tensor.name, " holds ", io::value_name(data[*bad]), " at element ", *bad,
-                       " of ", tensor.numel, "): training diverged; ", kDivergedAdvice));
+absl::Status check_weights_finite(model::Gpt2* model, kernels::HostStaging& staging, int64_t step) {
+  for (const auto& tensor : model->tensors()) {
+    for (size_t first = 0; first < tensor.numel; first += kernels::HostStaging::kPieceFloats) {
+      const size_t n = std::min(tensor.numel - first, kernels::HostStaging::kPieceFloats);
+      const float* data = staging.read(model->params() + tensor.offset + first, n);
+      if (auto bad = io::first_non_finite(data, n)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "step ", step, "'s update left weights that are not finite (tensor ", tensor.name,
+            " holds ", io::value_name(data[*bad]), " at element ", first + *bad, " of ",
+            tensor.numel, "): training diverged; ", kDivergedAdvice));
+      }
     }
   }
   return absl::OkStatus();
@@ -181,16 +203,23 @@ absl::StatusOr<std::string> write_checkpoint(comm::Communicator* comm, model::Gp
   const int rank = comm->rank(), world = comm->world_size();
   const bool sharded = state.zero_stage() > 0 && world > 1;
   const bool writes_optimizer = sharded || rank == 0;
-  // What this rank writes, downloaded and checked before anything is on disk: weights or
-  // moments that are not finite (a diverged update) would make a checkpoint that looks
-  // complete, that `latest` names and that retention keeps in place of the last good one.
-  std::vector<float> params, m, v;
-  if (rank == 0) params = model->download_params();
-  if (writes_optimizer) optimizer.download(&m, &v);
+  // What this rank writes, checked before anything is on disk: weights or moments that are
+  // not finite (a diverged update) would make a checkpoint that looks complete, that `latest`
+  // names and that retention keeps in place of the last good one. Read (and later written) a
+  // piece at a time: the host never holds a copy of them.
+  kernels::HostStaging staging(model->backend());
+  const auto staged = [&staging](const float* device, size_t count) {
+    return staging.read(device, count);
+  };
+  const size_t moments = optimizer.owned_count();
   absl::Status finite = absl::OkStatus();
-  if (rank == 0) finite = check_weights_finite(*model, params, state.step());
+  if (rank == 0) finite = check_weights_finite(model, staging, state.step());
   if (finite.ok() && writes_optimizer) {
-    finite = check_moments(optimizer_file_name(rank, world, sharded), m, v);
+    finite = check_moments(
+        optimizer_file_name(rank, world, sharded), moments,
+        [&](bool second, size_t first, size_t n) -> absl::StatusOr<const float*> {
+          return staging.read((second ? optimizer.exp_avg_sq() : optimizer.exp_avg()) + first, n);
+        });
     if (!finite.ok()) {
       finite = absl::InvalidArgumentError(absl::StrCat(
           "step ", state.step(), "'s update left optimizer moments that are not finite (",
@@ -231,10 +260,10 @@ absl::StatusOr<std::string> write_checkpoint(comm::Communicator* comm, model::Gp
   if (rank == 0) {
     std::vector<io::TensorView> views;
     for (const auto& tensor : model->tensors()) {
-      views.push_back({tensor.name, tensor.shape, params.data() + tensor.offset});
+      views.push_back({tensor.name, tensor.shape, model->params() + tensor.offset});
     }
     status = io::write_safetensors(tmp_dir + "/model.safetensors", views,
-                                   {{"format", "pt"}, {"producer", "accumd"}});
+                                   {{"format", "pt"}, {"producer", "accumd"}}, staged);
     if (status.ok()) {
       std::string json;
       google::protobuf::util::JsonPrintOptions options;
@@ -245,13 +274,14 @@ absl::StatusOr<std::string> write_checkpoint(comm::Communicator* comm, model::Gp
     }
   }
   if (status.ok() && writes_optimizer) {
-    const int64_t count = static_cast<int64_t>(m.size());
-    status =
-        io::write_safetensors(tmp_dir + "/" + optimizer_file_name(rank, world, sharded),
-                              {{"exp_avg", {count}, m.data()}, {"exp_avg_sq", {count}, v.data()}},
-                              {{"ranges", ranges_to_string(optimizer.owned())},
-                               {"step", absl::StrCat(state.step())},
-                               {"num_params", absl::StrCat(model->num_params())}});
+    const int64_t count = static_cast<int64_t>(moments);
+    status = io::write_safetensors(tmp_dir + "/" + optimizer_file_name(rank, world, sharded),
+                                   {{"exp_avg", {count}, optimizer.exp_avg()},
+                                    {"exp_avg_sq", {count}, optimizer.exp_avg_sq()}},
+                                   {{"ranges", ranges_to_string(optimizer.owned())},
+                                    {"step", absl::StrCat(state.step())},
+                                    {"num_params", absl::StrCat(model->num_params())}},
+                                   staged);
   }
   if (!all_ok(comm, status.ok())) {
     return status.ok() ? absl::InternalError("checkpoint: another rank failed to write its files")
@@ -268,6 +298,95 @@ absl::StatusOr<std::string> write_checkpoint(comm::Communicator* comm, model::Gp
     return status.ok() ? absl::InternalError("checkpoint: rank 0 failed to commit") : status;
   }
   return fs::path(root_dir) / io::step_dir_name(state.step());
+}
+
+// This rank's moments, its owned ranges one after the other, filled from every optimizer
+// file one file at a time and a piece at a time: a rank holds neither the full fp32 moments
+// of a large model (they would not fit every rank's memory) nor a host copy of its own.
+// Each file is checked whole before any of it is loaded.
+absl::Status load_moments(const std::string& step_dir, const CheckpointState& state,
+                          const model::Gpt2* model, AdamW* optimizer) {
+  const size_t n = model->num_params();
+  struct Owned {
+    size_t begin, end, offset;  // parameters [begin, end) at the moments' [offset ...)
+  };
+  std::vector<Owned> owned;
+  size_t owned_total = 0;
+  for (const auto& [begin, end] : optimizer->owned()) {
+    owned.push_back({begin, end, owned_total});
+    owned_total += end - begin;
+  }
+  constexpr size_t kPiece = kernels::HostStaging::kPieceFloats;
+  kernels::HostStaging staging(model->backend());
+  std::vector<float> piece;
+  std::vector<std::pair<size_t, size_t>> loaded;  // [from, to) of the moments, as filled
+  for (const std::string& name : state.optimizer_files()) {
+    const std::string path = step_dir + "/" + name;
+    auto file = io::SafetensorsReader::open(path);
+    if (!file.ok()) return file.status();
+    auto ranges = ranges_from_string(
+        (*file)->metadata().count("ranges") != 0 ? (*file)->metadata().at("ranges") : std::string(),
+        path);
+    if (!ranges.ok()) return ranges.status();
+    const size_t count = (*file)->elements("exp_avg");
+    size_t ranged = 0;
+    for (const auto& [begin, end] : *ranges) {
+      if (end > n || begin > end || ranged + (end - begin) > count ||
+          count != (*file)->elements("exp_avg_sq")) {
+        return absl::DataLossError(
+            absl::StrCat(path, ": optimizer ranges do not match its tensors"));
+      }
+      ranged += end - begin;
+    }
+    auto status = check_moments(
+        path, count, [&](bool second, size_t first, size_t len) -> absl::StatusOr<const float*> {
+          piece.resize(len);
+          auto read = (*file)->read(second ? "exp_avg_sq" : "exp_avg", first, len, piece.data());
+          if (!read.ok()) return read;
+          return piece.data();
+        });
+    if (!status.ok()) return status;
+    size_t cursor = 0;  // where the file's range [begin, end) starts in its tensors
+    for (const auto& [begin, end] : *ranges) {
+      for (const Owned& mine : owned) {
+        const size_t lo = std::max(begin, mine.begin), hi = std::min(end, mine.end);
+        if (lo >= hi) continue;
+        const size_t from = cursor + (lo - begin), to = mine.offset + (lo - mine.begin);
+        for (const bool second : {false, true}) {
+          float* moments = second ? optimizer->exp_avg_sq() : optimizer->exp_avg();
+          for (size_t done = 0; done < hi - lo; done += kPiece) {
+            const size_t len = std::min(hi - lo - done, kPiece);
+            float* device = moments + to + done;
+            auto read = (*file)->read(second ? "exp_avg_sq" : "exp_avg", from + done, len,
+                                      staging.buffer_for(device, len));
+            if (!read.ok()) return read;
+            staging.write(device, len);
+          }
+        }
+        loaded.emplace_back(to, to + (hi - lo));
+      }
+      cursor += end - begin;
+    }
+  }
+  // Every owned parameter's moments came from some file.
+  std::sort(loaded.begin(), loaded.end());
+  size_t filled = 0;  // [0, filled) of the moments is covered
+  for (const auto& [from, to] : loaded) {
+    if (from > filled) break;
+    filled = std::max(filled, to);
+  }
+  if (filled < owned_total) {
+    size_t parameter = 0;
+    for (const Owned& mine : owned) {
+      if (filled < mine.offset + (mine.end - mine.begin)) {
+        parameter = mine.begin + (filled - mine.offset);
+        break;
+      }
+    }
+    return absl::DataLossError(
+        absl::StrCat(step_dir, ": optimizer state misses parameter ", parameter));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -320,63 +439,13 @@ absl::StatusOr<LoadedCheckpoint> load_checkpoint(const std::string& step_dir,
                                                       state.num_params(), " parameters, the model ",
                                                       model->num_params()));
   }
-  auto weights = io::read_safetensors(step_dir + "/model.safetensors", model::is_hf_gpt2_buffer);
+  auto weights =
+      io::SafetensorsReader::open(step_dir + "/model.safetensors", model::is_hf_gpt2_buffer);
   if (!weights.ok()) return weights.status();
-  if (auto s = model::load_hf_weights(model, *weights, step_dir + "/model.safetensors"); !s.ok()) {
+  if (auto s = model::load_hf_weights(model, **weights, step_dir + "/model.safetensors"); !s.ok()) {
     return s;
   }
-
-  // This rank's moments, its owned ranges one after the other, filled from every optimizer
-  // file one file at a time (a ZeRO-1 rank never holds more than its own share and one
-  // file: the full fp32 moments of a large model would not fit every rank's memory).
-  const size_t n = model->num_params();
-  struct Owned {
-    size_t begin, end, offset;  // parameters [begin, end) at m[offset ...]
-  };
-  std::vector<Owned> owned;
-  size_t owned_total = 0;
-  for (const auto& [begin, end] : optimizer->owned()) {
-    owned.push_back({begin, end, owned_total});
-    owned_total += end - begin;
-  }
-  std::vector<float> m(owned_total, 0.0f), v(owned_total, 0.0f);
-  std::vector<bool> covered(owned_total, false);
-  for (const std::string& name : state.optimizer_files()) {
-    const std::string path = step_dir + "/" + name;
-    auto file = io::read_safetensors(path);
-    if (!file.ok()) return file.status();
-    auto ranges = ranges_from_string(file->metadata["ranges"], path);
-    if (!ranges.ok()) return ranges.status();
-    const auto& file_m = file->tensors["exp_avg"].data;
-    const auto& file_v = file->tensors["exp_avg_sq"].data;
-    if (auto s = check_moments(path, file_m, file_v); !s.ok()) return s;
-    size_t cursor = 0;  // where the file's range [begin, end) starts in its tensors
-    for (const auto& [begin, end] : *ranges) {
-      if (end > n || begin > end || cursor + (end - begin) > file_m.size() ||
-          file_m.size() != file_v.size()) {
-        return absl::DataLossError(
-            absl::StrCat(path, ": optimizer ranges do not match its tensors"));
-      }
-      for (const Owned& mine : owned) {
-        const size_t lo = std::max(begin, mine.begin), hi = std::min(end, mine.end);
-        if (lo >= hi) continue;
-        const size_t from = cursor + (lo - begin), to = mine.offset + (lo - mine.begin);
-        std::copy(file_m.begin() + from, file_m.begin() + from + (hi - lo), m.begin() + to);
-        std::copy(file_v.begin() + from, file_v.begin() + from + (hi - lo), v.begin() + to);
-        std::fill(covered.begin() + to, covered.begin() + to + (hi - lo), true);
-      }
-      cursor += end - begin;
-    }
-  }
-  for (const Owned& mine : owned) {
-    for (size_t i = mine.begin; i < mine.end; ++i) {
-      if (!covered[mine.offset + (i - mine.begin)]) {
-        return absl::DataLossError(
-            absl::StrCat(step_dir, ": optimizer state misses parameter ", i));
-      }
-    }
-  }
-  optimizer->upload(m, v);
+  if (auto s = load_moments(step_dir, state, model, optimizer); !s.ok()) return s;
   return loaded;
 }
 

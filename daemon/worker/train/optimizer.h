@@ -33,7 +33,13 @@ class AdamW {
 
   const std::vector<comm::Range>& owned() const { return owned_; }
   size_t owned_count() const { return owned_count_; }
-  // Host copies of the compact moments (owned ranges concatenated) and back.
+  // The compact moments (owned ranges concatenated; owned_count() floats each), in the
+  // back end's memory: what checkpoints write and read, a piece at a time.
+  float* exp_avg() { return m_; }
+  float* exp_avg_sq() { return v_; }
+  const float* exp_avg() const { return m_; }
+  const float* exp_avg_sq() const { return v_; }
+  // Host copies of the compact moments and back (for the GPU benchmark's step).
   void download(std::vector<float>* m, std::vector<float>* v) const;
   void upload(const std::vector<float>& m, const std::vector<float>& v);
 

@@ -75,12 +75,12 @@ absl::Status Trainer::restore_or_init() {
     K_ = *accum_steps;
     tokens_per_update_ = int64_t{K_} * B_ * T_ * world_;
     if (!spec_.init_from().empty()) {
-      auto weights = io::read_safetensors(
+      auto weights = io::SafetensorsReader::open(
           spec_.init_from(), model::is_hf_gpt2_buffer, [&](const auto& shapes) {
             return model::place_hf_tensors(*model_, shapes, spec_.init_from()).status();
           });
       if (!weights.ok()) return weights.status();
-      if (auto s = model::load_hf_weights(model_.get(), *weights, spec_.init_from()); !s.ok()) {
+      if (auto s = model::load_hf_weights(model_.get(), **weights, spec_.init_from()); !s.ok()) {
         return s;
       }
     } else {
