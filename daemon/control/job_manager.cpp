@@ -232,7 +232,10 @@ absl::StatusOr<JobStatus> JobManager::submit(accum::v1::JobSpec spec, const std:
   start_queued_locked();
   auto stored = store_->get(record.id);
   if (!stored.ok()) return stored.status();
-  return status_of(*stored);
+  auto status = status_of(*stored);
+  if (!status.ok()) return status;
+  overlay_runtime_locked(&*status);  // a launch that failed just now, not yet in the store
+  return status;
 }
 
 absl::StatusOr<JobStatus> JobManager::status_of(const JobRecord& record) {
@@ -396,6 +399,20 @@ absl::StatusOr<JobStatus> JobManager::cancel(const std::string& id, bool force) 
   if (auto status = check_id(id); !status.ok()) return status;
   {
     std::lock_guard lock(mutex_);
+    if (auto it = runtimes_.find(id); it != runtimes_.end() && it->second.unrecorded) {
+      // An outcome the store has refused so far (a failed launch or an exit, on a full
+      // disk) is tried again first: a cancel must neither hide a job's end behind CANCELLED
+      // nor count as what ended it.
+      settle_locked(id, it->second, *it->second.unrecorded);
+      if (it = runtimes_.find(id); it != runtimes_.end() && it->second.unrecorded &&
+                                   is_terminal(it->second.unrecorded->to)) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "job ", id, " already ended (", state_name(it->second.unrecorded->to), ": ",
+            valid_utf8(it->second.unrecorded->message),
+            "; not yet in the job store, which refused the write; accumd retries until it "
+            "takes it)"));
+      }
+    }
     auto record = store_->get(id);
     if (!record.ok()) return record.status();
     if (is_terminal(record->state)) {

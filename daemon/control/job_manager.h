@@ -142,9 +142,10 @@ class JobManager {
   void set_control_addr(const std::string& addr) { config_.launcher.control_addr = addr; }
 
  private:
-  // How a worker's exit ends up in the store: a transition, and for a restart the restart
-  // count first. Kept in the Runtime while the store refuses the write (a full disk), and
-  // retried every tick until it lands: the exit status cannot be read twice.
+  // How a worker's exit, or a launch that failed, ends up in the store: a transition, and
+  // for a restart the restart count first. Kept in the Runtime while the store refuses the
+  // write (a full disk), and retried every tick until it lands: the exit status cannot be
+  // read twice, and a failed launch must not be launched again meanwhile.
   struct Outcome {
     accum::v1::JobState to = accum::v1::QUEUED;
     std::string reason, message;
@@ -177,7 +178,7 @@ class JobManager {
     int64_t catch_up_through = 0;
     Clock::time_point last_persisted{};
     std::map<uint64_t, accum::v1::CheckpointInfo> checkpoints_done;  // by request id
-    std::optional<Outcome> unrecorded;  // an exit's outcome the store refused (settle_locked)
+    std::optional<Outcome> unrecorded;  // an outcome the store refused (settle_locked)
     int record_failures = 0;            // tries since then
   };
 

@@ -8,12 +8,17 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <cstdlib>
+#include <utility>
 #include <variant>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "daemon/control/job_state.h"
 #include "google/protobuf/util/json_util.h"
 #include "spdlog/spdlog.h"
@@ -77,6 +82,40 @@ absl::Status sqlite_error(sqlite3* db, absl::string_view what, absl::string_view
                                                      "(", message, "); free space and retry"));
   }
   return absl::InternalError(message);
+}
+
+// TEST ONLY: with ACCUM_TEST_REFUSE_TRANSITIONS=STATE:N (e.g. FAILED:20) in its environment,
+// the store refuses the first N transitions into STATE as a full disk would, writing
+// nothing; other transitions and writes go through. It opens the window in which accumd
+// must keep a job's outcome and retry it (tests/daemon/e2e_launch_failure_test.cpp), which a
+// real full disk opens only by chance between two writes. Never set it in production.
+bool refuse_transition_for_test(accum::v1::JobState to) {
+  struct Refusals {
+    accum::v1::JobState state = accum::v1::JOB_STATE_UNSPECIFIED;
+    std::atomic<int> left{0};
+  };
+  static Refusals* const refusals = [] {
+    auto* parsed = new Refusals;
+    const char* value = std::getenv("ACCUM_TEST_REFUSE_TRANSITIONS");
+    if (value == nullptr) return parsed;
+    const std::pair<std::string, std::string> parts =
+        absl::StrSplit(value, absl::MaxSplits(':', 1));
+    int count = 0;
+    if (!accum::v1::JobState_Parse(parts.first, &parsed->state) ||
+        !absl::SimpleAtoi(parts.second, &count) || count < 0) {
+      spdlog::error("ACCUM_TEST_REFUSE_TRANSITIONS='{}' ignored: expected STATE:N", value);
+      return parsed;
+    }
+    parsed->left = count;
+    spdlog::warn("TEST ONLY: the job store refuses the next {} transitions to {}", count,
+                 parts.first);
+    return parsed;
+  }();
+  if (to != refusals->state) return false;
+  int left = refusals->left.load();
+  while (left > 0 && !refusals->left.compare_exchange_weak(left, left - 1)) {
+  }
+  return left > 0;
 }
 
 // A prepared statement that finalizes itself.
@@ -411,6 +450,11 @@ absl::Status JobStore::transition(const std::string& id, accum::v1::JobState to,
                                   const std::string& reason, const std::string& message,
                                   const TransitionUpdate& update) {
   std::lock_guard lock(mutex_);
+  if (refuse_transition_for_test(to)) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("job database: the disk is full, so nothing was written (", state_name(to),
+                     " refused by ACCUM_TEST_REFUSE_TRANSITIONS)"));
+  }
   forget_locked(id);
   if (auto s = exec("BEGIN IMMEDIATE"); !s.ok()) return s;
   auto finish = [&](absl::Status status) {

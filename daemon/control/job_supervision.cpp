@@ -185,8 +185,8 @@ void JobManager::start_attempt_locked(const JobRecord& record, Runtime& runtime)
     accum::v1::JobSpec spec = record.spec;
     spec.mutable_checkpoint()->set_resume_from(resume_from);
     if (auto status = write_job_spec(record.job_dir, spec); !status.ok()) {
-      (void)transition_locked(record.id, accum::v1::FAILED, "launch_failed",
-                              std::string(status.message()));
+      settle_locked(record.id, runtime,
+                    {accum::v1::FAILED, "launch_failed", std::string(status.message())});
       return;
     }
   }
@@ -205,8 +205,12 @@ void JobManager::start_attempt_locked(const JobRecord& record, Runtime& runtime)
   runtime.link_key = info.link_key;
   auto pid = launch(config_.launcher, info);
   if (!pid.ok()) {
-    (void)transition_locked(record.id, accum::v1::FAILED, "launch_failed",
-                            std::string(pid.status().message()));
+    // Through settle_locked, like every other end of a job: a FAILED the store refuses (a
+    // full disk) is kept and retried each tick, and nothing relaunches the job meanwhile
+    // (tick() only retries it; the queue starts QUEUED jobs only). Dropped, it would leave
+    // the job STARTING with no process, holding its slots until a cancel or a restart.
+    settle_locked(record.id, runtime,
+                  {accum::v1::FAILED, "launch_failed", std::string(pid.status().message())});
     return;
   }
   if (exit_after_spawn_for_test()) _exit(kExitAfterSpawnCode);

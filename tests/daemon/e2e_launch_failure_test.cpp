@@ -1,0 +1,135 @@
+// tests/daemon/e2e_launch_failure_test.cpp — a launch that fails (accumd cannot create the
+// attempt's log folder) while the job store refuses the FAILED that records it: accumd keeps
+// that outcome and retries it, so the job ends FAILED (launch_failed, naming the cause) once
+// the store takes it, instead of staying STARTING with no process. Meanwhile GetJob and
+// ListJobs say what happened, a cancel is told the job already ended, and nothing relaunches
+// it. The store's refusals come from the test-only hook ACCUM_TEST_REFUSE_TRANSITIONS
+// (control/job_store.cpp): a real full disk would refuse the STARTING before it as well.
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "tests/daemon/daemon_harness.h"
+
+namespace accum::testing {
+namespace {
+
+using accum::v1::JobStatus;
+using Clock = std::chrono::steady_clock;
+
+bool log_says(const DaemonHarness& daemon, const std::string& text) {
+  std::ifstream in(daemon.dir() + "/accumd.log");
+  const std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return all.find(text) != std::string::npos;
+}
+
+bool wait_for_log(const DaemonHarness& daemon, const std::string& text,
+                  std::chrono::seconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  while (!log_says(daemon, text) && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return log_says(daemon, text);
+}
+
+bool ended_state(accum::v1::JobState state) {
+  return state == accum::v1::SUCCEEDED || state == accum::v1::FAILED ||
+         state == accum::v1::CANCELLED;
+}
+
+bool ended(const JobStatus& job) { return ended_state(job.state()); }
+
+TEST(DaemonSupervision, FailedLaunchIsRecordedOnceTheStoreTakesItAndNotRelaunched) {
+  DaemonHarness daemon;
+  DaemonOptions options = with_slots(1);
+  // About 5 s of refused ticks (one every 100 ms), wide enough for the checks below.
+  options.extra_env = {"ACCUM_TEST_REFUSE_TRANSITIONS=FAILED:50"};
+  ASSERT_TRUE(daemon.start(options));
+
+  // The blocker holds the only slot, so the job waits in the queue while the test puts a
+  // file where its first attempt's log folder goes: that launch cannot create its logs.
+  JobStatus blocker, job;
+  ASSERT_TRUE(daemon.submit(daemon.spec_json("blocker", 100000, 1, 0), &blocker).ok());
+  ASSERT_TRUE(daemon.submit(daemon.spec_json("unlaunchable", 3, 1, 0), &job).ok());
+  ASSERT_EQ(job.state(), accum::v1::QUEUED);
+  const std::string attempt_dir = job.job_dir() + "/logs/attempt-1";
+  std::ofstream(attempt_dir) << "not a folder\n";
+  {
+    accum::v1::CancelJobRequest request;
+    request.set_id(blocker.id());
+    request.set_force(true);
+    JobStatus reply;
+    ASSERT_TRUE(daemon.stub().CancelJob(daemon.context().get(), request, &reply).ok());
+  }
+
+  ASSERT_TRUE(
+      wait_for_log(daemon, "the job store refused its new state FAILED", std::chrono::seconds(20)))
+      << "the launch did not fail, or accumd dropped the FAILED the store refused; the job is "
+      << accum::v1::JobState_Name(daemon.get(job.id()).state()) << ": "
+      << daemon.get(job.id()).message();
+  // GetJob and ListJobs show the failure, and that the store does not have it yet.
+  const JobStatus pending = daemon.get(job.id());
+  EXPECT_EQ(pending.state(), accum::v1::FAILED) << pending.message();
+  EXPECT_NE(pending.message().find("not yet in the job store"), std::string::npos)
+      << pending.message();
+  EXPECT_NE(pending.message().find("cannot create " + attempt_dir), std::string::npos)
+      << pending.message();
+  {
+    accum::v1::ListJobsRequest request;
+    accum::v1::ListJobsResponse reply;
+    ASSERT_TRUE(daemon.stub().ListJobs(daemon.context().get(), request, &reply).ok());
+    bool listed = false;
+    for (const auto& listed_job : reply.jobs()) {
+      if (listed_job.id() != job.id()) continue;
+      listed = true;
+      EXPECT_EQ(listed_job.state(), accum::v1::FAILED) << listed_job.message();
+    }
+    EXPECT_TRUE(listed) << "ListJobs left out " << job.id();
+  }
+  // A cancel neither replaces the failure with CANCELLED nor claims to have ended the job.
+  {
+    accum::v1::CancelJobRequest request;
+    request.set_id(job.id());
+    JobStatus reply;
+    const grpc::Status cancelled = daemon.stub().CancelJob(daemon.context().get(), request, &reply);
+    EXPECT_EQ(cancelled.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
+        << cancelled.error_message();
+    EXPECT_NE(cancelled.error_message().find("already ended (FAILED"), std::string::npos)
+        << cancelled.error_message();
+  }
+
+  // GetJob says FAILED all along now: the store has it once its history ends there.
+  const JobStatus done = daemon.wait_for(
+      job.id(),
+      [](const JobStatus& j) {
+        return j.transitions_size() > 0 &&
+               ended_state(j.transitions(j.transitions_size() - 1).state());
+      },
+      std::chrono::seconds(30));
+  ASSERT_EQ(done.state(), accum::v1::FAILED) << done.message();
+  EXPECT_EQ(done.message().find("not yet in the job store"), std::string::npos) << done.message();
+  EXPECT_NE(done.message().find("cannot create " + attempt_dir), std::string::npos)
+      << done.message();
+  ASSERT_GT(done.transitions_size(), 0);
+  EXPECT_EQ(done.transitions(done.transitions_size() - 1).reason(), "launch_failed");
+  // One launch: the pending FAILED was never taken for a job to start again.
+  EXPECT_EQ(transition_states(done),
+            (std::vector<accum::v1::JobState>{accum::v1::QUEUED, accum::v1::STARTING,
+                                              accum::v1::FAILED}));
+  EXPECT_FALSE(std::filesystem::exists(job.job_dir() + "/logs/attempt-2"));
+  EXPECT_TRUE(log_says(daemon, "FAILED recorded after"));
+
+  // Its slot is free again: the next job runs.
+  JobStatus next;
+  ASSERT_TRUE(daemon.submit(daemon.spec_json("next", 3, 1, 0), &next).ok());
+  const JobStatus next_done = daemon.wait_for(next.id(), ended, std::chrono::seconds(60));
+  EXPECT_EQ(next_done.state(), accum::v1::SUCCEEDED) << next_done.message();
+}
+
+}  // namespace
+}  // namespace accum::testing
