@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -337,6 +338,26 @@ std::vector<accum::v1::JobState> transition_states(const accum::v1::JobStatus& j
   std::vector<accum::v1::JobState> states;
   for (const auto& transition : job.transitions()) states.push_back(transition.state());
   return states;
+}
+
+bool ended(const accum::v1::JobStatus& job) {
+  return job.state() == accum::v1::SUCCEEDED || job.state() == accum::v1::FAILED ||
+         job.state() == accum::v1::CANCELLED;
+}
+
+bool log_says(const DaemonHarness& daemon, const std::string& text) {
+  std::ifstream in(daemon.dir() + "/accumd.log");
+  const std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return all.find(text) != std::string::npos;
+}
+
+bool wait_for_log(const DaemonHarness& daemon, const std::string& text,
+                  std::chrono::seconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!log_says(daemon, text) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return log_says(daemon, text);
 }
 
 std::vector<std::pair<int64_t, double>> read_metrics(const std::string& path) {

@@ -88,6 +88,13 @@ class DaemonHarness {
 
 // The states of a job's transitions, in order.
 std::vector<accum::v1::JobState> transition_states(const accum::v1::JobStatus& job);
+// Whether the job has ended: SUCCEEDED, FAILED or CANCELLED.
+bool ended(const accum::v1::JobStatus& job);
+// Whether accumd's log (accumd.log in the harness folder) holds `text` now; and polled
+// until `timeout`.
+bool log_says(const DaemonHarness& daemon, const std::string& text);
+bool wait_for_log(const DaemonHarness& daemon, const std::string& text,
+                  std::chrono::seconds timeout);
 // The job's metrics.jsonl as (step, loss) in file order.
 std::vector<std::pair<int64_t, double>> read_metrics(const std::string& path);
 // Runs a shell command line; returns its exit code (-1 when it did not exit) and fills

@@ -6,7 +6,6 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <optional>
 #include <string>
 #include <thread>
@@ -21,12 +20,6 @@ namespace {
 using accum::v1::JobStatus;
 
 // Whether accumd's log (the harness's accumd.log) holds `text`.
-bool log_says(const DaemonHarness& daemon, const std::string& text) {
-  std::ifstream in(daemon.dir() + "/accumd.log");
-  const std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  return all.find(text) != std::string::npos;
-}
-
 // Starts accumd (one slot) and a `steps`-step job with a checkpoint every 50 steps, and
 // waits until it runs past its first checkpoint; nullopt, with the failure reported, if not.
 std::optional<JobStatus> run_past_first_checkpoint(DaemonHarness& daemon, const std::string& name,

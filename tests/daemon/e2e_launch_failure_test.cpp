@@ -8,9 +8,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -20,29 +18,6 @@ namespace accum::testing {
 namespace {
 
 using accum::v1::JobStatus;
-using Clock = std::chrono::steady_clock;
-
-bool log_says(const DaemonHarness& daemon, const std::string& text) {
-  std::ifstream in(daemon.dir() + "/accumd.log");
-  const std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  return all.find(text) != std::string::npos;
-}
-
-bool wait_for_log(const DaemonHarness& daemon, const std::string& text,
-                  std::chrono::seconds timeout) {
-  const auto deadline = Clock::now() + timeout;
-  while (!log_says(daemon, text) && Clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return log_says(daemon, text);
-}
-
-bool ended_state(accum::v1::JobState state) {
-  return state == accum::v1::SUCCEEDED || state == accum::v1::FAILED ||
-         state == accum::v1::CANCELLED;
-}
-
-bool ended(const JobStatus& job) { return ended_state(job.state()); }
 
 TEST(DaemonSupervision, FailedLaunchIsRecordedOnceTheStoreTakesItAndNotRelaunched) {
   DaemonHarness daemon;
@@ -107,8 +82,10 @@ TEST(DaemonSupervision, FailedLaunchIsRecordedOnceTheStoreTakesItAndNotRelaunche
   const JobStatus done = daemon.wait_for(
       job.id(),
       [](const JobStatus& j) {
-        return j.transitions_size() > 0 &&
-               ended_state(j.transitions(j.transitions_size() - 1).state());
+        if (j.transitions_size() == 0) return false;
+        JobStatus last;  // the state its stored history ends in
+        last.set_state(j.transitions(j.transitions_size() - 1).state());
+        return ended(last);
       },
       std::chrono::seconds(30));
   ASSERT_EQ(done.state(), accum::v1::FAILED) << done.message();

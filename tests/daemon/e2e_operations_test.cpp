@@ -23,11 +23,6 @@ namespace {
 namespace fs = std::filesystem;
 using accum::v1::JobStatus;
 
-bool ended(const JobStatus& job) {
-  return job.state() == accum::v1::SUCCEEDED || job.state() == accum::v1::FAILED ||
-         job.state() == accum::v1::CANCELLED;
-}
-
 grpc::Status delete_job(DaemonHarness& daemon, const std::string& id,
                         accum::v1::DeleteJobResponse* response) {
   accum::v1::DeleteJobRequest request;

@@ -24,11 +24,6 @@ namespace {
 namespace fs = std::filesystem;
 using accum::v1::JobStatus;
 
-bool ended(const JobStatus& job) {
-  return job.state() == accum::v1::SUCCEEDED || job.state() == accum::v1::FAILED ||
-         job.state() == accum::v1::CANCELLED;
-}
-
 // The names in the job's checkpoint folder that start with `prefix`.
 std::vector<std::string> checkpoint_entries(const std::string& job_dir, const std::string& prefix) {
   std::vector<std::string> names;

@@ -33,11 +33,6 @@ std::string with_resume_from(std::string json, const std::string& resume_from,
   return json;
 }
 
-bool ended(const JobStatus& job) {
-  return job.state() == accum::v1::SUCCEEDED || job.state() == accum::v1::FAILED ||
-         job.state() == accum::v1::CANCELLED;
-}
-
 // Messages of the job's transitions into `state`, in order.
 std::vector<std::string> messages_into(const JobStatus& job, JobState state) {
   std::vector<std::string> messages;

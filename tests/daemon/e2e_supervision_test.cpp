@@ -7,9 +7,7 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
 #include <future>
-#include <iterator>
 #include <optional>
 #include <sstream>
 #include <thread>
@@ -23,27 +21,6 @@ namespace {
 
 using accum::v1::JobStatus;
 using Clock = std::chrono::steady_clock;
-
-bool log_says(const DaemonHarness& daemon, const std::string& text) {
-  std::ifstream in(daemon.dir() + "/accumd.log");
-  const std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  return all.find(text) != std::string::npos;
-}
-
-// Polls accumd's log for `text` until `timeout`.
-bool wait_for_log(const DaemonHarness& daemon, const std::string& text,
-                  std::chrono::seconds timeout) {
-  const auto deadline = Clock::now() + timeout;
-  while (!log_says(daemon, text) && Clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return log_says(daemon, text);
-}
-
-bool ended(const JobStatus& job) {
-  return job.state() == accum::v1::SUCCEEDED || job.state() == accum::v1::FAILED ||
-         job.state() == accum::v1::CANCELLED;
-}
 
 // The messages of the job's STARTING transitions ("attempt N on R rank(s)...").
 std::vector<std::string> launches(const JobStatus& job) {
