@@ -3,8 +3,8 @@
 //
 // Linked the usual way, libcublasLt makes every process that links it map and relocate it at
 // start: about 150 MB resident (its relocated tables and what its initializers allocate)
-// before main(), in every rank of a CPU job too, and a host without CUDA's libraries could
-// not start the worker at all. So nothing links it: cublaslt_loader.cpp defines the
+// before main(), in every rank of a CPU job too, and a host without cuBLASLt could not
+// start the worker at all. So nothing links it: cublaslt_loader.cpp defines the
 // cublasLt* functions matmul.cpp calls, and each forwards to the library, opened (dlopen)
 // the first time one is called or load_cublaslt() is. Under the SIMT emulator the
 // emulator's cuBLASLt (tests/simt/cublaslt.cpp) is linked in instead and nothing is loaded.

@@ -1,6 +1,6 @@
 // The CUDA-enabled worker opens cuBLASLt only for a CUDA job (kernels/cuda/cublaslt_loader.h):
 // a CPU job never maps it (it would cost every CPU rank about 150 MB resident, and a host
-// without CUDA's libraries could not run CPU jobs), and a CUDA job whose cuBLASLt cannot be
+// without cuBLASLt could not run CPU jobs), and a CUDA job whose cuBLASLt cannot be
 // loaded is refused with the library's name and what to do. The dynamic loader's own log
 // (LD_DEBUG=files) says which libraries a process opened, dlopen included. No GPU needed.
 #include <gtest/gtest.h>
