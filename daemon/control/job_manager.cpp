@@ -311,7 +311,9 @@ absl::StatusOr<DaemonSnapshot> JobManager::metrics_snapshot() {
     JobGauges job;
     job.id = record.id;
     job.name = record.name;
-    job.state = it->second.state;  // mirrors the store, and is at least as new as `record`
+    // Mirrors the store, and is at least as new as `record`; an outcome the store refused so
+    // far (a full disk) is the job's state all the same, as GetJob shows it.
+    job.state = it->second.unrecorded ? it->second.unrecorded->to : it->second.state;
     job.restarts = record.restarts;
     job.max_steps = record.spec.max_steps();
     accum::v1::StepMetrics last = record.last_metrics;

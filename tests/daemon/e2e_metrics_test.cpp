@@ -126,9 +126,7 @@ double rpc_count(const std::map<std::string, double>& series, const std::string&
 
 class MetricsEndpointTest : public ::testing::Test {
  protected:
-  bool start_daemon() {
-    DaemonOptions options;
-    options.slots = 2;
+  bool start_daemon(DaemonOptions options = with_slots(2)) {
     options.extra_args = {"--metrics-listen", "127.0.0.1:0", "--metrics-addr-file",
                           harness_.dir() + "/metrics.addr"};
     if (!harness_.start(options)) return false;
@@ -150,6 +148,39 @@ class MetricsEndpointTest : public ::testing::Test {
   DaemonHarness harness_;
   std::string metrics_address_;
 };
+
+// A job's end that the store refused so far (a full disk; here a failed launch, the refusals
+// from the test-only ACCUM_TEST_REFUSE_TRANSITIONS) is its state on the endpoint too, as
+// GetJob shows it, not the STARTING the store still holds.
+TEST_F(MetricsEndpointTest, StateTheStoreRefusedIsTheJobsGaugeState) {
+  DaemonOptions options = with_slots(1);
+  options.extra_env = {"ACCUM_TEST_REFUSE_TRANSITIONS=FAILED:50"};  // about 5 s of ticks
+  ASSERT_TRUE(start_daemon(options));
+  // The blocker holds the only slot while a file takes the place of the queued job's first
+  // log folder, so that launch fails once the blocker is gone.
+  accum::v1::JobStatus blocker, job;
+  ASSERT_TRUE(harness_.submit(harness_.spec_json("blocker", 100000, 1, 0), &blocker).ok());
+  ASSERT_TRUE(harness_.submit(harness_.spec_json("unlaunchable", 3, 1, 0), &job).ok());
+  std::ofstream(job.job_dir() + "/logs/attempt-1") << "not a folder\n";
+  accum::v1::CancelJobRequest cancel;
+  cancel.set_id(blocker.id());
+  cancel.set_force(true);
+  accum::v1::JobStatus cancelled;
+  ASSERT_TRUE(harness_.stub().CancelJob(harness_.context().get(), cancel, &cancelled).ok());
+  ASSERT_TRUE(wait_for_log(harness_, "the job store refused its new state FAILED",
+                           std::chrono::seconds(20)));
+
+  const auto series = scrape(metrics_address_);
+  ASSERT_EQ(harness_.get(job.id()).state(), accum::v1::FAILED);
+  ASSERT_NE(harness_.get(job.id()).message().find("not yet in the job store"), std::string::npos)
+      << "the store took the FAILED before the scrape: the window this test needs is gone";
+  EXPECT_EQ(value_of(series,
+                     job_series("accumd_job_state", job.id(), "unlaunchable", ",state=\"FAILED\"")),
+            1);
+  EXPECT_EQ(value_of(series, job_series("accumd_job_state", job.id(), "unlaunchable",
+                                        ",state=\"STARTING\"")),
+            0);
+}
 
 TEST_F(MetricsEndpointTest, ScrapeWhileJobTrainsMatchesGrpcAndMetricsFile) {
   ASSERT_TRUE(start_daemon());
