@@ -284,6 +284,17 @@ grpc::Status DaemonHarness::submit(const std::string& json, accum::v1::JobStatus
   return status;
 }
 
+grpc::Status DaemonHarness::cancel(const std::string& id, bool force, accum::v1::JobStatus* job) {
+  accum::v1::CancelJobRequest request;
+  request.set_id(id);
+  request.set_force(force);
+  accum::v1::JobStatus reply;
+  auto ctx = context();
+  auto status = stub_->CancelJob(ctx.get(), request, &reply);
+  if (job) *job = reply;
+  return status;
+}
+
 accum::v1::JobStatus DaemonHarness::get(const std::string& id) {
   accum::v1::GetJobRequest request;
   request.set_id(id);

@@ -68,6 +68,8 @@ class DaemonHarness {
   // SubmitJob with a spec given as JSON text (parsed with the shared parser).
   grpc::Status submit(const std::string& json, accum::v1::JobStatus* job);
   accum::v1::JobStatus get(const std::string& id);
+  // CancelJob (force: SIGKILL at once); the reply's job in *job when given.
+  grpc::Status cancel(const std::string& id, bool force, accum::v1::JobStatus* job = nullptr);
   // Polls GetJob until `done(status)` or the timeout; returns the last status.
   accum::v1::JobStatus wait_for(const std::string& id,
                                 const std::function<bool(const accum::v1::JobStatus&)>& done,

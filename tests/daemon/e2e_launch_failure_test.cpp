@@ -34,13 +34,7 @@ TEST(DaemonSupervision, FailedLaunchIsRecordedOnceTheStoreTakesItAndNotRelaunche
   ASSERT_EQ(job.state(), accum::v1::QUEUED);
   const std::string attempt_dir = job.job_dir() + "/logs/attempt-1";
   std::ofstream(attempt_dir) << "not a folder\n";
-  {
-    accum::v1::CancelJobRequest request;
-    request.set_id(blocker.id());
-    request.set_force(true);
-    JobStatus reply;
-    ASSERT_TRUE(daemon.stub().CancelJob(daemon.context().get(), request, &reply).ok());
-  }
+  ASSERT_TRUE(daemon.cancel(blocker.id(), /*force=*/true).ok());
 
   ASSERT_TRUE(
       wait_for_log(daemon, "the job store refused its new state FAILED", std::chrono::seconds(20)))
@@ -68,10 +62,7 @@ TEST(DaemonSupervision, FailedLaunchIsRecordedOnceTheStoreTakesItAndNotRelaunche
   }
   // A cancel neither replaces the failure with CANCELLED nor claims to have ended the job.
   {
-    accum::v1::CancelJobRequest request;
-    request.set_id(job.id());
-    JobStatus reply;
-    const grpc::Status cancelled = daemon.stub().CancelJob(daemon.context().get(), request, &reply);
+    const grpc::Status cancelled = daemon.cancel(job.id(), /*force=*/false);
     EXPECT_EQ(cancelled.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
         << cancelled.error_message();
     EXPECT_NE(cancelled.error_message().find("already ended (FAILED"), std::string::npos)

@@ -99,12 +99,7 @@ TEST(DaemonLifecycle, CheckpointNowOnEveryRankOfTwoRankJob) {
   ASSERT_GE(list.checkpoints_size(), 1);
   EXPECT_EQ(list.checkpoints(list.checkpoints_size() - 1).step(), info.step());
 
-  accum::v1::CancelJobRequest cancel;
-  cancel.set_id(job.id());
-  cancel.set_force(true);
-  JobStatus cancelled;
-  auto cancel_context = daemon.context();
-  ASSERT_TRUE(daemon.stub().CancelJob(cancel_context.get(), cancel, &cancelled).ok());
+  ASSERT_TRUE(daemon.cancel(job.id(), /*force=*/true).ok());
   daemon.wait_for(job.id(), [](const JobStatus& j) { return in_state(j, accum::v1::CANCELLED); });
 }
 
@@ -114,11 +109,8 @@ TEST(DaemonLifecycle, GracefulCancelEndsWithFinalCheckpoint) {
   JobStatus job;
   ASSERT_TRUE(daemon.submit(daemon.spec_json("graceful", 100000, 1, 0), &job).ok());
   daemon.wait_running(job.id(), 3);
-  accum::v1::CancelJobRequest cancel;
-  cancel.set_id(job.id());
   JobStatus reply;
-  auto context = daemon.context();
-  auto status = daemon.stub().CancelJob(context.get(), cancel, &reply);
+  auto status = daemon.cancel(job.id(), /*force=*/false, &reply);
   ASSERT_TRUE(status.ok()) << status.error_message();
   EXPECT_TRUE(reply.state() == accum::v1::CANCELLING || reply.state() == accum::v1::CANCELLED);
   const auto done = daemon.wait_for(
@@ -133,8 +125,7 @@ TEST(DaemonLifecycle, GracefulCancelEndsWithFinalCheckpoint) {
   EXPECT_TRUE(accum::io::verify_checkpoint(checkpoints.back().second).ok());
   EXPECT_EQ(done.latest_checkpoint_step(), rows.back().first);
   // A cancelled job cannot be cancelled again.
-  auto again_context = daemon.context();
-  EXPECT_EQ(daemon.stub().CancelJob(again_context.get(), cancel, &reply).error_code(),
+  EXPECT_EQ(daemon.cancel(job.id(), /*force=*/false, &reply).error_code(),
             grpc::StatusCode::FAILED_PRECONDITION);
 }
 
@@ -147,11 +138,8 @@ JobStatus cancel_during_the_last_step(DaemonHarness& daemon) {
   JobStatus job;
   EXPECT_TRUE(daemon.submit(daemon.slow_spec_json("last-step", 2), &job).ok());
   daemon.wait_running(job.id(), 1);
-  accum::v1::CancelJobRequest cancel;
-  cancel.set_id(job.id());
   JobStatus reply;
-  auto context = daemon.context();
-  const auto status = daemon.stub().CancelJob(context.get(), cancel, &reply);
+  const auto status = daemon.cancel(job.id(), /*force=*/false, &reply);
   EXPECT_TRUE(status.ok()) << status.error_message();
   EXPECT_EQ(reply.state(), accum::v1::CANCELLING) << "the cancel did not find step 2 running";
   const auto done = daemon.wait_for(
@@ -198,12 +186,7 @@ TEST(DaemonLifecycle, ForceCancelLeavesNoHalfWrittenCheckpoint) {
   // A checkpoint every step, so the SIGKILL very likely lands inside one.
   ASSERT_TRUE(daemon.submit(daemon.spec_json("force", 100000, 2, 1), &job).ok());
   daemon.wait_running(job.id(), 3);
-  accum::v1::CancelJobRequest cancel;
-  cancel.set_id(job.id());
-  cancel.set_force(true);
-  JobStatus reply;
-  auto context = daemon.context();
-  ASSERT_TRUE(daemon.stub().CancelJob(context.get(), cancel, &reply).ok());
+  ASSERT_TRUE(daemon.cancel(job.id(), /*force=*/true).ok());
   const auto done = daemon.wait_for(
       job.id(), [](const JobStatus& j) { return in_state(j, accum::v1::CANCELLED); },
       std::chrono::seconds(30));

@@ -162,11 +162,7 @@ TEST_F(MetricsEndpointTest, StateTheStoreRefusedIsTheJobsGaugeState) {
   ASSERT_TRUE(harness_.submit(harness_.spec_json("blocker", 100000, 1, 0), &blocker).ok());
   ASSERT_TRUE(harness_.submit(harness_.spec_json("unlaunchable", 3, 1, 0), &job).ok());
   std::ofstream(job.job_dir() + "/logs/attempt-1") << "not a folder\n";
-  accum::v1::CancelJobRequest cancel;
-  cancel.set_id(blocker.id());
-  cancel.set_force(true);
-  accum::v1::JobStatus cancelled;
-  ASSERT_TRUE(harness_.stub().CancelJob(harness_.context().get(), cancel, &cancelled).ok());
+  ASSERT_TRUE(harness_.cancel(blocker.id(), /*force=*/true).ok());
   ASSERT_TRUE(wait_for_log(harness_, "the job store refused its new state FAILED",
                            std::chrono::seconds(20)));
 
@@ -242,12 +238,7 @@ TEST_F(MetricsEndpointTest, ScrapeWhileJobTrainsMatchesGrpcAndMetricsFile) {
             1);
 
   // The job ends: its series leave, the counts by state follow.
-  accum::v1::CancelJobRequest cancel;
-  cancel.set_id(id);
-  cancel.set_force(true);
-  accum::v1::JobStatus cancelled;
-  auto context = harness_.context();
-  ASSERT_TRUE(harness_.stub().CancelJob(context.get(), cancel, &cancelled).ok());
+  ASSERT_TRUE(harness_.cancel(id, /*force=*/true).ok());
   harness_.wait_for(id, [](const accum::v1::JobStatus& status) {
     return status.state() == accum::v1::CANCELLED;
   });

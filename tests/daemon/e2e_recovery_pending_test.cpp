@@ -63,12 +63,7 @@ std::optional<JobStatus> force_cancel_and_die(DaemonHarness& daemon, const std::
   fs::create_directories(*partial);
   std::ofstream(*partial + "/model.safetensors") << "half";
 
-  accum::v1::CancelJobRequest cancel;
-  cancel.set_id(job.id());
-  cancel.set_force(true);
-  JobStatus reply;
-  auto context = daemon.context();
-  (void)daemon.stub().CancelJob(context.get(), cancel, &reply);  // accumd exits inside it
+  (void)daemon.cancel(job.id(), /*force=*/true);  // accumd exits inside it
   const std::optional<int> exit_status = daemon.wait_exit(std::chrono::seconds(30));
   if (!exit_status || !WIFEXITED(*exit_status) || WEXITSTATUS(*exit_status) != 86) {
     ADD_FAILURE() << "accumd did not take the fault hook's exit (86)";

@@ -176,11 +176,8 @@ TEST(DaemonRecovery, CancelDuringTheLastStepThenAccumdDiesEndsSucceededAfterTheR
   ASSERT_TRUE(daemon.submit(daemon.slow_spec_json("last-step-unseen", 2), &job).ok());
   const JobStatus running = daemon.wait_running(job.id(), 1);
   ASSERT_EQ(running.state(), accum::v1::RUNNING) << running.message();
-  accum::v1::CancelJobRequest cancel;
-  cancel.set_id(job.id());
   JobStatus reply;
-  auto context = daemon.context();
-  const auto status = daemon.stub().CancelJob(context.get(), cancel, &reply);
+  const auto status = daemon.cancel(job.id(), /*force=*/false, &reply);
   ASSERT_TRUE(status.ok()) << status.error_message();
   ASSERT_EQ(reply.state(), accum::v1::CANCELLING) << "the cancel did not find step 2 running";
   daemon.kill9();

@@ -172,14 +172,7 @@ TEST(DaemonSecurity, UnknownIdIsNotFoundEverywhere) {
     EXPECT_EQ(daemon.stub().GetJob(context.get(), request, &job).error_code(),
               grpc::StatusCode::NOT_FOUND);
   }
-  {
-    accum::v1::CancelJobRequest request;
-    request.set_id(id);
-    accum::v1::JobStatus job;
-    auto context = daemon.context();
-    EXPECT_EQ(daemon.stub().CancelJob(context.get(), request, &job).error_code(),
-              grpc::StatusCode::NOT_FOUND);
-  }
+  EXPECT_EQ(daemon.cancel(id, /*force=*/false).error_code(), grpc::StatusCode::NOT_FOUND);
   {
     accum::v1::CheckpointJobRequest request;
     request.set_id(id);

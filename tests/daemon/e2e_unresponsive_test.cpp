@@ -182,12 +182,7 @@ TEST(DaemonUnresponsive, AQuietWatchIsNotEndedByKeepalive) {
   EXPECT_EQ(follow_exit.wait_for(std::chrono::seconds(0)), std::future_status::timeout)
       << "a quiet logs -f ended:\n"
       << follow_output;
-  accum::v1::CancelJobRequest request;
-  request.set_id(job.id());
-  request.set_force(true);
-  JobStatus cancelled;
-  auto context = daemon.context();
-  ASSERT_TRUE(daemon.stub().CancelJob(context.get(), request, &cancelled).ok());
+  ASSERT_TRUE(daemon.cancel(job.id(), /*force=*/true).ok());
   EXPECT_EQ(watch_exit.get(), 1) << watch_output;
   EXPECT_EQ(follow_exit.get(), 0) << follow_output;
   EXPECT_EQ(watch_output.find("lost accumd"), std::string::npos) << watch_output;
