@@ -21,6 +21,7 @@
 #include "daemon/control/job_state.h"
 #include "daemon/control/resume_point.h"
 #include "daemon/control/valid_utf8.h"
+#include "daemon/spec/lr_schedule.h"
 #include "daemon/spec/spec.h"
 #include "daemon/worker/data/token_stream.h"
 #include "daemon/worker/io/checkpoint_dir.h"
@@ -587,13 +588,10 @@ absl::StatusOr<JobStatus> JobManager::continue_job(const std::string& id, int64_
   if (!damaged.empty()) {
     absl::StrAppend(&note, " (newer ones do not verify: ", absl::StrJoin(damaged, "; "), ")");
   }
-  const auto& opt = spec.optimizer();
-  if (spec.max_steps() != record->spec.max_steps() && opt.schedule() == "cosine" &&
-      opt.decay_steps() == 0) {
-    absl::StrAppend(&note, "; its cosine learning rate now decays to step ", spec.max_steps(),
-                    " instead of ", record->spec.max_steps(),
-                    ", so it goes on at a higher rate than the one it stopped at "
-                    "(optimizer.decay_steps in a spec keeps one curve)");
+  const std::string curve = accum::spec::schedule_change_note(
+      spec.optimizer(), point->step(), record->spec.max_steps(), spec.max_steps());
+  if (!curve.empty()) {
+    absl::StrAppend(&note, "; ", curve, " (optimizer.decay_steps in a spec keeps one curve)");
   }
   return submit(std::move(spec), record->spec_dir, note);
 }

@@ -225,8 +225,9 @@ TEST(DaemonContinue, AnEndedJobContinuesFromItsLatestCheckpointBitForBit) {
 }
 
 // A cosine schedule decays over max_steps: `continue --max-steps` with a larger one goes on
-// at a higher rate on a new curve, and accumctl says so. A spec with optimizer.decay_steps
-// keeps one curve, and the note is not given.
+// at a higher rate on a new curve, and accumctl says so, naming the rates (the note's
+// arithmetic: ScheduleChangeNote.*). A spec with optimizer.decay_steps keeps one curve, and
+// the note is not given.
 TEST(DaemonContinue, ANewMaxStepsSaysWhenTheCosineCurveChanges) {
   DaemonHarness daemon;
   ASSERT_TRUE(daemon.start(with_slots(2)));
@@ -248,6 +249,9 @@ TEST(DaemonContinue, ANewMaxStepsSaysWhenTheCosineCurveChanges) {
   ASSERT_EQ(run_accumctl(daemon, {"continue", over_max_steps.id(), "--max-steps", "8"}, &output), 0)
       << output;
   EXPECT_NE(output.find(curve_note), std::string::npos) << output;
+  // Step 5 was on min_lr (the old curve had ended at step 4); on the new one it is higher.
+  EXPECT_NE(output.find(": step 5 trains at "), std::string::npos) << output;
+  EXPECT_NE(output.find(", higher than the old curve's 3.000e-04"), std::string::npos) << output;
   EXPECT_NE(output.find("optimizer.decay_steps"), std::string::npos) << output;
   const std::string id = output.substr(0, output.find('\n'));
   EXPECT_EQ(id.rfind("job-", 0), 0u) << output;  // stdout's id comes first, the note after

@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "daemon/spec/lr_schedule.h"
 #include "daemon/spec/spec.h"
 #include "daemon/worker/comm/grad_reducer.h"
 #include "daemon/worker/data/token_stream.h"
@@ -23,7 +24,6 @@
 #include "daemon/worker/model/gpt2.h"
 #include "daemon/worker/model/gpt2_hf.h"
 #include "daemon/worker/train/checkpointing.h"
-#include "daemon/worker/train/lr_schedule.h"
 #include "daemon/worker/train/memory_plan.h"
 #include "daemon/worker/train/metrics.h"
 #include "daemon/worker/train/optimizer.h"
@@ -313,7 +313,7 @@ absl::StatusOr<TrainResult> Trainer::run() {
     double clip = 1.0;
     const double max_norm = spec_.optimizer().grad_clip();
     if (max_norm > 0 && grad_norm > max_norm) clip = max_norm / (grad_norm + 1e-6);
-    const double lr = learning_rate(spec_.optimizer(), step, max_steps);
+    const double lr = accum::spec::learning_rate(spec_.optimizer(), step, max_steps);
     kernels::AdamWParams params;
     params.lr = static_cast<float>(lr);
     params.beta1 = spec_.optimizer().beta1();
