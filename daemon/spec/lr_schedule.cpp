@@ -27,6 +27,7 @@ std::string schedule_change_note(const accum::v1::OptimizerSpec& opt, int64_t do
   // Both curves share the warmup and the cosine's top (step `warmup`, 0-based), so the
   // first rate that can differ is at the next step taken or just after the top.
   const int64_t first = std::max(done_steps, int64_t{opt.warmup_steps()} + 1);
+  if (first >= new_max_steps) return "";  // the run ends before it: every rate it trains at is old
   const double now = learning_rate(opt, first, new_max_steps);
   const double before = learning_rate(opt, first, old_max_steps);
   if (now == before) return "";  // e.g. both curves end within the warmup: a constant lr

@@ -106,7 +106,8 @@ TEST(ScheduleChangeNote, WithinTheWarmupItNamesTheFirstStepAfterTheTop) {
 }
 
 // No note where the rates go on as before: a cosine over decay_steps, a constant schedule,
-// the same max_steps, or two curves that both end within the warmup (a constant lr after it).
+// the same max_steps, two curves that both end within the warmup (a constant lr after it),
+// or a run that ends within its warmup, where both curves are the same.
 TEST(ScheduleChangeNote, NoNoteWhereTheRatesDoNotChange) {
   EXPECT_EQ(schedule_change_note(cosine(1e-3, 1e-4, 2, 12), 4, 4, 8), "");
   auto constant = cosine(1e-3, 1e-4, 2);
@@ -114,6 +115,7 @@ TEST(ScheduleChangeNote, NoNoteWhereTheRatesDoNotChange) {
   EXPECT_EQ(schedule_change_note(constant, 4, 4, 8), "");
   EXPECT_EQ(schedule_change_note(cosine(1e-3, 1e-4, 2), 4, 8, 8), "");
   EXPECT_EQ(schedule_change_note(cosine(1e-3, 1e-4, 10), 3, 5, 8), "");
+  EXPECT_EQ(schedule_change_note(cosine(1e-3, 1e-4, 30), 8, 150, 10), "");
 }
 
 }  // namespace
