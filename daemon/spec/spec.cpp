@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "daemon/spec/spec_json.h"
 
 namespace accum::spec {
 namespace {
@@ -469,10 +470,14 @@ absl::StatusOr<JobSpec> parse_spec_json(const std::string& json) {
   options.ignore_unknown_fields = false;
   std::string text = json;
   google::protobuf::Struct root;
-  if (google::protobuf::util::JsonStringToMessage(json, &root, options).ok() &&
-      wrap_path_strings(&root)) {
-    text.clear();
-    (void)google::protobuf::util::MessageToJsonString(root, &text);
+  // JSON that is not an object, or not JSON at all, gets protobuf's message below, which
+  // points at the offending character.
+  if (google::protobuf::util::JsonStringToMessage(json, &root, options).ok()) {
+    if (wrap_path_strings(&root)) {
+      text.clear();
+      (void)google::protobuf::util::MessageToJsonString(root, &text);
+    }
+    if (auto status = check_spec_json_fields(root); !status.ok()) return status;
   }
   JobSpec spec;
   auto status = google::protobuf::util::JsonStringToMessage(text, &spec, options);
