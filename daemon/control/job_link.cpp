@@ -73,7 +73,8 @@ absl::StatusOr<uint64_t> JobManager::worker_connected(const accum::v1::WorkerHel
   if (record->state == accum::v1::STARTING || record->state == accum::v1::RESTARTING) {
     (void)transition_locked(record->id, accum::v1::RUNNING, "worker_hello",
                             absl::StrCat("attempt ", hello.attempt(), ": ", hello.world_size(),
-                                         " ranks, from step ", hello.start_step()));
+                                         hello.world_size() == 1 ? " rank" : " ranks",
+                                         ", from step ", hello.start_step()));
   } else if (record->state == accum::v1::CANCELLING && !runtime.force) {
     WorkerCommand stop;  // re-attached during a graceful cancel: ask again
     stop.set_kind(WorkerCommand::STOP);

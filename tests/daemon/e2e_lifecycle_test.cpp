@@ -64,6 +64,8 @@ TEST(DaemonLifecycle, SubmitRunsToSucceededAndWatchSeesEveryStep) {
   for (const auto& t : done.transitions()) history.push_back(t.state());
   EXPECT_EQ(history, (std::vector<JobState>{accum::v1::QUEUED, accum::v1::STARTING,
                                             accum::v1::RUNNING, accum::v1::SUCCEEDED}));
+  ASSERT_EQ(done.transitions_size(), 4);
+  EXPECT_EQ(done.transitions(2).message(), "attempt 1: 1 rank, from step 0");
 }
 
 TEST(DaemonLifecycle, CheckpointNowOnEveryRankOfTwoRankJob) {
@@ -75,6 +77,7 @@ TEST(DaemonLifecycle, CheckpointNowOnEveryRankOfTwoRankJob) {
   ASSERT_TRUE(status.ok()) << status.error_message();
   auto running = daemon.wait_running(job.id(), 2);
   ASSERT_EQ(running.state(), accum::v1::RUNNING);
+  EXPECT_EQ(running.transitions().rbegin()->message(), "attempt 1: 2 ranks, from step 0");
   const int64_t step_before = running.last_metrics().step();
 
   accum::v1::CheckpointJobRequest request;
