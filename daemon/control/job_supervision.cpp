@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -235,10 +236,18 @@ void JobManager::start_attempt_locked(const JobRecord& record, Runtime& runtime)
 
 void JobManager::handle_exit_locked(const JobRecord& record, Runtime& runtime, int wait_status,
                                     bool known) {
-  const std::string how =
-      known ? describe_wait_status(wait_status)
-            : "an unknown status (no exit code was left: its launcher was killed, or it ended "
-              "while accumd was down)";
+  // A launcher that accumd re-attached to (it is not accumd's child) and then killed with
+  // SIGKILL leaves no exit code: the signal ends its wrapper before the wrapper can write it.
+  // Its end is known all the same, because accumd sent that signal itself (a force cancel,
+  // also one the previous accumd recorded and this one finished, or a graceful cancel's last
+  // step), to the whole tree while the launcher still ran.
+  const bool killed_after_restart = !known && !runtime.is_child && runtime.cancel_escalation == 2;
+  const std::string how = known ? describe_wait_status(wait_status)
+                          : killed_after_restart
+                              ? absl::StrCat("signal ", SIGKILL, " (", strsignal(SIGKILL),
+                                             "), sent by accumd after it restarted")
+                              : "an unknown status (no exit code was left: its launcher was "
+                                "killed, or it ended while accumd was down)";
   const bool clean_exit = known && WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 0;
   const int attempt = runtime.attempt;
   spdlog::info("job {}: attempt {} (pid {}) ended with {}", record.id, attempt, runtime.pid, how);

@@ -92,7 +92,9 @@ void expect_finished_as_a_force_cancel(DaemonHarness& daemon, const JobStatus& r
 
 // accumd records the force cancel (CANCELLING) and dies before it sends the SIGKILL: the
 // workers train on. The restarted accumd re-attaches to them and kills them, as the first would
-// have; it neither asks them for a graceful stop nor waits out a stop grace.
+// have; it neither asks them for a graceful stop nor waits out a stop grace. Its record names
+// the kill as the first accumd's would (the signal), and says that the restarted accumd sent
+// it: not "an unknown status", although the killed launcher left no exit code.
 TEST(DaemonRecovery, ForceCancelRecordedButNotSentIsFinishedByTheRestartedAccumd) {
   DaemonHarness daemon;
   std::string partial;
@@ -101,6 +103,13 @@ TEST(DaemonRecovery, ForceCancelRecordedButNotSentIsFinishedByTheRestartedAccumd
   ASSERT_EQ(daemon.worker_pids(running->job_dir()).size(), 2u) << "the workers were killed";
   ASSERT_TRUE(daemon.start(with_slots(2)));
   expect_finished_as_a_force_cancel(daemon, *running, partial);
+  const JobStatus done = daemon.get(running->id());
+  EXPECT_EQ(done.message().rfind("killed (workers ended with signal 9 (Killed), sent by accumd "
+                                 "after it restarted); latest checkpoint step 0",
+                                 0),
+            0u)
+      << done.message();
+  EXPECT_EQ(done.message().find("unknown status"), std::string::npos) << done.message();
 }
 
 // accumd sends the SIGKILL of a force cancel and dies before it handles the workers' exit.
