@@ -47,10 +47,12 @@ bool exit_after_spawn_for_test() {
 
 // Kills what still runs of a launch accumd is not attached to (found by the job folder
 // every launched process carries in its environment, launcher.h), and waits until it is gone.
-void kill_stray_processes(const JobRecord& record) {
+// Returns how many processes it found.
+size_t kill_stray_processes(const JobRecord& record) {
   constexpr auto kWaitForExit = std::chrono::seconds(10);
   auto strays = processes_with_env(kJobDirEnv, record.job_dir);
-  if (strays.empty()) return;
+  const size_t found = strays.size();
+  if (strays.empty()) return 0;
   spdlog::warn("job {}: killing {} stray process(es) of an earlier launch (attempt {})", record.id,
                strays.size(), record.attempt);
   const auto deadline = Clock::now() + kWaitForExit;
@@ -63,6 +65,7 @@ void kill_stray_processes(const JobRecord& record) {
     spdlog::error("job {}: {} stray process(es) still alive {} s after SIGKILL (pid {})", record.id,
                   strays.size(), kWaitForExit.count(), strays.front());
   }
+  return found;
 }
 
 }  // namespace
@@ -443,7 +446,7 @@ absl::Status JobManager::reconcile() {
     // outlived their launcher, or a whole attempt spawned just before the previous accumd
     // died (its pid never reached the store). It would train beside the next attempt, in
     // the same folders: it goes first.
-    kill_stray_processes(record);
+    const size_t strays = kill_stray_processes(record);
     // RESTARTING is recorded only once its attempt's exit was handled (its restart counted):
     // a launcher pid still in the record (the write that clears it was refused, a full disk)
     // is that old exit's, and handling it again would count a second restart for it.
@@ -457,10 +460,19 @@ absl::Status JobManager::reconcile() {
     // No process recorded: accumd died during a launch (the attempt number is written
     // before the spawn), or before its first.
     if (record.state == accum::v1::CANCELLING) {
-      // A force cancel's exit was handled up to its cleanup, perhaps not through it.
+      // A cancel records CANCELLING only while a process runs. Either its exit was handled up
+      // to recording CANCELLED (a full disk refused it, or accumd died first), or its pid never
+      // reached the store and what ran of it was killed just above. It ends as the cancel would
+      // have ended it, with the same reason, forced or not; a force cancel's cleanup may not
+      // have run, so it runs now.
       if (runtime.force) remove_partial_checkpoints(record.spec.checkpoint().dir());
+      const std::string found =
+          strays == 0 ? std::string("no worker was running when accumd restarted")
+                      : absl::StrCat("accumd restarted and killed ", strays,
+                                     " process(es) of the job that it had no record of");
       settle_locked(record.id, runtime,
-                    {accum::v1::CANCELLED, "reconcile", "no worker was running"});
+                    {accum::v1::CANCELLED, runtime.force ? "force_cancel" : "cancel",
+                     absl::StrCat(found, "; latest checkpoint step ", latest_step(record))});
     } else if (record.state == accum::v1::STARTING || record.state == accum::v1::RUNNING) {
       runtime.restart_at = Clock::now();
       settle_locked(record.id, runtime,
