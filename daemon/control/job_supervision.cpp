@@ -20,6 +20,7 @@
 #include "daemon/control/job_state.h"
 #include "daemon/control/restart_backoff.h"
 #include "daemon/control/resume_point.h"
+#include "daemon/control/valid_utf8.h"
 #include "daemon/worker/exit_codes.h"
 #include "spdlog/spdlog.h"
 
@@ -190,7 +191,8 @@ void JobManager::start_attempt_locked(const JobRecord& record, Runtime& runtime)
     spec.mutable_checkpoint()->set_resume_from(resume_from);
     if (auto status = write_job_spec(record.job_dir, spec); !status.ok()) {
       settle_locked(record.id, runtime,
-                    {accum::v1::FAILED, "launch_failed", std::string(status.message())});
+                    {accum::v1::FAILED, "launch_failed",
+                     absl::StrCat("attempt ", attempt, " failed to launch: ", status.message())});
       return;
     }
   }
@@ -213,8 +215,10 @@ void JobManager::start_attempt_locked(const JobRecord& record, Runtime& runtime)
     // full disk) is kept and retried each tick, and nothing relaunches the job meanwhile
     // (tick() only retries it; the queue starts QUEUED jobs only). Dropped, it would leave
     // the job STARTING with no process, holding its slots until a cancel or a restart.
-    settle_locked(record.id, runtime,
-                  {accum::v1::FAILED, "launch_failed", std::string(pid.status().message())});
+    settle_locked(
+        record.id, runtime,
+        {accum::v1::FAILED, "launch_failed",
+         absl::StrCat("attempt ", attempt, " failed to launch: ", pid.status().message())});
     return;
   }
   if (exit_after_spawn_for_test()) _exit(kExitAfterSpawnCode);
@@ -393,6 +397,25 @@ void JobManager::settle_locked(const std::string& id, Runtime& runtime, Outcome 
   }
   runtime.record_failures = failures + 1;
   runtime.unrecorded = std::move(outcome);
+}
+
+absl::Status JobManager::settle_unrecorded_end_locked(const std::string& id,
+                                                      absl::string_view then) {
+  auto it = runtimes_.find(id);
+  if (it == runtimes_.end() || !it->second.unrecorded) return absl::OkStatus();
+  settle_locked(id, it->second, *it->second.unrecorded);
+  it = runtimes_.find(id);
+  if (it == runtimes_.end() || !it->second.unrecorded || !is_terminal(it->second.unrecorded->to)) {
+    return absl::OkStatus();
+  }
+  // The store still says the job is active (STARTING, for a launch that failed): naming that
+  // state would contradict GetJob, which shows the end, so the refusal names the end too.
+  const Outcome& outcome = *it->second.unrecorded;
+  return absl::FailedPreconditionError(absl::StrCat(
+      "job ", id, " already ended (", state_name(outcome.to), ": ", valid_utf8(outcome.message),
+      "; not yet in the job store, which refused the write; accumd retries until it "
+      "takes it)",
+      then));
 }
 
 void JobManager::check_cancel_locked(const JobRecord& record, Runtime& runtime,
