@@ -402,20 +402,10 @@ absl::StatusOr<JobStatus> JobManager::cancel(const std::string& id, bool force) 
   if (auto status = check_id(id); !status.ok()) return status;
   {
     std::lock_guard lock(mutex_);
-    if (auto it = runtimes_.find(id); it != runtimes_.end() && it->second.unrecorded) {
-      // An outcome the store has refused so far (a failed launch or an exit, on a full
-      // disk) is tried again first: a cancel must neither hide a job's end behind CANCELLED
-      // nor count as what ended it.
-      settle_locked(id, it->second, *it->second.unrecorded);
-      if (it = runtimes_.find(id); it != runtimes_.end() && it->second.unrecorded &&
-                                   is_terminal(it->second.unrecorded->to)) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "job ", id, " already ended (", state_name(it->second.unrecorded->to), ": ",
-            valid_utf8(it->second.unrecorded->message),
-            "; not yet in the job store, which refused the write; accumd retries until it "
-            "takes it)"));
-      }
-    }
+    // An outcome the store has refused so far (a failed launch or an exit, on a full disk) is
+    // tried again first: a cancel must neither hide a job's end behind CANCELLED nor count as
+    // what ended it.
+    if (auto status = settle_unrecorded_end_locked(id, ""); !status.ok()) return status;
     auto record = store_->get(id);
     if (!record.ok()) return record.status();
     if (is_terminal(record->state)) {
@@ -530,6 +520,13 @@ absl::StatusOr<JobStatus> JobManager::continue_job(const std::string& id, int64_
     return absl::InvalidArgumentError(
         absl::StrCat("max_steps: got ", max_steps, "; expected 0 (the job's own) or a step count ",
                      "of at most ", std::numeric_limits<int32_t>::max()));
+  }
+  {
+    std::lock_guard lock(mutex_);
+    if (auto status = settle_unrecorded_end_locked(id, "; continue it once the store takes writes");
+        !status.ok()) {
+      return status;
+    }
   }
   auto record = this->record(id);
   if (!record.ok()) return record.status();

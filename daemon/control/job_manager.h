@@ -206,6 +206,12 @@ class JobManager {
   // Records `outcome`; if the store refuses, keeps it in runtime.unrecorded for the next tick.
   // On success a terminal transition erases the Runtime. REQUIRES: mutex_ held.
   void settle_locked(const std::string& id, Runtime& runtime, Outcome outcome);
+  // For an RPC that acts on a job by its stored state: first tries again to record an outcome
+  // the store refused so far (settle_locked), so that the store is not behind the job. OK when
+  // nothing is left unrecorded, or what is left does not end the job; FAILED_PRECONDITION when
+  // the store still refuses the job's end, saying how it ended, followed by `then` (what the
+  // caller can do once the store takes writes). REQUIRES: mutex_ held.
+  absl::Status settle_unrecorded_end_locked(const std::string& id, absl::string_view then);
   void check_cancel_locked(const JobRecord& record, Runtime& runtime, Clock::time_point now);
   // Kills an attempt whose worker has been silent too long: no heartbeat within
   // heartbeat_timeout after its hello, or no hello within hello_timeout. REQUIRES: mutex_ held.

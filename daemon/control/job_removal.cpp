@@ -48,6 +48,10 @@ absl::StatusOr<DeletedJob> JobManager::delete_job(const std::string& id) {
   DeletedJob deleted;
   {
     std::lock_guard lock(mutex_);  // no launch or submit reads the job's files meanwhile
+    if (auto status = settle_unrecorded_end_locked(id, "; delete it once the store takes writes");
+        !status.ok()) {
+      return status;
+    }
     auto record = store_->get(id);
     if (!record.ok()) return record.status();
     if (!is_terminal(record->state) || runtimes_.count(id)) {

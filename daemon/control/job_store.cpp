@@ -272,8 +272,17 @@ absl::StatusOr<std::unique_ptr<JobStore>> JobStore::open(const std::string& path
   }
   if (auto status = store->exec(kSchema); !status.ok()) return unusable(status);
   // Written only when it changes: an accumd that starts on a full disk must still open it.
+  // A migration that fails changed nothing (one transaction, migrate()), so the advice for
+  // a damaged file does not fit it: the next start simply tries it again.
   if (found_version != kSchemaVersion) {
-    if (auto status = store->migrate(found_version); !status.ok()) return unusable(status);
+    if (auto status = store->migrate(found_version); !status.ok()) {
+      if (!absl::IsInternal(status)) return status;  // a full disk keeps RESOURCE_EXHAUSTED
+      return absl::UnavailableError(
+          absl::StrCat("job database ", path, ": upgrading its schema from version ", found_version,
+                       " to ", kSchemaVersion, " failed (", status.message(),
+                       "); the upgrade was rolled back, leaving the database unchanged at version ",
+                       found_version, ", and accumd tries it again when it next starts"));
+    }
   }
   {
     Statement check(db, "PRAGMA quick_check;");
@@ -322,11 +331,17 @@ absl::Status JobStore::migrate(int64_t found_version) {
     (void)exec("ROLLBACK");
     return status;
   }
+  // A COMMIT that fails may leave the transaction open (SQLITE_BUSY does): it is rolled back
+  // here, so that a failed upgrade never leaves anything of itself behind.
+  if (status = exec("COMMIT"); !status.ok()) {
+    (void)exec("ROLLBACK");
+    return status;
+  }
   if (found_version > 0) {
     spdlog::info("job database {}: schema upgraded from version {} to {}",
                  sqlite3_db_filename(db_, "main"), found_version, kSchemaVersion);
   }
-  return exec("COMMIT");
+  return absl::OkStatus();
 }
 
 absl::Status JobStore::exec(const std::string& sql) {

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -19,6 +20,7 @@
 #include "daemon/control/job_state.h"
 #include "daemon/control/restart_backoff.h"
 #include "daemon/control/resume_point.h"
+#include "daemon/control/valid_utf8.h"
 #include "daemon/worker/exit_codes.h"
 #include "spdlog/spdlog.h"
 
@@ -46,10 +48,12 @@ bool exit_after_spawn_for_test() {
 
 // Kills what still runs of a launch accumd is not attached to (found by the job folder
 // every launched process carries in its environment, launcher.h), and waits until it is gone.
-void kill_stray_processes(const JobRecord& record) {
+// Returns how many processes it found.
+size_t kill_stray_processes(const JobRecord& record) {
   constexpr auto kWaitForExit = std::chrono::seconds(10);
   auto strays = processes_with_env(kJobDirEnv, record.job_dir);
-  if (strays.empty()) return;
+  const size_t found = strays.size();
+  if (strays.empty()) return 0;
   spdlog::warn("job {}: killing {} stray process(es) of an earlier launch (attempt {})", record.id,
                strays.size(), record.attempt);
   const auto deadline = Clock::now() + kWaitForExit;
@@ -62,6 +66,7 @@ void kill_stray_processes(const JobRecord& record) {
     spdlog::error("job {}: {} stray process(es) still alive {} s after SIGKILL (pid {})", record.id,
                   strays.size(), kWaitForExit.count(), strays.front());
   }
+  return found;
 }
 
 }  // namespace
@@ -186,7 +191,8 @@ void JobManager::start_attempt_locked(const JobRecord& record, Runtime& runtime)
     spec.mutable_checkpoint()->set_resume_from(resume_from);
     if (auto status = write_job_spec(record.job_dir, spec); !status.ok()) {
       settle_locked(record.id, runtime,
-                    {accum::v1::FAILED, "launch_failed", std::string(status.message())});
+                    {accum::v1::FAILED, "launch_failed",
+                     absl::StrCat("attempt ", attempt, " failed to launch: ", status.message())});
       return;
     }
   }
@@ -209,8 +215,10 @@ void JobManager::start_attempt_locked(const JobRecord& record, Runtime& runtime)
     // full disk) is kept and retried each tick, and nothing relaunches the job meanwhile
     // (tick() only retries it; the queue starts QUEUED jobs only). Dropped, it would leave
     // the job STARTING with no process, holding its slots until a cancel or a restart.
-    settle_locked(record.id, runtime,
-                  {accum::v1::FAILED, "launch_failed", std::string(pid.status().message())});
+    settle_locked(
+        record.id, runtime,
+        {accum::v1::FAILED, "launch_failed",
+         absl::StrCat("attempt ", attempt, " failed to launch: ", pid.status().message())});
     return;
   }
   if (exit_after_spawn_for_test()) _exit(kExitAfterSpawnCode);
@@ -235,10 +243,18 @@ void JobManager::start_attempt_locked(const JobRecord& record, Runtime& runtime)
 
 void JobManager::handle_exit_locked(const JobRecord& record, Runtime& runtime, int wait_status,
                                     bool known) {
-  const std::string how =
-      known ? describe_wait_status(wait_status)
-            : "an unknown status (no exit code was left: its launcher was killed, or it ended "
-              "while accumd was down)";
+  // A launcher that accumd re-attached to (it is not accumd's child) and then killed with
+  // SIGKILL leaves no exit code: the signal ends its wrapper before the wrapper can write it.
+  // Its end is known all the same, because accumd sent that signal itself (a force cancel,
+  // also one the previous accumd recorded and this one finished, or a graceful cancel's last
+  // step), to the whole tree while the launcher still ran.
+  const bool killed_after_restart = !known && !runtime.is_child && runtime.cancel_escalation == 2;
+  const std::string how = known ? describe_wait_status(wait_status)
+                          : killed_after_restart
+                              ? absl::StrCat("signal ", SIGKILL, " (", strsignal(SIGKILL),
+                                             "), sent by accumd after it restarted")
+                              : "an unknown status (no exit code was left: its launcher was "
+                                "killed, or it ended while accumd was down)";
   const bool clean_exit = known && WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 0;
   const int attempt = runtime.attempt;
   spdlog::info("job {}: attempt {} (pid {}) ended with {}", record.id, attempt, runtime.pid, how);
@@ -383,6 +399,25 @@ void JobManager::settle_locked(const std::string& id, Runtime& runtime, Outcome 
   runtime.unrecorded = std::move(outcome);
 }
 
+absl::Status JobManager::settle_unrecorded_end_locked(const std::string& id,
+                                                      absl::string_view then) {
+  auto it = runtimes_.find(id);
+  if (it == runtimes_.end() || !it->second.unrecorded) return absl::OkStatus();
+  settle_locked(id, it->second, *it->second.unrecorded);
+  it = runtimes_.find(id);
+  if (it == runtimes_.end() || !it->second.unrecorded || !is_terminal(it->second.unrecorded->to)) {
+    return absl::OkStatus();
+  }
+  // The store still says the job is active (STARTING, for a launch that failed): naming that
+  // state would contradict GetJob, which shows the end, so the refusal names the end too.
+  const Outcome& outcome = *it->second.unrecorded;
+  return absl::FailedPreconditionError(absl::StrCat(
+      "job ", id, " already ended (", state_name(outcome.to), ": ", valid_utf8(outcome.message),
+      "; not yet in the job store, which refused the write; accumd retries until it "
+      "takes it)",
+      then));
+}
+
 void JobManager::check_cancel_locked(const JobRecord& record, Runtime& runtime,
                                      Clock::time_point now) {
   if (now - runtime.cancel_at < config_.stop_grace || runtime.cancel_escalation >= 2) return;
@@ -434,7 +469,7 @@ absl::Status JobManager::reconcile() {
     // outlived their launcher, or a whole attempt spawned just before the previous accumd
     // died (its pid never reached the store). It would train beside the next attempt, in
     // the same folders: it goes first.
-    kill_stray_processes(record);
+    const size_t strays = kill_stray_processes(record);
     // RESTARTING is recorded only once its attempt's exit was handled (its restart counted):
     // a launcher pid still in the record (the write that clears it was refused, a full disk)
     // is that old exit's, and handling it again would count a second restart for it.
@@ -448,10 +483,19 @@ absl::Status JobManager::reconcile() {
     // No process recorded: accumd died during a launch (the attempt number is written
     // before the spawn), or before its first.
     if (record.state == accum::v1::CANCELLING) {
-      // A force cancel's exit was handled up to its cleanup, perhaps not through it.
+      // A cancel records CANCELLING only while a process runs. Either its exit was handled up
+      // to recording CANCELLED (a full disk refused it, or accumd died first), or its pid never
+      // reached the store and what ran of it was killed just above. It ends as the cancel would
+      // have ended it, with the same reason, forced or not; a force cancel's cleanup may not
+      // have run, so it runs now.
       if (runtime.force) remove_partial_checkpoints(record.spec.checkpoint().dir());
+      const std::string found =
+          strays == 0 ? std::string("no worker was running when accumd restarted")
+                      : absl::StrCat("accumd restarted and killed ", strays,
+                                     " process(es) of the job that it had no record of");
       settle_locked(record.id, runtime,
-                    {accum::v1::CANCELLED, "reconcile", "no worker was running"});
+                    {accum::v1::CANCELLED, runtime.force ? "force_cancel" : "cancel",
+                     absl::StrCat(found, "; latest checkpoint step ", latest_step(record))});
     } else if (record.state == accum::v1::STARTING || record.state == accum::v1::RUNNING) {
       runtime.restart_at = Clock::now();
       settle_locked(record.id, runtime,

@@ -13,6 +13,8 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
@@ -92,7 +94,9 @@ void expect_finished_as_a_force_cancel(DaemonHarness& daemon, const JobStatus& r
 
 // accumd records the force cancel (CANCELLING) and dies before it sends the SIGKILL: the
 // workers train on. The restarted accumd re-attaches to them and kills them, as the first would
-// have; it neither asks them for a graceful stop nor waits out a stop grace.
+// have; it neither asks them for a graceful stop nor waits out a stop grace. Its record names
+// the kill as the first accumd's would (the signal), and says that the restarted accumd sent
+// it: not "an unknown status", although the killed launcher left no exit code.
 TEST(DaemonRecovery, ForceCancelRecordedButNotSentIsFinishedByTheRestartedAccumd) {
   DaemonHarness daemon;
   std::string partial;
@@ -101,6 +105,59 @@ TEST(DaemonRecovery, ForceCancelRecordedButNotSentIsFinishedByTheRestartedAccumd
   ASSERT_EQ(daemon.worker_pids(running->job_dir()).size(), 2u) << "the workers were killed";
   ASSERT_TRUE(daemon.start(with_slots(2)));
   expect_finished_as_a_force_cancel(daemon, *running, partial);
+  const JobStatus done = daemon.get(running->id());
+  EXPECT_EQ(done.message().rfind("killed (workers ended with signal 9 (Killed), sent by accumd "
+                                 "after it restarted); latest checkpoint step 0",
+                                 0),
+            0u)
+      << done.message();
+  EXPECT_EQ(done.message().find("unknown status"), std::string::npos) << done.message();
+}
+
+// Two cancels, one forced and one graceful, whose workers ended and whose CANCELLED the store
+// refused (as a full disk would) when accumd was killed: the restarted accumd finds both
+// CANCELLING with no process, and records each as its cancel would have, with the cancel's
+// reason (force_cancel, cancel) and a message that says no worker was running.
+TEST(DaemonRecovery, CancelWhoseEndWasNotRecordedKeepsItsReasonAcrossAnAccumdRestart) {
+  DaemonHarness daemon;
+  DaemonOptions refusing = with_slots(2);
+  refusing.extra_env = {"ACCUM_TEST_REFUSE_TRANSITIONS=CANCELLED:1000000"};
+  ASSERT_TRUE(daemon.start(refusing));
+  JobStatus forced, graceful;
+  ASSERT_TRUE(daemon.submit(daemon.spec_json("forced", 100000, 1, 0), &forced).ok());
+  ASSERT_TRUE(daemon.submit(daemon.spec_json("graceful", 100000, 1, 0), &graceful).ok());
+  ASSERT_EQ(daemon.wait_running(forced.id(), 2).state(), accum::v1::RUNNING);
+  ASSERT_EQ(daemon.wait_running(graceful.id(), 2).state(), accum::v1::RUNNING);
+  ASSERT_TRUE(daemon.cancel(forced.id(), /*force=*/true).ok());
+  ASSERT_TRUE(daemon.cancel(graceful.id(), /*force=*/false).ok());
+  // Their exits are handled (GetJob shows the CANCELLED the store has not taken), and the
+  // store still says CANCELLING.
+  for (const std::string& id : {forced.id(), graceful.id()}) {
+    const JobStatus pending = daemon.wait_for(
+        id, [](const JobStatus& j) { return j.state() == accum::v1::CANCELLED; },
+        std::chrono::seconds(60));
+    ASSERT_EQ(pending.state(), accum::v1::CANCELLED) << pending.message();
+    ASSERT_NE(pending.message().find("not yet in the job store"), std::string::npos)
+        << pending.message();
+    ASSERT_TRUE(daemon.worker_pids(pending.job_dir()).empty());
+  }
+  daemon.kill9();
+  ASSERT_TRUE(daemon.start(with_slots(2)));
+
+  for (const auto& [id, reason] :
+       {std::pair{forced.id(), "force_cancel"}, std::pair{graceful.id(), "cancel"}}) {
+    SCOPED_TRACE(reason);
+    const JobStatus done = daemon.wait_for(id, ended, std::chrono::seconds(30));
+    ASSERT_EQ(done.state(), accum::v1::CANCELLED) << done.message();
+    EXPECT_EQ(transition_states(done),
+              (std::vector<accum::v1::JobState>{accum::v1::QUEUED, accum::v1::STARTING,
+                                                accum::v1::RUNNING, accum::v1::CANCELLING,
+                                                accum::v1::CANCELLED}));
+    const auto& last = done.transitions(done.transitions_size() - 1);
+    EXPECT_EQ(last.reason(), reason) << last.message();
+    EXPECT_EQ(last.message().rfind("no worker was running when accumd restarted", 0), 0u)
+        << last.message();
+  }
 }
 
 // accumd sends the SIGKILL of a force cancel and dies before it handles the workers' exit.

@@ -17,6 +17,33 @@ namespace {
 
 using namespace accum::v1;
 
+// A database as the accumd before schema version 2 wrote it: its tables exactly as that accumd
+// created them, a job waiting to restart (job-000001) and one cancelling (job-000002).
+constexpr const char* kSchemaVersion1Database = R"sql(
+CREATE TABLE jobs (
+  id TEXT PRIMARY KEY, seq INTEGER UNIQUE NOT NULL, name TEXT NOT NULL, state INTEGER NOT NULL,
+  spec_json TEXT NOT NULL, spec_dir TEXT NOT NULL, job_dir TEXT NOT NULL,
+  world_size INTEGER NOT NULL, restarts INTEGER NOT NULL DEFAULT 0,
+  attempt INTEGER NOT NULL DEFAULT 0, message TEXT NOT NULL DEFAULT '',
+  created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL,
+  launcher_pid INTEGER NOT NULL DEFAULT 0, launcher_start_ticks INTEGER NOT NULL DEFAULT 0,
+  latest_checkpoint_step INTEGER NOT NULL DEFAULT 0, last_metrics_json TEXT NOT NULL DEFAULT '');
+CREATE TABLE transitions (
+  job_id TEXT NOT NULL, seq INTEGER PRIMARY KEY AUTOINCREMENT, state INTEGER NOT NULL,
+  time_ms INTEGER NOT NULL, reason TEXT NOT NULL, message TEXT NOT NULL);
+CREATE INDEX transitions_by_job ON transitions(job_id, seq);
+CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE deleted_jobs (id TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+INSERT INTO jobs(id, seq, name, state, spec_json, spec_dir, job_dir, world_size, restarts,
+                 attempt, created_ms, updated_ms)
+  VALUES('job-000001', 1, 'waits', 4, '{"name":"waits","max_steps":"7"}', '/s', '/j1', 1, 1, 1,
+         1000, 2000),
+        ('job-000002', 2, 'stops', 5, '{"name":"stops","max_steps":"7"}', '/s', '/j2', 2, 0, 1,
+         1000, 2000);
+INSERT INTO counters(name, value) VALUES('job', 2);
+PRAGMA user_version = 1;
+)sql";
+
 class JobStoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -419,35 +446,9 @@ TEST_F(JobStoreTest, TransitionRecordsTheRestartCountWithTheState) {
 TEST_F(JobStoreTest, DatabaseOfSchemaVersion1IsUpgradedKeepingItsJobs) {
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(db,
-                         R"sql(
-CREATE TABLE jobs (
-  id TEXT PRIMARY KEY, seq INTEGER UNIQUE NOT NULL, name TEXT NOT NULL, state INTEGER NOT NULL,
-  spec_json TEXT NOT NULL, spec_dir TEXT NOT NULL, job_dir TEXT NOT NULL,
-  world_size INTEGER NOT NULL, restarts INTEGER NOT NULL DEFAULT 0,
-  attempt INTEGER NOT NULL DEFAULT 0, message TEXT NOT NULL DEFAULT '',
-  created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL,
-  launcher_pid INTEGER NOT NULL DEFAULT 0, launcher_start_ticks INTEGER NOT NULL DEFAULT 0,
-  latest_checkpoint_step INTEGER NOT NULL DEFAULT 0, last_metrics_json TEXT NOT NULL DEFAULT '');
-CREATE TABLE transitions (
-  job_id TEXT NOT NULL, seq INTEGER PRIMARY KEY AUTOINCREMENT, state INTEGER NOT NULL,
-  time_ms INTEGER NOT NULL, reason TEXT NOT NULL, message TEXT NOT NULL);
-CREATE INDEX transitions_by_job ON transitions(job_id, seq);
-CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-CREATE TABLE deleted_jobs (id TEXT PRIMARY KEY, seq INTEGER NOT NULL);
-INSERT INTO jobs(id, seq, name, state, spec_json, spec_dir, job_dir, world_size, restarts,
-                 attempt, created_ms, updated_ms)
-  VALUES('job-000001', 1, 'waits', 4, '{"name":"waits","max_steps":"7"}', '/s', '/j1', 1, 1, 1,
-         1000, 2000),
-        ('job-000002', 2, 'stops', 5, '{"name":"stops","max_steps":"7"}', '/s', '/j2', 2, 0, 1,
-         1000, 2000);
-INSERT INTO counters(name, value) VALUES('job', 2);
-PRAGMA user_version = 1;
-)sql",
-                         nullptr, nullptr, nullptr),
-            SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, kSchemaVersion1Database, nullptr, nullptr, nullptr), SQLITE_OK);
   sqlite3_close(db);
-  ASSERT_EQ(RESTARTING, 4);  // the numbers written above
+  ASSERT_EQ(RESTARTING, 4);  // the numbers kSchemaVersion1Database writes
   ASSERT_EQ(CANCELLING, 5);
 
   for (int open_count = 1; open_count <= 2; ++open_count) {
@@ -488,6 +489,53 @@ PRAGMA user_version = 1;
   EXPECT_EQ(sqlite3_column_int64(statement, 0), 2);
   sqlite3_finalize(statement);
   sqlite3_close(db);
+}
+
+// An upgrade from schema version 1 that fails for a reason other than a full disk (here the
+// database is locked: a sqlite3 shell left in a write transaction) is refused with what failed,
+// that the database is unchanged at version 1, and that the next start tries again; not with
+// the advice for a damaged file (move it aside). The database is indeed unchanged (its
+// version, its jobs table's columns), and once the lock is gone the next open upgrades it.
+TEST_F(JobStoreTest, FailedSchemaUpgradeLeavesTheDatabaseUnchangedAndIsTriedAgainAtTheNextOpen) {
+  sqlite3* holder = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &holder), SQLITE_OK);
+  // In WAL mode, as the accumd of version 1 left it: the holder's write lock lets readers in,
+  // so the open reaches the upgrade and fails there, at its first write.
+  ASSERT_EQ(sqlite3_exec(holder, "PRAGMA journal_mode=WAL;", nullptr, nullptr, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(holder, kSchemaVersion1Database, nullptr, nullptr, nullptr), SQLITE_OK);
+  auto query_integer = [&](const char* sql) {
+    sqlite3_stmt* statement = nullptr;
+    EXPECT_EQ(sqlite3_prepare_v2(holder, sql, -1, &statement, nullptr), SQLITE_OK);
+    EXPECT_EQ(sqlite3_step(statement), SQLITE_ROW);
+    const int64_t value = sqlite3_column_int64(statement, 0);
+    sqlite3_finalize(statement);
+    return value;
+  };
+  ASSERT_EQ(sqlite3_exec(holder, "BEGIN IMMEDIATE;", nullptr, nullptr, nullptr), SQLITE_OK);
+
+  auto refused = JobStore::open(path_);  // after the store's busy timeout (5 s)
+  ASSERT_FALSE(refused.ok()) << "opened a database another connection holds locked";
+  const std::string message(refused.status().message());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable) << message;
+  EXPECT_NE(message.find(path_ + ": upgrading its schema from version 1 to 2 failed"),
+            std::string::npos)
+      << message;
+  EXPECT_NE(message.find("database is locked"), std::string::npos) << message;
+  EXPECT_NE(message.find("unchanged at version 1"), std::string::npos) << message;
+  EXPECT_NE(message.find("tries it again when it next starts"), std::string::npos) << message;
+  EXPECT_EQ(message.find("move it aside"), std::string::npos) << message;
+  EXPECT_EQ(query_integer("PRAGMA user_version;"), 1);
+  EXPECT_EQ(query_integer("SELECT COUNT(*) FROM pragma_table_info('jobs') "
+                          "WHERE name IN ('force_cancel', 'restart_due_ms');"),
+            0);
+  ASSERT_EQ(sqlite3_exec(holder, "ROLLBACK;", nullptr, nullptr, nullptr), SQLITE_OK);
+
+  auto store = JobStore::open(path_);
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_TRUE((*store)->get("job-000001").ok());
+  EXPECT_TRUE((*store)->get("job-000002").ok());
+  EXPECT_EQ(query_integer("PRAGMA user_version;"), 2);
+  sqlite3_close(holder);
 }
 
 // A force cancel is written with its CANCELLING state, in one transaction, or by
