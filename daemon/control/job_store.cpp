@@ -250,6 +250,14 @@ absl::StatusOr<std::unique_ptr<JobStore>> JobStore::open(const std::string& path
   // what the user can do; a full disk keeps its RESOURCE_EXHAUSTED.
   auto unusable = [&](const absl::Status& status) {
     if (!absl::IsInternal(status)) return status;
+    // Locked (past the busy timeout) is not damaged: another program holds a transaction
+    // on the file, and moving the database aside would lose every job record for nothing.
+    if (const int code = sqlite3_errcode(db); code == SQLITE_BUSY || code == SQLITE_LOCKED) {
+      return absl::UnavailableError(absl::StrCat(
+          "job database ", path, " is locked by another program (", status.message(),
+          ") and was not changed; end that program's transaction (an sqlite3 shell, a backup "
+          "tool) and start accumd again"));
+    }
     return absl::DataLossError(absl::StrCat(
         "job database ", path, " cannot be used (", status.message(),
         "); move it aside to start with an empty one (each job's folder under the state dir "

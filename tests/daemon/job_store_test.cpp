@@ -538,6 +538,36 @@ TEST_F(JobStoreTest, FailedSchemaUpgradeLeavesTheDatabaseUnchangedAndIsTriedAgai
   sqlite3_close(holder);
 }
 
+// A database another program holds locked (here: an exclusive transaction on a database not
+// yet in WAL mode, so the store's own PRAGMA journal_mode=WAL waits out its busy timeout) is
+// not damaged: the open says it is locked and by what kind of program, not to move it aside,
+// and once the lock is gone the store opens it with every record.
+TEST_F(JobStoreTest, ADatabaseLockedByAnotherProgramIsSaidToBeLockedNotDamaged) {
+  {
+    auto store = *JobStore::open(path_);
+    ASSERT_TRUE(store->insert(make_record(*store, "kept"), "submitted").ok());
+  }
+  sqlite3* holder = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &holder), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(holder, "PRAGMA journal_mode=DELETE; BEGIN EXCLUSIVE;", nullptr, nullptr,
+                         nullptr),
+            SQLITE_OK);
+  auto refused = JobStore::open(path_);  // after the store's busy timeout (5 s)
+  ASSERT_FALSE(refused.ok()) << "opened a database another connection holds locked";
+  const std::string message(refused.status().message());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable) << message;
+  EXPECT_NE(message.find("job database " + path_ + " is locked by another program"),
+            std::string::npos)
+      << message;
+  EXPECT_NE(message.find("start accumd again"), std::string::npos) << message;
+  EXPECT_EQ(message.find("move it aside"), std::string::npos) << message;
+  ASSERT_EQ(sqlite3_exec(holder, "ROLLBACK;", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(holder);
+  auto store = JobStore::open(path_);
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_TRUE((*store)->get("job-000001").ok());
+}
+
 // A force cancel is written with its CANCELLING state, in one transaction, or by
 // set_force_cancel for a job already CANCELLING; a refused move records none.
 TEST_F(JobStoreTest, TransitionRecordsAForceCancelWithTheState) {
