@@ -176,9 +176,11 @@ void JobManager::start_attempt_locked(const JobRecord& record, Runtime& runtime)
   // spawns nothing; the supervisor tries again on a later tick.
   TransitionUpdate update;
   update.attempt = attempt;
-  if (auto status = transition_locked(
-          record.id, accum::v1::STARTING, "launch",
-          absl::StrCat("attempt ", attempt, " on ", record.world_size, " rank(s)", from), update);
+  if (auto status =
+          transition_locked(record.id, accum::v1::STARTING, "launch",
+                            absl::StrCat("attempt ", attempt, " on ", record.world_size,
+                                         record.world_size == 1 ? " rank" : " ranks", from),
+                            update);
       !status.ok()) {
     spdlog::error("job {}: attempt {} not launched: {}", record.id, attempt,
                   std::string(status.message()));

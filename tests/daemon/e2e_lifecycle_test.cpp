@@ -65,6 +65,7 @@ TEST(DaemonLifecycle, SubmitRunsToSucceededAndWatchSeesEveryStep) {
   EXPECT_EQ(history, (std::vector<JobState>{accum::v1::QUEUED, accum::v1::STARTING,
                                             accum::v1::RUNNING, accum::v1::SUCCEEDED}));
   ASSERT_EQ(done.transitions_size(), 4);
+  EXPECT_EQ(done.transitions(1).message(), "attempt 1 on 1 rank");
   EXPECT_EQ(done.transitions(2).message(), "attempt 1: 1 rank, from step 0");
 }
 
@@ -77,6 +78,8 @@ TEST(DaemonLifecycle, CheckpointNowOnEveryRankOfTwoRankJob) {
   ASSERT_TRUE(status.ok()) << status.error_message();
   auto running = daemon.wait_running(job.id(), 2);
   ASSERT_EQ(running.state(), accum::v1::RUNNING);
+  ASSERT_GE(running.transitions_size(), 2);
+  EXPECT_EQ(running.transitions(running.transitions_size() - 2).message(), "attempt 1 on 2 ranks");
   EXPECT_EQ(running.transitions().rbegin()->message(), "attempt 1: 2 ranks, from step 0");
   const int64_t step_before = running.last_metrics().step();
 

@@ -22,7 +22,7 @@ namespace {
 using accum::v1::JobStatus;
 using Clock = std::chrono::steady_clock;
 
-// The messages of the job's STARTING transitions ("attempt N on R rank(s)...").
+// The messages of the job's STARTING transitions ("attempt N on R ranks...").
 std::vector<std::string> launches(const JobStatus& job) {
   std::vector<std::string> messages;
   for (const auto& t : job.transitions()) {
