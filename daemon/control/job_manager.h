@@ -7,8 +7,10 @@
 // heartbeats, watchers' metrics history) is in memory and rebuilt by
 // reconcile() when accumd restarts.
 //
-// Implementation is split in two files: job_manager.cpp (the API) and
-// job_supervision.cpp (the supervisor loop: exits, restarts, queue, heartbeats).
+// Implementation, by what it does: job_manager.cpp (submit, cancel, checkpoint, continue),
+// job_queries.cpp (status, list, metrics snapshot, checkpoints, watch), job_supervision.cpp
+// (the supervisor loop: launches, exits, restarts, queue, heartbeats, reconcile),
+// job_link.cpp (the workers' hello and events) and job_removal.cpp (delete).
 //
 // Thread safety: every public method is thread-safe. One mutex guards the
 // runtime table; the supervisor thread ticks every 100 ms.
@@ -42,7 +44,8 @@ namespace accum::control {
 
 // Metrics kept in memory per job for watchers (the newest ones).
 inline constexpr size_t kMaxHistory = 100000;
-// INVALID_ARGUMENT for an empty job id or one over 64 bytes.
+// INVALID_ARGUMENT for an empty job id or one over kMaxIdLength bytes.
+inline constexpr size_t kMaxIdLength = 64;
 absl::Status check_id(const std::string& id);
 
 using Clock = std::chrono::steady_clock;
