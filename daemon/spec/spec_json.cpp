@@ -30,8 +30,15 @@ std::string describe(const Value& value) {
   switch (value.kind_case()) {
     case Value::kStringValue:
       return absl::StrCat("\"", value.string_value(), "\"");
-    case Value::kNumberValue:
-      return absl::StrCat(value.number_value());
+    case Value::kNumberValue: {
+      // An integer as written, up to where a double holds every integer; past it, or with a
+      // fraction, six significant digits.
+      const double number = value.number_value();
+      if (std::floor(number) == number && std::abs(number) < 0x1p53) {
+        return absl::StrCat(static_cast<int64_t>(number));
+      }
+      return absl::StrCat(number);
+    }
     case Value::kBoolValue:
       return value.bool_value() ? "true" : "false";
     case Value::kListValue:
@@ -183,12 +190,8 @@ absl::Status check_value(const FieldDescriptor& field, const std::string& path, 
       if (value.kind_case() != Value::kStringValue) return got("a string");
       return absl::OkStatus();
     case FieldDescriptor::CPPTYPE_BOOL:
-      if (value.kind_case() == Value::kBoolValue ||
-          (value.kind_case() == Value::kStringValue &&
-           (value.string_value() == "true" || value.string_value() == "false"))) {
-        return absl::OkStatus();
-      }
-      return got("true or false");
+      if (value.kind_case() == Value::kBoolValue) return absl::OkStatus();
+      return got("true or false, unquoted");
     case FieldDescriptor::CPPTYPE_ENUM: {
       const auto* type = field.enum_type();
       std::vector<std::string> names;

@@ -9,8 +9,10 @@
 // for booleans: a field by its proto name or its lowerCamelCase JSON name; null for
 // "not set"; numbers as JSON numbers or strings (proto3 JSON writes 64-bit integers as
 // strings, so a spec printed with `accumctl --output json` reads back); an enum by name
-// or number (validate_and_fill() refuses an unknown number); and true or false, also
-// quoted, for a boolean. protobuf itself would take "yes", "no", "1", "t" too.
+// or number (validate_and_fill() refuses an unknown number); and true or false, unquoted,
+// for a boolean. protobuf's C++ parser would also take "true", "yes", "1" or "t" in
+// quotes, its Python parser none of them: the Python client (accumd_client/spec.py) applies
+// these same rules, with these messages.
 #pragma once
 
 #include <google/protobuf/struct.pb.h>

@@ -471,10 +471,68 @@ class PythonClientTlsTest(unittest.TestCase):
         self.assertIn("if accumd serves TLS, pass tls_ca=", refused.exception.details)
 
 
+class SpecParityTest(unittest.TestCase):
+    """The client's spec parser refuses what accum-worker's (and accumctl's: the same C++
+    parser) refuses, with the same message: each bad spec goes to both."""
+
+    CASES = [
+        '{"model": {"nlayer": 2}}',
+        '{"data": {"train_files": ["a"]}}',
+        '{"optimizer": {}, "foo": 1}',
+        '{"optimizer": {"lr": "abc"}}',
+        '{"max_steps": 1.5}',
+        '{"max_steps": 2147483648}',
+        '{"max_steps": 1e30}',
+        '{"model": [1]}',
+        '{"device": "TPU"}',
+        '{"data": {"shuffle": "yes"}}',
+        '{"data": {"shuffle": "true"}}',
+        '{"data": {"train": ["a", 1]}}',
+        '{"launch": {"mpirun_args": "-v"}}',
+        '{"seed": 12345678901234567891}',
+        '{"max_steps": 3, "maxSteps": 4}',
+        '{"data": {"train": "a", "train": "b"}}',
+        '{"name": 5}',
+    ]
+
+    def worker_error(self, text):
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "job.json")
+            with open(path, "w") as file:
+                file.write(text)
+            result = subprocess.run(
+                [os.path.join(ARGS.build_dir, "bin", "accum-worker"), "--spec", path,
+                 "--print-spec"], capture_output=True, text=True, timeout=60)
+        self.assertEqual(result.returncode, 2, result.stdout + result.stderr)
+        prefix = f"accum-worker: error: {path}: "
+        lines = [line for line in result.stderr.splitlines() if line.startswith(prefix)]
+        self.assertEqual(len(lines), 1, result.stderr)
+        return lines[0][len(prefix):]
+
+    def test_bad_specs_get_the_message_accum_worker_gives(self):
+        for text in self.CASES:
+            with self.subTest(spec=text):
+                expected = self.worker_error(text)
+                self.assertTrue(expected.startswith("spec field `"), expected)
+                with self.assertRaises(SpecError) as refused:
+                    parse_spec(text)
+                self.assertEqual(refused.exception.details, expected)
+
+    def test_what_both_accept_parses_to_the_same_values(self):
+        spec = parse_spec('{"maxSteps": "12", "seed": "12345678901234567891", "device": 1, '
+                          '"data": {"shuffle": true, "train": "a"}, "model": {"preset": null}}')
+        self.assertEqual(spec.max_steps, 12)
+        self.assertEqual(spec.seed, 12345678901234567891)
+        self.assertEqual(spec.device, accum_pb2.CUDA)
+        self.assertTrue(spec.data.shuffle)
+        self.assertEqual(list(spec.data.train), ["a"])
+
+
 if __name__ == "__main__":
     ARGS, rest = parse_args()
     import_client_or_skip(ARGS.build_dir)
     import grpc
     from accum.v1 import accum_pb2
     from accumd_client import TERMINAL_STATES, AccumdError, Client, SpecError, load_spec
+    from accumd_client.spec import parse_spec
     unittest.main(argv=[sys.argv[0], *rest], verbosity=2)

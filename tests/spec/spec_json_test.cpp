@@ -41,11 +41,16 @@ TEST(SpecJson, AValueOfTheWrongKindNamesWhatWasExpected) {
             "spec field `max_steps`: got 1.5, expected an integer");
   EXPECT_EQ(error_of(R"({"max_steps": 1e30})"),
             "spec field `max_steps`: got 1e+30, expected an integer in [-2147483648, 2147483647]");
+  EXPECT_EQ(error_of(R"({"max_steps": 2147483648})"),
+            "spec field `max_steps`: got 2147483648, expected an integer in [-2147483648, "
+            "2147483647]");
   EXPECT_EQ(error_of(R"({"model": [1]})"), "spec field `model`: got a list, expected an object");
   EXPECT_EQ(error_of(R"({"device": "TPU"})"),
             "spec field `device`: got \"TPU\", expected one of CPU, CUDA");
   EXPECT_EQ(error_of(R"({"data": {"shuffle": "yes"}})"),
-            "spec field `data.shuffle`: got \"yes\", expected true or false");
+            "spec field `data.shuffle`: got \"yes\", expected true or false, unquoted");
+  EXPECT_EQ(error_of(R"({"data": {"shuffle": "true"}})"),
+            "spec field `data.shuffle`: got \"true\", expected true or false, unquoted");
   EXPECT_EQ(error_of(R"({"data": {"train": ["a", 1]}})"),
             "spec field `data.train[1]`: got 1, expected a string");
   EXPECT_EQ(error_of(R"({"launch": {"mpirun_args": "-v"}})"),
@@ -72,13 +77,13 @@ TEST(SpecJson, ALargeIntegerIsReadExactlyAsAStringAndRefusedAsANumber) {
 }
 
 // What canonical proto3 JSON allows still parses: lowerCamelCase names, null for unset,
-// numbers as strings, enums by name or number, booleans also quoted; and a spec printed
-// by spec_to_json reads back to the same spec.
+// numbers as strings, enums by name or number; and a spec printed by spec_to_json reads
+// back to the same spec.
 TEST(SpecJson, WhatProto3JsonWritesReadsBack) {
   auto parsed = parse_spec_json(
       R"({"maxSteps": "12", "model": {"nLayer": 2, "preset": null}, "device": 1,
           "precision": "BF16", "optimizer": {"lr": "1e-3", "beta1": "NaN"},
-          "data": {"shuffle": "true", "useMask": false, "train": "corpus.txt"}})");
+          "data": {"shuffle": true, "useMask": false, "train": "corpus.txt"}})");
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   EXPECT_EQ(parsed->max_steps(), 12);
   EXPECT_EQ(parsed->model().n_layer(), 2);
