@@ -166,6 +166,7 @@ absl::StatusOr<JobStatus> JobManager::submit(accum::v1::JobSpec spec, const std:
     return status;
   if (auto status = check_job_mpirun_args(spec.launch()); !status.ok()) return status;
   if (auto status = check_resume_from(spec); !status.ok()) return status;
+  if (auto status = check_init_from(spec); !status.ok()) return status;
 
   std::lock_guard lock(mutex_);
   int queued = 0;

@@ -8,6 +8,7 @@
 #include "daemon/control/job_files.h"
 #include "daemon/spec/spec.h"
 #include "daemon/worker/io/checkpoint_dir.h"
+#include "daemon/worker/io/safetensors.h"
 #include "google/protobuf/util/json_util.h"
 
 namespace accum::control {
@@ -24,6 +25,19 @@ absl::Status invalid(const std::string& message) {
 bool resumes_from_path(const accum::v1::JobSpec& spec) {
   const std::string& resume_from = spec.checkpoint().resume_from();
   return !resume_from.empty() && resume_from != "latest";
+}
+
+absl::Status check_init_from(const accum::v1::JobSpec& spec) {
+  if (spec.init_from().empty()) return absl::OkStatus();
+  // The header only (pread of its bytes, the data left unread): a text file, a truncated
+  // download or an HTML error page saved under the name is refused here, not by the
+  // worker's first attempt.
+  auto file = io::SafetensorsReader::open(spec.init_from());
+  if (!file.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("init_from: ", file.status().message(),
+                                                   "; expected GPT-2 weights in safetensors"));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status check_resume_from(const accum::v1::JobSpec& spec) {

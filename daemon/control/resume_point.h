@@ -28,6 +28,11 @@ bool resumes_from_path(const accum::v1::JobSpec& spec);
 // names no path.
 absl::Status check_resume_from(const accum::v1::JobSpec& spec);
 
+// Submit-time check of init_from. REQUIRES: paths resolved. "" or a file whose safetensors
+// header reads (the worker checks its tensors against the model when it loads them);
+// INVALID_ARGUMENT naming init_from and the header's fault otherwise.
+absl::Status check_init_from(const accum::v1::JobSpec& spec);
+
 // The resume_from of the job's next attempt: "latest" once checkpoint.dir holds a
 // complete checkpoint or when the spec names no path, else the spec's path.
 std::string attempt_resume_from(const accum::v1::JobSpec& spec);

@@ -121,6 +121,8 @@ TEST(DaemonSecurity, MalformedSpecsAreInvalidArgumentNamingTheField) {
        "data.train: '" + daemon.dir() + "/a-folder' is not a regular file"},
       {with("\"init_from\": \"a-folder\""),
        "init_from: '" + daemon.dir() + "/a-folder' is not a regular file"},
+      {with("\"init_from\": \"corpus.txt\""),
+       "init_from: safetensors file " + daemon.dir() + "/corpus.txt: header length"},
       // Would run a shell as accumd's user.
       {with("\"launch\": {\"mpirun_args\": [\"/bin/sh\", \"-c\", \"id\"]}"),
        "launch.mpirun_args[0]: '/bin/sh' is not an option"},
