@@ -106,6 +106,27 @@ namespace {
 // How accum-worker reports the error it exits with (daemon/worker/main.cpp).
 constexpr std::string_view kWorkerErrorPrefix = "accum-worker: error: ";
 
+// The last `lines` lines of `rank`'s logs of this attempt (those under `attempt_dir`), each
+// tagged with the rank; the last worker error among them goes to *last_error.
+std::vector<std::string> rank_lines(const std::map<int, std::vector<std::string>>& ranks, int rank,
+                                    const std::string& attempt_dir, int lines,
+                                    std::string* last_error) {
+  std::vector<std::string> collected;
+  const auto it = ranks.find(rank);
+  if (it == ranks.end()) return collected;
+  for (const auto& file : it->second) {
+    if (file.rfind(attempt_dir, 0) != 0) continue;  // only this attempt
+    for (auto& line : tail_lines(file, lines)) {
+      if (line.empty()) continue;
+      if (const auto at = line.find(kWorkerErrorPrefix); at != std::string::npos) {
+        *last_error = line.substr(at + kWorkerErrorPrefix.size());
+      }
+      collected.push_back(absl::StrCat("[rank ", rank, "] ", line));
+    }
+  }
+  return collected;
+}
+
 }  // namespace
 
 FailureSummary summarize_failure(const std::string& job_dir, int attempt, int lines) {
@@ -127,20 +148,20 @@ FailureSummary summarize_failure(const std::string& job_dir, int attempt, int li
       break;
     }
   }
-  std::vector<std::string> collected;
   const auto ranks = rank_log_files(job_dir);
-  const int rank = summary.rank >= 0 ? summary.rank : 0;
   const std::string prefix = dir + "/";
-  if (auto it = ranks.find(rank); it != ranks.end()) {
-    for (const auto& file : it->second) {
-      if (file.rfind(prefix, 0) != 0) continue;  // only this attempt
-      for (auto& line : tail_lines(file, lines)) {
-        if (line.empty()) continue;
-        if (const auto at = line.find(kWorkerErrorPrefix); at != std::string::npos) {
-          summary.last_error = line.substr(at + kWorkerErrorPrefix.size());
-        }
-        collected.push_back(absl::StrCat("[rank ", rank, "] ", line));
-      }
+  std::vector<std::string> collected =
+      rank_lines(ranks, summary.rank >= 0 ? summary.rank : 0, prefix, lines, &summary.last_error);
+  // A failure the ranks agreed on before training (the worker's train/failure_agreement.h)
+  // ends every rank with the same code, and mpirun blames whichever exited first; rank 0
+  // alone printed the error, so the reason is in its log.
+  if (summary.last_error.empty() && summary.rank > 0) {
+    std::string agreed_error;
+    std::vector<std::string> rank0 = rank_lines(ranks, 0, prefix, lines, &agreed_error);
+    if (!agreed_error.empty()) {
+      summary.rank = 0;
+      summary.last_error = std::move(agreed_error);
+      collected = std::move(rank0);
     }
   }
   if (collected.empty()) {

@@ -27,7 +27,9 @@ std::map<int, std::vector<std::string>> rank_log_files(const std::string& job_di
 std::vector<std::string> tail_lines(const std::string& path, int count);
 // A short digest of why an attempt failed: the rank mpirun blames (or -1), the
 // last lines of the logs, and the last error the worker reported in them (its
-// "accum-worker: error: " lines, daemon/worker/main.cpp), without that prefix.
+// "accum-worker: error: " lines, daemon/worker/main.cpp), without that prefix. When the
+// blamed rank's logs hold no such error and rank 0's do (a failure every rank agreed on,
+// which rank 0 alone reports), the digest is rank 0's.
 struct FailureSummary {
   int rank = -1;
   std::string last_lines;

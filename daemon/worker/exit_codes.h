@@ -4,9 +4,10 @@
 //
 // Under mpirun the status is the job's, not one rank's: a rank that fails ends the
 // whole job through comm::abort_job(comm, why, code), i.e. MPI_Abort with that code,
-// and Open MPI's mpirun (4.1) exits with the code MPI_Abort was given. Ranks that
-// fail before MPI starts (a bad spec file) exit with the code themselves, and mpirun
-// passes that on too.
+// and Open MPI's mpirun (4.1) exits with the code MPI_Abort was given. Failures before
+// training (the spec, the data, the checkpoint to resume from, the link's CA file) are
+// agreed on by every rank instead (train/failure_agreement.h): every rank exits with the
+// same code after MPI_Finalize, and mpirun passes that on too.
 #pragma once
 
 namespace accum::worker {

@@ -2,7 +2,8 @@
 // under mpirun/srun. Exit codes (exit_codes.h): 0 success (also after SIGTERM: the current
 // optimizer step is finished and checkpointed), 2 bad spec/data/checkpoint (or training
 // that diverged to NaN/Inf), 1 runtime failure. Under mpirun a failing rank ends the job
-// with its code, so mpirun exits with it.
+// with its code, so mpirun exits with it; a failure before training is agreed on by every
+// rank and reported once, by rank 0, naming the ranks when they differ.
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
@@ -14,11 +15,15 @@
 #include <iostream>
 #include <string>
 
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "daemon/spec/spec.h"
 #include "daemon/worker/comm/communicator.h"
+#include "daemon/worker/comm/rank_messages.h"
 #include "daemon/worker/exit_codes.h"
 #include "daemon/worker/io/mapping_fault.h"
 #include "daemon/worker/link/control_link.h"
+#include "daemon/worker/train/failure_agreement.h"
 #include "daemon/worker/train/trainer.h"
 
 namespace {
@@ -39,14 +44,17 @@ using accum::worker::kExitBadInput;
 using accum::worker::kExitRuntimeFailure;
 using accum::worker::kExitSuccess;
 
-// Reports the error and ends this rank with `code`; in a job of several ranks it
-// ends every rank with that code (the others may be waiting in a collective), so the
-// job's exit status says what failed.
-int fail(accum::comm::Communicator* comm, int code, const std::string& message) {
-  // One write: std::cerr writes each << at once, and under mpirun the ranks' pieces of
-  // the same error interleaved within one line.
-  std::cerr << ("accum-worker: error: " + message + "\n") << std::flush;
-  if (comm != nullptr && comm->world_size() > 1) accum::comm::abort_job(comm, message, code);
+// How the worker's error lines begin: accumd finds the reason a job failed by it.
+constexpr char kErrorPrefix[] = "accum-worker: error: ";
+
+// Writes `message` to stderr after kErrorPrefix. One write: std::cerr writes each << at
+// once, and under mpirun the ranks' pieces of the same error interleaved within one line.
+void print_error(const std::string& message) {
+  std::cerr << (kErrorPrefix + message + "\n") << std::flush;
+}
+
+// Ends this rank with `code` once MPI is finalized.
+[[noreturn]] void exit_with(int code) {
   accum::comm::finalize_communicators();
   // Ends here, without the libraries' teardown: after an out-of-memory, OpenBLAS's exit
   // handler joins a thread that retries its buffer's allocation forever under an
@@ -56,6 +64,26 @@ int fail(accum::comm::Communicator* comm, int code, const std::string& message) 
   spdlog::default_logger()->flush();
   std::cout << std::flush;
   std::_Exit(code);
+}
+
+// Reports the error and ends this rank with `code`; in a job of several ranks it
+// ends every rank with that code (the others may be waiting in a collective), so the
+// job's exit status says what failed.
+[[noreturn]] void fail(accum::comm::Communicator* comm, int code, const std::string& message) {
+  print_error(message);
+  if (comm != nullptr && comm->world_size() > 1) accum::comm::abort_job(comm, message, code);
+  exit_with(code);
+}
+
+// Ends this rank with `code` after a failure every rank agreed on
+// (train/failure_agreement.h): the other ranks end alike and no rank waits for this one,
+// so rank 0 alone reports it and no rank needs MPI_Abort. `rank` is this process's.
+// `message` holds one line per distinct error, each printed as an error line of its own.
+[[noreturn]] void fail_agreed(int rank, int code, const std::string& message) {
+  if (rank == 0) {
+    print_error(absl::StrJoin(absl::StrSplit(message, '\n'), std::string("\n") + kErrorPrefix));
+  }
+  exit_with(code);
 }
 
 // A short OpenMP spin for every rank unless its environment chose one (GOMP_SPINCOUNT or
@@ -75,10 +103,49 @@ void ensure_short_openmp_spin(char** argv) {
             << "); OpenMP threads keep libgomp's long spin\n";
 }
 
-bool is_input_error(const absl::Status& status) {
-  return absl::IsInvalidArgument(status) || absl::IsNotFound(status) ||
-         absl::IsFailedPrecondition(status) || absl::IsDataLoss(status) ||
-         absl::IsOutOfRange(status);
+// The spec, read by every rank: under mpirun the ranks agree on it before anything else
+// (before the back end, which the spec names, sets up), so that a spec every rank rejects
+// is reported once, by rank 0, and one rejected on some ranks only names them. Alone, the
+// error is reported as it is.
+accum::v1::JobSpec load_spec_or_exit(const std::string& spec_path, bool print_spec) {
+  auto spec = accum::spec::load_spec_file(spec_path);
+  if (print_spec || !accum::comm::launched_under_mpi()) {
+    if (!spec.ok()) fail(nullptr, kExitBadInput, std::string(spec.status().message()));
+    return *std::move(spec);
+  }
+  absl::Status agreed;
+  try {
+    agreed = accum::train::agree_on_failure_over_world(spec.status());
+  } catch (const std::exception& e) {
+    fail(nullptr, kExitRuntimeFailure, e.what());
+  }
+  // Whatever the ranks' messages say, a spec is input: the code is the bad-input one.
+  if (!agreed.ok()) {
+    fail_agreed(accum::comm::world_rank(), kExitBadInput, std::string(agreed.message()));
+  }
+  return *std::move(spec);
+}
+
+// The link to accumd: rank 0's from the environment (ACCUM_CONTROL_ADDR and its TLS
+// files), the others' a null link. Only rank 0 reads those files, so the ranks agree on
+// its outcome before training: the others would otherwise wait for rank 0 in their first
+// collective until its MPI_Abort ended them.
+std::unique_ptr<accum::link::ControlLink> make_link_or_exit(accum::comm::Communicator* comm) {
+  std::unique_ptr<accum::link::ControlLink> link;
+  absl::Status made;
+  try {
+    link = comm->rank() == 0 ? accum::link::make_link_from_env() : accum::link::make_null_link();
+  } catch (const std::exception& e) {
+    made = absl::InvalidArgumentError(e.what());  // a bad ACCUM_CONTROL_TLS_CA
+  }
+  absl::Status agreed;
+  try {
+    agreed = accum::train::agree_on_failure(comm, made);
+  } catch (const std::exception& e) {
+    fail(comm, kExitRuntimeFailure, e.what());
+  }
+  if (!agreed.ok()) fail_agreed(comm->rank(), kExitBadInput, std::string(agreed.message()));
+  return link;
 }
 
 }  // namespace
@@ -115,10 +182,9 @@ int main(int argc, char** argv) {
   // Named, so that its lines read "[worker]" beside the communicator's "[comm]".
   spdlog::set_default_logger(spdlog::stdout_color_mt("worker"));
   spdlog::set_pattern("[%H:%M:%S.%e] [%n] %v");
-  auto spec = accum::spec::load_spec_file(spec_path);
-  if (!spec.ok()) return fail(nullptr, kExitBadInput, std::string(spec.status().message()));
+  const accum::v1::JobSpec spec = load_spec_or_exit(spec_path, print_spec);
   if (print_spec) {
-    std::cout << accum::spec::spec_to_json(*spec, /*pretty=*/true) << std::endl;
+    std::cout << accum::spec::spec_to_json(spec, /*pretty=*/true) << std::endl;
     return kExitSuccess;
   }
 
@@ -127,11 +193,11 @@ int main(int argc, char** argv) {
     using accum::comm::CommBackend;
     CommBackend backend = CommBackend::kSingle;
     if (accum::comm::launched_under_mpi()) {
-      backend = spec->device() == accum::v1::CUDA ? CommBackend::kNccl : CommBackend::kMpi;
+      backend = spec.device() == accum::v1::CUDA ? CommBackend::kNccl : CommBackend::kMpi;
     }
     comm = accum::comm::make_communicator(
         backend,
-        std::chrono::milliseconds(static_cast<int64_t>(spec->distributed().timeout_s() * 1000)));
+        std::chrono::milliseconds(static_cast<int64_t>(spec.distributed().timeout_s() * 1000)));
   } catch (const std::exception& e) {
     // The other ranks may have got further (into NCCL's init, which waits for every rank):
     // under mpirun only MPI_Abort ends them. MPI_Finalize here would wait for them instead.
@@ -139,7 +205,7 @@ int main(int argc, char** argv) {
       std::cerr << (std::string("accum-worker: error: ") + e.what() + "\n") << std::flush;
       accum::comm::abort_job(nullptr, e.what(), kExitRuntimeFailure);
     }
-    return fail(nullptr, kExitRuntimeFailure, e.what());
+    fail(nullptr, kExitRuntimeFailure, e.what());
   }
   // After MPI_Init (which installs its own SIGBUS handler): a data file truncated under
   // the worker is named, and the job restarts from its last checkpoint.
@@ -151,23 +217,20 @@ int main(int argc, char** argv) {
   std::signal(SIGUSR1, on_signal);
   if (comm->rank() != 0) spdlog::set_level(spdlog::level::warn);
 
-  std::unique_ptr<accum::link::ControlLink> link;
-  try {
-    link = comm->rank() == 0 ? accum::link::make_link_from_env() : accum::link::make_null_link();
-  } catch (const std::exception& e) {
-    return fail(comm.get(), kExitBadInput, e.what());  // a bad ACCUM_CONTROL_TLS_CA
-  }
+  std::unique_ptr<accum::link::ControlLink> link = make_link_or_exit(comm.get());
   absl::StatusOr<accum::train::TrainResult> result;
   try {
-    result = accum::train::run_training(*spec, comm.get(), link.get());
+    result = accum::train::run_training(spec, comm.get(), link.get());
   } catch (const std::exception& e) {
     link->close();
-    return fail(comm.get(), kExitRuntimeFailure, e.what());
+    fail(comm.get(), kExitRuntimeFailure, e.what());
   }
   link->close();
   if (!result.ok()) {
-    return fail(comm.get(), is_input_error(result.status()) ? kExitBadInput : kExitRuntimeFailure,
-                std::string(result.status().message()));
+    const int code = accum::train::exit_code_for(result.status());
+    const std::string message(result.status().message());
+    if (accum::train::is_agreed_failure(result.status())) fail_agreed(comm->rank(), code, message);
+    fail(comm.get(), code, message);
   }
   accum::comm::finalize_communicators();
   return kExitSuccess;

@@ -362,5 +362,27 @@ TEST_F(ProcessTest, FailureSummaryBlamesTheRankThatAbortedTheJobAndKeepsItsError
       << summary.last_lines;
 }
 
+TEST_F(ProcessTest, FailureSummaryOfAFailureTheRanksAgreedOnKeepsRankZerosError) {
+  namespace fs = std::filesystem;
+  // Every rank rejected the data and exited with the bad-input code after MPI_Finalize;
+  // rank 0 alone printed the error, and mpirun blames rank 3, which happened to exit first.
+  const std::string attempt = dir_ + "/logs/attempt-1";
+  fs::create_directories(attempt + "/1/rank.0");
+  fs::create_directories(attempt + "/1/rank.3");
+  std::ofstream(attempt + "/launcher.log")
+      << "mpirun detected that one or more processes exited with non-zero status, thus causing\n"
+         "the job to be terminated. The first process to do so was:\n\n"
+         "  Process name: [[4242,1],3]\n"
+         "  Exit code:    2\n";
+  std::ofstream(attempt + "/1/rank.0/stderr")
+      << "accum-worker: error: data.train: data path pattern '/d/*.txt' matches no file\n";
+  std::ofstream(attempt + "/1/rank.3/stderr") << "";
+  const FailureSummary summary = summarize_failure(dir_, 1, 5);
+  EXPECT_EQ(summary.rank, 0);
+  EXPECT_EQ(summary.last_error, "data.train: data path pattern '/d/*.txt' matches no file");
+  EXPECT_NE(summary.last_lines.find("[rank 0] accum-worker: error:"), std::string::npos)
+      << summary.last_lines;
+}
+
 }  // namespace
 }  // namespace accum::control

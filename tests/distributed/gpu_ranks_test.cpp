@@ -139,15 +139,16 @@ TEST_F(GpuJobTest, ARankThatNeverJoinsNcclSetupEndsTheJobAtTheTimeout) {
 // kernels waiting) must end the job at the collective timeout (distributed.timeout_s), the
 // NCCL communicator aborted so that no kernel stays stuck, saying which collective timed out.
 // The hang is the emulated NCCL's test-only fault (ACCUM_SIMT_NCCL_HANG_AFTER: every
-// collective after the first n never completes), so this runs on emulated GPUs only. Three
-// collectives in (the setup's check and step 1's gradient and loss reductions), step 2's
-// gradient all-reduce hangs.
+// collective after the first n never completes), so this runs on emulated GPUs only. Six
+// collectives in (the ranks' agreements on rank 0's link, on the setup and on the resume
+// (train/failure_agreement.h), the setup's check, and step 1's gradient and loss
+// reductions), step 2's gradient all-reduce hangs.
 TEST_F(GpuJobTest, ACollectiveThatNeverCompletesEndsTheJobAtTheTimeout) {
 #ifndef ACCUM_WORKER_BINARY_DEFAULT
   GTEST_SKIP() << "the hung collective is a fault of the emulated NCCL (SIMT build only)";
 #endif
   MpiJobDir job;
-  const RunResult result = run_faulty_job(job, "hang", 3, "ACCUM_SIMT_NCCL_HANG_AFTER=3");
+  const RunResult result = run_faulty_job(job, "hang", 3, "ACCUM_SIMT_NCCL_HANG_AFTER=6");
   EXPECT_EQ(result.exit_code, worker::kExitRuntimeFailure) << result.output;
   // The deadline is shared by the step's buckets: the time is 2000 ms or just under it.
   EXPECT_NE(result.output.find("aborting the job at optimizer step 2: gradient reduction "),

@@ -24,6 +24,7 @@
 #include "daemon/worker/model/gpt2.h"
 #include "daemon/worker/model/gpt2_hf.h"
 #include "daemon/worker/train/checkpointing.h"
+#include "daemon/worker/train/failure_agreement.h"
 #include "daemon/worker/train/memory_plan.h"
 #include "daemon/worker/train/metrics.h"
 #include "daemon/worker/train/optimizer.h"
@@ -145,6 +146,12 @@ absl::Status Trainer::restore_or_init() {
   return absl::OkStatus();
 }
 
+absl::Status Trainer::restore_and_open_metrics() {
+  if (auto s = restore_or_init(); !s.ok()) return s;
+  if (!is_rank0()) return absl::OkStatus();
+  return metrics_.open(spec_.metrics_path(), start_step_, spec_.log_every_steps());
+}
+
 // Runs the K micro-batches of optimizer step `step`: gradients are summed into the
 // fp32 buffer (the first backward writes it, so it is never zeroed) and reduced once,
 // during the last backward. Returns this rank's (loss sum, counted targets).
@@ -239,11 +246,12 @@ absl::Status Trainer::diverged(int64_t step, double loss, double grad_norm) cons
 }
 
 absl::StatusOr<TrainResult> Trainer::run() {
-  if (auto s = setup(); !s.ok()) return s;
-  if (auto s = restore_or_init(); !s.ok()) return s;
+  // Bad input found here (the data, the checkpoint to resume from, rank 0's checkpoint
+  // folder lock or metrics file) is most often found by every rank alike: agreed on, it is
+  // reported once and ends every rank with the same code, none left in a collective.
+  if (auto s = agree_on_failure(comm_, setup()); !s.ok()) return s;
+  if (auto s = agree_on_failure(comm_, restore_and_open_metrics()); !s.ok()) return s;
   if (is_rank0()) {
-    if (auto s = metrics_.open(spec_.metrics_path(), start_step_, spec_.log_every_steps()); !s.ok())
-      return s;
     const auto config = spec::model_config(spec_);
     metrics_.message(absl::StrFormat(
         "accum-worker: %s | %s back end | %d ranks x K=%d x B=%d x T=%d = %d tokens/update | "

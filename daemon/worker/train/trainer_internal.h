@@ -49,8 +49,13 @@ class Trainer {
   absl::Status out_of_memory(const std::string& what, bool arithmetic_fit) const;
 
  private:
+  // setup() and restore_and_open_metrics() fail on any rank without a collective after the
+  // failure: run() has every rank agree on each one's outcome (failure_agreement.h), the
+  // point every rank reaches before the next collective, failed or not.
   absl::Status setup();
   absl::Status restore_or_init();
+  // restore_or_init(), then rank 0 opens the metrics file.
+  absl::Status restore_and_open_metrics();
   std::pair<double, double> accumulate_window(int64_t step);
   // Where this rank's communication fell within the last window (see StepCommDetail).
   struct WindowComm {
