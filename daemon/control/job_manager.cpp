@@ -324,9 +324,10 @@ absl::StatusOr<accum::v1::CheckpointInfo> JobManager::checkpoint(
   if (!record.ok()) return record.status();
   auto it = runtimes_.find(id);
   if (record->state != accum::v1::RUNNING || it == runtimes_.end() || !it->second.link) {
+    const accum::v1::JobState shown = shown_state_locked(*record);
     return absl::FailedPreconditionError(
-        absl::StrCat("job ", id, " is ", state_name(record->state),
-                     record->state == accum::v1::RUNNING
+        absl::StrCat("job ", id, " is ", state_name(shown),
+                     shown == accum::v1::RUNNING
                          ? " but its worker is not connected (it is starting, or has just ended)"
                          : "",
                      "; a checkpoint needs a RUNNING job"));
@@ -376,20 +377,22 @@ absl::StatusOr<JobStatus> JobManager::continue_job(const std::string& id, int64_
         absl::StrCat("max_steps: got ", max_steps, "; expected 0 (the job's own) or a step count ",
                      "of at most ", std::numeric_limits<int32_t>::max()));
   }
+  if (auto status = check_id(id); !status.ok()) return status;
+  absl::StatusOr<JobRecord> record;
   {
     std::lock_guard lock(mutex_);
     if (auto status = settle_unrecorded_end_locked(id, "; continue it once the store takes writes");
         !status.ok()) {
       return status;
     }
-  }
-  auto record = this->record(id);
-  if (!record.ok()) return record.status();
-  if (!is_terminal(record->state)) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("job ", id, " is ", state_name(record->state),
-                     ": a job continues once it has ended (a graceful cancel ends it with a "
-                     "checkpoint)"));
+    record = store_->get(id);
+    if (!record.ok()) return record.status();
+    if (!is_terminal(record->state)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("job ", id, " is ", state_name(shown_state_locked(*record)),
+                       ": a job continues once it has ended (a graceful cancel ends it with a "
+                       "checkpoint)"));
+    }
   }
   // Its own newest checkpoint that verifies (sha256 of every file, as the worker will check
   // it: a damaged one would only fail the new job); or, if it wrote none, the one it

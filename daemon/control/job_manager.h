@@ -190,6 +190,9 @@ class JobManager {
   // What the runtime knows beyond the store: the newest step, and a state the store has
   // refused so far. REQUIRES: mutex_ held.
   void overlay_runtime_locked(accum::v1::JobStatus* status) const;
+  // The state GetJob shows for `record`: an outcome the store refused so far (a full disk)
+  // over the stored state. A refusal that names the job's state names this one.
+  accum::v1::JobState shown_state_locked(const JobRecord& record) const;
   // Records a transition (with `update`, in one transaction) and tells watchers.
   // REQUIRES: mutex_ held.
   absl::Status transition_locked(const std::string& id, accum::v1::JobState to,

@@ -96,6 +96,11 @@ void JobManager::overlay_runtime_locked(JobStatus* status) const {
   }
 }
 
+accum::v1::JobState JobManager::shown_state_locked(const JobRecord& record) const {
+  const auto it = runtimes_.find(record.id);
+  return it != runtimes_.end() && it->second.unrecorded ? it->second.unrecorded->to : record.state;
+}
+
 absl::StatusOr<DaemonSnapshot> JobManager::metrics_snapshot() {
   DaemonSnapshot snapshot;
   auto counts = store_->count_by_state();

@@ -56,7 +56,7 @@ absl::StatusOr<DeletedJob> JobManager::delete_job(const std::string& id) {
     if (!record.ok()) return record.status();
     if (!is_terminal(record->state) || runtimes_.count(id)) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "job ", id, " is ", state_name(record->state),
+          "job ", id, " is ", state_name(shown_state_locked(*record)),
           ": only an ended job is deleted (cancel it first: accumctl cancel ", id, ")"));
     }
     auto active = store_->list_active();

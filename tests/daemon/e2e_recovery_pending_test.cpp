@@ -227,5 +227,35 @@ TEST(DaemonRecovery, RestartBackoffIsWaitedOutAcrossAnAccumdRestart) {
   EXPECT_EQ(run_accumctl(daemon, {"cancel", job.id(), "--force"}, &output), 0) << output;
 }
 
+// A worker dies and the store refuses the RESTARTING accumd records for it (the test-only
+// ACCUM_TEST_REFUSE_TRANSITIONS, as a full disk would): GetJob shows RESTARTING, the state
+// the job is in, and so do the refusals of continue, delete and checkpoint, which used to name
+// the stored RUNNING.
+TEST(DaemonRecovery, ARestartTheStoreRefusedIsTheStateRefusalsName) {
+  DaemonHarness daemon;
+  DaemonOptions refusing = with_slots(1);
+  refusing.extra_env = {"ACCUM_TEST_REFUSE_TRANSITIONS=RESTARTING:150"};  // about 15 s of ticks
+  ASSERT_TRUE(daemon.start(refusing));
+  JobStatus job;
+  ASSERT_TRUE(daemon.submit(daemon.spec_json("pending-restart", 100000, 1, 0), &job).ok());
+  const JobStatus running = daemon.wait_running(job.id(), 2);
+  ASSERT_EQ(running.state(), accum::v1::RUNNING) << running.message();
+  const auto pids = daemon.worker_pids(running.job_dir());
+  ASSERT_EQ(pids.size(), 1u);
+  ASSERT_EQ(kill(pids[0], SIGKILL), 0);
+  ASSERT_TRUE(wait_for_log(daemon, "the job store refused its new state RESTARTING",
+                           std::chrono::seconds(60)));
+  EXPECT_EQ(daemon.get(job.id()).state(), accum::v1::RESTARTING);
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"continue", job.id()}, {"delete", job.id()}, {"checkpoint", job.id()}}) {
+    std::string output;
+    EXPECT_EQ(run_accumctl(daemon, args, &output), 7) << args[0] << ": " << output;
+    EXPECT_NE(output.find("job " + job.id() + " is RESTARTING"), std::string::npos)
+        << args[0] << ": " << output;
+    EXPECT_EQ(output.find("is RUNNING"), std::string::npos) << args[0] << ": " << output;
+  }
+  ASSERT_TRUE(daemon.cancel(job.id(), /*force=*/true).ok());
+}
+
 }  // namespace
 }  // namespace accum::testing
