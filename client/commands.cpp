@@ -107,6 +107,20 @@ void print_queued(const Connection& connection, const accum::v1::JobStatus& job)
   }
 }
 
+// The submission's note on stderr (stdout stays the id alone, for scripts): where a continued
+// job starts from and what a new max_steps changes, or where a job's checkpoints go when
+// its spec named another place. Nothing when accumd had nothing to say.
+void print_submission_note(const Connection& connection, const accum::v1::JobStatus& job) {
+  if (connection.options().json || job.transitions_size() == 0) return;
+  absl::string_view note = job.transitions(0).message();
+  for (absl::string_view queued : {"; waiting for slots", "waiting for slots"}) {
+    if (absl::EndsWith(note, queued)) note.remove_suffix(queued.size());
+  }
+  if (note.empty()) return;
+  std::cout << std::flush;
+  std::cerr << "accumctl: " << job.id() << " " << note << "\n";
+}
+
 }  // namespace
 
 int submit_job(Connection& connection, const std::string& spec_path) {
@@ -133,6 +147,7 @@ int submit_job(Connection& connection, const std::string& spec_path) {
   const auto status = connection.stub().SubmitJob(context.get(), request, &response);
   if (!status.ok()) return connection.report(status, "submit " + spec_path);
   print_queued(connection, response.job());
+  print_submission_note(connection, response.job());
   return kOk;
 }
 
@@ -146,16 +161,7 @@ int continue_job(Connection& connection, const std::string& id, int64_t max_step
   const auto status = connection.stub().ContinueJob(context.get(), request, &response);
   if (!status.ok()) return connection.report(status, "continue " + id);
   print_queued(connection, response.job());
-  if (!connection.options().json && response.job().transitions_size() > 0) {
-    // The submission's note: where it continues from, and what a new max_steps changes.
-    // stdout stays the id alone, for scripts.
-    absl::string_view note = response.job().transitions(0).message();
-    for (absl::string_view queued : {"; waiting for slots", "waiting for slots"}) {
-      if (absl::EndsWith(note, queued)) note.remove_suffix(queued.size());
-    }
-    std::cout << std::flush;
-    std::cerr << "accumctl: " << response.job().id() << " " << note << "\n";
-  }
+  print_submission_note(connection, response.job());
   return kOk;
 }
 

@@ -83,6 +83,29 @@ absl::Status check_data_files(const std::string& field,
   return absl::OkStatus();
 }
 
+// What a submission's note says when the spec names its own checkpoint.dir or metrics_path
+// (resolved against `base`): accumd writes them in the job's folder instead, which is where
+// its restarts and `continue` look. "" when the spec leaves them at accum-worker's defaults
+// (checkpoints/ and metrics.jsonl beside the spec), as the example specs do.
+std::string moved_outputs_note(const accum::v1::JobSpec& spec, const std::string& base,
+                               const std::string& job_dir) {
+  const auto beside_spec = [&](const char* name) {
+    return (fs::path(base) / name).lexically_normal().string();
+  };
+  std::vector<std::string> chosen;
+  if (spec.checkpoint().dir() != beside_spec("checkpoints")) {
+    chosen.push_back(absl::StrCat("checkpoint.dir ", spec.checkpoint().dir()));
+  }
+  if (!spec.metrics_path().empty() && spec.metrics_path() != beside_spec("metrics.jsonl")) {
+    chosen.push_back(absl::StrCat("metrics_path ", spec.metrics_path()));
+  }
+  if (chosen.empty()) return "";
+  return absl::StrCat("its checkpoints and metrics go to its folder, ", job_dir,
+                      ", where accumd keeps them for its restarts and `continue`, not to the "
+                      "spec's ",
+                      absl::StrJoin(chosen, " and "), " (those apply to accum-worker run by hand)");
+}
+
 }  // namespace
 
 absl::Status check_id(const std::string& id) {
@@ -186,7 +209,12 @@ absl::StatusOr<JobStatus> JobManager::submit(accum::v1::JobSpec spec, const std:
   record.world_size = world_size;
   // The daemon owns where a job writes, so restarts find their checkpoints. A
   // resume_from path is kept: the attempts start from it until the job has its own
-  // checkpoint (resume_point.h).
+  // checkpoint (resume_point.h). A place the spec chose is not used, and the submission's
+  // note says so.
+  std::string full_note = note;
+  if (const std::string moved = moved_outputs_note(spec, base, record.job_dir); !moved.empty()) {
+    full_note = note.empty() ? moved : absl::StrCat(note, "; ", moved);
+  }
   spec.set_metrics_path(record.job_dir + "/metrics.jsonl");
   spec.mutable_checkpoint()->set_dir(record.job_dir + "/checkpoints");
   if (!resumes_from_path(spec)) spec.mutable_checkpoint()->set_resume_from("latest");
@@ -204,7 +232,8 @@ absl::StatusOr<JobStatus> JobManager::submit(accum::v1::JobSpec spec, const std:
     }
   }
   if (auto status = write_job_spec(record.job_dir, spec); !status.ok()) return refuse(status);
-  record.message = note.empty() ? "waiting for slots" : absl::StrCat(note, "; waiting for slots");
+  record.message =
+      full_note.empty() ? "waiting for slots" : absl::StrCat(full_note, "; waiting for slots");
   if (auto status = store_->insert(record, "submitted"); !status.ok()) return refuse(status);
   Runtime& runtime = runtimes_[record.id];
   runtime.world_size = world_size;

@@ -270,6 +270,45 @@ TEST(DaemonLifecycle, ListPagesAreCutByBytesSoJobsWithBigSpecsStillList) {
   EXPECT_EQ(listed.size(), 21u) << output.substr(0, 2000);
 }
 
+// accumd keeps a job's checkpoints and metrics in the job's folder, where its restarts and
+// `continue` look. A spec that names other places (for accum-worker run by hand) is told so at
+// submit, on accumctl's stderr and in the job's first transition; one that leaves them at
+// accum-worker's defaults beside the spec, as the example specs do, gets no note.
+TEST(DaemonLifecycle, ASpecsOwnCheckpointDirIsReplacedAndTheSubmitSaysSo) {
+  DaemonHarness daemon;
+  ASSERT_TRUE(daemon.start(with_slots(2)));
+  const auto submit = [&](const std::string& name, const std::string& checkpoint_dir,
+                          const std::string& metrics_path, std::string* output) {
+    std::string json =
+        daemon.spec_json(name, 2, 1, 0, "\"metrics_path\": \"" + metrics_path + "\"");
+    const std::string checkpoint = "\"checkpoint\": {";
+    json.replace(json.find(checkpoint), checkpoint.size(),
+                 checkpoint + "\"dir\": \"" + checkpoint_dir + "\", ");
+    const std::string path = daemon.dir() + "/" + name + ".json";
+    std::ofstream(path) << json;
+    EXPECT_EQ(run_accumctl(daemon, {"submit", path}, output), 0) << *output;
+    return output->substr(0, output->find('\n'));  // stdout's id comes first
+  };
+  std::string output;
+  const std::string moved = submit("moved", "mine/ckpt", "mine/m.jsonl", &output);
+  const JobStatus job = daemon.wait_for(moved, ended);
+  ASSERT_EQ(job.state(), accum::v1::SUCCEEDED) << job.message();
+  const std::string note = "its checkpoints and metrics go to its folder, " + job.job_dir() +
+                           ", where accumd keeps them for its restarts and `continue`, not to "
+                           "the spec's checkpoint.dir " +
+                           daemon.dir() + "/mine/ckpt and metrics_path " + daemon.dir() +
+                           "/mine/m.jsonl (those apply to accum-worker run by hand)";
+  EXPECT_NE(output.find("accumctl: " + moved + " " + note + "\n"), std::string::npos) << output;
+  EXPECT_NE(job.transitions(0).message().find(note), std::string::npos)
+      << job.transitions(0).message();
+  EXPECT_TRUE(fs::exists(job.job_dir() + "/checkpoints/step_00000002/manifest.json"));
+  EXPECT_FALSE(fs::exists(daemon.dir() + "/mine"));
+
+  const std::string kept = submit("defaults", "checkpoints", "metrics.jsonl", &output);
+  EXPECT_EQ(output.find("go to its folder"), std::string::npos) << output;
+  EXPECT_EQ(daemon.wait_for(kept, ended).state(), accum::v1::SUCCEEDED);
+}
+
 // `accumctl list` cuts a long name to 20 characters, never inside a UTF-8 character, and
 // pads it by characters: the STATE column starts at character 34 on every line.
 TEST(DaemonLifecycle, ListLinesUpNamesInAnyScript) {
