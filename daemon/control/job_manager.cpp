@@ -468,6 +468,9 @@ absl::StatusOr<JobStatus> JobManager::continue_job(const std::string& id, int64_
   }
   spec.mutable_checkpoint()->set_resume_from(point->path());
   spec.clear_init_from();  // a resume reads the checkpoint's weights, never init_from
+  // The old job's folder is no place the user chose: submit() puts the new job's in its own.
+  spec.mutable_checkpoint()->clear_dir();
+  spec.clear_metrics_path();
   std::string note = absl::StrCat("continues ", id, " from its checkpoint at step ", point->step());
   if (!damaged.empty()) {
     absl::StrAppend(&note, " (newer ones do not verify: ", absl::StrJoin(damaged, "; "), ")");

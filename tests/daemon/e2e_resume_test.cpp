@@ -253,6 +253,8 @@ TEST(DaemonContinue, ANewMaxStepsSaysWhenTheCosineCurveChanges) {
   EXPECT_NE(output.find(": step 5 trains at "), std::string::npos) << output;
   EXPECT_NE(output.find(", higher than the old curve's 3.000e-04"), std::string::npos) << output;
   EXPECT_NE(output.find("optimizer.decay_steps"), std::string::npos) << output;
+  // The old job's folder is accumd's own: no note that the spec's checkpoint.dir is not used.
+  EXPECT_EQ(output.find("go to its folder"), std::string::npos) << output;
   const std::string id = output.substr(0, output.find('\n'));
   EXPECT_EQ(id.rfind("job-", 0), 0u) << output;  // stdout's id comes first, the note after
   EXPECT_NE(daemon.wait_for(id, ended).transitions(0).message().find(curve_note),
