@@ -60,6 +60,25 @@ class ResumeAgreementTest : public ::testing::Test {
     }
     EXPECT_EQ(read_file(job_ / "metrics.jsonl"), metrics_before_) << "a step was taken";
     EXPECT_FALSE(fs::exists(job_ / "ckpt_a/step_00000004"));
+    // Printed once per folder resolved, by rank 0, naming the ranks that resolved there.
+    EXPECT_EQ(count_of(result.output, "accum-worker: error: "), 2) << result.output;
+    EXPECT_NE(result.output.find("; here it resolved to " + std::string(job_ / "ckpt_a")),
+              std::string::npos)
+        << result.output;
+    EXPECT_NE(result.output.find("checkpoint.dir, or the same checkpoint in each (rank 0)\n"),
+              std::string::npos)
+        << result.output;
+    EXPECT_NE(result.output.find("checkpoint.dir, or the same checkpoint in each (rank 1)\n"),
+              std::string::npos)
+        << result.output;
+  }
+
+  static int count_of(const std::string& text, const std::string& words) {
+    int count = 0;
+    for (size_t at = text.find(words); at != std::string::npos; at = text.find(words, at + 1)) {
+      ++count;
+    }
+    return count;
   }
 
   MpiJobDir job_;

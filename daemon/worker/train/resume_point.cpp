@@ -8,6 +8,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "daemon/worker/comm/rank_messages.h"
 #include "daemon/worker/io/checkpoint_dir.h"
 
 namespace accum::train {
@@ -110,16 +111,23 @@ absl::StatusOr<std::string> resolve_resume_checkpoint(comm::Communicator* comm,
     all_equal = all_equal && ranks[r] == ranks[0];
   }
   if (!resolved.ok() || all_equal) return resolved;
+  // Ranks that resolved alike are named together ("ranks 0-7: step_00000300 ..."), and the
+  // message names no rank of its own: the ranks' agreement on failing (failure_agreement.h)
+  // then prints it once per folder that was resolved, with the ranks that resolved there,
+  // not once per rank.
+  std::vector<std::string> described(world);
+  for (int r = 0; r < world; ++r) described[r] = ranks[r].describe();
   std::string each;
-  for (int r = 0; r < world; ++r) {
-    absl::StrAppend(&each, r == 0 ? "" : ", ", "rank ", r, ": ", ranks[r].describe());
+  for (const comm::RankGroup& group : comm::group_by_message(described)) {
+    absl::StrAppend(&each, each.empty() ? "" : ", ", comm::describe_ranks(group.ranks), ": ",
+                    group.message);
   }
-  return absl::FailedPreconditionError(absl::StrCat(
-      "the ranks resolved checkpoint.resume_from \"", ckpt.resume_from(),
-      "\" to different checkpoints (", each, "; this rank, ", comm->rank(), ", resolved ",
-      resolved->empty() ? std::string("none under ") + ckpt.dir() : *resolved,
-      "); every rank must resume from the same checkpoint: give them one shared "
-      "checkpoint.dir, or the same checkpoint in each"));
+  return absl::FailedPreconditionError(
+      absl::StrCat("the ranks resolved checkpoint.resume_from \"", ckpt.resume_from(),
+                   "\" to different checkpoints (", each, "; here it resolved to ",
+                   resolved->empty() ? std::string("none under ") + ckpt.dir() : *resolved,
+                   "); every rank must resume from the same checkpoint: give them one shared "
+                   "checkpoint.dir, or the same checkpoint in each"));
 }
 
 }  // namespace accum::train
