@@ -20,14 +20,22 @@ constexpr size_t kWordBytes = sizeof(int64_t);
 
 size_t words_for(size_t bytes) { return (bytes + kWordBytes - 1) / kWordBytes; }
 
-// The gather both transports share. Messages travel as int64 words: a rank copies its
-// bytes into its own words and leaves every other word zero, so the sum over the ranks
-// holds each rank's bytes unchanged.
+// Every rank's `mine` (the same count on each), in rank order: a rank fills its own slots
+// and leaves every other one zero, so the sum over the ranks holds each rank's values.
+std::vector<int64_t> gather_slots(const SumOverRanks& sum_over_ranks, int rank, int world_size,
+                                  const std::vector<int64_t>& mine) {
+  std::vector<int64_t> slots(mine.size() * static_cast<size_t>(world_size), 0);
+  std::copy(mine.begin(), mine.end(), slots.begin() + mine.size() * static_cast<size_t>(rank));
+  sum_over_ranks(slots.data(), slots.size());
+  return slots;
+}
+
+// The gather both transports share. Messages travel as int64 words in the same way: a rank
+// copies its bytes into its own words and leaves every other word zero.
 std::vector<std::string> gather_messages(const SumOverRanks& sum_over_ranks, int rank,
                                          int world_size, const std::string& mine) {
-  std::vector<int64_t> lengths(static_cast<size_t>(world_size), 0);
-  lengths[static_cast<size_t>(rank)] = static_cast<int64_t>(mine.size());
-  sum_over_ranks(lengths.data(), lengths.size());
+  const std::vector<int64_t> lengths =
+      gather_slots(sum_over_ranks, rank, world_size, {static_cast<int64_t>(mine.size())});
   std::vector<size_t> first_word(static_cast<size_t>(world_size) + 1, 0);
   for (size_t r = 0; r < lengths.size(); ++r) {
     first_word[r + 1] = first_word[r] + words_for(static_cast<size_t>(lengths[r]));
@@ -47,13 +55,20 @@ std::vector<std::string> gather_messages(const SumOverRanks& sum_over_ranks, int
   return messages;
 }
 
-}  // namespace
-
-std::vector<std::string> all_gather_messages(Communicator* comm, const std::string& mine) {
-  const SumOverRanks sum = [comm](int64_t* values, size_t count) {
+SumOverRanks sum_over(Communicator* comm) {
+  return [comm](int64_t* values, size_t count) {
     comm->all_reduce(values, count, {ReduceOp::kSum, DataType::kInt64});
   };
-  return gather_messages(sum, comm->rank(), comm->world_size(), mine);
+}
+
+}  // namespace
+
+std::vector<int64_t> all_gather_int64(Communicator* comm, const std::vector<int64_t>& mine) {
+  return gather_slots(sum_over(comm), comm->rank(), comm->world_size(), mine);
+}
+
+std::vector<std::string> all_gather_messages(Communicator* comm, const std::string& mine) {
+  return gather_messages(sum_over(comm), comm->rank(), comm->world_size(), mine);
 }
 
 std::vector<std::string> all_gather_messages_over_world(const std::string& mine) {

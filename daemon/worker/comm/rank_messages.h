@@ -10,12 +10,17 @@
 // communicator; the describing functions are pure.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
 #include "daemon/worker/comm/communicator.h"
 
 namespace accum::comm {
+
+// Every rank's `mine` (the same count of values on each rank), concatenated in rank order:
+// one all-reduce. Throws CommError as the collectives do.
+std::vector<int64_t> all_gather_int64(Communicator* comm, const std::vector<int64_t>& mine);
 
 // Every rank's message, indexed by rank ("" for a rank that has none). Every rank must
 // call it at the same point, in the same order as its other collectives: one all-reduce of

@@ -95,15 +95,10 @@ absl::StatusOr<std::string> resolve_resume_checkpoint(comm::Communicator* comm,
   const absl::StatusOr<std::string> resolved = resolve_on_this_rank(ckpt);
   const int world = comm->world_size();
   const ResumePoint mine = resume_point_of(resolved);
-  // Every rank's three numbers, gathered as a sum in which each rank fills only its own
-  // slot: an all_reduce, which every back end takes on host memory (NCCL's all_gather
-  // needs device buffers).
-  std::vector<int64_t> points(3 * static_cast<size_t>(world), 0);
-  const size_t slot = 3 * static_cast<size_t>(comm->rank());
-  points[slot] = mine.kind;
-  points[slot + 1] = mine.step;
-  points[slot + 2] = mine.weights_fingerprint;
-  comm->all_reduce(points.data(), points.size(), {comm::ReduceOp::kSum, comm::DataType::kInt64});
+  // Every rank's three numbers (an all_reduce, which every back end takes on host memory;
+  // NCCL's all_gather needs device buffers).
+  const std::vector<int64_t> points =
+      comm::all_gather_int64(comm, {mine.kind, mine.step, mine.weights_fingerprint});
   std::vector<ResumePoint> ranks(world);
   bool all_equal = true;
   for (int r = 0; r < world; ++r) {
